@@ -1,0 +1,45 @@
+"""opto_core: Trace-style optimization (OPTO) of workflows, with no agent framework inside.
+
+Read it top to bottom like a short textbook: `graph` (a run as a DAG), `parameters` (what may
+change, and the rules), `trace` (recording plain Python), `backward` (from feedback to a problem
+instance), `render` (the instance as a prompt within a token budget), `optimizers` (OptoPrime
+and baselines), `llm` (the model client), `loop` (the training loop) and `report`.
+
+Names are imported lazily so that ``import opto_core`` stays fast and pulls in no LLM client.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .feedback import Feedback
+from .graph import Edge, Graph, GraphError, Node
+from .parameters import InvalidValue, Parameter
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "backward": ("backward", "backward"),
+    "ProblemInstance": ("backward", "ProblemInstance"),
+    "BackwardError": ("backward", "BackwardError"),
+    "render": ("render", "render"),
+    "OptoPrime": ("optimizers", "OptoPrime"),
+    "Proposal": ("optimizers", "Proposal"),
+    "OpenAIChat": ("llm", "OpenAIChat"),
+    "optimize": ("loop", "optimize"),
+    "OptimizationResult": ("loop", "OptimizationResult"),
+    "Target": ("target", "Target"),
+    "FunctionTarget": ("trace", "FunctionTarget"),
+}
+
+__all__ = ["Edge", "Feedback", "Graph", "GraphError", "InvalidValue", "Node", "Parameter", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        value = getattr(import_module(f".{module}", __name__), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'opto_core' has no attribute {name!r}")

@@ -1,0 +1,406 @@
+"""The OPTO graph: one run of a workflow as a DAG of values.
+
+A workflow run is recorded the way micrograd records arithmetic: every value that matters
+becomes a `Node`, and every node remembers the nodes it was computed from (its *parents*,
+each with the argument name it fed). Five kinds of node exist:
+
+- ``parameter``: a trainable (or frozen) value such as a prompt or a tool's code;
+- ``input``: a value from outside the workflow (an example's field), never changed;
+- ``op``: one step that produced a value (an LLM call, a tool call, a parser, ...);
+- ``exception``: an op that raised; its value is the error type and message;
+- ``output``: marks an op's value as one of the workflow's outputs.
+
+Graphs from every adapter share this one type and its JSON form (``opto-graph/1``,
+documented in ``docs/graph-format.md``), which round-trips exactly:
+``Graph.from_json(g.to_json()) == g``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Literal
+
+FORMAT = "opto-graph/1"
+NODE_KINDS: tuple[str, ...] = ("parameter", "input", "op", "exception", "output")
+NodeKind = Literal["parameter", "input", "op", "exception", "output"]
+
+#: Values whose repr is longer than this are cut in the middle when they are not JSON.
+REPR_LIMIT = 4000
+
+
+class GraphError(ValueError):
+    """A graph that is not a valid OPTO graph (a cycle, an unknown kind, a missing parent...)."""
+
+
+def jsonable(value: Any, limit: int = REPR_LIMIT) -> tuple[Any, bool]:
+    """Return ``(value, is_repr)``: the value itself when it is plain JSON, else a bounded repr.
+
+    Tuples become lists (JSON has no tuples), so that the stored value equals its JSON round trip.
+    Non-finite floats are not JSON, so they are stored as their repr too.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        # str/int subclasses (provenance tags) are stored as the plain type
+        if type(value) in (bool, int, str) or value is None:
+            return value, False
+        return (str(value) if isinstance(value, str) else int(value)), False
+    if isinstance(value, float):
+        return (float(value), False) if math.isfinite(value) else (repr(value), True)
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        return json.loads(text), False
+    except (TypeError, ValueError, RecursionError):
+        return bounded_repr(value, limit), True
+
+
+def bounded_repr(value: Any, limit: int = REPR_LIMIT) -> str:
+    """A readable repr of at most about ``limit`` characters, cut in the middle."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not break tracing
+        text = f"<{type(value).__name__} (repr failed: {exc})>"
+    return shorten(text, limit)
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut ``text`` in the middle to at most ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 30, 2)  # room for the marker
+    head, tail = keep - keep // 2, keep // 2
+    return text[:head] + f" …[{len(text) - keep} chars cut]… " + (text[len(text) - tail:] if tail else "")
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One parent of a node: the parent's id and the argument name it fed.
+
+    ``via`` says how the edge was found: ``data`` (real data flow, the default),
+    ``call_tree`` (the framework hid the data flow; parent run -> child run),
+    ``context`` (the value was only in a prompt's context, not what produced this node),
+    or ``control`` (it chose what ran next).
+    """
+
+    id: str
+    arg: str = ""
+    via: str = "data"
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "arg": self.arg}
+        if self.via != "data":
+            data["via"] = self.via
+        return data
+
+
+@dataclass(eq=True)
+class Node:
+    """One value in a run, with the ordered edges to the values it came from."""
+
+    id: str
+    kind: str
+    name: str
+    value: Any = None
+    description: str = ""
+    edges: list[Edge] = field(default_factory=list)
+    op_type: str = ""
+    doc: str = ""
+    param: dict[str, Any] | None = None
+    value_is_repr: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parents(self) -> list[str]:
+        """The parent ids, in argument order."""
+        return [edge.id for edge in self.edges]
+
+    @property
+    def trainable(self) -> bool:
+        return self.kind == "parameter" and bool(self.param and self.param.get("trainable", True))
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "value": self.value,
+            "parents": [edge.to_dict() for edge in self.edges],
+        }
+        if self.value_is_repr:
+            data["value_is_repr"] = True
+        for key in ("description", "op_type", "doc"):
+            if getattr(self, key):
+                data[key] = getattr(self, key)
+        if self.param is not None:
+            data["param"] = self.param
+        if self.meta:
+            data["meta"] = self.meta
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Node":
+        node_id = data.get("id")
+        if not isinstance(node_id, str) or not node_id:
+            raise GraphError(f"a node has no string id: {bounded_repr(data, 200)}")
+        kind = data.get("kind")
+        if kind not in NODE_KINDS:
+            raise GraphError(f"node {node_id!r} has unknown kind {kind!r} (known: {', '.join(NODE_KINDS)})")
+        edges = []
+        for parent in data.get("parents", []):
+            if isinstance(parent, str):
+                edges.append(Edge(parent))
+            elif isinstance(parent, dict) and isinstance(parent.get("id"), str):
+                edges.append(Edge(parent["id"], parent.get("arg", ""), parent.get("via", "data")))
+            else:
+                raise GraphError(f"node {node_id!r} has a malformed parent entry {parent!r}")
+        return cls(
+            id=node_id,
+            kind=kind,
+            name=data.get("name", node_id),
+            value=data.get("value"),
+            description=data.get("description", ""),
+            edges=edges,
+            op_type=data.get("op_type", ""),
+            doc=data.get("doc", ""),
+            param=data.get("param"),
+            value_is_repr=bool(data.get("value_is_repr", False)),
+            meta=data.get("meta", {}),
+        )
+
+
+class Graph:
+    """A DAG of `Node`s for one run, with lookup by id and by name.
+
+    Nodes are usually added parents-first (tracing does this), but edges may also be added
+    later (adapters that recover data flow at the end of a run do). ``nodes`` is always in
+    topological order; a cycle raises `GraphError` naming a node on it.
+    """
+
+    def __init__(self, meta: dict[str, Any] | None = None) -> None:
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._nodes: dict[str, Node] = {}
+        self._order: list[Node] | None = []
+        self._counts: dict[str, int] = {}
+
+    # ----- building -------------------------------------------------------------------
+    def add(
+        self,
+        kind: str,
+        name: str,
+        value: Any = None,
+        *,
+        parents: Iterable[Edge | str | tuple[str, str]] = (),
+        id: str | None = None,
+        description: str = "",
+        op_type: str = "",
+        doc: str = "",
+        param: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        raw: bool = False,
+    ) -> Node:
+        """Add a node and return it. ``value`` is made JSON-safe unless ``raw`` (already safe)."""
+        if kind not in NODE_KINDS:
+            raise GraphError(f"node {name!r}: unknown kind {kind!r} (known: {', '.join(NODE_KINDS)})")
+        if id is None:
+            id = self.new_id(name)
+        elif id in self._nodes:
+            raise GraphError(f"duplicate node id {id!r}")
+        edges = [self._edge(p) for p in parents]
+        for edge in edges:
+            if edge.id not in self._nodes:
+                raise GraphError(f"node {id!r}: parent {edge.id!r} does not exist")
+        stored, is_repr = (value, False) if raw else jsonable(value)
+        node = Node(id, kind, name, stored, description, edges, op_type, doc, param, is_repr, dict(meta or {}))
+        self._nodes[id] = node
+        if self._order is not None:
+            self._order.append(node)  # parents exist already, so order stays topological
+        return node
+
+    def add_parameter(self, parameter: Any) -> Node:
+        """The node of a `Parameter` (id ``param:<name>``), added once per graph and reused."""
+        node_id = f"param:{parameter.name}"
+        existing = self._nodes.get(node_id)
+        if existing is not None:
+            return existing
+        return self.add("parameter", parameter.name, parameter.value, id=node_id,
+                        description=parameter.description, param=parameter.spec())
+
+    def add_exception(self, name: str, error: BaseException, *, parents: Iterable[Edge | str | tuple[str, str]] = (),
+                      op_type: str = "", doc: str = "", meta: dict[str, Any] | None = None) -> Node:
+        """An op that raised: its value is ``"ErrorType: message"``. It is marked as an output."""
+        node = self.add("exception", name, f"{type(error).__name__}: {error}", parents=parents,
+                        op_type=op_type, doc=doc, meta=meta, raw=True)
+        self.mark_output(node.id)
+        return node
+
+    def add_node(self, node: Node) -> Node:
+        """Add a ready-made node; its parents may be added later (call `validate` when done)."""
+        if node.id in self._nodes:
+            raise GraphError(f"duplicate node id {node.id!r}")
+        if node.kind not in NODE_KINDS:
+            raise GraphError(f"node {node.id!r} has unknown kind {node.kind!r}")
+        self._nodes[node.id] = node
+        self._order = None
+        return node
+
+    def add_edge(self, child_id: str, edge: Edge | str | tuple[str, str]) -> None:
+        """Append a parent edge to an existing node (data flow found after the fact)."""
+        edge = self._edge(edge)
+        for node_id in (child_id, edge.id):
+            if node_id not in self._nodes:
+                raise GraphError(f"edge {edge.id!r} -> {child_id!r}: node {node_id!r} does not exist")
+        self._nodes[child_id].edges.append(edge)
+        self._order = None
+
+    def mark_output(self, node_id: str, name: str | None = None) -> Node:
+        """Mark a node's value as a workflow output (adds an ``output`` node) and return it."""
+        node = self[node_id]
+        if node.kind == "output":
+            return node
+        for existing in self._nodes.values():
+            if existing.kind == "output" and existing.edges and existing.edges[0].id == node_id:
+                return existing
+        return self.add("output", name or node.name, node.value, parents=[Edge(node_id, "value")], raw=True,
+                        meta={"value_is_repr": True} if node.value_is_repr else None)
+
+    def new_id(self, name: str) -> str:
+        """A fresh id ``<name>#<k>`` (k counts per name), stable for the same sequence of adds."""
+        k = self._counts.get(name, 0)
+        while True:
+            candidate = f"{name}#{k}"
+            k += 1
+            if candidate not in self._nodes:
+                self._counts[name] = k
+                return candidate
+
+    @staticmethod
+    def _edge(parent: Edge | str | tuple[str, str]) -> Edge:
+        if isinstance(parent, Edge):
+            return parent
+        if isinstance(parent, str):
+            return Edge(parent)
+        return Edge(*parent)
+
+    # ----- reading --------------------------------------------------------------------
+    @property
+    def nodes(self) -> list[Node]:
+        """All nodes in topological order (parents before children; ties in insertion order)."""
+        if self._order is None:
+            self._order = self._toposort()
+        return self._order
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._nodes
+
+    def __getitem__(self, node_id: str) -> Node:
+        try:
+            return self._nodes[node_id]
+        except KeyError:
+            raise KeyError(f"no node with id {node_id!r}") from None
+
+    def get(self, node_id: str) -> Node | None:
+        return self._nodes.get(node_id)
+
+    def by_name(self, name: str) -> list[Node]:
+        """Every node with this name, in topological order."""
+        return [node for node in self.nodes if node.name == name]
+
+    def of_kind(self, kind: str) -> list[Node]:
+        return [node for node in self.nodes if node.kind == kind]
+
+    @property
+    def outputs(self) -> list[Node]:
+        return self.of_kind("output")
+
+    @property
+    def parameters(self) -> list[Node]:
+        return self.of_kind("parameter")
+
+    def children(self) -> dict[str, list[str]]:
+        """Child ids of every node (one pass; callers that walk forward build this once)."""
+        result: dict[str, list[str]] = {node_id: [] for node_id in self._nodes}
+        for node in self._nodes.values():
+            for edge in node.edges:
+                result[edge.id].append(node.id)
+        return result
+
+    def validate(self) -> "Graph":
+        """Check parents exist and there is no cycle; return self. Raises `GraphError`."""
+        self._order = self._toposort()
+        return self
+
+    def _toposort(self) -> list[Node]:
+        nodes = self._nodes
+        indegree: dict[str, int] = {}
+        children: dict[str, list[str]] = {node_id: [] for node_id in nodes}
+        for node in nodes.values():
+            indegree[node.id] = len(node.edges)
+            for edge in node.edges:
+                if edge.id not in nodes:
+                    raise GraphError(f"node {node.id!r}: parent {edge.id!r} does not exist")
+                children[edge.id].append(node.id)
+        # Kahn's algorithm; a deque of ready nodes, in insertion order for stable output
+        ready = [node_id for node_id, count in indegree.items() if count == 0]
+        order: list[Node] = []
+        position = 0
+        while position < len(ready):
+            node_id = ready[position]
+            position += 1
+            order.append(nodes[node_id])
+            for child in children[node_id]:
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    ready.append(child)
+        if len(order) != len(nodes):
+            stuck = next(node_id for node_id, count in indegree.items() if count > 0)
+            raise GraphError(f"the graph has a cycle through node {stuck!r}")
+        return order
+
+    # ----- JSON -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "meta": self.meta, "nodes": [node.to_dict() for node in self.nodes]}
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Graph":
+        if not isinstance(data, dict):
+            raise GraphError(f"an OPTO graph is a JSON object, got {type(data).__name__}")
+        fmt = data.get("format")
+        if fmt != FORMAT:
+            raise GraphError(f"unsupported graph format {fmt!r}; this version reads {FORMAT!r}")
+        graph = cls(meta=data.get("meta", {}))
+        graph._order = None
+        for raw in data.get("nodes", []):
+            node = Node.from_dict(raw)
+            if node.id in graph._nodes:
+                raise GraphError(f"duplicate node id {node.id!r}")
+            graph._nodes[node.id] = node
+        return graph.validate()
+
+    @classmethod
+    def from_json(cls, text: str) -> "Graph":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GraphError(f"not JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Graph):
+            return NotImplemented
+        return self.meta == other.meta and [n for n in self.nodes] == [n for n in other.nodes]
+
+    def __repr__(self) -> str:
+        kinds = {kind: 0 for kind in NODE_KINDS}
+        for node in self._nodes.values():
+            kinds[node.kind] += 1
+        counts = ", ".join(f"{count} {kind}" for kind, count in kinds.items() if count)
+        return f"<Graph {len(self._nodes)} nodes: {counts}>"

@@ -1,0 +1,58 @@
+"""Shared test fixtures: recorded HTTP (vcrpy) and a temporary run directory.
+
+Cassettes hold real traffic recorded against the embedded local model server
+(`opto_core.local`), replayed offline with record mode ``none``. To re-record one, start the
+server on the fixed recording address and run the test with ``OPTO_RECORD=1``:
+
+    OPTO_RECORD=1 pytest tests/test_llm_http.py
+
+Requests match on method and path only, in recorded order, so a changed prompt still replays
+the genuine response that was recorded (the tests assert on what our code does with it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CASSETTES = Path(__file__).parent / "cassettes"
+#: The address recordings were made against; tests point their clients here.
+RECORD_BASE_URL = os.environ.get("OPTO_RECORD_BASE_URL", "http://127.0.0.1:8765/v1")
+
+
+def _scrub_response(response):
+    headers = response.get("headers", {})
+    for key in list(headers):
+        if key.lower() in ("set-cookie", "authorization", "x-api-key", "api-key", "openai-organization"):
+            headers.pop(key)
+    return response
+
+
+@pytest.fixture
+def cassette():
+    """``with cassette("name"):`` replays tests/cassettes/name.yaml (records it with OPTO_RECORD=1)."""
+    vcr = pytest.importorskip("vcr")
+    recording = os.environ.get("OPTO_RECORD") == "1"
+    recorder = vcr.VCR(
+        cassette_library_dir=str(CASSETTES),
+        record_mode="all" if recording else "none",
+        match_on=["method", "path"],
+        filter_headers=["authorization", "x-api-key", "api-key", "cookie", "openai-organization"],
+        before_record_response=_scrub_response,
+        decode_compressed_response=True,
+    )
+
+    def use(name: str):
+        path = CASSETTES / f"{name}.yaml"
+        if not recording and not path.exists():
+            pytest.fail(f"cassette {path} is missing; record it with OPTO_RECORD=1 against the local server")
+        return recorder.use_cassette(f"{name}.yaml", allow_playback_repeats=False)
+
+    return use
+
+
+@pytest.fixture
+def record_base_url() -> str:
+    return RECORD_BASE_URL
