@@ -1,0 +1,301 @@
+"""Tracing plain Python: record a workflow's run as an OPTO graph, with no framework.
+
+Three pieces, in the spirit of micrograd:
+
+- ``@op`` marks a function as one step. Called inside a capture, each call becomes an ``op``
+  node whose parents are the traced values it received; outside a capture it is the plain
+  function (same result, no cost beyond one context-variable read).
+- `Parameter` objects passed to an op become ``parameter`` nodes; ``@op(trainable=True)``
+  makes the function's own source a ``code`` parameter that the optimizer may rewrite.
+- ``with capture() as run:`` collects one run; ``run.graph`` holds its graph.
+
+How values are followed from op to op: a result that is a ``str``, ``int`` or ``float`` is
+returned as a tiny subclass carrying its node id (it compares, hashes and prints exactly like
+the plain value); any other object is followed by identity. ``bool`` and ``None`` cannot be
+tagged and enter the next op as constants. Arithmetic done *outside* an op is not traced: wrap
+it in an op. State lives in a context variable, so runs in different threads or asyncio tasks
+never mix.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import textwrap
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+from contextlib import contextmanager
+
+from .graph import Edge, Graph
+from .parameters import Parameter
+
+_CURRENT: ContextVar["Run | None"] = ContextVar("opto_trace_run", default=None)
+
+
+# ----- values that remember which node produced them ---------------------------------------
+class _TracedStr(str):
+    _opto_node: str
+    _opto_run: int
+
+
+class _TracedInt(int):
+    _opto_node: str
+    _opto_run: int
+
+
+class _TracedFloat(float):
+    _opto_node: str
+    _opto_run: int
+
+
+_TAGGED = {str: _TracedStr, int: _TracedInt, float: _TracedFloat}
+_PLAIN = {_TracedStr: str, _TracedInt: int, _TracedFloat: float}
+
+
+def untag(value: Any) -> Any:
+    """The plain value behind a traced one (a traced ``str`` becomes a ``str``, and so on)."""
+    plain = _PLAIN.get(type(value))
+    return plain(value) if plain is not None else value
+
+
+@dataclass
+class Run:
+    """One captured run: its graph, and how to find the node behind a value."""
+
+    graph: Graph
+    output: Any = None
+    error: BaseException | None = None
+    _by_identity: dict[int, tuple[str, Any]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def tag(self, value: Any, node_id: str) -> Any:
+        """Return ``value`` carrying its node id, so the next op can find its parent."""
+        tagged_type = _TAGGED.get(type(value)) or _TAGGED.get(_PLAIN.get(type(value)))  # type: ignore[arg-type]
+        if tagged_type is not None and not isinstance(value, bool):
+            tagged = tagged_type(value)
+            tagged._opto_node = node_id
+            tagged._opto_run = id(self)
+            return tagged
+        if value is not None and not isinstance(value, bool):
+            with self._lock:
+                self._by_identity[id(value)] = (node_id, value)  # keep a reference: ids stay unique
+        return value
+
+    def node_of(self, value: Any) -> str | None:
+        """The id of the node that produced ``value`` in this run, if it is known."""
+        if getattr(value, "_opto_run", None) == id(self):
+            return value._opto_node
+        entry = self._by_identity.get(id(value))
+        if entry is not None and entry[1] is value:
+            return entry[0]
+        return None
+
+    def input(self, name: str, value: Any, description: str = "") -> Any:
+        """Declare an external value (an example's field); returns it traced."""
+        node = self.graph.add("input", name, value, description=description)
+        return self.tag(value, node.id)
+
+    def parameter(self, parameter: Parameter) -> Any:
+        """Read a parameter's value inside a run, traced (ops also accept `Parameter`s directly)."""
+        node = self.graph.add_parameter(parameter)
+        return self.tag(parameter.value, node.id)
+
+    def mark_output(self, value: Any, name: str = "output") -> str:
+        """Mark a value as an output of the run; returns the output node's id."""
+        node_id = self.node_of(value)
+        if node_id is None:  # produced outside any op: record it as a constant result
+            node_id = self.graph.add("op", name, value, op_type="untraced",
+                                     description="a value computed outside any traced op").id
+        return self.graph.mark_output(node_id, name).id
+
+
+def current_run() -> Run | None:
+    """The run being captured in this thread or task, if any."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def capture(name: str = "run", meta: dict[str, Any] | None = None) -> Iterator[Run]:
+    """Collect one run's graph: ``with capture() as run: ...; run.graph``.
+
+    An exception leaving the block is recorded on ``run.error`` (its ``exception`` node is in the
+    graph already) and re-raised; the graph stays available on ``run``.
+    """
+    run = Run(Graph(meta={"adapter": "opto_core.trace", "run": name, **(meta or {})}))
+    token = _CURRENT.set(run)
+    try:
+        yield run
+    except BaseException as exc:
+        run.error = exc
+        raise
+    finally:
+        _CURRENT.reset(token)
+
+
+# ----- ops ------------------------------------------------------------------------------------
+def _source_of(fn: Callable[..., Any]) -> str:
+    """A function's source without its decorators, dedented."""
+    lines = textwrap.dedent(inspect.getsource(fn)).splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith(("def ", "async def ")))
+    return "".join(lines[start:])
+
+
+class TracedOp:
+    """A function recorded as an ``op`` node each time it is called inside a capture."""
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, trainable: bool = False,
+                 description: str | None = None, parameter_name: str | None = None) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.signature = inspect.signature(fn)
+        self.description = description if description is not None else (inspect.getdoc(fn) or "")
+        try:
+            self.source = _source_of(fn)
+        except (OSError, TypeError, StopIteration):
+            self.source = ""
+        self.code: Parameter | None = None
+        if trainable:
+            if not self.source:
+                raise ValueError(f"@op(trainable=True) needs the source of {fn.__qualname__}, which is not available")
+            self.code = Parameter(parameter_name or f"{fn.__qualname__.replace('.<locals>', '')}.code", "code",
+                                  self.source, description=f"the source of {self.name}")
+        self._compiled: tuple[str, Callable[..., Any]] | None = None
+
+    @property
+    def doc(self) -> str:
+        """What the optimizer reads about this op: its docstring, or its source when it has none."""
+        if self.code is not None:
+            return f"[{self.name}] {self.description}".strip()
+        return f"[{self.name}] {self.description}" if self.description else self.source
+
+    def implementation(self) -> Callable[..., Any]:
+        """The function to call: for a trainable op, its current source, compiled once per value."""
+        if self.code is None or self.code.value == self.source:
+            return self.fn
+        if self._compiled is None or self._compiled[0] != self.code.value:
+            namespace = dict(self.fn.__globals__)
+            exec(compile(self.code.value, f"<{self.code.name}>", "exec"), namespace)
+            self._compiled = (self.code.value, namespace[self.fn.__name__])
+        return self._compiled[1]
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        return self if instance is None else functools.partial(self.__call__, instance)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        run = _CURRENT.get()
+        if run is None:
+            plain_args = [p.value if isinstance(p, Parameter) else p for p in args]
+            plain_kwargs = {k: (v.value if isinstance(v, Parameter) else v) for k, v in kwargs.items()}
+            return self.implementation()(*plain_args, **plain_kwargs)
+        graph = run.graph
+        bound = self.signature.bind(*args, **kwargs)
+        edges: list[Edge] = []
+        call_args: list[Any] = []
+        call_kwargs: dict[str, Any] = {}
+        for arg_name, value in bound.arguments.items():
+            kind = self.signature.parameters[arg_name].kind
+            values = value if kind == inspect.Parameter.VAR_POSITIONAL else \
+                list(value.values()) if kind == inspect.Parameter.VAR_KEYWORD else [value]
+            names = [f"{arg_name}[{i}]" for i in range(len(values))] if kind == inspect.Parameter.VAR_POSITIONAL else \
+                list(value) if kind == inspect.Parameter.VAR_KEYWORD else [arg_name]
+            plain_values = []
+            for label, item in zip(names, values):
+                if isinstance(item, Parameter):
+                    edges.append(Edge(graph.add_parameter(item).id, label))
+                    plain_values.append(item.value)
+                    continue
+                parent = run.node_of(item)
+                if parent is None:
+                    parent = graph.add("input", label, item, description=f"a constant passed to {self.name}").id
+                edges.append(Edge(parent, label))
+                plain_values.append(untag(item))
+            if kind == inspect.Parameter.VAR_POSITIONAL:
+                call_args.extend(plain_values)
+            elif kind == inspect.Parameter.VAR_KEYWORD:
+                call_kwargs.update(zip(names, plain_values))
+            elif kind == inspect.Parameter.KEYWORD_ONLY:
+                call_kwargs[arg_name] = plain_values[0]
+            else:
+                call_args.append(plain_values[0])
+        if self.code is not None:
+            edges.append(Edge(graph.add_parameter(self.code).id, "__code"))
+        try:
+            result = self.implementation()(*call_args, **call_kwargs)
+        except Exception as exc:
+            graph.add_exception(self.name, exc, parents=edges, op_type="python", doc=self.doc)
+            raise
+        node = graph.add("op", self.name, result, parents=edges, op_type="python", doc=self.doc,
+                         description=self.description)
+        return run.tag(result, node.id)
+
+
+def op(fn: Callable[..., Any] | None = None, *, name: str | None = None, trainable: bool = False,
+       description: str | None = None, parameter_name: str | None = None) -> Any:
+    """Trace a function as one op: ``@op`` or ``@op(trainable=True)`` (its source becomes a parameter)."""
+
+    def wrap(function: Callable[..., Any]) -> TracedOp:
+        return TracedOp(function, name=name, trainable=trainable, description=description,
+                        parameter_name=parameter_name)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+# ----- a target for the optimization loop ----------------------------------------------------------
+class FunctionTarget:
+    """A plain-Python workflow as an optimization target (the `Target` protocol).
+
+    ``fn(**example)`` (or ``fn(example)`` for a non-dict example) is run under `capture`; the
+    example's fields enter as ``input`` nodes and the return value is the output. Parameters are
+    the `Parameter` objects given, plus the code parameter of every trainable op given.
+    """
+
+    def __init__(self, fn: Callable[..., Any], parameters: list[Parameter | TracedOp] = ()) -> None:
+        self.fn = fn
+        self._parameters: list[Parameter] = []
+        for item in parameters:
+            parameter = item.code if isinstance(item, TracedOp) else item
+            if parameter is None:
+                raise ValueError(f"op {item.name!r} is not trainable; use @op(trainable=True)")  # type: ignore[union-attr]
+            self._parameters.append(parameter)
+        names = [p.name for p in self._parameters]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"parameter names must be unique, repeated: {sorted(duplicates)}")
+
+    def parameters(self) -> list[Parameter]:
+        return list(self._parameters)
+
+    def run(self, example: Any) -> tuple[Any, Graph]:
+        with capture(meta={"target": getattr(self.fn, "__qualname__", repr(self.fn))}) as run:
+            for parameter in self._parameters:
+                run.graph.add_parameter(parameter)
+            try:
+                if isinstance(example, dict):
+                    result = self.fn(**{k: run.input(k, v) for k, v in example.items()})
+                else:
+                    result = self.fn(run.input("x", example))
+            except Exception as exc:
+                if not run.graph.outputs:  # raised outside any op
+                    run.graph.add_exception(getattr(self.fn, "__name__", "workflow"), exc)
+                return exc, run.graph
+            run.mark_output(result)
+        return untag(result), run.graph
+
+    def apply(self, updates: dict[str, Any]) -> None:
+        by_name = {p.name: p for p in self._parameters}
+        unknown = set(updates) - set(by_name)
+        if unknown:
+            raise KeyError(f"unknown parameters {sorted(unknown)}; known: {sorted(by_name)}")
+        for name, value in updates.items():
+            by_name[name].value = value
+
+    def snapshot(self) -> dict[str, Any]:
+        return {p.name: copy.deepcopy(p.value) for p in self._parameters}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        for parameter in self._parameters:
+            parameter.value = copy.deepcopy(snapshot[parameter.name])
