@@ -181,6 +181,8 @@ def _short_names(variables: list[Node], nodes: list[Node]) -> dict[str, str]:
         base = _NOT_NAME.sub("_", node.name).strip("_") or node.kind
         if base[0].isdigit():
             base = "_" + base
+        if base[-1].isdigit():
+            base += "_"  # user_9 then reads user_9_0, never user_90
         k = counters.get(base, 0)
         while f"{base}{k}" in taken:
             k += 1

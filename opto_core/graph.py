@@ -337,6 +337,13 @@ class Graph:
 
     def _toposort(self) -> list[Node]:
         nodes = self._nodes
+        seen: set[str] = set()
+        for node in nodes.values():  # already in order (the usual case): keep insertion order
+            if not all(edge.id in seen for edge in node.edges):
+                break
+            seen.add(node.id)
+        else:
+            return list(nodes.values())
         indegree: dict[str, int] = {}
         children: dict[str, list[str]] = {node_id: [] for node_id in nodes}
         for node in nodes.values():
@@ -396,7 +403,7 @@ class Graph:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
             return NotImplemented
-        return self.meta == other.meta and [n for n in self.nodes] == [n for n in other.nodes]
+        return self.meta == other.meta and self._nodes == other._nodes
 
     def __repr__(self) -> str:
         kinds = {kind: 0 for kind in NODE_KINDS}

@@ -213,12 +213,14 @@ def _code_signature(parameter: str, source: Any) -> tuple[str, str, bool]:
     except SyntaxError as exc:
         raise InvalidValue(parameter, f"the code does not parse: {exc.msg} (line {exc.lineno})") from None
     functions = []
-    for index, statement in enumerate(tree.body):
+    docstring_seen = False
+    for statement in tree.body:
         if isinstance(statement, (ast.Import, ast.ImportFrom)):
             continue
-        if index == 0 and isinstance(statement, ast.Expr) and isinstance(getattr(statement, "value", None), ast.Constant) \
-                and isinstance(statement.value.value, str):
-            continue  # a module docstring
+        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) \
+                and isinstance(statement.value.value, str) and not docstring_seen:
+            docstring_seen = True  # a module docstring
+            continue
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
             functions.append(statement)
             continue

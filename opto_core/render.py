@@ -71,6 +71,12 @@ class _Line:
     tier: int  # 0 never cut, 1 inputs (cut first), 2 others/outputs
     example: int
     code_index: int = -1  # for #Others: the code line it belongs to (dropped with it)
+    consumers: tuple[int, ...] = ()  # for #Inputs: the code lines that read it
+
+    def shown(self, visible: set[int]) -> bool:
+        if self.code_index >= 0:
+            return self.code_index in visible
+        return not self.consumers or any(c in visible for c in self.consumers)
 
 
 def _capped(lengths: list[int], prefix_sums: list[int], cap: int) -> int:
@@ -136,8 +142,13 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
             position[node.id] = len(codes)
             codes.append(line)
         code_lines.append(codes)
+        consumers: dict[str, list[int]] = {}
+        for node in instance.code:
+            for edge in node.edges:
+                consumers.setdefault(edge.id, []).append(position[node.id])
         for node in instance.inputs:
-            lines.append(_Line(f"({type_label(node)}) {names[node.id]}=", value_text(node.value), 1, index))
+            lines.append(_Line(f"({type_label(node)}) {names[node.id]}=", value_text(node.value), 1, index,
+                               consumers=tuple(consumers.get(node.id, ()))))
         output_ids = {n.id for n in instance.outputs}
         for node in instance.code:
             tier = 0 if node.kind == "exception" else 2
@@ -216,7 +227,7 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
         parts.append("#Code\n" + "\n".join(body) + "\n")
         inputs, others, outputs = [], [], []
         for line in by_example.get(index, []):
-            if line.code_index >= 0 and line.code_index not in visible:
+            if not line.shown(visible):
                 continue
             if line.tier == 1:
                 inputs.append(line.prefix + value(line))
@@ -275,8 +286,7 @@ def _fit_code(lines: list[_Line], code_lines: list[list[str]], base: int, budget
         for example, codes in enumerate(code_lines):
             visible = _visible_lines(len(codes), keep) if len(codes) > keep else set(range(len(codes)))
             total += sum(len(codes[i]) + 1 for i in visible) + 80
-            total += sum(line_size(line) for line in per_example[example]
-                         if line.code_index < 0 or line.code_index in visible)
+            total += sum(line_size(line) for line in per_example[example] if line.shown(visible))
         return total
 
     low, high = 1, max(longest, 1)
