@@ -17,13 +17,14 @@ from .feedback import Feedback
 from .graph import Edge, Graph, GraphError, Node
 from .parameters import InvalidValue, Parameter
 
+# `backward` and `render` are both modules and functions: import the functions now, so that a
+# later import of the submodules cannot shadow them.
+from .backward import BackwardError, ProblemInstance, backward  # noqa: E402
+from .render import render  # noqa: E402
+
 __version__ = "0.1.0"
 
 _LAZY = {
-    "backward": ("backward", "backward"),
-    "ProblemInstance": ("backward", "ProblemInstance"),
-    "BackwardError": ("backward", "BackwardError"),
-    "render": ("render", "render"),
     "OptoPrime": ("optimizers", "OptoPrime"),
     "Proposal": ("optimizers", "Proposal"),
     "OpenAIChat": ("llm", "OpenAIChat"),
@@ -33,7 +34,7 @@ _LAZY = {
     "FunctionTarget": ("trace", "FunctionTarget"),
 }
 
-__all__ = ["Edge", "Feedback", "Graph", "GraphError", "InvalidValue", "Node", "Parameter", *_LAZY]
+__all__ = ["BackwardError", "ProblemInstance", "backward", "render", "Edge", "Feedback", "Graph", "GraphError", "InvalidValue", "Node", "Parameter", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

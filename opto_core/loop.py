@@ -150,6 +150,7 @@ def optimize(
     failure_score: float = 0.0,
     follow: Sequence[str] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    recipe: str | None = None,
 ) -> OptimizationResult:
     """Optimize ``target``'s trainable parameters on ``trainset`` with ``optimizer``.
 
@@ -158,6 +159,8 @@ def optimize(
     without one, on the step's training batch) does not drop. ``max_llm_calls``, ``max_tokens``
     and ``max_cost_usd`` bound the optimizer's own LLM use exactly (a retry is skipped when only
     one call is left). ``max_errors`` bounds failed runs (exceptions) over the whole run.
+    ``recipe`` (``"module:function"`` returning target, trainset, feedback_fn, valset) is stored
+    in the run directory so that ``opto resume`` can rebuild the run in a new process.
     """
     if not trainset:
         raise ValueError("optimize needs a non-empty trainset")
@@ -208,7 +211,8 @@ def optimize(
                                 "model": getattr(optimizer._llm, "model", None),
                                 "base_url": str(getattr(optimizer._llm, "base_url", "") or "") or None,
                                 "parameters": [p.spec() for p in parameters],
-                                "trainset_size": len(trainset), "valset_size": len(valset or [])})
+                                "trainset_size": len(trainset), "valset_size": len(valset or []),
+                                "recipe": recipe})
         initial_score, evaluations = score_of(eval_set or list(trainset))
         current_score = best_score = initial_score
         best_values = _values(target)

@@ -233,7 +233,8 @@ def _code_signature(parameter: str, source: Any) -> tuple[str, str, bool]:
         compile(tree, f"<{parameter}>", "exec")
     except SyntaxError as exc:
         raise InvalidValue(parameter, f"the code does not compile: {exc.msg} (line {exc.lineno})") from None
-    return function.name, "(" + ast.unparse(function.args) + ")", isinstance(function, ast.AsyncFunctionDef)
+    returns = f" -> {ast.unparse(function.returns)}" if function.returns is not None else ""
+    return function.name, "(" + ast.unparse(function.args) + ")" + returns, isinstance(function, ast.AsyncFunctionDef)
 
 
 def _json_type(value: Any) -> str:

@@ -249,12 +249,15 @@ class FunctionTarget:
     """A plain-Python workflow as an optimization target (the `Target` protocol).
 
     ``fn(**example)`` (or ``fn(example)`` for a non-dict example) is run under `capture`; the
-    example's fields enter as ``input`` nodes and the return value is the output. Parameters are
-    the `Parameter` objects given, plus the code parameter of every trainable op given.
+    example's fields enter as ``input`` nodes and the return value is the output. ``input_keys``
+    picks the fields passed to ``fn`` (the rest, such as labels, stay for the feedback function).
+    Parameters are the `Parameter` objects given, plus the code parameter of every trainable op given.
     """
 
-    def __init__(self, fn: Callable[..., Any], parameters: list[Parameter | TracedOp] = ()) -> None:
+    def __init__(self, fn: Callable[..., Any], parameters: list[Parameter | TracedOp] = (),
+                 input_keys: list[str] | None = None) -> None:
         self.fn = fn
+        self.input_keys = list(input_keys) if input_keys is not None else None
         self._parameters: list[Parameter] = []
         for item in parameters:
             parameter = item.code if isinstance(item, TracedOp) else item
@@ -275,7 +278,8 @@ class FunctionTarget:
                 run.graph.add_parameter(parameter)
             try:
                 if isinstance(example, dict):
-                    result = self.fn(**{k: run.input(k, v) for k, v in example.items()})
+                    keys = self.input_keys if self.input_keys is not None else list(example)
+                    result = self.fn(**{k: run.input(k, example[k]) for k in keys})
                 else:
                     result = self.fn(run.input("x", example))
             except Exception as exc:

@@ -1,0 +1,179 @@
+"""The ``opto`` command: ``demo``, ``resume``, ``report`` and ``graph``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Optimize AI workflows from their execution traces (OPTO / OptoPrime).")
+console = Console()
+
+
+def _client(base_url: str | None, model: str | None) -> Any:
+    from .llm import OpenAIChat
+
+    return OpenAIChat(base_url=base_url, model=model)
+
+
+def _show_graph(graph: Any, limit: int = 40) -> None:
+    table = Table(title=f"trace of one run ({len(graph)} nodes)", show_lines=False)
+    for column in ("id", "kind", "from", "value"):
+        table.add_column(column, overflow="fold")
+    for node in graph.nodes[:limit]:
+        value = node.value if isinstance(node.value, str) else json.dumps(node.value)
+        value = value if len(value) <= 70 else value[:67] + "..."
+        table.add_row(node.id, node.kind, ", ".join(f"{e.arg}={e.id}" if e.arg else e.id for e in node.edges), value)
+    console.print(table)
+    if len(graph) > limit:
+        console.print(f"... {len(graph) - limit} more nodes")
+
+
+def _show_step(record: dict[str, Any]) -> None:
+    proposal = record.get("proposal", {})
+    verdict = "[green]kept[/green]" if record.get("kept") else "[yellow]rolled back / no change[/yellow]"
+    console.rule(f"step {record['step']}")
+    console.print(f"batch score {_fmt(record.get('batch_score'))} -> after {_fmt(record.get('eval_score'))}: {verdict}")
+    if proposal.get("reasoning"):
+        console.print(f"[bold]reasoning[/bold]: {proposal['reasoning'][:800]}")
+    for name, value in proposal.get("accepted", {}).items():
+        console.print(f"[bold]{name}[/bold] := {str(value)[:400]}")
+    for name, reason in proposal.get("rejected", {}).items():
+        console.print(f"[red]rejected[/red] {name}: {reason}")
+    if proposal.get("error"):
+        console.print(f"[red]{proposal['error']}[/red]")
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _finish(result: Any, run_dir: str) -> None:
+    console.rule("result")
+    console.print(f"stopped: {result.stopped_reason}; score {_fmt(result.initial_score)} -> best {_fmt(result.best_score)}")
+    console.print(f"optimizer LLM: {result.usage['calls']} calls, "
+                  f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']} tokens, "
+                  f"${result.usage['cost_usd']:.4f}")
+    for name, value in result.best_values.items():
+        console.print(f"[bold]{name}[/bold] = {str(value)[:600]}")
+    try:
+        from .report import write_report
+
+        path = write_report(run_dir)
+        console.print(f"report: {path}")
+    except Exception as exc:  # the run is saved whatever happens to the report
+        console.print(f"[red]could not write the report: {exc}[/red]")
+    console.print(f"run directory: {run_dir} (resume with: opto resume {run_dir})")
+
+
+@app.command()
+def demo(
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, "
+                                                      "else the embedded local model)"),
+    model: Optional[str] = typer.Option(None, help="model name (default: OPTO_MODEL or the server's)"),
+    steps: int = typer.Option(3, help="optimization steps"),
+    run_dir: str = typer.Option("runs/demo", help="where checkpoints, history and the report go"),
+    workflow: str = typer.Option("auto", help="auto | python | langchain | dspy | autogen"),
+    batch_size: int = typer.Option(3, help="examples per step"),
+    fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run"),
+) -> None:
+    """Optimize a small example workflow end to end and write its report."""
+    from .demo import DEMOS, choose_demo, load_recipe
+    from .loop import optimize
+    from .optimizers import OptoPrime
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    name = choose_demo(workflow)
+    recipe = DEMOS[name][0]
+    if fresh and Path(run_dir).exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    target, trainset, feedback_fn, valset = load_recipe(recipe)
+    llm = _client(base_url, model)
+    console.print(f"[bold]opto demo[/bold]: the {name} workflow, optimizer model {llm.model!r} at {llm.base_url}")
+    output, graph = target.run(trainset[0])
+    console.print(f"first example: {trainset[0]!r} -> {output!r}")
+    _show_graph(graph)
+    optimizer = OptoPrime(target.parameters(), llm)
+    result = optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps, batch_size=batch_size,
+                      run_dir=run_dir, on_step=_show_step, recipe=recipe)
+    _finish(result, run_dir)
+
+
+@app.command()
+def resume(
+    run_dir: str = typer.Argument(..., help="a run directory written by `opto demo` or by optimize(recipe=...)"),
+    steps: Optional[int] = typer.Option(None, help="total steps (default: the run's own setting)"),
+    base_url: Optional[str] = typer.Option(None, help="override the endpoint the run used"),
+    model: Optional[str] = typer.Option(None, help="override the model the run used"),
+) -> None:
+    """Continue an interrupted run from its last finished step."""
+    from .demo import load_recipe
+    from .loop import optimize
+    from .optimizers import OPRO, OptoPrime, OptoPrimeNoTrace
+    from .rundir import RunDir
+
+    store = RunDir(run_dir)
+    config = store.read_config()
+    if not config:
+        console.print(f"[red]{run_dir} holds no run (config.json is missing)[/red]")
+        raise typer.Exit(2)
+    recipe = config.get("recipe")
+    if not recipe:
+        console.print("[red]this run was started from Python code, not from a recipe: resume it by calling "
+                      "optimize(..., run_dir=...) again with the same arguments[/red]")
+        raise typer.Exit(2)
+    target, trainset, feedback_fn, valset = load_recipe(recipe)
+    llm = _client(base_url or config.get("base_url"), model or config.get("model"))
+    optimizer_class = {"OPRO": OPRO, "OptoPrimeNoTrace": OptoPrimeNoTrace}.get(config.get("optimizer", ""), OptoPrime)
+    result = optimize(target, trainset, feedback_fn, optimizer_class(target.parameters(), llm), valset,
+                      max_steps=steps or config.get("max_steps", 5), batch_size=config.get("batch_size", 4),
+                      num_threads=config.get("num_threads", 1), max_llm_calls=config.get("max_llm_calls"),
+                      max_tokens=config.get("max_tokens"), max_cost_usd=config.get("max_cost_usd"),
+                      target_score=config.get("target_score"), seed=config.get("seed", 0), run_dir=run_dir,
+                      on_step=_show_step, recipe=recipe)
+    _finish(result, run_dir)
+
+
+@app.command()
+def report(
+    run_dir: str = typer.Argument(..., help="a run directory"),
+    out: Optional[str] = typer.Option(None, help="where to write the HTML (default: RUN_DIR/report.html)"),
+) -> None:
+    """Write a self-contained HTML report of a run."""
+    from .report import write_report
+
+    path = write_report(run_dir, out)
+    console.print(f"report: {path}")
+
+
+@app.command()
+def graph(
+    graph_json: str = typer.Argument(..., help="an OPTO graph JSON file"),
+    out_dir: Optional[str] = typer.Option(None, help="where to write GRAPH.html and GRAPH.dot"),
+) -> None:
+    """Draw one graph as an HTML page (inline SVG, Mermaid source) and a Graphviz DOT file."""
+    from .report import write_graph_files
+
+    for path in write_graph_files(graph_json, out_dir):
+        console.print(str(path))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
