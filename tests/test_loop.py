@@ -188,3 +188,19 @@ def test_threads_give_the_same_results_as_serial():
                           VAL, max_steps=2, batch_size=4, num_threads=threads)
         results.append([(r.get("batch"), r.get("batch_score"), r.get("eval_score")) for r in result.history])
     assert results[0] == results[1]
+
+
+def test_ctrl_c_stops_after_the_current_step_with_everything_saved(tmp_path):
+    import signal
+
+    target, _ = make_target()
+
+    def press_ctrl_c(record):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), ScriptedLLM([say(3.0)], repeat_last=True)),
+                      VAL, max_steps=10, run_dir=str(tmp_path), on_step=press_ctrl_c)
+    assert result.stopped_reason == "interrupted" and len(result.history) == 2
+    checkpoint = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert checkpoint["step"] == 1 and checkpoint["best"] == {"k": 3.0}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
