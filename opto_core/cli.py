@@ -149,9 +149,13 @@ def report(
     out: Optional[str] = typer.Option(None, help="where to write the HTML (default: RUN_DIR/report.html)"),
 ) -> None:
     """Write a self-contained HTML report of a run."""
-    from .report import write_report
+    from .report import ReportError, write_report
 
-    path = write_report(run_dir, out)
+    try:
+        path = write_report(run_dir, out)
+    except (ReportError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
     console.print(f"report: {path}")
 
 
@@ -161,9 +165,15 @@ def graph(
     out_dir: Optional[str] = typer.Option(None, help="where to write GRAPH.html and GRAPH.dot"),
 ) -> None:
     """Draw one graph as an HTML page (inline SVG, Mermaid source) and a Graphviz DOT file."""
-    from .report import write_graph_files
+    from .graph import GraphError
+    from .report import ReportError, write_graph_files
 
-    for path in write_graph_files(graph_json, out_dir):
+    try:
+        paths = write_graph_files(graph_json, out_dir)
+    except (ReportError, GraphError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    for path in paths:
         console.print(str(path))
 
 

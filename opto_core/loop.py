@@ -322,7 +322,7 @@ def _one_step(step: int, target: Target, trainset: Sequence[Any], eval_set: list
         except BackwardError as exc:
             skipped.append(f"example {evaluation.index}: {exc}")
     values_before = _values(target)
-    record: dict[str, Any] = {"step": step, "kind": "step", "batch": indices, "batch_score": batch_score,
+    record: dict[str, Any] = {"step": step, "kind": "step", "time": started, "batch": indices, "batch_score": batch_score,
                               "feedback": [e.feedback.to_dict() for e in evaluations], "values_before": values_before,
                               "skipped_examples": skipped}
     if store:

@@ -160,7 +160,9 @@ class Optimizer:
             self._read(result.text, retry)
             proposal.attempts = 2
             proposal.accepted.update(retry.accepted)
-            proposal.reasoning = retry.reasoning or proposal.reasoning
+            if retry.reasoning and retry.reasoning != proposal.reasoning:  # keep both attempts' reasoning
+                proposal.reasoning = (f"{proposal.reasoning}\n[retry] {retry.reasoning}" if proposal.reasoning
+                                      else retry.reasoning)
             proposal.rejected = {k: v for k, v in {**proposal.rejected, **retry.rejected}.items()
                                  if k not in proposal.accepted}
             proposal.terminated = retry.terminated and not proposal.accepted
