@@ -57,6 +57,8 @@ def _fmt(value: Any) -> str:
 
 def _finish(result: Any, run_dir: str) -> None:
     console.rule("result")
+    if result.error:
+        console.print(f"[red]{result.error}[/red]")
     console.print(f"stopped: {result.stopped_reason}; score {_fmt(result.initial_score)} -> best {_fmt(result.best_score)}")
     console.print(f"optimizer LLM: {result.usage['calls']} calls, "
                   f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']} tokens, "

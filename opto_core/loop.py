@@ -32,6 +32,10 @@ log = logging.getLogger("opto")
 FeedbackFn = Callable[[Any, Any], Any]
 
 
+class OptimizerFailed(RuntimeError):
+    """The optimizer's step raised (an API error after its retries): the run stops, saved, resumable."""
+
+
 class FeedbackError(RuntimeError):
     """The user's feedback function raised, or returned something that is not feedback."""
 
@@ -60,6 +64,7 @@ class OptimizationResult:
     stopped_reason: str
     steps: int = 0
     final_values: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
 
 
 def mean_score(evaluations: Sequence[Evaluation]) -> float | None:
@@ -227,6 +232,7 @@ def optimize(
                                                optimizer, usage, errors, "running"))
 
     stopped = "max_steps"
+    error = ""
     last_step = start
     bar = _Progress(progress, max_steps, start)
     try:
@@ -245,9 +251,14 @@ def optimize(
                 if reason:
                     stopped = reason
                     break
+                try:
+                    record = _one_step(step + 1, target, trainset, eval_set, optimizer, score_of, usage,
+                                       current_score, batch_size, seed, max_llm_calls, backward_kwargs, store)
+                except OptimizerFailed as exc:
+                    log.error("%s; stopping. Everything up to step %d is saved; run again to resume.", exc, step)
+                    stopped, error = "optimizer_error", str(exc)
+                    break
                 step += 1
-                record = _one_step(step, target, trainset, eval_set, optimizer, score_of, usage, current_score,
-                                   batch_size, seed, max_llm_calls, backward_kwargs, store)
                 current_score = record["current_score"]
                 last_step = step
                 # without a validation set, scores of different batches do not compare: the last kept
@@ -279,7 +290,7 @@ def optimize(
                                            usage, errors, stopped, done=True))
     return OptimizationResult(best_values, best_score, initial_score, history, usage.to_dict(),
                               str(store.path) if store else None, stopped, steps=len(history) - 1,
-                              final_values=final_values)
+                              final_values=final_values, error=error)
 
 
 def _validated(target: Target, values: dict[str, Any]) -> dict[str, Any]:
@@ -338,6 +349,8 @@ def _one_step(step: int, target: Target, trainset: Sequence[Any], eval_set: list
         optimizer.retry_invalid = False  # one call left: a retry would break the budget
     try:
         proposal = optimizer.step(instances)
+    except Exception as exc:  # the LLM is down, out of quota, ...: stop cleanly, resume later
+        raise OptimizerFailed(f"step {step}: the optimizer failed: {type(exc).__name__}: {exc}") from exc
     finally:
         optimizer.retry_invalid = retry
     usage.calls += proposal.usage.get("calls", 0)

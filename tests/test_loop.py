@@ -204,3 +204,22 @@ def test_ctrl_c_stops_after_the_current_step_with_everything_saved(tmp_path):
     checkpoint = json.loads((tmp_path / "checkpoint.json").read_text())
     assert checkpoint["step"] == 1 and checkpoint["best"] == {"k": 3.0}
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+
+
+def test_an_llm_failure_stops_cleanly_and_the_run_resumes(tmp_path):
+    target, k = make_target()
+
+    def down(messages):
+        raise ConnectionError("endpoint unreachable")
+
+    llm = ScriptedLLM([say(2.0), down])
+    result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), llm), VAL, max_steps=4,
+                      run_dir=str(tmp_path))
+    assert result.stopped_reason == "optimizer_error" and "endpoint unreachable" in result.error
+    assert k.value == 2.0 and len(result.history) == 2
+    checkpoint = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert checkpoint["step"] == 1 and len(checkpoint["optimizer"]["memory"]) == 1  # the failed step left nothing
+    fresh, _ = make_target()
+    again = optimize(fresh, TRAIN, feedback, OptoPrime(fresh.parameters(), ScriptedLLM([say(3.0)], repeat_last=True)),
+                     VAL, max_steps=4, run_dir=str(tmp_path))
+    assert again.stopped_reason == "max_steps" and again.best_values == {"k": 3.0} and len(again.history) == 5

@@ -142,10 +142,10 @@ class Optimizer:
         if not self.trainable:
             raise ValueError("the optimizer has no trainable parameter")
         messages = self.build_messages(instances)
-        self.remember(instances)
         usage = Usage()
         proposal = Proposal()
         result = self._call(messages, usage)
+        self.remember(instances)  # only once the call succeeded: a failed step leaves no trace in memory
         problems = self._read(result.text, proposal)
         proposal.attempts = 1
         if problems and self.retry_invalid and not proposal.terminated:
