@@ -15,6 +15,7 @@ Sizes are computed arithmetically and the text is built once, so rendering is li
 from __future__ import annotations
 
 import bisect
+import logging
 import json
 import math
 from dataclasses import dataclass
@@ -25,18 +26,34 @@ from .backward import ProblemInstance
 from .graph import Node, shorten
 
 DEFAULT_BUDGET = 8000
+_TRIVIAL = {"text", "any float", "any int"}
+#: An op with more arguments than this shows the first and last half of them.
+MAX_ARGS = 40
 #: Shortest a value is cut to (characters): below this a value says nothing useful.
 MIN_VALUE_CHARS = 24
 #: Without tiktoken, tokens are estimated as characters / this (English text and code run 3.5-4.5).
 CHARS_PER_TOKEN = 3.5
 
 
+_CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+
+
 @lru_cache(maxsize=1)
 def _encoder() -> Callable[[str], int] | None:
+    """tiktoken's cl100k_base, but only when its file is already cached: tiktoken would otherwise
+    download it (with no timeout), and nothing here may download at run time."""
     try:
+        import hashlib
+        import os
+        import tempfile
+
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or \
+            os.path.join(tempfile.gettempdir(), "data-gym-cache")
+        if not os.path.exists(os.path.join(cache, hashlib.sha1(_CL100K_URL.encode()).hexdigest())):
+            return None
         import tiktoken
 
-        encoding = tiktoken.get_encoding("cl100k_base")  # needs the file cached locally: no network here
+        encoding = tiktoken.get_encoding("cl100k_base")
         return lambda text: len(encoding.encode(text, disallowed_special=()))
     except Exception:
         return None
@@ -50,7 +67,11 @@ def count_tokens(text: str) -> int:
 
 
 def value_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        return value
+    if type(value) in (int, float):  # repr is JSON for finite numbers, and much faster
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def type_label(node: Node) -> str:
@@ -102,6 +123,10 @@ def render(instances: ProblemInstance | Sequence[ProblemInstance], budget_tokens
         if used <= budget_tokens:
             return full
         ratio *= budget_tokens / used * 0.97
+    logging.getLogger("opto").warning(
+        "the prompt needs %d tokens, over the budget of %d, although everything that may be cut was cut: "
+        "the variables, constraints and feedback alone do not fit. Raise the budget or optimize fewer "
+        "parameters at once.", count_tokens(header + text + footer), budget_tokens)
     return header + text + footer
 
 
@@ -119,8 +144,14 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
     doc_lines = [f"[{name}] {doc}" if doc and not doc.startswith(f"[{name}]") else (doc or f"[{name}]")
                  for name, doc in documentation.items()]
     var_lines = [f"({type_label(n)}) {name}={value_text(n.value)}" for name, n in variables.items()]
-    con_lines = [f"({type_label(n)}) {name}: {n.param.get('constraint', '')}" for name, n in variables.items()
-                 if n.param and n.param.get("constraint")]
+    # constraints: the trivial ones ("any float", "text") say nothing the type label does not, and
+    # identical ones are written once for all their variables
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for name, n in variables.items():
+        constraint = (n.param or {}).get("constraint", "")
+        if constraint and constraint not in _TRIVIAL:
+            grouped.setdefault((type_label(n), constraint), []).append(name)
+    con_lines = [f"({label}) {', '.join(names)}: {constraint}" for (label, constraint), names in grouped.items()]
     head.append("#Variables\n" + "\n".join(var_lines) + "\n")
     if con_lines:
         head.append("#Constraints\n" + "\n".join(con_lines) + "\n")
@@ -134,8 +165,11 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
         codes = []
         position = {}
         for node in instance.code:
-            args = ", ".join(f"{e.arg or 'arg'}={names.get(e.id, e.id)}" for e in node.edges
-                             if e.id in names)
+            arg_list = [f"{e.arg or 'arg'}={names.get(e.id, e.id)}" for e in node.edges if e.id in names]
+            if len(arg_list) > MAX_ARGS:  # a fan-in of hundreds: the variables are listed anyway
+                hidden = len(arg_list) - MAX_ARGS
+                arg_list = arg_list[: MAX_ARGS // 2] + [f"...{hidden} more..."] + arg_list[-MAX_ARGS // 2:]
+            args = ", ".join(arg_list)
             line = f"{names[node.id]} = {node.name}({args})"
             if node.kind == "exception":
                 line += "  # raised an exception"
@@ -271,22 +305,45 @@ def _visible_lines(count: int, keep: int) -> set[int]:
 
 def _fit_code(lines: list[_Line], code_lines: list[list[str]], base: int, budget: int, cap1: int,
               cap2: int) -> int:
-    """The most code lines per example that fit, with their values at the smallest caps."""
+    """The most code lines per example that fit, with their values at the smallest caps.
+
+    Value lines are indexed by the code line they belong to (inputs by their consumers) once, so each
+    probe of the binary search costs only what it keeps.
+    """
     longest = max((len(codes) for codes in code_lines), default=0)
-    per_example: list[list[_Line]] = [[] for _ in code_lines]
-    for line in lines:
-        per_example[line.example].append(line)
 
     def line_size(line: _Line) -> int:
         cap = cap1 if line.tier == 1 else cap2 if line.tier == 2 else len(line.text)
         return len(line.prefix) + 1 + min(len(line.text), cap + 30)
 
+    owned: list[dict[int, int]] = [{} for _ in code_lines]  # per example: code line -> size of its values
+    inputs_of: list[dict[int, list[int]]] = [{} for _ in code_lines]  # code line -> inputs it reads
+    input_size: list[int] = []
+    always = 0
+    for line in lines:
+        if line.code_index >= 0:
+            table = owned[line.example]
+            table[line.code_index] = table.get(line.code_index, 0) + line_size(line)
+        elif line.consumers:
+            input_size.append(line_size(line))
+            for consumer in line.consumers:
+                inputs_of[line.example].setdefault(consumer, []).append(len(input_size) - 1)
+        else:
+            always += line_size(line)
+
     def size(keep: int) -> int:
-        total = base
+        total = base + always
+        counted: set[int] = set()
         for example, codes in enumerate(code_lines):
-            visible = _visible_lines(len(codes), keep) if len(codes) > keep else set(range(len(codes)))
-            total += sum(len(codes[i]) + 1 for i in visible) + 80
-            total += sum(line_size(line) for line in per_example[example] if line.shown(visible))
+            visible = _visible_lines(len(codes), keep) if len(codes) > keep else range(len(codes))
+            table, readers = owned[example], inputs_of[example]
+            total += 80
+            for i in visible:
+                total += len(codes[i]) + 1 + table.get(i, 0)
+                for j in readers.get(i, ()):
+                    if j not in counted:
+                        counted.add(j)
+                        total += input_size[j]
         return total
 
     low, high = 1, max(longest, 1)

@@ -20,7 +20,7 @@ def agent_turns(n: int, value_chars: int = 400):
 
 def test_sections_and_references():
     g = Graph()
-    p = g.add_parameter(Parameter("prompt", "text", "Say hi"))
+    p = g.add_parameter(Parameter("prompt", "text", "Say hi", description="the greeting template"))
     x = g.add("input", "name", "Ada")
     out = g.add("op", "format", "Say hi, Ada", parents=[Edge(p.id, "template"), Edge(x.id, "name")], doc="[format] fills a template")
     g.mark_output(out.id)
@@ -74,3 +74,15 @@ def test_minibatch_renders_variables_once_under_one_budget():
     assert text.count("(float) k=2.0") == 1
     assert all(f"## Example {i + 1} of 3" in text and f"expected {3 * i}" in text for i in range(3))
     assert count_tokens(text) <= 3000
+
+
+def test_many_parameters_share_constraint_lines():
+    g = Graph()
+    params = [g.add_parameter(Parameter(f"p{i}", "float", 1.0, lower=0, upper=5)) for i in range(1000)]
+    free = [g.add_parameter(Parameter(f"q{i}", "float", 1.0)) for i in range(10)]
+    total = g.add("op", "sum", 1010.0, parents=[p.id for p in params + free])
+    g.mark_output(total.id)
+    text = render(backward(g, "too big"), 8000)
+    assert count_tokens(text) <= 8000
+    assert text.count("float in [0, 5]") == 1 and "any float" not in text
+    assert all(f"(float) p{i}=1.0" in text for i in range(1000))
