@@ -1,0 +1,341 @@
+"""AgentChat agents and teams as optimization targets (`opto_core.target.Target`).
+
+AgentChat is async and the target protocol is sync. ``run(example)`` submits the run to one
+dedicated event-loop thread shared by every AutoGen target of the process and waits for it:
+
+- it works from plain threads (the loop's evaluation threads) and from code that is itself inside
+  a running event loop (the calling thread just blocks while the loop thread runs the agent);
+- every run of a team happens on the *same* loop, which AgentChat needs: a team's queues bind to
+  the first loop that uses them, so a fresh ``asyncio.run`` per call would break the second run.
+
+Inside async code, ``await target.arun(example)`` runs on the caller's loop instead (use one or
+the other for a given team, not both). Runs of one target are serialized (an agent's model
+context is shared by all its calls); runs of different targets proceed concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import threading
+from typing import Any, AsyncGenerator
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.base import TaskResult
+from autogen_agentchat.messages import BaseChatMessage
+from autogen_agentchat.teams import BaseGroupChat
+from autogen_core import CancellationToken
+
+from opto_core.graph import Graph
+from opto_core.parameters import Parameter
+
+from .agent import ADAPTER, OptoAgent, _select_output, framework_version
+from .graph_builder import ConversationLog, build_graph
+from .recorder import RecordingClient, message_record
+
+# ----- the shared loop thread -----------------------------------------------------------------
+class _LoopThread:
+    """One daemon thread running one event loop, started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self.loop is None or not self.thread or not self.thread.is_alive():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self.thread = threading.Thread(target=serve, name="opto-autogen-loop", daemon=True)
+                self.thread.start()
+                ready.wait()
+                self.loop = loop
+            return self.loop
+
+    def run(self, coro: Any) -> Any:
+        loop = self._ensure()
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError("target.run() was called from the AutoGen loop thread itself (it would wait for "
+                               "itself); inside async code use `await target.arun(example)`")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+LOOP = _LoopThread()
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine on the shared AutoGen loop thread and return its result (thread-safe)."""
+    return LOOP.run(coro)
+
+
+# ----- examples -> tasks, results -> outputs ---------------------------------------------------
+def task_of(example: Any, task_key: str = "task") -> Any:
+    """The task an example stands for: a string or message(s) as is, a dict's ``task_key`` field."""
+    if isinstance(example, (str, BaseChatMessage)):
+        return example
+    if isinstance(example, (list, tuple)) and example and all(isinstance(m, BaseChatMessage) for m in example):
+        return list(example)
+    if isinstance(example, dict):
+        if task_key in example:
+            return example[task_key]
+        raise KeyError(f"the example has no {task_key!r} field (its fields: {sorted(example)}); pass "
+                       f"task_key= to the target to say which field is the task")
+    task = getattr(example, task_key, None)  # dspy.Example-like objects
+    if isinstance(task, str):
+        return task
+    raise TypeError(f"cannot make a task from a {type(example).__name__}; give a string, a message, or a dict "
+                    f"with a {task_key!r} field")
+
+
+def _output_of(result: TaskResult, graph: Graph | None) -> Any:
+    """The text of the output message (the one marked in the graph), else of the last message."""
+    wanted = graph.meta.get("output_message_id") if graph is not None else None
+    messages = list(result.messages)
+    chosen = next((m for m in messages if m.id == wanted), None) if wanted else None
+    chosen = chosen or (messages[-1] if messages else None)
+    if chosen is None:
+        return None
+    content = getattr(chosen, "content", None)
+    return content if isinstance(content, str) else chosen.to_text()
+
+
+class _Base:
+    """What agent and team targets share: the lock, the sync/async entry points, graphs."""
+
+    def __init__(self, task_key: str, reset: bool, output: Any, max_graphs: int, before_run: Any) -> None:
+        self.task_key = task_key
+        self.reset = reset
+        self.output = output
+        self.before_run = before_run
+        self.graphs: collections.deque[Graph] = collections.deque(maxlen=max_graphs)
+        self._lock = threading.RLock()
+
+    @property
+    def last_graph(self) -> Graph | None:
+        return self.graphs[-1] if self.graphs else None
+
+    def run(self, example: Any) -> tuple[Any, Graph]:
+        """Run one example (blocking, thread-safe); a failure comes back as (exception, graph)."""
+        with self._lock:
+            return run_sync(self.arun(example))
+
+    async def arun(self, example: Any) -> tuple[Any, Graph]:
+        """Run one example on the caller's event loop (for async code; not serialized)."""
+        if self.before_run is not None:
+            outcome = self.before_run(example)
+            if inspect.isawaitable(outcome):
+                await outcome
+        return await self._arun(example)
+
+    async def _arun(self, example: Any) -> tuple[Any, Graph]:
+        raise NotImplementedError
+
+    def _agents(self) -> list[OptoAgent]:
+        raise NotImplementedError
+
+    def parameters(self) -> list[Parameter]:
+        with self._lock:
+            return [p for agent in self._agents() for p in agent.parameters()]
+
+    def apply(self, updates: dict[str, Any]) -> None:
+        """Write values (by parameter name) into the live agents. Unknown names fail before any write."""
+        with self._lock:
+            owners: dict[str, OptoAgent] = {}
+            for agent in self._agents():
+                for parameter in agent.parameters():
+                    owners[parameter.name] = agent
+            unknown = [name for name in updates if name not in owners]
+            if unknown:
+                raise KeyError(f"unknown parameters {unknown}; known: {sorted(owners)}")
+            grouped: dict[str, dict[str, Any]] = {}
+            for name, value in updates.items():
+                grouped.setdefault(owners[name].name, {})[name] = value
+            for agent in self._agents():
+                if agent.name in grouped:
+                    agent.params.apply(grouped[agent.name])
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {agent.name: agent.snapshot() for agent in self._agents()}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        with self._lock:
+            for agent in self._agents():
+                if agent.name in snapshot:
+                    agent.restore(snapshot[agent.name])
+
+
+class AgentTarget(_Base):
+    """One agent as a target: each example is a task for a fresh (reset) agent.
+
+    ``agent``: an ``AssistantAgent`` (wrapped here) or an `OptoAgent`. ``output``: which message
+    is the output (an agent name, a function of the result's messages, or None for the last one).
+    ``reset=False`` keeps the conversation across examples. ``before_run(example)`` (sync or async)
+    runs first, e.g. to rewind a replay client. Options for `OptoAgent` pass through.
+    """
+
+    def __init__(self, agent: Any, *, task_key: str = "task", reset: bool = True, output: Any = None,
+                 max_graphs: int = 100, before_run: Any = None, **agent_options: Any) -> None:
+        super().__init__(task_key, reset, output, max_graphs, before_run)
+        self.agent = agent if isinstance(agent, OptoAgent) else OptoAgent(agent, **agent_options)
+
+    def _agents(self) -> list[OptoAgent]:
+        return [self.agent]
+
+    async def _arun(self, example: Any) -> tuple[Any, Graph]:
+        task = task_of(example, self.task_key)
+        if self.reset:
+            await self.agent.on_reset(CancellationToken())
+        result: TaskResult | None = None
+        try:
+            async for item in self.agent.recorded_stream(task=task, output=self.output):
+                if isinstance(item, TaskResult):
+                    result = item
+        except Exception as exc:
+            graph = self.agent.last_graph
+            assert graph is not None
+            self.graphs.append(graph)
+            return exc, graph
+        graph = self.agent.last_graph
+        assert graph is not None and result is not None
+        self.graphs.append(graph)
+        return _output_of(result, graph), graph
+
+
+class TeamTarget(_Base):
+    """A team (``RoundRobinGroupChat``, ``SelectorGroupChat``, any ``BaseGroupChat``) as a target.
+
+    Built by `wrap_team`: every ``AssistantAgent`` of the team is replaced (in place, before the
+    team's first run) by an `OptoAgent`, a selector's model client is recorded too, and
+    ``team.run``/``team.run_stream`` are recorded: each team run is one graph, in ``graphs`` here
+    and in the ``graphs`` of every agent that took part.
+    """
+
+    def __init__(self, team: Any, *, task_key: str = "task", reset: bool = True, output: Any = None,
+                 max_graphs: int = 100, before_run: Any = None, **agent_options: Any) -> None:
+        if not isinstance(team, BaseGroupChat):
+            raise TypeError(f"TeamTarget wraps an autogen_agentchat team (BaseGroupChat such as RoundRobinGroupChat "
+                            f"or SelectorGroupChat), got {type(team).__module__}.{type(team).__name__}")
+        if getattr(team, "_opto_target", None) is not None:
+            raise ValueError(f"team {team.name!r} is already wrapped; use wrap_team(team) to get its target")
+        if team._initialized:
+            raise RuntimeError(f"team {team.name!r} has already run or been reset, so its participants are registered "
+                               f"with its runtime; wrap it (wrap_team) right after creating it")
+        super().__init__(task_key, reset, output, max_graphs, before_run)
+        self.team = team
+        self.agents: dict[str, OptoAgent] = {}
+        self._wrap_participants(team, agent_options)
+        if not self.agents:
+            raise ValueError(f"team {team.name!r} has no AssistantAgent to wrap")
+        self._log: ConversationLog | None = None
+        self.selector_client: RecordingClient | None = None
+        client = getattr(team, "_model_client", None)
+        if client is not None and hasattr(team, "_selector_prompt"):
+            self.selector_client = RecordingClient(client, agent="selector", session=self._selector_session,
+                                                   role="selector")
+            team._model_client = self.selector_client
+        team.run_stream = self._recorded_run_stream  # team.run() calls self.run_stream: recorded too
+        team._opto_target = self
+
+    def _wrap_participants(self, team: Any, options: dict[str, Any]) -> None:
+        for index, participant in enumerate(team._participants):
+            if isinstance(participant, OptoAgent):
+                agent = participant
+            elif isinstance(participant, AssistantAgent):
+                agent = OptoAgent(participant, **options)
+                team._participants[index] = agent
+            elif isinstance(participant, BaseGroupChat):  # a nested team: its agents join this run's graph
+                if participant._initialized:
+                    raise RuntimeError(f"nested team {participant.name!r} has already run; wrap the outer team first")
+                self._wrap_participants(participant, options)
+                continue
+            else:
+                continue  # user proxies, code executors...: their messages are recorded as inputs
+            if agent.name in self.agents:
+                raise ValueError(f"two participants are named {agent.name!r}; parameter names would clash")
+            self.agents[agent.name] = agent
+
+    def _agents(self) -> list[OptoAgent]:
+        return list(self.agents.values())
+
+    def _selector_session(self) -> tuple[ConversationLog, None] | None:
+        return (self._log, None) if self._log is not None else None
+
+    async def _recorded_run_stream(self, *, task: Any = None, cancellation_token: CancellationToken | None = None,
+                                   output_task_messages: bool = True
+                                   ) -> AsyncGenerator[Any, None]:
+        team = self.team
+        log = ConversationLog("team", team.name, meta={"team_type": type(team).__name__})
+        self._log = log
+        for agent in self.agents.values():
+            agent.bind(log)
+        error: BaseException | None = None
+        try:
+            async for item in type(team).run_stream(team, task=task, cancellation_token=cancellation_token,
+                                                    output_task_messages=output_task_messages):
+                if isinstance(item, TaskResult):
+                    _select_output(log, item, self.output)
+                    log.meta["stop_reason"] = item.stop_reason
+                elif isinstance(item, BaseChatMessage):  # the task, unwrapped agents' messages
+                    record = message_record(item, None)
+                    if record is not None:
+                        log.add_message(record)
+                yield item
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._log = None
+            for agent in self.agents.values():
+                agent.bind(None)
+            log.finish(error)
+            graph = build_graph(log, {name: agent.params.role_map() for name, agent in self.agents.items()},
+                                meta={"adapter": ADAPTER, "framework_version": framework_version()})
+            self.graphs.append(graph)
+            for turn_agent in {turn.agent for turn in log.turns}:
+                if turn_agent in self.agents:
+                    self.agents[turn_agent].graphs.append(graph)
+
+    async def _arun(self, example: Any) -> tuple[Any, Graph]:
+        task = task_of(example, self.task_key)
+        if self.reset and self.team._initialized:
+            await self.team.reset()
+        try:
+            result = await self.team.run(task=task)
+        except Exception as exc:
+            graph = self.last_graph
+            assert graph is not None
+            return exc, graph
+        return _output_of(result, self.last_graph), self.last_graph  # type: ignore[return-value]
+
+
+def wrap_team(team: Any, **options: Any) -> TeamTarget:
+    """Wrap every AssistantAgent of a team (in place) and record its runs; returns the `TeamTarget`.
+
+    Calling it again on the same team returns the same target.
+    """
+    existing = getattr(team, "_opto_target", None)
+    if existing is not None:
+        return existing
+    return TeamTarget(team, **options)
+
+
+def as_target(obj: Any, **options: Any) -> AgentTarget | TeamTarget:
+    """An `AgentTarget` for an agent, a `TeamTarget` for a team."""
+    if isinstance(obj, (AgentTarget, TeamTarget)):
+        return obj
+    if isinstance(obj, BaseGroupChat):
+        return wrap_team(obj, **options)
+    return AgentTarget(obj, **options)
+
+
+__all__ = ["AgentTarget", "TeamTarget", "as_target", "run_sync", "task_of", "wrap_team"]
