@@ -1,0 +1,22 @@
+"""DSPy adapter: `OptoTeleprompter`, a drop-in DSPy optimizer that updates instructions, field
+descriptions, demos, LM settings and tool code together from execution traces (OptoPrime).
+
+    from opto_adapters.dspy import OptoTeleprompter, load_optimized
+    optimized = OptoTeleprompter(metric=metric).compile(program, trainset=trainset)
+"""
+
+from __future__ import annotations
+
+try:
+    import dspy  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("the DSPy adapter needs DSPy: pip install 'opto-adapters[dspy]'") from exc
+
+from .metric import MetricError, adapt_metric
+from .parameters import ProgramParameters, load_optimized, save_optimized, sidecar_path
+from .target import ExampleError, ProgramTarget
+from .teleprompter import OptimizationStopped, OptoTeleprompter
+from .tracing import DSPyTracer
+
+__all__ = ["DSPyTracer", "ExampleError", "MetricError", "OptimizationStopped", "OptoTeleprompter",
+           "ProgramParameters", "ProgramTarget", "adapt_metric", "load_optimized", "save_optimized", "sidecar_path"]

@@ -1,0 +1,130 @@
+"""A DSPy program as an optimization target (`opto_core.target.Target`).
+
+``run(example)`` calls the program on the example's inputs under a fresh `DSPyTracer` (in a
+``dspy.context``, so concurrent runs in the loop's threads never share state) and returns the
+Prediction and its graph. The DSPy settings of the thread that built the target (the LM, the
+adapter, callbacks set with ``dspy.context``) are carried into every run, since the loop's
+worker threads do not inherit DSPy's thread-local context.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any, Sequence
+
+import dspy
+from dspy.dsp.utils.settings import thread_local_overrides
+from dspy.utils.usage_tracker import track_usage
+
+from opto_core.graph import Graph
+from opto_core.parameters import Parameter
+
+from .parameters import ProgramParameters
+from .tracing import DSPyTracer, node_names, untag_prediction
+
+#: Thread-local DSPy settings that belong to one call, never carried into another thread's run.
+_CALL_SCOPED = {"trace", "usage_tracker", "caller_modules", "caller_predict", "send_stream", "callbacks",
+                "stream_listeners"}
+
+
+class ExampleError(ValueError):
+    """An example the program cannot be called with (its inputs are unknown or missing)."""
+
+
+class ProgramTarget:
+    """Run, trace and change one DSPy program (it is changed in place: pass a copy to keep the original)."""
+
+    def __init__(self, program: Any, *, parameters: ProgramParameters | None = None,
+                 include: list[str] | None = None, exclude: list[str] | None = None,
+                 optimize_lm_settings: bool = True, optimize_demos: bool = True,
+                 lm_bounds: dict[str, tuple[float, float]] | None = None, lm: Any = None,
+                 input_keys: Sequence[str] | None = None, name: str | None = None,
+                 context: dict[str, Any] | None = None) -> None:
+        self.program = program
+        self.params = parameters or ProgramParameters(program, include=include, exclude=exclude,
+                                                      optimize_lm_settings=optimize_lm_settings,
+                                                      optimize_demos=optimize_demos, lm_bounds=lm_bounds)
+        self.input_keys = list(input_keys) if input_keys is not None else None
+        self.name = name or type(program).__name__
+        captured = dict(thread_local_overrides.get()) if context is None else dict(context)
+        self.callbacks = list(captured.get("callbacks", dspy.settings.get("callbacks", None)) or [])
+        self.context = {k: v for k, v in captured.items() if k not in _CALL_SCOPED}
+        if lm is not None:
+            self.context["lm"] = lm
+        self._names: dict[int, str] | None = None
+
+    # ----- the Target protocol -------------------------------------------------------------------------
+    def parameters(self) -> list[Parameter]:
+        return self.params.parameters()
+
+    def apply(self, updates: dict[str, Any]) -> None:
+        self.params.apply(updates)
+
+    def snapshot(self) -> Any:
+        return self.params.snapshot()
+
+    def restore(self, snapshot: Any) -> None:
+        self.params.restore(snapshot)
+
+    def inputs_of(self, example: Any) -> dict[str, Any]:
+        """The program's keyword arguments for ``example`` (``with_inputs`` keys, else ``input_keys``)."""
+        if isinstance(example, dspy.Example):
+            keys = getattr(example, "_input_keys", None)
+            data = dict(example.items())
+        elif isinstance(example, dict):
+            keys, data = None, dict(example)
+        else:
+            raise ExampleError(f"an example must be a dspy.Example or a dict, got {type(example).__name__}: "
+                               f"{example!r:.120}")
+        if self.input_keys is not None:
+            keys = self.input_keys
+        if keys is None:
+            keys = [k for k in self._program_inputs() if k in data]
+            if not keys:
+                raise ExampleError(f"cannot tell which fields of the example are inputs: call "
+                                   f"example.with_inputs(...) or pass input_keys= (example: {example!r:.120})")
+        missing = [k for k in keys if k not in data]
+        if missing:
+            raise ExampleError(f"the example lacks the input fields {missing}: {example!r:.160}")
+        return {k: data[k] for k in keys}
+
+    def _program_inputs(self) -> list[str]:
+        signature = getattr(self.program, "signature", None)
+        if signature is not None and hasattr(signature, "input_fields"):
+            return list(signature.input_fields)
+        predict = getattr(self.program, "predict", None)  # ChainOfThought
+        if predict is not None and hasattr(getattr(predict, "signature", None), "input_fields"):
+            return list(predict.signature.input_fields)
+        try:
+            parameters = inspect.signature(self.program.forward).parameters.values()
+        except (TypeError, ValueError):
+            return []
+        return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    def run(self, example: Any) -> tuple[Any, Graph]:
+        inputs = self.inputs_of(example)
+        if self._names is None:  # the program's structure does not change, its parameters' values do
+            self._names = node_names(self.program, self.params)
+        tracer = DSPyTracer(parameters=self.params, name=self.name, names=self._names)
+        run, traced = tracer.begin(inputs)
+        started = time.time()
+        output: Any
+        try:
+            with dspy.context(**self.context, callbacks=[*self.callbacks, tracer], trace=[]):
+                with track_usage() as usage:
+                    output = self.program(**traced)
+        except Exception as exc:  # a failure is feedback for the loop, not a crash
+            output = exc
+            usage = None
+        graph = run.graph
+        if isinstance(output, BaseException) and not graph.outputs:  # raised before any traced call
+            graph.add_exception(self.name, output, op_type="dspy.Module")
+        graph.meta["seconds"] = round(time.time() - started, 4)
+        if usage is not None:
+            graph.meta["token_usage"] = usage.get_total_tokens()
+        if tracer.errors:
+            graph.meta.setdefault("trace_errors", list(tracer.errors))
+        if not isinstance(output, BaseException):
+            untag_prediction(output)
+        return output, graph
