@@ -100,7 +100,8 @@ def demo(
         shutil.rmtree(run_dir)
     target, trainset, feedback_fn, valset = load_recipe(recipe)
     llm = _client(base_url, model)
-    console.print(f"[bold]opto demo[/bold]: the {name} workflow, optimizer model {llm.model!r} at {llm.base_url}")
+    where = llm.base_url or "the embedded local model (started on first use)"
+    console.print(f"[bold]opto demo[/bold]: the {name} workflow; optimizer model {llm.model!r} at {where}")
     output, graph = target.run(trainset[0])
     console.print(f"first example: {trainset[0]!r} -> {output!r}")
     _show_graph(graph)
