@@ -1,0 +1,26 @@
+"""LangChain and LangGraph adapter: trace chains, agents and graphs with one callback, optimize them in place.
+
+    from opto_adapters.langchain import OptoCallbackHandler, ChainTarget, parameters_of
+
+    handler = OptoCallbackHandler()
+    chain.invoke(x, config={"callbacks": [handler]})
+    handler.last_graph                      # the run as an OPTO graph
+
+    target = ChainTarget(chain)             # parameters_of(chain): prompts, model settings, tools
+    opto_core.optimize(target, trainset, feedback_fn, OptoPrime(target.parameters(), llm))
+
+Needs the ``langchain`` extra: ``pip install opto-adapters[langchain]``.
+"""
+
+from __future__ import annotations
+
+try:
+    import langchain_core  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("the LangChain adapter needs langchain-core: pip install 'opto-adapters[langchain]'") from exc
+
+from .handler import OptoCallbackHandler, opto_trace
+from .parameters import NoParametersFound, parameters_of
+from .target import ChainTarget, optimize_chain
+
+__all__ = ["ChainTarget", "NoParametersFound", "OptoCallbackHandler", "optimize_chain", "opto_trace", "parameters_of"]

@@ -1,0 +1,480 @@
+"""The trainable parts of a LangChain chain or LangGraph graph, as OPTO parameters.
+
+`parameters_of(runnable)` walks the object (sequence steps, parallel branches, bindings,
+fallbacks, LangGraph nodes, and the models, prompts and tools that node functions and lambdas
+close over) and returns one `Parameter` per trainable value:
+
+- each message template of a ``ChatPromptTemplate`` and each ``PromptTemplate`` (``text``);
+- chat model settings that are set: ``temperature``, ``top_p``, ``max_tokens``, penalties
+  (``float``/``int`` with bounds);
+- each tool's Python function (``code``) and description (``text``).
+
+Every object found is tagged through its own ``metadata["opto_param_id"]`` (run metadata that
+LangChain does not pass on to child runs), so the callback handler links each run to the
+parameters it used. A parameter's binding writes a value into the live object and refreshes
+what LangChain caches: template ``input_variables``, the cached ``_serialized``, a tool's
+``args_schema``, and the tool schemas that ``bind_tools`` copied into model bindings.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import inspect
+import itertools
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from langchain_core.language_models import BaseLanguageModel
+from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate, PromptTemplate
+from langchain_core.prompts.string import get_template_variables
+from langchain_core.runnables import Runnable, RunnableBinding
+from langchain_core.tools import BaseTool
+
+from opto_core.parameters import InvalidValue, Parameter
+
+from .bindings import (Binding, CodeBinding, DescriptionBinding, FieldBinding, TemplateBinding, ToolBinding,
+                       _schema_shape, _tool_entry_name, function_source)
+
+TAG_KEY = "opto_param_id"
+
+#: Model settings that become parameters when the model has them set: kind, lower, upper.
+MODEL_SETTINGS: dict[str, tuple[str, float, float]] = {
+    "temperature": ("float", 0.0, 2.0),
+    "top_p": ("float", 0.0, 1.0),
+    "max_tokens": ("int", 1, 32768),
+    "presence_penalty": ("float", -2.0, 2.0),
+    "frequency_penalty": ("float", -2.0, 2.0),
+}
+_SETTING_TEXT = {
+    "temperature": "sampling temperature (0 = deterministic, higher = more varied)",
+    "top_p": "nucleus sampling mass (1 = off)",
+    "max_tokens": "the most tokens the model may generate",
+    "presence_penalty": "penalty on tokens already present",
+    "frequency_penalty": "penalty on frequent tokens",
+}
+_ROLES = {"SystemMessagePromptTemplate": "system", "HumanMessagePromptTemplate": "human",
+          "AIMessagePromptTemplate": "ai"}
+_SKIP_ATTRS = {"callbacks", "callback_manager", "metadata", "tags", "client", "async_client", "root_client",
+               "root_async_client", "http_client", "http_async_client", "checkpointer", "store", "cache",
+               "rate_limiter", "config_specs", "lc_kwargs"}
+_WALK_LIMIT = 200  # items per container, so a huge dict in a closure cannot stall discovery
+
+
+class NoParametersFound(ValueError):
+    """Nothing trainable was found; the message lists what was inspected."""
+
+
+# ----- groups: one tagged framework object and its parameters --------------------------------------
+class Group:
+    """One LangChain object (a prompt, a model or a tool) with its tag and its parameters.
+
+    ``available`` (prompts only) are the variables the chain is known to provide: the template's
+    own, plus every key the handler saw reach this prompt in a traced run.
+    """
+
+    def __init__(self, obj: Any, kind: str, tag: str, base: str) -> None:
+        self.obj = obj
+        self.kind = kind  # prompt | model | tool
+        self.tag = tag
+        self.base = base
+        self.parameters: list[Parameter] = []
+        self.args: dict[str, str] = {}  # parameter name -> argument label on the op node
+        self.available: set[str] = set()
+        self.tool_names: set[str] = set()
+
+    @property
+    def run_types(self) -> tuple[str, ...]:
+        return {"prompt": ("prompt",), "model": ("chat_model", "llm"), "tool": ("tool",)}[self.kind]
+
+
+_GROUPS: "weakref.WeakValueDictionary[str, Group]" = weakref.WeakValueDictionary()
+_BY_OBJECT: "weakref.WeakValueDictionary[int, Group]" = weakref.WeakValueDictionary()
+_LOCK = threading.RLock()
+_COUNTER = itertools.count(1)
+
+
+def group_of(tag: str) -> Group | None:
+    """The live group for a tag found in run metadata, if any parameters for it still exist."""
+    return _GROUPS.get(tag)
+
+
+def binding_of(parameter: Parameter) -> Binding | None:
+    return parameter.meta.get("langchain_binding")
+
+
+def group_of_parameter(parameter: Parameter) -> Group | None:
+    return parameter.meta.get("langchain_group")
+
+
+def _tag(obj: Any, base: str) -> str:
+    """Put the object's tag in its own metadata (merged: models carry ``lc_versions`` there)."""
+    existing = (getattr(obj, "metadata", None) or {}).get(TAG_KEY)
+    tag = existing if isinstance(existing, str) and existing else f"{base}@{next(_COUNTER)}"
+    if existing != tag:
+        obj.metadata = {**(getattr(obj, "metadata", None) or {}), TAG_KEY: tag}
+    return tag
+
+
+# ----- discovery -----------------------------------------------------------------------------------
+@dataclass
+class _Found:
+    prompts: list[tuple[BasePromptTemplate, str]] = field(default_factory=list)
+    models: list[tuple[BaseLanguageModel, str]] = field(default_factory=list)
+    tools: list[tuple[BaseTool, str]] = field(default_factory=list)
+    bindings: list[RunnableBinding] = field(default_factory=list)
+    functions: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    inspected: list[str] = field(default_factory=list)
+
+
+def _walkable(obj: Any) -> bool:
+    module = type(obj).__module__ or ""
+    return isinstance(obj, Runnable) or module.startswith(("langchain", "langgraph"))
+
+
+def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> None:
+    if depth > 16 or id(obj) in seen:
+        return
+    if obj is None or isinstance(obj, (str, bytes, int, float, bool, type)) or inspect.ismodule(obj):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        for key, value in itertools.islice(obj.items(), _WALK_LIMIT):
+            _walk(value, f"{path}[{key!r}]", found, seen, depth + 1)
+        return
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        for index, value in enumerate(itertools.islice(obj, _WALK_LIMIT)):
+            _walk(value, f"{path}[{index}]", found, seen, depth + 1)
+        return
+    if inspect.ismethod(obj):
+        obj = obj.__func__
+    if inspect.isfunction(obj):
+        try:
+            variables = inspect.getclosurevars(obj)
+        except (TypeError, ValueError):
+            return
+        for name, value in itertools.chain(variables.nonlocals.items(), variables.globals.items()):
+            _walk(value, f"{path}.<{name}>", found, seen, depth + 1)
+        return
+    if not _walkable(obj):
+        return
+    found.inspected.append(f"{path}: {type(obj).__name__}")
+    if isinstance(obj, BaseTool):
+        found.tools.append((obj, path))
+        return  # a tool's internals are its function, read as code
+    if isinstance(obj, BaseLanguageModel):
+        found.models.append((obj, path))
+        return
+    if isinstance(obj, BasePromptTemplate):
+        found.prompts.append((obj, path))
+        return
+    if isinstance(obj, RunnableBinding) and obj.kwargs.get("tools"):
+        found.bindings.append(obj)
+    func = getattr(obj, "func", None)
+    if isinstance(obj, Runnable) and inspect.isfunction(func) and func.__name__ != "<lambda>":
+        try:
+            found.functions.append((obj.get_name(), func))
+        except Exception:  # a runnable whose name cannot be computed: no documentation for it
+            pass
+    attributes = getattr(obj, "__dict__", None)
+    if attributes is None:
+        slots = [s for cls in type(obj).__mro__ for s in getattr(cls, "__slots__", ()) if isinstance(s, str)]
+        attributes = {s: getattr(obj, s, None) for s in slots}
+    for name, value in list(attributes.items()):
+        if name.startswith("__") or name in _SKIP_ATTRS:
+            continue
+        _walk(value, f"{path}.{name}", found, seen, depth + 1)
+    for name in ("func", "afunc"):  # RunnableLambda / LangGraph RunnableCallable functions
+        value = getattr(obj, name, None)
+        if value is not None and name not in attributes:
+            _walk(value, f"{path}.{name}", found, seen, depth + 1)
+
+
+def function_docs(runnable: Any, limit: int = 3000) -> dict[str, str]:
+    """The source of each named function step (lambdas, LangGraph nodes), by run name, as documentation."""
+    found = _Found()
+    roots = runnable if isinstance(runnable, (list, tuple)) else [runnable]
+    seen: set[int] = set()
+    for root in roots:
+        _walk(root, "root", found, seen, 0)
+    docs: dict[str, str] = {}
+    for name, func in found.functions:
+        try:
+            source = function_source(func)
+        except (OSError, TypeError, SyntaxError, IndexError):
+            continue
+        docs.setdefault(name, source if len(source) <= limit else source[:limit] + "\n# ... (cut)")
+    return docs
+
+
+def _unique(base: str, used: set[str]) -> str:
+    name, k = base, 2
+    while name in used:
+        name, k = f"{base}_{k}", k + 1
+    used.add(name)
+    return name
+
+
+def _prompt_group(prompt: BasePromptTemplate, base: str) -> Group | None:
+    group = Group(prompt, "prompt", "", base)
+    if isinstance(prompt, ChatPromptTemplate):
+        roles: dict[str, int] = {}
+        entries = []
+        for index, message in enumerate(prompt.messages):
+            inner = getattr(message, "prompt", None)
+            if not isinstance(inner, PromptTemplate):
+                continue  # placeholders, fixed messages, image templates
+            role = _ROLES.get(type(message).__name__) or str(getattr(message, "role", "message"))
+            roles[role] = roles.get(role, 0) + 1
+            entries.append((role, roles[role], index, message, inner))
+        for role, k, index, message, inner in entries:
+            suffix = role if k == 1 else f"{role}_{k}"
+            name = f"{base}.{suffix}"
+            binding = TemplateBinding(inner, owner=prompt, message=message)
+            _add_template(group, name, inner, binding, f"{role} message template of {base}", f"template.{suffix}")
+        group.available.update(prompt.input_variables, prompt.partial_variables or {})
+    elif isinstance(prompt, PromptTemplate):
+        _add_template(group, f"{base}.template", prompt, TemplateBinding(prompt), f"prompt template {base}",
+                      "template")
+        group.available.update(prompt.input_variables, prompt.partial_variables or {})
+    return group if group.parameters else None
+
+
+def _add_template(group: Group, name: str, template: PromptTemplate, binding: TemplateBinding, what: str,
+                  arg: str) -> None:
+    fmt = template.template_format
+    required = set(get_template_variables(template.template, fmt))
+
+    def check(value: str) -> str:
+        try:
+            variables = set(get_template_variables(value, fmt))
+        except Exception as exc:
+            raise ValueError(f"the template does not parse as a {fmt} template: {exc}") from None
+        missing = required - variables
+        if missing:
+            raise ValueError(f"the template must keep the variable(s) {_braces(missing)}: they carry the "
+                             f"chain's input into the prompt")
+        unknown = variables - group.available
+        if unknown:
+            literal = " (write {{ and }} for literal braces)" if fmt == "f-string" else ""
+            raise ValueError(f"unknown variable(s) {_braces(unknown)}: the chain provides only "
+                             f"{_braces(group.available)}{literal}")
+        return value
+
+    variables = f" (variables: {_braces(required)})" if required else ""
+    parameter = Parameter(name, "text", template.template, description=f"{what}{variables}", checks=[check],
+                          meta={"langchain_binding": binding, "langchain_group": group})
+    group.parameters.append(parameter)
+    group.args[name] = arg
+
+
+def _braces(names: Iterable[str]) -> str:
+    return ", ".join("{" + n + "}" for n in sorted(names)) or "(none)"
+
+
+def _model_group(model: BaseLanguageModel, base: str) -> Group | None:
+    group = Group(model, "model", "", base)
+    label = getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
+    fields = getattr(type(model), "model_fields", {})
+    for setting, (kind, lower, upper) in MODEL_SETTINGS.items():
+        if setting not in fields:
+            continue
+        value = getattr(model, setting, None)
+        if value is None or isinstance(value, bool):
+            continue
+        if kind == "int":
+            upper = max(upper, value)
+        name = f"{base}.{setting}"
+        parameter = Parameter(name, kind, value, lower=lower, upper=upper,
+                              description=f"{_SETTING_TEXT[setting]} of {label}",
+                              meta={"langchain_binding": FieldBinding(model, setting), "langchain_group": group})
+        group.parameters.append(parameter)
+        group.args[name] = setting
+    return group if group.parameters else None
+
+
+def _tool_group(tool: BaseTool, base: str, bindings: Sequence[RunnableBinding]) -> Group | None:
+    group = Group(tool, "tool", "", base)
+    group.tool_names.add(tool.name)
+    holding = [b for b in bindings if any(_tool_entry_name(t) == tool.name for t in b.kwargs.get("tools") or [])]
+    shared = ToolBinding(tool, holding)
+    func = getattr(tool, "func", None)
+    if func is not None and inspect.isfunction(func) and func.__name__ != "<lambda>":
+        try:
+            source = function_source(func)
+        except (OSError, TypeError, SyntaxError, IndexError):
+            source = None
+        if source is not None:
+            code = CodeBinding(shared, func, source, inferred_schema=_schema_inferred(tool, func))
+            name = f"{base}.code"
+            try:
+                parameter = Parameter(name, "code", source, checks=[code.check],
+                                      description=f"Python source of tool {tool.name!r}; its signature is the "
+                                                  f"tool's argument schema",
+                                      meta={"langchain_binding": code, "langchain_group": group})
+            except InvalidValue:
+                parameter = None  # source that is not one plain function (e.g. nested helpers around it)
+            if parameter is not None:
+                group.parameters.append(parameter)
+                group.args[name] = "code"
+    name = f"{base}.description"
+    group.parameters.append(Parameter(name, "text", tool.description,
+                                      description=f"description of tool {tool.name!r}, which the model reads to "
+                                                  f"decide when and how to call it",
+                                      meta={"langchain_binding": DescriptionBinding(shared), "langchain_group": group}))
+    group.args[name] = "description"
+    return group
+
+
+def _schema_inferred(tool: BaseTool, func: Callable[..., Any]) -> bool:
+    """Whether the tool's args_schema was built from its function (so a code change must rebuild it)."""
+    if tool.args_schema is None:
+        return False
+    try:
+        from langchain_core.tools.base import create_schema_from_function
+
+        built = create_schema_from_function(tool.name, func, filter_args=["run_manager", "callbacks"])
+    except Exception:
+        return False
+    return _schema_shape(built) == _schema_shape(tool.args_schema)
+
+
+def _make_group(obj: Any, kind: str, base: str, found: _Found) -> Group | None:
+    if kind == "prompt":
+        return _prompt_group(obj, base)
+    if kind == "model":
+        return _model_group(obj, base)
+    return _tool_group(obj, base, found.bindings)
+
+
+def discover(runnable: Any) -> tuple[list[Group], list[str]]:
+    """All parameter groups reachable from ``runnable`` (an object or a list of objects)."""
+    found = _Found()
+    roots = runnable if isinstance(runnable, (list, tuple)) else [runnable]
+    seen: set[int] = set()
+    for index, root in enumerate(roots):
+        _walk(root, "root" if len(roots) == 1 else f"root[{index}]", found, seen, 0)
+    groups: list[Group] = []
+    used: set[str] = set()
+    candidates = [(p, "prompt", (getattr(p, "name", None) or "prompt")) for p, _ in found.prompts]
+    candidates += [(m, "model", (getattr(m, "name", None) or "model")) for m, _ in found.models]
+    candidates += [(t, "tool", f"tools.{t.name}") for t, _ in found.tools]
+    with _LOCK:
+        for obj, kind, base in candidates:
+            existing = _BY_OBJECT.get(id(obj))
+            if existing is not None and existing.obj is obj:
+                used.add(existing.base)
+                if kind == "tool":  # bindings found now may be new (a chain built after the first call)
+                    _add_model_bindings(existing, found.bindings)
+                groups.append(existing)
+                continue
+            base = _unique(base, used)
+            group = _make_group(obj, kind, base, found)
+            if group is None:
+                continue
+            group.tag = _tag(obj, base)
+            _GROUPS[group.tag] = group
+            _BY_OBJECT[id(obj)] = group
+            groups.append(group)
+    return groups, found.inspected
+
+
+def _add_model_bindings(group: Group, bindings: Sequence[RunnableBinding]) -> None:
+    for parameter in group.parameters:
+        binding = binding_of(parameter)
+        shared = getattr(binding, "shared", None)
+        if isinstance(shared, ToolBinding):
+            for b in bindings:
+                holds = any(_tool_entry_name(t) == group.obj.name for t in b.kwargs.get("tools") or [])
+                if holds and all(b is not known for known in shared.model_bindings):
+                    shared.model_bindings.append(b)
+            return
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> list[Parameter]:
+    """The trainable parameters of a chain, graph, model, prompt or tool (or a list of them).
+
+    ``include``/``exclude`` are parameter names or glob patterns (``"prompt.*"``, ``"*.temperature"``).
+    Calling this twice on the same objects returns the same `Parameter` objects. Raises
+    `NoParametersFound`, listing what was inspected, when nothing is left.
+    """
+    groups, inspected = discover(runnable)
+    parameters = [p for g in groups for p in g.parameters]
+    names = [p.name for p in parameters]
+    selected = parameters
+    if include is not None:
+        include = list(include)
+        unknown = [pattern for pattern in include if not any(_matches(n, [pattern]) for n in names)]
+        if unknown:
+            raise NoParametersFound(f"include names no parameter: {unknown}; found: {names}")
+        selected = [p for p in selected if _matches(p.name, include)]
+    if exclude is not None:
+        selected = [p for p in selected if not _matches(p.name, list(exclude))]
+    if not selected:
+        listing = "\n  ".join(inspected) if inspected else "(no LangChain object)"
+        why = f"all {len(parameters)} found were excluded ({names})" if parameters else \
+            "no prompt template, chat model setting or tool function was found"
+        raise NoParametersFound(f"no trainable parameter: {why}. Inspected:\n  {listing}\n"
+                                f"Pass the objects that hold them (parameters_of([chain, model, my_tool])) or "
+                                f"your own Parameter objects.")
+    return selected
+
+
+# ----- writing values back ---------------------------------------------------------------------------
+def apply_values(parameters: Sequence[Parameter], updates: dict[str, Any]) -> None:
+    """Validate every value, then write them all; on any failure restore and raise (nothing half-applied)."""
+    by_name = {p.name: p for p in parameters}
+    unknown = sorted(set(updates) - set(by_name))
+    if unknown:
+        raise KeyError(f"unknown parameters {unknown}; known: {sorted(by_name)}")
+    accepted = {name: by_name[name].validate(value) for name, value in updates.items()}
+    saved = save_state(parameters)
+    try:
+        for name, value in accepted.items():
+            parameter = by_name[name]
+            binding = binding_of(parameter)
+            if binding is not None:
+                binding.set(value)
+            parameter.value = value
+    except Exception:
+        load_state(parameters, saved)
+        raise
+
+
+def refresh(parameters: Sequence[Parameter]) -> list[Parameter]:
+    """Read every bound parameter's value from its live object (someone may have edited it)."""
+    for parameter in parameters:
+        binding = binding_of(parameter)
+        if binding is not None:
+            try:
+                parameter.value = binding.get()
+            except Exception:  # an object that cannot be read back keeps the last known value
+                pass
+    return list(parameters)
+
+
+def save_state(parameters: Sequence[Parameter]) -> dict[str, Any]:
+    """Everything `load_state` needs to undo later writes: raw framework state and values."""
+    state: dict[str, Any] = {}
+    for parameter in parameters:
+        binding = binding_of(parameter)
+        state[parameter.name] = (binding.save() if binding is not None else None, copy.deepcopy(parameter.value))
+    return state
+
+
+def load_state(parameters: Sequence[Parameter], state: dict[str, Any]) -> None:
+    # load in reverse: a tool's code and description share the model bindings, saved per parameter
+    for parameter in reversed(list(parameters)):
+        if parameter.name not in state:
+            continue
+        raw, value = state[parameter.name]
+        binding = binding_of(parameter)
+        if binding is not None and raw is not None:
+            binding.load(raw)
+        parameter.value = copy.deepcopy(value)
