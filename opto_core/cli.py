@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -30,7 +31,8 @@ def _show_graph(graph: Any, limit: int = 40) -> None:
     for node in graph.nodes[:limit]:
         value = node.value if isinstance(node.value, str) else json.dumps(node.value)
         value = value if len(value) <= 70 else value[:67] + "..."
-        table.add_row(node.id, node.kind, ", ".join(f"{e.arg}={e.id}" if e.arg else e.id for e in node.edges), value)
+        parents = ", ".join(f"{e.arg}={e.id}" if e.arg else e.id for e in node.edges)
+        table.add_row(escape(node.id), node.kind, escape(parents), escape(value))
     console.print(table)
     if len(graph) > limit:
         console.print(f"... {len(graph) - limit} more nodes")
@@ -42,13 +44,13 @@ def _show_step(record: dict[str, Any]) -> None:
     console.rule(f"step {record['step']}")
     console.print(f"batch score {_fmt(record.get('batch_score'))} -> after {_fmt(record.get('eval_score'))}: {verdict}")
     if proposal.get("reasoning"):
-        console.print(f"[bold]reasoning[/bold]: {proposal['reasoning'][:800]}")
+        console.print(f"[bold]reasoning[/bold]: {escape(proposal['reasoning'][:800])}")
     for name, value in proposal.get("accepted", {}).items():
-        console.print(f"[bold]{name}[/bold] := {str(value)[:400]}")
+        console.print(f"[bold]{escape(name)}[/bold] := {escape(str(value)[:400])}")
     for name, reason in proposal.get("rejected", {}).items():
-        console.print(f"[red]rejected[/red] {name}: {reason}")
+        console.print(f"[red]rejected[/red] {escape(name)}: {escape(str(reason))}")
     if proposal.get("error"):
-        console.print(f"[red]{proposal['error']}[/red]")
+        console.print(f"[red]{escape(proposal['error'])}[/red]")
 
 
 def _fmt(value: Any) -> str:
@@ -58,13 +60,13 @@ def _fmt(value: Any) -> str:
 def _finish(result: Any, run_dir: str) -> None:
     console.rule("result")
     if result.error:
-        console.print(f"[red]{result.error}[/red]")
+        console.print(f"[red]{escape(result.error)}[/red]")
     console.print(f"stopped: {result.stopped_reason}; score {_fmt(result.initial_score)} -> best {_fmt(result.best_score)}")
     console.print(f"optimizer LLM: {result.usage['calls']} calls, "
                   f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']} tokens, "
                   f"${result.usage['cost_usd']:.4f}")
     for name, value in result.best_values.items():
-        console.print(f"[bold]{name}[/bold] = {str(value)[:600]}")
+        console.print(f"[bold]{escape(name)}[/bold] = {escape(str(value)[:600])}")
     try:
         from .report import write_report
 
@@ -80,10 +82,11 @@ def demo(
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, "
                                                       "else the embedded local model)"),
     model: Optional[str] = typer.Option(None, help="model name (default: OPTO_MODEL or the server's)"),
-    steps: int = typer.Option(3, help="optimization steps"),
+    steps: int = typer.Option(2, help="optimization steps"),
     run_dir: str = typer.Option("runs/demo", help="where checkpoints, history and the report go"),
     workflow: str = typer.Option("auto", help="auto | python | langchain | dspy | autogen"),
-    batch_size: int = typer.Option(3, help="examples per step"),
+    batch_size: int = typer.Option(2, help="examples per step"),
+    answer_tokens: int = typer.Option(600, help="most tokens the optimizer may answer with"),
     fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run"),
 ) -> None:
     """Optimize a small example workflow end to end and write its report."""
@@ -101,11 +104,12 @@ def demo(
     target, trainset, feedback_fn, valset = load_recipe(recipe)
     llm = _client(base_url, model)
     where = llm.base_url or "the embedded local model (started on first use)"
-    console.print(f"[bold]opto demo[/bold]: the {name} workflow; optimizer model {llm.model!r} at {where}")
+    console.print(f"[bold]opto demo[/bold]: the {name} workflow; optimizer model "
+                  f"{escape(llm.model or '(the server default)')} at {escape(where)}")
     output, graph = target.run(trainset[0])
-    console.print(f"first example: {trainset[0]!r} -> {output!r}")
+    console.print(escape(f"first example: {trainset[0]!r} -> {output!r}"))
     _show_graph(graph)
-    optimizer = OptoPrime(target.parameters(), llm)
+    optimizer = OptoPrime(target.parameters(), llm, max_answer_tokens=answer_tokens)
     result = optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps, batch_size=batch_size,
                       run_dir=run_dir, on_step=_show_step, recipe=recipe)
     _finish(result, run_dir)
