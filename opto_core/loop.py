@@ -353,10 +353,7 @@ def _one_step(step: int, target: Target, trainset: Sequence[Any], eval_set: list
         raise OptimizerFailed(f"step {step}: the optimizer failed: {type(exc).__name__}: {exc}") from exc
     finally:
         optimizer.retry_invalid = retry
-    usage.calls += proposal.usage.get("calls", 0)
-    usage.prompt_tokens += proposal.usage.get("prompt_tokens", 0)
-    usage.completion_tokens += proposal.usage.get("completion_tokens", 0)
-    usage.cost_usd += proposal.usage.get("cost_usd", 0.0) or 0.0
+    usage.merge(proposal.usage)
     record["proposal"] = proposal.to_dict()
     changes = {k: v for k, v in proposal.accepted.items() if values_before.get(k) != v}
     if not changes:

@@ -40,6 +40,14 @@ class Usage:
             self.completion_tokens += result.completion_tokens
             self.cost_usd += result.cost_usd or 0.0
 
+    def merge(self, counts: dict[str, Any]) -> None:
+        """Add totals reported elsewhere (a `Proposal`'s usage) to these."""
+        with self._lock:
+            self.calls += int(counts.get("calls", 0))
+            self.prompt_tokens += int(counts.get("prompt_tokens", 0))
+            self.completion_tokens += int(counts.get("completion_tokens", 0))
+            self.cost_usd += float(counts.get("cost_usd", 0.0) or 0.0)
+
     def to_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost_usd": round(self.cost_usd, 6)}

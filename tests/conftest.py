@@ -56,3 +56,10 @@ def cassette():
 @pytest.fixture
 def record_base_url() -> str:
     return RECORD_BASE_URL
+
+
+@pytest.fixture
+def no_openai_env(monkeypatch):
+    """No endpoint, key or model from the developer's environment leaks into a recorded test."""
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPTO_MODEL", "OPENAI_MODEL"):
+        monkeypatch.delenv(name, raising=False)

@@ -25,10 +25,7 @@ RECORDING = os.environ.get("OPTO_RECORD") == "1"
 CASSETTES = Path(__file__).parent / "cassettes"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPTO_MODEL", "OPENAI_MODEL"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_openai_env")
 
 
 def demo_instance():

@@ -34,10 +34,7 @@ RECORDING = os.environ.get("OPTO_RECORD") == "1"
 CASSETTE = Path(__file__).resolve().parents[1] / "cassettes" / "langchain_optimize_step.yaml"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPTO_MODEL", "OPENAI_MODEL"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_openai_env")
 
 
 def contains_answer(example, output):
