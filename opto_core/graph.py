@@ -30,6 +30,26 @@ NodeKind = Literal["parameter", "input", "op", "exception", "output"]
 REPR_LIMIT = 4000
 
 
+#: The graph-level metadata every adapter writes (``graph.meta[KEY]``), documented in docs/graph-format.md.
+META_ADAPTER = "adapter"                  # the module that made the graph: "opto_adapters.langchain"
+META_FRAMEWORK = "framework"              # the framework's distribution name: "langchain-core", "dspy", "python"
+META_FRAMEWORK_VERSION = "framework_version"
+META_RUN_ID = "run_id"                    # a fresh hex id per recorded run
+META_DURATION = "duration_s"              # wall time of the run, in seconds
+META_USAGE = "usage"                      # the workflow's own LLM tokens: {"prompt_tokens", "completion_tokens"}
+META_ERROR = "error"                      # "ErrorType: message" when the run raised
+META_KEYS: tuple[str, ...] = (META_ADAPTER, META_FRAMEWORK, META_FRAMEWORK_VERSION, META_RUN_ID, META_DURATION,
+                              META_USAGE)
+
+
+def run_meta(adapter: str, framework: str, framework_version: str, **extra: Any) -> dict[str, Any]:
+    """The metadata a new run's graph starts with: who recorded it, with which framework, and a fresh run id."""
+    import uuid
+
+    return {META_ADAPTER: adapter, META_FRAMEWORK: framework, META_FRAMEWORK_VERSION: framework_version,
+            META_RUN_ID: uuid.uuid4().hex, META_USAGE: {"prompt_tokens": 0, "completion_tokens": 0}, **extra}
+
+
 class GraphError(ValueError):
     """A graph that is not a valid OPTO graph (a cycle, an unknown kind, a missing parent...)."""
 

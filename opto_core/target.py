@@ -35,3 +35,48 @@ class Target(Protocol):
 
     def restore(self, snapshot: Any) -> None:
         """Put back exactly what `snapshot` captured."""
+
+
+class BoundTarget:
+    """A base for targets whose parameters live in a `BoundParameters` (every adapter's target).
+
+    It implements the write half of the protocol once, so every target has one contract:
+
+    - ``parameters()``: the same `Parameter` objects on every call, values read from the live objects;
+    - ``apply(updates)``: validates every value first (unknown or frozen names and invalid values
+      raise before anything is written), then writes in parameter order; if one write fails,
+      every earlier write is undone and `opto_core.binding.WriteError` names the failing binding;
+    - ``snapshot()``/``restore(s)``: exact undo, framework caches included;
+    - ``save_values(path)``: the trainable values as ``opto-values/1``, for ``apply_values`` later.
+
+    Subclasses set ``self.bound`` (and ``framework``/``framework_version`` for the values file)
+    and implement ``run``.
+    """
+
+    bound: "BoundParameters"
+    framework: str = "python"
+    framework_version: str = ""
+
+    def parameters(self) -> list[Parameter]:
+        return self.bound.parameters()
+
+    def apply(self, updates: dict[str, Any]) -> None:
+        self.bound.apply(updates)
+
+    def snapshot(self) -> Any:
+        return self.bound.snapshot()
+
+    def restore(self, snapshot: Any) -> None:
+        self.bound.restore(snapshot)
+
+    def values(self) -> dict[str, Any]:
+        return self.bound.values()
+
+    def save_values(self, path: str, **meta: Any) -> Any:
+        from .values import save_values
+
+        return save_values(path, self.bound.values(), {"framework": self.framework,
+                                                         "framework_version": self.framework_version, **meta})
+
+
+from .binding import BoundParameters  # noqa: E402  (for the annotation; binding imports no target)
