@@ -9,7 +9,7 @@ changes the workflow's instruction every step (so every step applies a change an
 
 For ``num_threads`` = 1, 4, 16 the script runs `opto_core.loop.optimize` and prints the wall time
 per step and the evaluation throughput: examples evaluated per second *inside the loop's
-evaluation calls* (timed by wrapping ``opto_core.loop.evaluate`` at run time; the library file is
+evaluation calls* (timed by wrapping ``opto_core.executors.ThreadExecutor.evaluate`` at run time; the library file is
 not changed), compared with the ideal ``num_threads x (1 / latency)``. Target: at least 80 % of it.
 The end-to-end rate (all examples over the whole run, including the optimizer's own calls,
 backward and render) is printed too.
@@ -222,17 +222,15 @@ def feedback(example: dict[str, Any], output: str) -> tuple[float, str]:
 # ----- one measurement ----------------------------------------------------------------------------------
 def measure(num_threads: int, latency: float, steps: int, batch: int, server_process: bool = False) -> dict[str, Any]:
     """One `optimize` run against a fresh server; evaluation calls are timed from outside."""
-    loop_module = sys.modules.get("opto_core.loop")
-    if loop_module is None:
-        import opto_core.loop  # noqa: F401
+    import opto_core.executors as executors_module
+    import opto_core.loop as loop_module
 
-        loop_module = sys.modules["opto_core.loop"]
-    original = loop_module.evaluate
+    original = executors_module.ThreadExecutor.evaluate
     evaluations: list[tuple[int, float]] = []
 
-    def timed_evaluate(*args: Any, **kwargs: Any) -> Any:
+    def timed_evaluate(self: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
-        result = original(*args, **kwargs)
+        result = original(self, *args, **kwargs)
         evaluations.append((len(result), time.perf_counter() - start))
         return result
 
@@ -240,14 +238,14 @@ def measure(num_threads: int, latency: float, steps: int, batch: int, server_pro
         target, _ = make_target(server.base_url)
         optimizer = OptoPrime(target.parameters(), chat_client(server.base_url, OPTIMIZER_MODEL), memory_size=2)
         trainset = [{"question": f"What is the status of order {1000 + i}?"} for i in range(batch)]
-        loop_module.evaluate = timed_evaluate
+        executors_module.ThreadExecutor.evaluate = timed_evaluate  # type: ignore[method-assign]
         try:
             start = time.perf_counter()
             result = loop_module.optimize(target, trainset, feedback, optimizer, max_steps=steps, batch_size=batch,
                                           num_threads=num_threads, seed=0)
             wall = time.perf_counter() - start
         finally:
-            loop_module.evaluate = original
+            executors_module.ThreadExecutor.evaluate = original  # type: ignore[method-assign]
         counts = server.stats()
         raw = raw_client_rate(server.base_url, num_threads, batch, rounds=len(evaluations))
     step_records = [r for r in result.history if r.get("kind") == "step"]

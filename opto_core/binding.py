@@ -28,8 +28,11 @@ from typing import Any, Iterable, Iterator, Sequence
 from .parameters import InvalidValue, Parameter
 
 
-class UnknownParameters(KeyError):
-    """Names (or include/exclude patterns) that match no parameter; the message lists the real names."""
+class UnknownParameters(KeyError, ValueError):
+    """Names (or include/exclude patterns) that match no parameter; the message lists the real names.
+
+    Both a ``KeyError`` (a name not found) and a ``ValueError`` (a bad argument), so either handler catches it.
+    """
 
     def __init__(self, what: str, unknown: Sequence[str], known: Sequence[str]) -> None:
         self.unknown = list(unknown)
@@ -148,7 +151,8 @@ def select(names: Sequence[str], include: Iterable[str] | None = None,
         patterns = [patterns] if isinstance(patterns, str) else list(patterns)
         unknown = [p for p in patterns if not any(matches(n, [p]) for n in names)]
         if unknown:
-            raise UnknownParameters(f"{what} pattern(s) match no parameter:", unknown, names)
+            plural = "patterns match" if len(unknown) > 1 else "pattern matches"
+            raise UnknownParameters(f"{what} {plural} no parameter:", unknown, names)
         hit = {n for n in names if matches(n, patterns)}
         chosen = chosen & hit if what == "include" else chosen - hit
     return chosen

@@ -38,6 +38,7 @@ class Settings:
     eval_timeout: float | None = None      # seconds per example run; a timeout is that example's failure
     target_factory: Callable[[], Any] | None = field(default=None, repr=False)
     failure_score: float = 0.0
+    reuse_evaluations: bool = False        # reuse a batch's runs when the same examples already ran with the same values
     nonfinite_scores: str = "error"        # "error": NaN/inf feedback raises; "failure": it counts as a failure
     follow: Sequence[str] | None = None    # graph edge kinds backward follows besides data
     # acceptance

@@ -1,0 +1,47 @@
+"""opto-values/1: saving optimized values and writing them into a freshly built workflow."""
+
+import json
+
+import pytest
+
+from opto_core import Parameter
+from opto_core.binding import BoundParameters, UnknownParameters
+from opto_core.values import ValuesFileError, apply_saved, load_values, resolve, save_values
+
+
+def test_round_trip_with_meta_and_no_secret(tmp_path):
+    path = save_values(tmp_path / "v.json", {"p": "hello", "t": 0.2},
+                       {"framework": "python", "score": 0.9, "api_key": "sk-secret"})
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "opto-values/1" and doc["values"] == {"p": "hello", "t": 0.2}
+    assert doc["meta"]["api_key"] == "<redacted>" and "saved" in doc["meta"]
+    loaded = load_values(path)
+    assert loaded == {"p": "hello", "t": 0.2} and loaded.meta["score"] == 0.9
+
+
+def test_refuses_to_overwrite_a_file_that_is_not_ours(tmp_path):
+    other = tmp_path / "notes.json"
+    other.write_text('{"mine": true}')
+    with pytest.raises(ValuesFileError, match="not an opto-values file"):
+        save_values(other, {"p": 1})
+    assert json.loads(other.read_text()) == {"mine": True}
+
+
+def test_other_formats_and_frameworks_are_refused(tmp_path):
+    (tmp_path / "old.json").write_text(json.dumps({"format": "opto-values/9", "values": {}}))
+    with pytest.raises(ValuesFileError, match="opto-values/9"):
+        load_values(tmp_path / "old.json")
+    path = save_values(tmp_path / "lc.json", {"p": 1}, {"framework": "langchain"})
+    with pytest.raises(ValuesFileError, match="langchain.*dspy"):
+        resolve(path, framework="dspy")
+
+
+def test_apply_saved_checks_every_name_before_writing(tmp_path):
+    p, q = Parameter("p", "text", "a"), Parameter("q", "float", 0.1, lower=0, upper=1)
+    bound = BoundParameters([p, q])
+    with pytest.raises(UnknownParameters, match=r"\['zzz'\].*\['p', 'q'\]"):
+        apply_saved(bound, {"p": "b", "zzz": 1})
+    assert p.value == "a"
+    path = save_values(tmp_path / "v.json", {"p": "b", "q": 0.5})
+    assert apply_saved(bound, path) == {"p": "b", "q": 0.5}
+    assert (p.value, q.value) == ("b", 0.5)
