@@ -1,0 +1,436 @@
+"""Where evaluations run: each example of a batch is one traced run of the workflow plus its feedback.
+
+An optimization step is cheap (one LLM call); evaluating the workflow on a minibatch and a
+validation set is what costs time. The loop hands an `Executor` a batch of examples (with the
+step's values, for executors that run elsewhere) and gets back one `Evaluation` per example, in
+order. Three executors, one contract:
+
+- `ThreadExecutor` ("threads", the default): up to ``concurrency`` runs at once in threads of this
+  process. Right for sync workflows and small concurrency.
+- `AsyncioExecutor` ("asyncio"): up to ``concurrency`` runs at once on ONE event loop, no thread
+  per run, for targets with ``async arun(example) -> (output, graph)`` (the adapters' targets have
+  one). A sync target still works: it runs in a bounded thread pool, said once in the log.
+- `opto_core.ray_executor.RayExecutor` ("ray", extra ``ray``): runs on the workers of a Ray
+  cluster (or a local instance), for work that outgrows one machine.
+
+Whatever the executor, the feedback function runs here, on the driver, and the driver alone
+writes checkpoints. A failure says whose it is (`Evaluation.error_kind`): ``"workflow"`` (the
+workflow raised on this example: feedback for the optimizer) or ``"infrastructure"`` (event loop,
+connection, timeout, dead worker, the adapter's own error: the loop never keeps such a step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+from .feedback import Feedback
+from .graph import META_USAGE, Graph
+
+log = logging.getLogger("opto")
+
+FeedbackFn = Callable[[Any, Any], Any]
+
+EXECUTORS = ("threads", "asyncio", "ray")
+
+
+class FeedbackError(RuntimeError):
+    """The user's feedback function raised, or returned something that is not feedback."""
+
+
+class InfrastructureError(RuntimeError):
+    """A run failed for a reason outside the workflow's logic (event loop, connection, worker, adapter).
+
+    Targets and executors raise (or return) it to say so explicitly; `error_kind` also recognises
+    the usual suspects on its own.
+    """
+
+
+class EvaluationTimeout(InfrastructureError, TimeoutError):
+    """A run took longer than ``eval_timeout`` seconds."""
+
+
+class EvaluationCancelled(InfrastructureError):
+    """The run was cancelled (Ctrl-C, the STOP file, `Executor.cancel`) before it finished."""
+
+
+@dataclass
+class Evaluation:
+    """One example's run: its output, graph and feedback; ``error_kind`` says why it failed, if it did.
+
+    ``usage`` is the workflow's own token use in this run (from the graph's metadata), ``seconds``
+    the run's wall time where it ran, ``retried`` the causes of earlier attempts of this example
+    that failed for infrastructure reasons and were retried (a dead Ray worker, a timeout), and
+    ``worker`` where the final attempt ran (empty in this process).
+    """
+
+    index: int
+    output: Any
+    graph: Graph
+    feedback: Feedback
+    failed: bool = False
+    error_kind: str | None = None      # None | "workflow" | "infrastructure"
+    usage: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    retried: list[str] = field(default_factory=list)
+    worker: str = ""
+
+
+_INFRA_TYPES = ("APIConnectionError", "APITimeoutError", "ConnectError", "ConnectTimeout", "ReadTimeout",
+                "RemoteProtocolError", "RayTaskError", "WorkerCrashedError", "RayActorError", "GetTimeoutError",
+                "CancelledError", "InfrastructureError")
+_INFRA_TEXT = ("event loop", "different loop", "Event loop is closed", "bound to a different")
+
+
+def error_kind(exc: BaseException) -> str:
+    """``"infrastructure"`` when the failure is not the workflow's own logic, else ``"workflow"``.
+
+    Connection and timeout errors, event-loop errors and our own `InfrastructureError` are
+    infrastructure; so is an exception chained from one of them. Everything else (a tool that
+    raised, a parse error, a wrong answer's exception) is the workflow's and is feedback.
+    """
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        names = {cls.__name__ for cls in type(current).__mro__}
+        if names & set(_INFRA_TYPES) or isinstance(current, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
+            return "infrastructure"
+        if isinstance(current, RuntimeError) and any(t in str(current) for t in _INFRA_TEXT):
+            return "infrastructure"
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return "workflow"
+
+
+class NonFiniteScore(FeedbackError):
+    """A NaN or infinite score: an error by default, a failed run when the user opted in."""
+
+
+def score_feedback(example: Any, output: Any, feedback_fn: FeedbackFn, index: int) -> Feedback:
+    """Call the user's feedback function and check what it returned (a score must be finite)."""
+    try:
+        raw = feedback_fn(example, output)
+    except Exception as exc:
+        raise FeedbackError(f"feedback_fn raised on example {index} ({_short(example)}): "
+                            f"{type(exc).__name__}: {exc}") from exc
+    try:
+        feedback = Feedback.coerce(raw)
+    except (TypeError, ValueError) as exc:
+        raise FeedbackError(f"feedback_fn returned {raw!r} for example {index} ({_short(example)}): {exc}") from exc
+    if feedback.score is not None and not math.isfinite(feedback.score):
+        raise NonFiniteScore(f"feedback_fn returned the score {feedback.score} for example {index} "
+                            f"({_short(example)}): scores must be finite numbers (pass "
+                            f"nonfinite_scores='failure' to count such runs as failures)")
+    return feedback
+
+
+def usage_of(graph: Graph) -> dict[str, Any]:
+    """The workflow's own token use recorded in a run's graph (adapters put it under ``META_USAGE``)."""
+    usage = graph.meta.get(META_USAGE)
+    if not isinstance(usage, dict):
+        usage = graph.meta.get("token_usage")  # DSPy's per-LM totals
+    return dict(usage) if isinstance(usage, dict) else {}
+
+
+def finish(index: int, example: Any, output: Any, graph: Graph, feedback_fn: FeedbackFn, failure_score: float,
+           seconds: float = 0.0, nonfinite: str = "error") -> Evaluation:
+    """Turn one run's (output, graph) into an `Evaluation`: a raised exception is a failure, else feedback."""
+    usage = usage_of(graph)
+    if isinstance(output, BaseException):
+        text = f"The run raised {type(output).__name__}: {output}"
+        return Evaluation(index, output, graph, Feedback(failure_score, text), failed=True,
+                          error_kind=error_kind(output), usage=usage, seconds=seconds)
+    try:
+        feedback = score_feedback(example, output, feedback_fn, index)
+    except NonFiniteScore as exc:
+        if nonfinite != "failure":
+            raise
+        return Evaluation(index, output, graph, Feedback(failure_score, f"{exc} (counted as a failed run)"),
+                          failed=True, error_kind="workflow", usage=usage, seconds=seconds)
+    return Evaluation(index, output, graph, feedback, usage=usage, seconds=seconds)
+
+
+def failed_run(what: str, exc: BaseException) -> tuple[BaseException, Graph]:
+    """(exception, graph) for a run that never produced a graph of its own (timeout, crash, cancel)."""
+    graph = Graph(meta={"error": f"{type(exc).__name__}: {exc}"})
+    graph.add_exception(what, exc)
+    return exc, graph
+
+
+def _run_one(target: Any, example: Any) -> tuple[Any, Graph]:
+    try:
+        return target.run(example)
+    except Exception as exc:  # a target that raised instead of returning (output, graph): not the workflow's fault
+        wrapped = InfrastructureError(f"the target itself raised {type(exc).__name__}: {exc}")
+        wrapped.__cause__ = exc
+        return failed_run("target.run", wrapped)
+
+
+async def _arun_one(target: Any, example: Any) -> tuple[Any, Graph]:
+    try:
+        return await target.arun(example)
+    except Exception as exc:  # arun must return (exception, graph) for the workflow's own errors
+        wrapped = InfrastructureError(f"the target itself raised {type(exc).__name__}: {exc}")
+        wrapped.__cause__ = exc
+        return failed_run("target.arun", wrapped)
+
+
+def check_concurrency(concurrency: Any) -> int:
+    """``concurrency`` as a positive int, or a `ValueError` that says what is allowed."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an integer >= 1 (how many examples run at once), got {concurrency!r}")
+    return concurrency
+
+
+class Executor(Protocol):
+    """Runs a batch of examples and returns their evaluations in order."""
+
+    def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
+                 failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]: ...
+
+    def close(self) -> None: ...
+
+
+class _Batch:
+    """The driver's side of one batch: futures in, evaluations out (in order), with timeouts and cancel.
+
+    Shared by the thread and asyncio executors: each example is a `concurrent.futures.Future` of
+    ``(output, graph, seconds)``; results are scored on the calling thread as they arrive.
+    """
+
+    def __init__(self, examples: Sequence[Any], indices: Sequence[int], feedback_fn: FeedbackFn,
+                 failure_score: float, nonfinite: str) -> None:
+        self.examples, self.indices = examples, list(indices)
+        self.feedback_fn, self.failure_score, self.nonfinite = feedback_fn, failure_score, nonfinite
+        self.results: list[Evaluation | None] = [None] * len(examples)
+        self.cancelled = threading.Event()
+
+    def score(self, position: int, output: Any, graph: Graph, seconds: float) -> None:
+        self.results[position] = finish(self.indices[position], self.examples[position], output, graph,
+                                        self.feedback_fn, self.failure_score, seconds, self.nonfinite)
+
+    def fail(self, position: int, what: str, exc: BaseException, seconds: float = 0.0) -> None:
+        self.score(position, *failed_run(what, exc), seconds)
+
+    def collect(self, futures: dict[concurrent.futures.Future, int], started: dict[int, float] | None,
+                timeout: float | None, cancel: Callable[[], None]) -> list[Evaluation]:
+        """Wait for every future; ``started`` (position -> start time) lets the driver enforce ``timeout``."""
+        pending = set(futures)
+        try:
+            while pending:
+                if self.cancelled.is_set():
+                    cancel()
+                    for future in pending:
+                        self.fail(futures[future], "cancelled", EvaluationCancelled("the run was cancelled"))
+                    break
+                wait = 0.1
+                if timeout is not None and started is not None:
+                    now = time.perf_counter()
+                    for future in list(pending):
+                        begun = started.get(futures[future])
+                        if begun is not None and now - begun > timeout:
+                            pending.discard(future)
+                            future.cancel()
+                            self.fail(futures[future], "timeout", EvaluationTimeout(
+                                f"the run took longer than eval_timeout={timeout:g}s"), now - begun)
+                done, pending = concurrent.futures.wait(pending, timeout=wait,
+                                                        return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    position = futures[future]
+                    try:
+                        output, graph, seconds = future.result()
+                    except concurrent.futures.CancelledError:
+                        self.fail(position, "cancelled", EvaluationCancelled("the run was cancelled"))
+                        continue
+                    self.score(position, output, graph, seconds)
+        except BaseException:  # Ctrl-C or a feedback error: nothing outstanding may keep running
+            cancel()
+            raise
+        return [r for r in self.results if r is not None]
+
+
+class ThreadExecutor:
+    """The default: up to ``concurrency`` examples at once, each in a thread of this process.
+
+    With ``eval_timeout``, a run that takes longer is that example's failure (an infrastructure
+    one); Python cannot stop a thread, so the run's thread is abandoned, not killed.
+    """
+
+    def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None) -> None:
+        self.concurrency = check_concurrency(concurrency)
+        self.nonfinite = nonfinite
+        self.eval_timeout = eval_timeout
+        self._batch: _Batch | None = None
+
+    def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
+                 failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]:
+        batch = self._batch = _Batch(examples, indices, feedback_fn, failure_score, self.nonfinite)
+        if self.eval_timeout is None and (self.concurrency <= 1 or len(examples) <= 1):
+            for position, example in enumerate(examples):  # the plain path: no thread at all
+                started = time.perf_counter()
+                output, graph = _run_one(target, example)
+                batch.score(position, output, graph, time.perf_counter() - started)
+            return [r for r in batch.results if r is not None]
+        started: dict[int, float] = {}
+
+        def one(position: int) -> tuple[Any, Graph, float]:
+            started[position] = begun = time.perf_counter()
+            output, graph = _run_one(target, examples[position])
+            return output, graph, time.perf_counter() - begun
+
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(examples)), thread_name_prefix="opto-eval")
+        try:
+            futures = {pool.submit(one, position): position for position in range(len(examples))}
+            return batch.collect(futures, started, self.eval_timeout, lambda: [f.cancel() for f in futures])
+        finally:  # never wait for an abandoned (timed-out) run
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._batch = None
+
+    def cancel(self) -> None:
+        """Stop the batch being evaluated: runs not started are dropped, running ones abandoned."""
+        batch = self._batch
+        if batch is not None:
+            batch.cancelled.set()
+
+    def close(self) -> None:
+        self.cancel()
+
+
+class AsyncioExecutor:
+    """Up to ``concurrency`` examples at once on one event loop (its own thread), no thread per run.
+
+    A target with ``async arun(example) -> (output, graph)`` runs as a coroutine on that loop; the
+    loop lives as long as the executor, so frameworks whose objects bind to the first loop that
+    uses them (AutoGen teams) see the same loop every step. A target without ``arun`` runs in a
+    thread pool bounded by ``concurrency`` (logged once). ``eval_timeout`` cancels the coroutine.
+    """
+
+    def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None) -> None:
+        self.concurrency = check_concurrency(concurrency)
+        self.nonfinite = nonfinite
+        self.eval_timeout = eval_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._said_sync = False
+        self._batch: _Batch | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The executor's event loop, started on first use."""
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=serve, name="opto-asyncio", daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The one thread that runs every coroutine (None before the first batch)."""
+        return self._thread
+
+    def _sync_pool(self, target: Any) -> ThreadPoolExecutor:
+        if not self._said_sync:
+            log.info("executor='asyncio': %s has no async arun(); its runs go to a pool of %d threads",
+                     type(target).__name__, self.concurrency)
+            self._said_sync = True
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="opto-asyncio-sync")
+        return self._pool
+
+    def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
+                 failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]:
+        batch = self._batch = _Batch(examples, indices, feedback_fn, failure_score, self.nonfinite)
+        loop = self.loop
+        is_async = callable(getattr(target, "arun", None))
+        pool = None if is_async else self._sync_pool(target)
+        gate = asyncio.Semaphore(self.concurrency)  # binds to the executor's loop on first use
+        timeout = self.eval_timeout
+
+        async def one(position: int) -> tuple[Any, Graph, float]:
+            async with gate:
+                begun = time.perf_counter()
+                if is_async:
+                    work = _arun_one(target, examples[position])
+                else:
+                    work = loop.run_in_executor(pool, _run_one, target, examples[position])
+                try:
+                    output, graph = await asyncio.wait_for(work, timeout)
+                except asyncio.TimeoutError:
+                    output, graph = failed_run("timeout", EvaluationTimeout(
+                        f"the run took longer than eval_timeout={timeout:g}s"))
+                return output, graph, time.perf_counter() - begun
+
+        futures = {asyncio.run_coroutine_threadsafe(one(position), loop): position
+                   for position in range(len(examples))}
+        try:
+            return batch.collect(futures, None, None, lambda: [f.cancel() for f in futures])
+        finally:
+            self._batch = None
+
+    def cancel(self) -> None:
+        """Cancel the outstanding runs of the batch being evaluated (their coroutines get CancelledError)."""
+        batch = self._batch
+        if batch is not None:
+            batch.cancelled.set()
+
+    def close(self) -> None:
+        """Stop the loop and its thread (and the sync pool); the executor can be used again after."""
+        self.cancel()
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+            pool, self._pool = self._pool, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join(timeout=5)
+            if not loop.is_running():
+                loop.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_executor(settings: Any) -> Executor:
+    """The executor a `Settings` asks for: a name ("threads", "asyncio", "ray") or an `Executor` object."""
+    choice = settings.executor
+    concurrency = check_concurrency(settings.workers)
+    if not isinstance(choice, str):
+        if not (callable(getattr(choice, "evaluate", None)) and callable(getattr(choice, "close", None))):
+            raise TypeError(f"executor must be one of {EXECUTORS} or an object with evaluate() and close() "
+                            f"(opto_core.executors.Executor), got {type(choice).__name__}")
+        if getattr(choice, "concurrency", 1) is not None:
+            check_concurrency(getattr(choice, "concurrency", 1))
+        return choice
+    if choice == "threads":
+        return ThreadExecutor(concurrency, settings.nonfinite_scores, eval_timeout=settings.eval_timeout)
+    if choice == "asyncio":
+        return AsyncioExecutor(concurrency, settings.nonfinite_scores, eval_timeout=settings.eval_timeout)
+    if choice == "ray":
+        from .ray_executor import RayExecutor  # imports ray itself only when used
+
+        return RayExecutor(concurrency, settings.nonfinite_scores, eval_timeout=settings.eval_timeout,
+                           target_factory=settings.target_factory)
+    raise ValueError(f"unknown executor {choice!r}; choose one of {EXECUTORS} or pass an Executor object")
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
