@@ -32,6 +32,12 @@ _LAZY = {
     "OptimizationResult": ("loop", "OptimizationResult"),
     "Target": ("target", "Target"),
     "FunctionTarget": ("trace", "FunctionTarget"),
+    "Settings": ("settings", "Settings"),
+    "load_values": ("values", "load_values"),
+    "save_values": ("values", "save_values"),
+    "Binding": ("binding", "Binding"),
+    "BoundParameters": ("binding", "BoundParameters"),
+    "CodePolicy": ("code_policy", "CodePolicy"),
 }
 
 __all__ = ["BackwardError", "ProblemInstance", "backward", "render", "Edge", "Feedback", "Graph", "GraphError", "InvalidValue", "Node", "Parameter", *_LAZY]
