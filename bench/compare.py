@@ -37,10 +37,12 @@ import shlex
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bench.convergence import CountingTarget, aggregate, best_curve, format_aggregate, summarize
+from bench.convergence import plot as plot_convergence
 from bench.tasks import TaskInstance, get_task, task_names
 from bench.tasks.models import BudgetedChat, BudgetExhausted, make_dspy_lm
 
@@ -55,8 +57,15 @@ OPTIMIZERS: dict[str, str] = {
     "copro": "dspy.COPRO",
     "mipro": "dspy.MIPROv2 (auto=light)",
     "gepa": "dspy.GEPA",
+    "hybrid": "ours: Hybrid (OptoPrime for text/code, Optuna TPE for numbers)",
+    "tpe": "search only: Optuna TPE",
+    "gp": "search only: Gaussian-process Bayesian optimization (bayesian-optimization)",
+    "pso": "search only: particle swarm (nevergrad)",
+    "cmaes": "search only: CMA-ES (Optuna over the cmaes package)",
+    "random": "search only: uniform random (Optuna)",
 }
-OURS = ("opto", "opto-notrace", "opro")
+SEARCH = ("tpe", "gp", "pso", "cmaes", "random")
+OURS = ("opto", "opto-notrace", "opro", "hybrid") + SEARCH
 DSPY = ("opto-dspy", "copro", "mipro", "gepa")
 QUICK_TASKS = ["boolean_expressions", "object_counting", "numeric", "workflow_python", "workflow_dspy"]
 
@@ -64,6 +73,8 @@ BUDGET_NOTES = {
     "opto": "exact: opto_core.loop stops at max_llm_calls=N (a retry is skipped when one call is left)",
     "opto-notrace": "exact: as opto",
     "opro": "exact: as opto",
+    "hybrid": "exact: as opto (one LLM call a step, none when no text/code parameter); --budget-evals: exact runs",
+    **{name: "no LLM; --budget-evals N: exactly N workflow runs (opto_core.loop max_evaluations)" for name in SEARCH},
     "opto-dspy": "exact if the teleprompter passes max_llm_calls to the loop; hard cap N in any case",
     "trace": "hard cap: trace-opt has no budget; the counting client refuses call N+1 and the loop stops",
     "copro": "planned: breadth b and depth d with P*((b-1) + (d-1)*b) <= N (one call per candidate; DSPy's JSON "
@@ -91,10 +102,14 @@ class Settings:
     dspy_module: str = "predict"
     dspy_json_fallback: bool = True  # DSPy's default: a second call (JSONAdapter) when a reply does not parse
     quick: bool = False
+    budget_evals: int | None = None  # workflow runs per row (the loop's max_evaluations); curves when set
+    seeds: int = 1  # rows per (task, optimizer): seeds seed, seed+1, ...
 
     @property
     def steps(self) -> int:
-        return self.max_steps if self.max_steps is not None else 2 * self.budget_calls
+        if self.max_steps is not None:
+            return self.max_steps
+        return self.budget_evals if self.budget_evals is not None else 2 * self.budget_calls
 
 
 class NotAvailable(RuntimeError):
@@ -146,6 +161,21 @@ def run_row(task: TaskInstance, optimizer: str, task_chat: Any, optimizer_chat: 
     return row
 
 
+#: How a run may end and still count as finished (status ``ok``): its budget or its target.
+FINISHED = ("max_steps", "max_llm_calls", "max_tokens", "max_cost_usd", "target_score", "budget", "max_evaluations")
+
+
+def _ended(row: dict[str, Any], stopped_reason: str, error: str, proposals: int) -> None:
+    """Status from how the run ended: ``ok`` only at its budget or target, else ``stopped`` with the
+    loop's reason (an optimizer or API error); ``proposals`` counts steps that proposed a value."""
+    row["stopped_reason"] = stopped_reason
+    row["proposals"] = proposals
+    if stopped_reason not in FINISHED:
+        row.update(status="stopped", reason=f"{stopped_reason}: {error}" if error else stopped_reason)
+    if not proposals:
+        row["reason"] = (row["reason"] + "; " if row["reason"] else "") + "never proposed anything"
+
+
 OVER_BUDGET = {
     "copro": "COPRO's plan counts one call per candidate; DSPy's ChatAdapter makes a second call (JSONAdapter) "
              "when a reply does not parse, so a model that often breaks the format needs more (see "
@@ -180,9 +210,13 @@ def _mean(values: Sequence[float]) -> float | None:
 
 # ----- ours ---------------------------------------------------------------------------------------------
 def _make_ours(optimizer: str, parameters: Any, chat: Any, settings: Settings) -> Any:
-    from opto_core.optimizers import OPRO, OptoPrime, OptoPrimeNoTrace
+    from opto_core.optimizers import OPRO, Hybrid, OptoPrime, OptoPrimeNoTrace, Search
 
+    if optimizer in SEARCH:
+        return Search(parameters, optimizer, seed=settings.seed)
     kwargs = {"temperature": settings.temperature, "max_answer_tokens": settings.answer_tokens}
+    if optimizer == "hybrid":
+        return Hybrid(parameters, chat, seed=settings.seed, memory_size=settings.memory_size, **kwargs)
     if optimizer == "opro":
         return OPRO(parameters, chat, **kwargs)
     cls = OptoPrimeNoTrace if optimizer == "opto-notrace" else OptoPrime
@@ -217,18 +251,41 @@ def _run_ours(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat:
         return task.to_metric(mean_score(evaluations))
 
     row["before"] = test_score()
-    opt = _make_ours(optimizer, target.parameters(), chat, settings)
+    try:
+        opt = _make_ours(optimizer, target.parameters(), chat, settings)
+    except (ImportError, ValueError) as exc:  # a sampler's library is missing, or nothing it can search
+        raise NotAvailable(str(exc)) from exc
+    counted = CountingTarget(target, task.score)
+    # with a budget of runs, a run is never repeated for values it already scored (the loop's cache)
+    budget = {} if settings.budget_evals is None else {"max_evaluations": settings.budget_evals,
+                                                       "reuse_evaluations": True}
     started = time.time()
-    result = optimize(target, task.trainset, task.feedback, opt, task.valset, max_steps=settings.steps,
+    row["_started"] = started
+    result = optimize(counted, task.trainset, task.feedback, opt, task.valset or None, max_steps=settings.steps,
                       batch_size=settings.batch_size, num_threads=settings.threads,
-                      max_llm_calls=settings.budget_calls, seed=settings.seed, failure_score=task.failure_score)
+                      max_llm_calls=settings.budget_calls, seed=settings.seed, failure_score=task.failure_score,
+                      **budget)
     row["seconds"] = round(time.time() - started, 3)
-    row["stopped_reason"] = result.stopped_reason
+    _record_curve(row, task, counted.scores)
     row["after"] = test_score()
     row["details"].update(steps=result.steps, best_val=task.to_metric(result.best_score),
                           initial_val=task.to_metric(result.initial_score),
                           kept_steps=sum(1 for h in result.history if h.get("kept")),
                           loop_usage=result.usage, best_values=_short_values(result.best_values))
+    _ended(row, result.stopped_reason, getattr(result, "error", ""),
+           sum(1 for h in result.history if (h.get("proposal") or {}).get("accepted")))
+
+
+def _record_curve(row: dict[str, Any], task: TaskInstance, scores: Sequence[float]) -> None:
+    """The best metric after each workflow run, and its summary against the task's reference optimum."""
+    metrics = [task.to_metric(s) for s in scores]
+    row["curve"] = best_curve([m for m in metrics if m is not None], task.lower_is_better)
+    references = task.info.get("references")
+    if callable(references):
+        references = references()
+    row["references"] = references or {}
+    row["reference"] = (references or {}).get("grid_best_delay")
+    row["convergence"] = summarize(row["curve"], row["reference"], task.lower_is_better)
 
 
 def _short_values(values: dict[str, Any], limit: int = 600) -> dict[str, Any]:
@@ -260,11 +317,13 @@ def _run_trace(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat
                                seed=settings.seed, memory_size=settings.memory_size,
                                max_answer_tokens=settings.answer_tokens, failure_score=task.failure_score)
     row["seconds"] = round(time.time() - started, 3)
-    row["stopped_reason"] = result.stopped_reason
     row["after"] = test_score()
     row["details"].update(steps=result.steps, best_val=task.to_metric(result.best_score),
                           initial_val=task.to_metric(result.initial_score),
                           kept_steps=sum(1 for h in result.history if h.get("kept")))
+    errors = [h["error"] for h in result.history if h.get("error")]
+    _ended(row, result.stopped_reason, errors[-1] if errors else "",
+           sum(1 for h in result.history if h.get("changed")))
 
 
 # ----- DSPy ------------------------------------------------------------------------------------------------
@@ -447,21 +506,47 @@ def run_comparison(tasks: Sequence[str], optimizers: Sequence[str], task_chat: A
     if unknown:
         raise ValueError(f"unknown optimizers {unknown}; known: {', '.join(OPTIMIZERS)}")
     rows = []
-    for name in tasks:
-        task = get_task(name).make(seed=settings.seed, quick=settings.quick, task_max_tokens=settings.task_max_tokens,
-                                   dspy_module=settings.dspy_module)
-        for optimizer in optimizers:
-            if not applicable(task, optimizer):
-                continue
-            log.info("running %s on %s", optimizer, name)
-            row = run_row(task, optimizer, task_chat, optimizer_chat, settings)
-            row["model"] = getattr(optimizer_chat, "model", "")
-            row["temperature"] = settings.temperature
-            row["seed"] = settings.seed
-            rows.append(row)
-            if on_row:
-                on_row(row)
+    for seed in range(settings.seed, settings.seed + max(1, settings.seeds)):
+        seeded = replace(settings, seed=seed)
+        for name in tasks:
+            try:
+                task = get_task(name).make(seed=seed, quick=settings.quick, task_max_tokens=settings.task_max_tokens,
+                                           dspy_module=settings.dspy_module)
+            except Exception as exc:  # a task that cannot be made is a row per optimizer, not the end of the table
+                task = None
+                failure = f"{type(exc).__name__}: {exc}"
+            for optimizer in optimizers:
+                if task is None:
+                    row = {"task": name, "optimizer": optimizer, "status": "error", "reason": failure,
+                           "before": None, "after": None, "calls": 0, "tokens": 0, "details": {}}
+                elif not applicable(task, optimizer):
+                    continue
+                else:
+                    log.info("running %s on %s (seed %d)", optimizer, name, seed)
+                    row = _guarded_row(task, optimizer, task_chat, optimizer_chat, seeded)
+                row["model"] = getattr(optimizer_chat, "model", "")
+                row["temperature"] = settings.temperature
+                row["seed"] = seed
+                rows.append(row)
+                if on_row:
+                    on_row(row)
     return rows
+
+
+def _guarded_row(task: TaskInstance, optimizer: str, task_chat: Any, optimizer_chat: Any,
+                 settings: Settings) -> dict[str, Any]:
+    """`run_row`, and an error row for anything that still escapes it: the table always goes on."""
+    try:
+        return run_row(task, optimizer, task_chat, optimizer_chat, settings)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        row = {"task": task.name, "family": task.family, "optimizer": optimizer, "metric": task.metric,
+               "lower_is_better": task.lower_is_better, "status": "error", "reason": f"{type(exc).__name__}: {exc}",
+               "before": None, "after": None, "calls": 0, "tokens": 0, "seconds": None,
+               "details": {"traceback": traceback.format_exc(limit=8)}}
+        log.warning("%s on %s failed outside its row: %s", optimizer, task.name, row["reason"])
+        return row
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -473,14 +558,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 COLUMNS = ["task", "optimizer", "metric", "before", "after", "calls", "tokens", "cost_usd", "seconds", "task_calls",
-           "status"]
+           "status", "stopped_reason", "proposals"]
 
 
 def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     """The rows as a text (or Markdown) table; unavailable rows show their reason below."""
     body = [[_fmt(row.get(c), 4 if c == "cost_usd" else 3) for c in COLUMNS] for row in rows]
     notes = [f"{row['task']} / {row['optimizer']}: {row['status']}: {row['reason']}" for row in rows
-             if row.get("status") != "ok"]
+             if row.get("status") != "ok" or row.get("reason")]
     if markdown:
         lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
@@ -549,9 +634,16 @@ def _plot_svg(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 def write_outputs(rows: Sequence[dict[str, Any]], out: Path, meta: dict[str, Any]) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": list(rows)}, indent=2, default=str))
-    (out / "results.md").write_text(f"{meta['command']}\n\n{format_table(rows, markdown=True)}\n")
-    picture = plot(rows, out / "plot")
-    return {"json": str(out / "results.json"), "markdown": str(out / "results.md"), "plot": str(picture)}
+    markdown = f"{meta['command']}\n\n{format_table(rows, markdown=True)}\n"
+    written = {"json": str(out / "results.json"), "markdown": str(out / "results.md")}
+    if any(r.get("curve") for r in rows):
+        markdown += "\n## Convergence (medians over seeds)\n\n" + format_aggregate(aggregate(rows), markdown=True) + "\n"
+        curves = plot_convergence(rows, out / "convergence")
+        if curves:
+            written["convergence"] = str(curves)
+    (out / "results.md").write_text(markdown)
+    written["plot"] = str(plot(rows, out / "plot"))
+    return written
 
 
 # ----- command line ---------------------------------------------------------------------------------------
@@ -575,7 +667,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None, help="model name (default: OPTO_MODEL, or the endpoint's first)")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
                         help="name of the environment variable holding the API key (the key is never printed)")
-    parser.add_argument("--budget-calls", type=int, default=10, help="optimizer LLM calls per run (default 10)")
+    parser.add_argument("--budget-calls", type=int, default=None,
+                        help="optimizer LLM calls per run (default 10, or the --budget-evals budget when given)")
+    parser.add_argument("--budget-evals", type=int, default=None,
+                        help="workflow runs per row (the loop's max_evaluations, exact); records convergence curves "
+                             "(best after 10/25/50 runs, runs to within 5%% of the reference optimum) and a plot")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per (task, optimizer): --seed, --seed+1, ...")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="temperature of every optimizer call, for every optimizer (default 1.0)")
     parser.add_argument("--answer-tokens", type=int, default=2048, help="max tokens of an optimizer answer")
@@ -626,8 +723,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.budget_calls < 1:
-        raise SystemExit("--budget-calls must be at least 1")
+    if args.budget_calls is None:
+        args.budget_calls = args.budget_evals if args.budget_evals else 10
+    if args.budget_calls < 1 or (args.budget_evals is not None and args.budget_evals < 1) or args.seeds < 1:
+        raise SystemExit("--budget-calls, --budget-evals and --seeds must be at least 1")
     try:
         tasks = resolve_tasks(args.tasks, args.quick)
     except KeyError as exc:
@@ -640,7 +739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         task_max_tokens=args.task_max_tokens, batch_size=args.batch_size, threads=args.threads,
                         seed=args.seed, max_steps=args.max_steps, copro_breadth=args.copro_breadth,
                         dspy_module=args.dspy_module, dspy_json_fallback=not args.dspy_no_json_fallback,
-                        quick=args.quick)
+                        quick=args.quick, budget_evals=args.budget_evals, seeds=args.seeds)
     from opto_core.llm import OpenAIChat
 
     api_key = os.environ.get(args.api_key_env) or None
@@ -674,6 +773,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# {command}\n# {meta['date']}  model={meta['model']}  endpoint={meta['endpoint']}  "
               f"budget={settings.budget_calls} calls  temperature={settings.temperature}\n")
         print(format_table(rows))
+        if any(r.get("curve") for r in rows):
+            print("\n# convergence (medians over seeds; metric: lower is better for delays and errors)\n")
+            print(format_aggregate(aggregate(rows)))
     if args.out:
         written = write_outputs(rows, Path(args.out), meta)
         print(f"wrote {', '.join(written.values())}", file=sys.stderr)

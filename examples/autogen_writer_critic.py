@@ -10,6 +10,7 @@ the write-back checked on the next recorded request, and the score going from 0 
     python examples/autogen_writer_critic.py             # offline, scripted optimizer
     python examples/autogen_writer_critic.py --llm       # OptoPrime asks a real LLM (OPENAI_* env vars)
     python examples/autogen_writer_critic.py --show-problem
+    python examples/autogen_writer_critic.py --save values.json   # then apply_values(team, "values.json")
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", action="store_true", help="use a real LLM for OptoPrime (opto_core.llm.OpenAIChat)")
     parser.add_argument("--show-problem", action="store_true", help="print the problem OptoPrime reads")
+    parser.add_argument("--save", metavar="PATH", help="save the optimized values (opto-values/1) for "
+                                                       "opto_adapters.autogen.apply_values")
     args = parser.parse_args(argv)
     logging.getLogger("autogen_core.events").setLevel(logging.ERROR)  # the replay client's notices
 
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     verified = sorted({name for g in target.graphs for name in g.meta.get("write_back_verified", [])})
     output, graph = target.run(trainset[0])
     print(f"after: critic says {output!r}; write-back seen on the next recorded requests: {verified}")
+    if args.save:
+        print(f"saved the values to {target.save_values(args.save, score=result.best_score)}")
     if not args.llm and result.best_score != 1.0:
         print("unexpected: the scripted fix did not reach a score of 1.0", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dspy
 
-from opto_adapters.dspy import OptoTeleprompter, load_optimized, save_optimized
+from opto_adapters.dspy import OptoTeleprompter, apply_values, load_optimized, save_optimized
 from opto_adapters.dspy.demo import agent_policy, examples, metric
 from opto_adapters.dspy.testing import rule_lm
 from opto_core.testing import ScriptedLLM
@@ -80,6 +80,11 @@ def main() -> None:
         save_optimized(optimized, run_dir / "agent.json")
         fresh = load_optimized(build_agent(), run_dir / "agent.json")
         print(f"reloaded: {fresh(question='What is 100 C in Fahrenheit?').answer!r}")
+        # deploying: the optimized values as one opto-values file, written into a freshly built agent
+        values = optimized.opto_result.save_values(str(run_dir / "values.json"))
+        deployed = build_agent()
+        applied = apply_values(deployed, values)
+        print(f"deployed ({len(applied)} values): {deployed(question='What is 100 C in Fahrenheit?').answer!r}")
     print(f"score {optimized.opto_history[0]['eval_score']:.2f} -> {optimized.score:.2f}; run directory: "
           f"{optimized.opto_report}")
 

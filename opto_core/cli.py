@@ -1,4 +1,9 @@
-"""The ``opto`` command: ``demo``, ``resume``, ``report`` and ``graph``."""
+"""The ``opto`` command: ``demo``, ``resume``, ``report`` and ``graph``.
+
+Exit codes: 0 when the run ended as planned (steps, budget, target score, STOP file), 1 when it
+stopped on an error (API failure, timeout, too many failed runs, invalid values: the reason is
+printed), 2 for a usage error (a directory that is not a run, a locked run, an unknown recipe).
+"""
 
 from __future__ import annotations
 
@@ -57,7 +62,20 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+#: Stop reasons that mean the run ended on an error (the loop's own list, when it has one, is used too).
+ERROR_STOPS = {"optimizer_error", "max_errors", "invalid_values", "error", "feedback_error"}
+
+
+def _failed(result: Any) -> bool:
+    """Whether a run stopped on an error: its ``failed`` flag, an error stop reason, or an error text."""
+    from . import loop
+
+    reasons = ERROR_STOPS | set(getattr(loop, "ERROR_STOPS", ()))
+    return bool(getattr(result, "failed", False) or result.stopped_reason in reasons or result.error)
+
+
 def _finish(result: Any, run_dir: str) -> None:
+    """Print the outcome, write the report, and exit 1 when the run stopped on an error."""
     console.rule("result")
     if result.error:
         console.print(f"[red]{escape(result.error)}[/red]")
@@ -75,6 +93,35 @@ def _finish(result: Any, run_dir: str) -> None:
     except Exception as exc:  # the run is saved whatever happens to the report
         console.print(f"[red]could not write the report: {exc}[/red]")
     console.print(f"run directory: {run_dir} (resume with: opto resume {run_dir})")
+    if _failed(result):
+        why = result.error or f"the run stopped on {result.stopped_reason}"
+        console.print(f"[red]failed: {escape(why)}[/red]")
+        raise typer.Exit(1)
+
+
+def _run(call: Any) -> Any:
+    """Run ``optimize``: a locked or foreign run directory is a usage error (exit 2), not a traceback."""
+    from .rundir import RunDirError
+
+    try:
+        return call()
+    except RunDirError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2)
+
+
+def _approver(approve: bool) -> Any:
+    if not approve:
+        return None
+    from .approval import terminal_approver
+
+    return terminal_approver(console)
+
+
+def _approval_kwargs(approve: bool) -> dict[str, Any]:
+    """``approve=`` for `optimize` (only when asked, so a loop without it still runs)."""
+    approver = _approver(approve)
+    return {"approve": approver} if approver is not None else {}
 
 
 @app.command()
@@ -87,20 +134,34 @@ def demo(
     workflow: str = typer.Option("auto", help="auto | python | langchain | dspy | autogen"),
     batch_size: int = typer.Option(2, help="examples per step"),
     answer_tokens: int = typer.Option(600, help="most tokens the optimizer may answer with"),
-    fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run"),
+    fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run (only a "
+                                          "directory holding an opto run is ever deleted)"),
+    approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
 ) -> None:
     """Optimize a small example workflow end to end and write its report."""
-    from .demo import DEMOS, choose_demo, load_recipe
+    from .demo import choose_demo, load_recipe, recipe_of
     from .loop import optimize
     from .optimizers import OptoPrime
+    from .rundir import RunDir, RunDirError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    name = choose_demo(workflow)
-    recipe = DEMOS[name][0]
-    if fresh and Path(run_dir).exists():
-        import shutil
+    from .secrets import install_log_filter
 
-        shutil.rmtree(run_dir)
+    install_log_filter()
+    try:
+        name = choose_demo(workflow)
+    except ValueError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2)
+    recipe = recipe_of(name)
+    try:
+        if fresh:
+            RunDir.remove(run_dir)  # refuses anything that is not a run of ours
+        elif Path(run_dir).exists() and any(Path(run_dir).iterdir()) and not RunDir.is_run(run_dir):
+            raise RunDirError(f"{run_dir} exists and holds no opto run; choose another --run-dir")
+    except RunDirError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2)
     target, trainset, feedback_fn, valset = load_recipe(recipe)
     llm = _client(base_url, model)
     where = llm.base_url or "the embedded local model (started on first use)"
@@ -110,8 +171,9 @@ def demo(
     console.print(escape(f"first example: {trainset[0]!r} -> {output!r}"))
     _show_graph(graph)
     optimizer = OptoPrime(target.parameters(), llm, max_answer_tokens=answer_tokens)
-    result = optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps, batch_size=batch_size,
-                      run_dir=run_dir, on_step=_show_step, recipe=recipe)
+    result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps,
+                                   batch_size=batch_size, run_dir=run_dir, on_step=_show_step, recipe=recipe,
+                                   **_approval_kwargs(approve)))
     _finish(result, run_dir)
 
 
@@ -121,32 +183,56 @@ def resume(
     steps: Optional[int] = typer.Option(None, help="total steps (default: the run's own setting)"),
     base_url: Optional[str] = typer.Option(None, help="override the endpoint the run used"),
     model: Optional[str] = typer.Option(None, help="override the model the run used"),
+    recipe: Optional[str] = typer.Option(None, help="module:function that rebuilds the workflow, for a run "
+                                                    "not started from a registered demo (its code is imported)"),
+    approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
 ) -> None:
     """Continue an interrupted run from its last finished step."""
-    from .demo import load_recipe
+    from .demo import is_registered_recipe, load_recipe
     from .loop import optimize
     from .optimizers import OPRO, OptoPrime, OptoPrimeNoTrace
-    from .rundir import RunDir
+    from .rundir import RunDir, RunDirError
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .secrets import install_log_filter
+
+    install_log_filter()
     store = RunDir(run_dir)
-    config = store.read_config()
+    try:
+        config = store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists() else {}
+    except RunDirError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2)
     if not config:
-        console.print(f"[red]{run_dir} holds no run (config.json is missing)[/red]")
+        console.print(f"[red]{escape(run_dir)} holds no run (config.json is missing)[/red]")
         raise typer.Exit(2)
-    recipe = config.get("recipe")
-    if not recipe:
-        console.print("[red]this run was started from Python code, not from a recipe: resume it by calling "
-                      "optimize(..., run_dir=...) again with the same arguments[/red]")
+    stored = config.get("recipe")
+    if recipe is None:
+        if not stored:
+            console.print("[red]this run was started from Python code, not from a recipe: resume it by calling "
+                          "optimize(..., run_dir=...) again with the same arguments, or pass --recipe "
+                          "module:function[/red]")
+            raise typer.Exit(2)
+        if not isinstance(stored, str) or not is_registered_recipe(stored):
+            # the run directory is data: it must not choose which code this process imports
+            console.print(f"[red]config.json names the recipe {escape(repr(stored))}, which is not a registered "
+                          f"demo; nothing was imported. If you trust it, pass it explicitly: "
+                          f"opto resume {escape(run_dir)} --recipe {escape(str(stored))}[/red]")
+            raise typer.Exit(2)
+        recipe = stored
+    try:
+        target, trainset, feedback_fn, valset = load_recipe(recipe)
+    except (ValueError, ImportError, AttributeError) as exc:
+        console.print(f"[red]cannot build the workflow from {escape(recipe)}: {escape(str(exc))}[/red]")
         raise typer.Exit(2)
-    target, trainset, feedback_fn, valset = load_recipe(recipe)
     llm = _client(base_url or config.get("base_url"), model or config.get("model"))
     optimizer_class = {"OPRO": OPRO, "OptoPrimeNoTrace": OptoPrimeNoTrace}.get(config.get("optimizer", ""), OptoPrime)
-    result = optimize(target, trainset, feedback_fn, optimizer_class(target.parameters(), llm), valset,
+    result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer_class(target.parameters(), llm), valset,
                       max_steps=steps or config.get("max_steps", 5), batch_size=config.get("batch_size", 4),
                       num_threads=config.get("num_threads", 1), max_llm_calls=config.get("max_llm_calls"),
                       max_tokens=config.get("max_tokens"), max_cost_usd=config.get("max_cost_usd"),
                       target_score=config.get("target_score"), seed=config.get("seed", 0), run_dir=run_dir,
-                      on_step=_show_step, recipe=recipe)
+                      on_step=_show_step, recipe=recipe, **_approval_kwargs(approve)))
     _finish(result, run_dir)
 
 

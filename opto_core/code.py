@@ -66,7 +66,9 @@ def unwrap(fn: Any) -> types.FunctionType:
     seen = 0
     while seen < 16:
         seen += 1
-        if isinstance(fn, functools.partial):
+        if isinstance(fn, types.FunctionType) and callable(getattr(fn, "__wrapped__", None)):
+            fn = fn.__wrapped__  # a @functools.wraps wrapper: wrappers of one decorator share one code object
+        elif isinstance(fn, functools.partial):
             fn = fn.func
         elif isinstance(fn, (staticmethod, classmethod)):
             fn = fn.__func__

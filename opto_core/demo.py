@@ -1,13 +1,17 @@
 """The demo workflows behind ``opto demo``, and the recipes that let ``opto resume`` rebuild them.
 
 A *recipe* is ``"module:function"``; the function returns ``(target, trainset, feedback_fn,
-valset)``. The plain-Python demo below needs no framework: an invoice workflow whose price
+valset)``. Demos live in a registry: the plain-Python one is built in, adapters add theirs
+through the ``opto_adapters.demos`` entry points (or `register_demo`). ``opto resume`` imports
+only a registered recipe, or one the user passes explicitly (``--recipe module:function``):
+a run directory is data, and data must not choose which code runs. The plain-Python demo below needs no framework: an invoice workflow whose price
 parser has a planted bug (it drops the cents) and whose discount rate is wrong. Both are
 visible in the trace, and the feedback says what the total should have been.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
 from importlib.util import find_spec
 from typing import Any, Callable
@@ -64,28 +68,61 @@ def build_python_demo() -> tuple[FunctionTarget, list[Any], Callable[[Any, Any],
     return target, examples[:5], invoice_feedback, examples[5:]
 
 
-DEMOS: dict[str, tuple[str, str]] = {
-    # name -> (recipe, the module whose presence makes it available)
-    "python": ("opto_core.demo:build_python_demo", "opto_core"),
-    "langchain": ("opto_adapters.langchain.demo:build_demo", "langchain_core"),
-    "dspy": ("opto_adapters.dspy.demo:build_demo", "dspy"),
-    "autogen": ("opto_adapters.autogen.demo:build_demo", "autogen_agentchat"),
-}
+@dataclass(frozen=True)
+class Demo:
+    """A registered demo: its name, its recipe, and the module whose presence makes it available."""
+
+    name: str
+    recipe: str
+    requires: str = ""
+
+
+#: Entry-point group where adapters register their demos: ``name = "module:function"``.
+ENTRY_POINT_GROUP = "opto_adapters.demos"
+_REGISTERED: dict[str, Demo] = {"python": Demo("python", "opto_core.demo:build_python_demo", "opto_core")}
+# TODO(lead): remove once the package is reinstalled with the `opto_adapters.demos` entry points of
+# pyproject.toml (a source checkout installed before they existed does not list them).
+_BEFORE_ENTRY_POINTS = {"langchain": "opto_adapters.langchain.demo:build_demo",
+                        "dspy": "opto_adapters.dspy.demo:build_demo",
+                        "autogen": "opto_adapters.autogen.demo:build_demo"}
+
+
+def register_demo(name: str, recipe: str, requires: str = "") -> None:
+    """Make ``recipe`` (``"module:function"``) available as ``opto demo --workflow NAME`` and to
+    ``opto resume``. ``requires`` names a module that must be importable (the framework)."""
+    _split(recipe)
+    _REGISTERED[name] = Demo(name, recipe, requires)
+
+
+def registered_demos() -> dict[str, Demo]:
+    """Every registered demo: the built-in one, those registered by `register_demo`, and those
+    adapters declare under the ``opto_adapters.demos`` entry points."""
+    from importlib.metadata import entry_points
+
+    found = dict(_REGISTERED)
+    points = list(entry_points(group=ENTRY_POINT_GROUP))
+    declared = {point.name: point.value for point in points} or _BEFORE_ENTRY_POINTS
+    for name, recipe in declared.items():
+        found.setdefault(name, Demo(name, recipe.split("[")[0].strip()))
+    return found
+
+
+def _split(recipe: str) -> tuple[str, str]:
+    module, _, function = recipe.partition(":")
+    if not module or not function or not all(part.isidentifier() for part in (*module.split("."), *function.split("."))):
+        raise ValueError(f"a recipe is 'module:function', got {recipe!r}")
+    return module, function
 
 
 def available_demos() -> list[str]:
-    names = []
-    for name, (recipe, requirement) in DEMOS.items():
-        module = recipe.split(":")[0]
-        if find_spec(requirement) is not None and _module_exists(module):
-            names.append(name)
-    return names
+    return [name for name, demo in registered_demos().items() if _available(demo)]
 
 
-def _module_exists(module: str) -> bool:
+def _available(demo: Demo) -> bool:
+    module = demo.recipe.split(":")[0]
     try:
-        return find_spec(module) is not None
-    except ModuleNotFoundError:
+        return (not demo.requires or find_spec(demo.requires) is not None) and find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that fails to import: its framework is missing
         return False
 
 
@@ -94,19 +131,36 @@ def choose_demo(name: str = "auto") -> str:
     available = available_demos()
     if name == "auto":
         return "langchain" if "langchain" in available else "python"
-    if name not in DEMOS:
-        raise ValueError(f"unknown demo {name!r}; choose from {', '.join(DEMOS)}")
+    demos = registered_demos()
+    if name not in demos:
+        raise ValueError(f"unknown demo {name!r}; choose from {', '.join(demos)}")
     if name not in available:
         raise ValueError(f"the {name} demo needs its extra: pip install 'opto-adapters[{name}]'")
     return name
 
 
+def recipe_of(name: str) -> str:
+    return registered_demos()[name].recipe
+
+
+def is_registered_recipe(recipe: str) -> bool:
+    """Whether ``recipe`` is the recipe of a registered demo (what `opto resume` may import unasked)."""
+    return any(demo.recipe == recipe for demo in registered_demos().values())
+
+
 def load_recipe(recipe: str) -> tuple[Any, list[Any], Callable[[Any, Any], Any], list[Any] | None]:
-    """Build ``(target, trainset, feedback_fn, valset)`` from ``"module:function"``."""
-    module, _, function = recipe.partition(":")
-    if not function:
-        raise ValueError(f"a recipe is 'module:function', got {recipe!r}")
-    built = getattr(import_module(module), function)()
-    if len(built) == 3:
-        return (*built, None)
-    return built
+    """Build ``(target, trainset, feedback_fn, valset)`` from ``"module:function"``.
+
+    Imports the module: call it only with a registered recipe or one the user named explicitly.
+    """
+    module, function = _split(recipe)
+    built = import_module(module)
+    for part in function.split("."):
+        built = getattr(built, part)
+    result = built()
+    if not isinstance(result, tuple) or len(result) not in (3, 4):
+        raise ValueError(f"recipe {recipe} must return (target, trainset, feedback_fn[, valset]), "
+                         f"got {type(result).__name__}")
+    if len(result) == 3:
+        return (*result, None)
+    return result

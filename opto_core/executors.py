@@ -22,9 +22,9 @@ connection, timeout, dead worker, the adapter's own error: the loop never keeps 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import math
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -199,10 +199,13 @@ class Executor(Protocol):
 
 
 class _Batch:
-    """The driver's side of one batch: futures in, evaluations out (in order), with timeouts and cancel.
+    """The driver's side of one batch: results in (from any thread), evaluations out in order.
 
-    Shared by the thread and asyncio executors: each example is a `concurrent.futures.Future` of
-    ``(output, graph, seconds)``; results are scored on the calling thread as they arrive.
+    Shared by the thread and asyncio executors: each run puts ``(position, (output, graph,
+    seconds))`` on ``self.done`` when it finishes (or ``(position, exception)`` if it was
+    cancelled); the calling thread scores results as they arrive, enforces ``eval_timeout`` from the
+    start times the runs record, and stops everything on `cancel` or Ctrl-C. One queue, so the
+    driver's cost per result does not grow with the batch.
     """
 
     def __init__(self, examples: Sequence[Any], indices: Sequence[int], feedback_fn: FeedbackFn,
@@ -211,6 +214,8 @@ class _Batch:
         self.feedback_fn, self.failure_score, self.nonfinite = feedback_fn, failure_score, nonfinite
         self.results: list[Evaluation | None] = [None] * len(examples)
         self.cancelled = threading.Event()
+        self.done: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        self.started: dict[int, float] = {}
 
     def score(self, position: int, output: Any, graph: Graph, seconds: float) -> None:
         self.results[position] = finish(self.indices[position], self.examples[position], output, graph,
@@ -219,37 +224,42 @@ class _Batch:
     def fail(self, position: int, what: str, exc: BaseException, seconds: float = 0.0) -> None:
         self.score(position, *failed_run(what, exc), seconds)
 
-    def collect(self, futures: dict[concurrent.futures.Future, int], started: dict[int, float] | None,
-                timeout: float | None, cancel: Callable[[], None]) -> list[Evaluation]:
-        """Wait for every future; ``started`` (position -> start time) lets the driver enforce ``timeout``."""
-        pending = set(futures)
+    def collect(self, timeout: float | None, cancel: Callable[[], None]) -> list[Evaluation]:
+        """Wait for every run; with ``timeout``, a run that started longer ago fails (and is abandoned)."""
+        remaining = set(range(len(self.examples)))
+        checked = time.perf_counter()
         try:
-            while pending:
+            while remaining:
                 if self.cancelled.is_set():
                     cancel()
-                    for future in pending:
-                        self.fail(futures[future], "cancelled", EvaluationCancelled("the run was cancelled"))
-                    break
-                wait = 0.1
-                if timeout is not None and started is not None:
-                    now = time.perf_counter()
-                    for future in list(pending):
-                        begun = started.get(futures[future])
-                        if begun is not None and now - begun > timeout:
-                            pending.discard(future)
-                            future.cancel()
-                            self.fail(futures[future], "timeout", EvaluationTimeout(
-                                f"the run took longer than eval_timeout={timeout:g}s"), now - begun)
-                done, pending = concurrent.futures.wait(pending, timeout=wait,
-                                                        return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in done:
-                    position = futures[future]
-                    try:
-                        output, graph, seconds = future.result()
-                    except concurrent.futures.CancelledError:
+                    for position in sorted(remaining):
                         self.fail(position, "cancelled", EvaluationCancelled("the run was cancelled"))
+                    break
+                try:
+                    arrived = [self.done.get(timeout=0.05)]
+                except queue.Empty:
+                    arrived = []
+                while True:  # everything else already there, without waiting again
+                    try:
+                        arrived.append(self.done.get_nowait())
+                    except queue.Empty:
+                        break
+                for position, payload in arrived:
+                    if position not in remaining:  # a run that already timed out
                         continue
-                    self.score(position, output, graph, seconds)
+                    remaining.discard(position)
+                    if isinstance(payload, BaseException):
+                        self.fail(position, "cancelled", payload)
+                    else:
+                        self.score(position, *payload)
+                now = time.perf_counter()
+                if timeout is not None and now - checked >= 0.05:
+                    checked = now
+                    for position in [p for p in remaining if p in self.started]:
+                        if now - self.started[position] > timeout:
+                            remaining.discard(position)
+                            self.fail(position, "timeout", EvaluationTimeout(
+                                f"the run took longer than eval_timeout={timeout:g}s"), now - self.started[position])
         except BaseException:  # Ctrl-C or a feedback error: nothing outstanding may keep running
             cancel()
             raise
@@ -272,26 +282,36 @@ class ThreadExecutor:
     def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
                  failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]:
         batch = self._batch = _Batch(examples, indices, feedback_fn, failure_score, self.nonfinite)
-        if self.eval_timeout is None and (self.concurrency <= 1 or len(examples) <= 1):
-            for position, example in enumerate(examples):  # the plain path: no thread at all
-                started = time.perf_counter()
-                output, graph = _run_one(target, example)
-                batch.score(position, output, graph, time.perf_counter() - started)
-            return [r for r in batch.results if r is not None]
-        started: dict[int, float] = {}
+        try:
+            if self.eval_timeout is None and (self.concurrency <= 1 or len(examples) <= 1):
+                return self._in_turn(target, examples, batch)
+            return self._in_threads(target, examples, batch)
+        finally:
+            self._batch = None
 
-        def one(position: int) -> tuple[Any, Graph, float]:
-            started[position] = begun = time.perf_counter()
+    def _in_turn(self, target: Any, examples: Sequence[Any], batch: _Batch) -> list[Evaluation]:
+        """The plain path: one example after the other in the calling thread, no thread at all."""
+        for position, example in enumerate(examples):
+            if batch.cancelled.is_set():
+                batch.fail(position, "cancelled", EvaluationCancelled("the run was cancelled"))
+                continue
+            started = time.perf_counter()
+            output, graph = _run_one(target, example)
+            batch.score(position, output, graph, time.perf_counter() - started)
+        return [r for r in batch.results if r is not None]
+
+    def _in_threads(self, target: Any, examples: Sequence[Any], batch: _Batch) -> list[Evaluation]:
+        def one(position: int) -> None:
+            batch.started[position] = begun = time.perf_counter()
             output, graph = _run_one(target, examples[position])
-            return output, graph, time.perf_counter() - begun
+            batch.done.put((position, (output, graph, time.perf_counter() - begun)))
 
         pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(examples)), thread_name_prefix="opto-eval")
         try:
-            futures = {pool.submit(one, position): position for position in range(len(examples))}
-            return batch.collect(futures, started, self.eval_timeout, lambda: [f.cancel() for f in futures])
+            futures = [pool.submit(one, position) for position in range(len(examples))]
+            return batch.collect(self.eval_timeout, lambda: [f.cancel() for f in futures])
         finally:  # never wait for an abandoned (timed-out) run
             pool.shutdown(wait=False, cancel_futures=True)
-            self._batch = None
 
     def cancel(self) -> None:
         """Stop the batch being evaluated: runs not started are dropped, running ones abandoned."""
@@ -365,24 +385,34 @@ class AsyncioExecutor:
         gate = asyncio.Semaphore(self.concurrency)  # binds to the executor's loop on first use
         timeout = self.eval_timeout
 
-        async def one(position: int) -> tuple[Any, Graph, float]:
-            async with gate:
-                begun = time.perf_counter()
-                if is_async:
-                    work = _arun_one(target, examples[position])
-                else:
-                    work = loop.run_in_executor(pool, _run_one, target, examples[position])
-                try:
-                    output, graph = await asyncio.wait_for(work, timeout)
-                except asyncio.TimeoutError:
-                    output, graph = failed_run("timeout", EvaluationTimeout(
-                        f"the run took longer than eval_timeout={timeout:g}s"))
-                return output, graph, time.perf_counter() - begun
+        async def one(position: int) -> None:
+            try:
+                async with gate:
+                    begun = time.perf_counter()
+                    if is_async:
+                        work = _arun_one(target, examples[position])
+                    else:
+                        work = loop.run_in_executor(pool, _run_one, target, examples[position])
+                    try:
+                        output, graph = await asyncio.wait_for(work, timeout)
+                    except asyncio.TimeoutError:
+                        output, graph = failed_run("timeout", EvaluationTimeout(
+                            f"the run took longer than eval_timeout={timeout:g}s"))
+                    batch.done.put((position, (output, graph, time.perf_counter() - begun)))
+            except asyncio.CancelledError:
+                batch.done.put((position, EvaluationCancelled("the run was cancelled")))
+                raise
 
-        futures = {asyncio.run_coroutine_threadsafe(one(position), loop): position
-                   for position in range(len(examples))}
+        async def launch() -> list[asyncio.Task[None]]:
+            return [loop.create_task(one(position)) for position in range(len(examples))]
+
+        tasks = asyncio.run_coroutine_threadsafe(launch(), loop).result()
+
+        def cancel() -> None:
+            loop.call_soon_threadsafe(lambda: [task.cancel() for task in tasks])
+
         try:
-            return batch.collect(futures, None, None, lambda: [f.cancel() for f in futures])
+            return batch.collect(None, cancel)
         finally:
             self._batch = None
 
@@ -399,6 +429,16 @@ class AsyncioExecutor:
             loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
             pool, self._pool = self._pool, None
         if loop is not None:
+            async def drain() -> None:  # cancelled runs finish cancelling before the loop stops
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            try:
+                asyncio.run_coroutine_threadsafe(drain(), loop).result(timeout=5)
+            except Exception:  # a run that ignores cancellation: stop anyway
+                pass
             loop.call_soon_threadsafe(loop.stop)
             if thread is not None:
                 thread.join(timeout=5)
@@ -416,8 +456,9 @@ def make_executor(settings: Any) -> Executor:
         if not (callable(getattr(choice, "evaluate", None)) and callable(getattr(choice, "close", None))):
             raise TypeError(f"executor must be one of {EXECUTORS} or an object with evaluate() and close() "
                             f"(opto_core.executors.Executor), got {type(choice).__name__}")
-        if getattr(choice, "concurrency", 1) is not None:
-            check_concurrency(getattr(choice, "concurrency", 1))
+        own = getattr(choice, "concurrency", None)
+        if own is not None:
+            check_concurrency(own)
         return choice
     if choice == "threads":
         return ThreadExecutor(concurrency, settings.nonfinite_scores, eval_timeout=settings.eval_timeout)

@@ -165,14 +165,23 @@ class Node:
         kind = data.get("kind")
         if kind not in NODE_KINDS:
             raise GraphError(f"node {node_id!r} has unknown kind {kind!r} (known: {', '.join(NODE_KINDS)})")
+        parents = data.get("parents", [])
+        if not isinstance(parents, list):
+            raise GraphError(f"node {node_id!r}: parents must be a list, got {type(parents).__name__}")
         edges = []
-        for parent in data.get("parents", []):
+        for parent in parents:
             if isinstance(parent, str):
                 edges.append(Edge(parent))
-            elif isinstance(parent, dict) and isinstance(parent.get("id"), str):
+            elif isinstance(parent, dict) and isinstance(parent.get("id"), str) \
+                    and isinstance(parent.get("arg", ""), str) and isinstance(parent.get("via", "data"), str):
                 edges.append(Edge(parent["id"], parent.get("arg", ""), parent.get("via", "data")))
             else:
-                raise GraphError(f"node {node_id!r} has a malformed parent entry {parent!r}")
+                raise GraphError(f"node {node_id!r} has a malformed parent entry {bounded_repr(parent, 200)}")
+        expected = {"name": str, "description": str, "op_type": str, "doc": str, "param": (dict, type(None)),
+                    "meta": dict, "value_is_repr": bool}
+        for key, kinds in expected.items():
+            if key in data and not isinstance(data[key], kinds):
+                raise GraphError(f"node {node_id!r}: {key!r} has the wrong type {type(data[key]).__name__}")
         return cls(
             id=node_id,
             kind=kind,
@@ -398,14 +407,31 @@ class Graph:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Graph":
+        """Build a graph from its JSON form; anything malformed raises `GraphError` (and nothing else)."""
+        try:
+            return cls._from_dict(data)
+        except GraphError:
+            raise
+        except RecursionError:
+            raise GraphError("not a graph: a value is nested too deeply") from None
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise GraphError(f"not a valid OPTO graph: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> "Graph":
         if not isinstance(data, dict):
             raise GraphError(f"an OPTO graph is a JSON object, got {type(data).__name__}")
         fmt = data.get("format")
         if fmt != FORMAT:
             raise GraphError(f"unsupported graph format {fmt!r}; this version reads {FORMAT!r}")
-        graph = cls(meta=data.get("meta", {}))
+        meta, nodes = data.get("meta", {}), data.get("nodes", [])
+        if not isinstance(meta, dict) or not isinstance(nodes, list):
+            raise GraphError("an OPTO graph needs 'meta' to be an object and 'nodes' a list")
+        graph = cls(meta=meta)
         graph._order = None
-        for raw in data.get("nodes", []):
+        for raw in nodes:
+            if not isinstance(raw, dict):
+                raise GraphError(f"a node must be a JSON object, got {type(raw).__name__}")
             node = Node.from_dict(raw)
             if node.id in graph._nodes:
                 raise GraphError(f"duplicate node id {node.id!r}")
@@ -413,11 +439,16 @@ class Graph:
         return graph.validate()
 
     @classmethod
-    def from_json(cls, text: str) -> "Graph":
+    def from_json(cls, text: str | bytes) -> "Graph":
+        """Parse a graph; any malformed input (including nesting too deep to parse) raises `GraphError`."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise GraphError(f"not JSON: {exc}") from exc
+        except RecursionError:
+            raise GraphError("not a graph: the JSON is nested too deeply") from None
+        except (TypeError, ValueError) as exc:  # not a str/bytes, or bytes that are not UTF-8
+            raise GraphError(f"not JSON text: {exc}") from None
         return cls.from_dict(data)
 
     def __eq__(self, other: object) -> bool:

@@ -26,6 +26,13 @@ messages and parameters (not the endpoint, so a local server on a new port still
 returns the stored answer with ``cached=True`` and ``cost_usd=0.0`` (token counts as recorded);
 it is NOT added to ``self.usage`` (nothing was spent) but counted in ``self.cache_hits``.
 
+Context window (``self.context_window``, tokens, or ``None`` when unknown): what the optimizer
+must fit its prompt plus the answer into. Learned once, first match wins: the ``context_window``
+argument, ``OPTO_CONTEXT_WINDOW``, the embedded server's own ``n_ctx``, llama.cpp's ``GET /props``,
+Ollama's ``POST /api/show``, then `KNOWN_WINDOWS` by model name. A probe that does not answer is
+skipped silently. A 400 that says the request exceeds the context raises `ContextWindowExceeded`
+(with the server's numbers when it gives them), and the window it names is remembered.
+
 ``openai`` is imported here only; ``import opto_core`` does not load this module.
 """
 
@@ -53,11 +60,13 @@ from .usage import ChatResult, Usage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LLMError", "OpenAIChat", "load_prices", "DEFAULT_OPENAI_MODEL"]
+__all__ = ["ContextWindowExceeded", "DEFAULT_OPENAI_MODEL", "KNOWN_WINDOWS", "LLMError", "OpenAIChat", "load_prices"]
 
 #: The model used against api.openai.com when no model is configured.
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 OPENAI_URL = "https://api.openai.com/v1"
+#: Seconds for one whole call (retries included) to a hosted endpoint when ``deadline`` is not given.
+DEFAULT_DEADLINE = 120.0
 #: Seconds per HTTP attempt when ``timeout`` is not given: hosted endpoints, the embedded model.
 DEFAULT_TIMEOUT = 60.0
 LOCAL_TIMEOUT = 600.0
@@ -65,6 +74,29 @@ LOCAL_TIMEOUT = 600.0
 NO_KEY = "no-key"
 JSON_MODES = ("json_schema", "json_object", "text")
 _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$|-\d{4}$")
+#: Context windows (tokens) of well-known hosted models, looked up like prices (exact name, then without
+#: a provider prefix and a date suffix, then the longest known prefix). Servers we can ask come first.
+KNOWN_WINDOWS: dict[str, int] = {
+    "gpt-4o": 128_000, "gpt-4o-mini": 128_000, "gpt-4-turbo": 128_000, "gpt-4": 8_192, "gpt-3.5-turbo": 16_385,
+    "gpt-4.1": 1_047_576, "gpt-4.1-mini": 1_047_576, "gpt-4.1-nano": 1_047_576, "gpt-5": 400_000,
+    "o1": 200_000, "o3": 200_000, "o3-mini": 200_000, "o4-mini": 200_000,
+    "claude-3": 200_000, "claude-3-5": 200_000, "claude-3-7": 200_000, "claude-sonnet-4": 200_000,
+    "claude-opus-4": 200_000, "gemini-1.5": 1_048_576, "gemini-2.0": 1_048_576, "gemini-2.5": 1_048_576,
+    "deepseek-chat": 65_536, "deepseek-reasoner": 65_536, "mistral-large": 131_072, "mistral-small": 32_768,
+}
+#: Ollama's context when a model sets no ``num_ctx`` (4096 since Ollama 0.6; it truncates longer prompts silently).
+OLLAMA_DEFAULT_CONTEXT = 4096
+#: Seconds to wait for a context-window probe (``/props``, ``/api/show``) before giving up silently.
+PROBE_TIMEOUT = 3.0
+_CONTEXT_ERROR = re.compile(r"exceeds? the (?:available )?context|maximum context length|context[_ ]length[_ ]exceeded|"
+                            r"context window|prompt is too long|too many tokens|input is too long", re.IGNORECASE)
+_WINDOW_NUMBER = [re.compile(p, re.IGNORECASE) for p in (
+    r"available context size \((\d+) tokens?\)", r"maximum context length is (\d+)",
+    r"context (?:size|window|length) (?:of|is) (\d+)",
+    r"> ?(\d+) maximum")]
+_REQUEST_NUMBER = [re.compile(p, re.IGNORECASE) for p in (
+    r"\((\d+) in the messages", r"request \((\d+) tokens?\)", r"resulted in (\d+) tokens", r"requested (\d+) tokens",
+    r"too long: (\d+) tokens")]
 _SECRET_PATTERNS = [re.compile(r"\bsk-[A-Za-z0-9_*\-.]{4,}"), re.compile(r"(?i)(bearer\s+)\S+")]
 
 
@@ -79,6 +111,50 @@ class LLMError(RuntimeError):
         self.status_code = status_code
         self.endpoint = endpoint
         self.model = model
+
+
+class ContextWindowExceeded(LLMError):
+    """The server refused the request as longer than its context window.
+
+    ``window`` and ``request_tokens`` are the server's own numbers when its message gives them
+    (llama.cpp: "request (4173 tokens) exceeds the available context size (4096 tokens)"; OpenAI:
+    "maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens").
+    ``context_window_exceeded`` is how an optimizer recognises it from any chat client."""
+
+    context_window_exceeded = True
+
+    def __init__(self, message: str, *, window: int | None = None, request_tokens: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.window = window
+        self.request_tokens = request_tokens
+
+
+def context_numbers(message: str) -> tuple[int | None, int | None] | None:
+    """``(window, request_tokens)`` from a server message that says the context was exceeded
+    (either may be None when not stated); None when the message is about something else."""
+    if not _CONTEXT_ERROR.search(message):
+        return None
+
+    def first(patterns: list[re.Pattern[str]]) -> int | None:
+        for pattern in patterns:
+            found = pattern.search(message)
+            if found:
+                return int(found.group(1))
+        return None
+
+    return first(_WINDOW_NUMBER), first(_REQUEST_NUMBER)
+
+
+def known_window(model: str) -> int | None:
+    """The context window of a well-known hosted model (`KNOWN_WINDOWS`), else None."""
+    for name in (model, model.rsplit("/", 1)[-1]):
+        for candidate in (name, _DATE_SUFFIX.sub("", name)):
+            if candidate in KNOWN_WINDOWS:
+                return KNOWN_WINDOWS[candidate]
+    base = _DATE_SUFFIX.sub("", model.rsplit("/", 1)[-1])
+    prefixes = [k for k in KNOWN_WINDOWS if base.startswith(k + "-")]
+    return KNOWN_WINDOWS[max(prefixes, key=len)] if prefixes else None
 
 
 def load_prices(overrides: Mapping[str, Any] | str | os.PathLike[str] | None = None) -> dict[str, tuple[float, float]]:
@@ -131,13 +207,25 @@ class OpenAIChat:
                  timeout: float | None = None, max_retries: int = 4, prices: Mapping[str, Any] | str | None = None,
                  cache_dir: str | os.PathLike[str] | None = None, temperature: float | None = None,
                  max_tokens: int | None = None, json_mode: str = "auto",
-                 retry_wait: tuple[float, float] = (1.0, 30.0)) -> None:
+                 retry_wait: tuple[float, float] = (1.0, 30.0), context_window: int | None = None,
+                 deadline: float | None = None) -> None:
         if json_mode not in ("auto", *JSON_MODES):
             raise ValueError(f"json_mode must be 'auto' or one of {JSON_MODES}, got {json_mode!r}")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
+        requested_window, window_source = context_window, "the context_window argument"
+        if requested_window is None and os.environ.get("OPTO_CONTEXT_WINDOW"):
+            requested_window, window_source = os.environ["OPTO_CONTEXT_WINDOW"], "OPTO_CONTEXT_WINDOW"
+        if requested_window is not None:
+            try:
+                requested_window = int(requested_window)
+            except (TypeError, ValueError):
+                raise ValueError(f"{window_source} must be a whole number of tokens, "
+                                 f"got {requested_window!r}") from None
+            if requested_window <= 0:
+                raise ValueError(f"{window_source} must be > 0 tokens, got {requested_window}")
         env_url = os.environ.get("OPENAI_BASE_URL") or None
         env_key = os.environ.get("OPENAI_API_KEY") or None
         env_model = os.environ.get("OPTO_MODEL") or os.environ.get("OPENAI_MODEL") or None
@@ -146,16 +234,19 @@ class OpenAIChat:
         self.local = base_url == "local" or (base_url is None and api_key is None)
         self._local_server: Any = None
         if self.local:
-            from .local import LOCAL_MODEL
+            from .local import LOCAL_MODEL, local_model_name
 
+            served = local_model_name()
             requested = model or env_model
-            ignored = f" (model {requested!r} ignored: it needs an endpoint)" if requested and requested != LOCAL_MODEL else ""
+            ignored = (f" (model {requested!r} ignored: it needs an endpoint)" if requested and requested != served
+                       else "")
+            tiny = (" It is tiny: fine for a demo, useless for judging optimization quality." if served == LOCAL_MODEL
+                    else "")
             logger.warning("No LLM endpoint configured (set OPENAI_API_KEY, or OPENAI_BASE_URL and OPTO_MODEL); "
-                           "using the embedded local model %s on loopback%s. It is tiny: fine for a demo, "
-                           "useless for judging optimization quality.", LOCAL_MODEL, ignored)
+                           "using the embedded local model %s on loopback%s.%s", served, ignored, tiny)
             self._base_url: str | None = None
             self._api_key = NO_KEY
-            self.model: str = LOCAL_MODEL
+            self.model: str = served
         else:
             self._base_url = (base_url or OPENAI_URL).rstrip("/")
             self._api_key = api_key or NO_KEY
@@ -164,6 +255,11 @@ class OpenAIChat:
         # The embedded model on a busy 2-core machine can need minutes for a long prompt, and a
         # timed-out request is retried from scratch: give it far longer than a hosted API.
         self.timeout = float(timeout) if timeout is not None else (LOCAL_TIMEOUT if self.local else DEFAULT_TIMEOUT)
+        # `timeout` bounds one attempt, whole answer included (a server trickling a byte a second
+        # cannot stretch it); `deadline` bounds a whole call, retries included.
+        if deadline is not None and deadline <= 0:
+            raise ValueError("deadline must be > 0 seconds")
+        self.deadline = float(deadline) if deadline is not None else (None if self.local else DEFAULT_DEADLINE)
         self.max_retries = int(max_retries)
         self.retry_wait = (float(retry_wait[0]), float(retry_wait[1]))
         self.prices = load_prices(prices)
@@ -179,6 +275,12 @@ class OpenAIChat:
         self._send_temperature = True           # ... and refuse a temperature
         self._client: Any = None
         self._lock = threading.Lock()
+        #: for the embedded server, the n_ctx it is started with; elsewhere the window the user stated
+        self._requested_window: int | None = requested_window
+        self._context_window: int | None = requested_window if not self.local else None
+        #: where ``context_window`` came from ("" until it is looked up)
+        self.context_window_source = window_source if requested_window is not None and not self.local else ""
+        self._window_known = requested_window is not None and not self.local
 
     # ----- configuration ---------------------------------------------------------------------
     @property
@@ -192,19 +294,82 @@ class OpenAIChat:
         where = "embedded local model" if self.local and self.base_url is None else self.base_url
         return f"OpenAIChat(model={self.model!r}, endpoint={where!r})"
 
+    @property
+    def context_window(self) -> int | None:
+        """Tokens the endpoint can hold (prompt plus answer), or None when it cannot be learned.
+
+        Looked up once (see the module docstring); for the embedded model this starts its server."""
+        if not self._window_known:
+            window, source = self._discover_window()
+            with self._lock:
+                if not self._window_known:
+                    self._context_window, self.context_window_source, self._window_known = window, source, True
+        return self._context_window
+
+    @context_window.setter
+    def context_window(self, tokens: int | None) -> None:
+        with self._lock:
+            self._context_window, self._window_known = tokens, True
+            self.context_window_source = "set by the caller" if tokens is not None else ""
+
+    def _discover_window(self) -> tuple[int | None, str]:
+        if self.local:
+            self._openai()
+            return self._local_server.n_ctx, "the embedded server's n_ctx"
+        if self._base_url != OPENAI_URL:  # a server we can ask (llama.cpp, Ollama); hosted APIs are in the table
+            root = re.sub(r"/v1/?$", "", self._base_url or "")
+            props = self._probe(f"{root}/props")
+            settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+            n_ctx = (settings or {}).get("n_ctx") if isinstance(settings, dict) else None
+            n_ctx = n_ctx or (props.get("n_ctx") if isinstance(props, dict) else None)
+            if isinstance(n_ctx, int) and n_ctx > 0:
+                return n_ctx, "llama.cpp /props"
+            try:
+                model = self._resolve_model()
+            except LLMError:
+                model = self.model
+            if model:
+                window = _ollama_window(self._probe(f"{root}/api/show", {"model": model}))
+                if window:
+                    return window, "Ollama /api/show"
+        window = known_window(self.model) if self.model else None
+        return (window, "the table of known models") if window else (None, "")
+
+    def _probe(self, url: str, body: dict[str, Any] | None = None) -> Any:
+        """JSON from a server-info endpoint, or None: any failure is silent (it is only a hint)."""
+        import urllib.request
+
+        headers = {"accept": "application/json"}
+        if self._api_key and self._api_key != NO_KEY:
+            headers["authorization"] = f"Bearer {self._api_key}"
+        data = None
+        if body is not None:
+            data, headers["content-type"] = json.dumps(body).encode(), "application/json"
+        handlers = [urllib.request.ProxyHandler({})] if _is_loopback(url) else []
+        try:
+            request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body else "GET")
+            with urllib.request.build_opener(*handlers).open(request, timeout=PROBE_TIMEOUT) as response:
+                return json.loads(response.read(1_000_000))
+        except Exception as exc:  # not that kind of server, or not answering: fall back silently
+            logger.debug("no context window from %s (%s)", _redact_url(url), type(exc).__name__)
+            return None
+
     def _openai(self) -> Any:
         with self._lock:
             if self._client is None:
                 if self.local:
                     from .local import default_server
 
-                    self._local_server = default_server()
+                    self._local_server = default_server(n_ctx=self._requested_window)
                     logger.info("embedded model %s is serving at %s", self._local_server.model,
                                    self._local_server.base_url)
                     url = self._local_server.base_url
                 else:
                     url = self._base_url
                 # Retries are ours (tenacity): the SDK's own would multiply with them.
+                from .secrets import install_log_filter
+
+                install_log_filter()  # httpx logs every request URL at INFO: never with its credentials
                 extra: dict[str, Any] = {}
                 if _is_loopback(url):  # never send loopback traffic to an HTTP(S)_PROXY from the environment
                     http_client = getattr(openai, "DefaultHttpx2Client", None) or openai.DefaultHttpxClient
@@ -270,7 +435,9 @@ class OpenAIChat:
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
                 if self._adapt(exc, request, mode):
                     continue
-                raise self._error(exc) from None
+                raise self._context_error(exc) or self._error(exc) from None
+            except openai.APIStatusError as exc:  # some servers answer 413 for a request too long
+                raise self._context_error(exc) or self._error(exc) from None
             except openai.APIError as exc:
                 raise self._error(exc) from None
             return self._read(response, request["messages"])
@@ -338,19 +505,63 @@ class OpenAIChat:
 
     # ----- retries and errors -----------------------------------------------------------------
     def _with_retries(self, call: Any) -> Any:
+        stop = tenacity.stop_after_attempt(self.max_retries + 1)
+        started = time.monotonic()
+        if self.deadline is not None:
+            stop = stop | tenacity.stop_after_delay(self.deadline)
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            stop=stop,
             wait=self._wait,
             retry=tenacity.retry_if_exception(_transient),
             before_sleep=self._log_retry,
             reraise=True,
         )
+
+        def attempt() -> Any:
+            limit = self.timeout
+            if self.deadline is not None:
+                limit = min(limit, max(self.deadline - (time.monotonic() - started), 0.001))
+            return self._bounded(call, limit)
+
         try:
-            return retrying(call)
+            return retrying(attempt)
         except openai.APIError as exc:
             if _transient(exc):
                 raise self._error(exc, f"gave up after {self.max_retries + 1} attempts") from None
             raise
+
+    def _bounded(self, call: Any, limit: float) -> Any:
+        """Run one attempt in a worker thread and wait at most ``limit`` seconds for all of it.
+
+        httpx's timeouts apply per read, so a server that trickles a byte a second never trips
+        them. When the limit passes, the client (and its connection) is closed, which ends the
+        worker at its next read, and the attempt fails as a timeout (retried like any other).
+        """
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as exc:  # handed to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, daemon=True, name="opto-llm-attempt").start()
+        if not done.wait(limit):
+            with self._lock:
+                client, self._client = self._client, None
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # closing a connection another thread reads from may complain
+                    pass
+            message = f"no complete answer from {self._endpoint()} within {limit:g} s"
+            raise AttemptTimeout(message) from TimeoutError(message)
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         """Exponential backoff with full jitter, or the server's Retry-After when it says more."""
@@ -371,6 +582,21 @@ class OpenAIChat:
         logger.warning("LLM call to %s (model %s) failed with %s; retry %d of %d in %.1f s", self._endpoint(),
                        self.model, self._scrub(_describe(exc)), state.attempt_number, self.max_retries,
                        state.next_action.sleep if state.next_action else 0.0)
+
+    def _context_error(self, exc: openai.APIStatusError) -> ContextWindowExceeded | None:
+        """A `ContextWindowExceeded` when the server says the request is too long; the window it
+        names becomes this client's ``context_window``."""
+        numbers = context_numbers(_server_message(exc))
+        if numbers is None:
+            return None
+        window, request_tokens = numbers
+        if window:
+            with self._lock:
+                self._context_window, self._window_known = window, True
+                self.context_window_source = "the server's context error"
+        plain = self._error(exc)
+        return ContextWindowExceeded(str(plain), window=window, request_tokens=request_tokens,
+                                     status_code=plain.status_code, endpoint=plain.endpoint, model=plain.model)
 
     def _error(self, exc: BaseException, context: str = "") -> LLMError:
         status = getattr(exc, "status_code", None)
@@ -525,6 +751,23 @@ def _cache_key(model: str, messages: list[dict[str, str]], json_schema: Mapping[
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
+def _ollama_window(show: Any) -> int | None:
+    """The context Ollama really uses for a model: its ``num_ctx`` parameter when set, else Ollama's
+    default, and never more than the model's trained ``<arch>.context_length``."""
+    if not isinstance(show, dict):
+        return None
+    trained = None
+    info = show.get("model_info")
+    if isinstance(info, dict):
+        lengths = [v for k, v in info.items() if k.endswith(".context_length") and isinstance(v, int) and v > 0]
+        trained = min(lengths) if lengths else None
+    found = re.search(r"^\s*num_ctx\s+(\d+)", str(show.get("parameters") or ""), re.MULTILINE)
+    if found is None and trained is None:
+        return None
+    used = int(found.group(1)) if found else OLLAMA_DEFAULT_CONTEXT
+    return min(used, trained) if trained else used
+
+
 def _is_loopback(url: str | None) -> bool:
     from urllib.parse import urlsplit
 
@@ -533,5 +776,21 @@ def _is_loopback(url: str | None) -> bool:
 
 
 def _redact_url(url: str | None) -> str | None:
-    """Drop any user:password@ from a URL before it is shown or stored."""
-    return re.sub(r"//[^/@]+@", "//***@", url) if url else url
+    """Drop credentials (user:password@, key-like query values) from a URL before it is shown or stored."""
+    from .secrets import scrub_url
+
+    return scrub_url(url)
+
+
+class AttemptTimeout(openai.APITimeoutError):
+    """One attempt outlived its whole-answer limit (see `OpenAIChat._bounded`); transient like any timeout."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.message = message
+        self.request = None
+        self.body = None
+        self.code = self.param = self.type = None
+
+    def __str__(self) -> str:
+        return self.message

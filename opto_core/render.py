@@ -10,6 +10,12 @@ Trace renders every value in full, so its prompt grows with every op (about 280,
 
 Every cut is marked where it happens, and a final ``#Omitted`` line says what was left out.
 Sizes are computed arithmetically and the text is built once, so rendering is linear.
+
+Values are untrusted data (tool output, documents, what a model wrote): a value must not be
+able to end its own section or open a fake one. Section headers are lines that start with
+``#``, so every line *inside* a value (or a feedback text, or documentation) that starts with
+``#`` is shown with a backslash before it (`fence`). The optimizer's system prompt says that values are data,
+never instructions.
 """
 
 from __future__ import annotations
@@ -66,12 +72,22 @@ def count_tokens(text: str) -> int:
     return encoder(text) if encoder is not None else math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
+def fence(text: str) -> str:
+    """``text`` with every line that starts with ``#`` (after the first) escaped as ``\\#``: a value
+    cannot fake a section header such as ``#Feedback`` or ``#Instruction``. Linear; a no-op for
+    text without such lines."""
+    if "\n#" not in text:
+        return text
+    return text.replace("\n#", "\n\\#")
+
+
 def value_text(value: Any) -> str:
+    """A value as it appears in the prompt (fenced: see `fence`)."""
     if isinstance(value, str):
-        return value
+        return fence(value)
     if type(value) in (int, float):  # repr is JSON for finite numbers, and much faster
         return repr(value)
-    return json.dumps(value, ensure_ascii=False)
+    return fence(json.dumps(value, ensure_ascii=False))
 
 
 def type_label(node: Node) -> str:
@@ -141,7 +157,7 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
         for name, doc in instance.documentation.items():
             documentation.setdefault(name, doc)
     head = [f"#Instruction\n{instances[0].instruction}\n"]
-    doc_lines = [f"[{name}] {doc}" if doc and not doc.startswith(f"[{name}]") else (doc or f"[{name}]")
+    doc_lines = [fence(f"[{name}] {doc}" if doc and not doc.startswith(f"[{name}]") else (doc or f"[{name}]"))
                  for name, doc in documentation.items()]
     var_lines = [f"({type_label(n)}) {name}={value_text(n.value)}" for name, n in variables.items()]
     # constraints: the trivial ones ("any float", "text") say nothing the type label does not, and
@@ -165,7 +181,14 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
         codes = []
         position = {}
         for node in instance.code:
-            arg_list = [f"{e.arg or 'arg'}={names.get(e.id, e.id)}" for e in node.edges if e.id in names]
+            by_arg: dict[str, list[str]] = {}  # each argument named once: messages=[ChatOpenAI0, get_weather0]
+            for e in node.edges:
+                if e.id in names and names[e.id] not in by_arg.setdefault(e.arg or "arg", []):
+                    by_arg[e.arg or "arg"].append(names[e.id])
+            for arg, ids in by_arg.items():
+                if len(ids) > MAX_ARGS:  # a fan-in of hundreds: the variables are listed anyway
+                    ids[MAX_ARGS // 2:-MAX_ARGS // 2] = [f"...{len(ids) - MAX_ARGS} more..."]
+            arg_list = [f"{arg}={ids[0] if len(ids) == 1 else '[' + ', '.join(ids) + ']'}" for arg, ids in by_arg.items()]
             if len(arg_list) > MAX_ARGS:  # a fan-in of hundreds: the variables are listed anyway
                 hidden = len(arg_list) - MAX_ARGS
                 arg_list = arg_list[: MAX_ARGS // 2] + [f"...{hidden} more..."] + arg_list[-MAX_ARGS // 2:]
@@ -189,7 +212,7 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
             section = "out" if node.id in output_ids else "oth"
             lines.append(_Line(f"{section}|({type_label(node)}) {names[node.id]}=", value_text(node.value), tier,
                                index, position[node.id]))
-        feedbacks.append(instance.feedback_text())
+        feedbacks.append(fence("\n" + instance.feedback_text())[1:])  # a first line "#..." is escaped too
 
     fixed = sum(len(part) for part in head) + len("#Documentation\n") + sum(len(d) + 1 for d in doc_lines)
     fixed += sum(len(f) + 40 for f in feedbacks) + 400  # section titles, example headers, #Omitted

@@ -15,22 +15,28 @@ the plain value); any other object is followed by identity. ``bool`` and ``None`
 tagged and enter the next op as constants. Arithmetic done *outside* an op is not traced: wrap
 it in an op. State lives in a context variable, so runs in different threads or asyncio tasks
 never mix.
+
+An ``async def`` under ``@op`` gives an awaitable op: awaiting it records the awaited result
+(not a coroutine object), so the edge to the next op is kept. A trainable op's new source is
+checked by its code parameter (shape and code policy, `opto_core.code_policy`) and compiled by
+`opto_core.code.compile_like`; this module never calls ``exec`` or ``compile`` itself.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
-import textwrap
 import threading
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 from contextlib import contextmanager
 
+from .binding import BoundParameters
+from .code import SourceUnavailable, compile_like, function_source
 from .graph import Edge, Graph
 from .parameters import Parameter
+from .target import BoundTarget
 
 _CURRENT: ContextVar["Run | None"] = ContextVar("opto_trace_run", default=None)
 
@@ -136,13 +142,6 @@ def capture(name: str = "run", meta: dict[str, Any] | None = None) -> Iterator[R
 
 
 # ----- ops ------------------------------------------------------------------------------------
-def _source_of(fn: Callable[..., Any]) -> str:
-    """A function's source without its decorators, dedented."""
-    lines = textwrap.dedent(inspect.getsource(fn)).splitlines(keepends=True)
-    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith(("def ", "async def ")))
-    return "".join(lines[start:])
-
-
 class TracedOp:
     """A function recorded as an ``op`` node each time it is called inside a capture."""
 
@@ -152,10 +151,11 @@ class TracedOp:
         self.fn = fn
         self.name = name or fn.__name__
         self.signature = inspect.signature(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
         self.description = description if description is not None else (inspect.getdoc(fn) or "")
         try:
-            self.source = _source_of(fn)
-        except (OSError, TypeError, StopIteration):
+            self.source = function_source(fn)
+        except (SourceUnavailable, OSError, TypeError):
             self.source = ""
         self.code: Parameter | None = None
         if trainable:
@@ -173,13 +173,16 @@ class TracedOp:
         return f"[{self.name}] {self.description}" if self.description else self.source
 
     def implementation(self) -> Callable[..., Any]:
-        """The function to call: for a trainable op, its current source, compiled once per value."""
+        """The function to call: for a trainable op, its current source, compiled once per value.
+
+        The value is validated again (shape and code policy) before it is compiled, even if it was
+        assigned around `Parameter.validate`: code that did not pass the static checks never runs.
+        """
         if self.code is None or self.code.value == self.source:
             return self.fn
         if self._compiled is None or self._compiled[0] != self.code.value:
-            namespace = dict(self.fn.__globals__)
-            exec(compile(self.code.value, f"<{self.code.name}>", "exec"), namespace)
-            self._compiled = (self.code.value, namespace[self.fn.__name__])
+            source = self.code.validate(self.code.value)
+            self._compiled = (self.code.value, compile_like(source, self.fn, label=self.code.name))
         return self._compiled[1]
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
@@ -191,6 +194,32 @@ class TracedOp:
             plain_args = [p.value if isinstance(p, Parameter) else p for p in args]
             plain_kwargs = {k: (v.value if isinstance(v, Parameter) else v) for k, v in kwargs.items()}
             return self.implementation()(*plain_args, **plain_kwargs)
+        edges, call_args, call_kwargs = self._inputs(run, args, kwargs)
+        if self.is_async:
+            return self._awaited(run, edges, call_args, call_kwargs)
+        try:
+            result = self.implementation()(*call_args, **call_kwargs)
+        except Exception as exc:
+            run.graph.add_exception(self.name, exc, parents=edges, op_type="python", doc=self.doc)
+            raise
+        return self._record(run, result, edges)
+
+    async def _awaited(self, run: Run, edges: list[Edge], call_args: list[Any], call_kwargs: dict[str, Any]) -> Any:
+        """An ``async def`` op: the node holds the awaited result, so the next op finds its parent."""
+        try:
+            result = await self.implementation()(*call_args, **call_kwargs)
+        except Exception as exc:
+            run.graph.add_exception(self.name, exc, parents=edges, op_type="python", doc=self.doc)
+            raise
+        return self._record(run, result, edges)
+
+    def _record(self, run: Run, result: Any, edges: list[Edge]) -> Any:
+        node = run.graph.add("op", self.name, result, parents=edges, op_type="python", doc=self.doc,
+                             description=self.description)
+        return run.tag(result, node.id)
+
+    def _inputs(self, run: Run, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Edge], list[Any], dict[str, Any]]:
+        """The edges to the arguments' nodes, and the plain arguments to call the function with."""
         graph = run.graph
         bound = self.signature.bind(*args, **kwargs)
         edges: list[Edge] = []
@@ -223,14 +252,7 @@ class TracedOp:
                 call_args.append(plain_values[0])
         if self.code is not None:
             edges.append(Edge(graph.add_parameter(self.code).id, "__code"))
-        try:
-            result = self.implementation()(*call_args, **call_kwargs)
-        except Exception as exc:
-            graph.add_exception(self.name, exc, parents=edges, op_type="python", doc=self.doc)
-            raise
-        node = graph.add("op", self.name, result, parents=edges, op_type="python", doc=self.doc,
-                         description=self.description)
-        return run.tag(result, node.id)
+        return edges, call_args, call_kwargs
 
 
 def op(fn: Callable[..., Any] | None = None, *, name: str | None = None, trainable: bool = False,
@@ -245,36 +267,38 @@ def op(fn: Callable[..., Any] | None = None, *, name: str | None = None, trainab
 
 
 # ----- a target for the optimization loop ----------------------------------------------------------
-class FunctionTarget:
-    """A plain-Python workflow as an optimization target (the `Target` protocol).
+class FunctionTarget(BoundTarget):
+    """A plain-Python workflow as an optimization target (a `BoundTarget`).
 
     ``fn(**example)`` (or ``fn(example)`` for a non-dict example) is run under `capture`; the
     example's fields enter as ``input`` nodes and the return value is the output. ``input_keys``
     picks the fields passed to ``fn`` (the rest, such as labels, stay for the feedback function).
     Parameters are the `Parameter` objects given, plus the code parameter of every trainable op given.
+    They live in the `Parameter` objects themselves (no bindings): the workflow reads
+    ``parameter.value`` when it runs, so writing, validating and undoing are `BoundParameters`' own.
     """
+
+    framework = "python"
 
     def __init__(self, fn: Callable[..., Any], parameters: list[Parameter | TracedOp] = (),
                  input_keys: list[str] | None = None) -> None:
         self.fn = fn
         self.input_keys = list(input_keys) if input_keys is not None else None
-        self._parameters: list[Parameter] = []
+        found: list[Parameter] = []
         for item in parameters:
             parameter = item.code if isinstance(item, TracedOp) else item
             if parameter is None:
                 raise ValueError(f"op {item.name!r} is not trainable; use @op(trainable=True)")  # type: ignore[union-attr]
-            self._parameters.append(parameter)
-        names = [p.name for p in self._parameters]
+            found.append(parameter)
+        names = [p.name for p in found]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise ValueError(f"parameter names must be unique, repeated: {sorted(duplicates)}")
-
-    def parameters(self) -> list[Parameter]:
-        return list(self._parameters)
+        self.bound = BoundParameters(found)
 
     def run(self, example: Any) -> tuple[Any, Graph]:
         with capture(meta={"target": getattr(self.fn, "__qualname__", repr(self.fn))}) as run:
-            for parameter in self._parameters:
+            for parameter in self.bound:
                 run.graph.add_parameter(parameter)
             try:
                 if isinstance(example, dict):
@@ -288,18 +312,3 @@ class FunctionTarget:
                 return exc, run.graph
             run.mark_output(result)
         return untag(result), run.graph
-
-    def apply(self, updates: dict[str, Any]) -> None:
-        by_name = {p.name: p for p in self._parameters}
-        unknown = set(updates) - set(by_name)
-        if unknown:
-            raise KeyError(f"unknown parameters {sorted(unknown)}; known: {sorted(by_name)}")
-        for name, value in updates.items():
-            by_name[name].value = value
-
-    def snapshot(self) -> dict[str, Any]:
-        return {p.name: copy.deepcopy(p.value) for p in self._parameters}
-
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        for parameter in self._parameters:
-            parameter.value = copy.deepcopy(snapshot[parameter.name])

@@ -53,12 +53,16 @@ def table(tmp_path_factory):
 def test_every_applicable_optimizer_has_a_row(table):
     rows, _, _, _ = table
     got = {(r["task"], r["optimizer"]) for r in rows}
-    expected = {(t, o) for t in TASKS for o in ("opto", "opto-notrace", "opro", "trace")}
+    expected = {(t, o) for t in TASKS for o in compare.OPTIMIZERS if o not in compare.DSPY}
     expected |= {("boolean_expressions", o) for o in compare.DSPY}  # only BBH tasks have a DSPy program
     assert got == expected
+    search_only = ("tpe", "gp", "pso", "cmaes", "random")
     for row in rows:
         if row["optimizer"] == "trace" and not HAS_TRACE or row["optimizer"] in compare.DSPY and not HAS_DSPY:
             assert row["status"] == "not available" and row["reason"]
+            continue
+        if row["optimizer"] in search_only and row["task"] == "boolean_expressions":  # a prompt: nothing to search
+            assert row["status"] == "not available" and "nothing to search" in row["reason"]
             continue
         if row["optimizer"] == "opto-dspy" and row["status"] == "not available":
             continue  # the DSPy adapter is optional for this harness
@@ -77,7 +81,8 @@ def test_the_budget_is_respected_exactly(table):
             assert row["stopped_reason"] in ("max_llm_calls", "budget")
         if row["optimizer"] == "copro":
             assert row["calls"] == row["details"]["planned_calls"]
-        assert row["tokens"] == row["prompt_tokens"] + row["completion_tokens"] > 0
+        assert row["tokens"] == row["prompt_tokens"] + row["completion_tokens"]
+        assert (row["tokens"] > 0) == (row["calls"] > 0), row  # search-only rows call no LLM
     assert len(optimizer_model.requests) == sum(r["calls"] for r in rows)  # every call was counted once
     temperatures = {req["temperature"] for req in optimizer_model.requests}
     assert temperatures == {settings.temperature}  # the same temperature for every optimizer
@@ -205,3 +210,90 @@ def test_a_dspy_optimizer_that_needs_more_calls_is_stopped_at_the_cap():
     [row] = compare.run_comparison(["boolean_expressions"], ["copro"], task_model, garbage, settings)
     assert row["status"] == "ran out of budget" and "JSONAdapter" in row["reason"]
     assert row["calls"] == 4 and row["refused_calls"] >= 1 and len(garbage.requests) == 4
+
+
+class _BrokenEndpoint:
+    """An optimizer model whose every call fails the way a refused request does."""
+
+    model = "broken"
+
+    def chat(self, messages, **kwargs):
+        raise RuntimeError("HTTP 400: request (4173 tokens) exceeds the available context size (4096 tokens)")
+
+
+def test_a_run_that_stopped_on_an_optimizer_error_is_marked_stopped():
+    settings = compare.Settings(budget_calls=3, quick=True, batch_size=2)
+    task_model, _ = _models(settings)
+    rows = compare.run_comparison(["numeric"], ["opto", "opro"], task_model, _BrokenEndpoint(), settings)
+    for row in rows:
+        assert row["status"] == "stopped" and row["stopped_reason"] == "optimizer_error", row
+        assert "exceeds the available context size" in row["reason"] and "never proposed anything" in row["reason"]
+        assert row["proposals"] == 0
+    text = compare.format_table(rows)
+    assert "stopped" in text and "optimizer_error" in text and "never proposed anything" in text
+
+
+def test_a_finished_run_is_ok_and_counts_its_proposals(table):
+    rows, _, _, _ = table
+    numeric = next(r for r in rows if r["task"] == "numeric" and r["optimizer"] == "opto")
+    assert numeric["status"] == "ok" and numeric["stopped_reason"] in compare.FINISHED and numeric["proposals"] >= 1
+
+
+# ----- search optimizers, budgets of runs, seeds, and a peer that raises -----------------------------------
+class _Raising:
+    """A test optimizer that raises in its step, as GEPA's AdapterParseError did."""
+
+    retry_invalid = True
+    _llm = None
+    memory_size = 0
+
+    def __init__(self, parameters):
+        self.params = {p.name: p for p in parameters}
+
+    def set_parameters(self, parameters):
+        self.params = {p.name: p for p in parameters}
+
+    def observe(self, values, score):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def step(self, instances):
+        raise RuntimeError("the reflection reply did not parse")
+
+
+def test_the_table_goes_on_when_one_optimizer_raises(monkeypatch, tmp_path):
+    real = compare._make_ours
+
+    def make(optimizer, parameters, chat, settings):
+        if optimizer == "pso":
+            raise KeyError("boom outside the loop")  # escapes the loop: must still become a row
+        return _Raising(parameters) if optimizer == "tpe" else real(optimizer, parameters, chat, settings)
+
+    monkeypatch.setattr(compare, "_make_ours", make)
+    settings = compare.Settings(budget_evals=30, seeds=2, quick=True, batch_size=2)  # 6 runs to start, 8 a step
+    rows = compare.run_comparison(["numeric"], ["tpe", "pso", "random"], ScriptedLLM([]), ScriptedLLM([]), settings)
+    by = {(r["optimizer"], r["seed"]): r for r in rows}
+    assert set(by) == {(o, s) for o in ("tpe", "pso", "random") for s in (0, 1)}
+    assert by[("tpe", 0)]["status"] != "ok" and "did not parse" in by[("tpe", 0)]["reason"]
+    assert by[("pso", 1)]["status"] == "error" and "boom" in by[("pso", 1)]["reason"]
+    for seed in (0, 1):
+        row = by[("random", seed)]
+        assert row["status"] == "ok" and row["calls"] == 0
+        assert 14 <= len(row["curve"]) <= 30 and row["convergence"]["best@50"] == row["curve"][-1]
+        assert row["curve"] == sorted(row["curve"], reverse=True)  # best error so far never grows
+    assert by[("random", 0)]["curve"] != by[("random", 1)]["curve"]  # another seed, another task and search
+    written = compare.write_outputs(rows, tmp_path, {"command": "test"})
+    assert Path(written["convergence"]).exists() and "Convergence" in Path(written["markdown"]).read_text()
+
+
+def test_budget_evals_and_seeds_flags():
+    args = compare.build_parser().parse_args(["--budget-evals", "50", "--seeds", "3", "--optimizers", "hybrid,tpe"])
+    assert args.budget_evals == 50 and args.seeds == 3
+    for name in ("hybrid", "tpe", "gp", "pso", "cmaes", "random"):
+        assert name in compare.OPTIMIZERS and name in compare.BUDGET_NOTES
+    assert compare.resolve_tasks("traffic,traffic_controller", False) == ["traffic", "traffic_controller"]

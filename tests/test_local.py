@@ -136,3 +136,44 @@ def test_module_runs_a_foreground_server_until_sigterm():
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_any_gguf_file_can_be_named_and_bad_files_are_clear_errors(tmp_path, monkeypatch):
+    fake = tmp_path / "tiny-model.gguf"
+    fake.write_bytes(b"GGUF" + b"\0" * 16)
+    assert local.resolve_model(fake) == fake and local.local_model_name(fake) == "tiny-model"
+    monkeypatch.setenv(local.MODEL_ENV, str(fake))
+    assert local.resolve_model() == fake and local.local_model_name() == "tiny-model"
+    not_gguf = tmp_path / "notes.txt"
+    not_gguf.write_text("hello")
+    with pytest.raises(ValueError, match="not a GGUF model file"):
+        local.start_server(model_path=not_gguf)
+    monkeypatch.setenv(local.MODEL_ENV, str(tmp_path / "missing.gguf"))
+    with pytest.raises(FileNotFoundError, match="OPTO_LOCAL_MODEL names .*missing.gguf"):
+        local.resolve_model()
+    assert not local.available()
+    with pytest.raises(ValueError, match="n_ctx must be"):
+        local.start_server(n_ctx=10)
+
+
+def test_the_client_names_the_embedded_model_after_the_served_file(tmp_path, monkeypatch):
+    from opto_core.llm import OpenAIChat
+
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPTO_MODEL", "OPENAI_MODEL", "OPTO_CONTEXT_WINDOW"):
+        monkeypatch.delenv(name, raising=False)
+    fake = tmp_path / "qwen-small.gguf"
+    fake.write_bytes(b"GGUF")
+    monkeypatch.setenv(local.MODEL_ENV, str(fake))
+    assert OpenAIChat().model == "qwen-small"  # nothing is started until the first call
+
+
+@live
+@needs_model
+def test_the_embedded_window_is_a_setting_the_client_reads_back(monkeypatch):
+    from opto_core.llm import OpenAIChat
+
+    with local.start_server(n_ctx=2048) as server:
+        assert server.n_ctx == 2048
+        assert get(f"{server.address}/props")["default_generation_settings"]["n_ctx"] == 2048
+        llm = OpenAIChat(server.base_url, "no-key", LOCAL_MODEL)
+        assert (llm.context_window, llm.context_window_source) == (2048, "llama.cpp /props")

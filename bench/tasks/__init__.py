@@ -197,4 +197,28 @@ for _framework in workflows.FRAMEWORKS:
                       f"fix the cashier workflow in {_framework} (3 planted faults)",
                       sizes=(8, 8, 20), quick_sizes=(4, 4, 8), factory=_workflow_factory(_framework)))
 
+# ----- traffic control (UXSim) ----------------------------------------------------------------------------
+def _traffic_factory(varying: bool) -> Callable[[int, tuple[int, int, int], dict[str, Any]], TaskInstance]:
+    def make(seed: int, sizes: tuple[int, int, int], options: dict[str, Any]) -> TaskInstance:
+        from . import traffic
+
+        train, val, test = traffic.splits(seed, varying)
+        name = "traffic_controller" if varying else "traffic"
+        make_target = traffic.controller_target if varying else traffic.python_target
+        return TaskInstance(
+            name=name, family="traffic", metric="average delay (s)", lower_is_better=True, trainset=train,
+            valset=val, testset=test, feedback=traffic.feedback, uses_task_model=False,
+            python_target=lambda chat: make_target(),
+            info={"scenario": train[0]["scenario"], "references": lambda: traffic.references(seed, varying),
+                  "available": traffic.available()})
+
+    return make
+
+
+register(TaskSpec("traffic", "traffic", "UXSim four-way intersection: the two green times of a fixed-time plan (int, "
+                  "[15, 90] s)", sizes=(1, 1, 1), quick_sizes=(1, 1, 1), factory=_traffic_factory(False)))
+register(TaskSpec("traffic_controller", "traffic", "UXSim four-way intersection, shifting demand: the controller's "
+                  "code (queues -> next greens)", sizes=(1, 1, 1), quick_sizes=(1, 1, 1),
+                  factory=_traffic_factory(True)))
+
 __all__ = ["DSPyVersion", "TASKS", "TaskInstance", "TaskSpec", "get_task", "register", "task_names"]

@@ -49,6 +49,15 @@ class BudgetedChat:
     def base_url(self) -> Any:
         return getattr(self.inner, "base_url", None)
 
+    @property
+    def context_window(self) -> int | None:
+        """The inner client's context window, so that the optimizer's prompts fit it."""
+        return getattr(self.inner, "context_window", None)
+
+    @property
+    def context_window_source(self) -> str:
+        return getattr(self.inner, "context_window_source", "") or ""
+
     def __deepcopy__(self, memo: dict[int, Any]) -> "BudgetedChat":
         return self  # DSPy deep-copies programs and their LMs: the counter must stay shared
 

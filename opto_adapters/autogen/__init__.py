@@ -8,22 +8,40 @@ conversations as OPTO graphs and optimize system messages, tool code/description
 
     target = wrap_team(RoundRobinGroupChat([writer_agent, critic_agent], ...))   # a Target
     opto_core.optimize(target, trainset, feedback_fn, OptoPrime(llm=...))
+    target.save_values("values.json")          # later, in production:
+    apply_values(freshly_built_team, "values.json")
 """
 
 from __future__ import annotations
 
-try:
-    import autogen_agentchat  # noqa: F401
-    import autogen_core  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("the AutoGen adapter needs AutoGen AgentChat: pip install 'opto-adapters[autogen]'") from exc
+from importlib import import_module
+from typing import Any
 
-from .agent import OptoAgent, check_agent
-from .graph_builder import ConversationLog, build_graph, mark_message, message_node_id
-from .parameters import AgentParameters, WriteBackError
-from .recorder import RecordingClient
-from .target import AgentTarget, TeamTarget, as_target, run_sync, task_of, wrap_team
+from opto_core.conversation import ConversationLog, build_graph, mark_message, message_node_id
+
+# AgentChat names load on first use, so that `opto_adapters.autogen.ag2` (classic AutoGen, the `ag2`
+# extra) imports without AgentChat installed.
+_AGENTCHAT = {
+    "OptoAgent": "agent", "check_agent": "agent", "adopt_running_loop": "eventloop",
+    "AgentParameters": "parameters", "WriteBackError": "parameters", "RecordingClient": "recorder",
+    "AgentTarget": "target", "TeamTarget": "target", "apply_values": "target", "as_target": "target",
+    "bound_of": "target", "run_sync": "target", "task_of": "target", "wrap_team": "target",
+}
 
 __all__ = ["AgentParameters", "AgentTarget", "ConversationLog", "OptoAgent", "RecordingClient", "TeamTarget",
-           "WriteBackError", "as_target", "build_graph", "check_agent", "mark_message", "message_node_id",
-           "run_sync", "task_of", "wrap_team"]
+           "WriteBackError", "adopt_running_loop", "apply_values", "as_target", "bound_of", "build_graph",
+           "check_agent", "mark_message", "message_node_id", "run_sync", "task_of", "wrap_team"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _AGENTCHAT:
+        raise AttributeError(f"module 'opto_adapters.autogen' has no attribute {name!r}")
+    try:
+        import autogen_agentchat  # noqa: F401
+        import autogen_core  # noqa: F401
+    except ImportError as exc:  # depends on the environment
+        raise ImportError("the AutoGen AgentChat adapter needs AutoGen AgentChat: "
+                          "pip install 'opto-adapters[autogen]'") from exc
+    value = getattr(import_module(f".{_AGENTCHAT[name]}", __name__), name)
+    globals()[name] = value
+    return value

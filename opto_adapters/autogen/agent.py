@@ -25,14 +25,17 @@ from autogen_agentchat.base import Response, TaskResult
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
 from autogen_core import CancellationToken
 
+from opto_core.binding import UnknownParameters
 from opto_core.graph import Graph
 from opto_core.parameters import Parameter
 
-from .graph_builder import ConversationLog, Turn, build_graph, mark_message
+from opto_core.conversation import ConversationLog, Turn, build_graph, mark_message
 from .parameters import AgentParameters
 from .recorder import RecordingClient, TurnObserver
 
-ADAPTER = "autogen-agentchat"
+#: The graph vocabulary (`opto_core.graph.run_meta`): who recorded the graph, with which framework.
+ADAPTER = "opto_adapters.autogen"
+FRAMEWORK = "autogen-agentchat"
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,9 +43,14 @@ def framework_version() -> str:
     try:
         from importlib.metadata import version
 
-        return version("autogen-agentchat")
+        return version(FRAMEWORK)
     except Exception:  # pragma: no cover - metadata missing in odd installs
         return "unknown"
+
+
+def graph_of(log: ConversationLog, parameters: Mapping[str, Mapping[str, Parameter]]) -> Graph:
+    """The conversation builder with this adapter's run metadata."""
+    return build_graph(log, parameters, adapter=ADAPTER, framework=FRAMEWORK, framework_version=framework_version())
 
 
 def check_agent(agent: Any) -> None:
@@ -59,7 +67,7 @@ def check_agent(agent: Any) -> None:
     if module.startswith("autogen.") or module == "autogen" or hasattr(agent, "register_reply"):
         raise TypeError(f"{kind.__name__} looks like a classic AG2 (autogen 0.2/0.14) agent; OptoAgent wraps "
                         f"autogen-agentchat 0.7 AssistantAgent (what `pip install pyautogen` installs). "
-                        f"A classic AG2 adapter is not available yet.")
+                        f"For classic AG2 use opto_adapters.autogen.ag2.AG2Target.")
     if isinstance(agent, BaseChatAgent):
         raise TypeError(f"OptoAgent wraps an AssistantAgent (an agent with a model client); {agent.name!r} is a "
                         f"{kind.__name__}, which has no model calls to record. Leave it unwrapped; a team "
@@ -71,23 +79,26 @@ def check_agent(agent: Any) -> None:
 class OptoAgent(BaseChatAgent):
     """Wraps an ``AssistantAgent``: behaves like it, records each task run as an OPTO graph.
 
-    Options say which parameters are trainable: ``system_message``, ``tool_code``,
-    ``tool_descriptions``, ``temperature`` (all True by default). ``max_graphs`` bounds
+    Which parameters are trainable: ``include``/``exclude`` (names or globs, the core's rule:
+    excluded parameters stay visible, frozen), and the older switches ``system_message``,
+    ``tool_code``, ``tool_descriptions``, ``temperature`` (False freezes that kind). ``max_graphs`` bounds
     ``graphs`` (the oldest are dropped). One OptoAgent runs one conversation at a time, like
     the AssistantAgent it wraps (whose model context is shared by all its calls).
     """
 
     def __init__(self, agent: Any, *, system_message: bool = True, tool_code: bool = True,
-                 tool_descriptions: bool = True, temperature: bool = True, max_graphs: int = 100) -> None:
+                 tool_descriptions: bool = True, temperature: bool = True, include: Any = None, exclude: Any = None,
+                 max_graphs: int = 100) -> None:
         check_agent(agent)
         super().__init__(agent.name, agent.description)
         self._agent: AssistantAgent = agent
         self._original_client = agent._model_client
-        self._client = RecordingClient(agent._model_client, agent=agent.name, session=self._session)
-        agent._model_client = self._client
         self.params = AgentParameters(agent, system_message=system_message, tool_code=tool_code,
-                                      tool_descriptions=tool_descriptions, temperature=temperature)
-        self._client.parameters = self.params
+                                      tool_descriptions=tool_descriptions, temperature=temperature,
+                                      include=include, exclude=exclude)
+        self._client = RecordingClient(agent._model_client, agent=agent.name, session=self._session,
+                                       parameters=self.params)
+        agent._model_client = self._client
         self.graphs: collections.deque[Graph] = collections.deque(maxlen=max_graphs)
         self._bound: ConversationLog | None = None  # the conversation this agent's turns belong to
         self._active: tuple[ConversationLog, Turn] | None = None  # the turn in progress
@@ -128,17 +139,21 @@ class OptoAgent(BaseChatAgent):
         return self.params.parameters()
 
     def apply(self, updates: dict[str, Any]) -> list[str]:
-        """Write values (validated first) into the wrapped agent; the next request is checked."""
-        by_name = self.params.by_name()
-        checked = {}
-        for name, value in updates.items():
-            if name not in by_name:
-                raise KeyError(f"agent {self.name!r} has no parameter {name!r}; known: {sorted(by_name)}")
-            checked[name] = by_name[name].validate(value)
-        return self.params.apply(checked)
+        """Write values into the wrapped agent through the core's write-back model (validated first,
+        rolled back on a failing write); the next request is checked. Returns the names whose value
+        changed (a tool given its current code or description keeps its original object)."""
+        unknown = [name for name in updates if name not in self.params]
+        if unknown:
+            raise UnknownParameters(f"agent {self.name!r} has no parameter", unknown, self.params.names())
+        before = self.params.values(trainable_only=False)
+        self.params.apply(updates)
+        return [name for name in self.params.names() if name in updates
+                and (before[name] != updates[name] or not name.endswith((".code", ".description")))]
 
     def snapshot(self) -> dict[str, Any]:
-        return self.params.snapshot()
+        """The core's snapshot (exact undo); ``"system_messages"`` shows the saved message objects."""
+        state = self.params.snapshot()
+        return {**state, "system_messages": state[self.params.system.name][0]}
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         self.params.restore(snapshot)
@@ -165,7 +180,7 @@ class OptoAgent(BaseChatAgent):
 
     def _finish(self, log: ConversationLog, error: BaseException | None) -> Graph:
         log.finish(error)
-        graph = build_graph(log, self._params_map(), meta={"adapter": ADAPTER, "framework_version": framework_version()})
+        graph = graph_of(log, self._params_map())
         self.graphs.append(graph)
         return graph
 

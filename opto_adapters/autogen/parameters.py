@@ -1,39 +1,41 @@
-"""The trainable parameters of one AgentChat ``AssistantAgent``, and writing them back.
+"""The trainable values of one AgentChat ``AssistantAgent``, as bindings of the shared write-back model.
 
-AgentChat has no public setter (``agent.system_message = ...`` is silently ignored), so values
-are written with the route the notes verified on the wire (``shared/notes/autogen.md``, Route A),
-into the private attributes the agent re-reads at the start of every turn:
+AgentChat has no public setter (``agent.system_message = ...`` is silently ignored), so each value
+is written where the agent re-reads it at the start of every turn (Route A of
+``shared/notes/autogen.md``, checked on the wire there):
 
 - system message: ``agent._system_messages = [SystemMessage(content=...)]``;
-- tool code and description: a new ``FunctionTool`` replaces the old one *in place* in the tool list
-  the agent's ``StaticWorkbench`` shares (``agent._tools is agent._workbench[0]._tools``);
-- temperature: not on the shared client (a client is often shared by several agents, and
-  ``_create_args`` would change them all), but per agent: the recording client of this agent passes
-  it in ``extra_create_args`` of every request (the public argument of ``ChatCompletionClient.create``).
+- tool code and description: a new ``FunctionTool`` replaces the old one *in place* in the tool
+  list the agent's ``StaticWorkbench`` shares (``agent._tools is agent._workbench[0]._tools``);
+  new code is compiled by `opto_core.code.compile_like` (the original's globals and closure);
+- temperature: per agent, not on the client (one client is often shared by several agents): the
+  agent's `RecordingClient` adds it to ``extra_create_args`` of every request, and puts it into
+  the client config ``dump_component()`` saves.
 
-Every write is checked: the next recorded request of the agent must carry the new system
-message, tool descriptions and temperature (`Expectations`), else the run fails with
-`WriteBackError`; a tool's new code is checked at once (the workbench must hold the new function).
+`AgentParameters` is a `opto_core.binding.BoundParameters`: validation, ordered writes with
+rollback, snapshot/restore and include/exclude are the core's. What stays here is AgentChat's
+part: where each value lives, and the expectations the recording client checks on the next
+request (a write the framework ignored fails that run with `WriteBackError`).
 """
 
 from __future__ import annotations
 
-import __future__
-import copy
-import hashlib
+import ast
+import importlib.util
 import inspect
-import linecache
-import textwrap
-import threading
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from autogen_core.models import SystemMessage
 from autogen_core.tools import FunctionTool, StaticWorkbench
 
-from opto_core.parameters import Parameter
+from opto_core.binding import Binding, BoundParameters, select
+from opto_core.code import SourceUnavailable, compile_like, function_source, unwrap
+from opto_core.executors import InfrastructureError
+from opto_core.parameters import InvalidValue, Parameter
 
-from .graph_builder import ROLE_SETTING, ROLE_SYSTEM, ROLE_TOOL_CODE, ROLE_TOOL_DESCRIPTION
+from opto_core.conversation import ROLE_SETTING, ROLE_SYSTEM, ROLE_TOOL_CODE, ROLE_TOOL_DESCRIPTION
 
 #: Bounds of the temperature parameter (OpenAI's range; other providers accept a subset).
 TEMPERATURE_BOUNDS = (0.0, 2.0)
@@ -41,36 +43,10 @@ TEMPERATURE_BOUNDS = (0.0, 2.0)
 DEFAULT_TEMPERATURE = 1.0
 
 
-class WriteBackError(RuntimeError):
-    """A value was applied but the framework did not use it (the next request shows something else)."""
+class WriteBackError(InfrastructureError):
+    """A value was applied but the framework did not use it (the next request shows something else).
 
-
-@dataclass
-class _ToolSlot:
-    """Where one FunctionTool lives: the lists holding it (the agent's and its workbench's)."""
-
-    name: str
-    lists: list[list[Any]]
-    code: Parameter | None
-    description: Parameter | None
-    original_func: Callable[..., Any]
-
-    def current(self) -> FunctionTool:
-        for tools in self.lists:
-            for tool in tools:
-                if getattr(tool, "name", None) == self.name:
-                    return tool
-        raise WriteBackError(f"tool {self.name!r} is no longer in the agent's workbench")
-
-    def replace(self, new_tool: FunctionTool) -> None:
-        replaced = False
-        for tools in self.lists:
-            for index, tool in enumerate(tools):
-                if getattr(tool, "name", None) == self.name:
-                    tools[index] = new_tool
-                    replaced = True
-        if not replaced:
-            raise WriteBackError(f"tool {self.name!r} is no longer in the agent's workbench")
+    An `InfrastructureError`: the adapter failed, not the workflow, so the loop never keeps a step on it."""
 
 
 @dataclass
@@ -85,354 +61,359 @@ class Expectations:
         return bool(self.system or self.settings or self.tool_descriptions)
 
 
-class AgentParameters:
-    """Find, read, validate, write back, snapshot and restore one agent's parameters.
+# ----- where each value lives ---------------------------------------------------------------------
+@dataclass
+class ToolSlot:
+    """One FunctionTool's home: the lists holding it (the agent's and its workbench's)."""
 
-    Parameter names: ``<agent>.system_message``, ``<agent>.tools.<tool>.code``,
-    ``<agent>.tools.<tool>.description``, ``<agent>.temperature``.
+    name: str
+    lists: list[list[Any]]
+    original_func: Callable[..., Any]
+
+    def current(self) -> FunctionTool:
+        for tools in self.lists:
+            for tool in tools:
+                if getattr(tool, "name", None) == self.name:
+                    return tool
+        raise WriteBackError(f"tool {self.name!r} is no longer in the agent's workbench")
+
+    def replace(self, new_tool: FunctionTool) -> None:
+        found = False
+        for tools in self.lists:
+            for index, tool in enumerate(tools):
+                if getattr(tool, "name", None) == self.name:
+                    tools[index], found = new_tool, True
+        if not found:
+            raise WriteBackError(f"tool {self.name!r} is no longer in the agent's workbench")
+
+    def rebuild(self, func: Callable[..., Any] | None = None, description: str | None = None) -> None:
+        old = self.current()
+        self.replace(FunctionTool(func or old._func, description=old.description if description is None else description,
+                                  name=old.name, global_imports=getattr(old, "_global_imports", []),
+                                  strict=getattr(old, "_strict", False)))
+
+
+class SystemMessageBinding(Binding):
+    def __init__(self, owner: "AgentParameters", name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def read(self) -> str:
+        messages = self.owner.agent._system_messages
+        return messages[0].content if messages and isinstance(messages[0].content, str) else ""
+
+    def write(self, value: str) -> None:
+        self.owner.agent._system_messages = [SystemMessage(content=value)] if value else []
+        self.owner.expect.system = (self.name, value)
+
+    def verify(self, value: str) -> None:
+        if self.read() != value:
+            raise WriteBackError(f"the agent still holds system message {self.read()!r}")
+
+    def save(self) -> list[Any]:
+        return list(self.owner.agent._system_messages)  # the exact message objects
+
+    def load(self, state: list[Any]) -> None:
+        self.owner.agent._system_messages = list(state)
+        self.owner.expect.system = (self.name, self.read())
+
+    def describe(self) -> str:
+        return f"AssistantAgent {self.owner.prefix!r} ._system_messages"
+
+
+class ToolCodeBinding(Binding):
+    def __init__(self, owner: "AgentParameters", slot: ToolSlot) -> None:
+        self.owner, self.slot = owner, slot
+
+    def read(self) -> str:
+        return function_source(self.slot.current()._func)
+
+    def write(self, source: str) -> None:
+        if self.read().rstrip() == source.rstrip():
+            return  # unchanged: the tool keeps its function object
+        label = f"{self.owner.prefix}.tools.{self.slot.name}"
+        self.slot.rebuild(func=compile_like(source, self.slot.original_func, label=label))
+
+    def verify(self, source: str) -> None:
+        if self.read().rstrip() != source.rstrip():
+            raise WriteBackError(f"tool {self.slot.name!r}: the workbench does not hold the new code after the write")
+
+    def save(self) -> FunctionTool:
+        return self.slot.current()
+
+    def load(self, state: FunctionTool) -> None:
+        self.slot.replace(state)
+
+    def describe(self) -> str:
+        return f"FunctionTool {self.slot.name!r} of agent {self.owner.prefix!r}"
+
+
+class ToolDescriptionBinding(ToolCodeBinding):
+    def __init__(self, owner: "AgentParameters", slot: ToolSlot, name: str) -> None:
+        super().__init__(owner, slot)
+        self.name = name
+
+    def read(self) -> str:
+        return self.slot.current().description
+
+    def write(self, value: str) -> None:
+        if self.read() != value:
+            self.slot.rebuild(description=value)
+        self.owner.expect.tool_descriptions[self.slot.name] = (self.name, value)
+
+    def verify(self, value: str) -> None:
+        if self.read() != value:
+            raise WriteBackError(f"tool {self.slot.name!r} still has description {self.read()!r}")
+
+    def load(self, state: FunctionTool) -> None:
+        self.slot.replace(state)
+        self.owner.expect.tool_descriptions[self.slot.name] = (self.name, state.description)
+
+
+class TemperatureBinding(Binding):
+    """Per agent: an override the agent's recording client sends (and saves); unset = the client's own."""
+
+    def __init__(self, owner: "AgentParameters", name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def read(self) -> float:
+        override = self.owner.settings_override.get("temperature")
+        return float(override) if override is not None else self.owner.client_temperature()[0]
+
+    def write(self, value: float) -> None:
+        self.owner.settings_override["temperature"] = float(value)
+        self.owner.expect.settings["temperature"] = (self.name, float(value))
+
+    def save(self) -> float | None:
+        return self.owner.settings_override.get("temperature")
+
+    def load(self, state: float | None) -> None:
+        if state is None:
+            self.owner.settings_override.pop("temperature", None)
+            self.owner.expect.settings.pop("temperature", None)
+        else:
+            self.write(state)
+
+    def describe(self) -> str:
+        return f"the temperature agent {self.owner.prefix!r} sends"
+
+
+# ----- one agent's parameters ---------------------------------------------------------------------
+class AgentParameters(BoundParameters):
+    """One agent's parameters with their bindings.
+
+    Names: ``<agent>.system_message``, ``<agent>.tools.<tool>.code``,
+    ``<agent>.tools.<tool>.description``, ``<agent>.temperature``. The keyword switches freeze a
+    kind (they become exclude patterns); ``include``/``exclude`` are the core's glob rule.
     """
 
     def __init__(self, agent: Any, *, system_message: bool = True, tool_code: bool = True,
                  tool_descriptions: bool = True, temperature: bool = True,
+                 include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
                  temperature_bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> None:
+        super().__init__()
         self.agent = agent
         self.prefix = agent.name
-        self._lock = threading.RLock()
         self.settings_override: dict[str, Any] = {}
         self.expect = Expectations()
-        self._compiled: dict[tuple[str, str], Callable[..., Any]] = {}
         self.roles: dict[str, Parameter] = {}
-
-        system = self._system_value()
-        self.system = Parameter(f"{self.prefix}.system_message", "text", system, trainable=system_message,
-                                description=f"system message of agent {self.prefix}")
-        self.roles[ROLE_SYSTEM] = self.system
-
-        self.tools: dict[str, _ToolSlot] = {}
-        for tool, lists in self._function_tools():
-            self.tools[tool.name] = self._slot(tool, lists, tool_code, tool_descriptions)
-
-        self.temperature: Parameter | None = None
-        initial, explicit = self._client_temperature()
-        self._temperature_explicit = explicit
-        self.temperature = Parameter(
-            f"{self.prefix}.temperature", "float", initial, trainable=temperature,
+        self.tools: dict[str, ToolSlot] = {}
+        self.system = self._add(ROLE_SYSTEM, Parameter(
+            f"{self.prefix}.system_message", "text", "", description=f"system message of agent {self.prefix}"),
+            lambda p: SystemMessageBinding(self, p.name))
+        for tool, lists in _function_tools(agent):
+            self._add_tool(tool, lists)
+        self.temperature = self._add(ROLE_SETTING + "temperature", Parameter(
+            f"{self.prefix}.temperature", "float", self.client_temperature()[0],
             lower=temperature_bounds[0], upper=temperature_bounds[1],
             description=f"sampling temperature of agent {self.prefix}'s model calls",
-            meta={"route": "extra_create_args"})
-        self.roles[ROLE_SETTING + "temperature"] = self.temperature
+            meta={"route": "extra_create_args"}), lambda p: TemperatureBinding(self, p.name))
+        switches = {f"{self.prefix}.system_message": system_message, f"{self.prefix}.temperature": temperature}
+        for name in self.names():
+            if name.endswith(".code"):
+                switches[name] = tool_code
+            elif name.endswith(".description"):
+                switches[name] = tool_descriptions
+        frozen = [name for name, on in switches.items() if not on]
+        excluded = frozen + ([exclude] if isinstance(exclude, str) else list(exclude or []))
+        if include is not None or excluded:
+            self.freeze_except(select(self.names(), include, excluded or None))
+        self.parameters()  # current values
 
-    # ----- discovery --------------------------------------------------------------------------
-    def _system_value(self) -> str:
-        messages = self.agent._system_messages
-        if messages and isinstance(messages[0].content, str):
-            return messages[0].content
-        return ""
+    def _add(self, role: str, parameter: Parameter, binding: Callable[[Parameter], Binding]) -> Parameter:
+        self.roles[role] = parameter
+        return self.add(parameter, binding(parameter))
 
-    def _client_temperature(self) -> tuple[float, bool]:
-        """(temperature, whether the client sets it) - read only, from the client's create args."""
+    def _add_tool(self, tool: FunctionTool, lists: list[list[Any]]) -> None:
+        name = tool.name
+        slot = self.tools[name] = ToolSlot(name, lists, tool._func)
+        source, why_frozen = _code_of(tool._func)
+        if source is not None:
+            self._add(ROLE_TOOL_CODE + name, Parameter(
+                f"{self.prefix}.tools.{name}.code", "code", source, trainable=why_frozen is None,
+                description=f"Python code of tool {name} of agent {self.prefix}; its JSON schema (argument names "
+                            f"and types) must stay the same" + (f" (frozen: {why_frozen})" if why_frozen else ""),
+                checks=[_imports_resolve, _keeps_schema(tool._func)], meta={"tool": name}),
+                lambda p: ToolCodeBinding(self, slot))
+        overridden = any(name in getattr(wb, "_tool_overrides", {}) for wb in getattr(self.agent, "_workbench", []) or [])
+        self._add(ROLE_TOOL_DESCRIPTION + name, Parameter(
+            f"{self.prefix}.tools.{name}.description", "text", tool.description, trainable=not overridden,
+            description=f"description of tool {name}, shown to agent {self.prefix}'s model"
+                        + (" (frozen: the workbench overrides it)" if overridden else ""),
+            checks=[_non_empty], meta={"tool": name}), lambda p: ToolDescriptionBinding(self, slot, p.name))
+
+    def client_temperature(self) -> tuple[float, bool]:
+        """(temperature, whether the client sets it), read from the client's create args."""
         client = getattr(self.agent._model_client, "inner", self.agent._model_client)
         create_args = getattr(client, "_create_args", None)
         if isinstance(create_args, dict) and isinstance(create_args.get("temperature"), (int, float)):
             return float(create_args["temperature"]), True
         return DEFAULT_TEMPERATURE, False
 
-    def _function_tools(self) -> list[tuple[FunctionTool, list[list[Any]]]]:
-        """Every FunctionTool of the agent with the lists that hold it (agent list + workbench list)."""
-        found: dict[int, tuple[FunctionTool, list[list[Any]]]] = {}
-        holders: list[list[Any]] = []
-        if isinstance(getattr(self.agent, "_tools", None), list):
-            holders.append(self.agent._tools)
-        for workbench in getattr(self.agent, "_workbench", []) or []:
-            if isinstance(workbench, StaticWorkbench) and isinstance(workbench._tools, list):
-                if not any(workbench._tools is h for h in holders):
-                    holders.append(workbench._tools)
-        for holder in holders:
-            for tool in holder:
-                if isinstance(tool, FunctionTool):
-                    entry = found.setdefault(id(tool), (tool, []))
-                    entry[1].append(holder)
-        return list(found.values())
-
-    def _slot(self, tool: FunctionTool, lists: list[list[Any]], code_on: bool, desc_on: bool) -> _ToolSlot:
-        func = tool._func
-        name = tool.name
-        code_param = None
-        source, why_not = _source_of(func)
-        overridden = any(name in getattr(wb, "_tool_overrides", {}) for wb in getattr(self.agent, "_workbench", []) or [])
-        if source is not None:
-            code_param = Parameter(
-                f"{self.prefix}.tools.{name}.code", "code", source, trainable=code_on and why_not is None,
-                description=f"Python code of tool {name} of agent {self.prefix}; its JSON schema (argument names "
-                            f"and types) must stay the same" + (f" (frozen: {why_not})" if why_not else ""),
-                checks=[self._schema_check(name)], meta={"tool": name})
-            self.roles[ROLE_TOOL_CODE + name] = code_param
-        desc_param = Parameter(
-            f"{self.prefix}.tools.{name}.description", "text", tool.description,
-            trainable=desc_on and not overridden,
-            description=f"description of tool {name}, shown to agent {self.prefix}'s model"
-                        + (" (frozen: the workbench overrides it)" if overridden else ""),
-            checks=[_non_empty], meta={"tool": name})
-        self.roles[ROLE_TOOL_DESCRIPTION + name] = desc_param
-        return _ToolSlot(name, lists, code_param, desc_param, func)
-
-    # ----- reading ----------------------------------------------------------------------------
-    def parameters(self) -> list[Parameter]:
-        """Every parameter with its current value (read back from the live agent)."""
-        with self._lock:
-            self.system.value = self._system_value()
-            result = [self.system]
-            for slot in self.tools.values():
-                tool = slot.current()
-                if slot.code is not None:
-                    result.append(slot.code)
-                if slot.description is not None:
-                    slot.description.value = tool.description
-                    result.append(slot.description)
-            if self.temperature is not None:
-                if "temperature" in self.settings_override:
-                    self.temperature.value = self.settings_override["temperature"]
-                result.append(self.temperature)
-            return result
-
     def by_name(self) -> dict[str, Parameter]:
         return {p.name: p for p in self.parameters()}
 
     def role_map(self) -> dict[str, Parameter]:
-        """Role -> parameter, for the graph builder (current values). A frozen temperature that no one
-        set is left out: it is the provider's default, not a value of this workflow."""
+        """Role -> parameter for the conversation builder. A frozen temperature nobody set is left
+        out: it is the provider's default, not a value of this workflow."""
         self.parameters()
         roles = dict(self.roles)
-        temperature = self.temperature
-        if temperature is not None and not temperature.trainable and not self._temperature_explicit \
+        if not self.temperature.trainable and not self.client_temperature()[1] \
                 and "temperature" not in self.settings_override:
             roles.pop(ROLE_SETTING + "temperature", None)
         return roles
 
-    # ----- checks -----------------------------------------------------------------------------
-    def _schema_check(self, tool_name: str) -> Callable[[str], str]:
-        def check(source: str) -> str:
-            slot = self.tools[tool_name]
-            old = slot.current()
-            func = self.compile(tool_name, source)
-            new = _new_tool(old, func, old.description)
-            old_schema, new_schema = old.schema.get("parameters"), new.schema.get("parameters")
-            if old_schema != new_schema:
-                raise ValueError(f"the tool's JSON schema changed; it must stay {_compact(old_schema)}, "
-                                 f"the new code gives {_compact(new_schema)}")
-            if old.return_type() != new.return_type():
-                raise ValueError(f"the tool's return type changed from {old.return_type()!r} to {new.return_type()!r}")
-            return source
-
-        return check
-
-    def compile(self, tool_name: str, source: str) -> Callable[..., Any]:
-        """Compile a tool's new source in (a copy of) the original function's module globals."""
-        key = (tool_name, source)
-        cached = self._compiled.get(key)
-        if cached is not None:
-            return cached
-        slot = self.tools[tool_name]
-        original = slot.original_func
-        digest = hashlib.sha1(source.encode()).hexdigest()[:10]
-        filename = f"<opto {self.prefix}.tools.{tool_name} {digest}>"
-        # inspect.getsource (used by FunctionTool.dump_component) reads sources through linecache.
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        flags = original.__code__.co_flags & __future__.annotations.compiler_flag \
-            if hasattr(original, "__code__") else 0
-        namespace = dict(getattr(original, "__globals__", {}))
-        try:
-            code = compile(source, filename, "exec", flags=flags, dont_inherit=True)
-            exec(code, namespace)  # noqa: S102 - the optimizer's code for this tool, validated first
-        except Exception as exc:  # an import that fails, a decorator that raises...
-            raise ValueError(f"the code fails when defined: {type(exc).__name__}: {exc}") from None
-        function_name = _def_name(source)
-        func = namespace.get(function_name)
-        if not callable(func):
-            raise ValueError(f"the code does not define a function named {function_name!r}")
-        self._compiled[key] = func
-        return func
-
-    # ----- writing ----------------------------------------------------------------------------
-    def apply(self, updates: dict[str, Any]) -> list[str]:
-        """Write validated values into the live agent; return the names written.
-
-        Unknown names raise `KeyError` before anything is written.
-        """
-        with self._lock:
-            params = self.by_name()
-            unknown = [name for name in updates if name not in params]
-            if unknown:
-                raise KeyError(f"agent {self.prefix!r} has no parameters {unknown}; known: {sorted(params)}")
-            # Compile every tool first, so that a failure leaves the agent untouched.
-            # An unchanged value is not rewritten (the tool keeps its original function object).
-            updates = {name: value for name, value in updates.items() if params[name].value != value
-                       or name in (self.system.name, getattr(self.temperature, "name", None))}
-            new_funcs: dict[str, Callable[..., Any]] = {}
-            for slot in self.tools.values():
-                if slot.code is not None and slot.code.name in updates:
-                    new_funcs[slot.name] = self.compile(slot.name, updates[slot.code.name])
-            written: list[str] = []
-            if self.system.name in updates:
-                value = updates[self.system.name]
-                self.agent._system_messages = [SystemMessage(content=value)] if value else []
-                self.system.value = value
-                self.expect.system = (self.system.name, value)
-                written.append(self.system.name)
-            for slot in self.tools.values():
-                code_name = slot.code.name if slot.code is not None else None
-                desc_name = slot.description.name if slot.description is not None else None
-                if code_name not in updates and desc_name not in updates:
-                    continue
-                old = slot.current()
-                func = new_funcs.get(slot.name, old._func)
-                description = updates.get(desc_name, old.description) if desc_name else old.description
-                new = _new_tool(old, func, description)
-                slot.replace(new)
-                if slot.current() is not new or slot.current()._func is not func:
-                    raise WriteBackError(f"tool {slot.name!r}: the workbench does not hold the new tool after the write")
-                if code_name in updates:
-                    slot.code.value = updates[code_name]
-                    written.append(code_name)
-                if desc_name in updates:
-                    slot.description.value = description
-                    self.expect.tool_descriptions[slot.name] = (desc_name, description)
-                    written.append(desc_name)
-            if self.temperature is not None and self.temperature.name in updates:
-                value = float(updates[self.temperature.name])
-                self.settings_override["temperature"] = value
-                self.temperature.value = value
-                self.expect.settings["temperature"] = (self.temperature.name, value)
-                written.append(self.temperature.name)
-            return written
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything `restore` needs: the exact objects (tools, system messages), not just values."""
-        with self._lock:
-            return {
-                "system_messages": list(self.agent._system_messages),
-                "tools": {slot.name: slot.current() for slot in self.tools.values()},
-                "codes": {slot.name: slot.code.value for slot in self.tools.values() if slot.code is not None},
-                "settings_override": copy.deepcopy(self.settings_override),
-                "temperature": self.temperature.value if self.temperature is not None else None,
-            }
-
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        with self._lock:
-            self.agent._system_messages = list(snapshot["system_messages"])
-            self.system.value = self._system_value()
-            self.expect.system = (self.system.name, self.system.value)
-            for name, tool in snapshot["tools"].items():
-                slot = self.tools[name]
-                slot.replace(tool)
-                if slot.code is not None:
-                    slot.code.value = snapshot["codes"][name]
-                if slot.description is not None:
-                    slot.description.value = tool.description
-                    self.expect.tool_descriptions[name] = (slot.description.name, tool.description)
-            self.settings_override = copy.deepcopy(snapshot["settings_override"])
-            if self.temperature is not None:
-                self.temperature.value = snapshot["temperature"]
-                if "temperature" in self.settings_override:
-                    self.expect.settings["temperature"] = (self.temperature.name, self.settings_override["temperature"])
-                else:
-                    self.expect.settings.pop("temperature", None)
-
-    # ----- checking a request -----------------------------------------------------------------
+    # ----- checking a request (called by the recording client) -------------------------------
     def verify_request(self, messages: list[Any], tools: list[Any], extra_create_args: dict[str, Any]) -> list[str]:
         """Check the pending expectations against one outgoing request; return the names verified.
 
         Raises `WriteBackError` when the request contradicts a value that was applied.
         """
-        with self._lock:
-            expect = self.expect
-            if not expect:
-                return []
-            verified: list[str] = []
-            if expect.system is not None:
-                name, value = expect.system
-                first = messages[0] if messages else None
-                sent = first.content if isinstance(first, SystemMessage) else ""
-                if sent != value:
-                    raise WriteBackError(f"{name}: the request carries system message {_short(sent)!r}, "
-                                         f"not the applied value {_short(value)!r}")
+        expect = self.expect
+        if not expect:
+            return []
+        verified: list[str] = []
+        if expect.system is not None:
+            name, value = expect.system
+            first = messages[0] if messages else None
+            sent = first.content if isinstance(first, SystemMessage) else ""
+            if sent != value:
+                raise WriteBackError(f"{name}: the request carries system message {_short(sent)!r}, "
+                                     f"not the applied value {_short(value)!r}")
+            verified.append(name)
+            expect.system = None
+        for key, (name, value) in list(expect.settings.items()):
+            if extra_create_args.get(key) != value:
+                raise WriteBackError(f"{name}: the request carries {key}={extra_create_args.get(key)!r}, "
+                                     f"not the applied value {value!r}")
+            verified.append(name)
+            del expect.settings[key]
+        if tools:  # a request without tools (the reflection call) says nothing about descriptions
+            offered = {_tool_name(t): (t.get("description", "") if isinstance(t, dict) else t.description)
+                       for t in tools}
+            for tool, (name, value) in list(expect.tool_descriptions.items()):
+                if tool not in offered:
+                    continue
+                if offered[tool] != value:
+                    raise WriteBackError(f"{name}: the request offers tool {tool!r} with description "
+                                         f"{_short(offered[tool])!r}, not the applied value {_short(value)!r}")
                 verified.append(name)
-                expect.system = None
-            for key, (name, value) in list(expect.settings.items()):
-                if extra_create_args.get(key) != value:
-                    raise WriteBackError(f"{name}: the request carries {key}={extra_create_args.get(key)!r}, "
-                                         f"not the applied value {value!r}")
-                verified.append(name)
-                del expect.settings[key]
-            if tools:  # a request without tools (the reflection call) says nothing about descriptions
-                offered = {_tool_name(t): _tool_description(t) for t in tools}
-                for tool, (name, value) in list(expect.tool_descriptions.items()):
-                    if tool not in offered:
-                        continue
-                    if offered[tool] != value:
-                        raise WriteBackError(f"{name}: the request offers tool {tool!r} with description "
-                                             f"{_short(offered[tool])!r}, not the applied value {_short(value)!r}")
-                    verified.append(name)
-                    del expect.tool_descriptions[tool]
-            return verified
+                del expect.tool_descriptions[tool]
+        return verified
 
 
-# ----- helpers ----------------------------------------------------------------------------------
-def _new_tool(old: FunctionTool, func: Callable[..., Any], description: str) -> FunctionTool:
-    return FunctionTool(func, description=description, name=old.name,
-                        global_imports=getattr(old, "_global_imports", []), strict=getattr(old, "_strict", False))
+# ----- discovery ----------------------------------------------------------------------------------
+def _function_tools(agent: Any) -> list[tuple[FunctionTool, list[list[Any]]]]:
+    """Every FunctionTool of the agent with the lists that hold it (agent list + workbench list)."""
+    found: dict[int, tuple[FunctionTool, list[list[Any]]]] = {}
+    holders: list[list[Any]] = []
+    if isinstance(getattr(agent, "_tools", None), list):
+        holders.append(agent._tools)
+    for workbench in getattr(agent, "_workbench", []) or []:
+        if isinstance(workbench, StaticWorkbench) and isinstance(workbench._tools, list):
+            if not any(workbench._tools is h for h in holders):
+                holders.append(workbench._tools)
+    for holder in holders:
+        for tool in holder:
+            if isinstance(tool, FunctionTool):
+                found.setdefault(id(tool), (tool, []))[1].append(holder)
+    return list(found.values())
 
 
-def _source_of(func: Any) -> tuple[str | None, str | None]:
-    """``(source, reason it must stay frozen or None)``; source None when it is no plain function."""
-    if inspect.ismethod(func) or not inspect.isfunction(func):
+def _code_of(func: Any) -> tuple[str | None, str | None]:
+    """``(source, reason it stays frozen or None)``; no source for what is not one plain function."""
+    if inspect.ismethod(func) or not inspect.isfunction(func) or func.__name__ == "<lambda>":
         return None, None
     try:
-        source = textwrap.dedent(inspect.getsource(func))
-    except (OSError, TypeError):
+        source = function_source(func)
+        Parameter("probe", "code", source)  # the core's rule: one plain function
+        written = inspect.getsource(unwrap(func)) if unwrap(func) is func else "@"
+    except (SourceUnavailable, OSError, TypeError, InvalidValue):
         return None, None
-    if func.__name__ == "<lambda>":
-        return None, None
-    if func.__code__.co_freevars:
+    if func.__code__.co_freevars:  # kept frozen as before: the closure is the user's, not ours to change
         return source, f"it uses variables of an enclosing function ({', '.join(func.__code__.co_freevars)})"
-    try:
-        Parameter("probe", "code", source)
-    except Exception:  # not one plain function (several defs, module code...): not a code parameter
-        return None, None
-    if any(line.lstrip().startswith("@") for line in source.splitlines()):
+    if written.lstrip().startswith("@"):
         return source, "it is decorated (a recompiled copy would lose or repeat the decorator)"
     return source, None
 
 
-def _def_name(source: str) -> str:
-    import ast
-
+# ----- the checks a tool's code must pass (run by the core's Parameter.validate; nothing executes) --
+def _imports_resolve(source: str) -> str:
+    """Every module the new code imports exists (found, not imported)."""
     for statement in ast.parse(source).body:
-        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            return statement.name
-    raise ValueError("the code defines no function")
+        names = [a.name for a in statement.names] if isinstance(statement, ast.Import) else \
+            [statement.module] if isinstance(statement, ast.ImportFrom) and statement.module and not statement.level \
+            else []
+        for module in names:
+            top = module.split(".")[0]
+            if top not in sys.modules and importlib.util.find_spec(top) is None:
+                raise ValueError(f"the code fails when defined: there is no module named {top!r}")
+    return source
+
+
+def _keeps_schema(original: Callable[..., Any]) -> Callable[[str], str]:
+    """The tool's JSON schema comes from its signature's annotations. The core keeps the signature's
+    text; here no import of the new code may rebind a name that text uses to another object."""
+    module_globals = getattr(unwrap(original), "__globals__", {})
+
+    def check(source: str) -> str:
+        tree = ast.parse(source)
+        function = next(s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)))
+        used = {n.id for part in (function.args, function.returns) if part is not None
+                for n in ast.walk(part) if isinstance(n, ast.Name)}
+        for statement in tree.body:
+            if not isinstance(statement, (ast.Import, ast.ImportFrom)):
+                continue
+            for alias in statement.names:
+                bound = (alias.asname or alias.name).split(".")[0]
+                if bound in used and _imported(statement, alias) is not module_globals.get(bound, _MISSING):
+                    raise ValueError(f"the tool's JSON schema changed: the code imports {bound!r}, a name its "
+                                     f"signature uses, bound to something else than in the original's module")
+        return source
+
+    return check
+
+
+_MISSING = object()
+
+
+def _imported(statement: ast.Import | ast.ImportFrom, alias: ast.alias) -> Any:
+    """What an import statement would bind, read from modules already loaded (never importing one)."""
+    if isinstance(statement, ast.Import):
+        module = alias.name if alias.asname else alias.name.split(".")[0]
+        return sys.modules.get(module, _MISSING)
+    if statement.level or statement.module not in sys.modules:
+        return _MISSING
+    return getattr(sys.modules[statement.module], alias.name, _MISSING)
 
 
 def _tool_name(tool: Any) -> str:
     return tool["name"] if isinstance(tool, dict) else tool.name
 
 
-def _tool_description(tool: Any) -> str:
-    if isinstance(tool, dict):
-        return tool.get("description", "")
-    return tool.description
-
-
 def _non_empty(value: str) -> str:
     if not value.strip():
         raise ValueError("a tool description must not be empty (the model chooses tools by it)")
     return value
-
-
-def _compact(schema: Any) -> str:
-    import json
-
-    return json.dumps(schema, sort_keys=True)[:300]
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -10,7 +10,7 @@ Two sources, per the notes (``shared/notes/autogen.md`` section 2):
 - `TurnObserver`, fed with the messages an agent receives and the events/messages it yields
   (``on_messages_stream``), which gives message ids, tool-call requests and tool results.
 
-Both write framework-neutral records into a `ConversationLog` (see `graph_builder`).
+Both write framework-neutral records into a `ConversationLog` (see `opto_core.conversation`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ from autogen_core.models import (
 )
 from autogen_core.tools import Tool, ToolSchema
 
-from .graph_builder import (
+from .eventloop import adopt_running_loop
+from opto_core.conversation import (
     KIND_HANDOFF,
     KIND_MEMORY,
     KIND_MESSAGE,
@@ -170,6 +171,7 @@ class RecordingClient(ChatCompletionClient):
     # -- the recorded calls --
     def _prepare(self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema],
                  extra_create_args: Mapping[str, Any]) -> tuple[dict[str, Any], Any, list[str], BaseException | None]:
+        adopt_running_loop(self.inner)
         extra = dict(extra_create_args)
         if self.parameters is not None:
             extra.update(self.parameters.settings_override)
@@ -286,8 +288,17 @@ class RecordingClient(ChatCompletionClient):
         return self.inner.model_info
 
     def dump_component(self) -> Any:
-        """The inner client's config: a saved agent loads with its real client, not the recorder."""
-        return self.inner.dump_component()
+        """The inner client's config: a saved agent loads with its real client, not the recorder.
+
+        Settings written for this agent (the optimized temperature) go into the saved config when the
+        client's config has the field, so each saved agent gets its own client with its own value."""
+        component = self.inner.dump_component()
+        override = dict(self.parameters.settings_override) if self.parameters is not None else {}
+        fields = getattr(getattr(self.inner, "component_config_schema", None), "model_fields", {})
+        settable = {key: value for key, value in override.items() if key in fields}
+        if settable:
+            component = component.model_copy(update={"config": {**component.config, **settable}})
+        return component
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("inner", "agent", "session", "parameters", "role"):

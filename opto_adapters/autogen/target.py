@@ -5,12 +5,18 @@ dedicated event-loop thread shared by every AutoGen target of the process and wa
 
 - it works from plain threads (the loop's evaluation threads) and from code that is itself inside
   a running event loop (the calling thread just blocks while the loop thread runs the agent);
-- every run of a team happens on the *same* loop, which AgentChat needs: a team's queues bind to
-  the first loop that uses them, so a fresh ``asyncio.run`` per call would break the second run.
+- the user's own ``asyncio.run(team.run(...))`` works before, between and after optimization
+  runs: every recorded run first moves the team and its model clients to the running loop
+  (`opto_adapters.autogen.eventloop.adopt_running_loop`).
 
-Inside async code, ``await target.arun(example)`` runs on the caller's loop instead (use one or
-the other for a given team, not both). Runs of one target are serialized (an agent's model
-context is shared by all its calls); runs of different targets proceed concurrently.
+Inside async code, ``await target.arun(example)`` runs on the caller's loop instead (one run of a
+team at a time, whichever loop). Runs of one target are serialized (an agent's model context is
+shared by all its calls); runs of different targets proceed concurrently.
+
+The targets are `opto_core.target.BoundTarget`s: ``parameters``/``apply``/``snapshot``/``restore``/
+``save_values`` are the core's write-back model over the agents' bindings. A run that fails for a
+reason outside the workflow (event loop, connection, this adapter) comes back as its exception,
+which `opto_core.executors.error_kind` classifies as infrastructure.
 """
 
 from __future__ import annotations
@@ -27,11 +33,15 @@ from autogen_agentchat.messages import BaseChatMessage
 from autogen_agentchat.teams import BaseGroupChat
 from autogen_core import CancellationToken
 
-from opto_core.graph import Graph
-from opto_core.parameters import Parameter
+from opto_core.binding import BoundParameters, select
+from opto_core.executors import InfrastructureError, error_kind
+from opto_core.graph import Graph, run_meta
+from opto_core.target import BoundTarget
+from opto_core.values import apply_saved
 
-from .agent import ADAPTER, OptoAgent, _select_output, framework_version
-from .graph_builder import ConversationLog, build_graph
+from .agent import ADAPTER, FRAMEWORK, OptoAgent, _select_output, framework_version, graph_of
+from opto_core.conversation import ConversationLog
+from .eventloop import adopt_running_loop
 from .recorder import RecordingClient, message_record
 
 # ----- the shared loop thread -----------------------------------------------------------------
@@ -108,14 +118,17 @@ def _output_of(result: TaskResult, graph: Graph | None) -> Any:
     return content if isinstance(content, str) else chosen.to_text()
 
 
-class _Base:
-    """What agent and team targets share: the lock, the sync/async entry points, graphs."""
+class _Base(BoundTarget):
+    """What agent and team targets share: the lock, the sync/async entry points, graphs, the bound values."""
+
+    framework = FRAMEWORK
 
     def __init__(self, task_key: str, reset: bool, output: Any, max_graphs: int, before_run: Any) -> None:
         self.task_key = task_key
         self.reset = reset
         self.output = output
         self.before_run = before_run
+        self.framework_version = framework_version()
         self.graphs: collections.deque[Graph] = collections.deque(maxlen=max_graphs)
         self._lock = threading.RLock()
 
@@ -129,12 +142,22 @@ class _Base:
             return run_sync(self.arun(example))
 
     async def arun(self, example: Any) -> tuple[Any, Graph]:
-        """Run one example on the caller's event loop (for async code; not serialized)."""
-        if self.before_run is not None:
-            outcome = self.before_run(example)
-            if inspect.isawaitable(outcome):
-                await outcome
-        return await self._arun(example)
+        """Run one example on the caller's event loop (for async code, ``executor="asyncio"``).
+
+        Runs of one target take turns, as in `run` (an agent's model context and a team's state
+        are shared by all its runs; a team refuses a second concurrent run): an ``asyncio.Lock``
+        per event loop, so waiting runs cost no thread.
+        """
+        loop = asyncio.get_running_loop()
+        turns = self.__dict__.get("_turns")
+        if turns is None or turns[0] is not loop:
+            turns = self._turns = (loop, asyncio.Lock())
+        async with turns[1]:
+            if self.before_run is not None:
+                outcome = self.before_run(example)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            return await self._arun(example)
 
     async def _arun(self, example: Any) -> tuple[Any, Graph]:
         raise NotImplementedError
@@ -142,36 +165,18 @@ class _Base:
     def _agents(self) -> list[OptoAgent]:
         raise NotImplementedError
 
-    def parameters(self) -> list[Parameter]:
-        with self._lock:
-            return [p for agent in self._agents() for p in agent.parameters()]
-
     def apply(self, updates: dict[str, Any]) -> None:
-        """Write values (by parameter name) into the live agents. Unknown names fail before any write."""
+        """Validate, then write (by parameter name) into the live agents; a failing write undoes all."""
         with self._lock:
-            owners: dict[str, OptoAgent] = {}
-            for agent in self._agents():
-                for parameter in agent.parameters():
-                    owners[parameter.name] = agent
-            unknown = [name for name in updates if name not in owners]
-            if unknown:
-                raise KeyError(f"unknown parameters {unknown}; known: {sorted(owners)}")
-            grouped: dict[str, dict[str, Any]] = {}
-            for name, value in updates.items():
-                grouped.setdefault(owners[name].name, {})[name] = value
-            for agent in self._agents():
-                if agent.name in grouped:
-                    agent.params.apply(grouped[agent.name])
+            self.bound.apply(updates)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Any:
         with self._lock:
-            return {agent.name: agent.snapshot() for agent in self._agents()}
+            return self.bound.snapshot()
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
+    def restore(self, snapshot: Any) -> None:
         with self._lock:
-            for agent in self._agents():
-                if agent.name in snapshot:
-                    agent.restore(snapshot[agent.name])
+            self.bound.restore(snapshot)
 
 
 class AgentTarget(_Base):
@@ -186,28 +191,40 @@ class AgentTarget(_Base):
     def __init__(self, agent: Any, *, task_key: str = "task", reset: bool = True, output: Any = None,
                  max_graphs: int = 100, before_run: Any = None, **agent_options: Any) -> None:
         super().__init__(task_key, reset, output, max_graphs, before_run)
-        self.agent = agent if isinstance(agent, OptoAgent) else OptoAgent(agent, **agent_options)
+        if isinstance(agent, OptoAgent):
+            self.agent = agent
+            include, exclude = agent_options.pop("include", None), agent_options.pop("exclude", None)
+            if agent_options:
+                raise TypeError(f"{sorted(agent_options)} are options of a new OptoAgent; {agent.name!r} is wrapped "
+                                f"already (give include=/exclude= patterns instead)")
+            if include is not None or exclude is not None:
+                agent.params.freeze_except(select(agent.params.names(), include, exclude))
+        else:
+            self.agent = OptoAgent(agent, **agent_options)
+        self.bound = self.agent.params
 
     def _agents(self) -> list[OptoAgent]:
         return [self.agent]
 
     async def _arun(self, example: Any) -> tuple[Any, Graph]:
         task = task_of(example, self.task_key)
-        if self.reset:
-            await self.agent.on_reset(CancellationToken())
+        previous = self.agent.last_graph
         result: TaskResult | None = None
+        error: Exception | None = None
         try:
+            if self.reset:
+                await self.agent.on_reset(CancellationToken())
             async for item in self.agent.recorded_stream(task=task, output=self.output):
                 if isinstance(item, TaskResult):
                     result = item
         except Exception as exc:
-            graph = self.agent.last_graph
-            assert graph is not None
-            self.graphs.append(graph)
-            return exc, graph
+            error = exc
         graph = self.agent.last_graph
-        assert graph is not None and result is not None
+        if graph is None or graph is previous:
+            return _as_infrastructure(error), _empty_graph(error)
         self.graphs.append(graph)
+        if error is not None or result is None:
+            return error or InfrastructureError("the agent's stream ended without a TaskResult"), graph
         return _output_of(result, graph), graph
 
 
@@ -221,7 +238,8 @@ class TeamTarget(_Base):
     """
 
     def __init__(self, team: Any, *, task_key: str = "task", reset: bool = True, output: Any = None,
-                 max_graphs: int = 100, before_run: Any = None, **agent_options: Any) -> None:
+                 max_graphs: int = 100, before_run: Any = None, include: Any = None, exclude: Any = None,
+                 **agent_options: Any) -> None:
         if not isinstance(team, BaseGroupChat):
             raise TypeError(f"TeamTarget wraps an autogen_agentchat team (BaseGroupChat such as RoundRobinGroupChat "
                             f"or SelectorGroupChat), got {type(team).__module__}.{type(team).__name__}")
@@ -236,7 +254,11 @@ class TeamTarget(_Base):
         self._wrap_participants(team, agent_options)
         if not self.agents:
             raise ValueError(f"team {team.name!r} has no AssistantAgent to wrap")
+        # One write-back model over every agent's bindings: a team write is validated and rolled back as one.
+        self.bound = BoundParameters([(p, agent.params.binding(p.name)) for agent in self.agents.values()
+                                      for p in agent.params.parameters()], include=include, exclude=exclude)
         self._log: ConversationLog | None = None
+        self._infrastructure_cause: BaseException | None = None
         self.selector_client: RecordingClient | None = None
         client = getattr(team, "_model_client", None)
         if client is not None and hasattr(team, "_selector_prompt"):
@@ -274,6 +296,7 @@ class TeamTarget(_Base):
                                    output_task_messages: bool = True
                                    ) -> AsyncGenerator[Any, None]:
         team = self.team
+        adopt_running_loop(team)  # the user's own asyncio.run before or after optimizing
         log = ConversationLog("team", team.name, meta={"team_type": type(team).__name__})
         self._log = log
         for agent in self.agents.values():
@@ -298,8 +321,8 @@ class TeamTarget(_Base):
             for agent in self.agents.values():
                 agent.bind(None)
             log.finish(error)
-            graph = build_graph(log, {name: agent.params.role_map() for name, agent in self.agents.items()},
-                                meta={"adapter": ADAPTER, "framework_version": framework_version()})
+            self._infrastructure_cause = _infrastructure_cause(log)
+            graph = graph_of(log, {name: agent.params.role_map() for name, agent in self.agents.items()})
             self.graphs.append(graph)
             for turn_agent in {turn.agent for turn in log.turns}:
                 if turn_agent in self.agents:
@@ -307,15 +330,51 @@ class TeamTarget(_Base):
 
     async def _arun(self, example: Any) -> tuple[Any, Graph]:
         task = task_of(example, self.task_key)
-        if self.reset and self.team._initialized:
-            await self.team.reset()
+        previous = self.last_graph
+        result: TaskResult | None = None
+        error: Exception | None = None
         try:
+            if self.reset and self.team._initialized:
+                await self.team.reset()
             result = await self.team.run(task=task)
         except Exception as exc:
-            graph = self.last_graph
-            assert graph is not None
-            return exc, graph
-        return _output_of(result, self.last_graph), self.last_graph  # type: ignore[return-value]
+            error = exc
+        graph = self.last_graph
+        if graph is None or graph is previous:  # failed before the recorded run began (e.g. in reset)
+            return _as_infrastructure(error), _empty_graph(error)
+        if error is not None:
+            # A team re-raises an agent's failure as a RuntimeError holding only its text; the
+            # recorded call keeps the real exception (a connection error, say): report that one.
+            cause = self._infrastructure_cause
+            return (cause if cause is not None and error_kind(error) != "infrastructure" else error), graph
+        return _output_of(result, graph), graph
+
+
+def _infrastructure_cause(log: ConversationLog) -> BaseException | None:
+    """The first recorded model-call or turn error that is infrastructure (connection, event loop, ours)."""
+    for error in [call.error for call in log.llm_calls] + [turn.error for turn in log.turns]:
+        if error is not None and error_kind(error) == "infrastructure":
+            return error
+    return None
+
+
+def _as_infrastructure(error: BaseException | None) -> BaseException:
+    """A failure outside the recorded run: the workflow's logic never ran, so it is not feedback on it."""
+    if error is None:
+        return InfrastructureError("the AutoGen adapter recorded no graph for this run")
+    if error_kind(error) == "infrastructure":
+        return error
+    wrapped = InfrastructureError(f"the AutoGen adapter could not start the run: {type(error).__name__}: {error}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def _empty_graph(error: BaseException | None) -> Graph:
+    """A graph holding only the failure (marked as output), for runs that recorded nothing."""
+    graph = Graph()
+    graph.meta.update(run_meta(ADAPTER, FRAMEWORK, framework_version()))
+    graph.add_exception("autogen.run", _as_infrastructure(error), op_type="run")
+    return graph
 
 
 def wrap_team(team: Any, **options: Any) -> TeamTarget:
@@ -338,4 +397,27 @@ def as_target(obj: Any, **options: Any) -> AgentTarget | TeamTarget:
     return AgentTarget(obj, **options)
 
 
-__all__ = ["AgentTarget", "TeamTarget", "as_target", "run_sync", "task_of", "wrap_team"]
+def bound_of(obj: Any) -> BoundParameters:
+    """The write-back model of an agent, a team or one of their targets (wrapping them if needed)."""
+    if isinstance(obj, _Base):
+        return obj.bound
+    if isinstance(obj, OptoAgent):
+        return obj.params
+    if isinstance(obj, BaseGroupChat):
+        return wrap_team(obj).bound
+    if isinstance(obj, AssistantAgent):
+        client = obj._model_client
+        if isinstance(client, RecordingClient) and client.parameters is not None:
+            return client.parameters  # wrapped before: the same bindings
+        return OptoAgent(obj).params  # its recording client passes calls through outside recorded runs
+    raise TypeError(f"apply_values takes an AgentChat AssistantAgent, team, OptoAgent or target, "
+                    f"got {type(obj).__module__}.{type(obj).__name__}")
+
+
+def apply_values(obj: Any, values_or_path: Any) -> dict[str, Any]:
+    """Write saved values (an ``opto-values/1`` file, its document, or a dict) into a freshly built
+    agent or team; returns what was applied. Unknown names fail before anything is written."""
+    return apply_saved(bound_of(obj), values_or_path, framework=FRAMEWORK)
+
+
+__all__ = ["AgentTarget", "TeamTarget", "apply_values", "as_target", "bound_of", "run_sync", "task_of", "wrap_team"]

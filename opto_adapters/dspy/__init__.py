@@ -1,8 +1,10 @@
 """DSPy adapter: `OptoTeleprompter`, a drop-in DSPy optimizer that updates instructions, field
 descriptions, demos, LM settings and tool code together from execution traces (OptoPrime).
 
-    from opto_adapters.dspy import OptoTeleprompter, load_optimized
+    from opto_adapters.dspy import OptoTeleprompter, apply_values
     optimized = OptoTeleprompter(metric=metric).compile(program, trainset=trainset)
+    optimized.opto_result.save_values("values.json")      # later, in production:
+    apply_values(build_program(), "values.json")
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the DSPy adapter needs DSPy: pip install 'opto-adapters[dspy]'") from exc
 
 from .metric import MetricError, adapt_metric
-from .parameters import ProgramParameters, load_optimized, save_optimized, sidecar_path
+from .parameters import ProgramParameters, apply_values, load_optimized, save_optimized, sidecar_path
 from .target import ExampleError, ProgramTarget
 from .teleprompter import OptimizationStopped, OptoTeleprompter
 from .tracing import DSPyTracer
 
 __all__ = ["DSPyTracer", "ExampleError", "MetricError", "OptimizationStopped", "OptoTeleprompter",
-           "ProgramParameters", "ProgramTarget", "adapt_metric", "load_optimized", "save_optimized", "sidecar_path"]
+           "ProgramParameters", "ProgramTarget", "adapt_metric", "apply_values", "load_optimized", "save_optimized",
+           "sidecar_path"]

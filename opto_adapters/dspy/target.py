@@ -17,10 +17,10 @@ import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
 from dspy.utils.usage_tracker import track_usage
 
-from opto_core.graph import Graph
-from opto_core.parameters import Parameter
+from opto_core.graph import META_DURATION, META_USAGE, Graph
+from opto_core.target import BoundTarget
 
-from .parameters import ProgramParameters
+from .parameters import FRAMEWORK, ProgramParameters
 from .tracing import DSPyTracer, node_names, untag_prediction
 
 #: Thread-local DSPy settings that belong to one call, never carried into another thread's run.
@@ -32,8 +32,15 @@ class ExampleError(ValueError):
     """An example the program cannot be called with (its inputs are unknown or missing)."""
 
 
-class ProgramTarget:
-    """Run, trace and change one DSPy program (it is changed in place: pass a copy to keep the original)."""
+class ProgramTarget(BoundTarget):
+    """Run, trace and change one DSPy program (it is changed in place: pass a copy to keep the original).
+
+    The write half (parameters, apply, snapshot, restore, save_values) is the kit's `BoundTarget`
+    over the program's `ProgramParameters` (``self.bound``, also ``self.params``).
+    """
+
+    framework = FRAMEWORK
+    framework_version = getattr(dspy, "__version__", "")
 
     def __init__(self, program: Any, *, parameters: ProgramParameters | None = None,
                  include: list[str] | None = None, exclude: list[str] | None = None,
@@ -42,7 +49,7 @@ class ProgramTarget:
                  input_keys: Sequence[str] | None = None, name: str | None = None,
                  context: dict[str, Any] | None = None) -> None:
         self.program = program
-        self.params = parameters or ProgramParameters(program, include=include, exclude=exclude,
+        self.bound = self.params = parameters or ProgramParameters(program, include=include, exclude=exclude,
                                                       optimize_lm_settings=optimize_lm_settings,
                                                       optimize_demos=optimize_demos, lm_bounds=lm_bounds)
         self.input_keys = list(input_keys) if input_keys is not None else None
@@ -54,19 +61,7 @@ class ProgramTarget:
             self.context["lm"] = lm
         self._names: dict[int, str] | None = None
 
-    # ----- the Target protocol -------------------------------------------------------------------------
-    def parameters(self) -> list[Parameter]:
-        return self.params.parameters()
-
-    def apply(self, updates: dict[str, Any]) -> None:
-        self.params.apply(updates)
-
-    def snapshot(self) -> Any:
-        return self.params.snapshot()
-
-    def restore(self, snapshot: Any) -> None:
-        self.params.restore(snapshot)
-
+    # ----- running --------------------------------------------------------------------------------------
     def inputs_of(self, example: Any) -> dict[str, Any]:
         """The program's keyword arguments for ``example`` (``with_inputs`` keys, else ``input_keys``)."""
         if isinstance(example, dspy.Example):
@@ -103,26 +98,59 @@ class ProgramTarget:
         return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
     def run(self, example: Any) -> tuple[Any, Graph]:
-        inputs = self.inputs_of(example)
-        if self._names is None:  # the program's structure does not change, its parameters' values do
-            self._names = node_names(self.program, self.params)
-        tracer = DSPyTracer(parameters=self.params, name=self.name, names=self._names)
-        run, traced = tracer.begin(inputs)
+        tracer, run, traced = self._begin(example)
         started = time.time()
-        output: Any
+        usage = None
         try:
             with dspy.context(**self.context, callbacks=[*self.callbacks, tracer], trace=[]):
                 with track_usage() as usage:
                     output = self.program(**traced)
         except Exception as exc:  # a failure is feedback for the loop, not a crash
-            output = exc
-            usage = None
+            output, usage = exc, None
+        return self._end(tracer, run, output, usage, started)
+
+    async def arun(self, example: Any) -> tuple[Any, Graph]:
+        """`run` on the caller's event loop (``program.acall``), for ``executor="asyncio"``.
+
+        DSPy runs a module asynchronously only when it defines ``aforward`` (``Predict``,
+        ``ChainOfThought``, ``ReAct`` do; a custom module with only ``forward`` does not): such a
+        program runs in a worker thread instead (``asyncio.to_thread``), with the same result.
+        """
+        if not hasattr(self.program, "aforward"):
+            import asyncio
+
+            return await asyncio.to_thread(self.run, example)
+        tracer, run, traced = self._begin(example)
+        started = time.time()
+        usage = None
+        try:
+            with dspy.context(**self.context, callbacks=[*self.callbacks, tracer], trace=[]):
+                with track_usage() as usage:
+                    output = await self.program.acall(**traced)
+        except Exception as exc:  # a failure is feedback for the loop, not a crash
+            output, usage = exc, None
+        return self._end(tracer, run, output, usage, started)
+
+    def _begin(self, example: Any) -> tuple[DSPyTracer, Any, dict[str, Any]]:
+        inputs = self.inputs_of(example)
+        if self._names is None:  # the program's structure does not change, its parameters' values do
+            self._names = node_names(self.program, self.params)
+        tracer = DSPyTracer(parameters=self.params, name=self.name, names=self._names)
+        run, traced = tracer.begin(inputs)
+        return tracer, run, traced
+
+    def _end(self, tracer: DSPyTracer, run: Any, output: Any, usage: Any, started: float) -> tuple[Any, Graph]:
         graph = run.graph
         if isinstance(output, BaseException) and not graph.outputs:  # raised before any traced call
             graph.add_exception(self.name, output, op_type="dspy.Module")
-        graph.meta["seconds"] = round(time.time() - started, 4)
+        graph.meta[META_DURATION] = round(time.time() - started, 4)
         if usage is not None:
-            graph.meta["token_usage"] = usage.get_total_tokens()
+            by_model = usage.get_total_tokens()
+            graph.meta[META_USAGE] = {key: sum(int(u.get(key) or 0) for u in by_model.values())
+                                      for key in ("prompt_tokens", "completion_tokens")}
+            if by_model:
+                graph.meta["usage_by_model"] = {m: {k: u.get(k) for k in ("prompt_tokens", "completion_tokens")}
+                                                for m, u in by_model.items()}
         if tracer.errors:
             graph.meta.setdefault("trace_errors", list(tracer.errors))
         if not isinstance(output, BaseException):

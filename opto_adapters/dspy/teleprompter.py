@@ -14,7 +14,6 @@ Like DSPy's own optimizers, ``compile`` returns an optimized copy and leaves the
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -23,15 +22,19 @@ from typing import Any, Callable, Sequence
 import dspy
 from dspy.teleprompt import Teleprompter
 
+from opto_core.binding import UnknownParameters, WriteError
 from opto_core.parameters import InvalidValue
+from opto_core.settings import Settings
 
 from .metric import adapt_metric
-from .parameters import ProgramParameters, save_optimized, sidecar_path
+from .parameters import ProgramParameters, save_optimized, sidecar_path, write_sidecar
 from .target import ExampleError, ProgramTarget
 
 log = logging.getLogger("opto.dspy")
 
 AUTO_STEPS = {"light": 5, "medium": 10, "heavy": 20}
+#: OptoPrime's memory (past values and feedback it sees) unless ``memory_size`` is set.
+DEFAULT_MEMORY = 5
 
 
 class OptimizationStopped(RuntimeError):
@@ -51,57 +54,51 @@ class OptoTeleprompter(Teleprompter):
     ``metric(gold, pred[, trace[, pred_name, pred_trace]])`` returns a bool, a number or
     ``dspy.Prediction(score=..., feedback=...)``; the feedback text reaches the optimizer.
     ``llm`` is the optimizer's model (an ``opto_core`` ChatModel; default ``OpenAIChat()``);
-    the program keeps using its own DSPy LM. ``include`` / ``exclude`` select parameters by
-    name or pattern (``"*.demos"``). ``run_dir`` (alias ``log_dir``) keeps checkpoints, history,
-    graphs and the optimized program; reusing it resumes the run. ``temperature`` and
-    ``max_answer_tokens`` are the optimizer's own sampling settings; ``optimizer`` is a factory
-    ``(parameters, llm) -> Optimizer`` to use another optimizer than OptoPrime (e.g. ``OPRO``).
+    the program keeps using its own DSPy LM.
+
+    The run's settings are the core's `opto_core.settings.Settings`: pass one as ``settings=``,
+    and/or any of its fields as keywords (``max_steps``, ``batch_size``, ``num_threads``,
+    ``max_errors``, ``seed``, ``run_dir``, ``max_llm_calls``, ``target_score``, ``keep``, ...).
+    DSPy-style spellings are mapped onto it in `_settings`: ``auto`` (light/medium/heavy steps),
+    ``log_dir`` (= ``run_dir``; reusing it resumes the run), and ``num_threads``/``max_errors``
+    left unset take DSPy's own settings (``dspy.configure(num_threads=..., max_errors=...)``).
+
+    Options of this adapter, not of the run: ``include``/``exclude`` select parameters by name
+    or glob (``"*.demos"``; the rest stay visible, frozen), ``optimize_lm_settings``,
+    ``optimize_demos``, ``lm_bounds``, ``label_feedback``; and of the default optimizer
+    (OptoPrime): ``token_budget``, ``temperature`` and ``max_answer_tokens`` (its own
+    sampling); ``optimizer`` is a factory ``(parameters, llm) -> Optimizer`` to use another one.
     """
 
-    def __init__(self, metric: Callable[..., Any] | None = None, llm: Any = None, *, max_steps: int | None = None,
-                 auto: str | None = None, batch_size: int = 4, num_threads: int | None = None, memory_size: int = 5,
-                 token_budget: int = 8000, max_errors: int | None = None, run_dir: str | None = None,
-                 log_dir: str | None = None, include: Sequence[str] | None = None,
-                 exclude: Sequence[str] | None = None, optimize_lm_settings: bool = True,
-                 optimize_demos: bool = True, lm_bounds: dict[str, tuple[float, float]] | None = None,
-                 label_feedback: bool = True, max_llm_calls: int | None = None, max_tokens: int | None = None,
-                 max_cost_usd: float | None = None, target_score: float | None = None, seed: int = 0,
-                 progress: bool = False, failure_score: float = 0.0, temperature: float | None = None,
-                 max_answer_tokens: int | None = None, optimizer: Callable[..., Any] | None = None) -> None:
+    def __init__(self, metric: Callable[..., Any] | None = None, llm: Any = None, *,
+                 settings: Settings | None = None, auto: str | None = None, log_dir: str | None = None,
+                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                 optimize_lm_settings: bool = True, optimize_demos: bool = True,
+                 lm_bounds: dict[str, tuple[float, float]] | None = None, label_feedback: bool = True,
+                 token_budget: int = 8000, temperature: float | None = None, max_answer_tokens: int | None = None,
+                 optimizer: Callable[..., Any] | None = None, **overrides: Any) -> None:
         super().__init__()
-        if auto is not None and auto not in AUTO_STEPS:
-            raise ValueError(f"auto must be one of {sorted(AUTO_STEPS)} or None, got {auto!r}")
-        if max_steps is not None and max_steps < 0:
-            raise ValueError("max_steps must be >= 0")
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
         if metric is not None and not callable(metric):
             raise TypeError(f"metric must be callable, got {type(metric).__name__}")
         self.metric = metric
         self.llm = llm
-        self.max_steps = max_steps if max_steps is not None else AUTO_STEPS.get(auto or "light", 5)
-        self.batch_size = batch_size
-        self.num_threads = num_threads
-        self.memory_size = memory_size
-        self.token_budget = token_budget
-        self.max_errors = max_errors
-        self.run_dir = run_dir or log_dir
+        self.settings, self._from_dspy = _settings(settings, auto, log_dir, overrides)
         self.include = list(include) if include is not None else None
         self.exclude = list(exclude) if exclude is not None else None
         self.optimize_lm_settings = optimize_lm_settings
         self.optimize_demos = optimize_demos
         self.lm_bounds = lm_bounds
         self.label_feedback = label_feedback
-        self.max_llm_calls = max_llm_calls
-        self.max_tokens = max_tokens
-        self.max_cost_usd = max_cost_usd
-        self.target_score = target_score
-        self.seed = seed
-        self.progress = progress
-        self.failure_score = failure_score
+        self.token_budget = token_budget
         self.temperature = temperature
         self.max_answer_tokens = max_answer_tokens
         self.optimizer = optimizer
+
+    def __getattr__(self, name: str) -> Any:  # tp.max_steps, tp.run_dir, ...: the settings' fields
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in Settings.fields():
+            return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def compile(self, student: Any, *, trainset: Sequence[Any], valset: Sequence[Any] | None = None,
                 teacher: Any = None, metric: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
@@ -137,15 +134,10 @@ class OptoTeleprompter(Teleprompter):
                 raise ValueError(f"no LM for the predictors {without}: set one with dspy.configure(lm=dspy.LM(...)), "
                                  "with dspy.context(lm=...) around compile, or with program.set_lm(...)")
         optimizer = self._optimizer(target)
-        run_dir = self.run_dir or tempfile.mkdtemp(prefix="opto-dspy-")
-        max_errors = self.max_errors if self.max_errors is not None else int(dspy.settings.get("max_errors", 10) or 10)
-        num_threads = self.num_threads or int(dspy.settings.get("num_threads", 8) or 1)
+        settings = self.run_settings()
         result = optimize(target, trainset, feedback_fn, optimizer, list(valset) if valset else None,
-                          max_steps=self.max_steps, batch_size=self.batch_size, num_threads=num_threads,
-                          max_llm_calls=self.max_llm_calls, max_tokens=self.max_tokens,
-                          max_cost_usd=self.max_cost_usd, target_score=self.target_score, run_dir=run_dir,
-                          seed=self.seed, progress=self.progress, max_errors=max_errors,
-                          failure_score=self.failure_score)
+                          settings=settings)
+        run_dir = settings.run_dir
         program.score = result.best_score
         program.opto_history = result.history  # not .history: DSPy appends its LM calls there
         program.opto_report = result.run_dir
@@ -155,10 +147,21 @@ class OptoTeleprompter(Teleprompter):
         if result.stopped_reason == "max_errors":
             last = _last_failure(result.history)
             raise OptimizationStopped(
-                f"stopped: more than max_errors={max_errors} runs failed" + (f" (last: {last})" if last else "")
+                f"stopped: more than max_errors={settings.max_errors} runs failed" + (f" (last: {last})" if last else "")
                 + f"; every finished step is saved in {run_dir} (the best program so far is on this error's "
                   ".program; compile again with run_dir=... to resume)", program, run_dir, result)
         return program
+
+    def run_settings(self) -> Settings:
+        """The settings of the next run: DSPy's defaults filled in where the user left them to DSPy."""
+        filled: dict[str, Any] = {}
+        if "num_threads" in self._from_dspy:
+            filled["num_threads"] = max(1, int(dspy.settings.get("num_threads", 8) or 1))
+        if "max_errors" in self._from_dspy:
+            filled["max_errors"] = int(dspy.settings.get("max_errors", 10) or 10)
+        if self.settings.run_dir is None:
+            filled["run_dir"] = tempfile.mkdtemp(prefix="opto-dspy-")
+        return Settings.build(self.settings, **filled)
 
     # ----- pieces --------------------------------------------------------------------------------------
     def _optimizer(self, target: ProgramTarget) -> Any:
@@ -166,7 +169,8 @@ class OptoTeleprompter(Teleprompter):
             return self.optimizer(target.parameters(), self._llm())
         from opto_core.optimizers import OptoPrime
 
-        return OptoPrime(target.parameters(), self._llm(), memory_size=self.memory_size,
+        memory = self.settings.memory_size if self.settings.memory_size is not None else DEFAULT_MEMORY
+        return OptoPrime(target.parameters(), self._llm(), memory_size=memory,
                          token_budget=self.token_budget, temperature=self.temperature,
                          max_answer_tokens=self.max_answer_tokens)
 
@@ -196,10 +200,9 @@ class OptoTeleprompter(Teleprompter):
             program = student.deepcopy()
             params = ProgramParameters(program)
             try:
-                current = params.values()
-                params.apply({k: params.bindings[k].parameter().validate(v) for k, v in values.items()
-                              if k in params.bindings and current.get(k) != v})
-            except (InvalidValue, KeyError) as exc:  # a candidate that cannot be rebuilt is reported, not fatal
+                current = params.values(trainable_only=False)
+                params.apply({k: v for k, v in values.items() if current.get(k) != v}, allow_frozen=True)
+            except (InvalidValue, UnknownParameters, WriteError) as exc:  # reported, not fatal
                 log.warning("could not rebuild the candidate of step %s: %s", record.get("step"), exc)
                 continue
             candidates.append({"score": score, "program": program, "step": record.get("step"), "values": values,
@@ -215,8 +218,32 @@ class OptoTeleprompter(Teleprompter):
             save_optimized(program, path)
         except Exception as exc:  # e.g. a custom-engine LM that DSPy cannot serialise: keep the sidecar
             log.warning("program.save(%s) failed (%s); writing the sidecar only", path, exc)
-            sidecar_path(path).write_text(json.dumps(ProgramParameters(program).sidecar(), indent=1,
-                                                     ensure_ascii=False), encoding="utf-8")
+            write_sidecar(program, sidecar_path(path))
+
+
+def _settings(settings: Settings | None, auto: str | None, log_dir: str | None,
+              overrides: dict[str, Any]) -> tuple[Settings, set[str]]:
+    """The one place DSPy-style arguments become `Settings`; also which fields DSPy's own settings fill.
+
+    ``auto`` picks ``max_steps`` (unless given), ``log_dir`` is ``run_dir``, and ``num_threads``
+    or ``max_errors`` that are neither given nor in ``settings`` (or given as ``None``) are taken
+    from ``dspy.settings`` when ``compile`` runs.
+    """
+    if auto is not None and auto not in AUTO_STEPS:
+        raise ValueError(f"auto must be one of {sorted(AUTO_STEPS)} or None, got {auto!r}")
+    overrides = dict(overrides)
+    if log_dir is not None:
+        overrides.setdefault("run_dir", log_dir)
+    if overrides.get("max_steps") is None:
+        overrides.pop("max_steps", None)
+        if auto is not None or settings is None:
+            overrides["max_steps"] = AUTO_STEPS[auto or "light"]
+    from_dspy = set()
+    for name in ("num_threads", "max_errors"):
+        if overrides.get(name, ...) is None or (name not in overrides and settings is None):
+            overrides.pop(name, None)
+            from_dspy.add(name)
+    return Settings.build(settings, **overrides), from_dspy
 
 
 def _last_failure(history: list[dict[str, Any]]) -> str:

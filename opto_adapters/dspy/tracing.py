@@ -11,10 +11,11 @@ messages from the inputs and the instructions, field descriptions and demos, whi
 parameter parents), ``<p>.lm`` (the LM call; temperature and max_tokens are its parameter
 parents) and ``<p>`` (the parsed output fields). Tools are ops whose parent is the tool's code.
 
-Data flow, which DSPy does not record, is recovered the way the notes describe: each output
-field is handed on as a ``str`` subclass carrying its node id (or, for other objects, followed
-by identity); values that were copied or embedded in a longer text are matched by value
-(meta ``inputs`` says how each input was matched). In ``dspy.ReAct``, a tool call's parent is
+Data flow, which DSPy does not record, is recovered with the core's provenance index
+(`opto_core.provenance`, one set of rules for every adapter): each output field is handed on
+as a tagged ``str`` carrying its node id (other objects are followed by identity); values that
+were copied or embedded in a longer text are matched by value (meta ``inputs`` says how each
+input was matched: identity, value, contains, or external). In ``dspy.ReAct``, a tool call's parent is
 the ``react`` step that chose it, and the formatted trajectory is an op whose parents are all
 earlier steps and observations.
 """
@@ -26,45 +27,33 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
 from dspy.utils.callback import ACTIVE_CALL_ID, BaseCallback
 
-from opto_core.graph import Edge, Graph, shorten
+from opto_core.code import SourceUnavailable, function_source
+from opto_core.graph import META_DURATION, Edge, Graph, run_meta, shorten
 from opto_core.parameters import Parameter
+from opto_core.provenance import Match, ProvenanceIndex, TaggedStr, tagged_node, untag
 
 from .parameters import ProgramParameters, module_path, sub_modules
 
 log = logging.getLogger("opto.dspy")
 
 _RUN_IDS = itertools.count(1)
-#: Strings shorter than this are not matched by value (too likely to be a coincidence).
-MIN_VALUE_MATCH = 3
-#: A produced string at least this long found inside an input counts as flowing into it.
-MIN_CONTAINED = 8
-MAX_CONTAINED_PARENTS = 5
+ADAPTER = "opto_adapters.dspy"
 
-
-class TracedStr(str):
-    """A string that remembers the node that produced it (compares and hashes like the plain string)."""
-
-    _opto_node: str
-    _opto_run: int
-
-
-def untag(value: Any) -> Any:
-    """The plain ``str`` behind a traced one; other values unchanged."""
-    return str.__str__(value) if isinstance(value, TracedStr) else value
+#: Kept for callers of earlier versions: the tagged ``str`` is the core's.
+TracedStr = TaggedStr
 
 
 def untag_prediction(prediction: Any) -> Any:
-    """Replace traced strings in a Prediction's fields by plain strings (in place); returns it."""
+    """Replace tagged values in a Prediction's fields by plain ones (in place); returns it."""
     if isinstance(prediction, dspy.Example):
         for key, value in prediction.items():
-            if isinstance(value, TracedStr):
+            if tagged_node(value) is not None:
                 prediction[key] = untag(value)
     return prediction
 
@@ -101,77 +90,28 @@ class _Run:
     id: int = field(default_factory=lambda: next(_RUN_IDS))
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     root: str | None = None
-    identity: dict[int, tuple[str, Any]] = field(default_factory=dict, repr=False)
-    texts: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    provenance: ProvenanceIndex = field(default_factory=ProvenanceIndex, repr=False)
     react_steps: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     last_exception: str | None = None
     last_op: str | None = None
     done: bool = False
     started: float = field(default_factory=time.time)
 
-    # ----- following values ----------------------------------------------------------------------
+    # ----- following values (the rules are the core's: `opto_core.provenance`) --------------------
     def tag(self, value: Any, node_id: str) -> Any:
-        """Return ``value`` carrying ``node_id`` (a `TracedStr`), or register it by identity."""
-        self._remember(value, node_id, depth=1)
+        """Register ``value`` as produced by ``node_id``; a ``str`` comes back tagged (other values as they are)."""
         if isinstance(value, str):
-            tagged = TracedStr(value)
-            tagged._opto_node = node_id
-            tagged._opto_run = self.id
-            return tagged
+            return self.provenance.tag(value, node_id)
+        self.provenance.register(value, node_id)
         return value
 
-    def _remember(self, value: Any, node_id: str, depth: int) -> None:
-        if value is None or isinstance(value, (bool, int, float)):
-            return
-        if isinstance(value, str):
-            if len(value.strip()) >= MIN_VALUE_MATCH:
-                self.texts.append((str.__str__(value), node_id))
-            return
-        self.identity[id(value)] = (node_id, value)  # the reference keeps ids unique
-        if depth > 0:
-            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
-            for item in items:
-                self._remember(item, node_id, depth - 1)
-
-    def resolve(self, value: Any, depth: int = 1) -> list[tuple[str, str]]:
-        """The nodes that produced ``value``: ``[(node_id, how)]``, how in identity/value/contains."""
-        if getattr(value, "_opto_run", None) == self.id:
-            return [(value._opto_node, "identity")]
-        if value is None or isinstance(value, (bool, int, float)):
-            return []
-        entry = self.identity.get(id(value))
-        if entry is not None and entry[1] is value:
-            return [(entry[0], "identity")]
-        if isinstance(value, str):
-            text = str.__str__(value)
-            if len(text.strip()) >= MIN_VALUE_MATCH:
-                for produced, node_id in reversed(self.texts):
-                    if produced == text:
-                        return [(node_id, "value")]
-            if len(text) >= MIN_CONTAINED:
-                found: list[tuple[str, str]] = []
-                for produced, node_id in reversed(self.texts):
-                    if len(produced) >= MIN_CONTAINED and produced in text and all(n != node_id for n, _ in found):
-                        found.append((node_id, "contains"))
-                        if len(found) >= MAX_CONTAINED_PARENTS:
-                            break
-                return found
-            return []
-        if depth > 0 and isinstance(value, (dict, list, tuple)):
-            items = value.values() if isinstance(value, dict) else value
-            found = []
-            for item in items:
-                for node_id, how in self.resolve(item, depth - 1):
-                    if all(n != node_id for n, _ in found):
-                        found.append((node_id, how))
-            return found[:MAX_CONTAINED_PARENTS]
-        return []
+    def resolve(self, value: Any) -> list[Match]:
+        """The nodes that produced ``value``; ``Match.how`` is identity, value or contains."""
+        return self.provenance.find_all(value)
 
     def constant(self, name: str, value: Any, description: str) -> str:
         node = self.graph.add("input", name, value, description=description)
-        self._remember(value, node.id, depth=1)
-        if isinstance(value, str):  # the very object passed on (short strings are not matched by value)
-            self.identity[id(value)] = (node.id, value)
+        self.provenance.register(value, node.id, identity=True)  # the very object is passed on, untagged
         return node.id
 
     def parameter_edges(self, owner: Any, stage: str) -> list[Edge]:
@@ -186,7 +126,7 @@ def node_names(program: Any, parameters: ProgramParameters | None) -> dict[int, 
             if path != "self":
                 names[id(module)] = module_path(path)
     if parameters is not None:
-        names.update(parameters.names())
+        names.update(parameters.names_by_id())
     return names
 
 
@@ -238,9 +178,7 @@ class DSPyTracer(BaseCallback):
     # ----- runs ---------------------------------------------------------------------------------------
     def _new_run(self) -> _Run:
         index = self.parameters.index() if self.parameters is not None else {}
-        graph = Graph(meta={"adapter": "opto_adapters.dspy", "framework": "dspy",
-                            "framework_version": getattr(dspy, "__version__", "?"), "run_id": uuid.uuid4().hex,
-                            "program": self.root_name})
+        graph = Graph(meta=run_meta(ADAPTER, "dspy", getattr(dspy, "__version__", "?"), program=self.root_name))
         return _Run(graph, index, self.root_name)
 
     def begin(self, inputs: dict[str, Any]) -> tuple[_Run, dict[str, Any]]:
@@ -272,7 +210,7 @@ class DSPyTracer(BaseCallback):
 
     def _finish(self, run: _Run) -> None:
         run.done = True
-        run.graph.meta["seconds"] = round(time.time() - run.started, 4)
+        run.graph.meta[META_DURATION] = round(time.time() - run.started, 4)
         with self._lock:
             self.graphs.append(run.graph)
             if self.keep is not None and len(self.graphs) > self.keep:
@@ -604,12 +542,11 @@ class DSPyTracer(BaseCallback):
                 doc = f"[{call.name}] {desc}".strip()
                 meta = {"args": {k: shorten(repr(untag(v)), 300) for k, v in call.kwargs.items()},
                         "inputs": dict(call.how)}
-                if not any(e.arg == "__code" for e in edges):
-                    from .parameters import function_source
-
-                    source = function_source(getattr(call.instance, "func", None))
-                    if source:
-                        doc += "\n" + source
+                if not any(e.arg == "__code" for e in edges):  # no code parameter: show the source as doc
+                    try:
+                        doc += "\n" + function_source(getattr(call.instance, "func", None))
+                    except (SourceUnavailable, TypeError, AttributeError):
+                        pass
                 if exception is not None:
                     node = run.graph.add("exception", call.name, f"{type(exception).__name__}: {exception}",
                                          parents=edges, op_type="dspy.Tool", doc=doc, meta=meta, raw=True)

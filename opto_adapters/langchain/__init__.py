@@ -8,6 +8,8 @@
 
     target = ChainTarget(chain)             # parameters_of(chain): prompts, model settings, tools
     opto_core.optimize(target, trainset, feedback_fn, OptoPrime(target.parameters(), llm))
+    target.save_values("values.json")       # later, on a freshly built chain:
+    apply_values(chain, "values.json")
 
 Needs the ``langchain`` extra: ``pip install opto-adapters[langchain]``.
 """
@@ -19,8 +21,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the LangChain adapter needs langchain-core: pip install 'opto-adapters[langchain]'") from exc
 
+from .deploy import apply_values
 from .handler import OptoCallbackHandler, opto_trace
 from .parameters import NoParametersFound, parameters_of
 from .target import ChainTarget, optimize_chain
 
-__all__ = ["ChainTarget", "NoParametersFound", "OptoCallbackHandler", "optimize_chain", "opto_trace", "parameters_of"]
+__all__ = ["ChainTarget", "apply_values", "NoParametersFound", "OptoCallbackHandler", "optimize_chain", "opto_trace", "parameters_of"]

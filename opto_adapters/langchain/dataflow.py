@@ -19,29 +19,30 @@ by equality. Whatever stays unmatched falls back to the call tree: the edge gets
 
 Containers (sequence, parallel, branch, fallbacks, passthrough, assign, a LangGraph graph) become
 no node of their own: their children are wired through them. Every other run is an ``op`` node
-(``exception`` if it raised), and the parameters a run used (found through the tag in its
-metadata) are parent ``parameter`` nodes.
+(``exception`` if it raised), and the parameters a run used (see `links.Links`) are parent
+``parameter`` nodes. The builder reads only the records and the links it is given: it can be
+fed hand-made ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import langchain_core
+from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.tracers.schemas import Run
 
-from opto_core.graph import Edge, Graph
+from opto_core.graph import META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph, run_meta
 
-from .parameters import TAG_KEY, Group
+from .links import Links
+from .parameters import TAG_KEY
 from .values import Part, messages_in, parts_of, snapshot, text_of
 
-if TYPE_CHECKING:
-    from .handler import OptoCallbackHandler
-
 ADAPTER = "opto_adapters.langchain"
+FRAMEWORK = "langchain-core"
 MIN_TEXT_MATCH = 4  # shorter texts ("yes", "3") match too often by accident
 #: The argument name of an op's input when the value has no key of its own.
 _DEFAULT_ARGS = {"chat_model": "messages", "llm": "prompt", "tool": "args", "retriever": "query"}
@@ -73,9 +74,18 @@ class Ref(NamedTuple):
     via: str = "data"
 
 
-def build_graph(root: Run, records: dict[UUID, Record], handler: "OptoCallbackHandler") -> Graph:
-    """The OPTO graph of one finished top-level run."""
-    return _Builder(root, records, handler).build()
+def build_graph(root: Run, records: dict[UUID, Record], links: Links, docs: dict[str, str] | None = None) -> Graph:
+    """The OPTO graph of one finished top-level run: its records, the parameters ``links`` names,
+    and ``docs`` (run name -> documentation, e.g. a node function's source). The output is marked."""
+    return _Builder(root, records, links, docs or {}).build()
+
+
+def failed_graph(value: Any, exc: BaseException, what: str) -> Graph:
+    """The graph of a run that failed before LangChain started it (e.g. preparing its input)."""
+    graph = Graph(meta=run_meta(ADAPTER, FRAMEWORK, langchain_core.__version__, **{META_ERROR: f"{type(exc).__name__}: {exc}"}))
+    node = graph.add("input", "input", value, description="the example")
+    graph.add_exception(what, exc, parents=[Edge(node.id, "input")])
+    return graph
 
 
 _TAG_KINDS = ("seq:step:", "graph:step:", "map:key:", "condition:", "branch:")
@@ -97,12 +107,14 @@ def _metadata(run: Run) -> dict[str, Any]:
 
 
 class _Builder:
-    def __init__(self, root: Run, records: dict[UUID, Record], handler: "OptoCallbackHandler") -> None:
+    def __init__(self, root: Run, records: dict[UUID, Record], links: Links, docs: dict[str, str]) -> None:
         self.root = root
         self.records = records
-        self.handler = handler
-        self.graph = Graph(meta={"adapter": ADAPTER, "framework": f"langchain-core {langchain_core.__version__}",
-                                 "run_id": str(root.id), "run_name": root.name})
+        self.links = links
+        self.docs = docs
+        self.scope: list[str] = []  # names of the runs being visited (for parameters linked by used_by)
+        self.graph = Graph(meta=run_meta(ADAPTER, FRAMEWORK, langchain_core.__version__, run_name=root.name,
+                                         **{META_RUN_ID: str(root.id)}))
         self.message_producer: dict[str, str] = {}  # message id -> node
         self.call_producer: dict[str, str] = {}  # tool call id -> the model node that asked for it
         self.result_producer: dict[str, str] = {}  # tool call id -> the tool node that answered
@@ -110,7 +122,6 @@ class _Builder:
         self.texts: dict[str, str] = {}  # text -> latest node that produced it
         self.consumed: set[str] = set()
         self.routes: list[tuple[str, set[str]]] = []  # LangGraph routing results: node, targets
-        self.tool_groups: dict[str, Group] | None = None
         self.prompt_tokens = self.completion_tokens = 0
         self.exceptions: list[str] = []
         self.adopted = 0
@@ -237,19 +248,15 @@ class _Builder:
                               doc=f"[{root.name}] the run's output, assembled from the values of its steps",
                               meta={"run_id": str(root.id)})
         if target is not None:
-            if self.handler.mark_output:
-                graph.mark_output(target, "output")
-            else:
-                graph.meta["output_node"] = target
+            graph.mark_output(target, "output")
         meta = graph.meta
         if record.started and record.ended:
-            meta["seconds"] = round(record.ended - record.started, 6)
-        if self.prompt_tokens or self.completion_tokens:
-            meta["usage"] = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+            meta[META_DURATION] = round(record.ended - record.started, 6)
+        meta[META_USAGE] = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
         if self.adopted:
             meta["reattached_runs"] = self.adopted
         if record.error is not None:
-            meta["error"] = record.error
+            meta[META_ERROR] = record.error
         return graph
 
     def root_inputs(self, root: Run) -> list[Ref]:
@@ -368,6 +375,7 @@ class _Builder:
                 self.visit(child, sources)  # not a node (rare): wire it to the graph's input
                 continue
             record = self.record(child)
+            self.claim_input_messages(record, writers, sources)
             node_sources = self.state_refs(record.raw_in, writers, sources, record.parts)
             for router, targets in reversed(self.routes):
                 if child.name in targets:
@@ -380,6 +388,20 @@ class _Builder:
                     writers[str(key)] = [Ref(r.id, str(key), r.via) for r in refs]
         self.routes = saved_routes
         return self.state_refs(self.record(run).raw_out, writers, sources)
+
+    def claim_input_messages(self, record: Record, writers: dict[str, list[Ref]], sources: list[Ref]) -> None:
+        """Messages in a node's state that no step made, under a key only the graph's input wrote, came
+        from the input (LangGraph gives them their ids after the run started): credit them to it, not
+        to the first step that passes them on."""
+        inputs = {r.id for r in sources}
+        parts = record.parts if record.parts is not None else parts_of(record.raw_in)
+        for part in parts:
+            if not part.message_id or part.message_id in self.message_producer:
+                continue
+            key = part.key.split("[")[0]
+            owners = writers.get(key) or []
+            if owners and all(r.id in inputs for r in owners):
+                self.message_producer[part.message_id] = owners[0].id
 
     def state_refs(self, state: Any, writers: dict[str, list[Ref]], sources: list[Ref],
                    parts: list[Part] | None = None) -> list[Ref]:
@@ -419,7 +441,12 @@ class _Builder:
         parts = record.parts if record.parts is not None else parts_of(record.raw_in)
         refs: list[Ref] = []
         unmatched: list[str] = []
+        prompts = child.run_type in ("chat_model", "llm") and not self.links.empty
         for part in parts:
+            parameter = self.links.prompt_source(part.obj, part.text, self.scope) if prompts else None
+            if parameter is not None:  # a prompt kept in code (or one of yours, used_by this run)
+                refs.append(Ref(self.graph.add_parameter(parameter).id, part.key))
+                continue
             node = self.find_part(part)
             if node is None:  # the same value the enclosing step received under the same key?
                 node = next((r.id for r in parent_sources if r.key == part.key and r.via != "control"
@@ -446,6 +473,7 @@ class _Builder:
         in_node = "graph:step" in self.pos(run)
         if run.child_runs:
             produced: list[tuple[Run, list[Ref]]] = []
+            self.scope.append(run.name)
             for child in self.children(run):
                 child_refs = self.visit(child, self.infer_sources(child, run, sources))
                 produced.append((child, child_refs))
@@ -453,6 +481,7 @@ class _Builder:
                     targets = _route_targets(self.record(child).raw_out)
                     if targets:
                         self.routes.extend((r.id, targets) for r in child_refs)
+            self.scope.pop()
             edges += self.child_edges(record, produced, in_node)
         edges += self.parameter_edges(run, record)
         meta: dict[str, Any] = {"run_id": str(run.id), "run_type": run.run_type}
@@ -491,70 +520,50 @@ class _Builder:
         if isinstance(record.raw_out, dict):
             output_parts += list(record.raw_out.values())
         found_in_output = {self.find(part) for part in output_parts} - {None}
+        output_texts = [t for t in (text_of(p) for p in output_parts) if t]
         edges: list[Edge] = []
         for child, refs in produced:
+            retrieved = child.run_type == "retriever" and _documents_in(self.record(child).raw_out, output_texts)
             for ref in refs:
                 if ref.id in routed:
                     continue
-                if ref.id in found_in_output:
+                if ref.id in found_in_output or retrieved:
                     edges.append(Edge(ref.id, child.name, "data"))
                 elif ref.id not in self.consumed:
                     edges.append(Edge(ref.id, child.name, "call_tree"))
         return edges
 
     def parameter_edges(self, run: Run, record: Record) -> list[Edge]:
+        links = self.links
+        if links.empty:
+            return []
         edges: list[Edge] = []
-        handler = self.handler
         tag = _metadata(run).get(TAG_KEY)
-        if tag is None and run.run_type not in ("chat_model", "llm") and not handler._extra:
-            return edges
         if isinstance(tag, str):
-            group = handler.group_for(tag)
-            if group is not None and run.run_type in group.run_types:
-                for parameter in group.parameters:
-                    if handler.parameter_allowed(parameter):
-                        node = self.graph.add_parameter(parameter)
-                        edges.append(Edge(node.id, group.args.get(parameter.name, parameter.name)))
-                if group.kind == "prompt" and isinstance(record.raw_in, dict):
-                    group.available.update(k for k in record.raw_in if isinstance(k, str))
+            for parameter, arg in links.for_tag(tag, run.run_type):
+                edges.append(Edge(self.graph.add_parameter(parameter).id, arg))
+            if isinstance(record.raw_in, dict):
+                links.saw_variables(tag, (k for k in record.raw_in if isinstance(k, str)))
         if run.run_type in ("chat_model", "llm"):
             for name in _offered_tools(run):
-                group = self.tool_group(name)
-                if group is None:
-                    continue
-                for parameter in group.parameters:
-                    if group.args.get(parameter.name) == "description" and handler.parameter_allowed(parameter):
-                        edges.append(Edge(self.graph.add_parameter(parameter).id, f"tools[{name}].description"))
-        for parameter in handler._extra:
-            used_by = parameter.meta.get("used_by")
-            names = [used_by] if isinstance(used_by, str) else list(used_by or [])
-            if run.name in names:
-                edges.append(Edge(self.graph.add_parameter(parameter).id, parameter.name))
+                for parameter in links.tool_descriptions(name):
+                    edges.append(Edge(self.graph.add_parameter(parameter).id, f"tools[{name}].description"))
+        for parameter in links.used_by(run.name):
+            edges.append(Edge(self.graph.add_parameter(parameter).id, parameter.name))
         return edges
-
-    def tool_group(self, name: str) -> Group | None:
-        if self.tool_groups is None:
-            from .parameters import _GROUPS
-
-            groups = self.handler._groups.values() if self.handler._groups is not None else list(_GROUPS.values())
-            self.tool_groups = {}
-            for group in groups:
-                if group.kind == "tool":
-                    for tool_name in group.tool_names:
-                        self.tool_groups.setdefault(tool_name, group)
-        return self.tool_groups.get(name)
 
     # ----- documentation ------------------------------------------------------------------------------
     def documentation(self, run: Run, op_type: str) -> str:
         name = run.name
-        if name in self.handler.docs and op_type in ("chain", "langgraph_node"):
-            return f"[{name}] Python function:\n{self.handler.docs[name]}"
+        if name in self.docs and op_type in ("chain", "langgraph_node"):
+            return f"[{name}] Python function:\n{self.docs[name]}"
         group = None
         tag = _metadata(run).get(TAG_KEY)
         if isinstance(tag, str):
-            group = self.handler.group_for(tag)
+            group = self.links.group(tag)
         if op_type == "prompt":
-            return f"[{name}] formats the prompt from its templates and the input variables:\n" + _templates(run, group)
+            parameters = [p for p, _ in self.links.for_tag(tag, "prompt")] if isinstance(tag, str) else []
+            return f"[{name}] formats the prompt from its templates and the input variables:\n" + _templates(run, parameters)
         if op_type in ("chat_model", "llm"):
             metadata = _metadata(run)
             params = dict((run.extra or {}).get("invocation_params") or {})
@@ -587,9 +596,9 @@ class _Builder:
         return f"[{name}] a {run.run_type} step"
 
 
-def _templates(run: Run, group: Group | None) -> str:
-    if group is not None:
-        return "\n".join(f"{p.name}: {p.value}" for p in group.parameters)
+def _templates(run: Run, parameters: list[Any]) -> str:
+    if parameters:
+        return "\n".join(f"{p.name}: {p.value}" for p in parameters)
     kwargs = (run.serialized or {}).get("kwargs") or {}
     lines = []
     if "template" in kwargs:
@@ -601,6 +610,14 @@ def _templates(run: Run, group: Group | None) -> str:
             role = str((message.get("id") or ["?"])[-1]).replace("MessagePromptTemplate", "").lower()
             lines.append(f"{role}: {template}")
     return "\n".join(lines) or "(templates not available)"
+
+
+def _documents_in(documents: Any, texts: list[str]) -> bool:
+    """Whether a retriever's documents appear in a step's output texts (formatted into a context)."""
+    if not isinstance(documents, (list, tuple)) or not texts:
+        return False
+    contents = [d.page_content for d in documents if isinstance(d, Document) and len(d.page_content) >= MIN_TEXT_MATCH]
+    return any(content in text for content in contents for text in texts)
 
 
 def _offered_tools(run: Run) -> list[str]:

@@ -9,7 +9,8 @@ Pass it like any LangChain callback::
 It is a `BaseTracer` (LangChain keeps the run tree: parents, children, order) with three
 additions: every value is copied the moment a callback sees it (the tracer itself keeps
 references, and frameworks mutate them later); when a top-level run ends, its tree is turned
-into a graph of real data flow (`dataflow.build_graph`); and runs that LangChain detaches from
+into records, and the records into a graph of real data flow (`dataflow.build_graph`, which knows
+the parameters only through a `links.Links`); and runs that LangChain detaches from
 their parent (`RunnableWithFallbacks` passes the outer config to its attempts, LangGraph's agent
 passes its node's config to the model it calls) are put back under the run that called them.
 
@@ -27,7 +28,7 @@ from collections import deque
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from uuid import UUID
 
 from langchain_core.runnables.config import var_child_runnable_config
@@ -35,11 +36,11 @@ from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.context import register_configure_hook
 from langchain_core.tracers.schemas import Run
 
-from opto_core.graph import Graph
+from opto_core.graph import META_RUN_ID, Graph
 from opto_core.parameters import Parameter
 
 from .dataflow import Record, build_graph
-from .parameters import Group, group_of, group_of_parameter
+from .links import Links
 from .values import message_dict, parts_of, snapshot
 
 log = logging.getLogger("opto.langchain")
@@ -62,8 +63,9 @@ def _context_parent() -> UUID | None:
 class OptoCallbackHandler(BaseTracer):
     """Records each top-level run (chain, agent, LangGraph graph) as an OPTO `Graph`.
 
-    ``parameters``: the `Parameter`s to link into graphs (from `parameters_of`); by default every
-    object tagged by `parameters_of` that is still alive. ``max_graphs`` bounds ``graphs`` (oldest
+    ``parameters``: the `Parameter`s to link into graphs (from `parameters_of`, and your own with
+    ``meta={"used_by": ...}``); by default every object `parameters_of` found that is still alive.
+    ``docs``: documentation by run name (a node function's source). ``max_graphs`` bounds ``graphs`` (oldest
     dropped); ``on_graph(graph)`` is called with each finished graph (for streaming consumers).
     """
 
@@ -72,46 +74,17 @@ class OptoCallbackHandler(BaseTracer):
 
     def __init__(self, parameters: Sequence[Parameter] | None = None, *, max_graphs: int | None = 1000,
                  raise_error: bool = False, on_graph: Callable[[Graph], None] | None = None,
-                 mark_output: bool = True, docs: dict[str, str] | None = None) -> None:
+                 docs: dict[str, str] | None = None) -> None:
         super().__init__(_schema_format="original+chat")
         self.raise_error = raise_error
         self.graphs: deque[Graph] = deque(maxlen=max_graphs)
         self.errors: list[str] = []
         self.on_graph = on_graph
-        self.mark_output = mark_output  # False: the node to mark is left in graph.meta["output_node"]
         self.docs = dict(docs or {})  # run name -> documentation (a function step's source)
         self._records: dict[UUID, Record] = {}
         self._by_root: dict[UUID, Graph] = {}
         self._lock = threading.Lock()
-        self._groups: dict[str, Group] | None = None
-        self._extra: list[Parameter] = []
-        if parameters is not None:
-            self.set_parameters(parameters)
-
-    # ----- configuration --------------------------------------------------------------------------
-    def set_parameters(self, parameters: Iterable[Parameter]) -> None:
-        """Link these parameters only: tagged ones by their object, others by ``meta['used_by']``."""
-        groups: dict[str, Group] = {}
-        extra: list[Parameter] = []
-        allowed: set[str] = set()
-        for parameter in parameters:
-            group = group_of_parameter(parameter)
-            if group is not None:
-                groups[group.tag] = group
-                allowed.add(parameter.name)
-            else:
-                extra.append(parameter)
-        self._groups = groups
-        self._allowed = allowed
-        self._extra = extra
-
-    def group_for(self, tag: str) -> Group | None:
-        if self._groups is not None:
-            return self._groups.get(tag)
-        return group_of(tag)
-
-    def parameter_allowed(self, parameter: Parameter) -> bool:
-        return self._groups is None or parameter.name in self._allowed
+        self.links = Links(parameters)
 
     # ----- results ---------------------------------------------------------------------------------
     @property
@@ -328,7 +301,7 @@ class OptoCallbackHandler(BaseTracer):
         tree = _tree_ids(run)
         try:
             records = {run_id: self._records[run_id] for run_id in tree if run_id in self._records}
-            graph = build_graph(run, records, self)
+            graph = build_graph(run, records, self.links.refresh(), self.docs)
         except Exception as exc:  # noqa: BLE001
             graph = None
             self._failed(f"building the graph of run {run.id}", exc)
@@ -341,7 +314,7 @@ class OptoCallbackHandler(BaseTracer):
         with self._lock:
             if self.graphs.maxlen is not None and len(self.graphs) == self.graphs.maxlen:
                 dropped = self.graphs[0]
-                self._by_root.pop(UUID(dropped.meta["run_id"]), None)
+                self._by_root.pop(UUID(dropped.meta[META_RUN_ID]), None)
             self.graphs.append(graph)
             self._by_root[run.id] = graph
         if self.on_graph is not None:

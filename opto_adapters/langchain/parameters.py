@@ -7,7 +7,10 @@ close over) and returns one `Parameter` per trainable value:
 - each message template of a ``ChatPromptTemplate`` and each ``PromptTemplate`` (``text``);
 - chat model settings that are set: ``temperature``, ``top_p``, ``max_tokens``, penalties
   (``float``/``int`` with bounds);
-- each tool's Python function (``code``) and description (``text``).
+- each tool's Python function (``code``) and description (``text``);
+- prompts kept in code (``text``): the system prompt of a ``create_agent`` agent, and the strings
+  or system messages a node function, lambda or helper passes to a model from a module global or
+  a closure variable (`prompts_in_code`).
 
 Every object found is tagged through its own ``metadata["opto_param_id"]`` (run metadata that
 LangChain does not pass on to child runs), so the callback handler links each run to the
@@ -18,10 +21,12 @@ what LangChain caches: template ``input_variables``, the cached ``_serialized``,
 
 from __future__ import annotations
 
-import copy
-import fnmatch
+import ast
+import builtins
+import importlib.util
 import inspect
 import itertools
+import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -33,10 +38,13 @@ from langchain_core.prompts.string import get_template_variables
 from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 
+from opto_core.binding import Binding, UnknownParameters, select
+from opto_core.code import SourceUnavailable, function_source, parse_function
 from opto_core.parameters import InvalidValue, Parameter
 
-from .bindings import (Binding, CodeBinding, DescriptionBinding, FieldBinding, TemplateBinding, ToolBinding,
-                       _schema_shape, _tool_entry_name, function_source)
+from .bindings import (CodeBinding, DescriptionBinding, FieldBinding, PromptVariableBinding, TemplateBinding,
+                       ToolModels, schema_for, tool_entry_name)
+from .prompts_in_code import agent_prompt_cell, prompt_variables
 
 TAG_KEY = "opto_param_id"
 
@@ -77,7 +85,7 @@ class Group:
 
     def __init__(self, obj: Any, kind: str, tag: str, base: str) -> None:
         self.obj = obj
-        self.kind = kind  # prompt | model | tool
+        self.kind = kind  # prompt | model | tool | variable (a prompt kept in code: linked by value, no tag)
         self.tag = tag
         self.base = base
         self.parameters: list[Parameter] = []
@@ -87,11 +95,11 @@ class Group:
 
     @property
     def run_types(self) -> tuple[str, ...]:
-        return {"prompt": ("prompt",), "model": ("chat_model", "llm"), "tool": ("tool",)}[self.kind]
+        return {"prompt": ("prompt",), "model": ("chat_model", "llm"), "tool": ("tool",), "variable": ()}[self.kind]
 
 
 _GROUPS: "weakref.WeakValueDictionary[str, Group]" = weakref.WeakValueDictionary()
-_BY_OBJECT: "weakref.WeakValueDictionary[int, Group]" = weakref.WeakValueDictionary()
+_BY_OBJECT: "weakref.WeakValueDictionary[Any, Group]" = weakref.WeakValueDictionary()  # id(obj) or a variable's home
 _LOCK = threading.RLock()
 _COUNTER = itertools.count(1)
 
@@ -99,6 +107,13 @@ _COUNTER = itertools.count(1)
 def group_of(tag: str) -> Group | None:
     """The live group for a tag found in run metadata, if any parameters for it still exist."""
     return _GROUPS.get(tag)
+
+
+def live_groups() -> list[Group]:
+    """Every group whose parameters still exist (for handlers that link whatever they meet)."""
+    with _LOCK:
+        groups = list(_BY_OBJECT.values())
+    return list({id(g): g for g in groups}.values())
 
 
 def binding_of(parameter: Parameter) -> Binding | None:
@@ -126,6 +141,7 @@ class _Found:
     tools: list[tuple[BaseTool, str]] = field(default_factory=list)
     bindings: list[RunnableBinding] = field(default_factory=list)
     functions: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    variables: list[tuple[str, str, Any]] = field(default_factory=list)  # (function name, variable, home)
     inspected: list[str] = field(default_factory=list)
 
 
@@ -151,6 +167,7 @@ def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> Non
     if inspect.ismethod(obj):
         obj = obj.__func__
     if inspect.isfunction(obj):
+        _prompts_kept_by(obj, found)
         try:
             variables = inspect.getclosurevars(obj)
         except (TypeError, ValueError):
@@ -192,6 +209,19 @@ def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> Non
             _walk(value, f"{path}.{name}", found, seen, depth + 1)
 
 
+def _prompts_kept_by(function: Callable[..., Any], found: _Found) -> None:
+    """Prompts ``function`` keeps in code: create_agent's system prompt, or a user function's variables."""
+    cell = agent_prompt_cell(function)
+    if cell is not None:
+        found.variables.append(("model", "system_prompt", cell))
+        return
+    if (function.__module__ or "").startswith(("langchain", "langgraph", "opto_", "pydantic")):
+        return
+    label = "lambda" if function.__name__ == "<lambda>" else function.__name__
+    for name, home in prompt_variables(function):
+        found.variables.append((label, name, home))
+
+
 def function_docs(runnable: Any, limit: int = 3000) -> dict[str, str]:
     """The source of each named function step (lambdas, LangGraph nodes), by run name, as documentation."""
     found = _Found()
@@ -203,7 +233,7 @@ def function_docs(runnable: Any, limit: int = 3000) -> dict[str, str]:
     for name, func in found.functions:
         try:
             source = function_source(func)
-        except (OSError, TypeError, SyntaxError, IndexError):
+        except (SourceUnavailable, TypeError):
             continue
         docs.setdefault(name, source if len(source) <= limit else source[:limit] + "\n# ... (cut)")
     return docs
@@ -298,22 +328,22 @@ def _model_group(model: BaseLanguageModel, base: str) -> Group | None:
 def _tool_group(tool: BaseTool, base: str, bindings: Sequence[RunnableBinding]) -> Group | None:
     group = Group(tool, "tool", "", base)
     group.tool_names.add(tool.name)
-    holding = [b for b in bindings if any(_tool_entry_name(t) == tool.name for t in b.kwargs.get("tools") or [])]
-    shared = ToolBinding(tool, holding)
+    holding = [b for b in bindings if any(tool_entry_name(t) == tool.name for t in b.kwargs.get("tools") or [])]
+    shared = ToolModels(tool, holding)
     func = getattr(tool, "func", None)
     if func is not None and inspect.isfunction(func) and func.__name__ != "<lambda>":
         try:
             source = function_source(func)
-        except (OSError, TypeError, SyntaxError, IndexError):
+        except SourceUnavailable:
             source = None
         if source is not None:
             code = CodeBinding(shared, func, source, inferred_schema=_schema_inferred(tool, func))
             name = f"{base}.code"
             try:
-                parameter = Parameter(name, "code", source, checks=[code.check],
+                parameter = Parameter(name, "code", source, checks=[_same_schema_check(func)],
                                       description=f"Python source of tool {tool.name!r}; its signature is the "
                                                   f"tool's argument schema",
-                                      meta={"langchain_binding": code, "langchain_group": group})
+                                      meta={"langchain_binding": code, "langchain_group": group, "tool": tool.name})
             except InvalidValue:
                 parameter = None  # source that is not one plain function (e.g. nested helpers around it)
             if parameter is not None:
@@ -323,9 +353,23 @@ def _tool_group(tool: BaseTool, base: str, bindings: Sequence[RunnableBinding]) 
     group.parameters.append(Parameter(name, "text", tool.description,
                                       description=f"description of tool {tool.name!r}, which the model reads to "
                                                   f"decide when and how to call it",
-                                      meta={"langchain_binding": DescriptionBinding(shared), "langchain_group": group}))
+                                      meta={"langchain_binding": DescriptionBinding(shared), "langchain_group": group,
+                                            "tool": tool.name}))
     group.args[name] = "description"
     return group
+
+
+def _schema_shape(schema: Any) -> dict[str, Any]:
+    """What must not change in a tool's argument schema: names, types, which are required."""
+    if schema is None:
+        return {}
+    try:
+        data = schema.model_json_schema() if hasattr(schema, "model_json_schema") else dict(schema)
+    except Exception:
+        return {}
+    properties = {name: {k: v for k, v in spec.items() if k not in ("title", "description", "default")}
+                  for name, spec in (data.get("properties") or {}).items()}
+    return {"properties": properties, "required": sorted(data.get("required") or [])}
 
 
 def _schema_inferred(tool: BaseTool, func: Callable[..., Any]) -> bool:
@@ -333,12 +377,63 @@ def _schema_inferred(tool: BaseTool, func: Callable[..., Any]) -> bool:
     if tool.args_schema is None:
         return False
     try:
-        from langchain_core.tools.base import create_schema_from_function
-
-        built = create_schema_from_function(tool.name, func, filter_args=["run_manager", "callbacks"])
+        built = schema_for(tool.name, func)
     except Exception:
         return False
     return _schema_shape(built) == _schema_shape(tool.args_schema)
+
+
+def _same_schema_check(original: Callable[..., Any]) -> Callable[[str], str]:
+    """A check that the tool's argument schema stays the same, read from the new code's syntax tree.
+
+    The core already requires the same signature text. The schema can still change if the new
+    code imports a name its signature uses (``from builtins import str as int``): such an import
+    must bind the object the original's module binds. Imports are resolved without running them
+    (a module not loaded yet is only looked up), so nothing the optimizer wrote runs here.
+    """
+
+    def check(source: str) -> str:
+        shape = parse_function(source)
+        arguments = shape.function.args
+        used = {n.id for part in (arguments, shape.function.returns) if part is not None
+                for n in ast.walk(part) if isinstance(n, ast.Name)}
+        for statement in shape.tree.body:
+            if not isinstance(statement, (ast.Import, ast.ImportFrom)):
+                continue
+            for alias in statement.names:
+                module = alias.name if isinstance(statement, ast.Import) else (statement.module or "")
+                top = module.split(".")[0]
+                relative = isinstance(statement, ast.ImportFrom) and statement.level > 0
+                if top and not relative and top not in sys.modules and importlib.util.find_spec(top) is None:
+                    raise ValueError(f"ModuleNotFoundError: no module named {top!r}")
+                bound = alias.asname or alias.name.split(".")[0]
+                if bound not in used:
+                    continue
+                if isinstance(statement, ast.ImportFrom) and module in sys.modules:
+                    new = getattr(sys.modules[module], alias.name, None)
+                else:
+                    new = sys.modules.get(alias.name) if isinstance(statement, ast.Import) else None
+                if new is None or original.__globals__.get(bound, getattr(builtins, bound, None)) is not new:
+                    raise ValueError(f"the tool's argument schema would change: the import binds {bound!r}, "
+                                     f"which the signature uses, to something else; keep the argument names, "
+                                     f"types and defaults")
+        return source
+
+    return check
+
+
+def _variable_group(function_name: str, variable: str, home: Any, base: str) -> Group:
+    group = Group(home, "variable", "", base)
+    binding = PromptVariableBinding(home, variable)
+    if variable == "system_prompt" and function_name == "model":
+        what = "the agent's system prompt (create_agent system_prompt=), sent first in every model request"
+    else:
+        where = "module constant" if isinstance(home, dict) else "closure variable"
+        what = f"prompt text that {function_name} passes to the model ({where} {variable})"
+    group.parameters.append(Parameter(base, "text", binding.read(), description=what,
+                                      meta={"langchain_binding": binding, "langchain_group": group}))
+    group.args[base] = variable
+    return group
 
 
 def _make_group(obj: Any, kind: str, base: str, found: _Found) -> Group | None:
@@ -350,7 +445,10 @@ def _make_group(obj: Any, kind: str, base: str, found: _Found) -> Group | None:
 
 
 def discover(runnable: Any) -> tuple[list[Group], list[str]]:
-    """All parameter groups reachable from ``runnable`` (an object or a list of objects)."""
+    """All parameter groups reachable from ``runnable`` (an object or a list of objects).
+
+    The same objects give the same groups (and `Parameter` objects) for as long as they live.
+    """
     found = _Found()
     roots = runnable if isinstance(runnable, (list, tuple)) else [runnable]
     seen: set[int] = set()
@@ -358,123 +456,74 @@ def discover(runnable: Any) -> tuple[list[Group], list[str]]:
         _walk(root, "root" if len(roots) == 1 else f"root[{index}]", found, seen, 0)
     groups: list[Group] = []
     used: set[str] = set()
-    candidates = [(p, "prompt", (getattr(p, "name", None) or "prompt")) for p, _ in found.prompts]
-    candidates += [(m, "model", (getattr(m, "name", None) or "model")) for m, _ in found.models]
-    candidates += [(t, "tool", f"tools.{t.name}") for t, _ in found.tools]
+    candidates: list[tuple[Any, str, str, Any]] = [(p, "prompt", getattr(p, "name", None) or "prompt", id(p))
+                                                   for p, _ in found.prompts]
+    candidates += [(m, "model", getattr(m, "name", None) or "model", id(m)) for m, _ in found.models]
+    candidates += [(t, "tool", f"tools.{t.name}", id(t)) for t, _ in found.tools]
+    candidates += [((fn, var, home), "variable", f"{fn}.{var}", (id(home), var)) for fn, var, home in found.variables]
     with _LOCK:
-        for obj, kind, base in candidates:
-            existing = _BY_OBJECT.get(id(obj))
-            if existing is not None and existing.obj is obj:
+        for obj, kind, base, key in candidates:
+            existing = _BY_OBJECT.get(key)
+            live = obj[2] if kind == "variable" else obj
+            if existing is not None and existing.obj is live:
+                if existing in groups:
+                    continue  # a variable shared by two functions, or a shared cell
                 used.add(existing.base)
                 if kind == "tool":  # bindings found now may be new (a chain built after the first call)
                     _add_model_bindings(existing, found.bindings)
                 groups.append(existing)
                 continue
             base = _unique(base, used)
-            group = _make_group(obj, kind, base, found)
+            group = _variable_group(*obj, base) if kind == "variable" else _make_group(obj, kind, base, found)
             if group is None:
                 continue
-            group.tag = _tag(obj, base)
-            _GROUPS[group.tag] = group
-            _BY_OBJECT[id(obj)] = group
+            if kind != "variable":
+                group.tag = _tag(obj, base)
+                _GROUPS[group.tag] = group
+            _BY_OBJECT[key] = group
             groups.append(group)
     return groups, found.inspected
 
 
 def _add_model_bindings(group: Group, bindings: Sequence[RunnableBinding]) -> None:
     for parameter in group.parameters:
-        binding = binding_of(parameter)
-        shared = getattr(binding, "shared", None)
-        if isinstance(shared, ToolBinding):
+        shared = getattr(binding_of(parameter), "shared", None)
+        if isinstance(shared, ToolModels):
             for b in bindings:
-                holds = any(_tool_entry_name(t) == group.obj.name for t in b.kwargs.get("tools") or [])
+                holds = any(tool_entry_name(t) == group.obj.name for t in b.kwargs.get("tools") or [])
                 if holds and all(b is not known for known in shared.model_bindings):
                     shared.model_bindings.append(b)
             return
 
 
-def _matches(name: str, patterns: Iterable[str]) -> bool:
-    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
+def all_parameters(runnable: Any) -> tuple[list[Parameter], list[str]]:
+    """Every parameter found in ``runnable`` and what was inspected (for error messages)."""
+    groups, inspected = discover(runnable)
+    return [p for g in groups for p in g.parameters], inspected
 
 
 def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> list[Parameter]:
-    """The trainable parameters of a chain, graph, model, prompt or tool (or a list of them).
+    """The parameters to optimize in a chain, graph, agent, model, prompt or tool (or a list of them).
 
-    ``include``/``exclude`` are parameter names or glob patterns (``"prompt.*"``, ``"*.temperature"``).
-    Calling this twice on the same objects returns the same `Parameter` objects. Raises
+    ``include``/``exclude`` are parameter names or glob patterns (``"prompt.*"``, ``"*.temperature"``),
+    chosen by `opto_core.binding.select` (a pattern that matches nothing is an error listing the
+    names); this list leaves out what they leave out, while a `ChainTarget` keeps those frozen and
+    visible. Calling this twice on the same objects returns the same `Parameter` objects. Raises
     `NoParametersFound`, listing what was inspected, when nothing is left.
     """
-    groups, inspected = discover(runnable)
-    parameters = [p for g in groups for p in g.parameters]
+    parameters, inspected = all_parameters(runnable)
     names = [p.name for p in parameters]
-    selected = parameters
-    if include is not None:
-        include = list(include)
-        unknown = [pattern for pattern in include if not any(_matches(n, [pattern]) for n in names)]
-        if unknown:
-            raise NoParametersFound(f"include names no parameter: {unknown}; found: {names}")
-        selected = [p for p in selected if _matches(p.name, include)]
-    if exclude is not None:
-        selected = [p for p in selected if not _matches(p.name, list(exclude))]
+    try:
+        chosen = select(names, include, exclude)
+    except UnknownParameters as exc:
+        what = "include" if str(exc).startswith("include") else "exclude"
+        raise NoParametersFound(f"{what} names no parameter: {exc.unknown}; found: {names}") from None
+    selected = [p for p in parameters if p.name in chosen]
     if not selected:
         listing = "\n  ".join(inspected) if inspected else "(no LangChain object)"
         why = f"all {len(parameters)} found were excluded ({names})" if parameters else \
-            "no prompt template, chat model setting or tool function was found"
+            "no prompt template, chat model setting or tool function was found (nor a prompt kept in code)"
         raise NoParametersFound(f"no trainable parameter: {why}. Inspected:\n  {listing}\n"
                                 f"Pass the objects that hold them (parameters_of([chain, model, my_tool])) or "
                                 f"your own Parameter objects.")
     return selected
-
-
-# ----- writing values back ---------------------------------------------------------------------------
-def apply_values(parameters: Sequence[Parameter], updates: dict[str, Any]) -> None:
-    """Validate every value, then write them all; on any failure restore and raise (nothing half-applied)."""
-    by_name = {p.name: p for p in parameters}
-    unknown = sorted(set(updates) - set(by_name))
-    if unknown:
-        raise KeyError(f"unknown parameters {unknown}; known: {sorted(by_name)}")
-    accepted = {name: by_name[name].validate(value) for name, value in updates.items()}
-    saved = save_state(parameters)
-    try:
-        for name, value in accepted.items():
-            parameter = by_name[name]
-            binding = binding_of(parameter)
-            if binding is not None:
-                binding.set(value)
-            parameter.value = value
-    except Exception:
-        load_state(parameters, saved)
-        raise
-
-
-def refresh(parameters: Sequence[Parameter]) -> list[Parameter]:
-    """Read every bound parameter's value from its live object (someone may have edited it)."""
-    for parameter in parameters:
-        binding = binding_of(parameter)
-        if binding is not None:
-            try:
-                parameter.value = binding.get()
-            except Exception:  # an object that cannot be read back keeps the last known value
-                pass
-    return list(parameters)
-
-
-def save_state(parameters: Sequence[Parameter]) -> dict[str, Any]:
-    """Everything `load_state` needs to undo later writes: raw framework state and values."""
-    state: dict[str, Any] = {}
-    for parameter in parameters:
-        binding = binding_of(parameter)
-        state[parameter.name] = (binding.save() if binding is not None else None, copy.deepcopy(parameter.value))
-    return state
-
-
-def load_state(parameters: Sequence[Parameter], state: dict[str, Any]) -> None:
-    # load in reverse: a tool's code and description share the model bindings, saved per parameter
-    for parameter in reversed(list(parameters)):
-        if parameter.name not in state:
-            continue
-        raw, value = state[parameter.name]
-        binding = binding_of(parameter)
-        if binding is not None and raw is not None:
-            binding.load(raw)
-        parameter.value = copy.deepcopy(value)

@@ -1,37 +1,71 @@
-"""`ChainTarget`: a LangChain runnable or compiled LangGraph graph as a target of the shared loop.
+"""`ChainTarget`: a LangChain runnable, agent or compiled LangGraph graph as a target of the shared loop.
 
 ``optimize(ChainTarget(chain), trainset, feedback_fn, OptoPrime(...))`` runs each example through
-the chain with an `OptoCallbackHandler`, hands the loop the output and its graph, and writes
-accepted values back into the live prompt, model and tool objects (with undo).
+the chain with an `OptoCallbackHandler` and hands the loop the output and its graph. Writing
+values back, undo, include/exclude and saving values are `opto_core.target.BoundTarget`'s, over
+the bindings `parameters_of` found.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Sequence
 from uuid import uuid4
 
+import langchain_core
+
+from opto_core.binding import BoundParameters
 from opto_core.graph import Edge, Graph
 from opto_core.parameters import Parameter
+from opto_core.target import BoundTarget
 
+from .dataflow import failed_graph
 from .handler import OptoCallbackHandler
-from .parameters import (NoParametersFound, apply_values, function_docs, load_state, parameters_of, refresh,
-                         save_state)
+from .parameters import NoParametersFound, all_parameters, binding_of, function_docs
 
 
-class ChainTarget:
+def bound_parameters(runnable: Any, parameters: Sequence[Parameter] | None = None, *,
+                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None) -> BoundParameters:
+    """The runnable's parameters with their bindings (found by `parameters_of` unless given).
+
+    Found parameters are copies, so that freezing some for this target leaves other targets over
+    the same objects alone; parameters you pass are used as they are.
+    """
+    if parameters is None:
+        found, inspected = all_parameters(runnable)
+        if not found:
+            listing = "\n  ".join(inspected) if inspected else "(no LangChain object)"
+            raise NoParametersFound(f"no trainable parameter: no prompt template, chat model setting or tool "
+                                    f"function was found (nor a prompt kept in code). Inspected:\n  {listing}")
+        parameters = [p.copy() for p in found]
+    entries = []
+    for parameter in parameters:
+        if not isinstance(parameter, Parameter):
+            raise TypeError(f"parameters must be opto_core Parameter objects, got {type(parameter).__name__}")
+        entries.append((parameter, binding_of(parameter)))
+    return BoundParameters(entries, include=include, exclude=exclude)
+
+
+class ChainTarget(BoundTarget):
     """Runs a runnable traced, and reads/writes its parameters (the `opto_core.target.Target` protocol).
 
-    - ``parameters``: `Parameter`s to optimize (default: `parameters_of(runnable, include, exclude)`).
+    - ``parameters``: `Parameter`s to optimize (default: what `parameters_of(runnable)` finds).
       Your own `Parameter` objects may be mixed in; one with ``meta={"used_by": "node_name"}`` is
-      linked to the runs of that name (e.g. a LangGraph node whose function reads ``param.value``).
+      linked to the runs of that name, and to the model calls inside them that received its text
+      (e.g. a ``@dynamic_prompt`` middleware that returns ``param.value``: ``used_by="model"``).
+    - ``include``/``exclude``: names or globs (`opto_core.binding.select`); what they leave out is
+      frozen and stays visible in the graph; a pattern that matches nothing is an error.
     - What the chain receives from an example: ``prepare(example)`` if given; else
       ``example[input_key]``; else, for a dict example, the keys in ``input_keys`` or, by default,
       the keys the runnable's input schema declares (so labels such as ``"answer"`` never reach the
-      chain or the trace); anything else is passed as it is.
+      chain or the trace). A dict whose keys do not match the chain's inputs is warned about once.
     - ``output_fn(output)`` turns the chain's output into what the feedback function scores
       (e.g. the last message's text of a LangGraph state); it appears in the graph as one more op.
     - ``config``: extra `RunnableConfig` for every run (tags, metadata, ``configurable``...).
     """
+
+    framework = "langchain"
+    framework_version = langchain_core.__version__
 
     def __init__(self, runnable: Any, parameters: Sequence[Parameter] | None = None, *,
                  include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
@@ -41,39 +75,17 @@ class ChainTarget:
         if not hasattr(runnable, "invoke"):
             raise TypeError(f"ChainTarget needs a LangChain runnable (with .invoke), got {type(runnable).__name__}")
         self.runnable = runnable
-        if parameters is None:
-            parameters = parameters_of(runnable, include=include, exclude=exclude)
-        self._parameters = list(parameters)
-        for parameter in self._parameters:
-            if not isinstance(parameter, Parameter):
-                raise TypeError(f"parameters must be opto_core Parameter objects, got {type(parameter).__name__}")
-        names = [p.name for p in self._parameters]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"parameter names must be unique, repeated: {duplicates}")
-        if not any(p.trainable for p in self._parameters):
-            raise NoParametersFound(f"none of the parameters given is trainable: {names}")
+        self.bound = bound_parameters(runnable, parameters, include=include, exclude=exclude)
+        if not any(p.trainable for p in self.bound):
+            raise NoParametersFound(f"none of the parameters given is trainable: {self.bound.names()}")
         self.input_key = input_key
         self.input_keys = list(input_keys) if input_keys is not None else None
         self.prepare = prepare
         self.output_fn = output_fn
         self.config = dict(config or {})
         self._schema_keys: list[str] | None | bool = False  # False: not computed yet
+        self._warned = False
         self.docs = function_docs(runnable)
-
-    # ----- the Target protocol ------------------------------------------------------------------
-    def parameters(self) -> list[Parameter]:
-        return refresh(self._parameters)
-
-    def apply(self, updates: dict[str, Any]) -> None:
-        """Validate and write values into the live objects; on any failure nothing is changed."""
-        apply_values(self._parameters, updates)
-
-    def snapshot(self) -> Any:
-        return save_state(self._parameters)
-
-    def restore(self, snapshot: Any) -> None:
-        load_state(self._parameters, snapshot)
 
     def run(self, example: Any) -> tuple[Any, Graph]:
         """Run one example; a chain that raises gives ``(exception, graph with its exception node)``."""
@@ -82,7 +94,7 @@ class ChainTarget:
         try:
             chain_input = self.input_of(example)
         except Exception as exc:
-            return exc, _failed_graph(example, exc, "preparing the chain's input")
+            return exc, failed_graph(example, exc, "preparing the chain's input")
         callbacks = self.config.get("callbacks")
         if callbacks is None:
             callbacks = [handler]
@@ -96,29 +108,69 @@ class ChainTarget:
             output = self.runnable.invoke(chain_input, config)
         except Exception as exc:
             graph = handler.graph_for(run_id)
-            if graph is None:
-                return exc, _failed_graph(chain_input, exc, "running the chain")
-            _mark(graph)
-            return exc, graph
+            return exc, graph if graph is not None else failed_graph(chain_input, exc, "running the chain")
         graph = handler.graph_for(run_id)
         if graph is None:
             raise RuntimeError(f"the run left no graph: {'; '.join(handler.errors) or 'no callback reached the handler'}")
-        if self.output_fn is not None:
-            try:
-                output = self.output_fn(output)
-            except Exception as exc:
-                node = graph.meta.pop("output_node", None)
-                graph.add_exception("output_fn", exc, parents=[Edge(node, "output")] if node else [], op_type="python")
-                return exc, graph
-            _mark(graph, output)
-        else:
-            _mark(graph)
-        return output, graph
+        if self.output_fn is None:
+            return output, graph
+        marked = graph.outputs[0]
+        source = Edge(marked.edges[0].id, "output")
+        try:
+            transformed: Any = self.output_fn(output)
+            node = graph.add("op", "output_fn", transformed, parents=[source], op_type="python",
+                             doc="[output_fn] turns the chain's output into the value that is scored")
+        except Exception as exc:
+            transformed = exc
+            node = graph.add("exception", "output_fn", f"{type(exc).__name__}: {exc}", parents=[source],
+                             op_type="python", raw=True)
+        _move_output(graph, marked, node)
+        return transformed, graph
+
+    async def arun(self, example: Any) -> tuple[Any, Graph]:
+        """`run` on the caller's event loop (``ainvoke``), for ``executor="asyncio"``: no thread per run."""
+        handler = self.handler()
+        run_id = uuid4()
+        try:
+            chain_input = self.input_of(example)
+        except Exception as exc:
+            return exc, failed_graph(example, exc, "preparing the chain's input")
+        callbacks = self.config.get("callbacks")
+        if callbacks is None:
+            callbacks = [handler]
+        elif isinstance(callbacks, (list, tuple)):
+            callbacks = [*callbacks, handler]
+        else:  # a callback manager
+            callbacks = callbacks.copy()
+            callbacks.add_handler(handler, inherit=True)
+        config = {**self.config, "callbacks": callbacks, "run_id": run_id}
+        try:
+            output = await self.runnable.ainvoke(chain_input, config)
+        except Exception as exc:
+            graph = handler.graph_for(run_id)
+            return exc, graph if graph is not None else failed_graph(chain_input, exc, "running the chain")
+        graph = handler.graph_for(run_id)
+        if graph is None:
+            raise RuntimeError(f"the run left no graph: {'; '.join(handler.errors) or 'no callback reached the handler'}")
+        if self.output_fn is None:
+            return output, graph
+        marked = graph.outputs[0]
+        source = Edge(marked.edges[0].id, "output")
+        try:
+            transformed: Any = self.output_fn(output)
+            node = graph.add("op", "output_fn", transformed, parents=[source], op_type="python",
+                             doc="[output_fn] turns the chain's output into the value that is scored")
+        except Exception as exc:
+            transformed = exc
+            node = graph.add("exception", "output_fn", f"{type(exc).__name__}: {exc}", parents=[source],
+                             op_type="python", raw=True)
+        _move_output(graph, marked, node)
+        return transformed, graph
 
     # ----- helpers --------------------------------------------------------------------------------
     def handler(self) -> OptoCallbackHandler:
         """A fresh handler for one run (runs in several threads never share state)."""
-        return OptoCallbackHandler(self._parameters, max_graphs=1, mark_output=False, docs=self.docs)
+        return OptoCallbackHandler(self.bound.parameters(), max_graphs=1, docs=self.docs)
 
     def input_of(self, example: Any) -> Any:
         if self.prepare is not None:
@@ -132,11 +184,24 @@ class ChainTarget:
             return example
         keys = self.input_keys if self.input_keys is not None else self.schema_keys()
         if not keys:
+            self._warn_once(f"the chain declares no input keys, so each example dict is passed whole, with "
+                            f"its keys {sorted(map(str, example))}; if one of them is a label, pass "
+                            f"input_keys=[...] (or input_key=..., or prepare=...) to ChainTarget")
             return dict(example)
         missing = [k for k in keys if k not in example and self.input_keys is not None]
         if missing:
             raise KeyError(f"the example lacks the input field(s) {missing}; it has {sorted(example)}")
+        dropped = [str(k) for k in example if k not in keys]
+        if self.input_keys is None and (dropped or not any(k in example for k in keys)):
+            self._warn_once(f"the example's keys {dropped or sorted(map(str, example))} are not inputs of the chain "
+                            f"(it reads {list(keys)}), so they are left out of every run; if that is not what "
+                            f"you want, pass input_keys=[...] or prepare=... to ChainTarget")
         return {k: example[k] for k in keys if k in example}
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(message, UserWarning, stacklevel=3)
 
     def schema_keys(self) -> list[str] | None:
         """The fields the runnable's input schema declares (None when it declares none)."""
@@ -145,30 +210,21 @@ class ChainTarget:
                 schema = self.runnable.get_input_jsonschema()
                 properties = schema.get("properties") if isinstance(schema, dict) else None
                 self._schema_keys = list(properties) if properties else None
-            except Exception:
+            except Exception:  # e.g. a typing.TypedDict state on Python < 3.12: pydantic refuses it
                 self._schema_keys = None
+            if self._schema_keys is None:  # a compiled LangGraph graph: its builder's input schema
+                state = getattr(getattr(self.runnable, "builder", None), "input_schema", None)
+                keys = list(getattr(state, "__annotations__", None) or [])
+                self._schema_keys = keys or None
         return self._schema_keys  # type: ignore[return-value]
 
 
-_NOTHING = object()
-
-
-def _mark(graph: Graph, transformed: Any = _NOTHING) -> None:
-    """Mark the run's result as the output (after ``output_fn``, when one was applied)."""
-    node = graph.meta.pop("output_node", None)
-    if node is None:
-        return
-    if transformed is not _NOTHING:
-        node = graph.add("op", "output_fn", transformed, parents=[Edge(node, "output")], op_type="python",
-                         doc="[output_fn] turns the chain's output into the value that is scored").id
-    graph.mark_output(node, "output")
-
-
-def _failed_graph(value: Any, exc: BaseException, what: str) -> Graph:
-    graph = Graph(meta={"adapter": "opto_adapters.langchain", "error": f"{type(exc).__name__}: {exc}"})
-    node = graph.add("input", "input", value, description="the example")
-    graph.add_exception(what, exc, parents=[Edge(node.id, "input")])
-    return graph
+def _move_output(graph: Graph, marked: Any, node: Any) -> None:
+    """Point the chain's output mark at ``node`` (what ``output_fn`` made of it): one output per run."""
+    old = marked.edges[0]
+    graph.add_edge(marked.id, Edge(node.id, "value"))
+    marked.edges.remove(old)
+    marked.value = node.value
 
 
 def optimize_chain(runnable: Any, trainset: Sequence[Any], feedback_fn: Callable[[Any, Any], Any], *,
@@ -189,5 +245,9 @@ def optimize_chain(runnable: Any, trainset: Sequence[Any], feedback_fn: Callable
     target = ChainTarget(runnable, parameters, include=include, exclude=exclude, input_key=input_key,
                          input_keys=input_keys, prepare=prepare, output_fn=output_fn)
     if optimizer is None:
+        if llm is None:  # the documented default: a client configured from the environment
+            from opto_core.llm import OpenAIChat
+
+            llm = OpenAIChat()
         optimizer = OptoPrime(target.parameters(), llm)
     return optimize(target, trainset, feedback_fn, optimizer, valset, **settings)

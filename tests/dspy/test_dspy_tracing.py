@@ -47,7 +47,7 @@ def test_two_predictors_with_identical_signatures_have_their_own_nodes_and_param
     program_op = graph[out.edges[0].id]
     assert program_op.name == "TwoSame" and parents(graph, program_op.id) == {(second.id, "answer")}
     assert graph.meta["adapter"] == "opto_adapters.dspy" and graph.meta["framework_version"] == dspy.__version__
-    assert graph.meta["token_usage"] and "trace_errors" not in graph.meta
+    assert graph.meta["usage"]["prompt_tokens"] > 0 and "trace_errors" not in graph.meta
     assert Graph.from_json(graph.to_json()) == graph
 
 

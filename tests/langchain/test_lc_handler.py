@@ -257,10 +257,7 @@ def test_langgraph_state_graph_with_conditional_edge():
 
 
 def test_prebuilt_react_agent():
-    try:
-        from langchain.agents import create_agent as make_agent  # langchain >= 1.0
-    except ImportError:
-        from langgraph.prebuilt import create_react_agent as make_agent
+    from langgraph.prebuilt import create_react_agent as make_agent  # LangChain 1.x agents: test_lc_agents.py
     from lc_chains import make_add_tool, tool_model
 
     add = make_add_tool()

@@ -1,0 +1,443 @@
+"""The parameters of classic AutoGen (AG2) agents, as bindings of the shared write-back model.
+
+Where each value lives in AG2 0.14, and how a write reaches the next model request:
+
+- ``<agent>.system_message`` (text): ``agent.update_system_message`` (public; no rebuild).
+- ``<agent>.<setting>`` (``temperature``, ``top_p``, ``max_tokens``, ...; float/int with bounds): the
+  agent deep-copied its ``llm_config`` and copied top-level settings into every ``config_list``
+  entry, where the entry wins; so the value is set on the top level *and every entry*, then the
+  client is rebuilt with ``OpenAIWrapper(**agent.llm_config)`` (what AG2's own
+  ``update_tool_signature`` does). Only settings the ``llm_config`` sets are parameters.
+- ``<caller>.tools.<name>.description`` (text): the tool schema in ``caller.llm_config["tools"]``,
+  edited in place (order kept), client rebuilt.
+- ``<executor>.tools.<name>.code`` (code): ``executor.register_for_execution(name, silent_override=True)``
+  with the new function, compiled only by `opto_core.code.compile_like`. The schema advertised
+  to the model is derived from the signature, which a code value must keep (checked on the parsed
+  source by `Parameter.validate`, before anything runs), so the advertised schema stays the same.
+- ``<manager>.select_speaker_message_template`` / ``.select_speaker_prompt_template`` (text): the
+  GroupChat's "auto" selection prompts, on the GroupChat and on the manager's shallow copies.
+
+An agent without an ``llm_config`` (a pure tool executor) has no model parameters: it is listed in
+``notes``, not an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import string
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from autogen import ConversableAgent, GroupChat, GroupChatManager, OpenAIWrapper
+
+from opto_core.binding import Binding, BoundParameters
+from opto_core.code import compile_like, function_source
+from opto_core.conversation import ROLE_PROMPT, ROLE_SETTING, ROLE_SYSTEM, ROLE_TOOL_CODE, ROLE_TOOL_DESCRIPTION
+from opto_core.parameters import Parameter
+
+#: Numeric settings an llm_config may set: kind, lower, upper (OpenAI's documented ranges).
+NUMERIC_SETTINGS: dict[str, tuple[str, float | None, float | None]] = {
+    "temperature": ("float", 0.0, 2.0),
+    "top_p": ("float", 0.0, 1.0),
+    "presence_penalty": ("float", -2.0, 2.0),
+    "frequency_penalty": ("float", -2.0, 2.0),
+    "max_tokens": ("int", 1, None),
+    "max_completion_tokens": ("int", 1, None),
+}
+#: GroupChat attributes holding the "auto" speaker-selection prompts, and the placeholders AG2 fills in.
+SELECTION_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "select_speaker_message_template": ("roles", "agentlist"),
+    "select_speaker_prompt_template": ("agentlist",),
+}
+
+
+# ----- the private AG2 state, isolated -----------------------------------------------------------
+def manager_groupchat_copies(manager: GroupChatManager, groupchat: GroupChat) -> list[GroupChat]:
+    """The shallow copies of ``groupchat`` the manager's reply functions run with.
+
+    AG2's ``register_reply(config=groupchat)`` stores ``copy.copy(groupchat)`` in the private
+    ``manager._reply_func_list[i]["config"]`` (its ``init_config`` is the original), and ``run_chat``
+    reads the copy: a template written on the GroupChat alone would not be used. This is the one
+    place that reads that private list; tests/ag2/test_ag2_parameters.py fails if AG2 changes it.
+    """
+    return [entry["config"] for entry in manager._reply_func_list
+            if entry.get("init_config") is groupchat and isinstance(entry.get("config"), GroupChat)
+            and entry["config"] is not groupchat]
+
+
+def function_map(executor: ConversableAgent) -> dict[str, Any]:
+    """The executor's registered tools (AG2's public read-only ``function_map`` property)."""
+    return executor.function_map
+
+
+def registered_function(executor: ConversableAgent, name: str) -> Any:
+    """The user's function behind a registered tool.
+
+    ``register_for_execution`` stores a wrapper (chat-context injection, result serialization)
+    that keeps the user's function in the private attribute ``_origin`` (``_wrap_function``); a
+    function registered through ``register_function({name: f})`` is stored as is. ``_origin`` is
+    itself a ``functools.wraps`` wrapper (dependency injection) whose code object is shared by
+    every tool, so the ``__wrapped__`` chain is followed to the user's own function. Tested in
+    tests/ag2/test_ag2_parameters.py so that a change in AG2 shows.
+    """
+    registered = function_map(executor)[name]
+    return inspect.unwrap(getattr(registered, "_origin", registered))
+
+
+# ----- bindings ------------------------------------------------------------------------------------
+@dataclass
+class SystemMessageBinding(Binding):
+    agent: ConversableAgent
+
+    def read(self) -> str:
+        return self.agent.system_message
+
+    def write(self, value: str) -> None:
+        self.agent.update_system_message(value)
+
+    def verify(self, value: str) -> None:
+        if self.agent.system_message != value:
+            raise RuntimeError(f"{self.agent.name}.system_message still reads {self.agent.system_message!r}")
+
+    def describe(self) -> str:
+        return f"{self.agent.name}.update_system_message"
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
+def _set(obj: Any, key: str, value: Any) -> None:
+    if isinstance(obj, dict):
+        if value is None:
+            obj.pop(key, None)
+        else:
+            obj[key] = value
+    else:
+        setattr(obj, key, value)
+
+
+def rebuild_client(agent: ConversableAgent) -> None:
+    """Rebuild the agent's OpenAIWrapper from its llm_config (AG2 builds it once, in ``__init__``)."""
+    agent.client = OpenAIWrapper(**agent.llm_config)
+
+
+@dataclass
+class SettingBinding(Binding):
+    """One numeric setting, on the llm_config's top level and on every config_list entry."""
+
+    agent: ConversableAgent
+    key: str
+
+    def _entries(self) -> list[Any]:
+        return list(_get(self.agent.llm_config, "config_list") or [])
+
+    def read(self) -> Any:
+        for entry in self._entries():
+            value = _get(entry, self.key)
+            if value is not None:
+                return value
+        return _get(self.agent.llm_config, self.key)
+
+    def write(self, value: Any) -> None:
+        if any(_get(e, "model_client_cls") for e in self._entries()):
+            raise RuntimeError(f"{self.agent.name} uses a custom model client; rebuilding its client would "
+                               "deactivate it, so its settings are not written")
+        _set(self.agent.llm_config, self.key, value)
+        for entry in self._entries():
+            _set(entry, self.key, value)
+
+    def refresh(self) -> None:
+        rebuild_client(self.agent)
+
+    def verify(self, value: Any) -> None:
+        if self.read() != value:
+            raise RuntimeError(f"{self.describe()} still reads {self.read()!r}")
+
+    def save(self) -> Any:
+        return (_get(self.agent.llm_config, self.key), [_get(e, self.key) for e in self._entries()])
+
+    def load(self, state: Any) -> None:
+        top, entries = state
+        _set(self.agent.llm_config, self.key, top)
+        for entry, value in zip(self._entries(), entries):
+            _set(entry, self.key, value)
+        rebuild_client(self.agent)
+
+    def describe(self) -> str:
+        return f"{self.agent.name}.llm_config[{self.key!r}] (every config_list entry)"
+
+
+@dataclass
+class ToolDescriptionBinding(Binding):
+    """A tool's description in the caller's advertised schema (``llm_config["tools"]``)."""
+
+    caller: ConversableAgent
+    name: str
+
+    def _tools(self) -> list[dict[str, Any]]:
+        return list(self.caller.llm_config.get("tools") or [])
+
+    def _schema(self, tools: list[dict[str, Any]]) -> dict[str, Any]:
+        for tool in tools:
+            if tool.get("function", {}).get("name") == self.name:
+                return tool
+        raise KeyError(f"{self.caller.name} no longer advertises a tool named {self.name!r}")
+
+    def read(self) -> str:
+        return self._schema(self._tools())["function"].get("description", "")
+
+    def write(self, value: str) -> None:
+        tools = copy.deepcopy(self._tools())
+        self._schema(tools)["function"]["description"] = value
+        self.caller.llm_config["tools"] = tools  # what update_tool_signature does, keeping the order
+
+    def refresh(self) -> None:
+        rebuild_client(self.caller)
+
+    def save(self) -> Any:
+        return copy.deepcopy(self._tools())
+
+    def load(self, state: Any) -> None:
+        self.caller.llm_config["tools"] = copy.deepcopy(state)
+        rebuild_client(self.caller)
+
+    def describe(self) -> str:
+        return f"{self.caller.name}.llm_config['tools'][{self.name!r}].description"
+
+
+@dataclass
+class ToolCodeBinding(Binding):
+    """A tool's implementation, registered for execution on the executor."""
+
+    executor: ConversableAgent
+    name: str
+
+    def _function(self) -> Any:
+        return registered_function(self.executor, self.name)
+
+    def read(self) -> str:
+        return function_source(self._function())
+
+    def write(self, value: str) -> None:
+        new = compile_like(value, self._function(), label=f"{self.executor.name}.tools.{self.name}")
+        self.executor.register_for_execution(name=self.name, silent_override=True)(new)
+
+    def save(self) -> Any:
+        return function_map(self.executor)[self.name]
+
+    def load(self, state: Any) -> None:
+        self.executor.register_function({self.name: state}, silent_override=True)
+
+    def describe(self) -> str:
+        return f"{self.executor.name}.register_for_execution({self.name!r})"
+
+
+@dataclass
+class TemplateBinding(Binding):
+    """A GroupChat speaker-selection template, on the GroupChat and on its managers' copies."""
+
+    groupchat: GroupChat
+    attribute: str
+    managers: list[GroupChatManager] = field(default_factory=list)
+
+    def _homes(self) -> list[GroupChat]:
+        homes = [self.groupchat]
+        for manager in self.managers:
+            homes.extend(manager_groupchat_copies(manager, self.groupchat))
+        return homes
+
+    def read(self) -> str:
+        return getattr(self.groupchat, self.attribute)
+
+    def write(self, value: str) -> None:
+        for home in self._homes():
+            setattr(home, self.attribute, value)
+
+    def verify(self, value: str) -> None:
+        stale = [h for h in self._homes() if getattr(h, self.attribute) != value]
+        if stale:
+            raise RuntimeError(f"{len(stale)} copy(ies) of the GroupChat still hold the old {self.attribute}")
+
+    def save(self) -> Any:
+        return [(home, getattr(home, self.attribute)) for home in self._homes()]
+
+    def load(self, state: Any) -> None:
+        for home, value in state:
+            setattr(home, self.attribute, value)
+
+    def describe(self) -> str:
+        return f"GroupChat.{self.attribute}"
+
+
+# ----- discovery ---------------------------------------------------------------------------------
+def _placeholder_check(allowed: tuple[str, ...], original: str, attribute: str) -> Any:
+    kept = {f for _, f, _, _ in string.Formatter().parse(original) if f}
+
+    def check(value: str) -> str:
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"{attribute} is filled in with str.format: {exc} (double literal braces)") from None
+        unknown = sorted(fields - set(allowed))
+        if unknown and attribute == "select_speaker_message_template":
+            raise ValueError(f"unknown placeholders {unknown}; AG2 fills in only {list(allowed)}")
+        missing = sorted(kept - fields)
+        if missing:
+            raise ValueError(f"keep the placeholders {['{' + m + '}' for m in missing]}")
+        return value
+
+    return check
+
+
+@dataclass
+class AG2Parameters:
+    """The parameters found on some AG2 agents: bindings, graph roles and what was skipped, and why."""
+
+    bound: BoundParameters
+    roles: dict[str, dict[str, Parameter]]  # agent name -> conversation-builder role -> Parameter
+    owners: dict[str, str]  # parameter name -> the agent whose requests show it
+    notes: list[str]
+    agents: list[ConversableAgent]
+    manager: GroupChatManager | None = None
+
+    def request_checks(self, names: Iterable[str]) -> dict[str, tuple[str, Any]]:
+        """For written parameters: (agent, request -> bool) that is true when a request shows the value."""
+        checks: dict[str, tuple[str, Any]] = {}
+        for name in names:
+            parameter = self.bound[name]
+            role = parameter.meta.get("role", "")
+            owner = self.owners.get(name)
+            if owner is None:
+                continue
+            value = parameter.value
+            if role == ROLE_SYSTEM:
+                checks[name] = (owner, lambda r, v=value: (r["messages"][0].get("content") == v))
+            elif role.startswith(ROLE_SETTING):
+                checks[name] = (owner, lambda r, k=role[len(ROLE_SETTING):], v=value: r.get(k) == v)
+            elif role.startswith(ROLE_TOOL_DESCRIPTION):
+                tool = role[len(ROLE_TOOL_DESCRIPTION):]
+                checks[name] = (owner, lambda r, t=tool, v=value: any(
+                    s.get("function", {}).get("name") == t and s["function"].get("description") == v
+                    for s in r.get("tools") or []))
+            elif role.startswith(ROLE_PROMPT) and "message" in role:
+                checks[name] = (owner, lambda r, v=value: v.split("{")[0][:40] in (r["messages"][0].get("content") or ""))
+        return checks
+
+
+def expand(objects: Any) -> tuple[list[ConversableAgent], list[GroupChat], list[GroupChatManager]]:
+    """Agents, GroupChats and managers from an agent, a GroupChat, a manager, or a list of them."""
+    items = list(objects) if isinstance(objects, (list, tuple, set)) else [objects]
+    agents: list[ConversableAgent] = []
+    chats: list[GroupChat] = []
+    managers: list[GroupChatManager] = []
+    for item in items:
+        if isinstance(item, GroupChatManager):
+            managers.append(item)
+            if item.groupchat not in chats:
+                chats.append(item.groupchat)
+        elif isinstance(item, GroupChat):
+            if item not in chats:
+                chats.append(item)
+        elif isinstance(item, ConversableAgent):
+            agents.append(item)
+        else:
+            raise TypeError(f"expected AG2 agents (ConversableAgent), a GroupChat or a GroupChatManager, "
+                            f"got {type(item).__name__}")
+    for chat in chats:
+        for agent in chat.agents:
+            if isinstance(agent, ConversableAgent) and all(agent is not a for a in agents):
+                agents.append(agent)
+    for manager in managers:
+        if all(manager is not a for a in agents):
+            agents.append(manager)
+    names = [a.name for a in agents]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"agent names must be unique to name their parameters; repeated: {repeated}")
+    return agents, chats, managers
+
+
+def discover(objects: Any, include: Iterable[str] | None = None,
+             exclude: Iterable[str] | None = None) -> AG2Parameters:
+    """Every parameter of the given AG2 objects, bound to where it lives."""
+    agents, chats, managers = expand(objects)
+    entries: list[tuple[Parameter, Binding]] = []
+    roles: dict[str, dict[str, Parameter]] = {}
+    owners: dict[str, str] = {}
+    notes: list[str] = []
+
+    def add(agent: str, role: str, parameter: Parameter, binding: Binding, owner: str | None = None) -> None:
+        parameter.meta["role"] = role
+        entries.append((parameter, binding))
+        roles.setdefault(agent, {})[role] = parameter
+        owners[parameter.name] = owner or agent
+
+    executors: dict[str, ConversableAgent] = {}
+    for agent in agents:
+        for tool in function_map(agent):
+            executors.setdefault(tool, agent)
+    for agent in agents:
+        name = agent.name
+        is_manager = isinstance(agent, GroupChatManager)
+        if not agent.llm_config:
+            if not is_manager:
+                notes.append(f"{name} has no llm_config: no model parameters (system message, settings, "
+                             "tool descriptions)")
+        else:
+            if not is_manager:  # a manager's own system message reaches no model
+                add(name, ROLE_SYSTEM, Parameter(f"{name}.system_message", "text", agent.system_message,
+                                                 description=f"system message of the AG2 agent {name}"),
+                    SystemMessageBinding(agent))
+            for key, (kind, lower, upper) in NUMERIC_SETTINGS.items():
+                binding = SettingBinding(agent, key)
+                value = binding.read()
+                if value is None:
+                    continue
+                what = "speaker selection" if is_manager else name
+                add(name, ROLE_SETTING + key, Parameter(f"{name}.{key}", kind, value, lower=lower, upper=upper,
+                                                        description=f"{key} of the model calls of {what}"), binding)
+            for tool in agent.llm_config.get("tools") or []:
+                tool_name = tool.get("function", {}).get("name", "")
+                binding = ToolDescriptionBinding(agent, tool_name)
+                add(name, ROLE_TOOL_DESCRIPTION + tool_name,
+                    Parameter(f"{name}.tools.{tool_name}.description", "text", binding.read(),
+                              description=f"description of the tool {tool_name} advertised to {name}'s model"),
+                    binding)
+        for tool_name in function_map(agent):
+            if executors.get(tool_name) is not agent:
+                continue
+            binding = ToolCodeBinding(agent, tool_name)
+            try:
+                source = binding.read()
+            except OSError as exc:
+                notes.append(f"{name}.tools.{tool_name}: code not optimizable ({exc})")
+                continue
+            add(name, ROLE_TOOL_CODE + tool_name,
+                Parameter(f"{name}.tools.{tool_name}.code", "code", source,
+                          description=f"the tool {tool_name} run by {name}; keep its signature (AG2 advertises "
+                                      "its schema from it)"), binding)
+    for chat in chats:
+        chat_managers = [m for m in managers if m.groupchat is chat]
+        owner = chat_managers[0].name if chat_managers else "groupchat"
+        if chat.speaker_selection_method != "auto":
+            notes.append(f"{owner}: speaker selection {chat.speaker_selection_method!r} calls no model: "
+                         "no selection prompts")
+            continue
+        if not chat_managers:
+            notes.append("a GroupChat given without its GroupChatManager: the manager's copies of the selection "
+                         "prompts are unknown; pass the manager to optimize them")
+            continue
+        for attribute, allowed in SELECTION_TEMPLATES.items():
+            value = getattr(chat, attribute, None)
+            if not value:
+                continue
+            add(owner, ROLE_PROMPT + attribute,
+                Parameter(f"{owner}.{attribute}", "text", value,
+                          description=f"GroupChat speaker-selection prompt ({attribute}); AG2 fills in "
+                                      + ", ".join("{" + a + "}" for a in allowed),
+                          checks=[_placeholder_check(allowed, value, attribute)]),
+                TemplateBinding(chat, attribute, chat_managers))
+    bound = BoundParameters(entries, include=include, exclude=exclude)
+    return AG2Parameters(bound, roles, owners, notes, agents, managers[0] if managers else None)

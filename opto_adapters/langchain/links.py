@@ -1,0 +1,112 @@
+"""Parameter links: which parameters a graph shows, and which run each one fed.
+
+The graph builder (`dataflow.build_graph`) learns about parameters only through this object, so
+it can be fed hand-made records and links in tests. A parameter reaches a run in one of four ways:
+
+- its object is tagged (``metadata["opto_param_id"]``, set by `parameters_of`) and the run is that
+  object's run (a prompt, a model, a tool): `Links.for_tag`;
+- it is a tool's description and the model call was offered that tool: `Links.tool_descriptions`;
+- it is a prompt kept in code, or a `Parameter` of yours with ``meta={"used_by": "node"}``, and a
+  model call received its message (the same object, or its exact text; for yours, also a text that
+  contains it, inside the named run): `Links.prompt_source`;
+- it is yours and a run has the name in ``used_by``: `Links.used_by`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from opto_core.parameters import Parameter
+
+from .parameters import Group, binding_of, group_of_parameter, live_groups
+
+MIN_CONTAINED = 8  # a parameter's text found inside a longer message: shorter texts match by accident
+
+
+class Links:
+    """The parameters to link into graphs (``None``: every object `parameters_of` tagged that still lives)."""
+
+    def __init__(self, parameters: Iterable[Parameter] | None = None) -> None:
+        self._fixed = parameters is not None
+        self._tagged: dict[str, tuple[Group, list[Parameter]]] = {}
+        self._variables: list[Parameter] = []
+        self._extra: list[Parameter] = []
+        if parameters is not None:
+            self._index(parameters)
+
+    def _index(self, parameters: Iterable[Parameter]) -> None:
+        for parameter in parameters:
+            group = group_of_parameter(parameter)
+            if group is None:
+                self._extra.append(parameter)
+            elif group.kind == "variable":
+                self._variables.append(parameter)
+            else:
+                self._tagged.setdefault(group.tag, (group, []))[1].append(parameter)
+
+    def refresh(self) -> "Links":
+        """The links for the next graph: these, or (over every live object) a fresh set, since
+        objects come and go between runs."""
+        links = self if self._fixed else Links([p for g in live_groups() for p in g.parameters])
+        for parameter in links.parameters():
+            binding = binding_of(parameter)
+            if binding is not None:
+                try:
+                    parameter.value = binding.read()  # a target may have written through its own copy
+                except Exception:  # noqa: BLE001 - an object that cannot be read back keeps its last value
+                    pass
+        return links
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, ps in self._tagged.values() for p in ps] + self._variables + self._extra
+
+    @property
+    def empty(self) -> bool:
+        return not (self._tagged or self._variables or self._extra)
+
+    # ----- lookups used by the builder ---------------------------------------------------------
+    def for_tag(self, tag: str, run_type: str) -> list[tuple[Parameter, str]]:
+        """The parameters of the tagged object a run used, each with its argument name on the op."""
+        entry = self._tagged.get(tag)
+        if entry is None or run_type not in entry[0].run_types:
+            return []
+        group, parameters = entry
+        return [(p, group.args.get(p.name, p.name)) for p in parameters]
+
+    def group(self, tag: str) -> Group | None:
+        entry = self._tagged.get(tag)
+        return entry[0] if entry else None
+
+    def saw_variables(self, tag: str, keys: Iterable[str]) -> None:
+        """A prompt received these keys in a traced run: templates may use them from now on."""
+        entry = self._tagged.get(tag)
+        if entry is not None and entry[0].kind == "prompt":
+            entry[0].available.update(keys)
+
+    def tool_descriptions(self, tool_name: str) -> list[Parameter]:
+        return [p for group, parameters in self._tagged.values() if group.kind == "tool" and tool_name in group.tool_names
+                for p in parameters if group.args.get(p.name) == "description"]
+
+    def used_by(self, run_name: str) -> list[Parameter]:
+        return [p for p in self._extra if run_name in _names(p.meta.get("used_by"))]
+
+    def prompt_source(self, obj: Any, text: str | None, scope: Iterable[str] = ()) -> Parameter | None:
+        """The prompt parameter whose message a model call received (``scope``: the enclosing runs' names)."""
+        for parameter in self._variables:
+            binding = binding_of(parameter)
+            raw = binding.raw() if binding is not None else None  # type: ignore[attr-defined]
+            if raw is obj or (text is not None and text == parameter.value):
+                return parameter
+        if text is None:
+            return None
+        scope = set(scope)
+        for parameter in self._extra:
+            value = parameter.value
+            if isinstance(value, str) and scope & set(_names(parameter.meta.get("used_by"))) and (
+                    text == value or (len(value) >= MIN_CONTAINED and value in text)):
+                return parameter
+        return None
+
+
+def _names(used_by: Any) -> list[str]:
+    return [used_by] if isinstance(used_by, str) else list(used_by or [])

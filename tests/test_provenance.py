@@ -1,0 +1,186 @@
+"""The provenance index: each rule, the order of rules, ties, limits, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from opto_core import provenance
+from opto_core.provenance import (CONTAINS, IDENTITY, KEY, MIN_TEXT, VALUE, Match, ProvenanceIndex, TaggedFloat,
+                                  TaggedInt, TaggedStr, tagged_node, untag)
+
+
+class Message:
+    """A framework object with an id and a text, like a chat message."""
+
+    def __init__(self, content: str, id: str | None = None) -> None:
+        self.content, self.id = content, id
+
+
+def test_identity_finds_the_very_object_and_not_an_equal_copy():
+    index = ProvenanceIndex()
+    produced = {"rows": [1, 2]}
+    index.register(produced, "a")
+    assert index.find(produced) == Match("a", IDENTITY)
+    assert index.find({"rows": [1, 2]}) is None  # equal but another object, no text: unknown
+
+
+def test_identity_most_recent_producer_wins():
+    index = ProvenanceIndex()
+    obj = [1, 2, 3]
+    index.register(obj, "a")
+    index.register(obj, "relay")  # a step that returned its input unchanged
+    assert index.node_of(obj) == "relay"
+
+
+def test_tags_carry_the_node_and_behave_like_the_plain_value():
+    index = ProvenanceIndex()
+    text, number, real = index.tag("Paris", "a"), index.tag(7, "b"), index.tag(2.5, "c")
+    assert (type(text), type(number), type(real)) == (TaggedStr, TaggedInt, TaggedFloat)
+    assert text == "Paris" and hash(text) == hash("Paris") and number + 1 == 8 and real * 2 == 5.0
+    assert (index.node_of(text), index.node_of(number), index.node_of(real)) == ("a", "b", "c")
+    assert type(untag(text)) is str and type(untag(number)) is int and untag([1]) == [1]
+    assert tagged_node(number) == "b" and tagged_node(7) is None
+    assert index.tag(True, "d") is True and index.tag(None, "d") is None  # cannot be tagged
+
+
+def test_a_tag_beats_text_and_a_tag_from_another_index_is_only_text():
+    index, other = ProvenanceIndex(), ProvenanceIndex()
+    index.register("same text", "older")
+    tagged = index.tag("same text", "tagger")
+    index.register("same text", "newest")  # the newest text producer...
+    assert index.find(tagged) == Match("tagger", IDENTITY)  # ...does not beat the tag
+    foreign = other.tag("same text", "elsewhere")
+    assert index.find(foreign) == Match("newest", VALUE)
+
+
+def test_numbers_and_short_texts_are_never_matched_by_value():
+    index = ProvenanceIndex()
+    for value in (42, 4.2, True, None, "yes", "  ab  "):
+        index.register(value, "n")
+    assert all(index.find(v) is None for v in (42, 4.2, True, None, "yes", "  ab  "))
+    short = "x" * (MIN_TEXT - 1)
+    index.register(short, "s")
+    assert index.find(short) is None and index.find(f"{short}!") is None
+    index.register("x" * MIN_TEXT, "ok")
+    assert index.node_of("x" * MIN_TEXT) == "ok"
+
+
+def test_strings_are_followed_by_identity_only_when_asked():
+    index = ProvenanceIndex()
+    literal = "no"  # interned: any other "no" is the same object
+    index.register(literal, "a")
+    assert index.find("no") is None
+    passed_in = "".join(["q", "0"])  # a short input the tracer cannot replace by a tagged copy
+    index.register(passed_in, "input", identity=True)
+    assert index.find(passed_in) == Match("input", IDENTITY)
+    assert index.find("".join(["q", "0"])) is None  # an equal string made elsewhere is another object
+
+
+def test_keys_first_producer_wins_and_beat_text():
+    index = ProvenanceIndex(text_of=lambda v: v.content if isinstance(v, Message) else None)
+    first = Message("The answer is 4", id="m1")
+    index.register(first, "model", keys=[("message", "m1")])
+    index.register(Message("The answer is 4", id="m1"), "relay", keys=[("message", "m1")])  # carried along
+    index.register("The answer is 4", "other")  # newer producer of the same text
+    copy = Message("The answer is 4", id="m1")  # a copy the framework made: not the same object
+    assert index.find(copy, keys=[("message", copy.id)]) == Match("model", KEY)
+    assert index.find(copy) == Match("other", VALUE)  # without its key, only the text is left
+    index.register_key(("tool_call", "c1"), "model")
+    index.register_key(("tool_call", "c1"), "later")
+    assert index.node_of(None, keys=[("tool_call", "c1")]) == "model"
+    assert index.find(first, keys=[("message", "m1")]) == Match("model", IDENTITY)
+    relayed = Message("relayed", id="m1")
+    index.register(relayed, "relay")
+    assert index.find(relayed, keys=[("message", "m1")]) == Match("relay", IDENTITY)  # identity beats keys
+
+
+def test_exact_text_most_recent_producer_wins_and_text_of_gives_object_texts():
+    index = ProvenanceIndex(text_of=lambda v: v.content if isinstance(v, Message) else None)
+    index.register("Draft: hello", "a")
+    index.register(Message("Draft: hello"), "b")
+    assert index.find("Draft: hello") == Match("b", VALUE)
+    assert index.find(Message("Draft: hello")) == Match("b", VALUE)
+    assert index.find(Message("Draft"), text="Draft: hello") == Match("b", VALUE)  # explicit text wins
+
+
+def test_exact_text_beats_containment():
+    index = ProvenanceIndex()
+    index.register("Paris is the capital", "whole")
+    index.register("Paris", "part")
+    assert index.find("Paris is the capital") == Match("whole", VALUE)
+
+
+def test_containment_longest_first_and_explained_matches_dropped():
+    index = ProvenanceIndex()
+    index.register("Paris", "city")  # inside the answer below: explained by it
+    index.register("The capital is Paris.", "answer")
+    index.register("Reason: history", "reason")
+    consumed = "Question: capital?\nThe capital is Paris.\nReason: history and size"
+    assert index.find_all(consumed) == [Match("answer", CONTAINS), Match("reason", CONTAINS)]
+    assert index.find(consumed) == Match("answer", CONTAINS)
+    assert index.find_all("Paris, again") == [Match("city", CONTAINS)]
+
+
+def test_containment_equal_length_more_recent_first_and_limit():
+    index = ProvenanceIndex()
+    for i in range(8):
+        index.register(f"part{i}", f"n{i}")
+    consumed = " ".join(f"part{i}" for i in range(8))
+    found = index.find_all(consumed)
+    assert [m.node for m in found] == ["n7", "n6", "n5", "n4", "n3"]  # MAX_CONTAINED, newest first
+    assert [m.node for m in index.find_all(consumed, limit=2)] == ["n7", "n6"]
+
+
+def test_containment_scans_a_bounded_window(monkeypatch):
+    monkeypatch.setattr(provenance, "CONTAIN_SCAN", 3)
+    index = ProvenanceIndex()
+    index.register("old text", "old")
+    for i in range(3):
+        index.register(f"newer {i}", f"n{i}")
+    assert index.find("... old text ...") is None  # beyond the window
+    index.register("old text", "old again")  # registering again makes it recent
+    assert index.find("... old text ...") == Match("old again", CONTAINS)
+
+
+def test_containers_register_their_items_and_are_traced_through_them():
+    index = ProvenanceIndex()
+    sources = ["doc one", "doc two"]
+    index.register({"answer": "Forty-two", "sources": sources}, "a")
+    assert index.node_of("Forty-two") == "a"
+    assert index.node_of(sources) == "a"  # the list object itself, by identity
+    assert index.node_of("doc one") is None  # items of items are not registered (depth 1)
+    index.register("Some result", "b")
+    found = index.find_all({"x": "Forty-two", "y": "Some result", "z": 3})
+    assert found == [Match("a", VALUE), Match("b", VALUE)]
+    assert index.find_all(("Forty-two", "Forty-two")) == [Match("a", VALUE)]  # one edge per producer
+    index.register({"deep": {"inner": "nested value"}}, "c", depth=0)
+    assert index.find("nested value") is None
+
+
+def test_concurrent_registration_and_lookup_are_safe():
+    index = ProvenanceIndex()
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for i in range(400):
+                value = index.tag(f"text {worker}-{i}", f"{worker}-{i}")
+                assert index.node_of(value) == f"{worker}-{i}"
+                index.find_all(f"prefix text {worker}-{i} suffix")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert index.node_of("text 3-399") == "3-399"
+
+
+@pytest.mark.parametrize("value", [object(), 3, "unknown text", b"bytes!"])
+def test_unknown_values_have_no_producer(value):
+    assert ProvenanceIndex().find_all(value) == []
