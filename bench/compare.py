@@ -688,8 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "one prediction is one LM call (DSPy's default retries once when a reply does not parse)")
     parser.add_argument("--cache-dir", default=None,
                         help="response cache for the task model only (optimizer calls are never cached)")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds per LLM request before a retry (default 120; small local servers need more)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds per LLM request (whole answer) before a retry (default: the client's own, "
+                             "60 for hosted endpoints, 600 for the embedded model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small splits and a few tasks (a plumbing check)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per result row instead of a table")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -23,10 +24,40 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 
 
-def _client(base_url: str | None, model: str | None) -> Any:
+def _client(base_url: str | None, model: str | None, context_window: int | None = None,
+            local_model: str | None = None) -> Any:
+    """The optimizer's LLM client. ``local_model`` serves the user's own GGUF file through the embedded server."""
     from .llm import OpenAIChat
 
-    return OpenAIChat(base_url=base_url, model=model)
+    if local_model is not None:
+        path = Path(local_model).expanduser()
+        if not path.is_file():
+            console.print(f"[red]--local-model: {escape(str(path))} is not a file (give the path of a .gguf model)[/red]")
+            raise typer.Exit(2)
+        if base_url:
+            console.print("[red]--local-model serves a model on this machine; it cannot be combined with --base-url[/red]")
+            raise typer.Exit(2)
+        os.environ["OPTO_LOCAL_MODEL"] = str(path.resolve())  # read by the embedded server when it starts
+    return OpenAIChat(base_url=base_url, model=model, context_window=context_window)
+
+
+def _optimizer_for(target: Any, llm: Any, answer_tokens: int | None = None, name: str | None = None) -> Any:
+    """OptoPrime, or `Hybrid` when the workflow has bounded numeric parameters that a search can tune."""
+    from .optimizers import OPRO, OptoPrime, OptoPrimeNoTrace
+
+    kwargs = {"max_answer_tokens": answer_tokens} if answer_tokens else {}
+    classes: dict[str, Any] = {"OPRO": OPRO, "OptoPrimeNoTrace": OptoPrimeNoTrace, "OptoPrime": OptoPrime}
+    if name is None or name == "Hybrid":
+        numeric = [p for p in target.parameters() if p.trainable and (p.kind == "choice" or (
+            p.kind in ("float", "int") and p.lower is not None and p.upper is not None))]
+        if numeric or name == "Hybrid":
+            try:
+                from .optimizers import Hybrid
+
+                return Hybrid(target.parameters(), llm, **kwargs)
+            except ImportError as exc:  # optuna (the `search` extra) is missing: the LLM proposes numbers too
+                console.print(f"[yellow]{escape(str(exc))}; using OptoPrime for every parameter[/yellow]")
+    return classes.get(name or "OptoPrime", OptoPrime)(target.parameters(), llm, **kwargs)
 
 
 def _show_graph(graph: Any, limit: int = 40) -> None:
@@ -48,10 +79,14 @@ def _show_step(record: dict[str, Any]) -> None:
     verdict = "[green]kept[/green]" if record.get("kept") else "[yellow]rolled back / no change[/yellow]"
     console.rule(f"step {record['step']}")
     console.print(f"batch score {_fmt(record.get('batch_score'))} -> after {_fmt(record.get('eval_score'))}: {verdict}")
+    if record.get("decision"):
+        console.print(f"decision: {escape(record['decision'])}")
     if proposal.get("reasoning"):
         console.print(f"[bold]reasoning[/bold]: {escape(proposal['reasoning'][:800])}")
+    proposers = proposal.get("proposed_by", {})
     for name, value in proposal.get("accepted", {}).items():
-        console.print(f"[bold]{escape(name)}[/bold] := {escape(str(value)[:400])}")
+        by = {"search": " (proposed by the search part)", "llm": " (proposed by the LLM)"}.get(proposers.get(name, ""), "")
+        console.print(f"[bold]{escape(name)}[/bold] := {escape(str(value)[:400])}{by}")
     for name, reason in proposal.get("rejected", {}).items():
         console.print(f"[red]rejected[/red] {escape(name)}: {escape(str(reason))}")
     if proposal.get("error"):
@@ -137,11 +172,19 @@ def demo(
     fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run (only a "
                                           "directory holding an opto run is ever deleted)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
+    context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens (default: "
+                                                  "what the server reports, OPTO_CONTEXT_WINDOW, or 4096 for the "
+                                                  "embedded server); prompts are budgeted to fit it"),
+    local_model: Optional[str] = typer.Option(None, help="serve this GGUF file through the embedded server "
+                                               "(default: OPTO_LOCAL_MODEL, else the packaged SmolLM2-135M)"),
 ) -> None:
-    """Optimize a small example workflow end to end and write its report."""
+    """Optimize a small example workflow end to end and write its report.
+
+    When the workflow has numeric parameters, the Hybrid optimizer tunes them by search (Optuna) and
+    the LLM proposes text and code; each change says which part proposed it.
+    """
     from .demo import choose_demo, load_recipe, recipe_of
     from .loop import optimize
-    from .optimizers import OptoPrime
     from .rundir import RunDir, RunDirError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -163,14 +206,16 @@ def demo(
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2)
     target, trainset, feedback_fn, valset = load_recipe(recipe)
-    llm = _client(base_url, model)
+    llm = _client(base_url, model, context_window, local_model)
     where = llm.base_url or "the embedded local model (started on first use)"
     console.print(f"[bold]opto demo[/bold]: the {name} workflow; optimizer model "
                   f"{escape(llm.model or '(the server default)')} at {escape(where)}")
     output, graph = target.run(trainset[0])
     console.print(escape(f"first example: {trainset[0]!r} -> {output!r}"))
     _show_graph(graph)
-    optimizer = OptoPrime(target.parameters(), llm, max_answer_tokens=answer_tokens)
+    optimizer = _optimizer_for(target, llm, answer_tokens)
+    console.print(f"optimizer: {type(optimizer).__name__}"
+                  + (" (the LLM for text and code, a search for numbers)" if type(optimizer).__name__ == "Hybrid" else ""))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps,
                                    batch_size=batch_size, run_dir=run_dir, on_step=_show_step, recipe=recipe,
                                    **_approval_kwargs(approve)))
@@ -186,12 +231,14 @@ def resume(
     recipe: Optional[str] = typer.Option(None, help="module:function that rebuilds the workflow, for a run "
                                                     "not started from a registered demo (its code is imported)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
+    context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens"),
+    local_model: Optional[str] = typer.Option(None, help="serve this GGUF file through the embedded server"),
 ) -> None:
-    """Continue an interrupted run from its last finished step."""
+    """Continue an interrupted run from its last finished step (with the settings it was started with)."""
     from .demo import is_registered_recipe, load_recipe
     from .loop import optimize
-    from .optimizers import OPRO, OptoPrime, OptoPrimeNoTrace
     from .rundir import RunDir, RunDirError
+    from .settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from .secrets import install_log_filter
@@ -225,14 +272,11 @@ def resume(
     except (ValueError, ImportError, AttributeError) as exc:
         console.print(f"[red]cannot build the workflow from {escape(recipe)}: {escape(str(exc))}[/red]")
         raise typer.Exit(2)
-    llm = _client(base_url or config.get("base_url"), model or config.get("model"))
-    optimizer_class = {"OPRO": OPRO, "OptoPrimeNoTrace": OptoPrimeNoTrace}.get(config.get("optimizer", ""), OptoPrime)
-    result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer_class(target.parameters(), llm), valset,
-                      max_steps=steps or config.get("max_steps", 5), batch_size=config.get("batch_size", 4),
-                      num_threads=config.get("num_threads", 1), max_llm_calls=config.get("max_llm_calls"),
-                      max_tokens=config.get("max_tokens"), max_cost_usd=config.get("max_cost_usd"),
-                      target_score=config.get("target_score"), seed=config.get("seed", 0), run_dir=run_dir,
-                      on_step=_show_step, recipe=recipe, **_approval_kwargs(approve)))
+    llm = _client(base_url or config.get("base_url"), model or config.get("model"), context_window, local_model)
+    optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
+    settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_step=_show_step,
+                                    **({"max_steps": steps} if steps else {}), **_approval_kwargs(approve))
+    result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, settings=settings))
     _finish(result, run_dir)
 
 

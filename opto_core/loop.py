@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from .backward import BackwardError, ProblemInstance, backward
+from .code_policy import apply_policy
 from .executors import (Evaluation, FeedbackError, InfrastructureError, ThreadExecutor, error_kind,  # noqa: F401
                         make_executor)
 from .optimizers.base import Optimizer, Proposal
 from .rundir import RunDir
+from .secrets import scrub_url
 from .settings import Settings
 from .target import Target
 from .usage import Usage
@@ -110,9 +112,10 @@ def optimize(target: Target, trainset: Sequence[Any], feedback_fn: FeedbackFn, o
 class _Interrupt:
     """Turns the first Ctrl-C into 'stop after this step' (main thread only); a second one aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_request: Callable[[], None] | None = None) -> None:
         self.requested = False
         self._previous: Any = None
+        self._on_request = on_request
 
     def __enter__(self) -> "_Interrupt":
         if threading.current_thread() is threading.main_thread():
@@ -124,11 +127,33 @@ class _Interrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("Ctrl-C: stopping after the current step (press again to abort)")
+        log.warning("Ctrl-C: stopping; the runs in flight are cancelled and this step rolls back (press again "
+                    "to abort)")
+        if self._on_request is not None:
+            self._on_request()
 
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+class _StopFileWatch:
+    """Cancels the batch in flight as soon as a ``STOP`` file appears (the step then rolls back)."""
+
+    def __init__(self, store: RunDir, executor: Any, every: float = 0.5) -> None:
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(store, executor, every), daemon=True,
+                                        name="opto-stop-watch")
+        self._thread.start()
+
+    def _watch(self, store: RunDir, executor: Any, every: float) -> None:
+        while not self._done.wait(every):
+            if store.stop_requested:
+                executor.cancel()
+                return
+
+    def stop(self) -> None:
+        self._done.set()
 
 
 class _Run:
@@ -144,7 +169,7 @@ class _Run:
         parameters = target.parameters()
         if not any(p.trainable for p in parameters):
             raise ValueError("the target has no trainable parameter")
-        _apply_code_policy(parameters, settings.code_policy)
+        apply_policy(parameters, settings.code_policy)  # every code value is checked statically before it runs
         if settings.memory_size is not None:
             optimizer.memory_size = settings.memory_size
         optimizer.set_parameters(parameters)
@@ -184,21 +209,19 @@ class _Run:
             return self._finish(stopped, error, last_step)
         finally:
             executor.close()
-            if opened and self.store is not None and hasattr(self.store, "close"):
+            if opened and self.store is not None:
                 self.store.close()
 
     def _open(self) -> dict[str, Any] | None:
         if self.store is None:
             return None
-        if hasattr(self.store, "open"):
-            return self.store.open(resume=True)
-        return self.store.read_checkpoint()
+        return self.store.open(resume=True)
 
     def _start(self) -> None:
         if self.store:
             self.store.write_config({**self.settings.to_config(), "optimizer": type(self.optimizer).__name__,
                                      "model": getattr(self.optimizer._llm, "model", None),
-                                     "base_url": _scrub_url(str(getattr(self.optimizer._llm, "base_url", "") or "")) or None,
+                                     "base_url": scrub_url(str(getattr(self.optimizer._llm, "base_url", "") or "")) or None,
                                      "parameters": [p.spec() for p in self.target.parameters()],
                                      "trainset_size": len(self.trainset), "valset_size": len(self.valset or [])})
         examples = self.valset or self.trainset
@@ -240,8 +263,9 @@ class _Run:
         settings = self.settings
         bar = _Progress(settings.progress, settings.max_steps, start)
         step = last_step = start
+        watch = _StopFileWatch(self.store, self.executor) if self.store else None
         try:
-            with _Interrupt() as interrupt:
+            with _Interrupt(self.executor.cancel) as interrupt:
                 while step < settings.max_steps:
                     reason = self._stop_reason(step + 1, interrupt)
                     if reason:
@@ -271,6 +295,8 @@ class _Run:
                         log.info("step %d: the optimizer proposed no change", step)
         finally:
             bar.close()
+            if watch is not None:
+                watch.stop()
         return "max_steps", "", last_step
 
     def _stop_reason(self, next_step: int, interrupt: _Interrupt) -> str | None:
@@ -403,8 +429,9 @@ class _Run:
     def _approve(self, values_before: dict[str, Any], changes: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
         from .approval import review
 
-        approved, decisions = review(self.settings.approve, values_before, changes)
         by_name = {p.name: p for p in self.target.parameters()}
+        approved, decisions = review(self.settings.approve, values_before, changes,
+                                     kinds={name: by_name[name].kind for name in changes})
         checked: dict[str, Any] = {}
         for name, value in approved.items():
             try:
@@ -462,6 +489,9 @@ class _Run:
             del self._cache[key]
 
     def _note_failures(self, record: dict[str, Any], evaluations: Sequence[Evaluation], key: str = "") -> None:
+        retried = [{"example": e.index, "causes": list(e.retried)} for e in evaluations if getattr(e, "retried", None)]
+        if retried:  # runs an executor tried again (a dead worker, a timeout): each counted in the record
+            record[f"{key}retried"] = retried
         infra = [e for e in evaluations if e.error_kind == "infrastructure"]
         if not infra:
             return
@@ -511,22 +541,6 @@ def _invalid(target: Target) -> dict[str, str]:
         except Exception as exc:
             problems[parameter.name] = str(getattr(exc, "reason", exc))
     return problems
-
-
-def _apply_code_policy(parameters: Sequence[Any], policy: Any) -> None:
-    try:
-        from .code_policy import apply_policy
-    except ImportError:  # TODO(lead): remove once opto_core/code_policy.py lands
-        return
-    apply_policy(parameters, policy)
-
-
-def _scrub_url(url: str) -> str:
-    try:
-        from .secrets import scrub_url
-    except ImportError:  # TODO(lead): remove once opto_core/secrets.py lands
-        return url
-    return scrub_url(url)
 
 
 def _key(values: dict[str, Any]) -> str:

@@ -184,11 +184,14 @@ class RayExecutor:
     initialized in this process, that connection is used as it is. ``runtime_env`` goes to
     ``ray.init`` (a cluster's workers need your code: ``{"working_dir": ".", "pip": [...]}``).
     ``retries``: how often an example lost to a dead worker or a timeout is run again (once).
+    ``actors``: how many worker actors to start (default: one per CPU the cluster has now, at most
+    ``concurrency``; set it on an autoscaling cluster, whose CPUs appear only once asked for).
     """
 
     def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None,
                  target_factory: Callable[[], Any] | None = None, address: str | None = None,
-                 runtime_env: dict[str, Any] | None = None, worker_cpus: float = 1.0, retries: int = 1) -> None:
+                 runtime_env: dict[str, Any] | None = None, worker_cpus: float = 1.0, retries: int = 1,
+                 actors: int | None = None) -> None:
         self.ray = import_ray()
         self.concurrency = check_concurrency(concurrency)
         self.nonfinite = nonfinite
@@ -198,6 +201,7 @@ class RayExecutor:
         self.runtime_env = runtime_env
         self.worker_cpus = worker_cpus
         self.retries = retries
+        self.actor_count = None if actors is None else check_concurrency(actors)
         self.started_ray = False
         self.actors: list[Any] = []
         self.replaced = 0                      # actors replaced after they died, over the executor's life
@@ -256,8 +260,11 @@ class RayExecutor:
             return
         self._kill_actors()
         self._payload = make_payload(target, self.target_factory)
-        cpus = self.ray.cluster_resources().get("CPU", 1.0)
-        count = max(1, min(self.concurrency, int(cpus // self.worker_cpus) if self.worker_cpus else self.concurrency))
+        if self.actor_count is not None:
+            count = min(self.concurrency, self.actor_count)
+        else:
+            cpus = self.ray.cluster_resources().get("CPU", 1.0)
+            count = max(1, min(self.concurrency, int(cpus // self.worker_cpus) if self.worker_cpus else self.concurrency))
         self._per_actor = math.ceil(self.concurrency / count)
         self.actors = [self._actor(self._per_actor) for _ in range(count)]
         self._built_for = key

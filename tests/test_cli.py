@@ -19,7 +19,7 @@ def scripted(monkeypatch):
                                    "suggestion": {"invoice.parse_price.code": FIX, "invoice.discount_rate": 0.1}})],
                       repeat_last=True)
     llm.base_url = "http://127.0.0.1:9/v1"
-    monkeypatch.setattr(cli, "_client", lambda base_url, model: llm)
+    monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
     return llm
 
 
@@ -60,3 +60,26 @@ def test_demo_help_lists_the_public_options():
     result = CliRunner().invoke(cli.app, ["demo", "--help"])
     for option in ("--base-url", "--model", "--steps", "--run-dir"):
         assert option in result.output
+
+
+def test_demo_tunes_numbers_by_search_and_says_so(tmp_path, monkeypatch):
+    # a model that never proposes a number (as the embedded one): the search part still moves the rate
+    llm = ScriptedLLM([json.dumps({"reasoning": "fix the parser", "suggestion": {"invoice.parse_price.code": FIX}})],
+                      repeat_last=True)
+    llm.base_url = "http://127.0.0.1:9/v1"
+    monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
+    run_dir = tmp_path / "demo"
+    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "3", "--run-dir", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "optimizer: Hybrid" in result.output
+    assert "invoice.discount_rate := " in result.output and "(proposed by the search part)" in result.output
+    assert "invoice.parse_price.code := " in result.output and "(proposed by the LLM)" in result.output
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    rates = {h["proposal"]["accepted"].get("invoice.discount_rate") for h in history[1:]} - {None}
+    assert rates and rates != {0.5}
+
+
+def test_local_model_must_be_a_file(tmp_path):
+    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--local-model", str(tmp_path / "nope.gguf"),
+                                          "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "is not a file" in " ".join(result.output.split())

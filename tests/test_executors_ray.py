@@ -225,3 +225,15 @@ def test_a_factory_that_fails_on_the_worker_says_why(factory, cause):
         executor.close()
     assert result.failed and result.error_kind == "infrastructure" and len(result.retried) == 1
     assert f"building the workflow on the worker failed: {cause}" in str(result.output)
+
+
+def test_the_number_of_actors_can_be_set_and_each_runs_several_examples():
+    executor = RayExecutor(6, actors=1)
+    target = WaitingTarget(delay=0.2)
+    try:
+        results = evaluate(executor, target, [{"x": i} for i in range(6)])
+        assert len(executor.worker_pids()) == 1
+    finally:
+        executor.close()
+    assert [r.output for r in results] == [f"hello {i}" for i in range(6)]
+    assert len({r.worker for r in results}) == 1

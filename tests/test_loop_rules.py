@@ -180,3 +180,50 @@ def test_result_save_values_feeds_apply(tmp_path):
     fresh, param = make()
     fresh.apply(dict(saved))
     assert param.value == 3.0
+
+
+def test_approve_sees_each_proposal_first_and_may_edit_or_reject():
+    seen = []
+
+    def approve(changes):
+        seen.append([(c.name, c.kind, c.old, c.new) for c in changes])
+        return {"k": 2.5} if len(seen) == 1 else False  # edit the first proposal, reject the second
+
+    target, k = make()
+    llm = ScriptedLLM([say(3.0), say(4.0)])
+    result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), llm), TRAIN, max_steps=2,
+                      batch_size=2, approve=approve)
+    assert seen == [[("k", "float", 1.0, 3.0)], [("k", "float", 2.5, 4.0)]]
+    first, second = result.history[1:]
+    assert first["approval"] == {"k": "edited"} and first["values_after"] == {"k": 2.5} and first["kept"]
+    assert second["approval"] == {"k": "rejected"} and not second["kept"] and k.value == 2.5
+
+
+def test_an_edit_that_breaks_the_rules_is_refused():
+    target, k = make()
+    result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), ScriptedLLM([say(3.0)])),
+                      max_steps=1, batch_size=2, approve=lambda changes: {"k": 1000.0})
+    assert "above the upper bound" in result.history[1]["approval"]["k"] and k.value == 1.0
+
+
+def test_a_stop_file_cancels_the_runs_in_flight(tmp_path):
+    import time
+
+    k = Parameter("k", "float", 1.0, lower=-100, upper=100)
+    runs = []
+
+    def workflow(x):
+        runs.append(k.value)
+        if k.value == 3.0 and not (tmp_path / "run" / "STOP").exists():
+            (tmp_path / "run" / "STOP").write_text("")  # asked to stop while the check runs are going on
+        time.sleep(0.15)
+        return scale(x, k)
+
+    target = FunctionTarget(workflow, [k])
+    train = [{"x": float(i)} for i in range(1, 17)]
+    result = optimize(target, train, feedback, OptoPrime(target.parameters(), ScriptedLLM([say(3.0)])),
+                      max_steps=5, batch_size=16, run_dir=str(tmp_path / "run"))
+    assert result.stopped_reason == "stop_file"
+    checks = [v for v in runs if v == 3.0]
+    assert 1 <= len(checks) < 16  # the check was cut short, not run to the end
+    assert not result.history[1]["kept"] and k.value == 1.0 and result.best_values == {"k": 1.0}

@@ -315,8 +315,7 @@ def _select_output(log: ConversationLog, result: TaskResult, output: Any) -> Non
     else:
         chosen = messages[-1] if messages else None
     if chosen is not None:
-        log.output_message_id = chosen.id
-        log.meta["output_message_id"] = chosen.id
+        log.output_message_id = chosen.id  # the builder marks its node as the graph's output
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:

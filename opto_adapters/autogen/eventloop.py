@@ -1,4 +1,4 @@
-"""Running one AgentChat team or model client on several event loops, one after another.
+"""Running one AgentChat team or model client on several event loops, and wrapping a team after it ran.
 
 A user runs a team with ``asyncio.run(team.run(task=...))``; the optimizer then runs it on the
 adapter's loop thread; afterwards the user runs it again with a new ``asyncio.run``. AgentChat
@@ -13,8 +13,14 @@ adapter's loop thread; afterwards the user runs it again with a new ``asyncio.ru
   connections of a closed loop give "Event loop is closed" on the next request.
 
 There is no public way to move either to a new loop, so `adopt_running_loop` uses private
-attributes, here and nowhere else. ``tests/autogen/test_autogen_eventloop.py`` checks each
-attribute it relies on and fails when AutoGen changes them; the range below is what it passed on.
+attributes. A third thing is tied to a team's first run (or reset): its participants are
+registered with the team's runtime (``BaseGroupChat._init``), each inside a container that holds
+the agent object itself. Wrapping a team that already ran replaces participants, so the runtime
+must register them again: `reregister_participants` (public ``save_state``/``load_state`` around
+a fresh embedded runtime; private attributes for the swap). These two functions are the only
+places the adapter touches AutoGen's private attributes for this;
+``tests/autogen/test_autogen_eventloop.py`` checks each attribute they rely on and fails when
+AutoGen changes them; the range below is what it passed on.
 """
 
 from __future__ import annotations
@@ -103,4 +109,68 @@ def _retire(old: Any, old_loop: asyncio.AbstractEventLoop | None) -> None:
         http._state = closed
 
 
-__all__ = ["TESTED_RANGE", "adopt_running_loop"]
+def needs_reregistration(team: Any) -> bool:
+    """True when a team's runtime (or a nested team's) already holds its participants: it ran, was
+    reset, or had its state saved or loaded."""
+    return bool(_initialized_teams(team))
+
+
+def check_reregistrable(team: Any) -> None:
+    """Raise a clear error unless `reregister_participants` can move ``team`` (and its nested teams).
+
+    Only a team's own embedded runtime can be replaced: a runtime the user passed (``runtime=``)
+    may host other agents, and AgentChat gives no way to unregister the team's agent types.
+    """
+    for each in _initialized_teams(team):
+        if not each._embedded_runtime:
+            raise RuntimeError(f"team {each.name!r} runs on a runtime you passed (runtime=) and has already run or "
+                               f"been reset, so its agents are registered there for good; wrap it (wrap_team) "
+                               f"before its first run or reset")
+        if each._is_running:
+            raise RuntimeError(f"team {each.name!r} is running; wrap it when no run is in progress")
+
+
+async def reregister_participants(team: Any) -> None:
+    """Register a team's *current* participants again, keeping the whole conversation state.
+
+    Call it after replacing entries of ``team._participants`` in a team that already ran. Its
+    state (every participant's state, hence each agent's model context; the group-chat manager's
+    message thread and next speaker; nested teams included) is saved with the public
+    ``save_state()``, the team (and each nested team that ran) gets a new embedded
+    ``SingleThreadedAgentRuntime`` and ``_initialized = False`` (private: ``BaseGroupChat._init``
+    then registers the current participants), and ``load_state()`` puts the state back. The team
+    object, its termination condition, output queue and name stay; the old runtime is idle (every
+    finished run stops it) and is dropped. A team that never ran is left alone (its nested teams
+    that ran are moved one by one). Must run inside the loop that will run the team.
+    """
+    from autogen_core import SingleThreadedAgentRuntime
+
+    if not getattr(team, "_initialized", False):
+        for participant in team._participants:
+            if _is_team(participant) and needs_reregistration(participant):
+                await reregister_participants(participant)
+        return
+    check_reregistrable(team)
+    state = await team.save_state()  # before any swap: nested teams' states are part of it
+    for each in _initialized_teams(team):
+        # As BaseGroupChat.__init__ builds its embedded runtime.
+        each._runtime = SingleThreadedAgentRuntime(ignore_unhandled_exceptions=False)
+        each._initialized = False
+    await team.load_state(state)  # runs _init: the runtime now holds the current participants
+
+
+def _is_team(obj: Any) -> bool:
+    return hasattr(obj, "_participants") and hasattr(obj, "_initialized")
+
+
+def _initialized_teams(team: Any) -> list[Any]:
+    """The team and every nested team (depth first) whose participants are registered with its runtime."""
+    found = [team] if getattr(team, "_initialized", False) else []
+    for participant in getattr(team, "_participants", []) or []:
+        if _is_team(participant):
+            found.extend(_initialized_teams(participant))
+    return found
+
+
+__all__ = ["TESTED_RANGE", "adopt_running_loop", "check_reregistrable", "needs_reregistration",
+           "reregister_participants"]

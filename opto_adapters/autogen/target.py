@@ -41,7 +41,7 @@ from opto_core.values import apply_saved
 
 from .agent import ADAPTER, FRAMEWORK, OptoAgent, _select_output, framework_version, graph_of
 from opto_core.conversation import ConversationLog
-from .eventloop import adopt_running_loop
+from .eventloop import adopt_running_loop, check_reregistrable, needs_reregistration, reregister_participants
 from .recorder import RecordingClient, message_record
 
 # ----- the shared loop thread -----------------------------------------------------------------
@@ -106,9 +106,22 @@ def task_of(example: Any, task_key: str = "task") -> Any:
                     f"with a {task_key!r} field")
 
 
+def _output_message_id(graph: Graph | None) -> str | None:
+    """The framework id of the message the graph marks as its output (the builder's ``output`` node)."""
+    if graph is None:
+        return None
+    outputs = sorted(graph.outputs, key=lambda node: node.name != "output")  # the run's own mark first
+    for node in outputs:
+        if node.edges:
+            message_id = graph[node.edges[0].id].meta.get("message_id")
+            if message_id:
+                return str(message_id)
+    return None
+
+
 def _output_of(result: TaskResult, graph: Graph | None) -> Any:
     """The text of the output message (the one marked in the graph), else of the last message."""
-    wanted = graph.meta.get("output_message_id") if graph is not None else None
+    wanted = _output_message_id(graph)
     messages = list(result.messages)
     chosen = next((m for m in messages if m.id == wanted), None) if wanted else None
     chosen = chosen or (messages[-1] if messages else None)
@@ -231,10 +244,15 @@ class AgentTarget(_Base):
 class TeamTarget(_Base):
     """A team (``RoundRobinGroupChat``, ``SelectorGroupChat``, any ``BaseGroupChat``) as a target.
 
-    Built by `wrap_team`: every ``AssistantAgent`` of the team is replaced (in place, before the
-    team's first run) by an `OptoAgent`, a selector's model client is recorded too, and
-    ``team.run``/``team.run_stream`` are recorded: each team run is one graph, in ``graphs`` here
-    and in the ``graphs`` of every agent that took part.
+    Built by `wrap_team`: every ``AssistantAgent`` of the team is replaced (in place) by an
+    `OptoAgent`, a selector's model client is recorded too, and ``team.run``/``team.run_stream``
+    are recorded: each team run is one graph, in ``graphs`` here and in the ``graphs`` of every
+    agent that took part.
+
+    A team that already ran (or was reset) is wrapped too: its runtime still holds the original
+    agents, so its next run first registers the wrapped ones and carries the team's whole state
+    over (`opto_adapters.autogen.eventloop.reregister_participants`): the conversation so far,
+    every agent's model context and the next speaker are kept.
     """
 
     def __init__(self, team: Any, *, task_key: str = "task", reset: bool = True, output: Any = None,
@@ -245,9 +263,7 @@ class TeamTarget(_Base):
                             f"or SelectorGroupChat), got {type(team).__module__}.{type(team).__name__}")
         if getattr(team, "_opto_target", None) is not None:
             raise ValueError(f"team {team.name!r} is already wrapped; use wrap_team(team) to get its target")
-        if team._initialized:
-            raise RuntimeError(f"team {team.name!r} has already run or been reset, so its participants are registered "
-                               f"with its runtime; wrap it (wrap_team) right after creating it")
+        check_reregistrable(team)  # a team that ran on a runtime of its own can be wrapped; else a clear error
         super().__init__(task_key, reset, output, max_graphs, before_run)
         self.team = team
         self.agents: dict[str, OptoAgent] = {}
@@ -265,6 +281,9 @@ class TeamTarget(_Base):
             self.selector_client = RecordingClient(client, agent="selector", session=self._selector_session,
                                                    role="selector")
             team._model_client = self.selector_client
+        # Participants replaced after the runtime registered the originals: register again at the next run
+        # (it needs the running loop; until then the old registration serves the same inner agents).
+        self._reregister = needs_reregistration(team)
         team.run_stream = self._recorded_run_stream  # team.run() calls self.run_stream: recorded too
         team._opto_target = self
 
@@ -276,8 +295,6 @@ class TeamTarget(_Base):
                 agent = OptoAgent(participant, **options)
                 team._participants[index] = agent
             elif isinstance(participant, BaseGroupChat):  # a nested team: its agents join this run's graph
-                if participant._initialized:
-                    raise RuntimeError(f"nested team {participant.name!r} has already run; wrap the outer team first")
                 self._wrap_participants(participant, options)
                 continue
             else:
@@ -297,6 +314,13 @@ class TeamTarget(_Base):
                                    ) -> AsyncGenerator[Any, None]:
         team = self.team
         adopt_running_loop(team)  # the user's own asyncio.run before or after optimizing
+        if self._reregister:  # wrapped after it ran: its runtime must hold the wrapped agents
+            self._reregister = False  # a concurrent run meets AgentChat's own "already running" refusal
+            try:
+                await reregister_participants(team)
+            except BaseException:
+                self._reregister = True
+                raise
         log = ConversationLog("team", team.name, meta={"team_type": type(team).__name__})
         self._log = log
         for agent in self.agents.values():

@@ -6,10 +6,11 @@ import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
-from autogen_core import CancellationToken
+from autogen_core import CancellationToken, SingleThreadedAgentRuntime
 from autogen_helpers import calculator, plain, replay, request_texts, tool_call
 
 from opto_adapters.autogen import OptoAgent, TeamTarget, wrap_team
+from opto_adapters.autogen.recorder import RecordingClient
 from opto_core import backward
 
 
@@ -198,10 +199,14 @@ async def test_model_error_mid_conversation_leaves_the_team_consistent():
 async def test_wrapping_errors_are_clear():
     with pytest.raises(TypeError, match="BaseGroupChat"):
         TeamTarget(plain("solo", replay("x")))
-    team = _round_robin(replay("a"), replay("b"))
-    await team.reset()  # registers the participants with the runtime
-    with pytest.raises(RuntimeError, match="already run or been reset"):
+    # A team on a runtime the user passed, once it registered its agents there, cannot be re-registered.
+    team = RoundRobinGroupChat([plain("writer", replay("a")), plain("critic", replay("b"))],
+                               termination_condition=MaxMessageTermination(3), runtime=SingleThreadedAgentRuntime())
+    await team.reset()  # registers the participants with the user's runtime
+    with pytest.raises(RuntimeError, match="runtime you passed"):
         wrap_team(team)
+    assert [type(p) for p in team._participants] == [AssistantAgent, AssistantAgent]  # nothing was changed
+    assert not any(isinstance(p._model_client, RecordingClient) for p in team._participants)
     fresh = _round_robin(replay("a"), replay("b"))
     assert wrap_team(fresh) is wrap_team(fresh)
     with pytest.raises(ValueError, match="already wrapped"):
@@ -236,3 +241,72 @@ async def test_agents_of_a_nested_team_join_the_outer_run_graph():
     assert graph.meta["agents"] == ["checker", "drafter", "editor"]
     [editor_call] = graph.by_name("editor.llm")
     assert {graph[e.id].value for e in editor_call.edges if e.via == "context"} >= {"go", "inner draft"}
+
+
+# ----- wrapping a team that already ran (issue 11 item 5: this order used to be refused) ---------
+async def test_a_team_that_already_ran_is_wrapped_and_keeps_its_conversation():
+    writer_client, critic_client = replay("draft one", "draft two"), replay("meh", "better")
+    team = _round_robin(writer_client, critic_client)
+    first = await team.run(task="Write.")  # the user's own run, before wrapping
+    assert [m.to_text() for m in first.messages] == ["Write.", "draft one", "meh"]
+    target = wrap_team(team, output="critic")
+    target.apply({"critic.system_message": "You are the strict critic."})
+    second = await team.run(task="Again.")
+    assert [m.to_text() for m in second.messages] == ["Again.", "draft two", "better"]
+    # the wrapped agents ran (the runtime holds them now) and every call was recorded
+    graph = target.last_graph
+    assert len(target.graphs) == 1 and graph.meta["agents"] == ["critic", "writer"]
+    assert [n.value for n in graph.by_name("critic.llm")] == ["better"]
+    assert target.agents["critic"].last_graph is graph
+    # the conversation of the first run was kept: the critic's prompt holds it, under the new system message
+    assert request_texts(critic_client.create_calls[1]) == [
+        "You are the strict critic.", "Write.", "draft one", "meh", "Again.", "draft two"]
+    assert {n.value for n in graph.of_kind("input")} >= {"Write.", "draft one", "Again."}
+    assert graph.outputs[0].edges[0].id == graph.by_name("critic.message")[0].id
+    assert "output_message_id" not in graph.meta  # the output is marked in the graph only
+    # target runs reset the team as before
+    writer_client.chat_completions.append("draft three")
+    critic_client.chat_completions.append("fine")
+    output, _ = await target.arun({"task": "Third."})
+    assert output == "fine"
+    assert request_texts(critic_client.create_calls[2]) == ["You are the strict critic.", "Third.", "draft three"]
+
+
+async def test_a_reset_team_and_its_saved_state_after_wrapping():
+    team = _round_robin(replay("draft"), replay("ok"))
+    await team.reset()  # initialized without a run
+    target = wrap_team(team)
+    state = await team.save_state()  # before the next run: served by the old registration, same agents
+    assert set(state["agent_states"]) >= {"writer", "critic"}
+    await team.run(task="Go.")
+    assert [n.value for n in target.last_graph.by_name("writer.llm")] == ["draft"]
+
+
+async def test_a_selector_team_that_already_ran_records_its_selector_after_wrapping():
+    selector_client = replay("writer", "critic", "writer", "critic")
+    team = SelectorGroupChat([plain("writer", replay("A draft.", "Draft two.")),
+                              plain("critic", replay("Fine.", "Fine again."))],
+                             model_client=selector_client, allow_repeated_speaker=True,
+                             termination_condition=MaxMessageTermination(3))
+    await team.run(task="Write.")
+    target = wrap_team(team)
+    result = await team.run(task="Once more.")
+    assert [m.to_text() for m in result.messages] == ["Once more.", "Draft two.", "Fine again."]
+    graph = target.last_graph
+    assert [c.value for c in graph.by_name("selector.llm")] == ["writer", "critic"]
+    assert [c.value for c in graph.by_name("writer.llm")] == ["Draft two."]
+
+
+async def test_a_nested_team_that_already_ran_joins_the_outer_graph():
+    inner = RoundRobinGroupChat([plain("drafter", replay("d1", "d2")), plain("checker", replay("c1", "c2"))],
+                                termination_condition=MaxMessageTermination(2))
+    outer = RoundRobinGroupChat([inner, plain("editor", replay("e1", "e2"))],
+                                termination_condition=MaxMessageTermination(4))
+    await outer.run(task="go")
+    target = wrap_team(outer)
+    assert set(target.agents) == {"drafter", "checker", "editor"}
+    result = await outer.run(task="again")
+    assert [m.to_text() for m in result.messages][-1] == "e2"
+    graph = target.last_graph
+    assert graph.meta["agents"] == ["checker", "drafter", "editor"]
+    assert [n.value for n in graph.by_name("drafter.llm")] == ["d2"]
