@@ -83,3 +83,21 @@ def test_local_model_must_be_a_file(tmp_path):
     result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--local-model", str(tmp_path / "nope.gguf"),
                                           "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2 and "is not a file" in " ".join(result.output.split())
+
+
+def test_a_second_resume_of_a_locked_run_exits_with_a_clear_message(tmp_path, scripted):
+    from opto_core.rundir import RunDir
+
+    run_dir = tmp_path / "demo"
+    assert CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1",
+                                        "--run-dir", str(run_dir)]).exit_code == 0
+    history = (run_dir / "history.jsonl").read_text()
+    holder = RunDir(run_dir)
+    holder.open(resume=True)  # another `opto resume` (or optimize) is running on this directory
+    try:
+        second = CliRunner().invoke(cli.app, ["resume", str(run_dir), "--steps", "3"])
+    finally:
+        holder.close()
+    assert second.exit_code == 2 and "lock" in " ".join(second.output.split()).lower()
+    assert (run_dir / "history.jsonl").read_text() == history  # the second one wrote nothing
+    assert CliRunner().invoke(cli.app, ["resume", str(run_dir), "--steps", "2"]).exit_code == 0
