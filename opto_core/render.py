@@ -81,10 +81,24 @@ def fence(text: str) -> str:
     return text.replace("\n#", "\n\\#")
 
 
+def _grouped_args(edges: list[Any], names: dict[str, str]) -> list[str]:
+    """``arg=[a, b]`` for an argument fed by several values (a chat call reading several messages)."""
+    by_arg: dict[str, list[str]] = {}
+    for e in edges:
+        if e.id in names:
+            ids = by_arg.setdefault(e.arg or "arg", [])
+            if names[e.id] not in ids:
+                ids.append(names[e.id])
+    for ids in by_arg.values():
+        if len(ids) > MAX_ARGS:  # a fan-in of hundreds: the variables are listed anyway
+            ids[MAX_ARGS // 2:-MAX_ARGS // 2] = [f"...{len(ids) - MAX_ARGS} more..."]
+    return [f"{arg}={ids[0] if len(ids) == 1 else '[' + ', '.join(ids) + ']'}" for arg, ids in by_arg.items()]
+
+
 def value_text(value: Any) -> str:
     """A value as it appears in the prompt (fenced: see `fence`)."""
     if isinstance(value, str):
-        return fence(value)
+        return value if "\n#" not in value else value.replace("\n#", "\n\\#")  # `fence`, inlined: hot path
     if type(value) in (int, float):  # repr is JSON for finite numbers, and much faster
         return repr(value)
     return fence(json.dumps(value, ensure_ascii=False))
@@ -181,14 +195,10 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
         codes = []
         position = {}
         for node in instance.code:
-            by_arg: dict[str, list[str]] = {}  # each argument named once: messages=[ChatOpenAI0, get_weather0]
-            for e in node.edges:
-                if e.id in names and names[e.id] not in by_arg.setdefault(e.arg or "arg", []):
-                    by_arg[e.arg or "arg"].append(names[e.id])
-            for arg, ids in by_arg.items():
-                if len(ids) > MAX_ARGS:  # a fan-in of hundreds: the variables are listed anyway
-                    ids[MAX_ARGS // 2:-MAX_ARGS // 2] = [f"...{len(ids) - MAX_ARGS} more..."]
-            arg_list = [f"{arg}={ids[0] if len(ids) == 1 else '[' + ', '.join(ids) + ']'}" for arg, ids in by_arg.items()]
+            edges = node.edges
+            arg_list = [f"{e.arg or 'arg'}={names[e.id]}" for e in edges if e.id in names]
+            if len(edges) > 1 and len({e.arg for e in edges}) < len(edges):
+                arg_list = _grouped_args(edges, names)  # each argument named once: messages=[ChatOpenAI0, tool0]
             if len(arg_list) > MAX_ARGS:  # a fan-in of hundreds: the variables are listed anyway
                 hidden = len(arg_list) - MAX_ARGS
                 arg_list = arg_list[: MAX_ARGS // 2] + [f"...{hidden} more..."] + arg_list[-MAX_ARGS // 2:]

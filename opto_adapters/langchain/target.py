@@ -89,48 +89,32 @@ class ChainTarget(BoundTarget):
 
     def run(self, example: Any) -> tuple[Any, Graph]:
         """Run one example; a chain that raises gives ``(exception, graph with its exception node)``."""
-        handler = self.handler()
-        run_id = uuid4()
-        try:
-            chain_input = self.input_of(example)
-        except Exception as exc:
-            return exc, failed_graph(example, exc, "preparing the chain's input")
-        callbacks = self.config.get("callbacks")
-        if callbacks is None:
-            callbacks = [handler]
-        elif isinstance(callbacks, (list, tuple)):
-            callbacks = [*callbacks, handler]
-        else:  # a callback manager
-            callbacks = callbacks.copy()
-            callbacks.add_handler(handler, inherit=True)
-        config = {**self.config, "callbacks": callbacks, "run_id": run_id}
+        started = self._start(example)
+        if isinstance(started[0], BaseException):
+            return started  # type: ignore[return-value]
+        handler, chain_input, config = started
         try:
             output = self.runnable.invoke(chain_input, config)
         except Exception as exc:
-            graph = handler.graph_for(run_id)
-            return exc, graph if graph is not None else failed_graph(chain_input, exc, "running the chain")
-        graph = handler.graph_for(run_id)
-        if graph is None:
-            raise RuntimeError(f"the run left no graph: {'; '.join(handler.errors) or 'no callback reached the handler'}")
-        if self.output_fn is None:
-            return output, graph
-        marked = graph.outputs[0]
-        source = Edge(marked.edges[0].id, "output")
-        try:
-            transformed: Any = self.output_fn(output)
-            node = graph.add("op", "output_fn", transformed, parents=[source], op_type="python",
-                             doc="[output_fn] turns the chain's output into the value that is scored")
-        except Exception as exc:
-            transformed = exc
-            node = graph.add("exception", "output_fn", f"{type(exc).__name__}: {exc}", parents=[source],
-                             op_type="python", raw=True)
-        _move_output(graph, marked, node)
-        return transformed, graph
+            return self._failed(handler, config, chain_input, exc)
+        return self._finish(handler, config, output)
 
     async def arun(self, example: Any) -> tuple[Any, Graph]:
         """`run` on the caller's event loop (``ainvoke``), for ``executor="asyncio"``: no thread per run."""
+        started = self._start(example)
+        if isinstance(started[0], BaseException):
+            return started  # type: ignore[return-value]
+        handler, chain_input, config = started
+        try:
+            output = await self.runnable.ainvoke(chain_input, config)
+        except Exception as exc:
+            return self._failed(handler, config, chain_input, exc)
+        return self._finish(handler, config, output)
+
+    def _start(self, example: Any) -> tuple[Any, ...]:
+        """A fresh handler, the chain's input and the run's config (with the handler added to the callbacks);
+        or ``(exception, graph)`` when the example cannot be turned into the chain's input."""
         handler = self.handler()
-        run_id = uuid4()
         try:
             chain_input = self.input_of(example)
         except Exception as exc:
@@ -143,13 +127,17 @@ class ChainTarget(BoundTarget):
         else:  # a callback manager
             callbacks = callbacks.copy()
             callbacks.add_handler(handler, inherit=True)
-        config = {**self.config, "callbacks": callbacks, "run_id": run_id}
-        try:
-            output = await self.runnable.ainvoke(chain_input, config)
-        except Exception as exc:
-            graph = handler.graph_for(run_id)
-            return exc, graph if graph is not None else failed_graph(chain_input, exc, "running the chain")
-        graph = handler.graph_for(run_id)
+        return handler, chain_input, {**self.config, "callbacks": callbacks, "run_id": uuid4()}
+
+    @staticmethod
+    def _failed(handler: OptoCallbackHandler, config: dict[str, Any], chain_input: Any,
+                exc: BaseException) -> tuple[Any, Graph]:
+        graph = handler.graph_for(config["run_id"])
+        return exc, graph if graph is not None else failed_graph(chain_input, exc, "running the chain")
+
+    def _finish(self, handler: OptoCallbackHandler, config: dict[str, Any], output: Any) -> tuple[Any, Graph]:
+        """The run's graph, with ``output_fn`` applied as one more op when there is one."""
+        graph = handler.graph_for(config["run_id"])
         if graph is None:
             raise RuntimeError(f"the run left no graph: {'; '.join(handler.errors) or 'no callback reached the handler'}")
         if self.output_fn is None:
