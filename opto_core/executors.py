@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
+from .background import BackgroundLoop
 from .feedback import Feedback
 from .graph import META_USAGE, Graph
 
@@ -336,8 +337,7 @@ class AsyncioExecutor:
         self.concurrency = check_concurrency(concurrency)
         self.nonfinite = nonfinite
         self.eval_timeout = eval_timeout
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._background = BackgroundLoop("opto-asyncio")
         self._pool: ThreadPoolExecutor | None = None
         self._said_sync = False
         self._batch: _Batch | None = None
@@ -346,26 +346,12 @@ class AsyncioExecutor:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """The executor's event loop, started on first use."""
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
-
-                def serve() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                self._thread = threading.Thread(target=serve, name="opto-asyncio", daemon=True)
-                self._thread.start()
-                ready.wait()
-                self._loop = loop
-            return self._loop
+        return self._background.loop
 
     @property
     def thread(self) -> threading.Thread | None:
         """The one thread that runs every coroutine (None before the first batch)."""
-        return self._thread
+        return self._background.thread
 
     def _sync_pool(self, target: Any) -> ThreadPoolExecutor:
         if not self._said_sync:
@@ -426,24 +412,8 @@ class AsyncioExecutor:
         """Stop the loop and its thread (and the sync pool); the executor can be used again after."""
         self.cancel()
         with self._lock:
-            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
             pool, self._pool = self._pool, None
-        if loop is not None:
-            async def drain() -> None:  # cancelled runs finish cancelling before the loop stops
-                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-            try:
-                asyncio.run_coroutine_threadsafe(drain(), loop).result(timeout=5)
-            except Exception:  # a run that ignores cancellation: stop anyway
-                pass
-            loop.call_soon_threadsafe(loop.stop)
-            if thread is not None:
-                thread.join(timeout=5)
-            if not loop.is_running():
-                loop.close()
+        self._background.stop()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 

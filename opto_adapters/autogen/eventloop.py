@@ -17,10 +17,10 @@ attributes. A third thing is tied to a team's first run (or reset): its particip
 registered with the team's runtime (``BaseGroupChat._init``), each inside a container that holds
 the agent object itself. Wrapping a team that already ran replaces participants, so the runtime
 must register them again: `reregister_participants` (public ``save_state``/``load_state`` around
-a fresh embedded runtime; private attributes for the swap). These two functions are the only
-places the adapter touches AutoGen's private attributes for this;
-``tests/autogen/test_autogen_eventloop.py`` checks each attribute they rely on and fails when
-AutoGen changes them; the range below is what it passed on.
+a fresh embedded runtime; private attributes for the swap; `check_reregistrable` and
+`needs_reregistration` only read flags). The adapter touches these private attributes here and
+nowhere else; ``tests/autogen/test_autogen_eventloop.py`` checks each one and fails when AutoGen
+changes them; the range below is what it passed on.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ dedicated event-loop thread shared by every AutoGen target of the process and wa
   a running event loop (the calling thread just blocks while the loop thread runs the agent);
 - the user's own ``asyncio.run(team.run(...))`` works before, between and after optimization
   runs: every recorded run first moves the team and its model clients to the running loop
-  (`opto_adapters.autogen.eventloop.adopt_running_loop`).
+  (`opto_adapters.autogen.eventloop.adopt_running_loop`);
+- a team the user already ran can be wrapped: its next run registers the wrapped agents with a
+  new runtime, keeping the team's state (`opto_adapters.autogen.eventloop.reregister_participants`).
 
 Inside async code, ``await target.arun(example)`` runs on the caller's loop instead (one run of a
 team at a time, whichever loop). Runs of one target are serialized (an agent's model context is
@@ -33,6 +35,7 @@ from autogen_agentchat.messages import BaseChatMessage
 from autogen_agentchat.teams import BaseGroupChat
 from autogen_core import CancellationToken
 
+from opto_core.background import BackgroundLoop
 from opto_core.binding import BoundParameters, select
 from opto_core.executors import InfrastructureError, error_kind
 from opto_core.graph import Graph, run_meta
@@ -44,42 +47,8 @@ from opto_core.conversation import ConversationLog
 from .eventloop import adopt_running_loop, check_reregistrable, needs_reregistration, reregister_participants
 from .recorder import RecordingClient, message_record
 
-# ----- the shared loop thread -----------------------------------------------------------------
-class _LoopThread:
-    """One daemon thread running one event loop, started on first use."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread: threading.Thread | None = None
-
-    def _ensure(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self.loop is None or not self.thread or not self.thread.is_alive():
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
-
-                def serve() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                self.thread = threading.Thread(target=serve, name="opto-autogen-loop", daemon=True)
-                self.thread.start()
-                ready.wait()
-                self.loop = loop
-            return self.loop
-
-    def run(self, coro: Any) -> Any:
-        loop = self._ensure()
-        if threading.current_thread() is self.thread:
-            coro.close()
-            raise RuntimeError("target.run() was called from the AutoGen loop thread itself (it would wait for "
-                               "itself); inside async code use `await target.arun(example)`")
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
-
-
-LOOP = _LoopThread()
+# ----- the shared loop thread: every AutoGen run happens on one event loop -------------------------
+LOOP = BackgroundLoop("opto-autogen-loop", "inside async code use `await target.arun(example)`")
 
 
 def run_sync(coro: Any) -> Any:

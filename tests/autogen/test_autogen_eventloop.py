@@ -20,7 +20,7 @@ from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_helpers import ScriptedOpenAIServer, completion_body, system_of
 from packaging.specifiers import SpecifierSet
 
-from opto_adapters.autogen import AgentTarget, OptoAgent, adopt_running_loop, wrap_team
+from opto_adapters.autogen import AgentTarget, OptoAgent, adopt_running_loop, as_target, wrap_team
 from opto_adapters.autogen.eventloop import TESTED_RANGE
 from opto_core import optimize
 from opto_core.executors import InfrastructureError, error_kind
@@ -83,7 +83,7 @@ def _clean(capfd, caplog):
     assert not any(text in err for text in LOOP_ERRORS), err[-2000:]
 
 
-def test_user_runs_first_then_optimize_then_user_runs_again(server, capfd, caplog):
+def test_wrap_then_user_runs_then_optimize_then_user_runs_again(server, capfd, caplog):
     caplog.set_level(logging.WARNING)
     team = _team(server)
     target = wrap_team(team, output="critic")
@@ -93,6 +93,68 @@ def test_user_runs_first_then_optimize_then_user_runs_again(server, capfd, caplo
     assert all(not step.get("infrastructure_errors") for step in result.history)
     assert _user_run(team, server)[-1] == "APPROVED"  # the optimized value, through the user's own loop
     assert system_of(server.requests[-1]) == STRICT
+    _clean(capfd, caplog)
+
+
+def _optimize_checked(target, server, llm_calls_per_run):
+    """`_optimize`, checking that every run of the loop reached the server and recorded no error."""
+    before_graphs, before_requests = len(target.graphs), len(server.requests)
+    result = _optimize(target)
+    graphs = list(target.graphs)[before_graphs:]
+    assert graphs and len(server.requests) - before_requests == llm_calls_per_run * len(graphs)
+    assert all(not g.of_kind("exception") and len([n for n in g.nodes if n.name.endswith(".llm")])
+               == llm_calls_per_run for g in graphs)
+    assert all(not step.get("infrastructure_errors") for step in result.history)
+    assert (result.initial_score, result.best_score) == (0.0, 1.0)
+    return result
+
+
+def test_the_user_runs_the_team_first_then_wraps_it_then_optimizes_then_runs_again(server, capfd, caplog):
+    """The natural order (issue 11 item 5): build, try with asyncio.run, then decide to optimize.
+    Wrapping a team that had run used to be refused."""
+    caplog.set_level(logging.WARNING)
+    team = _team(server)
+    # Before wrapping, plain AgentChat allows one asyncio.run (a second fails in AgentChat itself,
+    # see test_without_adopting_the_loop_agentchat_still_fails); after wrapping, any number.
+    assert _user_run(team, server)[-1] == "Hmm."
+    target = wrap_team(team, output="critic")
+    _optimize_checked(target, server, llm_calls_per_run=2)
+    assert _user_run(team, server)[-1] == "APPROVED"  # the user's own loop, no reset: continues the last run
+    assert system_of(server.requests[-1]) == STRICT
+    asyncio.run(team.reset())
+    assert _user_run(team, server)[-1] == "APPROVED"
+    assert len(server.requests[-1]["messages"]) == 3  # system, task, draft: the reset took
+    assert target.last_graph.by_name("critic.llm")[0].value == "APPROVED"  # the user's runs are recorded
+    _clean(capfd, caplog)
+
+
+def test_wrapping_after_a_run_keeps_the_conversation_for_the_users_next_run(server, capfd, caplog):
+    caplog.set_level(logging.WARNING)
+    team = _team(server)
+    _user_run(team, server, task="First task.")
+    target = wrap_team(team, output="critic")
+    _user_run(team, server, task="Second task.")
+    assert [n.value for n in target.last_graph.by_name("critic.llm")] == ["Hmm."]  # recorded
+    texts = [m["content"] for m in server.requests[-1]["messages"]]  # the critic's request
+    assert texts[1:] == ["First task.", "A red kite over the sea.", "Hmm.", "Second task.",
+                         "A red kite over the sea."]
+    _clean(capfd, caplog)
+
+
+@pytest.mark.parametrize("wrap", ["as_target", "OptoAgent"])
+def test_the_user_runs_an_agent_first_then_optimizes_it_then_runs_again(server, capfd, caplog, wrap):
+    caplog.set_level(logging.WARNING)
+    critic = AssistantAgent("critic", server.client(temperature=0.7), system_message="You judge drafts.")
+    assert asyncio.run(critic.run(task="A red kite.")).messages[-1].content == "Hmm."  # before any wrapping
+    assert len(server.requests) == 1
+    agent = OptoAgent(critic) if wrap == "OptoAgent" else None
+    target = as_target(critic) if agent is None else AgentTarget(agent)
+    _optimize_checked(target, server, llm_calls_per_run=1)
+    for runner in (target.agent, critic):  # the wrapper, and the inner agent the user still holds
+        before = len(server.requests)
+        assert asyncio.run(runner.run(task="A red kite.")).messages[-1].content == "APPROVED"
+        assert len(server.requests) == before + 1 and system_of(server.requests[-1]) == STRICT
+        assert server.requests[-1]["temperature"] == 0.7
     _clean(capfd, caplog)
 
 
@@ -121,20 +183,6 @@ def test_both_orders_twice_with_target_runs_in_between(server, capfd, caplog):
         asyncio.run(team.reset())
         assert _user_run(team, server)[-1] == "APPROVED"
     assert len(target.graphs) >= 6  # the user's runs are recorded as well
-    _clean(capfd, caplog)
-
-
-def test_a_single_agent_run_by_the_user_then_optimized(server, capfd, caplog):
-    caplog.set_level(logging.WARNING)
-    critic = AssistantAgent("critic", server.client(), system_message="You judge drafts.")
-    assert asyncio.run(critic.run(task="A red kite.")).messages[-1].content == "Hmm."  # before any wrapping
-    target = AgentTarget(critic)
-    assert _optimize(target).best_score == 1.0
-    agent = target.agent
-    for runner in (agent, critic):  # the wrapper, and the inner agent the user still holds
-        before = len(server.requests)
-        assert asyncio.run(runner.run(task="A red kite.")).messages[-1].content == "APPROVED"
-        assert len(server.requests) == before + 1 and system_of(server.requests[-1]) == STRICT
     _clean(capfd, caplog)
 
 
@@ -192,6 +240,36 @@ def test_the_private_attributes_adopt_running_loop_uses_are_still_there(server):
     asyncio.run(use())
     assert client._client is not rebuilt  # a new loop: a new HTTP client
     assert client._create_args["temperature"] == 0.7 and client.total_usage().prompt_tokens > 0  # kept
+
+
+def test_the_private_attributes_reregister_participants_uses_are_still_there():
+    from autogen_core import AgentId, SingleThreadedAgentRuntime
+    from autogen_helpers import plain, replay
+
+    from opto_adapters.autogen.eventloop import needs_reregistration, reregister_participants
+
+    team = RoundRobinGroupChat([plain("writer", replay("w1", "w2")), plain("critic", replay("c1", "c2"))],
+                               termination_condition=MaxMessageTermination(3))
+    assert team._embedded_runtime is True and isinstance(team._runtime, SingleThreadedAgentRuntime)
+    assert team._initialized is False and team._is_running is False and not needs_reregistration(team)
+    asyncio.run(team.run(task="one"))
+    assert team._initialized is True and needs_reregistration(team)
+    writer = OptoAgent(team._participants[0])
+    team._participants[0] = writer
+    old_runtime = team._runtime
+
+    async def container_agent():
+        container = await team._runtime._get_agent(AgentId(type=team._participant_topic_types[0], key=team._team_id))
+        return container._agent
+
+    # AgentChat registered the original agent: replacing the list entry alone changes nothing
+    assert asyncio.run(container_agent()) is writer.agent
+    asyncio.run(reregister_participants(team))
+    assert team._runtime is not old_runtime and team._initialized is True
+    assert asyncio.run(container_agent()) is writer  # the runtime holds the wrapped agent now
+    state = asyncio.run(team.save_state())  # and the conversation came along
+    assert [m["content"] for m in state["agent_states"]["RoundRobinGroupChatManager"]["message_thread"]] == \
+           ["one", "w1", "c1"]
 
 
 def test_without_adopting_the_loop_agentchat_still_fails(server):

@@ -200,9 +200,12 @@ async def test_wrapping_errors_are_clear():
     with pytest.raises(TypeError, match="BaseGroupChat"):
         TeamTarget(plain("solo", replay("x")))
     # A team on a runtime the user passed, once it registered its agents there, cannot be re-registered.
+    runtime = SingleThreadedAgentRuntime()
     team = RoundRobinGroupChat([plain("writer", replay("a")), plain("critic", replay("b"))],
-                               termination_condition=MaxMessageTermination(3), runtime=SingleThreadedAgentRuntime())
+                               termination_condition=MaxMessageTermination(3), runtime=runtime)
+    runtime.start()  # the user runs a runtime they pass
     await team.reset()  # registers the participants with the user's runtime
+    await runtime.stop_when_idle()
     with pytest.raises(RuntimeError, match="runtime you passed"):
         wrap_team(team)
     assert [type(p) for p in team._participants] == [AssistantAgent, AssistantAgent]  # nothing was changed
@@ -262,7 +265,8 @@ async def test_a_team_that_already_ran_is_wrapped_and_keeps_its_conversation():
     assert request_texts(critic_client.create_calls[1]) == [
         "You are the strict critic.", "Write.", "draft one", "meh", "Again.", "draft two"]
     assert {n.value for n in graph.of_kind("input")} >= {"Write.", "draft one", "Again."}
-    assert graph.outputs[0].edges[0].id == graph.by_name("critic.message")[0].id
+    [answer] = [n for n in graph.by_name("critic.message") if n.kind == "op"]  # "meh" is an earlier input
+    assert graph.outputs[0].edges[0].id == answer.id and answer.value == "better"
     assert "output_message_id" not in graph.meta  # the output is marked in the graph only
     # target runs reset the team as before
     writer_client.chat_completions.append("draft three")
@@ -298,15 +302,32 @@ async def test_a_selector_team_that_already_ran_records_its_selector_after_wrapp
 
 
 async def test_a_nested_team_that_already_ran_joins_the_outer_graph():
-    inner = RoundRobinGroupChat([plain("drafter", replay("d1", "d2")), plain("checker", replay("c1", "c2"))],
-                                termination_condition=MaxMessageTermination(2))
-    outer = RoundRobinGroupChat([inner, plain("editor", replay("e1", "e2"))],
-                                termination_condition=MaxMessageTermination(4))
+    def build():
+        inner = RoundRobinGroupChat([plain("drafter", replay("d1", "d2")), plain("checker", replay("c1", "c2"))],
+                                    termination_condition=MaxMessageTermination(2))
+        return RoundRobinGroupChat([inner, plain("editor", replay("e1", "e2", "e3"))],
+                                   termination_condition=MaxMessageTermination(4))
+
+    bare = build()
+    await bare.run(task="go")
+    expected = [m.to_text() for m in (await bare.run(task="again")).messages]
+    outer = build()
     await outer.run(task="go")
     target = wrap_team(outer)
     assert set(target.agents) == {"drafter", "checker", "editor"}
     result = await outer.run(task="again")
-    assert [m.to_text() for m in result.messages][-1] == "e2"
+    assert [m.to_text() for m in result.messages] == expected  # as the unwrapped team, state carried over
     graph = target.last_graph
-    assert graph.meta["agents"] == ["checker", "drafter", "editor"]
     assert [n.value for n in graph.by_name("drafter.llm")] == ["d2"]
+    assert [n.value for n in graph.by_name("editor.llm")] == ["e2", "e3"]
+
+
+async def test_apply_values_into_a_team_that_already_ran():
+    from opto_adapters.autogen import apply_values
+
+    critic_client = replay("meh", "better")
+    team = _round_robin(replay("draft one", "draft two"), critic_client)
+    await team.run(task="Write.")
+    assert apply_values(team, {"critic.system_message": "Be strict."}) == {"critic.system_message": "Be strict."}
+    await team.run(task="Again.")
+    assert request_texts(critic_client.create_calls[1])[0] == "Be strict."

@@ -1,0 +1,78 @@
+"""One event loop running in a daemon thread: where async workflows run when the caller is synchronous.
+
+The asyncio executor runs every example's coroutine on such a loop, and adapters whose framework is
+async-only (AutoGen) run their conversations on one, so that framework objects that bind to the
+first event loop they see always see the same loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+
+class BackgroundLoop:
+    """An event loop in its own daemon thread, started on first use, stopped (and restartable) by `stop`."""
+
+    def __init__(self, name: str, reentry_hint: str = "inside async code, await the coroutine instead") -> None:
+        self.name = name
+        self.reentry_hint = reentry_hint  # what to do instead of a blocking call from the loop thread
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._thread is None or not self._thread.is_alive():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=serve, name=self.name, daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The thread that runs every coroutine (None before first use)."""
+        return self._thread
+
+    def run(self, coro: Any, timeout: float | None = None) -> Any:
+        """Run ``coro`` on the loop from another thread and return its result."""
+        loop = self.loop
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(f"a blocking call was made from the {self.name} loop thread itself (it would wait "
+                               f"for itself); {self.reentry_hint}")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    def stop(self, drain_seconds: float = 5.0) -> None:
+        """Cancel what still runs on the loop (waiting up to ``drain_seconds``), stop it and join its thread."""
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None:
+            return
+
+        async def drain() -> None:  # cancelled runs finish cancelling before the loop stops
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(drain(), loop).result(timeout=drain_seconds)
+        except Exception:  # a run that ignores cancellation: stop anyway
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout=drain_seconds)
+        if not loop.is_running():
+            loop.close()
