@@ -336,3 +336,25 @@ def test_memory_keeps_the_newest_entries_within_its_limit():
     assert len(limited) < len(full) and "older entries left out" in limited
     assert limited.rstrip().endswith(full.rstrip().splitlines()[-1])  # the newest entry stays
     assert estimate([{"role": "user", "content": limited}]) > 0
+
+
+def test_a_retry_that_cannot_fit_is_skipped_and_the_first_answer_stands():
+    from opto_core import Edge, Feedback, Graph, Parameter, backward
+    from opto_core.optimizers import OptoPrime
+    from opto_core.testing import ScriptedLLM
+
+    code = Parameter("tool.code", "code", "def tool(x):\n    \"\"\"" + "Explain. " * 250 + "\"\"\"\n    return x\n")
+    rate = Parameter("rate", "float", 0.5, lower=0, upper=1)
+    g = Graph()
+    out = g.add("op", "tool", 1, parents=[Edge(g.add_parameter(code).id, "__code"), Edge(g.add_parameter(rate).id, "r")])
+    g.mark_output(out.id)
+    instance = backward(g, Feedback(0.0, "too high"))
+    # the first answer: one valid value, and so many unknown names that their reasons cannot fit a retry
+    junk = {f"not_a_variable_with_a_long_name_{i}": i for i in range(60)}
+    llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"rate": 0.2, **junk}})])
+    llm.context_window = 2600
+    optimizer = OptoPrime([code, rate], llm, max_answer_tokens=900)
+    proposal = optimizer.step(instance)
+    assert proposal.accepted == {"rate": 0.2} and len(llm.requests) == 1  # no request that must fail
+    assert any(note.startswith("retry skipped") for note in proposal.budget["notes"])
+    assert estimate(llm.requests[0]["messages"]) <= 2600 - 900

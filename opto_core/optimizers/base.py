@@ -291,12 +291,17 @@ class Optimizer:
         first_messages = messages
         problems = self._read(result.text, proposal)
         proposal.attempts = 1
+        retry_messages = None
         if problems and self.retry_invalid and not proposal.terminated:
             note = self._retry_note(problems, proposal)
             answer = result.text
             try:
-                messages = self._retry_messages(instances, first_messages, answer, note, fit)
-                result, _ = self._send(messages, usage, lambda: self._retry_messages(
+                retry_messages = self._retry_messages(instances, first_messages, answer, note, fit)
+            except ContextWindowTooSmall as exc:  # the first answer stands, with its rejections: no failed request
+                fit.notes.append(f"retry skipped, it cannot fit the context window: {exc}")
+        if retry_messages is not None:
+            try:
+                result, _ = self._send(retry_messages, usage, lambda: self._retry_messages(
                     instances, self._build(instances, fit), answer, note, fit))
             except BaseException:
                 self.remember(instances)  # the first call succeeded: the step counts for memory
