@@ -18,6 +18,12 @@ Edges, and why three kinds:
   agents' messages, the agent's own earlier turns). They explain the call but did not produce it.
 - ``via="control"``: a speaker-selection call -> the first LLM call of the turn it chose.
 
+Which node produced a prompt message is asked of the core's provenance index
+(`opto_core.provenance`), by framework ids only: the tool-call ids of a request or its results,
+else the speaker and the exact content (the latest such message wins: an agent that repeats
+itself is answered by its latest turn). No text is matched by length or containment here: a
+prompt item is a message the framework passed on, not text assembled from other texts.
+
 ``backward(graph, fb)`` follows all of them; ``backward(graph, fb, follow=("data", "call_tree",
 "control"))`` credits only the producer chain of the message that got feedback.
 
@@ -38,6 +44,7 @@ from typing import Any, Mapping
 from opto_core.graph import (META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph,
                              run_meta)
 from opto_core.parameters import Parameter
+from opto_core.provenance import ProvenanceIndex
 
 #: Parameter roles an adapter maps its parameters to (``tool_code:<tool>``, ``tool_description:<tool>``,
 #: ``setting:<name>`` carry a suffix).
@@ -234,14 +241,12 @@ class _Builder:
         self.log = log
         self.parameters = parameters
         self.graph = Graph()
-        self.msg_nodes: dict[str, str] = {}  # message id -> node id
-        self.msg_turn: dict[str, tuple[str, int | None]] = {}  # node id -> (source, turn)
-        self.by_text: dict[tuple[str | None, str], str] = {}  # (source, content) -> latest node id
-        self.by_call: dict[tuple[str, tuple[str, ...]], str] = {}  # (kind, call ids) -> node id
-        self.call_for_id: dict[str, str] = {}  # tool call id -> request message node id
-        self.result_for_id: dict[str, str] = {}  # tool call id -> results message node id
+        # Producers by framework id (see the module doc). Keys: ("message", id); ("text", source,
+        # content); ("calls", kind, sorted call ids); (kind, call id) for requests and results;
+        # ("tool_run", call id). All but message ids name slots: the latest producer wins.
+        self.index = ProvenanceIndex(text=False)
+        self.msg_turn: dict[str, tuple[str, int | None]] = {}  # message node id -> (source, turn), in order
         self.last_own: dict[str, str] = {}  # agent -> node id of its latest message
-        self.tool_runs: dict[str, str] = {}  # tool call id -> tool run node id
         self.last_llm: dict[tuple[str, int | None], str] = {}  # (agent, turn) -> last LLM call node id
         self.first_llm_done: set[int] = set()
         self.pending_selector: tuple[str, str] | None = None  # (node id, the text it answered)
@@ -275,7 +280,7 @@ class _Builder:
                     parents.append(Edge(producer, "produced_by"))
             elif message.kind in (KIND_TOOL_RESULTS, KIND_TOOL_SUMMARY):
                 for call_id in message.call_ids:
-                    run = self.tool_runs.get(call_id)
+                    run = self.index.by_key(("tool_run", call_id))
                     if run is not None:
                         parents.append(Edge(run, f"call {call_id}"))
         kind = "op" if parents else "input"
@@ -285,25 +290,24 @@ class _Builder:
             description=_describe_message(message, bool(parents)),
             meta={"message_id": message.id, "type": message.type, "source": message.source, "turn": message.turn,
                   "final": message.final, **({"call_ids": list(message.call_ids)} if message.call_ids else {})})
-        self.msg_nodes[message.id] = node.id
+        index = self.index
+        index.register_key(("message", message.id), node.id)
         self.msg_turn[node.id] = (message.source, message.turn)
-        self.by_text[(message.source, message.content)] = node.id
+        index.register_key(("text", message.source, message.content), node.id, latest=True)
         self.last_own[message.source] = node.id
         if message.call_ids:
-            self.by_call[(message.kind, tuple(sorted(message.call_ids)))] = node.id
-            if message.kind == KIND_TOOL_REQUEST:
+            index.register_key(("calls", message.kind, tuple(sorted(message.call_ids))), node.id, latest=True)
+            if message.kind in (KIND_TOOL_REQUEST, KIND_TOOL_RESULTS):
                 for call_id in message.call_ids:
-                    self.call_for_id[call_id] = node.id
-            elif message.kind == KIND_TOOL_RESULTS:
-                for call_id in message.call_ids:
-                    self.result_for_id[call_id] = node.id
+                    index.register_key((message.kind, call_id), node.id, latest=True)
 
     # -- LLM calls --
     def add_llm_call(self, call: LLMCallRecord) -> None:
         parents: list[Edge] = []
         unmatched = 0
         system_checked = False
-        msg_turn, by_text, agent, this_turn = self.msg_turn, self.by_text, call.agent, call.turn
+        msg_turn, node_of, by_key = self.msg_turn, self.index.node_of, self.index.by_key
+        agent, this_turn = call.agent, call.turn
         for position, item in enumerate(call.prompt):  # the hot loop of a long conversation: kept lean
             if position == 0 and item.role == "system" and call.role == "agent":
                 system_checked = True
@@ -311,7 +315,7 @@ class _Builder:
                 if param is not None and param.value == item.content:
                     parents.append(Edge(self.graph.add_parameter(param).id, "system_message"))
                     continue
-            node_id = self.match(item) if item.call_ids else by_text.get((item.source, item.content))
+            node_id = node_of(None, keys=self.keys(item)) if item.call_ids else by_key(("text", item.source, item.content))
             arg = _PROMPT_ARGS[position] if position < len(_PROMPT_ARGS) else f"prompt[{position}]"
             if node_id is None:
                 unmatched += 1
@@ -320,7 +324,7 @@ class _Builder:
             source, turn = msg_turn[node_id]
             own_turn = this_turn is not None and turn == this_turn and source == agent
             if not own_turn and item.role == "tool" and item.call_ids:
-                own_turn = self.call_for_id.get(item.call_ids[0]) == self.last_own.get(agent)  # results of its request
+                own_turn = by_key((KIND_TOOL_REQUEST, item.call_ids[0])) == self.last_own.get(agent)  # results of its request
             parents.append(Edge(node_id, arg, "data" if own_turn else "context"))
         if not system_checked and call.role == "agent":
             param = self.parameters.get(call.agent, {}).get(ROLE_SYSTEM)
@@ -338,7 +342,7 @@ class _Builder:
         if call.role == "selector":
             # The selector's prompt is a rendered template of the whole transcript: link every chat message.
             seen = {edge.id for edge in parents}
-            for node_id in self.msg_nodes.values():
+            for node_id in self.msg_turn:
                 if node_id not in seen and self.graph[node_id].meta.get("type") not in EVENT_TYPES:
                     parents.append(Edge(node_id, "history", "context"))
         elif call.turn is not None and call.turn not in self.first_llm_done:
@@ -364,17 +368,17 @@ class _Builder:
         else:
             self.last_llm[(call.agent, call.turn)] = node.id
 
-    def match(self, item: PromptItem) -> str | None:
-        if item.call_ids:
-            kind = KIND_TOOL_RESULTS if item.role == "tool" else KIND_TOOL_REQUEST
-            found = self.by_call.get((kind, tuple(sorted(item.call_ids))))
-            if found is not None:
-                return found
-            if len(item.call_ids) == 1:  # one result of a message that answered several calls
-                found = (self.result_for_id if kind == KIND_TOOL_RESULTS else self.call_for_id).get(item.call_ids[0])
-                if found is not None:
-                    return found
-        return self.by_text.get((item.source, item.content))
+    @staticmethod
+    def keys(item: PromptItem) -> list[tuple[Any, ...]]:
+        """The ids a prompt item with tool calls is known by, strongest first: the request (or results)
+        message of exactly these calls, the message one call came in (a message that answered several
+        calls, sent back one result at a time), then the speaker and content."""
+        kind = KIND_TOOL_RESULTS if item.role == "tool" else KIND_TOOL_REQUEST
+        keys: list[tuple[Any, ...]] = [("calls", kind, tuple(sorted(item.call_ids)))]
+        if len(item.call_ids) == 1:
+            keys.append((kind, item.call_ids[0]))
+        keys.append(("text", item.source, item.content))
+        return keys
 
     def prompt_input(self, agent: str, item: PromptItem) -> str:
         key = (item.role, item.source, item.content)
@@ -390,7 +394,7 @@ class _Builder:
     # -- tools --
     def add_tool_run(self, run: ToolRunRecord) -> None:
         parents: list[Edge] = []
-        request = self.call_for_id.get(run.call_id)
+        request = self.index.by_key((KIND_TOOL_REQUEST, run.call_id))
         if request is not None:
             parents.append(Edge(request, "arguments"))
         code = self.param_edge(run.agent, ROLE_TOOL_CODE + run.name, "code")
@@ -402,19 +406,18 @@ class _Builder:
             doc=f"tool {run.name}: {description.value}" if description is not None else f"tool {run.name}",
             description=f"{run.name}({_short_args(run.arguments)})",
             meta={"call_id": run.call_id, "arguments": run.arguments, "is_error": run.is_error, "turn": run.turn})
-        self.tool_runs[run.call_id] = node.id
+        self.index.register_key(("tool_run", run.call_id), node.id, latest=True)
 
     # -- outputs --
     def add_outputs(self) -> None:
         log = self.log
         output_id = log.output_message_id
-        if output_id is not None and output_id not in self.msg_nodes:
-            output_id = None
-        if output_id is None and log.error is None:
+        output = self.index.by_key(("message", output_id)) if output_id is not None else None
+        if output is None and log.error is None:
             last = log.last_message()
-            output_id = last.id if last is not None else None
-        if output_id is not None and output_id in self.msg_nodes:
-            self.graph.mark_output(self.msg_nodes[output_id], "output")
+            output = self.index.by_key(("message", last.id)) if last is not None else None
+        if output is not None:
+            self.graph.mark_output(output, "output")
         if log.error is not None and not self.exception_ids:
             # The run failed outside an LLM call (a tool raised past the framework, a termination
             # condition, a cancelled task): attach the error to the last thing that happened.

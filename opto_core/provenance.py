@@ -27,7 +27,9 @@ Ties inside one way:
 - identity and exact text: the **most recent** producer wins (a step that returns its input
   unchanged is the latest step the value went through, and the graph must pass through it);
 - keys: the **first** producer wins (a framework mints an id once; later steps that carry the
-  message along only relay it);
+  message along only relay it). A key that names a *slot* rather than a minted id (a speaker's
+  latest message with a given text, the latest request for a set of tool calls) is registered
+  with ``register_key(key, node, latest=True)``: then the most recent producer wins;
 - containment: the **longest** contained texts win, the more recent first on equal length; a
   match lying inside an already chosen longer match is dropped (the longer one explains it), and
   at most `MAX_CONTAINED` producers are returned.
@@ -36,7 +38,13 @@ Texts shorter than `MIN_TEXT` characters (after stripping whitespace) are never 
 neither exactly nor contained: "yes", "3" or "ok" come up by coincidence far too often.
 ``bool``, ``None`` and untagged numbers are never matched at all. A container (dict, list, tuple)
 is registered together with its direct items, and a consumed container that is not known by
-identity is traced through its direct items.
+identity is traced through its direct items (``depth=0`` on `register`, `tag` and the lookups
+follows the container alone).
+
+A tracer that hands every produced value on itself (plain Python: tagged values and the very
+objects) builds its index with ``ProvenanceIndex(text=False)``: it follows identity, tags and keys
+only, and never links two values because their texts are equal; a value rebuilt outside a step
+is then a constant, as documented for `opto_core.trace`.
 
 Cost: registering and exact lookups are dict operations; only containment scans, and it scans at
 most the `CONTAIN_SCAN` most recent distinct texts. One index serves one run and is thread-safe.
@@ -107,6 +115,7 @@ class Match(NamedTuple):
 
 
 _NUMBERS = (bool, int, float)
+_PLAIN_NUMBERS = frozenset(_NUMBERS)
 
 
 def _is_number(value: Any) -> bool:
@@ -118,26 +127,29 @@ class ProvenanceIndex:
     """Produced values by node id, and the lookup of a consumed value's producers (one per run).
 
     ``text_of`` gives the text of objects that are not ``str`` (a chat message's content, a
-    document's page content); return ``None`` for objects that have no text.
+    document's page content); return ``None`` for objects that have no text. ``text=False``
+    turns the two text rules off (identity, tags and keys only).
     """
 
-    def __init__(self, text_of: Callable[[Any], str | None] | None = None) -> None:
+    def __init__(self, text_of: Callable[[Any], str | None] | None = None, *, text: bool = True) -> None:
         self.token = next(_TOKENS)  # tagged values from another index are not ours
         self.text_of = text_of
+        self.match_text = text  # False: identity, tags and keys only (see the module doc)
         self._identity: dict[int, tuple[str, Any]] = {}  # id(obj) -> (node, obj): the reference keeps ids unique
         self._keys: dict[Hashable, str] = {}
         self._texts: dict[str, str] = {}  # text -> node, insertion order = recency
         self._lock = threading.Lock()
 
     # ----- registering ---------------------------------------------------------------------------
-    def tag(self, value: Any, node_id: str) -> Any:
+    def tag(self, value: Any, node_id: str, *, depth: int = 1) -> Any:
         """Register ``value`` as produced by ``node_id``; a ``str``/``int``/``float`` comes back tagged.
 
         Pass the returned value on (instead of ``value``) so that the next step finds its producer
         by identity. ``bool`` and ``None`` cannot be tagged and come back unchanged.
         """
-        self.register(value, node_id)
         kind = _TAGGED.get(type(value)) or _TAGGED.get(_PLAIN.get(type(value)))  # type: ignore[arg-type]
+        if kind is None or self.match_text:  # without text rules a tag is all a primitive needs
+            self.register(value, node_id, depth=depth)
         if kind is None or isinstance(value, bool):
             return value
         tagged = kind(value)
@@ -160,17 +172,23 @@ class ProvenanceIndex:
                 self._identity[id(value)] = (node_id, value)
             self._register(value, node_id, text, depth)
 
-    def register_key(self, key: Hashable, node_id: str) -> None:
-        """Remember a framework id (``("tool_call", "call_1")``) as minted by ``node_id``; the first wins."""
+    def register_key(self, key: Hashable, node_id: str, *, latest: bool = False) -> None:
+        """Remember a framework id (``("tool_call", "call_1")``) as minted by ``node_id``; the first wins.
+
+        ``latest=True``: the key names a slot that later producers take over (see the module doc).
+        """
         with self._lock:
-            self._keys.setdefault(key, node_id)
+            if latest:
+                self._keys[key] = node_id
+            else:
+                self._keys.setdefault(key, node_id)
 
     def _register(self, value: Any, node_id: str, text: str | None, depth: int) -> None:
         if _is_number(value) and text is None:
             return
-        if text is None:
+        if text is None and self.match_text:
             text = self._text(value)
-        if text is not None and len(text.strip()) >= MIN_TEXT:
+        if text is not None and self.match_text and len(text.strip()) >= MIN_TEXT:
             self._texts.pop(text, None)  # most recent wins: move it to the end
             self._texts[text] = node_id
         if not _is_number(value) and not isinstance(value, str):
@@ -189,15 +207,36 @@ class ProvenanceIndex:
         return None
 
     # ----- looking up -----------------------------------------------------------------------------
-    def find(self, value: Any, *, text: str | None = None, keys: Iterable[Hashable] = ()) -> Match | None:
+    def find(self, value: Any, *, text: str | None = None, keys: Iterable[Hashable] = (),
+             depth: int = 1) -> Match | None:
         """The strongest producer of ``value``, or ``None`` if no rule finds one."""
-        found = self.find_all(value, text=text, keys=keys, limit=1)
+        found = self.find_all(value, text=text, keys=keys, limit=1, depth=depth)
         return found[0] if found else None
 
-    def node_of(self, value: Any, *, text: str | None = None, keys: Iterable[Hashable] = ()) -> str | None:
+    def node_of(self, value: Any, *, text: str | None = None, keys: Iterable[Hashable] = (),
+                depth: int = 1) -> str | None:
         """The node id of `find`, or ``None``."""
-        match = self.find(value, text=text, keys=keys)
+        if getattr(value, "_opto_run", None) == self.token:  # a tag of ours: nothing beats it
+            return value._opto_node
+        if text is None and not keys and type(value) in _PLAIN_NUMBERS:  # never matched: skip the lock
+            return None
+        if value is None and text is None:  # framework ids only: dict reads (atomic), no lock
+            get = self._keys.get
+            for key in keys:
+                node = get(key)
+                if node is not None:
+                    return node
+            return None
+        match = self.find(value, text=text, keys=keys, depth=depth)
         return match.node if match is not None else None
+
+    def by_key(self, key: Hashable) -> str | None:
+        """The producer one framework id names (`node_of` with a single key; for hot loops)."""
+        return self._keys.get(key)
+
+    def has_key(self, key: Hashable) -> bool:
+        """Whether a framework id is registered (to credit ids no step minted, e.g. an input's)."""
+        return key in self._keys
 
     def find_all(self, value: Any, *, text: str | None = None, keys: Iterable[Hashable] = (),
                  limit: int = MAX_CONTAINED, depth: int = 1) -> list[Match]:
@@ -222,9 +261,9 @@ class ProvenanceIndex:
             node = self._keys.get(key) if key is not None else None
             if node is not None:
                 return [Match(node, KEY)]
-        if text is None and not _is_number(value):
+        if text is None and not _is_number(value) and self.match_text:
             text = self._text(value)
-        if text is not None and len(text.strip()) >= MIN_TEXT:
+        if text is not None and self.match_text and len(text.strip()) >= MIN_TEXT:
             node = self._texts.get(text)
             if node is not None:
                 return [Match(node, VALUE)]

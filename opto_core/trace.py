@@ -9,8 +9,10 @@ Three pieces, in the spirit of micrograd:
   makes the function's own source a ``code`` parameter that the optimizer may rewrite.
 - ``with capture() as run:`` collects one run; ``run.graph`` holds its graph.
 
-How values are followed from op to op: a result that is a ``str``, ``int`` or ``float`` is
-returned as a tiny subclass carrying its node id (it compares, hashes and prints exactly like
+How values are followed from op to op: by the core's provenance index
+(`opto_core.provenance.ProvenanceIndex`, identity and tags only: plain Python hands every value
+on itself, so equal texts are no evidence here). A result that is a ``str``, ``int`` or ``float``
+is returned as a tiny subclass carrying its node id (it compares, hashes and prints exactly like
 the plain value); any other object is followed by identity. ``bool`` and ``None`` cannot be
 tagged and enter the next op as constants. Arithmetic done *outside* an op is not traced: wrap
 it in an op. State lives in a context variable, so runs in different threads or asyncio tasks
@@ -26,7 +28,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
+import platform
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -34,70 +37,36 @@ from contextlib import contextmanager
 
 from .binding import BoundParameters
 from .code import SourceUnavailable, compile_like, function_source
-from .graph import Edge, Graph
+from .graph import META_DURATION, Edge, Graph, run_meta
 from .parameters import Parameter
+from .provenance import ProvenanceIndex, untag
 from .target import BoundTarget
+
+ADAPTER = "opto_core.trace"
+FRAMEWORK = "python"
 
 _CURRENT: ContextVar["Run | None"] = ContextVar("opto_trace_run", default=None)
 
 
-# ----- values that remember which node produced them ---------------------------------------
-class _TracedStr(str):
-    _opto_node: str
-    _opto_run: int
-
-
-class _TracedInt(int):
-    _opto_node: str
-    _opto_run: int
-
-
-class _TracedFloat(float):
-    _opto_node: str
-    _opto_run: int
-
-
-_TAGGED = {str: _TracedStr, int: _TracedInt, float: _TracedFloat}
-_PLAIN = {_TracedStr: str, _TracedInt: int, _TracedFloat: float}
-
-
-def untag(value: Any) -> Any:
-    """The plain value behind a traced one (a traced ``str`` becomes a ``str``, and so on)."""
-    plain = _PLAIN.get(type(value))
-    return plain(value) if plain is not None else value
+__all__ = ["FunctionTarget", "Run", "TracedOp", "capture", "current_run", "op", "untag"]
 
 
 @dataclass
 class Run:
-    """One captured run: its graph, and how to find the node behind a value."""
+    """One captured run: its graph, and how to find the node behind a value (its provenance index)."""
 
     graph: Graph
     output: Any = None
     error: BaseException | None = None
-    _by_identity: dict[int, tuple[str, Any]] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    index: ProvenanceIndex = field(default_factory=lambda: ProvenanceIndex(text=False), repr=False)
 
     def tag(self, value: Any, node_id: str) -> Any:
         """Return ``value`` carrying its node id, so the next op can find its parent."""
-        tagged_type = _TAGGED.get(type(value)) or _TAGGED.get(_PLAIN.get(type(value)))  # type: ignore[arg-type]
-        if tagged_type is not None and not isinstance(value, bool):
-            tagged = tagged_type(value)
-            tagged._opto_node = node_id
-            tagged._opto_run = id(self)
-            return tagged
-        if value is not None and not isinstance(value, bool):
-            with self._lock:
-                self._by_identity[id(value)] = (node_id, value)  # keep a reference: ids stay unique
-        return value
+        return self.index.tag(value, node_id, depth=0)
 
     def node_of(self, value: Any) -> str | None:
         """The id of the node that produced ``value`` in this run, if it is known."""
-        if getattr(value, "_opto_run", None) == id(self):
-            return value._opto_node
-        entry = self._by_identity.get(id(value))
-        if entry is not None and entry[1] is value:
-            return entry[0]
-        return None
+        return self.index.node_of(value, depth=0)
 
     def input(self, name: str, value: Any, description: str = "") -> Any:
         """Declare an external value (an example's field); returns it traced."""
@@ -130,8 +99,9 @@ def capture(name: str = "run", meta: dict[str, Any] | None = None) -> Iterator[R
     An exception leaving the block is recorded on ``run.error`` (its ``exception`` node is in the
     graph already) and re-raised; the graph stays available on ``run``.
     """
-    run = Run(Graph(meta={"adapter": "opto_core.trace", "run": name, **(meta or {})}))
+    run = Run(Graph(meta=run_meta(ADAPTER, FRAMEWORK, platform.python_version(), run=name, **(meta or {}))))
     token = _CURRENT.set(run)
+    started = time.perf_counter()
     try:
         yield run
     except BaseException as exc:
@@ -139,6 +109,7 @@ def capture(name: str = "run", meta: dict[str, Any] | None = None) -> Iterator[R
         raise
     finally:
         _CURRENT.reset(token)
+        run.graph.meta[META_DURATION] = round(time.perf_counter() - started, 6)
 
 
 # ----- ops ------------------------------------------------------------------------------------

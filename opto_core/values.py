@@ -79,18 +79,23 @@ def from_document(doc: Any, source: str = "the values") -> SavedValues:
     return SavedValues(values, meta)
 
 
-def load_values(path: str | os.PathLike[str]) -> SavedValues:
-    """Read an ``opto-values/1`` file: a dict of values by parameter name, with ``.meta``."""
+def read_document(path: str | os.PathLike[str]) -> Any:
+    """The JSON document in a file, or a `ValuesFileError` saying why it cannot be read (for
+    adapters that also read older formats of their own before `from_document`)."""
     target = Path(path)
     try:
         text = target.read_text(encoding="utf-8")
     except OSError as exc:
         raise ValuesFileError(f"cannot read {target}: {exc.strerror or exc}") from None
     try:
-        doc = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
         raise ValuesFileError(f"{target} is not JSON: {exc}") from None
-    return from_document(doc, str(target))
+
+
+def load_values(path: str | os.PathLike[str]) -> SavedValues:
+    """Read an ``opto-values/1`` file: a dict of values by parameter name, with ``.meta``."""
+    return from_document(read_document(path), str(Path(path)))
 
 
 def resolve(values_or_path: Any, framework: str | None = None) -> SavedValues:

@@ -184,3 +184,43 @@ def test_concurrent_registration_and_lookup_are_safe():
 @pytest.mark.parametrize("value", [object(), 3, "unknown text", b"bytes!"])
 def test_unknown_values_have_no_producer(value):
     assert ProvenanceIndex().find_all(value) == []
+
+
+def test_without_text_rules_only_identity_tags_and_keys_answer():
+    index = ProvenanceIndex(text=False)
+    tagged = index.tag("a long produced text", "a")
+    obj = {"k": "v"}
+    index.register(obj, "b")
+    index.register("another produced text", "c")  # a text: nothing to follow without the text rules
+    index.register_key(("message", "m1"), "d")
+    assert index.node_of(tagged) == "a" and index.node_of(obj) == "b"
+    assert index.node_of("a long produced text") is None  # equal text, not the tagged value
+    assert index.node_of("another produced text") is None
+    assert index.node_of("prefix: a long produced text") is None  # no containment either
+    assert index.node_of(None, keys=[("message", "m1")]) == "d"
+
+
+def test_depth_zero_follows_the_container_alone():
+    index = ProvenanceIndex()
+    item = ["inner"]
+    produced = [item]
+    index.tag(produced, "a", depth=0)
+    assert index.node_of(produced) == "a"
+    assert index.node_of(item) is None  # its items were not registered
+    index.register(item, "b")
+    assert index.node_of([item]) == "b"  # an unknown container is traced through its items...
+    assert index.node_of([item], depth=0) is None  # ...unless asked not to
+
+
+def test_latest_keys_name_slots_that_later_producers_take_over():
+    index = ProvenanceIndex()
+    index.register_key(("text", "alice", "hi"), "first", latest=True)
+    index.register_key(("text", "alice", "hi"), "second", latest=True)
+    index.register_key(("message", "m1"), "minted")
+    index.register_key(("message", "m1"), "relay")  # a minted id: the first stays
+    assert index.node_of(None, keys=[("text", "alice", "hi")]) == "second"
+    assert index.node_of(None, keys=[("message", "m1")]) == "minted"
+    assert index.has_key(("message", "m1")) and not index.has_key(("message", "m2"))
+    assert index.by_key(("message", "m1")) == "minted" and index.by_key(("message", "m2")) is None
+    # keys are tried in the order given: the first key that answers wins
+    assert index.node_of(None, keys=[("message", "m2"), ("text", "alice", "hi"), ("message", "m1")]) == "second"

@@ -27,7 +27,7 @@ import dspy
 from opto_core.binding import BoundParameters, UnknownParameters, select
 from opto_core.code import SourceUnavailable, compile_like, function_source
 from opto_core.parameters import InvalidValue, Parameter
-from opto_core.values import SavedValues, ValuesFileError, apply_saved, document, from_document
+from opto_core.values import SavedValues, apply_saved, document, from_document, read_document
 
 from .bindings import (UNSET_DEFAULTS, DemosBinding, LMSettingBinding, SignatureBinding, ToolCodeBinding,
                        ToolDescBinding)
@@ -319,14 +319,7 @@ def apply_values(program: Any, values_or_path: Any) -> dict[str, Any]:
     """
     params = ProgramParameters(program)
     if isinstance(values_or_path, (str, os.PathLike)):
-        path = Path(values_or_path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ValuesFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise ValuesFileError(f"{path} is not JSON: {exc}") from None
-        return params.load_sidecar(data, str(path))
+        return params.load_sidecar(read_document(values_or_path), str(Path(values_or_path)))
     return apply_saved(params, values_or_path, framework=FRAMEWORK)
 
 

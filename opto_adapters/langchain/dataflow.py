@@ -11,11 +11,14 @@ LangChain states the flow, it is read from position tags:
 - ``graph:step:N`` (LangGraph): each node reads the state; state keys are followed to the node
   that last wrote them, and messages to the step that made them.
 
-Inside a step that hides its flow (a lambda, a LangGraph node, a custom chain), values are
-matched: a message by its id, a tool run by its ``tool_call_id`` (to the model that asked for it),
-a ``ToolMessage`` by ``tool_call_id`` (to the tool that answered), an object by identity, a text
-by equality. Whatever stays unmatched falls back to the call tree: the edge gets
-``via="call_tree"`` and the node lists it in ``meta["call_tree"]``.
+Inside a step that hides its flow (a lambda, a LangGraph node, a custom chain), the producer of
+each value is asked of the core's provenance index (`opto_core.provenance`, the rules every
+adapter shares): an object by identity; a message by its id (``("message", id)``), a tool run by
+its ``tool_call_id`` (``("tool_call", id)``: the model that asked for it), a ``ToolMessage`` by
+its ``tool_call_id`` (``("tool_result", id)``: the tool that answered); a text (a string, a
+message's content, a document's page content) by equality, else as part of a longer text (an
+answer or retrieved documents formatted into a prompt). Whatever stays unmatched falls back to
+the call tree: the edge gets ``via="call_tree"`` and the node lists it in ``meta["call_tree"]``.
 
 Containers (sequence, parallel, branch, fallbacks, passthrough, assign, a LangGraph graph) become
 no node of their own: their children are wired through them. Every other run is an ``op`` node
@@ -31,11 +34,11 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import langchain_core
-from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.tracers.schemas import Run
 
 from opto_core.graph import META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph, run_meta
+from opto_core.provenance import ProvenanceIndex
 
 from .links import Links
 from .parameters import TAG_KEY
@@ -43,7 +46,6 @@ from .values import Part, messages_in, parts_of, snapshot, text_of
 
 ADAPTER = "opto_adapters.langchain"
 FRAMEWORK = "langchain-core"
-MIN_TEXT_MATCH = 4  # shorter texts ("yes", "3") match too often by accident
 #: The argument name of an op's input when the value has no key of its own.
 _DEFAULT_ARGS = {"chat_model": "messages", "llm": "prompt", "tool": "args", "retriever": "query"}
 
@@ -115,11 +117,7 @@ class _Builder:
         self.scope: list[str] = []  # names of the runs being visited (for parameters linked by used_by)
         self.graph = Graph(meta=run_meta(ADAPTER, FRAMEWORK, langchain_core.__version__, run_name=root.name,
                                          **{META_RUN_ID: str(root.id)}))
-        self.message_producer: dict[str, str] = {}  # message id -> node
-        self.call_producer: dict[str, str] = {}  # tool call id -> the model node that asked for it
-        self.result_producer: dict[str, str] = {}  # tool call id -> the tool node that answered
-        self.identity: dict[int, tuple[str, Any]] = {}  # id(raw object) -> (node, object)
-        self.texts: dict[str, str] = {}  # text -> latest node that produced it
+        self.index = ProvenanceIndex(text_of=text_of)  # who produced each value (see the module doc)
         self.consumed: set[str] = set()
         self.routes: list[tuple[str, set[str]]] = []  # LangGraph routing results: node, targets
         self.prompt_tokens = self.completion_tokens = 0
@@ -171,54 +169,22 @@ class _Builder:
         return node.id
 
     def register(self, raw: Any, node_id: str) -> None:
-        """Remember ``raw`` (an op's output or a run input) as produced by ``node_id``."""
-        kind = type(raw)
-        if kind is str:  # the common case: a parser's or a function's text
-            if len(raw) >= MIN_TEXT_MATCH:
-                self.texts[raw] = node_id
-            return
-        if raw is None or kind in (int, float, bool):
-            return
-        for message in messages_in(raw):
-            if message.id and message.id not in self.message_producer:
-                self.message_producer[message.id] = node_id
-            if isinstance(message, AIMessage):
-                for call in message.tool_calls or ():
-                    if call.get("id"):
-                        self.call_producer.setdefault(call["id"], node_id)
-            if isinstance(message, ToolMessage) and message.tool_call_id:
-                self.result_producer.setdefault(message.tool_call_id, node_id)
-        for value in [raw, *raw.values()] if isinstance(raw, dict) else [raw]:
-            text = text_of(value)
-            if text is not None:
-                if len(text) >= MIN_TEXT_MATCH:
-                    self.texts[text] = node_id
-            elif value is not None and not isinstance(value, (int, float, bool)):
-                self.identity[id(value)] = (node_id, value)
+        """Remember ``raw`` (an op's output or a run input) as produced by ``node_id``, with the ids of
+        the messages and tool calls in it."""
+        keys: list[tuple[str, str]] = []
+        if type(raw) is not str:
+            for message in messages_in(raw):
+                if message.id:
+                    keys.append(("message", message.id))
+                if isinstance(message, AIMessage):
+                    keys += [("tool_call", call["id"]) for call in message.tool_calls or () if call.get("id")]
+                elif isinstance(message, ToolMessage) and message.tool_call_id:
+                    keys.append(("tool_result", message.tool_call_id))
+        self.index.register(raw, node_id, keys=keys)
 
     def find_part(self, part: Part) -> str | None:
-        """The node that produced one input piece, by message id, tool call, identity or text."""
-        if part.message_id and part.message_id in self.message_producer:
-            return self.message_producer[part.message_id]
-        if part.tool_call_id and part.tool_call_id in self.result_producer:
-            return self.result_producer[part.tool_call_id]
-        return self.find(part.obj, part.text)
-
-    def find(self, value: Any, text: str | None = None) -> str | None:
-        """The node that produced ``value``, by identity, message id or text."""
-        if isinstance(value, BaseMessage):
-            if value.id and value.id in self.message_producer:
-                return self.message_producer[value.id]
-            if isinstance(value, ToolMessage) and value.tool_call_id in self.result_producer:
-                return self.result_producer[value.tool_call_id]
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            entry = self.identity.get(id(value))
-            if entry is not None and entry[1] is value:
-                return entry[0]
-        text = text if text is not None else text_of(value)
-        if text is not None and len(text) >= MIN_TEXT_MATCH:
-            return self.texts.get(text)
-        return None
+        """The node that produced one input piece (its ids and text were taken when its run started)."""
+        return self.index.node_of(part.obj, text=part.text, keys=_keys(part.message_id, part.tool_call_id))
 
     @staticmethod
     def edges_from(refs: list[Ref], run: Run) -> list[Edge]:
@@ -396,12 +362,12 @@ class _Builder:
         inputs = {r.id for r in sources}
         parts = record.parts if record.parts is not None else parts_of(record.raw_in)
         for part in parts:
-            if not part.message_id or part.message_id in self.message_producer:
+            if not part.message_id or self.index.has_key(("message", part.message_id)):
                 continue
             key = part.key.split("[")[0]
             owners = writers.get(key) or []
             if owners and all(r.id in inputs for r in owners):
-                self.message_producer[part.message_id] = owners[0].id
+                self.index.register_key(("message", part.message_id), owners[0].id)
 
     def state_refs(self, state: Any, writers: dict[str, list[Ref]], sources: list[Ref],
                    parts: list[Part] | None = None) -> list[Ref]:
@@ -436,8 +402,9 @@ class _Builder:
         record = self.record(child)
         if child.run_type == "tool":
             call_id = (child.extra or {}).get("tool_call_id")
-            if call_id and call_id in self.call_producer:
-                return [Ref(self.call_producer[call_id], "tool_call")]
+            asked = self.index.by_key(("tool_call", call_id)) if call_id else None
+            if asked is not None:
+                return [Ref(asked, "tool_call")]
         parts = record.parts if record.parts is not None else parts_of(record.raw_in)
         refs: list[Ref] = []
         unmatched: list[str] = []
@@ -512,22 +479,26 @@ class _Builder:
         return [Ref(node_id)]
 
     def child_edges(self, record: Record, produced: list[tuple[Run, list[Ref]]], in_node: bool) -> list[Edge]:
-        """Children whose results reach this step's output (data), else the unused ones (call tree)."""
+        """Children whose results reach this step's output (data), else the unused ones (call tree).
+
+        A result reaches the output as the very object, by its message id, as the same text, or as
+        part of a longer text (documents a retriever found, formatted into a context)."""
         if not produced:
             return []
         routed = {node for node, _ in self.routes}
         output_parts = [record.raw_out, *messages_in(record.raw_out)]
         if isinstance(record.raw_out, dict):
             output_parts += list(record.raw_out.values())
-        found_in_output = {self.find(part) for part in output_parts} - {None}
-        output_texts = [t for t in (text_of(p) for p in output_parts) if t]
+        found_in_output: set[str] = set()
+        for part in output_parts:
+            keys = _keys(part.id, getattr(part, "tool_call_id", None)) if isinstance(part, BaseMessage) else ()
+            found_in_output.update(match.node for match in self.index.find_all(part, keys=keys))
         edges: list[Edge] = []
         for child, refs in produced:
-            retrieved = child.run_type == "retriever" and _documents_in(self.record(child).raw_out, output_texts)
             for ref in refs:
                 if ref.id in routed:
                     continue
-                if ref.id in found_in_output or retrieved:
+                if ref.id in found_in_output:
                     edges.append(Edge(ref.id, child.name, "data"))
                 elif ref.id not in self.consumed:
                     edges.append(Edge(ref.id, child.name, "call_tree"))
@@ -612,12 +583,12 @@ def _templates(run: Run, parameters: list[Any]) -> str:
     return "\n".join(lines) or "(templates not available)"
 
 
-def _documents_in(documents: Any, texts: list[str]) -> bool:
-    """Whether a retriever's documents appear in a step's output texts (formatted into a context)."""
-    if not isinstance(documents, (list, tuple)) or not texts:
-        return False
-    contents = [d.page_content for d in documents if isinstance(d, Document) and len(d.page_content) >= MIN_TEXT_MATCH]
-    return any(content in text for content in contents for text in texts)
+def _keys(message_id: str | None, tool_call_id: str | None) -> list[tuple[str, str]]:
+    """The framework ids a consumed message is known by: its own id, and the tool call it answers."""
+    keys = [("message", message_id)] if message_id else []
+    if tool_call_id:
+        keys.append(("tool_result", tool_call_id))
+    return keys
 
 
 def _offered_tools(run: Run) -> list[str]:

@@ -6,9 +6,10 @@ it can be fed hand-made records and links in tests. A parameter reaches a run in
 - its object is tagged (``metadata["opto_param_id"]``, set by `parameters_of`) and the run is that
   object's run (a prompt, a model, a tool): `Links.for_tag`;
 - it is a tool's description and the model call was offered that tool: `Links.tool_descriptions`;
-- it is a prompt kept in code, or a `Parameter` of yours with ``meta={"used_by": "node"}``, and a
-  model call received its message (the same object, or its exact text; for yours, also a text that
-  contains it, inside the named run): `Links.prompt_source`;
+- it is a prompt kept in code, or a `Parameter` of yours with ``meta={"used_by": "node"}`` (inside
+  the named run), and a model call received its message: the same object, its exact text, or a
+  longer text that contains it, by the core's provenance rules (`opto_core.provenance`):
+  `Links.prompt_source`;
 - it is yours and a run has the name in ``used_by``: `Links.used_by`.
 """
 
@@ -17,10 +18,10 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from opto_core.parameters import Parameter
+from opto_core.provenance import ProvenanceIndex
 
 from .parameters import Group, binding_of, group_of_parameter, live_groups
-
-MIN_CONTAINED = 8  # a parameter's text found inside a longer message: shorter texts match by accident
+from .values import text_of
 
 
 class Links:
@@ -91,21 +92,31 @@ class Links:
         return [p for p in self._extra if run_name in _names(p.meta.get("used_by"))]
 
     def prompt_source(self, obj: Any, text: str | None, scope: Iterable[str] = ()) -> Parameter | None:
-        """The prompt parameter whose message a model call received (``scope``: the enclosing runs' names)."""
+        """The prompt parameter whose message a model call received (``scope``: the enclosing runs' names).
+
+        The parameters that may apply (prompts kept in code; yours whose ``used_by`` names an
+        enclosing run) are the producers of a small provenance index, looked up with its rules.
+        Prompts kept in code are registered last, so they win a tie on the same text.
+        """
+        scope = set(scope)
+        candidates: list[Parameter] = [p for p in self._extra if isinstance(p.value, str)
+                                       and scope & set(_names(p.meta.get("used_by")))]
+        if not candidates and not self._variables:
+            return None
+        index = ProvenanceIndex(text_of=text_of)
+        for number, parameter in enumerate(candidates):
+            index.register(parameter.value, str(number))
         for parameter in self._variables:
             binding = binding_of(parameter)
             raw = binding.raw() if binding is not None else None  # type: ignore[attr-defined]
-            if raw is obj or (text is not None and text == parameter.value):
-                return parameter
-        if text is None:
-            return None
-        scope = set(scope)
-        for parameter in self._extra:
-            value = parameter.value
-            if isinstance(value, str) and scope & set(_names(parameter.meta.get("used_by"))) and (
-                    text == value or (len(value) >= MIN_CONTAINED and value in text)):
-                return parameter
-        return None
+            candidates.append(parameter)
+            index.register(raw, str(len(candidates) - 1), text=_text(parameter.value), identity=True)
+        found = index.node_of(obj, text=text)
+        return candidates[int(found)] if found is not None else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _names(used_by: Any) -> list[str]:

@@ -130,11 +130,14 @@ def messages_in(value: Any, depth: int = 0) -> list[BaseMessage]:
 
 
 def text_of(value: Any) -> str | None:
-    """The text a value carries, for matching values by equality (a string, or a message's content)."""
+    """The text a value carries, for finding its producer by text (`opto_core.provenance`): a
+    string, a message's content, a document's page content."""
     if isinstance(value, str):
         return value
     if isinstance(value, BaseMessage) and isinstance(value.content, str):
         return value.content
+    if isinstance(value, Document):
+        return value.page_content
     return None
 
 

@@ -397,3 +397,21 @@ def test_differential_same_output_with_and_without_handler():
             traced = [(m.type, m.content) for m in traced["messages"]]
         assert traced == plain
         assert h.last_graph is not None and not h.errors
+
+
+def test_a_text_built_from_an_earlier_answer_inside_a_hidden_step_is_data():
+    """Inside a lambda, the second model's prompt is an f-string around the first chain's answer:
+    the core's provenance index finds the answer inside the longer text (containment)."""
+    first = qa_prompt() | fake("The answer is four.") | StrOutputParser()
+    second = fake("Polished: four.")
+
+    def polish(inputs):
+        draft = first.invoke(inputs)
+        return second.invoke(f"Improve this draft: {draft}").content
+
+    h = handler()
+    assert RunnableLambda(polish).invoke(QA_INPUT, config={"callbacks": [h]}) == "Polished: four."
+    g = h.last_graph
+    polish_model = next(n.id for n in g.nodes if n.name == "GenericFakeChatModel" and n.value["content"].startswith("Polished"))
+    assert ("StrOutputParser#0", polish_model, "data") in {(s, t, v) for s, t, _, v in edges(g)}
+    assert not any(t == polish_model and v == "call_tree" for _, t, _, v in edges(g))  # nothing left to guess
