@@ -250,6 +250,7 @@ class FunctionTarget(BoundTarget):
     """
 
     framework = "python"
+    framework_version = platform.python_version()
 
     def __init__(self, fn: Callable[..., Any], parameters: list[Parameter | TracedOp] = (),
                  input_keys: list[str] | None = None) -> None:
