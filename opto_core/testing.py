@@ -45,3 +45,24 @@ class ScriptedLLM:
                             self.cost_per_call, self.model)
         self.usage.add(result)
         return result
+
+
+def quiet_http_server(handler: Any) -> Any:
+    """A threading HTTP server on 127.0.0.1 (any free port) for scripted model servers in tests.
+
+    A client that drops a kept-alive connection (an HTTP client pool closed when its owner is
+    rebuilt or collected) is normal for such a server; the standard library would print a traceback
+    to stderr for it, and tests that check stderr for errors of the code under test would see it.
+    Other errors are reported as usual.
+    """
+    import sys
+    from http.server import ThreadingHTTPServer
+
+    class QuietServer(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+                super().handle_error(request, client_address)
+
+    return QuietServer(("127.0.0.1", 0), handler)

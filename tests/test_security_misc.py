@@ -43,7 +43,7 @@ def test_no_credential_reaches_config_or_report(tmp_path, monkeypatch):
 
     llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"invoice.discount_rate": 0.1}})], repeat_last=True)
     llm.base_url = "http://user:SECRET1@127.0.0.1:9/v1?api_key=SECRET2"
-    monkeypatch.setattr(cli, "_client", lambda base_url, model: llm)
+    monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
@@ -113,7 +113,7 @@ def test_cli_refuses_a_non_run_directory_and_exits_non_zero_on_errors(tmp_path, 
 
     llm = Down([])
     llm.base_url = "http://127.0.0.1:9/v1"
-    monkeypatch.setattr(cli, "_client", lambda base_url, model: llm)
+    monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
     failed = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1",
                                           "--run-dir", str(tmp_path / "run")])
     assert failed.exit_code == 1 and "failed" in failed.output and "500" in failed.output

@@ -20,6 +20,8 @@ import itertools
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from opto_core.testing import quiet_http_server
 from typing import Any, Callable, Sequence
 
 Reply = str | dict[str, Any] | Callable[[dict[str, Any]], Any]
@@ -57,8 +59,7 @@ class ScriptedServer:
 
     # ----- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "ScriptedServer":
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
+        self._server = quiet_http_server(_handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-openai", daemon=True)
         self._thread.start()
         return self

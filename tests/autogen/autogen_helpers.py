@@ -10,6 +10,8 @@ from autogen_core import FunctionCall
 from autogen_core.models import CreateResult, RequestUsage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
+from opto_core.testing import quiet_http_server
+
 #: Scripted tool calls need a client that says it can call functions (the replay default is False).
 MODEL_INFO = {"function_calling": True, "vision": False, "json_output": False, "family": "unknown",
               "structured_output": False}
@@ -82,7 +84,7 @@ class ScriptedOpenAIServer:
 
     def __init__(self, reply: Any = None) -> None:
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.requests: list[dict[str, Any]] = []
         self.reply = reply or (lambda body: completion_body(f"reply {len(self.requests)}"))
@@ -108,8 +110,7 @@ class ScriptedOpenAIServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = quiet_http_server(Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
