@@ -80,11 +80,6 @@ class Demo:
 #: Entry-point group where adapters register their demos: ``name = "module:function"``.
 ENTRY_POINT_GROUP = "opto_adapters.demos"
 _REGISTERED: dict[str, Demo] = {"python": Demo("python", "opto_core.demo:build_python_demo", "opto_core")}
-# TODO(lead): remove once the package is reinstalled with the `opto_adapters.demos` entry points of
-# pyproject.toml (a source checkout installed before they existed does not list them).
-_BEFORE_ENTRY_POINTS = {"langchain": "opto_adapters.langchain.demo:build_demo",
-                        "dspy": "opto_adapters.dspy.demo:build_demo",
-                        "autogen": "opto_adapters.autogen.demo:build_demo"}
 
 
 def register_demo(name: str, recipe: str, requires: str = "") -> None:
@@ -101,7 +96,7 @@ def registered_demos() -> dict[str, Demo]:
 
     found = dict(_REGISTERED)
     points = list(entry_points(group=ENTRY_POINT_GROUP))
-    declared = {point.name: point.value for point in points} or _BEFORE_ENTRY_POINTS
+    declared = {point.name: point.value for point in points}
     for name, recipe in declared.items():
         found.setdefault(name, Demo(name, recipe.split("[")[0].strip()))
     return found
