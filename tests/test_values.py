@@ -11,7 +11,7 @@ from opto_core.values import ValuesFileError, apply_saved, load_values, resolve,
 
 def test_round_trip_with_meta_and_no_secret(tmp_path):
     path = save_values(tmp_path / "v.json", {"p": "hello", "t": 0.2},
-                       {"framework": "python", "score": 0.9, "api_key": "sk-secret"})
+                       {"framework": "python", "score": 0.9, "api_key": "fake-test-key"})
     doc = json.loads(path.read_text())
     assert doc["format"] == "opto-values/1" and doc["values"] == {"p": "hello", "t": 0.2}
     assert doc["meta"]["api_key"] == "<redacted>" and "saved" in doc["meta"]

@@ -42,7 +42,7 @@ def shout(text: str) -> str:
 
 
 def build(base_url: str) -> RoundRobinGroupChat:
-    client = OpenAIChatCompletionClient(model="scripted-model", base_url=base_url, api_key="sk-test-not-a-secret",
+    client = OpenAIChatCompletionClient(model="scripted-model", base_url=base_url, api_key="fake-test-key-not-a-secret",
                                         model_info=INFO, temperature=0.7, max_retries=0)
     writer = AssistantAgent("writer", client, tools=[shout], reflect_on_tool_use=True,
                             system_message="You write.")
@@ -153,6 +153,6 @@ def test_dump_component_keeps_the_optimized_temperature(server, app):
         loaded = RoundRobinGroupChat.load_component(config)
     for participant in loaded._participants:  # the API key comes back masked from a dump
         participant._model_client = type(participant._model_client)(
-            **{**participant._model_client._raw_config, "api_key": "sk-test-not-a-secret"})
+            **{**participant._model_client._raw_config, "api_key": "fake-test-key-not-a-secret"})
     asyncio.run(loaded.run(task="Describe the sea."))
     _assert_carries_every_value(server.requests)
