@@ -269,3 +269,51 @@ def compile_checked(source: str, original: Any, label: str | None = None) -> Cal
     """`parse_function` + `same_shape` against the original's own source, then `compile_like`."""
     same_shape(parse_function(function_source(original)), parse_function(source))
     return compile_like(source, original, label=label)
+
+
+# ----- 4. a signature a framework reads -------------------------------------------------------------
+def keeps_signature_bindings(original: Any) -> Callable[[str], str]:
+    """A `Parameter` check for code whose signature a framework reads (a tool's argument schema).
+
+    The shape rule already keeps the signature's *text*; the schema can still change when the new
+    code imports a name the signature uses (``from builtins import str as int``). Such an import must
+    bind the very object the original's module binds, and every module the code imports must exist.
+    Both are read from the syntax tree and from modules already loaded (a module not loaded yet is
+    only looked up, never imported), so nothing the optimizer wrote runs here.
+    """
+    import builtins
+    import importlib.util
+    import sys
+
+    module_globals = getattr(unwrap(original), "__globals__", {})
+    missing = object()
+
+    def imported(statement: ast.Import | ast.ImportFrom, alias: ast.alias) -> Any:
+        if isinstance(statement, ast.Import):
+            return sys.modules.get(alias.name if alias.asname else alias.name.split(".")[0], missing)
+        if statement.level or statement.module not in sys.modules:
+            return missing
+        return getattr(sys.modules[statement.module], alias.name, missing)
+
+    def check(source: str) -> str:
+        shape = parse_function(source)
+        used = {n.id for part in (shape.function.args, shape.function.returns) if part is not None
+                for n in ast.walk(part) if isinstance(n, ast.Name)}
+        for statement in shape.tree.body:
+            if not isinstance(statement, (ast.Import, ast.ImportFrom)):
+                continue
+            for alias in statement.names:
+                module = alias.name if isinstance(statement, ast.Import) else (statement.module or "")
+                top = module.split(".")[0]
+                relative = isinstance(statement, ast.ImportFrom) and statement.level > 0
+                if top and not relative and top not in sys.modules and importlib.util.find_spec(top) is None:
+                    raise ValueError(f"the code fails when defined: ModuleNotFoundError: no module named {top!r}")
+                bound = (alias.asname or alias.name).split(".")[0]
+                if bound in used and imported(statement, alias) is not module_globals.get(
+                        bound, getattr(builtins, bound, missing)):
+                    raise ValueError(f"the tool's argument schema would change: the code imports {bound!r}, a "
+                                     f"name its signature uses, bound to another object than in the original's "
+                                     f"module (its JSON schema changed); keep the argument names, types and defaults")
+        return source
+
+    return check

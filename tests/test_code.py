@@ -113,3 +113,21 @@ def test_decorators_of_a_suggestion_never_run_when_compiled(tmp_path):
                "def scale(x: int) -> int:\n    return x\n")
     compile_like(payload, make_closure())
     assert not marker.exists()
+
+
+def typed_tool(count: int, label: str = "x") -> str:
+    return label * count
+
+
+def test_a_signature_a_framework_reads_keeps_its_bindings():
+    from opto_core.code import keeps_signature_bindings
+
+    check = keeps_signature_bindings(typed_tool)
+    body = "def typed_tool(count: int, label: str = 'x') -> str:\n    return label * (count + 1)\n"
+    assert check("import math\n" + body)  # an import that touches no name of the signature
+    with pytest.raises(ValueError, match="argument schema would change"):
+        check("from builtins import str as int\n" + body)  # `int` in the signature would mean str
+    with pytest.raises(ValueError, match="ModuleNotFoundError: no module named 'not_a_module_xyz'"):
+        check("import not_a_module_xyz\n" + body)
+    import sys
+    assert "not_a_module_xyz" not in sys.modules  # looked up, never imported

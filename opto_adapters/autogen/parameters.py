@@ -20,10 +20,7 @@ request (a write the framework ignored fails that run with `WriteBackError`).
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import inspect
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -31,7 +28,7 @@ from autogen_core.models import SystemMessage
 from autogen_core.tools import FunctionTool, StaticWorkbench
 
 from opto_core.binding import Binding, BoundParameters, select
-from opto_core.code import SourceUnavailable, compile_like, function_source, unwrap
+from opto_core.code import SourceUnavailable, compile_like, function_source, keeps_signature_bindings, unwrap
 from opto_core.executors import InfrastructureError
 from opto_core.parameters import InvalidValue, Parameter
 
@@ -252,7 +249,7 @@ class AgentParameters(BoundParameters):
                 f"{self.prefix}.tools.{name}.code", "code", source, trainable=why_frozen is None,
                 description=f"Python code of tool {name} of agent {self.prefix}; its JSON schema (argument names "
                             f"and types) must stay the same" + (f" (frozen: {why_frozen})" if why_frozen else ""),
-                checks=[_imports_resolve, _keeps_schema(tool._func)], meta={"tool": name}),
+                checks=[keeps_signature_bindings(tool._func)], meta={"tool": name}),
                 lambda p: ToolCodeBinding(self, slot))
         overridden = any(name in getattr(wb, "_tool_overrides", {}) for wb in getattr(self.agent, "_workbench", []) or [])
         self._add(ROLE_TOOL_DESCRIPTION + name, Parameter(
@@ -354,56 +351,6 @@ def _code_of(func: Any) -> tuple[str | None, str | None]:
     if written.lstrip().startswith("@"):
         return source, "it is decorated (a recompiled copy would lose or repeat the decorator)"
     return source, None
-
-
-# ----- the checks a tool's code must pass (run by the core's Parameter.validate; nothing executes) --
-def _imports_resolve(source: str) -> str:
-    """Every module the new code imports exists (found, not imported)."""
-    for statement in ast.parse(source).body:
-        names = [a.name for a in statement.names] if isinstance(statement, ast.Import) else \
-            [statement.module] if isinstance(statement, ast.ImportFrom) and statement.module and not statement.level \
-            else []
-        for module in names:
-            top = module.split(".")[0]
-            if top not in sys.modules and importlib.util.find_spec(top) is None:
-                raise ValueError(f"the code fails when defined: there is no module named {top!r}")
-    return source
-
-
-def _keeps_schema(original: Callable[..., Any]) -> Callable[[str], str]:
-    """The tool's JSON schema comes from its signature's annotations. The core keeps the signature's
-    text; here no import of the new code may rebind a name that text uses to another object."""
-    module_globals = getattr(unwrap(original), "__globals__", {})
-
-    def check(source: str) -> str:
-        tree = ast.parse(source)
-        function = next(s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)))
-        used = {n.id for part in (function.args, function.returns) if part is not None
-                for n in ast.walk(part) if isinstance(n, ast.Name)}
-        for statement in tree.body:
-            if not isinstance(statement, (ast.Import, ast.ImportFrom)):
-                continue
-            for alias in statement.names:
-                bound = (alias.asname or alias.name).split(".")[0]
-                if bound in used and _imported(statement, alias) is not module_globals.get(bound, _MISSING):
-                    raise ValueError(f"the tool's JSON schema changed: the code imports {bound!r}, a name its "
-                                     f"signature uses, bound to something else than in the original's module")
-        return source
-
-    return check
-
-
-_MISSING = object()
-
-
-def _imported(statement: ast.Import | ast.ImportFrom, alias: ast.alias) -> Any:
-    """What an import statement would bind, read from modules already loaded (never importing one)."""
-    if isinstance(statement, ast.Import):
-        module = alias.name if alias.asname else alias.name.split(".")[0]
-        return sys.modules.get(module, _MISSING)
-    if statement.level or statement.module not in sys.modules:
-        return _MISSING
-    return getattr(sys.modules[statement.module], alias.name, _MISSING)
 
 
 def _tool_name(tool: Any) -> str:

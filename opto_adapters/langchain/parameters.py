@@ -21,12 +21,8 @@ what LangChain caches: template ``input_variables``, the cached ``_serialized``,
 
 from __future__ import annotations
 
-import ast
-import builtins
-import importlib.util
 import inspect
 import itertools
-import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -39,7 +35,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 
 from opto_core.binding import Binding, UnknownParameters, select
-from opto_core.code import SourceUnavailable, function_source, parse_function
+from opto_core.code import SourceUnavailable, function_source, keeps_signature_bindings
 from opto_core.parameters import InvalidValue, Parameter
 
 from .bindings import (CodeBinding, DescriptionBinding, FieldBinding, PromptVariableBinding, TemplateBinding,
@@ -340,7 +336,7 @@ def _tool_group(tool: BaseTool, base: str, bindings: Sequence[RunnableBinding]) 
             code = CodeBinding(shared, func, source, inferred_schema=_schema_inferred(tool, func))
             name = f"{base}.code"
             try:
-                parameter = Parameter(name, "code", source, checks=[_same_schema_check(func)],
+                parameter = Parameter(name, "code", source, checks=[keeps_signature_bindings(func)],
                                       description=f"Python source of tool {tool.name!r}; its signature is the "
                                                   f"tool's argument schema",
                                       meta={"langchain_binding": code, "langchain_group": group, "tool": tool.name})
@@ -381,45 +377,6 @@ def _schema_inferred(tool: BaseTool, func: Callable[..., Any]) -> bool:
     except Exception:
         return False
     return _schema_shape(built) == _schema_shape(tool.args_schema)
-
-
-def _same_schema_check(original: Callable[..., Any]) -> Callable[[str], str]:
-    """A check that the tool's argument schema stays the same, read from the new code's syntax tree.
-
-    The core already requires the same signature text. The schema can still change if the new
-    code imports a name its signature uses (``from builtins import str as int``): such an import
-    must bind the object the original's module binds. Imports are resolved without running them
-    (a module not loaded yet is only looked up), so nothing the optimizer wrote runs here.
-    """
-
-    def check(source: str) -> str:
-        shape = parse_function(source)
-        arguments = shape.function.args
-        used = {n.id for part in (arguments, shape.function.returns) if part is not None
-                for n in ast.walk(part) if isinstance(n, ast.Name)}
-        for statement in shape.tree.body:
-            if not isinstance(statement, (ast.Import, ast.ImportFrom)):
-                continue
-            for alias in statement.names:
-                module = alias.name if isinstance(statement, ast.Import) else (statement.module or "")
-                top = module.split(".")[0]
-                relative = isinstance(statement, ast.ImportFrom) and statement.level > 0
-                if top and not relative and top not in sys.modules and importlib.util.find_spec(top) is None:
-                    raise ValueError(f"ModuleNotFoundError: no module named {top!r}")
-                bound = alias.asname or alias.name.split(".")[0]
-                if bound not in used:
-                    continue
-                if isinstance(statement, ast.ImportFrom) and module in sys.modules:
-                    new = getattr(sys.modules[module], alias.name, None)
-                else:
-                    new = sys.modules.get(alias.name) if isinstance(statement, ast.Import) else None
-                if new is None or original.__globals__.get(bound, getattr(builtins, bound, None)) is not new:
-                    raise ValueError(f"the tool's argument schema would change: the import binds {bound!r}, "
-                                     f"which the signature uses, to something else; keep the argument names, "
-                                     f"types and defaults")
-        return source
-
-    return check
 
 
 def _variable_group(function_name: str, variable: str, home: Any, base: str) -> Group:
