@@ -311,9 +311,10 @@ def keeps_signature_bindings(original: Any) -> Callable[[str], str]:
                 bound = (alias.asname or alias.name).split(".")[0]
                 if bound in used and imported(statement, alias) is not module_globals.get(
                         bound, getattr(builtins, bound, missing)):
-                    raise ValueError(f"the tool's argument schema would change: the code imports {bound!r}, a "
-                                     f"name its signature uses, bound to another object than in the original's "
-                                     f"module (its JSON schema changed); keep the argument names, types and defaults")
+                    raise ValueError(f"the tool's argument schema would change, and the tool's arguments must stay "
+                                     f"as they are: the code imports {bound!r}, a name its signature uses, bound "
+                                     f"to another object than in the original's module, so its JSON schema changed "
+                                     f"with it; keep the argument names, types and defaults")
         return source
 
     return check

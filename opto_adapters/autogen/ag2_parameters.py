@@ -32,7 +32,7 @@ from typing import Any, Iterable
 from autogen import ConversableAgent, GroupChat, GroupChatManager, OpenAIWrapper
 
 from opto_core.binding import Binding, BoundParameters
-from opto_core.code import compile_like, function_source
+from opto_core.code import compile_like, function_source, keeps_signature_bindings
 from opto_core.conversation import ROLE_PROMPT, ROLE_SETTING, ROLE_SYSTEM, ROLE_TOOL_CODE, ROLE_TOOL_DESCRIPTION
 from opto_core.parameters import Parameter
 
@@ -416,6 +416,7 @@ def discover(objects: Any, include: Iterable[str] | None = None,
                 continue
             add(name, ROLE_TOOL_CODE + tool_name,
                 Parameter(f"{name}.tools.{tool_name}.code", "code", source,
+                          checks=[keeps_signature_bindings(registered_function(agent, tool_name))],
                           description=f"the tool {tool_name} run by {name}; keep its signature (AG2 advertises "
                                       "its schema from it)"), binding)
     for chat in chats:

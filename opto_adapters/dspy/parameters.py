@@ -25,7 +25,7 @@ from typing import Any
 import dspy
 
 from opto_core.binding import BoundParameters, UnknownParameters, select
-from opto_core.code import SourceUnavailable, compile_like, function_source
+from opto_core.code import SourceUnavailable, function_source, keeps_signature_bindings
 from opto_core.parameters import InvalidValue, Parameter
 from opto_core.values import SavedValues, apply_saved, document, from_document, read_document
 
@@ -234,19 +234,7 @@ class ProgramParameters(BoundParameters):
             self.skipped[f"{label}.code"] = "the tool's function has no readable Python source (a builtin or a " \
                                             "callable object)"
         if source is not None:
-            try:
-                schema = dspy.Tool(original).args
-            except Exception:  # noqa: BLE001 - a tool built with explicit args only
-                schema = None
-
-            def check(value: str) -> str:  # runs after the core's code policy accepted the source
-                if schema is not None:
-                    new_schema = dspy.Tool(compile_like(value, original, label=f"{label}.code")).args
-                    if new_schema != schema:
-                        raise ValueError(f"the tool's arguments must stay {json.dumps(schema)}, "
-                                         f"got {json.dumps(new_schema)}")
-                return value
-
+            check = keeps_signature_bindings(original)  # the arguments the LM is shown come from the signature
             try:
                 code = Parameter(f"{label}.code", "code", source, checks=[check],
                                  description=f"the Python source of the tool `{tool.name}` (called with the LM's "
