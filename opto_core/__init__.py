@@ -1,9 +1,13 @@
 """opto_core: Trace-style optimization (OPTO) of workflows, with no agent framework inside.
 
 Read it top to bottom like a short textbook: `graph` (a run as a DAG), `parameters` (what may
-change, and the rules), `trace` (recording plain Python), `backward` (from feedback to a problem
-instance), `render` (the instance as a prompt within a token budget), `optimizers` (OptoPrime
-and baselines), `llm` (the model client), `loop` (the training loop) and `report`.
+change, and the rules), `code` and `code_policy` (code values: their shape, the static policy,
+compiling them like the original), `binding` (writing values into a live workflow, with undo),
+`provenance` (which step produced a value), `trace` (recording plain Python), `backward` (from
+feedback to a problem instance), `render` (the instance as a prompt within a token budget),
+`optimizers` (OptoPrime, Hybrid, Search and baselines), `llm` (the model client), `executors`
+(where evaluations run), `settings` and `loop` (the training loop), `values` (optimized values on
+disk) and `report`.
 
 Names are imported lazily so that ``import opto_core`` stays fast and pulls in no LLM client.
 """
