@@ -114,7 +114,14 @@ def _finish(result: Any, run_dir: str) -> None:
     console.rule("result")
     if result.error:
         console.print(f"[red]{escape(result.error)}[/red]")
-    console.print(f"stopped: {result.stopped_reason}; score {_fmt(result.initial_score)} -> best {_fmt(result.best_score)}")
+    from .rundir import RunDir
+
+    if RunDir(run_dir).read_config().get("valset_size"):
+        scores = f"validation score {_fmt(result.initial_score)} -> best {_fmt(result.best_score)}"
+    else:  # batches differ from step to step, so their scores do not compare with the first one
+        scores = (f"score on the training set {_fmt(result.initial_score)}; last kept batch {_fmt(result.best_score)} "
+                  f"(no validation set: batch scores do not compare)")
+    console.print(f"stopped: {result.stopped_reason}; {scores}")
     console.print(f"optimizer LLM: {result.usage['calls']} calls, "
                   f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']} tokens, "
                   f"${result.usage['cost_usd']:.4f}")
