@@ -193,7 +193,7 @@ class _Run:
         opened = False
         stopped, error, last_step = "max_steps", "", 0
         try:
-            checkpoint = self._open()
+            checkpoint = self.store.open(resume=True) if self.store else None
             opened = True
             if checkpoint is not None:
                 last_step = self._resume(checkpoint)
@@ -211,11 +211,6 @@ class _Run:
             executor.close()
             if opened and self.store is not None:
                 self.store.close()
-
-    def _open(self) -> dict[str, Any] | None:
-        if self.store is None:
-            return None
-        return self.store.open(resume=True)
 
     def _start(self) -> None:
         if self.store:

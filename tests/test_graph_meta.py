@@ -85,7 +85,7 @@ def ag2_graph() -> tuple[Graph, str]:
     from autogen import ConversableAgent
 
     from opto_adapters.autogen.ag2 import AG2Target
-    from opto_adapters.autogen.ag2_testing import ScriptedServer
+    from opto_core.scripted_server import ScriptedServer
 
     with ScriptedServer() as server:
         server.script("4 TERMINATE")

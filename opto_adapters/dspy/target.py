@@ -9,9 +9,10 @@ worker threads do not inherit DSPy's thread-local context.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
@@ -100,11 +101,9 @@ class ProgramTarget(BoundTarget):
     def run(self, example: Any) -> tuple[Any, Graph]:
         tracer, run, traced = self._begin(example)
         started = time.time()
-        usage = None
         try:
-            with dspy.context(**self.context, callbacks=[*self.callbacks, tracer], trace=[]):
-                with track_usage() as usage:
-                    output = self.program(**traced)
+            with self._traced(tracer) as usage:
+                output = self.program(**traced)
         except Exception as exc:  # a failure is feedback for the loop, not a crash
             output, usage = exc, None
         return self._end(tracer, run, output, usage, started)
@@ -122,14 +121,19 @@ class ProgramTarget(BoundTarget):
             return await asyncio.to_thread(self.run, example)
         tracer, run, traced = self._begin(example)
         started = time.time()
-        usage = None
         try:
-            with dspy.context(**self.context, callbacks=[*self.callbacks, tracer], trace=[]):
-                with track_usage() as usage:
-                    output = await self.program.acall(**traced)
+            with self._traced(tracer) as usage:
+                output = await self.program.acall(**traced)
         except Exception as exc:  # a failure is feedback for the loop, not a crash
             output, usage = exc, None
         return self._end(tracer, run, output, usage, started)
+
+    @contextlib.contextmanager
+    def _traced(self, tracer: DSPyTracer) -> Iterator[Any]:
+        """The DSPy context of one traced run (its callbacks, a fresh trace) and its token usage."""
+        with dspy.context(**self.context, callbacks=[*self.callbacks, tracer], trace=[]):
+            with track_usage() as usage:
+                yield usage
 
     def _begin(self, example: Any) -> tuple[DSPyTracer, Any, dict[str, Any]]:
         inputs = self.inputs_of(example)

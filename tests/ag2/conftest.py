@@ -19,7 +19,7 @@ else:
 
 @pytest.fixture
 def server():
-    from opto_adapters.autogen.ag2_testing import ScriptedServer
+    from opto_core.scripted_server import ScriptedServer
 
     with ScriptedServer() as scripted:
         yield scripted

@@ -1,9 +1,8 @@
-"""A scripted OpenAI-compatible chat server on 127.0.0.1, for tests, examples and benchmarks of AG2 agents.
+"""A scripted OpenAI-compatible chat server on 127.0.0.1, for tests, examples and benchmarks.
 
-Only the model is fake: AG2's own `OpenAIWrapper` and the `openai` client send real HTTP requests,
-so what the server records is exactly what a hosted model would receive (system message,
-temperature, tool schemas). Nothing here imports AutoGen; it is kept beside the AG2 adapter
-because the AG2 tests, the example and the benchmark share it.
+Only the model is fake: the framework's own client (AG2's `OpenAIWrapper`, the `openai` package, ...)
+sends real HTTP requests, so what the server records is exactly what a hosted model would receive
+(system message, temperature, tool schemas). It imports no agent framework.
 
     with ScriptedServer(["Hello!", tool_call("add", a=1, b=2), "3"]) as server:
         llm_config = {"config_list": [{"model": "scripted", "base_url": server.base_url, "api_key": "x"}]}
@@ -20,9 +19,9 @@ import itertools
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from opto_core.testing import quiet_http_server
 from typing import Any, Callable, Sequence
+
+from .testing import quiet_http_server
 
 Reply = str | dict[str, Any] | Callable[[dict[str, Any]], Any]
 _IDS = itertools.count(1)
