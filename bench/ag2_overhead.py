@@ -41,7 +41,7 @@ def add(a: int, b: int) -> int:
 
 
 def model(request: dict[str, Any]) -> Any:
-    from opto_core.scripted_server import tool_call
+    from opto_core.testing.scripted_server import tool_call
 
     last = request["messages"][-1]
     return f"The sum is {last['content']}." if last.get("role") == "tool" else tool_call("add", a=2, b=3)
@@ -105,7 +105,7 @@ def one(mode: str, server: Any, rounds: int) -> tuple[float, float]:
 
 
 def measure(rounds: int, repeats: int) -> dict[str, Any]:
-    from opto_core.scripted_server import ScriptedServer
+    from opto_core.testing.scripted_server import ScriptedServer
 
     samples: dict[str, list[tuple[float, float]]] = {"bare": [], "logging": [], "recorded": []}
     with ScriptedServer([model], repeat_last=True) as server:

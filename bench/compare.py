@@ -7,7 +7,7 @@ Optimizers (a row is made for each task that has the version of the workflow it 
 
 | name | what | runs on |
 |---|---|---|
-| ``opto`` | our OptoPrime (trace, memory) through ``opto_core.loop.optimize`` | plain Python, or a framework workflow through its adapter |
+| ``opto`` | our OptoPrime (trace, memory) through ``opto_core.engine.loop.optimize`` | plain Python, or a framework workflow through its adapter |
 | ``opto-notrace`` | the ablation: our OptoPrime without the trace | same |
 | ``opro`` | our scalar-only baseline (past values and scores) | same |
 | ``trace`` | Trace's own OptoPrime (trace-opt 0.1.3.8) in a loop of the same shape | plain Python (trace-opt bundles) |
@@ -70,11 +70,11 @@ DSPY = ("opto-dspy", "copro", "mipro", "gepa")
 QUICK_TASKS = ["boolean_expressions", "object_counting", "numeric", "workflow_python", "workflow_dspy"]
 
 BUDGET_NOTES = {
-    "opto": "exact: opto_core.loop stops at max_llm_calls=N (a retry is skipped when one call is left)",
+    "opto": "exact: opto_core.engine.loop stops at max_llm_calls=N (a retry is skipped when one call is left)",
     "opto-notrace": "exact: as opto",
     "opro": "exact: as opto",
     "hybrid": "exact: as opto (one LLM call a step, none when no text/code parameter); --budget-evals: exact runs",
-    **{name: "no LLM; --budget-evals N: exactly N workflow runs (opto_core.loop max_evaluations)" for name in SEARCH},
+    **{name: "no LLM; --budget-evals N: exactly N workflow runs (opto_core.engine.loop max_evaluations)" for name in SEARCH},
     "opto-dspy": "exact if the teleprompter passes max_llm_calls to the loop; hard cap N in any case",
     "trace": "hard cap: trace-opt has no budget; the counting client refuses call N+1 and the loop stops",
     "copro": "planned: breadth b and depth d with P*((b-1) + (d-1)*b) <= N (one call per candidate; DSPy's JSON "
@@ -210,7 +210,10 @@ def _mean(values: Sequence[float]) -> float | None:
 
 # ----- ours ---------------------------------------------------------------------------------------------
 def _make_ours(optimizer: str, parameters: Any, chat: Any, settings: Settings) -> Any:
-    from opto_core.optimizers import OPRO, Hybrid, OptoPrime, OptoPrimeNoTrace, Search
+    from opto_core.optimizers.opro import OPRO
+    from opto_core.optimizers.hybrid import Hybrid
+    from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
+    from opto_core.optimizers.search import Search
 
     if optimizer in SEARCH:
         return Search(parameters, optimizer, seed=settings.seed)
@@ -225,7 +228,7 @@ def _make_ours(optimizer: str, parameters: Any, chat: Any, settings: Settings) -
 
 def _run_ours(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat: BudgetedChat, settings: Settings,
               row: dict[str, Any]) -> None:
-    from opto_core.loop import evaluate, mean_score, optimize
+    from opto_core.engine.loop import evaluate, mean_score, optimize
 
     if task.python_target is not None:
         target = task.python_target(task_chat)
@@ -741,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         seed=args.seed, max_steps=args.max_steps, copro_breadth=args.copro_breadth,
                         dspy_module=args.dspy_module, dspy_json_fallback=not args.dspy_no_json_fallback,
                         quick=args.quick, budget_evals=args.budget_evals, seeds=args.seeds)
-    from opto_core.llm import OpenAIChat
+    from opto_core.llm.client import OpenAIChat
 
     api_key = os.environ.get(args.api_key_env) or None
     task_chat = OpenAIChat(base_url=args.base_url, api_key=api_key, model=args.model, cache_dir=args.cache_dir,

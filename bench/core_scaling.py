@@ -3,7 +3,7 @@
 Four graph shapes, each of size N:
 
 - ``add-chain``: N traced additions ``y = add(y, 1)`` after one trainable float ``x``
-  (built with ``opto_core.trace``: ``@op`` and ``capture``);
+  (built with ``opto_core.kernel.trace``: ``@op`` and ``capture``);
 - ``function-chain``: N calls of one trainable code op ``step``, each feeding the next
   (``@op(trainable=True)``, so every call has the code parameter as a parent);
 - ``fan-in``: the sum of N trainable floats ``p0 .. p{N-1}``, as Python's ``sum`` computes it
@@ -26,7 +26,7 @@ summarize up to cubic, so a case whose time, extrapolated from the previous N wi
 measured so far (at least N^2), exceeds the limit is skipped without running ("skipped (too slow)").
 With ``--quick`` the small trace-opt cases share one subprocess (its import alone takes seconds).
 
-Tokens are counted for both with ``opto_core.render.count_tokens`` (tiktoken's cl100k_base when
+Tokens are counted for both with ``opto_core.kernel.render.count_tokens`` (tiktoken's cl100k_base when
 its file is cached locally, else characters / 3.5; the output says which was used).
 
     python bench/core_scaling.py            # full run
@@ -57,8 +57,9 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 from bench._common import (best_of, emit_json, fmt_mb, fmt_num, fmt_s, machine, make_parser, progress,
                            table)
 from opto_core import Edge, Feedback, Graph, Parameter, backward, render
-from opto_core.render import DEFAULT_BUDGET, _encoder, count_tokens
-from opto_core.trace import capture, op
+from opto_core.kernel.render import DEFAULT_BUDGET
+from opto_core.kernel.tokens import _encoder, count_tokens
+from opto_core.kernel.trace import capture, op
 
 SHAPES = ("add-chain", "function-chain", "fan-in", "agent-turns")
 SIZES = (100, 1_000, 5_000, 20_000)

@@ -42,8 +42,8 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `opto_core` i
 
 from bench._common import emit_json, fmt_num, make_parser, machine, progress, table  # noqa: E402
 from opto_core import Feedback, Parameter  # noqa: E402
-from opto_core.executors import AsyncioExecutor, ThreadExecutor  # noqa: E402
-from opto_core.trace import capture, op  # noqa: E402
+from opto_core.engine.executors import AsyncioExecutor, ThreadExecutor  # noqa: E402
+from opto_core.kernel.trace import capture, op  # noqa: E402
 
 MAX_REQUESTS = 500_000  # the server stops answering after this many: a runaway client cannot load it forever
 
@@ -248,7 +248,7 @@ def main() -> None:
                 elif name == "asyncio":
                     executor = AsyncioExecutor(concurrency)
                 else:
-                    from opto_core.ray_executor import RayExecutor
+                    from opto_core.engine.executors.ray_cluster import RayExecutor
 
                     executor = RayExecutor(concurrency)
                 # warm up: workers started, workflow built, one connection per concurrent run open

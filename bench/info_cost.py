@@ -5,7 +5,7 @@ rate in its prompt, a buggy tool and a too-high temperature), one minibatch of t
 traced: one that shows the wrong values (the tool ignores quantities, the model rounds) and one
 that raises (an item without a quantity). The optimizer prompt built from it is measured:
 
-- its size in tokens (``opto_core.render.count_tokens``: tiktoken's cl100k_base when available
+- its size in tokens (``opto_core.kernel.render.count_tokens``: tiktoken's cl100k_base when available
   offline, else characters / 3.5; the same counter for every row);
 - whether it holds what a fix needs: each faulty parameter among the variables the optimizer
   may change (the prompt with "20%", the tool's buggy line, the temperature 1.3), the values
@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from opto_core.render import count_tokens
+from opto_core.kernel.render import count_tokens
 
 from bench.tasks import workflows as W
 
@@ -95,9 +95,9 @@ def _row(system: str, prompt: str, examples: Sequence[dict[str, Any]], seconds: 
 
 def ours_prompt(target: Any, examples: Sequence[dict[str, Any]], budget_tokens: int) -> str:
     """Our OptoPrime's full prompt (system + user) for one minibatch, as the loop would build it."""
-    from opto_core.backward import backward
-    from opto_core.loop import evaluate
-    from opto_core.optimizers import OptoPrime
+    from opto_core.kernel.backward import backward
+    from opto_core.engine.loop import evaluate
+    from opto_core.optimizers.optoprime import OptoPrime
 
     evaluations = evaluate(target, list(examples), W.feedback)
     instances = [backward(e.graph, e.feedback) for e in evaluations]

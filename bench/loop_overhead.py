@@ -3,13 +3,13 @@
 A scripted OpenAI-compatible server (``http.server`` in a thread of this process, on loopback)
 answers ``POST /v1/chat/completions`` after a set delay (default 50 ms). The workflow being
 optimized is a plain-Python `FunctionTarget` whose one traced op asks that server one question
-per example (through ``opto_core.llm.OpenAIChat``, i.e. the ``openai`` package over real HTTP);
+per example (through ``opto_core.llm.client.OpenAIChat``, i.e. the ``openai`` package over real HTTP);
 the optimizer is `OptoPrime` whose LLM is the same server, answering a valid JSON proposal that
 changes the workflow's instruction every step (so every step applies a change and re-evaluates).
 
-For ``num_threads`` = 1, 4, 16 the script runs `opto_core.loop.optimize` and prints the wall time
+For ``num_threads`` = 1, 4, 16 the script runs `opto_core.engine.loop.optimize` and prints the wall time
 per step and the evaluation throughput: examples evaluated per second *inside the loop's
-evaluation calls* (timed by wrapping ``opto_core.executors.ThreadExecutor.evaluate`` at run time; the library file is
+evaluation calls* (timed by wrapping ``opto_core.engine.executors.ThreadExecutor.evaluate`` at run time; the library file is
 not changed), compared with the ideal ``num_threads x (1 / latency)``. Target: at least 80 % of it.
 The end-to-end rate (all examples over the whole run, including the optimizer's own calls,
 backward and render) is printed too.
@@ -37,8 +37,9 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench._common import emit_json, fmt_num, fmt_s, machine, make_parser, progress, table
 from opto_core import Parameter
-from opto_core.optimizers import OptoPrime
-from opto_core.trace import FunctionTarget, op
+from opto_core.optimizers.optoprime import OptoPrime
+from opto_core.engine.target import FunctionTarget
+from opto_core.kernel.trace import op
 
 WORKER_MODEL = "bench-worker"
 OPTIMIZER_MODEL = "bench-optimizer"
@@ -191,8 +192,8 @@ def serve(latency: float) -> None:
 
 # ----- the LLM client -----------------------------------------------------------------------------------
 def chat_client(base_url: str, model: str) -> Any:
-    """``opto_core.llm.OpenAIChat`` (retries off: a failure should show, not hide in a retry)."""
-    from opto_core.llm import OpenAIChat
+    """``opto_core.llm.client.OpenAIChat`` (retries off: a failure should show, not hide in a retry)."""
+    from opto_core.llm.client import OpenAIChat
 
     return OpenAIChat(base_url=base_url, api_key="bench-no-key", model=model, max_retries=0, timeout=30)
 
@@ -222,8 +223,8 @@ def feedback(example: dict[str, Any], output: str) -> tuple[float, str]:
 # ----- one measurement ----------------------------------------------------------------------------------
 def measure(num_threads: int, latency: float, steps: int, batch: int, server_process: bool = False) -> dict[str, Any]:
     """One `optimize` run against a fresh server; evaluation calls are timed from outside."""
-    import opto_core.executors as executors_module
-    import opto_core.loop as loop_module
+    import opto_core.engine.executors as executors_module
+    import opto_core.engine.loop as loop_module
 
     original = executors_module.ThreadExecutor.evaluate
     evaluations: list[tuple[int, float]] = []

@@ -20,7 +20,7 @@ from autogen import ConversableAgent, register_function
 from autogen.io import IOStream
 
 from opto_adapters.autogen.ag2 import AG2Target, apply_values
-from opto_core.scripted_server import ScriptedServer, tool_call
+from opto_core.testing import ScriptedServer, tool_call
 from opto_core import OptoPrime, optimize
 from opto_core.testing import ScriptedLLM
 

@@ -21,14 +21,14 @@ import sys
 
 from opto_adapters.autogen.demo import build_demo, scripted_fix
 from opto_core import backward, optimize, render
-from opto_core.feedback import Feedback
-from opto_core.optimizers import OptoPrime
+from opto_core import Feedback
+from opto_core import OptoPrime
 from opto_core.testing import ScriptedLLM
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--llm", action="store_true", help="use a real LLM for OptoPrime (opto_core.llm.OpenAIChat)")
+    parser.add_argument("--llm", action="store_true", help="use a real LLM for OptoPrime (opto_core.llm.client.OpenAIChat)")
     parser.add_argument("--show-problem", action="store_true", help="print the problem OptoPrime reads")
     parser.add_argument("--save", metavar="PATH", help="save the optimized values (opto-values/1) for "
                                                        "opto_adapters.autogen.apply_values")
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render([backward(graph, feedback_fn(trainset[0], output))]))
 
     if args.llm:
-        from opto_core.llm import OpenAIChat
+        from opto_core import OpenAIChat
 
         llm = OpenAIChat()
     else:

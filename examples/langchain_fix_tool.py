@@ -43,7 +43,7 @@ def main() -> None:
     # 2. Optimization: a target over the same kind of chain, the shared loop, OptoPrime.
     target, trainset, feedback = build_demo()
     if args.base_url:
-        from opto_core.llm import OpenAIChat
+        from opto_core import OpenAIChat
 
         llm = OpenAIChat(base_url=args.base_url, model=args.model)
     else:

@@ -9,7 +9,7 @@ import json
 
 from opto_core import Feedback, OptoPrime, Parameter, backward, render
 from opto_core.testing import ScriptedLLM
-from opto_core.trace import capture, op
+from opto_core import capture, op
 
 greeting = Parameter("greeting", "text", "hello", description="the word the message starts with")
 

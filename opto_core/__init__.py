@@ -1,56 +1,114 @@
 """opto_core: Trace-style optimization (OPTO) of workflows, with no agent framework inside.
 
-Read it top to bottom like a short textbook: `graph` (a run as a DAG), `parameters` (what may
-change, and the rules), `code` and `code_policy` (code values: their shape, the static policy,
-compiling them like the original), `binding` (writing values into a live workflow, with undo),
-`provenance` (which step produced a value), `trace` (recording plain Python), `backward` (from
-feedback to a problem instance), `render` (the instance as a prompt within a token budget),
-`optimizers` (OptoPrime, Hybrid, Search and baselines), `llm` (the model client), `executors`
-(where evaluations run), `settings` and `loop` (the training loop), `values` (optimized values on
-disk) and `report`.
+The core is built in layers, each a folder, each importing only the layers below it (checked by
+import contracts in CI):
 
-Names are imported lazily so that ``import opto_core`` stays fast and pulls in no LLM client.
+- `kernel`: what a run *is*. The graph, parameters and code values, binding (writing values back
+  with undo), provenance, tracing plain Python, the conversation builder, backward, render, values
+  files. Read it like a short textbook: graph -> parameters -> code -> binding -> provenance ->
+  trace -> backward -> render.
+- `llm`: the client for any OpenAI-compatible endpoint, usage and cost, the embedded local model.
+- `optimizers`: OptoPrime, Hybrid, Search and the baselines.
+- `engine`: the loop, settings, the target protocol, executors, the run directory, approval.
+- `gateway`: programs without an adapter, through their model traffic or their traces.
+- `app`: the ``opto`` command, demos, reports and drawings; `testing`: test doubles that fake only
+  the model.
+
+Users import every public name from here (and test doubles from `opto_core.testing`). Names are
+imported lazily, so ``import opto_core`` stays fast and pulls in no LLM client; type checkers see
+them through the ``TYPE_CHECKING`` block.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .feedback import Feedback
-from .graph import Edge, Graph, GraphError, Node
-from .parameters import InvalidValue, Parameter
+from opto_core import _moved
 
-# `backward` and `render` are both modules and functions: import the functions now, so that a
-# later import of the submodules cannot shadow them.
-from .backward import BackwardError, ProblemInstance, backward  # noqa: E402
-from .render import render  # noqa: E402
+_moved.install()
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "OptoPrime": ("optimizers", "OptoPrime"),
-    "Proposal": ("optimizers", "Proposal"),
-    "OpenAIChat": ("llm", "OpenAIChat"),
-    "optimize": ("loop", "optimize"),
-    "OptimizationResult": ("loop", "OptimizationResult"),
-    "Target": ("target", "Target"),
-    "FunctionTarget": ("trace", "FunctionTarget"),
-    "Settings": ("settings", "Settings"),
-    "load_values": ("values", "load_values"),
-    "save_values": ("values", "save_values"),
-    "Binding": ("binding", "Binding"),
-    "BoundParameters": ("binding", "BoundParameters"),
-    "CodePolicy": ("code_policy", "CodePolicy"),
+if TYPE_CHECKING:
+    from opto_core.engine.executors import AsyncioExecutor, Executor, InfrastructureError, ThreadExecutor
+    from opto_core.engine.executors.ray_cluster import RayExecutor
+    from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
+    from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunLocked
+    from opto_core.engine.settings import Settings
+    from opto_core.engine.target import BoundTarget, FunctionTarget, Target
+    from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
+    from opto_core.kernel.binding import Binding, BoundParameters, WriteError
+    from opto_core.kernel.code_policy import CodePolicy
+    from opto_core.kernel.feedback import Feedback
+    from opto_core.kernel.graph import Edge, Graph, GraphError, Node
+    from opto_core.kernel.parameters import InvalidValue, Parameter
+    from opto_core.kernel.render import render
+    from opto_core.kernel.trace import capture, op
+    from opto_core.kernel.values import load_values, save_values
+    from opto_core.llm.client import ContextWindowExceeded, LLMError, OpenAIChat
+    from opto_core.llm.usage import ChatResult, Usage
+    from opto_core.optimizers.base import Optimizer, Proposal
+    from opto_core.optimizers.hybrid import Hybrid
+    from opto_core.optimizers.opro import OPRO
+    from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
+    from opto_core.optimizers.search import Search
+    from opto_core.app.report import write_report
+
+#: public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    # kernel
+    "Feedback": "opto_core.kernel.feedback",
+    "Edge": "opto_core.kernel.graph", "Graph": "opto_core.kernel.graph", "GraphError": "opto_core.kernel.graph",
+    "Node": "opto_core.kernel.graph",
+    "InvalidValue": "opto_core.kernel.parameters", "Parameter": "opto_core.kernel.parameters",
+    "CodePolicy": "opto_core.kernel.code_policy",
+    "Binding": "opto_core.kernel.binding", "BoundParameters": "opto_core.kernel.binding",
+    "WriteError": "opto_core.kernel.binding",
+    "capture": "opto_core.kernel.trace", "op": "opto_core.kernel.trace",
+    "BackwardError": "opto_core.kernel.backward", "ProblemInstance": "opto_core.kernel.backward",
+    "backward": "opto_core.kernel.backward",
+    "render": "opto_core.kernel.render",
+    "load_values": "opto_core.kernel.values", "save_values": "opto_core.kernel.values",
+    # llm
+    "OpenAIChat": "opto_core.llm.client", "LLMError": "opto_core.llm.client",
+    "ContextWindowExceeded": "opto_core.llm.client",
+    "ChatResult": "opto_core.llm.usage", "Usage": "opto_core.llm.usage",
+    # optimizers
+    "Optimizer": "opto_core.optimizers.base", "Proposal": "opto_core.optimizers.base",
+    "OptoPrime": "opto_core.optimizers.optoprime", "OptoPrimeNoTrace": "opto_core.optimizers.optoprime",
+    "Hybrid": "opto_core.optimizers.hybrid", "Search": "opto_core.optimizers.search",
+    "OPRO": "opto_core.optimizers.opro",
+    # engine
+    "optimize": "opto_core.engine.loop", "evaluate": "opto_core.engine.loop",
+    "OptimizationResult": "opto_core.engine.loop", "OptimizerFailed": "opto_core.engine.loop",
+    "Settings": "opto_core.engine.settings",
+    "Target": "opto_core.engine.target", "BoundTarget": "opto_core.engine.target",
+    "FunctionTarget": "opto_core.engine.target",
+    "Executor": "opto_core.engine.executors", "ThreadExecutor": "opto_core.engine.executors",
+    "AsyncioExecutor": "opto_core.engine.executors", "InfrastructureError": "opto_core.engine.executors",
+    "RayExecutor": "opto_core.engine.executors.ray_cluster",
+    "RunDir": "opto_core.engine.rundir", "RunDirError": "opto_core.engine.rundir",
+    "CorruptRun": "opto_core.engine.rundir", "NotARun": "opto_core.engine.rundir",
+    "RunLocked": "opto_core.engine.rundir",
+    # app
+    "write_report": "opto_core.app.report",
 }
 
-__all__ = ["BackwardError", "ProblemInstance", "backward", "render", "Edge", "Feedback", "Graph", "GraphError", "InvalidValue", "Node", "Parameter", *_LAZY]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module, attribute = _LAZY[name]
-        value = getattr(import_module(f".{module}", __name__), attribute)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'opto_core' has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'opto_core' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+_moved.keep_functions(__import__("sys").modules[__name__], ("backward", "render"))
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -2,7 +2,7 @@
 # Record vcrpy cassettes against the embedded local model (SmolLM2-135M on llama.cpp).
 #   scripts/record_cassettes.sh [pytest arguments...]     default: tests/test_llm_http.py
 #   e.g. scripts/record_cassettes.sh tests/langchain/test_http.py -k plain
-# Starts `python -m opto_core.local` on 127.0.0.1:8765 (OPTO_RECORD_PORT to change), waits until it
+# Starts `python -m opto_core.llm.local` on 127.0.0.1:8765 (OPTO_RECORD_PORT to change), waits until it
 # answers, runs pytest with OPTO_RECORD=1, then stops the server it started. A server already
 # answering on that address is reused and left running. Runs are serialized with a lock file, so
 # several people (or helpers) can record at once without stopping each other's server.
@@ -40,7 +40,7 @@ if up; then
   echo "reusing the model server already answering at $URL" >&2
 else
   log="$(mktemp "${TMPDIR:-/tmp}/opto-record-server.XXXXXX")"
-  "$PY" -m opto_core.local --host "$HOST" --port "$PORT" >"$log" 2>&1 9>&- &
+  "$PY" -m opto_core.llm.local --host "$HOST" --port "$PORT" >"$log" 2>&1 9>&- &
   server=$!
   started=$(date +%s)
   until up; do

@@ -1,7 +1,7 @@
 """Shared test fixtures: recorded HTTP (vcrpy) and a temporary run directory.
 
 Cassettes hold real traffic recorded against the embedded local model server
-(`opto_core.local`), replayed offline with record mode ``none``. To re-record one, start the
+(`opto_core.llm.local`), replayed offline with record mode ``none``. To re-record one, start the
 server on the fixed recording address and run the test with ``OPTO_RECORD=1``:
 
     OPTO_RECORD=1 pytest tests/test_llm_http.py

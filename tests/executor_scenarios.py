@@ -15,7 +15,8 @@ from typing import Any
 
 from opto_core import Feedback, Parameter
 from opto_core.testing import ScriptedLLM
-from opto_core.trace import FunctionTarget, capture, op
+from opto_core.engine.target import FunctionTarget
+from opto_core.kernel.trace import capture, op
 
 
 # ----- plain Python -------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import pytest
 
 from opto_core import Edge, Feedback, Graph, Parameter, backward
-from opto_core.backward import BackwardError
+from opto_core.kernel.backward import BackwardError
 
 
 def param(g, name, value=1.0, trainable=True):

@@ -142,12 +142,12 @@ def test_cli_help_lists_the_public_flags(capsys):
 
 
 def test_cli_json_prints_one_object_per_row(monkeypatch, capsys, tmp_path):
-    import opto_core.llm
+    import opto_core.llm.client
 
     settings = compare.Settings(budget_calls=2, quick=True)
     task_model, optimizer_model = _models(settings)
     made = iter([task_model, optimizer_model])
-    monkeypatch.setattr(opto_core.llm, "OpenAIChat", lambda **kwargs: next(made))
+    monkeypatch.setattr(opto_core.llm.client, "OpenAIChat", lambda **kwargs: next(made))
     code = compare.main(["--tasks", "numeric", "--optimizers", "opto,opro", "--budget-calls", "2", "--quick",
                          "--json", "--out", str(tmp_path)])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]

@@ -2,9 +2,9 @@
 
 import pytest
 
-from opto_core.binding import (AttributeBinding, Binding, BoundParameters, FrozenParameter, UnknownParameters,
+from opto_core.kernel.binding import (AttributeBinding, Binding, BoundParameters, FrozenParameter, UnknownParameters,
                                WriteError, select)
-from opto_core.parameters import InvalidValue, Parameter
+from opto_core.kernel.parameters import InvalidValue, Parameter
 
 
 class Holder:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from opto_core import cli
+from opto_core.app import cli
 from opto_core.testing import ScriptedLLM
 
 FIX = ('def parse_price(line: str) -> float:\n    """Read the amount in dollars from a line such as \'Total: $12.50\'."""\n'
@@ -86,7 +86,7 @@ def test_local_model_must_be_a_file(tmp_path):
 
 
 def test_a_second_resume_of_a_locked_run_exits_with_a_clear_message(tmp_path, scripted):
-    from opto_core.rundir import RunDir
+    from opto_core.engine.rundir import RunDir
 
     run_dir = tmp_path / "demo"
     assert CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1",

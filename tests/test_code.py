@@ -10,7 +10,7 @@ import traceback
 
 import pytest
 
-from opto_core.code import (CodeShapeError, SourceUnavailable, compile_like, function_source, parse_function,
+from opto_core.kernel.code import (CodeShapeError, SourceUnavailable, compile_like, function_source, parse_function,
                             same_shape)
 
 
@@ -120,7 +120,7 @@ def typed_tool(count: int, label: str = "x") -> str:
 
 
 def test_a_signature_a_framework_reads_keeps_its_bindings():
-    from opto_core.code import keeps_signature_bindings
+    from opto_core.kernel.code import keeps_signature_bindings
 
     check = keeps_signature_bindings(typed_tool)
     body = "def typed_tool(count: int, label: str = 'x') -> str:\n    return label * (count + 1)\n"

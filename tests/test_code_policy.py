@@ -10,9 +10,10 @@ import sys
 import pytest
 
 from opto_core import InvalidValue, Parameter
-from opto_core.code import parse_function
-from opto_core.code_policy import CodePolicy, apply_policy
-from opto_core.trace import FunctionTarget, capture, op
+from opto_core.kernel.code import parse_function
+from opto_core.kernel.code_policy import CodePolicy, apply_policy
+from opto_core.engine.target import FunctionTarget
+from opto_core.kernel.trace import capture, op
 
 RATE = Parameter("rate", "float", 0.5, lower=0.0, upper=0.9)
 
@@ -203,7 +204,8 @@ def test_a_decorator_payload_never_runs_in_a_fresh_process(tmp_path):
     marker = tmp_path / "pwned"
     script = f"""
 from opto_core import InvalidValue
-from opto_core.trace import FunctionTarget, op
+from opto_core.engine.target import FunctionTarget
+from opto_core.kernel.trace import op
 
 @op(trainable=True, parameter_name="f.code")
 def f(x: int) -> int:

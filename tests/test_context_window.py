@@ -18,8 +18,9 @@ from typing import Any, Callable
 import pytest
 
 from opto_core import Feedback, Graph, Parameter, backward
-from opto_core.llm import ContextWindowExceeded, OpenAIChat, context_numbers, known_window
-from opto_core.optimizers import OPRO, OptoPrime, OptoPrimeNoTrace
+from opto_core.llm.client import ContextWindowExceeded, OpenAIChat, context_numbers, known_window
+from opto_core.optimizers.opro import OPRO
+from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
 from opto_core.optimizers.base import ContextWindowTooSmall, PromptTooLong, estimate
 from opto_core.testing import ScriptedLLM
 
@@ -340,7 +341,7 @@ def test_memory_keeps_the_newest_entries_within_its_limit():
 
 def test_a_retry_that_cannot_fit_is_skipped_and_the_first_answer_stands():
     from opto_core import Edge, Feedback, Graph, Parameter, backward
-    from opto_core.optimizers import OptoPrime
+    from opto_core.optimizers.optoprime import OptoPrime
     from opto_core.testing import ScriptedLLM
 
     code = Parameter("tool.code", "code", "def tool(x):\n    \"\"\"" + "Explain. " * 250 + "\"\"\"\n    return x\n")

@@ -1,4 +1,4 @@
-"""Differential test, micrograd style: one small program traced by `opto_core.trace` and by trace-opt
+"""Differential test, micrograd style: one small program traced by `opto_core.kernel.trace` and by trace-opt
 (Trace's own implementation, the `bench` extra) gives the same parameters, ops and edges on the path to
 the output. trace-opt runs in a subprocess: its global node registry must not leak into this process."""
 
@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 from opto_core import Parameter
-from opto_core.trace import capture, op
+from opto_core.kernel.trace import capture, op
 
 
 @op(trainable=True, parameter_name="parse.code")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opto_core.drawing import (
+from opto_core.app.drawing import (
     Selection,
     graph_html,
     layout,
@@ -21,8 +21,8 @@ from opto_core.drawing import (
     to_mermaid,
     to_svg,
 )
-from opto_core.graph import Edge, Graph
-from opto_core.parameters import Parameter
+from opto_core.kernel.graph import Edge, Graph
+from opto_core.kernel.parameters import Parameter
 
 EVIL = 'say "hi" <script>alert(1)</script> [a] {b} (c) | # & `x`\nsecond line'
 

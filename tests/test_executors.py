@@ -13,11 +13,11 @@ from executor_scenarios import (CHAIN_TRAIN, CHAIN_VAL, TRAIN, VAL, WaitingTarge
                                 chain_target, comparable, prompt_name, scale_feedback, scale_llm, scale_target,
                                 word_feedback)
 
-from opto_core.executors import (AsyncioExecutor, EvaluationCancelled, EvaluationTimeout, FeedbackError,
+from opto_core.engine.executors import (AsyncioExecutor, EvaluationCancelled, EvaluationTimeout, FeedbackError,
                                  InfrastructureError, ThreadExecutor, make_executor)
-from opto_core.loop import optimize
-from opto_core.optimizers import OptoPrime
-from opto_core.settings import Settings
+from opto_core.engine.loop import optimize
+from opto_core.optimizers.optoprime import OptoPrime
+from opto_core.engine.settings import Settings
 
 EXECUTORS = {"threads": ThreadExecutor, "asyncio": AsyncioExecutor}
 

@@ -14,7 +14,7 @@ from autogen_agentchat.teams import RoundRobinGroupChat  # noqa: E402
 from autogen_ext.models.replay import ReplayChatCompletionClient  # noqa: E402
 
 from opto_adapters.autogen import wrap_team  # noqa: E402
-from opto_core.executors import AsyncioExecutor  # noqa: E402
+from opto_core.engine.executors import AsyncioExecutor  # noqa: E402
 
 N = 6
 

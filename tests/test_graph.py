@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from opto_core import Edge, Graph, GraphError, Parameter
-from opto_core.graph import FORMAT, REPR_LIMIT
+from opto_core.kernel.graph import FORMAT, REPR_LIMIT
 
 
 def small_graph() -> Graph:

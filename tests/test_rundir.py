@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opto_core.rundir import MARKER, NotARun, RunDir, RunLocked
+from opto_core.engine.rundir import MARKER, NotARun, RunDir, RunLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ def test_a_second_opener_gets_run_locked_with_a_clear_message(tmp_path):
     first = RunDir(tmp_path / "run")
     assert first.open(resume=True) is None
     holder = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
-        from opto_core.rundir import RunDir, RunLocked
+        from opto_core.engine.rundir import RunDir, RunLocked
         try:
             RunDir({str(tmp_path / 'run')!r}).open(resume=True)
         except RunLocked as exc:
@@ -105,10 +105,11 @@ def test_only_a_run_of_ours_is_ever_removed(tmp_path):
 RUN = textwrap.dedent('''
     import json, sys
     from opto_core import Parameter
-    from opto_core.loop import optimize
-    from opto_core.optimizers import OptoPrime
+    from opto_core.engine.loop import optimize
+    from opto_core.optimizers.optoprime import OptoPrime
     from opto_core.testing import ScriptedLLM
-    from opto_core.trace import FunctionTarget, op
+    from opto_core.engine.target import FunctionTarget
+    from opto_core.kernel.trace import op
 
     RATE = Parameter("rate", "float", 0.5, lower=0.0, upper=0.9)
 

@@ -4,9 +4,9 @@ import importlib.util
 
 import pytest
 
-from opto_core.optimizers import Search
+from opto_core.optimizers.search import Search
 from opto_core.optimizers.search import SAMPLERS, Sampler, SearchSpace
-from opto_core.parameters import Parameter
+from opto_core.kernel.parameters import Parameter
 
 HAS = {"gp": importlib.util.find_spec("bayes_opt") is not None,
        "pso": importlib.util.find_spec("nevergrad") is not None,

@@ -15,9 +15,9 @@ from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
 from opto_core import Graph, GraphError, InvalidValue, Parameter
-from opto_core.approval import Change, review
-from opto_core.secrets import install_log_filter, scrub_text, scrub_url
-from opto_core.trace import capture, op
+from opto_core.engine.approval import Change, review
+from opto_core.kernel.redact import install_log_filter, scrub_text, scrub_url
+from opto_core.kernel.trace import capture, op
 
 
 # ----- secrets -------------------------------------------------------------------------------------------
@@ -38,7 +38,7 @@ def test_httpx_log_line_is_scrubbed(caplog):
 
 
 def test_no_credential_reaches_config_or_report(tmp_path, monkeypatch):
-    from opto_core import cli
+    from opto_core.app import cli
     from opto_core.testing import ScriptedLLM
 
     llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"invoice.discount_rate": 0.1}})], repeat_last=True)
@@ -54,7 +54,7 @@ def test_no_credential_reaches_config_or_report(tmp_path, monkeypatch):
 
 # ----- the whole-call deadline against a trickling server ------------------------------------------------------
 def test_a_trickling_server_cannot_stretch_a_call_past_its_timeout():
-    from opto_core.llm import LLMError, OpenAIChat
+    from opto_core.llm.client import LLMError, OpenAIChat
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -97,7 +97,7 @@ def test_a_trickling_server_cannot_stretch_a_call_past_its_timeout():
 
 # ----- exits and run directories in the CLI ---------------------------------------------------------------------------
 def test_cli_refuses_a_non_run_directory_and_exits_non_zero_on_errors(tmp_path, monkeypatch):
-    from opto_core import cli
+    from opto_core.app import cli
     from opto_core.testing import ScriptedLLM
 
     project = tmp_path / "project"
@@ -120,8 +120,8 @@ def test_cli_refuses_a_non_run_directory_and_exits_non_zero_on_errors(tmp_path, 
 
 
 def test_resume_imports_only_registered_recipes(tmp_path):
-    from opto_core import cli
-    from opto_core.rundir import RunDir
+    from opto_core.app import cli
+    from opto_core.engine.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     run.open(resume=True)
@@ -205,7 +205,7 @@ def test_terminal_approver_rejects_when_nobody_can_answer():
 
     from rich.console import Console
 
-    from opto_core.approval import terminal_approver
+    from opto_core.engine.approval import terminal_approver
 
     out = io.StringIO()
     approver = terminal_approver(Console(file=out), stdin=io.StringIO("a\n"))

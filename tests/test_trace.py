@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from opto_core import Parameter
-from opto_core.trace import FunctionTarget, capture, current_run, op, untag
+from opto_core.engine.target import FunctionTarget
+from opto_core.kernel.trace import capture, current_run, op, untag
 
 
 @op

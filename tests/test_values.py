@@ -5,8 +5,8 @@ import json
 import pytest
 
 from opto_core import Parameter
-from opto_core.binding import BoundParameters, UnknownParameters
-from opto_core.values import ValuesFileError, apply_saved, load_values, resolve, save_values
+from opto_core.kernel.binding import BoundParameters, UnknownParameters
+from opto_core.kernel.values import ValuesFileError, apply_saved, load_values, resolve, save_values
 
 
 def test_round_trip_with_meta_and_no_secret(tmp_path):

@@ -4,7 +4,7 @@ Every task is made by code with a fixed seed (nothing is downloaded) and has tra
 and test splits; results are reported on test. A task says which versions of its workflow it
 has, and so which optimizers can run on it:
 
-- ``python``: traced plain Python (`opto_core.trace`) for our optimizers;
+- ``python``: traced plain Python (`opto_core.kernel.trace`) for our optimizers;
 - ``trace``: trace-opt bundles for Trace's own OptoPrime;
 - ``dspy``: a DSPy program for DSPy's optimizers (and for ours through the DSPy adapter);
 - ``framework``: a LangChain / DSPy / AutoGen workflow for ours through that framework's adapter.
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from opto_core.feedback import Feedback
+from opto_core.kernel.feedback import Feedback
 
 from . import bbh, numeric, workflows
 

@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from opto_core.feedback import Feedback
-from opto_core.parameters import Parameter
+from opto_core.kernel.feedback import Feedback
+from opto_core.kernel.parameters import Parameter
 
 Example = dict[str, str]
 
@@ -305,8 +305,9 @@ def ask(chat: Any, prompt: str, max_tokens: int | None) -> str:
 
 
 def python_target(task: str, chat: Any, max_tokens: int | None = 512) -> Any:
-    """Traced plain Python (opto_core.trace) for our optimizers: prompt + two trainable functions."""
-    from opto_core.trace import FunctionTarget, op
+    """Traced plain Python (opto_core.kernel.trace) for our optimizers: prompt + two trainable functions."""
+    from opto_core.engine.target import FunctionTarget
+    from opto_core.kernel.trace import op
 
     template = Parameter(f"{task}.prompt_template", "text", PROMPT_TEMPLATE, description=TEMPLATE_DESCRIPTION)
     make_prompt = op(create_prompt, trainable=True, parameter_name=f"{task}.create_prompt")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from opto_core.usage import ChatResult, Usage
+from opto_core.llm.usage import ChatResult, Usage
 
 
 class BudgetExhausted(RuntimeError):

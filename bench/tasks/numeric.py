@@ -18,8 +18,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from opto_core.feedback import Feedback
-from opto_core.parameters import Parameter
+from opto_core.kernel.feedback import Feedback
+from opto_core.kernel.parameters import Parameter
 
 
 def add(x: float, y: float) -> float:
@@ -142,7 +142,8 @@ def feedback(example: dict[str, float], output: Any) -> Feedback:
 
 def python_target(graph: RandomGraph) -> Any:
     """Traced plain Python: each step is an op; the parameters are floats in [-10, 10]."""
-    from opto_core.trace import FunctionTarget, op
+    from opto_core.engine.target import FunctionTarget
+    from opto_core.kernel.trace import op
 
     traced = {name: op(fn) for name, fn in OPS.items()}
     parameters = {p: Parameter(p, "float", graph.initial[p], lower=-BOUND, upper=BOUND,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
-from opto_core.feedback import Feedback
+from opto_core.kernel.feedback import Feedback
 
 from .models import BudgetExhausted
 
@@ -137,7 +137,7 @@ def optimize(program: TraceProgram, trainset: Sequence[Any], feedback_fn: Callab
             stopped = "max_llm_calls"
             break
         started = time.time()
-        rng = random.Random(f"{seed}:{step}")  # the same batches as opto_core.loop
+        rng = random.Random(f"{seed}:{step}")  # the same batches as opto_core.engine.loop
         indices = sorted(rng.sample(range(len(trainset)), min(batch_size, len(trainset))))
         nodes, texts, scores = [], [], []
         for i in indices:

@@ -25,9 +25,9 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from opto_core.code import function_source  # noqa: F401  (tests write controllers from these functions)
-from opto_core.feedback import Feedback
-from opto_core.parameters import Parameter
+from opto_core.kernel.code import function_source  # noqa: F401  (tests write controllers from these functions)
+from opto_core.kernel.feedback import Feedback
+from opto_core.kernel.parameters import Parameter
 
 MIN_GREEN, MAX_GREEN = 15, 90  # Trace's UXSim example: green times in [15, 90] seconds
 EQUAL_SPLIT = (30, 30)
@@ -227,7 +227,8 @@ class TrafficWorkflow:
 def python_target(start: tuple[int, int] = EQUAL_SPLIT) -> Any:
     """``traffic``: two int parameters (the greens) and one traced op, the simulation."""
     _uxsim()
-    from opto_core.trace import FunctionTarget, op
+    from opto_core.engine.target import FunctionTarget
+    from opto_core.kernel.trace import op
 
     green_ew = Parameter("green_ew", "int", start[0], lower=MIN_GREEN, upper=MAX_GREEN,
                          description="seconds of green for the east-west phase (W and E approaches)")
@@ -250,7 +251,8 @@ def python_target(start: tuple[int, int] = EQUAL_SPLIT) -> Any:
 def controller_target() -> Any:
     """``traffic_controller``: the controller's source is the code parameter; it starts fixed (30/30)."""
     _uxsim()
-    from opto_core.trace import FunctionTarget, op
+    from opto_core.engine.target import FunctionTarget
+    from opto_core.kernel.trace import op
 
     controller = op(fixed_controller, name="controller", trainable=True, parameter_name="controller.code")
 

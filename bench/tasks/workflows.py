@@ -34,8 +34,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from opto_core.feedback import Feedback
-from opto_core.parameters import Parameter
+from opto_core.kernel.feedback import Feedback
+from opto_core.kernel.parameters import Parameter
 
 TAX_RATE = 8.0  # percent: the store's real rate, used by the metric only
 SYSTEM_PROMPT = ("You are the cashier of a small grocery store. Add up the customer's order with the "
@@ -165,8 +165,9 @@ FIXED_TEMPERATURE = 0.0
 
 # ----- plain Python -----------------------------------------------------------------------------------
 def python_target() -> Any:
-    """The workflow as traced plain Python (opto_core.trace): prompt, temperature and tool code."""
-    from opto_core.trace import FunctionTarget, op
+    """The workflow as traced plain Python (opto_core.kernel.trace): prompt, temperature and tool code."""
+    from opto_core.engine.target import FunctionTarget
+    from opto_core.kernel.trace import op
 
     prompt = Parameter("cashier.system_prompt", "text", SYSTEM_PROMPT, description="the cashier model's system prompt")
     temperature = Parameter("cashier.temperature", "float", TEMPERATURE, lower=TEMPERATURE_BOUNDS[0],
@@ -499,7 +500,7 @@ class AdapterUnavailable(RuntimeError):
 
 
 def framework_target(workflow: Workflow) -> Any:
-    """Wrap a framework workflow with our adapter (a `Target` for opto_core.loop), or say why not.
+    """Wrap a framework workflow with our adapter (a `Target` for opto_core.engine.loop), or say why not.
 
     The adapter's target runs the framework object on the framework's own input (``{"question"}``
     for a chain or a DSPy program, the question text for a team); `MappedTarget` turns the task's

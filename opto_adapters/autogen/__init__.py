@@ -17,7 +17,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from opto_core.conversation import ConversationLog, build_graph, mark_message, message_node_id
+from opto_core.kernel.conversation import ConversationLog, build_graph, mark_message, message_node_id
 
 # AgentChat names load on first use, so that `opto_adapters.autogen.ag2` (classic AutoGen, the `ag2`
 # extra) imports without AgentChat installed.

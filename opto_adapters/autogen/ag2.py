@@ -6,14 +6,14 @@
         return user.initiate_chat(assistant, message=example["question"], max_turns=4).summary
 
     target = AG2Target(chat, [assistant, user])
-    optimize(target, trainset, feedback_fn, optimizer)   # opto_core.loop.optimize, unchanged
+    optimize(target, trainset, feedback_fn, optimizer)   # opto_core.engine.loop.optimize, unchanged
     target.save_values("ag2.values.json"); apply_values([assistant, user], "ag2.values.json")
 
 The API is the classic one (``ConversableAgent``, ``register_function``, ``GroupChat`` +
 ``GroupChatManager``), as installed by ``autogen`` 0.14 (or ``ag2`` < 1.0, or ``pyautogen`` 0.3-0.9);
 ``ag2`` >= 1.0 is a different API and is not supported here. How it works:
-`ag2_recording` (AG2 events -> conversation records -> `opto_core.conversation.build_graph`) and
-`ag2_parameters` (AG2 objects <-> bindings of `opto_core.binding`).
+`ag2_recording` (AG2 events -> conversation records -> `opto_core.kernel.conversation.build_graph`) and
+`ag2_parameters` (AG2 objects <-> bindings of `opto_core.kernel.binding`).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
-from opto_core.conversation import build_graph
-from opto_core.graph import Graph
-from opto_core.parameters import Parameter
-from opto_core.target import BoundTarget
-from opto_core.values import apply_saved
+from opto_core.kernel.conversation import build_graph
+from opto_core.kernel.graph import Graph
+from opto_core.kernel.parameters import Parameter
+from opto_core.engine.target import BoundTarget
+from opto_core.kernel.values import apply_saved
 
 from . import ag2_recording as recording
 from .ag2_parameters import AG2Parameters, discover
@@ -50,7 +50,7 @@ def framework_version() -> str:
 
 
 class AG2Target(BoundTarget):
-    """A classic AutoGen conversation as a target of `opto_core.loop.optimize`.
+    """A classic AutoGen conversation as a target of `opto_core.engine.loop.optimize`.
 
     ``run(example)`` starts the conversation the user's way (``initiate_chat``, a GroupChat
     manager, ...) and returns its result; ``agents`` are the agents, GroupChats and managers

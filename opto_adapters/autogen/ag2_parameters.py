@@ -11,7 +11,7 @@ Where each value lives in AG2 0.14, and how a write reaches the next model reque
 - ``<caller>.tools.<name>.description`` (text): the tool schema in ``caller.llm_config["tools"]``,
   edited in place (order kept), client rebuilt.
 - ``<executor>.tools.<name>.code`` (code): ``executor.register_for_execution(name, silent_override=True)``
-  with the new function, compiled only by `opto_core.code.compile_like`. The schema advertised
+  with the new function, compiled only by `opto_core.kernel.code.compile_like`. The schema advertised
   to the model is derived from the signature, which a code value must keep (checked on the parsed
   source by `Parameter.validate`, before anything runs), so the advertised schema stays the same.
 - ``<manager>.select_speaker_message_template`` / ``.select_speaker_prompt_template`` (text): the
@@ -31,10 +31,10 @@ from typing import Any, Iterable
 
 from autogen import ConversableAgent, GroupChat, GroupChatManager, OpenAIWrapper
 
-from opto_core.binding import Binding, BoundParameters
-from opto_core.code import compile_like, function_source, keeps_signature_bindings
-from opto_core.conversation import ROLE_PROMPT, ROLE_SETTING, ROLE_SYSTEM, ROLE_TOOL_CODE, ROLE_TOOL_DESCRIPTION
-from opto_core.parameters import Parameter
+from opto_core.kernel.binding import Binding, BoundParameters
+from opto_core.kernel.code import compile_like, function_source, keeps_signature_bindings
+from opto_core.kernel.conversation import ROLE_PROMPT, ROLE_SETTING, ROLE_SYSTEM, ROLE_TOOL_CODE, ROLE_TOOL_DESCRIPTION
+from opto_core.kernel.parameters import Parameter
 
 #: Numeric settings an llm_config may set: kind, lower, upper (OpenAI's documented ranges).
 NUMERIC_SETTINGS: dict[str, tuple[str, float | None, float | None]] = {

@@ -1,4 +1,4 @@
-"""Recording classic AutoGen (AG2) conversations: AG2 events -> `opto_core.conversation` records.
+"""Recording classic AutoGen (AG2) conversations: AG2 events -> `opto_core.kernel.conversation` records.
 
 Two public AG2 seams, no patching:
 
@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 from autogen import runtime_logging
 from autogen.logger.base_logger import BaseLogger
 
-from opto_core.conversation import (KIND_MESSAGE, KIND_TOOL_REQUEST, KIND_TOOL_RESULTS, ConversationLog,
+from opto_core.kernel.conversation import (KIND_MESSAGE, KIND_TOOL_REQUEST, KIND_TOOL_RESULTS, ConversationLog,
                                     MessageRecord, PromptItem, ToolRunRecord, Turn, text_of)
 
 #: The name AG2 gives the internal agent of "auto" speaker selection (groupchat.py, _create_internal_agents).

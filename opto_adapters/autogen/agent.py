@@ -25,15 +25,15 @@ from autogen_agentchat.base import Response, TaskResult
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
 from autogen_core import CancellationToken
 
-from opto_core.binding import UnknownParameters
-from opto_core.graph import Graph
-from opto_core.parameters import Parameter
+from opto_core.kernel.binding import UnknownParameters
+from opto_core.kernel.graph import Graph
+from opto_core.kernel.parameters import Parameter
 
-from opto_core.conversation import ConversationLog, Turn, build_graph, mark_message
+from opto_core.kernel.conversation import ConversationLog, Turn, build_graph, mark_message
 from .parameters import AgentParameters
 from .recorder import RecordingClient, TurnObserver
 
-#: The graph vocabulary (`opto_core.graph.run_meta`): who recorded the graph, with which framework.
+#: The graph vocabulary (`opto_core.kernel.graph.run_meta`): who recorded the graph, with which framework.
 ADAPTER = "opto_adapters.autogen"
 FRAMEWORK = "autogen-agentchat"
 

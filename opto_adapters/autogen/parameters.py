@@ -7,12 +7,12 @@ is written where the agent re-reads it at the start of every turn (Route A of
 - system message: ``agent._system_messages = [SystemMessage(content=...)]``;
 - tool code and description: a new ``FunctionTool`` replaces the old one *in place* in the tool
   list the agent's ``StaticWorkbench`` shares (``agent._tools is agent._workbench[0]._tools``);
-  new code is compiled by `opto_core.code.compile_like` (the original's globals and closure);
+  new code is compiled by `opto_core.kernel.code.compile_like` (the original's globals and closure);
 - temperature: per agent, not on the client (one client is often shared by several agents): the
   agent's `RecordingClient` adds it to ``extra_create_args`` of every request, and puts it into
   the client config ``dump_component()`` saves.
 
-`AgentParameters` is a `opto_core.binding.BoundParameters`: validation, ordered writes with
+`AgentParameters` is a `opto_core.kernel.binding.BoundParameters`: validation, ordered writes with
 rollback, snapshot/restore and include/exclude are the core's. What stays here is AgentChat's
 part: where each value lives, and the expectations the recording client checks on the next
 request (a write the framework ignored fails that run with `WriteBackError`).
@@ -27,12 +27,12 @@ from typing import Any, Callable, Iterable
 from autogen_core.models import SystemMessage
 from autogen_core.tools import FunctionTool, StaticWorkbench
 
-from opto_core.binding import Binding, BoundParameters, select
-from opto_core.code import SourceUnavailable, compile_like, function_source, keeps_signature_bindings, unwrap
-from opto_core.executors import InfrastructureError
-from opto_core.parameters import InvalidValue, Parameter
+from opto_core.kernel.binding import Binding, BoundParameters, select
+from opto_core.kernel.code import SourceUnavailable, compile_like, function_source, keeps_signature_bindings, unwrap
+from opto_core.engine.executors import InfrastructureError
+from opto_core.kernel.parameters import InvalidValue, Parameter
 
-from opto_core.conversation import ROLE_SETTING, ROLE_SYSTEM, ROLE_TOOL_CODE, ROLE_TOOL_DESCRIPTION
+from opto_core.kernel.conversation import ROLE_SETTING, ROLE_SYSTEM, ROLE_TOOL_CODE, ROLE_TOOL_DESCRIPTION
 
 #: Bounds of the temperature parameter (OpenAI's range; other providers accept a subset).
 TEMPERATURE_BOUNDS = (0.0, 2.0)

@@ -10,7 +10,7 @@ Two sources, per the notes (``shared/notes/autogen.md`` section 2):
 - `TurnObserver`, fed with the messages an agent receives and the events/messages it yields
   (``on_messages_stream``), which gives message ids, tool-call requests and tool results.
 
-Both write framework-neutral records into a `ConversationLog` (see `opto_core.conversation`).
+Both write framework-neutral records into a `ConversationLog` (see `opto_core.kernel.conversation`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 
 from .eventloop import adopt_running_loop
-from opto_core.conversation import (
+from opto_core.kernel.conversation import (
     KIND_HANDOFF,
     KIND_MEMORY,
     KIND_MESSAGE,

@@ -1,4 +1,4 @@
-"""AgentChat agents and teams as optimization targets (`opto_core.target.Target`).
+"""AgentChat agents and teams as optimization targets (`opto_core.engine.target.Target`).
 
 AgentChat is async and the target protocol is sync. ``run(example)`` submits the run to one
 dedicated event-loop thread shared by every AutoGen target of the process and waits for it:
@@ -15,10 +15,10 @@ Inside async code, ``await target.arun(example)`` runs on the caller's loop inst
 team at a time, whichever loop). Runs of one target are serialized (an agent's model context is
 shared by all its calls); runs of different targets proceed concurrently.
 
-The targets are `opto_core.target.BoundTarget`s: ``parameters``/``apply``/``snapshot``/``restore``/
+The targets are `opto_core.engine.target.BoundTarget`s: ``parameters``/``apply``/``snapshot``/``restore``/
 ``save_values`` are the core's write-back model over the agents' bindings. A run that fails for a
 reason outside the workflow (event loop, connection, this adapter) comes back as its exception,
-which `opto_core.executors.error_kind` classifies as infrastructure.
+which `opto_core.engine.executors.error_kind` classifies as infrastructure.
 """
 
 from __future__ import annotations
@@ -35,15 +35,15 @@ from autogen_agentchat.messages import BaseChatMessage
 from autogen_agentchat.teams import BaseGroupChat
 from autogen_core import CancellationToken
 
-from opto_core.background import BackgroundLoop
-from opto_core.binding import BoundParameters, select
-from opto_core.executors import InfrastructureError, error_kind
-from opto_core.graph import Graph, run_meta
-from opto_core.target import BoundTarget
-from opto_core.values import apply_saved
+from opto_core.engine.background import BackgroundLoop
+from opto_core.kernel.binding import BoundParameters, select
+from opto_core.engine.executors import InfrastructureError, error_kind
+from opto_core.kernel.graph import Graph, run_meta
+from opto_core.engine.target import BoundTarget
+from opto_core.kernel.values import apply_saved
 
 from .agent import ADAPTER, FRAMEWORK, OptoAgent, _select_output, framework_version, graph_of
-from opto_core.conversation import ConversationLog
+from opto_core.kernel.conversation import ConversationLog
 from .eventloop import adopt_running_loop, check_reregistrable, needs_reregistration, reregister_participants
 from .recorder import RecordingClient, message_record
 

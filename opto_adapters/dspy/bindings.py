@@ -1,4 +1,4 @@
-"""Where each DSPy parameter lives, as `opto_core.binding.Binding`s: one small class per home.
+"""Where each DSPy parameter lives, as `opto_core.kernel.binding.Binding`s: one small class per home.
 
 DSPy facts these rely on (``shared/notes/dspy.md`` section 6): a predictor's signature is a class
 that is replaced, never changed in place (``with_instructions``, ``with_updated_fields``); demos
@@ -16,8 +16,8 @@ from typing import Any
 
 import dspy
 
-from opto_core.binding import Binding
-from opto_core.code import compile_like, function_source
+from opto_core.kernel.binding import Binding
+from opto_core.kernel.code import compile_like, function_source
 
 #: Shown as the value of an LM setting no one set (the provider's default then applies).
 UNSET_DEFAULTS: dict[str, float | int] = {"temperature": 1.0, "max_tokens": 4096}

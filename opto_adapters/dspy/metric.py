@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import dspy
 
-from opto_core.feedback import Feedback
-from opto_core.graph import shorten
+from opto_core.kernel.feedback import Feedback
+from opto_core.kernel.graph import shorten
 
 
 class MetricError(ValueError):
@@ -105,7 +105,7 @@ def to_feedback(result: Any, example: Any, prediction: Any, metric: Callable[...
 
 
 def adapt_metric(metric: Callable[..., Any], *, label_feedback: bool = True) -> Callable[[Any, Any], Feedback]:
-    """``feedback_fn(example, prediction) -> Feedback`` for `opto_core.loop.optimize`."""
+    """``feedback_fn(example, prediction) -> Feedback`` for `opto_core.engine.loop.optimize`."""
     arity = metric_arity(metric)
 
     def feedback_fn(example: Any, prediction: Any) -> Feedback:

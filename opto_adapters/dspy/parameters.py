@@ -6,7 +6,7 @@ signatures never share a name): ``<p>.instructions`` and ``<p>.fields.<f>.desc``
 Per tool (``dspy.ReAct`` tools and any ``dspy.Tool`` attribute): ``<path>.code`` (the Python
 function) and ``<path>.desc`` (text).
 
-`ProgramParameters` is the kit's `opto_core.binding.BoundParameters` (stable `Parameter`
+`ProgramParameters` is the kit's `opto_core.kernel.binding.BoundParameters` (stable `Parameter`
 objects, one include/exclude rule, validated ordered writes with rollback, snapshot/restore),
 filled with the bindings of ``bindings.py``. What DSPy's own ``program.save`` cannot hold (LM
 settings in ``Predict.config``, tool code and descriptions) goes to a sidecar ``<stem>.opto.json``,
@@ -24,10 +24,10 @@ from typing import Any
 
 import dspy
 
-from opto_core.binding import BoundParameters, UnknownParameters, select
-from opto_core.code import SourceUnavailable, function_source, keeps_signature_bindings
-from opto_core.parameters import InvalidValue, Parameter
-from opto_core.values import SavedValues, apply_saved, document, from_document, read_document
+from opto_core.kernel.binding import BoundParameters, UnknownParameters, select
+from opto_core.kernel.code import SourceUnavailable, function_source, keeps_signature_bindings
+from opto_core.kernel.parameters import InvalidValue, Parameter
+from opto_core.kernel.values import SavedValues, apply_saved, document, from_document, read_document
 
 from .bindings import (UNSET_DEFAULTS, DemosBinding, LMSettingBinding, SignatureBinding, ToolCodeBinding,
                        ToolDescBinding)
@@ -93,7 +93,7 @@ class ProgramParameters(BoundParameters):
     """Every parameter of one DSPy program, bound to the live objects (write-back with undo).
 
     ``include`` / ``exclude`` are names or globs (``*.demos``), with the kit's rule
-    (`opto_core.binding.select`): what is left out stays in the graph, frozen; a pattern that
+    (`opto_core.kernel.binding.select`): what is left out stays in the graph, frozen; a pattern that
     matches nothing is an error listing the real names.
     """
 
@@ -319,7 +319,7 @@ def sidecar_path(path: str | Path) -> Path:
 
 def write_sidecar(program: Any, path: str | Path) -> Path:
     """The sidecar alone (for programs DSPy cannot serialise, e.g. with a custom-engine LM)."""
-    from opto_core.rundir import write_json_atomic
+    from opto_core.engine.rundir import write_json_atomic
 
     side = Path(path)
     write_json_atomic(side, ProgramParameters(program).sidecar())

@@ -1,4 +1,4 @@
-"""A DSPy program as an optimization target (`opto_core.target.Target`).
+"""A DSPy program as an optimization target (`opto_core.engine.target.Target`).
 
 ``run(example)`` calls the program on the example's inputs under a fresh `DSPyTracer` (in a
 ``dspy.context``, so concurrent runs in the loop's threads never share state) and returns the
@@ -18,8 +18,8 @@ import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
 from dspy.utils.usage_tracker import track_usage
 
-from opto_core.graph import META_DURATION, META_USAGE, Graph
-from opto_core.target import BoundTarget
+from opto_core.kernel.graph import META_DURATION, META_USAGE, Graph
+from opto_core.engine.target import BoundTarget
 
 from .parameters import FRAMEWORK, ProgramParameters
 from .tracing import DSPyTracer, node_names, untag_prediction

@@ -22,9 +22,9 @@ from typing import Any, Callable, Sequence
 import dspy
 from dspy.teleprompt import Teleprompter
 
-from opto_core.binding import UnknownParameters, WriteError
-from opto_core.parameters import InvalidValue
-from opto_core.settings import Settings
+from opto_core.kernel.binding import UnknownParameters, WriteError
+from opto_core.kernel.parameters import InvalidValue
+from opto_core.engine.settings import Settings
 
 from .metric import adapt_metric
 from .parameters import ProgramParameters, save_optimized, sidecar_path, write_sidecar
@@ -56,7 +56,7 @@ class OptoTeleprompter(Teleprompter):
     ``llm`` is the optimizer's model (an ``opto_core`` ChatModel; default ``OpenAIChat()``);
     the program keeps using its own DSPy LM.
 
-    The run's settings are the core's `opto_core.settings.Settings`: pass one as ``settings=``,
+    The run's settings are the core's `opto_core.engine.settings.Settings`: pass one as ``settings=``,
     and/or any of its fields as keywords (``max_steps``, ``batch_size``, ``num_threads``,
     ``max_errors``, ``seed``, ``run_dir``, ``max_llm_calls``, ``target_score``, ``keep``, ...).
     DSPy-style spellings are mapped onto it in `_settings`: ``auto`` (light/medium/heavy steps),
@@ -103,7 +103,7 @@ class OptoTeleprompter(Teleprompter):
     def compile(self, student: Any, *, trainset: Sequence[Any], valset: Sequence[Any] | None = None,
                 teacher: Any = None, metric: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
         """Return an optimized copy of ``student`` (which is left untouched)."""
-        from opto_core.loop import optimize
+        from opto_core.engine.loop import optimize
 
         if kwargs:
             raise TypeError(f"OptoTeleprompter.compile got unexpected arguments {sorted(kwargs)}")
@@ -167,7 +167,7 @@ class OptoTeleprompter(Teleprompter):
     def _optimizer(self, target: ProgramTarget) -> Any:
         if self.optimizer is not None:
             return self.optimizer(target.parameters(), self._llm())
-        from opto_core.optimizers import OptoPrime
+        from opto_core.optimizers.optoprime import OptoPrime
 
         memory = self.settings.memory_size if self.settings.memory_size is not None else DEFAULT_MEMORY
         return OptoPrime(target.parameters(), self._llm(), memory_size=memory,
@@ -176,7 +176,7 @@ class OptoTeleprompter(Teleprompter):
 
     def _llm(self) -> Any:
         if self.llm is None:
-            from opto_core.llm import OpenAIChat
+            from opto_core.llm.client import OpenAIChat
 
             self.llm = OpenAIChat()
         return self.llm

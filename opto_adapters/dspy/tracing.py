@@ -12,7 +12,7 @@ parameter parents), ``<p>.lm`` (the LM call; temperature and max_tokens are its 
 parents) and ``<p>`` (the parsed output fields). Tools are ops whose parent is the tool's code.
 
 Data flow, which DSPy does not record, is recovered with the core's provenance index
-(`opto_core.provenance`, one set of rules for every adapter): each output field is handed on
+(`opto_core.kernel.provenance`, one set of rules for every adapter): each output field is handed on
 as a tagged ``str`` carrying its node id (other objects are followed by identity); values that
 were copied or embedded in a longer text are matched by value (meta ``inputs`` says how each
 input was matched: identity, value, contains, or external). In ``dspy.ReAct``, a tool call's parent is
@@ -33,10 +33,10 @@ from typing import Any
 import dspy
 from dspy.utils.callback import ACTIVE_CALL_ID, BaseCallback
 
-from opto_core.code import SourceUnavailable, function_source
-from opto_core.graph import META_DURATION, Edge, Graph, run_meta, shorten
-from opto_core.parameters import Parameter
-from opto_core.provenance import Match, ProvenanceIndex, TaggedStr, tagged_node, untag
+from opto_core.kernel.code import SourceUnavailable, function_source
+from opto_core.kernel.graph import META_DURATION, Edge, Graph, run_meta, shorten
+from opto_core.kernel.parameters import Parameter
+from opto_core.kernel.provenance import Match, ProvenanceIndex, TaggedStr, tagged_node, untag
 
 from .parameters import ProgramParameters, module_path, sub_modules
 
@@ -97,7 +97,7 @@ class _Run:
     done: bool = False
     started: float = field(default_factory=time.time)
 
-    # ----- following values (the rules are the core's: `opto_core.provenance`) --------------------
+    # ----- following values (the rules are the core's: `opto_core.kernel.provenance`) --------------------
     def tag(self, value: Any, node_id: str) -> Any:
         """Register ``value`` as produced by ``node_id``; a ``str`` comes back tagged (other values as they are)."""
         if isinstance(value, str):

@@ -1,4 +1,4 @@
-"""Bindings: where a parameter's value lives in a LangChain object (`opto_core.binding.Binding`).
+"""Bindings: where a parameter's value lives in a LangChain object (`opto_core.kernel.binding.Binding`).
 
 Each binding reads and writes one value and refreshes what LangChain caches from it: a template's
 ``input_variables`` (and the chat prompt's), the cached serialization ``_serialized`` (a
@@ -19,8 +19,8 @@ from langchain_core.prompts.string import get_template_variables
 from langchain_core.runnables import RunnableBinding
 from langchain_core.tools import BaseTool
 
-from opto_core.binding import AttributeBinding, Binding
-from opto_core.code import compile_like, function_source
+from opto_core.kernel.binding import AttributeBinding, Binding
+from opto_core.kernel.code import compile_like, function_source
 
 
 def drop_serialized(obj: Any) -> None:
@@ -209,7 +209,7 @@ def schema_for(name: str, function: Callable[..., Any]) -> Any:
 
 @dataclass
 class CodeBinding(Binding):
-    """A tool's Python function; an accepted source is compiled like the original (`opto_core.code`)."""
+    """A tool's Python function; an accepted source is compiled like the original (`opto_core.kernel.code`)."""
 
     shared: ToolModels
     original: Callable[..., Any]

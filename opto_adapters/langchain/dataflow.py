@@ -12,7 +12,7 @@ LangChain states the flow, it is read from position tags:
   that last wrote them, and messages to the step that made them.
 
 Inside a step that hides its flow (a lambda, a LangGraph node, a custom chain), the producer of
-each value is asked of the core's provenance index (`opto_core.provenance`, the rules every
+each value is asked of the core's provenance index (`opto_core.kernel.provenance`, the rules every
 adapter shares): an object by identity; a message by its id (``("message", id)``), a tool run by
 its ``tool_call_id`` (``("tool_call", id)``: the model that asked for it), a ``ToolMessage`` by
 its ``tool_call_id`` (``("tool_result", id)``: the tool that answered); a text (a string, a
@@ -37,8 +37,8 @@ import langchain_core
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.tracers.schemas import Run
 
-from opto_core.graph import META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph, run_meta
-from opto_core.provenance import ProvenanceIndex
+from opto_core.kernel.graph import META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph, run_meta
+from opto_core.kernel.provenance import ProvenanceIndex
 
 from .links import Links
 from .parameters import TAG_KEY

@@ -25,7 +25,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import StructuredTool
 
-from opto_core.feedback import Feedback
+from opto_core.kernel.feedback import Feedback
 
 from .target import ChainTarget
 from .testing import EchoChatModel

@@ -6,14 +6,14 @@
     apply_values(chain, "values.json")                 # then write the optimized values in
 
 The names are the ones `parameters_of` gives the same objects, so the chain must be built the
-same way. Checking and writing are the core's (`opto_core.values.apply_saved`).
+same way. Checking and writing are the core's (`opto_core.kernel.values.apply_saved`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from opto_core.values import apply_saved
+from opto_core.kernel.values import apply_saved
 
 from .target import ChainTarget, bound_parameters
 

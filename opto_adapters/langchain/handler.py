@@ -36,8 +36,8 @@ from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.context import register_configure_hook
 from langchain_core.tracers.schemas import Run
 
-from opto_core.graph import META_RUN_ID, Graph
-from opto_core.parameters import Parameter
+from opto_core.kernel.graph import META_RUN_ID, Graph
+from opto_core.kernel.parameters import Parameter
 
 from .dataflow import Record, build_graph
 from .links import Links

@@ -8,7 +8,7 @@ it can be fed hand-made records and links in tests. A parameter reaches a run in
 - it is a tool's description and the model call was offered that tool: `Links.tool_descriptions`;
 - it is a prompt kept in code, or a `Parameter` of yours with ``meta={"used_by": "node"}`` (inside
   the named run), and a model call received its message: the same object, its exact text, or a
-  longer text that contains it, by the core's provenance rules (`opto_core.provenance`):
+  longer text that contains it, by the core's provenance rules (`opto_core.kernel.provenance`):
   `Links.prompt_source`;
 - it is yours and a run has the name in ``used_by``: `Links.used_by`.
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from opto_core.parameters import Parameter
-from opto_core.provenance import ProvenanceIndex
+from opto_core.kernel.parameters import Parameter
+from opto_core.kernel.provenance import ProvenanceIndex
 
 from .parameters import Group, binding_of, group_of_parameter, live_groups
 from .values import text_of

@@ -34,9 +34,9 @@ from langchain_core.prompts.string import get_template_variables
 from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 
-from opto_core.binding import Binding, UnknownParameters, select
-from opto_core.code import SourceUnavailable, function_source, keeps_signature_bindings
-from opto_core.parameters import InvalidValue, Parameter
+from opto_core.kernel.binding import Binding, UnknownParameters, select
+from opto_core.kernel.code import SourceUnavailable, function_source, keeps_signature_bindings
+from opto_core.kernel.parameters import InvalidValue, Parameter
 
 from .bindings import (CodeBinding, DescriptionBinding, FieldBinding, PromptVariableBinding, TemplateBinding,
                        ToolModels, schema_for, tool_entry_name)
@@ -463,7 +463,7 @@ def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: 
     """The parameters to optimize in a chain, graph, agent, model, prompt or tool (or a list of them).
 
     ``include``/``exclude`` are parameter names or glob patterns (``"prompt.*"``, ``"*.temperature"``),
-    chosen by `opto_core.binding.select` (a pattern that matches nothing is an error listing the
+    chosen by `opto_core.kernel.binding.select` (a pattern that matches nothing is an error listing the
     names); this list leaves out what they leave out, while a `ChainTarget` keeps those frozen and
     visible. Calling this twice on the same objects returns the same `Parameter` objects. Raises
     `NoParametersFound`, listing what was inspected, when nothing is left.

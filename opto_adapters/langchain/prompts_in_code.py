@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from langchain_core.messages import BaseMessage
 
-from opto_core.code import SourceUnavailable, function_source
+from opto_core.kernel.code import SourceUnavailable, function_source
 
 #: Calls whose first argument (or ``content=``) is a message's text.
 _MESSAGE_CALLS = {"SystemMessage", "HumanMessage", "AIMessage", "ChatMessage", "from_template"}

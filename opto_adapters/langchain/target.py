@@ -2,7 +2,7 @@
 
 ``optimize(ChainTarget(chain), trainset, feedback_fn, OptoPrime(...))`` runs each example through
 the chain with an `OptoCallbackHandler` and hands the loop the output and its graph. Writing
-values back, undo, include/exclude and saving values are `opto_core.target.BoundTarget`'s, over
+values back, undo, include/exclude and saving values are `opto_core.engine.target.BoundTarget`'s, over
 the bindings `parameters_of` found.
 """
 
@@ -14,10 +14,10 @@ from uuid import uuid4
 
 import langchain_core
 
-from opto_core.binding import BoundParameters
-from opto_core.graph import Edge, Graph
-from opto_core.parameters import Parameter
-from opto_core.target import BoundTarget
+from opto_core.kernel.binding import BoundParameters
+from opto_core.kernel.graph import Edge, Graph
+from opto_core.kernel.parameters import Parameter
+from opto_core.engine.target import BoundTarget
 
 from .dataflow import failed_graph
 from .handler import OptoCallbackHandler
@@ -47,13 +47,13 @@ def bound_parameters(runnable: Any, parameters: Sequence[Parameter] | None = Non
 
 
 class ChainTarget(BoundTarget):
-    """Runs a runnable traced, and reads/writes its parameters (the `opto_core.target.Target` protocol).
+    """Runs a runnable traced, and reads/writes its parameters (the `opto_core.engine.target.Target` protocol).
 
     - ``parameters``: `Parameter`s to optimize (default: what `parameters_of(runnable)` finds).
       Your own `Parameter` objects may be mixed in; one with ``meta={"used_by": "node_name"}`` is
       linked to the runs of that name, and to the model calls inside them that received its text
       (e.g. a ``@dynamic_prompt`` middleware that returns ``param.value``: ``used_by="model"``).
-    - ``include``/``exclude``: names or globs (`opto_core.binding.select`); what they leave out is
+    - ``include``/``exclude``: names or globs (`opto_core.kernel.binding.select`); what they leave out is
       frozen and stays visible in the graph; a pattern that matches nothing is an error.
     - What the chain receives from an example: ``prepare(example)`` if given; else
       ``example[input_key]``; else, for a dict example, the keys in ``input_keys`` or, by default,
@@ -221,20 +221,20 @@ def optimize_chain(runnable: Any, trainset: Sequence[Any], feedback_fn: Callable
                    exclude: Sequence[str] | None = None, input_key: str | None = None,
                    input_keys: Sequence[str] | None = None, prepare: Callable[[Any], Any] | None = None,
                    output_fn: Callable[[Any], Any] | None = None, **settings: Any) -> Any:
-    """Optimize a chain in place with OptoPrime: `ChainTarget` + `opto_core.loop.optimize`.
+    """Optimize a chain in place with OptoPrime: `ChainTarget` + `opto_core.engine.loop.optimize`.
 
-    ``llm`` is the optimizer's `ChatModel` (default: `opto_core.llm.OpenAIChat()` from the
+    ``llm`` is the optimizer's `ChatModel` (default: `opto_core.llm.client.OpenAIChat()` from the
     environment); ``settings`` go to `optimize` (``max_steps``, ``batch_size``, ``run_dir``...).
     Returns the `OptimizationResult`; the chain holds the best values found.
     """
-    from opto_core.loop import optimize
-    from opto_core.optimizers import OptoPrime
+    from opto_core.engine.loop import optimize
+    from opto_core.optimizers.optoprime import OptoPrime
 
     target = ChainTarget(runnable, parameters, include=include, exclude=exclude, input_key=input_key,
                          input_keys=input_keys, prepare=prepare, output_fn=output_fn)
     if optimizer is None:
         if llm is None:  # the documented default: a client configured from the environment
-            from opto_core.llm import OpenAIChat
+            from opto_core.llm.client import OpenAIChat
 
             llm = OpenAIChat()
         optimizer = OptoPrime(target.parameters(), llm)

@@ -17,7 +17,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import ChatPromptValue, PromptValue
 
-from opto_core.graph import bounded_repr
+from opto_core.kernel.graph import bounded_repr
 
 MAX_DEPTH = 24
 _PLAIN = (str, int, bool)
@@ -130,7 +130,7 @@ def messages_in(value: Any, depth: int = 0) -> list[BaseMessage]:
 
 
 def text_of(value: Any) -> str | None:
-    """The text a value carries, for finding its producer by text (`opto_core.provenance`): a
+    """The text a value carries, for finding its producer by text (`opto_core.kernel.provenance`): a
     string, a message's content, a document's page content."""
     if isinstance(value, str):
         return value

@@ -13,7 +13,7 @@ window (``llm.context_window``), every request of a step is built to fit it:
     render budget = min(token_budget, window - answer tokens - system prompt - margin)
 
 (the memory is part of the rendered problem, at most a third of it). Tokens are counted the way
-`opto_core.render` counts them, scaled by the ratio the server's own counts showed. The validation
+`opto_core.kernel.render` counts them, scaled by the ratio the server's own counts showed. The validation
 retry shortens or drops the failed answer (never the reasons), and shrinks the problem if even that
 is not enough. A server that still answers "exceeds the context" gets one more try with a smaller
 prompt (sized by the numbers in its message). ``Proposal.budget`` records which budget was used and why.
@@ -27,12 +27,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..backward import ProblemInstance
-from ..graph import shorten
-from ..parameters import InvalidValue, Parameter
-from ..render import CHARS_PER_TOKEN, count_tokens
-from ..usage import ChatModel, ChatResult, Usage
-from .parsing import ParseError, is_terminate, match_names, parse_answer
+from opto_core.kernel.backward import ProblemInstance
+from opto_core.kernel.graph import shorten
+from opto_core.kernel.parameters import InvalidValue, Parameter
+from opto_core.kernel.tokens import CHARS_PER_TOKEN, count_tokens
+from opto_core.llm.usage import ChatModel, ChatResult, Usage
+from opto_core.optimizers.parsing import ParseError, is_terminate, match_names, parse_answer
 
 #: Tokens kept free besides the answer, for chat framing and counting error: this, or 5% of the window.
 MARGIN_TOKENS = 64

@@ -23,12 +23,12 @@ from __future__ import annotations
 import copy
 from typing import Any, Sequence
 
-from ..backward import ProblemInstance
-from ..parameters import Parameter
-from ..usage import Usage
-from .base import Proposal
-from .optoprime import OptoPrime
-from .search import OPTUNA_SAMPLERS, Sampler, SearchSpace, check_sampler, unbounded
+from opto_core.kernel.backward import ProblemInstance
+from opto_core.kernel.parameters import Parameter
+from opto_core.llm.usage import Usage
+from opto_core.optimizers.base import Proposal
+from opto_core.optimizers.optoprime import OptoPrime
+from opto_core.optimizers.search import OPTUNA_SAMPLERS, Sampler, SearchSpace, check_sampler, unbounded
 
 SEARCH_NOTE = ("\nNote: the float, int and choice variables ({names}) are also tuned by a search method from every "
                "earlier score; a value you suggest for them is tried as one of its trials.\n")

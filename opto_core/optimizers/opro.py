@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from ..backward import ProblemInstance
-from ..graph import shorten
-from ..render import count_tokens
-from .base import Optimizer
+from opto_core.kernel.backward import ProblemInstance
+from opto_core.kernel.graph import shorten
+from opto_core.kernel.tokens import count_tokens
+from opto_core.optimizers.base import Optimizer
 
 SYSTEM_PROMPT = """You optimize the variables of a program from scores alone (higher is better).
 

@@ -1,6 +1,6 @@
 """OptoPrime: one LLM call reads the whole execution trace and proposes every variable at once.
 
-The prompt is the problem instance in Trace's sections (`opto_core.render`), under a token
+The prompt is the problem instance in Trace's sections (`opto_core.kernel.render`), under a token
 budget, followed by the memory of earlier (values, feedback) pairs. ``trace=False`` gives the
 ablation: the same optimizer seeing only the variables and the feedback (no code, no values).
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..backward import ProblemInstance
-from ..render import render
-from .base import Optimizer
+from opto_core.kernel.backward import ProblemInstance
+from opto_core.kernel.render import render
+from opto_core.optimizers.base import Optimizer
 
 SYSTEM_PROMPT = """You improve a program by changing its variables.
 

@@ -24,9 +24,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..backward import ProblemInstance
-from ..parameters import Parameter
-from .base import Optimizer, Proposal
+from opto_core.kernel.backward import ProblemInstance
+from opto_core.kernel.parameters import Parameter
+from opto_core.optimizers.base import Optimizer, Proposal
 
 #: Sampler names, and where each comes from.
 SAMPLERS: dict[str, str] = {

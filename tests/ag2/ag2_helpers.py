@@ -6,7 +6,7 @@ from typing import Any
 
 from autogen import ConversableAgent, GroupChat, GroupChatManager, register_function
 
-from opto_core.scripted_server import system_text
+from opto_core.testing.scripted_server import system_text
 
 
 def buggy_add(a: int, b: int) -> int:

@@ -19,7 +19,7 @@ else:
 
 @pytest.fixture
 def server():
-    from opto_core.scripted_server import ScriptedServer
+    from opto_core.testing.scripted_server import ScriptedServer
 
     with ScriptedServer() as scripted:
         yield scripted

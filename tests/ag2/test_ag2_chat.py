@@ -10,8 +10,8 @@ from autogen.logger.base_logger import BaseLogger
 from ag2_helpers import calculator_pair, chat_of
 from opto_adapters.autogen import ag2_recording
 from opto_adapters.autogen.ag2 import AG2Target
-from opto_core.scripted_server import tool_call
-from opto_core.graph import META_KEYS, Graph
+from opto_core.testing.scripted_server import tool_call
+from opto_core.kernel.graph import META_KEYS, Graph
 
 
 def edges(graph: Graph, node_id: str) -> list[tuple[str, str, str]]:

@@ -10,9 +10,9 @@ from autogen import GroupChat
 from ag2_helpers import FIXED_ADD, buggy_add, calculator_pair, chat_of, group_chat, group_reply
 from opto_adapters.autogen import ag2_parameters
 from opto_adapters.autogen.ag2 import AG2Target, apply_values, parameters_of
-from opto_core.scripted_server import system_text, tool_call
-from opto_core.binding import UnknownParameters
-from opto_core.parameters import InvalidValue
+from opto_core.testing.scripted_server import system_text, tool_call
+from opto_core.kernel.binding import UnknownParameters
+from opto_core.kernel.parameters import InvalidValue
 
 
 def tool_schema(request, name="buggy_add"):

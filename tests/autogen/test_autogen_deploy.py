@@ -19,8 +19,8 @@ from autogen_helpers import ScriptedOpenAIServer, completion_body, system_of
 
 from opto_adapters.autogen import apply_values, wrap_team
 from opto_core import load_values
-from opto_core.binding import UnknownParameters
-from opto_core.values import ValuesFileError
+from opto_core.kernel.binding import UnknownParameters
+from opto_core.kernel.values import ValuesFileError
 
 pytest.importorskip("autogen_ext.models.openai")
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,8 +23,8 @@ from packaging.specifiers import SpecifierSet
 from opto_adapters.autogen import AgentTarget, OptoAgent, adopt_running_loop, as_target, wrap_team
 from opto_adapters.autogen.eventloop import TESTED_RANGE
 from opto_core import optimize
-from opto_core.executors import InfrastructureError, error_kind
-from opto_core.optimizers import OptoPrime
+from opto_core.engine.executors import InfrastructureError, error_kind
+from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.testing import ScriptedLLM
 
 pytest.importorskip("autogen_ext.models.openai")

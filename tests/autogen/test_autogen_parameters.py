@@ -11,7 +11,7 @@ from autogen_core.models import SystemMessage
 from autogen_helpers import buggy_add, calculator, plain, replay, request_system, tool_call
 
 from opto_adapters.autogen import OptoAgent, WriteBackError, wrap_team
-from opto_core.parameters import InvalidValue
+from opto_core.kernel.parameters import InvalidValue
 
 Num = int  # an annotation alias used by a tool below
 

@@ -11,7 +11,7 @@ from autogen_helpers import calculator, plain, replay, request_texts, tool_call
 
 from opto_adapters.autogen import OptoAgent, TeamTarget, wrap_team
 from opto_adapters.autogen.recorder import RecordingClient
-from opto_core import backward
+from opto_core.kernel.backward import backward
 
 
 def _edges(graph, node):

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from opto_core.demo import available_demos, load_recipe
-from opto_core.loop import optimize
-from opto_core.optimizers import OptoPrime
+from opto_core.app.demo import available_demos, load_recipe
+from opto_core.engine.loop import optimize
+from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.testing import ScriptedLLM
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ offline. DSPy's default engine (lm15) talks over raw sockets, which vcrpy cannot
 task LM uses DSPy's LiteLLM engine (the OpenAI SDK over httpx). The model is far too small to
 judge optimization: this checks the plumbing (requests, responses in the trace, usage, saving).
 
-Re-record: start ``python -m opto_core.local --port 8765`` and run this file with OPTO_RECORD=1.
+Re-record: start ``python -m opto_core.llm.local --port 8765`` and run this file with OPTO_RECORD=1.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must no
 import dspy  # noqa: E402
 
 from opto_adapters.dspy import OptoTeleprompter  # noqa: E402
-from opto_core.llm import OpenAIChat  # noqa: E402
-from opto_core.local import LOCAL_MODEL  # noqa: E402
+from opto_core.llm.client import OpenAIChat  # noqa: E402
+from opto_core.llm.local import LOCAL_MODEL  # noqa: E402
 
 pytest.importorskip("litellm")
 

@@ -12,7 +12,7 @@ from dspy_programs import FIXED_TOOL, TwoSame, celsius_examples, fahrenheit_metr
 from opto_adapters.dspy import (ExampleError, OptimizationStopped, OptoTeleprompter, ProgramParameters,
                                 load_optimized)
 from opto_adapters.dspy.testing import rule_lm
-from opto_core.loop import FeedbackError
+from opto_core.engine.loop import FeedbackError
 from opto_core.testing import ScriptedLLM
 
 

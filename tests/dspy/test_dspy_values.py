@@ -13,10 +13,10 @@ import pytest
 from dspy_programs import FIXED_TOOL, celsius_examples, fahrenheit_metric
 
 from opto_adapters.dspy import OptoTeleprompter, ProgramParameters, ProgramTarget, apply_values, save_optimized
-from opto_core.binding import UnknownParameters
-from opto_core.settings import Settings
+from opto_core.kernel.binding import UnknownParameters
+from opto_core.engine.settings import Settings
 from opto_core.testing import ScriptedLLM
-from opto_core.values import ValuesFileError, save_values
+from opto_core.kernel.values import ValuesFileError, save_values
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -209,7 +209,7 @@ def test_teleprompter_takes_settings_and_dspy_style_keywords(tmp_path, two_same,
 
 
 def test_graphs_carry_the_kit_meta_keys_and_mark_the_output(two_same, echo_lm):
-    from opto_core.graph import META_KEYS
+    from opto_core.kernel.graph import META_KEYS
 
     _, graph = ProgramTarget(two_same, lm=echo_lm).run({"question": "why?"})
     assert set(META_KEYS) <= set(graph.meta)

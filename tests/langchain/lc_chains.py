@@ -10,7 +10,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 
-from opto_core.graph import Graph
+from opto_core.kernel.graph import Graph
 from opto_adapters.langchain.testing import ToolCallingFakeModel
 
 

@@ -30,11 +30,11 @@ from langchain_core.tracers.schemas import Run
 from langgraph.graph import END, START, MessagesState, StateGraph
 
 from lc_chains import data_edges, edges, make_add_tool
-from opto_core.backward import backward
-from opto_core.binding import UnknownParameters
-from opto_core.feedback import Feedback
-from opto_core.parameters import Parameter
-from opto_core.values import ValuesFileError, save_values
+from opto_core.kernel.backward import backward
+from opto_core.kernel.binding import UnknownParameters
+from opto_core.kernel.feedback import Feedback
+from opto_core.kernel.parameters import Parameter
+from opto_core.kernel.values import ValuesFileError, save_values
 from opto_adapters.langchain import ChainTarget, apply_values, parameters_of
 from opto_adapters.langchain.dataflow import Record, build_graph
 from opto_adapters.langchain.links import Links

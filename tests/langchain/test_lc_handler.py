@@ -12,7 +12,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import RunnableBranch, RunnableLambda, RunnableParallel, RunnablePassthrough
 
 from lc_chains import data_edges, edges, fake, node_kinds, output_of, qa_prompt, state_graph, tool_loop_chain
-from opto_core.graph import Graph
+from opto_core.kernel.graph import Graph
 from opto_adapters.langchain import OptoCallbackHandler, parameters_of
 
 QA_INPUT = {"role": "a bot", "question": "What is 2+2?"}

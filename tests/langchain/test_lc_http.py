@@ -6,7 +6,7 @@ replays it offline. The model is far too small to judge optimization: this check
 (what ChatOpenAI sends after a write-back, the trace of real responses, usage, the optimizer's
 request), not the quality of the proposal.
 
-Re-record: start ``python -m opto_core.local --port 8765`` and run this file with OPTO_RECORD=1.
+Re-record: start ``python -m opto_core.llm.local --port 8765`` and run this file with OPTO_RECORD=1.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from langchain_core.output_parsers import StrOutputParser  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_openai import ChatOpenAI  # noqa: E402
 
-from opto_core.llm import OpenAIChat  # noqa: E402
-from opto_core.local import LOCAL_MODEL  # noqa: E402
-from opto_core.loop import optimize  # noqa: E402
-from opto_core.optimizers import OptoPrime  # noqa: E402
+from opto_core.llm.client import OpenAIChat  # noqa: E402
+from opto_core.llm.local import LOCAL_MODEL  # noqa: E402
+from opto_core.engine.loop import optimize  # noqa: E402
+from opto_core.optimizers.optoprime import OptoPrime  # noqa: E402
 from opto_adapters.langchain import ChainTarget  # noqa: E402
 
 KEY = "sk-cassette-SECRET-langchain-0123"

@@ -11,11 +11,11 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import RunnableLambda
 
 from lc_chains import output_of, qa_prompt, state_graph, tool_loop_chain
-from opto_core.backward import backward
-from opto_core.feedback import Feedback
-from opto_core.loop import optimize
-from opto_core.optimizers import OptoPrime
-from opto_core.target import Target
+from opto_core.kernel.backward import backward
+from opto_core.kernel.feedback import Feedback
+from opto_core.engine.loop import optimize
+from opto_core.optimizers.optoprime import OptoPrime
+from opto_core.engine.target import Target
 from opto_core.testing import ScriptedLLM
 from opto_adapters.langchain import ChainTarget, optimize_chain
 from opto_adapters.langchain.demo import FIXED_SYSTEM, build_demo, examples, scripted_fix

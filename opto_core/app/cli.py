@@ -1,0 +1,334 @@
+"""The ``opto`` command: ``demo``, ``resume``, ``report`` and ``graph``.
+
+Exit codes: 0 when the run ended as planned (steps, budget, target score, STOP file), 1 when it
+stopped on an error (API failure, timeout, too many failed runs, invalid values: the reason is
+printed), 2 for a usage error (a directory that is not a run, a locked run, an unknown recipe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Optimize AI workflows from their execution traces (OPTO / OptoPrime).")
+console = Console()
+
+
+def _client(base_url: str | None, model: str | None, context_window: int | None = None,
+            local_model: str | None = None) -> Any:
+    """The optimizer's LLM client. ``local_model`` serves the user's own GGUF file through the embedded server."""
+    from opto_core.llm.client import OpenAIChat
+
+    if local_model is not None:
+        path = Path(local_model).expanduser()
+        if not path.is_file():
+            console.print(f"[red]--local-model: {escape(str(path))} is not a file (give the path of a .gguf model)[/red]")
+            raise typer.Exit(2)
+        if base_url:
+            console.print("[red]--local-model serves a model on this machine; it cannot be combined with --base-url[/red]")
+            raise typer.Exit(2)
+        os.environ["OPTO_LOCAL_MODEL"] = str(path.resolve())  # read by the embedded server when it starts
+    return OpenAIChat(base_url=base_url, model=model, context_window=context_window)
+
+
+def _optimizer_for(target: Any, llm: Any, answer_tokens: int | None = None, name: str | None = None) -> Any:
+    """OptoPrime, or `Hybrid` when the workflow has bounded numeric parameters that a search can tune."""
+    from opto_core.optimizers.opro import OPRO
+    from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
+
+    kwargs = {"max_answer_tokens": answer_tokens} if answer_tokens else {}
+    classes: dict[str, Any] = {"OPRO": OPRO, "OptoPrimeNoTrace": OptoPrimeNoTrace, "OptoPrime": OptoPrime}
+    if name is None or name == "Hybrid":
+        numeric = [p for p in target.parameters() if p.trainable and (p.kind == "choice" or (
+            p.kind in ("float", "int") and p.lower is not None and p.upper is not None))]
+        if numeric or name == "Hybrid":
+            try:
+                from opto_core.optimizers.hybrid import Hybrid
+
+                return Hybrid(target.parameters(), llm, **kwargs)
+            except ImportError as exc:  # optuna (the `search` extra) is missing: the LLM proposes numbers too
+                console.print(f"[yellow]{escape(str(exc))}; using OptoPrime for every parameter[/yellow]")
+    return classes.get(name or "OptoPrime", OptoPrime)(target.parameters(), llm, **kwargs)
+
+
+def _show_graph(graph: Any, limit: int = 40) -> None:
+    table = Table(title=f"trace of one run ({len(graph)} nodes)", show_lines=False)
+    for column in ("id", "kind", "from", "value"):
+        table.add_column(column, overflow="fold")
+    for node in graph.nodes[:limit]:
+        value = node.value if isinstance(node.value, str) else json.dumps(node.value)
+        value = value if len(value) <= 70 else value[:67] + "..."
+        parents = ", ".join(f"{e.arg}={e.id}" if e.arg else e.id for e in node.edges)
+        table.add_row(escape(node.id), node.kind, escape(parents), escape(value))
+    console.print(table)
+    if len(graph) > limit:
+        console.print(f"... {len(graph) - limit} more nodes")
+
+
+def _show_step(record: dict[str, Any]) -> None:
+    proposal = record.get("proposal", {})
+    verdict = "[green]kept[/green]" if record.get("kept") else "[yellow]rolled back / no change[/yellow]"
+    console.rule(f"step {record['step']}")
+    console.print(f"batch score {_fmt(record.get('batch_score'))} -> after {_fmt(record.get('eval_score'))}: {verdict}")
+    if record.get("decision"):
+        console.print(f"decision: {escape(record['decision'])}")
+    if proposal.get("reasoning"):
+        console.print(f"[bold]reasoning[/bold]: {escape(proposal['reasoning'][:800])}")
+    proposers = proposal.get("proposed_by", {})
+    for name, value in proposal.get("accepted", {}).items():
+        by = {"search": " (proposed by the search part)", "llm": " (proposed by the LLM)"}.get(proposers.get(name, ""), "")
+        console.print(f"[bold]{escape(name)}[/bold] := {escape(str(value)[:400])}{by}")
+    for name, reason in proposal.get("rejected", {}).items():
+        console.print(f"[red]rejected[/red] {escape(name)}: {escape(str(reason))}")
+    if proposal.get("error"):
+        console.print(f"[red]{escape(proposal['error'])}[/red]")
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+#: Stop reasons that mean the run ended on an error (the loop's own list, when it has one, is used too).
+ERROR_STOPS = {"optimizer_error", "max_errors", "invalid_values", "error", "feedback_error"}
+
+
+def _failed(result: Any) -> bool:
+    """Whether a run stopped on an error: its ``failed`` flag, an error stop reason, or an error text."""
+    from opto_core.engine import loop
+
+    reasons = ERROR_STOPS | set(getattr(loop, "ERROR_STOPS", ()))
+    return bool(getattr(result, "failed", False) or result.stopped_reason in reasons or result.error)
+
+
+def _finish(result: Any, run_dir: str) -> None:
+    """Print the outcome, write the report, and exit 1 when the run stopped on an error."""
+    console.rule("result")
+    if result.error:
+        console.print(f"[red]{escape(result.error)}[/red]")
+    from opto_core.engine.rundir import RunDir
+
+    if RunDir(run_dir).read_config().get("valset_size"):
+        scores = f"validation score {_fmt(result.initial_score)} -> best {_fmt(result.best_score)}"
+    else:  # batches differ from step to step, so their scores do not compare with the first one
+        scores = (f"score on the training set {_fmt(result.initial_score)}; last kept batch {_fmt(result.best_score)} "
+                  f"(no validation set: batch scores do not compare)")
+    console.print(f"stopped: {result.stopped_reason}; {scores}")
+    console.print(f"optimizer LLM: {result.usage['calls']} calls, "
+                  f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']} tokens, "
+                  f"${result.usage['cost_usd']:.4f}")
+    for name, value in result.best_values.items():
+        console.print(f"[bold]{escape(name)}[/bold] = {escape(str(value)[:600])}")
+    try:
+        from opto_core.app.report import write_report
+
+        path = write_report(run_dir)
+        console.print(f"report: {path}")
+    except Exception as exc:  # the run is saved whatever happens to the report
+        console.print(f"[red]could not write the report: {exc}[/red]")
+    console.print(f"run directory: {run_dir} (resume with: opto resume {run_dir})")
+    if _failed(result):
+        why = result.error or f"the run stopped on {result.stopped_reason}"
+        console.print(f"[red]failed: {escape(why)}[/red]")
+        raise typer.Exit(1)
+
+
+def _run(call: Any) -> Any:
+    """Run ``optimize``: a locked or foreign run directory is a usage error (exit 2), not a traceback."""
+    from opto_core.engine.rundir import RunDirError
+
+    try:
+        return call()
+    except RunDirError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2)
+
+
+def _approver(approve: bool) -> Any:
+    if not approve:
+        return None
+    from opto_core.engine.approval import terminal_approver
+
+    return terminal_approver(console)
+
+
+def _approval_kwargs(approve: bool) -> dict[str, Any]:
+    """``approve=`` for `optimize` (only when asked, so a loop without it still runs)."""
+    approver = _approver(approve)
+    return {"approve": approver} if approver is not None else {}
+
+
+@app.command()
+def demo(
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, "
+                                                      "else the embedded local model)"),
+    model: Optional[str] = typer.Option(None, help="model name (default: OPTO_MODEL or the server's)"),
+    steps: int = typer.Option(2, help="optimization steps"),
+    run_dir: str = typer.Option("runs/demo", help="where checkpoints, history and the report go"),
+    workflow: str = typer.Option("auto", help="auto | python | langchain | dspy | autogen"),
+    batch_size: int = typer.Option(2, help="examples per step"),
+    answer_tokens: int = typer.Option(600, help="most tokens the optimizer may answer with"),
+    fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run (only a "
+                                          "directory holding an opto run is ever deleted)"),
+    approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
+    context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens (default: "
+                                                  "what the server reports, OPTO_CONTEXT_WINDOW, or 4096 for the "
+                                                  "embedded server); prompts are budgeted to fit it"),
+    local_model: Optional[str] = typer.Option(None, help="serve this GGUF file through the embedded server "
+                                               "(default: OPTO_LOCAL_MODEL, else the packaged SmolLM2-135M)"),
+) -> None:
+    """Optimize a small example workflow end to end and write its report.
+
+    When the workflow has numeric parameters, the Hybrid optimizer tunes them by search (Optuna) and
+    the LLM proposes text and code; each change says which part proposed it.
+    """
+    from opto_core.app.demo import choose_demo, load_recipe, recipe_of
+    from opto_core.engine.loop import optimize
+    from opto_core.engine.rundir import RunDir, RunDirError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from opto_core.kernel.redact import install_log_filter
+
+    install_log_filter()
+    try:
+        name = choose_demo(workflow)
+    except ValueError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2)
+    recipe = recipe_of(name)
+    try:
+        if fresh:
+            RunDir.remove(run_dir)  # refuses anything that is not a run of ours
+        elif Path(run_dir).exists() and any(Path(run_dir).iterdir()) and not RunDir.is_run(run_dir):
+            raise RunDirError(f"{run_dir} exists and holds no opto run; choose another --run-dir")
+    except RunDirError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2)
+    target, trainset, feedback_fn, valset = load_recipe(recipe)
+    llm = _client(base_url, model, context_window, local_model)
+    where = llm.base_url or "the embedded local model (started on first use)"
+    console.print(f"[bold]opto demo[/bold]: the {name} workflow; optimizer model "
+                  f"{escape(llm.model or '(the server default)')} at {escape(where)}")
+    output, graph = target.run(trainset[0])
+    console.print(escape(f"first example: {trainset[0]!r} -> {output!r}"))
+    _show_graph(graph)
+    optimizer = _optimizer_for(target, llm, answer_tokens)
+    console.print(f"optimizer: {type(optimizer).__name__}"
+                  + (" (the LLM for text and code, a search for numbers)" if type(optimizer).__name__ == "Hybrid" else ""))
+    result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps,
+                                   batch_size=batch_size, run_dir=run_dir, on_step=_show_step, recipe=recipe,
+                                   **_approval_kwargs(approve)))
+    _finish(result, run_dir)
+
+
+@app.command()
+def resume(
+    run_dir: str = typer.Argument(..., help="a run directory written by `opto demo` or by optimize(recipe=...)"),
+    steps: Optional[int] = typer.Option(None, help="total steps (default: the run's own setting)"),
+    base_url: Optional[str] = typer.Option(None, help="override the endpoint the run used"),
+    model: Optional[str] = typer.Option(None, help="override the model the run used"),
+    recipe: Optional[str] = typer.Option(None, help="module:function that rebuilds the workflow, for a run "
+                                                    "not started from a registered demo (its code is imported)"),
+    approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
+    context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens"),
+    local_model: Optional[str] = typer.Option(None, help="serve this GGUF file through the embedded server"),
+) -> None:
+    """Continue an interrupted run from its last finished step (with the settings it was started with)."""
+    from opto_core.app.demo import is_registered_recipe, load_recipe
+    from opto_core.engine.loop import optimize
+    from opto_core.engine.rundir import RunDir, RunDirError
+    from opto_core.engine.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from opto_core.kernel.redact import install_log_filter
+
+    install_log_filter()
+    store = RunDir(run_dir)
+    try:
+        config = store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists() else {}
+    except RunDirError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2)
+    if not config:
+        console.print(f"[red]{escape(run_dir)} holds no run (config.json is missing)[/red]")
+        raise typer.Exit(2)
+    stored = config.get("recipe")
+    if recipe is None:
+        if not stored:
+            console.print("[red]this run was started from Python code, not from a recipe: resume it by calling "
+                          "optimize(..., run_dir=...) again with the same arguments, or pass --recipe "
+                          "module:function[/red]")
+            raise typer.Exit(2)
+        if not isinstance(stored, str) or not is_registered_recipe(stored):
+            # the run directory is data: it must not choose which code this process imports
+            console.print(f"[red]config.json names the recipe {escape(repr(stored))}, which is not a registered "
+                          f"demo; nothing was imported. If you trust it, pass it explicitly: "
+                          f"opto resume {escape(run_dir)} --recipe {escape(str(stored))}[/red]")
+            raise typer.Exit(2)
+        recipe = stored
+    try:
+        target, trainset, feedback_fn, valset = load_recipe(recipe)
+    except (ValueError, ImportError, AttributeError) as exc:
+        console.print(f"[red]cannot build the workflow from {escape(recipe)}: {escape(str(exc))}[/red]")
+        raise typer.Exit(2)
+    llm = _client(base_url or config.get("base_url"), model or config.get("model"), context_window, local_model)
+    optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
+    settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_step=_show_step,
+                                    **({"max_steps": steps} if steps else {}), **_approval_kwargs(approve))
+    result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, settings=settings))
+    _finish(result, run_dir)
+
+
+@app.command()
+def report(
+    run_dir: str = typer.Argument(..., help="a run directory"),
+    out: Optional[str] = typer.Option(None, help="where to write the HTML (default: RUN_DIR/report.html)"),
+) -> None:
+    """Write a self-contained HTML report of a run."""
+    from opto_core.app.report import ReportError, write_report
+
+    try:
+        path = write_report(run_dir, out)
+    except (ReportError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    console.print(f"report: {path}")
+
+
+@app.command()
+def graph(
+    graph_json: str = typer.Argument(..., help="an OPTO graph JSON file"),
+    out_dir: Optional[str] = typer.Option(None, help="where to write GRAPH.html and GRAPH.dot"),
+) -> None:
+    """Draw one graph as an HTML page (inline SVG, Mermaid source) and a Graphviz DOT file."""
+    from opto_core.kernel.graph import GraphError
+    from opto_core.app.report import ReportError, write_graph_files
+
+    try:
+        paths = write_graph_files(graph_json, out_dir)
+    except (ReportError, GraphError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    for path in paths:
+        console.print(str(path))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""`ThreadExecutor` ("threads", the default): up to ``concurrency`` runs at once in threads of this process."""
+
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+
+from opto_core.engine.executors.common import (Evaluation, EvaluationCancelled, FeedbackFn, _Batch, _run_one, check_concurrency)
+
+log = logging.getLogger("opto")
+
+
+class ThreadExecutor:
+    """The default: up to ``concurrency`` examples at once, each in a thread of this process.
+
+    With ``eval_timeout``, a run that takes longer is that example's failure (an infrastructure
+    one); Python cannot stop a thread, so the run's thread is abandoned, not killed.
+    """
+
+    def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None) -> None:
+        self.concurrency = check_concurrency(concurrency)
+        self.nonfinite = nonfinite
+        self.eval_timeout = eval_timeout
+        self._batch: _Batch | None = None
+
+    def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
+                 failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]:
+        batch = self._batch = _Batch(examples, indices, feedback_fn, failure_score, self.nonfinite)
+        try:
+            if self.eval_timeout is None and (self.concurrency <= 1 or len(examples) <= 1):
+                return self._in_turn(target, examples, batch)
+            return self._in_threads(target, examples, batch)
+        finally:
+            self._batch = None
+
+    def _in_turn(self, target: Any, examples: Sequence[Any], batch: _Batch) -> list[Evaluation]:
+        """The plain path: one example after the other in the calling thread, no thread at all."""
+        for position, example in enumerate(examples):
+            if batch.cancelled.is_set():
+                batch.fail(position, "cancelled", EvaluationCancelled("the run was cancelled"))
+                continue
+            started = time.perf_counter()
+            output, graph = _run_one(target, example)
+            batch.score(position, output, graph, time.perf_counter() - started)
+        return [r for r in batch.results if r is not None]
+
+    def _in_threads(self, target: Any, examples: Sequence[Any], batch: _Batch) -> list[Evaluation]:
+        def one(position: int) -> None:
+            batch.started[position] = begun = time.perf_counter()
+            output, graph = _run_one(target, examples[position])
+            batch.done.put((position, (output, graph, time.perf_counter() - begun)))
+
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(examples)), thread_name_prefix="opto-eval")
+        try:
+            futures = [pool.submit(one, position) for position in range(len(examples))]
+            return batch.collect(self.eval_timeout, lambda: [f.cancel() for f in futures])
+        finally:  # never wait for an abandoned (timed-out) run
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def cancel(self) -> None:
+        """Stop the batch being evaluated: runs not started are dropped, running ones abandoned."""
+        batch = self._batch
+        if batch is not None:
+            batch.cancelled.set()
+
+    def close(self) -> None:
+        self.cancel()

@@ -1,0 +1,256 @@
+"""Parameters: the values an optimizer may change, and the rules a new value must pass.
+
+Validation is the core's job: every value an optimizer suggests goes through
+`Parameter.validate`, which returns the accepted (possibly converted) value or raises
+`InvalidValue` with a reason that is sent back to the optimizer as feedback. Nothing
+invalid ever reaches a framework. Conversions are lossless only: ``"0.5"`` becomes ``0.5``
+for a float, ``10.0`` becomes ``10`` for an int, but ``10.5`` is never silently an int.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from opto_core.kernel.code import CodeShapeError, FunctionShape, parse_function
+from opto_core.kernel.code_policy import CodePolicy
+from opto_core.kernel.invalid import InvalidValue
+
+__all__ = ["PARAMETER_KINDS", "InvalidValue", "Parameter", "ParameterKind"]
+
+ParameterKind = Literal["text", "code", "float", "int", "choice", "json"]
+PARAMETER_KINDS: tuple[str, ...] = ("text", "code", "float", "int", "choice", "json")
+#: Longest text or code value accepted by default (characters). One huge value would make every
+#: later prompt huge (the renderer keeps variables in full), so the optimizer is told to shorten it.
+DEFAULT_MAX_LENGTH = 20_000
+
+
+Check = Callable[[Any], Any]
+
+
+@dataclass(eq=False)
+class Parameter:
+    """A named value an optimizer may change.
+
+    ``name`` is stable across runs (e.g. ``qa_chain.prompt.system``) because the optimizer's
+    suggestions, the checkpoints and the history are keyed by it. ``checks`` are extra rules an
+    adapter adds (a template must keep its variables, tool code must keep its schema); each
+    takes the converted value and returns it (possibly changed) or raises ``ValueError``.
+    """
+
+    name: str
+    kind: str
+    value: Any
+    trainable: bool = True
+    description: str = ""
+    lower: float | None = None
+    upper: float | None = None
+    choices: list[Any] | None = None
+    checks: list[Check] = field(default_factory=list, repr=False)
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: longest text or code value `validate` accepts (characters); None for no limit
+    max_length: int | None = DEFAULT_MAX_LENGTH
+    #: for code: "strict", "permissive" or a `opto_core.kernel.code_policy.CodePolicy` (set by `apply_policy`)
+    code_policy: Any = field(default="strict", repr=False)
+
+    def __post_init__(self) -> None:
+        """A parameter is valid from the start: its name, kind, bounds and initial value are checked here."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"a parameter needs a non-empty string name, got {self.name!r}")
+        if self.kind not in PARAMETER_KINDS:
+            raise ValueError(f"parameter {self.name!r}: unknown kind {self.kind!r} (known: {', '.join(PARAMETER_KINDS)})")
+        if self.kind == "choice" and not self.choices:
+            raise ValueError(f"parameter {self.name!r}: a choice parameter needs its choices")
+        for bound in ("lower", "upper"):
+            value = getattr(self, bound)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or math.isnan(value)):
+                raise ValueError(f"parameter {self.name!r}: the {bound} bound must be a number, got {value!r}")
+        if self.lower is not None and self.upper is not None and self.lower > self.upper:
+            raise ValueError(f"parameter {self.name!r}: lower bound {self.lower} is above upper bound {self.upper}")
+        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)
+                                            or self.max_length < 1):
+            raise ValueError(f"parameter {self.name!r}: max_length must be a positive int or None")
+        if self.kind == "code":
+            # the original source: the shape every new version keeps, and what the code policy compares with
+            try:
+                self._original: FunctionShape = parse_function(self.value)
+            except CodeShapeError as exc:
+                raise InvalidValue(self.name, f"the initial value is not valid code: {exc}") from None
+        else:  # the initial value must pass its own kind's rules (length and adapter checks excepted)
+            getattr(self, f"_validate_{self.kind}")(self.value)
+
+    # ----- describing -----------------------------------------------------------------
+    def constraint(self) -> str:
+        """The constraint as one line of text for the optimizer's prompt."""
+        parts: list[str] = []
+        if self.kind in ("float", "int"):
+            if self.lower is not None and self.upper is not None:
+                parts.append(f"{self.kind} in [{self.lower}, {self.upper}]")
+            elif self.lower is not None:
+                parts.append(f"{self.kind} >= {self.lower}")
+            elif self.upper is not None:
+                parts.append(f"{self.kind} <= {self.upper}")
+            else:
+                parts.append(f"any {self.kind}")
+        elif self.kind == "choice":
+            parts.append("one of " + ", ".join(json.dumps(c) for c in self.choices or []))
+        elif self.kind == "code":
+            shape = self._original
+            prefix = "async def" if shape.is_async else "def"
+            parts.append(f"Python source of one function; keep the line `{prefix} {shape.name}{shape.signature}:`"
+                         + (f" and its decorators {list(shape.decorators)}" if shape.decorators else ""))
+        elif self.kind == "json":
+            parts.append(f"a JSON {type(self.value).__name__ if self.value is not None else 'value'}")
+        else:
+            parts.append("text")
+        if self.description:
+            parts.append(self.description)
+        return "; ".join(parts)
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON description (kind, constraints, trainable) stored on the graph's parameter node."""
+        spec: dict[str, Any] = {"name": self.name, "kind": self.kind, "trainable": self.trainable}
+        if self.description:
+            spec["description"] = self.description
+        if self.lower is not None:
+            spec["lower"] = self.lower
+        if self.upper is not None:
+            spec["upper"] = self.upper
+        if self.choices is not None:
+            spec["choices"] = list(self.choices)
+        spec["constraint"] = self.constraint()
+        return spec
+
+    def copy(self, **changes: Any) -> "Parameter":
+        """A new parameter with ``changes``; a code parameter keeps its original (the policy's baseline)."""
+        values = {key: getattr(self, key) for key in
+                  ("name", "kind", "value", "trainable", "description", "lower", "upper", "choices",
+                   "max_length", "code_policy")}
+        values.update(changes)
+        copied = Parameter(**values, checks=list(self.checks), meta=dict(self.meta))
+        if self.kind == "code" and copied.kind == "code":
+            copied._original = self._original
+        return copied
+
+    # ----- validating -----------------------------------------------------------------
+    def validate(self, value: Any) -> Any:
+        """Return the accepted value, or raise `InvalidValue` saying why it is rejected."""
+        try:
+            if self.kind in ("text", "code") and isinstance(value, str):
+                self._within_length(value)  # first: a 2 MB value is not even parsed
+            converted = getattr(self, f"_validate_{self.kind}")(value)
+            for check in self.checks:
+                result = check(converted)
+                if result is not None:
+                    converted = result
+            return converted
+        except InvalidValue:
+            raise
+        except (ValueError, TypeError, SyntaxError) as exc:
+            raise InvalidValue(self.name, str(exc)) from exc
+
+    def _fail(self, reason: str) -> InvalidValue:
+        return InvalidValue(self.name, reason)
+
+    def _validate_text(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self._fail(f"expected text (a string), got {type(value).__name__} {_short(value)}")
+        return value
+
+    def _within_length(self, value: str) -> str:
+        if self.max_length is not None and len(value) > self.max_length:
+            raise self._fail(f"the value has {len(value)} characters, over this parameter's limit of "
+                             f"{self.max_length}: write a shorter one")
+        return value
+
+    def _number(self, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                raise self._fail(f"expected a {self.kind}, got the string {_short(value)}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self._fail(f"expected a {self.kind}, got {type(value).__name__} {_short(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self._fail(f"expected a finite {self.kind}, got {value}")
+        return value
+
+    def _bounded(self, value: Any) -> Any:
+        if self.lower is not None and value < self.lower:
+            raise self._fail(f"{value} is below the lower bound {self.lower}")
+        if self.upper is not None and value > self.upper:
+            raise self._fail(f"{value} is above the upper bound {self.upper}")
+        return value
+
+    def _validate_float(self, value: Any) -> float:
+        return self._bounded(float(self._number(value)))
+
+    def _validate_int(self, value: Any) -> int:
+        number = self._number(value)
+        if isinstance(number, float):
+            if not number.is_integer():
+                raise self._fail(f"expected an int, got {number} (not a whole number)")
+            number = int(number)
+        return self._bounded(number)
+
+    def _validate_choice(self, value: Any) -> Any:
+        choices = self.choices or []
+        if value in choices:
+            return choices[choices.index(value)]
+        if isinstance(value, str):  # "0.5" for a numeric choice, or a quoted string
+            try:
+                parsed = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                parsed = None
+            if parsed is not None and parsed in choices:
+                return choices[choices.index(parsed)]
+        raise self._fail(f"{_short(value)} is not one of the choices {json.dumps(choices)}")
+
+    def _validate_json(self, value: Any) -> Any:
+        if isinstance(value, str) and not isinstance(self.value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                try:
+                    value = ast.literal_eval(value)
+                except (ValueError, SyntaxError):
+                    raise self._fail(f"expected JSON, got text that does not parse: {_short(value)}") from None
+        try:
+            value = json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise self._fail(f"not JSON-serialisable: {exc}") from None
+        if self.value is not None and not _same_json_type(self.value, value):
+            raise self._fail(f"expected a JSON {_json_type(self.value)}, got a JSON {_json_type(value)}")
+        return value
+
+    def _validate_code(self, value: Any) -> str:
+        """Shape and code policy, on the syntax tree only: nothing is compiled or run here.
+
+        The policy runs before the adapter's ``checks`` (which may compile the code), so code it
+        rejects never reaches them.
+        """
+        if not isinstance(value, str):
+            raise self._fail(f"expected Python source code (a string), got {type(value).__name__}")
+        CodePolicy.of(self.code_policy).check(value, self._original, self.name)
+        return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _same_json_type(old: Any, new: Any) -> bool:
+    return _json_type(old) == _json_type(new)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
