@@ -23,8 +23,8 @@ from opto_core.kernel.conversation import ConversationLog, build_graph, mark_mes
 # extra) imports without AgentChat installed.
 _AGENTCHAT = {
     "OptoAgent": "agent", "check_agent": "agent", "adopt_running_loop": "eventloop",
-    "AgentParameters": "parameters", "WriteBackError": "parameters", "RecordingClient": "recorder",
-    "AgentTarget": "target", "TeamTarget": "target", "apply_values": "target", "as_target": "target",
+    "AgentParameters": "parameters", "WriteBackError": "bindings", "RecordingClient": "tracing",
+    "AgentTarget": "target", "TeamTarget": "target", "apply_values": "deploy", "as_target": "target",
     "bound_of": "target", "run_sync": "target", "task_of": "target", "wrap_team": "target",
 }
 
@@ -42,6 +42,6 @@ def __getattr__(name: str) -> Any:
     except ImportError as exc:  # depends on the environment
         raise ImportError("the AutoGen AgentChat adapter needs AutoGen AgentChat: "
                           "pip install 'opto-adapters[autogen]'") from exc
-    value = getattr(import_module(f".{_AGENTCHAT[name]}", __name__), name)
+    value = getattr(import_module(f"{__name__}.{_AGENTCHAT[name]}"), name)
     globals()[name] = value
     return value

@@ -30,8 +30,8 @@ from opto_core.kernel.graph import Graph
 from opto_core.kernel.parameters import Parameter
 
 from opto_core.kernel.conversation import ConversationLog, Turn, build_graph, mark_message
-from .parameters import AgentParameters
-from .recorder import RecordingClient, TurnObserver
+from opto_adapters.autogen.parameters import AgentParameters
+from opto_adapters.autogen.tracing import RecordingClient, TurnObserver
 
 #: The graph vocabulary (`opto_core.kernel.graph.run_meta`): who recorded the graph, with which framework.
 ADAPTER = "opto_adapters.autogen"

@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the AutoGen demo needs autogen-ext (its replay client): "
                       "pip install 'opto-adapters[autogen]'") from exc
 
-from .target import TeamTarget, wrap_team
+from opto_adapters.autogen.target import TeamTarget, wrap_team
 
 #: Tool calls from a replay client need a model that says it can call functions.
 MODEL_INFO = {"function_calling": True, "vision": False, "json_output": False, "family": "unknown",

@@ -21,177 +21,38 @@ request (a write the framework ignored fails that run with `WriteBackError`).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from autogen_core.models import SystemMessage
 from autogen_core.tools import FunctionTool, StaticWorkbench
 
+from opto_adapters.autogen.bindings import (
+    DEFAULT_TEMPERATURE,
+    TEMPERATURE_BOUNDS,
+    Expectations,
+    SystemMessageBinding,
+    TemperatureBinding,
+    ToolCodeBinding,
+    ToolDescriptionBinding,
+    ToolSlot,
+    WriteBackError,
+)
 from opto_core.kernel.binding import Binding, BoundParameters, select
-from opto_core.kernel.code import SourceUnavailable, compile_like, function_source, keeps_signature_bindings, unwrap
-from opto_core.engine.executors import InfrastructureError
+from opto_core.kernel.code import (
+    SourceUnavailable,
+    function_source,
+    keeps_signature_bindings,
+    unwrap,
+)
+from opto_core.kernel.conversation import (
+    ROLE_SETTING,
+    ROLE_SYSTEM,
+    ROLE_TOOL_CODE,
+    ROLE_TOOL_DESCRIPTION,
+)
 from opto_core.kernel.parameters import InvalidValue, Parameter
 
-from opto_core.kernel.conversation import ROLE_SETTING, ROLE_SYSTEM, ROLE_TOOL_CODE, ROLE_TOOL_DESCRIPTION
-
-#: Bounds of the temperature parameter (OpenAI's range; other providers accept a subset).
-TEMPERATURE_BOUNDS = (0.0, 2.0)
-#: The temperature shown when the client sets none (the OpenAI default).
-DEFAULT_TEMPERATURE = 1.0
-
-
-class WriteBackError(InfrastructureError):
-    """A value was applied but the framework did not use it (the next request shows something else).
-
-    An `InfrastructureError`: the adapter failed, not the workflow, so the loop never keeps a step on it."""
-
-
-@dataclass
-class Expectations:
-    """What the next request of an agent must carry after a write (checked by the recording client)."""
-
-    system: tuple[str, str] | None = None  # (parameter name, value)
-    settings: dict[str, tuple[str, Any]] = field(default_factory=dict)  # key -> (parameter name, value)
-    tool_descriptions: dict[str, tuple[str, str]] = field(default_factory=dict)  # tool -> (parameter name, value)
-
-    def __bool__(self) -> bool:
-        return bool(self.system or self.settings or self.tool_descriptions)
-
-
 # ----- where each value lives ---------------------------------------------------------------------
-@dataclass
-class ToolSlot:
-    """One FunctionTool's home: the lists holding it (the agent's and its workbench's)."""
-
-    name: str
-    lists: list[list[Any]]
-    original_func: Callable[..., Any]
-
-    def current(self) -> FunctionTool:
-        for tools in self.lists:
-            for tool in tools:
-                if getattr(tool, "name", None) == self.name:
-                    return tool
-        raise WriteBackError(f"tool {self.name!r} is no longer in the agent's workbench")
-
-    def replace(self, new_tool: FunctionTool) -> None:
-        found = False
-        for tools in self.lists:
-            for index, tool in enumerate(tools):
-                if getattr(tool, "name", None) == self.name:
-                    tools[index], found = new_tool, True
-        if not found:
-            raise WriteBackError(f"tool {self.name!r} is no longer in the agent's workbench")
-
-    def rebuild(self, func: Callable[..., Any] | None = None, description: str | None = None) -> None:
-        old = self.current()
-        self.replace(FunctionTool(func or old._func, description=old.description if description is None else description,
-                                  name=old.name, global_imports=getattr(old, "_global_imports", []),
-                                  strict=getattr(old, "_strict", False)))
-
-
-class SystemMessageBinding(Binding):
-    def __init__(self, owner: "AgentParameters", name: str) -> None:
-        self.owner, self.name = owner, name
-
-    def read(self) -> str:
-        messages = self.owner.agent._system_messages
-        return messages[0].content if messages and isinstance(messages[0].content, str) else ""
-
-    def write(self, value: str) -> None:
-        self.owner.agent._system_messages = [SystemMessage(content=value)] if value else []
-        self.owner.expect.system = (self.name, value)
-
-    def verify(self, value: str) -> None:
-        if self.read() != value:
-            raise WriteBackError(f"the agent still holds system message {self.read()!r}")
-
-    def save(self) -> list[Any]:
-        return list(self.owner.agent._system_messages)  # the exact message objects
-
-    def load(self, state: list[Any]) -> None:
-        self.owner.agent._system_messages = list(state)
-        self.owner.expect.system = (self.name, self.read())
-
-    def describe(self) -> str:
-        return f"AssistantAgent {self.owner.prefix!r} ._system_messages"
-
-
-class ToolCodeBinding(Binding):
-    def __init__(self, owner: "AgentParameters", slot: ToolSlot) -> None:
-        self.owner, self.slot = owner, slot
-
-    def read(self) -> str:
-        return function_source(self.slot.current()._func)
-
-    def write(self, source: str) -> None:
-        if self.read().rstrip() == source.rstrip():
-            return  # unchanged: the tool keeps its function object
-        label = f"{self.owner.prefix}.tools.{self.slot.name}"
-        self.slot.rebuild(func=compile_like(source, self.slot.original_func, label=label))
-
-    def verify(self, source: str) -> None:
-        if self.read().rstrip() != source.rstrip():
-            raise WriteBackError(f"tool {self.slot.name!r}: the workbench does not hold the new code after the write")
-
-    def save(self) -> FunctionTool:
-        return self.slot.current()
-
-    def load(self, state: FunctionTool) -> None:
-        self.slot.replace(state)
-
-    def describe(self) -> str:
-        return f"FunctionTool {self.slot.name!r} of agent {self.owner.prefix!r}"
-
-
-class ToolDescriptionBinding(ToolCodeBinding):
-    def __init__(self, owner: "AgentParameters", slot: ToolSlot, name: str) -> None:
-        super().__init__(owner, slot)
-        self.name = name
-
-    def read(self) -> str:
-        return self.slot.current().description
-
-    def write(self, value: str) -> None:
-        if self.read() != value:
-            self.slot.rebuild(description=value)
-        self.owner.expect.tool_descriptions[self.slot.name] = (self.name, value)
-
-    def verify(self, value: str) -> None:
-        if self.read() != value:
-            raise WriteBackError(f"tool {self.slot.name!r} still has description {self.read()!r}")
-
-    def load(self, state: FunctionTool) -> None:
-        self.slot.replace(state)
-        self.owner.expect.tool_descriptions[self.slot.name] = (self.name, state.description)
-
-
-class TemperatureBinding(Binding):
-    """Per agent: an override the agent's recording client sends (and saves); unset = the client's own."""
-
-    def __init__(self, owner: "AgentParameters", name: str) -> None:
-        self.owner, self.name = owner, name
-
-    def read(self) -> float:
-        override = self.owner.settings_override.get("temperature")
-        return float(override) if override is not None else self.owner.client_temperature()[0]
-
-    def write(self, value: float) -> None:
-        self.owner.settings_override["temperature"] = float(value)
-        self.owner.expect.settings["temperature"] = (self.name, float(value))
-
-    def save(self) -> float | None:
-        return self.owner.settings_override.get("temperature")
-
-    def load(self, state: float | None) -> None:
-        if state is None:
-            self.owner.settings_override.pop("temperature", None)
-            self.owner.expect.settings.pop("temperature", None)
-        else:
-            self.write(state)
-
-    def describe(self) -> str:
-        return f"the temperature agent {self.owner.prefix!r} sends"
 
 
 # ----- one agent's parameters ---------------------------------------------------------------------

@@ -40,12 +40,11 @@ from opto_core.kernel.binding import BoundParameters, select
 from opto_core.engine.executors import InfrastructureError, error_kind
 from opto_core.kernel.graph import Graph, run_meta
 from opto_core.engine.target import BoundTarget
-from opto_core.kernel.values import apply_saved
 
-from .agent import ADAPTER, FRAMEWORK, OptoAgent, _select_output, framework_version, graph_of
+from opto_adapters.autogen.agent import ADAPTER, FRAMEWORK, OptoAgent, _select_output, framework_version, graph_of
 from opto_core.kernel.conversation import ConversationLog
-from .eventloop import adopt_running_loop, check_reregistrable, needs_reregistration, reregister_participants
-from .recorder import RecordingClient, message_record
+from opto_adapters.autogen.eventloop import adopt_running_loop, check_reregistrable, needs_reregistration, reregister_participants
+from opto_adapters.autogen.tracing import RecordingClient, message_record
 
 # ----- the shared loop thread: every AutoGen run happens on one event loop -------------------------
 LOOP = BackgroundLoop("opto-autogen-loop", "inside async code use `await target.arun(example)`")
@@ -407,10 +406,4 @@ def bound_of(obj: Any) -> BoundParameters:
                     f"got {type(obj).__module__}.{type(obj).__name__}")
 
 
-def apply_values(obj: Any, values_or_path: Any) -> dict[str, Any]:
-    """Write saved values (an ``opto-values/1`` file, its document, or a dict) into a freshly built
-    agent or team; returns what was applied. Unknown names fail before anything is written."""
-    return apply_saved(bound_of(obj), values_or_path, framework=FRAMEWORK)
-
-
-__all__ = ["AgentTarget", "TeamTarget", "apply_values", "as_target", "bound_of", "run_sync", "task_of", "wrap_team"]
+__all__ = ["AgentTarget", "TeamTarget", "as_target", "bound_of", "run_sync", "task_of", "wrap_team"]

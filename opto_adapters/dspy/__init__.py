@@ -14,11 +14,12 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the DSPy adapter needs DSPy: pip install 'opto-adapters[dspy]'") from exc
 
-from .metric import MetricError, adapt_metric
-from .parameters import ProgramParameters, apply_values, load_optimized, save_optimized, sidecar_path
-from .target import ExampleError, ProgramTarget
-from .teleprompter import OptimizationStopped, OptoTeleprompter
-from .tracing import DSPyTracer
+from opto_adapters.dspy.metric import MetricError, adapt_metric
+from opto_adapters.dspy.deploy import apply_values, load_optimized, save_optimized, sidecar_path
+from opto_adapters.dspy.parameters import ProgramParameters
+from opto_adapters.dspy.target import ExampleError, ProgramTarget
+from opto_adapters.dspy.teleprompter import OptimizationStopped, OptoTeleprompter
+from opto_adapters.dspy.tracing import DSPyTracer
 
 __all__ = ["DSPyTracer", "ExampleError", "MetricError", "OptimizationStopped", "OptoTeleprompter",
            "ProgramParameters", "ProgramTarget", "adapt_metric", "apply_values", "load_optimized", "save_optimized",

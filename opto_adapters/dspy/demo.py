@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import dspy
 
-from .metric import adapt_metric
-from .target import ProgramTarget
-from .testing import LMCall, rule_lm
+from opto_adapters.dspy.metric import adapt_metric
+from opto_adapters.dspy.target import ProgramTarget
+from opto_adapters.dspy.testing import LMCall, rule_lm
 
 
 def to_fahrenheit(celsius: float) -> float:

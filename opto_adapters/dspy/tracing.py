@@ -38,7 +38,7 @@ from opto_core.kernel.graph import META_DURATION, Edge, Graph, run_meta, shorten
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.provenance import Match, ProvenanceIndex, TaggedStr, tagged_node, untag
 
-from .parameters import ProgramParameters, module_path, sub_modules
+from opto_adapters.dspy.parameters import ProgramParameters, module_path, sub_modules
 
 log = logging.getLogger("opto.dspy")
 

@@ -27,8 +27,8 @@ from langchain_core.tools import StructuredTool
 
 from opto_core.kernel.feedback import Feedback
 
-from .target import ChainTarget
-from .testing import EchoChatModel
+from opto_adapters.langchain.target import ChainTarget
+from opto_adapters.langchain.testing import EchoChatModel
 
 SYSTEM = "You are a cashier. Use the compute_total tool, then tell the customer the total."
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from opto_core.kernel.values import apply_saved
 
-from .target import ChainTarget, bound_parameters
+from opto_adapters.langchain.target import ChainTarget, bound_parameters
 
 
 def apply_values(obj: Any, values_or_path: Any) -> dict[str, Any]:

@@ -29,18 +29,33 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from langchain_core.language_models import BaseLanguageModel
-from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate, PromptTemplate
+from langchain_core.prompts import (
+    BasePromptTemplate,
+    ChatPromptTemplate,
+    PromptTemplate,
+)
 from langchain_core.prompts.string import get_template_variables
 from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 
-from opto_core.kernel.binding import Binding, UnknownParameters, select
-from opto_core.kernel.code import SourceUnavailable, function_source, keeps_signature_bindings
+from opto_adapters.langchain.bindings import (
+    CodeBinding,
+    DescriptionBinding,
+    FieldBinding,
+    PromptVariableBinding,
+    TemplateBinding,
+    ToolModels,
+    schema_for,
+    tool_entry_name,
+)
+from opto_adapters.langchain.prompts_in_code import agent_prompt_cell, prompt_variables
+from opto_core.kernel.binding import Binding, BoundParameters, UnknownParameters, select
+from opto_core.kernel.code import (
+    SourceUnavailable,
+    function_source,
+    keeps_signature_bindings,
+)
 from opto_core.kernel.parameters import InvalidValue, Parameter
-
-from .bindings import (CodeBinding, DescriptionBinding, FieldBinding, PromptVariableBinding, TemplateBinding,
-                       ToolModels, schema_for, tool_entry_name)
-from .prompts_in_code import agent_prompt_cell, prompt_variables
 
 TAG_KEY = "opto_param_id"
 
@@ -484,3 +499,25 @@ def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: 
                                 f"Pass the objects that hold them (parameters_of([chain, model, my_tool])) or "
                                 f"your own Parameter objects.")
     return selected
+
+
+def bound_parameters(runnable: Any, parameters: Sequence[Parameter] | None = None, *,
+                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None) -> BoundParameters:
+    """The runnable's parameters with their bindings (found by `parameters_of` unless given).
+
+    Found parameters are copies, so that freezing some for this target leaves other targets over
+    the same objects alone; parameters you pass are used as they are.
+    """
+    if parameters is None:
+        found, inspected = all_parameters(runnable)
+        if not found:
+            listing = "\n  ".join(inspected) if inspected else "(no LangChain object)"
+            raise NoParametersFound(f"no trainable parameter: no prompt template, chat model setting or tool "
+                                    f"function was found (nor a prompt kept in code). Inspected:\n  {listing}")
+        parameters = [p.copy() for p in found]
+    entries = []
+    for parameter in parameters:
+        if not isinstance(parameter, Parameter):
+            raise TypeError(f"parameters must be opto_core Parameter objects, got {type(parameter).__name__}")
+        entries.append((parameter, binding_of(parameter)))
+    return BoundParameters(entries, include=include, exclude=exclude)

@@ -14,36 +14,16 @@ from uuid import uuid4
 
 import langchain_core
 
-from opto_core.kernel.binding import BoundParameters
+from opto_adapters.langchain.parameters import (
+    NoParametersFound,
+    bound_parameters,
+    function_docs,
+)
+from opto_adapters.langchain.tracing.builder import failed_graph
+from opto_adapters.langchain.tracing.handler import OptoCallbackHandler
+from opto_core.engine.target import BoundTarget
 from opto_core.kernel.graph import Edge, Graph
 from opto_core.kernel.parameters import Parameter
-from opto_core.engine.target import BoundTarget
-
-from .dataflow import failed_graph
-from .handler import OptoCallbackHandler
-from .parameters import NoParametersFound, all_parameters, binding_of, function_docs
-
-
-def bound_parameters(runnable: Any, parameters: Sequence[Parameter] | None = None, *,
-                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None) -> BoundParameters:
-    """The runnable's parameters with their bindings (found by `parameters_of` unless given).
-
-    Found parameters are copies, so that freezing some for this target leaves other targets over
-    the same objects alone; parameters you pass are used as they are.
-    """
-    if parameters is None:
-        found, inspected = all_parameters(runnable)
-        if not found:
-            listing = "\n  ".join(inspected) if inspected else "(no LangChain object)"
-            raise NoParametersFound(f"no trainable parameter: no prompt template, chat model setting or tool "
-                                    f"function was found (nor a prompt kept in code). Inspected:\n  {listing}")
-        parameters = [p.copy() for p in found]
-    entries = []
-    for parameter in parameters:
-        if not isinstance(parameter, Parameter):
-            raise TypeError(f"parameters must be opto_core Parameter objects, got {type(parameter).__name__}")
-        entries.append((parameter, binding_of(parameter)))
-    return BoundParameters(entries, include=include, exclude=exclude)
 
 
 class ChainTarget(BoundTarget):

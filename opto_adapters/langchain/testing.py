@@ -20,7 +20,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, PrivateAttr
 
-from .values import message_dict
+from opto_adapters.langchain.tracing.snapshots import message_dict
 
 Reply = Callable[[list[BaseMessage], dict[str, Any]], "str | AIMessage"]
 

@@ -8,7 +8,7 @@ import pytest
 from autogen import GroupChat
 
 from ag2_helpers import FIXED_ADD, buggy_add, calculator_pair, chat_of, group_chat, group_reply
-from opto_adapters.autogen import ag2_parameters
+from opto_adapters.autogen.ag2 import bindings as ag2_bindings
 from opto_adapters.autogen.ag2 import AG2Target, apply_values, parameters_of
 from opto_core.testing.scripted_server import system_text, tool_call
 from opto_core.kernel.binding import UnknownParameters
@@ -69,7 +69,7 @@ def snapshot_values(snapshot):
 def test_temperature_is_written_on_every_config_list_entry(server):
     assistant, user = calculator_pair(server)
     assistant.llm_config.config_list.append(copy.deepcopy(assistant.llm_config.config_list[0]))
-    ag2_parameters.rebuild_client(assistant)
+    ag2_bindings.rebuild_client(assistant)
     target = AG2Target(chat_of(assistant, user), [assistant, user])
     target.apply({"assistant.temperature": 1.5})
     assert [e.temperature for e in assistant.llm_config.config_list] == [1.5, 1.5]
@@ -120,11 +120,11 @@ def test_private_seams_still_hold():
 
     chat = GroupChat([ConversableAgent("a", llm_config=False), ConversableAgent("b", llm_config=False)], messages=[])
     manager = GroupChatManager(chat, llm_config=False)
-    copies = ag2_parameters.manager_groupchat_copies(manager, chat)
+    copies = ag2_bindings.manager_groupchat_copies(manager, chat)
     assert copies and all(isinstance(c, GroupChat) and c is not chat for c in copies)
     executor = ConversableAgent("x", llm_config=False)
     executor.register_for_execution(name="buggy_add")(buggy_add)
-    assert ag2_parameters.registered_function(executor, "buggy_add") is buggy_add
+    assert ag2_bindings.registered_function(executor, "buggy_add") is buggy_add
 
 
 def test_apply_values_deploys_a_saved_file(server, tmp_path):

@@ -10,7 +10,7 @@ from autogen_core import CancellationToken, SingleThreadedAgentRuntime
 from autogen_helpers import calculator, plain, replay, request_texts, tool_call
 
 from opto_adapters.autogen import OptoAgent, TeamTarget, wrap_team
-from opto_adapters.autogen.recorder import RecordingClient
+from opto_adapters.autogen.tracing import RecordingClient
 from opto_core.kernel.backward import backward
 
 

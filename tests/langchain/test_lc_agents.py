@@ -36,8 +36,8 @@ from opto_core.kernel.feedback import Feedback
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.values import ValuesFileError, save_values
 from opto_adapters.langchain import ChainTarget, apply_values, parameters_of
-from opto_adapters.langchain.dataflow import Record, build_graph
-from opto_adapters.langchain.links import Links
+from opto_adapters.langchain.tracing.builder import Record, build_graph
+from opto_adapters.langchain.tracing.links import Links
 from opto_adapters.langchain.prompts_in_code import agent_prompt_cell
 from opto_adapters.langchain.testing import EchoChatModel
 
@@ -338,7 +338,7 @@ def test_the_builder_takes_hand_made_records_and_links():
     root.child_runs.append(chat)
     question = HumanMessage("What is up?")
     reply = {"type": "ai", "content": "Not much."}
-    from opto_adapters.langchain.values import parts_of
+    from opto_adapters.langchain.tracing.snapshots import parts_of
     records = {root.id: Record(root, raw_in={"question": "What is up?"}, inputs={"question": "What is up?"},
                                raw_out="Not much.", outputs="Not much."),
                chat.id: Record(chat, raw_in=[SystemMessage("Be brief."), question],

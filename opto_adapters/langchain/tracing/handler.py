@@ -39,9 +39,9 @@ from langchain_core.tracers.schemas import Run
 from opto_core.kernel.graph import META_RUN_ID, Graph
 from opto_core.kernel.parameters import Parameter
 
-from .dataflow import Record, build_graph
-from .links import Links
-from .values import message_dict, parts_of, snapshot
+from opto_adapters.langchain.tracing.builder import Record, build_graph
+from opto_adapters.langchain.tracing.links import Links
+from opto_adapters.langchain.tracing.snapshots import message_dict, parts_of, snapshot
 
 log = logging.getLogger("opto.langchain")
 

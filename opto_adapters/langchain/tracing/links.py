@@ -20,8 +20,8 @@ from typing import Any, Iterable
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.provenance import ProvenanceIndex
 
-from .parameters import Group, binding_of, group_of_parameter, live_groups
-from .values import text_of
+from opto_adapters.langchain.parameters import Group, binding_of, group_of_parameter, live_groups
+from opto_adapters.langchain.tracing.snapshots import text_of
 
 
 class Links:

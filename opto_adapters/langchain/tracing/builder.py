@@ -40,9 +40,9 @@ from langchain_core.tracers.schemas import Run
 from opto_core.kernel.graph import META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph, run_meta
 from opto_core.kernel.provenance import ProvenanceIndex
 
-from .links import Links
-from .parameters import TAG_KEY
-from .values import Part, messages_in, parts_of, snapshot, text_of
+from opto_adapters.langchain.tracing.links import Links
+from opto_adapters.langchain.parameters import TAG_KEY
+from opto_adapters.langchain.tracing.snapshots import Part, messages_in, parts_of, snapshot, text_of
 
 ADAPTER = "opto_adapters.langchain"
 FRAMEWORK = "langchain-core"

@@ -46,7 +46,7 @@ from autogen_core.models import (
 )
 from autogen_core.tools import Tool, ToolSchema
 
-from .eventloop import adopt_running_loop
+from opto_adapters.autogen.eventloop import adopt_running_loop
 from opto_core.kernel.conversation import (
     KIND_HANDOFF,
     KIND_MEMORY,

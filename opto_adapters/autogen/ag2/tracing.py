@@ -27,8 +27,17 @@ from typing import Any, Callable, Iterable
 from autogen import runtime_logging
 from autogen.logger.base_logger import BaseLogger
 
-from opto_core.kernel.conversation import (KIND_MESSAGE, KIND_TOOL_REQUEST, KIND_TOOL_RESULTS, ConversationLog,
-                                    MessageRecord, PromptItem, ToolRunRecord, Turn, text_of)
+from opto_core.kernel.conversation import (
+    KIND_MESSAGE,
+    KIND_TOOL_REQUEST,
+    KIND_TOOL_RESULTS,
+    ConversationLog,
+    MessageRecord,
+    PromptItem,
+    ToolRunRecord,
+    Turn,
+    text_of,
+)
 
 #: The name AG2 gives the internal agent of "auto" speaker selection (groupchat.py, _create_internal_agents).
 SELECTOR_AGENT = "speaker_selection_agent"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 try:
     import autogen
-    from autogen import ConversableAgent, GroupChatManager  # the classic API
+    from autogen import GroupChatManager  # the classic API
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the classic AutoGen (AG2) adapter needs the `autogen` package 0.14.x: "
                       "pip install 'opto-adapters[ag2]'") from exc
@@ -30,19 +30,16 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
+from opto_adapters.autogen.ag2 import tracing as recording
+from opto_adapters.autogen.ag2.parameters import AG2Parameters, discover
+from opto_core.engine.target import BoundTarget
 from opto_core.kernel.conversation import build_graph
 from opto_core.kernel.graph import Graph
-from opto_core.kernel.parameters import Parameter
-from opto_core.engine.target import BoundTarget
-from opto_core.kernel.values import apply_saved
-
-from . import ag2_recording as recording
-from .ag2_parameters import AG2Parameters, discover
 
 ADAPTER = "opto_adapters.autogen.ag2"
 FRAMEWORK = "autogen"  # the distribution name
 
-__all__ = ["AG2Target", "apply_values", "parameters_of"]
+__all__ = ["AG2Target", "framework_version"]
 
 
 def framework_version() -> str:
@@ -134,21 +131,3 @@ class AG2Target(BoundTarget):
             recording.detach(agent)
 
 
-def parameters_of(agents_or_groupchat: Any, include: Iterable[str] | None = None,
-                  exclude: Iterable[str] | None = None) -> list[Parameter]:
-    """The parameters of AG2 agents, a GroupChat or a GroupChatManager (or a list of them).
-
-    Names: ``<agent>.system_message``, ``<agent>.temperature`` (and other numeric settings the
-    llm_config sets), ``<caller>.tools.<tool>.description``, ``<executor>.tools.<tool>.code``,
-    ``<manager>.select_speaker_message_template``, ``<manager>.select_speaker_prompt_template``.
-    """
-    return discover(agents_or_groupchat, include, exclude).bound.parameters()
-
-
-def apply_values(agents_or_groupchat: Any, values_or_path: Any) -> dict[str, Any]:
-    """Deploy saved values (a dict, or an ``opto-values/1`` file) into AG2 agents; returns what was written.
-
-    Every value is validated and every name checked before anything is written; a failing write
-    restores the earlier ones.
-    """
-    return apply_saved(discover(agents_or_groupchat).bound, values_or_path, framework=FRAMEWORK)

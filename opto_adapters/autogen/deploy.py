@@ -1,0 +1,17 @@
+"""Deploying optimized AgentChat values: ``apply_values`` into a freshly built agent or team."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opto_adapters.autogen.agent import (
+    FRAMEWORK,
+)
+from opto_adapters.autogen.target import bound_of
+from opto_core.kernel.values import apply_saved
+
+
+def apply_values(obj: Any, values_or_path: Any) -> dict[str, Any]:
+    """Write saved values (an ``opto-values/1`` file, its document, or a dict) into a freshly built
+    agent or team; returns what was applied. Unknown names fail before anything is written."""
+    return apply_saved(bound_of(obj), values_or_path, framework=FRAMEWORK)
