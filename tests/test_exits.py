@@ -285,3 +285,37 @@ def test_the_default_isolation_is_process_when_the_llm_writes_code():
         Settings(isolation="jail")
     with pytest.raises(ValueError, match="cannot be combined with executor=.*an object"):
         make_executor(Settings(isolation="process", executor=ThreadExecutor(1)), _double_target())
+
+
+# ----- the command line: the issue's case, `opto demo` with a suggestion that exits or hangs -------------------
+@pytest.mark.parametrize("isolation, body", [("none", "raise SystemExit(0)"), ("process", "while True:\n    pass")])
+def test_opto_demo_survives_a_suggestion_that_exits_or_hangs(tmp_path, monkeypatch, isolation, body):
+    from typer.testing import CliRunner
+
+    from opto_core.app import cli
+    from opto_core.app.demo import parse_price
+
+    code = (f'def parse_price(line: str) -> float:\n    """Read the amount in dollars from a line such as '
+            f'\'Total: $12.50\'."""\n{textwrap.indent(body, "    ")}\n')
+    llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"invoice.parse_price.code": code}})],
+                      repeat_last=True)
+    llm.base_url = "http://127.0.0.1:9/v1"
+    monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
+    run_dir = tmp_path / "demo"
+    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", str(run_dir),
+                                          "--isolation", isolation, "--eval-timeout", "3"])
+    assert result.exit_code == 0, result.output
+    assert "step 1" in result.output and "stopped: max_steps" in result.output
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
+    assert checkpoint["best"]["invoice.parse_price.code"] == parse_price.source  # never kept
+    assert json.loads((run_dir / "config.json").read_text())["isolation"] == isolation
+
+
+def test_the_cli_refuses_an_unknown_isolation_level(tmp_path):
+    from typer.testing import CliRunner
+
+    from opto_core.app import cli
+
+    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--isolation", "jail",
+                                          "--run-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "isolation must be" in result.output

@@ -26,21 +26,12 @@ log = logging.getLogger("opto")
 ISOLATION_LEVELS = ("none", "process", "sandbox")
 
 
-def _sandbox_class() -> Any:
-    try:
-        from opto_core.engine.sandbox import Sandbox
-    except ImportError:  # not built yet in this version
-        return None
-    return Sandbox
-
-
 def check_isolation(value: Any) -> None:
     """Raise ``ValueError`` naming the choices when ``value`` is not an isolation setting."""
-    sandbox = _sandbox_class()
-    if value in (None, "auto") or (sandbox is not None and isinstance(value, sandbox)):
+    from opto_core.engine.sandbox import Sandbox
+
+    if value in (None, "auto") or isinstance(value, Sandbox):
         return
-    if value == "sandbox" and sandbox is None:
-        raise ValueError("isolation='sandbox' is not available in this version; use isolation='process'")
     if not isinstance(value, str) or value not in ISOLATION_LEVELS:
         raise ValueError(f"isolation must be 'auto', one of {ISOLATION_LEVELS}, or a Sandbox(...), got {value!r}")
 
@@ -55,12 +46,13 @@ def trainable_code(target: Any) -> list[str]:
 
 def resolve_isolation(value: Any, target: Any = None) -> tuple[str, Any]:
     """``(level, sandbox or None)`` for a setting; ``"auto"`` looks at the target's parameters."""
+    from opto_core.engine.sandbox import Sandbox
+
     check_isolation(value)
-    sandbox = _sandbox_class()
-    if sandbox is not None and isinstance(value, sandbox):
+    if isinstance(value, Sandbox):
         return "sandbox", value
     if value == "sandbox":
-        return "sandbox", sandbox()
+        return "sandbox", Sandbox()
     if value in (None, "auto"):
         code = trainable_code(target) if target is not None else []
         return ("process" if code else "none"), None

@@ -24,6 +24,7 @@ connection, timeout, dead worker, the adapter's own error: the loop never keeps 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -66,8 +67,13 @@ def make_executor(settings: Any, target: Any = None) -> Executor:
             if choice == "ray":
                 log.info("isolation: executor='ray' runs the workflow in Ray's worker processes")
         else:
-            from opto_core.engine.executors.process import ProcessExecutor
+            from opto_core.engine.executors.process import ProcessExecutor, process_isolation_here
 
+            if not is_explicit(setting) and not process_isolation_here():
+                log.warning("isolation: the LLM writes code (%s) but worker processes are not available on this "
+                            "platform; runs happen in this process (see docs/security.md)",
+                            ", ".join(trainable_code(target)))
+                return make_executor(dataclasses.replace(settings, isolation="none"), target)
             if not is_explicit(setting):
                 log.info("isolation='process' (the default when the LLM writes code: %s); pass isolation='none' "
                          "to run the workflow in this process", ", ".join(trainable_code(target)))

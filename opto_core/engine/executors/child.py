@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from multiprocessing.connection import Connection
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from opto_core.engine.executors.common import InfrastructureError, _run_one
 from opto_core.engine.executors.transfer import describe_exception, dumps_message, encode_output
@@ -58,8 +58,11 @@ def current_values(target: Any, names: Any) -> dict[str, Any]:
     return {name: by_name[name].value for name in names if name in by_name}
 
 
-def serve(conn: Connection, target: Any) -> NoReturn:
-    """Answer run requests until the driver closes the socket or asks to stop; never returns."""
+def serve(conn: Connection, target: Any, before_run: Callable[[], None] | None = None) -> NoReturn:
+    """Answer run requests until the driver closes the socket or asks to stop; never returns.
+
+    ``before_run`` is called before each run (the sandbox moves its per-run CPU limit there).
+    """
     applied: dict[str, Any] | None = None
     send = conn.send_bytes
     send(dumps_message({"kind": "ready", "pid": os.getpid()}))
@@ -82,6 +85,8 @@ def serve(conn: Connection, target: Any) -> NoReturn:
                                     "output": {"error": describe_exception(error)}, "drift": [],
                                     "unapplied": True}))
                 continue
+        if before_run is not None:
+            before_run()
         begun = time.perf_counter()
         output, graph = _run_one(target, example)
         seconds = time.perf_counter() - begun
@@ -107,9 +112,11 @@ def serve(conn: Connection, target: Any) -> NoReturn:
 def main(argv: list[str]) -> NoReturn:
     """A fresh worker: ``child FD PARENT_PID``; reads its setup, builds the workflow, then serves."""
     fd, parent_pid = int(argv[0]), int(argv[1])
-    die_with_parent(parent_pid)
+    if parent_pid:  # 0 in the sandbox: bubblewrap ties the box to the driver (--die-with-parent)
+        die_with_parent(parent_pid)
     leave_terminal_signals()
     conn = Connection(fd)
+    before_run = None
     try:
         setup = pickle.loads(conn.recv_bytes())
         for entry in reversed(setup.get("sys_path", [])):
@@ -119,7 +126,7 @@ def main(argv: list[str]) -> NoReturn:
         if confine is not None:
             from opto_core.engine.sandbox import confine_inside
 
-            confine_inside(confine)
+            before_run = confine_inside(confine)
         import cloudpickle
 
         kind, blob = setup["payload"]
@@ -130,7 +137,7 @@ def main(argv: list[str]) -> NoReturn:
             conn.send_bytes(dumps_message({"kind": "failed", "error": describe_exception(exc)}))
         finally:
             os._exit(1)
-    serve(conn, target)
+    serve(conn, target, before_run)
 
 
 if __name__ == "__main__":

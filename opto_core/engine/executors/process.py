@@ -69,6 +69,9 @@ MAX_MESSAGE = 256 * 1024 * 1024
 
 START_METHODS = ("fork", "spawn")
 
+#: The directory that holds this opto_core package (fresh workers import it from there).
+_OPTO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
 
 class WorkerLost(InfrastructureError):
     """The worker process ended (or was killed) while it ran this example."""
@@ -76,6 +79,11 @@ class WorkerLost(InfrastructureError):
 
 class WroteAroundTheOptimizer(RuntimeError):
     """The run changed a parameter's value behind the loop's back (seen in the worker, which then retires)."""
+
+
+def process_isolation_here() -> bool:
+    """Whether worker processes can be used here (POSIX: socket pairs and passing descriptors to children)."""
+    return os.name == "posix"
 
 
 def fork_is_safe_here() -> bool:
@@ -232,7 +240,7 @@ def _kill_group(pid: int) -> None:
     except (OSError, AttributeError):
         pass
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
     except OSError:
         pass
 
@@ -252,8 +260,8 @@ def describe_exit(status: int | None) -> str:
 # ----- one worker, seen from the driver ------------------------------------------------------------------------
 class _Worker:
     def __init__(self, pid: int, conn: Connection, process: subprocess.Popen[bytes] | None = None,
-                 template: WorkerTemplate | None = None) -> None:
-        self.pid, self.conn, self.process, self.template = pid, conn, process, template
+                 template: WorkerTemplate | None = None, boxed: bool = False) -> None:
+        self.pid, self.conn, self.process, self.template, self.boxed = pid, conn, process, template, boxed
         self.ready = False
         self.position: int | None = None
         self.sent_at = 0.0
@@ -284,6 +292,8 @@ class _Worker:
                 status: int | None = self.process.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
                 status = None
+            if self.boxed and status is not None and 128 < status < 128 + 65:
+                status = 128 - status  # bubblewrap exits with 128 + the signal that ended the worker in the box
         elif self.template is not None:
             status = self.template.exit_status(self.pid)
         else:
@@ -307,6 +317,10 @@ class ProcessExecutor:
     def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None,
                  target_factory: Callable[[], Any] | None = None, start_method: str | None = None,
                  sandbox: Any = None) -> None:
+        if not process_isolation_here():
+            raise NotImplementedError(f"isolated worker processes need a POSIX system (they pass sockets to their "
+                                      f"workers); {sys.platform} has none. Run under WSL or in a Linux container, or "
+                                      f"use isolation='none'")
         self.concurrency = check_concurrency(concurrency)
         self.nonfinite = nonfinite
         self.eval_timeout = eval_timeout
@@ -343,9 +357,9 @@ class ProcessExecutor:
 
             allowed = frozenset(getattr(self.sandbox, "pass_env", ()) or ())
             where = "isolation='sandbox'" if self.sandbox is not None else "isolation='process' (spawn)"
-            self._payload = make_payload(target, self.target_factory, where, allowed)
             if self.sandbox is not None:
-                self.sandbox.prepare()
+                self.sandbox.prepare(target)  # first: a machine without the required layers says so at once
+            self._payload = make_payload(target, self.target_factory, where, allowed)
         self._target_id = id(target)
 
     def _launch(self) -> _Worker:
@@ -355,19 +369,22 @@ class ProcessExecutor:
         ours, theirs = socket.socketpair()
         command = [sys.executable, "-m", "opto_core.engine.executors.child", str(theirs.fileno()),
                    str(0 if self.sandbox is not None else os.getpid())]
-        env, cwd = None, None
         if self.sandbox is not None:
             command, env, cwd = self.sandbox.wrap(command, keep_fds=[theirs.fileno()])
+        else:  # a fresh interpreter must find this very opto_core, whatever the caller's PYTHONPATH
+            env, cwd = dict(os.environ), None
+            env["PYTHONPATH"] = os.pathsep.join([_OPTO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                                              if p and p != _OPTO_ROOT])
         try:
             process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=env, cwd=cwd,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             theirs.close()
         conn = Connection(ours.detach())
-        setup = {"sys_path": [p for p in sys.path if p], "payload": self._payload,
+        setup = {"sys_path": [os.path.abspath(p or os.curdir) for p in sys.path], "payload": self._payload,
                  "confine": self.sandbox.inside() if self.sandbox is not None else None}
         conn.send_bytes(pickle.dumps(setup, protocol=pickle.HIGHEST_PROTOCOL))
-        return _Worker(process.pid, conn, process=process)
+        return _Worker(process.pid, conn, process=process, boxed=self.sandbox is not None)
 
     # ----- one batch ---------------------------------------------------------------------------------------
     def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
