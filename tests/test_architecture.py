@@ -87,11 +87,12 @@ def test_a_planted_import_breaks_its_contract(tree_copy: Path, case: str):
 OPTO_CORE_ALL = [
     "AsyncioExecutor", "BackwardError", "Binding", "BoundParameters", "BoundTarget", "ChatResult", "CodePolicy",
     "ContextWindowExceeded", "CorruptRun", "Edge", "Executor", "Feedback", "FunctionTarget", "Graph", "GraphError",
-    "Hybrid", "InfrastructureError", "InvalidValue", "LLMError", "NotARun", "Node", "OPRO", "OpenAIChat",
+    "Hybrid", "InfrastructureError", "InvalidValue", "LLMError", "Node", "NotARun", "OPRO", "OpenAIChat",
     "OptimizationResult", "Optimizer", "OptimizerFailed", "OptoPrime", "OptoPrimeNoTrace", "Parameter",
-    "ProblemInstance", "Proposal", "RayExecutor", "RunDir", "RunDirError", "RunLocked", "Search", "Settings",
-    "Target", "ThreadExecutor", "Usage", "WriteError", "backward", "capture", "evaluate", "load_values", "op",
-    "optimize", "render", "save_values", "write_report",
+    "ProblemInstance", "ProcessExecutor", "Proposal", "RayExecutor", "RunDir", "RunDirError", "RunLocked",
+    "Sandbox", "SandboxUnavailable", "Search", "Settings", "Target", "ThreadExecutor", "Usage", "WorkerLost",
+    "WorkflowExit", "WriteError", "backward", "capture", "evaluate", "load_values", "op", "optimize",
+    "register_output_type", "render", "save_values", "write_report",
 ]
 PACKAGE_ALL = {
     "opto_core.testing": ["ScriptedLLM", "ScriptedServer", "quiet_http_server", "system_text", "tool_call"],
