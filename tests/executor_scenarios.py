@@ -280,6 +280,8 @@ class MisbehavingTarget:
 
     def run(self, example):
         misbehave(example)
+        if example.get("do") == "write_around":  # what `p = PROMPT; p.value = ...` in suggested code does
+            self.word.value = "INJECTED"
         return self._traced(example)
 
     async def arun(self, example):

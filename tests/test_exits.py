@@ -197,6 +197,20 @@ def test_a_worker_killed_from_outside_charges_only_the_example_it_was_running():
         executor.close()
 
 
+def test_a_write_around_the_optimizer_in_a_worker_fails_that_run_and_retires_the_worker():
+    executor = ProcessExecutor(1)
+    target = MisbehavingTarget()
+    try:
+        results = run_batch(executor, [{"x": 1}, {"x": 2, "do": "write_around"}, {"x": 3}], target)
+        assert [r.failed for r in results] == [False, True, False]
+        assert results[1].error_kind == "wrote_around" and results[1].drift == ["word"]
+        assert "wrote around the optimizer (word: its value changed)" in str(results[1].output)
+        assert results[2].output == "hello 3"  # a fresh worker, holding what the loop set, ran the next one
+        assert executor.replaced == 1 and target.word.value == "hello"  # nothing reached the driver
+    finally:
+        executor.close()
+
+
 def test_workers_die_with_a_driver_that_is_killed(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(textwrap.dedent(f"""

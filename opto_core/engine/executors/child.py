@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import json
 import os
 import pickle
 import signal
@@ -58,6 +59,11 @@ def current_values(target: Any, names: Any) -> dict[str, Any]:
     return {name: by_name[name].value for name in names if name in by_name}
 
 
+def _exact(value: Any) -> str:
+    """A value's JSON text: equal texts are equal values of equal types (``1``, ``1.0`` and ``true`` differ)."""
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
 def serve(conn: Connection, target: Any, before_run: Callable[[], None] | None = None) -> NoReturn:
     """Answer run requests until the driver closes the socket or asks to stop; never returns.
 
@@ -94,7 +100,7 @@ def serve(conn: Connection, target: Any, before_run: Callable[[], None] | None =
         if applied is not None:
             try:
                 now = current_values(target, applied)
-                drift = sorted(name for name in applied if now.get(name) != applied[name])
+                drift = sorted(name for name in applied if _exact(now.get(name)) != _exact(applied[name]))
             except Exception as exc:  # reading the values failed: the worker's state is in doubt
                 drift = [f"(reading the values failed: {type(exc).__name__})"]
         try:

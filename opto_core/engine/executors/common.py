@@ -83,7 +83,7 @@ class Evaluation:
     graph: Graph
     feedback: Feedback
     failed: bool = False
-    error_kind: str | None = None      # None | "workflow" | "infrastructure"
+    error_kind: str | None = None      # None | "workflow" | "infrastructure" | "wrote_around"
     usage: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     retried: list[str] = field(default_factory=list)

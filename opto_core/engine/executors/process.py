@@ -77,7 +77,7 @@ class WorkerLost(InfrastructureError):
     """The worker process ended (or was killed) while it ran this example."""
 
 
-class WroteAroundTheOptimizer(RuntimeError):
+class WroteAroundOptimizer(RuntimeError):
     """The run changed a parameter's value behind the loop's back (seen in the worker, which then retires)."""
 
 
@@ -540,10 +540,13 @@ class ProcessExecutor:
         if drift:  # the worker retires on its own after such a run
             drifts[position] = drift
             self._drop(worker, why="a run changed parameter values behind the loop", kill=False)
-            output, graph = failed_run("worker", WroteAroundTheOptimizer(
-                f"the run changed the value of {', '.join(drift)} behind the optimizer's back; such a run "
-                f"fails, and the change is never kept"))
+            output, graph = failed_run("worker", WroteAroundOptimizer(
+                f"a run wrote around the optimizer ({', '.join(f'{name}: its value changed' for name in drift)}); "
+                f"values change only through the optimizer's proposals, so the run failed and its worker, "
+                f"which held the changed values, was replaced"))
         batch.score(position, output, graph, seconds)
+        if drift:
+            batch.results[position].error_kind = "wrote_around"  # type: ignore[union-attr]  (the loop rolls back)
         return None
 
     def _drop(self, worker: _Worker, why: str, kill: bool = True) -> None:
