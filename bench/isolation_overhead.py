@@ -29,11 +29,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` and `opto_core` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import emit_json, make_parser, machine, progress, table  # noqa: E402
-from opto_core.app.demo import build_python_demo  # noqa: E402
-from opto_core.engine.executors import ThreadExecutor  # noqa: E402
-from opto_core.engine.executors.process import ProcessExecutor  # noqa: E402
-from opto_core.engine.sandbox import Sandbox, probe  # noqa: E402
+from bench._common import emit_json, machine, make_parser, progress, table
+from opto_core.app.demo import build_python_demo
+from opto_core.engine.executors import ThreadExecutor
+from opto_core.engine.executors.process import ProcessExecutor
+from opto_core.engine.sandbox import Sandbox, probe
 
 LEVELS = ("none", "process (fork)", "process (spawn)", "sandbox")
 

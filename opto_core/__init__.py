@@ -31,14 +31,21 @@ _moved.install()
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from opto_core.engine.executors import AsyncioExecutor, Executor, InfrastructureError, ThreadExecutor
-    from opto_core.engine.executors import WorkflowExit
+    from opto_core.app.report import write_report
+    from opto_core.engine.executors import (
+        AsyncioExecutor,
+        Executor,
+        FeedbackError,
+        InfrastructureError,
+        ThreadExecutor,
+        WorkflowExit,
+    )
     from opto_core.engine.executors.process import ProcessExecutor, WorkerLost
     from opto_core.engine.executors.ray_cluster import RayExecutor
     from opto_core.engine.executors.transfer import register_output_type
-    from opto_core.engine.sandbox import Sandbox, SandboxUnavailable
     from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
     from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunLocked
+    from opto_core.engine.sandbox import Sandbox, SandboxUnavailable
     from opto_core.engine.settings import Settings
     from opto_core.engine.target import BoundTarget, FunctionTarget, Target
     from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
@@ -57,7 +64,6 @@ if TYPE_CHECKING:
     from opto_core.optimizers.opro import OPRO
     from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
     from opto_core.optimizers.search import Search
-    from opto_core.app.report import write_report
 
 #: public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -91,6 +97,7 @@ _EXPORTS: dict[str, str] = {
     "FunctionTarget": "opto_core.engine.target",
     "Executor": "opto_core.engine.executors", "ThreadExecutor": "opto_core.engine.executors",
     "AsyncioExecutor": "opto_core.engine.executors", "InfrastructureError": "opto_core.engine.executors",
+    "FeedbackError": "opto_core.engine.executors",
     "RayExecutor": "opto_core.engine.executors.ray_cluster",
     "WorkflowExit": "opto_core.engine.executors",
     "ProcessExecutor": "opto_core.engine.executors.process", "WorkerLost": "opto_core.engine.executors.process",

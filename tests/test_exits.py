@@ -23,7 +23,7 @@ import pytest
 from executor_scenarios import RELEASE, MisbehavingTarget, pid_feedback
 
 from opto_core import Parameter
-from opto_core.engine.executors import (AsyncioExecutor, EvaluationTimeout, ThreadExecutor, WorkflowExit)
+from opto_core.engine.executors import AsyncioExecutor, EvaluationTimeout, ThreadExecutor, WorkflowExit
 from opto_core.engine.executors.process import ProcessExecutor, WorkerLost
 from opto_core.engine.loop import optimize
 from opto_core.engine.target import FunctionTarget

@@ -19,8 +19,7 @@ import pytest
 
 from opto_core import Feedback, Parameter
 from opto_core.engine.executors.process import ProcessExecutor, WorkerLost
-from opto_core.engine.sandbox import (Facilities, Sandbox, SandboxUnavailable, _box_address, parse_endpoint,
-                                      probe)
+from opto_core.engine.sandbox import Facilities, Sandbox, SandboxUnavailable, _box_address, parse_endpoint, probe
 from opto_core.kernel.trace import capture, op
 from opto_core.testing import ScriptedServer
 

@@ -318,7 +318,7 @@ class _BoxState:
         self.nproc_inside = False
 
     @classmethod
-    def make(cls, sandbox: Sandbox, target: Any) -> "_BoxState":
+    def make(cls, sandbox: Sandbox, target: Any) -> _BoxState:
         state = cls(sandbox, probe())
         try:
             state._setup(target)

@@ -28,10 +28,23 @@ import dataclasses
 import logging
 from typing import Any
 
-from opto_core.engine.executors.common import (Evaluation, EvaluationCancelled, EvaluationTimeout, Executor,
-                                               FeedbackError, FeedbackFn, InfrastructureError, NonFiniteScore,
-                                               WorkflowExit, check_concurrency, error_kind, failed_run, finish,
-                                               score_feedback, usage_of)
+from opto_core.engine.executors.common import (
+    Evaluation,
+    EvaluationCancelled,
+    EvaluationTimeout,
+    Executor,
+    FeedbackError,
+    FeedbackFn,
+    InfrastructureError,
+    NonFiniteScore,
+    WorkflowExit,
+    check_concurrency,
+    error_kind,
+    failed_run,
+    finish,
+    score_feedback,
+    usage_of,
+)
 from opto_core.engine.executors.event_loop import AsyncioExecutor
 from opto_core.engine.executors.threads import ThreadExecutor
 

@@ -211,7 +211,7 @@ class SigintWitness:
         self._previous: Any = None
         self._installed = False
 
-    def __enter__(self) -> "SigintWitness":
+    def __enter__(self) -> SigintWitness:
         if threading.current_thread() is threading.main_thread():
             try:
                 self._previous = signal.getsignal(signal.SIGINT)
@@ -343,6 +343,9 @@ class Executor(Protocol):
     def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
                  failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]: ...
 
+    def cancel(self) -> None:
+        """Stop the runs in flight (Ctrl-C, a STOP file): each one not finished becomes a cancelled run."""
+
     def close(self) -> None: ...
 
 
@@ -372,7 +375,7 @@ class _Batch:
     def fail(self, position: int, what: str, exc: BaseException, seconds: float = 0.0) -> None:
         self.score(position, *failed_run(what, exc), seconds)
 
-    def collect(self, timeout: float | None, cancel: Callable[[], None],
+    def collect(self, timeout: float | None, cancel: Callable[[], object],
                 on_timeout: Callable[[int], None] | None = None) -> list[Evaluation]:
         """Wait for every run; with ``timeout``, a run that started longer ago fails and ``on_timeout(position)``
         lets the executor give up on it (free its thread, or replace a stuck event loop)."""

@@ -11,8 +11,16 @@ import time
 from typing import Any, Sequence
 
 from opto_core.engine.background import BackgroundLoop
-from opto_core.engine.executors.common import (DaemonPool, Evaluation, EvaluationCancelled, FeedbackFn, _arun_one,
-                                               _Batch, _run_one, check_concurrency)
+from opto_core.engine.executors.common import (
+    DaemonPool,
+    Evaluation,
+    EvaluationCancelled,
+    FeedbackFn,
+    _arun_one,
+    _Batch,
+    _run_one,
+    check_concurrency,
+)
 
 log = logging.getLogger("opto")
 

@@ -53,8 +53,16 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Sequence
 
 from opto_core.engine.executors.child import die_with_parent, leave_terminal_signals, serve
-from opto_core.engine.executors.common import (Evaluation, EvaluationCancelled, EvaluationTimeout, FeedbackFn,
-                                               InfrastructureError, _Batch, check_concurrency, failed_run)
+from opto_core.engine.executors.common import (
+    Evaluation,
+    EvaluationCancelled,
+    EvaluationTimeout,
+    FeedbackFn,
+    InfrastructureError,
+    _Batch,
+    check_concurrency,
+    failed_run,
+)
 from opto_core.engine.executors.transfer import decode_output, loads_message
 from opto_core.kernel.graph import Graph
 
@@ -545,8 +553,9 @@ class ProcessExecutor:
                 f"values change only through the optimizer's proposals, so the run failed and its worker, "
                 f"which held the changed values, was replaced"))
         batch.score(position, output, graph, seconds)
-        if drift:
-            batch.results[position].error_kind = "wrote_around"  # type: ignore[union-attr]  (the loop rolls back)
+        scored = batch.results[position]
+        if drift and scored is not None:
+            scored.error_kind = "wrote_around"  # the loop rolls such a step back
         return None
 
     def _drop(self, worker: _Worker, why: str, kill: bool = True) -> None:
@@ -570,7 +579,8 @@ class ProcessExecutor:
         for worker in [w for w in self.workers if w.position is not None]:
             position = worker.position
             self._drop(worker, why="the batch was cancelled")
-            batch.fail(position, "cancelled", EvaluationCancelled("the run was cancelled; its worker was killed"))
+            if position is not None:
+                batch.fail(position, "cancelled", EvaluationCancelled("the run was cancelled; its worker was killed"))
         self._fail_all(batch, pending, EvaluationCancelled("the run was cancelled"))
 
     # ----- stopping ----------------------------------------------------------------------------------------

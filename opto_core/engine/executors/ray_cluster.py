@@ -34,10 +34,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
-from opto_core.engine.executors.payload import (SecretInPayload, TargetNotPicklable, make_payload,  # noqa: F401
-                                                unpicklable_part)
-from opto_core.engine.executors.common import (Evaluation, EvaluationCancelled, EvaluationTimeout, FeedbackFn, InfrastructureError, _arun_one,
-                        _Batch, _run_one, check_concurrency, failed_run)
+from opto_core.engine.executors.common import (
+    Evaluation,
+    EvaluationCancelled,
+    EvaluationTimeout,
+    FeedbackFn,
+    InfrastructureError,
+    _arun_one,
+    _Batch,
+    _run_one,
+    check_concurrency,
+    failed_run,
+)
+from opto_core.engine.executors.payload import SecretInPayload, TargetNotPicklable, make_payload, unpicklable_part  # noqa: F401
 
 log = logging.getLogger("opto")
 

@@ -8,8 +8,17 @@ import logging
 import time
 from typing import Any, Sequence
 
-from opto_core.engine.executors.common import (EXITS, DaemonPool, Evaluation, EvaluationCancelled, FeedbackFn,
-                                               SigintWitness, _Batch, _run_one, check_concurrency)
+from opto_core.engine.executors.common import (
+    EXITS,
+    DaemonPool,
+    Evaluation,
+    EvaluationCancelled,
+    FeedbackFn,
+    SigintWitness,
+    _Batch,
+    _run_one,
+    check_concurrency,
+)
 
 log = logging.getLogger("opto")
 

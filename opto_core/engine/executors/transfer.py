@@ -63,7 +63,7 @@ class RemoteOutput(str):
     type_name: str = ""
     reason: str = ""
 
-    def __new__(cls, text: str, type_name: str = "", reason: str = "") -> "RemoteOutput":
+    def __new__(cls, text: str, type_name: str = "", reason: str = "") -> RemoteOutput:
         made = super().__new__(cls, text)
         made.type_name, made.reason = type_name, reason
         return made
@@ -168,7 +168,7 @@ def rebuild_exception(info: dict[str, Any]) -> BaseException:
     """An exception named like the worker's, carrying its message; infrastructure failures stay infrastructure."""
     name, module, kind = str(info.get("type", "Exception")), str(info.get("module", "")), str(info.get("kind", ""))
     key = (module, name, kind)
-    cls = _REBUILT.get(key)
+    cls: Any = _REBUILT.get(key)
     if cls is None:
         bases: tuple[type, ...] = (RemoteError,)
         builtin = getattr(__import__("builtins"), name, None) if module == "builtins" else None
@@ -183,7 +183,7 @@ def rebuild_exception(info: dict[str, Any]) -> BaseException:
             cls = type(name.split(".")[-1], (RemoteError,) + ((InfrastructureError,) if kind == "infrastructure"
                                                               else ()), {"remote_type": name})
         _REBUILT[key] = cls
-    error = cls.__new__(cls)
+    error: BaseException = cls.__new__(cls)  # not cls(...): a builtin base may want other arguments
     Exception.__init__(error, str(info.get("message", "")))
     return error
 
