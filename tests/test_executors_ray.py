@@ -279,7 +279,7 @@ def test_a_run_that_never_returns_costs_its_example_and_no_healthy_one():
     """
     from executor_scenarios import MisbehavingTarget, pid_feedback
 
-    executor = RayExecutor(2, eval_timeout=2.0, retries=0)
+    executor = RayExecutor(2, eval_timeout=5.0, retries=0)  # generous: a loaded CI machine starts actors slowly
     target = MisbehavingTarget()
     try:
         results = evaluate(executor, target,
