@@ -28,6 +28,7 @@ are counted (``opaque_requests``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from opto_core.gateway.parameters import PromptRule, SettingRule
@@ -51,16 +52,28 @@ class UpstreamError(RuntimeError):
     """The model endpoint failed a call (an HTTP error status, or no answer at all)."""
 
 
+@dataclass
+class ValueStep:
+    """A value a run produced outside any model call (a retriever's documents, a tool run no later call
+    shows): its text, the text it consumed (its data edges come from the earlier values found there)."""
+
+    source: str
+    text: str
+    consumed: str
+    started: float
+
+
 def graph_of_run(run: Run, parameters: Any, *, output: Any = None, error: BaseException | None = None,
-                 meta: dict[str, Any] | None = None, prices: Any = None) -> Graph:
+                 steps: list[Any] | None = None, meta: dict[str, Any] | None = None, prices: Any = None) -> Graph:
     """The OPTO graph of one recorded run; ``parameters`` is the gateway's `TrafficParameters`.
 
     ``output`` is what the program returned or printed: when it is not its last answer verbatim it
     becomes the graph's output, composed from the answers whose text it contains (else from the last
-    answer). ``error`` is how the program failed, if it did (the graph's exception output).
+    answer). ``error`` is how the program failed, if it did (the graph's exception output). ``steps``
+    interleaves `ValueStep`s with the run's exchanges (in time order; default: the exchanges alone).
     """
     traffic = _TrafficLog(run, parameters, prices)
-    log, notes = traffic.build()
+    log, notes = traffic.build(steps if steps is not None else run.exchanges)
     if output is not None:
         traffic.add_output(output)
     if error is not None:
@@ -88,11 +101,17 @@ class _TrafficLog:
         self.cost = 0.0
         self.priced = True
 
-    def build(self) -> tuple[ConversationLog, dict[str, Any]]:
-        exchanges = self.run.exchanges
+    def build(self, steps: list[Any]) -> tuple[ConversationLog, dict[str, Any]]:
+        exchanges = [step for step in steps if isinstance(step, Exchange)]
         failures: list[dict[str, Any]] = []
         opaque = 0
-        for position, exchange in enumerate(exchanges):
+        position = -1
+        for step in steps:
+            if isinstance(step, ValueStep):
+                self.add_value(step)
+                continue
+            exchange = step
+            position += 1
             if exchange.outcome == OPAQUE:
                 opaque += 1
                 continue
@@ -129,6 +148,13 @@ class _TrafficLog:
         self.log.add_message(MessageRecord("program:output", "program", KIND_MESSAGE, "output", text,
                                            derived_from=sources))
         self.log.output_message_id = "program:output"
+
+    def add_value(self, step: ValueStep) -> None:
+        message_id = f"value:{len(self.log.messages)}"
+        sources = tuple(match.node for match in self.texts.find_all(step.consumed)) if step.consumed else ()
+        self.log.add_message(MessageRecord(message_id, step.source, KIND_MESSAGE, "value", step.text,
+                                           derived_from=sources, created=step.started))
+        self.texts.register(step.text, message_id)
 
     # ----- one exchange ---------------------------------------------------------------------------------
     def add(self, exchange: Exchange, request: WireRequest) -> None:

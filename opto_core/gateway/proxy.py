@@ -102,7 +102,7 @@ class Gateway:
         """Serve in a background thread; returns once the port is listening."""
         if self._thread is not None:
             return self
-        self._socket = self._bind()
+        self.bind()
         ready = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._serve(ready)), name="opto-gateway",
                                         daemon=True)
@@ -113,7 +113,7 @@ class Gateway:
 
     def serve_forever(self) -> None:
         """Serve in this thread until Ctrl-C (``opto gateway``)."""
-        self._socket = self._bind()
+        self.bind()
         try:
             asyncio.run(self._serve(threading.Event()))
         finally:
@@ -127,6 +127,9 @@ class Gateway:
             self._thread.join(30)
             self._thread = None
         self._server = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         self.recorder.close_lapsed(all_windows=True)
 
     def __enter__(self) -> "Gateway":
@@ -134,6 +137,11 @@ class Gateway:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    def bind(self) -> None:
+        """Open the listening socket now (``port`` is then known, even when it was 0)."""
+        if self._socket is None:
+            self._socket = self._bind()
 
     def _bind(self) -> socket.socket:
         if self.host not in ("127.0.0.1", "localhost", "::1"):
