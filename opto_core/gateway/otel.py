@@ -447,33 +447,33 @@ def _indexed(attributes: Mapping[str, Any], prefix: str, build: Callable[[dict[s
     return [build(groups[index]) for index in sorted(groups)]
 
 
+#: Where a flattened message keeps its parts: OpenInference (``llm.input_messages.<i>.message.role``,
+#: ``...message.tool_calls.<j>.tool_call.function.name``) and the older GenAI (``gen_ai.prompt.<i>.role``).
+_OPENINFERENCE_KEYS = {"role": "message.role", "content": "message.content", "calls": "message.tool_calls.",
+                       "id": "tool_call.id", "name": "tool_call.function.name",
+                       "arguments": "tool_call.function.arguments", "answers": "message.tool_call_id"}
+_GENAI_KEYS = {"role": "role", "content": "content", "calls": "tool_calls.", "id": "id", "name": "name",
+               "arguments": "arguments", "answers": "tool_call_id"}
+
+
 def _openinference_message(fields: dict[str, Any]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": fields.get("message.role", "user")}
-    content = fields.get("message.content")
-    if content is None:  # multimodal: message.contents.<j>.message_content.text
+    message = _flat_message(fields, _OPENINFERENCE_KEYS)
+    if message["content"] is None:  # multimodal: message.contents.<j>.message_content.text
         parts = [v for k, v in sorted(fields.items()) if k.startswith("message.contents.") and k.endswith(".text")]
-        content = "\n".join(str(p) for p in parts) if parts else None
-    message["content"] = content
-    calls = _indexed({k[len("message."):]: v for k, v in fields.items() if k.startswith("message.tool_calls.")},
-                     "tool_calls.", lambda f: {"id": f.get("tool_call.id", ""), "type": "function",
-                                               "function": {"name": f.get("tool_call.function.name", ""),
-                                                            "arguments": f.get("tool_call.function.arguments", "")}})
-    if calls:
-        message["tool_calls"] = calls
-    if fields.get("message.tool_call_id"):
-        message["tool_call_id"] = fields["message.tool_call_id"]
+        message["content"] = "\n".join(str(p) for p in parts) if parts else None
     return message
 
 
-def _flat_message(fields: dict[str, Any]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": fields.get("role", "user"), "content": fields.get("content")}
-    calls = _indexed(fields, "tool_calls.", lambda f: {"id": f.get("id", ""), "type": "function",
-                                                        "function": {"name": f.get("name", ""),
-                                                                     "arguments": f.get("arguments", "")}})
+def _flat_message(fields: dict[str, Any], keys: Mapping[str, str] = _GENAI_KEYS) -> dict[str, Any]:
+    """One message from its flattened attributes (``keys``: where each part is, see `_OPENINFERENCE_KEYS`)."""
+    message: dict[str, Any] = {"role": fields.get(keys["role"], "user"), "content": fields.get(keys["content"])}
+    calls = _indexed(fields, keys["calls"], lambda f: {"id": f.get(keys["id"], ""), "type": "function",
+                                                        "function": {"name": f.get(keys["name"], ""),
+                                                                     "arguments": f.get(keys["arguments"], "")}})
     if calls:
         message["tool_calls"] = calls
-    if fields.get("tool_call_id"):
-        message["tool_call_id"] = fields["tool_call_id"]
+    if fields.get(keys["answers"]):
+        message["tool_call_id"] = fields[keys["answers"]]
     return message
 
 

@@ -26,6 +26,7 @@ runs, each becoming a text parameter named after its agent (``agent_1.system``, 
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -34,6 +35,9 @@ from opto_core.gateway.wire import (SYSTEM_ROLES, WireRequest, set_text, set_too
                                     setting_key)
 from opto_core.kernel.binding import BoundParameters
 from opto_core.kernel.parameters import Parameter
+
+_log = logging.getLogger("opto.gateway")
+_SAID: list[bool] = []  # the missing-templates warning, given once
 
 #: Roles a prompt rule may cover.
 PROMPT_ROLES = ("system", "user", "assistant")
@@ -316,11 +320,17 @@ class TrafficParameters:
 
     # ----- finding parameters in traffic ---------------------------------------------------------------
     def propose(self, runs: Iterable[Any], *, min_runs: int = 2, settings: Iterable[str] = (),
-                tools: Iterable[str] = (), models: list[str] | None = None) -> list[Parameter]:
+                tools: Iterable[str] = (), models: list[str] | None = None,
+                user_templates: bool = True, inputs: Mapping[str, Any] | None = None) -> list[Parameter]:
         """Parameters found in recorded runs, added to these and returned.
 
         - every system prompt (or ``instructions``) that appears in at least ``min_runs`` runs (all of
           them when fewer were recorded) and no rule owns yet: a text parameter ``agent_<k>.system``;
+        - with ``user_templates``, user messages the program composed from values it had (an earlier
+          answer or tool result of the run, a field of the run's example in ``inputs``: run id ->
+          example), in ``min_runs`` runs: a template parameter ``agent_<k>.user_<j>`` such as
+          ``Summarize this draft:\n{agent_1_answer}`` or ``Topic: {topic}``, whose constant text the
+          optimizer may rewrite (keeping the placeholders);
         - each setting named in ``settings`` (and ``model`` when ``models`` lists the choices),
           starting at the value the program sends most often. When the calls belong to several agents
           (several system prompts), each agent gets its own (``agent_1.temperature``); an agent that
@@ -332,6 +342,8 @@ class TrafficParameters:
         requests = [(run, exchange, exchange.parsed()) for run in runs for exchange in run.exchanges]
         requests = [(run, exchange, request) for run, exchange, request in requests if request is not None]
         added = self._propose_prompts(requests, needed)
+        if user_templates:
+            added += self._propose_user_templates(requests, needed, inputs or {})
         keys = list(settings) + (["model"] if models else [])
         observed: dict[str, dict[str | None, Counter[Any]]] = {key: {} for key in keys}
         descriptions: dict[str, str] = {}
@@ -383,6 +395,51 @@ class TrafficParameters:
                 added.append(self.prompt(f"{agent}.system", text, agent=agent))
         return added
 
+    def _propose_user_templates(self, requests: list[tuple[Any, Any, WireRequest]], needed: int,
+                                inputs: Mapping[str, Any]) -> list[Parameter]:
+        """User messages the program composed from known values: an earlier answer of the run (or a tool
+        result), or a field of the run's example (``inputs``: run id -> example). The rest of such a
+        message is constant text the program wrote, a prompt: ``Summarize this draft:\\n{agent_1_answer}``.
+        A template found in ``needed`` runs becomes a parameter."""
+        try:
+            import opto_core.kernel.templates  # noqa: F401
+        except ImportError:  # the template model lands with the core's provenance work (issue 19)
+            if not _SAID:
+                _SAID.append(True)
+                _log.warning("opto gateway: user-message templates are not proposed: opto_core.kernel.templates "
+                             "is not installed in this version")
+            return []
+        found: dict[tuple[str, str], set[str]] = {}  # (agent, template) -> run ids
+        order: list[tuple[str, str]] = []
+        known: dict[str, list[tuple[str, str]]] = {}  # run id -> [(placeholder, text)]
+        for run, exchange, request in requests:
+            values = known.setdefault(run.id, _example_values(inputs.get(run.id)))
+            plan = self.match(request.api, exchange.request, request)
+            taken = {p for positions in plan.positions.values() for p in positions}
+            for position, message in enumerate(request.messages):
+                if message.role == "tool" and len(message.content.strip()) >= MIN_VALUE:
+                    _remember(values, "tool_result", message.content)
+                if message.role != "user" or not message.rewritable or position in taken or plan.agent is None:
+                    continue
+                template = _template_of(message.content, values)
+                if template is not None:
+                    key = (plan.agent, template)
+                    if key not in found:
+                        order.append(key)
+                    found.setdefault(key, set()).add(run.id)
+            answer = exchange.wire_answer()
+            if answer is not None and answer.text and len(answer.text.strip()) >= MIN_VALUE:
+                _remember(values, f"{plan.agent or 'model'}_answer", answer.text)
+        added = []
+        owned = {(rule.role, rule.original) for rule in self.prompts}
+        for agent, template in order:
+            if len(found[(agent, template)]) >= needed and ("user", template) not in owned:
+                k = 1 + sum(1 for rule in self.prompts if rule.agent == agent and rule.role == "user")
+                added.append(self.prompt(f"{agent}.user_{k}", template=template, role="user", style="format",
+                                         agent=agent))
+                owned.add(("user", template))
+        return added
+
     def _next_agent(self) -> str:
         taken = {rule.agent for rule in self.prompts}
         k = 1
@@ -431,6 +488,56 @@ class TrafficParameters:
         raise ValueError(f"values file: parameter {name!r} has an unknown gateway rule {spec!r}")
 
 
+#: A proposed user template needs this many constant characters besides its placeholders, and a value
+#: this many characters to be looked for (shorter ones coincide too often).
+MIN_SKELETON = 8
+MIN_VALUE = 4
+
+
+def _example_values(example: Any) -> list[tuple[str, str]]:
+    """(placeholder, text) of an example's text fields (a plain string example is ``input``)."""
+    if isinstance(example, str):
+        return [("input", example)] if len(example.strip()) >= MIN_VALUE else []
+    if isinstance(example, Mapping):
+        return [(str(k), str(v)) for k, v in example.items() if isinstance(v, (str, int, float))
+                and not isinstance(v, bool) and str(k).isidentifier() and len(str(v).strip()) >= MIN_VALUE]
+    return []
+
+
+def _remember(values: list[tuple[str, str]], name: str, text: str) -> None:
+    if any(known == text for _, known in values):
+        return
+    taken = {placeholder for placeholder, _ in values}
+    unique, k = name, 2
+    while unique in taken:
+        unique, k = f"{name}_{k}", k + 1
+    values.append((unique, text))
+
+
+def _template_of(text: str, values: list[tuple[str, str]]) -> str | None:
+    """``text`` with every known value in it replaced by its ``{placeholder}`` (format style, other braces
+    doubled), or None when no value is in it or too little constant text is left."""
+    spans: list[tuple[int, int, str]] = []
+    for name, value in sorted(values, key=lambda item: -len(item[1])):
+        start = text.find(value)
+        while start >= 0:
+            end = start + len(value)
+            if all(end <= a or start >= b for a, b, _ in spans):
+                spans.append((start, end, name))
+            start = text.find(value, end)
+    if not spans:
+        return None
+    spans.sort()
+    parts, position = [], 0
+    for start, end, name in spans:
+        parts.append(text[position:start].replace("{", "{{").replace("}", "}}"))
+        parts.append("{" + name + "}")
+        position = end
+    parts.append(text[position:].replace("{", "{{").replace("}", "}}"))
+    constant = len(text) - sum(end - start for start, end, _ in spans)
+    return "".join(parts) if constant >= MIN_SKELETON else None
+
+
 def _setting_of(request: WireRequest, key: str) -> Any:
     """The value a request sends for a setting (``max_tokens`` under any of its wire names)."""
     if key == "max_tokens":
@@ -452,7 +559,9 @@ def _initial(spec: Mapping[str, Any]) -> Any:
 
 
 def _checked(check: Any, original: str, new: str) -> str:
-    check(original, new)
+    problems = check(original, new)
+    if problems:
+        raise ValueError("; ".join(problems))
     return new
 
 

@@ -31,6 +31,7 @@ A run whose program failed after the upstream failed is an infrastructure failur
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import threading
@@ -44,6 +45,8 @@ from opto_core.engine.target import BoundTarget
 from opto_core.gateway.graphs import graph_of_run
 from opto_core.gateway.proxy import DUMMY_KEY, Gateway
 from opto_core.kernel.graph import Graph
+
+log = logging.getLogger("opto.gateway")
 
 #: How much of a failed program's stderr its error keeps.
 STDERR_TAIL = 2000
@@ -120,14 +123,22 @@ class GatewayTarget(BoundTarget):
         Returns the new parameters. A system prompt must appear in ``min_runs`` of these runs (default:
         the target's ``min_runs``, at most the number of examples) to become a parameter.
         """
-        run_ids = []
+        inputs, errors = {}, []
         for example in examples:
             run_id = self._new_run_id()
-            self._execute(example, run_id)
-            run_ids.append(run_id)
-        runs = [self.gateway.run(run_id) for run_id in run_ids]
+            _, error = self._execute(example, run_id)
+            if error is not None:
+                errors.append(f"{type(error).__name__}: {error}")
+            inputs[run_id] = self._inputs(example)
+        runs = [self.gateway.run(run_id) for run_id in inputs]
+        if errors:
+            log.warning("GatewayTarget.discover: %d of %d runs failed (%s)", len(errors), len(runs), errors[0][:500])
+        if not any(run.exchanges for run in runs):
+            log.warning("GatewayTarget.discover: the program sent no model request through the gateway; its client "
+                        "must read OPENAI_BASE_URL when it is created (create it inside the function, or pass "
+                        "base_url=target.base_url) and call chat/completions or responses")
         return self.gateway.parameters.propose(runs, min_runs=min_runs or self.min_runs, settings=self.settings,
-                                               tools=self.tools, models=self.models)
+                                               tools=self.tools, models=self.models, inputs=inputs)
 
     # ----- the target protocol -------------------------------------------------------------------------
     @property

@@ -103,21 +103,18 @@ class ScriptedServer:
     # ----- answering ----------------------------------------------------------------------------
     def answer(self, body: dict[str, Any], path: str = "/v1/chat/completions") -> tuple[int, dict[str, Any]]:
         """The status and JSON answer to one request, in the format of its endpoint (not streamed)."""
-        status, reply, index = self._next(body, path)
-        if status != 200:
-            return status, reply
-        if path.endswith("/responses"):
-            return 200, _responses_body(body, reply, index, self.model)
-        return 200, _chat_body(body, reply, index, self.model)
+        return self._respond(body, path, _responses_body, _chat_body)
 
     def stream(self, body: dict[str, Any], path: str) -> tuple[int, Any]:
         """The status and, on success, the server-sent events of one streamed answer (a list of bytes)."""
+        return self._respond(body, path, _responses_events, _chat_events)
+
+    def _respond(self, body: dict[str, Any], path: str, responses: Callable[..., Any], chat: Callable[..., Any]) \
+            -> tuple[int, Any]:
         status, reply, index = self._next(body, path)
         if status != 200:
             return status, reply
-        if path.endswith("/responses"):
-            return 200, _responses_events(body, reply, index, self.model)
-        return 200, _chat_events(body, reply, index, self.model)
+        return 200, (responses if path.endswith("/responses") else chat)(body, reply, index, self.model)
 
     def _next(self, body: dict[str, Any], path: str) -> tuple[int, Any, int]:
         """Record the request and pick its scripted reply: (200, reply, index) or (status, error body, index)."""
