@@ -742,9 +742,7 @@ def _raw_value(value: Any) -> dict[str, Any]:
 
 
 def _document(spans: list[dict[str, Any]], service_name: str, scope: str) -> dict[str, Any]:
-    from opto_core import __version__
-
     return {"resourceSpans": [{
         "resource": {"attributes": _raw_attributes({"service.name": service_name})},
-        "scopeSpans": [{"scope": {"name": scope, "version": __version__}, "spans": spans}],
+        "scopeSpans": [{"scope": {"name": scope}, "spans": spans}],
     }]}

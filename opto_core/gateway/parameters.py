@@ -53,6 +53,17 @@ API_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "presence_penalty": 0.0, "freq
 META_KEY = "gateway"
 
 
+def templates() -> Any:
+    """The core's template model (`opto_core.kernel.templates`: parse, match, render, check_placeholders).
+
+    Imported by name while it lands (issue 19 builds it beside this layer); a prompt declared as a
+    template needs it, plain texts do not.
+    """
+    import importlib
+
+    return importlib.import_module("opto_core.kernel.templates")
+
+
 def _role_of(wire_role: str) -> str:
     return "system" if wire_role in SYSTEM_ROLES else wire_role
 
@@ -77,9 +88,7 @@ class PromptRule:
     def compiled(self) -> Any:
         """The original as a `Template` (templates only; parsed once)."""
         if self._parsed is None:
-            from opto_core.kernel.templates import Template
-
-            self._parsed = Template.parse(self.original, style=self.style)
+            self._parsed = templates().Template.parse(self.original, style=self.style)
         return self._parsed
 
     def rewrite(self, text: str) -> str | None:
@@ -90,9 +99,7 @@ class PromptRule:
         match = self.compiled().match(text)
         if match is None:
             return None
-        from opto_core.kernel.templates import Template
-
-        return Template.parse(current, style=self.style).render(match.values)
+        return templates().Template.parse(current, style=self.style).render(match.values)
 
     def spec(self) -> dict[str, Any]:
         spec = {"kind": "prompt", "role": self.role, "original": self.original, "agent": self.agent}
@@ -177,9 +184,7 @@ class TrafficParameters:
         assert original is not None
         checks = []
         if template is not None:
-            from opto_core.kernel.templates import check_placeholders
-
-            checks.append(lambda new, _original=template: _checked(check_placeholders, _original, new))
+            checks.append(lambda new, _original=template: _checked(templates().check_placeholders, _original, new))
         what = "template" if template is not None else "text"
         parameter = Parameter(name, "text", original, trainable=trainable, checks=checks,
                               description=description or f"the {role} message {what} sent by the program",
@@ -402,7 +407,7 @@ class TrafficParameters:
         message is constant text the program wrote, a prompt: ``Summarize this draft:\\n{agent_1_answer}``.
         A template found in ``needed`` runs becomes a parameter."""
         try:
-            import opto_core.kernel.templates  # noqa: F401
+            templates()
         except ImportError:  # the template model lands with the core's provenance work (issue 19)
             if not _SAID:
                 _SAID.append(True)
