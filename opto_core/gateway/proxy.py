@@ -282,6 +282,7 @@ class Gateway:
         client = f"{request.client.host}" if request.client else ""
         run = self.recorder.run_for(explicit, client)
         exchange = Exchange(next(_EXCHANGE_IDS), run.id, api, path, time.time())
+        self.recorder.started(exchange)
         try:
             body = json.loads(content)
             wire = parse_request(api, body)
@@ -291,10 +292,18 @@ class Gateway:
                            "untouched and recorded as opaque (said once; later ones are counted in the runs)",
                            path, exchange.error)
             return await self._forward(request.method, url, headers, content, exchange)
-        rewrite = self.parameters.rewrite(api, body, wire)
-        exchange.applied, exchange.agent, exchange.positions = rewrite.applied, rewrite.agent, rewrite.positions
-        if rewrite.changed:
-            content = json.dumps(body, ensure_ascii=False).encode()
+        original = content
+        try:
+            rewrite = self.parameters.rewrite(api, body, wire)
+        except Exception as exc:  # a rule that cannot apply must never break the program's request
+            self.warn_once(f"rewrite:{type(exc).__name__}", "opto gateway: the values could not be applied to a "
+                           "request to %s (%s: %s); it was forwarded as the program sent it", path,
+                           type(exc).__name__, exc)
+            body = json.loads(original)
+        else:
+            exchange.applied, exchange.agent, exchange.positions = rewrite.applied, rewrite.agent, rewrite.positions
+            if rewrite.changed:
+                content = json.dumps(body, ensure_ascii=False).encode()
         exchange.request, exchange.stream = body, wire.stream
         return await self._forward(request.method, url, headers, content, exchange)
 

@@ -28,7 +28,7 @@ import json
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -124,6 +124,8 @@ class Recorder:
         self._windows: dict[str, Run] = {}  # client address -> its open window run
         self._opened: list[str] = []  # runs opened by a caller (rule 3)
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._in_flight: Counter[str] = Counter()  # run id -> exchanges started, not yet recorded
 
     # ----- which run ---------------------------------------------------------------------------------
     def run_for(self, explicit: str | None, client: str) -> Run:
@@ -197,12 +199,28 @@ class Recorder:
                 self.on_close(run)
 
     # ----- recording ---------------------------------------------------------------------------------
+    def started(self, exchange: Exchange) -> None:
+        """An exchange is under way: `settle` waits for it to be recorded."""
+        with self._lock:
+            self._in_flight[exchange.run] += 1
+
+    def settle(self, run_id: str, timeout: float = 10.0) -> bool:
+        """Wait until every exchange of a run that started is recorded (a streamed answer is recorded when
+        its stream ends, which a client that stops at ``[DONE]`` may not wait for). False on timeout."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self._in_flight[run_id] <= 0, timeout)
+
     def add(self, exchange: Exchange) -> None:
         """Record a finished exchange in its run (and on disk)."""
         with self._lock:
             run = self._runs.get(exchange.run)
             if run is not None:
                 run.exchanges.append(exchange)
+            if self._in_flight[exchange.run] > 0:
+                self._in_flight[exchange.run] -= 1
+            if self._in_flight[exchange.run] <= 0:
+                self._in_flight.pop(exchange.run, None)
+                self._settled.notify_all()
         if self.record_dir is not None:
             line = json.dumps(exchange.to_dict(), ensure_ascii=False, default=str)
             with (self.record_dir / f"{exchange.run}.jsonl").open("a", encoding="utf-8") as handle:

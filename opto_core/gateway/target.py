@@ -198,6 +198,9 @@ class GatewayTarget(BoundTarget):
         except Exception as exc:  # the program's failure is the run's result, not a crash of the loop
             return None, exc
         finally:
+            if not self.gateway.recorder.settle(run_id):
+                log.warning("GatewayTarget: run %s still had a model call in flight after the program ended; "
+                            "its graph leaves it out", run_id)
             self.gateway.recorder.close(run_id)
 
     def _subprocess(self, inputs: Any, run_id: str) -> Any:

@@ -178,3 +178,38 @@ def test_without_a_key_the_programs_own_authorization_is_passed_on(upstream):
 def test_an_upstream_that_is_not_a_url_is_refused(upstream_url):
     with pytest.raises(ValueError, match="base URL"):
         Gateway(upstream_url)
+
+
+def test_settle_waits_for_exchanges_in_flight():
+    from opto_core.gateway.recording import Exchange
+
+    recorder = Recorder()
+    recorder.open("r")
+    exchange = Exchange(1, "r", "chat", "/v1/chat/completions", 0.0)
+    recorder.started(exchange)
+    assert recorder.settle("r", timeout=0.01) is False
+    threading.Timer(0.05, recorder.add, [exchange]).start()
+    assert recorder.settle("r", timeout=10) is True
+    assert recorder.get("r").exchanges == [exchange]
+
+
+def test_values_that_cannot_be_applied_never_break_the_request(upstream, caplog):
+    from opto_core.gateway.parameters import TrafficParameters
+
+    class Broken(TrafficParameters):
+        def rewrite(self, api, body, request):
+            body["messages"] = "half-written"
+            raise RuntimeError("a rule failed")
+
+    upstream.script("fine", "fine")
+    proxy = Gateway(upstream.base_url, parameters=Broken()).start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="opto.gateway"):
+            for _ in range(2):
+                answer = openai.OpenAI(base_url=proxy.base_url, api_key="k").chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "hi"}])
+                assert answer.choices[0].message.content == "fine"
+    finally:
+        proxy.stop()
+    assert [body["messages"] for body in upstream.requests] == [[{"role": "user", "content": "hi"}]] * 2
+    assert len([r for r in caplog.records if "could not be applied" in r.getMessage()]) == 1
