@@ -213,6 +213,7 @@ class Gateway:
         try:
             yield run_id
         finally:
+            self.recorder.settle(run_id)  # a stream the client stopped reading at [DONE] is recorded first
             self.recorder.close(run_id)
 
     @property
@@ -229,6 +230,8 @@ class Gateway:
     def graph(self, run_id: str, **meta: Any) -> Graph:
         """The OPTO graph of one recorded run (`opto_core.gateway.graphs.graph_of_run`)."""
         from opto_core.gateway.graphs import graph_of_run
+
+        self.recorder.settle(run_id)
 
         return graph_of_run(self.run(run_id), self.parameters, meta=meta)
 
