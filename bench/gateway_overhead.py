@@ -20,7 +20,6 @@ is printed too, which other processes disturb far less.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess

@@ -34,10 +34,23 @@ from typing import Any
 from opto_core.gateway.parameters import PromptRule, SettingRule
 from opto_core.gateway.recording import INFRASTRUCTURE, OPAQUE, Exchange, Run
 from opto_core.gateway.wire import WireRequest
-from opto_core.kernel.conversation import (KIND_HANDOFF, KIND_MESSAGE, KIND_TOOL_REQUEST, KIND_TOOL_RESULTS,
-                                           ROLE_PROMPT, ROLE_SETTING, ROLE_SYSTEM, ROLE_TOOL_DESCRIPTION,
-                                           ConversationLog, MessageRecord, PromptItem, ToolRunRecord, Turn,
-                                           build_graph, text_of)
+from opto_core.kernel.conversation import (
+    KIND_HANDOFF,
+    KIND_MESSAGE,
+    KIND_TOOL_REQUEST,
+    KIND_TOOL_RESULTS,
+    ROLE_PROMPT,
+    ROLE_SETTING,
+    ROLE_SYSTEM,
+    ROLE_TOOL_DESCRIPTION,
+    ConversationLog,
+    MessageRecord,
+    PromptItem,
+    ToolRunRecord,
+    Turn,
+    build_graph,
+    text_of,
+)
 from opto_core.kernel.graph import Graph
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.provenance import ProvenanceIndex
@@ -167,7 +180,7 @@ class _TrafficLog:
         turn = self.turn_of(agent, request)
         self.add_inputs(request)
         answer = exchange.wire_answer()
-        usage = dict(answer.usage) if answer is not None else {}
+        usage: dict[str, Any] = dict(answer.usage) if answer is not None else {}
         cost = self.cost_of(request.model, usage)
         if cost is not None:
             usage["cost_usd"] = cost

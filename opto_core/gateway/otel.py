@@ -186,10 +186,17 @@ def _otlp_spans(document: Mapping[str, Any]) -> Iterable[Span]:
                            int(raw.get("startTimeUnixNano") or raw.get("start_time_unix_nano") or 0),
                            int(raw.get("endTimeUnixNano") or raw.get("end_time_unix_nano") or 0),
                            _attributes(raw.get("attributes")),
-                           {"STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}.get(code, code) if isinstance(code, str) else int(code),
+                           _status_code(code),
                            str(status.get("message") or ""),
                            [(str(e.get("name") or ""), _attributes(e.get("attributes"))) for e in raw.get("events") or []
                             if isinstance(e, Mapping)])
+
+
+def _status_code(code: Any) -> int:
+    """OTLP status codes: 0 unset, 1 ok, 2 error (written as numbers, or as enum names by some exporters)."""
+    if isinstance(code, str) and not code.isdigit():
+        return {"STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}.get(code, 0)
+    return int(code or 0)
 
 
 def _hex_id(value: Any) -> str:
@@ -307,7 +314,7 @@ def load_spans(source: Any, *, feedback_attribute: str | Iterable[str] | None = 
     return traces
 
 
-def _trace_run(trace: SpanTrace, traces: Traces) -> tuple[Run, list[Any], Any]:
+def _trace_run(trace: SpanTrace, traces: Traces) -> tuple[Run, list[Exchange | ValueStep], Any]:
     """A trace as a run of exchanges (its LLM spans), the value steps of its other spans, and its output."""
     run = Run(f"trace-{trace.trace_id[:16]}", trace.spans[0].start / 1e9, closed=True)
     tools: list[Span] = []
@@ -345,7 +352,7 @@ def _trace_run(trace: SpanTrace, traces: Traces) -> tuple[Run, list[Any], Any]:
             values.append(ValueStep(f"tool.{name}", _text(result), _text(arguments), span.start / 1e9))
     root = trace.root
     output = root.attributes.get("output.value") if root.kind in (CHAIN, AGENT) else None
-    steps = sorted([*run.exchanges, *values], key=lambda step: step.started)
+    steps: list[Exchange | ValueStep] = sorted([*run.exchanges, *values], key=lambda step: step.started)
     return run, steps, _text(output) if output is not None else None
 
 

@@ -26,13 +26,13 @@ runs, each becoming a text parameter named after its agent (``agent_1.system``, 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from opto_core.gateway.wire import (SYSTEM_ROLES, WireRequest, set_text, set_tool_description,
-                                    setting_key)
+from opto_core.gateway.wire import SYSTEM_ROLES, WireRequest, set_text, set_tool_description, setting_key
 from opto_core.kernel.binding import BoundParameters
 from opto_core.kernel.parameters import Parameter
 
@@ -102,7 +102,7 @@ class PromptRule:
         return templates().Template.parse(current, style=self.style).render(match.values)
 
     def spec(self) -> dict[str, Any]:
-        spec = {"kind": "prompt", "role": self.role, "original": self.original, "agent": self.agent}
+        spec: dict[str, Any] = {"kind": "prompt", "role": self.role, "original": self.original, "agent": self.agent}
         if self.template:
             spec.update(template=True, style=self.style)
         return spec
@@ -182,9 +182,9 @@ class TrafficParameters:
             raise ValueError(f"prompt {name!r}: role must be one of {PROMPT_ROLES}, got {role!r}")
         original = text if text is not None else template
         assert original is not None
-        checks = []
+        checks: list[Callable[[Any], Any]] = []
         if template is not None:
-            checks.append(lambda new, _original=template: _checked(templates().check_placeholders, _original, new))
+            checks.append(functools.partial(_checked, template))
         what = "template" if template is not None else "text"
         parameter = Parameter(name, "text", original, trainable=trainable, checks=checks,
                               description=description or f"the {role} message {what} sent by the program",
@@ -261,8 +261,8 @@ class TrafficParameters:
                 if body.get(key) != setting.parameter.value:
                     body[key] = setting.parameter.value
                     result.changed = True
-        for rule in self.tools:
-            if rule.name in result.applied and set_tool_description(body, api, rule.tool, rule.parameter.value):
+        for tool in self.tools:
+            if tool.name in result.applied and set_tool_description(body, api, tool.tool, tool.parameter.value):
                 result.changed = True
         return result
 
@@ -290,17 +290,21 @@ class TrafficParameters:
         for setting in self.settings:
             if setting.agent is None or setting.agent == result.agent:
                 result.applied.append(setting.name)
-        offered = {tool["name"]: tool["description"] for tool in request.tools}
-        for rule in self.tools:
-            if rule.tool in offered:
-                result.applied.append(rule.name)
+        offered = {tool["name"] for tool in request.tools}
+        for described in self.tools:
+            if described.tool in offered:
+                result.applied.append(described.name)
         return result
 
+    def rules(self) -> list[PromptRule | SettingRule | ToolDescriptionRule]:
+        """Every rule: prompts, then settings, then tool descriptions."""
+        return [*self.prompts, *self.settings, *self.tools]
+
     def rule(self, name: str) -> PromptRule | SettingRule | ToolDescriptionRule:
-        for rule in (*self.prompts, *self.settings, *self.tools):
+        for rule in self.rules():
             if rule.name == name:
                 return rule
-        raise KeyError(f"no gateway rule {name!r}; rules: {[r.name for r in (*self.prompts, *self.settings, *self.tools)]}")
+        raise KeyError(f"no gateway rule {name!r}; rules: {[r.name for r in self.rules()]}")
 
     def _match_any(self, role: str, text: str) -> tuple[PromptRule | None, str | None]:
         for rule in self.prompts:
@@ -455,8 +459,7 @@ class TrafficParameters:
     # ----- values files --------------------------------------------------------------------------------
     def specs(self) -> dict[str, dict[str, Any]]:
         """Every rule by parameter name, as stored in a values file's ``meta["gateway"]``."""
-        rules = [*self.prompts, *self.settings, *self.tools]
-        return {rule.name: rule.spec() for rule in rules}
+        return {rule.name: rule.spec() for rule in self.rules()}
 
     def save_values(self, path: str, values: Mapping[str, Any] | None = None, **meta: Any) -> Any:
         """Write ``values`` (default: the current ones) as ``opto-values/1``, with the rules in ``meta``."""
@@ -563,8 +566,9 @@ def _initial(spec: Mapping[str, Any]) -> Any:
     return lower if lower is not None else (1 if spec.get("type") == "int" else 0.0)
 
 
-def _checked(check: Any, original: str, new: str) -> str:
-    problems = check(original, new)
+def _checked(original: str, new: str) -> str:
+    """A new template value, or a `ValueError` naming the placeholders it dropped or invented."""
+    problems = templates().check_placeholders(original, new)
     if problems:
         raise ValueError("; ".join(problems))
     return new

@@ -98,7 +98,7 @@ class Gateway:
         self._warn_lock = threading.Lock()
 
     # ----- lifecycle --------------------------------------------------------------------------------
-    def start(self) -> "Gateway":
+    def start(self) -> Gateway:
         """Serve in a background thread; returns once the port is listening."""
         if self._thread is not None:
             return self
@@ -132,7 +132,7 @@ class Gateway:
             self._socket = None
         self.recorder.close_lapsed(all_windows=True)
 
-    def __enter__(self) -> "Gateway":
+    def __enter__(self) -> Gateway:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -163,6 +163,7 @@ class Gateway:
         janitor = asyncio.ensure_future(self._close_lapsed_runs())
         watcher = asyncio.ensure_future(self._signal_ready(server, ready))
         try:
+            assert self._socket is not None, "bind() first"
             await server.serve(sockets=[self._socket])
         finally:
             janitor.cancel()

@@ -84,8 +84,8 @@ class Exchange:
         return scrub(asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Exchange":
-        known = {f for f in cls.__dataclass_fields__}
+    def from_dict(cls, data: dict[str, Any]) -> Exchange:
+        known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

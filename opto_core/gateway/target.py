@@ -171,7 +171,7 @@ class GatewayTarget(BoundTarget):
         if self._owns_gateway:
             self.gateway.stop()
 
-    def __enter__(self) -> "GatewayTarget":
+    def __enter__(self) -> GatewayTarget:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -209,7 +209,8 @@ class GatewayTarget(BoundTarget):
         env = {**os.environ, **self.env, "OPENAI_BASE_URL": self.gateway.run_url(run_id), "OPTO_RUN_ID": run_id}
         if self.gateway.holds_key:
             env["OPENAI_API_KEY"] = DUMMY_KEY
-        argv = self.command + [text] if self.example_via == "argv" else self.command
+        assert self.command is not None
+        argv = [*self.command, text] if self.example_via == "argv" else self.command
         try:
             done = subprocess.run(argv, input=text if self.example_via == "stdin" else "", capture_output=True,
                                   text=True, env=env, cwd=self.cwd, timeout=self.timeout)

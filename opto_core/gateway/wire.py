@@ -88,7 +88,7 @@ class WireAnswer:
                 "id": self.id}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "WireAnswer":
+    def from_dict(cls, data: dict[str, Any]) -> WireAnswer:
         return cls(data.get("text"), list(data.get("tool_calls") or []), dict(data.get("usage") or {}),
                    str(data.get("model") or ""), str(data.get("id") or ""))
 
@@ -176,7 +176,7 @@ def _text(content: Any) -> tuple[str, bool]:
     if isinstance(content, str):
         return content, True
     if isinstance(content, list):
-        texts = [part.get("text") for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+        texts = [str(part["text"]) for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
         return "\n".join(texts), len(texts) == 1 and len(content) == 1
     return json.dumps(content, ensure_ascii=False), False
 
@@ -187,8 +187,15 @@ def _call(call_id: Any, function: dict[str, Any]) -> dict[str, str]:
             "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}
 
 
+def _function_of(tool: dict[str, Any], api: str) -> dict[str, Any]:
+    """Where a tool's name and description live: ``tool["function"]`` in chat completions, the tool itself
+    in the Responses API."""
+    function = tool.get("function")
+    return function if api == CHAT and isinstance(function, dict) else tool
+
+
 def _tool(tool: dict[str, Any], api: str) -> dict[str, str]:
-    spec = tool.get("function") if api == CHAT and isinstance(tool.get("function"), dict) else tool
+    spec = _function_of(tool, api)
     return {"name": str(spec.get("name") or ""), "description": str(spec.get("description") or "")}
 
 
@@ -216,7 +223,7 @@ def set_tool_description(body: dict[str, Any], api: str, tool: str, description:
     for spec in body.get("tools") or []:
         if not isinstance(spec, dict):
             continue
-        target = spec.get("function") if api == CHAT and isinstance(spec.get("function"), dict) else spec
+        target = _function_of(spec, api)
         if target.get("name") == tool:
             target["description"] = description
             return True
@@ -277,8 +284,8 @@ def _responses_answer(body: dict[str, Any]) -> WireAnswer:
     usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
     tokens = {"prompt_tokens": int(usage.get("input_tokens") or 0),
               "completion_tokens": int(usage.get("output_tokens") or 0)} if usage else {}
-    text = "\n".join(texts) if texts else None
-    return WireAnswer(text, calls, tokens, str(body.get("model") or ""), str(body.get("id") or ""))
+    joined = "\n".join(texts) if texts else None
+    return WireAnswer(joined, calls, tokens, str(body.get("model") or ""), str(body.get("id") or ""))
 
 
 class StreamAssembler:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import openai
 import pytest
+from gateway_helpers import UPSTREAM_KEY, data_parents, one_step, reaches, system_of
 
 from opto_core import GatewayTarget
 from opto_core.gateway.graphs import graph_of_run
-
-from gateway_helpers import UPSTREAM_KEY, data_parents, one_step, reaches, system_of
 
 DRAFT_SYSTEM = "You write a first draft about the topic."
 SUMMARY_SYSTEM = "You summarize a draft in one sentence."
