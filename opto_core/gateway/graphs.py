@@ -13,8 +13,8 @@ all `opto_core.kernel.conversation` needs. Each exchange of a run becomes, in or
    the data flow between calls that a pipeline like ``summarize(draft(topic))`` has;
 3. the **model call**, with the parameters its request showed (the gateway's rules: system prompt,
    message templates, settings, tool descriptions), its usage and cost;
-4. its **answer**: a message, or a tool request (a handoff when every call is ``transfer_to_*``,
-   the OpenAI Agents SDK's handoff tools).
+4. its **answer**: a message, or a tool request (of type ``handoff`` when every call is
+   ``transfer_to_*``, the OpenAI Agents SDK's handoff tools).
 
 An agent is named by the system prompt rule that matched its calls (``triage.system`` -> ``triage``);
 calls whose system prompt no rule owns are ``model`` (no system prompt) or ``model_1``, ``model_2``...
@@ -35,7 +35,6 @@ from opto_core.gateway.parameters import PromptRule, SettingRule
 from opto_core.gateway.recording import INFRASTRUCTURE, OPAQUE, Exchange, Run
 from opto_core.gateway.wire import WireRequest
 from opto_core.kernel.conversation import (
-    KIND_HANDOFF,
     KIND_MESSAGE,
     KIND_TOOL_REQUEST,
     KIND_TOOL_RESULTS,
@@ -204,8 +203,9 @@ class _TrafficLog:
             for tool_call in answer.tool_calls:
                 self.requests[tool_call["id"]] = (agent, turn.index, tool_call["name"], tool_call["arguments"])
             self.pending[agent] = set(call_ids)
-            self.log.add_message(MessageRecord(message_id, agent, KIND_HANDOFF if handoff else KIND_TOOL_REQUEST,
-                                               "tool_calls", text_of(output), turn=turn.index, call_ids=call_ids,
+            # a handoff is a tool request too (its result, read from the next agent's request, is the tool run)
+            self.log.add_message(MessageRecord(message_id, agent, KIND_TOOL_REQUEST, "handoff" if handoff else "tool_calls",
+                                               text_of(output), turn=turn.index, call_ids=call_ids,
                                                created=exchange.started + exchange.seconds))
         else:
             self.pending.pop(agent, None)

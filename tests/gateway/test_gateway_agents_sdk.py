@@ -78,8 +78,8 @@ def test_agents_sdk_program_is_optimized_through_the_gateway(upstream, sdk_api):
         assert transfer.name == "agent_1.tool.transfer_to_poet" and "Poet" in transfer.value
         # data flow: the tool's result reaches the triage agent's second call, and the poet's call
         assert reaches(graph, tool.id, calls[1].id) and reaches(graph, tool.id, calls[2].id, ("data", "context"))
-        handoff = [n for n in graph.nodes if n.name == "agent_1.handoff"]
-        assert handoff and reaches(graph, calls[1].id, handoff[0].id)
+        (handoff,) = [n for n in graph.nodes if n.meta.get("type") == "handoff"]
+        assert reaches(graph, calls[1].id, handoff.id) and reaches(graph, handoff.id, transfer.id)
         assert "param:tool.get_weather.description" in data_parents(graph, calls[0].id)
         assert "param:agent_2.system" in data_parents(graph, calls[2].id)
 
