@@ -74,7 +74,10 @@ def optimize_offline(graphs: Sequence[Graph], feedback_fn: Callable[[Graph], Any
     if not instances:
         raise ValueError(f"optimize_offline: none of the {len(graphs)} graphs has feedback that reaches a trainable "
                          f"parameter ({skipped}); give feedback_fn, or feedback_attribute= to load_spans")
-    before = optimizer.current_values()
+    if parameters is not None:
+        before = parameters.bound.values()
+    else:  # graphs built elsewhere: the values the optimizer starts from
+        before = optimizer.current_values() if hasattr(optimizer, "current_values") else {}
     proposal = optimizer.step(instances)
     values = {**before, **proposal.accepted}
     changed = {name: value for name, value in proposal.accepted.items() if before.get(name) != value}
