@@ -105,7 +105,25 @@ def comparable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ----- targets that wait (for concurrency, timeouts and cancel) -------------------------------------------
-class WaitingTarget:
+class OneWordTarget:
+    """The write half of the target protocol for a workflow with one text parameter, ``word``."""
+
+    word: Parameter
+
+    def parameters(self):
+        return [self.word]
+
+    def apply(self, updates):
+        self.word.value = updates.get("word", self.word.value)
+
+    def snapshot(self):
+        return self.word.value
+
+    def restore(self, snapshot):
+        self.word.value = snapshot
+
+
+class WaitingTarget(OneWordTarget):
     """A plain-Python target whose runs wait ``delay`` seconds (async in ``arun``, a sleep in ``run``).
 
     It counts the runs in flight and records the thread of each, so tests can see how an executor
@@ -122,18 +140,6 @@ class WaitingTarget:
         self._lock = threading.Lock()
         if not async_runs:
             self.arun = None  # type: ignore[assignment]  # the executors look for a callable arun
-
-    def parameters(self):
-        return [self.word]
-
-    def apply(self, updates):
-        self.word.value = updates["word"]
-
-    def snapshot(self):
-        return self.word.value
-
-    def restore(self, snapshot):
-        self.word.value = snapshot
 
     def _enter(self) -> None:
         with self._lock:
@@ -248,7 +254,7 @@ def _in_event_loop() -> bool:
     return True
 
 
-class MisbehavingTarget:
+class MisbehavingTarget(OneWordTarget):
     """A plain-Python target whose examples choose what the run does to its process (see `misbehave`).
 
     ``arun`` does the same things synchronously inside a coroutine, the way a careless ``async def``
@@ -257,18 +263,6 @@ class MisbehavingTarget:
 
     def __init__(self) -> None:
         self.word = Parameter("word", "text", "hello")
-
-    def parameters(self):
-        return [self.word]
-
-    def apply(self, updates):
-        self.word.value = updates["word"]
-
-    def snapshot(self):
-        return self.word.value
-
-    def restore(self, snapshot):
-        self.word.value = snapshot
 
     def _traced(self, example):
         with capture() as run:

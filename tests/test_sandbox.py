@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from executor_scenarios import OneWordTarget
 
 from opto_core import Feedback, Parameter
 from opto_core.engine.executors.process import ProcessExecutor, WorkerLost
@@ -99,27 +100,15 @@ def attempt(probe: str, example: dict) -> object:
     return PROBES[probe](example)
 
 
-class ProbeTarget:
+class ProbeTarget(OneWordTarget):
     """A plain-Python target whose run tries what its example names (see ``PROBES``)."""
 
     def __init__(self):
-        self.label = Parameter("label", "text", "probe")
-
-    def parameters(self):
-        return [self.label]
-
-    def apply(self, updates):
-        self.label.value = updates.get("label", self.label.value)
-
-    def snapshot(self):
-        return self.label.value
-
-    def restore(self, snapshot):
-        self.label.value = snapshot
+        self.word = Parameter("word", "text", "probe")
 
     def run(self, example):
         with capture() as run:
-            run.graph.add_parameter(self.label)
+            run.graph.add_parameter(self.word)
             out = attempt(run.input("probe", example["probe"]), example)
             run.mark_output(out)
         return (out.copy() if isinstance(out, dict) else str(out)), run.graph
