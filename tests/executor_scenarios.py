@@ -241,6 +241,9 @@ def misbehave(example: dict[str, Any]) -> None:
         os._exit(example.get("code", 0))
     if do == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if do in ("kill_parent", "term_parent"):  # the process that started this one (a worker's template)
+        os.kill(os.getppid(), signal.SIGKILL if do == "kill_parent" else signal.SIGTERM)
+        time.sleep(2)
     if do == "mark":  # a side effect outside the run: a file in a directory the example names
         with open(os.path.join(example["dir"], f"marker-{example['x']}"), "w") as handle:
             handle.write(str(os.getpid()))

@@ -211,6 +211,44 @@ def test_a_write_around_the_optimizer_in_a_worker_fails_that_run_and_retires_the
         executor.close()
 
 
+def test_a_run_that_kills_the_worker_template_costs_only_its_own_example():
+    """All workers die with their template; the examples they held run again once, uncharged."""
+    executor = ProcessExecutor(2)
+    try:
+        results = run_batch(executor, [{"x": 1, "do": "pause", "seconds": 1.0}, {"x": 2, "do": "kill_parent"},
+                                       {"x": 3}, {"x": 4}])
+        assert [r.failed for r in results] == [False, True, False, False]
+        assert isinstance(results[1].output, WorkerLost)
+        assert healthy(run_batch(executor, [{"x": i} for i in range(4)]))
+        assert executor._template is not None and executor._template.alive()  # a new template
+    finally:
+        executor.close()
+
+
+def test_the_worker_template_ignores_catchable_signals_from_a_run():
+    executor = ProcessExecutor(1)
+    try:
+        assert healthy(run_batch(executor, [{"x": 1, "do": "term_parent"}, {"x": 2}]))
+        assert executor.replaced == 0
+    finally:
+        executor.close()
+
+
+def test_cancel_kills_the_workers_of_the_runs_in_flight():
+    executor = ProcessExecutor(2)
+    try:
+        run_batch(executor, [{"x": 1}, {"x": 2}])
+        before = executor.worker_pids()
+        timer = threading.Timer(0.5, executor.cancel)
+        timer.start()
+        results = run_batch(executor, [{"x": 1, "do": "sleep"}, {"x": 2, "do": "sleep"}, {"x": 3}])
+        assert [type(r.output).__name__ for r in results] == ["EvaluationCancelled"] * 3
+        _assert_gone(before)
+        assert healthy(run_batch(executor, [{"x": 4}]))
+    finally:
+        executor.close()
+
+
 def test_workers_die_with_a_driver_that_is_killed(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(textwrap.dedent(f"""

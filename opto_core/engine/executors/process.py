@@ -128,6 +128,7 @@ class WorkerTemplate:
         self.pid, self._sock = pid, ours
         self._sock.settimeout(30.0)
         self.exits: dict[int, int] = {}
+        self._ended = False
 
     def spawn(self) -> tuple[int, Connection]:
         """A new worker: its pid and the driver's end of its socket."""
@@ -147,9 +148,12 @@ class WorkerTemplate:
     def exit_status(self, pid: int, within: float = 0.5) -> int | None:
         """How worker ``pid`` ended (an exit code, or minus the signal), if the template reported it in time."""
         deadline = time.monotonic() + within
-        while pid not in self.exits:
+        while pid not in self.exits and not self._ended:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._sock], [], [], left)[0]:
+            try:
+                if left <= 0 or not select.select([self._sock], [], [], left)[0]:
+                    break
+            except (OSError, ValueError):  # the template is gone and its socket closed
                 break
             try:
                 data = self._sock.recv(4096)
@@ -163,26 +167,39 @@ class WorkerTemplate:
         return self.exits.pop(pid, None)
 
     def alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except OSError:
+        """Whether the template still runs (it is our child: an ended one is reaped here)."""
+        if self._ended:
             return False
-        return True
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid = self.pid
+        self._ended = pid != 0
+        return not self._ended
 
     def close(self) -> None:
         try:
             self._sock.close()
         finally:
-            _kill_group(self.pid)
-            try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
+            if not self._ended:
+                _kill_group(self.pid)
+                try:
+                    os.waitpid(self.pid, 0)
+                except ChildProcessError:
+                    pass
+                self._ended = True
+
+
+#: Signals the template ignores (its workers restore the defaults): only SIGKILL and SIGSTOP can end it.
+_TEMPLATE_IGNORES = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2",
+                                                             "SIGPIPE", "SIGALRM") if hasattr(signal, name))
 
 
 def _template_main(sock: socket.socket, target: Any, parent: int) -> None:
     die_with_parent(parent)
     leave_terminal_signals()
+    for number in _TEMPLATE_IGNORES:
+        signal.signal(number, signal.SIG_IGN)
     _detach_inherited_sockets(keep={sock.fileno()})
     me = os.getpid()
     while True:
@@ -210,6 +227,9 @@ def _template_main(sock: socket.socket, target: Any, parent: int) -> None:
         pid = os.fork()
         if pid == 0:  # a worker
             try:
+                for number in _TEMPLATE_IGNORES:
+                    signal.signal(number, signal.SIG_DFL)
+                signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python starts: a broken pipe is an error
                 sock.close()
                 ours.close()
                 die_with_parent(me)
@@ -276,6 +296,7 @@ class _Worker:
         self.born = time.perf_counter()
         self.values: Any = None
         self.runs = 0
+        self.suspect = False    # runs an example that was lost with the template: alone, so it is charged if it was
 
     @property
     def name(self) -> str:
@@ -347,6 +368,8 @@ class ProcessExecutor:
         self._template: WorkerTemplate | None = None
         self._payload: tuple[str, bytes] | None = None
         self._target_id: int | None = None
+        self._target: Any = None
+        self._suspects: collections.deque[int] = collections.deque()  # lost with the template: run again alone
         self._batch: _Batch | None = None
         self._said_timeout = False
         self._setup: dict[str, Any] | None = None
@@ -368,10 +391,14 @@ class ProcessExecutor:
             if self.sandbox is not None:
                 self.sandbox.prepare(target)  # first: a machine without the required layers says so at once
             self._payload = make_payload(target, self.target_factory, where, allowed)
-        self._target_id = id(target)
+        self._target_id, self._target = id(target), target
 
     def _launch(self) -> _Worker:
         if self._template is not None:
+            if not self._template.alive():  # killed by a run (its workers' parent), or by anyone: make another
+                log.warning("isolation: the worker template (pid %d) ended; forking a new one", self._template.pid)
+                self._template.close()
+                self._template = WorkerTemplate(self._target)
             pid, conn = self._template.spawn()
             return _Worker(pid, conn, template=self._template)
         ours, theirs = socket.socketpair()
@@ -406,24 +433,20 @@ class ProcessExecutor:
                 log.info("isolation: no eval_timeout set; a run still going after %g s is killed", timeout)
         batch = self._batch = _Batch(examples, indices, feedback_fn, failure_score, self.nonfinite)
         pending: collections.deque[int] = collections.deque(range(len(examples)))
+        self._suspects = collections.deque()
         seen_by: dict[int, str] = {}
         drifts: dict[int, list[str]] = {}
         frameworks = tuple(filter(None, {str(getattr(target, "framework", "") or "")} - {"python"}))
         build_failures = 0
         try:
-            while pending or any(w.position is not None for w in self.workers):
+            while pending or self._suspects or any(w.position is not None for w in self.workers):
                 if batch.cancelled.is_set():
+                    pending.extend(self._suspects)
                     self._cancel_batch(batch, pending)
                     break
-                # hand out work: idle ready workers first, then new workers up to `concurrency`
-                for worker in [w for w in self.workers if w.ready and w.position is None]:
-                    if not pending:
-                        break
-                    position = pending.popleft()
-                    if not self._send(worker, position, examples, values, batch):
-                        pending.appendleft(position)  # an idle worker that died: nobody is charged
+                self._hand_out(pending, examples, values, batch)
                 starting = sum(1 for w in self.workers if not w.ready)
-                while len(pending) > starting and len(self.workers) < self.concurrency:
+                while len(pending) + len(self._suspects) > starting and len(self.workers) < self.concurrency:
                     try:
                         self.workers.append(self._launch())
                     except Exception as exc:  # the template died, fork/exec failed, bwrap missing...
@@ -468,6 +491,27 @@ class ProcessExecutor:
                 evaluation.drift = drifts[position]
         return results
 
+    def _hand_out(self, pending: collections.deque[int], examples: Sequence[Any], values: dict[str, Any] | None,
+                  batch: _Batch) -> None:
+        """Give idle workers examples; an example under suspicion runs alone (see `_receive`)."""
+        if any(w.suspect and w.position is not None for w in self.workers):
+            return
+        idle = [w for w in self.workers if w.ready and w.position is None]
+        if self._suspects:
+            if idle and not any(w.position is not None for w in self.workers):
+                position = self._suspects.popleft()
+                if self._send(idle[0], position, examples, values, batch):
+                    idle[0].suspect = True
+                else:
+                    self._suspects.appendleft(position)
+            return
+        for worker in idle:
+            if not pending:
+                break
+            position = pending.popleft()
+            if not self._send(worker, position, examples, values, batch):
+                pending.appendleft(position)  # an idle worker that died: nobody is charged
+
     def _send(self, worker: _Worker, position: int, examples: Sequence[Any], values: dict[str, Any] | None,
               batch: _Batch) -> bool:
         """Give ``worker`` the example; False when the worker turned out to be gone (the example waits)."""
@@ -502,6 +546,13 @@ class ProcessExecutor:
                 if isinstance(exc, OSError) and not isinstance(exc, EOFError) and "too long" in str(exc):
                     return None
                 return InfrastructureError(f"a worker ended before it was ready: {text}")
+            if worker.template is not None and not worker.template.alive():
+                if not worker.suspect:
+                    # the template ended (a run killed it) and took every worker with it; which run did it is
+                    # unknown, so each example it cost runs again, alone and uncharged: the culprit fails then
+                    self._suspects.append(position)
+                    return None
+                text = "the worker template (the workers' parent) was killed by this example's run, which ran alone,"
             cause = "sent an answer larger than the limit" if "too long" in str(exc) else text
             batch.fail(position, "worker", WorkerLost(f"{cause} while it ran this example"),
                        time.perf_counter() - worker.sent_at)
@@ -528,7 +579,7 @@ class ProcessExecutor:
             if position is not None:
                 batch.fail(position, "worker", WorkerLost(f"the worker sent an unexpected {kind!r} message"))
             return None
-        worker.position = None
+        worker.position, worker.suspect = None, False
         worker.runs += 1
         seen_by[position] = worker.name
         if message.get("unapplied"):  # the worker kept its old values: send them again next time
