@@ -6,8 +6,16 @@ import json
 
 import pytest
 
-from opto_core.gateway.wire import (CHAT, RESPONSES, NotUnderstood, StreamAssembler, api_of, parse_answer,
-                                    parse_request, set_text)
+from opto_core.gateway.wire import (
+    CHAT,
+    RESPONSES,
+    NotUnderstood,
+    StreamAssembler,
+    api_of,
+    parse_answer,
+    parse_request,
+    set_text,
+)
 from opto_core.testing.scripted_server import _chat_events, _responses_events, tool_call
 
 
