@@ -371,3 +371,26 @@ def test_the_cli_refuses_an_unknown_isolation_level(tmp_path):
     result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--isolation", "jail",
                                           "--run-dir", str(tmp_path / "d")])
     assert result.exit_code == 2 and "isolation must be" in result.output
+
+
+@pytest.mark.parametrize("kind", ["threads", "process"])
+def test_an_exit_in_suggested_code_reaches_the_optimizer_through_its_code_parameter(kind):
+    """The failed op is recorded with an edge to its code parameter, so backward can tell the optimizer."""
+    from opto_core.kernel.backward import backward
+    from opto_core.kernel.code_policy import apply_policy
+
+    target = _double_target()
+    apply_policy(target.parameters(), "permissive")  # stands in for a policy bypass
+    code = json.loads(_suggest("raise SystemExit(3)"))["suggestion"]
+    target.apply(code)  # as the loop does (a worker applies the values it is sent)
+    executor = make(kind, 1)
+    try:
+        (result,) = executor.evaluate(target, [{"x": 2.0}], _feedback, indices=[0], failure_score=0.0, values=code)
+    finally:
+        executor.close()
+        double.code.value = double.source  # type: ignore[union-attr]
+    assert result.failed and result.error_kind == "workflow" and "SystemExit(3)" in str(result.output)
+    failed_op = result.graph.of_kind("exception")[0]
+    assert any(edge.arg == "__code" for edge in failed_op.edges)
+    problem = backward(result.graph, result.feedback)
+    assert "double.code" in str(problem.variables) and "SystemExit(3)" in str(problem.outputs)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, overload
 
 from opto_core.kernel.code import SourceUnavailable, compile_like, function_source
+from opto_core.kernel.exits import EXITS, exit_as_failure
 from opto_core.kernel.graph import META_DURATION, Edge, Graph, run_meta
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.provenance import ProvenanceIndex, untag
@@ -171,7 +172,17 @@ class TracedOp:
         except Exception as exc:
             run.graph.add_exception(self.name, exc, parents=edges, op_type="python", doc=self.doc)
             raise
+        except EXITS as exc:
+            if self.code is None:  # the user's own code (a plain op), maybe a real Ctrl-C: let it through
+                raise
+            raise self._exit(run, exc, edges) from exc
         return self._record(run, result, edges)
+
+    def _exit(self, run: Run, exc: BaseException, edges: list[Edge]) -> Exception:
+        """A trainable op's code tried to end the process: the op fails instead, linked to its code parameter."""
+        error = exit_as_failure(exc, where=f"the code of {self.name}")
+        run.graph.add_exception(self.name, error, parents=edges, op_type="python", doc=self.doc)
+        return error
 
     async def _awaited(self, run: Run, edges: list[Edge], call_args: list[Any], call_kwargs: dict[str, Any]) -> Any:
         """An ``async def`` op: the node holds the awaited result, so the next op finds its parent."""
@@ -180,6 +191,10 @@ class TracedOp:
         except Exception as exc:
             run.graph.add_exception(self.name, exc, parents=edges, op_type="python", doc=self.doc)
             raise
+        except EXITS as exc:
+            if self.code is None:  # the user's own code (a plain op), maybe a real Ctrl-C: let it through
+                raise
+            raise self._exit(run, exc, edges) from exc
         return self._record(run, result, edges)
 
     def _record(self, run: Run, result: Any, edges: list[Edge]) -> Any:

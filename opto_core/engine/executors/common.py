@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
+from opto_core.kernel.exits import EXITS, WorkflowExit, exit_as_failure  # noqa: F401  (re-exported)
 from opto_core.kernel.feedback import Feedback
 from opto_core.kernel.graph import META_USAGE, Graph
 
@@ -46,25 +47,6 @@ class EvaluationCancelled(InfrastructureError):
     """The run was cancelled (Ctrl-C, the STOP file, `Executor.cancel`) before it finished."""
 
 
-class WorkflowExit(Exception):
-    """The workflow raised `SystemExit` or `KeyboardInterrupt` (suggested code trying to end the process).
-
-    Caught where the run happens and turned into this ordinary exception: the example fails as the
-    workflow's own failure (its text goes to the optimizer), and the optimization goes on.
-    """
-
-
-#: What workflow code may raise to end a process; every executor catches these around a run.
-EXITS = (SystemExit, KeyboardInterrupt)
-
-
-def exit_as_failure(exc: BaseException) -> WorkflowExit:
-    """`WorkflowExit` for a `SystemExit`/`KeyboardInterrupt` a run raised, the original as its cause."""
-    code = f"({exc.code!r})" if isinstance(exc, SystemExit) else ""
-    wrapped = WorkflowExit(f"the workflow raised {type(exc).__name__}{code}: code that tries to end the process "
-                           f"fails the run instead")
-    wrapped.__cause__ = exc
-    return wrapped
 
 
 @dataclass
