@@ -394,3 +394,24 @@ def test_an_exit_in_suggested_code_reaches_the_optimizer_through_its_code_parame
     assert any(edge.arg == "__code" for edge in failed_op.edges)
     problem = backward(result.graph, result.feedback)
     assert "double.code" in str(problem.variables) and "SystemExit(3)" in str(problem.outputs)
+
+
+def test_opto_demo_runs_in_the_sandbox_building_the_workflow_from_its_recipe(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from opto_core.app import cli
+
+    fix = ('def parse_price(line: str) -> float:\n    """Read the amount in dollars from a line such as '
+           '\'Total: $12.50\'."""\n    return float(line.split("$")[1])\n')
+    llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"invoice.parse_price.code": fix}})],
+                      repeat_last=True)
+    llm.base_url = "http://127.0.0.1:9/v1"
+    monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
+    run_dir = tmp_path / "demo"
+    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", str(run_dir),
+                                          "--isolation", "sandbox"])
+    assert result.exit_code == 0, result.output
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
+    assert checkpoint["best"]["invoice.parse_price.code"] == fix  # learned from runs made in the box
+    again = CliRunner().invoke(cli.app, ["resume", str(run_dir), "--steps", "2"])  # the run's own isolation
+    assert again.exit_code == 0, again.output

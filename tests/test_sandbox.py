@@ -293,3 +293,21 @@ def test_isolation_sandbox_through_optimize_and_the_cli_setting():
     assert Settings(isolation=Sandbox(memory_mb=100)).to_config()["isolation"] == "sandbox"
     with pytest.raises(ValueError, match="cannot be combined with executor='ray'"):
         make_executor(Settings(isolation="sandbox", executor="ray"), ProbeTarget())
+
+
+def test_opto_demo_in_a_sandbox_this_machine_cannot_build_exits_2_with_the_reason(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from opto_core.app import cli
+    from opto_core.engine import sandbox as module
+    from opto_core.testing import ScriptedLLM
+
+    bare = Facilities("linux", bwrap=None, bwrap_problem="bubblewrap is not installed", rlimits=True, root=False)
+    monkeypatch.setattr(module, "probe", lambda: bare)
+    llm = ScriptedLLM(['{"reasoning": "r", "suggestion": {}}'], repeat_last=True)
+    llm.base_url = "http://127.0.0.1:9/v1"
+    monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
+    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--isolation", "sandbox",
+                                          "--run-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "bubblewrap is not installed" in result.output
+    assert not llm.requests  # nothing ran

@@ -143,18 +143,32 @@ def _finish(result: Any, run_dir: str) -> None:
 
 
 def _run(call: Any) -> Any:
-    """Run ``optimize``: a locked or foreign run directory is a usage error (exit 2), not a traceback."""
+    """Run ``optimize``: a locked or foreign run directory, or a sandbox this machine cannot build, is a usage
+    error (exit 2), not a traceback."""
+    from opto_core.engine.executors.payload import SecretInPayload, TargetNotPicklable
     from opto_core.engine.rundir import RunDirError
+    from opto_core.engine.sandbox import SandboxUnavailable
 
     try:
         return call()
-    except RunDirError as exc:
+    except (RunDirError, SandboxUnavailable, TargetNotPicklable, SecretInPayload) as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
 
 
 ISOLATION_HELP = ("where the workflow runs: auto (a worker process when the LLM writes code, else here) | none | "
                   "process (killable worker processes) | sandbox (process plus OS confinement; see docs/security.md)")
+
+
+def _sandbox_factory(isolation: Any, recipe: str) -> dict[str, Any]:
+    """In the sandbox, workers are fresh interpreters: they build the demo's workflow from its recipe."""
+    if isolation != "sandbox":
+        return {}
+    import functools
+
+    from opto_core.app.demo import recipe_target
+
+    return {"target_factory": functools.partial(recipe_target, recipe)}
 
 
 def _isolation_kwargs(isolation: str, eval_timeout: float | None) -> dict[str, Any]:
@@ -247,7 +261,8 @@ def demo(
                   + (" (the LLM for text and code, a search for numbers)" if type(optimizer).__name__ == "Hybrid" else ""))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps,
                                    batch_size=batch_size, run_dir=run_dir, on_step=_show_step, recipe=recipe,
-                                   **_isolation_kwargs(isolation, eval_timeout), **_approval_kwargs(approve)))
+                                   **_isolation_kwargs(isolation, eval_timeout), **_sandbox_factory(isolation, recipe),
+                                   **_approval_kwargs(approve)))
     _finish(result, run_dir)
 
 
@@ -307,6 +322,7 @@ def resume(
     optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
     overrides = _isolation_kwargs(isolation, eval_timeout) if isolation is not None else (
         {"eval_timeout": eval_timeout} if eval_timeout is not None else {})
+    overrides.update(_sandbox_factory(overrides.get("isolation", config.get("isolation")), recipe))
     settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_step=_show_step,
                                     **({"max_steps": steps} if steps else {}), **overrides, **_approval_kwargs(approve))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, settings=settings))

@@ -162,3 +162,9 @@ def load_recipe(recipe: str) -> tuple[Any, list[Any], Callable[[Any, Any], Any],
     if len(result) == 3:
         return (*result, None)
     return result
+
+
+def recipe_target(recipe: str) -> Any:
+    """The target ``recipe`` builds: ``functools.partial(recipe_target, recipe)`` is a picklable target factory
+    (what a sandboxed worker, a fresh interpreter, builds the workflow from)."""
+    return load_recipe(recipe)[0]
