@@ -166,6 +166,19 @@ class WorkerTemplate:
                 self.exits[message["exit"]] = message["status"]
         return self.exits.pop(pid, None)
 
+    def ends_within(self, seconds: float) -> bool:
+        """Whether the template has ended, or ends within ``seconds``.
+
+        Its workers die with it slightly before it can be reaped (the kernel signals the children first),
+        so a worker's death may be seen a moment before the template's.
+        """
+        deadline = time.monotonic() + seconds
+        while self.alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
     def alive(self) -> bool:
         """Whether the template still runs (it is our child: an ended one is reaped here)."""
         if self._ended:
@@ -546,7 +559,7 @@ class ProcessExecutor:
                 if isinstance(exc, OSError) and not isinstance(exc, EOFError) and "too long" in str(exc):
                     return None
                 return InfrastructureError(f"a worker ended before it was ready: {text}")
-            if worker.template is not None and not worker.template.alive():
+            if worker.template is not None and worker.template.ends_within(0.3):
                 if not worker.suspect:
                     # the template ended (a run killed it) and took every worker with it; which run did it is
                     # unknown, so each example it cost runs again, alone and uncharged: the culprit fails then
