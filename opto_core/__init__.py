@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from opto_core.kernel.graph import Edge, Graph, GraphError, Node
     from opto_core.kernel.parameters import InvalidValue, Parameter
     from opto_core.kernel.render import render
+    from opto_core.kernel.templates import Template, TemplateError, TemplateMatch, check_placeholders
     from opto_core.kernel.trace import capture, op
     from opto_core.kernel.values import load_values, save_values
     from opto_core.llm.client import ContextWindowExceeded, LLMError, OpenAIChat
@@ -69,6 +70,8 @@ _EXPORTS: dict[str, str] = {
     "BackwardError": "opto_core.kernel.backward", "ProblemInstance": "opto_core.kernel.backward",
     "backward": "opto_core.kernel.backward",
     "render": "opto_core.kernel.render",
+    "Template": "opto_core.kernel.templates", "TemplateMatch": "opto_core.kernel.templates",
+    "TemplateError": "opto_core.kernel.templates", "check_placeholders": "opto_core.kernel.templates",
     "load_values": "opto_core.kernel.values", "save_values": "opto_core.kernel.values",
     # llm
     "OpenAIChat": "opto_core.llm.client", "LLMError": "opto_core.llm.client",
