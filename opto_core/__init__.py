@@ -32,6 +32,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from opto_core.engine.executors import AsyncioExecutor, Executor, InfrastructureError, ThreadExecutor
+    from opto_core.engine.coverage import Coverage, CoverageError, coverage
     from opto_core.engine.executors.ray_cluster import RayExecutor
     from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
     from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunLocked
@@ -86,6 +87,8 @@ _EXPORTS: dict[str, str] = {
     "optimize": "opto_core.engine.loop", "evaluate": "opto_core.engine.loop",
     "OptimizationResult": "opto_core.engine.loop", "OptimizerFailed": "opto_core.engine.loop",
     "Settings": "opto_core.engine.settings",
+    "coverage": "opto_core.engine.coverage", "Coverage": "opto_core.engine.coverage",
+    "CoverageError": "opto_core.engine.coverage",
     "Target": "opto_core.engine.target", "BoundTarget": "opto_core.engine.target",
     "FunctionTarget": "opto_core.engine.target",
     "Executor": "opto_core.engine.executors", "ThreadExecutor": "opto_core.engine.executors",
