@@ -150,7 +150,7 @@ def test_require_coverage_stops_before_any_optimizer_call(tmp_path):
         optimize(target, EXAMPLES, feedback, optimizer, max_steps=2, require_coverage=True)
     assert llm.requests == []
     message = str(raised.value)
-    assert message.startswith("require_coverage=True")
+    assert message.startswith("stopped before any optimizer call: require_coverage=True")
     assert "agent.style" in message and "discount.rate" in message and "agent.system" not in message.split("\n", 1)[1]
     assert raised.value.coverage.unreached == ["agent.style", "discount.rate"]
     with pytest.raises(CoverageError):

@@ -47,6 +47,9 @@ UNLINKED, NEVER_SEEN, NOT_JUDGED = "unlinked", "never_seen", "not_judged"
 #: The causes of an unreached parameter, most informative first (the first seen in any run is reported).
 _ORDER = (EXCLUDED_EDGES, OFF_PATH, UNLINKED, NEVER_SEEN)
 
+#: Said of an output that has no recorded inputs (computed outside every traced step).
+UNTRACED_OUTPUT = "; the output itself has no recorded inputs: it was computed outside every traced step"
+
 #: What to try, per cause (a target's ``coverage_fix`` may say it better for its framework).
 FIXES = {
     FROZEN: "include it (include=[...]) or remove it from exclude=[...] to let the optimizer change it",
@@ -163,9 +166,9 @@ class Coverage:
             return
         text = self.warning()
         if text and (require or not self.reached):
-            why = ("no trainable parameter is reachable: the optimizer would have nothing to change"
-                   if not self.reached else "require_coverage=True")
-            raise CoverageError(f"{why}.\n{text}", self)
+            why = ("no trainable parameter is reachable, so the optimizer would have nothing to change"
+                   if not self.reached else "require_coverage=True and some parameters are unreachable")
+            raise CoverageError(f"stopped before any optimizer call: {why}.\n{text}", self)
         if text:
             log.warning("%s", text)
         else:
@@ -322,7 +325,10 @@ def _judge(parameter: Any, runs: list[_Run], follow: frozenset[str], target: Any
             causes.setdefault(EXCLUDED_EDGES, ", ".join(f"'{kind}'" for kind in sorted(kinds)))
         elif run.children.get(node.id):
             fed = sorted({run.graph[child].name for child, _ in run.children[node.id]})
-            causes.setdefault(OFF_PATH, ", ".join(fed[:5]) + (" ..." if len(fed) > 5 else ""))
+            detail = ", ".join(fed[:5]) + (" ..." if len(fed) > 5 else "")
+            if run.targets and all(not run.graph[t].edges for t in run.targets):
+                detail += UNTRACED_OUTPUT
+            causes.setdefault(OFF_PATH, detail)
         else:
             causes.setdefault(UNLINKED, "")
     failed = [run.error for run in runs if run.error is not None]
@@ -336,6 +342,9 @@ def _judge(parameter: Any, runs: list[_Run], follow: frozenset[str], target: Any
     if not entry.reached:
         custom = getattr(target, "coverage_fix", None)
         fix = custom(parameter, entry.cause) if callable(custom) else None
+        if fix is None and entry.cause == OFF_PATH and UNTRACED_OUTPUT in causes[OFF_PATH]:
+            fix = ("compute the returned value inside a traced step (an @op, or a call the adapter traces), so the "
+                   "output depends on the steps that made it")
         entry.fix = fix or FIXES.get(entry.cause, "")
     return entry
 
@@ -344,7 +353,8 @@ def _reason(cause: str, detail: str, runs: int, failed: list[Any]) -> str:
     if cause == EXCLUDED_EDGES:
         return f"seen off the path to the output: it reaches the output only through {detail} edges, which follow= leaves out"
     if cause == OFF_PATH:
-        return f"seen off the path to the output: it feeds {detail}, and none of them leads to the output that got feedback"
+        return (f"seen off the path to the output: it feeds {detail.replace(UNTRACED_OUTPUT, '')}, and none of them "
+                f"leads to the output that got feedback" + (UNTRACED_OUTPUT if UNTRACED_OUTPUT in detail else ""))
     if cause == UNLINKED:
         text = f"its value was never seen in any call: in {runs} run(s) no step was found to receive it"
     else:
