@@ -204,3 +204,38 @@ def test_render_then_match_round_trips_against_the_real_renderer(style, names, d
             and all(lit or k == len(names) - 1 for k, lit in enumerate(follows)):
         assert found.values == values
     assert template.search("prefix>" + rendered + "<suffix") is not None
+
+
+# ----- a template parameter: the optimizer sees the constraint and gets the reason back ---------------------------------
+def test_a_template_parameter_shows_its_placeholders_and_refuses_a_suggestion_that_drops_one():
+    import json
+
+    from opto_core import Feedback, Graph, InvalidValue, Parameter, backward
+    from opto_core.optimizers.optoprime import OptoPrime
+    from opto_core.testing import ScriptedLLM
+
+    system = Parameter("agent.system", "text", SYSTEM, template=True)
+    assert system.spec()["template"] == {"style": "format", "placeholders": ["company", "today"]}
+    with pytest.raises(InvalidValue, match=r"must keep \{company\}; the new value dropped it"):
+        system.validate("You help customers. Today is {today}.")
+    with pytest.raises(ValueError, match="no placeholder"):
+        Parameter("plain", "text", "No placeholders here.", template=True)
+    with pytest.raises(ValueError, match="only a text parameter"):
+        Parameter("n", "int", 3, template=True)
+
+    graph = Graph()
+    param = graph.add_parameter(system)
+    call = graph.add("op", "llm", "answer", parents=[(param.id, "system")])
+    graph.mark_output(call.id)
+    llm = ScriptedLLM([json.dumps({"reasoning": "shorter", "suggestion": {"agent.system": "Be brief."}}),
+                       json.dumps({"reasoning": "keep them", "suggestion": {
+                           "agent.system": "Support agent of {company} ({today}). Be brief."}})])
+    proposal = OptoPrime([system], llm).step(backward(graph, Feedback(0.0, "too long")))
+    prompt = llm.requests[0]["messages"][1]["content"]
+    assert "keep the placeholders {company}, {today} and add no other" in prompt
+    retry = llm.requests[1]["messages"][-1]["content"]
+    assert "the template must keep {company}, {today}; the new value dropped them" in retry
+    assert proposal.accepted == {"agent.system": "Support agent of {company} ({today}). Be brief."}
+    copied = system.copy(value="Agent of {company} on {today}.")  # a copy keeps the original placeholders
+    with pytest.raises(InvalidValue):
+        copied.validate("Agent of {company}.")
