@@ -83,7 +83,7 @@ class Parameter:
                                             or self.max_length < 1):
             raise ValueError(f"parameter {self.name!r}: max_length must be a positive int or None")
         self._template: Template | None = None
-        if self.template:
+        if self.template and (self.kind != "text" or isinstance(self.value, str)):  # (a non-text value fails below)
             self._template = self._parse_template()
         if self.kind == "code":
             # the original source: the shape every new version keeps, and what the code policy compares with
@@ -95,7 +95,7 @@ class Parameter:
             getattr(self, f"_validate_{self.kind}")(self.value)
 
     def _parse_template(self) -> Template:
-        if self.kind != "text" or not isinstance(self.value, str):
+        if self.kind != "text":
             raise ValueError(f"parameter {self.name!r}: only a text parameter can be a template (kind {self.kind!r})")
         style = None if self.template is True else self.template
         try:
