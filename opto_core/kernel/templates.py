@@ -57,7 +57,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-__all__ = ["STYLES", "Placeholder", "Template", "TemplateError", "TemplateMatch", "check_placeholders",
+__all__ = ["STYLES", "STYLE_NAMES", "Placeholder", "Template", "TemplateError", "TemplateMatch", "check_placeholders",
            "literal_fragments"]
 
 #: The template styles, in detection order (see the module doc).
