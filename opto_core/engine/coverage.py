@@ -284,8 +284,10 @@ class _Run:
             current = queue.popleft()
             if current in self.targets:
                 ids = [current]
-                while before[ids[-1]] is not None:
-                    ids.append(before[ids[-1]])  # type: ignore[arg-type]
+                parent = before[current]
+                while parent is not None:
+                    ids.append(parent)
+                    parent = before[parent]
                 return ids[::-1]
             for child, via in self.children.get(current, ()):
                 if via in kinds and child not in before:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from opto_core.engine.coverage import Coverage, CoverageError  # noqa: F401  (CoverageError: raised from here)
+from opto_core.engine.coverage import Coverage
 from opto_core.engine.executors import (
     Evaluation,
     ThreadExecutor,

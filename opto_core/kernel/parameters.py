@@ -100,9 +100,9 @@ class Parameter:
     def _parse_template(self) -> Template:
         if self.kind != "text":
             raise ValueError(f"parameter {self.name!r}: only a text parameter can be a template (kind {self.kind!r})")
-        style = None if self.template is True else self.template
+        style = self.template if isinstance(self.template, str) else None
         try:
-            parsed = Template.parse(self.value, style)  # type: ignore[arg-type]
+            parsed = Template.parse(self.value, style)
         except (TemplateError, ValueError) as exc:
             raise ValueError(f"parameter {self.name!r}: template={self.template!r}, but {exc}") from None
         if parsed is None:

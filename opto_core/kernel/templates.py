@@ -336,7 +336,7 @@ _ATTRIBUTE_OR_INDEX = re.compile(r"(?:\.[^\W\d]\w*|\[[^\]]+\])*")
 
 def _format_field(field_name: str) -> tuple[str, str]:
     """(base, rest) of a str.format field name, or raise when `.format` would not accept it."""
-    base = re.match(r"[^.\[]*", field_name).group(0)  # type: ignore[union-attr]
+    base = field_name.split(".", 1)[0].split("[", 1)[0]
     rest = field_name[len(base):]
     if not (base == "" or base.isdigit() or base.isidentifier()) or _ATTRIBUTE_OR_INDEX.fullmatch(rest) is None:
         raise TemplateError(f"{{{field_name}}} is not a valid str.format field")
