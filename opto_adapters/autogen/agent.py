@@ -25,7 +25,6 @@ from autogen_agentchat.base import Response, TaskResult
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
 from autogen_core import CancellationToken
 
-from opto_core.kernel.binding import UnknownParameters
 from opto_core.kernel.graph import Graph
 from opto_core.kernel.parameters import Parameter
 
@@ -138,22 +137,14 @@ class OptoAgent(BaseChatAgent):
         """This agent's parameters with their current values."""
         return self.params.parameters()
 
-    def apply(self, updates: dict[str, Any]) -> list[str]:
-        """Write values into the wrapped agent through the core's write-back model (validated first,
-        rolled back on a failing write); the next request is checked. Returns the names whose value
-        changed (a tool given its current code or description keeps its original object)."""
-        unknown = [name for name in updates if name not in self.params]
-        if unknown:
-            raise UnknownParameters(f"agent {self.name!r} has no parameter", unknown, self.params.names())
-        before = self.params.values(trainable_only=False)
-        self.params.apply(updates)
-        return [name for name in self.params.names() if name in updates
-                and (before[name] != updates[name] or not name.endswith((".code", ".description")))]
+    def apply(self, updates: dict[str, Any], **options: Any) -> dict[str, Any]:
+        """Write values into the wrapped agent: the core's `BoundParameters.apply` (validated first,
+        rolled back on a failing write, returns what was written); the next request is checked."""
+        return self.params.apply(updates, **options)
 
     def snapshot(self) -> dict[str, Any]:
-        """The core's snapshot (exact undo); ``"system_messages"`` shows the saved message objects."""
-        state = self.params.snapshot()
-        return {**state, "system_messages": state[self.params.system.name][0]}
+        """The core's snapshot of every parameter (exact undo, see `restore`)."""
+        return self.params.snapshot()
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         self.params.restore(snapshot)

@@ -179,7 +179,55 @@ class AgentParameters(BoundParameters):
         return verified
 
 
-# ----- discovery ----------------------------------------------------------------------------------
+# ----- discovery, the shape every adapter has -------------------------------------------------------
+def bound_parameters(obj: Any, *, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+                     **options: Any) -> BoundParameters:
+    """The parameters of an AgentChat agent or team with their bindings: a `BoundParameters`.
+
+    ``obj``: an ``AssistantAgent`` (wrapped in an `OptoAgent` unless it is already: its values are
+    written through the recording client), an `OptoAgent`, a team (wrapped with `wrap_team`: one
+    write-back model over all its agents) or one of their targets. ``include``/``exclude`` freeze
+    what they leave out (the wrapped objects keep one set of parameters: this changes theirs).
+    ``options`` go to a new `OptoAgent` or `wrap_team`.
+    """
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_agentchat.teams import BaseGroupChat
+
+    from opto_adapters.autogen.agent import OptoAgent
+    from opto_adapters.autogen.target import AgentTarget, TeamTarget, wrap_team
+    from opto_adapters.autogen.tracing import RecordingClient
+
+    bound: BoundParameters
+    if isinstance(obj, (AgentTarget, TeamTarget)):
+        bound = obj.bound
+    elif isinstance(obj, OptoAgent):
+        bound = obj.params
+    elif isinstance(obj, BaseGroupChat):
+        bound = wrap_team(obj, **options).bound
+    elif isinstance(obj, AssistantAgent):
+        client = obj._model_client
+        if isinstance(client, RecordingClient) and client.parameters is not None:
+            bound = client.parameters  # wrapped before: the same bindings
+        else:  # its recording client passes calls through outside recorded runs
+            bound = OptoAgent(obj, **options).params
+    else:
+        raise TypeError(f"expected an AgentChat AssistantAgent, team, OptoAgent or target, "
+                        f"got {type(obj).__module__}.{type(obj).__name__}")
+    if include is not None or exclude is not None:
+        bound.freeze_except(select(bound.names(), include, exclude))
+    return bound
+
+
+def parameters_of(obj: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+                  **options: Any) -> list[Parameter]:
+    """The parameters ``include``/``exclude`` select (see `bound_parameters`, which wraps ``obj``),
+    with their current values; nothing is frozen."""
+    bound = bound_parameters(obj, **options)
+    chosen = select(bound.names(), include, exclude)
+    return [p for p in bound.parameters() if p.name in chosen]
+
+
+# ----- finding the tools --------------------------------------------------------------------------
 def _function_tools(agent: Any) -> list[tuple[FunctionTool, list[list[Any]]]]:
     """Every FunctionTool of the agent with the lists that hold it (agent list + workbench list)."""
     found: dict[int, tuple[FunctionTool, list[list[Any]]]] = {}

@@ -390,20 +390,14 @@ def as_target(obj: Any, **options: Any) -> AgentTarget | TeamTarget:
 
 
 def bound_of(obj: Any) -> BoundParameters:
-    """The write-back model of an agent, a team or one of their targets (wrapping them if needed)."""
-    if isinstance(obj, _Base):
-        return obj.bound
-    if isinstance(obj, OptoAgent):
-        return obj.params
-    if isinstance(obj, BaseGroupChat):
-        return wrap_team(obj).bound
-    if isinstance(obj, AssistantAgent):
-        client = obj._model_client
-        if isinstance(client, RecordingClient) and client.parameters is not None:
-            return client.parameters  # wrapped before: the same bindings
-        return OptoAgent(obj).params  # its recording client passes calls through outside recorded runs
-    raise TypeError(f"apply_values takes an AgentChat AssistantAgent, team, OptoAgent or target, "
-                    f"got {type(obj).__module__}.{type(obj).__name__}")
+    """Deprecated: `opto_adapters.autogen.bound_parameters` (the name every adapter has)."""
+    import warnings
+
+    from opto_adapters.autogen.parameters import bound_parameters
+
+    warnings.warn("opto_adapters.autogen.bound_of is deprecated; use opto_adapters.autogen.bound_parameters",
+                  DeprecationWarning, stacklevel=2)
+    return bound_parameters(obj)
 
 
-__all__ = ["AgentTarget", "TeamTarget", "as_target", "bound_of", "run_sync", "task_of", "wrap_team"]
+__all__ = ["AgentTarget", "TeamTarget", "as_target", "run_sync", "task_of", "wrap_team"]

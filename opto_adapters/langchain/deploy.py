@@ -15,7 +15,7 @@ from typing import Any
 
 from opto_core.kernel.values import apply_saved
 
-from opto_adapters.langchain.target import ChainTarget, bound_parameters
+from opto_adapters.langchain.parameters import FRAMEWORK, bound_parameters
 
 
 def apply_values(obj: Any, values_or_path: Any) -> dict[str, Any]:
@@ -25,5 +25,4 @@ def apply_values(obj: Any, values_or_path: Any) -> dict[str, Any]:
     values by name. An unknown name is an error listing the known ones and nothing is written; a
     file saved from another framework is refused, naming both.
     """
-    bound = obj.bound if isinstance(obj, ChainTarget) else bound_parameters(obj)
-    return apply_saved(bound, values_or_path, framework=ChainTarget.framework)
+    return apply_saved(bound_parameters(obj), values_or_path, framework=FRAMEWORK)
