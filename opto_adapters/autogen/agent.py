@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import functools
 import warnings
+import weakref
 from typing import Any, AsyncGenerator, Mapping, Sequence
 
 from autogen_agentchat.agents import AssistantAgent, BaseChatAgent
@@ -29,6 +30,7 @@ from opto_core.kernel.graph import Graph
 from opto_core.kernel.parameters import Parameter
 
 from opto_core.kernel.conversation import ConversationLog, Turn, build_graph, mark_message
+from opto_adapters.autogen import _compat
 from opto_adapters.autogen.parameters import AgentParameters
 from opto_adapters.autogen.tracing import RecordingClient, TurnObserver
 
@@ -52,12 +54,21 @@ def graph_of(log: ConversationLog, parameters: Mapping[str, Mapping[str, Paramet
     return build_graph(log, parameters, adapter=ADAPTER, framework=FRAMEWORK, framework_version=framework_version())
 
 
+#: AssistantAgent -> the OptoAgent wrapping it (weak: neither is kept alive by this table).
+_WRAPPERS: "weakref.WeakKeyDictionary[Any, OptoAgent]" = weakref.WeakKeyDictionary()
+
+
+def wrapper_of(agent: Any) -> "OptoAgent | None":
+    """The `OptoAgent` that wraps ``agent`` (an ``AssistantAgent``), if any."""
+    return _WRAPPERS.get(agent)
+
+
 def check_agent(agent: Any) -> None:
     """Raise a clear TypeError unless ``agent`` is an AgentChat ``AssistantAgent`` OptoAgent can wrap."""
     if isinstance(agent, OptoAgent):
         raise TypeError(f"agent {agent.name!r} is already an OptoAgent; wrap the AssistantAgent only once")
     if isinstance(agent, AssistantAgent):
-        if isinstance(agent._model_client, RecordingClient):
+        if wrapper_of(agent) is not None:
             raise TypeError(f"AssistantAgent {agent.name!r} is already wrapped by another OptoAgent "
                             f"(its model client is recorded); use that OptoAgent")
         return
@@ -91,13 +102,14 @@ class OptoAgent(BaseChatAgent):
         check_agent(agent)
         super().__init__(agent.name, agent.description)
         self._agent: AssistantAgent = agent
-        self._original_client = agent._model_client
+        self._original_client = _compat.model_client(agent)
         self.params = AgentParameters(agent, system_message=system_message, tool_code=tool_code,
                                       tool_descriptions=tool_descriptions, temperature=temperature,
-                                      include=include, exclude=exclude)
-        self._client = RecordingClient(agent._model_client, agent=agent.name, session=self._session,
+                                      include=include, exclude=exclude, client=self._original_client)
+        self._client = RecordingClient(self._original_client, agent=agent.name, session=self._session,
                                        parameters=self.params)
-        agent._model_client = self._client
+        _compat.set_model_client(agent, self._client)
+        _WRAPPERS[agent] = self
         self.graphs: collections.deque[Graph] = collections.deque(maxlen=max_graphs)
         self._bound: ConversationLog | None = None  # the conversation this agent's turns belong to
         self._active: tuple[ConversationLog, Turn] | None = None  # the turn in progress
@@ -151,7 +163,8 @@ class OptoAgent(BaseChatAgent):
 
     def unwrap(self) -> AssistantAgent:
         """Give the AssistantAgent its own model client back and return it (it keeps current values)."""
-        self._agent._model_client = self._original_client
+        _compat.set_model_client(self._agent, self._original_client)
+        _WRAPPERS.pop(self._agent, None)
         return self._agent
 
     def dump_component(self) -> Any:

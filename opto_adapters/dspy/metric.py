@@ -70,9 +70,8 @@ def _score(value: Any, metric: Callable[..., Any], example: Any) -> float:
 
 def _label_text(example: Any, prediction: Any) -> str:
     """'Expected answer='4'; the program gave answer='5'.' for the labels the prediction also has."""
-    try:
-        labels = dict(example.labels().items()) if isinstance(example, dspy.Example) and \
-            getattr(example, "_input_keys", None) is not None else {}
+    try:  # the labels are what with_inputs(...) left out; without it, DSPy raises ValueError
+        labels = dict(example.labels().items()) if isinstance(example, dspy.Example) else {}
     except ValueError:
         labels = {}
     if not labels:

@@ -114,19 +114,6 @@ def test_selection_templates_reach_the_selector_and_keep_their_placeholders(serv
     assert server.requests[0]["temperature"] == 0.0
 
 
-def test_private_seams_still_hold():
-    """Fails when AG2 changes what the adapter relies on (the manager's GroupChat copies, `_origin`)."""
-    from autogen import ConversableAgent, GroupChatManager
-
-    chat = GroupChat([ConversableAgent("a", llm_config=False), ConversableAgent("b", llm_config=False)], messages=[])
-    manager = GroupChatManager(chat, llm_config=False)
-    copies = ag2_bindings.manager_groupchat_copies(manager, chat)
-    assert copies and all(isinstance(c, GroupChat) and c is not chat for c in copies)
-    executor = ConversableAgent("x", llm_config=False)
-    executor.register_for_execution(name="buggy_add")(buggy_add)
-    assert ag2_bindings.registered_function(executor, "buggy_add") is buggy_add
-
-
 def test_apply_values_deploys_a_saved_file(server, tmp_path):
     assistant, user = calculator_pair(server)
     target = AG2Target(chat_of(assistant, user), [assistant, user])
