@@ -30,7 +30,7 @@ _AGENTCHAT = {
 }
 
 __all__ = ["AgentParameters", "AgentTarget", "ConversationLog", "OptoAgent", "RecordingClient", "TeamTarget",
-           "WriteBackError", "adopt_running_loop", "apply_values", "as_target", "bound_parameters", "build_graph",
+           "WriteBackError", "adopt_running_loop", "apply_values", "as_target", "bound_of", "bound_parameters", "build_graph",
            "check_agent", "mark_message", "message_node_id", "parameters_of", "run_sync", "task_of", "wrap_team"]
 
 

@@ -23,7 +23,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from opto_adapters.langchain.deploy import apply_values
 from opto_adapters.langchain.tracing.handler import OptoCallbackHandler, opto_trace
-from opto_adapters.langchain.parameters import NoParametersFound, parameters_of
+from opto_adapters.langchain.parameters import NoParametersFound, bound_parameters, parameters_of
 from opto_adapters.langchain.target import ChainTarget, optimize_chain
 
-__all__ = ["ChainTarget", "apply_values", "NoParametersFound", "OptoCallbackHandler", "optimize_chain", "opto_trace", "parameters_of"]
+__all__ = ["ChainTarget", "apply_values", "NoParametersFound", "OptoCallbackHandler", "bound_parameters", "optimize_chain",
+           "opto_trace", "parameters_of"]
