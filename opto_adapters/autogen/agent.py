@@ -26,13 +26,12 @@ from autogen_agentchat.base import Response, TaskResult
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
 from autogen_core import CancellationToken
 
-from opto_core.kernel.graph import Graph
-from opto_core.kernel.parameters import Parameter
-
-from opto_core.kernel.conversation import ConversationLog, Turn, build_graph, mark_message
 from opto_adapters.autogen import _compat
 from opto_adapters.autogen.parameters import AgentParameters
 from opto_adapters.autogen.tracing import RecordingClient, TurnObserver
+from opto_core.kernel.conversation import ConversationLog, Turn, build_graph, mark_message
+from opto_core.kernel.graph import Graph
+from opto_core.kernel.parameters import Parameter
 
 #: The graph vocabulary (`opto_core.kernel.graph.run_meta`): who recorded the graph, with which framework.
 ADAPTER = "opto_adapters.autogen"
@@ -55,10 +54,10 @@ def graph_of(log: ConversationLog, parameters: Mapping[str, Mapping[str, Paramet
 
 
 #: AssistantAgent -> the OptoAgent wrapping it (weak: neither is kept alive by this table).
-_WRAPPERS: "weakref.WeakKeyDictionary[Any, OptoAgent]" = weakref.WeakKeyDictionary()
+_WRAPPERS: weakref.WeakKeyDictionary[Any, OptoAgent] = weakref.WeakKeyDictionary()
 
 
-def wrapper_of(agent: Any) -> "OptoAgent | None":
+def wrapper_of(agent: Any) -> OptoAgent | None:
     """The `OptoAgent` that wraps ``agent`` (an ``AssistantAgent``), if any."""
     return _WRAPPERS.get(agent)
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from autogen_core.models import SystemMessage
 from autogen_core.code_executor import Import
+from autogen_core.models import SystemMessage
 from autogen_core.tools import FunctionTool
 from pydantic import TypeAdapter
 
+from opto_adapters.autogen import _compat
 from opto_core.engine.executors import InfrastructureError
 from opto_core.kernel.binding import Binding
 from opto_core.kernel.code import compile_like, function_source
-
-from opto_adapters.autogen import _compat
 
 if TYPE_CHECKING:
     from opto_adapters.autogen.parameters import AgentParameters
@@ -87,7 +86,7 @@ def _global_imports(tool: FunctionTool) -> list[Any]:
 
 
 class SystemMessageBinding(Binding):
-    def __init__(self, owner: "AgentParameters", name: str) -> None:
+    def __init__(self, owner: AgentParameters, name: str) -> None:
         self.owner, self.name = owner, name
 
     def read(self) -> str:
@@ -114,7 +113,7 @@ class SystemMessageBinding(Binding):
 
 
 class ToolCodeBinding(Binding):
-    def __init__(self, owner: "AgentParameters", slot: ToolSlot) -> None:
+    def __init__(self, owner: AgentParameters, slot: ToolSlot) -> None:
         self.owner, self.slot = owner, slot
 
     def read(self) -> str:
@@ -141,7 +140,7 @@ class ToolCodeBinding(Binding):
 
 
 class ToolDescriptionBinding(ToolCodeBinding):
-    def __init__(self, owner: "AgentParameters", slot: ToolSlot, name: str) -> None:
+    def __init__(self, owner: AgentParameters, slot: ToolSlot, name: str) -> None:
         super().__init__(owner, slot)
         self.name = name
 
@@ -165,7 +164,7 @@ class ToolDescriptionBinding(ToolCodeBinding):
 class TemperatureBinding(Binding):
     """Per agent: an override the agent's recording client sends (and saves); unset = the client's own."""
 
-    def __init__(self, owner: "AgentParameters", name: str) -> None:
+    def __init__(self, owner: AgentParameters, name: str) -> None:
         self.owner, self.name = owner, name
 
     def read(self) -> float:

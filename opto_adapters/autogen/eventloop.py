@@ -24,9 +24,8 @@ import warnings
 import weakref
 from typing import Any, AsyncIterator, TypeVar
 
-from opto_core.engine.background import BackgroundLoop
-
 from opto_adapters.autogen import _compat
+from opto_core.engine.background import BackgroundLoop
 
 T = TypeVar("T")
 
@@ -79,7 +78,7 @@ async def renew_http_pool(client: Any) -> None:
 
 
 #: Model clients whose HTTP pool `renew_http_pool` renewed (weak: it keeps none alive).
-_RENEWED: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_RENEWED: weakref.WeakSet[Any] = weakref.WeakSet()
 _RENEW_LOCK: asyncio.Lock | None = None  # created on the adapter's loop, used only there
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 from autogen_core.models import SystemMessage
 from autogen_core.tools import FunctionTool
 
+from opto_adapters.autogen import _compat
 from opto_adapters.autogen.bindings import (
     DEFAULT_TEMPERATURE,
     TEMPERATURE_BOUNDS,
@@ -38,6 +39,7 @@ from opto_adapters.autogen.bindings import (
     ToolSlot,
     WriteBackError,
 )
+from opto_adapters.autogen.tracing import client_config
 from opto_core.kernel.binding import Binding, BoundParameters, select
 from opto_core.kernel.code import (
     SourceUnavailable,
@@ -52,9 +54,6 @@ from opto_core.kernel.conversation import (
     ROLE_TOOL_DESCRIPTION,
 )
 from opto_core.kernel.parameters import InvalidValue, Parameter
-
-from opto_adapters.autogen import _compat
-from opto_adapters.autogen.tracing import client_config
 
 # ----- where each value lives ---------------------------------------------------------------------
 

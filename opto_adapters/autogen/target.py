@@ -35,16 +35,9 @@ from autogen_agentchat.messages import BaseChatMessage
 from autogen_agentchat.teams import BaseGroupChat, SelectorGroupChat
 from autogen_core import CancellationToken
 
-from opto_core.kernel.binding import BoundParameters, select
-from opto_core.engine.executors import InfrastructureError, error_kind
-from opto_core.kernel.graph import Graph, run_meta
-from opto_core.engine.target import BoundTarget
-
-from opto_adapters.autogen.agent import ADAPTER, FRAMEWORK, OptoAgent, _select_output, framework_version, graph_of
-from opto_core.kernel.conversation import ConversationLog
 from opto_adapters.autogen import _compat
+from opto_adapters.autogen.agent import ADAPTER, FRAMEWORK, OptoAgent, _select_output, framework_version, graph_of
 from opto_adapters.autogen.eventloop import (
-    LOOP,
     check_reregistrable,
     needs_reregistration,
     on_adapter_loop,
@@ -53,6 +46,11 @@ from opto_adapters.autogen.eventloop import (
     stream_on_adapter_loop,
 )
 from opto_adapters.autogen.tracing import RecordingClient, message_record
+from opto_core.engine.executors import InfrastructureError, error_kind
+from opto_core.engine.target import BoundTarget
+from opto_core.kernel.binding import BoundParameters, select
+from opto_core.kernel.conversation import ConversationLog
+from opto_core.kernel.graph import Graph, run_meta
 
 
 # ----- examples -> tasks, results -> outputs ---------------------------------------------------

@@ -8,7 +8,6 @@ import asyncio
 from importlib.metadata import version
 from pathlib import Path
 
-import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
