@@ -94,7 +94,8 @@ OPTO_CORE_ALL = [
     "optimize", "render", "save_values", "write_report",
 ]
 PACKAGE_ALL = {
-    "opto_core.testing": ["ScriptedLLM", "ScriptedServer", "quiet_http_server", "system_text", "tool_call"],
+    "opto_core.testing": ["AdapterCase", "CHECKS", "ScriptedLLM", "ScriptedServer", "quiet_http_server",
+                          "system_text", "tool_call"],
     "opto_adapters.langchain": ["ChainTarget", "NoParametersFound", "OptoCallbackHandler", "apply_values",
                                 "bound_parameters", "optimize_chain", "opto_trace", "parameters_of"],
     "opto_adapters.dspy": ["DSPyTracer", "ExampleError", "MetricError", "OptimizationStopped", "OptoTeleprompter",

@@ -51,6 +51,7 @@ class ScriptedServer:
         self.repeat_last = repeat_last
         self.model = model
         self.requests: list[dict[str, Any]] = []
+        self.raw_requests: list[bytes] = []  # the same requests, byte for byte as they arrived
         self.fail_with: tuple[int, str] | None = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -91,9 +92,10 @@ class ScriptedServer:
             self.replies.extend(replies)
 
     # ----- answering ----------------------------------------------------------------------------
-    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def answer(self, body: dict[str, Any], raw: bytes = b"") -> tuple[int, dict[str, Any]]:
         with self._lock:
             self.requests.append(body)
+            self.raw_requests.append(raw)
             index = len(self.requests) - 1
             if self.fail_with is not None:
                 status, error_text = self.fail_with
@@ -129,11 +131,12 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = json.loads(raw or b"{}")
             except ValueError:
                 body = {}
-            status, payload = server.answer(body) if self.path.endswith("/chat/completions") else \
+            status, payload = server.answer(body, raw) if self.path.endswith("/chat/completions") else \
                 (404, {"error": {"message": f"unknown path {self.path}"}})
             data = json.dumps(payload).encode()
             self.send_response(status)
