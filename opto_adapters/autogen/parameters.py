@@ -53,6 +53,7 @@ from opto_core.kernel.conversation import (
     ROLE_TOOL_CODE,
     ROLE_TOOL_DESCRIPTION,
 )
+from opto_core.kernel.graph import shorten
 from opto_core.kernel.parameters import InvalidValue, Parameter
 
 # ----- where each value lives ---------------------------------------------------------------------
@@ -159,8 +160,8 @@ class AgentParameters(BoundParameters):
             first = messages[0] if messages else None
             sent = first.content if isinstance(first, SystemMessage) else ""
             if sent != value:
-                raise WriteBackError(f"{name}: the request carries system message {_short(sent)!r}, "
-                                     f"not the applied value {_short(value)!r}")
+                raise WriteBackError(f"{name}: the request carries system message {shorten(sent, 80)!r}, "
+                                     f"not the applied value {shorten(value, 80)!r}")
             verified.append(name)
             expect.system = None
         for key, (name, value) in list(expect.settings.items()):
@@ -177,7 +178,7 @@ class AgentParameters(BoundParameters):
                     continue
                 if offered[tool] != value:
                     raise WriteBackError(f"{name}: the request offers tool {tool!r} with description "
-                                         f"{_short(offered[tool])!r}, not the applied value {_short(value)!r}")
+                                         f"{shorten(offered[tool], 80)!r}, not the applied value {shorten(value, 80)!r}")
                 verified.append(name)
                 del expect.tool_descriptions[tool]
         return verified
@@ -275,7 +276,3 @@ def _non_empty(value: str) -> str:
     if not value.strip():
         raise ValueError("a tool description must not be empty (the model chooses tools by it)")
     return value
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
