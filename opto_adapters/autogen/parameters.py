@@ -74,7 +74,8 @@ class AgentParameters(BoundParameters):
                  temperature_bounds: tuple[float, float] = TEMPERATURE_BOUNDS, client: Any = None) -> None:
         super().__init__()
         self.agent = agent
-        self.client = client  # the agent's own model client (its settings are the defaults shown)
+        # the agent's own model client: its settings are the values shown before any write
+        self.client = client if client is not None else _compat.model_client(agent)
         self.prefix = agent.name
         self.settings_override: dict[str, Any] = {}
         self.expect = Expectations()
