@@ -61,25 +61,46 @@ async def renew_http_pool(client: Any) -> None:
     (``__setstate__(__getstate__())``) builds a new pool from its config, keeping usage counters
     and create args. Other clients are left alone. Must run on the adapter's loop.
     """
-    if client in _RENEWED or not _has_http_pool(client):
+    if not moved_loop(client, fresh=True) or not _has_http_pool(client):
         return
-    global _RENEW_LOCK
-    if _RENEW_LOCK is None:
-        _RENEW_LOCK = asyncio.Lock()
-    async with _RENEW_LOCK:  # a client shared by several agents: renewed once, used by none meanwhile
-        if client in _RENEWED:
+    async with _renew_lock():  # a client shared by several agents: renewed once, used by none meanwhile
+        if not moved_loop(client, fresh=True):
             return
         try:
             await client.close()
         except Exception:  # RuntimeError("Event loop is closed"): the pool is marked closed first
             pass
         client.__setstate__(client.__getstate__())
-        _RENEWED.add(client)
+        mark_loop(client)
 
 
-#: Model clients whose HTTP pool `renew_http_pool` renewed (weak: it keeps none alive).
-_RENEWED: weakref.WeakSet[Any] = weakref.WeakSet()
-_RENEW_LOCK: asyncio.Lock | None = None  # created on the adapter's loop, used only there
+def moved_loop(obj: Any, *, fresh: bool = False) -> bool:
+    """Whether ``obj`` (a team, a model client) was last prepared for another adapter loop than the one
+    running now (a forked worker process, or the loop was stopped and started again). ``fresh``: an
+    object never prepared counts as moved too."""
+    known = _LOOPS.get(obj)
+    if known is None:
+        return fresh
+    return known() is not asyncio.get_running_loop()
+
+
+def mark_loop(obj: Any) -> None:
+    """Remember that ``obj`` is prepared for the running loop (weakly: neither is kept alive by this)."""
+    _LOOPS[obj] = weakref.ref(asyncio.get_running_loop())
+
+
+def _renew_lock() -> asyncio.Lock:
+    """One lock per adapter loop (a lock belongs to the loop it was first used on)."""
+    loop = asyncio.get_running_loop()
+    lock = _RENEW_LOCKS.get(loop)
+    if lock is None:
+        lock = _RENEW_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
+#: Teams and model clients -> the adapter loop they were last prepared for.
+_LOOPS: weakref.WeakKeyDictionary[Any, weakref.ref[asyncio.AbstractEventLoop]] = weakref.WeakKeyDictionary()
+_RENEW_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 def _has_http_pool(client: Any) -> bool:
@@ -146,5 +167,6 @@ def _teams(team: Any) -> list[Any]:
     return found
 
 
-__all__ = ["LOOP", "TESTED_RANGE", "adopt_running_loop", "check_reregistrable", "needs_reregistration",
+__all__ = ["LOOP", "TESTED_RANGE", "adopt_running_loop", "check_reregistrable", "mark_loop", "moved_loop",
+           "needs_reregistration",
            "on_adapter_loop", "renew_http_pool", "reregister_participants", "run_sync", "stream_on_adapter_loop"]

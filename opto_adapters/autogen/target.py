@@ -39,6 +39,8 @@ from opto_adapters.autogen import _compat
 from opto_adapters.autogen.agent import ADAPTER, FRAMEWORK, OptoAgent, _select_output, framework_version, graph_of
 from opto_adapters.autogen.eventloop import (
     check_reregistrable,
+    mark_loop,
+    moved_loop,
     needs_reregistration,
     on_adapter_loop,
     reregister_participants,
@@ -284,13 +286,16 @@ class TeamTarget(_Base):
     async def _recorded_run(self, *, task: Any, cancellation_token: CancellationToken | None,
                             output_task_messages: bool) -> AsyncGenerator[Any, None]:
         team = self.team
-        if self._reregister:  # wrapped after it ran: its runtime must hold the wrapped agents
+        # Wrapped after it ran (its runtime must hold the wrapped agents), or last run on another adapter
+        # loop (a forked worker process, a stopped loop): register again on a fresh runtime and queue.
+        if self._reregister or moved_loop(team):
             self._reregister = False  # a concurrent run meets AgentChat's own "already running" refusal
             try:
                 await reregister_participants(team)
             except BaseException:
                 self._reregister = True
                 raise
+        mark_loop(team)
         log = ConversationLog("team", team.name, meta={"team_type": type(team).__name__})
         self._log = log
         for agent in self.agents.values():

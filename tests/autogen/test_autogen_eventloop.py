@@ -230,3 +230,21 @@ def test_an_optoagent_outside_a_team_after_optimizing(server, capfd, caplog):
     assert asyncio.run(agent.run(task="two")).messages[-1].content == "APPROVED"
     assert server.requests[-1]["temperature"] == 0.2
     _clean(capfd, caplog)
+
+
+def test_a_new_adapter_loop_renews_what_the_old_one_bound(server, capfd, caplog):
+    """A forked worker process or a stopped adapter loop: the next run is on a new loop, and the team's
+    runtime, output queue and the client's HTTP pool from the old one are renewed before it."""
+    from opto_adapters.autogen.eventloop import LOOP
+
+    caplog.set_level(logging.WARNING)
+    team = _team(server)
+    target = wrap_team(team, output="critic")
+    for _ in range(2):
+        before = len(server.requests)
+        output, graph = target.run({"task": "Describe the sea."})
+        assert not isinstance(output, BaseException), output
+        assert len(server.requests) - before == 2 and not graph.of_kind("exception")
+        LOOP.stop()  # the next run starts a new adapter loop
+    assert _user_run(team, server)[-1] == "Hmm."
+    _clean(capfd, caplog)
