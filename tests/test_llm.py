@@ -510,3 +510,37 @@ def test_loopback_endpoints_ignore_proxy_settings(server, monkeypatch):
     monkeypatch.delenv("no_proxy", raising=False)
     assert client(server, max_retries=0).chat(MESSAGES).text == "ok"
     assert len(server.chats) == 1
+
+
+def test_a_retry_after_beyond_the_deadline_gives_up_at_once(server):
+    """A server asking for 100000 s cannot stretch a call with a 20 s deadline: no sleep, one clear error."""
+    server.default = (429, {"error": {"message": "slow down"}}, {"retry-after": "100000"})
+    llm = client(server, max_retries=4, deadline=20)
+    with pytest.raises(LLMError, match="Retry-After") as info:
+        llm.chat(MESSAGES)
+    assert len(server.chats) == 1 and "100000 s" in str(info.value) and info.value.status_code == 429
+
+
+@pytest.mark.parametrize("headers, seconds", [
+    ({"retry-after": "7"}, 7.0), ({"retry-after": " 0.5 "}, 0.5), ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+    ({"retry-after": "-5"}, None), ({"retry-after": "soon"}, None), ({"retry-after": "nan"}, None),
+    ({"retry-after": "1e999"}, None), ({}, None), (None, None),
+    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past: retry now
+])
+def test_retry_after_reads_seconds_milliseconds_dates_and_refuses_junk(headers, seconds):
+    from opto_core.llm.retry_after import retry_after
+
+    assert retry_after(headers) == seconds
+
+
+def test_retry_after_as_a_future_date_and_the_cap():
+    from email.utils import formatdate
+
+    from opto_core.llm.retry_after import MAX_RETRY_AFTER, retry_after, wait_for_retry
+
+    now = time.time()
+    assert 29 <= retry_after({"retry-after": formatdate(now + 30, usegmt=True)}, now=now) <= 31
+    assert wait_for_retry(0.1, None, None) == 0.1
+    assert wait_for_retry(0.1, 5.0, None) == 5.0 and wait_for_retry(0.1, 5.0, 10.0) == 5.0
+    assert wait_for_retry(0.1, 100000.0, None) == MAX_RETRY_AFTER  # no deadline: the longest wait allowed
+    assert wait_for_retry(0.1, 100000.0, 20.0) is None and wait_for_retry(0.1, 15.0, 10.0) is None

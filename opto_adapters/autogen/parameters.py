@@ -110,7 +110,7 @@ class AgentParameters(BoundParameters):
                 f"{self.prefix}.tools.{name}.code", "code", source, trainable=why_frozen is None,
                 description=f"Python code of tool {name} of agent {self.prefix}; its JSON schema (argument names "
                             f"and types) must stay the same" + (f" (frozen: {why_frozen})" if why_frozen else ""),
-                checks=[keeps_signature_bindings(tool._func)], meta={"tool": name}),
+                checks=[keeps_signature_bindings(tool._func)], meta={"tool": name}, origin=tool._func),
                 lambda p: ToolCodeBinding(self, slot))
         overridden = any(name in getattr(wb, "_tool_overrides", {}) for wb in getattr(self.agent, "_workbench", []) or [])
         self._add(ROLE_TOOL_DESCRIPTION + name, Parameter(

@@ -33,6 +33,7 @@ from opto_core.kernel.code_policy import apply_policy
 from opto_core.engine.executors import (Evaluation, FeedbackError, InfrastructureError, ThreadExecutor, error_kind,  # noqa: F401
                         make_executor)
 from opto_core.optimizers.base import Optimizer, Proposal
+from opto_core.engine.guard import ValueGuard, describe, failed_evaluations
 from opto_core.engine.rundir import RunDir
 from opto_core.kernel.redact import scrub_url
 from opto_core.engine.settings import Settings
@@ -185,6 +186,7 @@ class _Run:
         self.best_score: float | None = None
         self.best_values: dict[str, Any] = {}
         self._cache: dict[tuple[Any, ...], list[Evaluation]] = {}
+        self.guard = ValueGuard(target)
 
     # ----- the run ---------------------------------------------------------------------------------
     def run(self) -> OptimizationResult:
@@ -439,6 +441,10 @@ class _Run:
     def _judge(self, new: float | None, baseline: float | None, record: dict[str, Any],
                checked: list[Evaluation]) -> tuple[bool, str]:
         """The keep rule, written out in the step record."""
+        around = [e for e in checked if e.error_kind == "wrote_around"]
+        if around:
+            record["wrote_around"] = str(around[0].output)
+            return False, "rolled back: a run wrote around the optimizer (see wrote_around); nothing it wrote is kept"
         problems = _invalid(self.target)
         if problems:
             record["invalid_after_run"] = problems
@@ -463,11 +469,19 @@ class _Run:
         if cached is not None:
             return cached
         values = self._values()
+        expected = self.guard.expect()
         evaluations = self.executor.evaluate(self.target, examples, self.feedback_fn, indices=list(indices),
                                              failure_score=self.settings.failure_score, values=values)
+        changes = self.guard.changes(expected)
+        if changes:  # a run wrote a parameter behind the optimizer's back: undo it, fail the runs
+            self.guard.restore(expected)
+            reason = describe(changes)
+            log.error("%s", reason)
+            evaluations = failed_evaluations(evaluations, reason, self.settings.failure_score)
         self.evaluations += len(evaluations)
         self.errors += sum(e.failed for e in evaluations)
-        if self.settings.reuse_evaluations and not any(e.error_kind == "infrastructure" for e in evaluations):
+        if self.settings.reuse_evaluations and not any(e.error_kind in ("infrastructure", "wrote_around")
+                                                       for e in evaluations):
             self._cache[(*key, _key(values))] = evaluations
             while len(self._cache) > 4:
                 self._cache.pop(next(iter(self._cache)))

@@ -56,6 +56,7 @@ import openai
 import tenacity
 
 from opto_core.kernel.tokens import count_tokens
+from opto_core.llm.retry_after import retry_after, wait_for_retry
 from opto_core.llm.usage import ChatResult, Usage
 
 logger = logging.getLogger(__name__)
@@ -509,9 +510,33 @@ class OpenAIChat:
         started = time.monotonic()
         if self.deadline is not None:
             stop = stop | tenacity.stop_after_delay(self.deadline)
+        decided: dict[int, float | None] = {}
+        gave_up: list[str] = []
+
+        def decide(state: tenacity.RetryCallState) -> float | None:
+            """The wait before the next attempt, or None to give up now (decided once per attempt:
+            tenacity asks for the wait and the stop in an order that differs between versions)."""
+            if state.attempt_number in decided:
+                return decided[state.attempt_number]
+            remaining = None if self.deadline is None else self.deadline - (time.monotonic() - started)
+            decided[state.attempt_number] = chosen = self._wait(state, remaining)
+            if chosen is None:
+                response = getattr(state.outcome.exception() if state.outcome else None, "response", None)
+                asked = retry_after(getattr(response, "headers", None)) if response is not None else None
+                gave_up.append(f"the server asked to wait {asked:g} s (Retry-After), more than the "
+                               f"{max(remaining or 0.0, 0.0):.1f} s left of the {self.deadline:g} s deadline"
+                               if asked is not None else f"the next retry would end past the {self.deadline:g} s deadline")
+            return chosen
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            return decide(state) or 0.0
+
+        def beyond_deadline(state: tenacity.RetryCallState) -> bool:
+            return decide(state) is None
+
         retrying = tenacity.Retrying(
-            stop=stop,
-            wait=self._wait,
+            stop=stop | beyond_deadline,
+            wait=wait,
             retry=tenacity.retry_if_exception(_transient),
             before_sleep=self._log_retry,
             reraise=True,
@@ -527,7 +552,8 @@ class OpenAIChat:
             return retrying(attempt)
         except openai.APIError as exc:
             if _transient(exc):
-                raise self._error(exc, f"gave up after {self.max_retries + 1} attempts") from None
+                raise self._error(exc, f"gave up: {gave_up[-1]}" if gave_up
+                                  else f"gave up after {self.max_retries + 1} attempts") from None
             raise
 
     def _bounded(self, call: Any, limit: float) -> Any:
@@ -563,19 +589,16 @@ class OpenAIChat:
             raise box["error"]
         return box["value"]
 
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        """Exponential backoff with full jitter, or the server's Retry-After when it says more."""
+    def _wait(self, state: tenacity.RetryCallState, remaining: float | None = None) -> float | None:
+        """Exponential backoff with full jitter, or the server's Retry-After when it says more; None
+        when that wait does not fit in the ``remaining`` seconds of the deadline (give up now)."""
         initial, cap = self.retry_wait
         delay = min(cap, initial * 2 ** (state.attempt_number - 1))
         delay = delay / 2 + random.uniform(0, delay / 2)
         exc = state.outcome.exception() if state.outcome is not None else None
         response = getattr(exc, "response", None)
-        after = response.headers.get("retry-after") if response is not None else None
-        try:
-            delay = max(delay, min(float(after), 60.0)) if after is not None else delay
-        except ValueError:
-            pass
-        return delay
+        asked = retry_after(getattr(response, "headers", None)) if response is not None else None
+        return wait_for_retry(delay, asked, remaining)
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
