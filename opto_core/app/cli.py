@@ -83,19 +83,27 @@ def _show_step(record: dict[str, Any]) -> None:
     if record.get("decision"):
         console.print(f"decision: {escape(record['decision'])}")
     if proposal.get("reasoning"):
-        console.print(f"[bold]reasoning[/bold]: {escape(proposal['reasoning'][:800])}")
+        console.print(f"[bold]reasoning[/bold]: {_shown(proposal['reasoning'][:800])}")
     proposers = proposal.get("proposed_by", {})
     for name, value in proposal.get("accepted", {}).items():
         by = {"search": " (proposed by the search part)", "llm": " (proposed by the LLM)"}.get(proposers.get(name, ""), "")
-        console.print(f"[bold]{escape(name)}[/bold] := {escape(str(value)[:400])}{by}")
+        console.print(f"[bold]{escape(name)}[/bold] := {_shown(str(value)[:400])}{by}")
     for name, reason in proposal.get("rejected", {}).items():
-        console.print(f"[red]rejected[/red] {escape(name)}: {escape(str(reason))}")
+        console.print(f"[red]rejected[/red] {_shown(name)}: {_shown(reason)}")
     if proposal.get("error"):
-        console.print(f"[red]{escape(proposal['error'])}[/red]")
+        console.print(f"[red]{_shown(proposal['error'])}[/red]")
 
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _shown(text: Any) -> str:
+    """Text for the terminal: secrets redacted, lone surrogates replaced, rich markup escaped."""
+    from opto_core.kernel.bounds import without_surrogates
+    from opto_core.kernel.redact import redact
+
+    return escape(without_surrogates(redact(str(text))))
 
 
 #: Stop reasons that mean the run ended on an error (the loop's own list, when it has one, is used too).
@@ -114,7 +122,7 @@ def _finish(result: Any, run_dir: str) -> None:
     """Print the outcome, write the report, and exit 1 when the run stopped on an error."""
     console.rule("result")
     if result.error:
-        console.print(f"[red]{escape(result.error)}[/red]")
+        console.print(f"[red]{_shown(result.error)}[/red]")
     from opto_core.engine.rundir import RunDir
 
     if RunDir(run_dir).read_config().get("valset_size"):
@@ -127,7 +135,7 @@ def _finish(result: Any, run_dir: str) -> None:
                   f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']} tokens, "
                   f"${result.usage['cost_usd']:.4f}")
     for name, value in result.best_values.items():
-        console.print(f"[bold]{escape(name)}[/bold] = {escape(str(value)[:600])}")
+        console.print(f"[bold]{escape(name)}[/bold] = {_shown(str(value)[:600])}")
     try:
         from opto_core.app.report import write_report
 
@@ -138,7 +146,7 @@ def _finish(result: Any, run_dir: str) -> None:
     console.print(f"run directory: {run_dir} (resume with: opto resume {run_dir})")
     if _failed(result):
         why = result.error or f"the run stopped on {result.stopped_reason}"
-        console.print(f"[red]failed: {escape(why)}[/red]")
+        console.print(f"[red]failed: {_shown(why)}[/red]")
         raise typer.Exit(1)
 
 

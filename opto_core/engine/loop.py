@@ -35,7 +35,7 @@ from opto_core.engine.executors import (Evaluation, FeedbackError, Infrastructur
 from opto_core.optimizers.base import Optimizer, Proposal
 from opto_core.engine.guard import ValueGuard, describe, failed_evaluations
 from opto_core.engine.rundir import RunDir
-from opto_core.kernel.redact import scrub_url
+from opto_core.kernel.redact import REDACTOR, install_log_filter, redact, scrub_url
 from opto_core.engine.settings import Settings
 from opto_core.engine.target import Target
 from opto_core.llm.usage import Usage
@@ -171,6 +171,9 @@ class _Run:
         if not any(p.trainable for p in parameters):
             raise ValueError("the target has no trainable parameter")
         apply_policy(parameters, settings.code_policy)  # every code value is checked statically before it runs
+        install_log_filter()  # no log line of this process shows a secret
+        clients = getattr(target, "clients", None)
+        REDACTOR.discover(target, optimizer, *(clients() if callable(clients) else ()))  # keys, headers
         if settings.memory_size is not None:
             optimizer.memory_size = settings.memory_size
         optimizer.set_parameters(parameters)
@@ -271,7 +274,7 @@ class _Run:
                         record = self._step(step + 1)
                     except OptimizerFailed as exc:
                         log.error("%s; stopping. Everything up to step %d is saved; run again to resume.", exc, step)
-                        return "optimizer_error", str(exc), last_step
+                        return "optimizer_error", redact(str(exc)), last_step
                     step = last_step = step + 1
                     problems = _invalid(self.target)
                     if problems:  # should never happen after the step's own check: stop rather than save it

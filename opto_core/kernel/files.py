@@ -14,9 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from opto_core.kernel.redact import redact
+
 
 def dumps(data: Any, *, strict: bool = False, indent: int | None = None) -> str:
-    """JSON text that can always be written as UTF-8: readable non-ASCII, escaped lone surrogates.
+    """JSON text that can always be written as UTF-8 and holds no secret: readable non-ASCII, escaped
+    lone surrogates, secrets and URL credentials replaced (`opto_core.kernel.redact`).
 
     ``strict`` refuses NaN and infinities (checkpoints are read by other tools).
     """
@@ -25,7 +28,7 @@ def dumps(data: Any, *, strict: bool = False, indent: int | None = None) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: \uXXXX escapes are valid JSON and read back the same
         text = json.dumps(data, ensure_ascii=True, indent=indent, default=repr, allow_nan=not strict)
-    return text
+    return redact(text)  # no file of ours ever holds a secret
 
 
 def _write_point(label: str) -> None:
@@ -71,7 +74,8 @@ def write_json_atomic(path: Path, data: Any, *, strict: bool = False) -> None:
 
 
 def write_json_atomic_text(path: Path, text: str) -> None:
-    """Write already-serialised text atomically (temp file, fsync, rename)."""
+    """Write already-serialised text atomically (temp file, fsync, rename); secrets are redacted."""
+    text = redact(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_point(f"before {path.name}")
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -55,6 +55,7 @@ from typing import Any
 import openai
 import tenacity
 
+from opto_core.kernel.redact import REDACTOR, redact, register_secret
 from opto_core.kernel.tokens import count_tokens
 from opto_core.llm.retry_after import retry_after, wait_for_retry
 from opto_core.llm.usage import ChatResult, Usage
@@ -251,6 +252,8 @@ class OpenAIChat:
         else:
             self._base_url = (base_url or OPENAI_URL).rstrip("/")
             self._api_key = api_key or NO_KEY
+            register_secret(self._api_key, "the optimizer client's API key")
+            REDACTOR.register_url(self._base_url, "the optimizer client's endpoint URL")
             # A custom endpoint without a model name: ask its /models on the first call.
             self.model = model or env_model or (DEFAULT_OPENAI_MODEL if base_url is None else "")
         # The embedded model on a busy 2-core machine can need minutes for a long prompt, and a
@@ -634,6 +637,7 @@ class OpenAIChat:
     def _scrub(self, text: str) -> str:
         if self._api_key and self._api_key != NO_KEY and len(self._api_key) >= 4:
             text = text.replace(self._api_key, "***")
+        text = redact(text)  # URL credentials echoed in a 401/500 body, and every other known secret
         for pattern in _SECRET_PATTERNS:
             text = pattern.sub(lambda m: (m.group(1) if m.re.groups else "sk-") + "***", text)
         return text

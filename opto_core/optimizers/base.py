@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 from opto_core.kernel.backward import ProblemInstance
 from opto_core.kernel.graph import shorten
 from opto_core.kernel.parameters import InvalidValue, Parameter
+from opto_core.kernel.redact import redact
 from opto_core.kernel.render import json_line
 from opto_core.kernel.tokens import CHARS_PER_TOKEN, count_tokens
 from opto_core.llm.usage import ChatModel, ChatResult, Usage
@@ -489,6 +490,7 @@ class Optimizer:
     def _call(self, messages: list[dict[str, str]], usage: Usage) -> ChatResult:
         fit = self._fit
         max_tokens = fit.answer if fit is not None and fit.window is not None else self.max_answer_tokens
+        messages = [{**m, "content": redact(m["content"])} for m in messages]  # no secret reaches the endpoint
         result = self.llm.chat(messages, json_schema=self.response_schema(), temperature=self.temperature,
                                max_tokens=max_tokens)
         usage.add(result)
