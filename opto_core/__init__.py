@@ -34,12 +34,14 @@ if TYPE_CHECKING:
     from opto_core.engine.executors import AsyncioExecutor, Executor, InfrastructureError, ThreadExecutor
     from opto_core.engine.executors.ray_cluster import RayExecutor
     from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
-    from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunLocked
-    from opto_core.engine.settings import Settings
+    from opto_core.engine.guard import WroteAroundOptimizer
+    from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunDirUnwritable, RunLocked
+    from opto_core.engine.settings import SettingError, Settings
     from opto_core.engine.target import BoundTarget, FunctionTarget, Target
     from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
     from opto_core.kernel.binding import Binding, BoundParameters, WriteError
     from opto_core.kernel.code_policy import CodePolicy
+    from opto_core.kernel.redact import Redactor, redact, register_secret
     from opto_core.kernel.feedback import Feedback
     from opto_core.kernel.graph import Edge, Graph, GraphError, Node
     from opto_core.kernel.parameters import InvalidValue, Parameter
@@ -63,6 +65,8 @@ _EXPORTS: dict[str, str] = {
     "Node": "opto_core.kernel.graph",
     "InvalidValue": "opto_core.kernel.parameters", "Parameter": "opto_core.kernel.parameters",
     "CodePolicy": "opto_core.kernel.code_policy",
+    "Redactor": "opto_core.kernel.redact", "redact": "opto_core.kernel.redact",
+    "register_secret": "opto_core.kernel.redact",
     "Binding": "opto_core.kernel.binding", "BoundParameters": "opto_core.kernel.binding",
     "WriteError": "opto_core.kernel.binding",
     "capture": "opto_core.kernel.trace", "op": "opto_core.kernel.trace",
@@ -82,7 +86,8 @@ _EXPORTS: dict[str, str] = {
     # engine
     "optimize": "opto_core.engine.loop", "evaluate": "opto_core.engine.loop",
     "OptimizationResult": "opto_core.engine.loop", "OptimizerFailed": "opto_core.engine.loop",
-    "Settings": "opto_core.engine.settings",
+    "Settings": "opto_core.engine.settings", "SettingError": "opto_core.engine.settings",
+    "WroteAroundOptimizer": "opto_core.engine.guard",
     "Target": "opto_core.engine.target", "BoundTarget": "opto_core.engine.target",
     "FunctionTarget": "opto_core.engine.target",
     "Executor": "opto_core.engine.executors", "ThreadExecutor": "opto_core.engine.executors",
@@ -90,7 +95,7 @@ _EXPORTS: dict[str, str] = {
     "RayExecutor": "opto_core.engine.executors.ray_cluster",
     "RunDir": "opto_core.engine.rundir", "RunDirError": "opto_core.engine.rundir",
     "CorruptRun": "opto_core.engine.rundir", "NotARun": "opto_core.engine.rundir",
-    "RunLocked": "opto_core.engine.rundir",
+    "RunLocked": "opto_core.engine.rundir", "RunDirUnwritable": "opto_core.engine.rundir",
     # app
     "write_report": "opto_core.app.report",
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from opto_core import InvalidValue, Parameter, optimize
+from opto_core import InvalidValue, optimize
 from opto_core.engine.target import FunctionTarget
 from opto_core.kernel.code import function_source
 from opto_core.kernel.trace import op

@@ -1,8 +1,9 @@
 """The ``opto`` command: ``demo``, ``resume``, ``report`` and ``graph``.
 
-Exit codes: 0 when the run ended as planned (steps, budget, target score, STOP file), 1 when it
-stopped on an error (API failure, timeout, too many failed runs, invalid values: the reason is
-printed), 2 for a usage error (a directory that is not a run, a locked run, an unknown recipe).
+Exit codes (`opto_core.app.exits`, and the README): 0 the run ended as planned, 1 it stopped on an
+error of the run, 2 a usage error, 3 a damaged run directory, 4 a run directory that cannot be
+written, 5 a feedback function that failed, 130 interrupted. A user error prints one plain message,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -151,14 +152,19 @@ def _finish(result: Any, run_dir: str) -> None:
 
 
 def _run(call: Any) -> Any:
-    """Run ``optimize``: a locked or foreign run directory is a usage error (exit 2), not a traceback."""
-    from opto_core.engine.rundir import RunDirError
+    """Run ``call``: a user error (a damaged, locked, foreign or unwritable run directory, a feedback
+    function that failed, a bad setting) prints one plain message and exits with its code
+    (`opto_core.app.exits`), never a traceback."""
+    from opto_core.app.exits import exit_code
 
     try:
         return call()
-    except RunDirError as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+    except Exception as exc:
+        code = exit_code(exc)
+        if code is None:
+            raise
+        console.print(f"[red]{_shown(exc)}[/red]")
+        raise typer.Exit(code)
 
 
 def _approver(approve: bool) -> Any:
@@ -253,19 +259,15 @@ def resume(
     """Continue an interrupted run from its last finished step (with the settings it was started with)."""
     from opto_core.app.demo import is_registered_recipe, load_recipe
     from opto_core.engine.loop import optimize
-    from opto_core.engine.rundir import RunDir, RunDirError
-    from opto_core.engine.settings import Settings
+    from opto_core.engine.rundir import RunDir
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from opto_core.kernel.redact import install_log_filter
 
     install_log_filter()
     store = RunDir(run_dir)
-    try:
-        config = store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists() else {}
-    except RunDirError as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+    config = _run(lambda: store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists()
+                  else {})
     if not config:
         console.print(f"[red]{escape(run_dir)} holds no run (config.json is missing)[/red]")
         raise typer.Exit(2)
@@ -290,10 +292,25 @@ def resume(
         raise typer.Exit(2)
     llm = _client(base_url or config.get("base_url"), model or config.get("model"), context_window, local_model)
     optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
-    settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_step=_show_step,
-                                    **({"max_steps": steps} if steps else {}), **_approval_kwargs(approve))
+    settings = _run(lambda: _settings_of(config, store, run_dir=run_dir, recipe=recipe, on_step=_show_step,
+                                         **({"max_steps": steps} if steps else {}), **_approval_kwargs(approve)))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, settings=settings))
     _finish(result, run_dir)
+
+
+def _settings_of(config: dict[str, Any], store: Any, **overrides: Any) -> Any:
+    """The run's stored settings with the command line's overrides; a bad stored value is a damaged config.json."""
+    from opto_core.engine.rundir import CorruptRun
+    from opto_core.engine.settings import SettingError, Settings
+
+    try:
+        return Settings.from_config(config, **overrides)
+    except SettingError as exc:
+        if str(exc).split(" ", 1)[0] in overrides:  # a bad command-line value: a usage error
+            raise
+        raise CorruptRun(store.path / "config.json", f"holds a bad setting: {exc}") from None
+    except TypeError as exc:
+        raise CorruptRun(store.path / "config.json", f"holds a bad setting: {exc}") from None
 
 
 @app.command()

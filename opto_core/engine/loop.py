@@ -34,7 +34,7 @@ from opto_core.engine.executors import (Evaluation, FeedbackError, Infrastructur
                         make_executor)
 from opto_core.optimizers.base import Optimizer, Proposal
 from opto_core.engine.guard import ValueGuard, describe, failed_evaluations
-from opto_core.engine.rundir import RunDir
+from opto_core.engine.rundir import CorruptRun, RunDir
 from opto_core.kernel.redact import REDACTOR, install_log_filter, redact, scrub_url
 from opto_core.engine.settings import Settings
 from opto_core.engine.target import Target
@@ -80,7 +80,7 @@ class OptimizationResult:
 
 
 #: Stop reasons that mean the run did not end as planned (the CLI exits non-zero on them).
-ERROR_STOPS = ("optimizer_error", "max_errors", "invalid_values")
+ERROR_STOPS = ("optimizer_error", "max_errors", "invalid_values", "all_runs_failed")
 
 
 def mean_score(evaluations: Sequence[Evaluation]) -> float | None:
@@ -183,6 +183,8 @@ class _Run:
         self.errors = 0
         self.evaluations = 0
         self.infrastructure_reported: set[str] = set()
+        self.session_runs = 0  # runs made by this process, and how many failed outside the workflow
+        self.infrastructure_runs = 0
         self.backward_kwargs = {"follow": tuple(settings.follow)} if settings.follow else {}
         self.initial_score: float | None = None
         self.current_score: float | None = None
@@ -209,8 +211,10 @@ class _Run:
                     stopped = "already_finished"
             else:
                 self._start()
-            if stopped != "already_finished":
+            if stopped != "already_finished" and not self._all_runs_failed():
                 stopped, error, last_step = self._steps(last_step)
+            if self._all_runs_failed() and stopped not in ERROR_STOPS:
+                stopped, error = "all_runs_failed", self._all_failed_reason()
             return self._finish(stopped, error, last_step)
         finally:
             executor.close()
@@ -237,8 +241,24 @@ class _Run:
             record["graph"] = self.store.write_graph(0, evaluations[0].graph.to_json())
         self._record(record, step=0)
 
+    def _all_runs_failed(self) -> bool:
+        """Every run of this session failed outside the workflow's logic: nothing can be learned."""
+        return self.session_runs > 0 and self.infrastructure_runs == self.session_runs
+
+    def _all_failed_reason(self) -> str:
+        causes = sorted(self.infrastructure_reported)
+        return (f"every one of the {self.session_runs} runs failed outside the workflow's logic (first cause: "
+                f"{causes[0] if causes else 'unknown'}); nothing was learned. Fix the cause (an endpoint, a key, the "
+                f"network) and run again: the run directory resumes where it stopped")
+
     def _resume(self, checkpoint: dict[str, Any]) -> int:
-        self.target.apply(_validated(self.target, checkpoint["current"]))
+        assert self.store is not None
+        try:  # values a checkpoint holds pass validation (the code policy included) before anything runs
+            current = _validated(self.target, checkpoint["current"])
+            _validated(self.target, checkpoint["best"])
+        except (ValueError, TypeError) as exc:
+            raise CorruptRun(self.store.checkpoint_path, f"holds a value the target refuses: {exc}") from None
+        self.target.apply(current)
         self.optimizer.set_parameters(self.target.parameters())
         self.optimizer.load_state_dict(checkpoint.get("optimizer", {}))
         self.usage = Usage.from_dict(checkpoint.get("usage", {}))
@@ -483,6 +503,8 @@ class _Run:
             evaluations = failed_evaluations(evaluations, reason, self.settings.failure_score)
         self.evaluations += len(evaluations)
         self.errors += sum(e.failed for e in evaluations)
+        self.session_runs += len(evaluations)
+        self.infrastructure_runs += sum(e.error_kind == "infrastructure" for e in evaluations)
         if self.settings.reuse_evaluations and not any(e.error_kind in ("infrastructure", "wrote_around")
                                                        for e in evaluations):
             self._cache[(*key, _key(values))] = evaluations

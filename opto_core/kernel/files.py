@@ -7,6 +7,7 @@ the write. ``_write_point`` is the fault-injection hook the kill-at-every-write 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -33,11 +34,13 @@ def dumps(data: Any, *, strict: bool = False, indent: int | None = None) -> str:
 
 def _write_point(label: str) -> None:
     """A test hook for fault injection: ``OPTO_RUNDIR_KILL_AT=K`` kills this process (SIGKILL) at the
-    K-th write point; ``OPTO_RUNDIR_WRITE_LOG=path`` appends each point's label to a file. Costs one
-    environment lookup per write when unset."""
+    K-th write point; ``OPTO_RUNDIR_FAIL_AT=K:ENOSPC`` makes the K-th write fail as a full disk would
+    (any errno name: ``EROFS``, ``EACCES``...); ``OPTO_RUNDIR_WRITE_LOG=path`` appends each point's label
+    to a file. Costs one environment lookup per write when unset."""
     kill_at = os.environ.get("OPTO_RUNDIR_KILL_AT")
+    fail_at = os.environ.get("OPTO_RUNDIR_FAIL_AT")
     log_path = os.environ.get("OPTO_RUNDIR_WRITE_LOG")
-    if not kill_at and not log_path:
+    if not kill_at and not log_path and not fail_at:
         return
     global _WRITES
     _WRITES += 1
@@ -46,6 +49,11 @@ def _write_point(label: str) -> None:
             handle.write(f"{_WRITES} {label}\n")
     if kill_at and int(kill_at) == _WRITES:
         os.kill(os.getpid(), signal.SIGKILL)
+    if fail_at:
+        point, _, name = fail_at.partition(":")
+        if int(point) == _WRITES:
+            code = getattr(errno, name or "ENOSPC")
+            raise OSError(code, os.strerror(code), label)
 
 
 _WRITES = 0

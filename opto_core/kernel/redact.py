@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import threading
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 MASK = "***"

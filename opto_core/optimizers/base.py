@@ -22,7 +22,6 @@ prompt (sized by the numbers in its message). ``Proposal.budget`` records which 
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
