@@ -521,26 +521,9 @@ def test_a_retry_after_beyond_the_deadline_gives_up_at_once(server):
     assert len(server.chats) == 1 and "100000 s" in str(info.value) and info.value.status_code == 429
 
 
-@pytest.mark.parametrize("headers, seconds", [
-    ({"retry-after": "7"}, 7.0), ({"retry-after": " 0.5 "}, 0.5), ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
-    ({"retry-after": "-5"}, None), ({"retry-after": "soon"}, None), ({"retry-after": "nan"}, None),
-    ({"retry-after": "1e999"}, None), ({}, None), (None, None),
-    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past: retry now
-])
-def test_retry_after_reads_seconds_milliseconds_dates_and_refuses_junk(headers, seconds):
-    from opto_core.llm.retry_after import retry_after
+def test_retry_after_is_capped_by_the_deadline_and_without_one_by_a_minute():
+    from opto_core.llm.retry_after import capped
 
-    assert retry_after(headers) == seconds
-
-
-def test_retry_after_as_a_future_date_and_the_cap():
-    from email.utils import formatdate
-
-    from opto_core.llm.retry_after import MAX_RETRY_AFTER, retry_after, wait_for_retry
-
-    now = time.time()
-    assert 29 <= retry_after({"retry-after": formatdate(now + 30, usegmt=True)}, now=now) <= 31
-    assert wait_for_retry(0.1, None, None) == 0.1
-    assert wait_for_retry(0.1, 5.0, None) == 5.0 and wait_for_retry(0.1, 5.0, 10.0) == 5.0
-    assert wait_for_retry(0.1, 100000.0, None) == MAX_RETRY_AFTER  # no deadline: the longest wait allowed
-    assert wait_for_retry(0.1, 100000.0, 20.0) is None and wait_for_retry(0.1, 15.0, 10.0) is None
+    assert capped(None, 0.1, None) == 0.1
+    assert capped(5.0, 0.1, None) == 5.0 and capped(5.0, 0.1, 10.0) == 5.0
+    assert capped(100000.0, 0.1, 20.0) is None and capped(15.0, 0.1, 10.0) is None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from typing import Any, Iterator
 
 #: Longest text kept in a graph node (a tool's output, a model's answer, an exception), in characters.
 MAX_GRAPH_TEXT = 50_000
@@ -64,12 +64,13 @@ def json_depth(value: Any, stop_at: int = MAX_JSON_DEPTH + 1) -> int:
     return deepest
 
 
-def text_depth(text: str, stop_at: int = MAX_JSON_DEPTH + 1) -> int:
-    """How deep brackets nest in JSON-like ``text`` (outside strings), counted up to ``stop_at``; linear."""
-    depth = deepest = 0
+def brackets(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """``(index, character)`` of every bracket in JSON-like ``text`` from ``start`` that stands outside a
+    quoted string (single or double quotes, backslash escapes); linear."""
     quote = ""
     escaped = False
-    for char in text:
+    for index in range(start, len(text)):
+        char = text[index]
         if quote:
             if escaped:
                 escaped = False
@@ -79,13 +80,21 @@ def text_depth(text: str, stop_at: int = MAX_JSON_DEPTH + 1) -> int:
                 quote = ""
         elif char in "\"'":
             quote = char
-        elif char in "[{(":
+        elif char in "[{()}]":
+            yield index, char
+
+
+def text_depth(text: str, stop_at: int = MAX_JSON_DEPTH + 1) -> int:
+    """How deep brackets nest in JSON-like ``text`` (outside strings), counted up to ``stop_at``; linear."""
+    depth = deepest = 0
+    for _, char in brackets(text):
+        if char in "[{(":
             depth += 1
             if depth > deepest:
                 deepest = depth
                 if deepest >= stop_at:
                     return deepest
-        elif char in "]})":
+        else:
             depth = max(depth - 1, 0)
     return deepest
 

@@ -57,7 +57,7 @@ import tenacity
 
 from opto_core.kernel.redact import REDACTOR, redact, register_secret
 from opto_core.kernel.tokens import count_tokens
-from opto_core.llm.retry_after import retry_after, wait_for_retry
+from opto_core.llm.retry_after import capped, retry_after_seconds
 from opto_core.llm.usage import ChatResult, Usage
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ DEFAULT_TIMEOUT = 60.0
 LOCAL_TIMEOUT = 600.0
 #: Sent when an endpoint needs no key (local servers); the openai package insists on one.
 NO_KEY = "no-key"
+#: The longest wait a server's Retry-After may impose on a call without a deadline (seconds).
+MAX_RETRY_AFTER = 60.0
 JSON_MODES = ("json_schema", "json_object", "text")
 _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$|-\d{4}$")
 #: Context windows (tokens) of well-known hosted models, looked up like prices (exact name, then without
@@ -524,8 +526,8 @@ class OpenAIChat:
             remaining = None if self.deadline is None else self.deadline - (time.monotonic() - started)
             decided[state.attempt_number] = chosen = self._wait(state, remaining)
             if chosen is None:
-                response = getattr(state.outcome.exception() if state.outcome else None, "response", None)
-                asked = retry_after(getattr(response, "headers", None)) if response is not None else None
+                failure = state.outcome.exception() if state.outcome else None
+                asked = retry_after_seconds(failure) if failure is not None else None
                 gave_up.append(f"the server asked to wait {asked:g} s (Retry-After), more than the "
                                f"{max(remaining or 0.0, 0.0):.1f} s left of the {self.deadline:g} s deadline"
                                if asked is not None else f"the next retry would end past the {self.deadline:g} s deadline")
@@ -599,9 +601,10 @@ class OpenAIChat:
         delay = min(cap, initial * 2 ** (state.attempt_number - 1))
         delay = delay / 2 + random.uniform(0, delay / 2)
         exc = state.outcome.exception() if state.outcome is not None else None
-        response = getattr(exc, "response", None)
-        asked = retry_after(getattr(response, "headers", None)) if response is not None else None
-        return wait_for_retry(delay, asked, remaining)
+        asked = retry_after_seconds(exc) if exc is not None else None
+        if asked is not None and asked > MAX_RETRY_AFTER and remaining is None:
+            asked = MAX_RETRY_AFTER  # no deadline (the embedded model): still never wait longer than this
+        return capped(asked, delay, remaining)
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None

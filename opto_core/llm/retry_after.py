@@ -1,69 +1,88 @@
-"""``Retry-After``: how long a server asks us to wait, read once for every client.
+"""How long a server asked us to wait: the ``Retry-After`` of a 429 or 503 answer.
 
-A server under load answers 429 or 503 with ``Retry-After`` in seconds (``"7"``) or as an HTTP
-date, and some add ``retry-after-ms`` (OpenAI). The value is the server's to choose and can be
-anything: ``100000``, a date next year, ``"-5"``, ``"soon"``. `retry_after` reads it (None when
-absent or unreadable) and `wait_for_retry` caps it, so no server can stretch a call past its
-deadline: when the wait asked for does not fit in the time left, the caller gives up at once
-instead of sleeping into the deadline.
+One parser for every place that backs off: the optimizer's own client and the loop's retries of
+workflow runs that the model provider refused. Servers say it three ways:
+
+- ``retry-after-ms: 1500`` (OpenAI, Azure: milliseconds, more precise, checked first);
+- ``retry-after: 2`` (seconds; some servers send a float);
+- ``retry-after: Wed, 21 Oct 2026 07:28:00 GMT`` (an HTTP date).
+
+The headers are found on an exception (``exc.response.headers`` for openai, anthropic, httpx and
+requests errors; ``exc.headers``; litellm's ``litellm_response_headers``), a response, or a mapping.
+A value that cannot be read, is negative or not finite is ignored (None): the caller's own backoff
+applies. Capping is the caller's job, since only it knows its deadline (see `capped`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, Mapping
+from typing import Any
 
-#: The longest wait any server may ask for (seconds), deadline or not.
-MAX_RETRY_AFTER = 60.0
-
-
-def retry_after(headers: Mapping[str, Any] | Any | None, now: float | None = None) -> float | None:
-    """Seconds the server asks to wait, from ``retry-after-ms`` or ``retry-after``; None if absent or junk."""
-    if headers is None:
-        return None
-    get = getattr(headers, "get", None)
-    if get is None:
-        return None
-    milliseconds = _number(get("retry-after-ms"))
-    if milliseconds is not None:
-        return milliseconds / 1000.0
-    raw = get("retry-after")
-    if raw is None:
-        return None
-    seconds = _number(raw)
-    if seconds is not None:
-        return seconds
-    try:
-        moment = parsedate_to_datetime(str(raw))
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if moment is None:
-        return None
-    try:
-        return max(0.0, moment.timestamp() - (time.time() if now is None else now))
-    except (OverflowError, OSError, ValueError):
-        return None
+__all__ = ["capped", "retry_after_seconds"]
 
 
-def _number(raw: Any) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(str(raw).strip()[:32])
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(value) or value < 0:
-        return None
+def _headers(source: Any) -> Any:
+    """The response headers behind ``source`` (an exception, a response, or headers), or None."""
+    if isinstance(source, Mapping):
+        return source
+    if isinstance(source, BaseException):
+        candidates = (getattr(getattr(source, "response", None), "headers", None), getattr(source, "headers", None),
+                      getattr(source, "litellm_response_headers", None))
+    else:  # a response object
+        candidates = (getattr(source, "headers", None),)
+    return next((c for c in candidates if c is not None and hasattr(c, "get")), None)
+
+
+def _get(headers: Any, name: str) -> Any:
+    value = headers.get(name)
+    if value is None and isinstance(headers, Mapping):  # a plain dict is case-sensitive
+        value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == name), None)
     return value
 
 
-def wait_for_retry(backoff: float, asked: float | None, remaining: float | None) -> float | None:
-    """The wait before the next attempt: the backoff, or the server's ``Retry-After`` when it asks for
-    more (at most `MAX_RETRY_AFTER`). None when that wait does not fit in the ``remaining`` seconds
-    of the deadline: the caller should stop now."""
-    wait = backoff if asked is None else max(backoff, min(asked, MAX_RETRY_AFTER))
-    if remaining is not None and (wait >= remaining or (asked is not None and asked > remaining)):
+def retry_after_seconds(source: Any, *, now: float | None = None) -> float | None:
+    """Seconds the server asked to wait before the next attempt, or None when it said nothing usable.
+
+    ``source`` is an exception, a response or a headers mapping; ``now`` (epoch seconds, default
+    the clock) is what an HTTP-date is measured against.
+    """
+    headers = _headers(source)
+    if headers is None:
+        return None
+    try:
+        milliseconds = _get(headers, "retry-after-ms")
+        if milliseconds is not None:
+            seconds = float(milliseconds) / 1000
+            if math.isfinite(seconds) and seconds >= 0:
+                return seconds
+    except (TypeError, ValueError):
+        pass
+    value = _get(headers, "retry-after")
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, seconds)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def capped(asked: float | None, backoff: float, remaining: float | None) -> float | None:
+    """The wait before the next attempt: the server's ``asked`` seconds when it gave some (else
+    ``backoff``), or None when that wait would end past the ``remaining`` seconds of the deadline
+    (waiting then is pointless: give up now). A ``Retry-After: 100000`` never overruns a deadline."""
+    wait = max(backoff, asked) if asked is not None else backoff
+    if remaining is not None and wait > remaining:
         return None
     return wait

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from opto_core.kernel.bounds import MAX_JSON_DEPTH, text_depth
+from opto_core.kernel.bounds import MAX_JSON_DEPTH, brackets, text_depth
 
 _FENCE = re.compile(r"```(?:json|JSON|python)?\s*\n?(.*?)```", re.DOTALL)
 
@@ -77,20 +77,8 @@ def parse_answer(text: str) -> dict[str, Any]:
 def _matching_brace(text: str, start: int) -> int | None:
     """Index of the brace closing the one at ``start``, skipping quoted strings."""
     depth = 0
-    quote = ""
-    escaped = False
-    for index in range(start, len(text)):
-        char = text[index]
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = ""
-        elif char in "'\"":
-            quote = char
-        elif char == "{":
+    for index, char in brackets(text, start):
+        if char == "{":
             depth += 1
         elif char == "}":
             depth -= 1
