@@ -179,3 +179,18 @@ def test_discover_reads_attributes_dicts_and_secret_strings_without_running_code
     text = redactor.redact("zq-paper-client-key-1001 Bearer zq-paper-bearer-2002 zq-paper-org-3003 paper/1.0")
     assert text == "*** *** *** paper/1.0"
     assert REDACTOR is not redactor and redact("plain text") == "plain text"
+
+
+def test_an_autogen_model_clients_key_and_headers_are_found():
+    pytest.importorskip("autogen_ext")
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+    from opto_adapters.autogen import as_target
+
+    client = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="zq-paper-autogen-key-5150",
+                                        base_url="http://127.0.0.1:9/v1",
+                                        default_headers={"X-Org-Token": "zq-paper-autogen-header-6161"})
+    redactor = Redactor(environ={})
+    redactor.discover(as_target(AssistantAgent("helper", client)))
+    assert redactor.redact("zq-paper-autogen-key-5150 / zq-paper-autogen-header-6161") == "*** / ***"

@@ -211,7 +211,7 @@ class _Run:
                     stopped = "already_finished"
             else:
                 self._start()
-            if stopped != "already_finished" and not self._all_runs_failed():
+            if stopped != "already_finished":
                 stopped, error, last_step = self._steps(last_step)
             if self._all_runs_failed() and stopped not in ERROR_STOPS:
                 stopped, error = "all_runs_failed", self._all_failed_reason()
@@ -289,7 +289,7 @@ class _Run:
                 while step < settings.max_steps:
                     reason = self._stop_reason(step + 1, interrupt)
                     if reason:
-                        return reason, "", last_step
+                        return reason, self._all_failed_reason() if reason == "all_runs_failed" else "", last_step
                     try:
                         record = self._step(step + 1)
                     except OptimizerFailed as exc:
@@ -334,6 +334,8 @@ class _Run:
             reason = "interrupted"
         if reason is None and s.max_errors is not None and self.errors > s.max_errors:
             reason = "max_errors"
+        if reason is None and self._all_runs_failed():  # no baseline, nothing to learn from: say so now
+            reason = "all_runs_failed"
         return reason
 
     def _finish(self, stopped: str, error: str, last_step: int) -> OptimizationResult:
