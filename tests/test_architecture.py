@@ -89,9 +89,10 @@ OPTO_CORE_ALL = [
     "ContextWindowExceeded", "CorruptRun", "Edge", "Executor", "Feedback", "FunctionTarget", "Graph", "GraphError",
     "Hybrid", "InfrastructureError", "InvalidValue", "LLMError", "NotARun", "Node", "OPRO", "OpenAIChat",
     "OptimizationResult", "Optimizer", "OptimizerFailed", "OptoPrime", "OptoPrimeNoTrace", "Parameter",
-    "ProblemInstance", "Proposal", "RayExecutor", "RunDir", "RunDirError", "RunLocked", "Search", "Settings",
-    "Target", "ThreadExecutor", "Usage", "WriteError", "backward", "capture", "evaluate", "load_values", "op",
-    "optimize", "render", "save_values", "write_report",
+    "ProblemInstance", "Proposal", "RayExecutor", "Redactor", "RunDir", "RunDirError", "RunDirUnwritable",
+    "RunLocked", "Search", "SettingError", "Settings", "Target", "ThreadExecutor", "Usage", "WriteError",
+    "WroteAroundOptimizer", "backward", "capture", "evaluate", "load_values", "op", "optimize", "redact",
+    "register_secret", "render", "save_values", "write_report",
 ]
 PACKAGE_ALL = {
     "opto_core.testing": ["ScriptedLLM", "ScriptedServer", "quiet_http_server", "system_text", "tool_call"],

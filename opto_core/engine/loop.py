@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
+from opto_core.kernel.bounds import MAX_FEEDBACK_TEXT, bound_text
 from opto_core.kernel.code_policy import apply_policy
 from opto_core.engine.executors import (Evaluation, FeedbackError, InfrastructureError, ThreadExecutor, error_kind,  # noqa: F401
                         make_executor)
@@ -584,7 +585,8 @@ def _key(values: dict[str, Any]) -> str:
 
 
 def _error_text(output: Any) -> str:
-    return f"{type(output).__name__}: {output}" if isinstance(output, BaseException) else str(output)
+    text = f"{type(output).__name__}: {output}" if isinstance(output, BaseException) else str(output)
+    return bound_text(text, MAX_FEEDBACK_TEXT)  # a 10 MB error message is not copied into every record
 
 
 def _better(new: float | None, old: float | None) -> bool:
