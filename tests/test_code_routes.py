@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from code_routes import EXIT_ROUTES, LEAKS, LEGITIMATE, NO_MARKER, routes, tidy
 
 from opto_core import InvalidValue, optimize
 from opto_core.engine.target import FunctionTarget
@@ -19,8 +20,6 @@ from opto_core.kernel.code import function_source
 from opto_core.kernel.trace import op
 from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.testing import ScriptedLLM
-
-from code_routes import EXIT_ROUTES, LEAKS, LEGITIMATE, NO_MARKER, routes, tidy
 
 ROUTES = list(routes("/m"))
 HERE = Path(__file__).parent

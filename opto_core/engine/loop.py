@@ -28,18 +28,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from opto_core.engine.executors import (
+    Evaluation,
+    ThreadExecutor,
+    make_executor,
+)
+from opto_core.engine.guard import ValueGuard, describe, failed_evaluations
+from opto_core.engine.rundir import CorruptRun, RunDir
+from opto_core.engine.settings import Settings
+from opto_core.engine.target import Target
 from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
 from opto_core.kernel.bounds import MAX_FEEDBACK_TEXT, bound_text
 from opto_core.kernel.code_policy import apply_policy
-from opto_core.engine.executors import (Evaluation, FeedbackError, InfrastructureError, ThreadExecutor, error_kind,  # noqa: F401
-                        make_executor)
-from opto_core.optimizers.base import Optimizer, Proposal
-from opto_core.engine.guard import ValueGuard, describe, failed_evaluations
-from opto_core.engine.rundir import CorruptRun, RunDir
 from opto_core.kernel.redact import REDACTOR, install_log_filter, redact, scrub_url
-from opto_core.engine.settings import Settings
-from opto_core.engine.target import Target
 from opto_core.llm.usage import Usage
+from opto_core.optimizers.base import Optimizer, Proposal
 
 log = logging.getLogger("opto")
 
@@ -119,7 +122,7 @@ class _Interrupt:
         self._previous: Any = None
         self._on_request = on_request
 
-    def __enter__(self) -> "_Interrupt":
+    def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.getsignal(signal.SIGINT)
             signal.signal(signal.SIGINT, self._handle)
@@ -186,7 +189,7 @@ class _Run:
         self.infrastructure_reported: set[str] = set()
         self.session_runs = 0  # runs made by this process, and how many failed outside the workflow
         self.infrastructure_runs = 0
-        self.backward_kwargs = {"follow": tuple(settings.follow)} if settings.follow else {}
+        self.backward_kwargs: dict[str, Any] = {"follow": tuple(settings.follow)} if settings.follow else {}
         self.initial_score: float | None = None
         self.current_score: float | None = None
         self.best_score: float | None = None
@@ -401,8 +404,9 @@ class _Run:
         proposal = self._propose(step, instances)
         record["proposal"] = proposal.to_dict()
         changes = {k: v for k, v in proposal.accepted.items() if values_before.get(k) != v}
-        if changes and self.settings.approve is not None:
-            changes = self._approve(values_before, changes, record)
+        approve = self.settings.approve
+        if changes and approve is not None:
+            changes = self._approve(approve, values_before, changes, record)
         if not changes:
             return unchanged("the optimizer proposed no change" if not proposal.accepted or proposal.terminated
                              else "nothing to apply")
@@ -449,11 +453,12 @@ class _Run:
         self.usage.merge(proposal.usage)
         return proposal
 
-    def _approve(self, values_before: dict[str, Any], changes: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    def _approve(self, approve: Callable[..., Any], values_before: dict[str, Any], changes: dict[str, Any],
+                 record: dict[str, Any]) -> dict[str, Any]:
         from opto_core.engine.approval import review
 
         by_name = {p.name: p for p in self.target.parameters()}
-        approved, decisions = review(self.settings.approve, values_before, changes,
+        approved, decisions = review(approve, values_before, changes,
                                      kinds={name: by_name[name].kind for name in changes})
         checked: dict[str, Any] = {}
         for name, value in approved.items():
@@ -510,7 +515,7 @@ class _Run:
         self.infrastructure_runs += sum(e.error_kind == "infrastructure" for e in evaluations)
         if self.settings.reuse_evaluations and not any(e.error_kind in ("infrastructure", "wrote_around")
                                                        for e in evaluations):
-            self._cache[(*key, _key(values))] = evaluations
+            self._cache[key + (_key(values),)] = evaluations
             while len(self._cache) > 4:
                 self._cache.pop(next(iter(self._cache)))
         return evaluations

@@ -49,15 +49,17 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterator
 
 from opto_core.kernel.files import _write_point, dumps, write_json_atomic, write_json_atomic_text
 from opto_core.kernel.redact import scrub
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # Windows: no flock; runs there are not protected against a second process
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None
 
 RUN_FORMAT = "opto-run/1"
 MARKER = ".opto-run"
@@ -270,7 +272,7 @@ class RunDir:
                 self._lock.close()
                 self._lock = None
 
-    def __enter__(self) -> "RunDir":
+    def __enter__(self) -> RunDir:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -368,7 +370,7 @@ class RunDir:
         if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise CorruptRun(path, f"unsupported run format {found!r} (expected {RUN_FORMAT!r})")
-        for name, types in _CHECKPOINT_FIELDS.items():
+        for name in _CHECKPOINT_FIELDS:
             if name not in data:
                 raise CorruptRun(path, f"has no {name!r} field")
         for name, types in {**_CHECKPOINT_FIELDS, **_OPTIONAL_FIELDS}.items():

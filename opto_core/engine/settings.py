@@ -28,6 +28,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "failure_score": (int, float), "reuse_evaluations": (bool,), "nonfinite_scores": (str,), "keep": (str,),
     "progress": (bool,),
 }
+_WANTED: dict[tuple[type, ...], str] = {(int,): "a whole number", (int, float): "a number", (bool,): "true or false",
+                                        (str,): "a string"}
 _OPTIONAL = {"max_llm_calls", "max_tokens", "max_cost_usd", "max_evaluations", "max_errors", "target_score",
              "concurrency", "eval_timeout"}
 
@@ -71,7 +73,7 @@ class Settings:
     def __post_init__(self) -> None:
         self.check()
 
-    def check(self) -> "Settings":
+    def check(self) -> Settings:
         """Raise `SettingError` (a ``ValueError``) naming the setting when a value has the wrong type or
         is out of range (a bad value in a stored config.json too)."""
         for name, kinds in _TYPES.items():
@@ -79,8 +81,7 @@ class Settings:
             if value is None and name in _OPTIONAL:
                 continue
             if isinstance(value, bool) != (kinds == (bool,)) or not isinstance(value, kinds):
-                wanted = {(int,): "a whole number", (int, float): "a number", (bool,): "true or false",
-                          (str,): "a string"}[kinds]
+                wanted = _WANTED[kinds]
                 raise SettingError(f"{name} must be {wanted}{' (or None)' if name in _OPTIONAL else ''}, "
                                    f"got {value!r}")
         if self.max_steps < 0:
@@ -115,7 +116,7 @@ class Settings:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def build(cls, settings: "Settings | None" = None, **overrides: Any) -> "Settings":
+    def build(cls, settings: Settings | None = None, **overrides: Any) -> Settings:
         """``settings`` with ``overrides`` applied; an unknown name is an error listing the real ones."""
         unknown = sorted(set(overrides) - set(cls.fields()))
         if unknown:
@@ -136,7 +137,7 @@ class Settings:
         return config
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], **overrides: Any) -> "Settings":
+    def from_config(cls, config: dict[str, Any], **overrides: Any) -> Settings:
         """Settings stored by `to_config` (unknown keys, from other versions, are ignored)."""
         known = {k: v for k, v in config.items() if k in cls.fields()}
         known.update(overrides)

@@ -211,7 +211,7 @@ class CodePolicy:
 
     # ----- the settings users pass ------------------------------------------------------------
     @classmethod
-    def of(cls, policy: "CodePolicy | str | None") -> "CodePolicy":
+    def of(cls, policy: CodePolicy | str | None) -> CodePolicy:
         """``"strict"`` (or None), ``"permissive"``, or a `CodePolicy` as it is."""
         if policy is None or policy == "strict":
             return STRICT
@@ -221,7 +221,7 @@ class CodePolicy:
             return policy
         raise ValueError(f"code_policy must be 'strict', 'permissive' or a CodePolicy, got {policy!r}")
 
-    def with_changes(self, **changes: Any) -> "CodePolicy":
+    def with_changes(self, **changes: Any) -> CodePolicy:
         return replace(self, **changes)
 
     # ----- checking ---------------------------------------------------------------------------
@@ -257,7 +257,7 @@ class CodePolicy:
                                           f"and the modules {', '.join(sorted(self._safe_modules() - {'__future__'}))}")
         return shape
 
-    def violations(self, shape: FunctionShape, resolver: "_Resolver | None" = None) -> list[Use]:
+    def violations(self, shape: FunctionShape, resolver: _Resolver | None = None) -> list[Use]:
         """Every use in ``shape`` that this policy denies (before comparing with the original)."""
         resolver = resolver or _Resolver(None, self)
         found: list[Use] = []
@@ -499,7 +499,7 @@ class _Reader:
         scope = self.scope_of(at)
         return scope is not None and scope.resolves_locally(name.id)
 
-    def scope_of(self, node: ast.AST) -> "_Scope | None":
+    def scope_of(self, node: ast.AST) -> _Scope | None:
         current: ast.AST | None = node
         while current is not None:
             parent = self.parents.get(id(current))
@@ -653,7 +653,7 @@ def _plain(expression: ast.expr) -> bool:
 class _Scope:
     """The names one function, lambda, class or comprehension binds, as the compiler sees them."""
 
-    def __init__(self, node: ast.AST, parent: "_Scope | None") -> None:
+    def __init__(self, node: ast.AST, parent: _Scope | None) -> None:
         self.node = node
         self.parent = parent
         self.bound: set[str] = set()
@@ -808,7 +808,7 @@ def namespace_of(function: Any) -> dict[str, Any] | None:
 
 
 # ----- setting it on parameters ------------------------------------------------------------------------
-def apply_policy(parameters: Iterable[Any], policy: "CodePolicy | str | None") -> int:
+def apply_policy(parameters: Iterable[Any], policy: CodePolicy | str | None) -> int:
     """Set ``policy`` on every code parameter (the loop calls this with ``optimize(code_policy=...)``).
 
     Returns how many parameters got it. ``parameters`` may be a list or a `BoundParameters`.

@@ -41,8 +41,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from opto_core.kernel.graph import (META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph,
-                             run_meta)
+from opto_core.kernel.graph import META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph, run_meta
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.provenance import ProvenanceIndex
 

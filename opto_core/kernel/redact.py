@@ -95,8 +95,9 @@ def redact_record(record: logging.LogRecord) -> None:
                 try:
                     record.msg = REDACTOR.redact(record.getMessage())
                     record.args = ()
-                except Exception:  # a message whose arguments do not fit: keep the redacted arguments
-                    record.args = tuple(cleaned) if isinstance(record.args, tuple) else cleaned[0]
+                except Exception:  # a message whose arguments do not fit: the redacted arguments after it
+                    record.msg = f"{REDACTOR.redact(str(record.msg))} {' '.join(str(c) for c in cleaned)}"
+                    record.args = ()
         if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
             text = logging.Formatter().formatException(record.exc_info)
             cleaned_text = REDACTOR.redact(text)

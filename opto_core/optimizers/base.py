@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from opto_core.kernel.backward import ProblemInstance
+from opto_core.kernel.bounds import MAX_REASONING_TEXT, bound_text, safe_repr, without_surrogates
 from opto_core.kernel.graph import shorten
 from opto_core.kernel.parameters import InvalidValue, Parameter
 from opto_core.kernel.redact import redact
 from opto_core.kernel.render import json_line
 from opto_core.kernel.tokens import CHARS_PER_TOKEN, count_tokens
 from opto_core.llm.usage import ChatModel, ChatResult, Usage
-from opto_core.kernel.bounds import MAX_REASONING_TEXT, bound_text, safe_repr, without_surrogates
 from opto_core.optimizers.parsing import ParseError, is_terminate, match_names, parse_answer, refusal
 
 #: Tokens kept free besides the answer, for chat framing and counting error: this, or 5% of the window.
