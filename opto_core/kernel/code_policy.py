@@ -400,14 +400,15 @@ class _Reader:
     # ----- passes -------------------------------------------------------------------------------
     def read(self) -> None:
         tree = self.shape.tree
-        for parent in ast.walk(tree):
+        nodes = list(ast.walk(tree))
+        for parent in nodes:
             for child in ast.iter_child_nodes(parent):
                 self.parents[id(child)] = parent
         self.scopes = _scopes(tree)
-        for node in ast.walk(tree):
+        for node in nodes:  # imports first: the names they bind are known when the body reads them
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 self.read_import(node)
-        for node in ast.walk(tree):
+        for node in nodes:
             self.read_node(node)
 
     def read_import(self, node: ast.Import | ast.ImportFrom) -> None:
