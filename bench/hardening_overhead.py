@@ -58,7 +58,7 @@ def policy_rows(repeats: int) -> list[dict[str, Any]]:
         source = suggested(lines)
         assert parameter.validate(source) == source
         rows.append({"part": "code policy", "case": f"validate a {lines + 10}-line body",
-                     "seconds": best_of(repeats, lambda: parameter.validate(source))})
+                     "seconds": best_of(repeats, lambda source=source: parameter.validate(source))})
     return rows
 
 
@@ -71,7 +71,7 @@ def guard_rows(repeats: int) -> list[dict[str, Any]]:
         target = FunctionTarget(lambda: None, parameters)
         guard = ValueGuard(target)
 
-        def around() -> None:
+        def around(guard: ValueGuard = guard) -> None:
             guard.changes(guard.expect())
 
         rows.append({"part": "guard", "case": f"expect + compare, {count} parameters", "seconds": best_of(repeats, around)})
@@ -87,7 +87,7 @@ def redactor_rows(repeats: int) -> list[dict[str, Any]]:
             redactor.register(f"zq-bench-secret-{i:04d}-value")
         redactor.redact("warm")
         rows.append({"part": "redactor", "case": f"1 MB of text, {count} secrets",
-                     "seconds": best_of(repeats, lambda: redactor.redact(text))})
+                     "seconds": best_of(repeats, lambda redactor=redactor: redactor.redact(text))})
     return rows
 
 
@@ -98,8 +98,8 @@ def fence_rows(repeats: int) -> list[dict[str, Any]]:
             {"part": "fence", "case": "1 MB, 500 fake headers behind CR", "seconds": best_of(repeats, lambda: fence(hostile))}]
 
 
-def main() -> None:
-    args = make_parser(__doc__.split("\n\n")[0]).parse_args()
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = make_parser(__doc__.split("\n\n")[0]).parse_args(argv)
     repeats = 3 if args.quick else 7
     rows: list[dict[str, Any]] = []
     for part in (policy_rows, guard_rows, redactor_rows, fence_rows):
@@ -107,11 +107,12 @@ def main() -> None:
         rows += part(repeats)
     if args.json:
         emit_json([{**row, **machine()} for row in rows])
-        return
+        return rows
     info = machine()
     print(f"{info['date']}, {info['cpu']} ({info['cpus']} CPUs), Python {info['python']}, "
           f"load average {info['load_average']}; best of {repeats}")
     print(table(rows, [("part", "part", None), ("case", "case", None), ("seconds", "time", fmt_s)]))
+    return rows
 
 
 if __name__ == "__main__":
