@@ -50,8 +50,8 @@ PLANTED = {
         "The core's layers", "opto_core.kernel.files -> opto_core.engine.loop"),
     "an upward import seen only by type checkers": (
         "opto_core/llm/usage.py",
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from opto_core.optimizers.base import Proposal\n",
-        "The core's layers", "opto_core.llm.usage -> opto_core.optimizers.base"),
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from opto_core.optimizers.protocol import Proposal\n",
+        "The core's layers", "opto_core.llm.usage -> opto_core.optimizers.protocol"),
     "the core imports a framework": (
         "opto_core/engine/target.py", "import dspy\n",
         "The core imports no adapter and no agent framework", "opto_core.engine.target -> dspy"),
@@ -87,15 +87,18 @@ def test_a_planted_import_breaks_its_contract(tree_copy: Path, case: str):
 OPTO_CORE_ALL = [
     "AsyncioExecutor", "BackwardError", "Binding", "BoundParameters", "BoundTarget", "ChatResult", "CodePolicy",
     "ContextWindowExceeded", "CorruptRun", "Edge", "Executor", "Feedback", "FeedbackError", "FunctionTarget", "Graph", "GraphError",
-    "Hybrid", "InfrastructureError", "InvalidValue", "LLMError", "NotARun", "Node", "OPRO", "OpenAIChat",
+    "Hybrid", "InfrastructureError", "InvalidValue", "LLMError", "LLMOptimizer", "NotARun", "Node", "OPRO", "OpenAIChat",
     "OptimizationResult", "Optimizer", "OptimizerFailed", "OptoPrime", "OptoPrimeNoTrace", "Parameter",
     "ProblemInstance", "Proposal", "RayExecutor", "Redactor", "RunDir", "RunDirError", "RunDirUnwritable",
     "RunLocked", "Search", "SettingError", "Settings", "Target", "ThreadExecutor", "Usage", "WriteError",
     "WroteAroundOptimizer", "backward", "capture", "evaluate", "load_values", "op", "optimize", "redact",
     "register_secret", "render", "save_values", "write_report",
+    "Gateway", "GatewayTarget", "TrafficParameters", "load_spans", "optimize_offline", "to_spans",
 ]
 PACKAGE_ALL = {
     "opto_core.testing": ["ScriptedLLM", "ScriptedServer", "quiet_http_server", "system_text", "tool_call"],
+    "opto_core.otel": ["OfflineResult", "Span", "SpanTrace", "Traces", "load_spans", "optimize_offline", "read_spans",
+                       "spans_to_otlp", "to_spans", "values_diff"],
     "opto_adapters.langchain": ["ChainTarget", "NoParametersFound", "OptoCallbackHandler", "apply_values",
                                 "optimize_chain", "opto_trace", "parameters_of"],
     "opto_adapters.dspy": ["DSPyTracer", "ExampleError", "MetricError", "OptimizationStopped", "OptoTeleprompter",

@@ -89,7 +89,7 @@ def same(a: Any, b: Any) -> bool:
         return False
 
 
-def describe(changes: dict[str, str]) -> str:
+def wrote_around_reason(changes: dict[str, str]) -> str:
     listed = "; ".join(f"{name}: {what}" for name, what in sorted(changes.items()))
     return (f"a run wrote around the optimizer ({listed}); values change only through the optimizer's "
             "proposals, so the runs failed and every parameter holds again what the loop set")
