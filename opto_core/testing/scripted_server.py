@@ -235,6 +235,9 @@ def _responses_events(body: dict[str, Any], reply: Any, index: int, model: str) 
 def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in separate writes: without TCP_NODELAY each answer would wait for the
+        # client's delayed ACK (tens of milliseconds on loopback)
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
