@@ -46,8 +46,10 @@ def _originals():
     answer.code.value = answer.source
 
 
+@pytest.mark.parametrize("isolation", ["none", "process"])
 @pytest.mark.parametrize("payload", list(PAYLOADS))
-def test_a_write_around_the_optimizer_fails_the_runs_and_is_never_kept(payload, tmp_path):
+def test_a_write_around_the_optimizer_fails_the_runs_and_is_never_kept(payload, isolation, tmp_path):
+    """In this process the loop's guard catches the write; in a worker process the worker does."""
     source, policy = PAYLOADS[payload]
     target = FunctionTarget(lambda question: answer(question), [answer, PROMPT, CONFIG], input_keys=["question"])
     seen: list[dict] = []
@@ -58,7 +60,8 @@ def test_a_write_around_the_optimizer_fails_the_runs_and_is_never_kept(payload, 
 
     llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"answer.code": source}})], repeat_last=True)
     result = optimize(target, [{"question": "q"}], rewards_injection, OptoPrime(target.parameters(), llm),
-                      max_steps=1, run_dir=str(tmp_path / "run"), code_policy=policy, approve=approve)
+                      max_steps=1, run_dir=str(tmp_path / "run"), code_policy=policy, approve=approve,
+                      isolation=isolation)
     step = result.history[1]
     assert step["kept"] is False and "wrote around the optimizer" in step["decision"]
     assert "wrote around the optimizer" in step["wrote_around"]
