@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from opto_core.app.report import write_report
+    from opto_core.engine.coverage import Coverage, CoverageError, coverage
     from opto_core.engine.executors import (
         AsyncioExecutor,
         Executor,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from opto_core.kernel.parameters import InvalidValue, Parameter
     from opto_core.kernel.redact import Redactor, redact, register_secret
     from opto_core.kernel.render import render
+    from opto_core.kernel.templates import Template, TemplateError, TemplateMatch, check_placeholders
     from opto_core.kernel.trace import capture, op
     from opto_core.kernel.values import load_values, save_values
     from opto_core.llm.client import ContextWindowExceeded, LLMError, OpenAIChat
@@ -90,6 +92,8 @@ _EXPORTS: dict[str, str] = {
     "BackwardError": "opto_core.kernel.backward", "ProblemInstance": "opto_core.kernel.backward",
     "backward": "opto_core.kernel.backward",
     "render": "opto_core.kernel.render",
+    "Template": "opto_core.kernel.templates", "TemplateMatch": "opto_core.kernel.templates",
+    "TemplateError": "opto_core.kernel.templates", "check_placeholders": "opto_core.kernel.templates",
     "load_values": "opto_core.kernel.values", "save_values": "opto_core.kernel.values",
     # llm
     "OpenAIChat": "opto_core.llm.client", "LLMError": "opto_core.llm.client",
@@ -106,6 +110,8 @@ _EXPORTS: dict[str, str] = {
     "OptimizationResult": "opto_core.engine.loop", "OptimizerFailed": "opto_core.engine.loop",
     "Settings": "opto_core.engine.settings", "SettingError": "opto_core.engine.settings",
     "WroteAroundOptimizer": "opto_core.engine.guard",
+    "coverage": "opto_core.engine.coverage", "Coverage": "opto_core.engine.coverage",
+    "CoverageError": "opto_core.engine.coverage",
     "Target": "opto_core.engine.target", "BoundTarget": "opto_core.engine.target",
     "FunctionTarget": "opto_core.engine.target",
     "Executor": "opto_core.engine.executors", "ThreadExecutor": "opto_core.engine.executors",

@@ -256,6 +256,9 @@ def demo(
     output, graph = target.run(trainset[0])
     console.print(escape(f"first example: {trainset[0]!r} -> {output!r}"))
     _show_graph(graph)
+    from opto_core.engine.coverage import Coverage
+
+    console.print(escape(str(Coverage.of_graphs(target.parameters(), [graph]))))
     optimizer = _optimizer_for(target, llm, answer_tokens)
     console.print(f"optimizer: {type(optimizer).__name__}"
                   + (" (the LLM for text and code, a search for numbers)" if type(optimizer).__name__ == "Hybrid" else ""))

@@ -3,7 +3,7 @@
 | code | meaning |
 |---|---|
 | 0 | the run ended as planned: its steps, a budget, the target score, a STOP file, one Ctrl-C |
-| 1 | the run stopped on an error of the run: the optimizer's LLM failed after its retries, too many failed runs (``max_errors``), every run failed outside the workflow (``all_runs_failed``), invalid values |
+| 1 | the run stopped on an error of the run: the optimizer's LLM failed after its retries, too many failed runs (``max_errors``), every run failed outside the workflow (``all_runs_failed``), invalid values, feedback reaches no trainable parameter (``CoverageError``) |
 | 2 | a usage error: a bad option or setting, a directory that holds no run of ours, a run locked by another process, an unknown or broken recipe |
 | 3 | the run directory is damaged (`CorruptRun`): the message names the file and the way out |
 | 4 | the run directory cannot be written: the disk is full or read-only, or access is denied (nothing saved is lost) |
@@ -37,6 +37,7 @@ EXIT_CODES: dict[int, str] = {
 
 def exit_code(exc: BaseException) -> int | None:
     """The exit code for a user-facing error, or None for anything else."""
+    from opto_core.engine.coverage import CoverageError
     from opto_core.engine.executors import FeedbackError
     from opto_core.engine.rundir import CorruptRun, RunDirError, RunDirUnwritable
     from opto_core.engine.settings import SettingError
@@ -51,4 +52,6 @@ def exit_code(exc: BaseException) -> int | None:
         return FEEDBACK
     if isinstance(exc, SettingError):
         return USAGE
+    if isinstance(exc, CoverageError):  # stopped before any optimizer call: feedback reaches no parameter
+        return RUN_FAILED
     return None
