@@ -8,8 +8,11 @@ did not drop); otherwise roll back. The best values seen are applied at the end.
 What makes it safe to leave running:
 - a failed evaluation is never progress: runs that failed for reasons outside the workflow's
   logic (event loop, connection, the adapter) make the step roll back, and count as errors;
-- every parameter's live value is validated again after each evaluation (LLM-written code runs
-  there and could write around the optimizer); a step that left a value invalid rolls back;
+- every parameter holds, after each batch of runs, exactly what the loop set (`opto_core.engine.guard`):
+  LLM-written code runs there and could write around the optimizer; such runs fail, the write is
+  undone and the step rolls back (a value left invalid is caught again by validation);
+- a run whose every evaluation failed outside the workflow ends as ``all_runs_failed``, not as a
+  success; values read from a checkpoint are validated before anything runs (`CorruptRun` otherwise);
 - budgets (steps, optimizer LLM calls, tokens, USD, workflow evaluations, errors), a target
   score, a ``STOP`` file and Ctrl-C end the run after a finished step, everything saved in a
   locked run directory from which ``optimize(..., run_dir=same)`` resumes.
