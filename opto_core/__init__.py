@@ -45,10 +45,11 @@ if TYPE_CHECKING:
     from opto_core.engine.executors.process import ProcessExecutor, WorkerLost
     from opto_core.engine.executors.ray_cluster import RayExecutor
     from opto_core.engine.executors.transfer import register_output_type
+    from opto_core.engine.guard import WroteAroundOptimizer
     from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
-    from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunLocked
+    from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunDirUnwritable, RunLocked
     from opto_core.engine.sandbox import Sandbox, SandboxUnavailable
-    from opto_core.engine.settings import Settings
+    from opto_core.engine.settings import SettingError, Settings
     from opto_core.engine.target import BoundTarget, FunctionTarget, Target
     from opto_core.gateway.offline import optimize_offline
     from opto_core.gateway.otel import load_spans, to_spans
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from opto_core.kernel.feedback import Feedback
     from opto_core.kernel.graph import Edge, Graph, GraphError, Node
     from opto_core.kernel.parameters import InvalidValue, Parameter
+    from opto_core.kernel.redact import Redactor, redact, register_secret
     from opto_core.kernel.render import render
     from opto_core.kernel.templates import Template, TemplateError, TemplateMatch, check_placeholders
     from opto_core.kernel.trace import capture, op
@@ -82,6 +84,8 @@ _EXPORTS: dict[str, str] = {
     "Node": "opto_core.kernel.graph",
     "InvalidValue": "opto_core.kernel.parameters", "Parameter": "opto_core.kernel.parameters",
     "CodePolicy": "opto_core.kernel.code_policy",
+    "Redactor": "opto_core.kernel.redact", "redact": "opto_core.kernel.redact",
+    "register_secret": "opto_core.kernel.redact",
     "Binding": "opto_core.kernel.binding", "BoundParameters": "opto_core.kernel.binding",
     "WriteError": "opto_core.kernel.binding",
     "capture": "opto_core.kernel.trace", "op": "opto_core.kernel.trace",
@@ -104,7 +108,8 @@ _EXPORTS: dict[str, str] = {
     # engine
     "optimize": "opto_core.engine.loop", "evaluate": "opto_core.engine.loop",
     "OptimizationResult": "opto_core.engine.loop", "OptimizerFailed": "opto_core.engine.loop",
-    "Settings": "opto_core.engine.settings",
+    "Settings": "opto_core.engine.settings", "SettingError": "opto_core.engine.settings",
+    "WroteAroundOptimizer": "opto_core.engine.guard",
     "coverage": "opto_core.engine.coverage", "Coverage": "opto_core.engine.coverage",
     "CoverageError": "opto_core.engine.coverage",
     "Target": "opto_core.engine.target", "BoundTarget": "opto_core.engine.target",
@@ -119,7 +124,7 @@ _EXPORTS: dict[str, str] = {
     "Sandbox": "opto_core.engine.sandbox", "SandboxUnavailable": "opto_core.engine.sandbox",
     "RunDir": "opto_core.engine.rundir", "RunDirError": "opto_core.engine.rundir",
     "CorruptRun": "opto_core.engine.rundir", "NotARun": "opto_core.engine.rundir",
-    "RunLocked": "opto_core.engine.rundir",
+    "RunLocked": "opto_core.engine.rundir", "RunDirUnwritable": "opto_core.engine.rundir",
     # gateway
     "Gateway": "opto_core.gateway.proxy", "GatewayTarget": "opto_core.gateway.target",
     "TrafficParameters": "opto_core.gateway.parameters", "load_spans": "opto_core.gateway.otel",

@@ -90,11 +90,12 @@ OPTO_CORE_ALL = [
     "FunctionTarget", "Gateway", "GatewayTarget", "Graph", "GraphError", "Hybrid", "InfrastructureError",
     "InvalidValue", "LLMError", "LLMOptimizer", "Node", "NotARun", "OPRO", "OpenAIChat", "OptimizationResult",
     "Optimizer", "OptimizerFailed", "OptoPrime", "OptoPrimeNoTrace", "Parameter", "ProblemInstance", "ProcessExecutor",
-    "Proposal", "RayExecutor", "RunDir", "RunDirError", "RunLocked", "Sandbox", "SandboxUnavailable", "Search",
-    "Settings", "Target", "Template", "TemplateError", "TemplateMatch", "ThreadExecutor", "TrafficParameters", "Usage",
-    "WorkerLost", "WorkflowExit", "WriteError", "backward", "capture", "check_placeholders", "coverage", "evaluate",
-    "load_spans", "load_values", "op", "optimize", "optimize_offline", "register_output_type", "render", "save_values",
-    "to_spans", "write_report",
+    "Proposal", "RayExecutor", "Redactor", "RunDir", "RunDirError", "RunDirUnwritable", "RunLocked", "Sandbox",
+    "SandboxUnavailable", "Search", "SettingError", "Settings", "Target", "Template", "TemplateError",
+    "TemplateMatch", "ThreadExecutor", "TrafficParameters", "Usage", "WorkerLost", "WorkflowExit", "WriteError",
+    "WroteAroundOptimizer", "backward", "capture", "check_placeholders", "coverage", "evaluate", "load_spans",
+    "load_values", "op", "optimize", "optimize_offline", "redact", "register_output_type", "register_secret",
+    "render", "save_values", "to_spans", "write_report",
 ]
 PACKAGE_ALL = {
     "opto_core.testing": ["AdapterCase", "CHECKS", "ScriptedLLM", "ScriptedServer", "quiet_http_server",

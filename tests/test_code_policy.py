@@ -55,14 +55,19 @@ def test_every_attack_is_rejected_with_a_reason(attack, tmp_path):
     assert info.value.parameter == "f.code" and len(info.value.reason) > 20
 
 
-def test_an_original_that_uses_os_may_keep_using_it():
+def test_an_original_that_uses_os_may_keep_using_what_it_used():
     original = "import os\n\ndef f(p: str) -> str:\n    return os.path.basename(p)\n"
     parameter = Parameter("f.code", "code", original)
-    new = "import os\n\ndef f(p: str) -> str:\n    return os.path.dirname(p)\n"
+    new = "import os\n\ndef f(p: str) -> str:\n    return os.path.basename(p.strip()).upper()\n"
     assert parameter.validate(new) == new
-    # ... but not something else it did not use
+    # ... but not another path into a module outside the safe set, nor another module
+    with pytest.raises(InvalidValue, match="os.path.dirname"):
+        parameter.validate("import os\n\ndef f(p: str) -> str:\n    return os.path.dirname(p)\n")
     with pytest.raises(InvalidValue, match="subprocess"):
-        parameter.validate("import os, subprocess\n\ndef f(p: str) -> str:\n    return os.path.dirname(p)\n")
+        parameter.validate("import os, subprocess\n\ndef f(p: str) -> str:\n    return os.path.basename(p)\n")
+    # the user opens a module explicitly
+    parameter.code_policy = CodePolicy(allow={"os.path"})
+    assert parameter.validate("import os\n\ndef f(p: str) -> str:\n    return os.path.dirname(p)\n")
 
 
 def test_permissive_keeps_only_the_shape_checks_and_objects_configure_it():

@@ -510,3 +510,20 @@ def test_loopback_endpoints_ignore_proxy_settings(server, monkeypatch):
     monkeypatch.delenv("no_proxy", raising=False)
     assert client(server, max_retries=0).chat(MESSAGES).text == "ok"
     assert len(server.chats) == 1
+
+
+def test_a_retry_after_beyond_the_deadline_gives_up_at_once(server):
+    """A server asking for 100000 s cannot stretch a call with a 20 s deadline: no sleep, one clear error."""
+    server.default = (429, {"error": {"message": "slow down"}}, {"retry-after": "100000"})
+    llm = client(server, max_retries=4, deadline=20)
+    with pytest.raises(LLMError, match="Retry-After") as info:
+        llm.chat(MESSAGES)
+    assert len(server.chats) == 1 and "100000 s" in str(info.value) and info.value.status_code == 429
+
+
+def test_retry_after_is_capped_by_the_deadline_and_without_one_by_a_minute():
+    from opto_core.llm.retry_after import capped
+
+    assert capped(None, 0.1, None) == 0.1
+    assert capped(5.0, 0.1, None) == 5.0 and capped(5.0, 0.1, 10.0) == 5.0
+    assert capped(100000.0, 0.1, 20.0) is None and capped(15.0, 0.1, 10.0) is None

@@ -117,7 +117,7 @@ class AgentParameters(BoundParameters):
                 f"{self.prefix}.tools.{name}.code", "code", source, trainable=why_frozen is None,
                 description=f"Python code of tool {name} of agent {self.prefix}; its JSON schema (argument names "
                             f"and types) must stay the same" + (f" (frozen: {why_frozen})" if why_frozen else ""),
-                checks=[keeps_signature_bindings(func)], meta={"tool": name}),
+                checks=[keeps_signature_bindings(func)], meta={"tool": name}, origin=func),
                 lambda p: ToolCodeBinding(self, slot))
         overridden = name in _overridden_tools(self.agent)
         self._add(ROLE_TOOL_DESCRIPTION + name, Parameter(

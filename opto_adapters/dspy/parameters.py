@@ -268,7 +268,7 @@ class ProgramParameters(BoundParameters):
         if source is not None:
             check = keeps_signature_bindings(original)  # the arguments the LM is shown come from the signature
             try:
-                code = Parameter(f"{label}.code", "code", source, checks=[check],
+                code = Parameter(f"{label}.code", "code", source, checks=[check], origin=original,
                                  description=f"the Python source of the tool `{tool.name}` (called with the LM's "
                                              "arguments)")
             except InvalidValue as exc:  # a lambda: its source is an expression, not one function

@@ -61,6 +61,13 @@ class ProgramTarget(BoundTarget):
             self.context["lm"] = lm
         self._names: dict[int, str] | None = None
 
+    def clients(self) -> list[Any]:
+        """The LMs this program calls (its own, the context's, DSPy's configured one): the loop's redactor
+        reads their keys, ``extra_headers`` and ``organization`` so none of them is ever written or sent."""
+        lms = [self.context.get("lm"), dspy.settings.get("lm", None)]
+        lms += [predictor.lm for _, predictor in self.params.predictors]
+        return [lm for lm in lms if lm is not None]
+
     # ----- running --------------------------------------------------------------------------------------
     def inputs_of(self, example: Any) -> dict[str, Any]:
         """The program's keyword arguments for ``example`` (``with_inputs`` keys, else ``input_keys``)."""

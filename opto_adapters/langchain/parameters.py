@@ -355,7 +355,7 @@ def _tool_group(tool: BaseTool, base: str, bindings: Sequence[RunnableBinding]) 
             code = CodeBinding(shared, func, source, inferred_schema=_schema_inferred(tool, func))
             name = f"{base}.code"
             try:
-                parameter = Parameter(name, "code", source, checks=[keeps_signature_bindings(func)],
+                parameter = Parameter(name, "code", source, checks=[keeps_signature_bindings(func)], origin=func,
                                       description=f"Python source of tool {tool.name!r}; its signature is the "
                                                   f"tool's argument schema",
                                       meta={"langchain_binding": code, "langchain_group": group, "tool": tool.name})

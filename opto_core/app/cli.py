@@ -1,8 +1,9 @@
 """The ``opto`` command: ``demo``, ``resume``, ``report``, ``graph``, ``gateway`` and ``import``.
 
-Exit codes: 0 when the run ended as planned (steps, budget, target score, STOP file), 1 when it
-stopped on an error (API failure, timeout, too many failed runs, invalid values: the reason is
-printed), 2 for a usage error (a directory that is not a run, a locked run, an unknown recipe).
+Exit codes (`opto_core.app.exits`, and the README): 0 the run ended as planned, 1 it stopped on an
+error of the run, 2 a usage error, 3 a damaged run directory, 4 a run directory that cannot be
+written, 5 a feedback function that failed, 130 interrupted. A user error prints one plain message,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -83,19 +84,27 @@ def _show_step(record: dict[str, Any]) -> None:
     if record.get("decision"):
         console.print(f"decision: {escape(record['decision'])}")
     if proposal.get("reasoning"):
-        console.print(f"[bold]reasoning[/bold]: {escape(proposal['reasoning'][:800])}")
+        console.print(f"[bold]reasoning[/bold]: {_shown(proposal['reasoning'][:800])}")
     proposers = proposal.get("proposed_by", {})
     for name, value in proposal.get("accepted", {}).items():
         by = {"search": " (proposed by the search part)", "llm": " (proposed by the LLM)"}.get(proposers.get(name, ""), "")
-        console.print(f"[bold]{escape(name)}[/bold] := {escape(str(value)[:400])}{by}")
+        console.print(f"[bold]{escape(name)}[/bold] := {_shown(str(value)[:400])}{by}")
     for name, reason in proposal.get("rejected", {}).items():
-        console.print(f"[red]rejected[/red] {escape(name)}: {escape(str(reason))}")
+        console.print(f"[red]rejected[/red] {_shown(name)}: {_shown(reason)}")
     if proposal.get("error"):
-        console.print(f"[red]{escape(proposal['error'])}[/red]")
+        console.print(f"[red]{_shown(proposal['error'])}[/red]")
 
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _shown(text: Any) -> str:
+    """Text for the terminal: secrets redacted, lone surrogates replaced, rich markup escaped."""
+    from opto_core.kernel.bounds import without_surrogates
+    from opto_core.kernel.redact import redact
+
+    return escape(without_surrogates(redact(str(text))))
 
 
 #: Stop reasons that mean the run ended on an error (the loop's own list, when it has one, is used too).
@@ -114,7 +123,7 @@ def _finish(result: Any, run_dir: str) -> None:
     """Print the outcome, write the report, and exit 1 when the run stopped on an error."""
     console.rule("result")
     if result.error:
-        console.print(f"[red]{escape(result.error)}[/red]")
+        console.print(f"[red]{_shown(result.error)}[/red]")
     from opto_core.engine.rundir import RunDir
 
     if RunDir(run_dir).read_config().get("valset_size"):
@@ -127,7 +136,7 @@ def _finish(result: Any, run_dir: str) -> None:
                   f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']} tokens, "
                   f"${result.usage['cost_usd']:.4f}")
     for name, value in result.best_values.items():
-        console.print(f"[bold]{escape(name)}[/bold] = {escape(str(value)[:600])}")
+        console.print(f"[bold]{escape(name)}[/bold] = {_shown(str(value)[:600])}")
     try:
         from opto_core.app.report import write_report
 
@@ -138,26 +147,24 @@ def _finish(result: Any, run_dir: str) -> None:
     console.print(f"run directory: {run_dir} (resume with: opto resume {run_dir})")
     if _failed(result):
         why = result.error or f"the run stopped on {result.stopped_reason}"
-        console.print(f"[red]failed: {escape(why)}[/red]")
+        console.print(f"[red]failed: {_shown(why)}[/red]")
         raise typer.Exit(1)
 
 
 def _run(call: Any) -> Any:
-    """Run ``optimize``: a locked or foreign run directory, or a sandbox this machine cannot build, is a usage
-    error (exit 2), not a traceback."""
-    from opto_core.engine.coverage import CoverageError
-    from opto_core.engine.executors.payload import SecretInPayload, TargetNotPicklable
-    from opto_core.engine.rundir import RunDirError
-    from opto_core.engine.sandbox import SandboxUnavailable
+    """Run ``call``: a user error (a damaged, locked, foreign or unwritable run directory, a feedback
+    function that failed, a bad setting) prints one plain message and exits with its code
+    (`opto_core.app.exits`), never a traceback."""
+    from opto_core.app.exits import exit_code
 
     try:
         return call()
-    except (RunDirError, SandboxUnavailable, TargetNotPicklable, SecretInPayload) as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2) from None
-    except CoverageError as exc:  # stopped before any optimizer call: say which parameters and why
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(1) from None
+    except Exception as exc:
+        code = exit_code(exc)
+        if code is None:
+            raise
+        console.print(f"[red]{_shown(exc)}[/red]")
+        raise typer.Exit(code) from None
 
 
 ISOLATION_HELP = ("where the workflow runs: auto (a worker process when the LLM writes code, else here) | none | "
@@ -290,19 +297,15 @@ def resume(
     """Continue an interrupted run from its last finished step (with the settings it was started with)."""
     from opto_core.app.demo import is_registered_recipe, load_recipe
     from opto_core.engine.loop import optimize
-    from opto_core.engine.rundir import RunDir, RunDirError
-    from opto_core.engine.settings import Settings
+    from opto_core.engine.rundir import RunDir
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from opto_core.kernel.redact import install_log_filter
 
     install_log_filter()
     store = RunDir(run_dir)
-    try:
-        config = store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists() else {}
-    except RunDirError as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2) from None
+    config = _run(lambda: store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists()
+                  else {})
     if not config:
         console.print(f"[red]{escape(run_dir)} holds no run (config.json is missing)[/red]")
         raise typer.Exit(2)
@@ -330,10 +333,26 @@ def resume(
     overrides = _isolation_kwargs(isolation, eval_timeout) if isolation is not None else (
         {"eval_timeout": eval_timeout} if eval_timeout is not None else {})
     overrides.update(_sandbox_factory(overrides.get("isolation", config.get("isolation")), recipe))
-    settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_step=_show_step,
-                                    **({"max_steps": steps} if steps else {}), **overrides, **_approval_kwargs(approve))
+    settings = _run(lambda: _settings_of(config, store, run_dir=run_dir, recipe=recipe, on_step=_show_step,
+                                         **({"max_steps": steps} if steps else {}), **overrides,
+                                         **_approval_kwargs(approve)))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, settings=settings))
     _finish(result, run_dir)
+
+
+def _settings_of(config: dict[str, Any], store: Any, **overrides: Any) -> Any:
+    """The run's stored settings with the command line's overrides; a bad stored value is a damaged config.json."""
+    from opto_core.engine.rundir import CorruptRun
+    from opto_core.engine.settings import SettingError, Settings
+
+    try:
+        return Settings.from_config(config, **overrides)
+    except SettingError as exc:
+        if str(exc).split(" ", 1)[0] in overrides:  # a bad command-line value: a usage error
+            raise
+        raise CorruptRun(store.path / "config.json", f"holds a bad setting: {exc}") from None
+    except TypeError as exc:
+        raise CorruptRun(store.path / "config.json", f"holds a bad setting: {exc}") from None
 
 
 @app.command()

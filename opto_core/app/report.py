@@ -719,6 +719,10 @@ def _best_values(data: RunData) -> tuple[dict[str, Any], str]:
 def _write_text(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so a reader never sees half a page. (Not
     `tempfile.mkstemp`: its files are private, and a report is meant to be opened and shared.)"""
+    from opto_core.kernel.bounds import without_surrogates
+    from opto_core.kernel.redact import redact
+
+    text = without_surrogates(redact(text))  # no secret in a report or a drawing; always valid UTF-8
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:

@@ -8,8 +8,11 @@ did not drop); otherwise roll back. The best values seen are applied at the end.
 What makes it safe to leave running:
 - a failed evaluation is never progress: runs that failed for reasons outside the workflow's
   logic (event loop, connection, the adapter) make the step roll back, and count as errors;
-- every parameter's live value is validated again after each evaluation (LLM-written code runs
-  there and could write around the optimizer); a step that left a value invalid rolls back;
+- every parameter holds, after each batch of runs, exactly what the loop set (`opto_core.engine.guard`):
+  LLM-written code runs there and could write around the optimizer; such runs fail, the write is
+  undone and the step rolls back (a value left invalid is caught again by validation);
+- a run whose every evaluation failed outside the workflow ends as ``all_runs_failed``, not as a
+  success; values read from a checkpoint are validated before anything runs (`CorruptRun` otherwise);
 - budgets (steps, optimizer LLM calls, tokens, USD, workflow evaluations, errors), a target
   score, a ``STOP`` file and Ctrl-C end the run after a finished step, everything saved in a
   locked run directory from which ``optimize(..., run_dir=same)`` resumes.
@@ -34,12 +37,14 @@ from opto_core.engine.executors import (
     ThreadExecutor,
     make_executor,
 )
-from opto_core.engine.rundir import RunDir
+from opto_core.engine.guard import ValueGuard, failed_evaluations, wrote_around_reason
+from opto_core.engine.rundir import CorruptRun, RunDir
 from opto_core.engine.settings import Settings
 from opto_core.engine.target import Target
 from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
+from opto_core.kernel.bounds import MAX_FEEDBACK_TEXT, bound_text
 from opto_core.kernel.code_policy import apply_policy
-from opto_core.kernel.redact import scrub_url
+from opto_core.kernel.redact import REDACTOR, install_log_filter, redact, scrub_url
 from opto_core.llm.usage import Usage
 from opto_core.optimizers.protocol import HasMemory, Optimizer, Proposal, describe
 
@@ -83,7 +88,7 @@ class OptimizationResult:
 
 
 #: Stop reasons that mean the run did not end as planned (the CLI exits non-zero on them).
-ERROR_STOPS = ("optimizer_error", "max_errors", "invalid_values")
+ERROR_STOPS = ("optimizer_error", "max_errors", "invalid_values", "all_runs_failed")
 
 
 def mean_score(evaluations: Sequence[Evaluation]) -> float | None:
@@ -179,6 +184,9 @@ class _Run:
         if not any(p.trainable for p in parameters):
             raise ValueError("the target has no trainable parameter")
         apply_policy(parameters, settings.code_policy)  # every code value is checked statically before it runs
+        install_log_filter()  # no log line of this process shows a secret
+        clients = getattr(target, "clients", None)
+        REDACTOR.discover(target, optimizer, *(clients() if callable(clients) else ()))  # keys, headers
         if settings.memory_size is not None:
             if isinstance(optimizer, HasMemory):
                 optimizer.resize_memory(settings.memory_size)
@@ -192,12 +200,15 @@ class _Run:
         self.errors = 0
         self.evaluations = 0
         self.infrastructure_reported: set[str] = set()
+        self.session_runs = 0  # runs made by this process, and how many failed outside the workflow
+        self.infrastructure_runs = 0
         self.backward_kwargs: dict[str, Any] = {"follow": tuple(settings.follow)} if settings.follow else {}
         self.initial_score: float | None = None
         self.current_score: float | None = None
         self.best_score: float | None = None
         self.best_values: dict[str, Any] = {}
         self._cache: dict[tuple[Any, ...], list[Evaluation]] = {}
+        self.guard = ValueGuard(target)
 
     # ----- the run ---------------------------------------------------------------------------------
     def run(self) -> OptimizationResult:
@@ -219,6 +230,8 @@ class _Run:
                 self._start()
             if stopped != "already_finished":
                 stopped, error, last_step = self._steps(last_step)
+            if self._all_runs_failed() and stopped not in ERROR_STOPS:
+                stopped, error = "all_runs_failed", self._all_failed_reason()
             return self._finish(stopped, error, last_step)
         finally:
             executor.close()
@@ -248,8 +261,24 @@ class _Run:
             record["graph"] = self.store.write_graph(0, evaluations[0].graph.to_json())
         self._record(record, step=0)
 
+    def _all_runs_failed(self) -> bool:
+        """Every run of this session failed outside the workflow's logic: nothing can be learned."""
+        return self.session_runs > 0 and self.infrastructure_runs == self.session_runs
+
+    def _all_failed_reason(self) -> str:
+        causes = sorted(self.infrastructure_reported)
+        return (f"every one of the {self.session_runs} runs failed outside the workflow's logic (first cause: "
+                f"{causes[0] if causes else 'unknown'}); nothing was learned. Fix the cause (an endpoint, a key, the "
+                f"network) and run again: the run directory resumes where it stopped")
+
     def _resume(self, checkpoint: dict[str, Any]) -> int:
-        self.target.apply(_validated(self.target, checkpoint["current"]))
+        assert self.store is not None
+        try:  # values a checkpoint holds pass validation (the code policy included) before anything runs
+            current = _validated(self.target, checkpoint["current"])
+            _validated(self.target, checkpoint["best"])
+        except (ValueError, TypeError) as exc:
+            raise CorruptRun(self.store.checkpoint_path, f"holds a value the target refuses: {exc}") from None
+        self.target.apply(current)
         self.optimizer.set_parameters(self.target.parameters())
         self.optimizer.load_state_dict(checkpoint.get("optimizer", {}))
         self.usage = Usage.from_dict(checkpoint.get("usage", {}))
@@ -280,12 +309,12 @@ class _Run:
                 while step < settings.max_steps:
                     reason = self._stop_reason(step + 1, interrupt)
                     if reason:
-                        return reason, "", last_step
+                        return reason, self._all_failed_reason() if reason == "all_runs_failed" else "", last_step
                     try:
                         record = self._step(step + 1)
                     except OptimizerFailed as exc:
                         log.error("%s; stopping. Everything up to step %d is saved; run again to resume.", exc, step)
-                        return "optimizer_error", str(exc), last_step
+                        return "optimizer_error", redact(str(exc)), last_step
                     step = last_step = step + 1
                     problems = _invalid(self.target)
                     if problems:  # should never happen after the step's own check: stop rather than save it
@@ -325,6 +354,8 @@ class _Run:
             reason = "interrupted"
         if reason is None and s.max_errors is not None and self.errors > s.max_errors:
             reason = "max_errors"
+        if reason is None and self._all_runs_failed():  # no baseline, nothing to learn from: say so now
+            reason = "all_runs_failed"
         return reason
 
     def _finish(self, stopped: str, error: str, last_step: int) -> OptimizationResult:
@@ -453,6 +484,10 @@ class _Run:
     def _judge(self, new: float | None, baseline: float | None, record: dict[str, Any],
                checked: list[Evaluation]) -> tuple[bool, str]:
         """The keep rule, written out in the step record."""
+        around = [e for e in checked if e.error_kind == "wrote_around"]
+        if around:
+            record["wrote_around"] = str(around[0].output)
+            return False, "rolled back: a run wrote around the optimizer (see wrote_around); nothing it wrote is kept"
         problems = _invalid(self.target)
         if problems:
             record["invalid_after_run"] = problems
@@ -477,11 +512,21 @@ class _Run:
         if cached is not None:
             return cached
         values = self._values()
+        expected = self.guard.expect()
         evaluations = self.executor.evaluate(self.target, examples, self.feedback_fn, indices=list(indices),
                                              failure_score=self.settings.failure_score, values=values)
+        changes = self.guard.changes(expected)
+        if changes:  # a run wrote a parameter behind the optimizer's back: undo it, fail the runs
+            self.guard.restore(expected)
+            reason = wrote_around_reason(changes)
+            log.error("%s", reason)
+            evaluations = failed_evaluations(evaluations, reason, self.settings.failure_score)
         self.evaluations += len(evaluations)
         self.errors += sum(e.failed for e in evaluations)
-        if self.settings.reuse_evaluations and not any(e.error_kind == "infrastructure" for e in evaluations):
+        self.session_runs += len(evaluations)
+        self.infrastructure_runs += sum(e.error_kind == "infrastructure" for e in evaluations)
+        if self.settings.reuse_evaluations and not any(e.error_kind in ("infrastructure", "wrote_around")
+                                                       for e in evaluations):
             self._cache[key + (_key(values),)] = evaluations
             while len(self._cache) > 4:
                 self._cache.pop(next(iter(self._cache)))
@@ -557,7 +602,8 @@ def _key(values: dict[str, Any]) -> str:
 
 
 def _error_text(output: Any) -> str:
-    return f"{type(output).__name__}: {output}" if isinstance(output, BaseException) else str(output)
+    text = f"{type(output).__name__}: {output}" if isinstance(output, BaseException) else str(output)
+    return bound_text(text, MAX_FEEDBACK_TEXT)  # a 10 MB error message is not copied into every record
 
 
 def _better(new: float | None, old: float | None) -> bool:

@@ -17,6 +17,23 @@ from typing import Any, Callable, Sequence
 KEEP_RULES = ("not_worse", "improved")
 
 
+class SettingError(ValueError):
+    """A setting with a value of the wrong type or out of range; the message names the setting."""
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "max_steps": (int,), "max_llm_calls": (int,), "max_tokens": (int,), "max_cost_usd": (int, float),
+    "max_evaluations": (int,), "max_errors": (int,), "target_score": (int, float), "batch_size": (int,),
+    "seed": (int,), "num_threads": (int,), "concurrency": (int,), "eval_timeout": (int, float),
+    "failure_score": (int, float), "reuse_evaluations": (bool,), "nonfinite_scores": (str,), "keep": (str,),
+    "progress": (bool,),
+}
+_WANTED: dict[tuple[type, ...], str] = {(int,): "a whole number", (int, float): "a number", (bool,): "true or false",
+                                        (str,): "a string"}
+_OPTIONAL = {"max_llm_calls", "max_tokens", "max_cost_usd", "max_evaluations", "max_errors", "target_score",
+             "concurrency", "eval_timeout"}
+
+
 @dataclass
 class Settings:
     """Budgets, batching, evaluation, acceptance, persistence and safety of one run."""
@@ -59,30 +76,39 @@ class Settings:
         self.check()
 
     def check(self) -> Settings:
-        """Raise ``ValueError`` naming the setting when a value is out of range."""
+        """Raise `SettingError` (a ``ValueError``) naming the setting when a value has the wrong type or
+        is out of range (a bad value in a stored config.json too)."""
+        for name, kinds in _TYPES.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if isinstance(value, bool) != (kinds == (bool,)) or not isinstance(value, kinds):
+                wanted = _WANTED[kinds]
+                raise SettingError(f"{name} must be {wanted}{' (or None)' if name in _OPTIONAL else ''}, "
+                                   f"got {value!r}")
         if self.max_steps < 0:
-            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
+            raise SettingError(f"max_steps must be >= 0, got {self.max_steps}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise SettingError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+            raise SettingError(f"num_threads must be >= 1, got {self.num_threads}")
         if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+            raise SettingError(f"concurrency must be >= 1, got {self.concurrency}")
         for name in ("max_llm_calls", "max_tokens", "max_evaluations", "max_errors"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0 (or None for no limit), got {value}")
+                raise SettingError(f"{name} must be >= 0 (or None for no limit), got {value}")
         if self.eval_timeout is not None and not self.eval_timeout > 0:
-            raise ValueError(f"eval_timeout must be a positive number of seconds, got {self.eval_timeout}")
+            raise SettingError(f"eval_timeout must be a positive number of seconds, got {self.eval_timeout}")
         if self.target_score is not None and not math.isfinite(self.target_score):
-            raise ValueError(f"target_score must be a finite number, got {self.target_score}")
+            raise SettingError(f"target_score must be a finite number, got {self.target_score}")
         if self.keep not in KEEP_RULES:
-            raise ValueError(f"keep must be one of {KEEP_RULES}, got {self.keep!r}")
+            raise SettingError(f"keep must be one of {KEEP_RULES}, got {self.keep!r}")
         from opto_core.engine.isolation import check_isolation
 
         check_isolation(self.isolation)
         if self.nonfinite_scores not in ("error", "failure"):
-            raise ValueError(f"nonfinite_scores must be 'error' or 'failure', got {self.nonfinite_scores!r}")
+            raise SettingError(f"nonfinite_scores must be 'error' or 'failure', got {self.nonfinite_scores!r}")
         return self
 
     @property

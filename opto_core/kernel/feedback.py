@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from opto_core.kernel.bounds import MAX_FEEDBACK_TEXT, bound_text, without_surrogates
+
 
 @dataclass(frozen=True)
 class Feedback:
@@ -16,6 +18,14 @@ class Feedback:
 
     score: float | None = None
     text: str = ""
+
+    def __post_init__(self) -> None:
+        """The text is bounded (`opto_core.kernel.bounds.MAX_FEEDBACK_TEXT`, its length and hash kept) and
+        valid Unicode: a 10 MB feedback string must not go whole into every prompt and history line."""
+        text = self.text if isinstance(self.text, str) else str(self.text)
+        text = without_surrogates(bound_text(text, MAX_FEEDBACK_TEXT))
+        if text is not self.text:
+            object.__setattr__(self, "text", text)
 
     @classmethod
     def coerce(cls, value: Any) -> Feedback:

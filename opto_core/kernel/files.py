@@ -7,6 +7,7 @@ the write. ``_write_point`` is the fault-injection hook the kill-at-every-write 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -14,9 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from opto_core.kernel.redact import redact
+
 
 def dumps(data: Any, *, strict: bool = False, indent: int | None = None) -> str:
-    """JSON text that can always be written as UTF-8: readable non-ASCII, escaped lone surrogates.
+    """JSON text that can always be written as UTF-8 and holds no secret: readable non-ASCII, escaped
+    lone surrogates, secrets and URL credentials replaced (`opto_core.kernel.redact`).
 
     ``strict`` refuses NaN and infinities (checkpoints are read by other tools).
     """
@@ -25,16 +29,18 @@ def dumps(data: Any, *, strict: bool = False, indent: int | None = None) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: \uXXXX escapes are valid JSON and read back the same
         text = json.dumps(data, ensure_ascii=True, indent=indent, default=repr, allow_nan=not strict)
-    return text
+    return redact(text)  # no file of ours ever holds a secret
 
 
 def _write_point(label: str) -> None:
     """A test hook for fault injection: ``OPTO_RUNDIR_KILL_AT=K`` kills this process (SIGKILL) at the
-    K-th write point; ``OPTO_RUNDIR_WRITE_LOG=path`` appends each point's label to a file. Costs one
-    environment lookup per write when unset."""
+    K-th write point; ``OPTO_RUNDIR_FAIL_AT=K:ENOSPC`` makes the K-th write fail as a full disk would
+    (any errno name: ``EROFS``, ``EACCES``...); ``OPTO_RUNDIR_WRITE_LOG=path`` appends each point's label
+    to a file. Costs one environment lookup per write when unset."""
     kill_at = os.environ.get("OPTO_RUNDIR_KILL_AT")
+    fail_at = os.environ.get("OPTO_RUNDIR_FAIL_AT")
     log_path = os.environ.get("OPTO_RUNDIR_WRITE_LOG")
-    if not kill_at and not log_path:
+    if not kill_at and not log_path and not fail_at:
         return
     global _WRITES
     _WRITES += 1
@@ -43,6 +49,11 @@ def _write_point(label: str) -> None:
             handle.write(f"{_WRITES} {label}\n")
     if kill_at and int(kill_at) == _WRITES:
         os.kill(os.getpid(), signal.SIGKILL)
+    if fail_at:
+        point, _, name = fail_at.partition(":")
+        if int(point) == _WRITES:
+            code = getattr(errno, name or "ENOSPC")
+            raise OSError(code, os.strerror(code), label)
 
 
 _WRITES = 0
@@ -71,7 +82,8 @@ def write_json_atomic(path: Path, data: Any, *, strict: bool = False) -> None:
 
 
 def write_json_atomic_text(path: Path, text: str) -> None:
-    """Write already-serialised text atomically (temp file, fsync, rename)."""
+    """Write already-serialised text atomically (temp file, fsync, rename); secrets are redacted."""
+    text = redact(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_point(f"before {path.name}")
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

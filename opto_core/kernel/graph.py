@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Literal
 
+from opto_core.kernel.bounds import MAX_GRAPH_TEXT, MAX_JSON_DEPTH, bound_text, json_depth
+
 FORMAT = "opto-graph/1"
 NODE_KINDS: tuple[str, ...] = ("parameter", "input", "op", "exception", "output")
 NodeKind = Literal["parameter", "input", "op", "exception", "output"]
@@ -71,15 +73,22 @@ def jsonable(value: Any, limit: int = REPR_LIMIT) -> tuple[Any, bool]:
     Tuples become lists (JSON has no tuples), so that the stored value equals its JSON round trip.
     Non-finite floats are not JSON, so they are stored as their repr too.
     """
-    if value is None or isinstance(value, (bool, int, str)):
-        # str/int subclasses (provenance tags) are stored as the plain type
-        if type(value) in (bool, int, str) or value is None:
+    if isinstance(value, str):
+        # str subclasses (provenance tags) are stored as the plain type; a huge text is bounded
+        text = str(value) if type(value) is not str else value
+        return bound_text(text, MAX_GRAPH_TEXT), False
+    if value is None or isinstance(value, (bool, int)):
+        if type(value) in (bool, int) or value is None:
             return value, False
-        return (str(value) if isinstance(value, str) else int(value)), False
+        return int(value), False
     if isinstance(value, float):
         return (float(value), False) if math.isfinite(value) else (repr(value), True)
     try:
+        if json_depth(value) > MAX_JSON_DEPTH:
+            raise ValueError("nested too deep")
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        if len(text) > MAX_GRAPH_TEXT:  # a big structure: kept as bounded text, its size and hash said
+            return bound_text(text, MAX_GRAPH_TEXT), True
         return json.loads(text), False
     except (TypeError, ValueError, RecursionError):
         return bounded_repr(value, limit), True
@@ -276,8 +285,12 @@ class Graph:
     def add_exception(self, name: str, error: BaseException, *, parents: Iterable[Edge | str | tuple[str, str]] = (),
                       op_type: str = "", doc: str = "", meta: dict[str, Any] | None = None) -> Node:
         """An op that raised: its value is ``"ErrorType: message"``. It is marked as an output."""
-        node = self.add("exception", name, f"{type(error).__name__}: {error}", parents=parents,
-                        op_type=op_type, doc=doc, meta=meta, raw=True)
+        try:
+            message = str(error)
+        except Exception as exc:  # a broken __str__ must not break tracing
+            message = f"(the message could not be read: {type(exc).__name__})"
+        text = bound_text(f"{type(error).__name__}: {message}", MAX_GRAPH_TEXT)
+        node = self.add("exception", name, text, parents=parents, op_type=op_type, doc=doc, meta=meta, raw=True)
         self.mark_output(node.id)
         return node
 

@@ -15,8 +15,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, TypeVar
 
+from opto_core.kernel.bounds import MAX_INT, MAX_JSON_DEPTH, json_depth, lone_surrogate, safe_repr, text_depth
 from opto_core.kernel.code import CodeShapeError, FunctionShape, parse_function
-from opto_core.kernel.code_policy import CodePolicy
+from opto_core.kernel.code_policy import CodePolicy, namespace_of
 from opto_core.kernel.invalid import InvalidValue
 from opto_core.kernel.templates import STYLE_NAMES, Template, TemplateError, check_placeholders
 
@@ -61,6 +62,9 @@ class Parameter:
     max_length: int | None = DEFAULT_MAX_LENGTH
     #: for code: "strict", "permissive" or a `opto_core.kernel.code_policy.CodePolicy` (set by `apply_policy`)
     code_policy: Any = field(default="strict", repr=False)
+    #: for code: the live function the source came from; the policy reads its namespace to tell a
+    #: module from another object (without it, names the policy cannot resolve are judged strictly)
+    origin: Any = field(default=None, repr=False)
     #: for text: the value is a template the program fills in (``True``: its style is detected; or a
     #: style of `opto_core.kernel.templates.STYLES`, e.g. ``"jinja"``). Every new value must keep its
     #: placeholders and add none (`opto_core.kernel.templates.check_placeholders`), and provenance
@@ -167,7 +171,7 @@ class Parameter:
         """A new parameter with ``changes``; a code parameter keeps its original (the policy's baseline)."""
         values = {key: getattr(self, key) for key in
                   ("name", "kind", "value", "trainable", "description", "lower", "upper", "choices",
-                   "max_length", "code_policy", "template")}
+                   "max_length", "code_policy", "origin", "template")}
         values.update(changes)
         keep_template = self._template is not None and values["template"] == self.template
         copied = Parameter(**{**values, "template": False} if keep_template else values, checks=list(self.checks),
@@ -181,10 +185,18 @@ class Parameter:
 
     # ----- validating -----------------------------------------------------------------
     def validate(self, value: Any) -> Any:
-        """Return the accepted value, or raise `InvalidValue` saying why it is rejected."""
+        """Return the accepted value, or raise `InvalidValue` saying why it is rejected.
+
+        Whatever the value (a 400-digit number, JSON nested 2,000 deep, a lone surrogate), the
+        outcome is the value or `InvalidValue` with a reason: never another exception.
+        """
         try:
             if self.kind in ("text", "code") and isinstance(value, str):
                 self._within_length(value)  # first: a 2 MB value is not even parsed
+            surrogate = lone_surrogate(value) if isinstance(value, (str, list, dict)) else None
+            if surrogate is not None:
+                raise self._fail(f"the value contains a lone surrogate ({surrogate}), which is not valid Unicode "
+                                 "text and cannot be sent or saved; write the character itself")
             converted = getattr(self, f"_validate_{self.kind}")(value)
             for check in self.checks:
                 result = check(converted)
@@ -195,6 +207,9 @@ class Parameter:
             raise
         except (ValueError, TypeError, SyntaxError) as exc:
             raise InvalidValue(self.name, str(exc)) from exc
+        except (OverflowError, RecursionError, MemoryError) as exc:  # a check that met an extreme value
+            raise InvalidValue(self.name, f"the value is too large or too deeply nested to check "
+                                          f"({type(exc).__name__}); give a plain, smaller value") from None
 
     def _fail(self, reason: str) -> InvalidValue:
         return InvalidValue(self.name, reason)
@@ -216,14 +231,21 @@ class Parameter:
 
     def _number(self, value: Any) -> Any:
         if isinstance(value, str):
+            text = value.strip()
+            if len(text) > 400:
+                raise self._fail(f"expected {_article(self.kind)}, got a string of {len(text)} characters")
             try:
-                value = ast.literal_eval(value.strip())
-            except (ValueError, SyntaxError):
-                raise self._fail(f"expected a {self.kind}, got the string {_short(value)}") from None
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                raise self._fail(f"expected {_article(self.kind)}, got the string {_short(value)}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self._fail(f"expected a {self.kind}, got {type(value).__name__} {_short(value)}")
+            raise self._fail(f"expected {_article(self.kind)}, got {type(value).__name__} {_short(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise self._fail(f"expected a finite {self.kind}, got {value}")
+        if isinstance(value, int) and abs(value) > MAX_INT and (self.kind == "int" or value.bit_length() > 1024):
+            digits = len(str(abs(value))) if value.bit_length() < 10_000 else "thousands of"
+            raise self._fail(f"the number has {digits} digits: out of range for {_article(self.kind)} "
+                             f"(at most {MAX_INT if self.kind == 'int' else '1.8e308'} in magnitude)")
         return value
 
     def _bounded(self, value: _Number) -> _Number:
@@ -234,7 +256,12 @@ class Parameter:
         return value
 
     def _validate_float(self, value: Any) -> float:
-        return self._bounded(float(self._number(value)))
+        number = self._number(value)
+        try:
+            converted = float(number)
+        except OverflowError:
+            raise self._fail("the number is out of range for a float (at most about 1.8e308 in magnitude)") from None
+        return self._bounded(converted)
 
     def _validate_int(self, value: Any) -> int:
         number = self._number(value)
@@ -250,8 +277,8 @@ class Parameter:
             return choices[choices.index(value)]
         if isinstance(value, str):  # "0.5" for a numeric choice, or a quoted string
             try:
-                parsed = ast.literal_eval(value.strip())
-            except (ValueError, SyntaxError):
+                parsed = ast.literal_eval(value.strip()) if len(value) <= 1000 else None
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 parsed = None
             if parsed is not None and parsed in choices:
                 return choices[choices.index(parsed)]
@@ -259,17 +286,21 @@ class Parameter:
 
     def _validate_json(self, value: Any) -> Any:
         if isinstance(value, str) and not isinstance(self.value, str):
+            if text_depth(value) > MAX_JSON_DEPTH:
+                raise self._fail(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels; give a flatter value")
             try:
                 value = json.loads(value)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 try:
                     value = ast.literal_eval(value)
-                except (ValueError, SyntaxError):
+                except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                     raise self._fail(f"expected JSON, got text that does not parse: {_short(value)}") from None
+        if json_depth(value) > MAX_JSON_DEPTH:
+            raise self._fail(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels; give a flatter value")
         try:
             value = json.loads(json.dumps(value, allow_nan=False))
         except (TypeError, ValueError) as exc:
-            raise self._fail(f"not JSON-serialisable: {exc}") from None
+            raise self._fail(f"not JSON-serialisable: {str(exc)[:200]}") from None
         if self.value is not None and not _same_json_type(self.value, value):
             raise self._fail(f"expected a JSON {_json_type(self.value)}, got a JSON {_json_type(value)}")
         return value
@@ -282,7 +313,8 @@ class Parameter:
         """
         if not isinstance(value, str):
             raise self._fail(f"expected Python source code (a string), got {type(value).__name__}")
-        CodePolicy.of(self.code_policy).check(value, self._original, self.name)
+        namespace = namespace_of(self.origin) if self.origin is not None else None
+        CodePolicy.of(self.code_policy).check(value, self._original, self.name, namespace=namespace)
         return value
 
 
@@ -299,5 +331,8 @@ def _same_json_type(old: Any, new: Any) -> bool:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return safe_repr(value, limit)
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"

@@ -24,6 +24,7 @@ import bisect
 import json
 import logging
 import operator
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -37,13 +38,40 @@ _TRIVIAL = {"text", "any float", "any int"}
 MAX_ARGS = 40
 #: Shortest a value is cut to (characters): below this a value says nothing useful.
 MIN_VALUE_CHARS = 24
-def fence(text: str) -> str:
-    """``text`` with every line that starts with ``#`` (after the first) escaped as ``\\#``: a value
-    cannot fake a section header such as ``#Feedback`` or ``#Instruction``. Linear; a no-op for
-    text without such lines."""
-    if "\n#" not in text:
+#: Every character a reader (a tokenizer, a model) may take as a line break: CR (and CR LF), VT, FF,
+#: the file/group/record separators, NEL (U+0085), LINE and PARAGRAPH SEPARATOR (U+2028, U+2029).
+_BREAKS = re.compile("\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+#: A line that could pass for one of the prompt's own lines: it starts (after any indentation,
+#: invisible characters included) with ``#`` or a look-alike (full-width ＃, small ﹟, ♯), or with
+#: the prompt's closing ``Your response:``.
+_LOOKS_LIKE_OURS = "(?:[#\uff03\ufe5f\u266f]|your\\s+response\\b)"
+_INDENT = "(?:[^\\S\\n]|[\u200b-\u200d\u2060\ufeff\u00ad])*"
+_FAKE_AFTER_FIRST = re.compile(f"(?<=\\n)({_INDENT})(?={_LOOKS_LIKE_OURS})", re.IGNORECASE)
+_FAKE_ANY = re.compile(f"(?m)^({_INDENT})(?={_LOOKS_LIKE_OURS})", re.IGNORECASE)
+_SUSPECT = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def fence(text: str, *, first_line: bool = False) -> str:
+    """``text`` as data that cannot fake a line of the prompt: every line break (CR, VT, FF, NEL,
+    U+2028...) becomes ``\\n``, and every line that starts, after any indentation, with ``#`` or a
+    look-alike (``＃``) or with ``Your response`` gets a backslash before it (``\\#Feedback``). The
+    first line is left alone unless ``first_line`` (it follows a prefix such as ``(str) x=``).
+    Linear; text without a line break is returned as it is."""
+    if _SUSPECT.search(text):
+        text = _BREAKS.sub("\n", text)
+    elif not first_line and "\n" not in text:
         return text
-    return text.replace("\n#", "\n\\#")
+    pattern = _FAKE_ANY if first_line else _FAKE_AFTER_FIRST
+    return pattern.sub(lambda match: match.group(1) + "\\", text)
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one line of JSON whose line-break characters are all escaped (``json.dumps``
+    leaves U+2028, U+2029 and NEL as they are, and a reader may break the line there)."""
+    text = json.dumps(value, ensure_ascii=False)
+    if _SUSPECT.search(text):
+        text = text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text
 
 
 _ARG = operator.attrgetter("arg")
@@ -66,12 +94,10 @@ def _grouped_args(edges: list[Any], names: dict[str, str]) -> list[str]:
 def value_text(value: Any) -> str:
     """A value as it appears in the prompt (fenced: see `fence`)."""
     if isinstance(value, str):
-        if "#" not in value:  # a one-character search (memchr) first: most values hold no "#" at all
-            return value
-        return value.replace("\n#", "\n\\#")  # `fence`
+        return fence(value)
     if type(value) in (int, float):  # repr is JSON for finite numbers, and much faster
         return repr(value)
-    return fence(json.dumps(value, ensure_ascii=False))
+    return json_line(value)  # one line: every line break inside is escaped
 
 
 def type_label(node: Node) -> str:
@@ -151,7 +177,7 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
         constraint = (n.param or {}).get("constraint", "")
         if constraint and constraint not in _TRIVIAL:
             grouped.setdefault((type_label(n), constraint), []).append(name)
-    con_lines = [f"({label}) {', '.join(names)}: {constraint}" for (label, constraint), names in grouped.items()]
+    con_lines = [fence(f"({label}) {', '.join(names)}: {constraint}") for (label, constraint), names in grouped.items()]
     head.append("#Variables\n" + "\n".join(var_lines) + "\n")
     if con_lines:
         head.append("#Constraints\n" + "\n".join(con_lines) + "\n")
@@ -173,7 +199,7 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
                 hidden = len(arg_list) - MAX_ARGS
                 arg_list = arg_list[: MAX_ARGS // 2] + [f"...{hidden} more..."] + arg_list[-MAX_ARGS // 2:]
             args = ", ".join(arg_list)
-            code_line = f"{names[node.id]} = {node.name}({args})"
+            code_line = fence(f"{names[node.id]} = {node.name}({args})")
             if node.kind == "exception":
                 code_line += "  # raised an exception"
             position[node.id] = len(codes)
@@ -192,7 +218,7 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
             section = "out" if node.id in output_ids else "oth"
             lines.append(_Line(f"{section}|({type_label(node)}) {names[node.id]}=", value_text(node.value), tier,
                                index, position[node.id]))
-        feedbacks.append(fence("\n" + instance.feedback_text())[1:])  # a first line "#..." is escaped too
+        feedbacks.append(fence(instance.feedback_text(), first_line=True))  # a first line "#..." is escaped too
 
     fixed = sum(len(part) for part in head) + len("#Documentation\n") + sum(len(d) + 1 for d in doc_lines)
     fixed += sum(len(f) + 40 for f in feedbacks) + 400  # section titles, example headers, #Omitted

@@ -132,7 +132,7 @@ class TracedOp:
             if not self.source:
                 raise ValueError(f"@op(trainable=True) needs the source of {fn.__qualname__}, which is not available")
             self.code = Parameter(parameter_name or f"{fn.__qualname__.replace('.<locals>', '')}.code", "code",
-                                  self.source, description=f"the source of {self.name}")
+                                  self.source, description=f"the source of {self.name}", origin=fn)
         self._compiled: tuple[str, Callable[..., Any]] | None = None
 
     @property

@@ -55,7 +55,9 @@ from typing import Any
 import openai
 import tenacity
 
+from opto_core.kernel.redact import REDACTOR, redact, register_secret
 from opto_core.kernel.tokens import count_tokens
+from opto_core.llm.retry_after import capped, retry_after_seconds
 from opto_core.llm.usage import ChatResult, Usage
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,8 @@ DEFAULT_TIMEOUT = 60.0
 LOCAL_TIMEOUT = 600.0
 #: Sent when an endpoint needs no key (local servers); the openai package insists on one.
 NO_KEY = "no-key"
+#: The longest wait a server's Retry-After may impose on a call without a deadline (seconds).
+MAX_RETRY_AFTER = 60.0
 JSON_MODES = ("json_schema", "json_object", "text")
 _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$|-\d{4}$")
 #: Context windows (tokens) of well-known hosted models, looked up like prices (exact name, then without
@@ -250,6 +254,8 @@ class OpenAIChat:
         else:
             self._base_url = (base_url or OPENAI_URL).rstrip("/")
             self._api_key = api_key or NO_KEY
+            register_secret(self._api_key, "the optimizer client's API key")
+            REDACTOR.register_url(self._base_url, "the optimizer client's endpoint URL")
             # A custom endpoint without a model name: ask its /models on the first call.
             self.model = model or env_model or (DEFAULT_OPENAI_MODEL if base_url is None else "")
         # The embedded model on a busy 2-core machine can need minutes for a long prompt, and a
@@ -509,9 +515,34 @@ class OpenAIChat:
         started = time.monotonic()
         if self.deadline is not None:
             stop = stop | tenacity.stop_after_delay(self.deadline)
+        decided: dict[int, float | None] = {}
+        gave_up: list[str] = []
+
+        def decide(state: tenacity.RetryCallState) -> float | None:
+            """The wait before the next attempt, or None to give up now (decided once per attempt:
+            tenacity asks for the wait and the stop in an order that differs between versions)."""
+            if state.attempt_number in decided:
+                return decided[state.attempt_number]
+            remaining = None if self.deadline is None else self.deadline - (time.monotonic() - started)
+            decided[state.attempt_number] = chosen = self._wait(state, remaining)
+            if chosen is None:
+                failure = state.outcome.exception() if state.outcome else None
+                asked = retry_after_seconds(failure) if failure is not None else None
+                gave_up.append(f"the server asked to wait {asked:g} s (Retry-After), more than the "
+                               f"{max(remaining or 0.0, 0.0):.1f} s left of the {self.deadline:g} s deadline"
+                               if asked is not None else f"the next retry would end past the {self.deadline:g} s deadline")
+            return chosen
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            return decide(state) or 0.0
+
+        class BeyondDeadline(tenacity.stop.stop_base):
+            def __call__(self, state: tenacity.RetryCallState) -> bool:
+                return decide(state) is None
+
         retrying = tenacity.Retrying(
-            stop=stop,
-            wait=self._wait,
+            stop=stop | BeyondDeadline(),
+            wait=wait,
             retry=tenacity.retry_if_exception(_transient),
             before_sleep=self._log_retry,
             reraise=True,
@@ -527,7 +558,8 @@ class OpenAIChat:
             return retrying(attempt)
         except openai.APIError as exc:
             if _transient(exc):
-                raise self._error(exc, f"gave up after {self.max_retries + 1} attempts") from None
+                raise self._error(exc, f"gave up: {gave_up[-1]}" if gave_up
+                                  else f"gave up after {self.max_retries + 1} attempts") from None
             raise
 
     def _bounded(self, call: Any, limit: float) -> Any:
@@ -563,19 +595,17 @@ class OpenAIChat:
             raise box["error"]
         return box["value"]
 
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        """Exponential backoff with full jitter, or the server's Retry-After when it says more."""
+    def _wait(self, state: tenacity.RetryCallState, remaining: float | None = None) -> float | None:
+        """Exponential backoff with full jitter, or the server's Retry-After when it says more; None
+        when that wait does not fit in the ``remaining`` seconds of the deadline (give up now)."""
         initial, cap = self.retry_wait
         delay = min(cap, initial * 2 ** (state.attempt_number - 1))
         delay = delay / 2 + random.uniform(0, delay / 2)
         exc = state.outcome.exception() if state.outcome is not None else None
-        response = getattr(exc, "response", None)
-        after = response.headers.get("retry-after") if response is not None else None
-        try:
-            delay = max(delay, min(float(after), 60.0)) if after is not None else delay
-        except ValueError:
-            pass
-        return delay
+        asked = retry_after_seconds(exc) if exc is not None else None
+        if asked is not None and asked > MAX_RETRY_AFTER and remaining is None:
+            asked = MAX_RETRY_AFTER  # no deadline (the embedded model): still never wait longer than this
+        return capped(asked, delay, remaining)
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -611,6 +641,7 @@ class OpenAIChat:
     def _scrub(self, text: str) -> str:
         if self._api_key and self._api_key != NO_KEY and len(self._api_key) >= 4:
             text = text.replace(self._api_key, "***")
+        text = redact(text)  # URL credentials echoed in a 401/500 body, and every other known secret
         for pattern in _SECRET_PATTERNS:
             text = pattern.sub(lambda m: (m.group(1) if m.re.groups else "sk-") + "***", text)
         return text

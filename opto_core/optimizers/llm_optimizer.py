@@ -22,17 +22,19 @@ prompt (sized by the numbers in its message). ``Proposal.budget`` records which 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from opto_core.kernel.backward import ProblemInstance
+from opto_core.kernel.bounds import MAX_REASONING_TEXT, bound_text, safe_repr, without_surrogates
 from opto_core.kernel.graph import shorten
 from opto_core.kernel.parameters import InvalidValue, Parameter
+from opto_core.kernel.redact import redact
+from opto_core.kernel.render import json_line
 from opto_core.kernel.tokens import CHARS_PER_TOKEN, count_tokens
 from opto_core.llm.usage import ChatModel, ChatResult, Usage
-from opto_core.optimizers.parsing import ParseError, is_terminate, match_names, parse_answer
+from opto_core.optimizers.parsing import ParseError, is_terminate, match_names, parse_answer, refusal
 from opto_core.optimizers.protocol import ParameterSet, Proposal
 
 #: Tokens kept free besides the answer, for chat framing and counting error: this, or 5% of the window.
@@ -195,7 +197,7 @@ class LLMOptimizer(ParameterSet):
         blocks = []
         for entry in self.memory:
             values = {k: shorten(v, 600) if isinstance(v, str) else v for k, v in entry.values.items()}
-            blocks.append(json.dumps({"variables": values, "feedback": entry.feedback}, ensure_ascii=False))
+            blocks.append(json_line({"variables": values, "feedback": entry.feedback}))  # one line, breaks escaped
         head = "\n#Memory\nEarlier values of the variables and the feedback they got (oldest first):\n"
         if limit_tokens is not None:
             kept: list[str] = []
@@ -459,6 +461,7 @@ class LLMOptimizer(ParameterSet):
     def _call(self, messages: list[dict[str, str]], usage: Usage) -> ChatResult:
         fit = self._fit
         max_tokens = fit.answer if fit is not None and fit.window is not None else self.max_answer_tokens
+        messages = [{**m, "content": redact(m["content"])} for m in messages]  # no secret reaches the endpoint
         result = self.llm.chat(messages, json_schema=self.response_schema(), temperature=self.temperature,
                                max_tokens=max_tokens)
         usage.add(result)
@@ -475,7 +478,7 @@ class LLMOptimizer(ParameterSet):
         except ParseError as exc:
             proposal.error = str(exc)
             return [str(exc)]
-        proposal.reasoning = str(answer.get("reasoning", ""))
+        proposal.reasoning = _reasoning(answer.get("reasoning", ""))
         suggestion = answer.get("suggestion")
         if suggestion is None:
             others = {k: v for k, v in answer.items() if k not in ("reasoning", "answer")}
@@ -484,11 +487,14 @@ class LLMOptimizer(ParameterSet):
         if not isinstance(suggestion, dict):
             proposal.error = f'"suggestion" must be a JSON object mapping variable names to values, got {type(suggestion).__name__}'
             return [proposal.error]
-        matched, unknown = match_names(suggestion, list(self.trainable))
+        names = list(self.trainable)
+        matched, unknown = match_names(suggestion, names)
         problems = []
         for key in unknown:
-            proposal.rejected[key] = "unknown variable; the variables are " + ", ".join(self.trainable)
-            problems.append(f"{key!r} is not a variable you may change (variables: {', '.join(self.trainable)})")
+            why = refusal(key, suggestion, names)
+            shown = safe_repr(key, 120)
+            proposal.rejected[without_surrogates(bound_text(key, 200))] = f"{why}; the variables are {', '.join(names)}"
+            problems.append(f"{shown} {why} (variables: {', '.join(names)})")
         for name, value in matched.items():
             try:
                 proposal.accepted[name] = self.trainable[name].validate(value)
@@ -498,3 +504,10 @@ class LLMOptimizer(ParameterSet):
         if not suggestion and not proposal.terminated:
             proposal.terminated = True  # an empty suggestion means: change nothing
         return problems
+
+
+def _reasoning(value: Any) -> str:
+    """The answer's reasoning as bounded, valid text (whatever the model put there)."""
+    if not isinstance(value, str):
+        value = safe_repr(value, MAX_REASONING_TEXT)
+    return without_surrogates(bound_text(value, MAX_REASONING_TEXT))

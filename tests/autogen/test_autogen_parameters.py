@@ -129,8 +129,12 @@ def test_code_that_changes_the_tool_schema_is_rejected_before_anything_is_writte
     with pytest.raises(InvalidValue, match="keep its name"):
         code.validate("def plus(a: int, b: int) -> int:\n    return a + b\n")
     failing_import = "import not_a_module_xyz\n\ndef add(a: int, b: int) -> int:\n    return a + b\n"
-    with pytest.raises(InvalidValue, match="fails when defined"):
+    with pytest.raises(InvalidValue, match="imports 'not_a_module_xyz'"):  # the code policy refuses it first
         code.validate(failing_import)
+    code.code_policy = "permissive"
+    with pytest.raises(InvalidValue, match="fails when defined"):  # the adapter's own check, behind the policy
+        code.validate(failing_import)
+    code.code_policy = "strict"
     with pytest.raises(InvalidValue, match="does not parse"):
         code.validate("def add(a: int, b: int) -> int:\n    return a +\n")
     assert agent.agent._tools[0] is before

@@ -204,6 +204,7 @@ def discover(objects: Any, include: Iterable[str] | None = None,
             add(name, ROLE_TOOL_CODE + tool_name,
                 Parameter(f"{name}.tools.{tool_name}.code", "code", source,
                           checks=[keeps_signature_bindings(registered_function(agent, tool_name))],
+                          origin=registered_function(agent, tool_name),
                           description=f"the tool {tool_name} run by {name}; keep its signature (AG2 advertises "
                                       "its schema from it)"), binding)
     for chat in chats:

@@ -54,9 +54,9 @@ def leave_terminal_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def current_values(target: Any, names: Any) -> dict[str, Any]:
-    by_name = {p.name: p for p in target.parameters()}
-    return {name: by_name[name].value for name in names if name in by_name}
+def all_values(target: Any) -> dict[str, str]:
+    """Every parameter's value (trainable or not) as exact JSON text, by name."""
+    return {p.name: _exact(p.value) for p in target.parameters()}
 
 
 def _exact(value: Any) -> str:
@@ -93,16 +93,23 @@ def serve(conn: Connection, target: Any, before_run: Callable[[], None] | None =
                 continue
         if before_run is not None:
             before_run()
+        try:  # every parameter, frozen ones included: a run may write any of them behind the loop
+            before = all_values(target)
+        except Exception:
+            before = None
         begun = time.perf_counter()
         output, graph = _run_one(target, example)
         seconds = time.perf_counter() - begun
         drift: list[str] = []
-        if applied is not None:
-            try:
-                now = current_values(target, applied)
-                drift = sorted(name for name in applied if _exact(now.get(name)) != _exact(applied[name]))
-            except Exception as exc:  # reading the values failed: the worker's state is in doubt
-                drift = [f"(reading the values failed: {type(exc).__name__})"]
+        try:
+            now = all_values(target)
+            if applied is not None:
+                drift = sorted(name for name in applied if now.get(name) != _exact(applied[name]))
+            if before is not None:
+                drift = sorted(set(drift) | {name for name in before.keys() | now.keys()
+                                             if before.get(name) != now.get(name)})
+        except Exception as exc:  # reading the values failed: the worker's state is in doubt
+            drift = [f"(reading the values failed: {type(exc).__name__})"]
         try:
             message = dumps_message({"kind": "result", "seconds": seconds, "graph": graph.to_dict(),
                                      "output": encode_output(output), "drift": drift})
