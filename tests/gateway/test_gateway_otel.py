@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 
@@ -270,3 +271,25 @@ def test_sdk_spans_and_span_records_read_alike(instrumented, upstream):
     direct = read_spans(exporter.get_finished_spans())
     via_json = read_spans(json.loads(json.dumps(spans_to_otlp(exporter.get_finished_spans()))))
     assert direct == via_json and all(isinstance(s, Span) for s in direct)
+
+
+def test_opto_import_optimize_writes_a_values_file_and_a_diff(tmp_path, upstream):
+    """`opto import --optimize`: one OptoPrime step over recorded traces (the optimizer's model is scripted)."""
+    document = otlp(span("1", "root", {"openinference.span.kind": "CHAIN", "eval.score": 0.2,
+                                       "output.value": "Hello."}),
+                    span("2", "chat", GENAI_CASES["flattened"], "1"))
+    path = tmp_path / "traces.json"
+    path.write_text(json.dumps(document))
+    upstream.script(suggest({"agent_1.system": "Be terse but friendly."}))
+    upstream.repeat_last = True
+    done = subprocess.run([sys.executable, "-c", "from opto_core.app.cli import main; main()", "import", str(path),
+                           "--feedback-attribute", "eval.score", "--min-runs", "1", "--optimize",
+                           "--values-out", str(tmp_path / "proposed.json"), "--base-url", upstream.base_url,
+                           "--model", "scripted"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OPENAI_API_KEY": "k"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    values = json.loads((tmp_path / "proposed.json").read_text())
+    assert values["values"] == {"agent_1.system": "Be terse but friendly."}
+    assert values["meta"]["gateway"]["agent_1.system"]["original"] == "Be terse."
+    assert "+Be terse but friendly." in (tmp_path / "proposed.diff").read_text()
+    assert "proposed.json" in done.stdout and upstream.requests  # the optimizer's model was asked
