@@ -106,3 +106,18 @@ def test_the_output_the_program_prints_is_the_graphs_output(upstream, gateway):
     source = graph[marked.edges[0].id]
     assert source.value == output and source.name == "program.message"
     assert [graph[p].value for p in data_parents(graph, source.id)] == ["Paris is the capital of France."]
+
+
+def test_an_async_program_is_run_to_its_end(upstream):
+    upstream.script("Bonjour")
+
+    async def greet(example: dict) -> str:
+        client = openai.AsyncOpenAI()
+        answer = await client.chat.completions.create(model="m", messages=[
+            {"role": "system", "content": "Answer in French."}, {"role": "user", "content": example["text"]}])
+        return answer.choices[0].message.content
+
+    with GatewayTarget(run=greet, upstream=upstream.base_url, prompts={"french.system": "Answer in French."}) as target:
+        output, graph = target.run({"text": "Hello"})
+    assert output == "Bonjour"
+    assert [n.name for n in graph.nodes if n.op_type == "llm_call"] == ["french.llm"]
