@@ -13,8 +13,8 @@ Two ways to run the program on one example:
   own base URL in ``OPENAI_BASE_URL`` (``<gateway>/run/<id>/v1``), so runs in parallel never mix, and
   ``OPENAI_API_KEY`` is a dummy when the gateway holds the real key. An exit status other than 0 is
   the run's failure (`ProgramFailed`, with the end of its stderr).
-- ``run=callable``: a Python function of the example (``input_keys`` picks the fields it gets). It
-  runs with ``OPENAI_BASE_URL`` set to the gateway's base URL and its traffic grouped by an open run,
+- ``run=callable``: a Python function of the example (``input_keys`` picks the fields it gets), or an
+  ``async def`` one (run on an event loop of its own). It runs with ``OPENAI_BASE_URL`` set to the gateway's base URL and its traffic grouped by an open run,
   one example at a time (clients such as the OpenAI Agents SDK's cache their base URL, so the URL
   must not change from run to run). Create the client inside the function, or point it at
   ``target.base_url``.
@@ -30,6 +30,8 @@ A run whose program failed after the upstream failed is an infrastructure failur
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import os
@@ -223,13 +225,21 @@ class GatewayTarget(BoundTarget):
 
     def _call(self, inputs: Any, run_id: str) -> Any:
         with self._serial, self.gateway.open_run(run_id), _environment(self._environ()):
-            return self._run(inputs)  # type: ignore[misc]
+            assert self._run is not None
+            result = self._run(inputs)
+            if inspect.isawaitable(result):  # an `async def` program: run it to the end on a loop of its own
+                result = asyncio.run(_awaited(result))
+            return result
 
     def _environ(self) -> dict[str, str]:
         env = {**self.env, "OPENAI_BASE_URL": self.gateway.base_url}
         if self.gateway.holds_key:
             env["OPENAI_API_KEY"] = DUMMY_KEY
         return env
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 class _environment:

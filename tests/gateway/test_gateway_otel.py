@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 
@@ -270,3 +271,52 @@ def test_sdk_spans_and_span_records_read_alike(instrumented, upstream):
     direct = read_spans(exporter.get_finished_spans())
     via_json = read_spans(json.loads(json.dumps(spans_to_otlp(exporter.get_finished_spans()))))
     assert direct == via_json and all(isinstance(s, Span) for s in direct)
+
+
+def test_opto_import_optimize_writes_a_values_file_and_a_diff(tmp_path, upstream):
+    """`opto import --optimize`: one OptoPrime step over recorded traces (the optimizer's model is scripted)."""
+    document = otlp(span("1", "root", {"openinference.span.kind": "CHAIN", "eval.score": 0.2,
+                                       "output.value": "Hello."}),
+                    span("2", "chat", GENAI_CASES["flattened"], "1"))
+    path = tmp_path / "traces.json"
+    path.write_text(json.dumps(document))
+    upstream.script(suggest({"agent_1.system": "Be terse but friendly."}))
+    upstream.repeat_last = True
+    done = subprocess.run([sys.executable, "-c", "from opto_core.app.cli import main; main()", "import", str(path),
+                           "--feedback-attribute", "eval.score", "--min-runs", "1", "--optimize",
+                           "--values-out", str(tmp_path / "proposed.json"), "--base-url", upstream.base_url,
+                           "--model", "scripted"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OPENAI_API_KEY": "k"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    values = json.loads((tmp_path / "proposed.json").read_text())
+    assert values["values"] == {"agent_1.system": "Be terse but friendly."}
+    assert values["meta"]["gateway"]["agent_1.system"]["original"] == "Be terse."
+    assert "+Be terse but friendly." in (tmp_path / "proposed.diff").read_text()
+    assert "proposed.json" in done.stdout and upstream.requests  # the optimizer's model was asked
+
+
+def test_traffic_recorded_by_the_gateway_is_optimized_offline(upstream, tmp_path):
+    """`opto gateway --record DIR`, then: load the runs, find the prompts, judge the graphs, propose."""
+    from opto_core import TrafficParameters
+    from opto_core.gateway.graphs import graph_of_run
+    from opto_core.gateway.proxy import Gateway
+    from opto_core.gateway.recording import load_runs
+
+    upstream.script("A very long answer about tides and moons.", "A very long answer about owls.")
+    proxy = Gateway(upstream.base_url, record_dir=str(tmp_path / "runs")).start()
+    try:
+        for question in ("Tides?", "Owls?"):
+            with proxy.open_run():
+                openai.OpenAI(base_url=proxy.base_url, api_key="k").chat.completions.create(model="m", messages=[
+                    {"role": "system", "content": "Be helpful."}, {"role": "user", "content": question}])
+    finally:
+        proxy.stop()
+    runs = load_runs(tmp_path / "runs")
+    rules = TrafficParameters()
+    assert [p.name for p in rules.propose(runs, min_runs=2)] == ["agent_1.system"]
+    graphs = [graph_of_run(run, rules) for run in runs]
+    llm = ScriptedLLM([suggest({"agent_1.system": "Be helpful and brief."})])
+    result = optimize_offline(graphs, lambda graph: (0.0, "too long"), OptoPrime(rules.parameters(), llm),
+                              parameters=rules, values_path=tmp_path / "v.json")
+    assert result.used == 2 and result.changed == {"agent_1.system": "Be helpful and brief."}
+    assert "Tides?" in llm.requests[0]["messages"][-1]["content"]  # the recorded graphs were the problem

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
-from gateway_helpers import UPSTREAM_KEY, data_parents, one_step, reaches, system_of
+from gateway_helpers import UPSTREAM_KEY, data_parents, one_step, reaches, suggest, system_of
 
-from opto_core import GatewayTarget
+from opto_core import GatewayTarget, OptoPrime, optimize, write_report
+from opto_core.engine.rundir import RunDir
 from opto_core.gateway.graphs import graph_of_run
+from opto_core.testing import ScriptedLLM
 
 DRAFT_SYSTEM = "You write a first draft about the topic."
 SUMMARY_SYSTEM = "You summarize a draft in one sentence."
@@ -107,3 +111,35 @@ def test_the_output_the_program_prints_is_the_graphs_output(upstream, gateway):
     source = graph[marked.edges[0].id]
     assert source.value == output and source.name == "program.message"
     assert [graph[p].value for p in data_parents(graph, source.id)] == ["Paris is the capital of France."]
+
+
+def test_an_async_program_is_run_to_its_end(upstream):
+    upstream.script("Bonjour")
+
+    async def greet(example: dict) -> str:
+        client = openai.AsyncOpenAI()
+        answer = await client.chat.completions.create(model="m", messages=[
+            {"role": "system", "content": "Answer in French."}, {"role": "user", "content": example["text"]}])
+        return answer.choices[0].message.content
+
+    with GatewayTarget(run=greet, upstream=upstream.base_url, prompts={"french.system": "Answer in French."}) as target:
+        output, graph = target.run({"text": "Hello"})
+    assert output == "Bonjour"
+    assert [n.name for n in graph.nodes if n.op_type == "llm_call"] == ["french.llm"]
+
+
+def test_the_run_directory_and_the_report_work_as_for_every_target(upstream, tmp_path):
+    upstream.script(scripted_model)
+    upstream.repeat_last = True
+    trainset = [{"topic": "cats"}, {"topic": "tides"}]
+    with GatewayTarget(run=draft_and_summarize, upstream=upstream.base_url, discover_with=trainset) as target:
+        llm_values = {"agent_1.system": "You write a short draft about the topic."}
+        result = optimize(target, trainset, feedback, OptoPrime(target.parameters(), ScriptedLLM([suggest(llm_values)])),
+                          max_steps=1, batch_size=2, run_dir=str(tmp_path / "run"))
+        target.save_values(str(tmp_path / "best.json"))
+    assert result.best_values["agent_1.system"] == llm_values["agent_1.system"]
+    assert RunDir.is_run(str(tmp_path / "run"))
+    report = write_report(str(tmp_path / "run")).read_text()
+    assert "agent_1.system" in report and "agent_1.llm" in report
+    saved = json.loads((tmp_path / "best.json").read_text())
+    assert saved["meta"]["framework"] == "gateway" and saved["values"]["agent_1.system"] == llm_values["agent_1.system"]
