@@ -35,8 +35,9 @@ import shutil
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Mapping
 
+from opto_core.engine.records import RUN_FORMAT, Checkpoint, RecordFormatError, StepRecord
 from opto_core.kernel.files import _write_point, dumps, write_json_atomic, write_json_atomic_text
 from opto_core.kernel.redact import scrub
 
@@ -46,7 +47,6 @@ try:
 except ImportError:  # Windows: no flock; runs there are not protected against a second process
     fcntl = None
 
-RUN_FORMAT = "opto-run/1"
 MARKER = ".opto-run"
 LOCK = ".lock"
 #: The files and folders a run of ours writes (the only ones `clear` removes).
@@ -119,7 +119,7 @@ class RunDir:
         return True
 
     # ----- opening and closing a run ------------------------------------------------------------------
-    def open(self, resume: bool = True) -> dict[str, Any] | None:
+    def open(self, resume: bool = True) -> Checkpoint | None:
         """Lock the directory, repair it after any crash, and return the checkpoint to resume from.
 
         ``resume=False`` starts over: our files are cleared (only ours) and None is returned.
@@ -140,7 +140,7 @@ class RunDir:
             if checkpoint is None:
                 self._clear_progress(config=not resume)
             else:
-                self.truncate_history(int(checkpoint.get("step", 0)))
+                self.truncate_history(checkpoint.step)
             return checkpoint
         except BaseException:
             self.close()
@@ -225,7 +225,7 @@ class RunDir:
             raise CorruptRun(f"{path} must hold a JSON object")
         return data
 
-    def read_checkpoint(self) -> dict[str, Any] | None:
+    def read_checkpoint(self) -> Checkpoint | None:
         if not self.checkpoint_path.exists():
             return None
         try:
@@ -235,15 +235,19 @@ class RunDir:
         if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise CorruptRun(f"{self.checkpoint_path}: unsupported run format {found!r}")
-        return data
+        try:
+            return Checkpoint.from_dict(data)
+        except RecordFormatError as exc:
+            raise CorruptRun(f"{self.checkpoint_path}: {exc}") from None
 
-    def write_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    def write_checkpoint(self, checkpoint: Checkpoint | Mapping[str, Any]) -> None:
         """Strict JSON: a NaN or infinity here is a bug upstream and raises ``ValueError``."""
-        write_json_atomic(self.checkpoint_path, {"format": RUN_FORMAT, **checkpoint}, strict=True)
+        data = checkpoint.to_dict() if isinstance(checkpoint, Checkpoint) else dict(checkpoint)
+        write_json_atomic(self.checkpoint_path, {**data, "format": RUN_FORMAT}, strict=True)
 
-    def append_history(self, record: dict[str, Any]) -> None:
+    def append_history(self, record: StepRecord | Mapping[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        line = dumps(record) + "\n"
+        line = dumps(record.to_dict() if isinstance(record, StepRecord) else dict(record)) + "\n"
         _write_point("before history line")
         with open(self.history_path, "a", encoding="utf-8") as handle:
             handle.write(line[: len(line) // 2])
@@ -254,32 +258,36 @@ class RunDir:
             os.fsync(handle.fileno())
         _write_point("after history line")
 
-    def read_history(self, up_to_step: int | None = None) -> list[dict[str, Any]]:
-        """One record per step (the first line of each step), in order; cut lines are skipped."""
+    def read_history(self, up_to_step: int | None = None) -> list[StepRecord]:
+        """One record per step (the first line of each step), in order; cut lines are skipped.
+        Raises `CorruptRun` for a record in a format this version cannot read."""
         if not self.history_path.exists():
             return []
         records = []
-        seen: set[Any] = set()
+        seen: set[int] = set()
         for line in self.history_path.read_text(encoding="utf-8", errors="replace").splitlines():
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                data = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
-            if not isinstance(record, dict):
+            if not isinstance(data, dict):
                 continue
-            step = record.get("step", 0)
-            if step in seen or (up_to_step is not None and isinstance(step, int) and step > up_to_step):
+            try:
+                record = StepRecord.from_dict(data)
+            except RecordFormatError as exc:
+                raise CorruptRun(f"{self.history_path}: {exc}") from None
+            if record.step in seen or (up_to_step is not None and record.step > up_to_step):
                 continue
-            seen.add(step)
+            seen.add(record.step)
             records.append(record)
         return records
 
-    def truncate_history(self, up_to_step: int) -> list[dict[str, Any]]:
+    def truncate_history(self, up_to_step: int) -> list[StepRecord]:
         """Keep only the steps the checkpoint covers, each once (a crash may have left one more)."""
         records = self.read_history(up_to_step)
-        text = "".join(dumps(record) + "\n" for record in records)
+        text = "".join(dumps(record.to_dict()) + "\n" for record in records)
         fd, temp = tempfile.mkstemp(dir=self.path, prefix=".history.jsonl.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
