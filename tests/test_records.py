@@ -8,47 +8,21 @@ import shutil
 from pathlib import Path
 
 import pytest
+from scale_scenario import TRAIN, Recording, feedback, make, say
 
-from opto_core import Feedback, Parameter, optimize, write_report
+from opto_core import optimize, write_report
 from opto_core.engine.records import STEP_FORMAT, Checkpoint, RecordFormatError, StepRecord
 from opto_core.engine.rundir import CorruptRun, RunDir
-from opto_core.engine.target import FunctionTarget
-from opto_core.kernel.trace import op
 from opto_core.llm.usage import Usage
-from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.optimizers.protocol import Proposal
 from opto_core.testing import ScriptedLLM
 
 OLD_RUN = Path(__file__).parent / "fixtures" / "run_before_issue21"
 
 
-# the workflow of tests/fixtures/make_run_before_issue21.py, rebuilt to resume its run
-@op
-def scale(x, k):
-    """Multiply x by k."""
-    return x * k
-
-
-TRAIN = [{"x": float(i)} for i in range(1, 5)]
+# the workflow of tests/fixtures/make_run_before_issue21.py (written against the paths of 0c81923), rebuilt
+# from the shared scenario to resume its run
 VAL = [{"x": 5.0}, {"x": 6.0}]
-
-
-def feedback(example, output):
-    want = 3 * example["x"]
-    return Feedback(-abs(output - want), f"expected {want}, got {output}")
-
-
-def say(k):
-    return json.dumps({"reasoning": f"try k={k}", "suggestion": {"k": k}})
-
-
-class Recording(OptoPrime):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seen = []
-
-    def observe(self, values, score):
-        self.seen.append((dict(values), score))
 
 
 @pytest.fixture
@@ -85,8 +59,8 @@ def test_an_old_run_reports(old_run):
 
 
 def test_an_old_run_resumes_where_it_stopped(old_run):
-    k = Parameter("k", "float", 1.0, lower=-10, upper=10, description="the factor")
-    target = FunctionTarget(lambda x: scale(x, k), [k])
+    target, k = make(lower=-10, upper=10)
+    k.description = "the factor"
     optimizer = Recording([k], ScriptedLLM([say(3.0), say(2.9)]), memory_size=3)
     result = optimize(target, TRAIN, feedback, optimizer, VAL, max_steps=5, batch_size=2, seed=7,
                       run_dir=str(old_run))

@@ -31,6 +31,7 @@ from opto_core.kernel.binding import UnknownParameters
 from opto_core.kernel.conversation import ConversationLog, Turn, build_graph, mark_message
 from opto_core.kernel.graph import Graph
 from opto_core.kernel.parameters import Parameter
+from opto_core.kernel.text import short_repr
 
 #: The graph vocabulary (`opto_core.kernel.graph.run_meta`): who recorded the graph, with which framework.
 ADAPTER = "opto_adapters.autogen"
@@ -72,7 +73,7 @@ def check_agent(agent: Any) -> None:
                         f"{kind.__name__}, which has no model calls to record. Leave it unwrapped; a team "
                         f"wrapped with wrap_team records its messages as inputs.")
     raise TypeError(f"OptoAgent wraps an autogen_agentchat.agents.AssistantAgent, got {kind.__module__}."
-                    f"{kind.__name__} ({_short_repr(agent)})")
+                    f"{kind.__name__} ({short_repr(agent)})")
 
 
 class OptoAgent(BaseChatAgent):
@@ -317,6 +318,3 @@ def _select_output(log: ConversationLog, result: TaskResult, output: Any) -> Non
         log.output_message_id = chosen.id  # the builder marks its node as the graph's output
 
 
-def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -51,6 +51,7 @@ from opto_core.kernel.conversation import (
     ROLE_TOOL_DESCRIPTION,
 )
 from opto_core.kernel.parameters import InvalidValue, Parameter
+from opto_core.kernel.text import clip
 
 # ----- where each value lives ---------------------------------------------------------------------
 
@@ -155,8 +156,8 @@ class AgentParameters(BoundParameters):
             first = messages[0] if messages else None
             sent = first.content if isinstance(first, SystemMessage) else ""
             if sent != value:
-                raise WriteBackError(f"{name}: the request carries system message {_short(sent)!r}, "
-                                     f"not the applied value {_short(value)!r}")
+                raise WriteBackError(f"{name}: the request carries system message {clip(sent, 80)!r}, "
+                                     f"not the applied value {clip(value, 80)!r}")
             verified.append(name)
             expect.system = None
         for key, (name, value) in list(expect.settings.items()):
@@ -173,7 +174,7 @@ class AgentParameters(BoundParameters):
                     continue
                 if offered[tool] != value:
                     raise WriteBackError(f"{name}: the request offers tool {tool!r} with description "
-                                         f"{_short(offered[tool])!r}, not the applied value {_short(value)!r}")
+                                         f"{clip(offered[tool], 80)!r}, not the applied value {clip(value, 80)!r}")
                 verified.append(name)
                 del expect.tool_descriptions[tool]
         return verified
@@ -224,5 +225,3 @@ def _non_empty(value: str) -> str:
     return value
 
 
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import dspy
 
 from opto_core.kernel.feedback import Feedback
-from opto_core.kernel.graph import shorten
+from opto_core.kernel.graph import bounded_repr, shorten
 
 
 class MetricError(ValueError):
@@ -50,8 +50,6 @@ def _name(metric: Callable[..., Any]) -> str:
     return getattr(metric, "__name__", type(metric).__name__)
 
 
-def _short(value: Any, limit: int = 160) -> str:
-    return shorten(repr(value), limit)
 
 
 def _score(value: Any, metric: Callable[..., Any], example: Any) -> float:
@@ -60,11 +58,11 @@ def _score(value: Any, metric: Callable[..., Any], example: Any) -> float:
     if isinstance(value, numbers.Real):
         number = float(value)
         if not math.isfinite(number):
-            raise MetricError(f"the metric {_name(metric)} returned {number} for the example {_short(example)}; "
+            raise MetricError(f"the metric {_name(metric)} returned {number} for the example {bounded_repr(example, 160)}; "
                               "a score must be a finite number")
         return number
-    raise MetricError(f"the metric {_name(metric)} returned {type(value).__name__} {_short(value, 80)} for the "
-                      f"example {_short(example)}; expected a bool, a number, or dspy.Prediction(score=..., "
+    raise MetricError(f"the metric {_name(metric)} returned {type(value).__name__} {bounded_repr(value, 80)} for the "
+                      f"example {bounded_repr(example, 160)}; expected a bool, a number, or dspy.Prediction(score=..., "
                       "feedback=...)")
 
 
@@ -113,7 +111,7 @@ def adapt_metric(metric: Callable[..., Any], *, label_feedback: bool = True) -> 
             result = metric(example, prediction, *([None] * (arity - 2)))
         except Exception as exc:
             raise MetricError(f"the metric {_name(metric)} raised {type(exc).__name__}: {exc} on the example "
-                              f"{_short(example)}") from exc
+                              f"{bounded_repr(example, 160)}") from exc
         return to_feedback(result, example, prediction, metric, label_feedback)
 
     feedback_fn.__name__ = f"feedback_from_{_name(metric)}"

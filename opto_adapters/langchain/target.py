@@ -19,7 +19,7 @@ from opto_adapters.langchain.parameters import (
     bound_parameters,
     function_docs,
 )
-from opto_adapters.langchain.tracing.builder import failed_graph
+from opto_adapters.langchain.tracing.builder import FRAMEWORK, failed_graph
 from opto_adapters.langchain.tracing.handler import OptoCallbackHandler
 from opto_core.engine.target import BoundTarget
 from opto_core.kernel.graph import Edge, Graph
@@ -44,7 +44,7 @@ class ChainTarget(BoundTarget):
     - ``config``: extra `RunnableConfig` for every run (tags, metadata, ``configurable``...).
     """
 
-    framework = "langchain"
+    framework = FRAMEWORK
     framework_version = langchain_core.__version__
 
     def __init__(self, runnable: Any, parameters: Sequence[Parameter] | None = None, *,

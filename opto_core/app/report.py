@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +24,9 @@ from typing import Any, Sequence
 from opto_core.app import drawing
 from opto_core.engine.records import INITIAL, STEP, Checkpoint, StepRecord, finite_number
 from opto_core.engine.rundir import RunDir
+from opto_core.kernel.files import write_text_atomic
 from opto_core.kernel.graph import Graph, GraphError
+from opto_core.kernel.text import as_text
 from opto_core.llm.usage import Usage
 from opto_core.optimizers.protocol import Proposal
 
@@ -146,12 +147,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 # ----- values and diffs ---------------------------------------------------------------------------------
 def value_text(value: Any) -> str:
     """A value as it reads best: strings as they are, everything else as indented JSON."""
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, ensure_ascii=False, indent=2, default=repr)
-    except (TypeError, ValueError):
-        return repr(value)
+    return as_text(value, indent=2)
 
 
 def value_html(value: Any, missing: bool = False) -> str:
@@ -656,28 +652,13 @@ def _best_values(data: RunData) -> tuple[dict[str, Any], str]:
 
 
 # ----- writing -----------------------------------------------------------------------------------------------------
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a page. (Not
-    `tempfile.mkstemp`: its files are private, and a report is meant to be opened and shared.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        if temp.exists():
-            temp.unlink()
-        raise
-
-
 def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write the HTML report of a run directory (default ``run_dir/report.html``) and return its path."""
     data = load_run(run_dir)
     target = Path(out) if out is not None else data.path / "report.html"
     if target.is_dir():
         target = target / "report.html"
-    _write_text(target, render_report(data))
+    write_text_atomic(target, render_report(data), private=False)  # a report is meant to be shared
     return target
 
 
@@ -696,6 +677,7 @@ def write_graph_files(graph_json_path: str | os.PathLike[str],
     folder = Path(out_dir) if out_dir is not None else source.parent
     html_path, dot_path = folder / f"{source.stem}.html", folder / f"{source.stem}.dot"
     name = graph.meta.get("target") or graph.meta.get("run")
-    _write_text(html_path, drawing.graph_html(graph, title=f"OPTO graph: {source.name}" + (f" ({name})" if name else "")))
-    _write_text(dot_path, drawing.to_dot(graph))
+    title = f"OPTO graph: {source.name}" + (f" ({name})" if name else "")
+    write_text_atomic(html_path, drawing.graph_html(graph, title=title), private=False)
+    write_text_atomic(dot_path, drawing.to_dot(graph), private=False)
     return [html_path, dot_path]

@@ -32,13 +32,12 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
 
 from opto_core.engine.records import RUN_FORMAT, Checkpoint, RecordFormatError, StepRecord
-from opto_core.kernel.files import _write_point, dumps, write_json_atomic, write_json_atomic_text
+from opto_core.kernel.files import _write_point, dumps, write_json_atomic, write_text_atomic
 from opto_core.kernel.redact import scrub
 
 fcntl: ModuleType | None
@@ -287,18 +286,7 @@ class RunDir:
     def truncate_history(self, up_to_step: int) -> list[StepRecord]:
         """Keep only the steps the checkpoint covers, each once (a crash may have left one more)."""
         records = self.read_history(up_to_step)
-        text = "".join(dumps(record.to_dict()) + "\n" for record in records)
-        fd, temp = tempfile.mkstemp(dir=self.path, prefix=".history.jsonl.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.history_path)
-        except BaseException:
-            if os.path.exists(temp):
-                os.unlink(temp)
-            raise
+        write_text_atomic(self.history_path, "".join(dumps(record.to_dict()) + "\n" for record in records))
         return records
 
     def write_graph(self, step: int, graph_json: str) -> str:
@@ -307,7 +295,7 @@ class RunDir:
             graph_json.encode("utf-8")
         except UnicodeEncodeError:
             graph_json = graph_json.encode("utf-8", "backslashreplace").decode("utf-8")
-        write_json_atomic_text(path, graph_json)
+        write_text_atomic(path, graph_json)
         return str(path.relative_to(self.path))
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Literal, TypeVar
 from opto_core.kernel.code import CodeShapeError, FunctionShape, parse_function
 from opto_core.kernel.code_policy import CodePolicy
 from opto_core.kernel.invalid import InvalidValue
+from opto_core.kernel.text import short_repr
 
 __all__ = ["PARAMETER_KINDS", "InvalidValue", "Parameter", "ParameterKind"]
 
@@ -161,7 +162,7 @@ class Parameter:
 
     def _validate_text(self, value: Any) -> str:
         if not isinstance(value, str):
-            raise self._fail(f"expected text (a string), got {type(value).__name__} {_short(value)}")
+            raise self._fail(f"expected text (a string), got {type(value).__name__} {short_repr(value)}")
         return value
 
     def _within_length(self, value: str) -> str:
@@ -175,9 +176,9 @@ class Parameter:
             try:
                 value = ast.literal_eval(value.strip())
             except (ValueError, SyntaxError):
-                raise self._fail(f"expected a {self.kind}, got the string {_short(value)}") from None
+                raise self._fail(f"expected a {self.kind}, got the string {short_repr(value)}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self._fail(f"expected a {self.kind}, got {type(value).__name__} {_short(value)}")
+            raise self._fail(f"expected a {self.kind}, got {type(value).__name__} {short_repr(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise self._fail(f"expected a finite {self.kind}, got {value}")
         return value
@@ -211,7 +212,7 @@ class Parameter:
                 parsed = None
             if parsed is not None and parsed in choices:
                 return choices[choices.index(parsed)]
-        raise self._fail(f"{_short(value)} is not one of the choices {json.dumps(choices)}")
+        raise self._fail(f"{short_repr(value)} is not one of the choices {json.dumps(choices)}")
 
     def _validate_json(self, value: Any) -> Any:
         if isinstance(value, str) and not isinstance(self.value, str):
@@ -221,7 +222,7 @@ class Parameter:
                 try:
                     value = ast.literal_eval(value)
                 except (ValueError, SyntaxError):
-                    raise self._fail(f"expected JSON, got text that does not parse: {_short(value)}") from None
+                    raise self._fail(f"expected JSON, got text that does not parse: {short_repr(value)}") from None
         try:
             value = json.loads(json.dumps(value, allow_nan=False))
         except (TypeError, ValueError) as exc:
@@ -254,6 +255,3 @@ def _same_json_type(old: Any, new: Any) -> bool:
     return _json_type(old) == _json_type(new)
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

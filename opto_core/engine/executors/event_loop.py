@@ -16,17 +16,17 @@ from opto_core.engine.executors.common import (
     EvaluationCancelled,
     EvaluationTimeout,
     FeedbackFn,
+    InProcessExecutor,
     _arun_one,
     _Batch,
     _run_one,
-    check_concurrency,
     failed_run,
 )
 
 log = logging.getLogger("opto")
 
 
-class AsyncioExecutor:
+class AsyncioExecutor(InProcessExecutor):
     """Up to ``concurrency`` examples at once on one event loop (its own thread), no thread per run.
 
     A target with ``async arun(example) -> (output, graph)`` runs as a coroutine on that loop; the
@@ -36,13 +36,10 @@ class AsyncioExecutor:
     """
 
     def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None) -> None:
-        self.concurrency = check_concurrency(concurrency)
-        self.nonfinite = nonfinite
-        self.eval_timeout = eval_timeout
+        super().__init__(concurrency, nonfinite, eval_timeout=eval_timeout)
         self._background = BackgroundLoop("opto-asyncio")
         self._pool: ThreadPoolExecutor | None = None
         self._said_sync = False
-        self._batch: _Batch | None = None
         self._lock = threading.Lock()
 
     @property
@@ -102,12 +99,6 @@ class AsyncioExecutor:
             return batch.collect(None, cancel)
         finally:
             self._batch = None
-
-    def cancel(self) -> None:
-        """Cancel the outstanding runs of the batch being evaluated (their coroutines get CancelledError)."""
-        batch = self._batch
-        if batch is not None:
-            batch.cancelled.set()
 
     def close(self) -> None:
         """Stop the loop and its thread (and the sync pool); the executor can be used again after."""

@@ -12,26 +12,20 @@ from opto_core.engine.executors.common import (
     Evaluation,
     EvaluationCancelled,
     FeedbackFn,
+    InProcessExecutor,
     _Batch,
     _run_one,
-    check_concurrency,
 )
 
 log = logging.getLogger("opto")
 
 
-class ThreadExecutor:
+class ThreadExecutor(InProcessExecutor):
     """The default: up to ``concurrency`` examples at once, each in a thread of this process.
 
     With ``eval_timeout``, a run that takes longer is that example's failure (an infrastructure
     one); Python cannot stop a thread, so the run's thread is abandoned, not killed.
     """
-
-    def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None) -> None:
-        self.concurrency = check_concurrency(concurrency)
-        self.nonfinite = nonfinite
-        self.eval_timeout = eval_timeout
-        self._batch: _Batch | None = None
 
     def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
                  failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]:
@@ -66,12 +60,3 @@ class ThreadExecutor:
             return batch.collect(self.eval_timeout, lambda: [f.cancel() for f in futures])
         finally:  # never wait for an abandoned (timed-out) run
             pool.shutdown(wait=False, cancel_futures=True)
-
-    def cancel(self) -> None:
-        """Stop the batch being evaluated: runs not started are dropped, running ones abandoned."""
-        batch = self._batch
-        if batch is not None:
-            batch.cancelled.set()
-
-    def close(self) -> None:
-        self.cancel()
