@@ -34,17 +34,7 @@ def test_other_formats_and_frameworks_are_refused(tmp_path):
     path = save_values(tmp_path / "lc.json", {"p": 1}, {"framework": "langchain"})
     with pytest.raises(ValuesFileError, match="langchain.*dspy"):
         resolve(path, framework="dspy")
-
-
-def test_a_values_file_with_a_former_framework_name_still_loads(tmp_path):
-    """LangChain values files said "langchain" before issue 21; the adapter now says "langchain-core"
-    (the distribution name, as in a graph's meta)."""
-    old = save_values(tmp_path / "old-lc.json", {"p": 1}, {"framework": "langchain"})
-    assert resolve(old, framework="langchain-core") == {"p": 1}
-    new = save_values(tmp_path / "lc.json", {"p": 2}, {"framework": "langchain-core"})
-    assert resolve(new, framework="langchain-core") == {"p": 2}
-    with pytest.raises(ValuesFileError, match="langchain-core.*autogen"):
-        resolve(new, framework="autogen")
+    assert resolve(path, framework="langchain-core") == {"p": 1}  # the name files carried before
 
 
 def test_apply_saved_checks_every_name_before_writing(tmp_path):

@@ -15,11 +15,12 @@ from uuid import uuid4
 import langchain_core
 
 from opto_adapters.langchain.parameters import (
+    FRAMEWORK,
     NoParametersFound,
     bound_parameters,
     function_docs,
 )
-from opto_adapters.langchain.tracing.builder import FRAMEWORK, failed_graph
+from opto_adapters.langchain.tracing.builder import failed_graph
 from opto_adapters.langchain.tracing.handler import OptoCallbackHandler
 from opto_core.engine.target import BoundTarget
 from opto_core.kernel.graph import Edge, Graph

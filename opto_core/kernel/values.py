@@ -7,7 +7,7 @@ workflow afresh in another process, and writes them in with the adapter's
 
     {"format": "opto-values/1",
      "values": {"qa.prompt.system": "...", "llm.temperature": 0.2},
-     "meta": {"framework": "langchain-core", "framework_version": "1.8.3", "saved": "2026-11-30T08:00:00Z",
+     "meta": {"framework": "langchain", "framework_version": "1.8.3", "saved": "2026-11-30T08:00:00Z",
               "score": 0.92}}
 
 It never holds a secret: ``meta`` is scrubbed like the run directory's ``config.json``.
@@ -101,13 +101,8 @@ def load_values(path: str | os.PathLike[str]) -> SavedValues:
     return from_document(read_document(path), str(Path(path)))
 
 
-#: Framework names that older versions wrote in values files, and the name each means now (the
-#: framework's distribution name, as in a graph's meta).
-FORMER_FRAMEWORK_NAMES = {"langchain": "langchain-core"}  # LangChain values files saved before issue 21
-
-
-def _current_name(framework: Any) -> Any:
-    return FORMER_FRAMEWORK_NAMES.get(framework, framework) if isinstance(framework, str) else framework
+#: Framework names older values files carry -> the distribution name graphs and files use now.
+_OLD_FRAMEWORK_NAMES = {"langchain": "langchain-core"}
 
 
 def resolve(values_or_path: Any, framework: str | None = None) -> SavedValues:
@@ -127,7 +122,9 @@ def resolve(values_or_path: Any, framework: str | None = None) -> SavedValues:
         raise TypeError(f"apply_values takes a dict of values or a path to an opto-values file, "
                         f"got {type(values_or_path).__name__}")
     theirs = saved.meta.get("framework")
-    if framework and theirs and _current_name(theirs) != _current_name(framework):
+    if isinstance(theirs, str):
+        theirs = _OLD_FRAMEWORK_NAMES.get(theirs, theirs)
+    if framework and theirs and theirs != framework:
         raise ValuesFileError(f"these values were saved from a {theirs} workflow; this is the {framework} adapter")
     return saved
 
