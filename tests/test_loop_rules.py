@@ -5,38 +5,15 @@ import json
 import logging
 
 import pytest
+from scale_scenario import TRAIN, Recording, feedback, make, say, scale
 
-from opto_core import Feedback, Parameter
+from opto_core import Parameter
 from opto_core.engine.loop import optimize
 from opto_core.engine.settings import Settings
 from opto_core.engine.target import FunctionTarget
-from opto_core.kernel.trace import op
 from opto_core.kernel.values import load_values
 from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.testing import ScriptedLLM
-
-
-@op
-def scale(x, k):
-    """Multiply x by k."""
-    return x * k
-
-
-TRAIN = [{"x": float(i)} for i in range(1, 5)]
-
-
-def feedback(example, output):
-    want = 3 * example["x"]
-    return Feedback(-abs(output - want), f"expected {want}, got {output}")
-
-
-def say(k):
-    return json.dumps({"reasoning": f"try k={k}", "suggestion": {"k": k}})
-
-
-def make(k=1.0, workflow=None):
-    param = Parameter("k", "float", k, lower=-100, upper=100)
-    return FunctionTarget(workflow or (lambda x: scale(x, param)), [param]), param
 
 
 def test_optimize_takes_one_settings_object_and_rejects_unknown_names():
@@ -147,15 +124,6 @@ def test_a_finished_run_directory_says_so_and_does_nothing(tmp_path, caplog):
     assert again.stopped_reason == "already_finished" and len(llm.requests) == 1
     message = " ".join(r.getMessage() for r in caplog.records)
     assert "already holds a finished run" in message and "max_steps > 1" in message and "new run_dir" in message
-
-
-class Recording(OptoPrime):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seen = []
-
-    def observe(self, values, score):
-        self.seen.append((dict(values), score))
 
 
 def test_observe_is_replayed_from_the_history_on_resume(tmp_path):

@@ -6,39 +6,15 @@ import json
 import logging
 
 import pytest
+from scale_scenario import TRAIN, feedback, make, say
 
-from opto_core import Feedback, LLMOptimizer, Optimizer, Parameter, optimize
-from opto_core.engine.target import FunctionTarget
-from opto_core.kernel.trace import op
+from opto_core import LLMOptimizer, Optimizer, Parameter, optimize
 from opto_core.optimizers.hybrid import Hybrid
 from opto_core.optimizers.opro import OPRO
 from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
 from opto_core.optimizers.protocol import HasMemory, Proposal
 from opto_core.optimizers.search import Search
 from opto_core.testing import ScriptedLLM
-
-
-@op
-def scale(x, k):
-    """Multiply x by k."""
-    return x * k
-
-
-TRAIN = [{"x": float(i)} for i in range(1, 5)]
-
-
-def feedback(example, output):
-    want = 3 * example["x"]
-    return Feedback(-abs(output - want), f"expected {want}, got {output}")
-
-
-def make():
-    param = Parameter("k", "float", 1.0, lower=-100, upper=100)
-    return FunctionTarget(lambda x: scale(x, param), [param]), param
-
-
-def say(k):
-    return json.dumps({"reasoning": f"try k={k}", "suggestion": {"k": k}})
 
 
 def test_every_optimizer_meets_the_protocol_and_only_llm_ones_carry_the_llm_machinery():

@@ -180,7 +180,6 @@ def test_report_of_a_run_that_crashed_mid_step(tmp_path):
     checkpoint = store.read_checkpoint()
     assert checkpoint["step"] == 2
     checkpoint.update(done=False, status="running")  # what a killed process leaves behind
-    checkpoint.pop("format")
     store.write_checkpoint(checkpoint)
     with open(run_dir / "history.jsonl", "a", encoding="utf-8") as handle:
         handle.write('{"step": 3, "kind": "st')  # a line cut by the crash
@@ -208,7 +207,6 @@ def test_report_flags_history_past_the_checkpoint(finished_run, tmp_path):
     shutil.copytree(finished_run, run_dir)
     store = RunDir(run_dir)
     checkpoint = store.read_checkpoint()
-    checkpoint.pop("format")
     store.write_checkpoint({**checkpoint, "step": 3, "done": False, "status": "running"})
     page = read(write_report(run_dir))
     assert "history.jsonl holds step(s) 4 after the last checkpoint (step 3)" in page

@@ -76,23 +76,27 @@ def _show_graph(graph: Any, limit: int = 40) -> None:
         console.print(f"... {len(graph) - limit} more nodes")
 
 
-def _show_step(record: dict[str, Any]) -> None:
-    proposal = record.get("proposal", {})
-    verdict = "[green]kept[/green]" if record.get("kept") else "[yellow]rolled back / no change[/yellow]"
-    console.rule(f"step {record['step']}")
-    console.print(f"batch score {_fmt(record.get('batch_score'))} -> after {_fmt(record.get('eval_score'))}: {verdict}")
-    if record.get("decision"):
-        console.print(f"decision: {escape(record['decision'])}")
-    if proposal.get("reasoning"):
-        console.print(f"[bold]reasoning[/bold]: {_shown(proposal['reasoning'][:800])}")
-    proposers = proposal.get("proposed_by", {})
-    for name, value in proposal.get("accepted", {}).items():
-        by = {"search": " (proposed by the search part)", "llm": " (proposed by the LLM)"}.get(proposers.get(name, ""), "")
+def _show_step(data: dict[str, Any]) -> None:
+    from opto_core.engine.records import StepRecord
+    from opto_core.optimizers.protocol import Proposal
+
+    record = StepRecord.from_dict(data)
+    proposal = record.proposal or Proposal()
+    verdict = "[green]kept[/green]" if record.kept else "[yellow]rolled back / no change[/yellow]"
+    console.rule(f"step {record.step}")
+    console.print(f"batch score {_fmt(record.batch_score)} -> after {_fmt(record.eval_score)}: {verdict}")
+    if record.decision:
+        console.print(f"decision: {escape(record.decision)}")
+    if proposal.reasoning:
+        console.print(f"[bold]reasoning[/bold]: {_shown(proposal.reasoning[:800])}")
+    for name, value in proposal.accepted.items():
+        by = {"search": " (proposed by the search part)",
+              "llm": " (proposed by the LLM)"}.get(proposal.proposed_by.get(name, ""), "")
         console.print(f"[bold]{escape(name)}[/bold] := {_shown(str(value)[:400])}{by}")
-    for name, reason in proposal.get("rejected", {}).items():
-        console.print(f"[red]rejected[/red] {_shown(name)}: {_shown(reason)}")
-    if proposal.get("error"):
-        console.print(f"[red]{_shown(proposal['error'])}[/red]")
+    for name, reason in proposal.rejected.items():
+        console.print(f"[red]rejected[/red] {_shown(name)}: {_shown(str(reason))}")
+    if proposal.error:
+        console.print(f"[red]{_shown(proposal.error)}[/red]")
 
 
 def _fmt(value: Any) -> str:

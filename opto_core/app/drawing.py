@@ -18,7 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from opto_core.kernel.graph import Edge, Graph, Node
+from opto_core.kernel.graph import VIA_CALL_TREE, VIA_CONTEXT, VIA_CONTROL, VIA_DATA, Edge, Graph, Node
+from opto_core.kernel.text import as_text
 
 #: Fill and stroke colours of each style (shared by SVG, Mermaid and DOT so they look alike).
 STYLES: dict[str, tuple[str, str]] = {
@@ -37,7 +38,7 @@ STYLE_LABELS = {
     "exception": "exception",
     "output": "output",
 }
-DASHED_VIA = ("context", "call_tree")
+DASHED_VIA = (VIA_CONTEXT, VIA_CALL_TREE)
 _DASH = ' stroke-dasharray="6 4"'
 
 
@@ -65,14 +66,7 @@ def preview(value: Any, limit: int = 40) -> str:
 
 def full_text(value: Any, limit: int = 1500) -> str:
     """A value as readable multi-line text (strings as they are, others as indented JSON), cut."""
-    if isinstance(value, str):
-        text = value
-    else:
-        try:
-            text = json.dumps(value, ensure_ascii=False, indent=1, default=repr)
-        except (TypeError, ValueError):
-            text = repr(value)
-    return _cut(text, limit)
+    return _cut(as_text(value, indent=1), limit)
 
 
 def _cut(text: str, limit: int) -> str:
@@ -188,7 +182,7 @@ def to_mermaid(graph: Graph, max_nodes: int = 300) -> str:
         lines.append(f"    {ids[node.id]}{left}{label}{right}")
         classes.setdefault(style, []).append(ids[node.id])
     for edge, child in selection.edges():
-        arrow = "-.->" if edge.via in DASHED_VIA else "==>" if edge.via == "control" else "-->"
+        arrow = "-.->" if edge.via in DASHED_VIA else "==>" if edge.via == VIA_CONTROL else "-->"
         text = _edge_text(edge)
         label = f'|"{mermaid_escape(text)}"|' if text else ""
         lines.append(f"    {ids[edge.id]} {arrow}{label} {ids[child.id]}")
@@ -203,12 +197,12 @@ def to_mermaid(graph: Graph, max_nodes: int = 300) -> str:
 
 def edge_kind(edge: Edge) -> str:
     """How an edge is drawn: ``data`` (solid), ``dash`` (context, call tree) or ``control`` (bold)."""
-    return "dash" if edge.via in DASHED_VIA else "control" if edge.via == "control" else "data"
+    return "dash" if edge.via in DASHED_VIA else "control" if edge.via == VIA_CONTROL else "data"
 
 
 def _edge_text(edge: Edge) -> str:
     arg = _cut(edge.arg, 40)
-    if edge.via != "data":
+    if edge.via != VIA_DATA:
         return f"{arg} ({edge.via})" if arg else edge.via
     return arg
 
@@ -250,7 +244,7 @@ def to_dot(graph: Graph, max_nodes: int = 300) -> str:
             attrs.append(f'label="{dot_escape(text)}"')
         if edge.via in DASHED_VIA:
             attrs.append("style=dashed")
-        elif edge.via == "control":
+        elif edge.via == VIA_CONTROL:
             attrs.append('style=bold, color="#8e24aa"')
         suffix = f" [{', '.join(attrs)}]" if attrs else ""
         lines.append(f'  "{dot_escape(edge.id)}" -> "{dot_escape(child.id)}"{suffix};')
@@ -489,7 +483,7 @@ def to_svg(graph: Graph, max_nodes: int = 300, selection: Selection | None = Non
             shared[kind][(round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1))] = None
         (x1, y1), (x2, y2) = points[-2], points[-1]
         title = f"{edge.id} → {child.id}" + (f" ({edge.arg})" if edge.arg else "") + \
-                (f" via {edge.via}" if edge.via != "data" else "")
+                (f" via {edge.via}" if edge.via != VIA_DATA else "")
         finals.append(f'<path class="edge edge-{e(edge.via)}" d="M{x1:.1f},{y1:.1f} L{x2:.1f},{y2:.1f}" '
                       f'stroke="{colours[kind]}" stroke-width="{2 if kind == "control" else 1.3}"'
                       f'{_DASH if kind == "dash" else ""} marker-end="url(#arrow-{kind})">'

@@ -39,8 +39,8 @@ def exit_code(exc: BaseException) -> int | None:
     """The exit code for a user-facing error, or None for anything else."""
     from opto_core.engine.coverage import CoverageError
     from opto_core.engine.executors import FeedbackError
-    from opto_core.engine.rundir import CorruptRun, RunDirError, RunDirUnwritable
     from opto_core.engine.executors.payload import SecretInPayload, TargetNotPicklable
+    from opto_core.engine.rundir import CorruptRun, RunDirError, RunDirUnwritable
     from opto_core.engine.sandbox import SandboxUnavailable
     from opto_core.engine.settings import SettingError
 

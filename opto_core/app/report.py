@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,8 +23,13 @@ from typing import Any, Sequence
 
 from opto_core.app import drawing
 from opto_core.engine.coverage import Coverage
+from opto_core.engine.records import INITIAL, STEP, Checkpoint, StepRecord, finite_number
 from opto_core.engine.rundir import RunDir
+from opto_core.kernel.files import write_text_atomic
 from opto_core.kernel.graph import Graph, GraphError
+from opto_core.kernel.text import as_text
+from opto_core.llm.usage import Usage
+from opto_core.optimizers.protocol import Proposal
 
 _STOP_REASONS = {
     "max_steps": "reached the step limit (max_steps)",
@@ -55,28 +59,23 @@ class RunData:
 
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
-    checkpoint: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None
+    history: list[StepRecord] = field(default_factory=list)
     graph: Graph | None = None
     graph_file: Path | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def steps(self) -> list[dict[str, Any]]:
-        return [r for r in self.history if r.get("kind") == "step"]
+    def steps(self) -> list[StepRecord]:
+        return [r for r in self.history if r.kind == STEP]
 
     @property
-    def initial(self) -> dict[str, Any] | None:
-        return next((r for r in self.history if r.get("kind") == "initial"), None)
+    def initial(self) -> StepRecord | None:
+        return next((r for r in self.history if r.kind == INITIAL), None)
 
     @property
     def checkpoint_step(self) -> int | None:
-        if self.checkpoint is None:
-            return None
-        try:
-            return int(self.checkpoint.get("step", 0))
-        except (TypeError, ValueError):
-            return None
+        return None if self.checkpoint is None else self.checkpoint.step
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> RunData:
@@ -99,15 +98,17 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
     except (OSError, ValueError) as exc:
         data.warnings.append(f"config.json could not be read ({exc}); settings are not shown.")
     try:
-        checkpoint = store.read_checkpoint()
-        data.checkpoint = checkpoint if isinstance(checkpoint, dict) else None
+        data.checkpoint = store.read_checkpoint()
     except (OSError, ValueError) as exc:
         data.warnings.append(f"checkpoint.json could not be read ({exc}); the report uses history.jsonl only.")
     try:
-        data.history = [r for r in store.read_history() if isinstance(r, dict)]
+        data.history = store.read_history()
     except (OSError, ValueError) as exc:
         data.warnings.append(f"history.jsonl could not be read ({exc}).")
-    data.history.sort(key=lambda r: _int(r.get("step"), 0))
+    data.history.sort(key=lambda r: r.step)
+    for record in data.history:
+        if record.problems:
+            data.warnings.append(f"history.jsonl, step {record.step}: " + "; ".join(record.problems))
     if data.checkpoint is None:
         if data.history:
             data.warnings.append("No checkpoint yet: the run crashed, or is still running, before its first "
@@ -116,7 +117,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
             data.warnings.append("No step has finished yet: only the settings were written.")
     else:
         done = data.checkpoint_step
-        extra = [r.get("step") for r in data.history if done is not None and _int(r.get("step"), 0) > done]
+        extra = [r.step for r in data.history if done is not None and r.step > done]
         if extra:
             data.warnings.append(f"history.jsonl holds step(s) {', '.join(map(str, extra))} after the last "
                                  f"checkpoint (step {done}): the run stopped while saving them; a resumed run "
@@ -139,46 +140,15 @@ def _latest_graph(path: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _num(value: Any) -> float | None:
-    """A finite float, or None (scores may be missing, or written as strings by hand)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _fmt(value: Any, digits: int = 4) -> str:
-    number = _num(value)
+    number = finite_number(value)
     return "–" if number is None else f"{number:.{digits}g}"
 
 
 # ----- values and diffs ---------------------------------------------------------------------------------
 def value_text(value: Any) -> str:
     """A value as it reads best: strings as they are, everything else as indented JSON."""
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, ensure_ascii=False, indent=2, default=repr)
-    except (TypeError, ValueError):
-        return repr(value)
+    return as_text(value, indent=2)
 
 
 def value_html(value: Any, missing: bool = False) -> str:
@@ -235,19 +205,19 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def score_plot(history: Sequence[dict[str, Any]]) -> str:
+def score_plot(history: Sequence[StepRecord]) -> str:
     """Batch score, evaluation score and best score per step as an inline SVG line plot;
     rolled-back steps are marked with a red cross at the score that was rejected."""
-    records = [r for r in history if r.get("kind") in ("initial", "step")]
+    records = [r for r in history if r.kind in (INITIAL, STEP)]
     series = {
-        "batch": [(r.get("step"), _num(r.get("batch_score"))) for r in records],
-        "eval": [(r.get("step"), _num(r.get("eval_score"))) for r in records],
-        "best": [(r.get("step"), _num(r.get("best_score"))) for r in records],
+        "batch": [(r.step, r.batch_score) for r in records],
+        "eval": [(r.step, r.eval_score) for r in records],
+        "best": [(r.step, r.best_score) for r in records],
     }
     values = [v for points in series.values() for _, v in points if v is not None]
     if not records or not values:
         return '<p class="muted">No scores recorded yet.</p>'
-    steps = [_int(r.get("step"), 0) for r in records]
+    steps = [r.step for r in records]
     x_lo: float = min(steps)
     x_hi: float = max(steps)
     if x_hi == x_lo:
@@ -261,8 +231,8 @@ def score_plot(history: Sequence[dict[str, Any]]) -> str:
     width, height, left, right, top, bottom = 780, 290, 58, 170, 14, 40
     plot_w, plot_h = width - left - right, height - top - bottom
 
-    def px(step: Any) -> float:
-        return left + (_int(step, 0) - x_lo) / (x_hi - x_lo) * plot_w
+    def px(step: int) -> float:
+        return left + (step - x_lo) / (x_hi - x_lo) * plot_w
 
     def py(value: float) -> float:
         return top + (y_hi - value) / (y_hi - y_lo) * plot_h
@@ -272,7 +242,7 @@ def score_plot(history: Sequence[dict[str, Any]]) -> str:
            f'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif" font-size="11">']
     for record in records:  # rolled-back steps: a light red band behind everything
         if _outcome(record)[0] == "rolled back":
-            x = px(record.get("step"))
+            x = px(record.step)
             band = max(min(plot_w / max(len(records), 1) * 0.6, 24), 4)
             x0, x1 = max(x - band / 2, left), min(x + band / 2, left + plot_w)
             out.append(f'<rect class="rollback-band" x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" '
@@ -312,7 +282,7 @@ def score_plot(history: Sequence[dict[str, Any]]) -> str:
             out.append(f'<polyline class="line {name}" points="{" ".join(segment)}" fill="none" '
                        f'stroke="{colour}" stroke-width="{2.2 if name == "best" else 1.6}"{dash_attr}/>')
     for record, (_, batch), (_, evaluated), (_, best) in zip(records, series["batch"], series["eval"], series["best"]):
-        step = record.get("step")
+        step = record.step
         outcome = _outcome(record)[0]
         x = px(step)
         if batch is not None:
@@ -351,94 +321,86 @@ def score_plot(history: Sequence[dict[str, Any]]) -> str:
 
 
 # ----- steps ---------------------------------------------------------------------------------------------------
-def _outcome(record: dict[str, Any]) -> tuple[str, str]:
+def _outcome(record: StepRecord) -> tuple[str, str]:
     """(short outcome, css class) of one history record."""
-    if record.get("kind") == "initial":
+    if record.kind == INITIAL:
         return "initial", "initial"
-    proposal = record.get("proposal") or {}
-    if record.get("kept"):
+    if record.kept:
         return "kept", "kept"
-    if proposal.get("apply_error"):
+    if record.apply_error:
         return "apply failed", "bad"
-    if record.get("eval_score") is not None:
+    if record.eval_score is not None:
         return "rolled back", "bad"
-    if proposal.get("error"):
+    if record.proposal is not None and record.proposal.error:
         return "no proposal", "bad"
     return "no change", "none"
 
 
-def _step_usage(record: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+def _step_usage(record: StepRecord, previous: StepRecord | None) -> Usage:
     """The optimizer's LLM use in one step: the change of the run totals, else the proposal's own."""
-    total, before = record.get("usage"), (previous or {}).get("usage")
-    if isinstance(total, dict) and isinstance(before, dict):
-        return {key: (_num(total.get(key)) or 0) - (_num(before.get(key)) or 0)
-                for key in ("calls", "prompt_tokens", "completion_tokens", "cost_usd")}
-    proposal_usage = (record.get("proposal") or {}).get("usage")
-    return proposal_usage if isinstance(proposal_usage, dict) else {}
+    total, before = record.usage, previous.usage if previous is not None else None
+    if total is not None and before is not None:
+        return Usage(total.calls - before.calls, total.prompt_tokens - before.prompt_tokens,
+                     total.completion_tokens - before.completion_tokens, total.cost_usd - before.cost_usd)
+    proposal_usage = (record.proposal or Proposal()).usage
+    return Usage.from_dict(proposal_usage) if proposal_usage else Usage()
 
 
-def _usage_text(usage: dict[str, Any]) -> str:
-    calls = int(_num(usage.get("calls")) or 0)
-    prompt = int(_num(usage.get("prompt_tokens")) or 0)
-    completion = int(_num(usage.get("completion_tokens")) or 0)
-    cost = _num(usage.get("cost_usd")) or 0.0
+def _usage_text(usage: Usage) -> str:
+    calls, prompt, completion = usage.calls, usage.prompt_tokens, usage.completion_tokens
     return (f"{calls} LLM call{'s' if calls != 1 else ''}, {prompt + completion:,} tokens "
-            f"({prompt:,} prompt + {completion:,} completion), ${cost:.4f}")
+            f"({prompt:,} prompt + {completion:,} completion), ${usage.cost_usd:.4f}")
 
 
-def _step_section(record: dict[str, Any], previous: dict[str, Any] | None, data: RunData) -> str:
-    step = record.get("step")
+def _step_section(record: StepRecord, previous: StepRecord | None, data: RunData) -> str:
+    step = record.step
     outcome, css = _outcome(record)
-    proposal = record.get("proposal") or {}
-    before = _as_dict(record.get("values_before"))
+    proposal = record.proposal or Proposal()
+    before = record.values_before or {}
     parts = [f'<section class="step" id="step-{e(step)}"><h3>Step {e(step)} <span class="badge {css}">'
              f'{e(outcome)}</span></h3>']
     done = data.checkpoint_step
-    if done is not None and _int(step, 0) > done:
+    if done is not None and step > done:
         parts.append('<p class="warn">This step is in history.jsonl but not in the checkpoint: the run stopped '
                      'while saving it.</p>')
     facts = []
-    if record.get("batch") is not None:
-        facts.append(f"batch examples {e(_short_list(record.get('batch')))}")
-    facts.append(f"batch score {e(_fmt(record.get('batch_score')))}")
-    facts.append(f"score after the proposal {e(_fmt(record.get('eval_score')))}")
-    facts.append(f"best so far {e(_fmt(record.get('best_score')))}")
-    if _num(record.get("seconds")) is not None:
-        facts.append(f"{_num(record.get('seconds')):.1f} s")
+    if record.batch is not None:
+        facts.append(f"batch examples {e(_short_list(record.batch))}")
+    facts.append(f"batch score {e(_fmt(record.batch_score))}")
+    facts.append(f"score after the proposal {e(_fmt(record.eval_score))}")
+    facts.append(f"best so far {e(_fmt(record.best_score))}")
+    if record.seconds is not None:
+        facts.append(f"{record.seconds:.1f} s")
     parts.append(f'<p class="facts">{" · ".join(facts)}</p>')
     verdict = _verdict(record, previous, data, outcome)
     if verdict:
         parts.append(f'<p class="verdict {css}">{e(verdict)}</p>')
     parts.append(f'<p class="facts">Optimizer: {e(_usage_text(_step_usage(record, previous)))}'
-                 + (f"; {e(proposal.get('attempts'))} attempt(s)" if proposal.get("attempts") else "")
-                 + (" · the optimizer answered TERMINATE" if proposal.get("terminated") else "") + "</p>")
-    for key, label in (("error", "Error"), ("apply_error", "The adapter refused the values")):
-        if proposal.get(key):
-            parts.append(f'<p class="warn">{label}: {e(proposal[key])}</p>')
-    skipped = record.get("skipped_examples") or []
-    if skipped:
+                 + (f"; {e(proposal.attempts)} attempt(s)" if proposal.attempts else "")
+                 + (" · the optimizer answered TERMINATE" if proposal.terminated else "") + "</p>")
+    for problem, label in ((proposal.error, "Error"), (record.apply_error, "The adapter refused the values")):
+        if problem:
+            parts.append(f'<p class="warn">{label}: {e(problem)}</p>')
+    if record.skipped_examples:
         parts.append('<p class="warn">Examples not traced back to a parameter: '
-                     + "; ".join(e(s) for s in skipped) + "</p>")
-    reasoning = proposal.get("reasoning")
-    if reasoning:
-        parts.append(f'<h4>Reasoning</h4><pre class="reasoning">{e(reasoning)}</pre>')
-    accepted = proposal.get("accepted") or {}
-    if isinstance(accepted, dict) and accepted:
+                     + "; ".join(e(s) for s in record.skipped_examples) + "</p>")
+    if proposal.reasoning:
+        parts.append(f'<h4>Reasoning</h4><pre class="reasoning">{e(proposal.reasoning)}</pre>')
+    if proposal.accepted:
         parts.append("<h4>Proposed values (valid)</h4>")
-        for name, value in accepted.items():
+        for name, value in proposal.accepted.items():
             old = before.get(name)
             parts.append(f'<div class="param-change"><div class="pname">{e(name)}</div>'
                          f'{diff_html(old, value, ("before", "proposed")) if name in before else value_html(value)}'
                          f"</div>")
-    rejected = proposal.get("rejected") or {}
-    if isinstance(rejected, dict) and rejected:
+    if proposal.rejected:
         rows = "".join(f"<tr><td>{e(name)}</td><td><pre class='reason'>{e(reason)}</pre></td></tr>"
-                       for name, reason in rejected.items())
+                       for name, reason in proposal.rejected.items())
         parts.append(f'<h4>Rejected values</h4><table class="grid"><tr><th>parameter</th><th>reason</th></tr>'
                      f"{rows}</table>")
-    feedback = record.get("feedback") or []
-    if isinstance(feedback, list) and feedback:
-        batch = _as_list(record.get("batch"))
+    feedback = record.feedback or []
+    if feedback:
+        batch = record.batch or []
         feedback_rows = []
         for i, item in enumerate(feedback):
             item = item if isinstance(item, dict) else {"text": item}
@@ -449,22 +411,24 @@ def _step_section(record: dict[str, Any], previous: dict[str, Any] | None, data:
                      f'<table class="grid"><tr><th>example</th><th>score</th><th>feedback</th></tr>'
                      f'{"".join(feedback_rows)}'
                      f"</table></details>")
-    if record.get("graph"):
-        parts.append(f'<p class="muted">Trace of one run of this step: <code>{e(record["graph"])}</code></p>')
+    if record.graph:
+        parts.append(f'<p class="muted">Trace of one run of this step: <code>{e(record.graph)}</code></p>')
     parts.append("</section>")
     return "".join(parts)
 
 
-def _verdict(record: dict[str, Any], previous: dict[str, Any] | None, data: RunData, outcome: str) -> str:
+def _verdict(record: StepRecord, previous: StepRecord | None, data: RunData, outcome: str) -> str:
     """One sentence saying why the step was kept or rolled back (the loop's rule, with its numbers)."""
-    after = _num(record.get("eval_score"))
+    after = record.eval_score
     if after is None or outcome not in ("kept", "rolled back"):
         return ""
-    if data.config.get("valset_size"):
-        before = _num((previous or {}).get("current_score", (previous or {}).get("eval_score")))
+    before: float | None
+    if data.config.get("valset_size"):  # the score of the values in place before this step
+        before = None if previous is None else (
+            previous.current_score if previous.kind == STEP else previous.eval_score)
         where = "on the validation set"
     else:
-        before = _num(record.get("batch_score"))
+        before = record.batch_score
         where = "on this step's batch"
     if before is None:
         return ""
@@ -523,22 +487,26 @@ a{color:#0969da}
 
 def render_report(data: RunData) -> str:
     """The whole report page for a loaded run."""
-    config, checkpoint = data.config, data.checkpoint or {}
+    config, checkpoint = data.config, data.checkpoint
     initial = data.initial
     steps = data.steps
-    last = data.history[-1] if data.history else {}
-    initial_score = checkpoint.get("initial_score", initial.get("eval_score") if initial else None)
-    best_score = checkpoint.get("best_score", last.get("best_score"))
-    usage = _as_dict(checkpoint.get("usage")) if isinstance(checkpoint.get("usage"), dict) else _as_dict(last.get("usage"))
+    last = data.history[-1] if data.history else None
+    if checkpoint is not None:
+        initial_score, best_score, usage = checkpoint.initial_score, checkpoint.best_score, checkpoint.usage
+        failed_runs: int | None = checkpoint.errors
+    else:  # from the history alone
+        initial_score = initial.eval_score if initial else None
+        best_score = last.best_score if last else None
+        usage = (last.usage if last else None) or Usage()
+        failed_runs = last.errors_total if last else None
     title = f"Optimization report: {data.path.resolve().name}"
     body = [f"<h1>{e(title)}</h1>", f'<p class="sub">{e(data.path.resolve())} · {e(_status(data))}</p>']
     body += [f'<p class="warn">{e(w)}</p>' for w in data.warnings]
     # summary
     cards = [("initial score", _fmt(initial_score)), ("best score", _fmt(best_score)),
              ("steps finished", f"{len(steps)}" + (f" / {config['max_steps']}" if config.get("max_steps") else "")),
-             ("optimizer LLM calls", f"{int(_num(usage.get('calls')) or 0)}"),
-             ("tokens", f"{int((_num(usage.get('prompt_tokens')) or 0) + (_num(usage.get('completion_tokens')) or 0)):,}"),
-             ("cost", f"${(_num(usage.get('cost_usd')) or 0.0):.4f}")]
+             ("optimizer LLM calls", f"{usage.calls}"), ("tokens", f"{usage.total_tokens:,}"),
+             ("cost", f"${usage.cost_usd:.4f}")]
     body.append('<div class="cards">' + "".join(f'<div class="card"><div class="k">{e(k)}</div>'
                                                  f'<div class="v">{e(v)}</div></div>' for k, v in cards) + "</div>")
     facts = [("optimizer", config.get("optimizer")), ("model", config.get("model")),
@@ -548,10 +516,10 @@ def render_report(data: RunData) -> str:
                                           if config else None),
              ("batch size, threads", f"{config.get('batch_size', '?')}, {config.get('num_threads', '?')}"
               if config else None),
-             ("budgets", _budgets(config)), ("failed runs", checkpoint.get("errors", last.get("errors_total"))),
-             ("LLM usage", _usage_text(usage) if usage else None),
-             ("started", _time(initial.get("time") if initial else None)),
-             ("last step saved", _time(last.get("time") or checkpoint.get("time"))),
+             ("budgets", _budgets(config)), ("failed runs", failed_runs),
+             ("LLM usage", _usage_text(usage) if checkpoint is not None or last is not None else None),
+             ("started", _time(initial.time if initial else None)),
+             ("last step saved", _time((last.time if last else None) or (checkpoint.time if checkpoint else None))),
              ("resume recipe", config.get("recipe"))]
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts if v not in (None, ""))
     body.append(f'<h2>Run</h2><table class="grid run">{rows}</table>')
@@ -566,7 +534,7 @@ def render_report(data: RunData) -> str:
     body.append("<h2>Steps</h2>")
     if initial:
         body.append(f'<section class="step" id="step-0"><h3>Step 0 <span class="badge initial">initial</span></h3>'
-                    f'<p class="facts">score of the initial values {e(_fmt(initial.get("eval_score")))}</p>'
+                    f'<p class="facts">score of the initial values {e(_fmt(initial.eval_score))}</p>'
                     f"</section>")
     if not steps:
         body.append('<p class="muted">No optimization step has finished yet.</p>')
@@ -595,10 +563,10 @@ def _status(data: RunData) -> str:
     checkpoint = data.checkpoint
     if checkpoint is None:
         return "no checkpoint yet (crashed or still running)"
-    status = str(checkpoint.get("status", ""))
-    if checkpoint.get("done"):
-        return f"finished after step {checkpoint.get('step')}: {_STOP_REASONS.get(status, status or 'done')}"
-    return (f"not finished: running, or stopped abnormally, after step {checkpoint.get('step')} "
+    status = checkpoint.status
+    if checkpoint.done:
+        return f"finished after step {checkpoint.step}: {_STOP_REASONS.get(status, status or 'done')}"
+    return (f"not finished: running, or stopped abnormally, after step {checkpoint.step} "
             f"(resume with optimize(..., run_dir=...) or `opto resume`)")
 
 
@@ -609,7 +577,7 @@ def _budgets(config: dict[str, Any]) -> str | None:
 
 
 def _time(stamp: Any) -> str | None:
-    number = _num(stamp)
+    number = finite_number(stamp)
     if number is None:
         return None
     try:
@@ -623,20 +591,17 @@ def _overview(data: RunData) -> str:
     previous = None
     for record in data.history:
         outcome, css = _outcome(record)
-        usage = _step_usage(record, previous) if record.get("kind") == "step" else {}
-        proposal = record.get("proposal") or {}
-        accepted = _as_dict(proposal.get("accepted"))
-        rejected = _as_dict(proposal.get("rejected"))
-        tokens = int((_num(usage.get("prompt_tokens")) or 0) + (_num(usage.get("completion_tokens")) or 0))
-        step = record.get("step")
+        usage = _step_usage(record, previous) if record.kind == STEP else Usage()
+        proposal = record.proposal or Proposal()
+        step = record.step
         rows.append(f'<tr><td class="num"><a href="#step-{e(step)}">{e(step)}</a></td>'
                     f'<td><span class="badge {css}">{e(outcome)}</span></td>'
-                    f'<td class="num">{e(_fmt(record.get("batch_score")))}</td>'
-                    f'<td class="num">{e(_fmt(record.get("eval_score")))}</td>'
-                    f'<td class="num">{e(_fmt(record.get("best_score")))}</td>'
-                    f"<td>{e(', '.join(map(str, accepted)) or '–')}</td>"
-                    f"<td>{e(', '.join(map(str, rejected)) or '–')}</td>"
-                    f'<td class="num">{tokens:,}</td><td class="num">${(_num(usage.get("cost_usd")) or 0):.4f}</td></tr>')
+                    f'<td class="num">{e(_fmt(record.batch_score))}</td>'
+                    f'<td class="num">{e(_fmt(record.eval_score))}</td>'
+                    f'<td class="num">{e(_fmt(record.best_score))}</td>'
+                    f"<td>{e(', '.join(map(str, proposal.accepted)) or '–')}</td>"
+                    f"<td>{e(', '.join(map(str, proposal.rejected)) or '–')}</td>"
+                    f'<td class="num">{usage.total_tokens:,}</td><td class="num">${usage.cost_usd:.4f}</td></tr>')
         previous = record
     return ('<table class="grid overview"><tr><th>step</th><th>outcome</th><th>batch score</th>'
             '<th>score after</th><th>best</th><th>proposed</th><th>rejected</th><th>tokens</th><th>cost</th></tr>'
@@ -647,12 +612,7 @@ def _parameters(data: RunData) -> str:
     """Initial and best value of every trainable parameter, with a diff."""
     initial = data.initial
     first_step = data.steps[0] if data.steps else None
-    if initial and isinstance(initial.get("values"), dict):
-        start = initial["values"]
-    elif first_step and isinstance(first_step.get("values_before"), dict):
-        start = first_step["values_before"]
-    else:
-        start = {}
+    start = (initial.values if initial else None) or (first_step.values_before if first_step else None) or {}
     best, source = _best_values(data)
     specs = {p.get("name"): p for p in data.config.get("parameters", []) if isinstance(p, dict)}
     names = list(dict.fromkeys([*start, *best]))
@@ -661,7 +621,7 @@ def _parameters(data: RunData) -> str:
         out.append(f'<p class="muted">{e(source)}</p>')
     if not names:
         out.append('<p class="muted">No parameter values recorded yet.</p>')
-    current = (data.checkpoint or {}).get("current")
+    current = data.checkpoint.current if data.checkpoint is not None else None
     for name in names:
         spec = specs.get(name, {})
         kind = spec.get("kind", "")
@@ -683,7 +643,7 @@ def _parameters(data: RunData) -> str:
 
 def _coverage(data: RunData) -> str:
     """The coverage check of the first evaluation: which parameters feedback reaches, and why not."""
-    found = (data.initial or {}).get("coverage")
+    found = data.initial.coverage if data.initial is not None else None
     if not isinstance(found, dict):
         return ""
     covered = Coverage.from_dict(found)
@@ -700,39 +660,24 @@ def _coverage(data: RunData) -> str:
 
 
 def _best_values(data: RunData) -> tuple[dict[str, Any], str]:
-    checkpoint = data.checkpoint
-    if checkpoint and isinstance(checkpoint.get("best"), dict):
-        return checkpoint["best"], ""
+    if data.checkpoint is not None:
+        return data.checkpoint.best, ""
     # no checkpoint: the last kept step that reached the best score, else the initial values
-    best: dict[str, Any] = {}
     initial = data.initial
-    if initial and isinstance(initial.get("values"), dict):
-        best = initial["values"]
+    best: dict[str, Any] = (initial.values if initial else None) or {}
     for record in data.steps:
-        if record.get("kept") and isinstance(record.get("values_after"), dict) and \
-                _num(record.get("current_score")) == _num(record.get("best_score")):
-            best = record["values_after"]
+        if record.kept and record.values_after is not None and record.current_score == record.best_score:
+            best = record.values_after
     return best, "No checkpoint: the best values are taken from history.jsonl."
 
 
 # ----- writing -----------------------------------------------------------------------------------------------------
 def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a page. (Not
-    `tempfile.mkstemp`: its files are private, and a report is meant to be opened and shared.)"""
+    """A page, shared (not private like run files), with no secret and always valid UTF-8, written atomically."""
     from opto_core.kernel.bounds import without_surrogates
     from opto_core.kernel.redact import redact
 
-    text = without_surrogates(redact(text))  # no secret in a report or a drawing; always valid UTF-8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        if temp.exists():
-            temp.unlink()
-        raise
+    write_text_atomic(path, without_surrogates(redact(text)), private=False)
 
 
 def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
@@ -760,6 +705,7 @@ def write_graph_files(graph_json_path: str | os.PathLike[str],
     folder = Path(out_dir) if out_dir is not None else source.parent
     html_path, dot_path = folder / f"{source.stem}.html", folder / f"{source.stem}.dot"
     name = graph.meta.get("target") or graph.meta.get("run")
-    _write_text(html_path, drawing.graph_html(graph, title=f"OPTO graph: {source.name}" + (f" ({name})" if name else "")))
+    title = f"OPTO graph: {source.name}" + (f" ({name})" if name else "")
+    _write_text(html_path, drawing.graph_html(graph, title=title))
     _write_text(dot_path, drawing.to_dot(graph))
     return [html_path, dot_path]

@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from opto_core.kernel.text import as_text
+
 Decision = str  # "accepted" | "edited" | "rejected"
 Approver = Callable[[list["Change"]], Any]
 
@@ -40,15 +42,13 @@ class Change:
         return f"{self.name} ({self.kind})\n{self.diff}"
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=1, default=repr)
 
 
 def diff_of(name: str, old: Any, new: Any, kind: str = "") -> str:
     """A unified diff of two values (text, code, JSON), or ``old -> new`` for a number or choice."""
     if kind in ("float", "int", "choice") or not (isinstance(old, (str, list, dict)) or isinstance(new, (str, list, dict))):
         return f"{old!r} -> {new!r}"
-    lines = difflib.unified_diff(_text(old).splitlines(keepends=True), _text(new).splitlines(keepends=True),
+    lines = difflib.unified_diff(as_text(old, indent=1).splitlines(keepends=True), as_text(new, indent=1).splitlines(keepends=True),
                                  fromfile=f"{name} (current)", tofile=f"{name} (proposed)")
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 

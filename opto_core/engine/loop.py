@@ -38,6 +38,7 @@ from opto_core.engine.executors import (
     make_executor,
 )
 from opto_core.engine.guard import ValueGuard, failed_evaluations, wrote_around_reason
+from opto_core.engine.records import INITIAL, STEP, Checkpoint, StepRecord
 from opto_core.engine.rundir import CorruptRun, RunDir
 from opto_core.engine.settings import Settings
 from opto_core.engine.target import Target
@@ -73,6 +74,11 @@ class OptimizationResult:
     error: str = ""
     evaluations: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def records(self) -> list[StepRecord]:
+        """``history`` as typed records (`opto_core.engine.records.StepRecord`)."""
+        return [StepRecord.from_dict(record) for record in self.history]
 
     @property
     def failed(self) -> bool:
@@ -196,7 +202,7 @@ class _Run:
         optimizer.set_parameters(parameters)
         self.store = RunDir(settings.run_dir) if settings.run_dir else None
         self.usage = Usage()
-        self.history: list[dict[str, Any]] = []
+        self.history: list[StepRecord] = []
         self.errors = 0
         self.evaluations = 0
         self.infrastructure_reported: set[str] = set()
@@ -221,10 +227,10 @@ class _Run:
             opened = True
             if checkpoint is not None:
                 last_step = self._resume(checkpoint)
-                if checkpoint.get("done") and last_step >= self.settings.max_steps:
+                if checkpoint.done and last_step >= self.settings.max_steps:
                     log.warning("run directory %s already holds a finished run (%d steps, stopped: %s); nothing to "
                                 "do. Pass max_steps > %d to continue it, or use a new run_dir to start over.",
-                                self.settings.run_dir, last_step, checkpoint.get("status"), last_step)
+                                self.settings.run_dir, last_step, checkpoint.status, last_step)
                     stopped = "already_finished"
             else:
                 self._start()
@@ -252,13 +258,12 @@ class _Run:
         self.initial_score = self.current_score = self.best_score = mean_score(evaluations)
         self.best_values = self._values()
         self.optimizer.observe(self.best_values, self.initial_score)
-        record: dict[str, Any] = {"step": 0, "kind": "initial", "values": self.best_values,
-                                  "eval_score": self.initial_score, "best_score": self.best_score,
-                                  "usage": self.usage.to_dict(), "evaluations": self.evaluations, "time": time.time(),
-                                  "coverage": covered.to_dict()}
+        record = StepRecord(step=0, kind=INITIAL, values=self.best_values, eval_score=self.initial_score,
+                            best_score=self.best_score, usage=self.usage.snapshot(), evaluations=self.evaluations,
+                            time=time.time(), coverage=covered.to_dict())
         self._note_failures(record, evaluations)
         if self.store:
-            record["graph"] = self.store.write_graph(0, evaluations[0].graph.to_json())
+            record.graph = self.store.write_graph(0, evaluations[0].graph.to_json())
         self._record(record, step=0)
 
     def _all_runs_failed(self) -> bool:
@@ -271,31 +276,31 @@ class _Run:
                 f"{causes[0] if causes else 'unknown'}); nothing was learned. Fix the cause (an endpoint, a key, the "
                 f"network) and run again: the run directory resumes where it stopped")
 
-    def _resume(self, checkpoint: dict[str, Any]) -> int:
+    def _resume(self, checkpoint: Checkpoint) -> int:
         assert self.store is not None
         try:  # values a checkpoint holds pass validation (the code policy included) before anything runs
-            current = _validated(self.target, checkpoint["current"])
-            _validated(self.target, checkpoint["best"])
+            current = _validated(self.target, checkpoint.current)
+            _validated(self.target, checkpoint.best)
         except (ValueError, TypeError) as exc:
             raise CorruptRun(self.store.checkpoint_path, f"holds a value the target refuses: {exc}") from None
         self.target.apply(current)
         self.optimizer.set_parameters(self.target.parameters())
-        self.optimizer.load_state_dict(checkpoint.get("optimizer", {}))
-        self.usage = Usage.from_dict(checkpoint.get("usage", {}))
-        start = int(checkpoint["step"])
-        self.current_score = checkpoint.get("current_score")
-        self.best_score = checkpoint.get("best_score")
-        self.best_values = checkpoint["best"]
-        self.initial_score = checkpoint.get("initial_score")
-        self.errors = int(checkpoint.get("errors", 0))
-        self.evaluations = int(checkpoint.get("evaluations", 0))
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.usage = checkpoint.usage.snapshot()
+        start = checkpoint.step
+        self.current_score = checkpoint.current_score
+        self.best_score = checkpoint.best_score
+        self.best_values = checkpoint.best
+        self.initial_score = checkpoint.initial_score
+        self.errors = checkpoint.errors
+        self.evaluations = checkpoint.evaluations
         assert self.store is not None
         self.history = self.store.truncate_history(start)
         for record in self.history:  # search-based optimizers rebuild their trials from the history
-            if record.get("kind") == "initial":
-                self.optimizer.observe(record.get("values", {}), record.get("eval_score"))
-            elif record.get("candidate_values") is not None:
-                self.optimizer.observe(record["candidate_values"], record.get("eval_score"))
+            if record.kind == INITIAL:
+                self.optimizer.observe(record.values or {}, record.eval_score)
+            elif record.candidate_values is not None:
+                self.optimizer.observe(record.candidate_values, record.eval_score)
         log.info("resuming %s after step %d", self.settings.run_dir, start)
         return start
 
@@ -319,19 +324,19 @@ class _Run:
                     problems = _invalid(self.target)
                     if problems:  # should never happen after the step's own check: stop rather than save it
                         return "invalid_values", f"parameters hold invalid values: {problems}", last_step
-                    self.current_score = record["current_score"]
+                    self.current_score = record.current_score
                     # without a validation set, scores of different batches do not compare: the last kept
                     # values are the best known
-                    if record["kept"] and (self.valset is None or _better(self.current_score, self.best_score)):
+                    if record.kept and (self.valset is None or _better(self.current_score, self.best_score)):
                         self.best_score, self.best_values = self.current_score, self._values()
-                    record["best_score"] = self.best_score
-                    record["errors_total"] = self.errors
-                    record["evaluations_total"] = self.evaluations
+                    record.best_score = self.best_score
+                    record.errors_total = self.errors
+                    record.evaluations_total = self.evaluations
                     self._record(record, step)
                     bar.update(step, record, self.best_score, self.usage)
                     if settings.on_step:
-                        settings.on_step(record)
-                    if record.get("proposal", {}).get("terminated"):
+                        settings.on_step(record.to_dict())
+                    if record.proposal is not None and record.proposal.terminated:
                         log.info("step %d: the optimizer proposed no change", step)
         finally:
             bar.close()
@@ -367,7 +372,8 @@ class _Run:
         meta = {"framework": getattr(self.target, "framework", "python"),
                 "framework_version": getattr(self.target, "framework_version", ""),
                 "optimizer": type(self.optimizer).__name__}
-        return OptimizationResult(self.best_values, self.best_score, self.initial_score, self.history,
+        return OptimizationResult(self.best_values, self.best_score, self.initial_score,
+                                  [record.to_dict() for record in self.history],
                                   self.usage.to_dict(), str(self.store.path) if self.store else None, stopped,
                                   steps=len(self.history) - 1 if self.history else 0, final_values=final_values,
                                   error=error, evaluations=self.evaluations, meta=meta)
@@ -383,25 +389,26 @@ class _Run:
         batch = 0 if self._cached(("train", tuple(indices))) is not None else len(indices)
         return batch + (len(self.valset) if self.valset is not None else len(indices))
 
-    def _step(self, step: int) -> dict[str, Any]:
+    def _step(self, step: int) -> StepRecord:
         started = time.time()
         indices = self._batch(step)
         evaluations = self._evaluate([self.trainset[i] for i in indices], indices, "train")
         batch_score = mean_score(evaluations)
         values_before = self._values()
-        record: dict[str, Any] = {"step": step, "kind": "step", "time": started, "batch": indices,
-                                  "batch_score": batch_score, "keep_rule": self.settings.keep,
-                                  "feedback": [e.feedback.to_dict() for e in evaluations],
-                                  "values_before": values_before, "skipped_examples": []}
+        skipped: list[str] = []
+        record = StepRecord(step=step, kind=STEP, time=started, batch=indices, batch_score=batch_score,
+                            keep_rule=self.settings.keep, feedback=[e.feedback.to_dict() for e in evaluations],
+                            values_before=values_before, skipped_examples=skipped)
         self._note_failures(record, evaluations)
         if self.store:
-            record["graph"] = self.store.write_graph(step, evaluations[0].graph.to_json())
+            record.graph = self.store.write_graph(step, evaluations[0].graph.to_json())
 
-        def unchanged(why: str, proposal: Proposal | None = None, **extra: Any) -> dict[str, Any]:
-            if proposal is not None:
-                record.setdefault("proposal", proposal.to_dict())
-            record.update(kept=False, current_score=self.current_score, eval_score=None, values_after=values_before,
-                          decision=why, usage=self.usage.to_dict(), seconds=time.time() - started, **extra)
+        def unchanged(why: str, proposal: Proposal | None = None) -> StepRecord:
+            if record.proposal is None:
+                record.proposal = proposal
+            record.kept, record.current_score, record.eval_score = False, self.current_score, None
+            record.values_after, record.decision = values_before, why
+            record.usage, record.seconds = self.usage.snapshot(), time.time() - started
             return record
 
         instances: list[ProblemInstance] = []
@@ -412,13 +419,13 @@ class _Run:
             try:
                 instances.append(backward(evaluation.graph, evaluation.feedback, **self.backward_kwargs))
             except BackwardError as exc:
-                record["skipped_examples"].append(f"example {evaluation.index}: {exc}")
+                skipped.append(f"example {evaluation.index}: {exc}")
         if not instances:
             why = "no example could be traced back to a trainable parameter"
             return unchanged(why, Proposal(error=why))
         self.optimizer.set_parameters(self.target.parameters())
         proposal = self._propose(step, instances)
-        record["proposal"] = proposal.to_dict()
+        record.proposal = proposal
         changes = {k: v for k, v in proposal.accepted.items() if values_before.get(k) != v}
         approve = self.settings.approve
         if changes and approve is not None:
@@ -431,7 +438,7 @@ class _Run:
             self.target.apply(changes)
         except Exception as exc:  # an adapter refused a value validation could not foresee
             self.target.restore(snapshot)
-            record["proposal"]["apply_error"] = f"{type(exc).__name__}: {exc}"
+            record.apply_error = f"{type(exc).__name__}: {exc}"
             return unchanged(f"applying the values failed: {type(exc).__name__}: {exc}")
         candidate = self._values()
         if self.valset is not None:
@@ -441,7 +448,7 @@ class _Run:
             checked = self._evaluate([self.trainset[i] for i in indices], indices, "train")
             baseline = batch_score
         new_score = mean_score(checked)
-        self._note_failures(record, checked, key="check_")
+        self._note_failures(record, checked, check=True)
         self.optimizer.observe(candidate, new_score)
         kept, why = self._judge(new_score, baseline, record, checked)
         if kept:
@@ -450,9 +457,9 @@ class _Run:
             self.target.restore(snapshot)
             current = self.current_score
             self._forget(candidate)
-        record.update(kept=kept, decision=why, eval_score=new_score, current_score=current,
-                      candidate_values=candidate, values_after=self._values(), usage=self.usage.to_dict(),
-                      seconds=time.time() - started)
+        record.kept, record.decision, record.eval_score, record.current_score = kept, why, new_score, current
+        record.candidate_values, record.values_after = candidate, self._values()
+        record.usage, record.seconds = self.usage.snapshot(), time.time() - started
         return record
 
     def _propose(self, step: int, instances: list[ProblemInstance]) -> Proposal:
@@ -466,7 +473,7 @@ class _Run:
         return proposal
 
     def _approve(self, approve: Callable[..., Any], values_before: dict[str, Any], changes: dict[str, Any],
-                 record: dict[str, Any]) -> dict[str, Any]:
+                 record: StepRecord) -> dict[str, Any]:
         from opto_core.engine.approval import review
 
         by_name = {p.name: p for p in self.target.parameters()}
@@ -478,21 +485,21 @@ class _Run:
                 checked[name] = by_name[name].validate(value)
             except Exception as exc:  # an edit that breaks the rules is refused like any invalid value
                 decisions[name] = f"rejected: the edited value is invalid: {exc}"
-        record["approval"] = decisions
+        record.approval = dict(decisions)
         return {k: v for k, v in checked.items() if values_before.get(k) != v}
 
-    def _judge(self, new: float | None, baseline: float | None, record: dict[str, Any],
+    def _judge(self, new: float | None, baseline: float | None, record: StepRecord,
                checked: list[Evaluation]) -> tuple[bool, str]:
         """The keep rule, written out in the step record."""
         around = [e for e in checked if e.error_kind == "wrote_around"]
         if around:
-            record["wrote_around"] = str(around[0].output)
+            record.wrote_around = str(around[0].output)
             return False, "rolled back: a run wrote around the optimizer (see wrote_around); nothing it wrote is kept"
         problems = _invalid(self.target)
         if problems:
-            record["invalid_after_run"] = problems
+            record.invalid_after_run = problems
             log.error("step %d: after the runs, parameters hold invalid values (%s); rolling back",
-                      record["step"], problems)
+                      record.step, problems)
             return False, f"rolled back: the runs left invalid values in {sorted(problems)}"
         if any(e.error_kind == "infrastructure" for e in checked):
             return False, "rolled back: some runs failed outside the workflow, so the score says nothing"
@@ -542,35 +549,39 @@ class _Run:
         for key in [k for k in self._cache if k[-1] == marker]:
             del self._cache[key]
 
-    def _note_failures(self, record: dict[str, Any], evaluations: Sequence[Evaluation], key: str = "") -> None:
+    def _note_failures(self, record: StepRecord, evaluations: Sequence[Evaluation], check: bool = False) -> None:
+        """Runs an executor tried again (a dead worker, a timeout) and runs that failed outside the
+        workflow, in the record (``check``: of the candidate's check runs)."""
         retried = [{"example": e.index, "causes": list(e.retried)} for e in evaluations if getattr(e, "retried", None)]
-        if retried:  # runs an executor tried again (a dead worker, a timeout): each counted in the record
-            record[f"{key}retried"] = retried
         infra = [e for e in evaluations if e.error_kind == "infrastructure"]
+        errors = [{"example": e.index, "error": _error_text(e.output)} for e in infra]
+        if check:
+            record.check_retried, record.check_infrastructure_errors = retried or None, errors or None
+        else:
+            record.retried, record.infrastructure_errors = retried or None, errors or None
         if not infra:
             return
-        record[f"{key}infrastructure_errors"] = [{"example": e.index, "error": _error_text(e.output)} for e in infra]
         cause = _error_text(infra[0].output)
         if cause not in self.infrastructure_reported:  # report each cause once, not once per example
             self.infrastructure_reported.add(cause)
             log.error("step %s: %d run(s) failed outside the workflow's logic: %s. Such a step is never kept; "
-                      "the failures count toward max_errors.", record["step"], len(infra), cause)
+                      "the failures count toward max_errors.", record.step, len(infra), cause)
 
     # ----- state -----------------------------------------------------------------------------------
     def _values(self) -> dict[str, Any]:
         return {p.name: p.value for p in self.target.parameters() if p.trainable}
 
-    def _record(self, record: dict[str, Any], step: int) -> None:
+    def _record(self, record: StepRecord, step: int) -> None:
         self.history.append(record)
         if self.store:
             self.store.append_history(record)
             self.store.write_checkpoint(self._checkpoint(step, "running"))
 
-    def _checkpoint(self, step: int, status: str, done: bool = False) -> dict[str, Any]:
-        return {"step": step, "current": self._values(), "best": self.best_values, "best_score": self.best_score,
-                "current_score": self.current_score, "initial_score": self.initial_score,
-                "optimizer": self.optimizer.state_dict(), "usage": self.usage.to_dict(), "errors": self.errors,
-                "evaluations": self.evaluations, "status": status, "done": done, "time": time.time()}
+    def _checkpoint(self, step: int, status: str, done: bool = False) -> Checkpoint:
+        return Checkpoint(step=step, current=self._values(), best=self.best_values, best_score=self.best_score,
+                          current_score=self.current_score, initial_score=self.initial_score,
+                          optimizer=self.optimizer.state_dict(), usage=self.usage.snapshot(), errors=self.errors,
+                          evaluations=self.evaluations, status=status, done=done, time=time.time())
 
 
 # ----- small helpers ---------------------------------------------------------------------------------
@@ -634,10 +645,10 @@ class _Progress:
         self.progress.start()
         self.task = self.progress.add_task("steps", total=total, completed=start, info="")
 
-    def update(self, step: int, record: dict[str, Any], best: float | None, usage: Usage) -> None:
+    def update(self, step: int, record: StepRecord, best: float | None, usage: Usage) -> None:
         if self.progress is None:
             return
-        score = record.get("current_score")
+        score = record.current_score
         info = (f"score {_fmt(score)} best {_fmt(best)} | {usage.total_tokens} tok"
                 + (f" ${usage.cost_usd:.4f}" if usage.cost_usd else ""))
         self.progress.update(self.task, completed=step, info=info)

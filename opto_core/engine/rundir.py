@@ -50,8 +50,9 @@ import shutil
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
+from opto_core.engine.records import RUN_FORMAT, Checkpoint, RecordFormatError, StepRecord
 from opto_core.kernel.files import _write_point, dumps, write_json_atomic, write_json_atomic_text
 from opto_core.kernel.redact import scrub
 
@@ -61,7 +62,6 @@ try:
 except ImportError:  # Windows: no flock; runs there are not protected against a second process
     fcntl = None
 
-RUN_FORMAT = "opto-run/1"
 MARKER = ".opto-run"
 LOCK = ".lock"
 #: The files and folders a run of ours writes (the only ones `clear` removes).
@@ -202,7 +202,7 @@ class RunDir:
         return True
 
     # ----- opening and closing a run ------------------------------------------------------------------
-    def open(self, resume: bool = True) -> dict[str, Any] | None:
+    def open(self, resume: bool = True) -> Checkpoint | None:
         """Lock the directory, repair it after any crash, check it, and return the checkpoint to resume from.
 
         ``resume=False`` starts over: our files are cleared (only ours) and None is returned.
@@ -236,7 +236,7 @@ class RunDir:
                 self._clear_progress(config=not resume)
                 self._chain = ""
             else:
-                self.truncate_history(int(checkpoint["step"]), expect_chain=checkpoint.get("history_chain"))
+                self.truncate_history(checkpoint.step, expect_chain=checkpoint.get("history_chain"))
             return checkpoint
         except BaseException:
             self.close()
@@ -361,7 +361,7 @@ class RunDir:
             raise CorruptRun(path, f"must hold a JSON object, holds a JSON {type(data).__name__}")
         return data
 
-    def read_checkpoint(self) -> dict[str, Any] | None:
+    def read_checkpoint(self) -> Checkpoint | None:
         """The checkpoint, checked: our format, every field the loop needs, each of its type."""
         path = self.checkpoint_path
         if not path.exists():
@@ -379,18 +379,23 @@ class RunDir:
                                        f"{str(data[name])[:60]!r}, not {' or '.join(t.__name__ for t in types)}")
         if data["step"] < 0:
             raise CorruptRun(path, f"the step {data['step']} is negative")
-        return data
+        try:
+            return Checkpoint.from_dict(data)
+        except RecordFormatError as exc:
+            raise CorruptRun(path, str(exc)) from None
 
-    def write_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    def write_checkpoint(self, checkpoint: Checkpoint | Mapping[str, Any]) -> None:
         """Strict JSON: a NaN or infinity here is a bug upstream and raises ``ValueError``. The last
         history line's chain link goes with it, so a history cut after it is detected."""
+        data = checkpoint.to_dict() if isinstance(checkpoint, Checkpoint) else dict(checkpoint)
         with _writing(self.checkpoint_path):
-            write_json_atomic(self.checkpoint_path, {"format": RUN_FORMAT, **checkpoint, "history_chain": self._chain},
+            write_json_atomic(self.checkpoint_path, {**data, "format": RUN_FORMAT, "history_chain": self._chain},
                               strict=True)
 
-    def append_history(self, record: dict[str, Any]) -> None:
+    def append_history(self, record: StepRecord | Mapping[str, Any]) -> None:
         """Append one step's record (with its chain link), fsynced."""
-        written = json.loads(dumps(record))  # the record as the file will hold it (JSON types, secrets redacted)
+        data = record.to_dict() if isinstance(record, StepRecord) else dict(record)
+        written = json.loads(dumps(data))  # the record as the file will hold it (JSON types, secrets redacted)
         link = _chain(self._chain, written)
         line = dumps({**written, "chain": link}) + "\n"
         with _writing(self.history_path):
@@ -406,43 +411,47 @@ class RunDir:
             self._chain = link
             _write_point("after history line")
 
-    def read_history(self, up_to_step: int | None = None) -> list[dict[str, Any]]:
+    def read_history(self, up_to_step: int | None = None) -> list[StepRecord]:
         """One record per step (the first line of each step), in order, without their chain links; cut
-        lines are skipped. (Resuming checks the chain: `truncate_history`.)"""
-        return [{k: v for k, v in record.items() if k != "chain"} for record, _ in self._history_lines(up_to_step)]
+        lines are skipped. (Resuming checks the chain: `truncate_history`.) Raises `CorruptRun` for a
+        record in a format this version cannot read."""
+        return [record for record, _, _ in self._history_lines(up_to_step)]
 
-    def _history_lines(self, up_to_step: int | None = None) -> list[tuple[dict[str, Any], str]]:
-        """``(record, the line as written)`` per step, first line of each step, cut lines skipped."""
+    def _history_lines(self, up_to_step: int | None = None) -> list[tuple[StepRecord, dict[str, Any], str]]:
+        """``(record, the line's JSON, the line as written)`` per step, first line of each step, cut lines skipped."""
         path = self.history_path
         if not path.exists():
             return []
         if path.is_dir():
             raise CorruptRun(path, "is a directory, where the run keeps a file")
         records = []
-        seen: set[Any] = set()
+        seen: set[int] = set()
         for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                data = json.loads(line)
             except (ValueError, RecursionError):
                 continue  # a line cut by a crash
-            if not isinstance(record, dict):
+            if not isinstance(data, dict):
                 continue
-            step = record.get("step", 0)
-            if step in seen or (up_to_step is not None and isinstance(step, int) and step > up_to_step):
+            try:
+                record = StepRecord.from_dict({k: v for k, v in data.items() if k != "chain"})
+            except RecordFormatError as exc:
+                raise CorruptRun(path, str(exc)) from None
+            if record.step in seen or (up_to_step is not None and record.step > up_to_step):
                 continue
-            seen.add(step)
-            records.append((record, line))
+            seen.add(record.step)
+            records.append((record, data, line))
         return records
 
-    def truncate_history(self, up_to_step: int, expect_chain: str | None = None) -> list[dict[str, Any]]:
+    def truncate_history(self, up_to_step: int, expect_chain: str | None = None) -> list[StepRecord]:
         """Keep only the steps the checkpoint covers, each once (a crash may have left one more), after
         checking them: steps 0 to ``up_to_step`` in order, each line's chain link, and the last link
-        against the checkpoint's (``expect_chain``). Returns the records without their links."""
+        against the checkpoint's (``expect_chain``). Returns the records."""
         lines = self._history_lines(up_to_step)
-        self._check_history([record for record, _ in lines], up_to_step, expect_chain)
-        text = "".join(line + "\n" for _, line in lines)  # the kept lines exactly as written
+        self._check_history([data for _, data, _ in lines], up_to_step, expect_chain)
+        text = "".join(line + "\n" for _, _, line in lines)  # the kept lines exactly as written
         with _writing(self.history_path):
             fd, temp = tempfile.mkstemp(dir=self.path, prefix=".history.jsonl.", suffix=".tmp")
             try:
@@ -455,7 +464,7 @@ class RunDir:
                 if os.path.exists(temp):
                     os.unlink(temp)
                 raise
-        return [{k: v for k, v in record.items() if k != "chain"} for record, _ in lines]
+        return [record for record, _, _ in lines]
 
     def _check_history(self, lines: list[dict[str, Any]], up_to_step: int, expect_chain: str | None) -> None:
         steps = [record.get("step") for record in lines]

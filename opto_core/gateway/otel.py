@@ -49,6 +49,7 @@ from opto_core.gateway.recording import INFRASTRUCTURE, OK, Exchange, Run
 from opto_core.gateway.wire import CHAT, WireAnswer
 from opto_core.kernel.feedback import Feedback
 from opto_core.kernel.graph import Graph
+from opto_core.kernel.text import as_text
 
 log = logging.getLogger("opto.otel")
 
@@ -578,9 +579,7 @@ def _json(value: Any) -> Any:
 
 
 def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return "" if value is None else as_text(value, default=str)
 
 
 # ----- graphs -> spans ------------------------------------------------------------------------------------

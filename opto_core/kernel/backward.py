@@ -21,16 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from opto_core.kernel.feedback import Feedback
-from opto_core.kernel.graph import Graph, Node
+from opto_core.kernel.graph import EDGE_KINDS, Graph, Node
 
 INSTRUCTION = (
     "You need to change the values of the variables in #Variables to improve the output in accordance "
     "with #Feedback."
 )
 
-#: Edge kinds followed by default. AutoGen marks prompt-only messages ``context``; pass
-#: ``follow=("data", "call_tree", "control")`` to credit producers only.
-ALL_EDGES = ("data", "call_tree", "context", "control")
+#: Edge kinds followed by default: all of them. The conversation builder marks prompt-only messages
+#: `VIA_CONTEXT`; pass ``follow=(VIA_DATA, VIA_CALL_TREE, VIA_CONTROL)`` to credit producers only.
+ALL_EDGES = EDGE_KINDS
 
 
 class BackwardError(ValueError):

@@ -40,16 +40,27 @@ The output is marked in the graph (``graph.mark_output``): the message ``log.out
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from opto_core.kernel.graph import META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph, run_meta
+from opto_core.kernel.graph import (
+    META_DURATION,
+    META_ERROR,
+    META_RUN_ID,
+    META_USAGE,
+    VIA_CONTEXT,
+    VIA_CONTROL,
+    VIA_DATA,
+    Edge,
+    Graph,
+    run_meta,
+)
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.provenance import ProvenanceIndex
+from opto_core.kernel.text import as_text, clip
 
 #: Parameter roles an adapter maps its parameters to (``tool_code:<tool>``, ``tool_description:<tool>``,
 #: ``setting:<name>`` carry a suffix).
@@ -335,13 +346,13 @@ class _Builder:
             arg = _PROMPT_ARGS[position] if position < len(_PROMPT_ARGS) else f"prompt[{position}]"
             if node_id is None:
                 unmatched += 1
-                parents.append(Edge(self.prompt_input(agent, item), arg, "context"))
+                parents.append(Edge(self.prompt_input(agent, item), arg, VIA_CONTEXT))
                 continue
             source, turn = msg_turn[node_id]
             own_turn = this_turn is not None and turn == this_turn and source == agent
             if not own_turn and item.role == "tool" and item.call_ids:
                 own_turn = by_key((KIND_TOOL_REQUEST, item.call_ids[0])) == self.last_own.get(agent)  # results of its request
-            parents.append(Edge(node_id, arg, "data" if own_turn or node_id in composed else "context"))
+            parents.append(Edge(node_id, arg, VIA_DATA if own_turn or node_id in composed else VIA_CONTEXT))
         if not system_checked and call.role == "agent":
             param = roles.get(ROLE_SYSTEM)
             if param is not None and param.value == "":  # an agent without a system message
@@ -360,15 +371,15 @@ class _Builder:
             seen = {edge.id for edge in parents}
             for node_id in self.msg_turn:
                 if node_id not in seen and self.graph[node_id].meta.get("type") not in EVENT_TYPES:
-                    parents.append(Edge(node_id, "history", "context"))
+                    parents.append(Edge(node_id, "history", VIA_CONTEXT))
         elif call.turn is not None and call.turn not in self.first_llm_done:
             self.first_llm_done.add(call.turn)
             if self.pending_selector is not None and call.agent in self.pending_selector[1]:
-                parents.append(Edge(self.pending_selector[0], "selected_by", "control"))
+                parents.append(Edge(self.pending_selector[0], "selected_by", VIA_CONTROL))
             self.pending_selector = None
         name = f"{call.agent}.llm"
         meta = {"turn": call.turn, "role": call.role, "model": call.model, "settings": call.settings,
-                "tools": list(call.tools), "usage": call.usage, "seconds": round(call.seconds, 6),
+                "tools": list(call.tools), META_USAGE: call.usage, "seconds": round(call.seconds, 6),
                 "prompt_messages": len(call.prompt), "prompt_unmatched": unmatched}
         if call.verified:
             meta["write_back_verified"] = list(call.verified)
@@ -420,7 +431,7 @@ class _Builder:
         node = self.graph.add(
             "op", f"{run.agent}.tool.{run.name}", run.result, parents=parents, op_type="tool",
             doc=f"tool {run.name}: {description.value}" if description is not None else f"tool {run.name}",
-            description=f"{run.name}({_short_args(run.arguments)})",
+            description=f"{run.name}({clip(run.arguments, 80)})",
             meta={"call_id": run.call_id, "arguments": run.arguments, "is_error": run.is_error, "turn": run.turn})
         self.index.register_key(("tool_run", run.call_id), node.id, latest=True)
 
@@ -461,8 +472,6 @@ def _llm_doc(call: LLMCallRecord) -> str:
     return f"chat model {call.model} ({settings}) answering as {call.agent}; tools offered: {tools}"
 
 
-def _short_args(arguments: str, limit: int = 80) -> str:
-    return arguments if len(arguments) <= limit else arguments[: limit - 3] + "..."
 
 
 def _graph_meta(log: ConversationLog, builder: _Builder) -> dict[str, Any]:
@@ -499,9 +508,4 @@ def mark_message(graph: Graph, message_id: str, name: str | None = None) -> str:
 
 def text_of(value: Any) -> str:
     """A JSON-ish text for anything that is not already a string (tool calls, structured content)."""
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
+    return as_text(value, default=str)

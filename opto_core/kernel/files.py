@@ -1,7 +1,8 @@
 """Writing files so that a crash at any instant leaves the old content or the new, never half of it.
 
-Every JSON file the core writes (checkpoints, values files, configs, graphs) goes through here:
-a temporary file in the same folder, fsync, rename. Lone surrogates are escaped instead of crashing
+Every file the core writes whole (checkpoints, values files, configs, graphs, the history when a
+resume cuts it, reports) goes through `write_text_atomic`: a temporary file in the same folder,
+fsync, rename. Lone surrogates are escaped instead of crashing
 the write. ``_write_point`` is the fault-injection hook the kill-at-every-write tests use.
 """
 
@@ -12,6 +13,7 @@ import json
 import os
 import signal
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +61,24 @@ def _write_point(label: str) -> None:
 _WRITES = 0
 
 
-def write_json_atomic(path: Path, data: Any, *, strict: bool = False) -> None:
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, private: bool = True) -> None:
+    """Write ``text`` (UTF-8) so that a crash at any instant leaves the old file or the new one:
+    a temporary file in the same folder, fsync, rename.
+
+    ``private`` files (run files, values) are created readable by their owner only; a file meant to
+    be shared (a report) gets the usual permissions of a new file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps(data, strict=strict, indent=1)
     _write_point(f"before {path.name}")
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if private:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        handle = os.fdopen(fd, "w", encoding="utf-8")
+    else:  # not mkstemp: its files are private whatever the umask says
+        temp = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
+        handle = open(temp, "w", encoding="utf-8")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with handle:
             handle.write(text[: len(text) // 2])
             _write_point(f"half of {path.name}")
             handle.write(text[len(text) // 2:])
@@ -81,20 +93,11 @@ def write_json_atomic(path: Path, data: Any, *, strict: bool = False) -> None:
     _write_point(f"after {path.name}")
 
 
-def write_json_atomic_text(path: Path, text: str) -> None:
-    """Write already-serialised text atomically (temp file, fsync, rename); secrets are redacted."""
-    text = redact(text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_point(f"before {path.name}")
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-    _write_point(f"after {path.name}")
+def write_json_atomic_text(path: str | os.PathLike[str], text: str) -> None:
+    """Already-serialised JSON text, secrets redacted, written with `write_text_atomic`."""
+    write_text_atomic(path, redact(text))
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any, *, strict: bool = False) -> None:
+    """``data`` as indented JSON (see `dumps`), written with `write_text_atomic`."""
+    write_text_atomic(path, dumps(data, strict=strict, indent=1))

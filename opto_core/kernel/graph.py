@@ -28,6 +28,13 @@ FORMAT = "opto-graph/1"
 NODE_KINDS: tuple[str, ...] = ("parameter", "input", "op", "exception", "output")
 NodeKind = Literal["parameter", "input", "op", "exception", "output"]
 
+#: How an edge was found (`Edge.via`); `backward` follows the kinds it is given (all by default).
+VIA_DATA = "data"            # real data flow: the parent's value went into this node
+VIA_CALL_TREE = "call_tree"  # the framework hid the data flow: parent run -> child run
+VIA_CONTEXT = "context"      # the value was only in a prompt's context, not what produced this node
+VIA_CONTROL = "control"      # it chose what ran next (a router, a speaker selection)
+EDGE_KINDS: tuple[str, ...] = (VIA_DATA, VIA_CALL_TREE, VIA_CONTEXT, VIA_CONTROL)
+
 #: Values whose repr is longer than this are cut in the middle when they are not JSON.
 REPR_LIMIT = 4000
 
@@ -116,22 +123,22 @@ def shorten(text: str, limit: int) -> str:
 class Edge:
     """One parent of a node: the parent's id and the argument name it fed.
 
-    ``via`` says how the edge was found: ``data`` (real data flow, the default),
-    ``call_tree`` (the framework hid the data flow; parent run -> child run),
-    ``context`` (the value was only in a prompt's context, not what produced this node),
-    or ``control`` (it chose what ran next). ``match`` says which provenance rule linked a value to
-    its producer (one of `MATCH_KINDS`: ``"template"`` when a prompt was a template's output), empty
-    when the tracer knew the edge without matching.
+    ``via`` says how the edge was found: one of `EDGE_KINDS` (`VIA_DATA`, the default, for real
+    data flow; `VIA_CALL_TREE` when the framework hid the data flow, parent run -> child run;
+    `VIA_CONTEXT` when the value was only in a prompt's context; `VIA_CONTROL` when it chose what
+    ran next). ``match`` says which provenance rule linked a value to its producer (one of
+    `MATCH_KINDS`: ``"template"`` when a prompt was a template's output), empty when the tracer
+    knew the edge without matching.
     """
 
     id: str
     arg: str = ""
-    via: str = "data"
+    via: str = VIA_DATA
     match: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "arg": self.arg}
-        if self.via != "data":
+        if self.via != VIA_DATA:
             data["via"] = self.via
         if self.match:
             data[EDGE_MATCH] = self.match
@@ -198,9 +205,9 @@ class Node:
             if isinstance(parent, str):
                 edges.append(Edge(parent))
             elif isinstance(parent, dict) and isinstance(parent.get("id"), str) \
-                    and isinstance(parent.get("arg", ""), str) and isinstance(parent.get("via", "data"), str) \
+                    and isinstance(parent.get("arg", ""), str) and isinstance(parent.get("via", VIA_DATA), str) \
                     and isinstance(parent.get(EDGE_MATCH, ""), str):
-                edges.append(Edge(parent["id"], parent.get("arg", ""), parent.get("via", "data"),
+                edges.append(Edge(parent["id"], parent.get("arg", ""), parent.get("via", VIA_DATA),
                                   parent.get(EDGE_MATCH, "")))
             else:
                 raise GraphError(f"node {node_id!r} has a malformed parent entry {bounded_repr(parent, 200)}")

@@ -48,6 +48,11 @@ class Usage:
             self.completion_tokens += int(counts.get("completion_tokens", 0))
             self.cost_usd += float(counts.get("cost_usd", 0.0) or 0.0)
 
+    def snapshot(self) -> Usage:
+        """A copy of the totals now (the running totals go on changing)."""
+        with self._lock:
+            return Usage(self.calls, self.prompt_tokens, self.completion_tokens, self.cost_usd)
+
     def to_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost_usd": round(self.cost_usd, 6)}

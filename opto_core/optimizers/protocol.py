@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from opto_core.kernel.backward import ProblemInstance
 from opto_core.kernel.parameters import Parameter
@@ -38,6 +38,8 @@ class Proposal:
     proposed_by: dict[str, str] = field(default_factory=dict)
     #: the token budget the prompt was rendered within, and why (see `LLMOptimizer.step`)
     budget: dict[str, Any] = field(default_factory=dict)
+    #: keys of a recorded proposal this version does not declare, kept as they are
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = {"reasoning": self.reasoning, "accepted": self.accepted, "rejected": self.rejected,
@@ -46,7 +48,28 @@ class Proposal:
             data["proposed_by"] = self.proposed_by
         if self.budget:
             data["budget"] = self.budget
+        data.update(self.extra)
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Proposal:
+        """A proposal from `to_dict`'s form (a step record), leniently: a field of the wrong type
+        reads as empty, a key this version does not know goes to ``extra``."""
+        def mapping(key: str) -> dict[str, Any]:
+            value = data.get(key)
+            return dict(value) if isinstance(value, Mapping) else {}
+
+        attempts = data.get("attempts")
+        return cls(reasoning=str(data.get("reasoning") or ""), accepted=mapping("accepted"),
+                   rejected={str(k): str(v) for k, v in mapping("rejected").items()}, usage=mapping("usage"),
+                   terminated=data.get("terminated") is True,
+                   attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 0,
+                   error=str(data.get("error") or ""), proposed_by=mapping("proposed_by"), budget=mapping("budget"),
+                   extra={k: v for k, v in data.items() if k not in _PROPOSAL_KEYS})
+
+
+_PROPOSAL_KEYS = ("reasoning", "accepted", "rejected", "usage", "terminated", "attempts", "error", "proposed_by",
+                  "budget")
 
 
 @runtime_checkable

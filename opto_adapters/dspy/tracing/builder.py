@@ -37,7 +37,7 @@ from opto_adapters.dspy.tracing.records import (
     Record,
     ToolStarted,
 )
-from opto_core.kernel.graph import META_DURATION, Edge, Graph, run_meta, shorten
+from opto_core.kernel.graph import META_DURATION, VIA_CALL_TREE, Edge, Graph, run_meta, shorten
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.provenance import Match, ProvenanceIndex, untag
 
@@ -364,7 +364,7 @@ class GraphBuilder:
             if run.last_exception is not None:
                 parents = [Edge(run.last_exception, "error")]
             elif run.last_op is not None:  # raised in forward() after a traced step: the call tree is all we have
-                parents = [Edge(run.last_op, "before", via="call_tree")]
+                parents = [Edge(run.last_op, "before", via=VIA_CALL_TREE)]
             else:
                 parents = []
             graph.add_exception(call.name, record.error, parents=parents, op_type="dspy.Module",
@@ -378,8 +378,8 @@ class GraphBuilder:
             fields = {"output": record.outputs}
         edges, how = run.edges_to(fields, None)
         if not edges and run.last_op is not None:
-            edges = [Edge(run.last_op, "result", via="call_tree")]
-            how["*"] = "call_tree"
+            edges = [Edge(run.last_op, "result", via=VIA_CALL_TREE)]
+            how["*"] = VIA_CALL_TREE
         doc = f"[{call.name}] {start.type_name}.forward" + (f": {start.doc}" if start.doc else "")
         node = graph.add("op", call.name, fields, parents=edges, op_type=f"dspy.{start.type_name}", doc=doc,
                          meta={"inputs": how})

@@ -40,7 +40,18 @@ from langchain_core.tracers.schemas import Run
 from opto_adapters.langchain.parameters import FRAMEWORK, TAG_KEY
 from opto_adapters.langchain.tracing.links import Links
 from opto_adapters.langchain.tracing.snapshots import Part, messages_in, parts_of, snapshot, text_of
-from opto_core.kernel.graph import META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph, run_meta
+from opto_core.kernel.graph import (
+    META_DURATION,
+    META_ERROR,
+    META_RUN_ID,
+    META_USAGE,
+    VIA_CALL_TREE,
+    VIA_CONTROL,
+    VIA_DATA,
+    Edge,
+    Graph,
+    run_meta,
+)
 from opto_core.kernel.provenance import ProvenanceIndex
 
 ADAPTER = "opto_adapters.langchain"
@@ -71,7 +82,7 @@ class Ref(NamedTuple):
 
     id: str
     key: str = ""
-    via: str = "data"
+    via: str = VIA_DATA
 
 
 def build_graph(root: Run, records: dict[UUID, Record], links: Links, docs: dict[str, str] | None = None) -> Graph:
@@ -295,7 +306,7 @@ class _Builder:
         chosen: list[Ref] = []
         for child in self.children(run):
             if self.tag(child, "condition") is not None:
-                control += [Ref(r.id, "condition", "control") for r in self.visit(child, sources)]
+                control += [Ref(r.id, "condition", VIA_CONTROL) for r in self.visit(child, sources)]
             else:
                 chosen = self.visit(child, sources + control)
         return chosen
@@ -309,7 +320,7 @@ class _Builder:
             refs = self.visit(child, sources + previous)
             if self.record(child).error is None:
                 return refs
-            previous = [Ref(r.id, "previous_error", "control") for r in refs]
+            previous = [Ref(r.id, "previous_error", VIA_CONTROL) for r in refs]
         return refs
 
     def visit_assign(self, run: Run, sources: list[Ref]) -> list[Ref]:
@@ -320,7 +331,7 @@ class _Builder:
         return [r for r in sources if r.key not in keys] + added
 
     def visit_passthrough(self, run: Run, sources: list[Ref]) -> list[Ref]:
-        return [r for r in sources if r.via != "control"]
+        return [r for r in sources if r.via != VIA_CONTROL]
 
     def visit_pick(self, run: Run, sources: list[Ref]) -> list[Ref]:
         raw = self.record(run).raw_out
@@ -343,7 +354,7 @@ class _Builder:
             node_sources = self.state_refs(record.raw_in, writers, sources, record.parts)
             for router, targets in reversed(self.routes):
                 if child.name in targets:
-                    node_sources.append(Ref(router, "route", "control"))
+                    node_sources.append(Ref(router, "route", VIA_CONTROL))
                     break
             refs = self.visit(child, node_sources)
             update = record.raw_out
@@ -414,7 +425,7 @@ class _Builder:
                 continue
             node = self.find_part(part)
             if node is None:  # the same value the enclosing step received under the same key?
-                node = next((r.id for r in parent_sources if r.key == part.key and r.via != "control"
+                node = next((r.id for r in parent_sources if r.key == part.key and r.via != VIA_CONTROL
                              and self.graph[r.id].value == part.value), None)
                 if node is not None:
                     refs.append(Ref(node, part.key))
@@ -428,7 +439,7 @@ class _Builder:
                 refs.append(Ref(node, part.key))
         for key in unmatched:  # hidden flow: the enclosing step's inputs, by the call tree
             keyed = [r for r in parent_sources if key and key != "messages" and r.key.split(".")[0] == key]
-            refs += [Ref(r.id, key or r.key, "call_tree") for r in (keyed or parent_sources)]
+            refs += [Ref(r.id, key or r.key, VIA_CALL_TREE) for r in (keyed or parent_sources)]
         return refs
 
     def visit_op(self, run: Run, sources: list[Ref]) -> list[Ref]:
@@ -455,13 +466,13 @@ class _Builder:
             for key in ("langgraph_node", "langgraph_step"):
                 if key in metadata:
                     meta[key] = metadata[key]
-        call_tree = sorted({e.id for e in edges if e.via == "call_tree"})
+        call_tree = sorted({e.id for e in edges if e.via == VIA_CALL_TREE})
         if call_tree:
-            meta["call_tree"] = call_tree
+            meta[VIA_CALL_TREE] = call_tree  # the parents found only through the call tree
         if record.adopted:
             meta["reattached"] = True
         if record.usage:
-            meta["usage"] = record.usage
+            meta[META_USAGE] = record.usage
             self.prompt_tokens += record.usage.get("prompt_tokens", 0)
             self.completion_tokens += record.usage.get("completion_tokens", 0)
         op_type = "langgraph_node" if in_node else run.run_type
@@ -497,9 +508,9 @@ class _Builder:
                 if ref.id in routed:
                     continue
                 if ref.id in found_in_output:
-                    edges.append(Edge(ref.id, child.name, "data"))
+                    edges.append(Edge(ref.id, child.name, VIA_DATA))
                 elif ref.id not in self.consumed:
-                    edges.append(Edge(ref.id, child.name, "call_tree"))
+                    edges.append(Edge(ref.id, child.name, VIA_CALL_TREE))
         return edges
 
     def parameter_edges(self, run: Run, record: Record) -> list[Edge]:

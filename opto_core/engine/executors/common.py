@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol, Sequence
 from opto_core.kernel.exits import EXITS, WorkflowExit, exit_as_failure  # noqa: F401  (re-exported)
 from opto_core.kernel.feedback import Feedback
 from opto_core.kernel.graph import META_USAGE, Graph
+from opto_core.kernel.text import short_repr
 
 log = logging.getLogger("opto")
 
@@ -108,15 +109,15 @@ def score_feedback(example: Any, output: Any, feedback_fn: FeedbackFn, index: in
     try:
         raw = feedback_fn(example, output)
     except Exception as exc:
-        raise FeedbackError(f"feedback_fn raised on example {index} ({_short(example)}): "
+        raise FeedbackError(f"feedback_fn raised on example {index} ({short_repr(example, 120)}): "
                             f"{type(exc).__name__}: {exc}") from exc
     try:
         feedback = Feedback.coerce(raw)
     except (TypeError, ValueError) as exc:
-        raise FeedbackError(f"feedback_fn returned {raw!r} for example {index} ({_short(example)}): {exc}") from exc
+        raise FeedbackError(f"feedback_fn returned {raw!r} for example {index} ({short_repr(example, 120)}): {exc}") from exc
     if feedback.score is not None and not math.isfinite(feedback.score):
         raise NonFiniteScore(f"feedback_fn returned the score {feedback.score} for example {index} "
-                            f"({_short(example)}): scores must be finite numbers (pass "
+                            f"({short_repr(example, 120)}): scores must be finite numbers (pass "
                             f"nonfinite_scores='failure' to count such runs as failures)")
     return feedback
 
@@ -124,8 +125,6 @@ def score_feedback(example: Any, output: Any, feedback_fn: FeedbackFn, index: in
 def usage_of(graph: Graph) -> dict[str, Any]:
     """The workflow's own token use recorded in a run's graph (adapters put it under ``META_USAGE``)."""
     usage = graph.meta.get(META_USAGE)
-    if not isinstance(usage, dict):
-        usage = graph.meta.get("token_usage")  # DSPy's per-LM totals
     return dict(usage) if isinstance(usage, dict) else {}
 
 
@@ -403,6 +402,28 @@ class _Batch:
         return [r for r in self.results if r is not None]
 
 
-def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+class InProcessExecutor:
+    """What the executors that run in this process share: their settings, the batch in flight, and
+    stopping it (`cancel`: runs not started are dropped, running ones abandoned or cancelled)."""
+
+    def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None) -> None:
+        self.concurrency = check_concurrency(concurrency)
+        self.nonfinite = nonfinite
+        self.eval_timeout = eval_timeout
+        self._batch: _Batch | None = None
+        self._pool: DaemonPool | None = None  # threads for sync runs, made on first use
+
+    def cancel(self) -> None:
+        """Stop the batch being evaluated (Ctrl-C, a STOP file)."""
+        batch = self._batch
+        if batch is not None:
+            batch.cancelled.set()
+
+    def close(self) -> None:
+        """Stop the batch in flight and let the threads go; the executor can be used again after."""
+        self.cancel()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+

@@ -16,16 +16,16 @@ from opto_core.engine.executors.common import (
     Evaluation,
     EvaluationCancelled,
     FeedbackFn,
+    InProcessExecutor,
     _arun_one,
     _Batch,
     _run_one,
-    check_concurrency,
 )
 
 log = logging.getLogger("opto")
 
 
-class AsyncioExecutor:
+class AsyncioExecutor(InProcessExecutor):
     """Up to ``concurrency`` examples at once on one event loop (its own thread), no thread per run.
 
     A target with ``async arun(example) -> (output, graph)`` runs as a coroutine on that loop; the
@@ -42,13 +42,9 @@ class AsyncioExecutor:
     """
 
     def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None) -> None:
-        self.concurrency = check_concurrency(concurrency)
-        self.nonfinite = nonfinite
-        self.eval_timeout = eval_timeout
+        super().__init__(concurrency, nonfinite, eval_timeout=eval_timeout)
         self._background = BackgroundLoop("opto-asyncio")
-        self._pool: DaemonPool | None = None
         self._said_sync = False
-        self._batch: _Batch | None = None
         self._lock = threading.Lock()
         self.loops_replaced = 0               # loops abandoned because a run blocked them, over the executor's life
 
@@ -139,12 +135,6 @@ class AsyncioExecutor:
         log.warning("executor='asyncio': a run blocks the event loop's thread; it is abandoned and a new loop "
                     "takes over (%d replaced so far). Use isolation='process' to have such runs killed.",
                     self.loops_replaced)
-
-    def cancel(self) -> None:
-        """Cancel the outstanding runs of the batch being evaluated (their coroutines get CancelledError)."""
-        batch = self._batch
-        if batch is not None:
-            batch.cancelled.set()
 
     def close(self) -> None:
         """Stop the loop and its thread (and the sync pool); the executor can be used again after."""

@@ -14,16 +14,16 @@ from opto_core.engine.executors.common import (
     Evaluation,
     EvaluationCancelled,
     FeedbackFn,
+    InProcessExecutor,
     SigintWitness,
     _Batch,
     _run_one,
-    check_concurrency,
 )
 
 log = logging.getLogger("opto")
 
 
-class ThreadExecutor:
+class ThreadExecutor(InProcessExecutor):
     """The default: up to ``concurrency`` examples at once, each in a thread of this process.
 
     With ``eval_timeout``, a run that takes longer is that example's failure (an infrastructure
@@ -34,13 +34,6 @@ class ThreadExecutor:
     Workflow code that raises `SystemExit` or `KeyboardInterrupt` fails its run
     (`opto_core.engine.executors.WorkflowExit`); a real Ctrl-C still stops the batch.
     """
-
-    def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None) -> None:
-        self.concurrency = check_concurrency(concurrency)
-        self.nonfinite = nonfinite
-        self.eval_timeout = eval_timeout
-        self._batch: _Batch | None = None
-        self._pool: DaemonPool | None = None
 
     def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
                  failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]:
@@ -83,15 +76,3 @@ class ThreadExecutor:
                 pool.abandon(future)
 
         return batch.collect(self.eval_timeout, cancel, on_timeout=lambda position: pool.abandon(futures[position]))
-
-    def cancel(self) -> None:
-        """Stop the batch being evaluated: runs not started are dropped, running ones abandoned."""
-        batch = self._batch
-        if batch is not None:
-            batch.cancelled.set()
-
-    def close(self) -> None:
-        self.cancel()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
