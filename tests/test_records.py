@@ -81,14 +81,14 @@ def test_unknown_keys_survive_and_wrong_types_are_said(tmp_path):
     store.open(resume=False)
     try:
         record = StepRecord(step=0, kind="initial", values={"k": 1.0}, eval_score=0.5)
-        record["coverage"] = {"reached": ["k"]}  # a key a newer version (or another plugin) writes
+        record["plugin_note"] = {"reached": ["k"]}  # a key a newer version (or another plugin) writes
         store.append_history(record)
         store.append_history({"step": 1, "kind": "step", "eval_score": "0.25", "kept": "yes",
                               "proposal": {"accepted": {"k": 2.0}, "refusal": "none"}})
         store.write_checkpoint(Checkpoint(step=1, current={"k": 2.0}, best={"k": 2.0}, extra={"chain": "abc"}))
         store.truncate_history(1)  # what a resume does: every line written again
         initial, step = store.read_history()
-        assert initial.extra == {"coverage": {"reached": ["k"]}} and initial["coverage"] == {"reached": ["k"]}
+        assert initial.extra == {"plugin_note": {"reached": ["k"]}} and initial["plugin_note"] == {"reached": ["k"]}
         assert step.eval_score == 0.25 and step.kept is None  # a number written as text reads; "yes" does not
         assert step.problems == ["kept: str 'yes' is not what this field holds"]
         assert step.extra == {"kept": "yes"} and step.to_dict()["kept"] == "yes"  # rewriting loses nothing

@@ -451,7 +451,14 @@ class RunDir:
         against the checkpoint's (``expect_chain``). Returns the records."""
         lines = self._history_lines(up_to_step)
         self._check_history([data for _, data, _ in lines], up_to_step, expect_chain)
-        text = "".join(line + "\n" for _, _, line in lines)  # the kept lines exactly as written
+        if any("chain" in data for _, data, _ in lines):
+            text = "".join(line + "\n" for _, _, line in lines)  # the kept lines exactly as written
+        else:  # a run written before the history was chained (or before records had a format): upgraded and chained
+            text = ""
+            for record, _, _ in lines:
+                written = json.loads(dumps(record.to_dict()))
+                self._chain = _chain(self._chain, written)
+                text += dumps({**written, "chain": self._chain}) + "\n"
         with _writing(self.history_path):
             fd, temp = tempfile.mkstemp(dir=self.path, prefix=".history.jsonl.", suffix=".tmp")
             try:
