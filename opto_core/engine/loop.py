@@ -33,6 +33,7 @@ from opto_core.kernel.code_policy import apply_policy
 from opto_core.engine.executors import (Evaluation, FeedbackError, InfrastructureError, ThreadExecutor, error_kind,  # noqa: F401
                         make_executor)
 from opto_core.optimizers.base import Optimizer, Proposal
+from opto_core.engine.provider_errors import ProviderUnavailable, provider_summary, retry_provider_failures
 from opto_core.engine.rundir import RunDir
 from opto_core.kernel.redact import scrub_url
 from opto_core.engine.settings import Settings
@@ -79,11 +80,13 @@ class OptimizationResult:
 
 
 #: Stop reasons that mean the run did not end as planned (the CLI exits non-zero on them).
-ERROR_STOPS = ("optimizer_error", "max_errors", "invalid_values")
+ERROR_STOPS = ("optimizer_error", "max_errors", "invalid_values", "provider_error")
 
 
 def mean_score(evaluations: Sequence[Evaluation]) -> float | None:
-    scores = [e.feedback.score for e in evaluations if e.feedback.score is not None]
+    """The mean score of the runs that say something about the workflow (infrastructure failures say nothing)."""
+    scores = [e.feedback.score for e in evaluations if e.feedback.score is not None
+              and e.error_kind != "infrastructure"]
     return sum(scores) / len(scores) if scores else None
 
 
@@ -185,6 +188,9 @@ class _Run:
         self.best_score: float | None = None
         self.best_values: dict[str, Any] = {}
         self._cache: dict[tuple[Any, ...], list[Evaluation]] = {}
+        self.deadline = time.monotonic() + settings.max_seconds if settings.max_seconds is not None else None
+        self.halt = threading.Event()  # set by Ctrl-C and the STOP file: provider retries stop waiting
+        self.provider_down = ""  # why the last evaluation failed entirely on the model provider
 
     # ----- the run ---------------------------------------------------------------------------------
     def run(self) -> OptimizationResult:
@@ -203,7 +209,11 @@ class _Run:
                                 self.settings.run_dir, last_step, checkpoint.get("status"), last_step)
                     stopped = "already_finished"
             else:
-                self._start()
+                try:
+                    self._start()
+                except ProviderUnavailable as exc:  # nothing was judged: no checkpoint, a rerun starts over
+                    log.error("%s; stopping before the first step. Nothing was kept.", exc)
+                    return self._finish("provider_error", str(exc), 0)
             if stopped != "already_finished":
                 stopped, error, last_step = self._steps(last_step)
             return self._finish(stopped, error, last_step)
@@ -221,6 +231,8 @@ class _Run:
                                      "trainset_size": len(self.trainset), "valset_size": len(self.valset or [])})
         examples = self.valset or self.trainset
         evaluations = self._evaluate(examples, list(range(len(examples))), "val" if self.valset else "train")
+        if self.provider_down:
+            raise ProviderUnavailable(self.provider_down)
         self.initial_score = self.current_score = self.best_score = mean_score(evaluations)
         self.best_values = self._values()
         self.optimizer.observe(self.best_values, self.initial_score)
@@ -258,9 +270,9 @@ class _Run:
         settings = self.settings
         bar = _Progress(settings.progress, settings.max_steps, start)
         step = last_step = start
-        watch = _StopFileWatch(self.store, self.executor) if self.store else None
+        watch = _StopFileWatch(self.store, self) if self.store else None
         try:
-            with _Interrupt(self.executor.cancel) as interrupt:
+            with _Interrupt(self.cancel) as interrupt:
                 while step < settings.max_steps:
                     reason = self._stop_reason(step + 1, interrupt)
                     if reason:
@@ -270,6 +282,7 @@ class _Run:
                     except OptimizerFailed as exc:
                         log.error("%s; stopping. Everything up to step %d is saved; run again to resume.", exc, step)
                         return "optimizer_error", str(exc), last_step
+
                     step = last_step = step + 1
                     problems = _invalid(self.target)
                     if problems:  # should never happen after the step's own check: stop rather than save it
@@ -288,6 +301,10 @@ class _Run:
                         settings.on_step(record)
                     if record.get("proposal", {}).get("terminated"):
                         log.info("step %d: the optimizer proposed no change", step)
+                    if self.provider_down:  # every run of an evaluation failed on the provider, retries included
+                        log.error("step %d: %s; stopping (the step was rolled back). Everything up to here is "
+                                  "saved; run again to resume.", step, self.provider_down)
+                        return "provider_error", self.provider_down, last_step
         finally:
             bar.close()
             if watch is not None:
@@ -300,6 +317,8 @@ class _Run:
         if reason is None and s.max_evaluations is not None and \
                 self.evaluations + self._runs_needed(next_step) > s.max_evaluations:
             reason = "max_evaluations"
+        if reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
+            reason = "max_seconds"
         if reason is None and s.target_score is not None and self.best_score is not None \
                 and self.best_score >= s.target_score:
             reason = "target_score"
@@ -315,7 +334,7 @@ class _Run:
         final_values = self._values()
         if self.best_values and self.best_values != final_values:
             self.target.apply(_validated(self.target, self.best_values))
-        if self.store:
+        if self.store and self.history:  # no checkpoint before step 0 was recorded: a rerun starts over
             self.store.write_checkpoint(self._checkpoint(last_step, stopped, done=True))
         meta = {"framework": getattr(self.target, "framework", "python"),
                 "framework_version": getattr(self.target, "framework_version", ""),
@@ -359,9 +378,13 @@ class _Run:
 
         instances: list[ProblemInstance] = []
         if all(e.error_kind == "infrastructure" for e in evaluations):
-            why = "every run of the batch failed outside the workflow's logic; nothing to learn from, no proposal"
+            why = ((self.provider_down or "every run of the batch failed outside the workflow's logic")
+                   + "; nothing to learn from, no proposal")
             return unchanged(why, Proposal(error=why))
         for evaluation in evaluations:  # a failure is feedback too: the optimizer reads the error
+            if evaluation.error_kind == "infrastructure":  # ... unless it was not the workflow's: nothing to learn
+                record["skipped_examples"].append(f"example {evaluation.index}: failed outside the workflow")
+                continue
             try:
                 instances.append(backward(evaluation.graph, evaluation.feedback, **self.backward_kwargs))
             except BackwardError as exc:
@@ -446,7 +469,8 @@ class _Run:
                       record["step"], problems)
             return False, f"rolled back: the runs left invalid values in {sorted(problems)}"
         if any(e.error_kind == "infrastructure" for e in checked):
-            return False, "rolled back: some runs failed outside the workflow, so the score says nothing"
+            cause = provider_summary(checked) or "some runs failed outside the workflow"
+            return False, f"rolled back: {cause}, so the score says nothing"
         if new is None or baseline is None:
             return True, "kept: no score to compare (text feedback only)"
         rule = self.settings.keep
@@ -463,15 +487,44 @@ class _Run:
         if cached is not None:
             return cached
         values = self._values()
-        evaluations = self.executor.evaluate(self.target, examples, self.feedback_fn, indices=list(indices),
-                                             failure_score=self.settings.failure_score, values=values)
-        self.evaluations += len(evaluations)
+
+        def run(positions: list[int]) -> list[Evaluation]:
+            runs = self.executor.evaluate(self.target, [examples[p] for p in positions], self.feedback_fn,
+                                          indices=[indices[p] for p in positions],
+                                          failure_score=self.settings.failure_score, values=values)
+            self.evaluations += len(runs)
+            return runs
+
+        evaluations = run(list(range(len(examples))))
+        self.provider_down = self._retry_provider_failures(evaluations, run)
         self.errors += sum(e.failed for e in evaluations)
         if self.settings.reuse_evaluations and not any(e.error_kind == "infrastructure" for e in evaluations):
             self._cache[(*key, _key(values))] = evaluations
             while len(self._cache) > 4:
                 self._cache.pop(next(iter(self._cache)))
         return evaluations
+
+    def _retry_provider_failures(self, evaluations: list[Evaluation],
+                                 run: Callable[[list[int]], list[Evaluation]]) -> str:
+        """Run again, in place, what failed on the model provider (backoff, Retry-After honoured, never
+        past ``provider_retry_seconds`` or the run's deadline). Returns why the whole evaluation failed
+        on the provider after that ("" when at least one run did not)."""
+        window = self.settings.provider_retry_seconds
+        until, name = time.monotonic() + window, f"the end of the retry window (provider_retry_seconds={window:g})"
+        if self.deadline is not None and self.deadline <= until:
+            until, name = self.deadline, f"the run's deadline (max_seconds={self.settings.max_seconds:g})"
+        report = retry_provider_failures(evaluations, run, until=until, deadline_name=name, halt=self.halt)
+        summary = provider_summary(evaluations)
+        if report is None or not summary or not all(e.error_kind == "infrastructure" for e in evaluations):
+            return ""
+        retries = f"; {report.rounds} retr{'y' if report.rounds == 1 else 'ies'} over {report.waited:.1f} s" \
+            if report.rounds else ""
+        return f"{summary} ({report.stopped}{retries})"
+
+    def cancel(self) -> None:
+        """Stop what is in flight: the executor's runs, and any wait before retrying provider failures."""
+        self.halt.set()
+        self.executor.cancel()
 
     def _cached(self, key: tuple[Any, ...]) -> list[Evaluation] | None:
         if not self.settings.reuse_evaluations:
@@ -490,6 +543,9 @@ class _Run:
         infra = [e for e in evaluations if e.error_kind == "infrastructure"]
         if not infra:
             return
+        provider = provider_summary(evaluations)
+        if provider:
+            record[f"{key}provider_errors"] = provider
         record[f"{key}infrastructure_errors"] = [{"example": e.index, "error": _error_text(e.output)} for e in infra]
         cause = _error_text(infra[0].output)
         if cause not in self.infrastructure_reported:  # report each cause once, not once per example

@@ -28,6 +28,7 @@ class Settings:
     max_cost_usd: float | None = None
     max_evaluations: int | None = None     # workflow runs (every example run counts one)
     max_errors: int | None = None          # failed runs over the whole run before it stops
+    max_seconds: float | None = None       # the run's deadline (wall clock): no step starts, no retry waits past it
     target_score: float | None = None
     # batching and evaluation
     batch_size: int = 4
@@ -36,6 +37,7 @@ class Settings:
     executor: Any = "threads"              # "threads" | "asyncio" | "ray" | an Executor
     concurrency: int | None = None         # examples run at once (default: num_threads)
     eval_timeout: float | None = None      # seconds per example run; a timeout is that example's failure
+    provider_retry_seconds: float = 120.0  # how long runs that failed on the model provider (5xx, 429, timeouts) are retried
     target_factory: Callable[[], Any] | None = field(default=None, repr=False)
     failure_score: float = 0.0
     reuse_evaluations: bool = False        # reuse a batch's runs when the same examples already ran with the same values
@@ -70,6 +72,10 @@ class Settings:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0 (or None for no limit), got {value}")
+        if self.max_seconds is not None and not (self.max_seconds > 0 and math.isfinite(self.max_seconds)):
+            raise ValueError(f"max_seconds must be a positive number of seconds, got {self.max_seconds}")
+        if not (self.provider_retry_seconds >= 0 and math.isfinite(self.provider_retry_seconds)):
+            raise ValueError(f"provider_retry_seconds must be >= 0 seconds, got {self.provider_retry_seconds}")
         if self.eval_timeout is not None and not self.eval_timeout > 0:
             raise ValueError(f"eval_timeout must be a positive number of seconds, got {self.eval_timeout}")
         if self.target_score is not None and not math.isfinite(self.target_score):

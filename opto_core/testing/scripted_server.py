@@ -9,8 +9,9 @@ sends real HTTP requests, so what the server records is exactly what a hosted mo
         ...
     server.requests  # every request body, in order
 
-A reply is a string (the assistant's text), a `tool_call(...)` dict, or a function of the
-request body returning one of those (to answer by agent, e.g. by the system message).
+A reply is a string (the assistant's text), a `tool_call(...)` dict, an `http_error(...)` (the
+provider failing: a 500, a 429 with ``Retry-After``), or a function of the request body returning
+one of those (to answer by agent, e.g. by the system message).
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ def tool_call(name: str, call_id: str | None = None, **arguments: Any) -> dict[s
     """A scripted reply that asks for one tool call."""
     return {"tool_calls": [{"id": call_id or f"call_{next(_IDS)}", "type": "function",
                             "function": {"name": name, "arguments": json.dumps(arguments)}}]}
+
+
+def http_error(status: int, message: str = "", *, retry_after: float | str | None = None,
+               headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A scripted reply that fails the request the way a provider does: ``http_error(429, retry_after=2)``,
+    ``http_error(500)``, ``http_error(529, "Overloaded")``."""
+    extra = dict(headers or {})
+    if retry_after is not None:
+        extra["Retry-After"] = str(retry_after)
+    return {"http_error": int(status), "message": message or f"scripted HTTP {status}", "headers": extra}
 
 
 def system_text(request: dict[str, Any]) -> str:
@@ -92,21 +103,30 @@ class ScriptedServer:
 
     # ----- answering ----------------------------------------------------------------------------
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, payload, _ = self.respond(body)
+        return status, payload
+
+    def respond(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """``(status, JSON body, extra headers)`` for one request (recorded in ``self.requests``)."""
         with self._lock:
             self.requests.append(body)
             index = len(self.requests) - 1
             if self.fail_with is not None:
                 status, message = self.fail_with
-                return status, {"error": {"message": message, "type": "scripted_error", "code": str(status)}}
+                return status, {"error": {"message": message, "type": "scripted_error", "code": str(status)}}, {}
             if index < len(self.replies):
                 reply = self.replies[index]
             elif self.repeat_last and self.replies:
                 reply = self.replies[-1]
             else:
                 return 500, {"error": {"message": f"no reply scripted for request {index + 1}",
-                                       "type": "scripted_error", "code": "500"}}
+                                       "type": "scripted_error", "code": "500"}}, {}
         if callable(reply):
             reply = reply(body)
+        if isinstance(reply, dict) and "http_error" in reply:
+            status = reply["http_error"]
+            return status, {"error": {"message": reply["message"], "type": "scripted_error", "code": str(status)}}, \
+                dict(reply["headers"])
         message: dict[str, Any] = {"role": "assistant", "content": None}
         if isinstance(reply, dict):
             message["tool_calls"] = reply["tool_calls"]
@@ -120,7 +140,7 @@ class ScriptedServer:
                      "model": body.get("model", self.model),
                      "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                      "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                               "total_tokens": prompt + completion}}
+                               "total_tokens": prompt + completion}}, {}
 
 
 def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
@@ -133,12 +153,14 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(self.rfile.read(length) or b"{}")
             except ValueError:
                 body = {}
-            status, payload = server.answer(body) if self.path.endswith("/chat/completions") else \
-                (404, {"error": {"message": f"unknown path {self.path}"}})
+            status, payload, headers = server.respond(body) if self.path.endswith("/chat/completions") else \
+                (404, {"error": {"message": f"unknown path {self.path}"}}, {})
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from opto_core.engine.executors.common import (Evaluation, EvaluationCancelled, EvaluationTimeout, FeedbackFn, InfrastructureError, _arun_one,
-                        _Batch, _run_one, check_concurrency, failed_run)
+                        _Batch, _run_one, check_concurrency, failed_run, portable)
 
 log = logging.getLogger("opto")
 
@@ -166,6 +166,8 @@ class _Worker:
         else:
             output, graph = await asyncio.get_running_loop().run_in_executor(self.pool, _run_one, self.target, example)
         seconds = time.perf_counter() - begun
+        if isinstance(output, BaseException):  # its type may not unpickle on the driver, its cause never travels
+            output = portable(output)
         try:
             blob = cloudpickle.dumps((output, graph))
         except Exception as exc:
