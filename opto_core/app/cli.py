@@ -8,7 +8,6 @@ printed), 2 for a usage error (a directory that is not a run, a locked run, an u
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from opto_core.app.progress import configure_logging, run_display
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Optimize AI workflows from their execution traces (OPTO / OptoPrime).")
@@ -75,25 +76,6 @@ def _show_graph(graph: Any, limit: int = 40) -> None:
         console.print(f"... {len(graph) - limit} more nodes")
 
 
-def _show_step(record: dict[str, Any]) -> None:
-    proposal = record.get("proposal", {})
-    verdict = "[green]kept[/green]" if record.get("kept") else "[yellow]rolled back / no change[/yellow]"
-    console.rule(f"step {record['step']}")
-    console.print(f"batch score {_fmt(record.get('batch_score'))} -> after {_fmt(record.get('eval_score'))}: {verdict}")
-    if record.get("decision"):
-        console.print(f"decision: {escape(record['decision'])}")
-    if proposal.get("reasoning"):
-        console.print(f"[bold]reasoning[/bold]: {escape(proposal['reasoning'][:800])}")
-    proposers = proposal.get("proposed_by", {})
-    for name, value in proposal.get("accepted", {}).items():
-        by = {"search": " (proposed by the search part)", "llm": " (proposed by the LLM)"}.get(proposers.get(name, ""), "")
-        console.print(f"[bold]{escape(name)}[/bold] := {escape(str(value)[:400])}{by}")
-    for name, reason in proposal.get("rejected", {}).items():
-        console.print(f"[red]rejected[/red] {escape(name)}: {escape(str(reason))}")
-    if proposal.get("error"):
-        console.print(f"[red]{escape(proposal['error'])}[/red]")
-
-
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -113,21 +95,10 @@ def _failed(result: Any) -> bool:
 def _finish(result: Any, run_dir: str) -> None:
     """Print the outcome, write the report, and exit 1 when the run stopped on an error."""
     console.rule("result")
-    if result.error:
-        console.print(f"[red]{escape(result.error)}[/red]")
-    from opto_core.engine.rundir import RunDir
-
-    if RunDir(run_dir).read_config().get("valset_size"):
-        scores = f"validation score {_fmt(result.initial_score)} -> best {_fmt(result.best_score)}"
-    else:  # batches differ from step to step, so their scores do not compare with the first one
-        scores = (f"score on the training set {_fmt(result.initial_score)}; last kept batch {_fmt(result.best_score)} "
-                  f"(no validation set: batch scores do not compare)")
-    console.print(f"stopped: {result.stopped_reason}; {scores}")
+    console.print(escape(result.summary()), highlight=False, soft_wrap=True)
     console.print(f"optimizer LLM: {result.usage['calls']} calls, "
-                  f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']} tokens, "
-                  f"${result.usage['cost_usd']:.4f}")
-    for name, value in result.best_values.items():
-        console.print(f"[bold]{escape(name)}[/bold] = {escape(str(value)[:600])}")
+                  f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']:,} tokens, "
+                  f"${result.usage['cost_usd']:.4f}", highlight=False)
     try:
         from opto_core.app.report import write_report
 
@@ -180,6 +151,7 @@ def demo(
     fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run (only a "
                                           "directory holding an opto run is ever deleted)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="show INFO logs (ours and the frameworks')"),
     context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens (default: "
                                                   "what the server reports, OPTO_CONTEXT_WINDOW, or 4096 for the "
                                                   "embedded server); prompts are budgeted to fit it"),
@@ -195,10 +167,7 @@ def demo(
     from opto_core.engine.loop import optimize
     from opto_core.engine.rundir import RunDir, RunDirError
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from opto_core.kernel.redact import install_log_filter
-
-    install_log_filter()
+    configure_logging(console, verbose)
     try:
         name = choose_demo(workflow)
     except ValueError as exc:
@@ -225,8 +194,8 @@ def demo(
     console.print(f"optimizer: {type(optimizer).__name__}"
                   + (" (the LLM for text and code, a search for numbers)" if type(optimizer).__name__ == "Hybrid" else ""))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps,
-                                   batch_size=batch_size, run_dir=run_dir, on_step=_show_step, recipe=recipe,
-                                   **_approval_kwargs(approve)))
+                                   batch_size=batch_size, run_dir=run_dir, on_event=run_display(console),
+                                   recipe=recipe, **_approval_kwargs(approve)))
     _finish(result, run_dir)
 
 
@@ -239,6 +208,7 @@ def resume(
     recipe: Optional[str] = typer.Option(None, help="module:function that rebuilds the workflow, for a run "
                                                     "not started from a registered demo (its code is imported)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="show INFO logs (ours and the frameworks')"),
     context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens"),
     local_model: Optional[str] = typer.Option(None, help="serve this GGUF file through the embedded server"),
 ) -> None:
@@ -248,10 +218,7 @@ def resume(
     from opto_core.engine.rundir import RunDir, RunDirError
     from opto_core.engine.settings import Settings
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from opto_core.kernel.redact import install_log_filter
-
-    install_log_filter()
+    configure_logging(console, verbose)
     store = RunDir(run_dir)
     try:
         config = store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists() else {}
@@ -282,7 +249,7 @@ def resume(
         raise typer.Exit(2)
     llm = _client(base_url or config.get("base_url"), model or config.get("model"), context_window, local_model)
     optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
-    settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_step=_show_step,
+    settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_event=run_display(console),
                                     **({"max_steps": steps} if steps else {}), **_approval_kwargs(approve))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, settings=settings))
     _finish(result, run_dir)

@@ -34,6 +34,8 @@ from opto_core.engine.executors import (Evaluation, FeedbackError, Infrastructur
                         make_executor)
 from opto_core.optimizers.base import Optimizer, Proposal
 from opto_core.engine.provider_errors import ProviderUnavailable, provider_summary, retry_provider_failures
+from opto_core.engine import events
+from opto_core.engine.outcome import where_scored
 from opto_core.engine.rundir import RunDir
 from opto_core.kernel.redact import scrub_url
 from opto_core.engine.settings import Settings
@@ -65,6 +67,18 @@ class OptimizationResult:
     error: str = ""
     evaluations: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    #: where ``best_score`` was measured ("on the validation set", "on the training set, re-scored at the
+    #: end with the best values", ...) and where ``initial_score`` was ("the validation set (4 examples)")
+    best_score_on: str = ""
+    scored_on: str = ""
+
+    def summary(self) -> str:
+        """Start score, best score and where it was measured, what changed, and why the run stopped."""
+        from opto_core.engine.outcome import outcome_of
+
+        return outcome_of(self.history, start_score=self.initial_score, best_score=self.best_score,
+                          best_values=self.best_values, best_on=self.best_score_on, stopped=self.stopped_reason,
+                          error=self.error, max_steps=self.meta.get("max_steps")).text()
 
     @property
     def failed(self) -> bool:
@@ -191,6 +205,10 @@ class _Run:
         self.deadline = time.monotonic() + settings.max_seconds if settings.max_seconds is not None else None
         self.halt = threading.Event()  # set by Ctrl-C and the STOP file: provider retries stop waiting
         self.provider_down = ""  # why the last evaluation failed entirely on the model provider
+        self.events = events.Emitter(settings.on_event, _display() if settings.progress else None)
+        self.step_now, self.phase = 0, "initial"  # what is being evaluated, for the events
+        self.best_on = ""  # where best_score was measured (set at the end)
+        self.error_text = ""  # why the run stopped on an error (set at the end)
 
     # ----- the run ---------------------------------------------------------------------------------
     def run(self) -> OptimizationResult:
@@ -201,6 +219,10 @@ class _Run:
         try:
             checkpoint = self.store.open(resume=True) if self.store else None
             opened = True
+            self.events.emit(events.RunStarted(
+                int(checkpoint["step"]) if checkpoint else 0, self.usage.to_dict(), checkpoint.get("best_score")
+                if checkpoint else None, max_steps=self.settings.max_steps, resumed=checkpoint is not None,
+                run_dir=self.settings.run_dir, trainset_size=len(self.trainset), valset_size=len(self.valset or [])))
             if checkpoint is not None:
                 last_step = self._resume(checkpoint)
                 if checkpoint.get("done") and last_step >= self.settings.max_steps:
@@ -230,6 +252,7 @@ class _Run:
                                      "parameters": [p.spec() for p in self.target.parameters()],
                                      "trainset_size": len(self.trainset), "valset_size": len(self.valset or [])})
         examples = self.valset or self.trainset
+        self.step_now, self.phase = 0, "initial"
         evaluations = self._evaluate(examples, list(range(len(examples))), "val" if self.valset else "train")
         if self.provider_down:
             raise ProviderUnavailable(self.provider_down)
@@ -237,6 +260,7 @@ class _Run:
         self.best_values = self._values()
         self.optimizer.observe(self.best_values, self.initial_score)
         record: dict[str, Any] = {"step": 0, "kind": "initial", "values": self.best_values,
+                                  "scored_on": where_scored(len(self.valset or []), len(self.trainset)),
                                   "eval_score": self.initial_score, "best_score": self.best_score,
                                   "usage": self.usage.to_dict(), "evaluations": self.evaluations, "time": time.time()}
         self._note_failures(record, evaluations)
@@ -252,6 +276,7 @@ class _Run:
         start = int(checkpoint["step"])
         self.current_score = checkpoint.get("current_score")
         self.best_score = checkpoint.get("best_score")
+        self.best_on = checkpoint.get("best_score_on", "")
         self.best_values = checkpoint["best"]
         self.initial_score = checkpoint.get("initial_score")
         self.errors = int(checkpoint.get("errors", 0))
@@ -268,7 +293,6 @@ class _Run:
 
     def _steps(self, start: int) -> tuple[str, str, int]:
         settings = self.settings
-        bar = _Progress(settings.progress, settings.max_steps, start)
         step = last_step = start
         watch = _StopFileWatch(self.store, self) if self.store else None
         try:
@@ -277,6 +301,8 @@ class _Run:
                     reason = self._stop_reason(step + 1, interrupt)
                     if reason:
                         return reason, "", last_step
+                    self.events.emit(events.StepStarted(step + 1, self.usage.to_dict(), self.best_score,
+                                                        max_steps=settings.max_steps, runs=self._runs_needed(step + 1)))
                     try:
                         record = self._step(step + 1)
                     except OptimizerFailed as exc:
@@ -296,7 +322,9 @@ class _Run:
                     record["errors_total"] = self.errors
                     record["evaluations_total"] = self.evaluations
                     self._record(record, step)
-                    bar.update(step, record, self.best_score, self.usage)
+                    self.events.emit(events.StepDecided(step, self.usage.to_dict(), self.best_score,
+                                                        kept=bool(record.get("kept")), decision=record["decision"],
+                                                        score=record.get("eval_score"), record=record))
                     if settings.on_step:
                         settings.on_step(record)
                     if record.get("proposal", {}).get("terminated"):
@@ -306,7 +334,6 @@ class _Run:
                                   "saved; run again to resume.", step, self.provider_down)
                         return "provider_error", self.provider_down, last_step
         finally:
-            bar.close()
             if watch is not None:
                 watch.stop()
         return "max_steps", "", last_step
@@ -334,15 +361,50 @@ class _Run:
         final_values = self._values()
         if self.best_values and self.best_values != final_values:
             self.target.apply(_validated(self.target, self.best_values))
+        self.best_on = self._rescore(stopped)
+        self.error_text = error
         if self.store and self.history:  # no checkpoint before step 0 was recorded: a rerun starts over
             self.store.write_checkpoint(self._checkpoint(last_step, stopped, done=True))
         meta = {"framework": getattr(self.target, "framework", "python"),
                 "framework_version": getattr(self.target, "framework_version", ""),
-                "optimizer": type(self.optimizer).__name__}
-        return OptimizationResult(self.best_values, self.best_score, self.initial_score, self.history,
-                                  self.usage.to_dict(), str(self.store.path) if self.store else None, stopped,
-                                  steps=len(self.history) - 1 if self.history else 0, final_values=final_values,
-                                  error=error, evaluations=self.evaluations, meta=meta)
+                "optimizer": type(self.optimizer).__name__, "max_steps": self.settings.max_steps}
+        result = OptimizationResult(self.best_values, self.best_score, self.initial_score, self.history,
+                                    self.usage.to_dict(), str(self.store.path) if self.store else None, stopped,
+                                    steps=len(self.history) - 1 if self.history else 0, final_values=final_values,
+                                    error=error, evaluations=self.evaluations, meta=meta, best_score_on=self.best_on,
+                                    scored_on=where_scored(len(self.valset or []), len(self.trainset)))
+        self.events.emit(events.RunFinished(last_step, self.usage.to_dict(), self.best_score, result=result))
+        return result
+
+    def _rescore(self, stopped: str) -> str:
+        """Where ``best_score`` was measured, as the result says it. Without a validation set, batch
+        scores do not compare with the start score (the whole training set): the best values are
+        re-scored on the whole training set, unless the run stopped on an error or a request, or the
+        budget or deadline leaves no room (then the score stays the last kept batch's, and says so)."""
+        if stopped == "already_finished":
+            return self.best_on or ""
+        if self.valset is not None:
+            return "on the validation set"
+        start = self.history[0].get("values") if self.history else None
+        if not self.history or self.best_values == start:
+            return "on the training set (the start values stayed the best)"
+        why_not = ""
+        if stopped in ERROR_STOPS or stopped in ("interrupted", "stop_file"):
+            why_not = f"the run stopped ({stopped})"
+        elif self.deadline is not None and time.monotonic() >= self.deadline:
+            why_not = "the deadline (max_seconds) has passed"
+        elif self.settings.max_evaluations is not None and \
+                self.evaluations + len(self.trainset) > self.settings.max_evaluations:
+            why_not = "max_evaluations leaves no room"
+        if not why_not:
+            self.step_now, self.phase = len(self.history), "final"
+            evaluations = self._evaluate(self.trainset, list(range(len(self.trainset))), "train")
+            score = mean_score(evaluations)
+            if score is not None and not any(e.error_kind == "infrastructure" for e in evaluations):
+                self.best_score = score
+                return "on the training set, re-scored at the end with the best values"
+            why_not = self.provider_down or "runs failed outside the workflow"
+        return f"the last kept batch (not re-scored: {why_not})"
 
     # ----- one step --------------------------------------------------------------------------------
     def _batch(self, step: int) -> list[int]:
@@ -358,6 +420,7 @@ class _Run:
     def _step(self, step: int) -> dict[str, Any]:
         started = time.time()
         indices = self._batch(step)
+        self.step_now, self.phase = step, "batch"
         evaluations = self._evaluate([self.trainset[i] for i in indices], indices, "train")
         batch_score = mean_score(evaluations)
         values_before = self._values()
@@ -409,6 +472,7 @@ class _Run:
             record["proposal"]["apply_error"] = f"{type(exc).__name__}: {exc}"
             return unchanged(f"applying the values failed: {type(exc).__name__}: {exc}")
         candidate = self._values()
+        self.phase = "check"
         if self.valset is not None:
             checked = self._evaluate(self.valset, list(range(len(self.valset))), "val")
             baseline = self.current_score
@@ -435,13 +499,22 @@ class _Run:
         calls = self.settings.max_llm_calls
         if calls is not None and calls - self.usage.calls < 2:
             self.optimizer.retry_invalid = False  # one call left: a retry would break the budget
+        self.events.emit(events.OptimizerCallStarted(step, self.usage.to_dict(), self.best_score))
+        asked = time.monotonic()
         try:
             proposal = self.optimizer.step(instances)
         except Exception as exc:  # the LLM is down, out of quota, ...: stop cleanly, resume later
+            self.events.emit(events.OptimizerCallFinished(step, self.usage.to_dict(), self.best_score,
+                                                          seconds=time.monotonic() - asked,
+                                                          error=f"{type(exc).__name__}: {exc}"))
             raise OptimizerFailed(f"step {step}: the optimizer failed: {type(exc).__name__}: {exc}") from exc
         finally:
             self.optimizer.retry_invalid = retry
         self.usage.merge(proposal.usage)
+        call = Usage.from_dict(proposal.usage) if proposal.usage else Usage()
+        self.events.emit(events.OptimizerCallFinished(step, self.usage.to_dict(), self.best_score,
+                                                      seconds=time.monotonic() - asked, call_tokens=call.total_tokens,
+                                                      call_cost_usd=call.cost_usd))
         return proposal
 
     def _approve(self, values_before: dict[str, Any], changes: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
@@ -489,9 +562,15 @@ class _Run:
         values = self._values()
 
         def run(positions: list[int]) -> list[Evaluation]:
-            runs = self.executor.evaluate(self.target, [examples[p] for p in positions], self.feedback_fn,
-                                          indices=[indices[p] for p in positions],
-                                          failure_score=self.settings.failure_score, values=values)
+            def progress(done: int, total: int, failed: int) -> events.RunEvent:
+                return events.EvaluationDone(self.step_now, self.usage.to_dict(), self.best_score, done=done,
+                                             total=total, which=self.phase, failed=failed)
+
+            with self.events.evaluation(progress, len(positions)) as counter:
+                runs = self.executor.evaluate(self.target, [examples[p] for p in positions], self.feedback_fn,
+                                              indices=[indices[p] for p in positions],
+                                              failure_score=self.settings.failure_score, values=values)
+                counter.finish(runs)
             self.evaluations += len(runs)
             return runs
 
@@ -513,7 +592,12 @@ class _Run:
         until, name = time.monotonic() + window, f"the end of the retry window (provider_retry_seconds={window:g})"
         if self.deadline is not None and self.deadline <= until:
             until, name = self.deadline, f"the run's deadline (max_seconds={self.settings.max_seconds:g})"
-        report = retry_provider_failures(evaluations, run, until=until, deadline_name=name, halt=self.halt)
+        def waiting(message: str, wait: float) -> None:
+            self.events.emit(events.ProviderRetrying(self.step_now, self.usage.to_dict(), self.best_score,
+                                                     message=message, wait=wait))
+
+        report = retry_provider_failures(evaluations, run, until=until, deadline_name=name, halt=self.halt,
+                                         on_wait=waiting)
         summary = provider_summary(evaluations)
         if report is None or not summary or not all(e.error_kind == "infrastructure" for e in evaluations):
             return ""
@@ -565,6 +649,7 @@ class _Run:
 
     def _checkpoint(self, step: int, status: str, done: bool = False) -> dict[str, Any]:
         return {"step": step, "current": self._values(), "best": self.best_values, "best_score": self.best_score,
+                "best_score_on": self.best_on, "error": self.error_text,
                 "current_score": self.current_score, "initial_score": self.initial_score,
                 "optimizer": self.optimizer.state_dict(), "usage": self.usage.to_dict(), "errors": self.errors,
                 "evaluations": self.evaluations, "status": status, "done": done, "time": time.time()}
@@ -616,32 +701,8 @@ def _budget_reason(usage: Usage, calls: int | None, tokens: int | None, cost: fl
     return None
 
 
-class _Progress:
-    """A rich progress bar: step, score, best score, tokens and cost (off unless asked for)."""
+def _display() -> Any:
+    """The live display ``progress=True`` asks for (standard error; a live line only in a terminal)."""
+    from opto_core.engine.progress import RunDisplay
 
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.progress = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(TextColumn("[bold]opto"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-        self.progress.start()
-        self.task = self.progress.add_task("steps", total=total, completed=start, info="")
-
-    def update(self, step: int, record: dict[str, Any], best: float | None, usage: Usage) -> None:
-        if self.progress is None:
-            return
-        score = record.get("current_score")
-        info = (f"score {_fmt(score)} best {_fmt(best)} | {usage.total_tokens} tok"
-                + (f" ${usage.cost_usd:.4f}" if usage.cost_usd else ""))
-        self.progress.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
-def _fmt(score: float | None) -> str:
-    return "-" if score is None else f"{score:.3f}"
+    return RunDisplay()

@@ -242,16 +242,17 @@ class RetryReport:
 
 def retry_provider_failures(evaluations: list[Any], rerun: Callable[[list[int]], list[Any]], *,
                             until: float | None, deadline_name: str = "the retry window",
-                            halt: threading.Event | None = None, backoff: tuple[float, float] = (1.0, 30.0)
-                            ) -> RetryReport | None:
+                            halt: threading.Event | None = None, backoff: tuple[float, float] = (1.0, 30.0),
+                            on_wait: Callable[[str, float], None] | None = None) -> RetryReport | None:
     """Run again the evaluations (positions in ``evaluations``) that failed on the provider, in place.
 
     ``rerun(positions)`` evaluates those positions again and returns their new evaluations, in
     order. Waits follow tenacity's exponential backoff with jitter, or the longest ``Retry-After``
     of the failed runs when it asks for more; retrying stops when every run succeeded (or failed for
     its own reasons), when ``until`` (a `time.monotonic` instant, ``deadline_name`` says what it is)
-    would pass before the next attempt, or when ``halt`` is set (Ctrl-C, the STOP file). Returns
-    None when nothing failed on the provider.
+    would pass before the next attempt, or when ``halt`` is set (Ctrl-C, the STOP file).
+    ``on_wait(message, seconds)`` hears of each wait before it starts. Returns None when nothing
+    failed on the provider.
     """
 
     def pending() -> list[int]:
@@ -305,8 +306,11 @@ def retry_provider_failures(evaluations: list[Any], rerun: Callable[[list[int]],
     def before_sleep(state: tenacity.RetryCallState) -> None:
         positions = state.outcome.result() if state.outcome is not None else []
         failures = [f for f in (provider_failure(evaluations[p].output) for p in positions) if f is not None]
-        log.warning("%s; running them again in %.1f s%s", describe_failures(failures, len(evaluations)),
-                    plan["wait"], " (the server's Retry-After)" if plan["asked"] >= 0 else "")
+        message = describe_failures(failures, len(evaluations))
+        log.warning("%s; running them again in %.1f s%s", message, plan["wait"],
+                    " (the server's Retry-After)" if plan["asked"] >= 0 else "")
+        if on_wait is not None:
+            on_wait(message, plan["wait"])
 
     def sleep(seconds: float) -> None:
         report.waited += seconds

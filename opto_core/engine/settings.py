@@ -54,6 +54,7 @@ class Settings:
     recipe: str | None = None              # "module:function" that rebuilds the run (for `opto resume`)
     progress: bool = False
     on_step: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+    on_event: Callable[[Any], None] | None = field(default=None, repr=False)  # typed events: engine/events.py
 
     def __post_init__(self) -> None:
         self.check()
@@ -104,7 +105,7 @@ class Settings:
         base = settings if settings is not None else cls()
         return dataclasses.replace(base, **overrides) if overrides else base
 
-    _RUNTIME_ONLY = ("target_factory", "approve", "on_step", "progress", "executor", "code_policy")
+    _RUNTIME_ONLY = ("target_factory", "approve", "on_step", "on_event", "progress", "executor", "code_policy")
 
     def to_config(self) -> dict[str, Any]:
         """The JSON-able settings, for the run directory (callables and objects are left out)."""

@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from opto_core.kernel.feedback import Feedback
 from opto_core.kernel.graph import META_USAGE, Graph
+from opto_core.engine.events import run_listener
 from opto_core.engine.provider_errors import provider_failure
 
 log = logging.getLogger("opto")
@@ -246,10 +247,13 @@ class _Batch:
         self.cancelled = threading.Event()
         self.done: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self.started: dict[int, float] = {}
+        self.on_result = run_listener()  # progress: each finished run, as it finishes (engine.events)
 
     def score(self, position: int, output: Any, graph: Graph, seconds: float) -> None:
-        self.results[position] = finish(self.indices[position], self.examples[position], output, graph,
-                                        self.feedback_fn, self.failure_score, seconds, self.nonfinite)
+        self.results[position] = evaluation = finish(self.indices[position], self.examples[position], output, graph,
+                                                     self.feedback_fn, self.failure_score, seconds, self.nonfinite)
+        if self.on_result is not None:
+            self.on_result(evaluation)
 
     def fail(self, position: int, what: str, exc: BaseException, seconds: float = 0.0) -> None:
         self.score(position, *failed_run(what, exc), seconds)
