@@ -16,7 +16,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from opto_core.app.progress import configure_logging, run_display
 
@@ -62,18 +62,18 @@ def _optimizer_for(target: Any, llm: Any, answer_tokens: int | None = None, name
     return classes.get(name or "OptoPrime", OptoPrime)(target.parameters(), llm, **kwargs)
 
 
-def _show_graph(graph: Any, limit: int = 40) -> None:
-    table = Table(title=f"trace of one run ({len(graph)} nodes)", show_lines=False)
-    for column in ("id", "kind", "from", "value"):
-        table.add_column(column, overflow="fold")
+def _show_graph(graph: Any, limit: int = 24) -> None:
+    """One line per node (what it is, what fed it, its value), cut to the terminal's width."""
+    console.print(f"trace of one run ({len(graph)} nodes; the report draws all of it):")
+    width = min(28, max(len(node.id) for node in graph.nodes[:limit])) if len(graph) else 0
     for node in graph.nodes[:limit]:
-        value = node.value if isinstance(node.value, str) else json.dumps(node.value)
-        value = value if len(value) <= 70 else value[:67] + "..."
-        parents = ", ".join(f"{e.arg}={e.id}" if e.arg else e.id for e in node.edges)
-        table.add_row(escape(node.id), node.kind, escape(parents), escape(value))
-    console.print(table)
+        value = node.value if isinstance(node.value, str) else json.dumps(node.value, default=repr)
+        parents = ", ".join(e.id for e in node.edges)
+        line = f"  {node.id:<{width}}  {node.kind:<9} " + (f"<- {parents} " if parents else "") + \
+            "= " + " ".join(value.split())
+        console.print(Text(line), no_wrap=True, overflow="ellipsis", crop=True)
     if len(graph) > limit:
-        console.print(f"... {len(graph) - limit} more nodes")
+        console.print(f"  ... {len(graph) - limit} more nodes")
 
 
 def _fmt(value: Any) -> str:
@@ -188,7 +188,8 @@ def demo(
     console.print(f"[bold]opto demo[/bold]: the {name} workflow; optimizer model "
                   f"{escape(llm.model or '(the server default)')} at {escape(where)}")
     output, graph = target.run(trainset[0])
-    console.print(escape(f"first example: {trainset[0]!r} -> {output!r}"))
+    console.print(Text(" ".join(f"first example: {trainset[0]!r} -> {output!r}".split())), no_wrap=True,
+                  overflow="ellipsis", crop=True)
     _show_graph(graph)
     optimizer = _optimizer_for(target, llm, answer_tokens)
     console.print(f"optimizer: {type(optimizer).__name__}"
