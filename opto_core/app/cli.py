@@ -210,6 +210,9 @@ def resume(
                                                     "not started from a registered demo (its code is imported)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="show INFO logs (ours and the frameworks')"),
+    fresh: bool = typer.Option(False, "--fresh", help="start the run over in RUN_DIR (its earlier steps are removed)"),
+    resume_changed: bool = typer.Option(False, "--resume-changed", help="resume even though the workflow changed "
+                                        "since the run started (saved values that no longer fit are dropped)"),
     context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens"),
     local_model: Optional[str] = typer.Option(None, help="serve this GGUF file through the embedded server"),
 ) -> None:
@@ -251,6 +254,7 @@ def resume(
     llm = _client(base_url or config.get("base_url"), model or config.get("model"), context_window, local_model)
     optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
     settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_event=run_display(console),
+                                    fresh=fresh, resume_changed=resume_changed,
                                     **({"max_steps": steps} if steps else {}), **_approval_kwargs(approve))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, settings=settings))
     _finish(result, run_dir)

@@ -36,6 +36,7 @@ from opto_core.optimizers.base import Optimizer, Proposal
 from opto_core.engine.provider_errors import ProviderUnavailable, provider_summary, retry_provider_failures
 from opto_core.engine import events
 from opto_core.engine.outcome import where_scored
+from opto_core.engine.fingerprint import WorkflowChanged, differences, fingerprint
 from opto_core.engine.rundir import RunDir
 from opto_core.kernel.redact import scrub_url
 from opto_core.engine.settings import Settings
@@ -217,8 +218,10 @@ class _Run:
         opened = False
         stopped, error, last_step = "max_steps", "", 0
         try:
-            checkpoint = self.store.open(resume=True) if self.store else None
+            checkpoint = self.store.open(resume=not self.settings.fresh) if self.store else None
             opened = True
+            if checkpoint is not None:
+                self._check_workflow(checkpoint)
             self.events.emit(events.RunStarted(
                 int(checkpoint["step"]) if checkpoint else 0, self.usage.to_dict(), checkpoint.get("best_score")
                 if checkpoint else None, max_steps=self.settings.max_steps, resumed=checkpoint is not None,
@@ -250,6 +253,7 @@ class _Run:
                                      "model": getattr(self.optimizer._llm, "model", None),
                                      "base_url": scrub_url(str(getattr(self.optimizer._llm, "base_url", "") or "")) or None,
                                      "parameters": [p.spec() for p in self.target.parameters()],
+                                     "fingerprint": fingerprint(self.target.parameters()),
                                      "trainset_size": len(self.trainset), "valset_size": len(self.valset or [])})
         examples = self.valset or self.trainset
         self.step_now, self.phase = 0, "initial"
@@ -268,7 +272,28 @@ class _Run:
             record["graph"] = self.store.write_graph(0, evaluations[0].graph.to_json())
         self._record(record, step=0)
 
+    def _check_workflow(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to resume a run of a different workflow (`WorkflowChanged`), unless ``resume_changed``."""
+        assert self.store is not None
+        config = self.store.read_config()
+        stored = config.get("fingerprint")
+        if not isinstance(stored, dict):  # a run from before fingerprints: nothing to compare with
+            return
+        parameters = self.target.parameters()
+        changes = differences(stored, parameters, (checkpoint.get("current"), checkpoint.get("best")))
+        if not changes:
+            return
+        if not self.settings.resume_changed:
+            raise WorkflowChanged(str(self.settings.run_dir), changes)
+        log.warning("resuming %s although the workflow changed (resume_changed=True): %s. Saved values of "
+                    "parameters that are gone or no longer valid are dropped.", self.settings.run_dir,
+                    "; ".join(changes))
+        self.store.write_config({**config, "fingerprint": fingerprint(parameters)})
+
     def _resume(self, checkpoint: dict[str, Any]) -> int:
+        if self.settings.resume_changed:  # only what still fits the changed workflow
+            checkpoint = {**checkpoint, "current": _fitting(self.target, checkpoint.get("current") or {}),
+                          "best": _fitting(self.target, checkpoint.get("best") or {})}
         self.target.apply(_validated(self.target, checkpoint["current"]))
         self.optimizer.set_parameters(self.target.parameters())
         self.optimizer.load_state_dict(checkpoint.get("optimizer", {}))
@@ -663,6 +688,19 @@ def _validated(target: Target, values: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"the checkpoint names parameters the target does not have: {sorted(unknown)}")
     return {name: by_name[name].validate(value) for name, value in values.items()}
+
+
+def _fitting(target: Target, values: dict[str, Any]) -> dict[str, Any]:
+    """The saved ``values`` that a (changed) target still has and accepts."""
+    by_name = {p.name: p for p in target.parameters()}
+    kept = {}
+    for name, value in values.items():
+        if name in by_name:
+            try:
+                kept[name] = by_name[name].validate(value)
+            except Exception:  # a value the changed workflow no longer accepts: dropped, said in the warning
+                continue
+    return kept
 
 
 def _invalid(target: Target) -> dict[str, str]:

@@ -51,6 +51,8 @@ class Settings:
     approve: Callable[..., Any] | None = field(default=None, repr=False)
     # persistence and display
     run_dir: str | None = None
+    fresh: bool = False                    # start over in run_dir, even if it holds a run (only our files are removed)
+    resume_changed: bool = False           # resume a run_dir whose workflow changed since (see engine/fingerprint.py)
     recipe: str | None = None              # "module:function" that rebuilds the run (for `opto resume`)
     progress: bool = False
     on_step: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
@@ -105,7 +107,8 @@ class Settings:
         base = settings if settings is not None else cls()
         return dataclasses.replace(base, **overrides) if overrides else base
 
-    _RUNTIME_ONLY = ("target_factory", "approve", "on_step", "on_event", "progress", "executor", "code_policy")
+    _RUNTIME_ONLY = ("target_factory", "approve", "on_step", "on_event", "progress", "executor", "code_policy",
+                     "fresh", "resume_changed")
 
     def to_config(self) -> dict[str, Any]:
         """The JSON-able settings, for the run directory (callables and objects are left out)."""
