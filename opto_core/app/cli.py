@@ -147,7 +147,8 @@ def demo(
     run_dir: str = typer.Option("runs/demo", help="where checkpoints, history and the report go"),
     workflow: str = typer.Option("auto", help="auto | python | langchain | dspy | autogen"),
     batch_size: int = typer.Option(2, help="examples per step"),
-    answer_tokens: int = typer.Option(600, help="most tokens the optimizer may answer with"),
+    answer_tokens: Optional[int] = typer.Option(None, help="most tokens the optimizer may answer with (default: "
+                                                "sized per step from its parameters, see docs/optimizing.md)"),
     fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run (only a "
                                           "directory holding an opto run is ever deleted)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),

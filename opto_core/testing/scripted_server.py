@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Sequence
@@ -50,15 +51,34 @@ def system_text(request: dict[str, Any]) -> str:
     return first.get("content") or "" if first.get("role") == "system" else ""
 
 
+_WORDS = re.compile(r"\w+|[^\w\s]")
+
+
+def word_tokens(text: str) -> int:
+    """A stand-in tokenizer: every word and every punctuation mark is one token (about as dense as a
+    small model's vocabulary on code, denser than ``characters / 3.5``)."""
+    return len(_WORDS.findall(text))
+
+
 class ScriptedServer:
     """Serve ``replies`` in order at ``POST /v1/chat/completions``; record every request body.
 
     When the script runs out the server answers HTTP 500 (a test that makes more calls than it
     planned fails), unless ``repeat_last``. ``fail_with`` (status, message) makes every request fail.
+
+    ``context_window`` makes it a small llama.cpp-style server: it counts each request's tokens with
+    ``tokenizer`` (default `word_tokens`; 4 more per message), answers ``GET /props`` (its ``n_ctx``) and
+    ``POST /tokenize``, and refuses
+    a request whose prompt plus ``max_tokens`` exceeds the window with llama.cpp's own 400. The count
+    of every request is in ``prompt_tokens`` (in order).
     """
 
-    def __init__(self, replies: Sequence[Reply] = (), *, repeat_last: bool = False, model: str = "scripted") -> None:
+    def __init__(self, replies: Sequence[Reply] = (), *, repeat_last: bool = False, model: str = "scripted",
+                 context_window: int | None = None, tokenizer: Callable[[str], int] = word_tokens) -> None:
         self.replies = list(replies)
+        self.context_window = context_window
+        self.tokenizer = tokenizer
+        self.prompt_tokens: list[int] = []
         self.repeat_last = repeat_last
         self.model = model
         self.requests: list[dict[str, Any]] = []
@@ -108,9 +128,16 @@ class ScriptedServer:
 
     def respond(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         """``(status, JSON body, extra headers)`` for one request (recorded in ``self.requests``)."""
+        counted = sum(self.tokenizer(str(m.get("content") or "")) + 4 for m in body.get("messages", []))
         with self._lock:
             self.requests.append(body)
+            self.prompt_tokens.append(counted)
             index = len(self.requests) - 1
+            asked = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+            if self.context_window is not None and counted + asked > self.context_window:
+                return 400, {"error": {"code": 400, "type": "exceed_context_size_error", "message": (
+                    f"request ({counted + asked} tokens) exceeds the available context size "
+                    f"({self.context_window} tokens), try increasing it")}}, {}
             if self.fail_with is not None:
                 status, message = self.fail_with
                 return status, {"error": {"message": message, "type": "scripted_error", "code": str(status)}}, {}
@@ -134,7 +161,7 @@ class ScriptedServer:
         else:
             message["content"] = str(reply)
             finish = "stop"
-        prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
+        prompt = counted
         completion = len(str(message["content"] or json.dumps(message.get("tool_calls")))) // 4 + 1
         return 200, {"id": f"chatcmpl-{index + 1}", "object": "chat.completion", "created": 0,
                      "model": body.get("model", self.model),
@@ -147,22 +174,36 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path == "/props" and server.context_window is not None:  # llama.cpp's server info
+                self._send(200, {"default_generation_settings": {"n_ctx": server.context_window}, "total_slots": 1})
+            else:
+                self._send(404, {"error": {"message": f"unknown path {self.path}"}})
+
+        def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             length = int(self.headers.get("Content-Length") or 0)
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
             except ValueError:
                 body = {}
-            status, payload, headers = server.respond(body) if self.path.endswith("/chat/completions") else \
-                (404, {"error": {"message": f"unknown path {self.path}"}}, {})
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
+            if self.path.endswith("/chat/completions"):
+                status, payload, headers = server.respond(body)
+            elif self.path == "/tokenize" and server.context_window is not None:
+                status, headers = 200, {}
+                payload = {"tokens": list(range(server.tokenizer(str(body.get("content") or ""))))}
+            else:
+                status, payload, headers = 404, {"error": {"message": f"unknown path {self.path}"}}, {}
+            self._send(status, payload, headers)
 
         def log_message(self, *args: Any) -> None:  # keep test output quiet
             pass
