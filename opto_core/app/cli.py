@@ -114,12 +114,12 @@ def _finish(result: Any, run_dir: str) -> None:
 
 
 def _run(call: Any) -> Any:
-    """Run ``optimize``: a locked or foreign run directory is a usage error (exit 2), not a traceback."""
+    """Run ``optimize``: a locked or foreign run directory, or a missing extra, is a usage error (exit 2)."""
     from opto_core.engine.rundir import RunDirError
 
     try:
         return call()
-    except RunDirError as exc:
+    except (RunDirError, ImportError) as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2)
 
@@ -153,6 +153,8 @@ def demo(
                                           "directory holding an opto run is ever deleted)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="show INFO logs (ours and the frameworks')"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="record the run in MLflow (extra `mlflow`; MLFLOW_TRACKING_URI "
+                                "or a local store in this directory)"),
     context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens (default: "
                                                   "what the server reports, OPTO_CONTEXT_WINDOW, or 4096 for the "
                                                   "embedded server); prompts are budgeted to fit it"),
@@ -197,7 +199,8 @@ def demo(
                   + (" (the LLM for text and code, a search for numbers)" if type(optimizer).__name__ == "Hybrid" else ""))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps,
                                    batch_size=batch_size, run_dir=run_dir, on_event=run_display(console),
-                                   recipe=recipe, **_approval_kwargs(approve)))
+                                   recipe=recipe, tracking="mlflow" if mlflow else None,
+                                   **_approval_kwargs(approve)))
     _finish(result, run_dir)
 
 
@@ -212,6 +215,7 @@ def resume(
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="show INFO logs (ours and the frameworks')"),
     fresh: bool = typer.Option(False, "--fresh", help="start the run over in RUN_DIR (its earlier steps are removed)"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="record the run in MLflow (extra `mlflow`)"),
     resume_changed: bool = typer.Option(False, "--resume-changed", help="resume even though the workflow changed "
                                         "since the run started (saved values that no longer fit are dropped)"),
     context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens"),
@@ -256,6 +260,7 @@ def resume(
     optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
     settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_event=run_display(console),
                                     fresh=fresh, resume_changed=resume_changed,
+                                    **({"tracking": "mlflow"} if mlflow else {}),
                                     **({"max_steps": steps} if steps else {}), **_approval_kwargs(approve))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, settings=settings))
     _finish(result, run_dir)

@@ -37,6 +37,7 @@ from opto_core.engine.provider_errors import ProviderUnavailable, provider_summa
 from opto_core.engine import events
 from opto_core.engine.outcome import where_scored
 from opto_core.engine.fingerprint import WorkflowChanged, differences, fingerprint
+from opto_core.engine.tracking import make_tracker
 from opto_core.engine.rundir import RunDir
 from opto_core.kernel.redact import scrub_url
 from opto_core.engine.settings import Settings
@@ -206,7 +207,8 @@ class _Run:
         self.deadline = time.monotonic() + settings.max_seconds if settings.max_seconds is not None else None
         self.halt = threading.Event()  # set by Ctrl-C and the STOP file: provider retries stop waiting
         self.provider_down = ""  # why the last evaluation failed entirely on the model provider
-        self.events = events.Emitter(settings.on_event, _display() if settings.progress else None)
+        self.events = events.Emitter(settings.on_event, _display() if settings.progress else None,
+                                     make_tracker(settings.tracking))
         self.step_now, self.phase = 0, "initial"  # what is being evaluated, for the events
         self.best_on = ""  # where best_score was measured (set at the end)
         self.error_text = ""  # why the run stopped on an error (set at the end)

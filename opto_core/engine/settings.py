@@ -57,6 +57,7 @@ class Settings:
     progress: bool = False
     on_step: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
     on_event: Callable[[Any], None] | None = field(default=None, repr=False)  # typed events: engine/events.py
+    tracking: Any = None                   # "mlflow" (extra `mlflow`) or a tracker object: engine/tracking.py
 
     def __post_init__(self) -> None:
         self.check()
@@ -118,6 +119,8 @@ class Settings:
             config["executor"] = self.executor
         if isinstance(self.code_policy, str):
             config["code_policy"] = self.code_policy
+        if not isinstance(self.tracking, (str, type(None))):
+            config["tracking"] = None  # a tracker object is not stored; its name would be
         return config
 
     @classmethod
