@@ -50,7 +50,7 @@ def _langchain_demo():
     from opto_adapters.langchain.demo import build_demo
     from opto_core.app.cli import _optimizer_for
 
-    target, trainset, feedback = build_demo()
+    target, trainset, feedback, _ = build_demo()
     return target, trainset, feedback, _optimizer_for
 
 

@@ -148,7 +148,7 @@ def changes_of(history: Sequence[dict[str, Any]], start: dict[str, Any], best: d
 def where_scored(valset_size: int | None, trainset_size: int | None) -> str:
     """Which examples the start score (and, with a validation set, every judgement) used."""
     if valset_size:
-        return f"the validation set ({valset_size} examples)"
+        return f"the validation set ({valset_size} held-out examples)"
     return f"the training set ({trainset_size} examples)" if trainset_size else "the training set"
 
 
@@ -166,6 +166,6 @@ def outcome_of(history: Sequence[dict[str, Any]], *, start_score: float | None, 
     if best_on == "on the validation set" and changes:
         reached = [r.get("step") for r in history if r.get("kind") == "step" and r.get("kept")
                    and r.get("eval_score") == best_score]
-        if reached:
-            best_on += f", reached at step {reached[-1]}"
+        if reached:  # the first step that reached it set the best values (a later equal score does not)
+            best_on += f", reached at step {reached[0]}"
     return Outcome(start_score, best_score, scored_on, best_on, changes, stopped, steps, max_steps, error)
