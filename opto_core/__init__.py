@@ -32,7 +32,12 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from opto_core.engine.executors import AsyncioExecutor, Executor, InfrastructureError, ThreadExecutor
+    from opto_core.engine.events import (EvaluationDone, OptimizerCallFinished, OptimizerCallStarted,
+                                         ProviderRetrying, RunEvent, RunFinished, RunStarted, StepDecided, StepStarted)
     from opto_core.engine.executors.ray_cluster import RayExecutor
+    from opto_core.engine.fingerprint import WorkflowChanged
+    from opto_core.engine.progress import RunDisplay
+    from opto_core.engine.provider_errors import ProviderFailure, provider_failure
     from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
     from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunLocked
     from opto_core.engine.settings import Settings
@@ -54,6 +59,7 @@ if TYPE_CHECKING:
     from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
     from opto_core.optimizers.search import Search
     from opto_core.app.report import write_report
+    from opto_core.app.tracking import MlflowTracker
 
 #: public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -91,8 +97,15 @@ _EXPORTS: dict[str, str] = {
     "RunDir": "opto_core.engine.rundir", "RunDirError": "opto_core.engine.rundir",
     "CorruptRun": "opto_core.engine.rundir", "NotARun": "opto_core.engine.rundir",
     "RunLocked": "opto_core.engine.rundir",
+    "WorkflowChanged": "opto_core.engine.fingerprint",
+    "RunDisplay": "opto_core.engine.progress",
+    "ProviderFailure": "opto_core.engine.provider_errors", "provider_failure": "opto_core.engine.provider_errors",
+    **{name: "opto_core.engine.events" for name in (
+        "RunEvent", "RunStarted", "StepStarted", "EvaluationDone", "ProviderRetrying", "OptimizerCallStarted",
+        "OptimizerCallFinished", "StepDecided", "RunFinished")},
     # app
     "write_report": "opto_core.app.report",
+    "MlflowTracker": "opto_core.app.tracking",
 }
 
 __all__ = sorted(_EXPORTS)

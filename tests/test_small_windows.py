@@ -81,14 +81,18 @@ def test_the_same_server_refuses_what_the_old_fixed_reserve_asked_for():
 
 @live
 def test_the_langchain_demo_fits_the_embedded_model_at_n_ctx_2048(tmp_path):
-    from typer.testing import CliRunner
-
-    from opto_core.app import cli
+    """In a process of its own, as a user runs it: the embedded server starts with n_ctx 2048."""
+    import subprocess
+    import sys
+    from pathlib import Path
 
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "langchain", "--context-window", "2048",
-                                          "--steps", "1", "--run-dir", str(run_dir)])
-    assert result.exit_code == 0, result.output
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OPTO_MODEL", "OPTO_CONTEXT"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-m", "opto_core.app.cli", "demo", "--workflow", "langchain",
+                           "--context-window", "2048", "--steps", "1", "--run-dir", str(run_dir)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     step = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()][1]
     budget, usage = step["proposal"]["budget"], step["proposal"]["usage"]
     assert budget["window"] == 2048 and budget["counted"] == "exact"  # the embedded server's /tokenize

@@ -42,12 +42,20 @@ def _client(base_url: str | None, model: str | None, context_window: int | None 
     return OpenAIChat(base_url=base_url, model=model, context_window=context_window)
 
 
+#: The render budget against the embedded model (the optimizer's default is 8,000): the variables,
+#: constraints and feedback always stay whole, so this shortens only the context around them, and keeps a
+#: demo step near 30 s on an idle 2-core machine instead of over a minute.
+EMBEDDED_TOKEN_BUDGET = 1200
+
+
 def _optimizer_for(target: Any, llm: Any, answer_tokens: int | None = None, name: str | None = None) -> Any:
     """OptoPrime, or `Hybrid` when the workflow has bounded numeric parameters that a search can tune."""
     from opto_core.optimizers.opro import OPRO
     from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
 
-    kwargs = {"max_answer_tokens": answer_tokens} if answer_tokens else {}
+    kwargs: dict[str, Any] = {"max_answer_tokens": answer_tokens} if answer_tokens else {}
+    if getattr(llm, "local", False):  # the embedded model reads ~67 tokens/s on 2 cores: short prompts
+        kwargs["token_budget"] = EMBEDDED_TOKEN_BUDGET
     classes: dict[str, Any] = {"OPRO": OPRO, "OptoPrimeNoTrace": OptoPrimeNoTrace, "OptoPrime": OptoPrime}
     if name is None or name == "Hybrid":
         numeric = [p for p in target.parameters() if p.trainable and (p.kind == "choice" or (
