@@ -10,7 +10,8 @@ import contracts in CI):
 - `llm`: the client for any OpenAI-compatible endpoint, usage and cost, the embedded local model.
 - `optimizers`: OptoPrime, Hybrid, Search and the baselines.
 - `engine`: the loop, settings, the target protocol, executors, the run directory, approval.
-- `gateway`: programs without an adapter, through their model traffic or their traces.
+- `gateway`: programs without an adapter, through their model traffic or their traces (the recording
+  proxy `Gateway`, `GatewayTarget`; OpenTelemetry in and out, also at ``opto_core.otel``).
 - `app`: the ``opto`` command, demos, reports and drawings; `testing`: test doubles that fake only
   the model.
 
@@ -31,17 +32,33 @@ _moved.install()
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from opto_core.engine.executors import AsyncioExecutor, Executor, InfrastructureError, ThreadExecutor
-    from opto_core.engine.events import (EvaluationDone, OptimizerCallFinished, OptimizerCallStarted,
-                                         ProviderRetrying, RunEvent, RunFinished, RunStarted, StepDecided, StepStarted)
+    from opto_core.app.report import write_report
+    from opto_core.app.tracking import MlflowTracker
+    from opto_core.engine.events import (
+        EvaluationDone,
+        OptimizerCallFinished,
+        OptimizerCallStarted,
+        ProviderRetrying,
+        RunEvent,
+        RunFinished,
+        RunStarted,
+        StepDecided,
+        StepStarted,
+    )
+    from opto_core.engine.executors import AsyncioExecutor, Executor, FeedbackError, InfrastructureError, ThreadExecutor
     from opto_core.engine.executors.ray_cluster import RayExecutor
     from opto_core.engine.fingerprint import WorkflowChanged
+    from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
     from opto_core.engine.progress import RunDisplay
     from opto_core.engine.provider_errors import ProviderFailure, provider_failure
-    from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
     from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunLocked
     from opto_core.engine.settings import Settings
     from opto_core.engine.target import BoundTarget, FunctionTarget, Target
+    from opto_core.gateway.offline import optimize_offline
+    from opto_core.gateway.otel import load_spans, to_spans
+    from opto_core.gateway.parameters import TrafficParameters
+    from opto_core.gateway.proxy import Gateway
+    from opto_core.gateway.target import GatewayTarget
     from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
     from opto_core.kernel.binding import Binding, BoundParameters, WriteError
     from opto_core.kernel.code_policy import CodePolicy
@@ -53,13 +70,12 @@ if TYPE_CHECKING:
     from opto_core.kernel.values import load_values, save_values
     from opto_core.llm.client import ContextWindowExceeded, LLMError, OpenAIChat
     from opto_core.llm.usage import ChatResult, Usage
-    from opto_core.optimizers.base import Optimizer, Proposal
     from opto_core.optimizers.hybrid import Hybrid
+    from opto_core.optimizers.llm_optimizer import LLMOptimizer
     from opto_core.optimizers.opro import OPRO
     from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
+    from opto_core.optimizers.protocol import Optimizer, Proposal
     from opto_core.optimizers.search import Search
-    from opto_core.app.report import write_report
-    from opto_core.app.tracking import MlflowTracker
 
 #: public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -81,7 +97,8 @@ _EXPORTS: dict[str, str] = {
     "ContextWindowExceeded": "opto_core.llm.client",
     "ChatResult": "opto_core.llm.usage", "Usage": "opto_core.llm.usage",
     # optimizers
-    "Optimizer": "opto_core.optimizers.base", "Proposal": "opto_core.optimizers.base",
+    "Optimizer": "opto_core.optimizers.protocol", "Proposal": "opto_core.optimizers.protocol",
+    "LLMOptimizer": "opto_core.optimizers.llm_optimizer",
     "OptoPrime": "opto_core.optimizers.optoprime", "OptoPrimeNoTrace": "opto_core.optimizers.optoprime",
     "Hybrid": "opto_core.optimizers.hybrid", "Search": "opto_core.optimizers.search",
     "OPRO": "opto_core.optimizers.opro",
@@ -93,6 +110,7 @@ _EXPORTS: dict[str, str] = {
     "FunctionTarget": "opto_core.engine.target",
     "Executor": "opto_core.engine.executors", "ThreadExecutor": "opto_core.engine.executors",
     "AsyncioExecutor": "opto_core.engine.executors", "InfrastructureError": "opto_core.engine.executors",
+    "FeedbackError": "opto_core.engine.executors",
     "RayExecutor": "opto_core.engine.executors.ray_cluster",
     "RunDir": "opto_core.engine.rundir", "RunDirError": "opto_core.engine.rundir",
     "CorruptRun": "opto_core.engine.rundir", "NotARun": "opto_core.engine.rundir",
@@ -100,9 +118,11 @@ _EXPORTS: dict[str, str] = {
     "WorkflowChanged": "opto_core.engine.fingerprint",
     "RunDisplay": "opto_core.engine.progress",
     "ProviderFailure": "opto_core.engine.provider_errors", "provider_failure": "opto_core.engine.provider_errors",
-    **{name: "opto_core.engine.events" for name in (
-        "RunEvent", "RunStarted", "StepStarted", "EvaluationDone", "ProviderRetrying", "OptimizerCallStarted",
-        "OptimizerCallFinished", "StepDecided", "RunFinished")},
+    **dict.fromkeys(("RunEvent", "RunStarted", "StepStarted", "EvaluationDone", "ProviderRetrying", "OptimizerCallStarted", "OptimizerCallFinished", "StepDecided", "RunFinished"), "opto_core.engine.events"),
+    # gateway
+    "Gateway": "opto_core.gateway.proxy", "GatewayTarget": "opto_core.gateway.target",
+    "TrafficParameters": "opto_core.gateway.parameters", "load_spans": "opto_core.gateway.otel",
+    "to_spans": "opto_core.gateway.otel", "optimize_offline": "opto_core.gateway.offline",
     # app
     "write_report": "opto_core.app.report",
     "MlflowTracker": "opto_core.app.tracking",

@@ -7,8 +7,20 @@ import threading
 import pytest
 
 from opto_core.kernel import provenance
-from opto_core.kernel.provenance import (CONTAINS, IDENTITY, KEY, MIN_TEXT, VALUE, Match, ProvenanceIndex, TaggedFloat,
-                                  TaggedInt, TaggedStr, tagged_node, untag)
+from opto_core.kernel.provenance import (
+    CONTAINS,
+    IDENTITY,
+    KEY,
+    MIN_TEXT,
+    VALUE,
+    Match,
+    ProvenanceIndex,
+    TaggedFloat,
+    TaggedInt,
+    TaggedStr,
+    tagged_node,
+    untag,
+)
 
 
 class Message:
@@ -169,7 +181,7 @@ def test_concurrent_registration_and_lookup_are_safe():
                 value = index.tag(f"text {worker}-{i}", f"{worker}-{i}")
                 assert index.node_of(value) == f"{worker}-{i}"
                 index.find_all(f"prefix text {worker}-{i} suffix")
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]

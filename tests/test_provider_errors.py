@@ -6,6 +6,7 @@ and 200; the workflow calls it through the real ``openai`` client (and LangChain
 
 from __future__ import annotations
 
+import builtins
 import json
 import threading
 from collections import Counter
@@ -94,7 +95,8 @@ def test_wrapped_errors_are_found_through_chains_groups_retry_errors_and_agentch
     except RuntimeError as exc:
         chained = exc
     assert provider_failure(chained).retry_after == 1.5
-    group = ExceptionGroup("team", [ValueError("x"), _status_error(openai.InternalServerError, 502)])
+    group_type = getattr(builtins, "ExceptionGroup", None) or __import__("exceptiongroup").ExceptionGroup  # 3.10
+    group = group_type("team", [ValueError("x"), _status_error(openai.InternalServerError, 502)])
     assert provider_failure(group).status == 502
     future = tenacity.Future(1)
     future.set_exception(_status_error(openai.InternalServerError, 500))

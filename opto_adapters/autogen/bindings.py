@@ -10,6 +10,7 @@ from autogen_core.tools import FunctionTool
 
 from opto_core.engine.executors import InfrastructureError
 from opto_core.kernel.binding import Binding
+
 if TYPE_CHECKING:
     from opto_adapters.autogen.parameters import AgentParameters
 from opto_core.kernel.code import (
@@ -75,7 +76,7 @@ class ToolSlot:
 
 
 class SystemMessageBinding(Binding):
-    def __init__(self, owner: "AgentParameters", name: str) -> None:
+    def __init__(self, owner: AgentParameters, name: str) -> None:
         self.owner, self.name = owner, name
 
     def read(self) -> str:
@@ -102,7 +103,7 @@ class SystemMessageBinding(Binding):
 
 
 class ToolCodeBinding(Binding):
-    def __init__(self, owner: "AgentParameters", slot: ToolSlot) -> None:
+    def __init__(self, owner: AgentParameters, slot: ToolSlot) -> None:
         self.owner, self.slot = owner, slot
 
     def read(self) -> str:
@@ -129,7 +130,7 @@ class ToolCodeBinding(Binding):
 
 
 class ToolDescriptionBinding(ToolCodeBinding):
-    def __init__(self, owner: "AgentParameters", slot: ToolSlot, name: str) -> None:
+    def __init__(self, owner: AgentParameters, slot: ToolSlot, name: str) -> None:
         super().__init__(owner, slot)
         self.name = name
 
@@ -153,7 +154,7 @@ class ToolDescriptionBinding(ToolCodeBinding):
 class TemperatureBinding(Binding):
     """Per agent: an override the agent's recording client sends (and saves); unset = the client's own."""
 
-    def __init__(self, owner: "AgentParameters", name: str) -> None:
+    def __init__(self, owner: AgentParameters, name: str) -> None:
         self.owner, self.name = owner, name
 
     def read(self) -> float:

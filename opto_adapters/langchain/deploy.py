@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from opto_core.kernel.values import apply_saved
-
 from opto_adapters.langchain.target import ChainTarget, bound_parameters
+from opto_core.kernel.values import apply_saved
 
 
 def apply_values(obj: Any, values_or_path: Any) -> dict[str, Any]:

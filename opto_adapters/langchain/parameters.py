@@ -109,8 +109,8 @@ class Group:
         return {"prompt": ("prompt",), "model": ("chat_model", "llm"), "tool": ("tool",), "variable": ()}[self.kind]
 
 
-_GROUPS: "weakref.WeakValueDictionary[str, Group]" = weakref.WeakValueDictionary()
-_BY_OBJECT: "weakref.WeakValueDictionary[Any, Group]" = weakref.WeakValueDictionary()  # id(obj) or a variable's home
+_GROUPS: weakref.WeakValueDictionary[str, Group] = weakref.WeakValueDictionary()
+_BY_OBJECT: weakref.WeakValueDictionary[Any, Group] = weakref.WeakValueDictionary()  # id(obj) or a variable's home
 _LOCK = threading.RLock()
 _COUNTER = itertools.count(1)
 
@@ -270,7 +270,7 @@ def _prompt_group(prompt: BasePromptTemplate, base: str) -> Group | None:
             role = _ROLES.get(type(message).__name__) or str(getattr(message, "role", "message"))
             roles[role] = roles.get(role, 0) + 1
             entries.append((role, roles[role], index, message, inner))
-        for role, k, index, message, inner in entries:
+        for role, k, _index, message, inner in entries:
             suffix = role if k == 1 else f"{role}_{k}"
             name = f"{base}.{suffix}"
             binding = TemplateBinding(inner, owner=prompt, message=message)

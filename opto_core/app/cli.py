@@ -1,4 +1,4 @@
-"""The ``opto`` command: ``demo``, ``resume``, ``report`` and ``graph``.
+"""The ``opto`` command: ``demo``, ``resume``, ``report``, ``graph``, ``gateway`` and ``import``.
 
 Exit codes: 0 when the run ended as planned (steps, budget, target score, STOP file), 1 when it
 stopped on an error (API failure, timeout, too many failed runs, invalid values: the reason is
@@ -8,10 +8,11 @@ printed), 2 for a usage error (a directory that is not a run, a locked run, an u
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -129,7 +130,7 @@ def _run(call: Any) -> Any:
         return call()
     except (RunDirError, ImportError) as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 def _approver(approve: bool) -> Any:
@@ -148,14 +149,14 @@ def _approval_kwargs(approve: bool) -> dict[str, Any]:
 
 @app.command()
 def demo(
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, "
+    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, "
                                                       "else the embedded local model)"),
-    model: Optional[str] = typer.Option(None, help="model name (default: OPTO_MODEL or the server's)"),
+    model: str | None = typer.Option(None, help="model name (default: OPTO_MODEL or the server's)"),
     steps: int = typer.Option(2, help="optimization steps"),
     run_dir: str = typer.Option("runs/demo", help="where checkpoints, history and the report go"),
     workflow: str = typer.Option("auto", help="auto | python | langchain | dspy | autogen"),
     batch_size: int = typer.Option(2, help="examples per step"),
-    answer_tokens: Optional[int] = typer.Option(None, help="most tokens the optimizer may answer with (default: "
+    answer_tokens: int | None = typer.Option(None, help="most tokens the optimizer may answer with (default: "
                                                 "sized per step from its parameters, see docs/optimizing.md)"),
     fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run (only a "
                                           "directory holding an opto run is ever deleted)"),
@@ -163,10 +164,10 @@ def demo(
     verbose: bool = typer.Option(False, "-v", "--verbose", help="show INFO logs (ours and the frameworks')"),
     mlflow: bool = typer.Option(False, "--mlflow", help="record the run in MLflow (extra `mlflow`; MLFLOW_TRACKING_URI "
                                 "or a local store in this directory)"),
-    context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens (default: "
+    context_window: int | None = typer.Option(None, help="the model's context window in tokens (default: "
                                                   "what the server reports, OPTO_CONTEXT_WINDOW, or 4096 for the "
                                                   "embedded server); prompts are budgeted to fit it"),
-    local_model: Optional[str] = typer.Option(None, help="serve this GGUF file through the embedded server "
+    local_model: str | None = typer.Option(None, help="serve this GGUF file through the embedded server "
                                                "(default: OPTO_LOCAL_MODEL, else the packaged SmolLM2-135M)"),
 ) -> None:
     """Optimize a small example workflow end to end and write its report.
@@ -183,7 +184,7 @@ def demo(
         name = choose_demo(workflow)
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     recipe = recipe_of(name)
     try:
         if fresh:
@@ -192,7 +193,7 @@ def demo(
             raise RunDirError(f"{run_dir} exists and holds no opto run; choose another --run-dir")
     except RunDirError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     target, trainset, feedback_fn, valset = load_recipe(recipe)
     llm = _client(base_url, model, context_window, local_model)
     where = llm.base_url or "the embedded local model (started on first use)"
@@ -215,10 +216,10 @@ def demo(
 @app.command()
 def resume(
     run_dir: str = typer.Argument(..., help="a run directory written by `opto demo` or by optimize(recipe=...)"),
-    steps: Optional[int] = typer.Option(None, help="total steps (default: the run's own setting)"),
-    base_url: Optional[str] = typer.Option(None, help="override the endpoint the run used"),
-    model: Optional[str] = typer.Option(None, help="override the model the run used"),
-    recipe: Optional[str] = typer.Option(None, help="module:function that rebuilds the workflow, for a run "
+    steps: int | None = typer.Option(None, help="total steps (default: the run's own setting)"),
+    base_url: str | None = typer.Option(None, help="override the endpoint the run used"),
+    model: str | None = typer.Option(None, help="override the model the run used"),
+    recipe: str | None = typer.Option(None, help="module:function that rebuilds the workflow, for a run "
                                                     "not started from a registered demo (its code is imported)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="show INFO logs (ours and the frameworks')"),
@@ -226,8 +227,8 @@ def resume(
     mlflow: bool = typer.Option(False, "--mlflow", help="record the run in MLflow (extra `mlflow`)"),
     resume_changed: bool = typer.Option(False, "--resume-changed", help="resume even though the workflow changed "
                                         "since the run started (saved values that no longer fit are dropped)"),
-    context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens"),
-    local_model: Optional[str] = typer.Option(None, help="serve this GGUF file through the embedded server"),
+    context_window: int | None = typer.Option(None, help="the model's context window in tokens"),
+    local_model: str | None = typer.Option(None, help="serve this GGUF file through the embedded server"),
 ) -> None:
     """Continue an interrupted run from its last finished step (with the settings it was started with)."""
     from opto_core.app.demo import is_registered_recipe, load_recipe
@@ -241,7 +242,7 @@ def resume(
         config = store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists() else {}
     except RunDirError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if not config:
         console.print(f"[red]{escape(run_dir)} holds no run (config.json is missing)[/red]")
         raise typer.Exit(2)
@@ -263,7 +264,7 @@ def resume(
         target, trainset, feedback_fn, valset = load_recipe(recipe)
     except (ValueError, ImportError, AttributeError) as exc:
         console.print(f"[red]cannot build the workflow from {escape(recipe)}: {escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     llm = _client(base_url or config.get("base_url"), model or config.get("model"), context_window, local_model)
     optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
     settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_event=run_display(console),
@@ -277,7 +278,7 @@ def resume(
 @app.command()
 def report(
     run_dir: str = typer.Argument(..., help="a run directory"),
-    out: Optional[str] = typer.Option(None, help="where to write the HTML (default: RUN_DIR/report.html)"),
+    out: str | None = typer.Option(None, help="where to write the HTML (default: RUN_DIR/report.html)"),
 ) -> None:
     """Write a self-contained HTML report of a run."""
     from opto_core.app.report import ReportError, write_report
@@ -286,26 +287,113 @@ def report(
         path = write_report(run_dir, out)
     except (ReportError, OSError) as exc:
         console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     console.print(f"report: {path}")
 
 
 @app.command()
 def graph(
     graph_json: str = typer.Argument(..., help="an OPTO graph JSON file"),
-    out_dir: Optional[str] = typer.Option(None, help="where to write GRAPH.html and GRAPH.dot"),
+    out_dir: str | None = typer.Option(None, help="where to write GRAPH.html and GRAPH.dot"),
 ) -> None:
     """Draw one graph as an HTML page (inline SVG, Mermaid source) and a Graphviz DOT file."""
-    from opto_core.kernel.graph import GraphError
     from opto_core.app.report import ReportError, write_graph_files
+    from opto_core.kernel.graph import GraphError
 
     try:
         paths = write_graph_files(graph_json, out_dir)
     except (ReportError, GraphError, OSError) as exc:
         console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     for path in paths:
         console.print(str(path))
+
+
+@app.command()
+def gateway(
+    upstream: str = typer.Option(..., help="the real endpoint's base URL, e.g. https://api.openai.com/v1 (its key: "
+                                           "OPTO_UPSTREAM_API_KEY, else the program's own Authorization is passed on)"),
+    port: int = typer.Option(8411, help="port to listen on (0: any free port)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (loopback unless you mean otherwise)"),
+    values: str | None = typer.Option(None, help="an opto-values/1 file to serve: its prompts and settings "
+                                                    "rewrite matching requests"),
+    record: str | None = typer.Option(None, help="directory to record every run into (one JSONL file per run)"),
+    run_gap: float = typer.Option(10.0, help="seconds of silence from a client that end its run"),
+) -> None:
+    """Serve a recording, rewriting OpenAI-compatible proxy (point programs at it with OPENAI_BASE_URL)."""
+    from opto_core.gateway.proxy import Gateway
+    from opto_core.kernel.redact import install_log_filter, scrub_url
+    from opto_core.kernel.values import ValuesFileError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    install_log_filter()
+    try:
+        proxy = Gateway(upstream, host=host, port=port, values=values, record_dir=record, run_gap=run_gap)
+    except (ValueError, KeyError, ValuesFileError, OSError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    rules = proxy.parameters.parameters()
+    console.print(f"[bold]opto gateway[/bold] -> {escape(scrub_url(proxy.upstream) or '')}"
+                  f" (upstream key: {'OPTO_UPSTREAM_API_KEY' if proxy.holds_key else 'the program passes its own'})")
+    if rules:
+        console.print(f"serving {len(rules)} values from {escape(values or '')}: "
+                      + ", ".join(escape(p.name) for p in rules))
+    if record:
+        console.print(f"recording runs into {escape(record)}")
+    try:
+        proxy.bind()
+    except OSError as exc:
+        console.print(f"[red]cannot listen on {escape(host)}:{port}: {escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"programs: OPENAI_BASE_URL={escape(proxy.base_url)}  (Ctrl-C stops)")
+    proxy.serve_forever()
+
+
+@app.command("import")
+def import_traces(
+    traces: str = typer.Argument(..., help="OpenTelemetry spans as OTLP JSON (or JSON lines of OTLP documents)"),
+    out: str | None = typer.Option(None, help="directory to write one OPTO graph JSON per trace into"),
+    feedback_attribute: str | None = typer.Option(None, help="span attribute holding each trace's score or "
+                                                                "feedback text (e.g. eval.score)"),
+    min_runs: int = typer.Option(2, help="a system prompt must appear in this many traces to become a parameter"),
+    optimize: bool = typer.Option(False, "--optimize", help="propose new values from the traces' feedback with "
+                                                              "one OptoPrime step (nothing is re-run or deployed)"),
+    values_out: str = typer.Option("offline.values.json", help="where --optimize writes the values (and a .diff)"),
+    base_url: str | None = typer.Option(None, help="the optimizer's endpoint (default: OPENAI_BASE_URL, else "
+                                                      "the embedded local model)"),
+    model: str | None = typer.Option(None, help="the optimizer's model"),
+) -> None:
+    """Read OpenTelemetry traces (GenAI conventions, OpenInference) into OPTO graphs; optionally optimize offline."""
+    from opto_core.gateway.offline import optimize_offline
+    from opto_core.gateway.otel import load_spans
+
+    try:
+        loaded = load_spans(traces, feedback_attribute=feedback_attribute, min_runs=min_runs)
+    except (ValueError, TypeError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    calls = sum(g.meta.get("llm_calls", 0) for g in loaded)
+    console.print(f"{len(loaded)} traces, {calls} LLM calls; {loaded.ignored} spans of other kinds ignored"
+                  + (f"; skipped: {dict(loaded.skipped)}" if loaded.skipped else ""))
+    for parameter in loaded.parameters.parameters():
+        console.print(f"parameter [bold]{escape(parameter.name)}[/bold] = {escape(str(parameter.value)[:200])}")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for k, graph_ in enumerate(loaded):
+            (Path(out) / f"trace_{k:04d}.json").write_text(graph_.to_json(indent=1), encoding="utf-8")
+        console.print(f"graphs: {escape(out)} (draw one with: opto graph {escape(out)}/trace_0000.json)")
+    if optimize:
+        from opto_core.optimizers.optoprime import OptoPrime
+
+        try:
+            result = optimize_offline(loaded, None, OptoPrime(loaded.parameters.parameters(), _client(base_url, model)),
+                                      values_path=values_out)
+        except ValueError as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(1) from None
+        console.print(escape(result.diff) or "no value changed")
+        console.print(f"values: {result.values_path} (serve with: opto gateway --upstream URL --values "
+                      f"{result.values_path}); diff: {result.diff_path}")
 
 
 def main() -> None:

@@ -131,10 +131,12 @@ class MlflowTracker:
                                 if k not in ("parameters", "fingerprint", "max_steps") and v is not None
                                 and not isinstance(v, dict)})
         self._metrics({"final/best_score": result.best_score, "final/start_score": result.initial_score}, None)
-        self.client.set_tag(self.run_id, "opto.stopped", result.stopped_reason)
+        run_id = self.run_id
+        assert run_id is not None
+        self.client.set_tag(run_id, "opto.stopped", result.stopped_reason)
         if result.best_score_on:
-            self.client.set_tag(self.run_id, "opto.best_score_on", result.best_score_on)
-        self.client.set_tag(self.run_id, "opto.framework", str(result.meta.get("framework", "")))
+            self.client.set_tag(run_id, "opto.best_score_on", result.best_score_on)
+        self.client.set_tag(run_id, "opto.framework", str(result.meta.get("framework", "")))
         self.mlflow.log_text(result.summary() + "\n", "summary.txt")
         with tempfile.TemporaryDirectory(prefix="opto-mlflow-") as scratch:
             values = Path(scratch) / "best_values.opto.json"
@@ -150,6 +152,7 @@ class MlflowTracker:
     def _report(self, scratch: Path) -> None:
         from opto_core.app.report import write_report
 
+        assert self.run_dir is not None
         try:
             path = write_report(self.run_dir, scratch / "report.html")
         except Exception as exc:  # the run's artifacts matter more than its drawing

@@ -158,7 +158,7 @@ class Emitter:
                             type(exc).__name__, exc)
 
     @contextmanager
-    def evaluation(self, make: Callable[[int, int, int], RunEvent], total: int) -> Iterator["_Counter"]:
+    def evaluation(self, make: Callable[[int, int, int], RunEvent], total: int) -> Iterator[_Counter]:
         """Within the block, each run the executor reports finished emits ``make(done, total, failed)``;
         ``counter.finish(evaluations)`` emits what an executor that reports nothing left out."""
         counter = _Counter(self, make, total)

@@ -72,7 +72,7 @@ def _what_changed(entry: dict[str, Any], parameter: Any) -> str:
 
 
 def differences(stored: dict[str, Any], parameters: Sequence[Any],
-                saved_values: Iterable[dict[str, Any]] = ()) -> list[str]:
+                saved_values: Iterable[dict[str, Any] | None] = ()) -> list[str]:
     """What differs between the run's fingerprint and ``parameters`` now, in words ([] when nothing).
 
     ``saved_values`` are value maps the run itself produced (its checkpoint's current and best

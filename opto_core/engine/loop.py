@@ -28,21 +28,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
-from opto_core.kernel.code_policy import apply_policy
-from opto_core.engine.executors import (Evaluation, FeedbackError, InfrastructureError, ThreadExecutor, error_kind,  # noqa: F401
-                        make_executor)
-from opto_core.optimizers.base import Optimizer, Proposal
-from opto_core.engine.provider_errors import ProviderUnavailable, provider_summary, retry_provider_failures
 from opto_core.engine import events
-from opto_core.engine.outcome import where_scored
+from opto_core.engine.executors import (
+    Evaluation,
+    ThreadExecutor,
+    make_executor,
+)
 from opto_core.engine.fingerprint import WorkflowChanged, differences, fingerprint
-from opto_core.engine.tracking import make_tracker
+from opto_core.engine.outcome import where_scored
+from opto_core.engine.provider_errors import ProviderUnavailable, provider_summary, retry_provider_failures
 from opto_core.engine.rundir import RunDir
-from opto_core.kernel.redact import scrub_url
 from opto_core.engine.settings import Settings
 from opto_core.engine.target import Target
+from opto_core.engine.tracking import make_tracker
+from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
+from opto_core.kernel.code_policy import apply_policy
+from opto_core.kernel.redact import scrub_url
 from opto_core.llm.usage import Usage
+from opto_core.optimizers.protocol import HasMemory, Optimizer, Proposal, describe
 
 log = logging.getLogger("opto")
 
@@ -136,7 +139,7 @@ class _Interrupt:
         self._previous: Any = None
         self._on_request = on_request
 
-    def __enter__(self) -> "_Interrupt":
+    def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.getsignal(signal.SIGINT)
             signal.signal(signal.SIGINT, self._handle)
@@ -190,7 +193,11 @@ class _Run:
             raise ValueError("the target has no trainable parameter")
         apply_policy(parameters, settings.code_policy)  # every code value is checked statically before it runs
         if settings.memory_size is not None:
-            optimizer.memory_size = settings.memory_size
+            if isinstance(optimizer, HasMemory):
+                optimizer.resize_memory(settings.memory_size)
+            else:
+                log.warning("memory_size=%s is ignored: %s has no memory of past steps (leave memory_size unset "
+                            "for it)", settings.memory_size, type(optimizer).__name__)
         optimizer.set_parameters(parameters)
         self.store = RunDir(settings.run_dir) if settings.run_dir else None
         self.usage = Usage()
@@ -198,7 +205,7 @@ class _Run:
         self.errors = 0
         self.evaluations = 0
         self.infrastructure_reported: set[str] = set()
-        self.backward_kwargs = {"follow": tuple(settings.follow)} if settings.follow else {}
+        self.backward_kwargs: dict[str, Any] = {"follow": tuple(settings.follow)} if settings.follow else {}
         self.initial_score: float | None = None
         self.current_score: float | None = None
         self.best_score: float | None = None
@@ -251,9 +258,9 @@ class _Run:
 
     def _start(self) -> None:
         if self.store:
-            self.store.write_config({**self.settings.to_config(), "optimizer": type(self.optimizer).__name__,
-                                     "model": getattr(self.optimizer._llm, "model", None),
-                                     "base_url": scrub_url(str(getattr(self.optimizer._llm, "base_url", "") or "")) or None,
+            described = describe(self.optimizer)
+            self.store.write_config({**self.settings.to_config(), **described,
+                                     "base_url": scrub_url(described["base_url"] or "") or None,
                                      "parameters": [p.spec() for p in self.target.parameters()],
                                      "fingerprint": fingerprint(self.target.parameters()),
                                      "trainset_size": len(self.trainset), "valset_size": len(self.valset or [])})
@@ -486,8 +493,9 @@ class _Run:
         proposal = self._propose(step, instances)
         record["proposal"] = proposal.to_dict()
         changes = {k: v for k, v in proposal.accepted.items() if values_before.get(k) != v}
-        if changes and self.settings.approve is not None:
-            changes = self._approve(values_before, changes, record)
+        approve = self.settings.approve
+        if changes and approve is not None:
+            changes = self._approve(approve, values_before, changes, record)
         if not changes:
             return unchanged("the optimizer proposed no change" if not proposal.accepted or proposal.terminated
                              else "nothing to apply")
@@ -522,21 +530,17 @@ class _Run:
         return record
 
     def _propose(self, step: int, instances: list[ProblemInstance]) -> Proposal:
-        retry = self.optimizer.retry_invalid
         calls = self.settings.max_llm_calls
-        if calls is not None and calls - self.usage.calls < 2:
-            self.optimizer.retry_invalid = False  # one call left: a retry would break the budget
+        max_calls = None if calls is None else max(1, calls - self.usage.calls)  # 1: no retry, or the budget breaks
         self.events.emit(events.OptimizerCallStarted(step, self.usage.to_dict(), self.best_score))
         asked = time.monotonic()
         try:
-            proposal = self.optimizer.step(instances)
+            proposal = self.optimizer.step(instances, max_calls=max_calls)
         except Exception as exc:  # the LLM is down, out of quota, ...: stop cleanly, resume later
             self.events.emit(events.OptimizerCallFinished(step, self.usage.to_dict(), self.best_score,
                                                           seconds=time.monotonic() - asked,
                                                           error=f"{type(exc).__name__}: {exc}"))
             raise OptimizerFailed(f"step {step}: the optimizer failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            self.optimizer.retry_invalid = retry
         self.usage.merge(proposal.usage)
         call = Usage.from_dict(proposal.usage) if proposal.usage else Usage()
         self.events.emit(events.OptimizerCallFinished(step, self.usage.to_dict(), self.best_score,
@@ -544,11 +548,12 @@ class _Run:
                                                       call_cost_usd=call.cost_usd))
         return proposal
 
-    def _approve(self, values_before: dict[str, Any], changes: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    def _approve(self, approve: Callable[..., Any], values_before: dict[str, Any], changes: dict[str, Any],
+                 record: dict[str, Any]) -> dict[str, Any]:
         from opto_core.engine.approval import review
 
         by_name = {p.name: p for p in self.target.parameters()}
-        approved, decisions = review(self.settings.approve, values_before, changes,
+        approved, decisions = review(approve, values_before, changes,
                                      kinds={name: by_name[name].kind for name in changes})
         checked: dict[str, Any] = {}
         for name, value in approved.items():
@@ -605,7 +610,7 @@ class _Run:
         self.provider_down = self._retry_provider_failures(evaluations, run)
         self.errors += sum(e.failed for e in evaluations)
         if self.settings.reuse_evaluations and not any(e.error_kind == "infrastructure" for e in evaluations):
-            self._cache[(*key, _key(values))] = evaluations
+            self._cache[key + (_key(values),)] = evaluations
             while len(self._cache) > 4:
                 self._cache.pop(next(iter(self._cache)))
         return evaluations

@@ -22,9 +22,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from opto_core.engine.events import (
+    EvaluationDone,
+    OptimizerCallFinished,
+    OptimizerCallStarted,
+    ProviderRetrying,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+    StepDecided,
+    StepStarted,
+)
 from opto_core.engine.outcome import _value, describe_new
-from opto_core.engine.events import (EvaluationDone, OptimizerCallFinished, OptimizerCallStarted, ProviderRetrying,
-                                     RunEvent, RunFinished, RunStarted, StepDecided, StepStarted)
 
 __all__ = ["RunDisplay", "step_lines"]
 

@@ -180,7 +180,8 @@ def provider_failure(exc: BaseException | None) -> ProviderFailure | None:
     for the workflow's own reasons."""
     if not isinstance(exc, BaseException):
         return None
-    queue, seen = [exc], set()
+    queue: list[BaseException] = [exc]
+    seen: set[int] = set()
     while queue and len(seen) < 16:
         current = queue.pop(0)
         if id(current) in seen:

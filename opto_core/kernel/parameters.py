@@ -13,7 +13,7 @@ import ast
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, TypeVar
 
 from opto_core.kernel.code import CodeShapeError, FunctionShape, parse_function
 from opto_core.kernel.code_policy import CodePolicy
@@ -29,6 +29,9 @@ DEFAULT_MAX_LENGTH = 20_000
 
 
 Check = Callable[[Any], Any]
+
+
+_Number = TypeVar("_Number", int, float)
 
 
 @dataclass(eq=False)
@@ -125,7 +128,7 @@ class Parameter:
         spec["constraint"] = self.constraint()
         return spec
 
-    def copy(self, **changes: Any) -> "Parameter":
+    def copy(self, **changes: Any) -> Parameter:
         """A new parameter with ``changes``; a code parameter keeps its original (the policy's baseline)."""
         values = {key: getattr(self, key) for key in
                   ("name", "kind", "value", "trainable", "description", "lower", "upper", "choices",
@@ -179,7 +182,7 @@ class Parameter:
             raise self._fail(f"expected a finite {self.kind}, got {value}")
         return value
 
-    def _bounded(self, value: Any) -> Any:
+    def _bounded(self, value: _Number) -> _Number:
         if self.lower is not None and value < self.lower:
             raise self._fail(f"{value} is below the lower bound {self.lower}")
         if self.upper is not None and value > self.upper:
@@ -195,7 +198,7 @@ class Parameter:
             if not number.is_integer():
                 raise self._fail(f"expected an int, got {number} (not a whole number)")
             number = int(number)
-        return self._bounded(number)
+        return self._bounded(int(number))
 
     def _validate_choice(self, value: Any) -> Any:
         choices = self.choices or []

@@ -147,7 +147,8 @@ class ProvenanceIndex:
         Pass the returned value on (instead of ``value``) so that the next step finds its producer
         by identity. ``bool`` and ``None`` cannot be tagged and come back unchanged.
         """
-        kind = _TAGGED.get(type(value)) or _TAGGED.get(_PLAIN.get(type(value)))  # type: ignore[arg-type]
+        plain = _PLAIN.get(type(value), type(value))
+        kind = _TAGGED.get(plain)
         if kind is None or self.match_text:  # without text rules a tag is all a primitive needs
             self.register(value, node_id, depth=depth)
         if kind is None or isinstance(value, bool):
@@ -217,7 +218,7 @@ class ProvenanceIndex:
                 depth: int = 1) -> str | None:
         """The node id of `find`, or ``None``."""
         if getattr(value, "_opto_run", None) == self.token:  # a tag of ours: nothing beats it
-            return value._opto_node
+            return str(value._opto_node)
         if text is None and not keys and type(value) in _PLAIN_NUMBERS:  # never matched: skip the lock
             return None
         if value is None and text is None:  # framework ids only: dict reads (atomic), no lock

@@ -28,6 +28,7 @@ def _headers(source: Any) -> Any:
     """The response headers behind ``source`` (an exception, a response, or headers), or None."""
     if isinstance(source, Mapping):
         return source
+    candidates: tuple[Any, ...]
     if isinstance(source, BaseException):
         candidates = (getattr(getattr(source, "response", None), "headers", None), getattr(source, "headers", None),
                       getattr(source, "litellm_response_headers", None))

@@ -15,10 +15,10 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must not fetch its price list
 
-import dspy  # noqa: E402
+import dspy
 
-from opto_adapters.dspy import OptoTeleprompter  # noqa: E402
-from opto_core.testing import ScriptedLLM, ScriptedServer, http_error  # noqa: E402
+from opto_adapters.dspy import OptoTeleprompter
+from opto_core.testing import ScriptedLLM, ScriptedServer, http_error
 
 pytest.importorskip("litellm")
 

@@ -100,7 +100,8 @@ class AG2Parameters:
             if role == ROLE_SYSTEM:
                 checks[name] = (owner, lambda r, v=value: (r["messages"][0].get("content") == v))
             elif role.startswith(ROLE_SETTING):
-                checks[name] = (owner, lambda r, k=role[len(ROLE_SETTING):], v=value: r.get(k) == v)
+                setting = role[len(ROLE_SETTING):]
+                checks[name] = (owner, lambda r, k=setting, v=value: r.get(k) == v)
             elif role.startswith(ROLE_TOOL_DESCRIPTION):
                 tool = role[len(ROLE_TOOL_DESCRIPTION):]
                 checks[name] = (owner, lambda r, t=tool, v=value: any(

@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
-from opto_core.kernel.feedback import Feedback
-from opto_core.kernel.graph import META_USAGE, Graph
 from opto_core.engine.events import run_listener
 from opto_core.engine.provider_errors import provider_failure
+from opto_core.kernel.feedback import Feedback
+from opto_core.kernel.graph import META_USAGE, Graph
 
 log = logging.getLogger("opto")
 
@@ -116,7 +116,7 @@ class PortableError(Exception):
         return (PortableError, (self.args[0], self.type_names, self.provider_failure))
 
     @classmethod
-    def of(cls, exc: BaseException) -> "PortableError":
+    def of(cls, exc: BaseException) -> PortableError:
         names: list[str] = []
         current: BaseException | None = exc
         while current is not None and len(names) < 64:  # the chain's class names, for error_kind
@@ -226,6 +226,9 @@ class Executor(Protocol):
     def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
                  failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]: ...
 
+    def cancel(self) -> None:
+        """Stop the runs in flight (Ctrl-C, a STOP file): each one not finished becomes a cancelled run."""
+
     def close(self) -> None: ...
 
 
@@ -258,7 +261,7 @@ class _Batch:
     def fail(self, position: int, what: str, exc: BaseException, seconds: float = 0.0) -> None:
         self.score(position, *failed_run(what, exc), seconds)
 
-    def collect(self, timeout: float | None, cancel: Callable[[], None]) -> list[Evaluation]:
+    def collect(self, timeout: float | None, cancel: Callable[[], object]) -> list[Evaluation]:
         """Wait for every run; with ``timeout``, a run that started longer ago fails (and is abandoned)."""
         remaining = set(range(len(self.examples)))
         checked = time.perf_counter()
