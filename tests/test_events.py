@@ -7,36 +7,20 @@ import json
 import logging
 
 import pytest
+from executor_scenarios import TRAIN, VAL, scale_target
+from executor_scenarios import scale_feedback as feedback
 from rich.console import Console
 
-from opto_core import Feedback, Parameter
 from opto_core.engine import events
 from opto_core.engine.loop import optimize
 from opto_core.engine.progress import RunDisplay, step_lines
-from opto_core.engine.target import FunctionTarget
-from opto_core.kernel.trace import op
 from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.testing import ScriptedLLM
 
 
-@op
-def scale(x, k):
-    """Multiply x by k."""
-    return x * k
-
-
-TRAIN = [{"x": float(i)} for i in range(1, 5)]
-VAL = [{"x": 10.0}, {"x": 20.0}]
-
-
-def feedback(example, output):
-    want = 3 * example["x"]
-    return Feedback(-abs(output - want), f"expected {want}, got {output}")
-
-
 def make():
-    k = Parameter("k", "float", 1.0, lower=-100, upper=100)
-    return FunctionTarget(lambda x: scale(x, k), [k]), k
+    target = scale_target()
+    return target, target.parameters()[0]
 
 
 def say(k):
@@ -53,13 +37,14 @@ def test_events_arrive_in_order_with_counts_usage_and_the_decision(executor):
     kinds = [type(e).__name__ for e in seen]
     assert kinds[0] == "RunStarted" and kinds[-1] == "RunFinished" and seen[-1].result is result
     initial = [e for e in seen if isinstance(e, events.EvaluationDone) and e.step == 0]
-    assert [(e.done, e.total, e.which) for e in initial] == [(1, 2, "initial"), (2, 2, "initial")]
+    assert [(e.done, e.total, e.which) for e in initial] == [(1, 3, "initial"), (2, 3, "initial"),
+                                                             (3, 3, "initial")]
     first = kinds.index("StepStarted")
     step_one = kinds[first:kinds.index("StepDecided") + 1]
     assert step_one == ["StepStarted", "EvaluationDone", "EvaluationDone", "OptimizerCallStarted",
-                        "OptimizerCallFinished", "EvaluationDone", "EvaluationDone", "StepDecided"]
+                        "OptimizerCallFinished", "EvaluationDone", "EvaluationDone", "EvaluationDone", "StepDecided"]
     checks = [e for e in seen if isinstance(e, events.EvaluationDone) and e.step == 1 and e.which == "check"]
-    assert [e.done for e in checks] == [1, 2] and checks[-1].total == 2
+    assert [e.done for e in checks] == [1, 2, 3] and checks[-1].total == 3
     finished = next(e for e in seen if isinstance(e, events.OptimizerCallFinished))
     assert finished.call_tokens > 0 and finished.tokens == finished.call_tokens and finished.seconds >= 0
     decided = [e for e in seen if isinstance(e, events.StepDecided)]

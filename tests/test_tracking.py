@@ -11,31 +11,15 @@ import os
 import sys
 
 import pytest
+from executor_scenarios import TRAIN, VAL, scale_target
+from executor_scenarios import scale_feedback as feedback
 
-from opto_core import Feedback, Parameter
 from opto_core.engine.loop import optimize
-from opto_core.engine.target import FunctionTarget
-from opto_core.kernel.trace import op
 from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.testing import ScriptedLLM
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
-
-
-@op
-def scale(x, k):
-    """Multiply x by k."""
-    return x * k
-
-
-TRAIN = [{"x": float(i)} for i in range(1, 5)]
-VAL = [{"x": 10.0}, {"x": 20.0}]
-
-
-def feedback(example, output):
-    want = 3 * example["x"]
-    return Feedback(-abs(output - want), f"expected {want}, got {output}")
 
 
 def say(k):
@@ -58,8 +42,7 @@ def _only_run(client):
 
 
 def test_an_mlflow_run_holds_every_step_and_the_artifacts(tmp_path, file_store):
-    k = Parameter("k", "float", 1.0, lower=-100, upper=100)
-    target = FunctionTarget(lambda x: scale(x, k), [k])
+    target = scale_target()
     llm = ScriptedLLM([say(2.0), say(5.0), say(3.0)], cost_per_call=0.001)
     result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), llm), valset=VAL, max_steps=3,
                       batch_size=2, run_dir=str(tmp_path / "run"), tracking="mlflow")
@@ -69,7 +52,7 @@ def test_an_mlflow_run_holds_every_step_and_the_artifacts(tmp_path, file_store):
     best = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "score/best"), key=lambda m: m.step)]
     kept = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "step/kept"))
     assert kept == [(1, 1.0), (2, 0.0), (3, 1.0)]  # 2 closer, 5 worse (rolled back), 3 exact
-    assert best[0] == result.initial_score == -30.0 and best[-1] == result.best_score == 0.0
+    assert best[0] == result.initial_score == -40.0 and best[-1] == result.best_score == 0.0
     tokens = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "optimizer/tokens"))
     assert [s for s, _ in tokens] == [1, 2, 3] and tokens[-1][1] == result.usage["prompt_tokens"] + \
         result.usage["completion_tokens"]
@@ -112,8 +95,7 @@ def test_a_dspy_compile_passes_tracking_through(tmp_path, file_store):
 
 
 def test_inside_an_active_mlflow_run_the_optimization_is_a_nested_run(tmp_path, file_store):
-    k = Parameter("k", "float", 1.0, lower=-100, upper=100)
-    target = FunctionTarget(lambda x: scale(x, k), [k])
+    target = scale_target()
     with mlflow.start_run(run_name="my experiment") as parent:
         optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), ScriptedLLM([say(3.0)])), max_steps=1,
                  batch_size=2, tracking="mlflow")
@@ -126,8 +108,7 @@ def test_inside_an_active_mlflow_run_the_optimization_is_a_nested_run(tmp_path, 
 
 def test_without_the_extra_the_error_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if mlflow were not installed
-    k = Parameter("k", "float", 1.0, lower=-100, upper=100)
-    target = FunctionTarget(lambda x: scale(x, k), [k])
+    target = scale_target()
     with pytest.raises(ImportError, match=r"pip install 'opto-adapters\[mlflow\]'"):
         optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), ScriptedLLM([])), tracking="mlflow")
     with pytest.raises(ValueError, match="unknown tracking 'wandb'; known: mlflow"):
