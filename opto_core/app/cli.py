@@ -44,8 +44,8 @@ def _client(base_url: str | None, model: str | None, context_window: int | None 
 
 
 #: The render budget against the embedded model (the optimizer's default is 8,000): the variables,
-#: constraints and feedback always stay whole, so this shortens only the context around them, and keeps a
-#: demo step near 30 s on an idle 2-core machine instead of over a minute.
+#: constraints and feedback always stay whole, so this shortens only the context around them. With the
+#: validation retry off, a demo step is one call of about 1,500 tokens, about 30 s on an idle 2-core machine.
 EMBEDDED_TOKEN_BUDGET = 1200
 
 
@@ -55,8 +55,9 @@ def _optimizer_for(target: Any, llm: Any, answer_tokens: int | None = None, name
     from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
 
     kwargs: dict[str, Any] = {"max_answer_tokens": answer_tokens} if answer_tokens else {}
-    if getattr(llm, "local", False):  # the embedded model reads ~67 tokens/s on 2 cores: short prompts
-        kwargs["token_budget"] = EMBEDDED_TOKEN_BUDGET
+    if getattr(llm, "local", False):  # the embedded model reads ~67 tokens/s on 2 cores: short prompts, and no
+        kwargs["token_budget"] = EMBEDDED_TOKEN_BUDGET  # second call to re-ask an answer it rarely fixes
+        kwargs["retry_invalid"] = False
     classes: dict[str, Any] = {"OPRO": OPRO, "OptoPrimeNoTrace": OptoPrimeNoTrace, "OptoPrime": OptoPrime}
     if name is None or name == "Hybrid":
         numeric = [p for p in target.parameters() if p.trainable and (p.kind == "choice" or (
