@@ -210,7 +210,7 @@ def _suggest(prompt):
     return json.dumps({"reasoning": "try another prompt", "suggestion": {"prompt": prompt}})
 
 
-@pytest.mark.parametrize("executor", ["threads", "asyncio", "ray"])
+@pytest.mark.parametrize("executor", ["threads", "asyncio", "ray", "process"])
 def test_500_then_429_with_retry_after_then_200_is_retried_and_judged_on_real_answers(executor, monkeypatch):
     if executor == "ray":
         pytest.importorskip("ray")
@@ -225,8 +225,10 @@ def test_500_then_429_with_retry_after_then_200_is_retried_and_judged_on_real_an
     with ScriptedServer([provider], repeat_last=True) as server:
         target = ShoutTarget(server.base_url)
         llm = ScriptedLLM([_suggest("Answer in upper case, always.")])
+        isolation = {"isolation": "process"} if executor == "process" else {"isolation": "none"}
         result = optimize(target, QUESTIONS[:2], shout_feedback, OptoPrime(target.parameters(), llm),
-                          valset=QUESTIONS[2:], max_steps=1, batch_size=2, executor=executor, concurrency=2)
+                          valset=QUESTIONS[2:], max_steps=1, batch_size=2, concurrency=2,
+                          executor="threads" if executor == "process" else executor, **isolation)
     assert result.stopped_reason == "max_steps" and not result.failed
     assert result.initial_score == 1.0  # every run was retried until it got its answer: nothing judged on a 500
     initial, step = result.history

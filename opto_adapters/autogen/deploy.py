@@ -7,11 +7,11 @@ from typing import Any
 from opto_adapters.autogen.agent import (
     FRAMEWORK,
 )
-from opto_adapters.autogen.target import bound_of
+from opto_adapters.autogen.parameters import bound_parameters
 from opto_core.kernel.values import apply_saved
 
 
 def apply_values(obj: Any, values_or_path: Any) -> dict[str, Any]:
     """Write saved values (an ``opto-values/1`` file, its document, or a dict) into a freshly built
     agent or team; returns what was applied. Unknown names fail before anything is written."""
-    return apply_saved(bound_of(obj), values_or_path, framework=FRAMEWORK)
+    return apply_saved(bound_parameters(obj), values_or_path, framework=FRAMEWORK)

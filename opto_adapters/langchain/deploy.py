@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opto_adapters.langchain.target import ChainTarget, bound_parameters
+from opto_adapters.langchain.parameters import FRAMEWORK, bound_parameters
 from opto_core.kernel.values import apply_saved
 
 
@@ -24,5 +24,4 @@ def apply_values(obj: Any, values_or_path: Any) -> dict[str, Any]:
     values by name. An unknown name is an error listing the known ones and nothing is written; a
     file saved from another framework is refused, naming both.
     """
-    bound = obj.bound if isinstance(obj, ChainTarget) else bound_parameters(obj)
-    return apply_saved(bound, values_or_path, framework=ChainTarget.framework)
+    return apply_saved(bound_parameters(obj), values_or_path, framework=FRAMEWORK)

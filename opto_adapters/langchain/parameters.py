@@ -49,6 +49,7 @@ from opto_adapters.langchain.bindings import (
     tool_entry_name,
 )
 from opto_adapters.langchain.prompts_in_code import agent_prompt_cell, prompt_variables
+from opto_core.engine.target import BoundTarget
 from opto_core.kernel.binding import Binding, BoundParameters, UnknownParameters, select
 from opto_core.kernel.code import (
     SourceUnavailable,
@@ -56,6 +57,9 @@ from opto_core.kernel.code import (
     keeps_signature_bindings,
 )
 from opto_core.kernel.parameters import InvalidValue, Parameter
+
+#: The framework's distribution name, in graphs and values files (files from before say "langchain").
+FRAMEWORK = "langchain-core"
 
 TAG_KEY = "opto_param_id"
 
@@ -506,8 +510,12 @@ def bound_parameters(runnable: Any, parameters: Sequence[Parameter] | None = Non
     """The runnable's parameters with their bindings (found by `parameters_of` unless given).
 
     Found parameters are copies, so that freezing some for this target leaves other targets over
-    the same objects alone; parameters you pass are used as they are.
+    the same objects alone; parameters you pass are used as they are. A `ChainTarget` gives its own.
     """
+    if isinstance(runnable, BoundTarget):
+        if include is not None or exclude is not None:
+            runnable.bound.freeze_except(select(runnable.bound.names(), include, exclude))
+        return runnable.bound
     if parameters is None:
         found, inspected = all_parameters(runnable)
         if not found:

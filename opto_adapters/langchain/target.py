@@ -15,6 +15,7 @@ from uuid import uuid4
 import langchain_core
 
 from opto_adapters.langchain.parameters import (
+    FRAMEWORK,
     NoParametersFound,
     bound_parameters,
     function_docs,
@@ -44,7 +45,7 @@ class ChainTarget(BoundTarget):
     - ``config``: extra `RunnableConfig` for every run (tags, metadata, ``configurable``...).
     """
 
-    framework = "langchain"
+    framework = FRAMEWORK
     framework_version = langchain_core.__version__
 
     def __init__(self, runnable: Any, parameters: Sequence[Parameter] | None = None, *,

@@ -121,6 +121,9 @@ def _one(exc: BaseException) -> ProviderFailure | None:
         return carried
     names, status = _names(exc), _status(exc)
     text = _text(exc)
+    if status is None and names & (_RATE_LIMIT_NAMES | _OVERLOADED_NAMES | _SERVER_NAMES):
+        found = _STATUS_TEXT.search(text)  # an exception rebuilt from its text (a worker process's)
+        status = int(found.group(1)) if found else None
     lowered = text.lower()
     message = text.strip()[:300]
     if names & _CONNECTION_NAMES and "APIConnectionError" in names and exc.__cause__ is not None \

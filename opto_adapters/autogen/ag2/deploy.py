@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opto_adapters.autogen.ag2.parameters import (
-    discover,
-)
+from opto_adapters.autogen.ag2.parameters import bound_parameters
 from opto_adapters.autogen.ag2.target import FRAMEWORK
 from opto_core.kernel.values import apply_saved
 
@@ -17,4 +15,4 @@ def apply_values(agents_or_groupchat: Any, values_or_path: Any) -> dict[str, Any
     Every value is validated and every name checked before anything is written; a failing write
     restores the earlier ones.
     """
-    return apply_saved(discover(agents_or_groupchat).bound, values_or_path, framework=FRAMEWORK)
+    return apply_saved(bound_parameters(agents_or_groupchat), values_or_path, framework=FRAMEWORK)
