@@ -94,8 +94,8 @@ def _is_json(value: Any, depth: int = 0) -> bool:
 def describe_exception(exc: BaseException) -> dict[str, Any]:
     """An exception as data: its type, message and whose failure it is (decided here, where its causes live),
     with the provider failure behind it (status, Retry-After) when the model provider failed."""
-    data = {"type": type(exc).__qualname__, "module": type(exc).__module__, "message": str(exc)[:20000],
-            "kind": error_kind(exc)}
+    data: dict[str, Any] = {"type": type(exc).__qualname__, "module": type(exc).__module__,
+                            "message": str(exc)[:20000], "kind": error_kind(exc)}
     failure = provider_failure(exc)
     if failure is not None:
         data["provider"] = dataclasses.asdict(failure)
