@@ -1,9 +1,10 @@
-"""Optimize a LangChain chain in place: one OptoPrime step fixes a tool's code, the prompt and the temperature.
+"""Optimize a LangChain chain in place: one OptoPrime step fixes a tool's code, the prompt and max_tokens.
 
 The chain (opto_adapters/langchain/demo.py) is a cashier: a ChatPromptTemplate, a chat model with
-the tool `compute_total` bound, and a small agent loop. The tool has a planted bug (10 % off is
-read as a factor of 10), the prompt does not ask for the answer format, and the temperature is so
-high that the model rounds. The chat model is a deterministic stand-in so that this runs offline.
+the tool `compute_total` bound, and a small agent loop. The tool has a planted bug (the discount
+comes off the first item only), the prompt does not ask for the answer format, and max_tokens is
+so small that every answer is cut off. The chat model is a deterministic stand-in so that this
+runs offline. Steps are judged on held-out examples.
 
 The optimizer's LLM is scripted here, so the run is reproducible: its answer is the one a capable
 model gives for this trace. Pass --base-url/--model (or set OPENAI_BASE_URL / OPENAI_API_KEY) to ask
@@ -41,17 +42,18 @@ def main() -> None:
             print(f"  {node.id} <- {parents}")
 
     # 2. Optimization: a target over the same kind of chain, the shared loop, OptoPrime.
-    target, trainset, feedback = build_demo()
+    target, trainset, feedback, valset = build_demo()
     if args.base_url:
         from opto_core import OpenAIChat
 
         llm = OpenAIChat(base_url=args.base_url, model=args.model)
     else:
         llm = ScriptedLLM([scripted_fix()])
-    result = optimize(target, trainset, feedback, OptoPrime(target.parameters(), llm), max_steps=1, batch_size=3)
+    result = optimize(target, trainset, feedback, OptoPrime(target.parameters(), llm), valset, max_steps=1,
+                      batch_size=3)
     step = result.history[1]
-    print(f"\nscore before: {result.initial_score:.2f}, after one step: {result.best_score:.2f} "
-          f"(kept: {step['kept']})")
+    print(f"\nscore on the held-out examples before: {result.initial_score:.2f}, after one step: "
+          f"{result.best_score:.2f} (kept: {step['kept']})")
     print("changed in one step: " + ", ".join(sorted(step["proposal"]["accepted"])))
     for name, reason in step["proposal"]["rejected"].items():
         print(f"rejected {name}: {reason}")
@@ -59,7 +61,7 @@ def main() -> None:
         output, _ = target.run(example)
         print(f"  {example['question']!r} -> {output!r}")
     values = {p.name: p.value for p in target.parameters()}
-    print(f"\nprompt.system: {values['prompt.system']}\nmodel.temperature: {values['model.temperature']}")
+    print(f"\nprompt.system: {values['prompt.system']}\nmodel.max_tokens: {values['model.max_tokens']}")
     print("tools.compute_total.code:\n" + values["tools.compute_total.code"])
 
 

@@ -33,7 +33,19 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from opto_core.app.report import write_report
+    from opto_core.app.tracking import MlflowTracker
     from opto_core.engine.coverage import Coverage, CoverageError, coverage
+    from opto_core.engine.events import (
+        EvaluationDone,
+        OptimizerCallFinished,
+        OptimizerCallStarted,
+        ProviderRetrying,
+        RunEvent,
+        RunFinished,
+        RunStarted,
+        StepDecided,
+        StepStarted,
+    )
     from opto_core.engine.executors import (
         AsyncioExecutor,
         Executor,
@@ -45,8 +57,11 @@ if TYPE_CHECKING:
     from opto_core.engine.executors.process import ProcessExecutor, WorkerLost
     from opto_core.engine.executors.ray_cluster import RayExecutor
     from opto_core.engine.executors.transfer import register_output_type
+    from opto_core.engine.fingerprint import WorkflowChanged
     from opto_core.engine.guard import WroteAroundOptimizer
     from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
+    from opto_core.engine.progress import RunDisplay
+    from opto_core.engine.provider_errors import ProviderFailure, provider_failure
     from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunDirUnwritable, RunLocked
     from opto_core.engine.sandbox import Sandbox, SandboxUnavailable
     from opto_core.engine.settings import SettingError, Settings
@@ -125,12 +140,17 @@ _EXPORTS: dict[str, str] = {
     "RunDir": "opto_core.engine.rundir", "RunDirError": "opto_core.engine.rundir",
     "CorruptRun": "opto_core.engine.rundir", "NotARun": "opto_core.engine.rundir",
     "RunLocked": "opto_core.engine.rundir", "RunDirUnwritable": "opto_core.engine.rundir",
+    "WorkflowChanged": "opto_core.engine.fingerprint",
+    "RunDisplay": "opto_core.engine.progress",
+    "ProviderFailure": "opto_core.engine.provider_errors", "provider_failure": "opto_core.engine.provider_errors",
+    **dict.fromkeys(("RunEvent", "RunStarted", "StepStarted", "EvaluationDone", "ProviderRetrying", "OptimizerCallStarted", "OptimizerCallFinished", "StepDecided", "RunFinished"), "opto_core.engine.events"),
     # gateway
     "Gateway": "opto_core.gateway.proxy", "GatewayTarget": "opto_core.gateway.target",
     "TrafficParameters": "opto_core.gateway.parameters", "load_spans": "opto_core.gateway.otel",
     "to_spans": "opto_core.gateway.otel", "optimize_offline": "opto_core.gateway.offline",
     # app
     "write_report": "opto_core.app.report",
+    "MlflowTracker": "opto_core.app.tracking",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -88,8 +88,9 @@ def test_loop_overhead_counts_every_call(capsys):
     assert [r["num_threads"] for r in rows] == [1, 2]
     assert [r["table"] for r in printed] == ["machine", "loop_overhead", "loop_overhead"]
     for row in rows:
-        # initial evaluation + (batch, re-evaluation after the accepted change) per step
-        assert row["examples"] == row["worker_calls"] == 3 * 4
+        # initial evaluation + (batch, re-evaluation after the accepted change) per step, and the training
+        # set re-scored with the best values at the end (there is no validation set)
+        assert row["examples"] == row["worker_calls"] == 3 * 4 + 4
         assert row["optimizer_calls"] == row["steps"] == 1 and row["proposals_accepted"] == 1
         assert row["examples_per_s"] > 0 and row["raw_client_per_s"] > 0 and row["step_s"] > 0
 
@@ -98,4 +99,4 @@ def test_loop_overhead_with_the_server_in_a_child_process():
     rows = loop_overhead.main(["--threads", "2", "--steps", "1", "--batch", "2", "--latency", "0.005",
                                "--server-process", "--json"])
     (row,) = rows
-    assert row["server"] == "child process" and row["worker_calls"] == row["examples"] == 6
+    assert row["server"] == "child process" and row["worker_calls"] == row["examples"] == 6 + 2  # + the re-score

@@ -72,8 +72,8 @@ def test_demo_tunes_numbers_by_search_and_says_so(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "3", "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "optimizer: Hybrid" in result.output
-    assert "invoice.discount_rate := " in result.output and "(proposed by the search part)" in result.output
-    assert "invoice.parse_price.code := " in result.output and "(proposed by the LLM)" in result.output
+    assert "invoice.discount_rate: 0.5 -> " in result.output and "(by the search part)" in result.output
+    assert "invoice.parse_price.code: new code, 3 lines (by the LLM)" in result.output
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     rates = {h["proposal"]["accepted"].get("invoice.discount_rate") for h in history[1:]} - {None}
     assert rates and rates != {0.5}

@@ -68,6 +68,8 @@ class WindowServer:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
                 body = json.loads(raw) if raw else {}
+                if self.path == "/tokenize":  # a server that cannot count for us: the estimate and its ratio
+                    return self._reply(404, {"error": {"message": "File Not Found"}})
                 if self.path == "/api/show":
                     with fake.lock:
                         fake.requests.append({"path": self.path, "json": body})

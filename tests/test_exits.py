@@ -357,7 +357,7 @@ def test_opto_demo_survives_a_suggestion_that_exits_or_hangs(tmp_path, monkeypat
     result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", str(run_dir),
                                           "--isolation", isolation, "--eval-timeout", "3"])
     assert result.exit_code == 0, result.output
-    assert "step 1" in result.output and "stopped: max_steps" in result.output
+    assert "step 1" in result.output and "reached the step limit (max_steps)" in result.output
     checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
     assert checkpoint["best"]["invoice.parse_price.code"] == parse_price.source  # never kept
     assert json.loads((run_dir / "config.json").read_text())["isolation"] == isolation

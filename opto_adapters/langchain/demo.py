@@ -4,14 +4,22 @@ A cashier chain: a chat prompt, a chat model with a tool bound, and the tool ``c
 called in a small agent loop (a `RunnableLambda`). Three things are wrong at the start, and each
 is visible in the trace:
 
-- the tool has a planted bug: it treats ``discount_percent`` as a fraction (10 means 1000 %);
-- the system prompt does not ask for the format the feedback wants (``Total: $45.00``);
-- the model runs at a high temperature, where it rounds its answer ("About $45").
+- the model's ``max_tokens`` is 4, so every answer is cut off mid-number ("The total is 19");
+- the tool has a planted bug: it takes the discount off the first item only;
+- the system prompt does not ask for the format the feedback wants (``Total: $45.00``).
+
+Each is fixed by a different part of the optimizer: ``max_tokens`` is a bounded number, so the
+search part (`opto_core.Hybrid`'s sampler) tunes it from the scores alone, with no model skill; the
+tool's code and the prompt are the LLM's to rewrite from the trace. Scores are judged on held-out
+examples (the validation set). With ``max_tokens`` fixed, the baskets the bug does not touch (one
+item, or no discount) get the right amount in the wrong format (0.5 each); the prompt and the tool
+fix the rest.
 
 The chat model is a deterministic stand-in (`cashier_reply`, run by `EchoChatModel`): it asks for
-the tool, then phrases the tool's result according to its system prompt and temperature, the way
-a real model would, but predictably, so the demo needs no API key and no download. The optimizer's
-LLM is real in ``opto demo`` and scripted in the tests and the example.
+the tool, then phrases the tool's result according to its system prompt, cut at ``max_tokens`` (a
+token here is a word or a punctuation mark), the way a real model would, but predictably, so the
+demo needs no API key and no download. The optimizer's LLM is real in ``opto demo`` and scripted in
+the tests and the example.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ SYSTEM = "You are a cashier. Use the compute_total tool, then tell the customer 
 def compute_total(prices: list[float], discount_percent: float) -> float:
     """The amount to pay for the items after a discount given in percent (10 means 10 % off)."""
     subtotal = sum(prices)
-    return round(subtotal - subtotal * discount_percent, 2)
+    return round(subtotal - prices[0] * discount_percent / 100, 2)
 
 
 FIXED_COMPUTE_TOTAL = '''def compute_total(prices: list[float], discount_percent: float) -> float:
@@ -45,6 +53,15 @@ FIXED_COMPUTE_TOTAL = '''def compute_total(prices: list[float], discount_percent
 '''
 FIXED_SYSTEM = ("You are a cashier. Use the compute_total tool, then answer with exactly "
                 "'Total: $X.XX' with two decimals.")
+#: The model's answer budget at the start: too small for any answer with an amount.
+START_MAX_TOKENS = 4
+_TOKENS = re.compile(r"\w+|[^\w\s]")
+
+
+def cut(text: str, max_tokens: int) -> str:
+    """``text`` cut after ``max_tokens`` tokens (a word or a punctuation mark each), as a model stops."""
+    tokens = list(_TOKENS.finditer(text))
+    return text if len(tokens) <= max_tokens else text[: tokens[max_tokens - 1].end()] if max_tokens > 0 else ""
 
 
 def cashier_reply(messages: list[BaseMessage], call: dict[str, Any]) -> AIMessage:
@@ -58,17 +75,14 @@ def cashier_reply(messages: list[BaseMessage], call: dict[str, Any]) -> AIMessag
         return AIMessage("", tool_calls=[{"name": "compute_total", "args": args, "id": f"call_{len(messages)}"}])
     value = float(results[-1].content)
     system = next((str(m.content) for m in messages if m.type == "system"), "")
-    if call["temperature"] > 0.3:
-        return AIMessage(f"About ${round(value)}, give or take.")
-    if "two decimals" in system.lower():
-        return AIMessage(f"Total: ${value:.2f}")
-    return AIMessage(f"The total is {value}.")
+    answer = f"Total: ${value:.2f}" if "two decimals" in system.lower() else f"The total is {value:.2f}."
+    return AIMessage(cut(answer, int(call["max_tokens"])))
 
 
 def build_chain() -> tuple[Any, dict[str, Any]]:
     """A fresh cashier chain (new objects: the planted bug and wrong settings are back)."""
     tool = StructuredTool.from_function(compute_total)
-    model = EchoChatModel(model_name="cashier-sim", temperature=0.9, reply=cashier_reply)
+    model = EchoChatModel(model_name="cashier-sim", temperature=0.0, max_tokens=START_MAX_TOKENS, reply=cashier_reply)
     prompt = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", "{question}"),
                                                MessagesPlaceholder("scratchpad", optional=True)])
     llm = model.bind_tools([tool])
@@ -89,9 +103,13 @@ def build_chain() -> tuple[Any, dict[str, Any]]:
     return chain, {"tool": tool, "model": model, "prompt": prompt, "llm": llm}
 
 
-def examples() -> list[dict[str, Any]]:
-    baskets = [([12.5, 37.5], 10), ([20.0], 25), ([9.99, 5.01, 15.0], 0), ([100.0, 50.0], 20),
-               ([3.5, 6.5], 50), ([80.0], 5)]
+#: Training baskets (prices, discount in percent), then the held-out ones the steps are judged on.
+TRAIN_BASKETS = [([12.5, 37.5], 10), ([19.99], 25), ([9.99, 5.02, 15.0], 0), ([100.0, 50.0], 20), ([7.4], 10),
+                 ([3.5, 6.5], 50)]
+HELD_OUT_BASKETS = [([24.99], 20), ([4.25, 3.1], 0), ([15.5, 20.0], 10), ([59.8], 15)]
+
+
+def examples(baskets: list[tuple[list[float], float]] = TRAIN_BASKETS) -> list[dict[str, Any]]:
     out = []
     for prices, discount in baskets:
         question = "Items: " + ", ".join(f"{p:.2f}" for p in prices) + f"; discount {discount}%"
@@ -110,19 +128,19 @@ def feedback(example: dict[str, Any], output: str) -> Feedback:
     return Feedback(0.0, f"Wrong amount: expected {example['expected']!r}, got {output!r}.")
 
 
-def build_demo() -> tuple[ChainTarget, list[Any], Callable[[Any, Any], Any]]:
-    """``(target, trainset, feedback_fn)`` for ``opto demo`` and ``opto resume``."""
+def build_demo() -> tuple[ChainTarget, list[Any], Callable[[Any, Any], Any], list[Any]]:
+    """``(target, trainset, feedback_fn, valset)`` for ``opto demo`` and ``opto resume``."""
     chain, _ = build_chain()
-    target = ChainTarget(chain, exclude=["*.max_tokens", "*.description", "prompt.human"], input_keys=["question"])
-    return target, examples(), feedback
+    target = ChainTarget(chain, exclude=["*.temperature", "*.description", "prompt.human"], input_keys=["question"])
+    return target, examples(), feedback, examples(HELD_OUT_BASKETS)
 
 
 def scripted_fix() -> str:
     """The optimizer answer that fixes all three problems in one step (for tests and the example)."""
     return json.dumps({
-        "reasoning": "compute_total treats discount_percent as a fraction, so 10 % removes 10 times the "
-                     "subtotal; the answers are rounded because the temperature is high; the format is "
-                     "not the one requested, so the system prompt must ask for it.",
+        "reasoning": "compute_total takes the discount off the first item only; every answer stops after 4 "
+                     "tokens, so max_tokens is far too small; the format is not the one requested, so the "
+                     "system prompt must ask for it.",
         "suggestion": {"tools.compute_total.code": FIXED_COMPUTE_TOTAL, "prompt.system": FIXED_SYSTEM,
-                       "model.temperature": 0.0},
+                       "model.max_tokens": 64},
     })

@@ -18,7 +18,9 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
+
+from opto_core.app.progress import configure_logging, run_display
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Optimize AI workflows from their execution traces (OPTO / OptoPrime).")
@@ -42,12 +44,21 @@ def _client(base_url: str | None, model: str | None, context_window: int | None 
     return OpenAIChat(base_url=base_url, model=model, context_window=context_window)
 
 
+#: The render budget against the embedded model (the optimizer's default is 8,000): the variables,
+#: constraints and feedback always stay whole, so this shortens only the context around them. With the
+#: validation retry off, a demo step is one call of about 1,500 tokens, about 30 s on an idle 2-core machine.
+EMBEDDED_TOKEN_BUDGET = 1200
+
+
 def _optimizer_for(target: Any, llm: Any, answer_tokens: int | None = None, name: str | None = None) -> Any:
     """OptoPrime, or `Hybrid` when the workflow has bounded numeric parameters that a search can tune."""
     from opto_core.optimizers.opro import OPRO
     from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
 
     kwargs: dict[str, Any] = {"max_answer_tokens": answer_tokens} if answer_tokens else {}
+    if getattr(llm, "local", False):  # the embedded model reads ~67 tokens/s on 2 cores: short prompts, and no
+        kwargs["token_budget"] = EMBEDDED_TOKEN_BUDGET  # second call to re-ask an answer it rarely fixes
+        kwargs["retry_invalid"] = False
     classes: dict[str, Any] = {"OPRO": OPRO, "OptoPrimeNoTrace": OptoPrimeNoTrace, "OptoPrime": OptoPrime}
     if name is None or name == "Hybrid":
         numeric = [p for p in target.parameters() if p.trainable and (p.kind == "choice" or (
@@ -62,41 +73,18 @@ def _optimizer_for(target: Any, llm: Any, answer_tokens: int | None = None, name
     return classes.get(name or "OptoPrime", OptoPrime)(target.parameters(), llm, **kwargs)
 
 
-def _show_graph(graph: Any, limit: int = 40) -> None:
-    table = Table(title=f"trace of one run ({len(graph)} nodes)", show_lines=False)
-    for column in ("id", "kind", "from", "value"):
-        table.add_column(column, overflow="fold")
+def _show_graph(graph: Any, limit: int = 24) -> None:
+    """One line per node (what it is, what fed it, its value), cut to the terminal's width."""
+    console.print(f"trace of one run ({len(graph)} nodes; the report draws all of it):")
+    width = min(28, max(len(node.id) for node in graph.nodes[:limit])) if len(graph) else 0
     for node in graph.nodes[:limit]:
-        value = node.value if isinstance(node.value, str) else json.dumps(node.value)
-        value = value if len(value) <= 70 else value[:67] + "..."
-        parents = ", ".join(f"{e.arg}={e.id}" if e.arg else e.id for e in node.edges)
-        table.add_row(escape(node.id), node.kind, escape(parents), escape(value))
-    console.print(table)
+        value = node.value if isinstance(node.value, str) else json.dumps(node.value, default=repr)
+        parents = ", ".join(e.id for e in node.edges)
+        line = f"  {node.id:<{width}}  {node.kind:<9} " + (f"<- {parents} " if parents else "") + \
+            "= " + " ".join(value.split())
+        console.print(Text(line), no_wrap=True, overflow="ellipsis", crop=True)
     if len(graph) > limit:
-        console.print(f"... {len(graph) - limit} more nodes")
-
-
-def _show_step(data: dict[str, Any]) -> None:
-    from opto_core.engine.records import StepRecord
-    from opto_core.optimizers.protocol import Proposal
-
-    record = StepRecord.from_dict(data)
-    proposal = record.proposal or Proposal()
-    verdict = "[green]kept[/green]" if record.kept else "[yellow]rolled back / no change[/yellow]"
-    console.rule(f"step {record.step}")
-    console.print(f"batch score {_fmt(record.batch_score)} -> after {_fmt(record.eval_score)}: {verdict}")
-    if record.decision:
-        console.print(f"decision: {escape(record.decision)}")
-    if proposal.reasoning:
-        console.print(f"[bold]reasoning[/bold]: {_shown(proposal.reasoning[:800])}")
-    for name, value in proposal.accepted.items():
-        by = {"search": " (proposed by the search part)",
-              "llm": " (proposed by the LLM)"}.get(proposal.proposed_by.get(name, ""), "")
-        console.print(f"[bold]{escape(name)}[/bold] := {_shown(str(value)[:400])}{by}")
-    for name, reason in proposal.rejected.items():
-        console.print(f"[red]rejected[/red] {_shown(name)}: {_shown(str(reason))}")
-    if proposal.error:
-        console.print(f"[red]{_shown(proposal.error)}[/red]")
+        console.print(f"  ... {len(graph) - limit} more nodes")
 
 
 def _fmt(value: Any) -> str:
@@ -128,19 +116,10 @@ def _finish(result: Any, run_dir: str) -> None:
     console.rule("result")
     if result.error:
         console.print(f"[red]{_shown(result.error)}[/red]")
-    from opto_core.engine.rundir import RunDir
-
-    if RunDir(run_dir).read_config().get("valset_size"):
-        scores = f"validation score {_fmt(result.initial_score)} -> best {_fmt(result.best_score)}"
-    else:  # batches differ from step to step, so their scores do not compare with the first one
-        scores = (f"score on the training set {_fmt(result.initial_score)}; last kept batch {_fmt(result.best_score)} "
-                  f"(no validation set: batch scores do not compare)")
-    console.print(f"stopped: {result.stopped_reason}; {scores}")
+    console.print(_shown(result.summary()), highlight=False, soft_wrap=True)
     console.print(f"optimizer LLM: {result.usage['calls']} calls, "
-                  f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']} tokens, "
-                  f"${result.usage['cost_usd']:.4f}")
-    for name, value in result.best_values.items():
-        console.print(f"[bold]{escape(name)}[/bold] = {_shown(str(value)[:600])}")
+                  f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']:,} tokens, "
+                  f"${result.usage['cost_usd']:.4f}", highlight=False)
     try:
         from opto_core.app.report import write_report
 
@@ -223,10 +202,14 @@ def demo(
     run_dir: str = typer.Option("runs/demo", help="where checkpoints, history and the report go"),
     workflow: str = typer.Option("auto", help="auto | python | langchain | dspy | autogen"),
     batch_size: int = typer.Option(2, help="examples per step"),
-    answer_tokens: int = typer.Option(600, help="most tokens the optimizer may answer with"),
+    answer_tokens: int | None = typer.Option(None, help="most tokens the optimizer may answer with (default: "
+                                                "sized per step from its parameters, see docs/optimizing.md)"),
     fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run (only a "
                                           "directory holding an opto run is ever deleted)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="show INFO logs (ours and the frameworks')"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="record the run in MLflow (extra `mlflow`; MLFLOW_TRACKING_URI "
+                                "or a local store in this directory)"),
     context_window: int | None = typer.Option(None, help="the model's context window in tokens (default: "
                                                   "what the server reports, OPTO_CONTEXT_WINDOW, or 4096 for the "
                                                   "embedded server); prompts are budgeted to fit it"),
@@ -245,10 +228,7 @@ def demo(
     from opto_core.engine.loop import optimize
     from opto_core.engine.rundir import RunDir, RunDirError
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from opto_core.kernel.redact import install_log_filter
-
-    install_log_filter()
+    configure_logging(console, verbose)
     try:
         name = choose_demo(workflow)
     except ValueError as exc:
@@ -269,7 +249,8 @@ def demo(
     console.print(f"[bold]opto demo[/bold]: the {name} workflow; optimizer model "
                   f"{escape(llm.model or '(the server default)')} at {escape(where)}")
     output, graph = target.run(trainset[0])
-    console.print(escape(f"first example: {trainset[0]!r} -> {output!r}"))
+    console.print(Text(" ".join(f"first example: {trainset[0]!r} -> {output!r}".split())), no_wrap=True,
+                  overflow="ellipsis", crop=True)
     _show_graph(graph)
     from opto_core.engine.coverage import Coverage
 
@@ -278,7 +259,8 @@ def demo(
     console.print(f"optimizer: {type(optimizer).__name__}"
                   + (" (the LLM for text and code, a search for numbers)" if type(optimizer).__name__ == "Hybrid" else ""))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps,
-                                   batch_size=batch_size, run_dir=run_dir, on_step=_show_step, recipe=recipe,
+                                   batch_size=batch_size, run_dir=run_dir, on_event=run_display(console),
+                                   recipe=recipe, tracking="mlflow" if mlflow else None,
                                    **_isolation_kwargs(isolation, eval_timeout), **_sandbox_factory(isolation, recipe),
                                    **_approval_kwargs(approve)))
     _finish(result, run_dir)
@@ -293,6 +275,11 @@ def resume(
     recipe: str | None = typer.Option(None, help="module:function that rebuilds the workflow, for a run "
                                                     "not started from a registered demo (its code is imported)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="show INFO logs (ours and the frameworks')"),
+    fresh: bool = typer.Option(False, "--fresh", help="start the run over in RUN_DIR (its earlier steps are removed)"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="record the run in MLflow (extra `mlflow`)"),
+    resume_changed: bool = typer.Option(False, "--resume-changed", help="resume even though the workflow changed "
+                                        "since the run started (saved values that no longer fit are dropped)"),
     context_window: int | None = typer.Option(None, help="the model's context window in tokens"),
     local_model: str | None = typer.Option(None, help="serve this GGUF file through the embedded server"),
     isolation: str | None = typer.Option(None, help=ISOLATION_HELP + " (default: the run's own setting)"),
@@ -303,10 +290,7 @@ def resume(
     from opto_core.engine.loop import optimize
     from opto_core.engine.rundir import RunDir
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from opto_core.kernel.redact import install_log_filter
-
-    install_log_filter()
+    configure_logging(console, verbose)
     store = RunDir(run_dir)
     config = _run(lambda: store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists()
                   else {})
@@ -337,7 +321,9 @@ def resume(
     overrides = _isolation_kwargs(isolation, eval_timeout) if isolation is not None else (
         {"eval_timeout": eval_timeout} if eval_timeout is not None else {})
     overrides.update(_sandbox_factory(overrides.get("isolation", config.get("isolation")), recipe))
-    settings = _run(lambda: _settings_of(config, store, run_dir=run_dir, recipe=recipe, on_step=_show_step,
+    settings = _run(lambda: _settings_of(config, store, run_dir=run_dir, recipe=recipe, on_event=run_display(console),
+                                         fresh=fresh, resume_changed=resume_changed,
+                                         **({"tracking": "mlflow"} if mlflow else {}),
                                          **({"max_steps": steps} if steps else {}), **overrides,
                                          **_approval_kwargs(approve)))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, settings=settings))

@@ -4,7 +4,7 @@
 |---|---|
 | 0 | the run ended as planned: its steps, a budget, the target score, a STOP file, one Ctrl-C |
 | 1 | the run stopped on an error of the run: the optimizer's LLM failed after its retries, too many failed runs (``max_errors``), every run failed outside the workflow (``all_runs_failed``), invalid values, feedback reaches no trainable parameter (``CoverageError``) |
-| 2 | a usage error: a bad option or setting, a directory that holds no run of ours, a run locked by another process, an unknown or broken recipe, a sandbox this machine cannot build, a target that cannot travel to a worker |
+| 2 | a usage error: a bad option or setting, a directory that holds no run of ours, a run locked by another process, an unknown or broken recipe, a missing extra, a sandbox this machine cannot build, a target that cannot travel to a worker |
 | 3 | the run directory is damaged (`CorruptRun`): the message names the file and the way out |
 | 4 | the run directory cannot be written: the disk is full or read-only, or access is denied (nothing saved is lost) |
 | 5 | the feedback function raised, or returned something that is not feedback |
@@ -53,6 +53,8 @@ def exit_code(exc: BaseException) -> int | None:
     if isinstance(exc, FeedbackError):
         return FEEDBACK
     if isinstance(exc, (SettingError, SandboxUnavailable, TargetNotPicklable, SecretInPayload)):
+        return USAGE
+    if isinstance(exc, ImportError):  # an extra the command needs is not installed: the message names it
         return USAGE
     if isinstance(exc, CoverageError):  # stopped before any optimizer call: feedback reaches no parameter
         return RUN_FAILED

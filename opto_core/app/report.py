@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from opto_core.app import drawing
 from opto_core.engine.coverage import Coverage
+from opto_core.engine.outcome import STOP_REASONS, outcome_of
 from opto_core.engine.records import INITIAL, STEP, Checkpoint, StepRecord, finite_number
 from opto_core.engine.rundir import RunDir
 from opto_core.kernel.files import write_text_atomic
@@ -31,16 +32,7 @@ from opto_core.kernel.text import as_text
 from opto_core.llm.usage import Usage
 from opto_core.optimizers.protocol import Proposal
 
-_STOP_REASONS = {
-    "max_steps": "reached the step limit (max_steps)",
-    "max_llm_calls": "optimizer LLM call budget used up (max_llm_calls)",
-    "max_tokens": "optimizer token budget used up (max_tokens)",
-    "max_cost_usd": "optimizer cost budget used up (max_cost_usd)",
-    "target_score": "target score reached",
-    "stop_file": "stopped by a STOP file",
-    "interrupted": "stopped by Ctrl-C",
-    "max_errors": "too many failed runs (max_errors)",
-}
+_STOP_REASONS = STOP_REASONS
 
 
 class ReportError(ValueError):
@@ -482,6 +474,8 @@ section.step{border:1px solid #d0d7de;border-radius:6px;padding:12px 14px;margin
 .param-change{margin:6px 0 10px}
 details summary{cursor:pointer;font-size:13px;margin:6px 0}
 a{color:#0969da}
+pre.outcome{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:10px 14px;font-size:13px;
+white-space:pre-wrap}
 """
 
 
@@ -502,6 +496,7 @@ def render_report(data: RunData) -> str:
     title = f"Optimization report: {data.path.resolve().name}"
     body = [f"<h1>{e(title)}</h1>", f'<p class="sub">{e(data.path.resolve())} · {e(_status(data))}</p>']
     body += [f'<p class="warn">{e(w)}</p>' for w in data.warnings]
+    body.append(f'<pre class="outcome">{e(_outcome_text(data, initial_score, best_score))}</pre>')
     # summary
     cards = [("initial score", _fmt(initial_score)), ("best score", _fmt(best_score)),
              ("steps finished", f"{len(steps)}" + (f" / {config['max_steps']}" if config.get("max_steps") else "")),
@@ -557,6 +552,19 @@ def render_report(data: RunData) -> str:
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{e(title)}</title>'
             f"<style>{REPORT_CSS}{drawing.GRAPH_CSS}</style></head><body><main>\n"
             + "\n".join(body) + "\n</main></body></html>\n")
+
+
+def _outcome_text(data: RunData, initial_score: Any, best_score: Any) -> str:
+    """The result block the ``opto`` command prints: start and best score, where, what changed, why it stopped."""
+    checkpoint, config = data.checkpoint, data.config
+    stopped = checkpoint.status if checkpoint is not None and checkpoint.done else "not finished"
+    outcome = outcome_of([record.to_dict() for record in data.history], start_score=finite_number(initial_score),
+                         best_score=finite_number(best_score), best_values=_best_values(data)[0],
+                         best_on=checkpoint.best_score_on if checkpoint is not None else "",
+                         stopped=stopped, error=checkpoint.error if checkpoint is not None else "",
+                         valset_size=config.get("valset_size"), trainset_size=config.get("trainset_size"),
+                         max_steps=config.get("max_steps"))
+    return outcome.text()
 
 
 def _status(data: RunData) -> str:

@@ -31,17 +31,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from opto_core.engine import events
 from opto_core.engine.coverage import Coverage
 from opto_core.engine.executors import (
     Evaluation,
     ThreadExecutor,
     make_executor,
 )
+from opto_core.engine.fingerprint import WorkflowChanged, differences, fingerprint
 from opto_core.engine.guard import ValueGuard, failed_evaluations, wrote_around_reason
+from opto_core.engine.outcome import where_scored
+from opto_core.engine.provider_errors import ProviderUnavailable, provider_summary, retry_provider_failures
 from opto_core.engine.records import INITIAL, STEP, Checkpoint, StepRecord
 from opto_core.engine.rundir import CorruptRun, RunDir
 from opto_core.engine.settings import Settings
 from opto_core.engine.target import Target
+from opto_core.engine.tracking import make_tracker
 from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
 from opto_core.kernel.bounds import MAX_FEEDBACK_TEXT, bound_text
 from opto_core.kernel.code_policy import apply_policy
@@ -74,6 +79,18 @@ class OptimizationResult:
     error: str = ""
     evaluations: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    #: where ``best_score`` was measured ("on the validation set", "on the training set, re-scored at the
+    #: end with the best values", ...) and where ``initial_score`` was ("the validation set (4 examples)")
+    best_score_on: str = ""
+    scored_on: str = ""
+
+    def summary(self) -> str:
+        """Start score, best score and where it was measured, what changed, and why the run stopped."""
+        from opto_core.engine.outcome import outcome_of
+
+        return outcome_of(self.history, start_score=self.initial_score, best_score=self.best_score,
+                          best_values=self.best_values, best_on=self.best_score_on, stopped=self.stopped_reason,
+                          error=self.error, max_steps=self.meta.get("max_steps")).text()
 
     @property
     def records(self) -> list[StepRecord]:
@@ -94,11 +111,13 @@ class OptimizationResult:
 
 
 #: Stop reasons that mean the run did not end as planned (the CLI exits non-zero on them).
-ERROR_STOPS = ("optimizer_error", "max_errors", "invalid_values", "all_runs_failed")
+ERROR_STOPS = ("optimizer_error", "max_errors", "invalid_values", "all_runs_failed", "provider_error")
 
 
 def mean_score(evaluations: Sequence[Evaluation]) -> float | None:
-    scores = [e.feedback.score for e in evaluations if e.feedback.score is not None]
+    """The mean score of the runs that say something about the workflow (infrastructure failures say nothing)."""
+    scores = [e.feedback.score for e in evaluations if e.feedback.score is not None
+              and e.error_kind != "infrastructure"]
     return sum(scores) / len(scores) if scores else None
 
 
@@ -215,6 +234,14 @@ class _Run:
         self.best_values: dict[str, Any] = {}
         self._cache: dict[tuple[Any, ...], list[Evaluation]] = {}
         self.guard = ValueGuard(target)
+        self.deadline = time.monotonic() + settings.max_seconds if settings.max_seconds is not None else None
+        self.halt = threading.Event()  # set by Ctrl-C and the STOP file: provider retries stop waiting
+        self.provider_down = ""  # why the last evaluation failed entirely on the model provider
+        self.events = events.Emitter(settings.on_event, _display() if settings.progress else None,
+                                     make_tracker(settings.tracking))
+        self.step_now, self.phase = 0, "initial"  # what is being evaluated, for the events
+        self.best_on = ""  # where best_score was measured (set at the end)
+        self.error_text = ""  # why the run stopped on an error (set at the end)
 
     # ----- the run ---------------------------------------------------------------------------------
     def run(self) -> OptimizationResult:
@@ -223,8 +250,14 @@ class _Run:
         opened = False
         stopped, error, last_step = "max_steps", "", 0
         try:
-            checkpoint = self.store.open(resume=True) if self.store else None
+            checkpoint = self.store.open(resume=not self.settings.fresh) if self.store else None
             opened = True
+            if checkpoint is not None:
+                self._check_workflow(checkpoint)
+            self.events.emit(events.RunStarted(
+                int(checkpoint["step"]) if checkpoint else 0, self.usage.to_dict(), checkpoint.get("best_score")
+                if checkpoint else None, max_steps=self.settings.max_steps, resumed=checkpoint is not None,
+                run_dir=self.settings.run_dir, trainset_size=len(self.trainset), valset_size=len(self.valset or [])))
             if checkpoint is not None:
                 last_step = self._resume(checkpoint)
                 if checkpoint.done and last_step >= self.settings.max_steps:
@@ -233,7 +266,11 @@ class _Run:
                                 self.settings.run_dir, last_step, checkpoint.status, last_step)
                     stopped = "already_finished"
             else:
-                self._start()
+                try:
+                    self._start()
+                except ProviderUnavailable as exc:  # nothing was judged: no checkpoint, a rerun starts over
+                    log.error("%s; stopping before the first step. Nothing was kept.", exc)
+                    return self._finish("provider_error", str(exc), 0)
             if stopped != "already_finished":
                 stopped, error, last_step = self._steps(last_step)
             if self._all_runs_failed() and stopped not in ERROR_STOPS:
@@ -250,17 +287,22 @@ class _Run:
             self.store.write_config({**self.settings.to_config(), **described,
                                      "base_url": scrub_url(described["base_url"] or "") or None,
                                      "parameters": [p.spec() for p in self.target.parameters()],
+                                     "fingerprint": fingerprint(self.target.parameters()),
                                      "trainset_size": len(self.trainset), "valset_size": len(self.valset or [])})
         examples = self.valset or self.trainset
+        self.step_now, self.phase = 0, "initial"
         evaluations = self._evaluate(examples, list(range(len(examples))), "val" if self.valset else "train")
+        if self.provider_down:
+            raise ProviderUnavailable(self.provider_down)
         covered = Coverage.of(self.target.parameters(), evaluations, follow=self.settings.follow, target=self.target)
         covered.enforce(require=self.settings.require_coverage)  # one warning, or CoverageError before the optimizer
         self.initial_score = self.current_score = self.best_score = mean_score(evaluations)
         self.best_values = self._values()
         self.optimizer.observe(self.best_values, self.initial_score)
-        record = StepRecord(step=0, kind=INITIAL, values=self.best_values, eval_score=self.initial_score,
-                            best_score=self.best_score, usage=self.usage.snapshot(), evaluations=self.evaluations,
-                            time=time.time(), coverage=covered.to_dict())
+        record = StepRecord(step=0, kind=INITIAL, values=self.best_values,
+                            scored_on=where_scored(len(self.valset or []), len(self.trainset)),
+                            eval_score=self.initial_score, best_score=self.best_score, usage=self.usage.snapshot(),
+                            evaluations=self.evaluations, time=time.time(), coverage=covered.to_dict())
         self._note_failures(record, evaluations)
         if self.store:
             record.graph = self.store.write_graph(0, evaluations[0].graph.to_json())
@@ -276,11 +318,32 @@ class _Run:
                 f"{causes[0] if causes else 'unknown'}); nothing was learned. Fix the cause (an endpoint, a key, the "
                 f"network) and run again: the run directory resumes where it stopped")
 
+    def _check_workflow(self, checkpoint: Checkpoint) -> None:
+        """Refuse to resume a run of a different workflow (`WorkflowChanged`), unless ``resume_changed``."""
+        assert self.store is not None
+        config = self.store.read_config()
+        stored = config.get("fingerprint")
+        if not isinstance(stored, dict):  # a run from before fingerprints: nothing to compare with
+            return
+        parameters = self.target.parameters()
+        changes = differences(stored, parameters, (checkpoint.current, checkpoint.best))
+        if not changes:
+            return
+        if not self.settings.resume_changed:
+            raise WorkflowChanged(str(self.settings.run_dir), changes)
+        log.warning("resuming %s although the workflow changed (resume_changed=True): %s. Saved values of "
+                    "parameters that are gone or no longer valid are dropped.", self.settings.run_dir,
+                    "; ".join(changes))
+        self.store.write_config({**config, "fingerprint": fingerprint(parameters)})
+
     def _resume(self, checkpoint: Checkpoint) -> int:
         assert self.store is not None
+        current, best = checkpoint.current, checkpoint.best
+        if self.settings.resume_changed:  # only what still fits the changed workflow
+            current, best = _fitting(self.target, current or {}), _fitting(self.target, best or {})
         try:  # values a checkpoint holds pass validation (the code policy included) before anything runs
-            current = _validated(self.target, checkpoint.current)
-            _validated(self.target, checkpoint.best)
+            current = _validated(self.target, current)
+            _validated(self.target, best)
         except (ValueError, TypeError) as exc:
             raise CorruptRun(self.store.checkpoint_path, f"holds a value the target refuses: {exc}") from None
         self.target.apply(current)
@@ -290,7 +353,8 @@ class _Run:
         start = checkpoint.step
         self.current_score = checkpoint.current_score
         self.best_score = checkpoint.best_score
-        self.best_values = checkpoint.best
+        self.best_on = checkpoint.best_score_on or ""
+        self.best_values = best
         self.initial_score = checkpoint.initial_score
         self.errors = checkpoint.errors
         self.evaluations = checkpoint.evaluations
@@ -306,15 +370,16 @@ class _Run:
 
     def _steps(self, start: int) -> tuple[str, str, int]:
         settings = self.settings
-        bar = _Progress(settings.progress, settings.max_steps, start)
         step = last_step = start
-        watch = _StopFileWatch(self.store, self.executor) if self.store else None
+        watch = _StopFileWatch(self.store, self) if self.store else None
         try:
-            with _Interrupt(self.executor.cancel) as interrupt:
+            with _Interrupt(self.cancel) as interrupt:
                 while step < settings.max_steps:
                     reason = self._stop_reason(step + 1, interrupt)
                     if reason:
                         return reason, self._all_failed_reason() if reason == "all_runs_failed" else "", last_step
+                    self.events.emit(events.StepStarted(step + 1, self.usage.to_dict(), self.best_score,
+                                                        max_steps=settings.max_steps, runs=self._runs_needed(step + 1)))
                     try:
                         record = self._step(step + 1)
                     except OptimizerFailed as exc:
@@ -333,13 +398,18 @@ class _Run:
                     record.errors_total = self.errors
                     record.evaluations_total = self.evaluations
                     self._record(record, step)
-                    bar.update(step, record, self.best_score, self.usage)
+                    self.events.emit(events.StepDecided(step, self.usage.to_dict(), self.best_score,
+                                                        kept=bool(record.kept), decision=record.decision or "",
+                                                        score=record.eval_score, record=record.to_dict()))
                     if settings.on_step:
                         settings.on_step(record.to_dict())
                     if record.proposal is not None and record.proposal.terminated:
                         log.info("step %d: the optimizer proposed no change", step)
+                    if self.provider_down:  # every run of an evaluation failed on the provider, retries included
+                        log.error("step %d: %s; stopping (the step was rolled back). Everything up to here is "
+                                  "saved; run again to resume.", step, self.provider_down)
+                        return "provider_error", self.provider_down, last_step
         finally:
-            bar.close()
             if watch is not None:
                 watch.stop()
         return "max_steps", "", last_step
@@ -350,6 +420,8 @@ class _Run:
         if reason is None and s.max_evaluations is not None and \
                 self.evaluations + self._runs_needed(next_step) > s.max_evaluations:
             reason = "max_evaluations"
+        if reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
+            reason = "max_seconds"
         if reason is None and s.target_score is not None and self.best_score is not None \
                 and self.best_score >= s.target_score:
             reason = "target_score"
@@ -367,16 +439,51 @@ class _Run:
         final_values = self._values()
         if self.best_values and self.best_values != final_values:
             self.target.apply(_validated(self.target, self.best_values))
-        if self.store:
+        self.best_on = self._rescore(stopped)
+        self.error_text = error
+        if self.store and self.history:  # no checkpoint before step 0 was recorded: a rerun starts over
             self.store.write_checkpoint(self._checkpoint(last_step, stopped, done=True))
         meta = {"framework": getattr(self.target, "framework", "python"),
                 "framework_version": getattr(self.target, "framework_version", ""),
-                "optimizer": type(self.optimizer).__name__}
-        return OptimizationResult(self.best_values, self.best_score, self.initial_score,
-                                  [record.to_dict() for record in self.history],
-                                  self.usage.to_dict(), str(self.store.path) if self.store else None, stopped,
-                                  steps=len(self.history) - 1 if self.history else 0, final_values=final_values,
-                                  error=error, evaluations=self.evaluations, meta=meta)
+                "optimizer": type(self.optimizer).__name__, "max_steps": self.settings.max_steps}
+        result = OptimizationResult(self.best_values, self.best_score, self.initial_score,
+                                    [record.to_dict() for record in self.history],
+                                    self.usage.to_dict(), str(self.store.path) if self.store else None, stopped,
+                                    steps=len(self.history) - 1 if self.history else 0, final_values=final_values,
+                                    error=error, evaluations=self.evaluations, meta=meta, best_score_on=self.best_on,
+                                    scored_on=where_scored(len(self.valset or []), len(self.trainset)))
+        self.events.emit(events.RunFinished(last_step, self.usage.to_dict(), self.best_score, result=result))
+        return result
+
+    def _rescore(self, stopped: str) -> str:
+        """Where ``best_score`` was measured, as the result says it. Without a validation set, batch
+        scores do not compare with the start score (the whole training set): the best values are
+        re-scored on the whole training set, unless the run stopped on an error or a request, or the
+        budget or deadline leaves no room (then the score stays the last kept batch's, and says so)."""
+        if stopped == "already_finished":
+            return self.best_on or ""
+        if self.valset is not None:
+            return "on the validation set"
+        start = self.history[0].get("values") if self.history else None
+        if not self.history or self.best_values == start:
+            return "on the training set (the start values stayed the best)"
+        why_not = ""
+        if stopped in ERROR_STOPS or stopped in ("interrupted", "stop_file"):
+            why_not = f"the run stopped ({stopped})"
+        elif self.deadline is not None and time.monotonic() >= self.deadline:
+            why_not = "the deadline (max_seconds) has passed"
+        elif self.settings.max_evaluations is not None and \
+                self.evaluations + len(self.trainset) > self.settings.max_evaluations:
+            why_not = "max_evaluations leaves no room"
+        if not why_not:
+            self.step_now, self.phase = len(self.history), "final"
+            evaluations = self._evaluate(self.trainset, list(range(len(self.trainset))), "train")
+            score = mean_score(evaluations)
+            if score is not None and not any(e.error_kind == "infrastructure" for e in evaluations):
+                self.best_score = score
+                return "on the training set, re-scored at the end with the best values"
+            why_not = self.provider_down or "runs failed outside the workflow"
+        return f"the last kept batch (not re-scored: {why_not})"
 
     # ----- one step --------------------------------------------------------------------------------
     def _batch(self, step: int) -> list[int]:
@@ -392,6 +499,7 @@ class _Run:
     def _step(self, step: int) -> StepRecord:
         started = time.time()
         indices = self._batch(step)
+        self.step_now, self.phase = step, "batch"
         evaluations = self._evaluate([self.trainset[i] for i in indices], indices, "train")
         batch_score = mean_score(evaluations)
         values_before = self._values()
@@ -413,9 +521,13 @@ class _Run:
 
         instances: list[ProblemInstance] = []
         if all(e.error_kind == "infrastructure" for e in evaluations):
-            why = "every run of the batch failed outside the workflow's logic; nothing to learn from, no proposal"
+            why = ((self.provider_down or "every run of the batch failed outside the workflow's logic")
+                   + "; nothing to learn from, no proposal")
             return unchanged(why, Proposal(error=why))
         for evaluation in evaluations:  # a failure is feedback too: the optimizer reads the error
+            if evaluation.error_kind == "infrastructure":  # ... unless it was not the workflow's: nothing to learn
+                record["skipped_examples"].append(f"example {evaluation.index}: failed outside the workflow")
+                continue
             try:
                 instances.append(backward(evaluation.graph, evaluation.feedback, **self.backward_kwargs))
             except BackwardError as exc:
@@ -441,6 +553,7 @@ class _Run:
             record.apply_error = f"{type(exc).__name__}: {exc}"
             return unchanged(f"applying the values failed: {type(exc).__name__}: {exc}")
         candidate = self._values()
+        self.phase = "check"
         if self.valset is not None:
             checked = self._evaluate(self.valset, list(range(len(self.valset))), "val")
             baseline = self.current_score
@@ -465,11 +578,20 @@ class _Run:
     def _propose(self, step: int, instances: list[ProblemInstance]) -> Proposal:
         calls = self.settings.max_llm_calls
         max_calls = None if calls is None else max(1, calls - self.usage.calls)  # 1: no retry, or the budget breaks
+        self.events.emit(events.OptimizerCallStarted(step, self.usage.to_dict(), self.best_score))
+        asked = time.monotonic()
         try:
             proposal = self.optimizer.step(instances, max_calls=max_calls)
         except Exception as exc:  # the LLM is down, out of quota, ...: stop cleanly, resume later
+            self.events.emit(events.OptimizerCallFinished(step, self.usage.to_dict(), self.best_score,
+                                                          seconds=time.monotonic() - asked,
+                                                          error=f"{type(exc).__name__}: {exc}"))
             raise OptimizerFailed(f"step {step}: the optimizer failed: {type(exc).__name__}: {exc}") from exc
         self.usage.merge(proposal.usage)
+        call = Usage.from_dict(proposal.usage) if proposal.usage else Usage()
+        self.events.emit(events.OptimizerCallFinished(step, self.usage.to_dict(), self.best_score,
+                                                      seconds=time.monotonic() - asked, call_tokens=call.total_tokens,
+                                                      call_cost_usd=call.cost_usd))
         return proposal
 
     def _approve(self, approve: Callable[..., Any], values_before: dict[str, Any], changes: dict[str, Any],
@@ -502,7 +624,8 @@ class _Run:
                       record.step, problems)
             return False, f"rolled back: the runs left invalid values in {sorted(problems)}"
         if any(e.error_kind == "infrastructure" for e in checked):
-            return False, "rolled back: some runs failed outside the workflow, so the score says nothing"
+            cause = provider_summary(checked) or "some runs failed outside the workflow"
+            return False, f"rolled back: {cause}, so the score says nothing"
         if new is None or baseline is None:
             return True, "kept: no score to compare (text feedback only)"
         rule = self.settings.keep
@@ -519,16 +642,29 @@ class _Run:
         if cached is not None:
             return cached
         values = self._values()
-        expected = self.guard.expect()
-        evaluations = self.executor.evaluate(self.target, examples, self.feedback_fn, indices=list(indices),
-                                             failure_score=self.settings.failure_score, values=values)
-        changes = self.guard.changes(expected)
-        if changes:  # a run wrote a parameter behind the optimizer's back: undo it, fail the runs
-            self.guard.restore(expected)
-            reason = wrote_around_reason(changes)
-            log.error("%s", reason)
-            evaluations = failed_evaluations(evaluations, reason, self.settings.failure_score)
-        self.evaluations += len(evaluations)
+
+        def run(positions: list[int]) -> list[Evaluation]:
+            def progress(done: int, total: int, failed: int) -> events.RunEvent:
+                return events.EvaluationDone(self.step_now, self.usage.to_dict(), self.best_score, done=done,
+                                             total=total, which=self.phase, failed=failed)
+
+            with self.events.evaluation(progress, len(positions)) as counter:
+                expected = self.guard.expect()
+                runs = self.executor.evaluate(self.target, [examples[p] for p in positions], self.feedback_fn,
+                                              indices=[indices[p] for p in positions],
+                                              failure_score=self.settings.failure_score, values=values)
+                changes = self.guard.changes(expected)
+                if changes:  # a run wrote a parameter behind the optimizer's back: undo it, fail the runs
+                    self.guard.restore(expected)
+                    reason = wrote_around_reason(changes)
+                    log.error("%s", reason)
+                    runs = failed_evaluations(runs, reason, self.settings.failure_score)
+                counter.finish(runs)
+            self.evaluations += len(runs)
+            return runs
+
+        evaluations = run(list(range(len(examples))))
+        self.provider_down = self._retry_provider_failures(evaluations, run)
         self.errors += sum(e.failed for e in evaluations)
         self.session_runs += len(evaluations)
         self.infrastructure_runs += sum(e.error_kind == "infrastructure" for e in evaluations)
@@ -538,6 +674,33 @@ class _Run:
             while len(self._cache) > 4:
                 self._cache.pop(next(iter(self._cache)))
         return evaluations
+
+    def _retry_provider_failures(self, evaluations: list[Evaluation],
+                                 run: Callable[[list[int]], list[Evaluation]]) -> str:
+        """Run again, in place, what failed on the model provider (backoff, Retry-After honoured, never
+        past ``provider_retry_seconds`` or the run's deadline). Returns why the whole evaluation failed
+        on the provider after that ("" when at least one run did not)."""
+        window = self.settings.provider_retry_seconds
+        until, name = time.monotonic() + window, f"the end of the retry window (provider_retry_seconds={window:g})"
+        if self.deadline is not None and self.deadline <= until:
+            until, name = self.deadline, f"the run's deadline (max_seconds={self.settings.max_seconds:g})"
+        def waiting(message: str, wait: float) -> None:
+            self.events.emit(events.ProviderRetrying(self.step_now, self.usage.to_dict(), self.best_score,
+                                                     message=message, wait=wait))
+
+        report = retry_provider_failures(evaluations, run, until=until, deadline_name=name, halt=self.halt,
+                                         on_wait=waiting)
+        summary = provider_summary(evaluations)
+        if report is None or not summary or not all(e.error_kind == "infrastructure" for e in evaluations):
+            return ""
+        retries = f"; {report.rounds} retr{'y' if report.rounds == 1 else 'ies'} over {report.waited:.1f} s" \
+            if report.rounds else ""
+        return f"{summary} ({report.stopped}{retries})"
+
+    def cancel(self) -> None:
+        """Stop what is in flight: the executor's runs, and any wait before retrying provider failures."""
+        self.halt.set()
+        self.executor.cancel()
 
     def _cached(self, key: tuple[Any, ...]) -> list[Evaluation] | None:
         if not self.settings.reuse_evaluations:
@@ -561,6 +724,11 @@ class _Run:
             record.retried, record.infrastructure_errors = retried or None, errors or None
         if not infra:
             return
+        provider = provider_summary(evaluations)
+        if provider and check:
+            record.check_provider_errors = provider
+        elif provider:
+            record.provider_errors = provider
         cause = _error_text(infra[0].output)
         if cause not in self.infrastructure_reported:  # report each cause once, not once per example
             self.infrastructure_reported.add(cause)
@@ -581,7 +749,8 @@ class _Run:
         return Checkpoint(step=step, current=self._values(), best=self.best_values, best_score=self.best_score,
                           current_score=self.current_score, initial_score=self.initial_score,
                           optimizer=self.optimizer.state_dict(), usage=self.usage.snapshot(), errors=self.errors,
-                          evaluations=self.evaluations, status=status, done=done, time=time.time())
+                          evaluations=self.evaluations, status=status, done=done, time=time.time(),
+                          best_score_on=self.best_on, error=self.error_text)
 
 
 # ----- small helpers ---------------------------------------------------------------------------------
@@ -592,6 +761,19 @@ def _validated(target: Target, values: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"the checkpoint names parameters the target does not have: {sorted(unknown)}")
     return {name: by_name[name].validate(value) for name, value in values.items()}
+
+
+def _fitting(target: Target, values: dict[str, Any]) -> dict[str, Any]:
+    """The saved ``values`` that a (changed) target still has and accepts."""
+    by_name = {p.name: p for p in target.parameters()}
+    kept = {}
+    for name, value in values.items():
+        if name in by_name:
+            try:
+                kept[name] = by_name[name].validate(value)
+            except Exception:  # a value the changed workflow no longer accepts: dropped, said in the warning
+                continue
+    return kept
 
 
 def _invalid(target: Target) -> dict[str, str]:
@@ -631,32 +813,8 @@ def _budget_reason(usage: Usage, calls: int | None, tokens: int | None, cost: fl
     return None
 
 
-class _Progress:
-    """A rich progress bar: step, score, best score, tokens and cost (off unless asked for)."""
+def _display() -> Any:
+    """The live display ``progress=True`` asks for (standard error; a live line only in a terminal)."""
+    from opto_core.engine.progress import RunDisplay
 
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.progress = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(TextColumn("[bold]opto"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-        self.progress.start()
-        self.task = self.progress.add_task("steps", total=total, completed=start, info="")
-
-    def update(self, step: int, record: StepRecord, best: float | None, usage: Usage) -> None:
-        if self.progress is None:
-            return
-        score = record.current_score
-        info = (f"score {_fmt(score)} best {_fmt(best)} | {usage.total_tokens} tok"
-                + (f" ${usage.cost_usd:.4f}" if usage.cost_usd else ""))
-        self.progress.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
-def _fmt(score: float | None) -> str:
-    return "-" if score is None else f"{score:.3f}"
+    return RunDisplay()

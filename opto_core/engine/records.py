@@ -180,6 +180,7 @@ class StepRecord(_DictAccess):
     # --- the initial evaluation
     values: dict[str, Any] | None = None  # the starting values
     evaluations: int | None = None  # workflow runs so far (initial record)
+    scored_on: str | None = None  # where the initial score was measured ("the validation set (4 examples)")
     coverage: dict[str, Any] | None = None  # which parameters feedback reaches (initial record; `Coverage.to_dict`)
     # --- what the step saw
     batch: list[int] | None = None  # indices of the training examples of this step
@@ -211,8 +212,10 @@ class StepRecord(_DictAccess):
     # --- runs an executor retried or that failed outside the workflow (batch, and the check: ``check_``)
     retried: list[dict[str, Any]] | None = None
     infrastructure_errors: list[dict[str, Any]] | None = None
+    provider_errors: str | None = None  # the batch's runs that failed on the model provider, in words
     check_retried: list[dict[str, Any]] | None = None
     check_infrastructure_errors: list[dict[str, Any]] | None = None
+    check_provider_errors: str | None = None
     #: keys this version does not declare (written by a newer version, or by a plugin), kept as they are
     extra: dict[str, Any] = field(default_factory=dict)
     #: what could not be read (wrong types), for the report; never written
@@ -256,7 +259,7 @@ _ALWAYS = {INITIAL: ("eval_score", "best_score"),
            STEP: ("batch_score", "eval_score", "current_score", "best_score")}
 
 _READERS: dict[str, Callable[[Any], Any]] = {
-    "time": finite_number, "format": _text, "values": _mapping, "evaluations": _whole, "coverage": _mapping, "batch": _sequence,
+    "time": finite_number, "format": _text, "values": _mapping, "evaluations": _whole, "coverage": _mapping, "scored_on": _text, "provider_errors": _text, "check_provider_errors": _text, "batch": _sequence,
     "batch_score": finite_number, "keep_rule": _text, "feedback": _sequence, "values_before": _mapping,
     "skipped_examples": _sequence, "graph": _text, "proposal": _proposal, "approval": _mapping,
     "apply_error": _text, "candidate_values": _mapping, "eval_score": finite_number, "current_score": finite_number,
@@ -299,6 +302,9 @@ class Checkpoint(_DictAccess):
     errors: int = 0  # failed workflow runs so far
     evaluations: int = 0  # workflow runs so far
     status: str = "running"  # "running", or the reason the run stopped
+    error: str = ""  # why the run stopped on an error
+    best_score_on: str = ""  # where best_score was measured (`OptimizationResult.best_score_on`)
+    history_chain: str = ""  # the last history line's chain link (the run directory checks the history with it)
     done: bool = False
     time: float | None = None
     #: keys this version does not declare, kept as they are
@@ -322,7 +328,8 @@ class Checkpoint(_DictAccess):
             raise RecordFormatError("a checkpoint with " + "; ".join(
                 [f"no valid {name!r}" for name in missing] + problems))
         known.pop("format", None)
-        for name in ("optimizer", "usage", "errors", "evaluations", "status", "done"):  # null: the default
+        for name in ("optimizer", "usage", "errors", "evaluations", "status", "done", "error", "best_score_on",
+                     "history_chain"):
             if known.get(name) is None:
                 known.pop(name, None)
         return cls(**known, extra=extra)
@@ -332,4 +339,5 @@ _CHECKPOINT_READERS: dict[str, Callable[[Any], Any]] = {
     "step": _whole, "current": _mapping, "best": _mapping, "format": _text, "best_score": finite_number,
     "current_score": finite_number, "initial_score": finite_number, "optimizer": _mapping, "usage": _usage,
     "errors": _whole, "evaluations": _whole, "status": _text, "done": _flag, "time": finite_number,
+    "error": _text, "best_score_on": _text, "history_chain": _text,
 }

@@ -45,6 +45,7 @@ class Settings:
     max_cost_usd: float | None = None
     max_evaluations: int | None = None     # workflow runs (every example run counts one)
     max_errors: int | None = None          # failed runs over the whole run before it stops
+    max_seconds: float | None = None       # the run's deadline (wall clock): no step starts, no retry waits past it
     target_score: float | None = None
     # batching and evaluation
     batch_size: int = 4
@@ -53,6 +54,7 @@ class Settings:
     executor: Any = "threads"              # "threads" | "asyncio" | "ray" | an Executor
     concurrency: int | None = None         # examples run at once (default: num_threads)
     eval_timeout: float | None = None      # seconds per example run; a timeout is that example's failure
+    provider_retry_seconds: float = 120.0  # how long runs that failed on the model provider (5xx, 429, timeouts) are retried
     isolation: Any = "auto"                # "auto" | "none" | "process" | "sandbox" | a Sandbox (engine/isolation.py)
     target_factory: Callable[[], Any] | None = field(default=None, repr=False)
     failure_score: float = 0.0
@@ -68,9 +70,13 @@ class Settings:
     approve: Callable[..., Any] | None = field(default=None, repr=False)
     # persistence and display
     run_dir: str | None = None
+    fresh: bool = False                    # start over in run_dir, even if it holds a run (only our files are removed)
+    resume_changed: bool = False           # resume a run_dir whose workflow changed since (see engine/fingerprint.py)
     recipe: str | None = None              # "module:function" that rebuilds the run (for `opto resume`)
     progress: bool = False
     on_step: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+    on_event: Callable[[Any], None] | None = field(default=None, repr=False)  # typed events: engine/events.py
+    tracking: Any = None                   # "mlflow" (extra `mlflow`) or a tracker object: engine/tracking.py
 
     def __post_init__(self) -> None:
         self.check()
@@ -98,6 +104,10 @@ class Settings:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise SettingError(f"{name} must be >= 0 (or None for no limit), got {value}")
+        if self.max_seconds is not None and not (self.max_seconds > 0 and math.isfinite(self.max_seconds)):
+            raise SettingError(f"max_seconds must be a positive number of seconds, got {self.max_seconds}")
+        if not (self.provider_retry_seconds >= 0 and math.isfinite(self.provider_retry_seconds)):
+            raise SettingError(f"provider_retry_seconds must be >= 0 seconds, got {self.provider_retry_seconds}")
         if self.eval_timeout is not None and not self.eval_timeout > 0:
             raise SettingError(f"eval_timeout must be a positive number of seconds, got {self.eval_timeout}")
         if self.target_score is not None and not math.isfinite(self.target_score):
@@ -129,7 +139,8 @@ class Settings:
         base = settings if settings is not None else cls()
         return dataclasses.replace(base, **overrides) if overrides else base
 
-    _RUNTIME_ONLY = ("target_factory", "approve", "on_step", "progress", "executor", "code_policy")
+    _RUNTIME_ONLY = ("target_factory", "approve", "on_step", "on_event", "progress", "executor", "code_policy",
+                     "fresh", "resume_changed")
 
     def to_config(self) -> dict[str, Any]:
         """The JSON-able settings, for the run directory (callables and objects are left out)."""
@@ -139,6 +150,8 @@ class Settings:
             config["executor"] = self.executor
         if isinstance(self.code_policy, str):
             config["code_policy"] = self.code_policy
+        if not isinstance(self.tracking, (str, type(None))):
+            config["tracking"] = None  # a tracker object is not stored; its name would be
         if self.isolation is not None and not isinstance(self.isolation, str):  # a Sandbox: stored by its level
             config["isolation"] = "sandbox"
         return config

@@ -287,6 +287,7 @@ class OpenAIChat:
         #: where ``context_window`` came from ("" until it is looked up)
         self.context_window_source = window_source if requested_window is not None and not self.local else ""
         self._window_known = requested_window is not None and not self.local
+        self._counter: Any = None  # exact token counting (llm/window.py), found on first use; False: none
 
     # ----- configuration ---------------------------------------------------------------------
     @property
@@ -340,6 +341,44 @@ class OpenAIChat:
                     return window, "Ollama /api/show"
         window = known_window(self.model) if self.model else None
         return (window, "the table of known models") if window else (None, "")
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of ``text`` as this endpoint's model counts them, or None where nobody can say.
+
+        llama.cpp's ``POST /tokenize`` (the embedded server, llama.cpp and its wrappers), else tiktoken's
+        encoding of an OpenAI model when its file is on disk (`opto_core.llm.window`). A counter that
+        fails once is dropped: callers fall back to the estimate."""
+        if self._counter is None:
+            self._counter = self._find_counter() or False
+        if not self._counter:
+            return None
+        try:
+            return int(self._counter(text))
+        except Exception as exc:  # the server stopped answering /tokenize: the estimate from now on
+            logger.info("exact token counting stopped (%s); using the estimate", type(exc).__name__)
+            self._counter = False
+            return None
+
+    def _find_counter(self) -> Any:
+        from opto_core.llm.window import TokenizeEndpoint, tiktoken_counter
+
+        if self.local or self._base_url != OPENAI_URL:
+            if self.local:
+                self._openai()  # starts the embedded server
+                root = re.sub(r"/v1/?$", "", self._local_server.base_url)
+            else:
+                root = re.sub(r"/v1/?$", "", self._base_url or "")
+                props = self._probe(f"{root}/props")  # only a llama.cpp-style server is asked to tokenize
+                if not (isinstance(props, dict) and ("default_generation_settings" in props or "n_ctx" in props)):
+                    return tiktoken_counter(self.model) if self.model else None
+            headers = {"authorization": f"Bearer {self._api_key}"} if self._api_key and self._api_key != NO_KEY else {}
+            endpoint = TokenizeEndpoint(root, headers, timeout=PROBE_TIMEOUT, loopback=_is_loopback(root))
+            try:
+                endpoint("hello")
+                return endpoint
+            except Exception as exc:  # not a llama.cpp-style server
+                logger.debug("no /tokenize at %s (%s)", _redact_url(root), type(exc).__name__)
+        return tiktoken_counter(self.model) if self.model else None
 
     def _probe(self, url: str, body: dict[str, Any] | None = None) -> Any:
         """JSON from a server-info endpoint, or None: any failure is silent (it is only a hint)."""

@@ -28,10 +28,10 @@ def _headers(source: Any) -> Any:
     """The response headers behind ``source`` (an exception, a response, or headers), or None."""
     if isinstance(source, Mapping):
         return source
+    candidates: tuple[Any, ...]
     if isinstance(source, BaseException):
-        candidates: tuple[Any, ...] = (getattr(getattr(source, "response", None), "headers", None),
-                                       getattr(source, "headers", None),
-                                       getattr(source, "litellm_response_headers", None))
+        candidates = (getattr(getattr(source, "response", None), "headers", None), getattr(source, "headers", None),
+                      getattr(source, "litellm_response_headers", None))
     else:  # a response object
         candidates = (getattr(source, "headers", None),)
     return next((c for c in candidates if c is not None and hasattr(c, "get")), None)

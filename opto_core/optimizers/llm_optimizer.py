@@ -13,8 +13,11 @@ window (``llm.context_window``), every request of a step is built to fit it:
 
     render budget = min(token_budget, window - answer tokens - system prompt - margin)
 
-(the memory is part of the rendered problem, at most a third of it). Tokens are counted the way
-`opto_core.kernel.render` counts them, scaled by the ratio the server's own counts showed. The validation
+(the memory is part of the rendered problem, at most a third of it). The answer's reserve is sized from
+what the step may answer (`opto_core.llm.window.answer_reserve`) unless ``max_answer_tokens`` is set. A
+request is measured exactly where the client can count (``llm.count_tokens``: llama.cpp's ``/tokenize``,
+or tiktoken's encoding on disk); elsewhere tokens are counted the way `opto_core.kernel.render` counts
+them, scaled by the ratio the server's own counts showed. The validation
 retry shortens or drops the failed answer (never the reasons), and shrinks the problem if even that
 is not enough. A server that still answers "exceeds the context" gets one more try with a smaller
 prompt (sized by the numbers in its message). ``Proposal.budget`` records which budget was used and why.
@@ -34,6 +37,7 @@ from opto_core.kernel.redact import redact
 from opto_core.kernel.render import json_line
 from opto_core.kernel.tokens import CHARS_PER_TOKEN, count_tokens
 from opto_core.llm.usage import ChatModel, ChatResult, Usage
+from opto_core.llm.window import answer_reserve
 from opto_core.optimizers.parsing import ParseError, is_terminate, match_names, parse_answer, refusal
 from opto_core.optimizers.protocol import ParameterSet, Proposal
 
@@ -44,8 +48,6 @@ MARGIN_SHARE = 0.05
 FRAMING_TOKENS = 4
 #: The smallest rendered problem worth sending (tokens).
 MIN_PROBLEM_TOKENS = 200
-#: With no answer cap configured, a quarter of the window is kept for the answer, at most this.
-MAX_DEFAULT_ANSWER = 4096
 #: Server tokens per estimated token before the server has reported any count (render's estimate runs
 #: up to 10% under for small-vocabulary tokenizers on code and JSON).
 DEFAULT_TOKEN_RATIO = 1.1
@@ -95,6 +97,9 @@ class Fit:
     configured: int
     reason: str
     notes: list[str] = field(default_factory=list)
+    #: exact tokens of a request (the server's own count, `opto_core.llm.window`), None where unknown
+    count: Callable[[Sequence[dict[str, str]]], int | None] | None = None
+    counted: bool = False  # whether any check of this step used an exact count
 
     @property
     def room(self) -> int | None:
@@ -103,12 +108,24 @@ class Fit:
             return None
         return int((self.window - (self.answer or 0) - self.margin) / self.ratio)
 
+    def over(self, messages: Sequence[dict[str, str]]) -> int:
+        """By how many estimated tokens ``messages`` exceed the room (<= 0: they fit). Exact where the
+        endpoint counts (converted to render's unit), else the estimate scaled by the ratio."""
+        if self.window is None:
+            return -1
+        exact = self.count(messages) if self.count is not None else None
+        if exact is None:
+            return estimate(messages) - (self.room or 0)
+        self.counted = True
+        free = self.window - (self.answer or 0) - self.margin
+        return math.ceil((exact - free) * max(1, estimate(messages)) / max(1, exact))
+
     def record(self, memory_tokens: int) -> dict[str, Any]:
         data: dict[str, Any] = {"tokens": self.budget, "configured": self.configured, "reason": self.reason}
         if self.window is not None:
             data.update(window=self.window, window_source=self.source, answer_tokens=self.answer,
                         system_tokens=self.system, memory_tokens=memory_tokens, margin=self.margin,
-                        token_ratio=round(self.ratio, 3))
+                        token_ratio=round(self.ratio, 3), counted="exact" if self.counted else "estimated")
         if self.notes:
             data["notes"] = list(self.notes)
         return data
@@ -320,27 +337,56 @@ class LLMOptimizer(ParameterSet):
                        self.token_budget, "the configured token_budget (the context window is unknown)")
         return self._fit_window(window, source, self.token_budget)
 
+    def _counter(self) -> Callable[[Sequence[dict[str, str]]], int | None] | None:
+        """Exact tokens of a request where the LLM client can count (``count_tokens``), else None."""
+        count = getattr(self._llm, "count_tokens", None)
+        if not callable(count):
+            return None
+
+        def exact(messages: Sequence[dict[str, str]]) -> int | None:
+            total = 0
+            for message in messages:
+                tokens = count(message["content"])
+                if not isinstance(tokens, int):
+                    return None
+                total += tokens + FRAMING_TOKENS
+            return total
+
+        return exact
+
     def _fit_window(self, window: int, source: str, limit: int) -> Fit:
         configured_answer = self.max_answer_tokens or getattr(self._llm, "max_tokens", None)
-        answer = int(configured_answer) if configured_answer else min(MAX_DEFAULT_ANSWER, window // 4)
+        if configured_answer:
+            answer, answer_why = int(configured_answer), "as configured"
+        else:
+            answer, answer_why = answer_reserve(self.trainable.values(), window)
         margin = max(MARGIN_TOKENS, int(window * MARGIN_SHARE))
-        ratio = self._token_ratio
-        system = math.ceil((count_tokens(self.system_prompt) + FRAMING_TOKENS) * ratio)
+        counter = self._counter()
+        system_message = [{"role": "system", "content": self.system_prompt}]
+        exact_system = counter(system_message) if counter is not None else None
+        if exact_system is not None:  # the server counts: its ratio for our text, from the system prompt
+            ratio = min(3.0, max(0.5, exact_system / max(1, estimate(system_message))))
+            system = exact_system
+        else:
+            counter = None
+            ratio = self._token_ratio
+            system = math.ceil((count_tokens(self.system_prompt) + FRAMING_TOKENS) * ratio)
         if window < system + answer + margin + math.ceil(MIN_PROBLEM_TOKENS * ratio):
             raise ContextWindowTooSmall(window, system, answer, f"a margin of {margin} and at least "
                                         f"{MIN_PROBLEM_TOKENS} tokens of problem are needed besides")
         fitted = int((window - answer - margin - system) / ratio) - FRAMING_TOKENS
         if self.token_budget <= fitted and limit >= self.token_budget:
             reason = (f"the configured token_budget; it fits the context window of {window} tokens ({source})")
-            return Fit(window, source, answer, margin, ratio, system, self.token_budget, self.token_budget, reason)
+            return Fit(window, source, answer, margin, ratio, system, self.token_budget, self.token_budget, reason,
+                       count=counter)
         budget = min(fitted, limit)
-        reason = (f"the context window: {window} tokens ({source}) minus {answer} for the answer, {system} for "
-                  f"the system prompt and a margin of {margin}, leaves {budget} for the problem and the memory "
-                  f"(token_budget is {self.token_budget})")
-        return Fit(window, source, answer, margin, ratio, system, budget, self.token_budget, reason)
+        reason = (f"the context window: {window} tokens ({source}) minus {answer} for the answer ({answer_why}), "
+                  f"{system} for the system prompt and a margin of {margin}, leaves {budget} for the problem and "
+                  f"the memory (token_budget is {self.token_budget})")
+        return Fit(window, source, answer, margin, ratio, system, budget, self.token_budget, reason, count=counter)
 
     def _fits(self, messages: list[dict[str, str]], fit: Fit) -> bool:
-        return fit.room is None or estimate(messages) <= fit.room
+        return fit.room is None or fit.over(messages) <= 0
 
     def _build(self, instances: list[ProblemInstance], fit: Fit) -> list[dict[str, str]]:
         """``build_messages`` within the window: when the rendered problem still comes out too long
@@ -350,7 +396,7 @@ class LLMOptimizer(ParameterSet):
             if self._fits(messages, fit):
                 return messages
             assert fit.room is not None and fit.window is not None
-            over = estimate(messages) - fit.room
+            over = fit.over(messages)
             smaller = min(fit.budget - over - 16, int(fit.budget * 0.9))
             if smaller < MIN_PROBLEM_TOKENS:
                 break
@@ -363,7 +409,8 @@ class LLMOptimizer(ParameterSet):
         assert fit.window is not None
         raise ContextWindowTooSmall(fit.window, fit.system, fit.answer or 0,
                                     f"even cut to the variables, constraints and feedback, the problem needs "
-                                    f"{math.ceil(estimate(messages) * fit.ratio)} tokens with the system prompt")
+                                    f"{(fit.count(messages) if fit.count else None) or math.ceil(estimate(messages) * fit.ratio)}"
+                                    f" tokens with the system prompt")
 
     def _retry_messages(self, instances: list[ProblemInstance], messages: list[dict[str, str]], answer: str,
                         note: str, fit: Fit) -> list[dict[str, str]]:
@@ -394,7 +441,7 @@ class LLMOptimizer(ParameterSet):
             if self._fits(merged, fit):
                 fit.notes.append("retry: the failed answer was left out to fit the context window")
                 return merged
-            over = estimate(merged) - fit.room
+            over = fit.over(merged)
             smaller = min(fit.budget - over - 16, int(fit.budget * 0.9))
             if smaller < MIN_PROBLEM_TOKENS:
                 break

@@ -13,14 +13,20 @@ chunk by chunk) when the request says ``"stream": true``.
         ...
     server.requests  # every request body, in order
 
-A reply is a string (the assistant's text), a `tool_call(...)` dict, or a function of the
-request body returning one of those (to answer by agent, e.g. by the system message).
+A reply is a string (the assistant's text), a `tool_call(...)` dict, an `http_error(...)` (the
+provider failing: a 500, a 429 with ``Retry-After``), or a function of the request body returning
+one of those (to answer by agent, e.g. by the system message).
+
+``ScriptedServer(context_window=2048)`` is a small llama.cpp-style server: it counts every request
+(`word_tokens`), answers ``GET /props`` and ``POST /tokenize``, and refuses a request over its window
+with llama.cpp's own 400.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Sequence
@@ -37,6 +43,25 @@ def tool_call(name: str, call_id: str | None = None, **arguments: Any) -> dict[s
                             "function": {"name": name, "arguments": json.dumps(arguments)}}]}
 
 
+def http_error(status: int, message: str = "", *, retry_after: float | str | None = None,
+               headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A scripted reply that fails the request the way a provider does: ``http_error(429, retry_after=2)``,
+    ``http_error(500)``, ``http_error(529, "Overloaded")``."""
+    extra = dict(headers or {})
+    if retry_after is not None:
+        extra["Retry-After"] = str(retry_after)
+    return {"http_error": int(status), "message": message or f"scripted HTTP {status}", "headers": extra}
+
+
+_WORDS = re.compile(r"\w+|[^\w\s]")
+
+
+def word_tokens(text: str) -> int:
+    """A stand-in tokenizer: every word and every punctuation mark is one token (about as dense as a
+    small model's vocabulary on code, denser than ``characters / 3.5``)."""
+    return len(_WORDS.findall(text))
+
+
 def system_text(request: dict[str, Any]) -> str:
     """The system message of a recorded request ("" when it has none)."""
     first = request["messages"][0] if request.get("messages") else {}
@@ -51,10 +76,19 @@ class ScriptedServer:
     planned fails), unless ``repeat_last``. ``fail_with`` (status, message) makes every request fail.
     ``between_chunks`` (a function of the chunk index) runs after each streamed chunk is sent, before
     the next one: a test can hold the stream there to check that a proxy passes chunks on as they come.
+
+    ``context_window`` makes it a small llama.cpp-style server: it counts each chat request's tokens
+    with ``tokenizer`` (default `word_tokens`; 4 more per message; every count in ``prompt_tokens``),
+    answers ``GET /props`` (its ``n_ctx``) and ``POST /tokenize``, and refuses a request whose prompt
+    plus ``max_tokens`` exceeds the window with llama.cpp's own 400.
     """
 
-    def __init__(self, replies: Sequence[Reply] = (), *, repeat_last: bool = False, model: str = "scripted") -> None:
+    def __init__(self, replies: Sequence[Reply] = (), *, repeat_last: bool = False, model: str = "scripted",
+                 context_window: int | None = None, tokenizer: Callable[[str], int] = word_tokens) -> None:
         self.replies = list(replies)
+        self.context_window = context_window
+        self.tokenizer = tokenizer
+        self.prompt_tokens: list[int] = []
         self.repeat_last = repeat_last
         self.model = model
         self.requests: list[dict[str, Any]] = []
@@ -104,25 +138,39 @@ class ScriptedServer:
     # ----- answering ----------------------------------------------------------------------------
     def answer(self, body: dict[str, Any], path: str = "/v1/chat/completions") -> tuple[int, dict[str, Any]]:
         """The status and JSON answer to one request, in the format of its endpoint (not streamed)."""
-        return self._respond(body, path, _responses_body, _chat_body)
+        return self._respond(body, path, _responses_body, _chat_body)[:2]
 
     def stream(self, body: dict[str, Any], path: str) -> tuple[int, Any]:
         """The status and, on success, the server-sent events of one streamed answer (a list of bytes)."""
-        return self._respond(body, path, _responses_events, _chat_events)
+        return self._respond(body, path, _responses_events, _chat_events)[:2]
 
     def _respond(self, body: dict[str, Any], path: str, responses: Callable[..., Any], chat: Callable[..., Any]) \
-            -> tuple[int, Any]:
+            -> tuple[int, Any, dict[str, str]]:
+        """(status, answer, extra response headers) for one request."""
         status, reply, index = self._next(body, path)
         if status != 200:
-            return status, reply
-        return 200, (responses if path.endswith("/responses") else chat)(body, reply, index, self.model)
+            headers = reply.pop("headers", {}) if isinstance(reply, dict) else {}
+            return status, reply, headers
+        answer = (responses if path.endswith("/responses") else chat)(body, reply, index, self.model)
+        if self.context_window is not None and isinstance(answer, dict) and "prompt_tokens" in answer.get("usage", {}):
+            answer["usage"]["prompt_tokens"] = self.prompt_tokens[index]  # the server's own count
+            answer["usage"]["total_tokens"] = self.prompt_tokens[index] + answer["usage"]["completion_tokens"]
+        return 200, answer, {}
 
     def _next(self, body: dict[str, Any], path: str) -> tuple[int, Any, int]:
         """Record the request and pick its scripted reply: (200, reply, index) or (status, error body, index)."""
+        counted = sum(self.tokenizer(str(m.get("content") or "")) + 4 for m in body.get("messages") or []
+                      if isinstance(m, dict))
         with self._lock:
             self.requests.append(body)
             self.paths.append(path)
+            self.prompt_tokens.append(counted)
             index = len(self.requests) - 1
+            asked = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+            if self.context_window is not None and counted + asked > self.context_window:
+                return 400, {"error": {"code": 400, "type": "exceed_context_size_error", "message": (
+                    f"request ({counted + asked} tokens) exceeds the available context size "
+                    f"({self.context_window} tokens), try increasing it")}}, index
             if self.fail_with is not None:
                 status, error_text = self.fail_with
                 return status, {"error": {"message": error_text, "type": "scripted_error", "code": str(status)}}, index
@@ -135,6 +183,10 @@ class ScriptedServer:
                                        "type": "scripted_error", "code": "500"}}, index
         if callable(reply):
             reply = reply(body)
+        if isinstance(reply, dict) and "http_error" in reply:
+            status = reply["http_error"]
+            return status, {"error": {"message": reply["message"], "type": "scripted_error", "code": str(status)},
+                            "headers": dict(reply["headers"])}, index
         return 200, reply, index
 
 
@@ -240,6 +292,12 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
         # client's delayed ACK (tens of milliseconds on loopback)
         disable_nagle_algorithm = True
 
+        def do_GET(self) -> None:
+            if self.path == "/props" and server.context_window is not None:  # llama.cpp's server info
+                self.send_json(200, {"default_generation_settings": {"n_ctx": server.context_window}, "total_slots": 1})
+            else:
+                self.send_json(404, {"error": {"message": f"unknown path {self.path}"}})
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
@@ -248,6 +306,10 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = {}
             path = self.path.split("?", 1)[0]
+            if path == "/tokenize" and server.context_window is not None:
+                count = server.tokenizer(str(body.get("content") or "")) if isinstance(body, dict) else 0
+                self.send_json(200, {"tokens": list(range(count))})
+                return
             with server._lock:
                 server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 if path.endswith(("/chat/completions", "/responses")):
@@ -255,19 +317,22 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             if not path.endswith(("/chat/completions", "/responses")):
                 self.send_json(404, {"error": {"message": f"unknown path {self.path}"}})
             elif isinstance(body, dict) and body.get("stream"):
-                status, events = server.stream(body, path)
+                status, events, headers = server._respond(body, path, _responses_events, _chat_events)
                 if status != 200:
-                    self.send_json(status, events)
+                    self.send_json(status, events, headers)
                 else:
                     self.send_events(events)
             else:
-                self.send_json(*server.answer(body if isinstance(body, dict) else {}, path))
+                self.send_json(*server._respond(body if isinstance(body, dict) else {}, path, _responses_body,
+                                                _chat_body))
 
-        def send_json(self, status: int, payload: Any) -> None:
+        def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 

@@ -96,40 +96,41 @@ def test_langgraph_target_with_output_fn():
 
 
 # ----- optimization steps with a scripted optimizer ---------------------------------------------------------
-def test_demo_one_step_fixes_tool_prompt_and_temperature():
-    target, trainset, feedback = build_demo()
+def test_demo_one_step_fixes_tool_prompt_and_max_tokens():
+    target, trainset, feedback, valset = build_demo()
     # excluded parameters stay visible, frozen (issue 10: one include/exclude rule)
     assert {p.name for p in target.parameters() if p.trainable} == \
-        {"prompt.system", "model.temperature", "tools.compute_total.code"}
+        {"prompt.system", "model.max_tokens", "tools.compute_total.code"}
     llm = ScriptedLLM([scripted_fix()])
-    result = optimize(target, trainset, feedback, OptoPrime(target.parameters(), llm), max_steps=1, batch_size=3)
-    assert result.initial_score < 0.2 and result.best_score == 1.0
+    result = optimize(target, trainset, feedback, OptoPrime(target.parameters(), llm), valset, max_steps=1,
+                      batch_size=3)
+    assert result.initial_score == 0.0 and result.best_score == 1.0  # on the held-out examples
     step = result.history[1]
     assert step["kept"] and not step["proposal"]["rejected"]
-    assert set(step["proposal"]["accepted"]) == {"tools.compute_total.code", "prompt.system", "model.temperature"}
-    # the optimizer saw the trace: the buggy code, the tool's wrong result and the feedback
+    assert set(step["proposal"]["accepted"]) == {"tools.compute_total.code", "prompt.system", "model.max_tokens"}
+    # the optimizer saw the trace: the buggy code, the cut answers and the feedback
     prompt = llm.requests[0]["messages"][1]["content"]
-    assert "return round(subtotal - subtotal * discount_percent, 2)" in prompt
+    assert "return round(subtotal - prices[0] * discount_percent / 100, 2)" in prompt
     assert "compute_total0 = compute_total(tool_call=" in prompt
-    assert "Wrong amount" in prompt and "model.temperature=0.9" in prompt
+    assert "Wrong amount" in prompt and "model.max_tokens=4" in prompt
     # the live chain holds the new values and answers every example exactly
     values = {p.name: p.value for p in target.parameters()}
-    assert values["prompt.system"] == FIXED_SYSTEM and values["model.temperature"] == 0.0
-    for example in examples():
+    assert values["prompt.system"] == FIXED_SYSTEM and values["model.max_tokens"] == 64
+    for example in examples() + valset:
         assert target.run(example)[0] == example["expected"]
 
 
 def test_a_rejected_suggestion_leaves_the_chain_untouched():
-    target, trainset, feedback = build_demo()
+    target, trainset, feedback, _ = build_demo()
     before = {p.name: p.value for p in target.parameters()}
     bad = json.dumps({"reasoning": "r", "suggestion": {"prompt.system": "Answer {customer_name} in one line.",
-                                                        "model.temperature": 9}})
+                                                        "model.max_tokens": 99999}})
     llm = ScriptedLLM([bad, bad])
     result = optimize(target, trainset, feedback, OptoPrime(target.parameters(), llm), max_steps=1, batch_size=2)
     rejected = result.history[1]["proposal"]["rejected"]
     assert "must keep the variable" not in rejected["prompt.system"]
     assert "unknown variable(s) {customer_name}" in rejected["prompt.system"]
-    assert "above the upper bound 2.0" in rejected["model.temperature"]
+    assert "above the upper bound 32768" in rejected["model.max_tokens"]
     assert "{customer_name}" in llm.requests[1]["messages"][-1]["content"]  # the reason went back to the LLM
     assert {p.name: p.value for p in target.parameters()} == before
 

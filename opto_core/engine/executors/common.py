@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
+from opto_core.engine.events import run_listener
+from opto_core.engine.provider_errors import provider_failure
 from opto_core.kernel.exits import EXITS, WorkflowExit, exit_as_failure  # noqa: F401  (re-exported)
 from opto_core.kernel.feedback import Feedback
 from opto_core.kernel.graph import META_USAGE, Graph
@@ -83,14 +85,18 @@ _INFRA_TEXT = ("event loop", "different loop", "Event loop is closed", "bound to
 def error_kind(exc: BaseException) -> str:
     """``"infrastructure"`` when the failure is not the workflow's own logic, else ``"workflow"``.
 
-    Connection and timeout errors, event-loop errors and our own `InfrastructureError` are
-    infrastructure; so is an exception chained from one of them. Everything else (a tool that
-    raised, a parse error, a wrong answer's exception) is the workflow's and is feedback.
+    Provider errors (HTTP 5xx, 429, "overloaded", timeouts and dropped connections from the model's
+    client, see `opto_core.engine.provider_errors`), connection and timeout errors, event-loop
+    errors and our own `InfrastructureError` are infrastructure; so is an exception chained from
+    one of them. Everything else (a tool that raised, a parse error, a wrong answer's exception)
+    is the workflow's and is feedback.
     """
+    if provider_failure(exc) is not None:
+        return "infrastructure"
     seen = 0
     current: BaseException | None = exc
     while current is not None and seen < 8:
-        names = {cls.__name__ for cls in type(current).__mro__}
+        names = {cls.__name__ for cls in type(current).__mro__} | set(getattr(current, "type_names", ()) or ())
         if names & set(_INFRA_TYPES) or isinstance(current, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
             return "infrastructure"
         if isinstance(current, RuntimeError) and any(t in str(current) for t in _INFRA_TEXT):
@@ -98,6 +104,46 @@ def error_kind(exc: BaseException) -> str:
         current = current.__cause__ or current.__context__
         seen += 1
     return "workflow"
+
+
+class PortableError(Exception):
+    """Stands in for a run's exception on its way back from another process (a Ray worker).
+
+    Many exceptions cannot be unpickled (the openai SDK's need keyword arguments), and none
+    carries its cause along. The stand-in keeps what the driver needs: the text, the names of
+    the classes in the original's chain (the first is shown as its type; `error_kind` reads all) and the provider failure
+    found anywhere in its chain (so it is retried and reported like the original).
+    """
+
+    def __init__(self, message: str, type_names: Sequence[str] = (), provider_failure: Any = None) -> None:
+        super().__init__(message)
+        self.type_names = list(type_names)
+        self.provider_failure = provider_failure
+
+    def __reduce__(self) -> Any:
+        return (PortableError, (self.args[0], self.type_names, self.provider_failure))
+
+    @classmethod
+    def of(cls, exc: BaseException) -> PortableError:
+        names: list[str] = []
+        current: BaseException | None = exc
+        while current is not None and len(names) < 64:  # the chain's class names, for error_kind
+            names.extend(c.__name__ for c in type(current).__mro__ if c.__name__ not in names)
+            current = current.__cause__ or current.__context__
+        return cls(str(exc), names, provider_failure(exc))
+
+
+def portable(exc: BaseException) -> BaseException:
+    """``exc`` itself when it survives pickling with what the driver needs, else a `PortableError`."""
+    if provider_failure(exc) is None and exc.__cause__ is None and exc.__context__ is None:
+        try:
+            import cloudpickle
+
+            cloudpickle.loads(cloudpickle.dumps(exc))
+            return exc
+        except Exception:  # pickling raises anything: TypeError, PicklingError, AttributeError...
+            pass
+    return PortableError.of(exc)
 
 
 class NonFiniteScore(FeedbackError):
@@ -133,7 +179,9 @@ def finish(index: int, example: Any, output: Any, graph: Graph, feedback_fn: Fee
     """Turn one run's (output, graph) into an `Evaluation`: a raised exception is a failure, else feedback."""
     usage = usage_of(graph)
     if isinstance(output, BaseException):
-        text = f"The run raised {type(output).__name__}: {output}"
+        shown = output.type_names[0] if isinstance(output, PortableError) and output.type_names else \
+            type(output).__name__
+        text = f"The run raised {shown}: {output}"
         return Evaluation(index, output, graph, Feedback(failure_score, text), failed=True,
                           error_kind=error_kind(output), usage=usage, seconds=seconds)
     try:
@@ -348,10 +396,13 @@ class _Batch:
         self.cancelled = threading.Event()
         self.done: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self.started: dict[int, float] = {}
+        self.on_result = run_listener()  # progress: each finished run, as it finishes (engine.events)
 
     def score(self, position: int, output: Any, graph: Graph, seconds: float) -> None:
-        self.results[position] = finish(self.indices[position], self.examples[position], output, graph,
-                                        self.feedback_fn, self.failure_score, seconds, self.nonfinite)
+        self.results[position] = evaluation = finish(self.indices[position], self.examples[position], output, graph,
+                                                     self.feedback_fn, self.failure_score, seconds, self.nonfinite)
+        if self.on_result is not None:
+            self.on_result(evaluation)
 
     def fail(self, position: int, what: str, exc: BaseException, seconds: float = 0.0) -> None:
         self.score(position, *failed_run(what, exc), seconds)

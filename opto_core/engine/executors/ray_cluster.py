@@ -45,6 +45,7 @@ from opto_core.engine.executors.common import (
     _run_one,
     check_concurrency,
     failed_run,
+    portable,
 )
 from opto_core.engine.executors.payload import SecretInPayload, TargetNotPicklable, make_payload, unpicklable_part  # noqa: F401
 
@@ -95,6 +96,8 @@ class _Worker:
         else:
             output, graph = await asyncio.get_running_loop().run_in_executor(self.pool, _run_one, self.target, example)
         seconds = time.perf_counter() - begun
+        if isinstance(output, BaseException):  # its type may not unpickle on the driver, its cause never travels
+            output = portable(output)
         try:
             blob = cloudpickle.dumps((output, graph))
         except Exception as exc:

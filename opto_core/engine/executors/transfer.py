@@ -30,6 +30,7 @@ import sys
 from typing import Any
 
 from opto_core.engine.executors.common import InfrastructureError, error_kind
+from opto_core.engine.provider_errors import ProviderFailure, provider_failure
 
 log = logging.getLogger("opto")
 
@@ -91,9 +92,14 @@ def _is_json(value: Any, depth: int = 0) -> bool:
 
 
 def describe_exception(exc: BaseException) -> dict[str, Any]:
-    """An exception as data: its type, message and whose failure it is (decided here, where its causes live)."""
-    return {"type": type(exc).__qualname__, "module": type(exc).__module__, "message": str(exc)[:20000],
-            "kind": error_kind(exc)}
+    """An exception as data: its type, message and whose failure it is (decided here, where its causes live),
+    with the provider failure behind it (status, Retry-After) when the model provider failed."""
+    data: dict[str, Any] = {"type": type(exc).__qualname__, "module": type(exc).__module__,
+                            "message": str(exc)[:20000], "kind": error_kind(exc)}
+    failure = provider_failure(exc)
+    if failure is not None:
+        data["provider"] = dataclasses.asdict(failure)
+    return data
 
 
 def encode_output(value: Any) -> dict[str, Any]:
@@ -185,6 +191,12 @@ def rebuild_exception(info: dict[str, Any]) -> BaseException:
         _REBUILT[key] = cls
     error: BaseException = cls.__new__(cls)  # not cls(...): a builtin base may want other arguments
     Exception.__init__(error, str(info.get("message", "")))
+    provider = info.get("provider")
+    if isinstance(provider, dict):  # retried and reported like the original (engine.provider_errors)
+        try:
+            error.provider_failure = ProviderFailure(**provider)  # type: ignore[attr-defined]
+        except TypeError:
+            pass
     return error
 
 
