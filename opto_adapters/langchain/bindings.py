@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
 from langchain_core.prompts.string import get_template_variables
 from langchain_core.runnables import RunnableBinding
@@ -91,47 +90,6 @@ class FieldBinding(AttributeBinding):
 
     def save(self) -> Any:
         return getattr(self.obj, self.attribute)
-
-
-# ----- prompts kept in code: a module global or a closure cell --------------------------------------
-@dataclass
-class PromptVariableBinding(Binding):
-    """A prompt a function keeps in a variable: a string or a message (only its text is the value).
-
-    ``home`` is the dict that holds the variable (the function's module globals: the copy the
-    function reads, also after ``from prompts import SYSTEM``) or a closure cell.
-    """
-
-    home: Any
-    name: str
-
-    def raw(self) -> Any:
-        """The object the function passes on (identity is how a model call is matched to it)."""
-        return self.home[self.name] if isinstance(self.home, dict) else self.home.cell_contents
-
-    def _set_raw(self, obj: Any) -> None:
-        if isinstance(self.home, dict):
-            self.home[self.name] = obj
-        else:
-            self.home.cell_contents = obj
-
-    def read(self) -> str:
-        obj = self.raw()
-        return obj.content if isinstance(obj, BaseMessage) else obj
-
-    def write(self, value: str) -> None:
-        obj = self.raw()
-        self._set_raw(obj.model_copy(update={"content": value}) if isinstance(obj, BaseMessage) else value)
-
-    def save(self) -> Any:
-        return self.raw()
-
-    def load(self, state: Any) -> None:
-        self._set_raw(state)
-
-    def describe(self) -> str:
-        where = "module global" if isinstance(self.home, dict) else "closure variable"
-        return f"the {where} {self.name!r}"
 
 
 # ----- tools ------------------------------------------------------------------------------------------

@@ -8,9 +8,15 @@ close over) and returns one `Parameter` per trainable value:
 - chat model settings that are set: ``temperature``, ``top_p``, ``max_tokens``, penalties
   (``float``/``int`` with bounds);
 - each tool's Python function (``code``) and description (``text``);
-- prompts kept in code (``text``): the system prompt of a ``create_agent`` agent, and the strings
-  or system messages a node function, lambda or helper passes to a model from a module global or
-  a closure variable (`prompts_in_code`).
+- prompts kept in code (``text``): the system prompt of a ``create_agent`` or
+  ``create_react_agent`` agent, what a ``@dynamic_prompt`` middleware returns, and the prompts a
+  node function, lambda, tool or helper builds: a module global or closure variable, formatted or
+  not, an f-string, ``%``, ``+`` of constants, a template built inside the function
+  (`prompts_in_code`, read by `opto_core.kernel.code_prompts`). A prompt with placeholders is a
+  template: a new value must keep exactly its placeholders;
+- a vector-store retriever's ``search_kwargs``: ``k`` (and ``fetch_k``, ``score_threshold``
+  where set) as ``int``/``float``;
+- the chat model's name as a ``choice``, when you name the alternatives (``model_choices``).
 
 Every object found is tagged through its own ``metadata["opto_param_id"]`` (run metadata that
 LangChain does not pass on to child runs), so the callback handler links each run to the
@@ -42,13 +48,18 @@ from opto_adapters.langchain.bindings import (
     CodeBinding,
     DescriptionBinding,
     FieldBinding,
-    PromptVariableBinding,
     TemplateBinding,
     ToolModels,
     schema_for,
     tool_entry_name,
 )
-from opto_adapters.langchain.prompts_in_code import agent_prompt_cell, prompt_variables
+from opto_adapters.langchain.prompts_in_code import (
+    agent_prompt,
+    code_prompts,
+    dynamic_prompt_function,
+    react_prompt,
+)
+from opto_core.kernel.code_prompts import CodePrompt, LiteralBinding
 from opto_core.kernel.binding import Binding, BoundParameters, UnknownParameters, select
 from opto_core.kernel.code import (
     SourceUnavailable,
@@ -152,7 +163,7 @@ class _Found:
     tools: list[tuple[BaseTool, str]] = field(default_factory=list)
     bindings: list[RunnableBinding] = field(default_factory=list)
     functions: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
-    variables: list[tuple[str, str, Any]] = field(default_factory=list)  # (function name, variable, home)
+    variables: list[tuple[str, CodePrompt]] = field(default_factory=list)  # (function label, prompt kept in code)
     inspected: list[str] = field(default_factory=list)
 
 
@@ -178,6 +189,10 @@ def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> Non
     if inspect.ismethod(obj):
         obj = obj.__func__
     if inspect.isfunction(obj):
+        user = dynamic_prompt_function(obj)
+        if user is not None and id(user) not in seen:  # @dynamic_prompt: your function returns the prompt
+            seen.add(id(user))
+            _prompts_kept_by(user, found, returns=True)
         _prompts_kept_by(obj, found)
         try:
             variables = inspect.getclosurevars(obj)
@@ -191,6 +206,9 @@ def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> Non
     found.inspected.append(f"{path}: {type(obj).__name__}")
     if isinstance(obj, BaseTool):
         found.tools.append((obj, path))
+        for function in (getattr(obj, "func", None), getattr(obj, "coroutine", None)):
+            if inspect.isfunction(function):  # prompts it keeps in variables (its literals are its code)
+                _prompts_kept_by(function, found, literals=False)
         return  # a tool's internals are its function, read as code
     if isinstance(obj, BaseLanguageModel):
         found.models.append((obj, path))
@@ -220,17 +238,19 @@ def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> Non
             _walk(value, f"{path}.{name}", found, seen, depth + 1)
 
 
-def _prompts_kept_by(function: Callable[..., Any], found: _Found) -> None:
-    """Prompts ``function`` keeps in code: create_agent's system prompt, or a user function's variables."""
-    cell = agent_prompt_cell(function)
-    if cell is not None:
-        found.variables.append(("model", "system_prompt", cell))
-        return
+def _prompts_kept_by(function: Callable[..., Any], found: _Found, *, returns: bool = False,
+                     literals: bool = True) -> None:
+    """Prompts ``function`` keeps in code: an agent's system prompt, or what your function builds."""
+    for framework_prompt, label in ((agent_prompt(function), "model"), (react_prompt(function), "agent")):
+        if framework_prompt is not None:
+            found.variables.append((label, framework_prompt))
+            return
     if (function.__module__ or "").startswith(("langchain", "langgraph", "opto_", "pydantic")):
         return
     label = "lambda" if function.__name__ == "<lambda>" else function.__name__
-    for name, home in prompt_variables(function):
-        found.variables.append((label, name, home))
+    for prompt in code_prompts(function, returns=returns):
+        if literals or not isinstance(prompt.binding, LiteralBinding):
+            found.variables.append((label, prompt))
 
 
 def function_docs(runnable: Any, limit: int = 3000) -> dict[str, str]:
@@ -394,17 +414,19 @@ def _schema_inferred(tool: BaseTool, func: Callable[..., Any]) -> bool:
     return _schema_shape(built) == _schema_shape(tool.args_schema)
 
 
-def _variable_group(function_name: str, variable: str, home: Any, base: str) -> Group:
-    group = Group(home, "variable", "", base)
-    binding = PromptVariableBinding(home, variable)
-    if variable == "system_prompt" and function_name == "model":
+def _code_prompt_group(function_name: str, prompt: CodePrompt, base: str) -> Group:
+    group = Group(_prompt_home(prompt), "variable", "", base)
+    if prompt.how.startswith("create_agent"):
         what = "the agent's system prompt (create_agent system_prompt=), sent first in every model request"
+    elif prompt.how.startswith("create_react_agent"):
+        what = "the agent's system prompt (create_react_agent prompt=), sent first in every model request"
     else:
-        where = "module constant" if isinstance(home, dict) else "closure variable"
-        what = f"prompt text that {function_name} passes to the model ({where} {variable})"
-    group.parameters.append(Parameter(base, "text", binding.read(), description=what,
-                                      meta={"langchain_binding": binding, "langchain_group": group}))
-    group.args[base] = variable
+        what = prompt.describe(function_name)
+    parameter = Parameter(base, "text", prompt.value, description=what,
+                          meta={"langchain_binding": prompt.binding, "langchain_group": group,
+                                "template_style": prompt.style})
+    group.parameters.append(parameter)
+    group.args[base] = prompt.role or prompt.name
     return group
 
 
@@ -432,11 +454,12 @@ def discover(runnable: Any) -> tuple[list[Group], list[str]]:
                                                    for p, _ in found.prompts]
     candidates += [(m, "model", getattr(m, "name", None) or "model", id(m)) for m, _ in found.models]
     candidates += [(t, "tool", f"tools.{t.name}", id(t)) for t, _ in found.tools]
-    candidates += [((fn, var, home), "variable", f"{fn}.{var}", (id(home), var)) for fn, var, home in found.variables]
+    candidates += [((fn, prompt), "variable", f"{fn}.{prompt.name}", _prompt_key(prompt))
+                   for fn, prompt in found.variables]
     with _LOCK:
         for obj, kind, base, key in candidates:
             existing = _BY_OBJECT.get(key)
-            live = obj[2] if kind == "variable" else obj
+            live = _prompt_home(obj[1]) if kind == "variable" else obj
             if existing is not None and existing.obj is live:
                 if existing in groups:
                     continue  # a variable shared by two functions, or a shared cell
@@ -446,7 +469,7 @@ def discover(runnable: Any) -> tuple[list[Group], list[str]]:
                 groups.append(existing)
                 continue
             base = _unique(base, used)
-            group = _variable_group(*obj, base) if kind == "variable" else _make_group(obj, kind, base, found)
+            group = _code_prompt_group(*obj, base) if kind == "variable" else _make_group(obj, kind, base, found)
             if group is None:
                 continue
             if kind != "variable":
@@ -455,6 +478,19 @@ def discover(runnable: Any) -> tuple[list[Group], list[str]]:
             _BY_OBJECT[key] = group
             groups.append(group)
     return groups, found.inspected
+
+
+def _prompt_home(prompt: CodePrompt) -> Any:
+    """What holds a prompt kept in code: a globals dict or cell, or the function's literals."""
+    binding = prompt.binding
+    return binding.text if isinstance(binding, LiteralBinding) else binding.home  # type: ignore[attr-defined]
+
+
+def _prompt_key(prompt: CodePrompt) -> Any:
+    binding = prompt.binding
+    if isinstance(binding, LiteralBinding):
+        return (id(binding.text), binding.site)
+    return (id(binding.home), binding.name)  # type: ignore[attr-defined]
 
 
 def _add_model_bindings(group: Group, bindings: Sequence[RunnableBinding]) -> None:

@@ -516,6 +516,11 @@ class _Builder:
             if isinstance(record.raw_in, dict):
                 links.saw_variables(tag, (k for k in record.raw_in if isinstance(k, str)))
         if run.run_type in ("chat_model", "llm"):
+            parts = record.parts if record.parts is not None else parts_of(record.raw_in)
+            for part in parts:  # a prompt kept in code (or one of yours) that this call received
+                parameter = links.prompt_source(part.obj, part.text, self.scope)
+                if parameter is not None:
+                    edges.append(Edge(self.graph.add_parameter(parameter).id, part.key or "messages"))
             for name in _offered_tools(run):
                 for parameter in links.tool_descriptions(name):
                     edges.append(Edge(self.graph.add_parameter(parameter).id, f"tools[{name}].description"))

@@ -108,9 +108,10 @@ class Links:
             index.register(parameter.value, str(number))
         for parameter in self._variables:
             binding = binding_of(parameter)
-            raw = binding.raw() if binding is not None else None  # type: ignore[attr-defined]
+            raw = getattr(binding, "raw", None)  # a variable's object (a literal in code has none)
             candidates.append(parameter)
-            index.register(raw, str(len(candidates) - 1), text=_text(parameter.value), identity=True)
+            index.register(raw() if raw is not None else parameter.value, str(len(candidates) - 1),
+                           text=_text(parameter.value), identity=raw is not None)
         found = index.node_of(obj, text=text)
         return candidates[int(found)] if found is not None else None
 
