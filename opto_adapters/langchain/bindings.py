@@ -92,6 +92,39 @@ class FieldBinding(AttributeBinding):
         return getattr(self.obj, self.attribute)
 
 
+# ----- retrievers -------------------------------------------------------------------------------------
+@dataclass
+class SearchKwargBinding(Binding):
+    """One entry of a vector-store retriever's ``search_kwargs`` (``k``, ``fetch_k``, ``score_threshold``).
+
+    A write replaces the dict (a copy with the new entry), so a dict shared with other retrievers
+    is never changed under them; ``default`` is what the vector store uses while the entry is unset.
+    """
+
+    retriever: Any
+    key: str
+    default: Any = None
+
+    def read(self) -> Any:
+        return (self.retriever.search_kwargs or {}).get(self.key, self.default)
+
+    def write(self, value: Any) -> None:
+        self.retriever.search_kwargs = {**(self.retriever.search_kwargs or {}), self.key: value}
+
+    def refresh(self) -> None:
+        drop_serialized(self.retriever)
+
+    def save(self) -> Any:
+        return self.retriever.search_kwargs
+
+    def load(self, state: Any) -> None:
+        self.retriever.search_kwargs = state
+        self.refresh()
+
+    def describe(self) -> str:
+        return f"search_kwargs[{self.key!r}] of a {type(self.retriever).__name__}"
+
+
 # ----- tools ------------------------------------------------------------------------------------------
 def tool_entry_name(entry: Any) -> str | None:
     if isinstance(entry, dict):

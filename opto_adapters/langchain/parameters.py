@@ -27,12 +27,13 @@ what LangChain caches: template ``input_variables``, the cached ``_serialized``,
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import itertools
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from langchain_core.language_models import BaseLanguageModel
 from langchain_core.prompts import (
@@ -43,11 +44,13 @@ from langchain_core.prompts import (
 from langchain_core.prompts.string import get_template_variables
 from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
+from langchain_core.vectorstores import VectorStoreRetriever
 
 from opto_adapters.langchain.bindings import (
     CodeBinding,
     DescriptionBinding,
     FieldBinding,
+    SearchKwargBinding,
     TemplateBinding,
     ToolModels,
     schema_for,
@@ -93,6 +96,15 @@ _SKIP_ATTRS = {"callbacks", "callback_manager", "metadata", "tags", "client", "a
 _WALK_LIMIT = 200  # items per container, so a huge dict in a closure cannot stall discovery
 
 
+def setting_bounds(setting: str, kind: str, value: Any) -> tuple[float | None, float | None]:
+    """The search range of a numeric setting.  TODO(issue 19): the core's range rules (kernel/ranges.py)."""
+    if setting == "k" or setting == "fetch_k":
+        return 1, max(20, 4 * int(value))
+    if setting in ("score_threshold", "lambda_mult"):
+        return 0.0, 1.0
+    return None, None
+
+
 class NoParametersFound(ValueError):
     """Nothing trainable was found; the message lists what was inspected."""
 
@@ -107,17 +119,19 @@ class Group:
 
     def __init__(self, obj: Any, kind: str, tag: str, base: str) -> None:
         self.obj = obj
-        self.kind = kind  # prompt | model | tool | variable (a prompt kept in code: linked by value, no tag)
+        self.kind = kind  # prompt | model | tool | retriever | variable (a prompt kept in code: linked by value)
         self.tag = tag
         self.base = base
         self.parameters: list[Parameter] = []
         self.args: dict[str, str] = {}  # parameter name -> argument label on the op node
         self.available: set[str] = set()
         self.tool_names: set[str] = set()
+        self.choices: dict[tuple[Any, ...], Parameter] = {}  # a model's name as a choice, by its alternatives
 
     @property
     def run_types(self) -> tuple[str, ...]:
-        return {"prompt": ("prompt",), "model": ("chat_model", "llm"), "tool": ("tool",), "variable": ()}[self.kind]
+        return {"prompt": ("prompt",), "model": ("chat_model", "llm"), "tool": ("tool",), "retriever": ("retriever",),
+                "variable": ()}[self.kind]
 
 
 _GROUPS: "weakref.WeakValueDictionary[str, Group]" = weakref.WeakValueDictionary()
@@ -161,6 +175,7 @@ class _Found:
     prompts: list[tuple[BasePromptTemplate, str]] = field(default_factory=list)
     models: list[tuple[BaseLanguageModel, str]] = field(default_factory=list)
     tools: list[tuple[BaseTool, str]] = field(default_factory=list)
+    retrievers: list[tuple[VectorStoreRetriever, str]] = field(default_factory=list)
     bindings: list[RunnableBinding] = field(default_factory=list)
     functions: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
     variables: list[tuple[str, CodePrompt]] = field(default_factory=list)  # (function label, prompt kept in code)
@@ -216,6 +231,9 @@ def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> Non
     if isinstance(obj, BasePromptTemplate):
         found.prompts.append((obj, path))
         return
+    if isinstance(obj, VectorStoreRetriever):
+        found.retrievers.append((obj, path))
+        return  # its vector store holds data, not settings
     if isinstance(obj, RunnableBinding) and obj.kwargs.get("tools"):
         found.bindings.append(obj)
     func = getattr(obj, "func", None)
@@ -353,7 +371,7 @@ def _model_group(model: BaseLanguageModel, base: str) -> Group | None:
                               meta={"langchain_binding": FieldBinding(model, setting), "langchain_group": group})
         group.parameters.append(parameter)
         group.args[name] = setting
-    return group if group.parameters else None
+    return group  # kept even without settings: `model_choices` may add the model's name
 
 
 def _tool_group(tool: BaseTool, base: str, bindings: Sequence[RunnableBinding]) -> Group | None:
@@ -430,11 +448,53 @@ def _code_prompt_group(function_name: str, prompt: CodePrompt, base: str) -> Gro
     return group
 
 
+#: Search settings of a vector-store retriever: kind, the vector store's default (None: only when set),
+#: and when the setting applies without being set (search types).
+SEARCH_SETTINGS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
+    "k": ("int", 4, ("similarity", "mmr", "similarity_score_threshold")),
+    "fetch_k": ("int", 20, ("mmr",)),
+    "lambda_mult": ("float", 0.5, ("mmr",)),
+    "score_threshold": ("float", None, ()),
+}
+_SEARCH_TEXT = {
+    "k": "how many documents the retriever returns",
+    "fetch_k": "how many documents MMR fetches before choosing k diverse ones",
+    "lambda_mult": "MMR's trade-off between relevance (1) and diversity (0)",
+    "score_threshold": "the lowest relevance score a returned document may have",
+}
+
+
+def _retriever_group(retriever: VectorStoreRetriever, base: str) -> Group | None:
+    """``search_kwargs`` entries a user tunes: ``k`` always, the others where they apply or are set."""
+    group = Group(retriever, "retriever", "", base)
+    store = type(getattr(retriever, "vectorstore", None)).__name__
+    kwargs = retriever.search_kwargs or {}
+    for key, (kind, default, applies) in SEARCH_SETTINGS.items():
+        if key not in kwargs and retriever.search_type not in applies:
+            continue
+        binding = SearchKwargBinding(retriever, key, default)
+        value = binding.read()
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if kind == "int" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        lower, upper = setting_bounds(key, kind, value)
+        name = f"{base}.search_kwargs.{key}"
+        group.parameters.append(Parameter(name, kind, value, lower=lower, upper=upper,
+                                          description=f"{_SEARCH_TEXT[key]} ({retriever.search_type} search over "
+                                                      f"a {store})",
+                                          meta={"langchain_binding": binding, "langchain_group": group}))
+        group.args[name] = key
+    return group if group.parameters else None
+
+
 def _make_group(obj: Any, kind: str, base: str, found: _Found) -> Group | None:
     if kind == "prompt":
         return _prompt_group(obj, base)
     if kind == "model":
         return _model_group(obj, base)
+    if kind == "retriever":
+        return _retriever_group(obj, base)
     return _tool_group(obj, base, found.bindings)
 
 
@@ -454,6 +514,7 @@ def discover(runnable: Any) -> tuple[list[Group], list[str]]:
                                                    for p, _ in found.prompts]
     candidates += [(m, "model", getattr(m, "name", None) or "model", id(m)) for m, _ in found.models]
     candidates += [(t, "tool", f"tools.{t.name}", id(t)) for t, _ in found.tools]
+    candidates += [(r, "retriever", getattr(r, "name", None) or "retriever", id(r)) for r, _ in found.retrievers]
     candidates += [((fn, prompt), "variable", f"{fn}.{prompt.name}", _prompt_key(prompt))
                    for fn, prompt in found.variables]
     with _LOCK:
@@ -504,22 +565,84 @@ def _add_model_bindings(group: Group, bindings: Sequence[RunnableBinding]) -> No
             return
 
 
-def all_parameters(runnable: Any) -> tuple[list[Parameter], list[str]]:
+ModelChoices = Sequence[str] | Mapping[str, Sequence[str]]
+
+
+def _model_name_field(model: Any) -> str | None:
+    fields = getattr(type(model), "model_fields", {})
+    for name in ("model_name", "model", "model_id"):
+        if name in fields and isinstance(getattr(model, name, None), str):
+            return name
+    return None
+
+
+def model_choice_parameters(groups: Sequence[Group], model_choices: ModelChoices) -> list[Parameter]:
+    """The name of each chat model as a ``choice`` among the alternatives you name.
+
+    ``model_choices`` is a list (for every model found) or a mapping from a model's parameter
+    prefix (``"llm"``), its parameter name (``"llm.model_name"``) or a glob to the alternatives.
+    The model's current name is always the first choice, so a run starts from what it had. A key
+    that names no model is an error listing the models found.
+    """
+    models = [g for g in groups if g.kind == "model" and _model_name_field(g.obj) is not None]
+    if isinstance(model_choices, Mapping):
+        wanted = {str(k): list(v) for k, v in model_choices.items()}
+    else:
+        wanted = {"*": list(model_choices)}
+    found: list[Parameter] = []
+    used: set[str] = set()
+    for group in models:
+        field_name = _model_name_field(group.obj)
+        name = f"{group.base}.{field_name}"
+        for key, alternatives in wanted.items():
+            if key in (group.base, name) or fnmatch.fnmatchcase(name, key) or fnmatch.fnmatchcase(group.base, key):
+                used.add(key)
+                found.append(_model_choice(group, name, str(field_name), alternatives))
+                break
+    unused = [k for k in wanted if k not in used]
+    if unused:
+        known = [f"{g.base} ({g.base}.{_model_name_field(g.obj)} = {getattr(g.obj, str(_model_name_field(g.obj)))!r})"
+                 for g in models]
+        raise NoParametersFound(f"model_choices names no model: {unused}; the models found are "
+                                f"{known or 'none (no chat model with a model name field)'}")
+    return found
+
+
+def _model_choice(group: Group, name: str, field_name: str, alternatives: Sequence[str]) -> Parameter:
+    current = getattr(group.obj, field_name)
+    choices = [current, *(str(a) for a in alternatives if str(a) != current)]
+    key = tuple(choices)
+    parameter = group.choices.get(key)
+    if parameter is None:
+        parameter = group.choices[key] = Parameter(
+            name, "choice", current, choices=choices,
+            description=f"which model {type(group.obj).__name__} calls",
+            meta={"langchain_binding": FieldBinding(group.obj, field_name), "langchain_group": group})
+        group.args[name] = field_name
+    return parameter
+
+
+def all_parameters(runnable: Any, model_choices: ModelChoices | None = None) -> tuple[list[Parameter], list[str]]:
     """Every parameter found in ``runnable`` and what was inspected (for error messages)."""
     groups, inspected = discover(runnable)
-    return [p for g in groups for p in g.parameters], inspected
+    parameters = [p for g in groups for p in g.parameters]
+    if model_choices:
+        parameters += model_choice_parameters(groups, model_choices)
+    return parameters, inspected
 
 
-def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> list[Parameter]:
+def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, *,
+                  model_choices: ModelChoices | None = None) -> list[Parameter]:
     """The parameters to optimize in a chain, graph, agent, model, prompt or tool (or a list of them).
 
     ``include``/``exclude`` are parameter names or glob patterns (``"prompt.*"``, ``"*.temperature"``),
     chosen by `opto_core.kernel.binding.select` (a pattern that matches nothing is an error listing the
     names); this list leaves out what they leave out, while a `ChainTarget` keeps those frozen and
     visible. Calling this twice on the same objects returns the same `Parameter` objects. Raises
-    `NoParametersFound`, listing what was inspected, when nothing is left.
+    `NoParametersFound`, listing what was inspected, when nothing is left. ``model_choices`` adds
+    each chat model's name as a ``choice`` (see `model_choice_parameters`).
     """
-    parameters, inspected = all_parameters(runnable)
+    parameters, inspected = all_parameters(runnable, model_choices)
     names = [p.name for p in parameters]
     try:
         chosen = select(names, include, exclude)
@@ -538,14 +661,21 @@ def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: 
 
 
 def bound_parameters(runnable: Any, parameters: Sequence[Parameter] | None = None, *,
-                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None) -> BoundParameters:
+                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                     model_choices: ModelChoices | None = None) -> BoundParameters:
     """The runnable's parameters with their bindings (found by `parameters_of` unless given).
 
     Found parameters are copies, so that freezing some for this target leaves other targets over
-    the same objects alone; parameters you pass are used as they are.
+    the same objects alone; parameters you pass are used as they are (``model_choices`` adds the
+    models' names to them).
     """
+    if parameters is not None and model_choices:
+        groups, _ = discover(runnable)
+        given = {p.name for p in parameters}
+        parameters = [*parameters, *(p.copy() for p in model_choice_parameters(groups, model_choices)
+                                     if p.name not in given)]
     if parameters is None:
-        found, inspected = all_parameters(runnable)
+        found, inspected = all_parameters(runnable, model_choices)
         if not found:
             listing = "\n  ".join(inspected) if inspected else "(no LangChain object)"
             raise NoParametersFound(f"no trainable parameter: no prompt template, chat model setting or tool "

@@ -15,6 +15,7 @@ from uuid import uuid4
 import langchain_core
 
 from opto_adapters.langchain.parameters import (
+    ModelChoices,
     NoParametersFound,
     bound_parameters,
     function_docs,
@@ -42,6 +43,13 @@ class ChainTarget(BoundTarget):
     - ``output_fn(output)`` turns the chain's output into what the feedback function scores
       (e.g. the last message's text of a LangGraph state); it appears in the graph as one more op.
     - ``config``: extra `RunnableConfig` for every run (tags, metadata, ``configurable``...).
+    - ``context``: the LangChain 1.x / LangGraph runtime context of an agent or graph built with
+      ``context_schema=`` (what ``agent.invoke(x, context=Ctx(...))`` passes; middleware reads it as
+      ``request.runtime.context``): one value for every run, or a function of the example for a
+      context per example (``context=lambda ex: Ctx(user_name=ex["user"])``).
+    - ``model_choices``: the models you would accept; each chat model's name becomes a ``choice``
+      parameter that starts at the current model (see `parameters.model_choice_parameters`): a list
+      for every model, or ``{"llm": ["gpt-4o-mini", "gpt-4o"]}`` by model.
     """
 
     framework = "langchain"
@@ -51,11 +59,14 @@ class ChainTarget(BoundTarget):
                  include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                  input_key: str | None = None, input_keys: Sequence[str] | None = None,
                  prepare: Callable[[Any], Any] | None = None, output_fn: Callable[[Any], Any] | None = None,
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None, context: Any = None,
+                 model_choices: ModelChoices | None = None) -> None:
         if not hasattr(runnable, "invoke"):
             raise TypeError(f"ChainTarget needs a LangChain runnable (with .invoke), got {type(runnable).__name__}")
         self.runnable = runnable
-        self.bound = bound_parameters(runnable, parameters, include=include, exclude=exclude)
+        self.bound = bound_parameters(runnable, parameters, include=include, exclude=exclude,
+                                      model_choices=model_choices)
+        self.context = context
         if not any(p.trainable for p in self.bound):
             raise NoParametersFound(f"none of the parameters given is trainable: {self.bound.names()}")
         self.input_key = input_key
@@ -72,9 +83,9 @@ class ChainTarget(BoundTarget):
         started = self._start(example)
         if isinstance(started[0], BaseException):
             return started  # type: ignore[return-value]
-        handler, chain_input, config = started
+        handler, chain_input, config, extra = started
         try:
-            output = self.runnable.invoke(chain_input, config)
+            output = self.runnable.invoke(chain_input, config, **extra)
         except Exception as exc:
             return self._failed(handler, config, chain_input, exc)
         return self._finish(handler, config, output)
@@ -84,19 +95,21 @@ class ChainTarget(BoundTarget):
         started = self._start(example)
         if isinstance(started[0], BaseException):
             return started  # type: ignore[return-value]
-        handler, chain_input, config = started
+        handler, chain_input, config, extra = started
         try:
-            output = await self.runnable.ainvoke(chain_input, config)
+            output = await self.runnable.ainvoke(chain_input, config, **extra)
         except Exception as exc:
             return self._failed(handler, config, chain_input, exc)
         return self._finish(handler, config, output)
 
     def _start(self, example: Any) -> tuple[Any, ...]:
-        """A fresh handler, the chain's input and the run's config (with the handler added to the callbacks);
-        or ``(exception, graph)`` when the example cannot be turned into the chain's input."""
+        """A fresh handler, the chain's input, the run's config (with the handler added to the callbacks)
+        and the keyword arguments of ``invoke`` (the runtime context); or ``(exception, graph)`` when
+        the example cannot be turned into the chain's input."""
         handler = self.handler()
         try:
             chain_input = self.input_of(example)
+            extra = {} if self.context is None else {"context": self.context_of(example)}
         except Exception as exc:
             return exc, failed_graph(example, exc, "preparing the chain's input")
         callbacks = self.config.get("callbacks")
@@ -107,7 +120,7 @@ class ChainTarget(BoundTarget):
         else:  # a callback manager
             callbacks = callbacks.copy()
             callbacks.add_handler(handler, inherit=True)
-        return handler, chain_input, {**self.config, "callbacks": callbacks, "run_id": uuid4()}
+        return handler, chain_input, {**self.config, "callbacks": callbacks, "run_id": uuid4()}, extra
 
     @staticmethod
     def _failed(handler: OptoCallbackHandler, config: dict[str, Any], chain_input: Any,
@@ -139,6 +152,12 @@ class ChainTarget(BoundTarget):
     def handler(self) -> OptoCallbackHandler:
         """A fresh handler for one run (runs in several threads never share state)."""
         return OptoCallbackHandler(self.bound.parameters(), max_graphs=1, docs=self.docs)
+
+    def context_of(self, example: Any) -> Any:
+        """The runtime context for one example: ``context(example)`` when it is a function, else ``context``."""
+        if callable(self.context) and not isinstance(self.context, type):
+            return self.context(example)
+        return self.context
 
     def input_of(self, example: Any) -> Any:
         if self.prepare is not None:
@@ -200,7 +219,8 @@ def optimize_chain(runnable: Any, trainset: Sequence[Any], feedback_fn: Callable
                    parameters: Sequence[Parameter] | None = None, include: Sequence[str] | None = None,
                    exclude: Sequence[str] | None = None, input_key: str | None = None,
                    input_keys: Sequence[str] | None = None, prepare: Callable[[Any], Any] | None = None,
-                   output_fn: Callable[[Any], Any] | None = None, **settings: Any) -> Any:
+                   output_fn: Callable[[Any], Any] | None = None, context: Any = None,
+                   model_choices: ModelChoices | None = None, **settings: Any) -> Any:
     """Optimize a chain in place with OptoPrime: `ChainTarget` + `opto_core.engine.loop.optimize`.
 
     ``llm`` is the optimizer's `ChatModel` (default: `opto_core.llm.client.OpenAIChat()` from the
@@ -211,7 +231,8 @@ def optimize_chain(runnable: Any, trainset: Sequence[Any], feedback_fn: Callable
     from opto_core.optimizers.optoprime import OptoPrime
 
     target = ChainTarget(runnable, parameters, include=include, exclude=exclude, input_key=input_key,
-                         input_keys=input_keys, prepare=prepare, output_fn=output_fn)
+                         input_keys=input_keys, prepare=prepare, output_fn=output_fn, context=context,
+                         model_choices=model_choices)
     if optimizer is None:
         if llm is None:  # the documented default: a client configured from the environment
             from opto_core.llm.client import OpenAIChat
