@@ -86,6 +86,10 @@ class CodePrompt:
     role: str | None = None
     placeholders: dict[str, str] = field(default_factory=dict)  # placeholder -> the expression it stands for
     obj: Any = None  # the object the function passes on (a variable's value), for identity matching
+    #: the sink call's receiver, when it is a global or closure variable (``agent`` in
+    #: ``agent.update_system_message(...)``), and the call's ``name`` (``AssistantAgent("writer", ...)``)
+    receiver: Any = None
+    call_name: str | None = None
 
     def describe(self, function_name: str) -> str:
         """One line for the parameter's description: what the text is and how the code uses it."""
@@ -357,6 +361,16 @@ def _formatted_literal(node: ast.JoinedStr | ast.BinOp) -> _Literal:
     return _Literal(_site(node), "".join(text), "format", how, values, True)
 
 
+def _call_name(call: ast.Call) -> str | None:
+    """A constructor's ``name`` argument when it is a constant (``AssistantAgent("writer", ...)``)."""
+    for keyword in call.keywords:
+        if keyword.arg == "name" and isinstance(keyword.value, ast.Constant) and isinstance(keyword.value.value, str):
+            return keyword.value.value
+    if call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
+        return call.args[0].value
+    return None
+
+
 def _rendering_style(call: ast.Call) -> str:
     """The template style a framework call renders its text in: ``template_format=`` or str.format."""
     for keyword in call.keywords:
@@ -391,6 +405,7 @@ class _Reader:
         self.is_lambda = function.__name__ == "<lambda>"
         self.locals = self._single_assignments(tree)
         self.found: dict[Any, CodePrompt] = {}
+        self.sink: tuple[Any, str | None] = (None, None)  # the current sink call's receiver and name
 
     @staticmethod
     def _single_assignments(tree: ast.AST) -> dict[str, ast.expr]:
@@ -431,6 +446,13 @@ class _Reader:
                 return None
         return sink
 
+    def receiver_of(self, call: ast.Call) -> Any:
+        func = call.func
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            found, value = self.lookup(func.value.id)
+            return value if found else None
+        return None
+
     def lookup(self, name: str) -> tuple[bool, Any]:
         """(found, value) of a closure variable or module global the function reads."""
         if name in self.cells:
@@ -442,8 +464,9 @@ class _Reader:
             return True, self.function.__globals__[name]
         return False, None
 
-    def sink_expressions(self) -> Iterator[tuple[ast.expr, str | None, str | None, bool]]:
-        """(expression, role, the style the framework renders it in, only a message object counts)."""
+    def sink_expressions(self) -> Iterator[tuple[ast.expr, str | None, str | None, bool, Any, str | None]]:
+        """(expression, role, the style the framework renders it in, only a message object counts,
+        the call's receiver, the call's name argument) for every sink."""
         calls: list[tuple[ast.Call, Sink]] = []
         for node in ast.walk(self.tree):
             if isinstance(node, ast.Call):
@@ -460,28 +483,30 @@ class _Reader:
             for keyword in node.keywords:
                 if keyword.arg == "role" and isinstance(keyword.value, ast.Constant):
                     role = str(keyword.value.value)
+            receiver = self.receiver_of(node)
+            name = _call_name(node)
             for spec in sink.args:
                 if isinstance(spec, int) and spec < len(node.args):
-                    yield node.args[spec], role, style, False
+                    yield node.args[spec], role, style, False, receiver, name
                 elif isinstance(spec, str):
-                    yield from ((k.value, role, style, False) for k in node.keywords if k.arg == spec)
+                    yield from ((k.value, role, style, False, receiver, name) for k in node.keywords if k.arg == spec)
         for node in ast.walk(self.tree):
             if isinstance(node, ast.Tuple) and len(node.elts) == 2 and isinstance(node.elts[0], ast.Constant) \
                     and node.elts[0].value in ROLES:
-                yield node.elts[1], str(node.elts[0].value), rendered.get(id(node)), False
+                yield node.elts[1], str(node.elts[0].value), rendered.get(id(node)), False, None, None
             elif isinstance(node, ast.Dict):
                 entries = {k.value: v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)}
                 role = entries.get("role")
                 if isinstance(role, ast.Constant) and "content" in entries:
-                    yield entries["content"], str(role.value), None, False
+                    yield entries["content"], str(role.value), None, False, None, None
             elif isinstance(node, (ast.List, ast.Tuple)):
                 for element in node.elts:  # [SYSTEM_MESSAGE, *messages]: a message object kept in a variable
                     if isinstance(element, ast.Name):
-                        yield element, None, None, True
+                        yield element, None, None, True, None, None
             elif isinstance(node, ast.Return) and self.returns and node.value is not None:
-                yield node.value, "system", None, False
+                yield node.value, "system", None, False, None, None
             elif isinstance(node, ast.Lambda) and self.returns and self.is_lambda:
-                yield node.body, "system", None, False  # a lambda's body is what it returns
+                yield node.body, "system", None, False, None, None  # a lambda's body is what it returns
 
     # ----- following an expression to its text ----------------------------------------------------
     def follow(self, expression: ast.expr, role: str | None, renders: str | None, object_only: bool,
@@ -516,16 +541,10 @@ class _Reader:
 
     def variable(self, name: str, role: str | None, renders: str | None, object_only: bool, style: str | None,
                  how: str | None) -> None:
-        if name in self.cells:
-            try:
-                value = self.cells[name].cell_contents
-            except ValueError:  # an empty cell
-                return
-            home: Any = self.cells[name]
-        elif name in self.global_names and name in self.function.__globals__:
-            value, home = self.function.__globals__[name], self.function.__globals__
-        else:
+        known, value = self.lookup(name)
+        if not known:
             return  # a parameter or a local built per call: nothing to bind
+        home: Any = self.cells[name] if name in self.cells else self.function.__globals__
         if isinstance(value, str):
             if object_only or not value.strip():
                 return
@@ -539,7 +558,8 @@ class _Reader:
             return
         binding = VariableBinding(home, name, self.text_of, self.with_text)
         template_style = style or (renders if isinstance(value, str) else None)
-        self.found[key] = CodePrompt(name, text, template_style, binding, how or "constant", role, obj=value)
+        self.found[key] = CodePrompt(name, text, template_style, binding, how or "constant", role, obj=value,
+                                     receiver=self.sink[0], call_name=self.sink[1])
 
     def literal(self, literal: _Literal, role: str | None) -> None:
         if self.is_lambda or len(_literal_text(literal.template).strip()) < MIN_TEXT:
@@ -553,7 +573,8 @@ class _Reader:
         placeholders = {name: ast.unparse(value.value if isinstance(value, ast.FormattedValue) else value)
                         for name, value in literal.values.items()}
         self.found[key] = CodePrompt(label, text.current(literal.site), literal.style,
-                                     LiteralBinding(text, literal.site), literal.how, role, placeholders)
+                                     LiteralBinding(text, literal.site), literal.how, role, placeholders,
+                                     receiver=self.sink[0], call_name=self.sink[1])
 
 
 def prompts_in_function(function: Any, sinks: Iterable[Sink], *, returns: bool = False,
@@ -576,7 +597,8 @@ def prompts_in_function(function: Any, sinks: Iterable[Sink], *, returns: bool =
     except (SourceUnavailable, SyntaxError, ValueError):
         return []
     reader = _Reader(base, tree, source, sinks, returns, text_of, with_text)
-    for expression, role, renders, object_only in reader.sink_expressions():
+    for expression, role, renders, object_only, receiver, call_name in reader.sink_expressions():
+        reader.sink = (receiver, call_name)
         reader.follow(expression, role, renders, object_only)
     prompts = list(reader.found.values())
     used: set[str] = set()
