@@ -16,6 +16,11 @@ Where each value lives in AG2 0.14, and how a write reaches the next model reque
   source by `Parameter.validate`, before anything runs), so the advertised schema stays the same.
 - ``<manager>.select_speaker_message_template`` / ``.select_speaker_prompt_template`` (text): the
   GroupChat's "auto" selection prompts, on the GroupChat and on the manager's shallow copies.
+- ``<run>.<NAME>`` (text, a template when the code formats it): a prompt your ``run`` function
+  writes into an agent's system message each run (``agent.update_system_message(SYSTEM.format(...))``,
+  an f-string, ``%``...), read from its syntax tree by `opto_core.kernel.code_prompts`. It is that
+  agent's system-message parameter (the conversation builder credits it where its filled-in text
+  went); the agent's own ``system_message`` is rewritten by every run, so it is no parameter then.
 
 An agent without an ``llm_config`` (a pure tool executor) has no model parameters: it is listed in
 ``notes``, not an error.
@@ -39,6 +44,7 @@ from opto_adapters.autogen.ag2.bindings import (
     registered_function,
 )
 from opto_core.kernel.binding import Binding, BoundParameters
+from opto_core.kernel.code_prompts import CodePrompt, Sink, prompts_in_function
 from opto_core.kernel.code import (
     keeps_signature_bindings,
 )
@@ -144,14 +150,37 @@ def expand(objects: Any) -> tuple[list[ConversableAgent], list[GroupChat], list[
     return agents, chats, managers
 
 
+#: The AG2 calls of a run function that set an agent's system message.
+SINKS = (Sink("update_system_message", (0, "system_message"), role="system",
+              receiver=lambda value: isinstance(value, ConversableAgent)),)
+
+
+def run_prompts(run: Any, agents: list[ConversableAgent]) -> tuple[list[tuple[ConversableAgent, CodePrompt]], list[str]]:
+    """The prompts ``run`` writes into the system message of one of ``agents``, and notes on the others."""
+    found: list[tuple[ConversableAgent, CodePrompt]] = []
+    notes: list[str] = []
+    for prompt in prompts_in_function(run, SINKS):
+        agent = next((a for a in agents if a is prompt.receiver), None)
+        if agent is None:
+            notes.append(f"{prompt.name}: {getattr(run, '__name__', 'run')} writes it into the system message of "
+                         f"an agent that was not given ({getattr(prompt.receiver, 'name', '?')}); pass that agent "
+                         "to optimize it")
+            continue
+        found.append((agent, prompt))
+    return found, notes
+
+
 def discover(objects: Any, include: Iterable[str] | None = None,
-             exclude: Iterable[str] | None = None) -> AG2Parameters:
-    """Every parameter of the given AG2 objects, bound to where it lives."""
+             exclude: Iterable[str] | None = None, *, run: Any = None) -> AG2Parameters:
+    """Every parameter of the given AG2 objects, bound to where it lives (and the prompts ``run`` writes)."""
     agents, chats, managers = expand(objects)
+    templates, template_notes = run_prompts(run, agents) if run is not None else ([], [])
+    templated = {agent.name: prompt for agent, prompt in templates}
+    run_label = getattr(run, "__name__", "run")
     entries: list[tuple[Parameter, Binding]] = []
     roles: dict[str, dict[str, Parameter]] = {}
     owners: dict[str, str] = {}
-    notes: list[str] = []
+    notes: list[str] = list(template_notes)
 
     def add(agent: str, role: str, parameter: Parameter, binding: Binding, owner: str | None = None) -> None:
         parameter.meta["role"] = role
@@ -171,7 +200,15 @@ def discover(objects: Any, include: Iterable[str] | None = None,
                 notes.append(f"{name} has no llm_config: no model parameters (system message, settings, "
                              "tool descriptions)")
         else:
-            if not is_manager:  # a manager's own system message reaches no model
+            prompt = templated.get(name)
+            if prompt is not None:
+                add(name, ROLE_SYSTEM, Parameter(f"{run_label}.{prompt.name}", "text", prompt.value,
+                                                 description=f"system message of the AG2 agent {name}: "
+                                                             + prompt.describe(run_label),
+                                                 meta={"template_style": prompt.style}), prompt.binding)
+                notes.append(f"{name}.system_message is written by {run_label}() from {prompt.name} on every run: "
+                             f"{run_label}.{prompt.name} is the parameter")
+            elif not is_manager:  # a manager's own system message reaches no model
                 add(name, ROLE_SYSTEM, Parameter(f"{name}.system_message", "text", agent.system_message,
                                                  description=f"system message of the AG2 agent {name}"),
                     SystemMessageBinding(agent))

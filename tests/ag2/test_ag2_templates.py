@@ -1,0 +1,59 @@
+"""A system message your run function fills from a template: the template is the parameter, and a write reaches
+the next request (real AG2 agents, a scripted OpenAI-compatible server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from uuid import uuid4
+
+import pytest
+from autogen import ConversableAgent
+
+from opto_adapters.autogen.ag2 import AG2Target
+from opto_core.testing.scripted_server import system_text
+
+CHAT_MODULE = '''
+SUPPORT_TEMPLATE = "You are the support agent of {company}. Answer in one sentence."
+
+def make_chat(assistant, user):
+    def chat(example):
+        assistant.update_system_message(SUPPORT_TEMPLATE.format(company=example["company"]))
+        return user.initiate_chat(assistant, message=example["question"], max_turns=1, silent=True).summary
+    return chat
+'''
+
+
+@pytest.fixture
+def chat_module(tmp_path, monkeypatch):
+    name = f"ag2_chat_{uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(CHAT_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    yield importlib.import_module(name)
+    sys.modules.pop(name, None)
+
+
+def pair(server):
+    assistant = ConversableAgent("assistant", system_message="(set per run)", llm_config=server.llm_config(),
+                                 human_input_mode="NEVER")
+    user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
+    return assistant, user
+
+
+def test_a_template_the_run_function_formats_is_the_agents_system_parameter(server, chat_module):
+    server.script("We ship in two days.", "Shipping takes two days.")
+    assistant, user = pair(server)
+    target = AG2Target(chat_module.make_chat(assistant, user), [assistant, user])
+    names = target.bound.names()
+    assert "chat.SUPPORT_TEMPLATE" in names and "assistant.system_message" not in names
+    assert any("SUPPORT_TEMPLATE" in note for note in target.notes)
+    parameter = target.bound["chat.SUPPORT_TEMPLATE"]
+    assert parameter.value == chat_module.SUPPORT_TEMPLATE
+    target.run({"company": "ACME", "question": "When do you ship?"})
+    assert system_text(server.requests[-1]) == "You are the support agent of ACME. Answer in one sentence."
+    target.apply({"chat.SUPPORT_TEMPLATE": "Support for {company}: be warm and brief."})
+    target.run({"company": "Initech", "question": "When do you ship?"})
+    assert system_text(server.requests[-1]) == "Support for Initech: be warm and brief."
+    assert chat_module.SUPPORT_TEMPLATE == "Support for {company}: be warm and brief."
