@@ -32,6 +32,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from opto_core.engine.executors import AsyncioExecutor, Executor, InfrastructureError, ThreadExecutor
+    from opto_core.engine.coverage import Coverage, CoverageError, coverage
     from opto_core.engine.executors.ray_cluster import RayExecutor
     from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
     from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunLocked
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from opto_core.kernel.graph import Edge, Graph, GraphError, Node
     from opto_core.kernel.parameters import InvalidValue, Parameter
     from opto_core.kernel.render import render
+    from opto_core.kernel.templates import Template, TemplateError, TemplateMatch, check_placeholders
     from opto_core.kernel.trace import capture, op
     from opto_core.kernel.values import load_values, save_values
     from opto_core.llm.client import ContextWindowExceeded, LLMError, OpenAIChat
@@ -69,6 +71,8 @@ _EXPORTS: dict[str, str] = {
     "BackwardError": "opto_core.kernel.backward", "ProblemInstance": "opto_core.kernel.backward",
     "backward": "opto_core.kernel.backward",
     "render": "opto_core.kernel.render",
+    "Template": "opto_core.kernel.templates", "TemplateMatch": "opto_core.kernel.templates",
+    "TemplateError": "opto_core.kernel.templates", "check_placeholders": "opto_core.kernel.templates",
     "load_values": "opto_core.kernel.values", "save_values": "opto_core.kernel.values",
     # llm
     "OpenAIChat": "opto_core.llm.client", "LLMError": "opto_core.llm.client",
@@ -83,6 +87,8 @@ _EXPORTS: dict[str, str] = {
     "optimize": "opto_core.engine.loop", "evaluate": "opto_core.engine.loop",
     "OptimizationResult": "opto_core.engine.loop", "OptimizerFailed": "opto_core.engine.loop",
     "Settings": "opto_core.engine.settings",
+    "coverage": "opto_core.engine.coverage", "Coverage": "opto_core.engine.coverage",
+    "CoverageError": "opto_core.engine.coverage",
     "Target": "opto_core.engine.target", "BoundTarget": "opto_core.engine.target",
     "FunctionTarget": "opto_core.engine.target",
     "Executor": "opto_core.engine.executors", "ThreadExecutor": "opto_core.engine.executors",

@@ -28,6 +28,7 @@ def test_demo_runs_end_to_end_and_writes_a_report(tmp_path, scripted):
     result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "2", "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "parse_price#0" in result.output and "step 1" in result.output and "kept" in result.output
+    assert "Coverage over 1 run(s): feedback reaches 2 of 2 trainable parameter(s)" in result.output
     assert "[sic]" in result.output  # model text is shown literally, not read as markup
     checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
     assert checkpoint["best"]["invoice.discount_rate"] == 0.1 and checkpoint["best_score"] == 1.0

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from opto_core.kernel import provenance
-from opto_core.kernel.provenance import (CONTAINS, IDENTITY, KEY, MIN_TEXT, VALUE, Match, ProvenanceIndex, TaggedFloat,
-                                  TaggedInt, TaggedStr, tagged_node, untag)
+from opto_core.kernel.graph import Edge, Graph
+from opto_core.kernel.provenance import (CONTAINS, IDENTITY, KEY, MIN_TEXT, PARTIAL, TEMPLATE, TYPED, VALUE, Match,
+                                         ProvenanceIndex, TaggedFloat, TaggedInt, TaggedStr, tagged_node, untag)
 
 
 class Message:
@@ -224,3 +226,201 @@ def test_latest_keys_name_slots_that_later_producers_take_over():
     assert index.by_key(("message", "m1")) == "minted" and index.by_key(("message", "m2")) is None
     # keys are tried in the order given: the first key that answers wins
     assert index.node_of(None, keys=[("message", "m2"), ("text", "alice", "hi"), ("message", "m1")]) == "second"
+
+
+# ----- templates, typed values and partial matches ---------------------------------------------------------
+SYSTEM = "You are the support agent of {company}. Today is {today}."
+
+
+def test_a_template_matches_the_text_it_produced_and_the_edge_says_so():
+    index = ProvenanceIndex()
+    assert index.register_template(SYSTEM, "param:system").placeholders == ("company", "today")
+    consumed = SYSTEM.format(company="Acme", today="Monday")
+    found = index.find(consumed)
+    assert (found.node, found.how) == ("param:system", TEMPLATE)
+    assert found.detail.values == {"company": "Acme", "today": "Monday"}
+    assert found.edge("system") == Edge("param:system", "system", "data", "template")
+    assert index.find(SYSTEM) == Match("param:system", VALUE)  # the template's own text, exactly
+    assert index.find("You are a support agent. Today is Monday.") is None
+
+
+def test_the_edge_kind_survives_the_graph_json_round_trip():
+    graph = Graph()
+    system = graph.add("parameter", "system", SYSTEM)
+    call = graph.add("op", "llm", "hi", parents=[Match(system.id, TEMPLATE).edge("messages[0]")])
+    assert Graph.from_json(graph.to_json()) == graph
+    assert graph.to_dict()["nodes"][1]["parents"] == [{"id": system.id, "arg": "messages[0]", "match": "template"}]
+    assert call.edges[0].match == "template"
+
+
+def test_a_template_match_keeps_the_producers_of_the_values_it_bound():
+    index = ProvenanceIndex()
+    index.register("Acme Corporation", "lookup")  # an earlier step produced the company name
+    index.register_template(SYSTEM, "param:system")
+    found = index.find_all(SYSTEM.format(company="Acme Corporation", today="Monday"))
+    assert [(m.node, m.how) for m in found] == [("param:system", TEMPLATE), ("lookup", VALUE)]
+
+
+def test_exact_text_beats_a_template_and_the_most_specific_template_wins():
+    index = ProvenanceIndex()
+    index.register_template("Hello {name}", "short")
+    index.register_template("Hello {name}, welcome to {place}!", "long")
+    index.register_template("Hello {who}, welcome to {where}!", "same length, newer")
+    assert index.find("Hello Ann, welcome to Oslo!").node == "same length, newer"
+    assert index.find("Hello Ann").node == "short"
+    index.register("Hello Ann", "exact")
+    assert index.find("Hello Ann") == Match("exact", VALUE)
+
+
+def test_a_template_with_too_little_constant_text_is_no_evidence():
+    index = ProvenanceIndex()
+    assert index.register_template("{x}: {y}", "vague") is None  # ": " matches almost anything
+    assert index.find("a: b and more") is None
+    assert index.node_of("{x}: {y}") == "vague"  # still known by its own text
+
+
+def test_a_template_output_inside_a_longer_prompt_is_contained():
+    index = ProvenanceIndex()
+    index.register_template(SYSTEM, "param:system")
+    index.register("The refund was approved.", "earlier")
+    prompt = "SYSTEM: " + SYSTEM.format(company="Acme", today="Monday") + "\nUSER: The refund was approved."
+    found = index.find_all(prompt)
+    assert [(m.node, m.how) for m in found] == [("param:system", CONTAINS), ("earlier", CONTAINS)]
+    assert found[0].detail.values == {"company": "Acme", "today": "Monday"}
+
+
+def test_partial_matches_link_long_lines_of_an_edited_text_most_characters_first():
+    instructions = ("You are a meticulous support agent for an online shop.\n"
+                    "Always check the order number before answering anything.\n"
+                    "Be brief.")
+    index = ProvenanceIndex()
+    index.register(instructions, "param:instructions", partial=True)
+    edited = instructions.replace("Be brief.", "Answer in French.") + "\nOrder: 123"
+    found = index.find(edited)
+    assert (found.node, found.how) == ("param:instructions", PARTIAL)
+    assert found.detail == ("Always check the order number before answering anything.",
+                            "You are a meticulous support agent for an online shop.")
+    index.register("Always check the order number before answering anything.", "quoted")
+    assert index.find(edited) == Match("quoted", CONTAINS)  # a whole produced text inside beats fragments
+    plain = ProvenanceIndex()
+    plain.register(instructions, "p")  # without partial=True, an edited text is not linked
+    assert plain.find(edited) is None
+
+
+def test_partial_ties_most_characters_then_most_recent():
+    index = ProvenanceIndex()
+    line = "Cite the policy section that applies to the request."
+    index.register(line + "\nShort.", "older", partial=True)
+    index.register(line + "\nAnother short one.", "newer", partial=True)
+    index.register(line + "\nNever promise a refund before the manager approves it.\nEnd.", "most", partial=True)
+    consumed = "X\n" + line + "\nNever promise a refund before the manager approves it.\nY"
+    assert [m.node for m in index.find_all(consumed)] == ["most", "newer", "older"]
+
+
+def test_typed_numbers_link_by_their_renderings_only_when_registered_typed():
+    index = ProvenanceIndex()
+    index.register(3.75, "solve", typed=True)
+    index.register(2.5, "untyped")  # not typed: numbers are never matched
+    assert index.find("3.75") == Match("solve", TYPED)  # str(a) handed on
+    assert index.find(3.75) == Match("solve", TYPED)  # the float itself, in a Prediction
+    assert index.find("the answer is 3.75.").how == TYPED  # a whole token of 4 characters
+    assert index.find("the answer is 13.75") is None and index.find("x = -3.75!") is None
+    assert index.find("2.5") is None and index.find(2.5) is None
+    index.register(3, "count", typed=True)
+    assert index.find("3") == Match("count", TYPED) and index.find(" 3 ") == Match("count", TYPED)
+    assert index.find("step 3 of 3") is None  # too short to be evidence inside a longer text
+
+
+def test_typed_bool_and_none_link_only_as_the_whole_value():
+    index = ProvenanceIndex()
+    index.register(True, "check", typed=True)
+    index.register(None, "nothing", typed=True)
+    assert index.find("True") == Match("check", TYPED) and index.find("true") == Match("check", TYPED)
+    assert index.find(True) == Match("check", TYPED)
+    assert index.find("It is True that...") is None
+    assert index.find("null") == Match("nothing", TYPED)
+    assert index.find(None) is None  # a None value is no evidence of anything
+
+
+def test_typed_containers_models_and_dataclasses_link_by_str_repr_and_json():
+    import dataclasses as dc
+
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        city: str
+        score: float
+
+    @dc.dataclass
+    class Pair:
+        left: str
+        right: int
+
+    index = ProvenanceIndex()
+    index.register(["Zürich", "Genève"], "cities", typed=True)
+    index.register(Answer(city="Oslo", score=0.9), "model", typed=True)
+    index.register(Pair("abc", 12), "pair", typed=True)
+    index.register({"k": 1, "v": [1, 2]}, "mapping", typed=True)
+    import json
+    assert index.find(str(["Zürich", "Genève"])).node == "cities"
+    assert index.find(json.dumps(["Zürich", "Genève"])).node == "cities"  # ensure_ascii on: \\u00fc
+    assert index.find(json.dumps(["Zürich", "Genève"], ensure_ascii=False)).node == "cities"
+    assert index.find('Pick one of ["Zürich","Genève"] please').how == TYPED  # compact JSON, contained
+    assert index.find(Answer(city="Oslo", score=0.9).model_dump_json()).node == "model"
+    assert index.find("Context: " + repr(Answer(city="Oslo", score=0.9))).node == "model"
+    assert index.find(json.dumps({"left": "abc", "right": 12}, indent=2)).node == "pair"
+    assert index.find({"k": 1, "v": [1, 2]}).node == "mapping"  # rebuilt elsewhere: found by its JSON
+
+
+def test_an_adapters_rendering_of_a_field_links_too():
+    def numbered(value):  # e.g. how a framework formats a list field in a prompt
+        return ["\n".join(f"[{i}] {item}" for i, item in enumerate(value, 1))] if isinstance(value, list) else None
+
+    index = ProvenanceIndex(renderers=[numbered])
+    index.register(["alpha", "beta"], "lister", typed=True)
+    assert index.find("[1] alpha\n[2] beta").node == "lister"
+    index.register(7, "seven", renderings=["seven days"])
+    assert index.find("in seven days") == Match("seven", TYPED)
+
+
+def test_register_parameter_picks_the_rules_of_its_kind():
+    from opto_core.kernel.parameters import Parameter
+
+    index = ProvenanceIndex()
+    index.register_parameter(Parameter("system", "text", SYSTEM, template=True), "param:system")
+    index.register_parameter(Parameter("k", "int", 12, lower=1, upper=50), "param:k")
+    index.register_parameter(Parameter("rules", "text", "Always answer with the order number first, then the "
+                                                         "status.\nSign as Bob."), "param:rules")
+    assert index.find(SYSTEM.format(company="A", today="B")).how == TEMPLATE
+    assert index.find("12") == Match("param:k", TYPED)
+    assert index.find("Always answer with the order number first, then the status.\nSign as Alice.").how == PARTIAL
+
+
+def test_without_text_rules_templates_typed_and_partial_are_off():
+    index = ProvenanceIndex(text=False)
+    index.register_template(SYSTEM, "t")
+    index.register(3.75, "n", typed=True)
+    index.register("A long line that would be a fragment for partial matching.", "p", partial=True)
+    assert index.find(SYSTEM.format(company="A", today="B")) is None
+    assert index.find("3.75") is None and index.find(3.75) is None
+    assert index.find("A long line that would be a fragment for partial matching. Edited.") is None
+
+
+_FIELD = st.from_regex(r"[a-z][a-z_]{0,5}", fullmatch=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(names=st.lists(_FIELD, min_size=1, max_size=4, unique=True),
+       pieces=st.lists(st.text(alphabet="abc .,:\n{}", min_size=0, max_size=8), min_size=5, max_size=5),
+       values=st.lists(st.text(alphabet="abcxyz .,:{}", max_size=8), min_size=4, max_size=4))
+def test_property_a_registered_templates_every_output_is_credited_to_it(names, pieces, values):
+    head = "Instructions for the agent: "  # enough constant text to be evidence
+    source = head + "".join(p.replace("{", "{{").replace("}", "}}") + "{" + n + "}"
+                            for p, n in zip(pieces, names)) + pieces[-1].replace("{", "{{").replace("}", "}}")
+    index = ProvenanceIndex()
+    template = index.register_template(source, "param:t")
+    produced = source.format(**dict(zip(names, values)))
+    found = index.find(produced)
+    assert found is not None and found.node == "param:t"
+    if produced != source:  # (the template's own text is found exactly)
+        assert found.how == TEMPLATE and template.render(found.detail.values) == produced

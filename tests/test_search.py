@@ -91,3 +91,37 @@ def test_unscored_evaluations_and_values_outside_the_space_teach_nothing():
     space = SearchSpace(params())
     assert space.encode({"x": 9.0, "n": 20, "mode": "a"}) is None and space.encode({"x": 1.0}) is None
     assert space.encode({"x": 1.0, "n": 20, "mode": "c"}) == {"mode": 2, "n": 20, "x": 1.0}
+
+
+def test_the_first_trial_is_the_current_value():
+    """Before any scored evaluation the sampler proposes the starting point itself, never a blind guess."""
+    ps = params()
+    search = Search(ps, "random", seed=1)
+    start = {p.name: p.value for p in ps}
+    assert search.step([]).accepted == start
+    search.observe(start, score(start))
+    assert search.sampler.trials[0] == (start, score(start))
+    assert search.step([]).accepted != start  # from then on it searches
+
+
+def test_a_short_run_never_ends_worse_than_it_started():
+    """The loop evaluates the start first and the sampler learns it as trial 1; every candidate worse
+    than the start is rolled back, so the best values of a short run are the start or better."""
+    from opto_core import FunctionTarget, op, optimize
+
+    temperature = Parameter("llm.temperature", "float", 0.3, lower=0.0, upper=2.0)
+    k = Parameter("retriever.k", "int", 4, lower=1, upper=16)
+
+    @op
+    def answer(question, temperature, k):
+        return -abs(temperature - 0.3) - abs(k - 4) / 10  # the start is the best setting
+
+    target = FunctionTarget(lambda question: answer(question, temperature, k), [temperature, k])
+    search = Search(target.parameters(), "tpe", seed=0)
+    result = optimize(target, [{"question": "q"}], lambda example, output: output, search,
+                      valset=[{"question": "q"}], max_steps=3)
+    assert search.sampler.trials[0] == ({"llm.temperature": 0.3, "retriever.k": 4}, 0.0)
+    assert result.best_score == result.initial_score == 0.0
+    assert result.best_values == {"llm.temperature": 0.3, "retriever.k": 4}
+    assert (temperature.value, k.value) == (0.3, 4)
+    assert any(not r["kept"] for r in result.history[1:])  # the search did try other values

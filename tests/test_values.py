@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from opto_core import Parameter
+from opto_core import InvalidValue, Parameter
 from opto_core.kernel.binding import BoundParameters, UnknownParameters
 from opto_core.kernel.values import ValuesFileError, apply_saved, load_values, resolve, save_values
 
@@ -45,3 +45,33 @@ def test_apply_saved_checks_every_name_before_writing(tmp_path):
     path = save_values(tmp_path / "v.json", {"p": "b", "q": 0.5})
     assert apply_saved(bound, path) == {"p": "b", "q": 0.5}
     assert (p.value, q.value) == ("b", 0.5)
+
+
+def test_your_own_parameters_deploy_with_parameters_and_the_error_says_how(tmp_path):
+    """A user's Parameter (a prompt the code formats, with used_by) is not discovered from the object."""
+    discovered = Parameter("llm.temperature", "float", 0.7, lower=0, upper=2)
+    instructions = Parameter("agent.instructions", "text", "You help {company} customers.", template=True,
+                             meta={"used_by": "agent"})
+    path = save_values(tmp_path / "v.json", {"llm.temperature": 0.2,
+                                             "agent.instructions": "Help {company} customers briefly."})
+    fresh = BoundParameters([discovered])
+    with pytest.raises(UnknownParameters, match=r"\['agent.instructions'\].*pass it with parameters=\[\.\.\.\]"):
+        apply_saved(fresh, path)
+    assert discovered.value == 0.7  # nothing written
+    applied = apply_saved(fresh, path, parameters=[instructions])
+    assert applied == {"llm.temperature": 0.2, "agent.instructions": "Help {company} customers briefly."}
+    assert discovered.value == 0.2 and instructions.value == "Help {company} customers briefly."
+    assert "agent.instructions" not in fresh  # the workflow's own parameters are left as discovered
+
+
+def test_your_own_parameters_are_validated_before_anything_is_written():
+    discovered = Parameter("llm.temperature", "float", 0.7, lower=0, upper=2)
+    instructions = Parameter("agent.instructions", "text", "You help {company}.", template=True)
+    with pytest.raises(InvalidValue, match=r"must keep \{company\}"):
+        apply_saved(BoundParameters([discovered]), {"llm.temperature": 0.1, "agent.instructions": "Help."},
+                    parameters=[instructions])
+    assert discovered.value == 0.7 and instructions.value == "You help {company}."
+    with pytest.raises(ValueError, match="unique"):  # another parameter under a discovered name
+        apply_saved(BoundParameters([discovered]), {}, parameters=[Parameter("llm.temperature", "float", 1.0)])
+    with pytest.raises(TypeError, match="Parameter objects"):
+        apply_saved(BoundParameters([discovered]), {}, parameters=["agent.instructions"])

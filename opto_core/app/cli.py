@@ -144,6 +144,7 @@ def _finish(result: Any, run_dir: str) -> None:
 
 def _run(call: Any) -> Any:
     """Run ``optimize``: a locked or foreign run directory is a usage error (exit 2), not a traceback."""
+    from opto_core.engine.coverage import CoverageError
     from opto_core.engine.rundir import RunDirError
 
     try:
@@ -151,6 +152,9 @@ def _run(call: Any) -> Any:
     except RunDirError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2)
+    except CoverageError as exc:  # stopped before any optimizer call: say which parameters and why
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1)
 
 
 def _approver(approve: bool) -> Any:
@@ -221,6 +225,9 @@ def demo(
     output, graph = target.run(trainset[0])
     console.print(escape(f"first example: {trainset[0]!r} -> {output!r}"))
     _show_graph(graph)
+    from opto_core.engine.coverage import Coverage
+
+    console.print(escape(str(Coverage.of_graphs(target.parameters(), [graph]))))
     optimizer = _optimizer_for(target, llm, answer_tokens)
     console.print(f"optimizer: {type(optimizer).__name__}"
                   + (" (the LLM for text and code, a search for numbers)" if type(optimizer).__name__ == "Hybrid" else ""))

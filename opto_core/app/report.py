@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from opto_core.app import drawing
 from opto_core.kernel.graph import Graph, GraphError
+from opto_core.engine.coverage import Coverage
 from opto_core.engine.rundir import RunDir
 
 _STOP_REASONS = {
@@ -548,8 +549,9 @@ def render_report(data: RunData) -> str:
     body.append(f"<h2>Score per step</h2>{score_plot(data.history)}")
     if data.history:
         body.append(_overview(data))
-    # parameters
+    # parameters, and whether feedback reaches them
     body.append(_parameters(data))
+    body.append(_coverage(data))
     # steps
     body.append("<h2>Steps</h2>")
     if initial:
@@ -667,6 +669,24 @@ def _parameters(data: RunData) -> str:
                        f'finished):</p>{value_html(current[name])}')
         out.append("</div>")
     return "".join(out)
+
+
+def _coverage(data: RunData) -> str:
+    """The coverage check of the first evaluation: which parameters feedback reaches, and why not."""
+    found = (data.initial or {}).get("coverage")
+    if not isinstance(found, dict):
+        return ""
+    covered = Coverage.from_dict(found)
+    rows = "".join(
+        f"<tr><td><code>{e(p.name)}</code></td><td>{'yes' if p.reached else 'frozen' if p.cause == 'frozen' else '<b>no</b>'}"
+        f"</td><td>{e(' → '.join(p.path) if p.reached else p.reason)}"
+        + (f"<br><span class='muted'>fix: {e(p.fix)}</span>" if p.trainable and not p.reached else "")
+        + "</td></tr>" for p in covered)
+    head = (f'<p class="warn">Feedback never reaches {len(covered.unreached)} trainable parameter(s): '
+            f'{e(", ".join(covered.unreached))}. The optimizer never saw them.</p>' if covered.unreached else
+            f'<p class="facts">{e(covered.note or "Feedback reaches every trainable parameter.")}</p>')
+    return (f"<h2>Coverage</h2>{head}<table class='grid'><tr><th>parameter</th><th>reached</th>"
+            f"<th>path to the output, or why not</th></tr>{rows}</table>")
 
 
 def _best_values(data: RunData) -> tuple[dict[str, Any], str]:

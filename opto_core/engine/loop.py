@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
 from opto_core.kernel.code_policy import apply_policy
+from opto_core.engine.coverage import Coverage, CoverageError  # noqa: F401  (CoverageError: raised from here)
 from opto_core.engine.executors import (Evaluation, FeedbackError, InfrastructureError, ThreadExecutor, error_kind,  # noqa: F401
                         make_executor)
 from opto_core.optimizers.base import Optimizer, Proposal
@@ -105,6 +106,11 @@ def optimize(target: Target, trainset: Sequence[Any], feedback_fn: FeedbackFn, o
     the step's own training batch, before and after). ``settings`` (a `Settings`) and keyword
     overrides of its fields set budgets, batching, the executor, the keep rule, the run
     directory and safety options; see `opto_core.engine.settings.Settings`.
+
+    The first evaluation also checks coverage (`opto_core.engine.coverage`): one warning names every
+    trainable parameter feedback cannot reach, with the reason and the fix, and the step record
+    keeps it (``coverage``). When no parameter is reachable, or with ``require_coverage=True`` any
+    is not, `CoverageError` is raised before any optimizer call.
     """
     return _Run(target, trainset, feedback_fn, optimizer, valset, Settings.build(settings, **overrides)).run()
 
@@ -221,12 +227,15 @@ class _Run:
                                      "trainset_size": len(self.trainset), "valset_size": len(self.valset or [])})
         examples = self.valset or self.trainset
         evaluations = self._evaluate(examples, list(range(len(examples))), "val" if self.valset else "train")
+        covered = Coverage.of(self.target.parameters(), evaluations, follow=self.settings.follow, target=self.target)
+        covered.enforce(require=self.settings.require_coverage)  # one warning, or CoverageError before the optimizer
         self.initial_score = self.current_score = self.best_score = mean_score(evaluations)
         self.best_values = self._values()
         self.optimizer.observe(self.best_values, self.initial_score)
         record: dict[str, Any] = {"step": 0, "kind": "initial", "values": self.best_values,
                                   "eval_score": self.initial_score, "best_score": self.best_score,
-                                  "usage": self.usage.to_dict(), "evaluations": self.evaluations, "time": time.time()}
+                                  "usage": self.usage.to_dict(), "evaluations": self.evaluations, "time": time.time(),
+                                  "coverage": covered.to_dict()}
         self._note_failures(record, evaluations)
         if self.store:
             record["graph"] = self.store.write_graph(0, evaluations[0].graph.to_json())

@@ -41,6 +41,7 @@ class Settings:
     reuse_evaluations: bool = False        # reuse a batch's runs when the same examples already ran with the same values
     nonfinite_scores: str = "error"        # "error": NaN/inf feedback raises; "failure": it counts as a failure
     follow: Sequence[str] | None = None    # graph edge kinds backward follows besides data
+    require_coverage: bool = False         # True: stop before any optimizer call if feedback misses a parameter
     # acceptance
     keep: str = "not_worse"
     memory_size: int | None = None         # overrides the optimizer's memory when set

@@ -113,6 +113,13 @@ class FunctionTarget(BoundTarget):
             raise ValueError(f"parameter names must be unique, repeated: {sorted(duplicates)}")
         self.bound = BoundParameters(found)
 
+    def coverage_fix(self, parameter: Parameter, cause: str) -> str | None:
+        """What to try when feedback misses a parameter of a plain-Python workflow (`opto_core.coverage`)."""
+        if cause in ("unlinked", "never_seen"):
+            return (f"pass the Parameter {parameter.name!r} itself to the @op that uses it (the op reads its value "
+                    f"and records the edge) instead of reading .value outside an op")
+        return None
+
     def run(self, example: Any) -> tuple[Any, Graph]:
         with capture(meta={"target": getattr(self.fn, "__qualname__", repr(self.fn))}) as run:
             for parameter in self.bound:

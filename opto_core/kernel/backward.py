@@ -66,7 +66,7 @@ class ProblemInstance:
         return "\n".join(f"{self.names.get(nid, nid)}: {fb.render()}" for nid, fb in self.feedback.items())
 
 
-def _feedback_targets(graph: Graph, feedback: Any) -> dict[str, Feedback]:
+def feedback_targets(graph: Graph, feedback: Any) -> dict[str, Feedback]:
     """Map feedback to the op nodes it is about: ``{op node id: Feedback}``."""
     outputs = graph.outputs
     if not outputs:
@@ -103,7 +103,7 @@ def backward(graph: Graph, feedback: Any, *, instruction: str = INSTRUCTION,
     ``feedback`` is one feedback for every output (a `Feedback`, number, string or pair), or a
     mapping from output (id or name, or the id of the node it marks) to feedback.
     """
-    targets = _feedback_targets(graph, feedback)
+    targets = feedback_targets(graph, feedback)
     follow = frozenset(follow)
     nodes = graph.nodes  # topological; validates the graph
 

@@ -34,10 +34,10 @@ class UnknownParameters(KeyError, ValueError):
     Both a ``KeyError`` (a name not found) and a ``ValueError`` (a bad argument), so either handler catches it.
     """
 
-    def __init__(self, what: str, unknown: Sequence[str], known: Sequence[str]) -> None:
+    def __init__(self, what: str, unknown: Sequence[str], known: Sequence[str], hint: str = "") -> None:
         self.unknown = list(unknown)
         self.known = list(known)
-        super().__init__(f"{what} {self.unknown}; the parameters are: {self.known}")
+        super().__init__(f"{what} {self.unknown}; the parameters are: {self.known}" + (f". {hint}" if hint else ""))
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])

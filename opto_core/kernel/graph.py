@@ -50,6 +50,17 @@ def run_meta(adapter: str, framework: str, framework_version: str, **extra: Any)
             META_RUN_ID: uuid.uuid4().hex, META_USAGE: {"prompt_tokens": 0, "completion_tokens": 0}, **extra}
 
 
+#: How provenance found an edge (``Edge.match``, the `opto_core.kernel.provenance.Match` kinds), strongest
+#: first: the very object, a framework id, the exact text, a typed value's rendering, a template's output,
+#: a text contained in a longer one, long literal fragments of a text. Empty: the tracer knew the edge directly.
+MATCH_IDENTITY, MATCH_KEY, MATCH_VALUE, MATCH_TYPED = "identity", "key", "value", "typed"
+MATCH_TEMPLATE, MATCH_CONTAINS, MATCH_PARTIAL = "template", "contains", "partial"
+MATCH_KINDS: tuple[str, ...] = (MATCH_IDENTITY, MATCH_KEY, MATCH_VALUE, MATCH_TYPED, MATCH_TEMPLATE, MATCH_CONTAINS,
+                                MATCH_PARTIAL)
+#: The key of a parent entry (JSON) that holds ``Edge.match``.
+EDGE_MATCH = "match"
+
+
 class GraphError(ValueError):
     """A graph that is not a valid OPTO graph (a cycle, an unknown kind, a missing parent...)."""
 
@@ -99,17 +110,22 @@ class Edge:
     ``via`` says how the edge was found: ``data`` (real data flow, the default),
     ``call_tree`` (the framework hid the data flow; parent run -> child run),
     ``context`` (the value was only in a prompt's context, not what produced this node),
-    or ``control`` (it chose what ran next).
+    or ``control`` (it chose what ran next). ``match`` says which provenance rule linked a value to
+    its producer (one of `MATCH_KINDS`: ``"template"`` when a prompt was a template's output), empty
+    when the tracer knew the edge without matching.
     """
 
     id: str
     arg: str = ""
     via: str = "data"
+    match: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "arg": self.arg}
         if self.via != "data":
             data["via"] = self.via
+        if self.match:
+            data[EDGE_MATCH] = self.match
         return data
 
 
@@ -173,8 +189,10 @@ class Node:
             if isinstance(parent, str):
                 edges.append(Edge(parent))
             elif isinstance(parent, dict) and isinstance(parent.get("id"), str) \
-                    and isinstance(parent.get("arg", ""), str) and isinstance(parent.get("via", "data"), str):
-                edges.append(Edge(parent["id"], parent.get("arg", ""), parent.get("via", "data")))
+                    and isinstance(parent.get("arg", ""), str) and isinstance(parent.get("via", "data"), str) \
+                    and isinstance(parent.get(EDGE_MATCH, ""), str):
+                edges.append(Edge(parent["id"], parent.get("arg", ""), parent.get("via", "data"),
+                                  parent.get(EDGE_MATCH, "")))
             else:
                 raise GraphError(f"node {node_id!r} has a malformed parent entry {bounded_repr(parent, 200)}")
         expected = {"name": str, "description": str, "op_type": str, "doc": str, "param": (dict, type(None)),

@@ -18,6 +18,7 @@ from typing import Any, Callable, Literal
 from opto_core.kernel.code import CodeShapeError, FunctionShape, parse_function
 from opto_core.kernel.code_policy import CodePolicy
 from opto_core.kernel.invalid import InvalidValue
+from opto_core.kernel.templates import STYLE_NAMES, Template, TemplateError, check_placeholders
 
 __all__ = ["PARAMETER_KINDS", "InvalidValue", "Parameter", "ParameterKind"]
 
@@ -36,7 +37,9 @@ class Parameter:
     """A named value an optimizer may change.
 
     ``name`` is stable across runs (e.g. ``qa_chain.prompt.system``) because the optimizer's
-    suggestions, the checkpoints and the history are keyed by it. ``checks`` are extra rules an
+    suggestions, the checkpoints and the history are keyed by it. ``template=True`` marks a text
+    the program fills in (``SYSTEM.format(company=...)``): its placeholders become a constraint
+    every new value must keep, shown to the optimizer and checked by `validate`. ``checks`` are extra rules an
     adapter adds (a template must keep its variables, tool code must keep its schema); each
     takes the converted value and returns it (possibly changed) or raises ``ValueError``.
     """
@@ -55,6 +58,11 @@ class Parameter:
     max_length: int | None = DEFAULT_MAX_LENGTH
     #: for code: "strict", "permissive" or a `opto_core.kernel.code_policy.CodePolicy` (set by `apply_policy`)
     code_policy: Any = field(default="strict", repr=False)
+    #: for text: the value is a template the program fills in (``True``: its style is detected; or a
+    #: style of `opto_core.kernel.templates.STYLES`, e.g. ``"jinja"``). Every new value must keep its
+    #: placeholders and add none (`opto_core.kernel.templates.check_placeholders`), and provenance
+    #: credits it where its filled-in text went.
+    template: bool | str = False
 
     def __post_init__(self) -> None:
         """A parameter is valid from the start: its name, kind, bounds and initial value are checked here."""
@@ -74,6 +82,9 @@ class Parameter:
         if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)
                                             or self.max_length < 1):
             raise ValueError(f"parameter {self.name!r}: max_length must be a positive int or None")
+        self._template: Template | None = None
+        if self.template and (self.kind != "text" or isinstance(self.value, str)):  # (a non-text value fails below)
+            self._template = self._parse_template()
         if self.kind == "code":
             # the original source: the shape every new version keeps, and what the code policy compares with
             try:
@@ -82,6 +93,24 @@ class Parameter:
                 raise InvalidValue(self.name, f"the initial value is not valid code: {exc}") from None
         else:  # the initial value must pass its own kind's rules (length and adapter checks excepted)
             getattr(self, f"_validate_{self.kind}")(self.value)
+
+    def _parse_template(self) -> Template:
+        if self.kind != "text":
+            raise ValueError(f"parameter {self.name!r}: only a text parameter can be a template (kind {self.kind!r})")
+        style = None if self.template is True else self.template
+        try:
+            parsed = Template.parse(self.value, style)  # type: ignore[arg-type]
+        except (TemplateError, ValueError) as exc:
+            raise ValueError(f"parameter {self.name!r}: template={self.template!r}, but {exc}") from None
+        if parsed is None:
+            raise ValueError(f"parameter {self.name!r}: template={self.template!r}, but its value has no placeholder "
+                             f"({', '.join(STYLE_NAMES.values())}); drop template= for a plain text")
+        return parsed
+
+    @property
+    def template_model(self) -> Template | None:
+        """The parsed template of a ``template=`` parameter (its original placeholders), else ``None``."""
+        return self._template
 
     # ----- describing -----------------------------------------------------------------
     def constraint(self) -> str:
@@ -105,6 +134,10 @@ class Parameter:
                          + (f" and its decorators {list(shape.decorators)}" if shape.decorators else ""))
         elif self.kind == "json":
             parts.append(f"a JSON {type(self.value).__name__ if self.value is not None else 'value'}")
+        elif self._template is not None:
+            template = self._template
+            parts.append(f"text, a {STYLE_NAMES[template.style]} template the program fills in: keep the placeholders "
+                         f"{', '.join(template.source_of(n) for n in template.placeholders)} and add no other")
         else:
             parts.append("text")
         if self.description:
@@ -122,6 +155,8 @@ class Parameter:
             spec["upper"] = self.upper
         if self.choices is not None:
             spec["choices"] = list(self.choices)
+        if self._template is not None:
+            spec["template"] = {"style": self._template.style, "placeholders": list(self._template.placeholders)}
         spec["constraint"] = self.constraint()
         return spec
 
@@ -129,9 +164,14 @@ class Parameter:
         """A new parameter with ``changes``; a code parameter keeps its original (the policy's baseline)."""
         values = {key: getattr(self, key) for key in
                   ("name", "kind", "value", "trainable", "description", "lower", "upper", "choices",
-                   "max_length", "code_policy")}
+                   "max_length", "code_policy", "template")}
         values.update(changes)
-        copied = Parameter(**values, checks=list(self.checks), meta=dict(self.meta))
+        keep_template = self._template is not None and values["template"] == self.template
+        copied = Parameter(**{**values, "template": False} if keep_template else values, checks=list(self.checks),
+                           meta=dict(self.meta))
+        if keep_template and copied.kind == "text":  # a template keeps its original placeholders, as code its shape
+            copied.template, copied._template = self.template, self._template
+            copied._validate_text(copied.value)
         if self.kind == "code" and copied.kind == "code":
             copied._original = self._original
         return copied
@@ -159,6 +199,10 @@ class Parameter:
     def _validate_text(self, value: Any) -> str:
         if not isinstance(value, str):
             raise self._fail(f"expected text (a string), got {type(value).__name__} {_short(value)}")
+        if self._template is not None:
+            problems = check_placeholders(self._template, value)
+            if problems:
+                raise self._fail("; ".join(problems))
         return value
 
     def _within_length(self, value: str) -> str:

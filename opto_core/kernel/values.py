@@ -19,7 +19,7 @@ import datetime as _dt
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 VALUES_FORMAT = "opto-values/1"
 
@@ -120,12 +120,42 @@ def resolve(values_or_path: Any, framework: str | None = None) -> SavedValues:
     return saved
 
 
-def apply_saved(bound: Any, values_or_path: Any, framework: str | None = None) -> dict[str, Any]:
+def apply_saved(bound: Any, values_or_path: Any, framework: str | None = None,
+                parameters: Iterable[Any] | None = None) -> dict[str, Any]:
     """Write saved values into a workflow's `BoundParameters`: every adapter's ``apply_values``.
 
-    Every value is validated and every name checked before anything is written (an unknown name
-    is an error listing the known ones); a failing write restores what was written. Returns what
-    was applied. Frozen parameters may be set too: deploying is not optimizing.
+    ``parameters``: `Parameter` objects of your own that discovery does not find (a prompt your
+    code formats, with ``meta={"used_by": ...}``); their saved values are written into them, as
+    the optimization run did. Every value is validated and every name checked before anything is
+    written (an unknown name is an error listing the known ones and saying how to pass your own);
+    a failing write restores what was written. Returns what was applied. Frozen parameters may be
+    set too: deploying is not optimizing.
     """
+    from opto_core.kernel.binding import UnknownParameters
+
     saved = resolve(values_or_path, framework)
-    return bound.apply(dict(saved), allow_frozen=True)
+    if parameters is not None:
+        bound = _with_own(bound, list(parameters))
+    try:
+        return bound.apply(dict(saved), allow_frozen=True)
+    except UnknownParameters as exc:
+        if exc.unknown and set(exc.unknown) <= set(saved):
+            raise UnknownParameters("the values name parameters this workflow does not have:", exc.unknown,
+                                    exc.known, "A parameter of your own (a Parameter your code reads, e.g. with "
+                                    "used_by) is not found from the object: pass it with parameters=[...]") from None
+        raise
+
+
+def _with_own(bound: Any, own: list[Any]) -> Any:
+    """The discovered parameters (with their bindings) and the user's own, in one `BoundParameters`."""
+    from opto_core.kernel.binding import BoundParameters
+    from opto_core.kernel.parameters import Parameter
+
+    combined = BoundParameters([(bound[name], bound.binding(name)) for name in bound.names()])
+    for parameter in own:
+        if not isinstance(parameter, Parameter):
+            raise TypeError(f"parameters=[...] takes opto_core Parameter objects, got {type(parameter).__name__}")
+        if parameter.name in combined and combined[parameter.name] is parameter:
+            continue
+        combined.add(parameter)  # a different parameter with a discovered name is an error naming it
+    return combined

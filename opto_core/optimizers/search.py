@@ -297,9 +297,19 @@ class Sampler:
                 attempts: int = 5) -> dict[str, Any]:
         """New values for the space's parameters; ``fixed`` values (an LLM's ideas) are evaluated as
         they are. A candidate equal to the current values or to a tried point is asked again (with
-        another seed) up to ``attempts`` times, so a step is not spent on a known result."""
+        another seed) up to ``attempts`` times, so a step is not spent on a known result.
+
+        The first trial is the current values: until one scored evaluation has been observed, the
+        proposal is the current values themselves (enqueued, never a blind guess). In the loop the
+        initial evaluation is observed before any step, so there the sampler's first trial is
+        always the starting point and its search starts from it.
+        """
         if not space.dims:
             return {}
+        if not self.trials and not fixed:
+            start = space.encode(current)
+            if start is not None:
+                return space.decode(start)
         engine = self._ready(space)
         encoded_fixed = None
         if fixed:
