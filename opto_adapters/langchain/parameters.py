@@ -440,9 +440,8 @@ def _code_prompt_group(function_name: str, prompt: CodePrompt, base: str) -> Gro
         what = "the agent's system prompt (create_react_agent prompt=), sent first in every model request"
     else:
         what = prompt.describe(function_name)
-    parameter = Parameter(base, "text", prompt.value, description=what,
-                          meta={"langchain_binding": prompt.binding, "langchain_group": group,
-                                "template_style": prompt.style})
+    parameter = Parameter(base, "text", prompt.value, description=what, template=prompt.template,
+                          meta={"langchain_binding": prompt.binding, "langchain_group": group})
     group.parameters.append(parameter)
     group.args[base] = prompt.role or prompt.name
     return group

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable, Iterator
 from opto_core.kernel.binding import Binding
 from opto_core.kernel.code import SourceUnavailable, compile_like, function_source, unwrap
 from opto_core.kernel.provenance import MIN_TEXT
+from opto_core.kernel.templates import Template, TemplateError
 
 __all__ = ["CodePrompt", "LiteralBinding", "Sink", "VariableBinding", "prompts_in_function"]
 
@@ -90,6 +91,20 @@ class CodePrompt:
     #: ``agent.update_system_message(...)``), and the call's ``name`` (``AssistantAgent("writer", ...)``)
     receiver: Any = None
     call_name: str | None = None
+
+    @property
+    def template(self) -> str | bool:
+        """What ``Parameter(template=...)`` takes: the style when the text has placeholders in it, else False.
+
+        A template parameter keeps its placeholders (the code fills each one) and is credited where
+        its filled-in text went (`opto_core.kernel.provenance`)."""
+        if self.style is None:
+            return False
+        try:
+            parsed = Template.parse(self.value, self.style)
+        except (TemplateError, ValueError):
+            return False
+        return self.style if parsed is not None else False
 
     def describe(self, function_name: str) -> str:
         """One line for the parameter's description: what the text is and how the code uses it."""

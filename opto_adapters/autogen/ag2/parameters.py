@@ -205,7 +205,7 @@ def discover(objects: Any, include: Iterable[str] | None = None,
                 add(name, ROLE_SYSTEM, Parameter(f"{run_label}.{prompt.name}", "text", prompt.value,
                                                  description=f"system message of the AG2 agent {name}: "
                                                              + prompt.describe(run_label),
-                                                 meta={"template_style": prompt.style}), prompt.binding)
+                                                 template=prompt.template), prompt.binding)
                 notes.append(f"{name}.system_message is written by {run_label}() from {prompt.name} on every run: "
                              f"{run_label}.{prompt.name} is the parameter")
             elif not is_manager:  # a manager's own system message reaches no model

@@ -7,9 +7,9 @@ it can be fed hand-made records and links in tests. A parameter reaches a run in
   object's run (a prompt, a model, a tool): `Links.for_tag`;
 - it is a tool's description and the model call was offered that tool: `Links.tool_descriptions`;
 - it is a prompt kept in code, or a `Parameter` of yours with ``meta={"used_by": "node"}`` (inside
-  the named run), and a model call received its message: the same object, its exact text, or a
-  longer text that contains it, by the core's provenance rules (`opto_core.kernel.provenance`):
-  `Links.prompt_source`;
+  the named run), and a model call received its message: the same object, its exact text, a
+  template's output, or a longer text that contains it, by the core's provenance rules
+  (`opto_core.kernel.provenance`): `Links.prompt_sources`;
 - it is yours and a run has the name in ``used_by``: `Links.used_by`.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from opto_core.kernel.parameters import Parameter
-from opto_core.kernel.provenance import ProvenanceIndex
+from opto_core.kernel.provenance import Match, ProvenanceIndex
 
 from opto_adapters.langchain.parameters import Group, binding_of, group_of_parameter, live_groups
 from opto_adapters.langchain.tracing.snapshots import text_of
@@ -91,29 +91,40 @@ class Links:
     def used_by(self, run_name: str) -> list[Parameter]:
         return [p for p in self._extra if run_name in _names(p.meta.get("used_by"))]
 
-    def prompt_source(self, obj: Any, text: str | None, scope: Iterable[str] = ()) -> Parameter | None:
-        """The prompt parameter whose message a model call received (``scope``: the enclosing runs' names).
+    def prompt_sources(self, obj: Any, text: str | None, scope: Iterable[str] = ()) -> list[tuple[Parameter, Match]]:
+        """The prompt parameters whose text a model call received in one message (``scope``: the
+        enclosing runs' names), each with how it was found.
 
         The parameters that may apply (prompts kept in code; yours whose ``used_by`` names an
-        enclosing run) are the producers of a small provenance index, looked up with its rules.
-        Prompts kept in code are registered last, so they win a tie on the same text.
+        enclosing run) are the producers of a small provenance index, looked up with the core's
+        rules: the very message object, its exact text, a template's output (then the template,
+        and the parameters whose text filled its placeholders), a contained text, long lines of it.
+        A text of yours with placeholders counts as a template. Prompts kept in code are registered
+        last, so they win a tie on the same text.
         """
         scope = set(scope)
         candidates: list[Parameter] = [p for p in self._extra if isinstance(p.value, str)
                                        and scope & set(_names(p.meta.get("used_by")))]
         if not candidates and not self._variables:
-            return None
+            return []
         index = ProvenanceIndex(text_of=text_of)
         for number, parameter in enumerate(candidates):
-            index.register(parameter.value, str(number))
+            if parameter.template_model is None:
+                index.register_template(parameter.value, str(number))  # a template when it has placeholders
+            index.register_parameter(parameter, str(number))
         for parameter in self._variables:
-            binding = binding_of(parameter)
-            raw = getattr(binding, "raw", None)  # a variable's object (a literal in code has none)
             candidates.append(parameter)
-            index.register(raw() if raw is not None else parameter.value, str(len(candidates) - 1),
-                           text=_text(parameter.value), identity=raw is not None)
-        found = index.node_of(obj, text=text)
-        return candidates[int(found)] if found is not None else None
+            number = str(len(candidates) - 1)
+            raw = getattr(binding_of(parameter), "raw", None)  # a variable's object (a literal in code has none)
+            if raw is not None:
+                index.register(raw(), number, text=_text(parameter.value), identity=True, depth=0)
+            index.register_parameter(parameter, number)
+        found: list[tuple[Parameter, Match]] = []
+        for match in index.find_all(obj, text=text):
+            parameter = candidates[int(match.node)]
+            if all(parameter is not p for p, _ in found):
+                found.append((parameter, match))
+        return found
 
 
 def _text(value: Any) -> str | None:

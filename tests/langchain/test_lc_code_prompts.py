@@ -1,0 +1,136 @@
+"""Prompts built in code are parameters that get credit, and a write reaches the next request.
+
+Real LangGraph graphs (``StateGraph`` + ``ToolNode``), LangChain 1.x agents and an LCEL RAG chain; the
+model is langchain-openai's ``ChatOpenAI`` talking HTTP to a scripted OpenAI-compatible server on
+127.0.0.1, so every assertion about a write is checked in the request the server received.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+from dataclasses import dataclass
+
+import pytest
+from langchain_core.messages import HumanMessage
+from langchain_openai import ChatOpenAI
+
+import lc_support_app
+from opto_adapters.langchain import ChainTarget, parameters_of
+from opto_core import Parameter, coverage
+from opto_core.kernel.backward import backward
+from opto_core.kernel.feedback import Feedback
+from opto_core.testing.scripted_server import ScriptedServer, system_text, tool_call
+
+
+@pytest.fixture
+def server():
+    with ScriptedServer() as scripted:
+        yield scripted
+
+
+@pytest.fixture
+def app_module():
+    """A fresh copy of the app's module globals for every test (writes change them). Parameters found in
+    an earlier test are collected first: a module global keeps the name it was first found under."""
+    gc.collect()
+    yield importlib.reload(lc_support_app)
+    importlib.reload(lc_support_app)
+
+
+def chat_model(server, **settings):
+    return ChatOpenAI(base_url=server.base_url, api_key="scripted", model="scripted", max_retries=0, **settings)
+
+
+def last(state):
+    return state["messages"][-1].content
+
+
+def support_example(company="ACME", today="Monday"):
+    return {"messages": [HumanMessage("Where is order 42?")], "company": company, "today": today}
+
+
+def one_support_run(server):
+    server.script(tool_call("lookup_order", order_id="42"), "Order 42 has shipped.")
+
+
+#: spelling -> (parameter name, its value, a new value, the system text the next request must carry)
+SPELLINGS = {
+    "format": ("format_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
+               "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
+    "alias": ("alias_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
+              "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
+    "prompt": ("prompt_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
+               "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
+    "fstring": ("fstring_node.system_prompt", "You are the support agent of {company}. Today is {today}.",
+                "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
+    "percent": ("percent_node.PERCENT_TEMPLATE", lc_support_app.PERCENT_TEMPLATE,
+                "Support for %s (%s): be brief.", "Support for Initech (Tuesday): be brief."),
+    "plus": ("plus_node.system_prompt", "You are the support agent of {company}. {RULES}",
+             "{RULES} You support {company}.", "Never promise a delivery date. You support Initech."),
+    "literal_prompt": ("literal_prompt_node.system_prompt", "You support {company}'s customers. Today is {today}.",
+                       "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
+}
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+def test_a_node_prompt_built_in_code_is_credited_and_written_back(spelling, server, app_module):
+    name, value, new_value, new_text = SPELLINGS[spelling]
+    app = app_module.build(spelling, chat_model(server))
+    found = {p.name: p for p in parameters_of(app)}
+    assert found[name].value == value
+    target = ChainTarget(app, output_fn=last)
+    one_support_run(server)
+    output, graph = target.run(support_example())
+    assert output == "Order 42 has shipped."
+    assert "ACME" in system_text(server.requests[0]) and "Monday" in system_text(server.requests[0]) \
+        or spelling == "plus"
+    credited = backward(graph, Feedback(0.0, "the customer wanted a date")).parameter_names
+    assert name in credited
+    models = [n for n in graph.nodes if n.op_type == "chat_model"]
+    assert len(models) == 2 and all(f"param:{name}" in m.parents for m in models)  # the calls that received it
+    how = {e.match for m in models for e in m.edges if e.id == f"param:{name}"}
+    assert how == ({"value"} if spelling == "plus_constants" else {"template"})
+    one_support_run(server)
+    report = coverage(target, [support_example()])
+    assert report[name].reached and report[name].cause == "reached" and report[name].path[0] == name
+    target.apply({name: new_value})
+    one_support_run(server)
+    target.run(support_example("Initech", "Tuesday"))
+    assert system_text(server.requests[-1]) == new_text
+    assert system_text(server.requests[-2]) == new_text  # both calls of the run, the one after the tool too
+
+
+def test_a_template_keeps_its_placeholders(server, app_module):
+    app = app_module.build("format", chat_model(server))
+    target = ChainTarget(app, output_fn=last)
+    with pytest.raises(ValueError, match=r"\{today\}"):
+        target.apply({"format_node.SYSTEM_TEMPLATE": "Support for {company}."})  # dropped {today}
+    with pytest.raises(ValueError, match=r"\{mood\}"):
+        target.apply({"format_node.SYSTEM_TEMPLATE": "Support for {company} ({today}), {mood}."})  # invented
+    assert app_module.SYSTEM_TEMPLATE == lc_support_app.SYSTEM_TEMPLATE  # nothing was written
+
+
+def test_plus_of_constants_credits_each_constant(server, app_module):
+    app = app_module.build("plus", chat_model(server))
+    target = ChainTarget(app, output_fn=last)
+    one_support_run(server)
+    _, graph = target.run(support_example())
+    credited = backward(graph, Feedback(0.0, "no")).parameter_names
+    assert {"plus_node.system_prompt", "plus_node.RULES"} <= set(credited)
+    target.apply({"plus_node.RULES": "Always give the delivery date."})
+    one_support_run(server)
+    target.run(support_example())
+    assert system_text(server.requests[-1]) == "You are the support agent of ACME. Always give the delivery date."
+
+
+def test_a_parameter_nothing_reads_is_reported_unreached_with_its_reason(server, app_module):
+    app = app_module.build("format", chat_model(server))
+    unused = Parameter("agent.tone", "text", "Be cheerful and use emojis.", meta={"used_by": "agent"})
+    target = ChainTarget(app, [*parameters_of(app), unused], output_fn=last)
+    one_support_run(server)
+    report = coverage(target, [support_example()])
+    assert report["format_node.SYSTEM_TEMPLATE"].reached
+    tone = report["agent.tone"]
+    assert not tone.reached and tone.cause in ("unlinked", "off_path") and tone.reason and tone.fix
+    assert "agent.tone" in report.unreached and "agent.tone" in report.warning()
