@@ -12,6 +12,9 @@ import pytest
 from autogen import ConversableAgent
 
 from opto_adapters.autogen.ag2 import AG2Target
+from opto_core import coverage
+from opto_core.kernel.backward import backward
+from opto_core.kernel.feedback import Feedback
 from opto_core.testing.scripted_server import system_text
 
 CHAT_MODULE = '''
@@ -51,9 +54,19 @@ def test_a_template_the_run_function_formats_is_the_agents_system_parameter(serv
     assert any("SUPPORT_TEMPLATE" in note for note in target.notes)
     parameter = target.bound["chat.SUPPORT_TEMPLATE"]
     assert parameter.value == chat_module.SUPPORT_TEMPLATE
-    target.run({"company": "ACME", "question": "When do you ship?"})
+    _, graph = target.run({"company": "ACME", "question": "When do you ship?"})
     assert system_text(server.requests[-1]) == "You are the support agent of ACME. Answer in one sentence."
+    call = graph["assistant.llm#0"]
+    edge = next(e for e in call.edges if e.id == "param:chat.SUPPORT_TEMPLATE")
+    assert (edge.arg, edge.via, edge.match) == ("system_message", "data", "template")
+    assert "chat.SUPPORT_TEMPLATE" in backward(graph, Feedback(0.0, "give a date")).parameter_names
     target.apply({"chat.SUPPORT_TEMPLATE": "Support for {company}: be warm and brief."})
-    target.run({"company": "Initech", "question": "When do you ship?"})
+    _, graph = target.run({"company": "Initech", "question": "When do you ship?"})
     assert system_text(server.requests[-1]) == "Support for Initech: be warm and brief."
     assert chat_module.SUPPORT_TEMPLATE == "Support for {company}: be warm and brief."
+    assert graph["assistant.llm#0"].meta["write_back_verified"] == ["chat.SUPPORT_TEMPLATE"]
+    with pytest.raises(ValueError, match=r"\{company\}"):
+        target.apply({"chat.SUPPORT_TEMPLATE": "Support: be brief."})  # the run function fills {company}
+    server.script("Two days.")
+    report = coverage(target, [{"company": "ACME", "question": "When?"}])
+    assert report["chat.SUPPORT_TEMPLATE"].reached

@@ -56,6 +56,7 @@ from opto_core.kernel.conversation import (
     ROLE_TOOL_DESCRIPTION,
 )
 from opto_core.kernel.parameters import Parameter
+from opto_core.kernel.templates import Template
 
 #: Numeric settings an llm_config may set: kind, lower, upper (OpenAI's documented ranges).
 NUMERIC_SETTINGS: dict[str, tuple[str, float | None, float | None]] = {
@@ -103,7 +104,11 @@ class AG2Parameters:
             if owner is None:
                 continue
             value = parameter.value
-            if role == ROLE_SYSTEM:
+            if role == ROLE_SYSTEM and parameter.template_model is not None:  # filled in by the run function
+                written = Template.parse(value, parameter.template_model.style)
+                checks[name] = (owner, lambda r, t=written: t is not None
+                                and t.match(r["messages"][0].get("content") or "") is not None)
+            elif role == ROLE_SYSTEM:
                 checks[name] = (owner, lambda r, v=value: (r["messages"][0].get("content") == v))
             elif role.startswith(ROLE_SETTING):
                 checks[name] = (owner, lambda r, k=role[len(ROLE_SETTING):], v=value: r.get(k) == v)
