@@ -36,6 +36,7 @@ from opto_core.kernel.code import (
     keeps_signature_bindings,
 )
 from opto_core.kernel.parameters import InvalidValue, Parameter
+from opto_core.kernel.ranges import range_for
 from opto_core.kernel.values import (
     SavedValues,
     apply_saved,
@@ -46,6 +47,8 @@ from opto_core.kernel.values import (
 FRAMEWORK = "dspy"
 #: The sidecar format before ``opto-values/1`` (still read by `load_optimized`).
 SIDECAR_FORMAT = "opto-dspy/1"
+#: Bounds of LM settings the core's range rules (`opto_core.kernel.ranges.range_for`) do not cover;
+#: ``lm_bounds=`` overrides both.
 DEFAULT_LM_BOUNDS: dict[str, tuple[float, float]] = {"temperature": (0.0, 2.0), "max_tokens": (16, 16384)}
 _DEMO_EXTRA_KEYS = {"augmented"}
 #: Attributes optimizers attach to a compiled program (results, not structure): never searched for parts.
@@ -116,7 +119,8 @@ class ProgramParameters(BoundParameters):
         self.program = program
         self.optimize_lm_settings = optimize_lm_settings
         self.optimize_demos = optimize_demos
-        self.lm_bounds = {**DEFAULT_LM_BOUNDS, **(lm_bounds or {})}
+        self.user_bounds = dict(lm_bounds or {})
+        self.lm_bounds = {**DEFAULT_LM_BOUNDS, **self.user_bounds}
         self.predictors: list[tuple[str, Any]] = [(predictor_name(n), p) for n, p in program.named_predictors()]
         if not self.predictors:
             raise ValueError(
@@ -219,12 +223,19 @@ class ProgramParameters(BoundParameters):
         lower, upper = self.lm_bounds[key]
         binding = LMSettingBinding(predictor, key, kind)
         current, known = binding.effective()
-        if known and current is not None:  # widen the bounds to hold what the user chose
-            lower, upper = min(lower, current), max(upper, current)
+        why = ""
+        if key not in self.user_bounds:  # the core's rule for this setting (opto_core.kernel.ranges)
+            lm = predictor.lm or dspy.settings.lm
+            rule = range_for(key, current if known else None, model=getattr(lm, "model", None))
+            if rule is not None:
+                lower, upper, why = rule.lower, rule.upper, f"; range: {rule.why}"
+        shown = current if known and current is not None else UNSET_DEFAULTS[key]
+        lower, upper = min(lower, shown), max(upper, shown)  # the value shown (chosen or default) stays valid
         label = {"temperature": "the sampling temperature", "max_tokens": "the most tokens the LM may generate"}[key]
         description = f"{label} of this predictor's LM calls"
         if not known:
             description += f" (unset: the provider's default applies; shown as {UNSET_DEFAULTS[key]})"
+        description += why
         self._bind(Parameter(f"{name}.lm.{key}", kind, binding.read(), description=description, lower=lower,
                              upper=upper, meta={"unset": not known}), binding, predictor, "lm", key)
 

@@ -70,14 +70,16 @@ from opto_core.kernel.code import (
     keeps_signature_bindings,
 )
 from opto_core.kernel.parameters import InvalidValue, Parameter
+from opto_core.kernel.ranges import range_for
 
 TAG_KEY = "opto_param_id"
 
-#: Model settings that become parameters when the model has them set: kind, lower, upper.
-MODEL_SETTINGS: dict[str, tuple[str, float, float]] = {
-    "temperature": ("float", 0.0, 2.0),
-    "top_p": ("float", 0.0, 1.0),
-    "max_tokens": ("int", 1, 32768),
+#: Model settings that become parameters when the model has them set: kind, and bounds for the settings
+#: the core has no range rule for (`opto_core.kernel.ranges.range_for` bounds the others).
+MODEL_SETTINGS: dict[str, tuple[str, float | None, float | None]] = {
+    "temperature": ("float", None, None),
+    "top_p": ("float", None, None),
+    "max_tokens": ("int", None, None),
     "presence_penalty": ("float", -2.0, 2.0),
     "frequency_penalty": ("float", -2.0, 2.0),
 }
@@ -94,15 +96,6 @@ _SKIP_ATTRS = {"callbacks", "callback_manager", "metadata", "tags", "client", "a
                "root_async_client", "http_client", "http_async_client", "checkpointer", "store", "cache",
                "rate_limiter", "config_specs", "lc_kwargs"}
 _WALK_LIMIT = 200  # items per container, so a huge dict in a closure cannot stall discovery
-
-
-def setting_bounds(setting: str, kind: str, value: Any) -> tuple[float | None, float | None]:
-    """The search range of a numeric setting.  TODO(issue 19): the core's range rules (kernel/ranges.py)."""
-    if setting == "k" or setting == "fetch_k":
-        return 1, max(20, 4 * int(value))
-    if setting in ("score_threshold", "lambda_mult"):
-        return 0.0, 1.0
-    return None, None
 
 
 class NoParametersFound(ValueError):
@@ -363,11 +356,13 @@ def _model_group(model: BaseLanguageModel, base: str) -> Group | None:
         value = getattr(model, setting, None)
         if value is None or isinstance(value, bool):
             continue
-        if kind == "int":
-            upper = max(upper, value)
+        rule = range_for(setting, value, model=str(label))
+        why = ""
+        if rule is not None:
+            lower, upper, why = rule.lower, rule.upper, f" (range: {rule.why})"
         name = f"{base}.{setting}"
         parameter = Parameter(name, kind, value, lower=lower, upper=upper,
-                              description=f"{_SETTING_TEXT[setting]} of {label}",
+                              description=f"{_SETTING_TEXT[setting]} of {label}{why}",
                               meta={"langchain_binding": FieldBinding(model, setting), "langchain_group": group})
         group.parameters.append(parameter)
         group.args[name] = setting
@@ -477,11 +472,12 @@ def _retriever_group(retriever: VectorStoreRetriever, base: str) -> Group | None
             continue
         if kind == "int" and isinstance(value, float) and value.is_integer():
             value = int(value)
-        lower, upper = setting_bounds(key, kind, value)
+        rule = range_for(key, value)
+        lower, upper = (rule.lower, rule.upper) if rule is not None else (None, None)
         name = f"{base}.search_kwargs.{key}"
         group.parameters.append(Parameter(name, kind, value, lower=lower, upper=upper,
                                           description=f"{_SEARCH_TEXT[key]} ({retriever.search_type} search over "
-                                                      f"a {store})",
+                                                      f"a {store})" + (f"; range: {rule.why}" if rule else ""),
                                           meta={"langchain_binding": binding, "langchain_group": group}))
         group.args[name] = key
     return group if group.parameters else None

@@ -56,9 +56,11 @@ from opto_core.kernel.conversation import (
     ROLE_TOOL_DESCRIPTION,
 )
 from opto_core.kernel.parameters import Parameter
+from opto_core.kernel.ranges import range_for
 from opto_core.kernel.templates import Template
 
-#: Numeric settings an llm_config may set: kind, lower, upper (OpenAI's documented ranges).
+#: Numeric settings an llm_config may set: kind, lower, upper (OpenAI's documented ranges), used where
+#: the core has no range rule (`opto_core.kernel.ranges.range_for` bounds temperature, top_p, max_tokens).
 NUMERIC_SETTINGS: dict[str, tuple[str, float | None, float | None]] = {
     "temperature": ("float", 0.0, 2.0),
     "top_p": ("float", 0.0, 1.0),
@@ -175,6 +177,14 @@ def run_prompts(run: Any, agents: list[ConversableAgent]) -> tuple[list[tuple[Co
     return found, notes
 
 
+def _model_of(agent: ConversableAgent) -> str | None:
+    """The model an agent's llm_config names (its first config entry's, else the top level's)."""
+    config = agent.llm_config or {}
+    entries = config.get("config_list") or [{}]
+    model = (entries[0] if isinstance(entries[0], dict) else {}).get("model") or config.get("model")
+    return str(model) if model else None
+
+
 def discover(objects: Any, include: Iterable[str] | None = None,
              exclude: Iterable[str] | None = None, *, run: Any = None) -> AG2Parameters:
     """Every parameter of the given AG2 objects, bound to where it lives (and the prompts ``run`` writes)."""
@@ -223,8 +233,11 @@ def discover(objects: Any, include: Iterable[str] | None = None,
                 if value is None:
                     continue
                 what = "speaker selection" if is_manager else name
-                add(name, ROLE_SETTING + key, Parameter(f"{name}.{key}", kind, value, lower=lower, upper=upper,
-                                                        description=f"{key} of the model calls of {what}"), binding)
+                rule = range_for(key, value, model=_model_of(agent))
+                low, high, why = (rule.lower, rule.upper, f"; range: {rule.why}") if rule else (lower, upper, "")
+                add(name, ROLE_SETTING + key, Parameter(f"{name}.{key}", kind, value, lower=low, upper=high,
+                                                        description=f"{key} of the model calls of {what}{why}"),
+                    binding)
             for tool in agent.llm_config.get("tools") or []:
                 tool_name = tool.get("function", {}).get("name", "")
                 binding = ToolDescriptionBinding(agent, tool_name)
