@@ -11,19 +11,34 @@ same way. Checking and writing are the core's (`opto_core.kernel.values.apply_sa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
-from opto_core.kernel.values import apply_saved
-
+from opto_adapters.langchain.parameters import MODEL_NAME_FIELDS, NoParametersFound
 from opto_adapters.langchain.target import ChainTarget, bound_parameters
+from opto_core.kernel.parameters import Parameter
+from opto_core.kernel.values import apply_saved, resolve
 
 
-def apply_values(obj: Any, values_or_path: Any) -> dict[str, Any]:
+def apply_values(obj: Any, values_or_path: Any, parameters: Sequence[Parameter] | None = None) -> dict[str, Any]:
     """Write saved values into ``obj`` (a runnable, agent, graph, or a `ChainTarget`); return what was applied.
 
     ``values_or_path``: a path to an ``opto-values/1`` file, such a document, or a plain dict of
-    values by name. An unknown name is an error listing the known ones and nothing is written; a
-    file saved from another framework is refused, naming both.
+    values by name. ``parameters``: your own `Parameter` objects that were optimized with the chain
+    (``meta={"used_by": ...}``): discovery cannot find them, so pass them here to write their saved
+    values into them. A saved model name (optimized with ``model_choices``) is written into the
+    same model of the fresh chain. An unknown name is an error listing the known ones (and saying
+    how to pass your own) and nothing is written; a file saved from another framework is refused,
+    naming both.
     """
-    bound = obj.bound if isinstance(obj, ChainTarget) else bound_parameters(obj)
-    return apply_saved(bound, values_or_path, framework=ChainTarget.framework)
+    saved = resolve(values_or_path, ChainTarget.framework)
+    if isinstance(obj, ChainTarget):
+        bound = obj.bound
+    else:
+        known = set(bound_parameters(obj).names())
+        models = {name: [value] for name, value in saved.items()
+                  if name not in known and isinstance(value, str) and name.rsplit(".", 1)[-1] in MODEL_NAME_FIELDS}
+        try:
+            bound = bound_parameters(obj, model_choices=models or None)
+        except NoParametersFound:  # not a model of this chain: the unknown name is reported below
+            bound = bound_parameters(obj)
+    return apply_saved(bound, saved, framework=ChainTarget.framework, parameters=parameters)

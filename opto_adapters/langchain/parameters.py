@@ -563,9 +563,13 @@ def _add_model_bindings(group: Group, bindings: Sequence[RunnableBinding]) -> No
 ModelChoices = Sequence[str] | Mapping[str, Sequence[str]]
 
 
+#: The fields chat models keep their model's name in (the first one a model has is used).
+MODEL_NAME_FIELDS = ("model_name", "model", "model_id")
+
+
 def _model_name_field(model: Any) -> str | None:
     fields = getattr(type(model), "model_fields", {})
-    for name in ("model_name", "model", "model_id"):
+    for name in MODEL_NAME_FIELDS:
         if name in fields and isinstance(getattr(model, name, None), str):
             return name
     return None

@@ -12,8 +12,12 @@ import importlib
 from dataclasses import dataclass
 
 import pytest
-from langchain_core.messages import HumanMessage
+from langchain.agents import create_agent
+from langchain.agents.middleware import dynamic_prompt
+from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
+from langgraph.graph import START, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
 
 import lc_support_app
 from opto_adapters.langchain import ChainTarget, parameters_of
@@ -134,3 +138,93 @@ def test_a_parameter_nothing_reads_is_reported_unreached_with_its_reason(server,
     tone = report["agent.tone"]
     assert not tone.reached and tone.cause in ("unlinked", "off_path") and tone.reason and tone.fix
     assert "agent.tone" in report.unreached and "agent.tone" in report.warning()
+
+
+# ----- your own Parameter, formatted by the node --------------------------------------------------------------
+def test_your_template_parameter_is_credited_to_the_model_call_that_received_it(server, app_module):
+    instructions = Parameter("agent.instructions", "text", "You are the support agent of {company}. Be brief.",
+                             meta={"used_by": "agent"})
+
+    def agent(state):
+        system = SystemMessage(content=instructions.value.format(company=state["company"]))
+        return {"messages": [model.invoke([system, *state["messages"]])]}
+
+    model = chat_model(server).bind_tools([app_module.lookup_order])
+    builder = StateGraph(app_module.SupportState)
+    builder.add_node("agent", agent)
+    builder.add_node("tools", ToolNode([app_module.lookup_order]))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition)
+    builder.add_edge("tools", "agent")
+    app = builder.compile()
+    target = ChainTarget(app, [*parameters_of(app), instructions], output_fn=last)
+    one_support_run(server)
+    _, graph = target.run(support_example())
+    models = [n for n in graph.nodes if n.op_type == "chat_model"]
+    edges = [e for m in models for e in m.edges if e.id == "param:agent.instructions"]
+    assert len(edges) == 2 and {e.match for e in edges} == {"template"}  # the model calls, not only the node
+    assert "agent.instructions" in backward(graph, Feedback(0.0, "no")).parameter_names
+    one_support_run(server)
+    assert coverage(target, [support_example()])["agent.instructions"].reached
+    target.apply({"agent.instructions": "Support for {company}: answer in five words."})
+    one_support_run(server)
+    target.run(support_example("Initech"))
+    assert system_text(server.requests[-1]) == "Support for Initech: answer in five words."
+
+
+# ----- LangChain 1.x agents: @dynamic_prompt, a runtime context, create_react_agent(prompt=) -------------------
+PERSONA = "You are the assistant of {user_name}. Answer in one sentence."
+
+
+@dataclass
+class UserContext:
+    user_name: str
+
+
+@dynamic_prompt
+def personalized(request) -> str:
+    return PERSONA.format(user_name=request.runtime.context.user_name)
+
+
+def test_dynamic_prompt_middleware_template_with_a_runtime_context_per_example(server):
+    agent = create_agent(chat_model(server), [], middleware=[personalized], context_schema=UserContext)
+    target = ChainTarget(agent, context=lambda example: UserContext(example["user"]), input_keys=["messages"],
+                         output_fn=last)
+    assert target.bound["personalized.PERSONA"].value == PERSONA
+    server.script("Hello Ann.", "Hello Bob.")
+    _, graph = target.run({"messages": [HumanMessage("hi")], "user": "Ann"})
+    assert system_text(server.requests[-1]) == "You are the assistant of Ann. Answer in one sentence."
+    assert "personalized.PERSONA" in backward(graph, Feedback(0.0, "too formal")).parameter_names
+    before = target.snapshot()
+    try:
+        target.apply({"personalized.PERSONA": "Greet {user_name} by name, casually."})
+        assert PERSONA == "Greet {user_name} by name, casually."  # this module's constant is the one written
+        target.run({"messages": [HumanMessage("hi")], "user": "Bob"})
+        assert system_text(server.requests[-1]) == "Greet Bob by name, casually."
+    finally:
+        target.restore(before)
+    assert PERSONA == "You are the assistant of {user_name}. Answer in one sentence."
+    server.script("Hi Cy.")
+    assert coverage(target, [{"messages": [HumanMessage("hi")], "user": "Cy"}])["personalized.PERSONA"].reached
+
+
+def test_create_react_agent_prompt_is_credited_and_written(server):
+    import warnings
+
+    from langgraph.prebuilt import create_react_agent
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        agent = create_react_agent(chat_model(server), [lc_support_app.lookup_order],
+                                   prompt="You track orders. Quote the status word for word.")
+    target = ChainTarget(agent, output_fn=last)
+    assert target.bound["agent.system_prompt"].value == "You track orders. Quote the status word for word."
+    one_support_run(server)
+    _, graph = target.run({"messages": [HumanMessage("Where is order 42?")]})
+    assert "agent.system_prompt" in backward(graph, Feedback(0.0, "no")).parameter_names
+    target.apply({"agent.system_prompt": "You track orders; be brief."})
+    one_support_run(server)
+    target.run({"messages": [HumanMessage("Where is order 42?")]})
+    assert system_text(server.requests[-1]) == "You track orders; be brief."
+    one_support_run(server)
+    assert coverage(target, [{"messages": [HumanMessage("Where is order 42?")]}])["agent.system_prompt"].reached
