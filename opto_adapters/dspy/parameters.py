@@ -301,18 +301,20 @@ class ProgramParameters(BoundParameters):
             "program": type(self.program).__name__,
             "lm_config": {name: dict(p.config) for name, p in self.predictors if p.config}})
 
-    def load_sidecar(self, data: Any, source: str = "sidecar") -> dict[str, Any]:
-        """Validate and write back every value of a sidecar (old ``opto-dspy/1`` or ``opto-values/1``)."""
+    def load_sidecar(self, data: Any, source: str = "sidecar", parameters: Any = None) -> dict[str, Any]:
+        """Validate and write back every value of a sidecar (old ``opto-dspy/1`` or ``opto-values/1``);
+        ``parameters`` are your own `Parameter` objects saved with it."""
         if isinstance(data, dict) and data.get("format") == SIDECAR_FORMAT:
             saved = SavedValues(data.get("values") or {}, {"framework": FRAMEWORK,
                                                             "lm_config": data.get("lm_config") or {}})
         else:
             saved = from_document(data, source)
         try:
-            applied = apply_saved(self, saved, framework=FRAMEWORK)
+            applied = apply_saved(self, saved, framework=FRAMEWORK, parameters=parameters)
         except UnknownParameters as exc:
             raise UnknownParameters(f"{source} names parameters this program does not have (was it saved from a "
-                                    "program of another structure?):", exc.unknown, exc.known) from None
+                                    "program of another structure? A Parameter of your own is passed with "
+                                    "parameters=[...]):", exc.unknown, exc.known) from None
         by_name = dict(self.predictors)
         for name, config in (saved.meta.get("lm_config") or {}).items():
             if name in by_name:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from opto_adapters.langchain.parameters import MODEL_NAME_FIELDS, NoParametersFound
-from opto_adapters.langchain.target import ChainTarget, bound_parameters
+from opto_adapters.langchain.parameters import MODEL_NAME_FIELDS, NoParametersFound, all_parameters, binding_of
+from opto_adapters.langchain.target import ChainTarget
+from opto_core.kernel.binding import BoundParameters
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.values import apply_saved, resolve
 
@@ -34,11 +35,13 @@ def apply_values(obj: Any, values_or_path: Any, parameters: Sequence[Parameter] 
     if isinstance(obj, ChainTarget):
         bound = obj.bound
     else:
-        known = set(bound_parameters(obj).names())
+        found, _ = all_parameters(obj)
+        known = {p.name for p in found}
         models = {name: [value] for name, value in saved.items()
                   if name not in known and isinstance(value, str) and name.rsplit(".", 1)[-1] in MODEL_NAME_FIELDS}
         try:
-            bound = bound_parameters(obj, model_choices=models or None)
+            found, _ = all_parameters(obj, models or None)
         except NoParametersFound:  # not a model of this chain: the unknown name is reported below
-            bound = bound_parameters(obj)
+            pass
+        bound = BoundParameters([(p, binding_of(p)) for p in found])
     return apply_saved(bound, saved, framework=ChainTarget.framework, parameters=parameters)

@@ -70,3 +70,27 @@ def test_a_template_the_run_function_formats_is_the_agents_system_parameter(serv
     server.script("Two days.")
     report = coverage(target, [{"company": "ACME", "question": "When?"}])
     assert report["chat.SUPPORT_TEMPLATE"].reached
+
+
+def test_deploying_a_run_functions_template_and_your_own_parameters(server, chat_module, tmp_path):
+    from opto_adapters.autogen.ag2 import apply_values
+    from opto_core import Parameter
+    from opto_core.kernel.binding import UnknownParameters
+
+    assistant, user = pair(server)
+    target = AG2Target(chat_module.make_chat(assistant, user), [assistant, user])
+    target.apply({"chat.SUPPORT_TEMPLATE": "Support for {company}: be warm."})
+    target.save_values(tmp_path / "values.json")
+    chat_module.SUPPORT_TEMPLATE = "You are the support agent of {company}. Answer in one sentence."
+    assistant, user = pair(server)
+    chat = chat_module.make_chat(assistant, user)
+    with pytest.raises(UnknownParameters, match=r"run=<that function>"):
+        apply_values([assistant, user], tmp_path / "values.json")  # without run=, the template is unknown
+    assert apply_values([assistant, user], tmp_path / "values.json", run=chat) == \
+        {"chat.SUPPORT_TEMPLATE": "Support for {company}: be warm."}
+    server.script("Two days.")
+    chat({"company": "ACME", "question": "When?"})
+    assert system_text(server.requests[-1]) == "Support for ACME: be warm."
+    mine = Parameter("assistant.greeting", "text", "Hello.")
+    written = apply_values([assistant, user], {"assistant.greeting": "Hi!"}, parameters=[mine])
+    assert written == {"assistant.greeting": "Hi!"} and mine.value == "Hi!"

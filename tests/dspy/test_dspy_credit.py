@@ -24,3 +24,20 @@ def test_examples_without_with_inputs_are_refused_by_the_target_and_the_teleprom
         with pytest.raises(ExampleError, match=r"trainset\[1\]: the example does not say which fields are inputs"):
             teleprompter.compile(two_same, trainset=[bare.with_inputs("question"), bare])
     assert llm.requests == []  # refused before any optimizer call
+
+
+def test_apply_values_takes_your_own_parameters(two_same, tmp_path):
+    from opto_adapters.dspy import apply_values
+    from opto_core import Parameter
+    from opto_core.kernel.binding import UnknownParameters
+    from opto_core.kernel.values import save_values
+
+    path = tmp_path / "values.json"
+    save_values(path, {"first.instructions": "Answer briefly.", "style.suffix": "Be kind."}, {"framework": "dspy"})
+    with pytest.raises(UnknownParameters, match=r"parameters=\[\.\.\.\]"):
+        apply_values(two_same, path)
+    assert two_same.first.signature.instructions != "Answer briefly."  # nothing was written
+    mine = Parameter("style.suffix", "text", "Be brief.")
+    applied = apply_values(two_same, path, parameters=[mine])
+    assert applied == {"first.instructions": "Answer briefly.", "style.suffix": "Be kind."}
+    assert mine.value == "Be kind." and two_same.first.signature.instructions == "Answer briefly."

@@ -20,7 +20,8 @@ from langgraph.graph import START, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 import lc_support_app
-from opto_adapters.langchain import ChainTarget, parameters_of
+from opto_adapters.langchain import ChainTarget, apply_values, parameters_of
+from opto_core.kernel.binding import UnknownParameters
 from opto_core import Parameter, coverage
 from opto_core.kernel.backward import backward
 from opto_core.kernel.feedback import Feedback
@@ -228,3 +229,26 @@ def test_create_react_agent_prompt_is_credited_and_written(server):
     assert system_text(server.requests[-1]) == "You track orders; be brief."
     one_support_run(server)
     assert coverage(target, [{"messages": [HumanMessage("Where is order 42?")]}])["agent.system_prompt"].reached
+
+
+def test_deploying_your_own_parameter_with_apply_values(server, tmp_path):
+    def build(instructions):
+        @dynamic_prompt
+        def style(request) -> str:
+            return instructions.value
+
+        return create_agent(chat_model(server), [], middleware=[style])
+
+    mine = Parameter("agent.instructions", "text", "Answer in one word.", meta={"used_by": "model"})
+    target = ChainTarget(build(mine), [mine], output_fn=last)
+    target.apply({"agent.instructions": "Answer in French."})
+    target.save_values(tmp_path / "values.json")
+    fresh_parameter = Parameter("agent.instructions", "text", "Answer in one word.", meta={"used_by": "model"})
+    agent = build(fresh_parameter)
+    with pytest.raises(UnknownParameters, match=r"parameters=\[\.\.\.\]"):
+        apply_values(agent, tmp_path / "values.json")
+    assert apply_values(agent, tmp_path / "values.json", parameters=[fresh_parameter]) == \
+        {"agent.instructions": "Answer in French."}
+    server.script("Bonjour.")
+    agent.invoke({"messages": [HumanMessage("hi")]})
+    assert system_text(server.requests[-1]) == "Answer in French."
