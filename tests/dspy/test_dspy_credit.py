@@ -6,6 +6,7 @@ import dspy
 import pydantic
 import pytest
 
+from dspy_programs import agent_policy, celsius_examples, to_fahrenheit
 from opto_adapters.dspy import OptoTeleprompter, ProgramTarget
 from opto_adapters.dspy.target import ExampleError
 from opto_adapters.dspy.testing import rule_lm
@@ -118,3 +119,35 @@ def test_an_unused_parameter_is_reported_unreached():
     assert report["solve.instructions"].reached
     assert not report["notes.style"].reached and report["notes.style"].cause == "never_seen"
     assert "notes.style" in report.warning()
+
+
+class AgentThenExplain(dspy.Module):
+    """A ReAct agent with a float answer, explained by a ChainOfThought that receives str(answer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.agent = dspy.ReAct("question -> answer: float", tools=[to_fahrenheit], max_iters=3)
+        self.explain = dspy.ChainOfThought("question, answer -> explanation")
+
+    def forward(self, question):
+        answer = self.agent(question=question).answer
+        explained = self.explain(question=question, answer=str(answer))
+        return dspy.Prediction(answer=answer, explanation=explained.explanation)
+
+
+def agent_then_explain_policy(call):
+    if "explanation" in call.output_fields:
+        return {"reasoning": "-", "explanation": f"converted: {call.inputs.get('answer')}"}
+    return agent_policy(call)
+
+
+def test_a_react_agent_with_a_typed_answer_keeps_its_tool_code_credited():
+    lm = rule_lm(agent_then_explain_policy)
+    target = ProgramTarget(AgentThenExplain(), lm=lm)
+    example = celsius_examples([100])[0]
+    output, graph = target.run(example)
+    assert output.answer == 203.0
+    credited = backward(graph, Feedback(0.0, "212 expected")).parameter_names
+    code = next(name for name in target.bound.names() if name.endswith("to_fahrenheit.code"))
+    assert code in credited and any(name.startswith("agent.") for name in credited)
+    assert coverage(target, [example])[code].reached
