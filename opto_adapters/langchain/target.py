@@ -17,6 +17,8 @@ import langchain_core
 from opto_adapters.langchain.parameters import (
     ModelChoices,
     NoParametersFound,
+    binding_of,
+    group_of_parameter,
     bound_parameters,
     function_docs,
 )
@@ -147,6 +149,25 @@ class ChainTarget(BoundTarget):
                              op_type="python", raw=True)
         _move_output(graph, marked, node)
         return transformed, graph
+
+    def coverage_fix(self, parameter: Parameter, cause: str) -> str | None:
+        """What to try when feedback does not reach ``parameter``, in LangChain's terms (for `opto_core.coverage`)."""
+        group = group_of_parameter(parameter)
+        used_by = parameter.meta.get("used_by")
+        if group is None and used_by and cause in ("off_path", "unlinked", "never_seen"):
+            return (f"{parameter.name} is linked to the runs named {used_by!r} (meta used_by), but no model call inside "
+                    f"them received its text: put its value (or the text you fill it into) in the messages that run "
+                    f"sends, make it Parameter(..., template=True) if your code fills it in, or name the run that "
+                    f"sends it in used_by")
+        if group is not None and group.kind == "variable" and cause in ("unlinked", "never_seen", "off_path"):
+            return (f"{parameter.name} is the prompt in {binding_of(parameter).describe()}, but no model request of "
+                    f"these runs carried its text: the code that sends it did not run for these examples (run one "
+                    f"that takes that branch), or the text is changed after it is filled in (keep that change in "
+                    f"the template itself)")
+        if group is not None and group.kind == "retriever" and cause == "off_path":
+            return (f"the retriever's documents do not reach the answer: pass what {parameter.name.rsplit('.', 2)[0]} "
+                    f"returns into the prompt (e.g. {{'context': retriever | format_docs, ...}})")
+        return None
 
     # ----- helpers --------------------------------------------------------------------------------
     def handler(self) -> OptoCallbackHandler:
