@@ -6,11 +6,6 @@ class is a plain stand-in (the reader knows no framework: the sinks say which ca
 
 from __future__ import annotations
 
-import importlib
-import sys
-import textwrap
-from uuid import uuid4
-
 import pytest
 
 from opto_core.kernel.code_prompts import LiteralBinding, Sink, VariableBinding, prompts_in_function
@@ -90,13 +85,8 @@ def run_chat(agent, example):
 
 
 @pytest.fixture
-def module(tmp_path, monkeypatch):
-    name = f"user_prompts_{uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(SOURCE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
-    yield importlib.import_module(name)
-    sys.modules.pop(name, None)
+def module(user_module):
+    return user_module(SOURCE, "user_prompts")
 
 
 def found(function, **options):

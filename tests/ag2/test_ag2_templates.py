@@ -3,11 +3,6 @@ the next request (real AG2 agents, a scripted OpenAI-compatible server on 127.0.
 
 from __future__ import annotations
 
-import importlib
-import sys
-import textwrap
-from uuid import uuid4
-
 import pytest
 from autogen import ConversableAgent
 
@@ -29,13 +24,8 @@ def make_chat(assistant, user):
 
 
 @pytest.fixture
-def chat_module(tmp_path, monkeypatch):
-    name = f"ag2_chat_{uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(CHAT_MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
-    yield importlib.import_module(name)
-    sys.modules.pop(name, None)
+def chat_module(user_module):
+    return user_module(CHAT_MODULE, "ag2_chat")
 
 
 def pair(server):

@@ -15,6 +15,7 @@ import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import dynamic_prompt
 from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
 from langgraph.graph import START, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
@@ -253,3 +254,33 @@ def test_deploying_your_own_parameter_with_apply_values(server, tmp_path):
     server.script("Bonjour.")
     agent.invoke({"messages": [HumanMessage("hi")]})
     assert system_text(server.requests[-1]) == "Answer in French."
+
+
+def test_a_template_formatted_straight_into_llm_invoke(user_module):
+    from opto_adapters.langchain.testing import EchoChatModel
+
+    app_code = user_module('''
+        QUESTION_TEMPLATE = "Answer for the customers of {company}: {question}"
+
+        def make(llm, retriever):
+            def ask(state):
+                docs = retriever.invoke(f"policy of {state['company']}")  # not a model: no prompt
+                return {"answer": llm.invoke(QUESTION_TEMPLATE.format(company=state["company"],
+                                                                      question=state["question"])).content}
+            return ask
+        ''', "lc_invoke_app")
+    model = EchoChatModel()
+
+    class Shelf:
+        def invoke(self, query):
+            return []
+
+    chain = RunnableLambda(app_code.make(model, Shelf()))
+    target = ChainTarget(chain, input_keys=["company", "question"])
+    assert [p.name for p in target.parameters() if p.name.startswith("ask.")] == ["ask.QUESTION_TEMPLATE"]
+    output, graph = target.run({"company": "ACME", "question": "When do you ship?"})
+    assert output["answer"] == "echo: Answer for the customers of ACME: When do you ship?"
+    assert "ask.QUESTION_TEMPLATE" in backward(graph, Feedback(0.0, "no")).parameter_names
+    target.apply({"ask.QUESTION_TEMPLATE": "{company} asks: {question}"})
+    target.run({"company": "ACME", "question": "When?"})
+    assert model.calls[-1]["messages"] == [{"type": "human", "content": "ACME asks: When?"}]

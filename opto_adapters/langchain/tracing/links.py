@@ -32,6 +32,7 @@ class Links:
         self._tagged: dict[str, tuple[Group, list[Parameter]]] = {}
         self._variables: list[Parameter] = []
         self._extra: list[Parameter] = []
+        self._indexes: dict[tuple[int, ...], ProvenanceIndex] = {}  # prompt candidates -> their index
         if parameters is not None:
             self._index(parameters)
 
@@ -49,6 +50,7 @@ class Links:
         """The links for the next graph: these, or (over every live object) a fresh set, since
         objects come and go between runs."""
         links = self if self._fixed else Links([p for g in live_groups() for p in g.parameters])
+        links._indexes = {}  # values may have changed since the last graph
         for parameter in links.parameters():
             binding = binding_of(parameter)
             if binding is not None:
@@ -91,6 +93,22 @@ class Links:
     def used_by(self, run_name: str) -> list[Parameter]:
         return [p for p in self._extra if run_name in _names(p.meta.get("used_by"))]
 
+    @staticmethod
+    def _prompt_index(candidates: list[Parameter], yours: int) -> ProvenanceIndex:
+        """The index of the candidates (the first ``yours`` are the user's, then prompts kept in code)."""
+        index = ProvenanceIndex(text_of=text_of)
+        for number, parameter in enumerate(candidates):
+            if number < yours:
+                if parameter.template_model is None:
+                    index.register_template(parameter.value, str(number))  # a template when it has placeholders
+                index.register_parameter(parameter, str(number))
+                continue
+            raw = getattr(binding_of(parameter), "raw", None)  # a variable's object (a literal in code has none)
+            if raw is not None:
+                index.register(raw(), str(number), text=_text(parameter.value), identity=True, depth=0)
+            index.register_parameter(parameter, str(number))
+        return index
+
     def prompt_sources(self, obj: Any, text: str | None, scope: Iterable[str] = ()) -> list[tuple[Parameter, Match]]:
         """The prompt parameters whose text a model call received in one message (``scope``: the
         enclosing runs' names), each with how it was found.
@@ -107,18 +125,11 @@ class Links:
                                        and scope & set(_names(p.meta.get("used_by")))]
         if not candidates and not self._variables:
             return []
-        index = ProvenanceIndex(text_of=text_of)
-        for number, parameter in enumerate(candidates):
-            if parameter.template_model is None:
-                index.register_template(parameter.value, str(number))  # a template when it has placeholders
-            index.register_parameter(parameter, str(number))
-        for parameter in self._variables:
-            candidates.append(parameter)
-            number = str(len(candidates) - 1)
-            raw = getattr(binding_of(parameter), "raw", None)  # a variable's object (a literal in code has none)
-            if raw is not None:
-                index.register(raw(), number, text=_text(parameter.value), identity=True, depth=0)
-            index.register_parameter(parameter, number)
+        candidates += self._variables
+        key = tuple(id(p) for p in candidates)
+        index = self._indexes.get(key)  # one index per set of candidates and graph (values change between runs)
+        if index is None:
+            index = self._indexes[key] = self._prompt_index(candidates, len(candidates) - len(self._variables))
         found: list[tuple[Parameter, Match]] = []
         for match in index.find_all(obj, text=text):
             parameter = candidates[int(match.node)]
