@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import statistics
 import logging
+import statistics
 import sys
 import time
 from pathlib import Path

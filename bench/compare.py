@@ -74,7 +74,7 @@ BUDGET_NOTES = {
     "opto-notrace": "exact: as opto",
     "opro": "exact: as opto",
     "hybrid": "exact: as opto (one LLM call a step, none when no text/code parameter); --budget-evals: exact runs",
-    **{name: "no LLM; --budget-evals N: exactly N workflow runs (opto_core.engine.loop max_evaluations)" for name in SEARCH},
+    **dict.fromkeys(SEARCH, "no LLM; --budget-evals N: exactly N workflow runs (opto_core.engine.loop max_evaluations)"),
     "opto-dspy": "exact if the teleprompter passes max_llm_calls to the loop; hard cap N in any case",
     "trace": "hard cap: trace-opt has no budget; the counting client refuses call N+1 and the loop stops",
     "copro": "planned: breadth b and depth d with P*((b-1) + (d-1)*b) <= N (one call per candidate; DSPy's JSON "
@@ -210,8 +210,8 @@ def _mean(values: Sequence[float]) -> float | None:
 
 # ----- ours ---------------------------------------------------------------------------------------------
 def _make_ours(optimizer: str, parameters: Any, chat: Any, settings: Settings) -> Any:
-    from opto_core.optimizers.opro import OPRO
     from opto_core.optimizers.hybrid import Hybrid
+    from opto_core.optimizers.opro import OPRO
     from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
     from opto_core.optimizers.search import Search
 

@@ -54,8 +54,7 @@ from typing import Any, Callable
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import (best_of, emit_json, fmt_mb, fmt_num, fmt_s, machine, make_parser, progress,
-                           table)
+from bench._common import best_of, emit_json, fmt_mb, fmt_num, fmt_s, machine, make_parser, progress, table
 from opto_core import Edge, Feedback, Graph, Parameter, backward, render
 from opto_core.kernel.render import DEFAULT_BUDGET
 from opto_core.kernel.tokens import _encoder, count_tokens
@@ -394,7 +393,7 @@ def import_times(with_traceopt: bool) -> list[dict[str, Any]]:
     rows = []
     for label, code, repeats in (("python -c pass (interpreter start)", "pass", 5),
                                  ('python -c "import opto_core"', "import opto_core", 5)):
-        seconds = best_of(repeats, lambda: subprocess.run([sys.executable, "-c", code], check=True))
+        seconds = best_of(repeats, lambda code=code: subprocess.run([sys.executable, "-c", code], check=True))
         rows.append({"table": "import", "command": label, "best_of": repeats, "seconds": seconds})
     if with_traceopt:
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
@@ -487,7 +486,8 @@ COMPARE_COLUMNS = [
 
 
 def _complete(row: dict[str, Any]) -> str:
-    parts = [f"vars {'yes' if row['all_variables'] else 'NO (%d missing)' % row['missing_variables']}",
+    missing = row["missing_variables"]
+    parts = [f"vars {'yes' if row['all_variables'] else f'NO ({missing} missing)'}",
              f"fb {'yes' if row['has_feedback'] else 'NO'}"]
     if row["has_exception"] is not None:
         parts.append(f"exc {'yes' if row['has_exception'] else 'NO'}")

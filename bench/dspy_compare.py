@@ -24,7 +24,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import compare  # noqa: E402
+from bench import compare
 
 OPTIMIZERS = "opto-dspy,copro,mipro,gepa"
 TASKS = "bbh,workflow_dspy"

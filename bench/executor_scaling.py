@@ -40,10 +40,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` and `opto_core` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import emit_json, fmt_num, make_parser, machine, progress, table  # noqa: E402
-from opto_core import Feedback, Parameter  # noqa: E402
-from opto_core.engine.executors import AsyncioExecutor, ThreadExecutor  # noqa: E402
-from opto_core.kernel.trace import capture, op  # noqa: E402
+from bench._common import emit_json, fmt_num, machine, make_parser, progress, table
+from opto_core import Feedback, Parameter
+from opto_core.engine.executors import AsyncioExecutor, ThreadExecutor
+from opto_core.kernel.trace import capture, op
 
 MAX_REQUESTS = 500_000  # the server stops answering after this many: a runaway client cannot load it forever
 
@@ -187,7 +187,7 @@ class PeakMemory:
             self.peak = max(self.peak, _rss() + sum(_rss(p) for p in self.pids))
             self._stop.wait(0.05)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 

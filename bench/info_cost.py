@@ -31,9 +31,8 @@ import sys
 import time
 from typing import Any, Sequence
 
-from opto_core.kernel.render import count_tokens
-
 from bench.tasks import workflows as W
+from opto_core.kernel.render import count_tokens
 
 CHECKS = ["var_prompt", "var_tool", "var_temperature", "wrong_subtotal", "model_answer", "feedback", "exception"]
 CHECK_HELP = {
@@ -95,8 +94,8 @@ def _row(system: str, prompt: str, examples: Sequence[dict[str, Any]], seconds: 
 
 def ours_prompt(target: Any, examples: Sequence[dict[str, Any]], budget_tokens: int) -> str:
     """Our OptoPrime's full prompt (system + user) for one minibatch, as the loop would build it."""
-    from opto_core.kernel.backward import backward
     from opto_core.engine.loop import evaluate
+    from opto_core.kernel.backward import backward
     from opto_core.optimizers.optoprime import OptoPrime
 
     evaluations = evaluate(target, list(examples), W.feedback)

@@ -68,14 +68,14 @@ def time_variants(chain: Any, runs: int, rounds: int) -> dict[str, float]:
     collector = RunCollectorCallbackHandler()
     opto = OptoCallbackHandler(max_graphs=1)
     configs: dict[str, Callable[[], dict[str, Any]]] = {
-        "none": lambda: {},
+        "none": dict,
         "run_collector": lambda: {"callbacks": [collector]},
         "opto": lambda: {"callbacks": [opto]},
     }
     per_round: dict[str, list[float]] = {name: [] for name in configs}
     batch = max(1, runs // rounds)
     inputs = {"role": "helpful assistant", "question": "What is the meaning of life?"}
-    for name, config in configs.items():  # warm-up: imports, caches
+    for config in configs.values():  # warm-up: imports, caches
         for _ in range(20):
             chain.invoke(inputs, config=config())
     for index in range(rounds):

@@ -37,9 +37,9 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench._common import emit_json, fmt_num, fmt_s, machine, make_parser, progress, table
 from opto_core import Parameter
-from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.engine.target import FunctionTarget
 from opto_core.kernel.trace import op
+from opto_core.optimizers.optoprime import OptoPrime
 
 WORKER_MODEL = "bench-worker"
 OPTIMIZER_MODEL = "bench-optimizer"
@@ -75,7 +75,7 @@ class ScriptedServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         self._thread.start()
         return self
 
@@ -108,7 +108,7 @@ class ScriptedServer:
             # for the client's delayed ACK (~40 ms on Linux), which would be charged to the loop.
             disable_nagle_algorithm = True
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -126,7 +126,7 @@ class ScriptedServer:
                               "total_tokens": prompt + len(text) // 4},
                 })
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/bench/stats"):
                     self._send(200, server.stats())
                     return
@@ -156,7 +156,7 @@ class ServerProcess:
         self._process: subprocess.Popen[str] | None = None
         self.base_url = ""
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         self._process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(self.latency)],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None

@@ -43,11 +43,11 @@ def matching_rows(sizes: list[int]) -> list[dict]:
     for n in sizes:
         progress(f"n = {n:,}")
         miss, hit = "x" * n + "y", "x" * n + "zy"
-        row = {"n": n, "template_miss": best_of(3, lambda: template.match(miss)),
-               "template_hit": best_of(3, lambda: template.match(hit))}
+        row = {"n": n, "template_miss": best_of(3, lambda miss=miss: template.match(miss)),
+               "template_hit": best_of(3, lambda hit=hit: template.match(hit))}
         if n <= REGEX_LIMIT:
-            row["regex_miss"] = best_of(1, lambda: regex.fullmatch(miss))
-            row["regex_hit"] = best_of(3, lambda: regex.fullmatch(hit))
+            row["regex_miss"] = best_of(1, lambda miss=miss: regex.fullmatch(miss))
+            row["regex_hit"] = best_of(3, lambda hit=hit: regex.fullmatch(hit))
         rows.append(row)
     return rows
 

@@ -20,9 +20,8 @@ from autogen import ConversableAgent, register_function
 from autogen.io import IOStream
 
 from opto_adapters.autogen.ag2 import AG2Target, apply_values
-from opto_core.testing import ScriptedServer, tool_call
 from opto_core import OptoPrime, optimize
-from opto_core.testing import ScriptedLLM
+from opto_core.testing import ScriptedLLM, ScriptedServer, tool_call
 
 FIXED_ADD = 'def add(a: int, b: int) -> int:\n    """Add two integers."""\n    return a + b\n'
 

@@ -20,9 +20,7 @@ import logging
 import sys
 
 from opto_adapters.autogen.demo import build_demo, scripted_fix
-from opto_core import backward, optimize, render
-from opto_core import Feedback
-from opto_core import OptoPrime
+from opto_core import Feedback, OptoPrime, backward, optimize, render
 from opto_core.testing import ScriptedLLM
 
 

@@ -14,10 +14,10 @@ a real model instead.
 
 import argparse
 
-from opto_core import OptoPrime, optimize
-from opto_core.testing import ScriptedLLM
 from opto_adapters.langchain import OptoCallbackHandler, parameters_of
 from opto_adapters.langchain.demo import build_chain, build_demo, examples, scripted_fix
+from opto_core import OptoPrime, optimize
+from opto_core.testing import ScriptedLLM
 
 
 def main() -> None:

@@ -7,9 +7,8 @@ OPENAI_BASE_URL / OPENAI_API_KEY) to ask a real model instead.
 import argparse
 import json
 
-from opto_core import Feedback, OptoPrime, Parameter, backward, render
+from opto_core import Feedback, OptoPrime, Parameter, backward, capture, op, render
 from opto_core.testing import ScriptedLLM
-from opto_core import capture, op
 
 greeting = Parameter("greeting", "text", "hello", description="the word the message starts with")
 

@@ -31,8 +31,9 @@ _moved.install()
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from opto_core.engine.executors import AsyncioExecutor, Executor, InfrastructureError, ThreadExecutor
+    from opto_core.app.report import write_report
     from opto_core.engine.coverage import Coverage, CoverageError, coverage
+    from opto_core.engine.executors import AsyncioExecutor, Executor, FeedbackError, InfrastructureError, ThreadExecutor
     from opto_core.engine.executors.ray_cluster import RayExecutor
     from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
     from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunLocked
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
     from opto_core.optimizers.opro import OPRO
     from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
     from opto_core.optimizers.search import Search
-    from opto_core.app.report import write_report
 
 #: public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -93,6 +93,7 @@ _EXPORTS: dict[str, str] = {
     "FunctionTarget": "opto_core.engine.target",
     "Executor": "opto_core.engine.executors", "ThreadExecutor": "opto_core.engine.executors",
     "AsyncioExecutor": "opto_core.engine.executors", "InfrastructureError": "opto_core.engine.executors",
+    "FeedbackError": "opto_core.engine.executors",
     "RayExecutor": "opto_core.engine.executors.ray_cluster",
     "RunDir": "opto_core.engine.rundir", "RunDirError": "opto_core.engine.rundir",
     "CorruptRun": "opto_core.engine.rundir", "NotARun": "opto_core.engine.rundir",

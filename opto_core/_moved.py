@@ -14,7 +14,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 import warnings
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any, Mapping
 
 #: old module -> (new module, what users should import instead)
@@ -53,13 +53,13 @@ def _user_stacklevel() -> int:
 
     `warnings.warn` already skips importlib's own frames, so only this module's frames count.
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     level = 1
     while frame is not None and (frame.f_code.co_filename == __file__
                                  or frame.f_code.co_filename.startswith("<frozen importlib")):
         if frame.f_code.co_filename == __file__:
             level += 1
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return level
 
 

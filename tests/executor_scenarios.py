@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 from opto_core import Feedback, Parameter
-from opto_core.testing import ScriptedLLM
 from opto_core.engine.target import FunctionTarget
 from opto_core.kernel.trace import capture, op
+from opto_core.testing import ScriptedLLM
 
 
 # ----- plain Python -------------------------------------------------------------------------------------

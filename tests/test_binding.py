@@ -2,8 +2,15 @@
 
 import pytest
 
-from opto_core.kernel.binding import (AttributeBinding, Binding, BoundParameters, FrozenParameter, UnknownParameters,
-                               WriteError, select)
+from opto_core.kernel.binding import (
+    AttributeBinding,
+    Binding,
+    BoundParameters,
+    FrozenParameter,
+    UnknownParameters,
+    WriteError,
+    select,
+)
 from opto_core.kernel.parameters import InvalidValue, Parameter
 
 
@@ -69,7 +76,6 @@ def test_snapshot_and_restore_undo_every_write():
 
 
 def test_one_include_exclude_rule_freezes_and_keeps_visible():
-    h = Holder()
     bound = BoundParameters([(Parameter("prompt.system", "text", "s"), None), (Parameter("prompt.human", "text", "h"), None),
                              (Parameter("llm.temperature", "float", 0.1, lower=0, upper=2), None)],
                             include=["prompt.*"], exclude=["prompt.human"])

@@ -1,7 +1,6 @@
 """The `opto` command end to end, with the model scripted (only the model is fake)."""
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner

@@ -10,8 +10,14 @@ import traceback
 
 import pytest
 
-from opto_core.kernel.code import (CodeShapeError, SourceUnavailable, compile_like, function_source, parse_function,
-                            same_shape)
+from opto_core.kernel.code import (
+    CodeShapeError,
+    SourceUnavailable,
+    compile_like,
+    function_source,
+    parse_function,
+    same_shape,
+)
 
 
 def make_closure():

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from opto_core import InvalidValue, Parameter
+from opto_core.engine.target import FunctionTarget
 from opto_core.kernel.code import parse_function
 from opto_core.kernel.code_policy import CodePolicy, apply_policy
-from opto_core.engine.target import FunctionTarget
 from opto_core.kernel.trace import capture, op
 
 RATE = Parameter("rate", "float", 0.5, lower=0.0, upper=0.9)

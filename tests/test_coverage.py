@@ -9,8 +9,20 @@ import logging
 
 import pytest
 
-from opto_core import (Coverage, CoverageError, Edge, FunctionTarget, Graph, OptoPrime, Parameter, Settings, coverage, op,
-                       optimize, write_report)
+from opto_core import (
+    Coverage,
+    CoverageError,
+    Edge,
+    FunctionTarget,
+    Graph,
+    OptoPrime,
+    Parameter,
+    Settings,
+    coverage,
+    op,
+    optimize,
+    write_report,
+)
 from opto_core.engine.executors import Evaluation, InfrastructureError
 from opto_core.kernel.feedback import Feedback
 from opto_core.testing import ScriptedLLM

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -249,7 +248,7 @@ def dags(draw):
 def test_layout_edges_point_down_and_boxes_never_overlap(g, max_nodes):
     selection = select(g, max_nodes)
     plan = layout(selection)
-    for edge, child, chain_ in plan.paths:
+    for _edge, child, chain_ in plan.paths:
         rows = [plan.slots[key].row for key in chain_]
         assert rows == sorted(rows) and len(set(rows)) == len(rows), "every edge goes down, one row at a time"
         assert plan.slots[chain_[-1]].node is child

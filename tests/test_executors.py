@@ -9,15 +9,35 @@ import logging
 import threading
 
 import pytest
-from executor_scenarios import (CHAIN_TRAIN, CHAIN_VAL, TRAIN, VAL, WaitingTarget, chain_feedback, chain_llm,
-                                chain_target, comparable, prompt_name, scale_feedback, scale_llm, scale_target,
-                                word_feedback)
+from executor_scenarios import (
+    CHAIN_TRAIN,
+    CHAIN_VAL,
+    TRAIN,
+    VAL,
+    WaitingTarget,
+    chain_feedback,
+    chain_llm,
+    chain_target,
+    comparable,
+    prompt_name,
+    scale_feedback,
+    scale_llm,
+    scale_target,
+    word_feedback,
+)
 
-from opto_core.engine.executors import (AsyncioExecutor, EvaluationCancelled, EvaluationTimeout, FeedbackError,
-                                 InfrastructureError, ThreadExecutor, make_executor)
+from opto_core.engine.executors import (
+    AsyncioExecutor,
+    EvaluationCancelled,
+    EvaluationTimeout,
+    FeedbackError,
+    InfrastructureError,
+    ThreadExecutor,
+    make_executor,
+)
 from opto_core.engine.loop import optimize
-from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.engine.settings import Settings
+from opto_core.optimizers.optoprime import OptoPrime
 
 EXECUTORS = {"threads": ThreadExecutor, "asyncio": AsyncioExecutor}
 

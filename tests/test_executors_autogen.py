@@ -8,13 +8,13 @@ import pytest
 
 pytest.importorskip("autogen_agentchat", reason="the autogen extra is not installed")
 
-from autogen_agentchat.agents import AssistantAgent  # noqa: E402
-from autogen_agentchat.conditions import MaxMessageTermination  # noqa: E402
-from autogen_agentchat.teams import RoundRobinGroupChat  # noqa: E402
-from autogen_ext.models.replay import ReplayChatCompletionClient  # noqa: E402
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.conditions import MaxMessageTermination
+from autogen_agentchat.teams import RoundRobinGroupChat
+from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from opto_adapters.autogen import wrap_team  # noqa: E402
-from opto_core.engine.executors import AsyncioExecutor  # noqa: E402
+from opto_adapters.autogen import wrap_team
+from opto_core.engine.executors import AsyncioExecutor
 
 N = 6
 

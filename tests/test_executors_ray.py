@@ -10,18 +10,31 @@ import signal
 import threading
 
 import cloudpickle
+import executor_scenarios
 import pytest
 import ray
+from executor_scenarios import (
+    CHAIN_TRAIN,
+    CHAIN_VAL,
+    TRAIN,
+    VAL,
+    WaitingTarget,
+    chain_feedback,
+    chain_llm,
+    chain_target,
+    comparable,
+    prompt_name,
+    scale_feedback,
+    scale_llm,
+    scale_target,
+    word_feedback,
+)
 
-import executor_scenarios
-from executor_scenarios import (CHAIN_TRAIN, CHAIN_VAL, TRAIN, VAL, WaitingTarget, chain_feedback, chain_llm,
-                                chain_target, comparable, prompt_name, scale_feedback, scale_llm, scale_target,
-                                word_feedback)
 from opto_core.engine.executors import EvaluationTimeout, make_executor
-from opto_core.engine.loop import optimize
-from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.engine.executors.ray_cluster import RayExecutor, SecretInPayload, TargetNotPicklable
+from opto_core.engine.loop import optimize
 from opto_core.engine.settings import Settings
+from opto_core.optimizers.optoprime import OptoPrime
 
 # the workers cannot import this directory's helper module: its functions travel by value
 cloudpickle.register_pickle_by_value(executor_scenarios)

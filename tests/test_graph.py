@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opto_core import Edge, Graph, GraphError, Parameter
 from opto_core.kernel.graph import FORMAT, REPR_LIMIT
@@ -100,7 +101,7 @@ def random_dags(draw):
     n = draw(st.integers(min_value=1, max_value=25))
     g = Graph(meta=draw(st.dictionaries(st.text(max_size=5), json_values, max_size=2)))
     ids = []
-    for i in range(n):
+    for _ in range(n):
         kind = draw(st.sampled_from(["parameter", "input", "op", "exception"])) if ids else \
             draw(st.sampled_from(["parameter", "input"]))
         parents = []

@@ -13,10 +13,17 @@ from typing import Any, Callable
 
 import pytest
 
-from opto_core.kernel.graph import (META_ADAPTER, META_FRAMEWORK, META_FRAMEWORK_VERSION, META_RUN_ID, META_USAGE,
-                             Graph, run_meta)
-from opto_core.kernel.parameters import Parameter
 from opto_core.engine.target import FunctionTarget
+from opto_core.kernel.graph import (
+    META_ADAPTER,
+    META_FRAMEWORK,
+    META_FRAMEWORK_VERSION,
+    META_RUN_ID,
+    META_USAGE,
+    Graph,
+    run_meta,
+)
+from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.trace import capture, op
 
 SHARED_KEYS = {META_ADAPTER, META_FRAMEWORK, META_FRAMEWORK_VERSION, META_RUN_ID, META_USAGE}

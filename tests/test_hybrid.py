@@ -5,11 +5,11 @@ import json
 import pytest
 
 from opto_core.engine.loop import optimize
-from opto_core.optimizers.hybrid import Hybrid
-from opto_core.kernel.parameters import Parameter
-from opto_core.testing import ScriptedLLM
 from opto_core.engine.target import FunctionTarget
+from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.trace import op
+from opto_core.optimizers.hybrid import Hybrid
+from opto_core.testing import ScriptedLLM
 
 NOTHING = json.dumps({"reasoning": "no idea", "suggestion": {}})
 
@@ -77,9 +77,9 @@ def test_llm_numbers_queue_and_alternate_with_the_search():
     opt = Hybrid([Parameter("t", "float", 1.0, lower=0, upper=2), Parameter("p", "text", "x")],
                  ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"t": v}}) for v in (0.5, 0.6, 0.7)]))
     opt.observe({"t": 1.0, "p": "x"}, -1.0)
+    from opto_core.kernel.backward import backward
     from opto_core.kernel.feedback import Feedback
     from opto_core.kernel.graph import Graph
-    from opto_core.kernel.backward import backward
     g = Graph()
     t = g.add_parameter(opt.params["t"])
     out = g.add("op", "f", 1.0, parents=[(t.id, "t")])

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from opto_core import Feedback, Parameter
-from opto_core.engine.loop import FeedbackError, optimize
-from opto_core.optimizers.optoprime import OptoPrime
-from opto_core.testing import ScriptedLLM
+from opto_core import Feedback, FeedbackError, Parameter, optimize
 from opto_core.engine.target import FunctionTarget
 from opto_core.kernel.trace import op
+from opto_core.optimizers.optoprime import OptoPrime
+from opto_core.testing import ScriptedLLM
 
 
 @op
@@ -121,7 +120,9 @@ def test_resume_after_a_crash_gives_the_same_final_state(tmp_path):
     resumed = optimize(fresh_target, TRAIN, feedback, OptoPrime(fresh_target.parameters(), second_llm), VAL,
                        max_steps=5, batch_size=2, run_dir=str(tmp_path / "run"), seed=7)
     assert resumed.best_values == reference.best_values and resumed.best_score == reference.best_score
-    strip = lambda h: [{k: v for k, v in r.items() if k not in ("time", "seconds", "graph")} for r in h]
+    def strip(history):
+        return [{k: v for k, v in r.items() if k not in ("time", "seconds", "graph")} for r in history]
+
     assert strip(resumed.history) == strip(reference.history)
     # the optimizer's memory came back from the checkpoint: the 3rd prompt shows steps 1 and 2
     assert second_llm.requests[0]["messages"][1]["content"].count('{"variables"') == 2

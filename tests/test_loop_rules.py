@@ -8,12 +8,12 @@ import pytest
 
 from opto_core import Feedback, Parameter
 from opto_core.engine.loop import optimize
-from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.engine.settings import Settings
-from opto_core.testing import ScriptedLLM
 from opto_core.engine.target import FunctionTarget
 from opto_core.kernel.trace import op
 from opto_core.kernel.values import load_values
+from opto_core.optimizers.optoprime import OptoPrime
+from opto_core.testing import ScriptedLLM
 
 
 @op

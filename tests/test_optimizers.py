@@ -7,8 +7,7 @@ import pytest
 from opto_core import Feedback, Graph, Parameter, backward
 from opto_core.optimizers.opro import OPRO
 from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
-from opto_core.optimizers.parsing import parse_answer
-from opto_core.optimizers.parsing import ParseError, is_terminate
+from opto_core.optimizers.parsing import ParseError, is_terminate, parse_answer
 from opto_core.testing import ScriptedLLM
 
 CODE = "def tool(x):\n    return x + 1\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from opto_core import Feedback, backward
+from opto_core import backward
 from opto_core.app.demo import build_python_demo
 from opto_core.llm.client import OpenAIChat
 from opto_core.llm.local import LOCAL_MODEL

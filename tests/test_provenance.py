@@ -5,12 +5,28 @@ from __future__ import annotations
 import threading
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opto_core.kernel import provenance
 from opto_core.kernel.graph import Edge, Graph
-from opto_core.kernel.provenance import (CONTAINS, IDENTITY, KEY, MIN_TEXT, PARTIAL, TEMPLATE, TYPED, VALUE, Match,
-                                         ProvenanceIndex, TaggedFloat, TaggedInt, TaggedStr, tagged_node, untag)
+from opto_core.kernel.provenance import (
+    CONTAINS,
+    IDENTITY,
+    KEY,
+    MIN_TEXT,
+    PARTIAL,
+    TEMPLATE,
+    TYPED,
+    VALUE,
+    Match,
+    ProvenanceIndex,
+    TaggedFloat,
+    TaggedInt,
+    TaggedStr,
+    tagged_node,
+    untag,
+)
 
 
 class Message:
@@ -171,7 +187,7 @@ def test_concurrent_registration_and_lookup_are_safe():
                 value = index.tag(f"text {worker}-{i}", f"{worker}-{i}")
                 assert index.node_of(value) == f"{worker}-{i}"
                 index.find_all(f"prefix text {worker}-{i} suffix")
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]

@@ -3,8 +3,16 @@
 import pytest
 
 from opto_core import Parameter
-from opto_core.kernel.ranges import (MIN_ANSWER_TOKENS, count_range, fraction_range, max_tokens_range, output_limit,
-                                     range_for, temperature_range, top_p_range)
+from opto_core.kernel.ranges import (
+    MIN_ANSWER_TOKENS,
+    count_range,
+    fraction_range,
+    max_tokens_range,
+    output_limit,
+    range_for,
+    temperature_range,
+    top_p_range,
+)
 
 
 def test_output_limits_by_family_snapshot_and_provider_prefix():

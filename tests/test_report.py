@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from opto_core import Parameter
-from opto_core.engine.loop import optimize
-from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.app.report import ReportError, write_graph_files, write_report
+from opto_core.engine.loop import optimize
 from opto_core.engine.rundir import RunDir
-from opto_core.testing import ScriptedLLM
 from opto_core.engine.target import FunctionTarget
 from opto_core.kernel.trace import op
+from opto_core.optimizers.optoprime import OptoPrime
+from opto_core.testing import ScriptedLLM
 
 EVIL = "<script>alert(1)</script>"
 

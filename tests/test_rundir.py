@@ -102,7 +102,7 @@ def test_only_a_run_of_ours_is_ever_removed(tmp_path):
 
 
 # ----- fault injection: SIGKILL at every write point, then resume ------------------------------------------
-RUN = textwrap.dedent('''
+RUN = textwrap.dedent(r'''
     import json, sys
     from opto_core import Parameter
     from opto_core.engine.loop import optimize
@@ -150,7 +150,7 @@ def test_a_kill_at_any_write_point_loses_and_duplicates_no_step(tmp_path):
     clean = _run(tmp_path / "clean", script, {"OPTO_RUNDIR_WRITE_LOG": str(log)})
     assert clean.returncode == 0, clean.stderr[-2000:]
     expected = json.loads(clean.stdout.strip().splitlines()[-1])
-    expected_steps = [json.loads(l)["step"] for l in (tmp_path / "clean" / "history.jsonl").read_text().splitlines()]
+    expected_steps = [json.loads(line)["step"] for line in (tmp_path / "clean" / "history.jsonl").read_text().splitlines()]
     points = len(log.read_text().splitlines())
     assert points > 10
     for kill_at in range(1, points + 1):
@@ -159,7 +159,7 @@ def test_a_kill_at_any_write_point_loses_and_duplicates_no_step(tmp_path):
         assert killed.returncode == -9, (kill_at, killed.stderr[-2000:])
         resumed = _run(run_dir, script, {})
         assert resumed.returncode == 0, (kill_at, resumed.stderr[-2000:])
-        steps = [json.loads(l)["step"] for l in (run_dir / "history.jsonl").read_text().splitlines()]
+        steps = [json.loads(line)["step"] for line in (run_dir / "history.jsonl").read_text().splitlines()]
         assert steps == expected_steps, (kill_at, steps)
         # (a kill after the final checkpoint resumes as "already_finished": same values, nothing redone)
         assert json.loads(resumed.stdout.strip().splitlines()[-1])["best"] == expected["best"], kill_at

@@ -4,9 +4,8 @@ import importlib.util
 
 import pytest
 
-from opto_core.optimizers.search import Search
-from opto_core.optimizers.search import SAMPLERS, Sampler, SearchSpace
 from opto_core.kernel.parameters import Parameter
+from opto_core.optimizers.search import SAMPLERS, Sampler, Search, SearchSpace
 
 HAS = {"gp": importlib.util.find_spec("bayes_opt") is not None,
        "pso": importlib.util.find_spec("nevergrad") is not None,

@@ -11,7 +11,8 @@ import threading
 import time
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from opto_core import Graph, GraphError, InvalidValue, Parameter
@@ -195,7 +196,7 @@ def test_review_accepts_edits_and_rejects():
     code = next(c for c in seen[0] if c.name == "code")
     assert code.diff.startswith("---") and "-    return 1" in code.diff and "+    return 2" in code.diff
     assert review(lambda changes: None, before, proposed)[0] == proposed
-    assert review(lambda changes: False, before, proposed) == ({}, {n: "rejected" for n in proposed})
+    assert review(lambda changes: False, before, proposed) == ({}, dict.fromkeys(proposed, "rejected"))
     with pytest.raises(ValueError, match="not proposed"):
         review(lambda changes: {"other": 1}, before, proposed)
 

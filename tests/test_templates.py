@@ -11,7 +11,8 @@ import string
 
 import jinja2
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from opto_core.kernel.templates import STYLES, Template, TemplateError, check_placeholders, literal_fragments
 

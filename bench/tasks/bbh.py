@@ -49,7 +49,7 @@ def boolean_expression(rng: random.Random) -> Example:
         return " ".join(parts)
 
     expr = expression(1, rng.randint(2, 4))
-    return {"question": f"{expr} is", "answer": str(eval(expr, {"__builtins__": {}}))}  # noqa: S307 (our own text)
+    return {"question": f"{expr} is", "answer": str(eval(expr, {"__builtins__": {}}))}
 
 
 def multistep_arithmetic(rng: random.Random) -> Example:
@@ -64,7 +64,7 @@ def multistep_arithmetic(rng: random.Random) -> Example:
         return f"({text})"
 
     expr = f"({group()} {rng.choice(['+', '-', '*'])} {group()})"
-    return {"question": f"{expr} =", "answer": str(eval(expr, {"__builtins__": {}}))}  # noqa: S307
+    return {"question": f"{expr} =", "answer": str(eval(expr, {"__builtins__": {}}))}
 
 
 WORDS = """
@@ -120,7 +120,7 @@ def object_counting(rng: random.Random) -> Example:
         count = rng.choice([1, 1, 1, 2, 3])
         items.append((singular if count == 1 else f"{NUMBER_WORDS[count]} {plural}", count, True))
     seen = {text for text, _, _ in items}
-    for singular, plural in distractors:
+    for singular, _plural in distractors:
         if singular not in seen:
             seen.add(singular)
             items.append((singular, 1, False))
@@ -327,8 +327,9 @@ def python_target(task: str, chat: Any, max_tokens: int | None = 512) -> Any:
 
 def trace_program(task: str, chat: Any, max_tokens: int | None = 512) -> Any:
     """The same program as trace-opt bundles, for Trace's own OptoPrime."""
-    from bench.tasks.traceopt import TraceProgram
     from opto import trace
+
+    from bench.tasks.traceopt import TraceProgram
 
     template = trace.node(PROMPT_TEMPLATE, trainable=True, description=f"[ParameterNode] {TEMPLATE_DESCRIPTION}")
     make_prompt = trace.bundle(trainable=True)(create_prompt)

@@ -58,7 +58,7 @@ class BudgetedChat:
     def context_window_source(self) -> str:
         return getattr(self.inner, "context_window_source", "") or ""
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "BudgetedChat":
+    def __deepcopy__(self, memo: dict[int, Any]) -> BudgetedChat:
         return self  # DSPy deep-copies programs and their LMs: the counter must stay shared
 
     def remaining(self) -> int | None:
@@ -105,7 +105,7 @@ class ChatModelEngine:
     def __init__(self, chat: Any) -> None:
         self.chat = chat
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "ChatModelEngine":
+    def __deepcopy__(self, memo: dict[int, Any]) -> ChatModelEngine:
         return self  # shared by every copy of the LM, so every call is counted once
 
     def complete(self, request: Any) -> Any:

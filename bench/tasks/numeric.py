@@ -93,7 +93,7 @@ def random_graph(seed: int, n_ops: int = 6, n_params: int = 2) -> RandomGraph:
         if len(steps) < max(2, n_ops - 1) or multiplies > 2:
             continue
         graph = RandomGraph(params, {p: round(rng.uniform(-3, 3), 1) for p in params},
-                            {p: 1.0 for p in params}, steps)
+                            dict.fromkeys(params, 1.0), steps)
         if _all_params_matter(graph, rng):
             return graph
     raise RuntimeError("could not generate a random graph in which every parameter matters")
@@ -160,8 +160,9 @@ def python_target(graph: RandomGraph) -> Any:
 
 def trace_program(graph: RandomGraph) -> Any:
     """The same graph with trace-opt nodes and bundles."""
-    from bench.tasks.traceopt import TraceProgram
     from opto import trace
+
+    from bench.tasks.traceopt import TraceProgram
 
     bundles = {name: trace.bundle()(fn) for name, fn in OPS.items()}
     parameters = {p: trace.node(graph.initial[p], trainable=True, name=p,

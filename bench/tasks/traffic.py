@@ -101,7 +101,7 @@ class Intersection:
                 for share, destination in ((0.7, OPPOSITE[side]), (0.15, TURNS[side][0]), (0.15, TURNS[side][1])):
                     self.world.adddemand(f"{side}_in", f"{destination}_out", period["start"], period["end"],
                                          rate * share)
-        self.queue_sums = {side: 0.0 for side in APPROACHES}
+        self.queue_sums = dict.fromkeys(APPROACHES, 0.0)
         self.samples = 0
         self.time = 0  # seconds simulated so far
 
@@ -110,7 +110,7 @@ class Intersection:
         if greens is not None:
             self.node.signal = [int(greens[0]), int(greens[1])]
         end = min(TMAX, self.time + seconds)
-        window = {side: 0.0 for side in APPROACHES}
+        window = dict.fromkeys(APPROACHES, 0.0)
         count = 0
         while self.time < end:
             step = min(self.CHUNK, end - self.time)

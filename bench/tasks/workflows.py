@@ -194,8 +194,9 @@ def python_target() -> Any:
 
 def trace_program() -> Any:
     """The same workflow with trace-opt nodes and bundles, for Trace's own OptoPrime."""
-    from bench.tasks.traceopt import TraceProgram
     from opto import trace
+
+    from bench.tasks.traceopt import TraceProgram
 
     prompt = trace.node(SYSTEM_PROMPT, trainable=True, name="system_prompt",
                         description="[ParameterNode] the cashier model's system prompt")
@@ -228,7 +229,7 @@ def trace_program() -> Any:
 # ----- LangChain: a chain with a tool -----------------------------------------------------------------
 def _compiled_tool(source: str) -> Callable[..., Any]:
     namespace: dict[str, Any] = {}
-    exec(compile(source, "<order_subtotal>", "exec"), namespace)  # noqa: S102 (our own fixed source)
+    exec(compile(source, "<order_subtotal>", "exec"), namespace)
     return namespace["order_subtotal"]
 
 
@@ -428,9 +429,17 @@ class _BackgroundLoop:
 def rule_based_client(role: str, temperature: float) -> Any:
     """An AutoGen ``ChatCompletionClient`` that follows the rules; settings live in ``_create_args``
     (where AutoGen's OpenAI client keeps them) and ``create_calls`` records each request."""
-    from autogen_core.models import (AssistantMessage, ChatCompletionClient, CreateResult, FunctionExecutionResultMessage,
-                                     ModelInfo, RequestUsage, SystemMessage, UserMessage)
     from autogen_core import FunctionCall
+    from autogen_core.models import (
+        AssistantMessage,
+        ChatCompletionClient,
+        CreateResult,
+        FunctionExecutionResultMessage,
+        ModelInfo,
+        RequestUsage,
+        SystemMessage,
+        UserMessage,
+    )
 
     class RuleBasedChatCompletionClient(ChatCompletionClient):
         def __init__(self) -> None:

@@ -25,13 +25,12 @@ from autogen_agentchat.base import Response, TaskResult
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
 from autogen_core import CancellationToken
 
-from opto_core.kernel.binding import UnknownParameters
-from opto_core.kernel.graph import Graph
-from opto_core.kernel.parameters import Parameter
-
-from opto_core.kernel.conversation import ConversationLog, Turn, build_graph, mark_message
 from opto_adapters.autogen.parameters import AgentParameters
 from opto_adapters.autogen.tracing import RecordingClient, TurnObserver
+from opto_core.kernel.binding import UnknownParameters
+from opto_core.kernel.conversation import ConversationLog, Turn, build_graph, mark_message
+from opto_core.kernel.graph import Graph
+from opto_core.kernel.parameters import Parameter
 
 #: The graph vocabulary (`opto_core.kernel.graph.run_meta`): who recorded the graph, with which framework.
 ADAPTER = "opto_adapters.autogen"

@@ -10,13 +10,14 @@ from autogen_core.tools import FunctionTool
 
 from opto_core.engine.executors import InfrastructureError
 from opto_core.kernel.binding import Binding
+
 if TYPE_CHECKING:
     from opto_adapters.autogen.parameters import AgentParameters
-from opto_core.kernel.templates import Template
 from opto_core.kernel.code import (
     compile_like,
     function_source,
 )
+from opto_core.kernel.templates import Template
 
 #: Bounds of the temperature parameter (OpenAI's range; other providers accept a subset).
 TEMPERATURE_BOUNDS = (0.0, 2.0)
@@ -76,7 +77,7 @@ class ToolSlot:
 
 
 class SystemMessageBinding(Binding):
-    def __init__(self, owner: "AgentParameters", name: str) -> None:
+    def __init__(self, owner: AgentParameters, name: str) -> None:
         self.owner, self.name = owner, name
 
     def read(self) -> str:
@@ -111,7 +112,7 @@ class SystemTemplateBinding(Binding):
     the agent reads its system message. The recording client then checks the next request shows it.
     """
 
-    def __init__(self, owner: "AgentParameters", name: str, template: str, values: dict[str, str],
+    def __init__(self, owner: AgentParameters, name: str, template: str, values: dict[str, str],
                  style: str) -> None:
         self.owner, self.name, self.template, self.values, self.style = owner, name, template, dict(values), style
 
@@ -155,7 +156,7 @@ class SystemTemplateBinding(Binding):
 
 
 class ToolCodeBinding(Binding):
-    def __init__(self, owner: "AgentParameters", slot: ToolSlot) -> None:
+    def __init__(self, owner: AgentParameters, slot: ToolSlot) -> None:
         self.owner, self.slot = owner, slot
 
     def read(self) -> str:
@@ -182,7 +183,7 @@ class ToolCodeBinding(Binding):
 
 
 class ToolDescriptionBinding(ToolCodeBinding):
-    def __init__(self, owner: "AgentParameters", slot: ToolSlot, name: str) -> None:
+    def __init__(self, owner: AgentParameters, slot: ToolSlot, name: str) -> None:
         super().__init__(owner, slot)
         self.name = name
 
@@ -206,7 +207,7 @@ class ToolDescriptionBinding(ToolCodeBinding):
 class TemperatureBinding(Binding):
     """Per agent: an override the agent's recording client sends (and saves); unset = the client's own."""
 
-    def __init__(self, owner: "AgentParameters", name: str) -> None:
+    def __init__(self, owner: AgentParameters, name: str) -> None:
         self.owner, self.name = owner, name
 
     def read(self) -> float:

@@ -26,6 +26,7 @@ from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_core import FunctionCall
 from autogen_core.models import CreateResult, RequestUsage
+
 try:
     from autogen_ext.models.replay import ReplayChatCompletionClient
 except ImportError as exc:  # pragma: no cover - depends on the environment

@@ -34,7 +34,7 @@ from typing import Any
 TESTED_RANGE = ">=0.7.4,<0.8"
 
 # model client -> the loop it was last used on (weak both ways: neither is kept alive by this table)
-_CLIENT_LOOPS: "weakref.WeakKeyDictionary[Any, weakref.ref[asyncio.AbstractEventLoop]]" = weakref.WeakKeyDictionary()
+_CLIENT_LOOPS: weakref.WeakKeyDictionary[Any, weakref.ref[asyncio.AbstractEventLoop]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 

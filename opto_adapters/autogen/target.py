@@ -35,16 +35,20 @@ from autogen_agentchat.messages import BaseChatMessage
 from autogen_agentchat.teams import BaseGroupChat
 from autogen_core import CancellationToken
 
-from opto_core.engine.background import BackgroundLoop
-from opto_core.kernel.binding import BoundParameters, select
-from opto_core.engine.executors import InfrastructureError, error_kind
-from opto_core.kernel.graph import Graph, run_meta
-from opto_core.engine.target import BoundTarget
-
 from opto_adapters.autogen.agent import ADAPTER, FRAMEWORK, OptoAgent, _select_output, framework_version, graph_of
-from opto_core.kernel.conversation import ConversationLog
-from opto_adapters.autogen.eventloop import adopt_running_loop, check_reregistrable, needs_reregistration, reregister_participants
+from opto_adapters.autogen.eventloop import (
+    adopt_running_loop,
+    check_reregistrable,
+    needs_reregistration,
+    reregister_participants,
+)
 from opto_adapters.autogen.tracing import RecordingClient, message_record
+from opto_core.engine.background import BackgroundLoop
+from opto_core.engine.executors import InfrastructureError, error_kind
+from opto_core.engine.target import BoundTarget
+from opto_core.kernel.binding import BoundParameters, select
+from opto_core.kernel.conversation import ConversationLog
+from opto_core.kernel.graph import Graph, run_meta
 
 # ----- the shared loop thread: every AutoGen run happens on one event loop -------------------------
 LOOP = BackgroundLoop("opto-autogen-loop", "inside async code use `await target.arun(example)`")

@@ -14,8 +14,8 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the DSPy adapter needs DSPy: pip install 'opto-adapters[dspy]'") from exc
 
-from opto_adapters.dspy.metric import MetricError, adapt_metric
 from opto_adapters.dspy.deploy import apply_values, load_optimized, save_optimized, sidecar_path
+from opto_adapters.dspy.metric import MetricError, adapt_metric
 from opto_adapters.dspy.parameters import ProgramParameters
 from opto_adapters.dspy.target import ExampleError, ProgramTarget
 from opto_adapters.dspy.teleprompter import OptimizationStopped, OptoTeleprompter

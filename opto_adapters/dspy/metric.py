@@ -93,7 +93,7 @@ def to_feedback(result: Any, example: Any, prediction: Any, metric: Callable[...
     elif isinstance(result, (dspy.Example, dict)) and "score" in result:  # dspy.Prediction(score, feedback)
         score = _score(result["score"], metric, example)
         text = str(result.get("feedback") or "")
-    elif hasattr(result, "score") and not callable(getattr(result, "score")):
+    elif hasattr(result, "score") and not callable(result.score):
         score = _score(result.score, metric, example)
         text = str(getattr(result, "feedback", "") or "")
     else:

@@ -55,8 +55,7 @@ _DEMO_EXTRA_KEYS = {"augmented"}
 RESULT_ATTRIBUTES = {"candidate_programs", "opto_history", "opto_result", "trial_logs", "detailed_results",
                      "score", "opto_report"}
 
-__all__ = ["DEFAULT_LM_BOUNDS", "ProgramParameters", "UNSET_DEFAULTS", "apply_values", "load_optimized",
-           "module_path", "save_optimized", "sidecar_path", "sub_modules"]
+__all__ = ["DEFAULT_LM_BOUNDS", "ProgramParameters", "UNSET_DEFAULTS", "module_path", "sub_modules"]
 
 
 def module_path(path: str, root: str = "") -> str:

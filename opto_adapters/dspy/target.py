@@ -18,11 +18,10 @@ import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
 from dspy.utils.usage_tracker import track_usage
 
-from opto_core.kernel.graph import META_DURATION, META_USAGE, Graph
-from opto_core.engine.target import BoundTarget
-
 from opto_adapters.dspy.parameters import FRAMEWORK, ProgramParameters
 from opto_adapters.dspy.tracing import DSPyTracer, node_names, untag_prediction
+from opto_core.engine.target import BoundTarget
+from opto_core.kernel.graph import META_DURATION, META_USAGE, Graph
 
 #: Thread-local DSPy settings that belong to one call, never carried into another thread's run.
 _CALL_SCOPED = {"trace", "usage_tracker", "caller_modules", "caller_predict", "send_stream", "callbacks",

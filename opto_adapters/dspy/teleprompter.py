@@ -22,14 +22,13 @@ from typing import Any, Callable, Sequence
 import dspy
 from dspy.teleprompt import Teleprompter
 
-from opto_core.kernel.binding import UnknownParameters, WriteError
-from opto_core.kernel.parameters import InvalidValue
-from opto_core.engine.settings import Settings
-
-from opto_adapters.dspy.metric import adapt_metric
 from opto_adapters.dspy.deploy import save_optimized, sidecar_path, write_sidecar
+from opto_adapters.dspy.metric import adapt_metric
 from opto_adapters.dspy.parameters import ProgramParameters
 from opto_adapters.dspy.target import ExampleError, ProgramTarget
+from opto_core.engine.settings import Settings
+from opto_core.kernel.binding import UnknownParameters, WriteError
+from opto_core.kernel.parameters import InvalidValue
 
 log = logging.getLogger("opto.dspy")
 

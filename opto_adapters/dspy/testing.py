@@ -128,7 +128,7 @@ class RuleEngine:
     def close(self) -> None:
         pass
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "RuleEngine":
+    def __deepcopy__(self, memo: dict[int, Any]) -> RuleEngine:
         return self  # copies of a program share the one engine (and its request log)
 
 
@@ -148,7 +148,7 @@ class AsyncRuleEngine:
     async def aclose(self) -> None:
         pass
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "AsyncRuleEngine":
+    def __deepcopy__(self, memo: dict[int, Any]) -> AsyncRuleEngine:
         return self
 
 

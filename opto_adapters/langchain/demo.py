@@ -25,10 +25,9 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import StructuredTool
 
-from opto_core.kernel.feedback import Feedback
-
 from opto_adapters.langchain.target import ChainTarget
 from opto_adapters.langchain.testing import EchoChatModel
+from opto_core.kernel.feedback import Feedback
 
 SYSTEM = "You are a cashier. Use the compute_total tool, then tell the customer the total."
 

@@ -62,13 +62,13 @@ from opto_adapters.langchain.prompts_in_code import (
     dynamic_prompt_function,
     react_prompt,
 )
-from opto_core.kernel.code_prompts import CodePrompt, LiteralBinding
 from opto_core.kernel.binding import Binding, BoundParameters, UnknownParameters, select
 from opto_core.kernel.code import (
     SourceUnavailable,
     function_source,
     keeps_signature_bindings,
 )
+from opto_core.kernel.code_prompts import CodePrompt, LiteralBinding
 from opto_core.kernel.parameters import InvalidValue, Parameter
 from opto_core.kernel.ranges import range_for
 
@@ -127,8 +127,8 @@ class Group:
                 "variable": ()}[self.kind]
 
 
-_GROUPS: "weakref.WeakValueDictionary[str, Group]" = weakref.WeakValueDictionary()
-_BY_OBJECT: "weakref.WeakValueDictionary[Any, Group]" = weakref.WeakValueDictionary()  # id(obj) or a variable's home
+_GROUPS: weakref.WeakValueDictionary[str, Group] = weakref.WeakValueDictionary()
+_BY_OBJECT: weakref.WeakValueDictionary[Any, Group] = weakref.WeakValueDictionary()  # id(obj) or a variable's home
 _LOCK = threading.RLock()
 _COUNTER = itertools.count(1)
 
@@ -301,7 +301,7 @@ def _prompt_group(prompt: BasePromptTemplate, base: str) -> Group | None:
             role = _ROLES.get(type(message).__name__) or str(getattr(message, "role", "message"))
             roles[role] = roles.get(role, 0) + 1
             entries.append((role, roles[role], index, message, inner))
-        for role, k, index, message, inner in entries:
+        for role, k, _index, message, inner in entries:
             suffix = role if k == 1 else f"{role}_{k}"
             name = f"{base}.{suffix}"
             binding = TemplateBinding(inner, owner=prompt, message=message)

@@ -18,9 +18,9 @@ from opto_adapters.langchain.parameters import (
     ModelChoices,
     NoParametersFound,
     binding_of,
-    group_of_parameter,
     bound_parameters,
     function_docs,
+    group_of_parameter,
 )
 from opto_adapters.langchain.tracing.builder import failed_graph
 from opto_adapters.langchain.tracing.handler import OptoCallbackHandler

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -46,7 +46,7 @@ def _optimizer_for(target: Any, llm: Any, answer_tokens: int | None = None, name
     from opto_core.optimizers.opro import OPRO
     from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
 
-    kwargs = {"max_answer_tokens": answer_tokens} if answer_tokens else {}
+    kwargs: dict[str, Any] = {"max_answer_tokens": answer_tokens} if answer_tokens else {}
     classes: dict[str, Any] = {"OPRO": OPRO, "OptoPrimeNoTrace": OptoPrimeNoTrace, "OptoPrime": OptoPrime}
     if name is None or name == "Hybrid":
         numeric = [p for p in target.parameters() if p.trainable and (p.kind == "choice" or (
@@ -151,10 +151,10 @@ def _run(call: Any) -> Any:
         return call()
     except RunDirError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except CoverageError as exc:  # stopped before any optimizer call: say which parameters and why
         console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
 
 
 def _approver(approve: bool) -> Any:
@@ -173,9 +173,9 @@ def _approval_kwargs(approve: bool) -> dict[str, Any]:
 
 @app.command()
 def demo(
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, "
+    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, "
                                                       "else the embedded local model)"),
-    model: Optional[str] = typer.Option(None, help="model name (default: OPTO_MODEL or the server's)"),
+    model: str | None = typer.Option(None, help="model name (default: OPTO_MODEL or the server's)"),
     steps: int = typer.Option(2, help="optimization steps"),
     run_dir: str = typer.Option("runs/demo", help="where checkpoints, history and the report go"),
     workflow: str = typer.Option("auto", help="auto | python | langchain | dspy | autogen"),
@@ -184,10 +184,10 @@ def demo(
     fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run (only a "
                                           "directory holding an opto run is ever deleted)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
-    context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens (default: "
+    context_window: int | None = typer.Option(None, help="the model's context window in tokens (default: "
                                                   "what the server reports, OPTO_CONTEXT_WINDOW, or 4096 for the "
                                                   "embedded server); prompts are budgeted to fit it"),
-    local_model: Optional[str] = typer.Option(None, help="serve this GGUF file through the embedded server "
+    local_model: str | None = typer.Option(None, help="serve this GGUF file through the embedded server "
                                                "(default: OPTO_LOCAL_MODEL, else the packaged SmolLM2-135M)"),
 ) -> None:
     """Optimize a small example workflow end to end and write its report.
@@ -207,7 +207,7 @@ def demo(
         name = choose_demo(workflow)
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     recipe = recipe_of(name)
     try:
         if fresh:
@@ -216,7 +216,7 @@ def demo(
             raise RunDirError(f"{run_dir} exists and holds no opto run; choose another --run-dir")
     except RunDirError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     target, trainset, feedback_fn, valset = load_recipe(recipe)
     llm = _client(base_url, model, context_window, local_model)
     where = llm.base_url or "the embedded local model (started on first use)"
@@ -240,14 +240,14 @@ def demo(
 @app.command()
 def resume(
     run_dir: str = typer.Argument(..., help="a run directory written by `opto demo` or by optimize(recipe=...)"),
-    steps: Optional[int] = typer.Option(None, help="total steps (default: the run's own setting)"),
-    base_url: Optional[str] = typer.Option(None, help="override the endpoint the run used"),
-    model: Optional[str] = typer.Option(None, help="override the model the run used"),
-    recipe: Optional[str] = typer.Option(None, help="module:function that rebuilds the workflow, for a run "
+    steps: int | None = typer.Option(None, help="total steps (default: the run's own setting)"),
+    base_url: str | None = typer.Option(None, help="override the endpoint the run used"),
+    model: str | None = typer.Option(None, help="override the model the run used"),
+    recipe: str | None = typer.Option(None, help="module:function that rebuilds the workflow, for a run "
                                                     "not started from a registered demo (its code is imported)"),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
-    context_window: Optional[int] = typer.Option(None, help="the model's context window in tokens"),
-    local_model: Optional[str] = typer.Option(None, help="serve this GGUF file through the embedded server"),
+    context_window: int | None = typer.Option(None, help="the model's context window in tokens"),
+    local_model: str | None = typer.Option(None, help="serve this GGUF file through the embedded server"),
 ) -> None:
     """Continue an interrupted run from its last finished step (with the settings it was started with)."""
     from opto_core.app.demo import is_registered_recipe, load_recipe
@@ -264,7 +264,7 @@ def resume(
         config = store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists() else {}
     except RunDirError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if not config:
         console.print(f"[red]{escape(run_dir)} holds no run (config.json is missing)[/red]")
         raise typer.Exit(2)
@@ -286,7 +286,7 @@ def resume(
         target, trainset, feedback_fn, valset = load_recipe(recipe)
     except (ValueError, ImportError, AttributeError) as exc:
         console.print(f"[red]cannot build the workflow from {escape(recipe)}: {escape(str(exc))}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     llm = _client(base_url or config.get("base_url"), model or config.get("model"), context_window, local_model)
     optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
     settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_step=_show_step,
@@ -298,7 +298,7 @@ def resume(
 @app.command()
 def report(
     run_dir: str = typer.Argument(..., help="a run directory"),
-    out: Optional[str] = typer.Option(None, help="where to write the HTML (default: RUN_DIR/report.html)"),
+    out: str | None = typer.Option(None, help="where to write the HTML (default: RUN_DIR/report.html)"),
 ) -> None:
     """Write a self-contained HTML report of a run."""
     from opto_core.app.report import ReportError, write_report
@@ -307,24 +307,24 @@ def report(
         path = write_report(run_dir, out)
     except (ReportError, OSError) as exc:
         console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     console.print(f"report: {path}")
 
 
 @app.command()
 def graph(
     graph_json: str = typer.Argument(..., help="an OPTO graph JSON file"),
-    out_dir: Optional[str] = typer.Option(None, help="where to write GRAPH.html and GRAPH.dot"),
+    out_dir: str | None = typer.Option(None, help="where to write GRAPH.html and GRAPH.dot"),
 ) -> None:
     """Draw one graph as an HTML page (inline SVG, Mermaid source) and a Graphviz DOT file."""
-    from opto_core.kernel.graph import GraphError
     from opto_core.app.report import ReportError, write_graph_files
+    from opto_core.kernel.graph import GraphError
 
     try:
         paths = write_graph_files(graph_json, out_dir)
     except (ReportError, GraphError, OSError) as exc:
         console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     for path in paths:
         console.print(str(path))
 

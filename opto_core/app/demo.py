@@ -16,9 +16,9 @@ from importlib import import_module
 from importlib.util import find_spec
 from typing import Any, Callable
 
+from opto_core.engine.target import FunctionTarget
 from opto_core.kernel.feedback import Feedback
 from opto_core.kernel.parameters import Parameter
-from opto_core.engine.target import FunctionTarget
 from opto_core.kernel.trace import op
 
 Recipe = Callable[[], tuple[Any, list[Any], Callable[[Any, Any], Any], list[Any] | None]]
@@ -63,7 +63,9 @@ def invoice_feedback(example: dict[str, Any], output: float) -> Feedback:
 def build_python_demo() -> tuple[FunctionTarget, list[Any], Callable[[Any, Any], Any], list[Any]]:
     """The plain-Python invoice demo, with its planted bug and wrong rate reset."""
     DISCOUNT.value = 0.5
-    parse_price.code.value = parse_price.source  # type: ignore[union-attr]
+    code = parse_price.code
+    if code is not None:  # always: the op is trainable
+        code.value = parse_price.source
     examples = _invoice_examples()
     target = FunctionTarget(invoice_workflow, [DISCOUNT, parse_price], input_keys=["line"])
     return target, examples[:5], invoice_feedback, examples[5:]
@@ -150,7 +152,7 @@ def load_recipe(recipe: str) -> tuple[Any, list[Any], Callable[[Any, Any], Any],
     Imports the module: call it only with a registered recipe or one the user named explicitly.
     """
     module, function = _split(recipe)
-    built = import_module(module)
+    built: Any = import_module(module)
     for part in function.split("."):
         built = getattr(built, part)
     result = built()

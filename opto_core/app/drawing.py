@@ -138,7 +138,7 @@ def select(graph: Graph, max_nodes: int = 300) -> Selection:
     children = graph.children()
     targets = [n.id for n in nodes if n.kind in ("output", "exception")] or \
               [n.id for n in nodes if not children[n.id]]
-    distance: dict[str, int] = {node_id: 0 for node_id in targets}
+    distance: dict[str, int] = dict.fromkeys(targets, 0)
     queue = deque(targets)
     while queue:
         node_id = queue.popleft()
@@ -333,7 +333,7 @@ def layout(selection: Selection) -> Layout:
     rows: list[list[Any]] = [[] for _ in range(max(row_of.values(), default=-1) + 1)]
     for node in nodes:
         rows[row_of[node.id]].append(node.id)
-    slots = {node.id: _Slot(node.id, row_of[node.id], BOX_W, node) for node in nodes}
+    slots: dict[Any, _Slot] = {node.id: _Slot(node.id, row_of[node.id], BOX_W, node) for node in nodes}
     long_edges: dict[str, int] = {}
     for edge, child in selection.edges():
         if row_of[child.id] - row_of[edge.id] > 1:
@@ -344,11 +344,12 @@ def layout(selection: Selection) -> Layout:
         far = row_of[child.id] - row_of[edge.id] > 1
         if far and long_edges.get(edge.id, 0) >= REF_MIN_EDGES:
             # a busy source (a prompt used by every call): a small copy of it right above the consumer
-            key = ("ref", edge.id, row_of[child.id] - 1)
-            if key not in slots:
-                slots[key] = _Slot(key, key[2], REF_W, slots[edge.id].node, role="ref")
-                rows[key[2]].append(key)
-            chain = [key]
+            ref_row = row_of[child.id] - 1
+            ref = ("ref", edge.id, ref_row)
+            if ref not in slots:
+                slots[ref] = _Slot(ref, ref_row, REF_W, slots[edge.id].node, role="ref")
+                rows[ref_row].append(ref)
+            chain = [ref]
         else:
             for row in range(row_of[edge.id] + 1, row_of[child.id]):
                 # other long edges from one source share one channel (a tuple never equals a node id)
@@ -370,7 +371,7 @@ def layout(selection: Selection) -> Layout:
     return Layout(slots, rows, paths, width, height)
 
 
-def _order_rows(rows: list[list[str]], slots: dict[str, _Slot], order: dict[str, int]) -> None:
+def _order_rows(rows: list[list[Any]], slots: dict[Any, _Slot], order: dict[str, int]) -> None:
     """Barycentre sweeps: sort each row by the mean position of its neighbours in the row before."""
     index = {key: i for row in rows for i, key in enumerate(row)}
 
@@ -392,7 +393,7 @@ def _order_rows(rows: list[list[str]], slots: dict[str, _Slot], order: dict[str,
     sweep(range(1, len(rows)), "up")
 
 
-def _place(rows: list[list[str]], slots: dict[str, _Slot]) -> None:
+def _place(rows: list[list[Any]], slots: dict[Any, _Slot]) -> None:
     """Give every slot an x: packed first, then pulled towards its neighbours (order kept)."""
     widest = max((sum(slots[k].width for k in row) + H_GAP * (len(row) - 1) for row in rows), default=0)
     for row in rows:
@@ -426,13 +427,13 @@ def _fit_row(row: list[str], slots: dict[str, _Slot], neighbours: str) -> None:
     for a, b in zip(row, row[1:]):
         offsets.append(offsets[-1] + slots[a].width / 2 + H_GAP + slots[b].width / 2)
     blocks: list[list[float]] = []  # [first index, last index, sum of (desired - offset), position]
-    for i, key in enumerate(row):
+    for i in range(len(row)):
         blocks.append([i, i, desired[i] - offsets[i], desired[i] - offsets[i]])
         while len(blocks) > 1 and blocks[-2][3] > blocks[-1][3]:
-            last = blocks.pop()
+            merged = blocks.pop()
             prev = blocks[-1]
-            prev[1] = last[1]
-            prev[2] += last[2]
+            prev[1] = merged[1]
+            prev[2] += merged[2]
             prev[3] = prev[2] / (prev[1] - prev[0] + 1)
     for first, last, _, base in blocks:
         for i in range(int(first), int(last) + 1):
@@ -500,16 +501,15 @@ def to_svg(graph: Graph, max_nodes: int = 300, selection: Selection | None = Non
     label_parts = []
     for text, title, x1, y1, x2, y2 in labels:  # each label where it overlaps the fewest placed ones
         half = len(text) * 2.9 + 3
-        best = None
+        tried = []
         for t in (0.5, 0.3, 0.7, 0.15, 0.85):
             lx, ly = x1 + (x2 - x1) * t, y1 + (y2 - y1) * t
             box = (lx - half, ly - 7, lx + half, ly + 5)
             hits = sum(1 for b in placed if box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3])
-            if best is None or hits < best[0]:
-                best = (hits, lx, ly, box)
+            tried.append((hits, lx, ly, box))
             if hits == 0:
                 break
-        _, lx, ly, box = best  # type: ignore[misc]
+        _, lx, ly, box = min(tried, key=lambda candidate: candidate[0])  # the first of the fewest overlaps
         placed.append(box)
         label_parts.append(f'<text class="edge-label" x="{lx:.1f}" y="{ly + 3:.1f}" text-anchor="middle" '
                            f'font-size="10" fill="#37474f" stroke="#fcfcfd" stroke-width="3" '

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from opto_core.app import drawing
-from opto_core.kernel.graph import Graph, GraphError
 from opto_core.engine.coverage import Coverage
 from opto_core.engine.rundir import RunDir
+from opto_core.kernel.graph import Graph, GraphError
 
 _STOP_REASONS = {
     "max_steps": "reached the step limit (max_steps)",
@@ -139,6 +139,14 @@ def _latest_graph(path: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _int(value: Any, default: int) -> int:
     try:
         return int(value)
@@ -219,7 +227,7 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.ceil(low / step - 1e-9) * step
-    ticks = []
+    ticks: list[float] = []
     value = first
     while value <= high + step * 1e-6 and len(ticks) < 50:
         ticks.append(round(value, 12))
@@ -240,7 +248,8 @@ def score_plot(history: Sequence[dict[str, Any]]) -> str:
     if not records or not values:
         return '<p class="muted">No scores recorded yet.</p>'
     steps = [_int(r.get("step"), 0) for r in records]
-    x_lo, x_hi = min(steps), max(steps)
+    x_lo: float = min(steps)
+    x_hi: float = max(steps)
     if x_hi == x_lo:
         x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
     y_lo, y_hi = min(values), max(values)
@@ -274,10 +283,10 @@ def score_plot(history: Sequence[dict[str, Any]]) -> str:
                    f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#57606a">{e(f"{tick:g}")}</text>')
     step_ticks = sorted(set(steps))
     stride = max(1, math.ceil(len(step_ticks) / 20))
-    for step in step_ticks[::stride]:
-        x = px(step)
+    for tick_step in step_ticks[::stride]:
+        x = px(tick_step)
         out.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="#8c959f"/>'
-                   f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" fill="#57606a">{step}</text>')
+                   f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" fill="#57606a">{tick_step}</text>')
     out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#8c959f"/>'
                f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle" fill="#24292f">step</text>'
                f'<text x="14" y="{top + plot_h / 2:.1f}" text-anchor="middle" fill="#24292f" '
@@ -325,7 +334,7 @@ def score_plot(history: Sequence[dict[str, Any]]) -> str:
             out.append(f'<circle class="pt best" data-step="{e(step)}" cx="{x:.1f}" cy="{py(best):.1f}" r="3" '
                        f'fill="#1a7f37"><title>step {e(step)}: best {_fmt(best)}</title></circle>')
     legend_x = left + plot_w + 14
-    for row, (name, (colour, dash, label)) in enumerate(look.items()):
+    for row, (colour, dash, label) in enumerate(look.values()):
         y = top + 10 + row * 34
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         words = label.split(" (")
@@ -381,7 +390,7 @@ def _step_section(record: dict[str, Any], previous: dict[str, Any] | None, data:
     step = record.get("step")
     outcome, css = _outcome(record)
     proposal = record.get("proposal") or {}
-    before = record.get("values_before") if isinstance(record.get("values_before"), dict) else {}
+    before = _as_dict(record.get("values_before"))
     parts = [f'<section class="step" id="step-{e(step)}"><h3>Step {e(step)} <span class="badge {css}">'
              f'{e(outcome)}</span></h3>']
     done = data.checkpoint_step
@@ -429,15 +438,16 @@ def _step_section(record: dict[str, Any], previous: dict[str, Any] | None, data:
                      f"{rows}</table>")
     feedback = record.get("feedback") or []
     if isinstance(feedback, list) and feedback:
-        batch = record.get("batch") if isinstance(record.get("batch"), list) else []
-        rows = []
+        batch = _as_list(record.get("batch"))
+        feedback_rows = []
         for i, item in enumerate(feedback):
             item = item if isinstance(item, dict) else {"text": item}
             example = batch[i] if i < len(batch) else i
-            rows.append(f"<tr><td>{e(example)}</td><td>{e(_fmt(item.get('score')))}</td>"
-                        f"<td><pre class='reason'>{e(item.get('text', ''))}</pre></td></tr>")
+            feedback_rows.append(f"<tr><td>{e(example)}</td><td>{e(_fmt(item.get('score')))}</td>"
+                                 f"<td><pre class='reason'>{e(item.get('text', ''))}</pre></td></tr>")
         parts.append(f"<details><summary>Feedback on the batch ({len(feedback)} examples)</summary>"
-                     f'<table class="grid"><tr><th>example</th><th>score</th><th>feedback</th></tr>{"".join(rows)}'
+                     f'<table class="grid"><tr><th>example</th><th>score</th><th>feedback</th></tr>'
+                     f'{"".join(feedback_rows)}'
                      f"</table></details>")
     if record.get("graph"):
         parts.append(f'<p class="muted">Trace of one run of this step: <code>{e(record["graph"])}</code></p>')
@@ -519,7 +529,7 @@ def render_report(data: RunData) -> str:
     last = data.history[-1] if data.history else {}
     initial_score = checkpoint.get("initial_score", initial.get("eval_score") if initial else None)
     best_score = checkpoint.get("best_score", last.get("best_score"))
-    usage = checkpoint.get("usage") if isinstance(checkpoint.get("usage"), dict) else last.get("usage") or {}
+    usage = _as_dict(checkpoint.get("usage")) if isinstance(checkpoint.get("usage"), dict) else _as_dict(last.get("usage"))
     title = f"Optimization report: {data.path.resolve().name}"
     body = [f"<h1>{e(title)}</h1>", f'<p class="sub">{e(data.path.resolve())} · {e(_status(data))}</p>']
     body += [f'<p class="warn">{e(w)}</p>' for w in data.warnings]
@@ -615,8 +625,8 @@ def _overview(data: RunData) -> str:
         outcome, css = _outcome(record)
         usage = _step_usage(record, previous) if record.get("kind") == "step" else {}
         proposal = record.get("proposal") or {}
-        accepted = proposal.get("accepted") if isinstance(proposal.get("accepted"), dict) else {}
-        rejected = proposal.get("rejected") if isinstance(proposal.get("rejected"), dict) else {}
+        accepted = _as_dict(proposal.get("accepted"))
+        rejected = _as_dict(proposal.get("rejected"))
         tokens = int((_num(usage.get("prompt_tokens")) or 0) + (_num(usage.get("completion_tokens")) or 0))
         step = record.get("step")
         rows.append(f'<tr><td class="num"><a href="#step-{e(step)}">{e(step)}</a></td>'

@@ -73,7 +73,7 @@ class CoverageError(RuntimeError):
     Raised before any optimizer call; ``coverage`` holds the full `Coverage`.
     """
 
-    def __init__(self, message: str, coverage: "Coverage") -> None:
+    def __init__(self, message: str, coverage: Coverage) -> None:
         super().__init__(message)
         self.coverage = coverage
 
@@ -98,7 +98,7 @@ class ParameterCoverage:
                 "runs_reached": self.runs_reached}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ParameterCoverage":
+    def from_dict(cls, data: dict[str, Any]) -> ParameterCoverage:
         return cls(str(data.get("name", "?")), bool(data.get("trainable", True)), bool(data.get("reached")),
                    str(data.get("cause", "")), [str(p) for p in data.get("path") or []], str(data.get("reason", "")),
                    str(data.get("fix", "")), int(data.get("runs") or 0), int(data.get("runs_reached") or 0))
@@ -180,7 +180,7 @@ class Coverage:
                 "parameters": [entry.to_dict() for entry in self.parameters]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Coverage":
+    def from_dict(cls, data: dict[str, Any]) -> Coverage:
         return cls([ParameterCoverage.from_dict(p) for p in data.get("parameters") or [] if isinstance(p, dict)],
                    int(data.get("runs") or 0), int(data.get("failed_runs") or 0), str(data.get("note") or ""))
 
@@ -208,7 +208,7 @@ class Coverage:
     # ----- judging runs -----------------------------------------------------------------------------
     @classmethod
     def of(cls, parameters: Iterable[Any], evaluations: Sequence[Any], *, follow: Iterable[str] | None = None,
-           target: Any = None) -> "Coverage":
+           target: Any = None) -> Coverage:
         """Judge runs already made: ``evaluations`` with ``.graph`` and ``.feedback`` (and ``.error_kind``).
 
         Runs that failed outside the workflow (infrastructure) are left out; if no run is left,
@@ -226,11 +226,11 @@ class Coverage:
     @classmethod
     def of_graphs(cls, parameters: Iterable[Any], runs: Sequence[Graph | tuple[Graph, Any]], *,
                   follow: Iterable[str] | None = None, target: Any = None, failed_runs: int = 0,
-                  note: str = "") -> "Coverage":
+                  note: str = "") -> Coverage:
         """Judge graphs (each with its feedback, or alone: every output then counts as judged)."""
         follow = frozenset(follow) if follow else frozenset(ALL_EDGES)
-        judged = [_Run(*(run if isinstance(run, tuple) else (run, Feedback(text="coverage check"))), follow)
-                  for run in runs]
+        judged = [_Run(run[0], run[1], follow) if isinstance(run, tuple) else
+                  _Run(run, Feedback(text="coverage check"), follow) for run in runs]
         entries = [_judge(parameter, judged, follow, target) for parameter in parameters]
         return cls(entries, len(judged), failed_runs, note)
 
@@ -284,8 +284,10 @@ class _Run:
             current = queue.popleft()
             if current in self.targets:
                 ids = [current]
-                while before[ids[-1]] is not None:
-                    ids.append(before[ids[-1]])  # type: ignore[arg-type]
+                parent = before[current]
+                while parent is not None:
+                    ids.append(parent)
+                    parent = before[parent]
                 return ids[::-1]
             for child, via in self.children.get(current, ()):
                 if via in kinds and child not in before:

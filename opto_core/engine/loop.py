@@ -28,17 +28,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
-from opto_core.kernel.code_policy import apply_policy
-from opto_core.engine.coverage import Coverage, CoverageError  # noqa: F401  (CoverageError: raised from here)
-from opto_core.engine.executors import (Evaluation, FeedbackError, InfrastructureError, ThreadExecutor, error_kind,  # noqa: F401
-                        make_executor)
-from opto_core.optimizers.base import Optimizer, Proposal
+from opto_core.engine.coverage import Coverage
+from opto_core.engine.executors import (
+    Evaluation,
+    ThreadExecutor,
+    make_executor,
+)
 from opto_core.engine.rundir import RunDir
-from opto_core.kernel.redact import scrub_url
 from opto_core.engine.settings import Settings
 from opto_core.engine.target import Target
+from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
+from opto_core.kernel.code_policy import apply_policy
+from opto_core.kernel.redact import scrub_url
 from opto_core.llm.usage import Usage
+from opto_core.optimizers.base import Optimizer, Proposal
 
 log = logging.getLogger("opto")
 
@@ -123,7 +126,7 @@ class _Interrupt:
         self._previous: Any = None
         self._on_request = on_request
 
-    def __enter__(self) -> "_Interrupt":
+    def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.getsignal(signal.SIGINT)
             signal.signal(signal.SIGINT, self._handle)
@@ -185,7 +188,7 @@ class _Run:
         self.errors = 0
         self.evaluations = 0
         self.infrastructure_reported: set[str] = set()
-        self.backward_kwargs = {"follow": tuple(settings.follow)} if settings.follow else {}
+        self.backward_kwargs: dict[str, Any] = {"follow": tuple(settings.follow)} if settings.follow else {}
         self.initial_score: float | None = None
         self.current_score: float | None = None
         self.best_score: float | None = None
@@ -382,8 +385,9 @@ class _Run:
         proposal = self._propose(step, instances)
         record["proposal"] = proposal.to_dict()
         changes = {k: v for k, v in proposal.accepted.items() if values_before.get(k) != v}
-        if changes and self.settings.approve is not None:
-            changes = self._approve(values_before, changes, record)
+        approve = self.settings.approve
+        if changes and approve is not None:
+            changes = self._approve(approve, values_before, changes, record)
         if not changes:
             return unchanged("the optimizer proposed no change" if not proposal.accepted or proposal.terminated
                              else "nothing to apply")
@@ -430,11 +434,12 @@ class _Run:
         self.usage.merge(proposal.usage)
         return proposal
 
-    def _approve(self, values_before: dict[str, Any], changes: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    def _approve(self, approve: Callable[..., Any], values_before: dict[str, Any], changes: dict[str, Any],
+                 record: dict[str, Any]) -> dict[str, Any]:
         from opto_core.engine.approval import review
 
         by_name = {p.name: p for p in self.target.parameters()}
-        approved, decisions = review(self.settings.approve, values_before, changes,
+        approved, decisions = review(approve, values_before, changes,
                                      kinds={name: by_name[name].kind for name in changes})
         checked: dict[str, Any] = {}
         for name, value in approved.items():
@@ -477,7 +482,7 @@ class _Run:
         self.evaluations += len(evaluations)
         self.errors += sum(e.failed for e in evaluations)
         if self.settings.reuse_evaluations and not any(e.error_kind == "infrastructure" for e in evaluations):
-            self._cache[(*key, _key(values))] = evaluations
+            self._cache[key + (_key(values),)] = evaluations
             while len(self._cache) > 4:
                 self._cache.pop(next(iter(self._cache)))
         return evaluations

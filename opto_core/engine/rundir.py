@@ -34,15 +34,17 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from opto_core.kernel.files import _write_point, dumps, write_json_atomic, write_json_atomic_text
 from opto_core.kernel.redact import scrub
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # Windows: no flock; runs there are not protected against a second process
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None
 
 RUN_FORMAT = "opto-run/1"
 MARKER = ".opto-run"
@@ -154,7 +156,7 @@ class RunDir:
                 self._lock.close()
                 self._lock = None
 
-    def __enter__(self) -> "RunDir":
+    def __enter__(self) -> RunDir:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -57,7 +57,7 @@ class Settings:
     def __post_init__(self) -> None:
         self.check()
 
-    def check(self) -> "Settings":
+    def check(self) -> Settings:
         """Raise ``ValueError`` naming the setting when a value is out of range."""
         if self.max_steps < 0:
             raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
@@ -91,7 +91,7 @@ class Settings:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def build(cls, settings: "Settings | None" = None, **overrides: Any) -> "Settings":
+    def build(cls, settings: Settings | None = None, **overrides: Any) -> Settings:
         """``settings`` with ``overrides`` applied; an unknown name is an error listing the real ones."""
         unknown = sorted(set(overrides) - set(cls.fields()))
         if unknown:
@@ -112,7 +112,7 @@ class Settings:
         return config
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], **overrides: Any) -> "Settings":
+    def from_config(cls, config: dict[str, Any], **overrides: Any) -> Settings:
         """Settings stored by `to_config` (unknown keys, from other versions, are ignored)."""
         known = {k: v for k, v in config.items() if k in cls.fields()}
         known.update(overrides)

@@ -7,7 +7,7 @@ methods, and `opto_core.engine.loop.optimize` is written once against them.
 from __future__ import annotations
 
 import platform
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from opto_core.kernel.binding import BoundParameters
 from opto_core.kernel.graph import Graph
@@ -57,7 +57,7 @@ class BoundTarget:
     and implement ``run``.
     """
 
-    bound: "BoundParameters"
+    bound: BoundParameters
     framework: str = "python"
     framework_version: str = ""
 
@@ -97,7 +97,7 @@ class FunctionTarget(BoundTarget):
     framework = "python"
     framework_version = platform.python_version()
 
-    def __init__(self, fn: Callable[..., Any], parameters: list[Parameter | TracedOp] = (),
+    def __init__(self, fn: Callable[..., Any], parameters: Sequence[Parameter | TracedOp] = (),
                  input_keys: list[str] | None = None) -> None:
         self.fn = fn
         self.input_keys = list(input_keys) if input_keys is not None else None
@@ -105,7 +105,7 @@ class FunctionTarget(BoundTarget):
         for item in parameters:
             parameter = item.code if isinstance(item, TracedOp) else item
             if parameter is None:
-                raise ValueError(f"op {item.name!r} is not trainable; use @op(trainable=True)")  # type: ignore[union-attr]
+                raise ValueError(f"op {item.name!r} is not trainable; use @op(trainable=True)")
             found.append(parameter)
         names = [p.name for p in found]
         duplicates = {n for n in names if names.count(n) > 1}

@@ -92,7 +92,7 @@ def feedback_targets(graph: Graph, feedback: Any) -> dict[str, Feedback]:
     return targets
 
 
-def _looks_like_feedback_dict(value: Mapping) -> bool:
+def _looks_like_feedback_dict(value: Mapping[str, Any]) -> bool:
     return set(value) <= {"score", "feedback", "text"} and bool(value)
 
 

@@ -50,7 +50,7 @@ class FrozenParameter(ValueError):
 class WriteError(RuntimeError):
     """A write failed half-way; everything written before it was restored. Names the binding and the cause."""
 
-    def __init__(self, parameter: str, binding: "Binding", cause: BaseException) -> None:
+    def __init__(self, parameter: str, binding: Binding, cause: BaseException) -> None:
         self.parameter = parameter
         self.cause = cause
         super().__init__(f"writing {parameter!r} through {binding.describe()} failed: "

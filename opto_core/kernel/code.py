@@ -18,8 +18,8 @@ Three jobs live here and nowhere else, so every adapter treats code the same way
 """
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import functools
 import hashlib
@@ -66,8 +66,9 @@ def unwrap(fn: Any) -> types.FunctionType:
     seen = 0
     while seen < 16:
         seen += 1
-        if isinstance(fn, types.FunctionType) and callable(getattr(fn, "__wrapped__", None)):
-            fn = fn.__wrapped__  # a @functools.wraps wrapper: wrappers of one decorator share one code object
+        wrapped = getattr(fn, "__wrapped__", None)
+        if isinstance(fn, types.FunctionType) and callable(wrapped):
+            fn = wrapped  # a @functools.wraps wrapper: wrappers of one decorator share one code object
         elif isinstance(fn, functools.partial):
             fn = fn.func
         elif isinstance(fn, (staticmethod, classmethod)):

@@ -135,7 +135,7 @@ class CodePolicy:
 
     # ----- the settings users pass ------------------------------------------------------------
     @classmethod
-    def of(cls, policy: "CodePolicy | str | None") -> "CodePolicy":
+    def of(cls, policy: CodePolicy | str | None) -> CodePolicy:
         """``"strict"`` (or None), ``"permissive"``, or a `CodePolicy` as it is."""
         if policy is None or policy == "strict":
             return STRICT
@@ -145,7 +145,7 @@ class CodePolicy:
             return policy
         raise ValueError(f"code_policy must be 'strict', 'permissive' or a CodePolicy, got {policy!r}")
 
-    def with_changes(self, **changes: Any) -> "CodePolicy":
+    def with_changes(self, **changes: Any) -> CodePolicy:
         return replace(self, **changes)
 
     # ----- checking ---------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def _docstring_nodes(tree: ast.Module) -> set[int]:
 
 
 # ----- setting it on parameters ------------------------------------------------------------------------
-def apply_policy(parameters: Iterable[Any], policy: "CodePolicy | str | None") -> int:
+def apply_policy(parameters: Iterable[Any], policy: CodePolicy | str | None) -> int:
     """Set ``policy`` on every code parameter (the loop calls this with ``optimize(code_policy=...)``).
 
     Returns how many parameters got it. ``parameters`` may be a list or a `BoundParameters`.

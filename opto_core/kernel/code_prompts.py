@@ -142,9 +142,10 @@ class VariableBinding(Binding):
 
     def read(self) -> str:
         obj = self.raw()
-        if isinstance(obj, str) or self.text_of is None:
+        if isinstance(obj, str):
             return obj
-        return self.text_of(obj)  # type: ignore[return-value]
+        text = self.text_of(obj) if self.text_of is not None else None
+        return text if text is not None else str(obj)
 
     def write(self, value: str) -> None:
         obj = self.raw()
@@ -172,16 +173,16 @@ class FunctionText:
     whatever holds it (a LangGraph node, a tool, a bound method) runs the new code.
     """
 
-    _BY_FUNCTION: "weakref.WeakKeyDictionary[types.FunctionType, FunctionText]" = weakref.WeakKeyDictionary()
+    _BY_FUNCTION: weakref.WeakKeyDictionary[types.FunctionType, FunctionText] = weakref.WeakKeyDictionary()
     _LOCK = threading.Lock()
 
     def __init__(self, function: types.FunctionType, source: str) -> None:
-        self._function = weakref.ref(function)
+        self._function: weakref.ref[types.FunctionType] = weakref.ref(function)
         self.qualname = function.__qualname__
         self.source = source  # the original source: sites are positions in it
         self.original_code = function.__code__
         self.texts: dict[Site, tuple[str, str]] = {}  # site -> (original text, current text)
-        self.sites: dict[Site, "_Literal"] = {}
+        self.sites: dict[Site, _Literal] = {}
 
     @property
     def function(self) -> types.FunctionType:
@@ -191,20 +192,20 @@ class FunctionText:
         return function
 
     @classmethod
-    def known(cls, function: types.FunctionType) -> "FunctionText | None":
+    def known(cls, function: types.FunctionType) -> FunctionText | None:
         """The literals of ``function`` already found (its code may have been rewritten since)."""
         with cls._LOCK:
             return cls._BY_FUNCTION.get(function)
 
     @classmethod
-    def of(cls, function: types.FunctionType, source: str) -> "FunctionText":
+    def of(cls, function: types.FunctionType, source: str) -> FunctionText:
         with cls._LOCK:
             known = cls._BY_FUNCTION.get(function)
             if known is None:
                 known = cls._BY_FUNCTION[function] = cls(function, source)
             return known
 
-    def add(self, literal: "_Literal") -> None:
+    def add(self, literal: _Literal) -> None:
         self.sites.setdefault(literal.site, literal)
         self.texts.setdefault(literal.site, (literal.template, literal.template))
 
@@ -218,7 +219,7 @@ class FunctionText:
 
     def _recompile(self) -> None:
         if all(original == current for original, current in self.texts.values()):
-            self.function.__code__ = self.original_code
+            _set_code(self.function, self.original_code)
             return
         tree = ast.parse(self.source)
         replacements = {site: self.sites[site].rebuilt(current) for site, (original, current) in self.texts.items()
@@ -240,7 +241,12 @@ class FunctionText:
         if compiled.__code__.co_freevars != self.original_code.co_freevars:
             raise RuntimeError(f"recompiling {self.qualname} changed its closure variables "
                                f"({self.original_code.co_freevars} -> {compiled.__code__.co_freevars})")
-        function.__code__ = compiled.__code__
+        _set_code(function, compiled.__code__)
+
+
+def _set_code(function: Any, code: types.CodeType) -> None:
+    """Give ``function`` another code object (the function object, and whoever holds it, stay)."""
+    function.__code__ = code
 
 
 @dataclass
@@ -287,7 +293,7 @@ class _Literal:
         if not self.as_fstring:
             return ast.Constant(template)
         parts: list[ast.expr] = []
-        for literal, name, spec, conversion in string.Formatter().parse(template):
+        for literal, name, _spec, _conversion in string.Formatter().parse(template):
             if literal:
                 parts.append(ast.Constant(literal))
             if name is None:
@@ -337,8 +343,8 @@ class _Names:
         return name
 
 
-def _site(node: ast.AST) -> Site:
-    return (node.lineno, node.col_offset, node.end_lineno or node.lineno, node.end_col_offset or 0)  # type: ignore[attr-defined]
+def _site(node: ast.expr) -> Site:
+    return (node.lineno, node.col_offset, node.end_lineno or node.lineno, node.end_col_offset or 0)
 
 
 def _concat_operands(node: ast.expr) -> list[ast.expr]:
@@ -431,11 +437,12 @@ class _Reader:
             targets: list[ast.expr] = []
             if isinstance(node, ast.Assign):
                 targets = node.targets
-            elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.With, ast.NamedExpr)):
-                targets = [getattr(node, "target", None)] if not isinstance(node, ast.With) else \
-                    [i.optional_vars for i in node.items if i.optional_vars is not None]
+            elif isinstance(node, ast.With):
+                targets = [i.optional_vars for i in node.items if i.optional_vars is not None]
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.NamedExpr)):
+                targets = [node.target]
             for target in targets:
-                for name in ast.walk(target) if target is not None else ():
+                for name in ast.walk(target):
                     if isinstance(name, ast.Name):
                         counts[name.id] = counts.get(name.id, 0) + 1
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -511,9 +518,9 @@ class _Reader:
                 yield node.elts[1], str(node.elts[0].value), rendered.get(id(node)), False, None, None
             elif isinstance(node, ast.Dict):
                 entries = {k.value: v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)}
-                role = entries.get("role")
-                if isinstance(role, ast.Constant) and "content" in entries:
-                    yield entries["content"], str(role.value), None, False, None, None
+                role_node = entries.get("role")
+                if isinstance(role_node, ast.Constant) and "content" in entries:
+                    yield entries["content"], str(role_node.value), None, False, None, None
             elif isinstance(node, (ast.List, ast.Tuple)):
                 for element in node.elts:  # [SYSTEM_MESSAGE, *messages]: a message object kept in a variable
                     if isinstance(element, ast.Name):
@@ -560,14 +567,9 @@ class _Reader:
         if not known:
             return  # a parameter or a local built per call: nothing to bind
         home: Any = self.cells[name] if name in self.cells else self.function.__globals__
-        if isinstance(value, str):
-            if object_only or not value.strip():
-                return
-            text = value
-        else:
-            text = self.text_of(value) if self.text_of is not None else None
-            if not isinstance(text, str) or not text.strip():
-                return
+        text = value if isinstance(value, str) else self.text_of(value) if self.text_of is not None else None
+        if not isinstance(text, str) or not text.strip() or (object_only and isinstance(value, str)):
+            return
         key = (id(home), name)
         if key in self.found:
             return

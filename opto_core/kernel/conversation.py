@@ -41,8 +41,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from opto_core.kernel.graph import (MATCH_TEMPLATE, META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge,
-                                    Graph, run_meta)
+from opto_core.kernel.graph import (
+    MATCH_TEMPLATE,
+    META_DURATION,
+    META_ERROR,
+    META_RUN_ID,
+    META_USAGE,
+    Edge,
+    Graph,
+    run_meta,
+)
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.provenance import ProvenanceIndex
 from opto_core.kernel.templates import Template, TemplateError

@@ -18,7 +18,7 @@ class Feedback:
     text: str = ""
 
     @classmethod
-    def coerce(cls, value: Any) -> "Feedback":
+    def coerce(cls, value: Any) -> Feedback:
         """Accept what users naturally return: a number, a bool, a string, ``(score, text)``,
         a mapping with ``score`` and ``feedback``/``text``, an object with those attributes
         (``dspy.Prediction``), or a `Feedback`."""
@@ -37,7 +37,7 @@ class Feedback:
             return cls(score=None if score is None else float(score), text=str(text or ""))
         if isinstance(value, dict) and ("score" in value or "feedback" in value or "text" in value):
             return cls.coerce((value.get("score"), value.get("feedback", value.get("text", ""))))
-        if hasattr(value, "score") and not callable(getattr(value, "score")):
+        if hasattr(value, "score") and not callable(value.score):
             text = getattr(value, "feedback", None) or getattr(value, "text", None) or ""
             return cls.coerce((value.score, text))
         raise TypeError(

@@ -174,7 +174,7 @@ class Node:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Node":
+    def from_dict(cls, data: dict[str, Any]) -> Node:
         node_id = data.get("id")
         if not isinstance(node_id, str) or not node_id:
             raise GraphError(f"a node has no string id: {bounded_repr(data, 200)}")
@@ -195,8 +195,9 @@ class Node:
                                   parent.get(EDGE_MATCH, "")))
             else:
                 raise GraphError(f"node {node_id!r} has a malformed parent entry {bounded_repr(parent, 200)}")
-        expected = {"name": str, "description": str, "op_type": str, "doc": str, "param": (dict, type(None)),
-                    "meta": dict, "value_is_repr": bool}
+        expected: dict[str, type | tuple[type, ...]] = {
+            "name": str, "description": str, "op_type": str, "doc": str, "param": (dict, type(None)), "meta": dict,
+            "value_is_repr": bool}
         for key, kinds in expected.items():
             if key in data and not isinstance(data[key], kinds):
                 raise GraphError(f"node {node_id!r}: {key!r} has the wrong type {type(data[key]).__name__}")
@@ -377,7 +378,7 @@ class Graph:
                 result[edge.id].append(node.id)
         return result
 
-    def validate(self) -> "Graph":
+    def validate(self) -> Graph:
         """Check parents exist and there is no cycle; return self. Raises `GraphError`."""
         self._order = self._toposort()
         return self
@@ -424,7 +425,7 @@ class Graph:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Graph":
+    def from_dict(cls, data: dict[str, Any]) -> Graph:
         """Build a graph from its JSON form; anything malformed raises `GraphError` (and nothing else)."""
         try:
             return cls._from_dict(data)
@@ -436,7 +437,7 @@ class Graph:
             raise GraphError(f"not a valid OPTO graph: {type(exc).__name__}: {exc}") from None
 
     @classmethod
-    def _from_dict(cls, data: dict[str, Any]) -> "Graph":
+    def _from_dict(cls, data: dict[str, Any]) -> Graph:
         if not isinstance(data, dict):
             raise GraphError(f"an OPTO graph is a JSON object, got {type(data).__name__}")
         fmt = data.get("format")
@@ -457,7 +458,7 @@ class Graph:
         return graph.validate()
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Graph":
+    def from_json(cls, text: str | bytes) -> Graph:
         """Parse a graph; any malformed input (including nesting too deep to parse) raises `GraphError`."""
         try:
             data = json.loads(text)
@@ -475,7 +476,7 @@ class Graph:
         return self.meta == other.meta and self._nodes == other._nodes
 
     def __repr__(self) -> str:
-        kinds = {kind: 0 for kind in NODE_KINDS}
+        kinds = dict.fromkeys(NODE_KINDS, 0)
         for node in self._nodes.values():
             kinds[node.kind] += 1
         counts = ", ".join(f"{count} {kind}" for kind, count in kinds.items() if count)

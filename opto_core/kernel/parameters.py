@@ -13,7 +13,7 @@ import ast
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, TypeVar
 
 from opto_core.kernel.code import CodeShapeError, FunctionShape, parse_function
 from opto_core.kernel.code_policy import CodePolicy
@@ -30,6 +30,9 @@ DEFAULT_MAX_LENGTH = 20_000
 
 
 Check = Callable[[Any], Any]
+
+
+_Number = TypeVar("_Number", int, float)
 
 
 @dataclass(eq=False)
@@ -97,9 +100,9 @@ class Parameter:
     def _parse_template(self) -> Template:
         if self.kind != "text":
             raise ValueError(f"parameter {self.name!r}: only a text parameter can be a template (kind {self.kind!r})")
-        style = None if self.template is True else self.template
+        style = self.template if isinstance(self.template, str) else None
         try:
-            parsed = Template.parse(self.value, style)  # type: ignore[arg-type]
+            parsed = Template.parse(self.value, style)
         except (TemplateError, ValueError) as exc:
             raise ValueError(f"parameter {self.name!r}: template={self.template!r}, but {exc}") from None
         if parsed is None:
@@ -160,7 +163,7 @@ class Parameter:
         spec["constraint"] = self.constraint()
         return spec
 
-    def copy(self, **changes: Any) -> "Parameter":
+    def copy(self, **changes: Any) -> Parameter:
         """A new parameter with ``changes``; a code parameter keeps its original (the policy's baseline)."""
         values = {key: getattr(self, key) for key in
                   ("name", "kind", "value", "trainable", "description", "lower", "upper", "choices",
@@ -223,7 +226,7 @@ class Parameter:
             raise self._fail(f"expected a finite {self.kind}, got {value}")
         return value
 
-    def _bounded(self, value: Any) -> Any:
+    def _bounded(self, value: _Number) -> _Number:
         if self.lower is not None and value < self.lower:
             raise self._fail(f"{value} is below the lower bound {self.lower}")
         if self.upper is not None and value > self.upper:
@@ -239,7 +242,7 @@ class Parameter:
             if not number.is_integer():
                 raise self._fail(f"expected an int, got {number} (not a whole number)")
             number = int(number)
-        return self._bounded(number)
+        return self._bounded(int(number))
 
     def _validate_choice(self, value: Any) -> Any:
         choices = self.choices or []

@@ -92,9 +92,17 @@ import json
 import threading
 from typing import Any, Callable, Hashable, Iterable, NamedTuple
 
-from opto_core.kernel.graph import (MATCH_CONTAINS, MATCH_IDENTITY, MATCH_KEY, MATCH_PARTIAL, MATCH_TEMPLATE,
-                                    MATCH_TYPED, MATCH_VALUE, Edge)
-from opto_core.kernel.templates import Template, TemplateMatch, literal_fragments
+from opto_core.kernel.graph import (
+    MATCH_CONTAINS,
+    MATCH_IDENTITY,
+    MATCH_KEY,
+    MATCH_PARTIAL,
+    MATCH_TEMPLATE,
+    MATCH_TYPED,
+    MATCH_VALUE,
+    Edge,
+)
+from opto_core.kernel.templates import Template, literal_fragments
 
 #: Shortest text (after ``strip()``) matched by value, exactly or contained. Shorter texts
 #: ("yes", "42", "ok") coincide too often to be evidence of data flow.
@@ -168,7 +176,7 @@ class Match(_Found):
 
     detail: Any
 
-    def __new__(cls, node: str, how: str, detail: Any = None) -> "Match":
+    def __new__(cls, node: str, how: str, detail: Any = None) -> Match:
         match = super().__new__(cls, node, how)
         match.detail = detail
         return match
@@ -203,10 +211,11 @@ def renderings(value: Any) -> list[str]:
 
     data: Any = value
     if hasattr(value, "model_dump_json") and hasattr(value, "model_dump"):  # a pydantic model
-        for call in (lambda: value.model_dump_json(), lambda: value.model_dump_json(indent=2),
-                     lambda: value.model_dump(mode="json")):
+        dumps: list[tuple[str, dict[str, Any]]] = [("model_dump_json", {}), ("model_dump_json", {"indent": 2}),
+                                                   ("model_dump", {"mode": "json"})]
+        for method, options in dumps:
             try:
-                result = call()
+                result = getattr(value, method)(**options)
             except Exception:  # a model that cannot dump: its str and repr are still there
                 continue
             if isinstance(result, str):
@@ -284,7 +293,8 @@ class ProvenanceIndex:
         Pass the returned value on (instead of ``value``) so that the next step finds its producer
         by identity. ``bool`` and ``None`` cannot be tagged and come back unchanged.
         """
-        kind = _TAGGED.get(type(value)) or _TAGGED.get(_PLAIN.get(type(value)))  # type: ignore[arg-type]
+        plain = _PLAIN.get(type(value), type(value))
+        kind = _TAGGED.get(plain)
         if kind is None or self.match_text:  # without text rules a tag is all a primitive needs
             self.register(value, node_id, depth=depth)
         if kind is None or isinstance(value, bool):
@@ -322,7 +332,7 @@ class ProvenanceIndex:
                 if own is not None:
                     self._register_partial(own, literal_fragments([own], PARTIAL_MIN), node_id)
 
-    def register_template(self, template: "str | Template", node_id: str, *, style: str | None = None) -> Template | None:
+    def register_template(self, template: str | Template, node_id: str, *, style: str | None = None) -> Template | None:
         """Remember a text with placeholders (a template parameter's value) as produced by ``node_id``.
 
         Its outputs are then found by the template rule, its long literal lines by the partial rule,
@@ -424,7 +434,7 @@ class ProvenanceIndex:
                 depth: int = 1) -> str | None:
         """The node id of `find`, or ``None``."""
         if getattr(value, "_opto_run", None) == self.token:  # a tag of ours: nothing beats it
-            return value._opto_node
+            return str(value._opto_node)
         if text is None and not keys and type(value) in _PLAIN_NUMBERS and not self._typed:  # never matched
             return None
         if value is None and text is None and not self._typed:  # framework ids only: dict reads (atomic), no lock
@@ -548,7 +558,7 @@ class ProvenanceIndex:
         for rank, (template, node) in enumerate(itertools.islice(reversed(self._templates.values()), CONTAIN_SCAN)):
             bound = template.search(text)
             if bound is not None and bound.matched != text:
-                candidates.append((-template.literal_chars, rank, tuple(l for l in template.literals if l),
+                candidates.append((-template.literal_chars, rank, tuple(piece for piece in template.literals if piece),
                                    Match(node, CONTAINS, bound)))
         candidates.sort(key=lambda c: (c[0], c[1]))
         chosen: list[tuple[tuple[str, ...], Match]] = []

@@ -145,11 +145,10 @@ def fraction_range(current: float | None = None) -> Range:
 
 #: Setting names (as frameworks spell them) -> the rule that bounds them.
 _NAMES = {
-    **{name: "max_tokens" for name in ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens",
-                                       "num_predict", "maxTokens")},
+    **dict.fromkeys(("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens", "num_predict", "maxTokens"), "max_tokens"),
     "temperature": "temperature", "top_p": "top_p",
-    **{name: "count" for name in ("k", "fetch_k", "top_k", "n_results", "num_results", "max_results")},
-    **{name: "fraction" for name in ("score_threshold", "lambda_mult", "similarity_threshold")},
+    **dict.fromkeys(("k", "fetch_k", "top_k", "n_results", "num_results", "max_results"), "count"),
+    **dict.fromkeys(("score_threshold", "lambda_mult", "similarity_threshold"), "fraction"),
 }
 
 

@@ -21,15 +21,15 @@ never instructions.
 from __future__ import annotations
 
 import bisect
-import logging
 import json
+import logging
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from opto_core.kernel.backward import ProblemInstance
 from opto_core.kernel.graph import Node, shorten
-from opto_core.kernel.tokens import CHARS_PER_TOKEN, count_tokens  # noqa: F401  (CHARS_PER_TOKEN: re-exported for callers of render)
+from opto_core.kernel.tokens import CHARS_PER_TOKEN, count_tokens
 
 DEFAULT_BUDGET = 8000
 _TRIVIAL = {"text", "any float", "any int"}
@@ -76,7 +76,7 @@ def value_text(value: Any) -> str:
 
 def type_label(node: Node) -> str:
     if node.kind == "parameter" and node.param:
-        return node.param.get("kind", "value")
+        return str(node.param.get("kind", "value"))
     if node.value_is_repr:
         return "repr"
     return {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict",
@@ -162,8 +162,8 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
     feedbacks: list[str] = []
     for index, instance in enumerate(instances):
         names = instance.names
-        codes = []
-        position = {}
+        codes: list[str] = []
+        position: dict[str, int] = {}
         for node in instance.code:
             edges = node.edges
             arg_list = [f"{e.arg or 'arg'}={names[e.id]}" for e in edges if e.id in names]
@@ -173,11 +173,11 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
                 hidden = len(arg_list) - MAX_ARGS
                 arg_list = arg_list[: MAX_ARGS // 2] + [f"...{hidden} more..."] + arg_list[-MAX_ARGS // 2:]
             args = ", ".join(arg_list)
-            line = f"{names[node.id]} = {node.name}({args})"
+            code_line = f"{names[node.id]} = {node.name}({args})"
             if node.kind == "exception":
-                line += "  # raised an exception"
+                code_line += "  # raised an exception"
             position[node.id] = len(codes)
-            codes.append(line)
+            codes.append(code_line)
         code_lines.append(codes)
         consumers: dict[str, list[int]] = {}
         for node in instance.code:
@@ -197,11 +197,11 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
     fixed = sum(len(part) for part in head) + len("#Documentation\n") + sum(len(d) + 1 for d in doc_lines)
     fixed += sum(len(f) + 40 for f in feedbacks) + 400  # section titles, example headers, #Omitted
     base = fixed  # without the value lines, for when code lines must go
-    fixed += sum(len(l.prefix) + 1 for l in lines) + sum(len(l.text) for l in lines if l.tier == 0)
+    fixed += sum(len(line.prefix) + 1 for line in lines) + sum(len(line.text) for line in lines if line.tier == 0)
     code_total = sum(len(c) + 1 for codes in code_lines for c in codes)
 
     def sizes(tier: int) -> tuple[list[int], list[int]]:
-        lengths = sorted(len(l.text) for l in lines if l.tier == tier)
+        lengths = sorted(len(line.text) for line in lines if line.tier == tier)
         sums = [0]
         for length in lengths:
             sums.append(sums[-1] + length)
@@ -217,8 +217,10 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
     cap1 = cap2 = longest
     keep_code: int | None = None  # number of code lines kept per example (None: all)
     if total(cap1, cap2) > budget_chars:
-        cap1 = _largest_cap(lambda c: total(c, cap2) <= budget_chars, longest)
-        if cap1 is None:
+        found = _largest_cap(lambda c: total(c, cap2) <= budget_chars, longest)
+        if found is not None:
+            cap1 = found
+        else:
             cap1 = MIN_VALUE_CHARS
             cap2 = _largest_cap(lambda c: total(cap1, c) <= budget_chars, longest) or MIN_VALUE_CHARS
             if total(cap1, cap2) > budget_chars:
@@ -243,7 +245,7 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
     by_example: dict[int, list[_Line]] = {}
     for line in lines:
         by_example.setdefault(line.example, []).append(line)
-    for index, instance in enumerate(instances):
+    for index in range(len(instances)):
         if many:
             parts.append(f"\n## Example {index + 1} of {len(instances)}\n")
         codes = code_lines[index]
@@ -262,7 +264,9 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
             body.append(f"# ... {len(codes) - previous - 1} ops omitted ...")
         dropped_code += len(codes) - len(visible)
         parts.append("#Code\n" + "\n".join(body) + "\n")
-        inputs, others, outputs = [], [], []
+        inputs: list[str] = []
+        others: list[str] = []
+        outputs: list[str] = []
         for line in by_example.get(index, []):
             if not line.shown(visible):
                 continue
@@ -271,9 +275,9 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
             else:
                 section, prefix = line.prefix.split("|", 1)
                 (outputs if section == "out" else others).append(prefix + value(line))
-        for title, section in (("#Inputs", inputs), ("#Others", others), ("#Outputs", outputs)):
-            if section:
-                parts.append(title + "\n" + "\n".join(section) + "\n")
+        for title, entries in (("#Inputs", inputs), ("#Others", others), ("#Outputs", outputs)):
+            if entries:
+                parts.append(title + "\n" + "\n".join(entries) + "\n")
         parts.append("#Feedback\n" + feedbacks[index] + "\n")
     omitted = []
     if cut_values:

@@ -57,7 +57,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-__all__ = ["STYLES", "Placeholder", "Template", "TemplateError", "TemplateMatch", "check_placeholders",
+__all__ = ["STYLES", "STYLE_NAMES", "Placeholder", "Template", "TemplateError", "TemplateMatch", "check_placeholders",
            "literal_fragments"]
 
 #: The template styles, in detection order (see the module doc).
@@ -95,7 +95,7 @@ class TemplateMatch:
     ``text``; ``start``/``end``: the matched part of ``text`` (all of it for `Template.match`).
     """
 
-    template: "Template"
+    template: Template
     text: str
     start: int
     end: int
@@ -130,7 +130,7 @@ class Template:
 
     # ----- building -------------------------------------------------------------------------------
     @classmethod
-    def parse(cls, text: str, style: str | None = None) -> "Template | None":
+    def parse(cls, text: str, style: str | None = None) -> Template | None:
         """The template in ``text``, or ``None`` when it has no placeholder.
 
         ``style`` (one of `STYLES`) parses under that style only and raises `TemplateError` when
@@ -247,7 +247,8 @@ class Template:
         """
         blocks: Mapping[str, Any] = {}
         if isinstance(values, TemplateMatch):
-            values, blocks = values.values, values.blocks
+            blocks = values.blocks
+            values = values.values
         parts = [self.literals[0]]
         for slot, literal in zip(self.slots, self.literals[1:]):
             source = blocks if slot.block and slot.name in blocks else values
@@ -263,7 +264,7 @@ class Template:
 
 
 # ----- checking a new version -----------------------------------------------------------------------------
-def check_placeholders(original: "str | Template", new: str) -> list[str]:
+def check_placeholders(original: str | Template, new: str) -> list[str]:
     """Why ``new`` cannot replace the template ``original`` (an empty list when it can).
 
     The new text is read in the original's style. It must keep every placeholder the original has
@@ -335,7 +336,7 @@ _ATTRIBUTE_OR_INDEX = re.compile(r"(?:\.[^\W\d]\w*|\[[^\]]+\])*")
 
 def _format_field(field_name: str) -> tuple[str, str]:
     """(base, rest) of a str.format field name, or raise when `.format` would not accept it."""
-    base = re.match(r"[^.\[]*", field_name).group(0)  # type: ignore[union-attr]
+    base = field_name.split(".", 1)[0].split("[", 1)[0]
     rest = field_name[len(base):]
     if not (base == "" or base.isdigit() or base.isidentifier()) or _ATTRIBUTE_OR_INDEX.fullmatch(rest) is None:
         raise TemplateError(f"{{{field_name}}} is not a valid str.format field")

@@ -30,10 +30,10 @@ import functools
 import inspect
 import platform
 import time
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
-from contextlib import contextmanager
+from typing import Any, Callable, Iterator, overload
 
 from opto_core.kernel.code import SourceUnavailable, compile_like, function_source
 from opto_core.kernel.graph import META_DURATION, Edge, Graph, run_meta
@@ -43,10 +43,10 @@ from opto_core.kernel.provenance import ProvenanceIndex, untag
 ADAPTER = "opto_core.trace"
 FRAMEWORK = "python"
 
-_CURRENT: ContextVar["Run | None"] = ContextVar("opto_trace_run", default=None)
+_CURRENT: ContextVar[Run | None] = ContextVar("opto_trace_run", default=None)
 
 
-__all__ = ["FunctionTarget", "Run", "TracedOp", "capture", "current_run", "op", "untag"]
+__all__ = ["Run", "TracedOp", "capture", "current_run", "op", "untag"]
 
 
 @dataclass
@@ -224,8 +224,19 @@ class TracedOp:
         return edges, call_args, call_kwargs
 
 
+@overload
+def op(fn: Callable[..., Any], *, name: str | None = None, trainable: bool = False,
+       description: str | None = None, parameter_name: str | None = None) -> TracedOp: ...
+
+
+@overload
+def op(fn: None = None, *, name: str | None = None, trainable: bool = False,
+       description: str | None = None, parameter_name: str | None = None) -> Callable[[Callable[..., Any]], TracedOp]: ...
+
+
 def op(fn: Callable[..., Any] | None = None, *, name: str | None = None, trainable: bool = False,
-       description: str | None = None, parameter_name: str | None = None) -> Any:
+       description: str | None = None,
+       parameter_name: str | None = None) -> TracedOp | Callable[[Callable[..., Any]], TracedOp]:
     """Trace a function as one op: ``@op`` or ``@op(trainable=True)`` (its source becomes a parameter)."""
 
     def wrap(function: Callable[..., Any]) -> TracedOp:

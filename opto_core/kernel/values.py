@@ -19,7 +19,10 @@ import datetime as _dt
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from opto_core.kernel.binding import BoundParameters
 
 VALUES_FORMAT = "opto-values/1"
 
@@ -28,7 +31,7 @@ class ValuesFileError(ValueError):
     """A values file (or document) that is not ``opto-values/1``, or belongs to another framework."""
 
 
-class SavedValues(dict):
+class SavedValues(dict[str, Any]):
     """Parameter values by name, with the file's ``meta`` (framework, versions, date, score)."""
 
     def __init__(self, values: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> None:
@@ -120,7 +123,7 @@ def resolve(values_or_path: Any, framework: str | None = None) -> SavedValues:
     return saved
 
 
-def apply_saved(bound: Any, values_or_path: Any, framework: str | None = None,
+def apply_saved(bound: BoundParameters, values_or_path: Any, framework: str | None = None,
                 parameters: Iterable[Any] | None = None) -> dict[str, Any]:
     """Write saved values into a workflow's `BoundParameters`: every adapter's ``apply_values``.
 

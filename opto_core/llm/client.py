@@ -164,9 +164,8 @@ def load_prices(overrides: Mapping[str, Any] | str | os.PathLike[str] | None = N
     merged over the built-in table; values may be ``{"input": x, "output": y}`` or ``(x, y)``."""
     table = _parse_prices(json.loads(resources.files(__package__).joinpath("prices.json").read_text("utf-8")))
     if overrides is not None:
-        if not isinstance(overrides, Mapping):
-            overrides = json.loads(Path(overrides).read_text("utf-8"))
-        table.update(_parse_prices(overrides))
+        table.update(_parse_prices(overrides if isinstance(overrides, Mapping)
+                                   else json.loads(Path(overrides).read_text("utf-8"))))
     return table
 
 
@@ -215,7 +214,8 @@ class OpenAIChat:
             raise ValueError("max_retries must be >= 0")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
-        requested_window, window_source = context_window, "the context_window argument"
+        requested_window: int | str | None = context_window
+        window_source = "the context_window argument"
         if requested_window is None and os.environ.get("OPTO_CONTEXT_WINDOW"):
             requested_window, window_source = os.environ["OPTO_CONTEXT_WINDOW"], "OPTO_CONTEXT_WINDOW"
         if requested_window is not None:
@@ -431,7 +431,7 @@ class OpenAIChat:
             mode = self.format_mode if json_schema is not None else "text"
             request = self._request(messages, json_schema, mode, temperature, max_tokens)
             try:
-                response = self._with_retries(lambda: self._openai().chat.completions.create(**request))
+                response = self._with_retries(lambda request=request: self._openai().chat.completions.create(**request))
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
                 if self._adapt(exc, request, mode):
                     continue
@@ -505,7 +505,7 @@ class OpenAIChat:
 
     # ----- retries and errors -----------------------------------------------------------------
     def _with_retries(self, call: Any) -> Any:
-        stop = tenacity.stop_after_attempt(self.max_retries + 1)
+        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_retries + 1)
         started = time.monotonic()
         if self.deadline is not None:
             stop = stop | tenacity.stop_after_delay(self.deadline)
@@ -788,7 +788,7 @@ class AttemptTimeout(openai.APITimeoutError):
     def __init__(self, message: str) -> None:
         Exception.__init__(self, message)
         self.message = message
-        self.request = None
+        self.request = None  # type: ignore[assignment]  # no HTTP request: the limit is ours
         self.body = None
         self.code = self.param = self.type = None
 

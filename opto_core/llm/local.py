@@ -143,7 +143,7 @@ class LocalServer:
             del server
             gc.collect()
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -53,7 +53,7 @@ class Usage:
                 "completion_tokens": self.completion_tokens, "cost_usd": round(self.cost_usd, 6)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Usage":
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
         return cls(int(data.get("calls", 0)), int(data.get("prompt_tokens", 0)),
                    int(data.get("completion_tokens", 0)), float(data.get("cost_usd", 0.0)))
 

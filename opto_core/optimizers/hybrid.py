@@ -85,14 +85,14 @@ class Hybrid(OptoPrime):
             proposal = Proposal(usage=Usage().to_dict())
         current = self.current_values()
         llm_numbers = {name: proposal.accepted.pop(name) for name in space.names if name in proposal.accepted}
-        proposed_by = {name: "llm" for name in proposal.accepted}
+        proposed_by = dict.fromkeys(proposal.accepted, "llm")
         self._enqueue(llm_numbers, current, space)
         fixed = None
         if self.queue and not self._last_from_llm:
             fixed = self.queue.pop(0)
         searched = self.sampler.propose(space, current, fixed)
         self._last_from_llm = bool(fixed)
-        for name, value in searched.items():
+        for name in searched:
             proposed_by[name] = "llm" if fixed and name in fixed else "search"
         proposal.accepted.update(searched)
         proposal.proposed_by = proposed_by

@@ -34,7 +34,7 @@ class OPRO(Optimizer):
     def build_messages(self, instances: Sequence[ProblemInstance]) -> list[dict[str, str]]:
         scores = [fb.score for inst in instances for fb in inst.feedback.values() if fb.score is not None]
         current = {"values": self.current_values(), "score": sum(scores) / len(scores) if scores else None}
-        history = [{"values": e.values, "score": e.score} for e in self.memory] + [current]
+        history: list[dict[str, Any]] = [{"values": e.values, "score": e.score} for e in self.memory] + [current]
         history.sort(key=lambda h: float("-inf") if h["score"] is None else h["score"])
         constraints = "\n".join(f"({p.kind}) {name}: {p.constraint()}" for name, p in self.trainable.items())
         limit = 2000

@@ -80,9 +80,11 @@ class Dimension:
     choices: tuple[Any, ...] = ()
 
     @classmethod
-    def of(cls, parameter: Parameter) -> "Dimension":
+    def of(cls, parameter: Parameter) -> Dimension:
         if parameter.kind == "choice":
             return cls(parameter.name, "choice", 0, len(parameter.choices or []) - 1, tuple(parameter.choices or ()))
+        if parameter.lower is None or parameter.upper is None:
+            raise ValueError(f"{parameter.name}: a search needs both bounds of a number (see `unbounded`)")
         if parameter.kind == "int":
             return cls(parameter.name, "int", math.ceil(parameter.lower), math.floor(parameter.upper))
         return cls(parameter.name, "float", float(parameter.lower), float(parameter.upper))
@@ -360,7 +362,7 @@ class Search(Optimizer):
         values = self.sampler.propose(space, self.current_values())
         return Proposal(reasoning=f"{self.sampler.name}: trial {len(self.sampler.trials) + 1} from "
                                   f"{len(self.sampler.trials)} evaluations",
-                        accepted=values, proposed_by={name: "search" for name in values}, attempts=0)
+                        accepted=values, proposed_by=dict.fromkeys(values, "search"), attempts=0)
 
     def state_dict(self) -> dict[str, Any]:
         return {}  # the sampler is rebuilt from the evaluations the loop replays (observe)

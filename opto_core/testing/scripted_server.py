@@ -57,7 +57,7 @@ class ScriptedServer:
         self._thread: threading.Thread | None = None
 
     # ----- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "ScriptedServer":
+    def start(self) -> ScriptedServer:
         self._server = quiet_http_server(_handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-openai", daemon=True)
         self._thread.start()
@@ -69,7 +69,7 @@ class ScriptedServer:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -96,8 +96,8 @@ class ScriptedServer:
             self.requests.append(body)
             index = len(self.requests) - 1
             if self.fail_with is not None:
-                status, message = self.fail_with
-                return status, {"error": {"message": message, "type": "scripted_error", "code": str(status)}}
+                status, error_text = self.fail_with
+                return status, {"error": {"message": error_text, "type": "scripted_error", "code": str(status)}}
             if index < len(self.replies):
                 reply = self.replies[index]
             elif self.repeat_last and self.replies:
@@ -127,7 +127,7 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")

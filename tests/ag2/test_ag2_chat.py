@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import copy
 
+from ag2_helpers import calculator_pair, chat_of
 from autogen import runtime_logging
 from autogen.logger.base_logger import BaseLogger
 
-from ag2_helpers import calculator_pair, chat_of
-from opto_adapters.autogen.ag2 import tracing as ag2_recording
 from opto_adapters.autogen.ag2 import AG2Target
-from opto_core.testing.scripted_server import tool_call
+from opto_adapters.autogen.ag2 import tracing as ag2_recording
 from opto_core.kernel.graph import META_KEYS, Graph
+from opto_core.testing.scripted_server import tool_call
 
 
 def edges(graph: Graph, node_id: str) -> list[tuple[str, str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ag2_helpers import group_chat, group_reply
+
 from opto_adapters.autogen.ag2 import AG2Target
 
 

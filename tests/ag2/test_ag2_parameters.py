@@ -5,14 +5,14 @@ from __future__ import annotations
 import copy
 
 import pytest
+from ag2_helpers import FIXED_ADD, buggy_add, calculator_pair, chat_of, group_chat, group_reply
 from autogen import GroupChat
 
-from ag2_helpers import FIXED_ADD, buggy_add, calculator_pair, chat_of, group_chat, group_reply
-from opto_adapters.autogen.ag2 import bindings as ag2_bindings
 from opto_adapters.autogen.ag2 import AG2Target, apply_values, parameters_of
-from opto_core.testing.scripted_server import system_text, tool_call
+from opto_adapters.autogen.ag2 import bindings as ag2_bindings
 from opto_core.kernel.binding import UnknownParameters
 from opto_core.kernel.parameters import InvalidValue
+from opto_core.testing.scripted_server import system_text, tool_call
 
 
 def tool_schema(request, name="buggy_add"):
@@ -59,7 +59,7 @@ def test_every_write_reaches_the_next_request_and_restore_undoes_them(server):
     _, restored = target.run({"question": "2+3?"})
     assert server.requests[4] == server.requests[0]  # the very same request as before any write
     assert restored.by_name("user.tool.buggy_add")[0].value == "-1"
-    assert target.values() == {k: v for k, v in snapshot_values(snapshot).items()}
+    assert target.values() == dict(snapshot_values(snapshot))
 
 
 def snapshot_values(snapshot):

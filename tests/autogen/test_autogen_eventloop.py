@@ -173,7 +173,7 @@ def test_both_orders_twice_with_target_runs_in_between(server, capfd, caplog):
     caplog.set_level(logging.WARNING)
     team = _team(server)
     target = wrap_team(team, output="critic")
-    for round_ in range(2):
+    for _ in range(2):
         _user_run(team, server)
         before = len(server.requests)
         output, graph = target.run({"task": "Describe the sea."})

@@ -16,8 +16,8 @@ from autogen_helpers import buggy_add, calculator, plain, replay, request_system
 from opto_adapters.autogen import AgentTarget, OptoAgent, as_target, task_of
 from opto_adapters.autogen.demo import FIXED_CHECK_LENGTH, build_demo, build_team, scripted_fix
 from opto_core import optimize
-from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.engine.target import Target
+from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.testing import ScriptedLLM
 
 

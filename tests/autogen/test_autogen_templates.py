@@ -11,8 +11,8 @@ import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_ext.models.openai import OpenAIChatCompletionClient
-
 from autogen_helpers import MODEL_INFO
+
 from opto_adapters.autogen import TeamTarget
 from opto_core import Parameter, coverage
 from opto_core.kernel.backward import backward

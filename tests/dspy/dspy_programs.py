@@ -63,9 +63,6 @@ def agent_policy(call):
     return {"reasoning": "The tool gave the result.", "answer": observation[0] if observation else "unknown"}
 
 
-    return make
-
-
 def celsius_examples(values=(0, 100, 37, -40, 20, 15)):
     return [dspy.Example(question=f"What is {c} C in Fahrenheit?", answer=f"{c * 9 / 5 + 32:.1f}")
             .with_inputs("question") for c in values]

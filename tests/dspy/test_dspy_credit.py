@@ -5,8 +5,8 @@ from __future__ import annotations
 import dspy
 import pydantic
 import pytest
-
 from dspy_programs import agent_policy, celsius_examples, to_fahrenheit
+
 from opto_adapters.dspy import OptoTeleprompter, ProgramTarget
 from opto_adapters.dspy.target import ExampleError
 from opto_adapters.dspy.testing import rule_lm

@@ -19,11 +19,11 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must not fetch its price list
 
-import dspy  # noqa: E402
+import dspy
 
-from opto_adapters.dspy import OptoTeleprompter  # noqa: E402
-from opto_core.llm.client import OpenAIChat  # noqa: E402
-from opto_core.llm.local import LOCAL_MODEL  # noqa: E402
+from opto_adapters.dspy import OptoTeleprompter
+from opto_core.llm.client import OpenAIChat
+from opto_core.llm.local import LOCAL_MODEL
 
 pytest.importorskip("litellm")
 

@@ -12,8 +12,8 @@ def test_missing_dspy_names_the_extra():
 
 
 def test_public_names():
-    from opto_adapters.dspy import OptoTeleprompter, load_optimized
-
     import dspy
+
+    from opto_adapters.dspy import OptoTeleprompter, load_optimized
 
     assert issubclass(OptoTeleprompter, dspy.teleprompt.Teleprompter) and callable(load_optimized)

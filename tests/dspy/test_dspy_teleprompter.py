@@ -9,10 +9,9 @@ import dspy
 import pytest
 from dspy_programs import FIXED_TOOL, TwoSame, celsius_examples, fahrenheit_metric
 
-from opto_adapters.dspy import (ExampleError, OptimizationStopped, OptoTeleprompter, ProgramParameters,
-                                load_optimized)
+from opto_adapters.dspy import ExampleError, OptimizationStopped, OptoTeleprompter, ProgramParameters, load_optimized
 from opto_adapters.dspy.testing import rule_lm
-from opto_core.engine.loop import FeedbackError
+from opto_core import FeedbackError
 from opto_core.testing import ScriptedLLM
 
 

@@ -13,10 +13,10 @@ import pytest
 from dspy_programs import FIXED_TOOL, celsius_examples, fahrenheit_metric
 
 from opto_adapters.dspy import OptoTeleprompter, ProgramParameters, ProgramTarget, apply_values, save_optimized
-from opto_core.kernel.binding import UnknownParameters
 from opto_core.engine.settings import Settings
-from opto_core.testing import ScriptedLLM
+from opto_core.kernel.binding import UnknownParameters
 from opto_core.kernel.values import ValuesFileError, save_values
+from opto_core.testing import ScriptedLLM
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

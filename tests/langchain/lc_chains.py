@@ -10,8 +10,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 
-from opto_core.kernel.graph import Graph
 from opto_adapters.langchain.testing import ToolCallingFakeModel
+from opto_core.kernel.graph import Graph
 
 
 def node_kinds(graph: Graph) -> dict[str, str]:

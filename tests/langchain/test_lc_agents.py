@@ -28,18 +28,18 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnablePassthrough
 from langchain_core.tracers.schemas import Run
 from langgraph.graph import END, START, MessagesState, StateGraph
-
 from lc_chains import data_edges, edges, make_add_tool
+
+from opto_adapters.langchain import ChainTarget, apply_values, parameters_of
+from opto_adapters.langchain.prompts_in_code import agent_prompt_cell
+from opto_adapters.langchain.testing import EchoChatModel
+from opto_adapters.langchain.tracing.builder import Record, build_graph
+from opto_adapters.langchain.tracing.links import Links
 from opto_core.kernel.backward import backward
 from opto_core.kernel.binding import UnknownParameters
 from opto_core.kernel.feedback import Feedback
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.values import ValuesFileError, save_values
-from opto_adapters.langchain import ChainTarget, apply_values, parameters_of
-from opto_adapters.langchain.tracing.builder import Record, build_graph
-from opto_adapters.langchain.tracing.links import Links
-from opto_adapters.langchain.prompts_in_code import agent_prompt_cell
-from opto_adapters.langchain.testing import EchoChatModel
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -11,6 +11,7 @@ import gc
 import importlib
 from dataclasses import dataclass
 
+import lc_support_app
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import dynamic_prompt
@@ -20,11 +21,10 @@ from langchain_openai import ChatOpenAI
 from langgraph.graph import START, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-import lc_support_app
 from opto_adapters.langchain import ChainTarget, apply_values, parameters_of
-from opto_core.kernel.binding import UnknownParameters
 from opto_core import Parameter, coverage
 from opto_core.kernel.backward import backward
+from opto_core.kernel.binding import UnknownParameters
 from opto_core.kernel.feedback import Feedback
 from opto_core.testing.scripted_server import ScriptedServer, system_text, tool_call
 

@@ -10,10 +10,10 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import RunnableBranch, RunnableLambda, RunnableParallel, RunnablePassthrough
-
 from lc_chains import data_edges, edges, fake, node_kinds, output_of, qa_prompt, state_graph, tool_loop_chain
-from opto_core.kernel.graph import Graph
+
 from opto_adapters.langchain import OptoCallbackHandler, parameters_of
+from opto_core.kernel.graph import Graph
 
 QA_INPUT = {"role": "a bot", "question": "What is 2+2?"}
 

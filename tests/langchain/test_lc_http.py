@@ -19,15 +19,15 @@ import pytest
 
 pytest.importorskip("langchain_openai")
 
-from langchain_core.output_parsers import StrOutputParser  # noqa: E402
-from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
-from langchain_openai import ChatOpenAI  # noqa: E402
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_openai import ChatOpenAI
 
-from opto_core.llm.client import OpenAIChat  # noqa: E402
-from opto_core.llm.local import LOCAL_MODEL  # noqa: E402
-from opto_core.engine.loop import optimize  # noqa: E402
-from opto_core.optimizers.optoprime import OptoPrime  # noqa: E402
-from opto_adapters.langchain import ChainTarget  # noqa: E402
+from opto_adapters.langchain import ChainTarget
+from opto_core.engine.loop import optimize
+from opto_core.llm.client import OpenAIChat
+from opto_core.llm.local import LOCAL_MODEL
+from opto_core.optimizers.optoprime import OptoPrime
 
 KEY = "sk-cassette-SECRET-langchain-0123"
 RECORDING = os.environ.get("OPTO_RECORD") == "1"

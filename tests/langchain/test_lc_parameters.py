@@ -6,12 +6,12 @@ import pytest
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnableParallel
-
 from lc_chains import make_add_tool, qa_prompt, state_graph, tool_loop_chain
-from opto_core.kernel.parameters import InvalidValue, Parameter
+
 from opto_adapters.langchain import ChainTarget, NoParametersFound, OptoCallbackHandler, parameters_of
 from opto_adapters.langchain.parameters import TAG_KEY
 from opto_adapters.langchain.testing import EchoChatModel
+from opto_core.kernel.parameters import InvalidValue, Parameter
 
 QA = {"role": "a bot", "question": "What is 2+2?"}
 

@@ -9,17 +9,17 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import RunnableLambda
-
 from lc_chains import output_of, qa_prompt, state_graph, tool_loop_chain
-from opto_core.kernel.backward import backward
-from opto_core.kernel.feedback import Feedback
-from opto_core.engine.loop import optimize
-from opto_core.optimizers.optoprime import OptoPrime
-from opto_core.engine.target import Target
-from opto_core.testing import ScriptedLLM
-from opto_adapters.langchain import ChainTarget, optimize_chain
+
+from opto_adapters.langchain import ChainTarget, NoParametersFound, optimize_chain
 from opto_adapters.langchain.demo import FIXED_SYSTEM, build_demo, examples, scripted_fix
 from opto_adapters.langchain.testing import EchoChatModel
+from opto_core.engine.loop import optimize
+from opto_core.engine.target import Target
+from opto_core.kernel.backward import backward
+from opto_core.kernel.feedback import Feedback
+from opto_core.optimizers.optoprime import OptoPrime
+from opto_core.testing import ScriptedLLM
 
 
 def echo_target(**kwargs):
@@ -64,7 +64,7 @@ def test_input_preparation():
     assert isinstance(output, KeyError) and "question" in str(output)
     assert graph.outputs and graph[output_of(graph)].kind == "exception"
     chain = RunnableLambda(lambda text: text[::-1]) | qa_prompt().partial(role="r") | EchoChatModel()
-    with pytest.raises(Exception):
+    with pytest.raises(NoParametersFound):
         ChainTarget(RunnableLambda(lambda x: x))  # nothing trainable
     keyed = ChainTarget(RunnableLambda(lambda text: {"question": text[::-1]}) | qa_prompt().partial(role="r")
                         | EchoChatModel(reply=lambda m, c: m[-1].content) | StrOutputParser(), input_key="text")

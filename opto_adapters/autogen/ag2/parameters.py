@@ -44,10 +44,10 @@ from opto_adapters.autogen.ag2.bindings import (
     registered_function,
 )
 from opto_core.kernel.binding import Binding, BoundParameters
-from opto_core.kernel.code_prompts import CodePrompt, Sink, prompts_in_function
 from opto_core.kernel.code import (
     keeps_signature_bindings,
 )
+from opto_core.kernel.code_prompts import CodePrompt, Sink, prompts_in_function
 from opto_core.kernel.conversation import (
     ROLE_PROMPT,
     ROLE_SETTING,
@@ -113,7 +113,8 @@ class AG2Parameters:
             elif role == ROLE_SYSTEM:
                 checks[name] = (owner, lambda r, v=value: (r["messages"][0].get("content") == v))
             elif role.startswith(ROLE_SETTING):
-                checks[name] = (owner, lambda r, k=role[len(ROLE_SETTING):], v=value: r.get(k) == v)
+                setting = role[len(ROLE_SETTING):]
+                checks[name] = (owner, lambda r, k=setting, v=value: r.get(k) == v)
             elif role.startswith(ROLE_TOOL_DESCRIPTION):
                 tool = role[len(ROLE_TOOL_DESCRIPTION):]
                 checks[name] = (owner, lambda r, t=tool, v=value: any(

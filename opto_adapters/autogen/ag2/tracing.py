@@ -147,7 +147,7 @@ class Recording:
         return turn
 
     def finish(self, error: BaseException | None = None) -> None:
-        for agent, turn in list(self._open.items()):
+        for turn in list(self._open.values()):
             self.log.end_turn(turn, error)
         self._open.clear()
         self.log.finish(error)

@@ -8,10 +8,9 @@
 
 from __future__ import annotations
 
-from opto_core.kernel.provenance import TaggedStr
-
 from opto_adapters.dspy.tracing.builder import ADAPTER, GraphBuilder, Run
 from opto_adapters.dspy.tracing.callback import DSPyTracer, bound_inputs, node_names, untag_prediction
+from opto_core.kernel.provenance import TaggedStr
 
 #: Kept for callers of earlier versions: the tagged ``str`` is the core's.
 TracedStr = TaggedStr

@@ -26,10 +26,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
-from opto_core.kernel.graph import META_DURATION, Edge, Graph, run_meta, shorten
-from opto_core.kernel.parameters import Parameter
-from opto_core.kernel.provenance import Match, ProvenanceIndex, Renderer, untag
-
 from opto_adapters.dspy.tracing.records import (
     PREDICT,
     REACT,
@@ -41,6 +37,9 @@ from opto_adapters.dspy.tracing.records import (
     Record,
     ToolStarted,
 )
+from opto_core.kernel.graph import META_DURATION, Edge, Graph, run_meta, shorten
+from opto_core.kernel.parameters import Parameter
+from opto_core.kernel.provenance import Match, ProvenanceIndex, Renderer, untag
 
 ADAPTER = "opto_adapters.dspy"
 FRAMEWORK = "dspy"
@@ -139,7 +138,7 @@ class Call:
     run: Run
     kind: str  # module | predict | react | format | lm | parse | tool
     name: str
-    parent: "Call | None"
+    parent: Call | None
     start: Any  # its start record
     input_edges: list[Edge] = field(default_factory=list)
     how: dict[str, str] = field(default_factory=dict)
@@ -270,7 +269,7 @@ class GraphBuilder:
             with run.lock:
                 if parent.kind == REACT and parent.last_react is not None:
                     call.input_edges.append(Edge(parent.last_react, "next_tool_args"))
-                    call.how = {k: "react" for k in record.args}
+                    call.how = dict.fromkeys(record.args, "react")
                 else:
                     call.input_edges, call.how = run.edges_to(record.args, f"an argument of the tool {record.name}")
         else:

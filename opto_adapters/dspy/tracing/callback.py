@@ -18,10 +18,6 @@ from typing import Any, Iterator
 import dspy
 from dspy.utils.callback import ACTIVE_CALL_ID, BaseCallback
 
-from opto_core.kernel.code import SourceUnavailable, function_source
-from opto_core.kernel.graph import Graph
-from opto_core.kernel.provenance import tagged_node, untag
-
 from opto_adapters.dspy.parameters import ProgramParameters, module_path, sub_modules
 from opto_adapters.dspy.tracing.builder import GraphBuilder, Run, messages_text
 from opto_adapters.dspy.tracing.records import (
@@ -35,6 +31,9 @@ from opto_adapters.dspy.tracing.records import (
     ParseStarted,
     ToolStarted,
 )
+from opto_core.kernel.code import SourceUnavailable, function_source
+from opto_core.kernel.graph import Graph
+from opto_core.kernel.provenance import tagged_node, untag
 
 log = logging.getLogger("opto.dspy")
 
@@ -150,7 +149,7 @@ class DSPyTracer(BaseCallback):
         """Tracing must never break the program: a failure is logged and kept, never raised."""
         try:
             yield
-        except Exception as exc:  # noqa: BLE001 - any failure of the tracer, reported below
+        except Exception as exc:
             message = f"{where}: {type(exc).__name__}: {exc}"
             log.warning("opto DSPy tracer: %s", message)
             self.errors.append(message)

@@ -15,7 +15,7 @@ and ``tool``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Union
+from typing import Any, Hashable
 
 #: The kinds of call a `ModuleStarted` can describe.
 MODULE, PREDICT, REACT = "module", "predict", "react"
@@ -98,5 +98,5 @@ class CallEnded:
     error: BaseException | None = None
 
 
-Started = Union[ModuleStarted, FormatStarted, LMStarted, ParseStarted, ToolStarted]
-Record = Union[Started, CallEnded]
+Started = ModuleStarted | FormatStarted | LMStarted | ParseStarted | ToolStarted
+Record = Started | CallEnded

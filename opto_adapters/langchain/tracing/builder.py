@@ -37,12 +37,11 @@ import langchain_core
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.tracers.schemas import Run
 
+from opto_adapters.langchain.parameters import TAG_KEY
+from opto_adapters.langchain.tracing.links import Links
+from opto_adapters.langchain.tracing.snapshots import Part, messages_in, parts_of, snapshot, text_of
 from opto_core.kernel.graph import META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph, run_meta
 from opto_core.kernel.provenance import ProvenanceIndex
-
-from opto_adapters.langchain.tracing.links import Links
-from opto_adapters.langchain.parameters import TAG_KEY
-from opto_adapters.langchain.tracing.snapshots import Part, messages_in, parts_of, snapshot, text_of
 
 ADAPTER = "opto_adapters.langchain"
 FRAMEWORK = "langchain-core"
@@ -618,11 +617,11 @@ def _route_targets(value: Any) -> set[str] | None:
         for item in value:
             if isinstance(item, str):
                 names.add(item)
-            elif hasattr(item, "node") and isinstance(getattr(item, "node"), str):
+            elif hasattr(item, "node") and isinstance(item.node, str):
                 names.add(item.node)
             else:
                 return None
         return names
-    if hasattr(value, "node") and isinstance(getattr(value, "node"), str):
+    if hasattr(value, "node") and isinstance(value.node, str):
         return {value.node}
     return None

@@ -36,12 +36,11 @@ from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.context import register_configure_hook
 from langchain_core.tracers.schemas import Run
 
-from opto_core.kernel.graph import META_RUN_ID, Graph
-from opto_core.kernel.parameters import Parameter
-
 from opto_adapters.langchain.tracing.builder import Record, build_graph
 from opto_adapters.langchain.tracing.links import Links
 from opto_adapters.langchain.tracing.snapshots import message_dict, parts_of, snapshot
+from opto_core.kernel.graph import META_RUN_ID, Graph
+from opto_core.kernel.parameters import Parameter
 
 log = logging.getLogger("opto.langchain")
 
@@ -130,7 +129,7 @@ class OptoCallbackHandler(BaseTracer):
                         and holder.parent_run_id == run.parent_run_id:
                     run.parent_run_id = holder_id  # called from inside `holder` with its parent's config
                     self._records.setdefault(run.id, Record(run)).adopted = True
-        except Exception as exc:  # noqa: BLE001 - never break the user's chain
+        except Exception as exc:
             self._failed("start", exc)
         super()._start_trace(run)
 
@@ -160,7 +159,7 @@ class OptoCallbackHandler(BaseTracer):
                 record.started = time.perf_counter()
             elif record.adopted or self._needs_parts(run):  # a re-attached run's tags are its old parent's
                 record.parts = parts_of(raw)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._failed("recording a start", exc)
 
     @staticmethod
@@ -196,7 +195,7 @@ class OptoCallbackHandler(BaseTracer):
                     record.parts = parts_of(inputs)
             if record.started:
                 record.ended = time.perf_counter()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._failed("recording an end", exc)
 
     def on_chain_start(self, serialized: dict[str, Any], inputs: Any, *, run_id: UUID, **kwargs: Any) -> Run:
@@ -259,7 +258,7 @@ class OptoCallbackHandler(BaseTracer):
             record = self._record(run_id)
             if record is not None:
                 record.usage = _usage(response, outputs)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._failed("reading an LLM result", exc)
             raw, value = None, None
         self._ended(run_id, raw, value)
@@ -302,7 +301,7 @@ class OptoCallbackHandler(BaseTracer):
         try:
             records = {run_id: self._records[run_id] for run_id in tree if run_id in self._records}
             graph = build_graph(run, records, self.links.refresh(), self.docs)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             graph = None
             self._failed(f"building the graph of run {run.id}", exc)
         finally:
@@ -320,7 +319,7 @@ class OptoCallbackHandler(BaseTracer):
         if self.on_graph is not None:
             try:
                 self.on_graph(graph)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._failed("on_graph", exc)
 
 

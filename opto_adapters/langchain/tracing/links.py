@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from opto_core.kernel.parameters import Parameter
-from opto_core.kernel.provenance import Match, ProvenanceIndex
-
 from opto_adapters.langchain.parameters import Group, binding_of, group_of_parameter, live_groups
 from opto_adapters.langchain.tracing.snapshots import text_of
+from opto_core.kernel.parameters import Parameter
+from opto_core.kernel.provenance import Match, ProvenanceIndex
 
 
 class Links:
@@ -46,7 +45,7 @@ class Links:
             else:
                 self._tagged.setdefault(group.tag, (group, []))[1].append(parameter)
 
-    def refresh(self) -> "Links":
+    def refresh(self) -> Links:
         """The links for the next graph: these, or (over every live object) a fresh set, since
         objects come and go between runs."""
         links = self if self._fixed else Links([p for g in live_groups() for p in g.parameters])
@@ -56,7 +55,7 @@ class Links:
             if binding is not None:
                 try:
                     parameter.value = binding.read()  # a target may have written through its own copy
-                except Exception:  # noqa: BLE001 - an object that cannot be read back keeps its last value
+                except Exception:
                     pass
         return links
 

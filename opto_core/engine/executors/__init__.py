@@ -23,10 +23,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from opto_core.engine.executors.common import (Evaluation, EvaluationCancelled, EvaluationTimeout, Executor,
-                                               FeedbackError, FeedbackFn, InfrastructureError, NonFiniteScore,
-                                               check_concurrency, error_kind, failed_run, finish, score_feedback,
-                                               usage_of)
+from opto_core.engine.executors.common import (
+    Evaluation,
+    EvaluationCancelled,
+    EvaluationTimeout,
+    Executor,
+    FeedbackError,
+    FeedbackFn,
+    InfrastructureError,
+    NonFiniteScore,
+    check_concurrency,
+    error_kind,
+    failed_run,
+    finish,
+    score_feedback,
+    usage_of,
+)
 from opto_core.engine.executors.event_loop import AsyncioExecutor
 from opto_core.engine.executors.threads import ThreadExecutor
 

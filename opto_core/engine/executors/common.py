@@ -178,6 +178,9 @@ class Executor(Protocol):
     def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
                  failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]: ...
 
+    def cancel(self) -> None:
+        """Stop the runs in flight (Ctrl-C, a STOP file): each one not finished becomes a cancelled run."""
+
     def close(self) -> None: ...
 
 
@@ -207,7 +210,7 @@ class _Batch:
     def fail(self, position: int, what: str, exc: BaseException, seconds: float = 0.0) -> None:
         self.score(position, *failed_run(what, exc), seconds)
 
-    def collect(self, timeout: float | None, cancel: Callable[[], None]) -> list[Evaluation]:
+    def collect(self, timeout: float | None, cancel: Callable[[], object]) -> list[Evaluation]:
         """Wait for every run; with ``timeout``, a run that started longer ago fails (and is abandoned)."""
         remaining = set(range(len(self.examples)))
         checked = time.perf_counter()

@@ -8,11 +8,20 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, Awaitable, Sequence
 
 from opto_core.engine.background import BackgroundLoop
-
-from opto_core.engine.executors.common import (Evaluation, EvaluationCancelled, EvaluationTimeout, FeedbackFn, _Batch, _arun_one, _run_one, check_concurrency, failed_run)
+from opto_core.engine.executors.common import (
+    Evaluation,
+    EvaluationCancelled,
+    EvaluationTimeout,
+    FeedbackFn,
+    _arun_one,
+    _Batch,
+    _run_one,
+    check_concurrency,
+    failed_run,
+)
 
 log = logging.getLogger("opto")
 
@@ -68,10 +77,9 @@ class AsyncioExecutor:
             try:
                 async with gate:
                     begun = time.perf_counter()
-                    if is_async:
-                        work = _arun_one(target, examples[position])
-                    else:
-                        work = loop.run_in_executor(pool, _run_one, target, examples[position])
+                    work: Awaitable[tuple[Any, Any]] = (
+                        _arun_one(target, examples[position]) if is_async
+                        else loop.run_in_executor(pool, _run_one, target, examples[position]))
                     try:
                         output, graph = await asyncio.wait_for(work, timeout)
                     except asyncio.TimeoutError:

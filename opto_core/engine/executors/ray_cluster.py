@@ -32,8 +32,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
-from opto_core.engine.executors.common import (Evaluation, EvaluationCancelled, EvaluationTimeout, FeedbackFn, InfrastructureError, _arun_one,
-                        _Batch, _run_one, check_concurrency, failed_run)
+from opto_core.engine.executors.common import (
+    Evaluation,
+    EvaluationCancelled,
+    EvaluationTimeout,
+    FeedbackFn,
+    InfrastructureError,
+    _arun_one,
+    _Batch,
+    _run_one,
+    check_concurrency,
+    failed_run,
+)
 
 log = logging.getLogger("opto")
 

@@ -8,8 +8,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
-
-from opto_core.engine.executors.common import (Evaluation, EvaluationCancelled, FeedbackFn, _Batch, _run_one, check_concurrency)
+from opto_core.engine.executors.common import (
+    Evaluation,
+    EvaluationCancelled,
+    FeedbackFn,
+    _Batch,
+    _run_one,
+    check_concurrency,
+)
 
 log = logging.getLogger("opto")
 
