@@ -51,10 +51,11 @@ if TYPE_CHECKING:
     from opto_core.kernel.values import load_values, save_values
     from opto_core.llm.client import ContextWindowExceeded, LLMError, OpenAIChat
     from opto_core.llm.usage import ChatResult, Usage
-    from opto_core.optimizers.base import Optimizer, Proposal
     from opto_core.optimizers.hybrid import Hybrid
+    from opto_core.optimizers.llm_optimizer import LLMOptimizer
     from opto_core.optimizers.opro import OPRO
     from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
+    from opto_core.optimizers.protocol import Optimizer, Proposal
     from opto_core.optimizers.search import Search
 
 #: public name -> the module that defines it
@@ -79,7 +80,8 @@ _EXPORTS: dict[str, str] = {
     "ContextWindowExceeded": "opto_core.llm.client",
     "ChatResult": "opto_core.llm.usage", "Usage": "opto_core.llm.usage",
     # optimizers
-    "Optimizer": "opto_core.optimizers.base", "Proposal": "opto_core.optimizers.base",
+    "Optimizer": "opto_core.optimizers.protocol", "Proposal": "opto_core.optimizers.protocol",
+    "LLMOptimizer": "opto_core.optimizers.llm_optimizer",
     "OptoPrime": "opto_core.optimizers.optoprime", "OptoPrimeNoTrace": "opto_core.optimizers.optoprime",
     "Hybrid": "opto_core.optimizers.hybrid", "Search": "opto_core.optimizers.search",
     "OPRO": "opto_core.optimizers.opro",

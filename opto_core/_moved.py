@@ -40,6 +40,8 @@ MOVED.update(_table({
     "opto_core.ray_executor": "opto_core.engine.executors.ray_cluster", "opto_core.cli": "opto_core.app.cli",
     "opto_core.demo": "opto_core.app.demo", "opto_core.report": "opto_core.app.report",
     "opto_core.drawing": "opto_core.app.drawing", "opto_core.scripted_server": "opto_core.testing.scripted_server",
+    # issue 21: the LLM optimizers' base left the protocol's module
+    "opto_core.optimizers.base": "opto_core.optimizers.llm_optimizer",
 }, "opto_core"))
 
 

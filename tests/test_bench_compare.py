@@ -241,11 +241,7 @@ def test_a_finished_run_is_ok_and_counts_its_proposals(table):
 
 # ----- search optimizers, budgets of runs, seeds, and a peer that raises -----------------------------------
 class _Raising:
-    """A test optimizer that raises in its step, as GEPA's AdapterParseError did."""
-
-    retry_invalid = True
-    _llm = None
-    memory_size = 0
+    """A test optimizer that raises in its step, as GEPA's AdapterParseError did (the optimizer protocol only)."""
 
     def __init__(self, parameters):
         self.params = {p.name: p for p in parameters}
@@ -262,7 +258,7 @@ class _Raising:
     def load_state_dict(self, state):
         pass
 
-    def step(self, instances):
+    def step(self, instances, *, max_calls=None):
         raise RuntimeError("the reflection reply did not parse")
 
 

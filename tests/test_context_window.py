@@ -19,7 +19,7 @@ import pytest
 
 from opto_core import Feedback, Graph, Parameter, backward
 from opto_core.llm.client import ContextWindowExceeded, OpenAIChat, context_numbers, known_window
-from opto_core.optimizers.base import ContextWindowTooSmall, PromptTooLong, estimate
+from opto_core.optimizers.llm_optimizer import ContextWindowTooSmall, PromptTooLong, estimate
 from opto_core.optimizers.opro import OPRO
 from opto_core.optimizers.optoprime import OptoPrime, OptoPrimeNoTrace
 from opto_core.testing import ScriptedLLM

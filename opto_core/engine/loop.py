@@ -41,7 +41,7 @@ from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
 from opto_core.kernel.code_policy import apply_policy
 from opto_core.kernel.redact import scrub_url
 from opto_core.llm.usage import Usage
-from opto_core.optimizers.base import Optimizer, Proposal
+from opto_core.optimizers.protocol import HasMemory, Optimizer, Proposal, describe
 
 log = logging.getLogger("opto")
 
@@ -180,7 +180,11 @@ class _Run:
             raise ValueError("the target has no trainable parameter")
         apply_policy(parameters, settings.code_policy)  # every code value is checked statically before it runs
         if settings.memory_size is not None:
-            optimizer.memory_size = settings.memory_size
+            if isinstance(optimizer, HasMemory):
+                optimizer.resize_memory(settings.memory_size)
+            else:
+                log.warning("memory_size=%s is ignored: %s has no memory of past steps (leave memory_size unset "
+                            "for it)", settings.memory_size, type(optimizer).__name__)
         optimizer.set_parameters(parameters)
         self.store = RunDir(settings.run_dir) if settings.run_dir else None
         self.usage = Usage()
@@ -223,9 +227,9 @@ class _Run:
 
     def _start(self) -> None:
         if self.store:
-            self.store.write_config({**self.settings.to_config(), "optimizer": type(self.optimizer).__name__,
-                                     "model": getattr(self.optimizer._llm, "model", None),
-                                     "base_url": scrub_url(str(getattr(self.optimizer._llm, "base_url", "") or "")) or None,
+            described = describe(self.optimizer)
+            self.store.write_config({**self.settings.to_config(), **described,
+                                     "base_url": scrub_url(described["base_url"] or "") or None,
                                      "parameters": [p.spec() for p in self.target.parameters()],
                                      "trainset_size": len(self.trainset), "valset_size": len(self.valset or [])})
         examples = self.valset or self.trainset
@@ -421,16 +425,12 @@ class _Run:
         return record
 
     def _propose(self, step: int, instances: list[ProblemInstance]) -> Proposal:
-        retry = self.optimizer.retry_invalid
         calls = self.settings.max_llm_calls
-        if calls is not None and calls - self.usage.calls < 2:
-            self.optimizer.retry_invalid = False  # one call left: a retry would break the budget
+        max_calls = None if calls is None else max(1, calls - self.usage.calls)  # 1: no retry, or the budget breaks
         try:
-            proposal = self.optimizer.step(instances)
+            proposal = self.optimizer.step(instances, max_calls=max_calls)
         except Exception as exc:  # the LLM is down, out of quota, ...: stop cleanly, resume later
             raise OptimizerFailed(f"step {step}: the optimizer failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            self.optimizer.retry_invalid = retry
         self.usage.merge(proposal.usage)
         return proposal
 

@@ -14,8 +14,13 @@ A number without both bounds cannot be searched: it is left to the LLM (document
 With no parameter left to the LLM (only searchable numbers), a step makes no LLM call at all.
 The step record's ``proposal.proposed_by`` says which part proposed each value.
 
+Hybrid is a composition, not a kind of OptoPrime: it holds an `OptoPrime` (``llm_part``, which sees
+every trainable parameter) and a `Search` over the searchable ones (``search_part``), and merges their
+proposals.
+
 Resume: the sampler's trials are rebuilt from the evaluations the loop replays (`observe`); the
-LLM's memory and the queue of its numeric ideas are in `state_dict`, like OptoPrime's memory.
+LLM's memory and the queue of its numeric ideas are in `state_dict`, like OptoPrime's memory (the
+same keys as before Hybrid was split, so older checkpoints load).
 """
 
 from __future__ import annotations
@@ -25,31 +30,61 @@ from typing import Any, Sequence
 
 from opto_core.kernel.backward import ProblemInstance
 from opto_core.kernel.parameters import Parameter
-from opto_core.llm.usage import Usage
-from opto_core.optimizers.base import Proposal
+from opto_core.llm.usage import ChatModel, Usage
 from opto_core.optimizers.optoprime import OptoPrime
-from opto_core.optimizers.search import OPTUNA_SAMPLERS, Sampler, SearchSpace, check_sampler, unbounded
+from opto_core.optimizers.protocol import ParameterSet, Proposal
+from opto_core.optimizers.search import (
+    OPTUNA_SAMPLERS,
+    Sampler,
+    Search,
+    SearchSpace,
+    check_sampler,
+    searchable,
+    unbounded,
+)
 
 SEARCH_NOTE = ("\nNote: the float, int and choice variables ({names}) are also tuned by a search method from every "
                "earlier score; a value you suggest for them is tried as one of its trials.\n")
 
 
-class Hybrid(OptoPrime):
-    """OptoPrime for text/code/json, an Optuna sampler for float/int/choice; one step, one proposal."""
+class Hybrid(ParameterSet):
+    """OptoPrime for text/code/json, an Optuna sampler for float/int/choice; one step, one proposal.
 
-    def __init__(self, parameters: Sequence[Parameter] | None = None, llm: Any = None, sampler: str = "tpe", *,
-                 seed: int = 0, n_startup_trials: int = 5, queue_size: int = 3, **settings: Any) -> None:
+    ``settings`` go to the OptoPrime part (``memory_size``, ``token_budget``, ``temperature``,
+    ``max_answer_tokens``, ``retry_invalid``, ``trace``)."""
+
+    def __init__(self, parameters: Sequence[Parameter] | None = None, llm: ChatModel | None = None,
+                 sampler: str = "tpe", *, seed: int = 0, n_startup_trials: int = 5, queue_size: int = 3,
+                 **settings: Any) -> None:
         check_sampler(sampler, OPTUNA_SAMPLERS)
-        self.sampler = Sampler(sampler, seed=seed, n_startup_trials=n_startup_trials)
+        self.llm_part = OptoPrime(None, llm, note=self._search_note, **settings)
+        self.search_part = Search(None, sampler, seed=seed, n_startup_trials=n_startup_trials)
         self.queue_size = queue_size
         #: the LLM's numeric suggestions waiting to be evaluated (oldest first)
         self.queue: list[dict[str, Any]] = []
         self._last_from_llm = False
-        super().__init__(parameters, llm, **settings)
+        super().__init__(parameters)
+
+    def set_parameters(self, parameters: Sequence[Parameter]) -> None:
+        super().set_parameters(parameters)
+        self.llm_part.set_parameters(parameters)
+        self.search_part.set_parameters([p for p in parameters if searchable(p)])
+
+    # ----- its parts -------------------------------------------------------------------------------
+    @property
+    def sampler(self) -> Sampler:
+        return self.search_part.sampler
+
+    @property
+    def llm_client(self) -> ChatModel | None:
+        return self.llm_part.llm_client
+
+    def resize_memory(self, size: int) -> None:
+        self.llm_part.resize_memory(size)
 
     # ----- who proposes what -----------------------------------------------------------------------
     def search_space(self) -> SearchSpace:
-        return SearchSpace(list(self.trainable.values()))
+        return self.search_part.search_space()
 
     def llm_names(self) -> list[str]:
         """Trainable parameters the LLM proposes: text, code, json, and numbers without both bounds."""
@@ -60,27 +95,25 @@ class Hybrid(OptoPrime):
         """Numbers left to the LLM because a bound is missing."""
         return unbounded(list(self.trainable.values()))
 
+    def _search_note(self) -> str:
+        names = self.search_space().names
+        return SEARCH_NOTE.format(names=", ".join(names)) if names else ""
+
     # ----- evaluations --------------------------------------------------------------------------------
     def observe(self, values: dict[str, Any], score: float | None) -> None:
-        self.sampler.observe(values, score)
+        self.search_part.observe(values, score)
 
     # ----- one step ----------------------------------------------------------------------------------
-    def build_messages(self, instances: Sequence[ProblemInstance]) -> list[dict[str, str]]:
-        messages = super().build_messages(instances)
-        names = self.search_space().names
-        if names:
-            messages[-1] = dict(messages[-1], content=SEARCH_NOTE.format(names=", ".join(names))
-                                + messages[-1]["content"])
-        return messages
-
-    def step(self, instances: ProblemInstance | Sequence[ProblemInstance]) -> Proposal:
+    def step(self, instances: ProblemInstance | Sequence[ProblemInstance], *,
+             max_calls: int | None = None) -> Proposal:
+        """The LLM's proposal for its parameters (no call when it has none), then the search's for the
+        numbers, with one queued LLM idea for the numbers evaluated as the search's trial now and then."""
         if isinstance(instances, ProblemInstance):
             instances = [instances]
-        if not self.trainable:
-            raise ValueError("the optimizer has no trainable parameter")
+        self._need_trainable()
         space = self.search_space()
         if self.llm_names():
-            proposal = super().step(instances)
+            proposal = self.llm_part.step(instances, max_calls=max_calls)
         else:  # nothing for the LLM: no call at all
             proposal = Proposal(usage=Usage().to_dict())
         current = self.current_values()
@@ -90,7 +123,7 @@ class Hybrid(OptoPrime):
         fixed = None
         if self.queue and not self._last_from_llm:
             fixed = self.queue.pop(0)
-        searched = self.sampler.propose(space, current, fixed)
+        searched = self.search_part.propose(fixed)
         self._last_from_llm = bool(fixed)
         for name in searched:
             proposed_by[name] = "llm" if fixed and name in fixed else "search"
@@ -117,11 +150,12 @@ class Hybrid(OptoPrime):
 
     # ----- checkpoints -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
+        """The LLM part's memory, and the queue of its numeric ideas (the search rebuilds from `observe`)."""
+        state = self.llm_part.state_dict()
         state.update(queue=copy.deepcopy(self.queue), last_from_llm=self._last_from_llm)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+        self.llm_part.load_state_dict(state)
         self.queue = copy.deepcopy(state.get("queue", []))
         self._last_from_llm = bool(state.get("last_from_llm", False))

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from opto_core.kernel.backward import ProblemInstance
 from opto_core.kernel.graph import shorten
 from opto_core.kernel.tokens import count_tokens
-from opto_core.optimizers.base import Optimizer
+from opto_core.optimizers.llm_optimizer import LLMOptimizer
 
 SYSTEM_PROMPT = """You optimize the variables of a program from scores alone (higher is better).
 
@@ -23,13 +23,17 @@ Answer with one JSON object and nothing else:
 {"reasoning": "<what the scores suggest>", "suggestion": {"<variable name>": <new value>, ...}}"""
 
 
-class OPRO(Optimizer):
+class OPRO(LLMOptimizer):
     """Scores and past values in, new values out; memory defaults to the last 10 steps."""
 
     system_prompt = SYSTEM_PROMPT
 
     def __init__(self, parameters: Any = None, llm: Any = None, *, memory_size: int = 10, **settings: Any) -> None:
         super().__init__(parameters, llm, memory_size=max(memory_size, 1), **settings)
+
+    def resize_memory(self, size: int) -> None:
+        """At least one step: the past scores are all OPRO sees."""
+        super().resize_memory(max(size, 1))
 
     def build_messages(self, instances: Sequence[ProblemInstance]) -> list[dict[str, str]]:
         scores = [fb.score for inst in instances for fb in inst.feedback.values() if fb.score is not None]

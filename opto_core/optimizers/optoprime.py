@@ -7,11 +7,11 @@ ablation: the same optimizer seeing only the variables and the feedback (no code
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from opto_core.kernel.backward import ProblemInstance
 from opto_core.kernel.render import render
-from opto_core.optimizers.base import Optimizer
+from opto_core.optimizers.llm_optimizer import LLMOptimizer
 
 SYSTEM_PROMPT = """You improve a program by changing its variables.
 
@@ -40,14 +40,18 @@ Include only the variables you change. If nothing should change, answer with an 
 NO_TRACE_NOTE = "(This ablation shows no trace: only the variables and the feedback.)"
 
 
-class OptoPrime(Optimizer):
+class OptoPrime(LLMOptimizer):
     """Trace's OptoPrime: the trace and feedback in, new values for all trainable parameters out."""
 
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, parameters: Any = None, llm: Any = None, *, trace: bool = True, **settings: Any) -> None:
+    def __init__(self, parameters: Any = None, llm: Any = None, *, trace: bool = True,
+                 note: Callable[[], str] | None = None, **settings: Any) -> None:
+        """``note``: text put before the problem in every request (`Hybrid` says there which numbers its
+        search tunes); called per request, since the parameters may change between steps."""
         super().__init__(parameters, llm, **settings)
         self.trace = trace
+        self.note = note
 
     def build_messages(self, instances: Sequence[ProblemInstance]) -> list[dict[str, str]]:
         footer = self.memory_text() + "\nYour response:\n"
@@ -55,6 +59,8 @@ class OptoPrime(Optimizer):
             problem = render(instances, self.render_budget, footer=footer)
         else:
             problem = self._render_without_trace(instances, footer)
+        if self.note is not None:
+            problem = self.note() + problem
         return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": problem}]
 
     def _render_without_trace(self, instances: Sequence[ProblemInstance], footer: str = "") -> str:

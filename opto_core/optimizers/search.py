@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from opto_core.kernel.backward import ProblemInstance
 from opto_core.kernel.parameters import Parameter
-from opto_core.optimizers.base import Optimizer, Proposal
+from opto_core.optimizers.protocol import ParameterSet, Proposal
 
 #: Sampler names, and where each comes from.
 SAMPLERS: dict[str, str] = {
@@ -330,7 +330,7 @@ class Sampler:
 
 
 # ----- the search-only optimizer ----------------------------------------------------------------------
-class Search(Optimizer):
+class Search(ParameterSet):
     """A search-only baseline: every step proposes all searchable parameters from the sampler; no LLM.
 
     Text, code and json parameters are left as they are. A float or int parameter without both
@@ -338,9 +338,9 @@ class Search(Optimizer):
     """
 
     def __init__(self, parameters: Sequence[Parameter] | None = None, sampler: str = "tpe", *, seed: int = 0,
-                 n_startup_trials: int = 5, **settings: Any) -> None:
+                 n_startup_trials: int = 5) -> None:
         self.sampler = Sampler(sampler, seed=seed, n_startup_trials=n_startup_trials)
-        super().__init__(parameters, None, **settings)
+        super().__init__(parameters)
 
     def set_parameters(self, parameters: Sequence[Parameter]) -> None:
         missing = unbounded(parameters)
@@ -355,11 +355,18 @@ class Search(Optimizer):
     def observe(self, values: dict[str, Any], score: float | None) -> None:
         self.sampler.observe(values, score)
 
-    def step(self, instances: ProblemInstance | Sequence[ProblemInstance] = ()) -> Proposal:
-        if not self.trainable:
-            raise ValueError("the optimizer has no trainable parameter")
-        space = SearchSpace(list(self.trainable.values()))
-        values = self.sampler.propose(space, self.current_values())
+    def search_space(self) -> SearchSpace:
+        return SearchSpace(list(self.trainable.values()))
+
+    def propose(self, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The sampler's next values; ``fixed`` values (another part's ideas) are evaluated as they are."""
+        return self.sampler.propose(self.search_space(), self.current_values(), fixed)
+
+    def step(self, instances: ProblemInstance | Sequence[ProblemInstance] = (), *,
+             max_calls: int | None = None) -> Proposal:
+        """New values from the sampler; ``instances`` are not read and no model is called."""
+        self._need_trainable()
+        values = self.propose()
         return Proposal(reasoning=f"{self.sampler.name}: trial {len(self.sampler.trials) + 1} from "
                                   f"{len(self.sampler.trials)} evaluations",
                         accepted=values, proposed_by=dict.fromkeys(values, "search"), attempts=0)

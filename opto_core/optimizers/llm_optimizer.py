@@ -1,7 +1,8 @@
-"""What every optimizer shares: proposals, validation of suggestions, one retry, memory, and fitting
-the prompt into the model's context window.
+"""The LLM optimizer's machinery: one request per step, validation of suggestions, one retry, memory,
+and fitting the prompt into the model's context window. OptoPrime and OPRO are built on it; `Search`
+is not (see `opto_core.optimizers.protocol` for what every optimizer shares).
 
-An optimizer turns problem instances into a `Proposal`. The LLM's answer is parsed, each
+An LLM optimizer turns problem instances into a `Proposal`. The LLM's answer is parsed, each
 suggested value goes through its `Parameter.validate`, and anything unusable (no JSON, an
 unknown name, a value of the wrong kind, code that does not compile) is sent back to the LLM
 once, with the exact reasons. Only valid values are ever returned as accepted.
@@ -21,7 +22,6 @@ prompt (sized by the numbers in its message). ``Proposal.budget`` records which 
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -33,6 +33,7 @@ from opto_core.kernel.parameters import InvalidValue, Parameter
 from opto_core.kernel.tokens import CHARS_PER_TOKEN, count_tokens
 from opto_core.llm.usage import ChatModel, ChatResult, Usage
 from opto_core.optimizers.parsing import ParseError, is_terminate, match_names, parse_answer
+from opto_core.optimizers.protocol import ParameterSet, Proposal
 
 #: Tokens kept free besides the answer, for chat framing and counting error: this, or 5% of the window.
 MARGIN_TOKENS = 64
@@ -64,32 +65,6 @@ class ContextWindowTooSmall(ValueError):
 
 class PromptTooLong(RuntimeError):
     """The server refused a step's request as too long, again after the prompt was shrunk once."""
-
-
-@dataclass
-class Proposal:
-    """One optimizer step's outcome: reasoning, valid new values, and what was rejected and why."""
-
-    reasoning: str = ""
-    accepted: dict[str, Any] = field(default_factory=dict)
-    rejected: dict[str, str] = field(default_factory=dict)
-    usage: dict[str, Any] = field(default_factory=dict)
-    terminated: bool = False
-    attempts: int = 0
-    error: str = ""
-    #: which part proposed each accepted value ("llm", "search", ...), for optimizers that combine several
-    proposed_by: dict[str, str] = field(default_factory=dict)
-    #: the token budget the prompt was rendered within, and why (see `Optimizer.step`)
-    budget: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {"reasoning": self.reasoning, "accepted": self.accepted, "rejected": self.rejected,
-                "usage": self.usage, "terminated": self.terminated, "attempts": self.attempts, "error": self.error}
-        if self.proposed_by:
-            data["proposed_by"] = self.proposed_by
-        if self.budget:
-            data["budget"] = self.budget
-        return data
 
 
 @dataclass
@@ -142,8 +117,12 @@ def estimate(messages: Sequence[dict[str, str]]) -> int:
     return sum(count_tokens(m["content"]) + FRAMING_TOKENS for m in messages)
 
 
-class Optimizer:
-    """Base class: parameters by name, an LLM, memory of the last ``memory_size`` steps."""
+class LLMOptimizer(ParameterSet):
+    """Base class of the LLM optimizers: an LLM client, the memory of the last ``memory_size`` steps,
+    a validation retry (``retry_invalid``), and requests fitted to the context window.
+
+    A subclass writes `build_messages` (the request, rendered within `render_budget`) and its
+    ``system_prompt``."""
 
     system_prompt = ""
 
@@ -152,9 +131,7 @@ class Optimizer:
                  max_answer_tokens: int | None = None, retry_invalid: bool = True) -> None:
         if memory_size < 0:
             raise ValueError("memory_size must be >= 0 (0 turns memory off)")
-        self.params: dict[str, Parameter] = {}
-        if parameters is not None:
-            self.set_parameters(parameters)
+        super().__init__(parameters)
         self._llm = llm
         self.memory_size = memory_size
         self.memory: list[MemoryEntry] = []
@@ -181,31 +158,22 @@ class Optimizer:
         self._llm = client
 
     @property
+    def llm_client(self) -> ChatModel | None:
+        """The LLM client, or None when none was given (`llm` raises instead)."""
+        return self._llm
+
+    def resize_memory(self, size: int) -> None:
+        """Keep the last ``size`` steps from now on (0 turns memory off); older entries go now."""
+        if size < 0:
+            raise ValueError("memory_size must be >= 0 (0 turns memory off)")
+        self.memory_size = size
+        del self.memory[: len(self.memory) - size]
+
+    @property
     def render_budget(self) -> int:
         """Tokens the rendered problem (memory included) may take in this step: ``token_budget``,
         or less when the context window requires it. Subclasses render within this."""
         return self._fit.budget if self._fit is not None else self.token_budget
-
-    # ----- parameters ------------------------------------------------------------------
-    def set_parameters(self, parameters: Sequence[Parameter]) -> None:
-        """Use these parameters (the loop refreshes them before every step)."""
-        self.params = {p.name: p for p in parameters}
-
-    @property
-    def trainable(self) -> dict[str, Parameter]:
-        return {name: p for name, p in self.params.items() if p.trainable}
-
-    def current_values(self) -> dict[str, Any]:
-        return {name: copy.deepcopy(p.value) for name, p in self.trainable.items()}
-
-    # ----- evaluations ------------------------------------------------------------------
-    def observe(self, values: dict[str, Any], score: float | None) -> None:
-        """The loop reports every evaluated candidate (values and mean score), kept or not.
-
-        It is called for the initial values, after each step's evaluation, and again for every
-        recorded step when a run resumes, so state built here needs no checkpoint of its own.
-        OptoPrime learns from its memory instead; search-based optimizers use this.
-        """
 
     # ----- memory ----------------------------------------------------------------------
     def remember(self, instances: Sequence[ProblemInstance]) -> None:
@@ -270,19 +238,23 @@ class Optimizer:
             "required": ["reasoning", "suggestion"],
         }
 
-    def step(self, instances: ProblemInstance | Sequence[ProblemInstance]) -> Proposal:
-        """One LLM call (plus at most one retry) that proposes new values for the parameters."""
+    def step(self, instances: ProblemInstance | Sequence[ProblemInstance], *,
+             max_calls: int | None = None) -> Proposal:
+        """One LLM call, plus one validation retry when ``retry_invalid`` and ``max_calls`` allow it
+        (the loop passes the calls its budget has left), that proposes new values for the parameters."""
         if isinstance(instances, ProblemInstance):
             instances = [instances]
-        if not self.trainable:
-            raise ValueError("the optimizer has no trainable parameter")
+        self._need_trainable()
+        if max_calls is not None and max_calls < 1:
+            raise ValueError(f"max_calls must be >= 1 (a step makes at least one LLM call), got {max_calls}")
+        allow_retry = self.retry_invalid and (max_calls is None or max_calls >= 2)
         self._fit = fit = self._plan()
         try:
-            return self._step(list(instances), fit)
+            return self._step(list(instances), fit, allow_retry)
         finally:
             self._fit = None
 
-    def _step(self, instances: list[ProblemInstance], fit: Fit) -> Proposal:
+    def _step(self, instances: list[ProblemInstance], fit: Fit, allow_retry: bool) -> Proposal:
         usage = Usage()
         proposal = Proposal()
         messages = self._build(instances, fit)
@@ -292,7 +264,7 @@ class Optimizer:
         problems = self._read(result.text, proposal)
         proposal.attempts = 1
         retry_messages = None
-        if problems and self.retry_invalid and not proposal.terminated:
+        if problems and allow_retry and not proposal.terminated:
             note = self._retry_note(problems, proposal)
             answer = result.text
             try:
