@@ -10,7 +10,8 @@ import contracts in CI):
 - `llm`: the client for any OpenAI-compatible endpoint, usage and cost, the embedded local model.
 - `optimizers`: OptoPrime, Hybrid, Search and the baselines.
 - `engine`: the loop, settings, the target protocol, executors, the run directory, approval.
-- `gateway`: programs without an adapter, through their model traffic or their traces.
+- `gateway`: programs without an adapter, through their model traffic or their traces (the recording
+  proxy `Gateway`, `GatewayTarget`; OpenTelemetry in and out, also at ``opto_core.otel``).
 - `app`: the ``opto`` command, demos, reports and drawings; `testing`: test doubles that fake only
   the model.
 
@@ -39,6 +40,11 @@ if TYPE_CHECKING:
     from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunLocked
     from opto_core.engine.settings import Settings
     from opto_core.engine.target import BoundTarget, FunctionTarget, Target
+    from opto_core.gateway.offline import optimize_offline
+    from opto_core.gateway.otel import load_spans, to_spans
+    from opto_core.gateway.parameters import TrafficParameters
+    from opto_core.gateway.proxy import Gateway
+    from opto_core.gateway.target import GatewayTarget
     from opto_core.kernel.backward import BackwardError, ProblemInstance, backward
     from opto_core.kernel.binding import Binding, BoundParameters, WriteError
     from opto_core.kernel.code_policy import CodePolicy
@@ -100,6 +106,10 @@ _EXPORTS: dict[str, str] = {
     "RunDir": "opto_core.engine.rundir", "RunDirError": "opto_core.engine.rundir",
     "CorruptRun": "opto_core.engine.rundir", "NotARun": "opto_core.engine.rundir",
     "RunLocked": "opto_core.engine.rundir",
+    # gateway
+    "Gateway": "opto_core.gateway.proxy", "GatewayTarget": "opto_core.gateway.target",
+    "TrafficParameters": "opto_core.gateway.parameters", "load_spans": "opto_core.gateway.otel",
+    "to_spans": "opto_core.gateway.otel", "optimize_offline": "opto_core.gateway.offline",
     # app
     "write_report": "opto_core.app.report",
 }

@@ -94,9 +94,12 @@ OPTO_CORE_ALL = [
     "Target", "Template", "TemplateError", "TemplateMatch", "ThreadExecutor", "Usage", "WriteError", "backward",
     "capture", "check_placeholders", "coverage", "evaluate", "load_values", "op", "optimize", "render",
     "save_values", "write_report",
+    "Gateway", "GatewayTarget", "TrafficParameters", "load_spans", "optimize_offline", "to_spans",
 ]
 PACKAGE_ALL = {
     "opto_core.testing": ["ScriptedLLM", "ScriptedServer", "quiet_http_server", "system_text", "tool_call"],
+    "opto_core.otel": ["OfflineResult", "Span", "SpanTrace", "Traces", "load_spans", "optimize_offline", "read_spans",
+                       "spans_to_otlp", "to_spans", "values_diff"],
     "opto_adapters.langchain": ["ChainTarget", "NoParametersFound", "OptoCallbackHandler", "apply_values",
                                 "optimize_chain", "opto_trace", "parameters_of"],
     "opto_adapters.dspy": ["DSPyTracer", "ExampleError", "MetricError", "OptimizationStopped", "OptoTeleprompter",

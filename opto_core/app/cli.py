@@ -1,4 +1,4 @@
-"""The ``opto`` command: ``demo``, ``resume``, ``report`` and ``graph``.
+"""The ``opto`` command: ``demo``, ``resume``, ``report``, ``graph``, ``gateway`` and ``import``.
 
 Exit codes: 0 when the run ended as planned (steps, budget, target score, STOP file), 1 when it
 stopped on an error (API failure, timeout, too many failed runs, invalid values: the reason is
@@ -327,6 +327,93 @@ def graph(
         raise typer.Exit(2) from None
     for path in paths:
         console.print(str(path))
+
+
+@app.command()
+def gateway(
+    upstream: str = typer.Option(..., help="the real endpoint's base URL, e.g. https://api.openai.com/v1 (its key: "
+                                           "OPTO_UPSTREAM_API_KEY, else the program's own Authorization is passed on)"),
+    port: int = typer.Option(8411, help="port to listen on (0: any free port)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (loopback unless you mean otherwise)"),
+    values: str | None = typer.Option(None, help="an opto-values/1 file to serve: its prompts and settings "
+                                                    "rewrite matching requests"),
+    record: str | None = typer.Option(None, help="directory to record every run into (one JSONL file per run)"),
+    run_gap: float = typer.Option(10.0, help="seconds of silence from a client that end its run"),
+) -> None:
+    """Serve a recording, rewriting OpenAI-compatible proxy (point programs at it with OPENAI_BASE_URL)."""
+    from opto_core.gateway.proxy import Gateway
+    from opto_core.kernel.redact import install_log_filter, scrub_url
+    from opto_core.kernel.values import ValuesFileError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    install_log_filter()
+    try:
+        proxy = Gateway(upstream, host=host, port=port, values=values, record_dir=record, run_gap=run_gap)
+    except (ValueError, KeyError, ValuesFileError, OSError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    rules = proxy.parameters.parameters()
+    console.print(f"[bold]opto gateway[/bold] -> {escape(scrub_url(proxy.upstream) or '')}"
+                  f" (upstream key: {'OPTO_UPSTREAM_API_KEY' if proxy.holds_key else 'the program passes its own'})")
+    if rules:
+        console.print(f"serving {len(rules)} values from {escape(values or '')}: "
+                      + ", ".join(escape(p.name) for p in rules))
+    if record:
+        console.print(f"recording runs into {escape(record)}")
+    try:
+        proxy.bind()
+    except OSError as exc:
+        console.print(f"[red]cannot listen on {escape(host)}:{port}: {escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"programs: OPENAI_BASE_URL={escape(proxy.base_url)}  (Ctrl-C stops)")
+    proxy.serve_forever()
+
+
+@app.command("import")
+def import_traces(
+    traces: str = typer.Argument(..., help="OpenTelemetry spans as OTLP JSON (or JSON lines of OTLP documents)"),
+    out: str | None = typer.Option(None, help="directory to write one OPTO graph JSON per trace into"),
+    feedback_attribute: str | None = typer.Option(None, help="span attribute holding each trace's score or "
+                                                                "feedback text (e.g. eval.score)"),
+    min_runs: int = typer.Option(2, help="a system prompt must appear in this many traces to become a parameter"),
+    optimize: bool = typer.Option(False, "--optimize", help="propose new values from the traces' feedback with "
+                                                              "one OptoPrime step (nothing is re-run or deployed)"),
+    values_out: str = typer.Option("offline.values.json", help="where --optimize writes the values (and a .diff)"),
+    base_url: str | None = typer.Option(None, help="the optimizer's endpoint (default: OPENAI_BASE_URL, else "
+                                                      "the embedded local model)"),
+    model: str | None = typer.Option(None, help="the optimizer's model"),
+) -> None:
+    """Read OpenTelemetry traces (GenAI conventions, OpenInference) into OPTO graphs; optionally optimize offline."""
+    from opto_core.gateway.offline import optimize_offline
+    from opto_core.gateway.otel import load_spans
+
+    try:
+        loaded = load_spans(traces, feedback_attribute=feedback_attribute, min_runs=min_runs)
+    except (ValueError, TypeError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    calls = sum(g.meta.get("llm_calls", 0) for g in loaded)
+    console.print(f"{len(loaded)} traces, {calls} LLM calls; {loaded.ignored} spans of other kinds ignored"
+                  + (f"; skipped: {dict(loaded.skipped)}" if loaded.skipped else ""))
+    for parameter in loaded.parameters.parameters():
+        console.print(f"parameter [bold]{escape(parameter.name)}[/bold] = {escape(str(parameter.value)[:200])}")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for k, graph_ in enumerate(loaded):
+            (Path(out) / f"trace_{k:04d}.json").write_text(graph_.to_json(indent=1), encoding="utf-8")
+        console.print(f"graphs: {escape(out)} (draw one with: opto graph {escape(out)}/trace_0000.json)")
+    if optimize:
+        from opto_core.optimizers.optoprime import OptoPrime
+
+        try:
+            result = optimize_offline(loaded, None, OptoPrime(loaded.parameters.parameters(), _client(base_url, model)),
+                                      values_path=values_out)
+        except ValueError as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(1) from None
+        console.print(escape(result.diff) or "no value changed")
+        console.print(f"values: {result.values_path} (serve with: opto gateway --upstream URL --values "
+                      f"{result.values_path}); diff: {result.diff_path}")
 
 
 def main() -> None:

@@ -24,6 +24,12 @@ else the speaker and the exact content (the latest such message wins: an agent t
 itself is answered by its latest turn). No text is matched by length or containment here: a
 prompt item is a message the framework passed on, not text assembled from other texts.
 
+A recorder that sees only the wire (the gateway, `opto_core.gateway`) knows two more things, and says
+them in the records: a message the program *composed* from earlier messages (an f-string around an
+earlier answer: ``MessageRecord.derived_from`` names them) is an op with ``via="data"`` edges from
+those messages, and it feeds the call that sent it as data too; and a call whose request showed a
+parameter's value lists it in ``LLMCallRecord.parameters`` (role -> `Parameter`, added to its agent's).
+
 ``backward(graph, fb)`` follows all of them; ``backward(graph, fb, follow=("data", "call_tree",
 "control"))`` credits only the producer chain of the message that got feedback.
 
@@ -115,6 +121,7 @@ class MessageRecord:
     call_ids: tuple[str, ...] = ()
     final: bool = False  # the turn's response (what other agents receive)
     created: float = 0.0
+    derived_from: tuple[str, ...] = ()  # ids of earlier messages this one was composed from (by the program)
 
 
 @dataclass
@@ -136,6 +143,7 @@ class LLMCallRecord:
     started: float = 0.0
     seconds: float = 0.0
     verified: list[str] = field(default_factory=list)  # parameter names whose write-back this request showed
+    parameters: dict[str, Parameter] = field(default_factory=dict)  # role -> parameter this call used (on top of its agent's)
 
 
 @dataclass
@@ -261,6 +269,7 @@ class _Builder:
         self.pending_selector: tuple[str, str] | None = None  # (node id, the text it answered)
         self.prompt_inputs: dict[tuple[str, str | None, str], str] = {}
         self.exception_ids: list[str] = []
+        self.composed: set[str] = set()  # message nodes the program composed from earlier messages
 
     def param_edge(self, agent: str, role: str, arg: str) -> Edge | None:
         parameter = self.parameters.get(agent, {}).get(role)
@@ -292,6 +301,10 @@ class _Builder:
                     run = self.index.by_key(("tool_run", call_id))
                     if run is not None:
                         parents.append(Edge(run, f"call {call_id}"))
+        for source_id in message.derived_from:
+            source_node = self.index.by_key(("message", source_id))
+            if source_node is not None and all(edge.id != source_node for edge in parents):
+                parents.append(Edge(source_node, "contains"))
         kind = "op" if parents else "input"
         node = self.graph.add(
             kind, f"{message.source}.{message.kind}", message.content, parents=parents, id=message_node_id(message.id),
@@ -299,6 +312,8 @@ class _Builder:
             description=_describe_message(message, bool(parents)),
             meta={"message_id": message.id, "type": message.type, "source": message.source, "turn": message.turn,
                   "final": message.final, **({"call_ids": list(message.call_ids)} if message.call_ids else {})})
+        if message.derived_from and parents:
+            self.composed.add(node.id)
         index = self.index
         index.register_key(("message", message.id), node.id)
         self.msg_turn[node.id] = (message.source, message.turn)
@@ -317,10 +332,12 @@ class _Builder:
         system_checked = False
         msg_turn, node_of, by_key = self.msg_turn, self.index.node_of, self.index.by_key
         agent, this_turn = call.agent, call.turn
+        roles = {**self.parameters.get(agent, {}), **call.parameters} if call.parameters else self.parameters.get(agent, {})
+        composed = self.composed
         for position, item in enumerate(call.prompt):  # the hot loop of a long conversation: kept lean
             if position == 0 and item.role == "system" and call.role == "agent":
                 system_checked = True
-                param = self.parameters.get(agent, {}).get(ROLE_SYSTEM)
+                param = roles.get(ROLE_SYSTEM)
                 how = _system_source(param, item.content) if param is not None else None
                 if how is not None:
                     parents.append(Edge(self.graph.add_parameter(param).id, "system_message", "data", how))
@@ -335,16 +352,16 @@ class _Builder:
             own_turn = this_turn is not None and turn == this_turn and source == agent
             if not own_turn and item.role == "tool" and item.call_ids:
                 own_turn = by_key((KIND_TOOL_REQUEST, item.call_ids[0])) == self.last_own.get(agent)  # results of its request
-            parents.append(Edge(node_id, arg, "data" if own_turn else "context"))
+            parents.append(Edge(node_id, arg, "data" if own_turn or node_id in composed else "context"))
         if not system_checked and call.role == "agent":
-            param = self.parameters.get(call.agent, {}).get(ROLE_SYSTEM)
+            param = roles.get(ROLE_SYSTEM)
             if param is not None and param.value == "":  # an agent without a system message
                 parents.append(Edge(self.graph.add_parameter(param).id, "system_message"))
         for name in call.tools:
-            edge = self.param_edge(call.agent, ROLE_TOOL_DESCRIPTION + name, f"tool {name}")
-            if edge is not None:
-                parents.append(edge)
-        for role, parameter in self.parameters.get(call.agent, {}).items():
+            described = roles.get(ROLE_TOOL_DESCRIPTION + name)
+            if described is not None:
+                parents.append(Edge(self.graph.add_parameter(described).id, f"tool {name}"))
+        for role, parameter in roles.items():
             if role.startswith(ROLE_SETTING):
                 parents.append(Edge(self.graph.add_parameter(parameter).id, role[len(ROLE_SETTING):]))
             elif role.startswith(ROLE_PROMPT):

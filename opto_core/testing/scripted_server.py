@@ -4,6 +4,10 @@ Only the model is fake: the framework's own client (AG2's `OpenAIWrapper`, the `
 sends real HTTP requests, so what the server records is exactly what a hosted model would receive
 (system message, temperature, tool schemas). It imports no agent framework.
 
+It answers ``POST /v1/chat/completions`` and ``POST /v1/responses`` (the Responses API, which the
+OpenAI Agents SDK uses by default), both from the same script, and streams (server-sent events, sent
+chunk by chunk) when the request says ``"stream": true``.
+
     with ScriptedServer(["Hello!", tool_call("add", a=1, b=2), "3"]) as server:
         llm_config = {"config_list": [{"model": "scripted", "base_url": server.base_url, "api_key": "x"}]}
         ...
@@ -40,10 +44,13 @@ def system_text(request: dict[str, Any]) -> str:
 
 
 class ScriptedServer:
-    """Serve ``replies`` in order at ``POST /v1/chat/completions``; record every request body.
+    """Serve ``replies`` in order at ``POST /v1/chat/completions`` and ``/v1/responses``; record every
+    request body (``requests``), its path (``paths``) and its headers (``headers``).
 
     When the script runs out the server answers HTTP 500 (a test that makes more calls than it
     planned fails), unless ``repeat_last``. ``fail_with`` (status, message) makes every request fail.
+    ``between_chunks`` (a function of the chunk index) runs after each streamed chunk is sent, before
+    the next one: a test can hold the stream there to check that a proxy passes chunks on as they come.
     """
 
     def __init__(self, replies: Sequence[Reply] = (), *, repeat_last: bool = False, model: str = "scripted") -> None:
@@ -51,6 +58,9 @@ class ScriptedServer:
         self.repeat_last = repeat_last
         self.model = model
         self.requests: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []  # each request's headers (lower-case names)
+        self.between_chunks: Callable[[int], None] | None = None
         self.fail_with: tuple[int, str] | None = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -91,36 +101,135 @@ class ScriptedServer:
             self.replies.extend(replies)
 
     # ----- answering ----------------------------------------------------------------------------
-    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def answer(self, body: dict[str, Any], path: str = "/v1/chat/completions") -> tuple[int, dict[str, Any]]:
+        """The status and JSON answer to one request, in the format of its endpoint (not streamed)."""
+        return self._respond(body, path, _responses_body, _chat_body)
+
+    def stream(self, body: dict[str, Any], path: str) -> tuple[int, Any]:
+        """The status and, on success, the server-sent events of one streamed answer (a list of bytes)."""
+        return self._respond(body, path, _responses_events, _chat_events)
+
+    def _respond(self, body: dict[str, Any], path: str, responses: Callable[..., Any], chat: Callable[..., Any]) \
+            -> tuple[int, Any]:
+        status, reply, index = self._next(body, path)
+        if status != 200:
+            return status, reply
+        return 200, (responses if path.endswith("/responses") else chat)(body, reply, index, self.model)
+
+    def _next(self, body: dict[str, Any], path: str) -> tuple[int, Any, int]:
+        """Record the request and pick its scripted reply: (200, reply, index) or (status, error body, index)."""
         with self._lock:
             self.requests.append(body)
+            self.paths.append(path)
             index = len(self.requests) - 1
             if self.fail_with is not None:
                 status, error_text = self.fail_with
-                return status, {"error": {"message": error_text, "type": "scripted_error", "code": str(status)}}
+                return status, {"error": {"message": error_text, "type": "scripted_error", "code": str(status)}}, index
             if index < len(self.replies):
                 reply = self.replies[index]
             elif self.repeat_last and self.replies:
                 reply = self.replies[-1]
             else:
                 return 500, {"error": {"message": f"no reply scripted for request {index + 1}",
-                                       "type": "scripted_error", "code": "500"}}
+                                       "type": "scripted_error", "code": "500"}}, index
         if callable(reply):
             reply = reply(body)
-        message: dict[str, Any] = {"role": "assistant", "content": None}
-        if isinstance(reply, dict):
-            message["tool_calls"] = reply["tool_calls"]
-            finish = "tool_calls"
-        else:
-            message["content"] = str(reply)
-            finish = "stop"
-        prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
-        completion = len(str(message["content"] or json.dumps(message.get("tool_calls")))) // 4 + 1
-        return 200, {"id": f"chatcmpl-{index + 1}", "object": "chat.completion", "created": 0,
-                     "model": body.get("model", self.model),
-                     "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                     "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                               "total_tokens": prompt + completion}}
+        return 200, reply, index
+
+
+def _tokens(body: dict[str, Any], reply: Any) -> tuple[int, int]:
+    """Rough token counts (characters / 4) of a request and a reply, for the usage block."""
+    items = body.get("messages") or body.get("input") or []
+    items = [{"content": items}] if isinstance(items, str) else items
+    prompt = sum(len(str(m.get("content") or "") if isinstance(m, dict) else "") for m in items) // 4 + 1
+    completion = len(str(reply) if isinstance(reply, str) else json.dumps(reply.get("tool_calls"))) // 4 + 1
+    return prompt, completion
+
+
+def _chat_body(body: dict[str, Any], reply: Any, index: int, model: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": None}
+    if isinstance(reply, dict):
+        message["tool_calls"] = reply["tool_calls"]
+        finish = "tool_calls"
+    else:
+        message["content"] = str(reply)
+        finish = "stop"
+    prompt, completion = _tokens(body, reply)
+    return {"id": f"chatcmpl-{index + 1}", "object": "chat.completion", "created": 0,
+            "model": body.get("model", model),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}
+
+
+def _responses_body(body: dict[str, Any], reply: Any, index: int, model: str) -> dict[str, Any]:
+    if isinstance(reply, dict):
+        output = [{"type": "function_call", "id": f"fc_{index + 1}_{k}", "call_id": call["id"],
+                   "name": call["function"]["name"], "arguments": call["function"]["arguments"],
+                   "status": "completed"} for k, call in enumerate(reply["tool_calls"])]
+    else:
+        output = [{"type": "message", "id": f"msg_{index + 1}", "role": "assistant", "status": "completed",
+                   "content": [{"type": "output_text", "text": str(reply), "annotations": []}]}]
+    prompt, completion = _tokens(body, reply)
+    return {"id": f"resp_{index + 1}", "object": "response", "created_at": 0, "status": "completed",
+            "model": body.get("model", model), "output": output, "parallel_tool_calls": True,
+            "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools", []),
+            "instructions": body.get("instructions"),
+            "usage": {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}}}
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return (head + "data: " + (data if isinstance(data, str) else json.dumps(data)) + "\n\n").encode()
+
+
+def _chat_events(body: dict[str, Any], reply: Any, index: int, model: str) -> list[bytes]:
+    """A chat completion as chunks: the role, the text in two pieces (or the tool calls), the finish, usage."""
+    full = _chat_body(body, reply, index, model)
+    base = {"id": full["id"], "object": "chat.completion.chunk", "created": 0, "model": full["model"]}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    message = full["choices"][0]["message"]
+    if message.get("tool_calls"):
+        for k, call in enumerate(message["tool_calls"]):
+            events.append(chunk({"tool_calls": [{"index": k, "id": call["id"], "type": "function",
+                                                 "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+            events.append(chunk({"tool_calls": [{"index": k, "function": {"arguments": call["function"]["arguments"]}}]}))
+    else:
+        text = message["content"]
+        half = len(text) // 2
+        events += [chunk({"content": text[:half]}), chunk({"content": text[half:]})]
+    events.append(chunk({}, full["choices"][0]["finish_reason"]))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        events.append(_sse({**base, "choices": [], "usage": full["usage"]}))
+    events.append(_sse("[DONE]"))
+    return events
+
+
+def _responses_events(body: dict[str, Any], reply: Any, index: int, model: str) -> list[bytes]:
+    """A Responses API answer as its event stream: created, text deltas (or items), completed."""
+    full = _responses_body(body, reply, index, model)
+    started = {**full, "status": "in_progress", "output": []}
+    events = [_sse({"type": "response.created", "response": started, "sequence_number": 0}, "response.created")]
+    seq = 1
+    for position, item in enumerate(full["output"]):
+        if item["type"] == "message":
+            text = item["content"][0]["text"]
+            half = len(text) // 2
+            for piece in (text[:half], text[half:]):
+                events.append(_sse({"type": "response.output_text.delta", "item_id": item["id"],
+                                    "output_index": position, "content_index": 0, "delta": piece,
+                                    "sequence_number": seq, "logprobs": []}, "response.output_text.delta"))
+                seq += 1
+        events.append(_sse({"type": "response.output_item.done", "output_index": position, "item": item,
+                            "sequence_number": seq}, "response.output_item.done"))
+        seq += 1
+    events.append(_sse({"type": "response.completed", "response": full, "sequence_number": seq}, "response.completed"))
+    return events
 
 
 def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
@@ -133,14 +242,41 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(self.rfile.read(length) or b"{}")
             except ValueError:
                 body = {}
-            status, payload = server.answer(body) if self.path.endswith("/chat/completions") else \
-                (404, {"error": {"message": f"unknown path {self.path}"}})
+            path = self.path.split("?", 1)[0]
+            with server._lock:
+                server.headers.append({k.lower(): v for k, v in self.headers.items()})
+            if not path.endswith(("/chat/completions", "/responses")):
+                self.send_json(404, {"error": {"message": f"unknown path {self.path}"}})
+            elif isinstance(body, dict) and body.get("stream"):
+                status, events = server.stream(body, path)
+                if status != 200:
+                    self.send_json(status, events)
+                else:
+                    self.send_events(events)
+            else:
+                self.send_json(*server.answer(body if isinstance(body, dict) else {}, path))
+
+        def send_json(self, status: int, payload: Any) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def send_events(self, events: list[bytes]) -> None:
+            """Server-sent events in HTTP/1.1 chunks, flushed one by one."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for position, event in enumerate(events):
+                self.wfile.write(f"{len(event):X}\r\n".encode() + event + b"\r\n")
+                self.wfile.flush()
+                if server.between_chunks is not None:
+                    server.between_chunks(position)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
 
         def log_message(self, *args: Any) -> None:  # keep test output quiet
             pass
