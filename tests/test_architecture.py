@@ -87,8 +87,8 @@ def test_a_planted_import_breaks_its_contract(tree_copy: Path, case: str):
 OPTO_CORE_ALL = [
     "AsyncioExecutor", "BackwardError", "Binding", "BoundParameters", "BoundTarget", "ChatResult", "CodePolicy",
     "ContextWindowExceeded", "CorruptRun", "Coverage", "CoverageError", "Edge", "Executor", "Feedback",
-    "FeedbackError", "FunctionTarget", "Graph", "GraphError", "Hybrid", "InfrastructureError", "InvalidValue",
-    "LLMError", "LLMOptimizer", "NotARun", "Node", "OPRO", "OpenAIChat",
+    "FeedbackError", "FunctionTarget", "Graph", "GraphError",
+    "Hybrid", "InfrastructureError", "InvalidValue", "LLMError", "LLMOptimizer", "NotARun", "Node", "OPRO", "OpenAIChat",
     "OptimizationResult", "Optimizer", "OptimizerFailed", "OptoPrime", "OptoPrimeNoTrace", "Parameter",
     "ProblemInstance", "Proposal", "RayExecutor", "RunDir", "RunDirError", "RunLocked", "Search", "Settings",
     "Target", "Template", "TemplateError", "TemplateMatch", "ThreadExecutor", "Usage", "WriteError", "backward",

@@ -67,7 +67,8 @@ def test_agents_sdk_program_is_optimized_through_the_gateway(upstream, sdk_api):
         assert set(upstream.paths) == {expected_path}
         values = {p.name: p.value for p in target.parameters()}
         assert values == {"agent_1.system": TRIAGE, "agent_2.system": POET,
-                          "tool.get_weather.description": "The weather report for a city."}
+                          "tool.get_weather.description": "The weather report for a city.",
+                          "agent_1.user_1": "A weather poem for {city}"}  # a template of the example's field
 
         output, graph = target.run(trainset[0])
         assert output.startswith("(long) Sunny and 21C")

@@ -65,7 +65,8 @@ def test_two_call_pipeline_is_optimized_through_the_gateway(upstream, stream, ap
                        api_key=UPSTREAM_KEY, discover_with=trainset) as target:
         # the system prompts found in the traffic are the parameters (both appear in both runs)
         names = {p.name: p.value for p in target.parameters()}
-        assert names == {"agent_1.system": DRAFT_SYSTEM, "agent_2.system": SUMMARY_SYSTEM}
+        assert names == {"agent_1.system": DRAFT_SYSTEM, "agent_2.system": SUMMARY_SYSTEM,
+                         "agent_2.user_1": "Summarize this draft:\n{agent_1_answer}"}  # composed of the draft
 
         output, graph = target.run(trainset[0])
         assert output == "Summary: long and rambling."

@@ -49,7 +49,8 @@ def test_node_program_is_optimized_through_the_gateway(upstream):
         values = {p.name: p.value for p in target.parameters()}
         # temperature: the draft agent sends 0.7, the summary agent sends none (API default 1.0)
         assert values == {"agent_1.system": NODE_DRAFT, "agent_2.system": NODE_SUMMARY,
-                          "agent_1.temperature": 0.7, "agent_2.temperature": 1.0}
+                          "agent_1.temperature": 0.7, "agent_2.temperature": 1.0,
+                          "agent_2.user_1": "Summarize this draft:\n{agent_1_answer}"}  # composed of the draft
         output, graph = target.run("owls")
         assert output == "In one sentence: A lengthy draft about owls."
         calls = [n for n in graph.nodes if n.op_type == "llm_call"]
