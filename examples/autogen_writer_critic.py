@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"score: {result.initial_score} -> {result.best_score} ({result.stopped_reason})")
     step = result.history[-1]
     print("changed:", sorted(k for k, v in step.get("values_after", {}).items() if step["values_before"].get(k) != v))
+    output, graph = target.run(trainset[0])  # the runs during optimize happened in worker processes
     verified = sorted({name for g in target.graphs for name in g.meta.get("write_back_verified", [])})
-    output, graph = target.run(trainset[0])
     print(f"after: critic says {output!r}; write-back seen on the next recorded requests: {verified}")
     if args.save:
         print(f"saved the values to {target.save_values(args.save, score=result.best_score)}")

@@ -34,10 +34,20 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from opto_core.app.report import write_report
     from opto_core.engine.coverage import Coverage, CoverageError, coverage
-    from opto_core.engine.executors import AsyncioExecutor, Executor, FeedbackError, InfrastructureError, ThreadExecutor
+    from opto_core.engine.executors import (
+        AsyncioExecutor,
+        Executor,
+        FeedbackError,
+        InfrastructureError,
+        ThreadExecutor,
+        WorkflowExit,
+    )
+    from opto_core.engine.executors.process import ProcessExecutor, WorkerLost
     from opto_core.engine.executors.ray_cluster import RayExecutor
+    from opto_core.engine.executors.transfer import register_output_type
     from opto_core.engine.loop import OptimizationResult, OptimizerFailed, evaluate, optimize
     from opto_core.engine.rundir import CorruptRun, NotARun, RunDir, RunDirError, RunLocked
+    from opto_core.engine.sandbox import Sandbox, SandboxUnavailable
     from opto_core.engine.settings import Settings
     from opto_core.engine.target import BoundTarget, FunctionTarget, Target
     from opto_core.gateway.offline import optimize_offline
@@ -103,6 +113,10 @@ _EXPORTS: dict[str, str] = {
     "AsyncioExecutor": "opto_core.engine.executors", "InfrastructureError": "opto_core.engine.executors",
     "FeedbackError": "opto_core.engine.executors",
     "RayExecutor": "opto_core.engine.executors.ray_cluster",
+    "WorkflowExit": "opto_core.engine.executors",
+    "ProcessExecutor": "opto_core.engine.executors.process", "WorkerLost": "opto_core.engine.executors.process",
+    "register_output_type": "opto_core.engine.executors.transfer",
+    "Sandbox": "opto_core.engine.sandbox", "SandboxUnavailable": "opto_core.engine.sandbox",
     "RunDir": "opto_core.engine.rundir", "RunDirError": "opto_core.engine.rundir",
     "CorruptRun": "opto_core.engine.rundir", "NotARun": "opto_core.engine.rundir",
     "RunLocked": "opto_core.engine.rundir",

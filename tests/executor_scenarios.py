@@ -105,7 +105,25 @@ def comparable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ----- targets that wait (for concurrency, timeouts and cancel) -------------------------------------------
-class WaitingTarget:
+class OneWordTarget:
+    """The write half of the target protocol for a workflow with one text parameter, ``word``."""
+
+    word: Parameter
+
+    def parameters(self):
+        return [self.word]
+
+    def apply(self, updates):
+        self.word.value = updates.get("word", self.word.value)
+
+    def snapshot(self):
+        return self.word.value
+
+    def restore(self, snapshot):
+        self.word.value = snapshot
+
+
+class WaitingTarget(OneWordTarget):
     """A plain-Python target whose runs wait ``delay`` seconds (async in ``arun``, a sleep in ``run``).
 
     It counts the runs in flight and records the thread of each, so tests can see how an executor
@@ -122,18 +140,6 @@ class WaitingTarget:
         self._lock = threading.Lock()
         if not async_runs:
             self.arun = None  # type: ignore[assignment]  # the executors look for a callable arun
-
-    def parameters(self):
-        return [self.word]
-
-    def apply(self, updates):
-        self.word.value = updates["word"]
-
-    def snapshot(self):
-        return self.word.value
-
-    def restore(self, snapshot):
-        self.word.value = snapshot
 
     def _enter(self) -> None:
         with self._lock:
@@ -206,3 +212,77 @@ WaitingTarget.__setstate__ = _setstate
 def no_key_factory():
     """A target factory that fails on the worker, as one does when the worker lacks an API key."""
     raise ValueError("OPENAI_API_KEY is not set on this worker")
+
+
+# ----- a workflow that misbehaves on demand (exits, hangs, dies) ------------------------------------------
+#: Ends every "spin" run still going in this process (set it when a test is over, so abandoned threads stop).
+RELEASE = threading.Event()
+
+
+def misbehave(example: dict[str, Any]) -> None:
+    """What suggested code can do to the process that runs it, chosen by the example's ``do``."""
+    import signal
+
+    do = example.get("do", "ok")
+    if do == "exit":
+        raise SystemExit(0)
+    if do == "interrupt":
+        raise KeyboardInterrupt
+    if do == "spin":  # a busy loop: it never yields, holds the GIL between switches, burns a core
+        end = time.monotonic() + example.get("seconds", 60.0)
+        release = globals().get("RELEASE")  # looked up, not captured: pickled by value, there is none
+        while time.monotonic() < end and not (release is not None and release.is_set()):
+            pass
+    if do == "sleep":  # a run that never returns but takes no CPU
+        time.sleep(example.get("seconds", 10**6))
+    if do == "pause":  # a healthy run that takes a while (awaited in arun, slept in run)
+        time.sleep(0 if _in_event_loop() else example.get("seconds", 0))
+    if do == "die":
+        os._exit(example.get("code", 0))
+    if do == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if do == "mark":  # a side effect outside the run: a file in a directory the example names
+        with open(os.path.join(example["dir"], f"marker-{example['x']}"), "w") as handle:
+            handle.write(str(os.getpid()))
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class MisbehavingTarget(OneWordTarget):
+    """A plain-Python target whose examples choose what the run does to its process (see `misbehave`).
+
+    ``arun`` does the same things synchronously inside a coroutine, the way a careless ``async def``
+    tool would: a spin there blocks the event loop's thread.
+    """
+
+    def __init__(self) -> None:
+        self.word = Parameter("word", "text", "hello")
+
+    def _traced(self, example):
+        with capture() as run:
+            run.graph.add_parameter(self.word)
+            x = run.input("x", example["x"])
+            out = combine(self.word, x, False)
+            run.mark_output(out)
+        return str(out), run.graph
+
+    def run(self, example):
+        misbehave(example)
+        if example.get("do") == "write_around":  # what `p = PROMPT; p.value = ...` in suggested code does
+            self.word.value = "INJECTED"
+        return self._traced(example)
+
+    async def arun(self, example):
+        await asyncio.sleep(example.get("seconds", 0) if example.get("do") == "pause" else 0)
+        misbehave(example)
+        return self._traced(example)
+
+
+def pid_feedback(example, output):
+    return Feedback(1.0, f"ran; driver pid {os.getpid()}")

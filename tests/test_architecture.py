@@ -87,14 +87,14 @@ def test_a_planted_import_breaks_its_contract(tree_copy: Path, case: str):
 OPTO_CORE_ALL = [
     "AsyncioExecutor", "BackwardError", "Binding", "BoundParameters", "BoundTarget", "ChatResult", "CodePolicy",
     "ContextWindowExceeded", "CorruptRun", "Coverage", "CoverageError", "Edge", "Executor", "Feedback",
-    "FeedbackError", "FunctionTarget", "Graph", "GraphError",
-    "Hybrid", "InfrastructureError", "InvalidValue", "LLMError", "LLMOptimizer", "NotARun", "Node", "OPRO", "OpenAIChat",
+    "FeedbackError", "FunctionTarget", "Gateway", "GatewayTarget", "Graph", "GraphError", "Hybrid",
+    "InfrastructureError", "InvalidValue", "LLMError", "LLMOptimizer", "Node", "NotARun", "OPRO", "OpenAIChat",
     "OptimizationResult", "Optimizer", "OptimizerFailed", "OptoPrime", "OptoPrimeNoTrace", "Parameter",
-    "ProblemInstance", "Proposal", "RayExecutor", "RunDir", "RunDirError", "RunLocked", "Search", "Settings",
-    "Target", "Template", "TemplateError", "TemplateMatch", "ThreadExecutor", "Usage", "WriteError", "backward",
-    "capture", "check_placeholders", "coverage", "evaluate", "load_values", "op", "optimize", "render",
-    "save_values", "write_report",
-    "Gateway", "GatewayTarget", "TrafficParameters", "load_spans", "optimize_offline", "to_spans",
+    "ProblemInstance", "ProcessExecutor", "Proposal", "RayExecutor", "RunDir", "RunDirError", "RunLocked",
+    "Sandbox", "SandboxUnavailable", "Search", "Settings", "Target", "Template", "TemplateError", "TemplateMatch",
+    "ThreadExecutor", "TrafficParameters", "Usage", "WorkerLost", "WorkflowExit", "WriteError", "backward",
+    "capture", "check_placeholders", "coverage", "evaluate", "load_spans", "load_values", "op", "optimize",
+    "optimize_offline", "register_output_type", "render", "save_values", "to_spans", "write_report",
 ]
 PACKAGE_ALL = {
     "opto_core.testing": ["ScriptedLLM", "ScriptedServer", "quiet_http_server", "system_text", "tool_call"],

@@ -250,3 +250,60 @@ def test_the_number_of_actors_can_be_set_and_each_runs_several_examples():
         executor.close()
     assert [r.output for r in results] == [f"hello {i}" for i in range(6)]
     assert len({r.worker for r in results}) == 1
+
+
+# ----- suggested code that ends or hangs its run ------------------------------------------------------------
+@pytest.mark.parametrize("do, raised", [("exit", "SystemExit(0)"), ("interrupt", "KeyboardInterrupt")])
+def test_an_exit_raised_by_the_workflow_fails_that_run_and_the_worker_lives_on(do, raised):
+    from executor_scenarios import MisbehavingTarget, pid_feedback
+
+    executor = RayExecutor(2)
+    target = MisbehavingTarget()
+    try:
+        results = evaluate(executor, target, [{"x": 1}, {"x": 2, "do": do}, {"x": 3}], pid_feedback)
+        pids = set(executor.worker_pids())
+        again = evaluate(executor, target, [{"x": i} for i in range(4)], pid_feedback)
+        assert set(executor.worker_pids()) == pids and executor.replaced == 0  # no worker was lost
+    finally:
+        executor.close()
+    assert [r.failed for r in results] == [False, True, False]
+    assert results[1].error_kind == "workflow" and raised in str(results[1].output) and not results[1].retried
+    assert not any(r.failed for r in again)
+
+
+def test_a_run_that_never_returns_costs_its_example_and_no_healthy_one():
+    """The stuck run's worker is killed and replaced, so later runs never queue behind it.
+
+    (Several runs at once on one actor share its event loop: a run that blocks the loop delays the
+    others too, and they may time out with it. ``isolation="process"`` runs one example per process.)
+    """
+    from executor_scenarios import MisbehavingTarget, pid_feedback
+
+    executor = RayExecutor(2, eval_timeout=5.0, retries=0)  # generous: a loaded CI machine starts actors slowly
+    target = MisbehavingTarget()
+    try:
+        results = evaluate(executor, target,
+                           [{"x": 1, "do": "pause", "seconds": 0.5}, {"x": 2, "do": "spin"},
+                            {"x": 3, "do": "pause", "seconds": 0.5}, {"x": 4, "do": "sleep"}], pid_feedback)
+        later = evaluate(executor, target, [{"x": i, "do": "pause", "seconds": 0.2} for i in range(4)], pid_feedback)
+    finally:
+        executor.close()
+    assert [r.failed for r in results] == [False, True, False, True]
+    assert all(isinstance(r.output, EvaluationTimeout) for r in (results[1], results[3]))
+    assert not any(r.failed for r in later)  # later batches do not inherit a stuck slot
+    assert executor.replaced >= 1
+
+
+def test_a_worker_that_exits_in_a_run_is_replaced_and_charges_that_example_only():
+    from executor_scenarios import MisbehavingTarget, pid_feedback
+
+    executor = RayExecutor(2, retries=0)
+    try:
+        target = MisbehavingTarget()
+        results = evaluate(executor, target, [{"x": 1}, {"x": 2, "do": "die"}, {"x": 3}], pid_feedback)
+        again = evaluate(executor, target, [{"x": i} for i in range(4)], pid_feedback)
+    finally:
+        executor.close()
+    assert [r.failed for r in results] == [False, True, False]
+    assert results[1].error_kind == "infrastructure" and "worker died" in str(results[1].output)
+    assert executor.replaced == 1 and not any(r.failed for r in again)

@@ -157,6 +157,24 @@ def _run(call: Any) -> Any:
         raise typer.Exit(1) from None
 
 
+ISOLATION_HELP = ("where the workflow runs: auto (a worker process when the LLM writes code, else here) | none | "
+                  "process (killable worker processes) | sandbox (process plus OS confinement; see docs/security.md)")
+
+
+def _isolation_kwargs(isolation: str, eval_timeout: float | None) -> dict[str, Any]:
+    """``isolation=`` and ``eval_timeout=`` for `optimize`; a bad value is a usage error (exit 2)."""
+    from opto_core.engine.isolation import check_isolation
+
+    try:
+        check_isolation(isolation)
+        if eval_timeout is not None and not eval_timeout > 0:
+            raise ValueError(f"--eval-timeout must be a positive number of seconds, got {eval_timeout}")
+    except ValueError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    return {"isolation": isolation, **({"eval_timeout": eval_timeout} if eval_timeout is not None else {})}
+
+
 def _approver(approve: bool) -> Any:
     if not approve:
         return None
@@ -189,6 +207,9 @@ def demo(
                                                   "embedded server); prompts are budgeted to fit it"),
     local_model: str | None = typer.Option(None, help="serve this GGUF file through the embedded server "
                                                "(default: OPTO_LOCAL_MODEL, else the packaged SmolLM2-135M)"),
+    isolation: str = typer.Option("auto", help=ISOLATION_HELP),
+    eval_timeout: float | None = typer.Option(None, help="seconds one run of the workflow may take (a longer "
+                                                   "run fails; isolated runs are killed, default 600)"),
 ) -> None:
     """Optimize a small example workflow end to end and write its report.
 
@@ -233,7 +254,7 @@ def demo(
                   + (" (the LLM for text and code, a search for numbers)" if type(optimizer).__name__ == "Hybrid" else ""))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps,
                                    batch_size=batch_size, run_dir=run_dir, on_step=_show_step, recipe=recipe,
-                                   **_approval_kwargs(approve)))
+                                   **_isolation_kwargs(isolation, eval_timeout), **_approval_kwargs(approve)))
     _finish(result, run_dir)
 
 
@@ -248,6 +269,8 @@ def resume(
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
     context_window: int | None = typer.Option(None, help="the model's context window in tokens"),
     local_model: str | None = typer.Option(None, help="serve this GGUF file through the embedded server"),
+    isolation: str | None = typer.Option(None, help=ISOLATION_HELP + " (default: the run's own setting)"),
+    eval_timeout: float | None = typer.Option(None, help="seconds one run may take (default: the run's own)"),
 ) -> None:
     """Continue an interrupted run from its last finished step (with the settings it was started with)."""
     from opto_core.app.demo import is_registered_recipe, load_recipe
@@ -289,8 +312,10 @@ def resume(
         raise typer.Exit(2) from None
     llm = _client(base_url or config.get("base_url"), model or config.get("model"), context_window, local_model)
     optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
+    overrides = _isolation_kwargs(isolation, eval_timeout) if isolation is not None else (
+        {"eval_timeout": eval_timeout} if eval_timeout is not None else {})
     settings = Settings.from_config(config, run_dir=run_dir, recipe=recipe, on_step=_show_step,
-                                    **({"max_steps": steps} if steps else {}), **_approval_kwargs(approve))
+                                    **({"max_steps": steps} if steps else {}), **overrides, **_approval_kwargs(approve))
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, settings=settings))
     _finish(result, run_dir)
 

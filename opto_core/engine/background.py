@@ -8,8 +8,11 @@ first event loop they see always see the same loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
+
+log = logging.getLogger("opto")
 
 
 class BackgroundLoop:
@@ -32,7 +35,16 @@ class BackgroundLoop:
                 def serve() -> None:
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
-                    loop.run_forever()
+                    while True:
+                        try:
+                            loop.run_forever()
+                            break
+                        except (SystemExit, KeyboardInterrupt) as exc:
+                            # asyncio re-raises these out of run_forever when a task raised them: code
+                            # running on the loop must not end the loop (or the process) for everyone
+                            log.warning("a task on the %s loop raised %s; the loop goes on", self.name,
+                                        type(exc).__name__)
+                    _finish(loop)
 
                 self._thread = threading.Thread(target=serve, name=self.name, daemon=True)
                 self._thread.start()
@@ -54,6 +66,30 @@ class BackgroundLoop:
                                f"for itself); {self.reentry_hint}")
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
+    def responsive(self, within: float = 0.5) -> bool:
+        """Whether the loop runs a callback within ``within`` seconds (False: something blocks its thread)."""
+        with self._lock:
+            loop = self._loop
+        if loop is None:
+            return True
+        answered = threading.Event()
+        try:
+            loop.call_soon_threadsafe(answered.set)
+        except RuntimeError:  # closed
+            return False
+        return answered.wait(within)
+
+    def abandon(self) -> None:
+        """Give up on a loop whose thread is blocked (a run that never yields): the next use starts a new one.
+
+        The old loop stops as soon as its thread is free again; its thread is a daemon, so it never
+        keeps the process from exiting.
+        """
+        with self._lock:
+            loop, self._loop, self._thread = self._loop, None, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+
     def stop(self, drain_seconds: float = 5.0) -> None:
         """Cancel what still runs on the loop (waiting up to ``drain_seconds``), stop it and join its thread."""
         with self._lock:
@@ -71,8 +107,25 @@ class BackgroundLoop:
             asyncio.run_coroutine_threadsafe(drain(), loop).result(timeout=drain_seconds)
         except Exception:  # a run that ignores cancellation: stop anyway
             pass
-        loop.call_soon_threadsafe(loop.stop)
+        loop.call_soon_threadsafe(loop.stop)  # the loop's own thread then closes it (`_finish`)
         if thread is not None:
             thread.join(timeout=drain_seconds)
-        if not loop.is_running():
-            loop.close()
+
+
+def _finish(loop: asyncio.AbstractEventLoop) -> None:
+    """After the loop stopped: cancel what is left on it, let it finish cancelling, close the loop.
+
+    A task left pending on a loop that is closed later fails when it is garbage-collected (its
+    cleanup needs the loop), and that noise can come from any thread at any time.
+    """
+    try:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except BaseException as exc:  # a task that will not cancel, or raises on the way out: close anyway
+        log.debug("closing the event loop: %s", exc)
+    finally:
+        loop.close()

@@ -201,7 +201,7 @@ class _Run:
 
     # ----- the run ---------------------------------------------------------------------------------
     def run(self) -> OptimizationResult:
-        executor = make_executor(self.settings)
+        executor = make_executor(self.settings, self.target)  # first: an isolated executor forks before any thread
         self.executor = executor
         opened = False
         stopped, error, last_step = "max_steps", "", 0

@@ -36,6 +36,7 @@ class Settings:
     executor: Any = "threads"              # "threads" | "asyncio" | "ray" | an Executor
     concurrency: int | None = None         # examples run at once (default: num_threads)
     eval_timeout: float | None = None      # seconds per example run; a timeout is that example's failure
+    isolation: Any = "auto"                # "auto" | "none" | "process" | "sandbox" | a Sandbox (engine/isolation.py)
     target_factory: Callable[[], Any] | None = field(default=None, repr=False)
     failure_score: float = 0.0
     reuse_evaluations: bool = False        # reuse a batch's runs when the same examples already ran with the same values
@@ -77,6 +78,9 @@ class Settings:
             raise ValueError(f"target_score must be a finite number, got {self.target_score}")
         if self.keep not in KEEP_RULES:
             raise ValueError(f"keep must be one of {KEEP_RULES}, got {self.keep!r}")
+        from opto_core.engine.isolation import check_isolation
+
+        check_isolation(self.isolation)
         if self.nonfinite_scores not in ("error", "failure"):
             raise ValueError(f"nonfinite_scores must be 'error' or 'failure', got {self.nonfinite_scores!r}")
         return self
@@ -109,6 +113,8 @@ class Settings:
             config["executor"] = self.executor
         if isinstance(self.code_policy, str):
             config["code_policy"] = self.code_policy
+        if self.isolation is not None and not isinstance(self.isolation, str):  # a Sandbox: stored by its level
+            config["isolation"] = "sandbox"
         return config
 
     @classmethod

@@ -106,7 +106,9 @@ def test_team_target_runs_and_resets():
 def test_optimize_fixes_the_planted_bug_and_the_system_message_in_one_step():
     target, trainset, feedback_fn = build_demo()
     llm = ScriptedLLM([scripted_fix()])
-    result = optimize(target, trainset, feedback_fn, OptoPrime(llm=llm), max_steps=1, batch_size=4)
+    # isolation="none": the runs happen here, so target.graphs records them (in workers it would not)
+    result = optimize(target, trainset, feedback_fn, OptoPrime(llm=llm), max_steps=1, batch_size=4,
+                      isolation="none")
     assert result.initial_score == 0.0 and result.best_score == 1.0
     values = {p.name: p.value for p in target.parameters()}
     assert values["critic.tools.check_length.code"] == FIXED_CHECK_LENGTH

@@ -12,6 +12,9 @@ order. Three executors, one contract:
   one). A sync target still works: it runs in a bounded thread pool, said once in the log.
 - `RayExecutor` (`ray_cluster`) ("ray", extra ``ray``): runs on the workers of a Ray
   cluster (or a local instance), for work that outgrows one machine.
+- `ProcessExecutor` (`process`): chosen by ``isolation="process"``/``"sandbox"`` (and by default when
+  the LLM writes code): runs in worker processes that are killed on ``eval_timeout`` and replaced
+  when they end (`opto_core.engine.isolation`).
 
 Whatever the executor, the feedback function runs here, on the driver, and the driver alone
 writes checkpoints. A failure says whose it is (`Evaluation.error_kind`): ``"workflow"`` (the
@@ -21,6 +24,8 @@ connection, timeout, dead worker, the adapter's own error: the loop never keeps 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import Any
 
 from opto_core.engine.executors.common import (
@@ -32,6 +37,7 @@ from opto_core.engine.executors.common import (
     FeedbackFn,
     InfrastructureError,
     NonFiniteScore,
+    WorkflowExit,
     check_concurrency,
     error_kind,
     failed_run,
@@ -43,16 +49,52 @@ from opto_core.engine.executors.event_loop import AsyncioExecutor
 from opto_core.engine.executors.threads import ThreadExecutor
 
 __all__ = ["EXECUTORS", "AsyncioExecutor", "Evaluation", "EvaluationCancelled", "EvaluationTimeout", "Executor",
-           "FeedbackError", "FeedbackFn", "InfrastructureError", "NonFiniteScore", "ThreadExecutor",
+           "FeedbackError", "FeedbackFn", "InfrastructureError", "NonFiniteScore", "ThreadExecutor", "WorkflowExit",
            "check_concurrency", "error_kind", "failed_run", "finish", "make_executor", "score_feedback", "usage_of"]
 
 EXECUTORS = ("threads", "asyncio", "ray")
 
+log = logging.getLogger("opto")
 
-def make_executor(settings: Any) -> Executor:
-    """The executor a `Settings` asks for: a name ("threads", "asyncio", "ray") or an `Executor` object."""
+
+def make_executor(settings: Any, target: Any = None) -> Executor:
+    """The executor a `Settings` asks for: a name ("threads", "asyncio", "ray") or an `Executor` object.
+
+    ``settings.isolation`` (with ``target``, for ``"auto"``) may put the runs in worker processes
+    instead (`opto_core.engine.isolation`); given the target, such an executor starts at once, before
+    the loop starts any thread.
+    """
+    from opto_core.engine.isolation import is_explicit, resolve_isolation, trainable_code
+
     choice = settings.executor
     concurrency = check_concurrency(settings.workers)
+    setting = getattr(settings, "isolation", "none")
+    level, sandbox = resolve_isolation(setting, target)
+    if level != "none":
+        if not isinstance(choice, str) or choice == "ray":
+            if is_explicit(setting) and (level == "sandbox" or not isinstance(choice, str)):
+                raise ValueError(f"isolation={level!r} runs the workflow in its own worker processes; it cannot be "
+                                 f"combined with executor={choice if isinstance(choice, str) else 'an object'!r} "
+                                 f"(use executor='threads' or 'asyncio' with it)")
+            level = "none"  # Ray's workers are processes already; an executor object runs where it runs
+            if choice == "ray":
+                log.info("isolation: executor='ray' runs the workflow in Ray's worker processes")
+        else:
+            from opto_core.engine.executors.process import ProcessExecutor, process_isolation_here
+
+            if not is_explicit(setting) and not process_isolation_here():
+                log.warning("isolation: the LLM writes code (%s) but worker processes are not available on this "
+                            "platform; runs happen in this process (see docs/security.md)",
+                            ", ".join(trainable_code(target)))
+                return make_executor(dataclasses.replace(settings, isolation="none"), target)
+            if not is_explicit(setting):
+                log.info("isolation='process' (the default when the LLM writes code: %s); pass isolation='none' "
+                         "to run the workflow in this process", ", ".join(trainable_code(target)))
+            executor = ProcessExecutor(concurrency, settings.nonfinite_scores, eval_timeout=settings.eval_timeout,
+                                       target_factory=settings.target_factory, sandbox=sandbox)
+            if target is not None:
+                executor.start(target)
+            return executor
     if not isinstance(choice, str):
         if not (callable(getattr(choice, "evaluate", None)) and callable(getattr(choice, "close", None))):
             raise TypeError(f"executor must be one of {EXECUTORS} or an object with evaluate() and close() "

@@ -9,9 +9,11 @@ one batch for the thread and asyncio executors.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import math
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,14 +46,36 @@ class EvaluationCancelled(InfrastructureError):
     """The run was cancelled (Ctrl-C, the STOP file, `Executor.cancel`) before it finished."""
 
 
+class WorkflowExit(Exception):
+    """The workflow raised `SystemExit` or `KeyboardInterrupt` (suggested code trying to end the process).
+
+    Caught where the run happens and turned into this ordinary exception: the example fails as the
+    workflow's own failure (its text goes to the optimizer), and the optimization goes on.
+    """
+
+
+#: What workflow code may raise to end a process; every executor catches these around a run.
+EXITS = (SystemExit, KeyboardInterrupt)
+
+
+def exit_as_failure(exc: BaseException) -> WorkflowExit:
+    """`WorkflowExit` for a `SystemExit`/`KeyboardInterrupt` a run raised, the original as its cause."""
+    code = f"({exc.code!r})" if isinstance(exc, SystemExit) else ""
+    wrapped = WorkflowExit(f"the workflow raised {type(exc).__name__}{code}: code that tries to end the process "
+                           f"fails the run instead")
+    wrapped.__cause__ = exc
+    return wrapped
+
+
 @dataclass
 class Evaluation:
     """One example's run: its output, graph and feedback; ``error_kind`` says why it failed, if it did.
 
     ``usage`` is the workflow's own token use in this run (from the graph's metadata), ``seconds``
     the run's wall time where it ran, ``retried`` the causes of earlier attempts of this example
-    that failed for infrastructure reasons and were retried (a dead Ray worker, a timeout), and
-    ``worker`` where the final attempt ran (empty in this process).
+    that failed for infrastructure reasons and were retried (a dead Ray worker, a timeout),
+    ``worker`` where the final attempt ran (empty in this process), and ``drift`` the parameters whose
+    value the run changed behind the loop's back, as an isolated worker saw it (the run then failed).
     """
 
     index: int
@@ -59,11 +83,12 @@ class Evaluation:
     graph: Graph
     feedback: Feedback
     failed: bool = False
-    error_kind: str | None = None      # None | "workflow" | "infrastructure"
+    error_kind: str | None = None      # None | "workflow" | "infrastructure" | "wrote_around"
     usage: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     retried: list[str] = field(default_factory=list)
     worker: str = ""
+    drift: list[str] = field(default_factory=list)  # parameters the run changed behind the loop (seen in a worker)
 
 
 _INFRA_TYPES = ("APIConnectionError", "APITimeoutError", "ConnectError", "ConnectTimeout", "ReadTimeout",
@@ -149,20 +174,160 @@ def failed_run(what: str, exc: BaseException) -> tuple[BaseException, Graph]:
 
 def _run_one(target: Any, example: Any) -> tuple[Any, Graph]:
     try:
-        return target.run(example)
+        output, graph = target.run(example)
+    except EXITS as exc:  # workflow code raised SystemExit/KeyboardInterrupt: the run fails, the process goes on
+        return failed_run("target.run", exit_as_failure(exc))
     except Exception as exc:  # a target that raised instead of returning (output, graph): not the workflow's fault
         wrapped = InfrastructureError(f"the target itself raised {type(exc).__name__}: {exc}")
         wrapped.__cause__ = exc
         return failed_run("target.run", wrapped)
+    return (exit_as_failure(output) if isinstance(output, EXITS) else output), graph
 
 
 async def _arun_one(target: Any, example: Any) -> tuple[Any, Graph]:
     try:
-        return await target.arun(example)
+        output, graph = await target.arun(example)
+    except EXITS as exc:  # caught here, before asyncio would re-raise it out of the event loop
+        return failed_run("target.arun", exit_as_failure(exc))
     except Exception as exc:  # arun must return (exception, graph) for the workflow's own errors
         wrapped = InfrastructureError(f"the target itself raised {type(exc).__name__}: {exc}")
         wrapped.__cause__ = exc
         return failed_run("target.arun", wrapped)
+    return (exit_as_failure(output) if isinstance(output, EXITS) else output), graph
+
+
+class SigintWitness:
+    """Tells a real Ctrl-C from a `KeyboardInterrupt` that workflow code raised itself.
+
+    A run in the calling (main) thread may raise `KeyboardInterrupt` for two reasons: the user
+    pressed Ctrl-C (the run must stop), or suggested code raised it (the run fails, the
+    optimization goes on). While active, it notes every SIGINT the process receives and passes it
+    on to the handler that was there before. Off the main thread it does nothing (signals only
+    reach the main thread, so there a `KeyboardInterrupt` is always the workflow's).
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> SigintWitness:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.getsignal(signal.SIGINT)
+                signal.signal(signal.SIGINT, self._handle)
+                self._installed = True
+            except (ValueError, TypeError):  # no signal support here: every KeyboardInterrupt counts as real
+                self.seen = True
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        previous = self._previous
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class DaemonPool(concurrent.futures.Executor):
+    """A thread pool whose threads never keep the process alive, and whose stuck threads can be replaced.
+
+    `concurrent.futures.ThreadPoolExecutor` joins its threads at interpreter exit, so one run that
+    never returns keeps the process from exiting; and a thread stuck in such a run is a lost slot
+    for every later batch. Here every thread is a daemon, and `abandon` gives up on one run: its
+    thread is left to finish (or not) on its own and a fresh thread takes its place, so the pool
+    keeps ``size`` working threads. Python cannot stop a thread; for runs that must be stopped,
+    use ``isolation="process"``.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size, self.name = check_concurrency(size), name
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running: dict[concurrent.futures.Future[Any], threading.Thread] = {}
+        self._retired: set[threading.Thread] = set()
+        self._threads: set[threading.Thread] = set()
+        self._closed = False
+        self._made = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"the {self.name} pool is shut down")
+            self._work.put((future, fn, args, kwargs))
+            if len(self._threads) < self.size:
+                self._start()
+        return future
+
+    def _start(self) -> None:
+        self._made += 1
+        thread = threading.Thread(target=self._serve, name=f"{self.name}-{self._made}", daemon=True)
+        self._threads.add(thread)
+        thread.start()
+
+    def _serve(self) -> None:
+        me = threading.current_thread()
+        while True:
+            item = self._work.get()
+            if item is None:
+                break
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            with self._lock:
+                self._running[future] = me
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # the future carries it; the thread lives on
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            with self._lock:
+                self._running.pop(future, None)
+                if me in self._retired or self._closed:
+                    self._retired.discard(me)
+                    self._threads.discard(me)
+                    return
+
+    def abandon(self, future: concurrent.futures.Future[Any]) -> None:
+        """Give up on ``future``'s run: a fresh thread replaces the one running it (if it is running)."""
+        future.cancel()
+        with self._lock:
+            thread = self._running.pop(future, None)
+            if thread is None or self._closed:
+                return
+            self._retired.add(thread)
+            self._threads.discard(thread)
+            self._start()
+
+    @property
+    def abandoned(self) -> int:
+        """Threads given up on that have not returned yet."""
+        with self._lock:
+            return sum(1 for thread in self._retired if thread.is_alive())
+
+    def shutdown(self, wait: bool = False, *, cancel_futures: bool = True) -> None:
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        while cancel_futures:
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in threads:
+            self._work.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
 
 
 def check_concurrency(concurrency: Any) -> int:
@@ -210,8 +375,10 @@ class _Batch:
     def fail(self, position: int, what: str, exc: BaseException, seconds: float = 0.0) -> None:
         self.score(position, *failed_run(what, exc), seconds)
 
-    def collect(self, timeout: float | None, cancel: Callable[[], object]) -> list[Evaluation]:
-        """Wait for every run; with ``timeout``, a run that started longer ago fails (and is abandoned)."""
+    def collect(self, timeout: float | None, cancel: Callable[[], object],
+                on_timeout: Callable[[int], None] | None = None) -> list[Evaluation]:
+        """Wait for every run; with ``timeout``, a run that started longer ago fails and ``on_timeout(position)``
+        lets the executor give up on it (free its thread, or replace a stuck event loop)."""
         remaining = set(range(len(self.examples)))
         checked = time.perf_counter()
         try:
@@ -246,6 +413,8 @@ class _Batch:
                             remaining.discard(position)
                             self.fail(position, "timeout", EvaluationTimeout(
                                 f"the run took longer than eval_timeout={timeout:g}s"), now - self.started[position])
+                            if on_timeout is not None:
+                                on_timeout(position)
         except BaseException:  # Ctrl-C or a feedback error: nothing outstanding may keep running
             cancel()
             raise

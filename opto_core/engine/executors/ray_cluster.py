@@ -15,8 +15,10 @@ How a batch travels:
    checkpoints and history: nothing on a worker touches the run directory.
 
 A worker that dies or a run that exceeds ``eval_timeout`` is an infrastructure failure of that
-example, retried once on another actor (a dead actor is replaced); the step never waits for a lost
-worker. `RayExecutor.cancel` (Ctrl-C, the STOP file) cancels every outstanding task.
+example, retried once on another actor; the step never waits for a lost worker. A dead actor is
+replaced, and so is the actor of a run that timed out (Ray cannot stop a thread or a loop that never
+yields, and a stuck run would hold a slot of every later run): the other runs in flight on it start
+again elsewhere, uncharged. `RayExecutor.cancel` (Ctrl-C, the STOP file) cancels every outstanding task.
 """
 
 from __future__ import annotations
@@ -44,13 +46,12 @@ from opto_core.engine.executors.common import (
     check_concurrency,
     failed_run,
 )
+from opto_core.engine.executors.payload import SecretInPayload, TargetNotPicklable, make_payload, unpicklable_part  # noqa: F401
 
 log = logging.getLogger("opto")
 
 EXTRA_HINT = "executor='ray' needs the `ray` extra: pip install 'opto-adapters[ray]'"
 
-#: Environment variables whose values must never travel inside a pickled task.
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 
 
 def import_ray() -> Any:
@@ -61,88 +62,6 @@ def import_ray() -> Any:
         raise ImportError(EXTRA_HINT) from exc
     return ray
 
-
-class TargetNotPicklable(TypeError):
-    """The target cannot be sent to Ray workers and no ``target_factory`` was given."""
-
-
-class SecretInPayload(ValueError):
-    """The pickled target would carry the value of a secret environment variable to the workers."""
-
-
-# ----- the payload: what the workers build the workflow from ------------------------------------------------
-def _pickles(obj: Any) -> Exception | None:
-    import cloudpickle
-
-    try:
-        cloudpickle.dumps(obj)
-    except Exception as exc:  # pickling raises anything: TypeError, PicklingError, AttributeError...
-        return exc
-    return None
-
-
-def _children(obj: Any) -> list[tuple[str, Any]]:
-    if isinstance(obj, dict):
-        return [(f"[{key!r}]", value) for key, value in obj.items()]
-    if isinstance(obj, (list, tuple)):
-        return [(f"[{i}]", value) for i, value in enumerate(obj)]
-    items = [(f".{name}", value) for name, value in getattr(obj, "__dict__", {}).items()]
-    for cls in type(obj).__mro__:
-        for name in getattr(cls, "__slots__", ()):
-            if isinstance(name, str) and hasattr(obj, name):
-                items.append((f".{name}", getattr(obj, name)))
-    return items
-
-
-def unpicklable_part(obj: Any, path: str = "target", depth: int = 6) -> tuple[str, Any, Exception] | None:
-    """The deepest attribute path under ``obj`` that cloudpickle cannot pickle (None if it all pickles)."""
-    error = _pickles(obj)
-    if error is None:
-        return None
-    if depth > 0:
-        for name, child in _children(obj):
-            found = unpicklable_part(child, path + name, depth - 1)
-            if found is not None:
-                return found
-    return path, obj, error
-
-
-def _check_no_secrets(blob: bytes, what: str) -> None:
-    for name, value in os.environ.items():
-        if _SECRET_NAME.search(name) and len(value) >= 8 and value.encode() in blob:
-            raise SecretInPayload(
-                f"{what} holds the value of the environment variable {name} (an API key inside a client object?); "
-                f"executor='ray' will not send secrets inside tasks. Pass target_factory= a module-level function "
-                f"that builds the target on the worker, where the client reads {name} from the worker's environment")
-
-
-def make_payload(target: Any, factory: Callable[[], Any] | None) -> tuple[str, bytes]:
-    """``("factory", pickled factory)`` or ``("target", pickled target)``, checked before anything is sent."""
-    import cloudpickle
-
-    if factory is not None:
-        if not callable(factory):
-            raise TypeError(f"target_factory must be a function that builds the target, got {type(factory).__name__}")
-        try:
-            blob = cloudpickle.dumps(factory)
-        except Exception as exc:
-            raise TargetNotPicklable(f"target_factory {factory!r} cannot be pickled ({type(exc).__name__}: {exc}); "
-                                     f"define it at module level, in a module the workers can import") from exc
-        _check_no_secrets(blob, "target_factory")
-        return "factory", blob
-    try:
-        blob = cloudpickle.dumps(target)
-    except Exception as exc:
-        found = unpicklable_part(target)
-        where = (f"{found[0]} (a {type(found[1]).__module__}.{type(found[1]).__qualname__}) cannot be pickled: "
-                 f"{type(found[2]).__name__}: {found[2]}") if found else f"{type(exc).__name__}: {exc}"
-        raise TargetNotPicklable(
-            f"executor='ray' sends the target to the workers with cloudpickle, and {where}. Pass a target_factory: "
-            f"a module-level function, importable on the workers, that builds the target there, e.g. "
-            f"optimize(..., executor='ray', target_factory=build_target) with "
-            f"`def build_target(): return ChainTarget(make_chain())`") from exc
-    _check_no_secrets(blob, "the pickled target")
-    return "target", blob
 
 
 # ----- the worker ---------------------------------------------------------------------------------------------
@@ -283,7 +202,7 @@ class RayExecutor:
         """The process id of every actor (for tests and diagnostics)."""
         return self.ray.get([actor.pid.remote() for actor in self.actors])
 
-    def _replace(self, slot: int, dead: Any) -> None:
+    def _replace(self, slot: int, dead: Any, why: str = "it died") -> None:
         with self._lock:
             if self.actors[slot] is not dead:  # already replaced by another lost task
                 return
@@ -293,7 +212,7 @@ class RayExecutor:
                 pass
             self.actors[slot] = self._actor(self._per_actor)
             self.replaced += 1
-        log.warning("executor='ray': a worker died; replaced it (%d replaced so far)", self.replaced)
+        log.warning("executor='ray': replaced a worker (%s; %d replaced so far)", why, self.replaced)
 
     # ----- one batch ---------------------------------------------------------------------------------------------
     def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
@@ -374,11 +293,20 @@ class RayExecutor:
                     batch.score(position, output, graph, seconds)
                 if self.eval_timeout is not None:
                     for ref, (position, attempt, slot, actor, submitted) in list(inflight.items()):
+                        if ref not in inflight:  # re-queued below, as a bystander of a killed worker
+                            continue
                         ready_at = self._started(actor)
                         if ready_at is not None and now - max(submitted, ready_at) > self.eval_timeout:
                             del inflight[ref]
                             busy[slot] -= 1
-                            ray.cancel(ref)
+                            # Ray cannot stop a running thread or a loop that never yields: the worker is
+                            # killed and replaced, so the stuck run cannot hold a slot of later runs
+                            self._replace(slot, actor, why="a run on it exceeded eval_timeout")
+                            for other, (o_position, o_attempt, o_slot, o_actor, _) in list(inflight.items()):
+                                if o_actor is actor:  # healthy runs on the killed worker: again, not charged
+                                    del inflight[other]
+                                    busy[o_slot] -= 1
+                                    queue.appendleft((o_position, o_attempt, None))
                             lost(position, attempt, slot, EvaluationTimeout(
                                 f"the run took longer than eval_timeout={self.eval_timeout:g}s"), now - submitted)
         except BaseException:  # Ctrl-C or a feedback error: cancel what is still running, then re-raise

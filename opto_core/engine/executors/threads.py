@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from opto_core.engine.executors.common import (
+    EXITS,
+    DaemonPool,
     Evaluation,
     EvaluationCancelled,
     FeedbackFn,
+    SigintWitness,
     _Batch,
     _run_one,
     check_concurrency,
@@ -24,7 +27,12 @@ class ThreadExecutor:
     """The default: up to ``concurrency`` examples at once, each in a thread of this process.
 
     With ``eval_timeout``, a run that takes longer is that example's failure (an infrastructure
-    one); Python cannot stop a thread, so the run's thread is abandoned, not killed.
+    one). Python cannot stop a thread: the run's thread is abandoned (a daemon thread, so it never
+    keeps the process from exiting) and a fresh thread takes its place, so later examples and
+    batches still get ``concurrency`` threads. An abandoned run that keeps computing still takes
+    CPU time from the rest; ``isolation="process"`` kills such runs instead.
+    Workflow code that raises `SystemExit` or `KeyboardInterrupt` fails its run
+    (`opto_core.engine.executors.WorkflowExit`); a real Ctrl-C still stops the batch.
     """
 
     def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None) -> None:
@@ -32,6 +40,7 @@ class ThreadExecutor:
         self.nonfinite = nonfinite
         self.eval_timeout = eval_timeout
         self._batch: _Batch | None = None
+        self._pool: DaemonPool | None = None
 
     def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
                  failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]:
@@ -50,7 +59,10 @@ class ThreadExecutor:
                 batch.fail(position, "cancelled", EvaluationCancelled("the run was cancelled"))
                 continue
             started = time.perf_counter()
-            output, graph = _run_one(target, example)
+            with SigintWitness() as ctrl_c:
+                output, graph = _run_one(target, example)
+            if ctrl_c.seen and isinstance(getattr(output, "__cause__", None), EXITS):
+                raise KeyboardInterrupt  # the user's Ctrl-C landed in the run: stop, as anywhere else
             batch.score(position, output, graph, time.perf_counter() - started)
         return [r for r in batch.results if r is not None]
 
@@ -60,12 +72,17 @@ class ThreadExecutor:
             output, graph = _run_one(target, examples[position])
             batch.done.put((position, (output, graph, time.perf_counter() - begun)))
 
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(examples)), thread_name_prefix="opto-eval")
-        try:
-            futures = [pool.submit(one, position) for position in range(len(examples))]
-            return batch.collect(self.eval_timeout, lambda: [f.cancel() for f in futures])
-        finally:  # never wait for an abandoned (timed-out) run
-            pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is None:
+            self._pool = DaemonPool(self.concurrency, "opto-eval")
+        pool = self._pool
+        futures: dict[int, concurrent.futures.Future[Any]] = {
+            position: pool.submit(one, position) for position in range(len(examples))}
+
+        def cancel() -> None:
+            for future in futures.values():
+                pool.abandon(future)
+
+        return batch.collect(self.eval_timeout, cancel, on_timeout=lambda position: pool.abandon(futures[position]))
 
     def cancel(self) -> None:
         """Stop the batch being evaluated: runs not started are dropped, running ones abandoned."""
@@ -75,3 +92,6 @@ class ThreadExecutor:
 
     def close(self) -> None:
         self.cancel()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,104 @@
+"""The workflow as a payload: what a worker in another process (a Ray actor, a sandboxed interpreter) builds it from.
+
+A picklable ``target_factory`` (called in the worker to build the workflow there) or, without one,
+the target itself pickled with cloudpickle. A payload that holds the value of a secret environment
+variable (an API key inside a client object) is refused: keys reach workers through their
+environment (or not at all, in the sandbox), never inside a payload.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable
+
+#: Environment variables whose values must never travel inside a pickled payload.
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+class TargetNotPicklable(TypeError):
+    """The target cannot be sent to worker processes (Ray, the sandbox) and no ``target_factory`` was given."""
+
+
+class SecretInPayload(ValueError):
+    """The pickled target would carry the value of a secret environment variable to the workers."""
+
+
+# ----- the payload: what the workers build the workflow from ------------------------------------------------
+def _pickles(obj: Any) -> Exception | None:
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(obj)
+    except Exception as exc:  # pickling raises anything: TypeError, PicklingError, AttributeError...
+        return exc
+    return None
+
+
+def _children(obj: Any) -> list[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        return [(f"[{key!r}]", value) for key, value in obj.items()]
+    if isinstance(obj, (list, tuple)):
+        return [(f"[{i}]", value) for i, value in enumerate(obj)]
+    items = [(f".{name}", value) for name, value in getattr(obj, "__dict__", {}).items()]
+    for cls in type(obj).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            if isinstance(name, str) and hasattr(obj, name):
+                items.append((f".{name}", getattr(obj, name)))
+    return items
+
+
+def unpicklable_part(obj: Any, path: str = "target", depth: int = 6) -> tuple[str, Any, Exception] | None:
+    """The deepest attribute path under ``obj`` that cloudpickle cannot pickle (None if it all pickles)."""
+    error = _pickles(obj)
+    if error is None:
+        return None
+    if depth > 0:
+        for name, child in _children(obj):
+            found = unpicklable_part(child, path + name, depth - 1)
+            if found is not None:
+                return found
+    return path, obj, error
+
+
+def _check_no_secrets(blob: bytes, what: str, where: str, allowed: frozenset[str] = frozenset()) -> None:
+    for name, value in os.environ.items():
+        if name not in allowed and SECRET_NAME.search(name) and len(value) >= 8 and value.encode() in blob:
+            raise SecretInPayload(
+                f"{what} holds the value of the environment variable {name} (an API key inside a client object?); "
+                f"{where} will not send secrets inside tasks. Pass target_factory= a module-level function "
+                f"that builds the target on the worker, where the client reads {name} from the worker's environment")
+
+
+def make_payload(target: Any, factory: Callable[[], Any] | None, where: str = "executor='ray'",
+                 allowed_secrets: frozenset[str] = frozenset()) -> tuple[str, bytes]:
+    """``("factory", pickled factory)`` or ``("target", pickled target)``, checked before anything is sent.
+
+    ``where`` names the setting in error messages; ``allowed_secrets`` are environment variables
+    the user agreed to let into the worker.
+    """
+    import cloudpickle
+
+    if factory is not None:
+        if not callable(factory):
+            raise TypeError(f"target_factory must be a function that builds the target, got {type(factory).__name__}")
+        try:
+            blob = cloudpickle.dumps(factory)
+        except Exception as exc:
+            raise TargetNotPicklable(f"target_factory {factory!r} cannot be pickled ({type(exc).__name__}: {exc}); "
+                                     f"define it at module level, in a module the workers can import") from exc
+        _check_no_secrets(blob, "target_factory", where, allowed_secrets)
+        return "factory", blob
+    try:
+        blob = cloudpickle.dumps(target)
+    except Exception as exc:
+        found = unpicklable_part(target)
+        part = (f"{found[0]} (a {type(found[1]).__module__}.{type(found[1]).__qualname__}) cannot be pickled: "
+                f"{type(found[2]).__name__}: {found[2]}") if found else f"{type(exc).__name__}: {exc}"
+        raise TargetNotPicklable(
+            f"{where} sends the target to the workers with cloudpickle, and {part}. Pass a target_factory: "
+            f"a module-level function, importable on the workers, that builds the target there, e.g. "
+            f"optimize(..., {where}, target_factory=build_target) with "
+            f"`def build_target(): return ChainTarget(make_chain())`") from exc
+    _check_no_secrets(blob, "the pickled target", where, allowed_secrets)
+    return "target", blob
