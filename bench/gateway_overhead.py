@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,11 @@ def start(command: list[str], marker: str = "") -> tuple[subprocess.Popen, str]:
     seen = []
     for line in process.stdout:
         seen.append(line)
-        if marker and marker in line:
-            return process, line.split(marker, 1)[1].split()[0]
-        if not marker and line.startswith("http"):
-            return process, line.strip()
+        found = line.split(marker, 1)[1].split()[0] if marker and marker in line else \
+            line.strip() if not marker and line.startswith("http") else None
+        if found:
+            threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
+            return process, found
     raise RuntimeError("could not start: " + "".join(seen))
 
 

@@ -97,19 +97,21 @@ OPTO_CORE_ALL = [
     "optimize_offline", "register_output_type", "render", "save_values", "to_spans", "write_report",
 ]
 PACKAGE_ALL = {
-    "opto_core.testing": ["ScriptedLLM", "ScriptedServer", "quiet_http_server", "system_text", "tool_call"],
+    "opto_core.testing": ["AdapterCase", "CHECKS", "ScriptedLLM", "ScriptedServer", "quiet_http_server",
+                          "system_text", "tool_call"],
     "opto_core.otel": ["OfflineResult", "Span", "SpanTrace", "Traces", "load_spans", "optimize_offline", "read_spans",
                        "spans_to_otlp", "to_spans", "values_diff"],
     "opto_adapters.langchain": ["ChainTarget", "NoParametersFound", "OptoCallbackHandler", "apply_values",
-                                "optimize_chain", "opto_trace", "parameters_of"],
+                                "bound_parameters", "optimize_chain", "opto_trace", "parameters_of"],
     "opto_adapters.dspy": ["DSPyTracer", "ExampleError", "MetricError", "OptimizationStopped", "OptoTeleprompter",
-                           "ProgramParameters", "ProgramTarget", "adapt_metric", "apply_values", "load_optimized",
-                           "save_optimized", "sidecar_path"],
+                           "ProgramParameters", "ProgramTarget", "adapt_metric", "apply_values", "bound_parameters",
+                           "load_optimized", "parameters_of", "save_optimized", "sidecar_path"],
     "opto_adapters.autogen": ["AgentParameters", "AgentTarget", "ConversationLog", "OptoAgent", "RecordingClient",
                               "TeamTarget", "WriteBackError", "adopt_running_loop", "apply_values", "as_target",
-                              "bound_of", "build_graph", "check_agent", "mark_message", "message_node_id", "run_sync",
-                              "task_of", "wrap_team"],
-    "opto_adapters.autogen.ag2": ["AG2Target", "apply_values", "framework_version", "parameters_of"],
+                              "bound_of", "bound_parameters", "build_graph", "check_agent", "mark_message",
+                              "message_node_id", "parameters_of", "run_sync", "task_of", "wrap_team"],
+    "opto_adapters.autogen.ag2": ["AG2Target", "apply_values", "bound_parameters", "framework_version",
+                                  "parameters_of"],
 }
 
 

@@ -34,6 +34,7 @@ def test_other_formats_and_frameworks_are_refused(tmp_path):
     path = save_values(tmp_path / "lc.json", {"p": 1}, {"framework": "langchain"})
     with pytest.raises(ValuesFileError, match="langchain.*dspy"):
         resolve(path, framework="dspy")
+    assert resolve(path, framework="langchain-core") == {"p": 1}  # the name files carried before
 
 
 def test_apply_saved_checks_every_name_before_writing(tmp_path):

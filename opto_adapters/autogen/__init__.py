@@ -23,14 +23,15 @@ from opto_core.kernel.conversation import ConversationLog, build_graph, mark_mes
 # extra) imports without AgentChat installed.
 _AGENTCHAT = {
     "OptoAgent": "agent", "check_agent": "agent", "adopt_running_loop": "eventloop",
-    "AgentParameters": "parameters", "WriteBackError": "bindings", "RecordingClient": "tracing",
+    "AgentParameters": "parameters", "bound_parameters": "parameters", "parameters_of": "parameters",
+    "WriteBackError": "bindings", "RecordingClient": "tracing",
     "AgentTarget": "target", "TeamTarget": "target", "apply_values": "deploy", "as_target": "target",
     "bound_of": "target", "run_sync": "target", "task_of": "target", "wrap_team": "target",
 }
 
 __all__ = ["AgentParameters", "AgentTarget", "ConversationLog", "OptoAgent", "RecordingClient", "TeamTarget",
-           "WriteBackError", "adopt_running_loop", "apply_values", "as_target", "bound_of", "build_graph",
-           "check_agent", "mark_message", "message_node_id", "run_sync", "task_of", "wrap_team"]
+           "WriteBackError", "adopt_running_loop", "apply_values", "as_target", "bound_of", "bound_parameters", "build_graph",
+           "check_agent", "mark_message", "message_node_id", "parameters_of", "run_sync", "task_of", "wrap_team"]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import functools
 import warnings
+import weakref
 from typing import Any, AsyncGenerator, Mapping, Sequence
 
 from autogen_agentchat.agents import AssistantAgent, BaseChatAgent
@@ -25,11 +26,11 @@ from autogen_agentchat.base import Response, TaskResult
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
 from autogen_core import CancellationToken
 
+from opto_adapters.autogen import _compat
 from opto_adapters.autogen.parameters import AgentParameters
 from opto_adapters.autogen.tracing import RecordingClient, TurnObserver
-from opto_core.kernel.binding import UnknownParameters
 from opto_core.kernel.conversation import ConversationLog, Turn, build_graph, mark_message
-from opto_core.kernel.graph import Graph
+from opto_core.kernel.graph import Graph, shorten
 from opto_core.kernel.parameters import Parameter
 
 #: The graph vocabulary (`opto_core.kernel.graph.run_meta`): who recorded the graph, with which framework.
@@ -52,12 +53,21 @@ def graph_of(log: ConversationLog, parameters: Mapping[str, Mapping[str, Paramet
     return build_graph(log, parameters, adapter=ADAPTER, framework=FRAMEWORK, framework_version=framework_version())
 
 
+#: AssistantAgent -> the OptoAgent wrapping it (weak: neither is kept alive by this table).
+_WRAPPERS: weakref.WeakKeyDictionary[Any, OptoAgent] = weakref.WeakKeyDictionary()
+
+
+def wrapper_of(agent: Any) -> OptoAgent | None:
+    """The `OptoAgent` that wraps ``agent`` (an ``AssistantAgent``), if any."""
+    return _WRAPPERS.get(agent)
+
+
 def check_agent(agent: Any) -> None:
     """Raise a clear TypeError unless ``agent`` is an AgentChat ``AssistantAgent`` OptoAgent can wrap."""
     if isinstance(agent, OptoAgent):
         raise TypeError(f"agent {agent.name!r} is already an OptoAgent; wrap the AssistantAgent only once")
     if isinstance(agent, AssistantAgent):
-        if isinstance(agent._model_client, RecordingClient):
+        if wrapper_of(agent) is not None:
             raise TypeError(f"AssistantAgent {agent.name!r} is already wrapped by another OptoAgent "
                             f"(its model client is recorded); use that OptoAgent")
         return
@@ -72,7 +82,7 @@ def check_agent(agent: Any) -> None:
                         f"{kind.__name__}, which has no model calls to record. Leave it unwrapped; a team "
                         f"wrapped with wrap_team records its messages as inputs.")
     raise TypeError(f"OptoAgent wraps an autogen_agentchat.agents.AssistantAgent, got {kind.__module__}."
-                    f"{kind.__name__} ({_short_repr(agent)})")
+                    f"{kind.__name__} ({shorten(repr(agent), 80)})")
 
 
 class OptoAgent(BaseChatAgent):
@@ -94,13 +104,15 @@ class OptoAgent(BaseChatAgent):
         check_agent(agent)
         super().__init__(agent.name, agent.description)
         self._agent: AssistantAgent = agent
-        self._original_client = agent._model_client
+        self._original_client = _compat.model_client(agent)
         self.params = AgentParameters(agent, system_message=system_message, tool_code=tool_code,
                                       tool_descriptions=tool_descriptions, temperature=temperature,
-                                      include=include, exclude=exclude, system_template=system_template)
-        self._client = RecordingClient(agent._model_client, agent=agent.name, session=self._session,
+                                      include=include, exclude=exclude, client=self._original_client,
+                                      system_template=system_template)
+        self._client = RecordingClient(self._original_client, agent=agent.name, session=self._session,
                                        parameters=self.params)
-        agent._model_client = self._client
+        _compat.set_model_client(agent, self._client)
+        _WRAPPERS[agent] = self
         self.graphs: collections.deque[Graph] = collections.deque(maxlen=max_graphs)
         self._bound: ConversationLog | None = None  # the conversation this agent's turns belong to
         self._active: tuple[ConversationLog, Turn] | None = None  # the turn in progress
@@ -140,29 +152,22 @@ class OptoAgent(BaseChatAgent):
         """This agent's parameters with their current values."""
         return self.params.parameters()
 
-    def apply(self, updates: dict[str, Any]) -> list[str]:
-        """Write values into the wrapped agent through the core's write-back model (validated first,
-        rolled back on a failing write); the next request is checked. Returns the names whose value
-        changed (a tool given its current code or description keeps its original object)."""
-        unknown = [name for name in updates if name not in self.params]
-        if unknown:
-            raise UnknownParameters(f"agent {self.name!r} has no parameter", unknown, self.params.names())
-        before = self.params.values(trainable_only=False)
-        self.params.apply(updates)
-        return [name for name in self.params.names() if name in updates
-                and (before[name] != updates[name] or not name.endswith((".code", ".description")))]
+    def apply(self, updates: dict[str, Any], **options: Any) -> dict[str, Any]:
+        """Write values into the wrapped agent: the core's `BoundParameters.apply` (validated first,
+        rolled back on a failing write, returns what was written); the next request is checked."""
+        return self.params.apply(updates, **options)
 
     def snapshot(self) -> dict[str, Any]:
-        """The core's snapshot (exact undo); ``"system_messages"`` shows the saved message objects."""
-        state = self.params.snapshot()
-        return {**state, "system_messages": state[self.params.system.name][0]}
+        """The core's snapshot of every parameter (exact undo, see `restore`)."""
+        return self.params.snapshot()
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         self.params.restore(snapshot)
 
     def unwrap(self) -> AssistantAgent:
         """Give the AssistantAgent its own model client back and return it (it keeps current values)."""
-        self._agent._model_client = self._original_client
+        _compat.set_model_client(self._agent, self._original_client)
+        _WRAPPERS.pop(self._agent, None)
         return self._agent
 
     def dump_component(self) -> Any:
@@ -318,8 +323,3 @@ def _select_output(log: ConversationLog, result: TaskResult, output: Any) -> Non
         chosen = messages[-1] if messages else None
     if chosen is not None:
         log.output_message_id = chosen.id  # the builder marks its node as the graph's output
-
-
-def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

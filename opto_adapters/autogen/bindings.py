@@ -5,19 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from autogen_core.code_executor import Import
 from autogen_core.models import SystemMessage
 from autogen_core.tools import FunctionTool
+from pydantic import TypeAdapter
 
+from opto_adapters.autogen import _compat
 from opto_core.engine.executors import InfrastructureError
 from opto_core.kernel.binding import Binding
+from opto_core.kernel.code import compile_like, function_source
+from opto_core.kernel.templates import Template
 
 if TYPE_CHECKING:
     from opto_adapters.autogen.parameters import AgentParameters
-from opto_core.kernel.code import (
-    compile_like,
-    function_source,
-)
-from opto_core.kernel.templates import Template
 
 #: Bounds of the temperature parameter (OpenAI's range; other providers accept a subset).
 TEMPERATURE_BOUNDS = (0.0, 2.0)
@@ -71,9 +71,19 @@ class ToolSlot:
 
     def rebuild(self, func: Callable[..., Any] | None = None, description: str | None = None) -> None:
         old = self.current()
-        self.replace(FunctionTool(func or old._func, description=old.description if description is None else description,
-                                  name=old.name, global_imports=getattr(old, "_global_imports", []),
-                                  strict=getattr(old, "_strict", False)))
+        self.replace(FunctionTool(func or _compat.tool_function(old),
+                                  description=old.description if description is None else description,
+                                  name=old.name, global_imports=_global_imports(old),
+                                  strict=bool(old.schema.get("strict", False))))
+
+
+def _global_imports(tool: FunctionTool) -> list[Any]:
+    """The imports a tool's saved config carries (``dump_component``), kept when the tool is rebuilt."""
+    try:
+        config = tool.dump_component().config
+    except Exception:  # a function without readable source cannot be dumped: it carries none
+        return []
+    return list(TypeAdapter(list[Import]).validate_python(config.get("global_imports") or []))
 
 
 class SystemMessageBinding(Binding):
@@ -81,11 +91,11 @@ class SystemMessageBinding(Binding):
         self.owner, self.name = owner, name
 
     def read(self) -> str:
-        messages = self.owner.agent._system_messages
+        messages = _compat.system_messages(self.owner.agent)
         return messages[0].content if messages and isinstance(messages[0].content, str) else ""
 
     def write(self, value: str) -> None:
-        self.owner.agent._system_messages = [SystemMessage(content=value)] if value else []
+        _compat.set_system_messages(self.owner.agent, [SystemMessage(content=value)] if value else [])
         self.owner.expect.system = (self.name, value)
 
     def verify(self, value: str) -> None:
@@ -93,14 +103,14 @@ class SystemMessageBinding(Binding):
             raise WriteBackError(f"the agent still holds system message {self.read()!r}")
 
     def save(self) -> list[Any]:
-        return list(self.owner.agent._system_messages)  # the exact message objects
+        return list(_compat.system_messages(self.owner.agent))  # the exact message objects
 
     def load(self, state: list[Any]) -> None:
-        self.owner.agent._system_messages = list(state)
+        _compat.set_system_messages(self.owner.agent, list(state))
         self.owner.expect.system = (self.name, self.read())
 
     def describe(self) -> str:
-        return f"AssistantAgent {self.owner.prefix!r} ._system_messages"
+        return f"the system message of AssistantAgent {self.owner.prefix!r}"
 
 
 class SystemTemplateBinding(Binding):
@@ -126,7 +136,7 @@ class SystemTemplateBinding(Binding):
         self._write_text(self.rendered())
 
     def _write_text(self, text: str) -> None:
-        self.owner.agent._system_messages = [SystemMessage(content=text)] if text else []
+        _compat.set_system_messages(self.owner.agent, [SystemMessage(content=text)] if text else [])
         self.owner.expect.system = (self.name, text)
 
     def read(self) -> str:
@@ -138,21 +148,21 @@ class SystemTemplateBinding(Binding):
         self._write_text(text)
 
     def verify(self, value: str) -> None:
-        messages = self.owner.agent._system_messages
+        messages = _compat.system_messages(self.owner.agent)
         held = messages[0].content if messages else ""
         if held != self.rendered(value):
             raise WriteBackError(f"the agent holds system message {held!r}, not the template filled in")
 
     def save(self) -> Any:
-        return self.template, dict(self.values), list(self.owner.agent._system_messages)
+        return self.template, dict(self.values), list(_compat.system_messages(self.owner.agent))
 
     def load(self, state: Any) -> None:
         self.template, self.values, messages = state[0], dict(state[1]), list(state[2])
-        self.owner.agent._system_messages = messages
+        _compat.set_system_messages(self.owner.agent, messages)
         self.owner.expect.system = (self.name, messages[0].content if messages else "")
 
     def describe(self) -> str:
-        return f"AssistantAgent {self.owner.prefix!r} ._system_messages, filled from a template"
+        return f"the system message of AssistantAgent {self.owner.prefix!r}, filled from a template"
 
 
 class ToolCodeBinding(Binding):
@@ -160,7 +170,7 @@ class ToolCodeBinding(Binding):
         self.owner, self.slot = owner, slot
 
     def read(self) -> str:
-        return function_source(self.slot.current()._func)
+        return function_source(_compat.tool_function(self.slot.current()))
 
     def write(self, source: str) -> None:
         if self.read().rstrip() == source.rstrip():

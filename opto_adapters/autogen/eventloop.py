@@ -1,176 +1,172 @@
-"""Running one AgentChat team or model client on several event loops, and wrapping a team after it ran.
+"""One event loop for every AgentChat run the adapter records, and wrapping a team after it ran.
 
-A user runs a team with ``asyncio.run(team.run(task=...))``; the optimizer then runs it on the
-adapter's loop thread; afterwards the user runs it again with a new ``asyncio.run``. AgentChat
-0.7 ties two things to the first loop that used them (``shared/notes/autogen.md``, "AgentChat
-0.7.5 in a new event loop"):
+A user runs a team with ``asyncio.run(team.run(task=...))``; the optimizer then runs it from its
+threads; afterwards the user runs it again with a new ``asyncio.run``. AgentChat 0.7 ties two
+things to the first loop that used them (``shared/notes/autogen.md``, "AgentChat 0.7.5 in a new
+event loop"): a team's output queue (an ``asyncio.Queue`` bound to the loop where it first
+waited) and an OpenAI model client's HTTP pool (keep-alive connections of a closed loop give
+"Event loop is closed"). Plain AgentChat therefore fails on a second ``asyncio.run``.
 
-- the team's ``_output_message_queue`` (an ``asyncio.Queue`` created once in
-  ``BaseGroupChat.__init__`` and shared with the group-chat manager) binds to the loop where its
-  ``get()`` first waited: on another loop every run fails with "... is bound to a different event
-  loop";
-- an ``OpenAIChatCompletionClient`` builds its ``AsyncOpenAI`` (an httpx pool) once; keep-alive
-  connections of a closed loop give "Event loop is closed" on the next request.
-
-There is no public way to move either to a new loop, so `adopt_running_loop` uses private
-attributes. A third thing is tied to a team's first run (or reset): its participants are
-registered with the team's runtime (``BaseGroupChat._init``), each inside a container that holds
-the agent object itself. Wrapping a team that already ran replaces participants, so the runtime
-must register them again: `reregister_participants` (public ``save_state``/``load_state`` around
-a fresh embedded runtime; private attributes for the swap; `check_reregistrable` and
-`needs_reregistration` only read flags). The adapter touches these private attributes here and
-nowhere else; ``tests/autogen/test_autogen_eventloop.py`` checks each one and fails when AutoGen
-changes them; the range below is what it passed on.
+Rather than moving those objects from loop to loop, the adapter never lets them change loops:
+every recorded team run and every model call of a wrapped agent runs on `LOOP`, one event loop
+in a daemon thread (`opto_core.engine.background.BackgroundLoop`). The caller's loop awaits the
+result without blocking (`on_adapter_loop`, `stream_on_adapter_loop`); synchronous callers block
+(`run_sync`). What was bound to a loop before wrapping is renewed once: a team's runtime and
+output queue when it registers its wrapped agents again (`reregister_participants`), and an
+OpenAI client's HTTP pool, at its first call on the adapter's loop (`renew_http_pool`). The private attributes this takes are in
+`opto_adapters.autogen._compat`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import warnings
 import weakref
-from typing import Any
+from typing import Any, AsyncIterator, TypeVar
 
-#: The autogen-agentchat / autogen-ext versions whose private attributes this module was tested on.
-TESTED_RANGE = ">=0.7.4,<0.8"
+from opto_adapters.autogen import _compat
+from opto_core.engine.background import BackgroundLoop
 
-# model client -> the loop it was last used on (weak both ways: neither is kept alive by this table)
-_CLIENT_LOOPS: weakref.WeakKeyDictionary[Any, weakref.ref[asyncio.AbstractEventLoop]] = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
+T = TypeVar("T")
+
+#: The loop every recorded AgentChat run and every wrapped model call runs on.
+LOOP = BackgroundLoop("opto-autogen-loop", "inside async code use `await target.arun(example)`")
+
+#: Kept for callers of earlier versions: the range is `_compat`'s.
+TESTED_RANGE = _compat.TESTED_RANGE
 
 
-def adopt_running_loop(*objects: Any) -> None:
-    """Make teams and model clients usable on the running event loop (a no-op on the loop they know).
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine on the adapter's loop from synchronous code and return its result (thread-safe)."""
+    return LOOP.run(coro)
 
-    - a team (``BaseGroupChat``, nested teams included): its output queue, if bound to another
-      loop and idle, is unbound (``queue._loop = None``: asyncio binds it again on first use);
-    - a model client that keeps an ``AsyncOpenAI`` (``OpenAIChatCompletionClient``, the Azure one):
-      when it was last used on another loop, or never through this function, its HTTP client is
-      rebuilt from its own config (``client.__setstate__(client.__getstate__())``, AutoGen's pickling
-      path: ``_client`` is rebuilt from ``_raw_config``; usage counters and create args are kept),
-      and the old one is closed without touching a dead loop (`_retire`).
-    Anything else is left alone. Must be called from inside the loop that will use the objects.
+
+async def on_adapter_loop(coro: Any) -> Any:
+    """Await ``coro`` on the adapter's loop from async code on any loop."""
+    return await LOOP.call(coro)
+
+
+def stream_on_adapter_loop(items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Iterate an async generator on the adapter's loop, from async code on any loop."""
+    return LOOP.stream(items)
+
+
+async def renew_http_pool(client: Any) -> None:
+    """Give an OpenAI (or Azure OpenAI) model client a new HTTP pool, once, on the adapter's loop.
+
+    The pool may hold keep-alive connections of a loop the user ran the client on before wrapping
+    (a closed one, after ``asyncio.run``); from now on the client is only used on the adapter's
+    loop. Public seams only: ``close()`` marks the old pool closed (closing sockets of a closed loop
+    fails, and is ignored: they are released with the pool), and the client's pickling protocol
+    (``__setstate__(__getstate__())``) builds a new pool from its config, keeping usage counters
+    and create args. Other clients are left alone. Must run on the adapter's loop.
     """
-    loop = asyncio.get_running_loop()
-    for obj in objects:
-        queue = getattr(obj, "_output_message_queue", None)
-        if isinstance(queue, asyncio.Queue):
-            _rebind_queue(queue, loop)
-            for participant in getattr(obj, "_participants", []) or []:
-                if isinstance(getattr(participant, "_output_message_queue", None), asyncio.Queue):
-                    adopt_running_loop(participant)
-        elif _rebuildable(obj):
-            _rebuild_client(obj, loop)
-
-
-def _rebind_queue(queue: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> None:
-    bound = getattr(queue, "_loop", None)  # asyncio.mixins._LoopBoundMixin
-    if bound is None or bound is loop:
+    if not moved_loop(client, fresh=True) or not _has_http_pool(client):
         return
-    # Waiters of the old loop can never be woken; an idle queue (every finished run empties it) has none.
-    queue._getters.clear()  # type: ignore[attr-defined]
-    queue._putters.clear()  # type: ignore[attr-defined]
-    queue._loop = None  # type: ignore[attr-defined]
-
-
-def _rebuildable(client: Any) -> bool:
-    state = getattr(client, "__dict__", {})
-    return "_raw_config" in state and "_client" in state and hasattr(type(client), "__setstate__")
-
-
-def _rebuild_client(client: Any, loop: asyncio.AbstractEventLoop) -> None:
-    with _LOCK:
-        known = _CLIENT_LOOPS.get(client)
-        old_loop = known() if known is not None else None
-        if old_loop is loop:
+    async with _renew_lock():  # a client shared by several agents: renewed once, used by none meanwhile
+        if not moved_loop(client, fresh=True):
             return
-        old = client._client
+        try:
+            await client.close()
+        except Exception:  # RuntimeError("Event loop is closed"): the pool is marked closed first
+            pass
         client.__setstate__(client.__getstate__())
-        _CLIENT_LOOPS[client] = weakref.ref(loop)
-    _retire(old, old_loop)
+        mark_loop(client)
 
 
-def _retire(old: Any, old_loop: asyncio.AbstractEventLoop | None) -> None:
-    """Close a replaced ``AsyncOpenAI`` without touching a dead loop.
-
-    On its own loop when that loop still runs (the adapter's loop thread). Otherwise its httpx
-    client is only marked closed (``_state``): openai's finalizer would else schedule ``aclose()``
-    on the *current* loop, which fails on sockets of the closed one ("Event loop is closed" on
-    stderr); the sockets are released when the object is collected.
-    """
-    if old is None:
-        return
-    if old_loop is not None and old_loop.is_running() and not old_loop.is_closed():
-        asyncio.run_coroutine_threadsafe(old.close(), old_loop)
-        return
-    http = getattr(old, "_client", None)
-    state = type(getattr(http, "_state", None))
-    closed = getattr(state, "CLOSED", None)
-    if closed is not None:
-        http._state = closed
+def moved_loop(obj: Any, *, fresh: bool = False) -> bool:
+    """Whether ``obj`` (a team, a model client) was last prepared for another adapter loop than the one
+    running now (a forked worker process, or the loop was stopped and started again). ``fresh``: an
+    object never prepared counts as moved too."""
+    known = _LOOPS.get(obj)
+    if known is None:
+        return fresh
+    return known() is not asyncio.get_running_loop()
 
 
-def needs_reregistration(team: Any) -> bool:
-    """True when a team's runtime (or a nested team's) already holds its participants: it ran, was
-    reset, or had its state saved or loaded."""
-    return bool(_initialized_teams(team))
+def mark_loop(obj: Any) -> None:
+    """Remember that ``obj`` is prepared for the running loop (weakly: neither is kept alive by this)."""
+    _LOOPS[obj] = weakref.ref(asyncio.get_running_loop())
+
+
+def _renew_lock() -> asyncio.Lock:
+    """One lock per adapter loop (a lock belongs to the loop it was first used on)."""
+    loop = asyncio.get_running_loop()
+    lock = _RENEW_LOCKS.get(loop)
+    if lock is None:
+        lock = _RENEW_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
+#: Teams and model clients -> the adapter loop they were last prepared for.
+_LOOPS: weakref.WeakKeyDictionary[Any, weakref.ref[asyncio.AbstractEventLoop]] = weakref.WeakKeyDictionary()
+_RENEW_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _has_http_pool(client: Any) -> bool:
+    try:
+        from autogen_ext.models.openai import BaseOpenAIChatCompletionClient
+    except ImportError:  # autogen-ext without the openai extra: no such client
+        return False
+    return isinstance(client, BaseOpenAIChatCompletionClient)
 
 
 def check_reregistrable(team: Any) -> None:
     """Raise a clear error unless `reregister_participants` can move ``team`` (and its nested teams).
 
-    Only a team's own embedded runtime can be replaced: a runtime the user passed (``runtime=``)
-    may host other agents, and AgentChat gives no way to unregister the team's agent types.
+    Only a team's own runtime can be replaced: a runtime the user passed (``runtime=``) may host
+    other agents, and AgentChat gives no way to unregister the team's agent types.
     """
-    for each in _initialized_teams(team):
-        if not each._embedded_runtime:
+    for each in _teams(team):
+        registered, own_runtime = _compat.registration(each)
+        if registered and not own_runtime:
             raise RuntimeError(f"team {each.name!r} runs on a runtime you passed (runtime=) and has already run or "
                                f"been reset, so its agents are registered there for good; wrap it (wrap_team) "
                                f"before its first run or reset")
-        if each._is_running:
-            raise RuntimeError(f"team {each.name!r} is running; wrap it when no run is in progress")
+
+
+def needs_reregistration(team: Any) -> bool:
+    """True when a team (or a nested team) registered its participants with its own runtime already."""
+    return any(all(_compat.registration(each)) for each in _teams(team))
 
 
 async def reregister_participants(team: Any) -> None:
     """Register a team's *current* participants again, keeping the whole conversation state.
 
-    Call it after replacing entries of ``team._participants`` in a team that already ran. Its
-    state (every participant's state, hence each agent's model context; the group-chat manager's
-    message thread and next speaker; nested teams included) is saved with the public
-    ``save_state()``, the team (and each nested team that ran) gets a new embedded
-    ``SingleThreadedAgentRuntime`` and ``_initialized = False`` (private: ``BaseGroupChat._init``
-    then registers the current participants), and ``load_state()`` puts the state back. The team
-    object, its termination condition, output queue and name stay; the old runtime is idle (every
-    finished run stops it) and is dropped. A team that never ran is left alone (its nested teams
-    that ran are moved one by one). Must run inside the loop that will run the team.
+    Call it (on the loop that will run the team) after replacing entries of the participant list
+    of a team that already ran. Its state (every participant's state, hence each agent's model
+    context; the manager's message thread and next speaker; nested teams included) is saved with
+    the public ``save_state()``, each team that registered on its own runtime gets a fresh runtime
+    and output queue (`_compat.register_again`), and ``load_state()`` registers the current
+    participants and puts the state back. The team object, its name and termination stay.
     """
-    from autogen_core import SingleThreadedAgentRuntime
-
-    if not getattr(team, "_initialized", False):
-        for participant in team._participants:
-            if _is_team(participant) and needs_reregistration(participant):
-                await reregister_participants(participant)
+    if not needs_reregistration(team):
         return
     check_reregistrable(team)
     state = await team.save_state()  # before any swap: nested teams' states are part of it
-    for each in _initialized_teams(team):
-        # As BaseGroupChat.__init__ builds its embedded runtime.
-        each._runtime = SingleThreadedAgentRuntime(ignore_unhandled_exceptions=False)
-        each._initialized = False
-    await team.load_state(state)  # runs _init: the runtime now holds the current participants
+    for each in _teams(team):
+        if all(_compat.registration(each)):
+            _compat.register_again(each)
+    await team.load_state(state)
 
 
-def _is_team(obj: Any) -> bool:
-    return hasattr(obj, "_participants") and hasattr(obj, "_initialized")
+def adopt_running_loop(*objects: Any) -> None:
+    """Deprecated and no longer needed: wrapped teams and model clients always run on the adapter's loop."""
+    warnings.warn("adopt_running_loop is no longer needed (recorded runs and wrapped model calls always run on "
+                  "the adapter's loop) and does nothing", DeprecationWarning, stacklevel=2)
 
 
-def _initialized_teams(team: Any) -> list[Any]:
-    """The team and every nested team (depth first) whose participants are registered with its runtime."""
-    found = [team] if getattr(team, "_initialized", False) else []
-    for participant in getattr(team, "_participants", []) or []:
-        if _is_team(participant):
-            found.extend(_initialized_teams(participant))
+def _teams(team: Any) -> list[Any]:
+    """The team and every nested team, depth first."""
+    from autogen_agentchat.teams import BaseGroupChat
+
+    found = [team]
+    for participant in _compat.participants(team):
+        if isinstance(participant, BaseGroupChat):
+            found.extend(_teams(participant))
     return found
 
 
-__all__ = ["TESTED_RANGE", "adopt_running_loop", "check_reregistrable", "needs_reregistration",
-           "reregister_participants"]
+__all__ = ["LOOP", "TESTED_RANGE", "adopt_running_loop", "check_reregistrable", "mark_loop", "moved_loop",
+           "needs_reregistration",
+           "on_adapter_loop", "renew_http_pool", "reregister_participants", "run_sync", "stream_on_adapter_loop"]

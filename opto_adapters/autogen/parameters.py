@@ -4,10 +4,11 @@ AgentChat has no public setter (``agent.system_message = ...`` is silently ignor
 is written where the agent re-reads it at the start of every turn (Route A of
 ``shared/notes/autogen.md``, checked on the wire there):
 
-- system message: ``agent._system_messages = [SystemMessage(content=...)]``;
+- system message: the agent's system messages (`_compat.set_system_messages`);
 - tool code and description: a new ``FunctionTool`` replaces the old one *in place* in the tool
-  list the agent's ``StaticWorkbench`` shares (``agent._tools is agent._workbench[0]._tools``);
-  new code is compiled by `opto_core.kernel.code.compile_like` (the original's globals and closure);
+  lists of the agent's ``StaticWorkbench``es (`_compat.tool_lists`; the agent's ``tools=`` list is
+  the first one's); new code is compiled by `opto_core.kernel.code.compile_like` (the original's
+  globals and closure);
 - temperature: per agent, not on the client (one client is often shared by several agents): the
   agent's `RecordingClient` adds it to ``extra_create_args`` of every request, and puts it into
   the client config ``dump_component()`` saves.
@@ -24,8 +25,9 @@ import inspect
 from typing import Any, Callable, Iterable
 
 from autogen_core.models import SystemMessage
-from autogen_core.tools import FunctionTool, StaticWorkbench
+from autogen_core.tools import FunctionTool
 
+from opto_adapters.autogen import _compat
 from opto_adapters.autogen.bindings import (
     DEFAULT_TEMPERATURE,
     TEMPERATURE_BOUNDS,
@@ -38,6 +40,7 @@ from opto_adapters.autogen.bindings import (
     ToolSlot,
     WriteBackError,
 )
+from opto_adapters.autogen.tracing import client_config
 from opto_core.kernel.binding import Binding, BoundParameters, select
 from opto_core.kernel.code import (
     SourceUnavailable,
@@ -51,6 +54,7 @@ from opto_core.kernel.conversation import (
     ROLE_TOOL_CODE,
     ROLE_TOOL_DESCRIPTION,
 )
+from opto_core.kernel.graph import shorten
 from opto_core.kernel.parameters import InvalidValue, Parameter
 from opto_core.kernel.templates import Template
 
@@ -69,10 +73,12 @@ class AgentParameters(BoundParameters):
     def __init__(self, agent: Any, *, system_message: bool = True, tool_code: bool = True,
                  tool_descriptions: bool = True, temperature: bool = True,
                  include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
-                 temperature_bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+                 temperature_bounds: tuple[float, float] = TEMPERATURE_BOUNDS, client: Any = None,
                  system_template: str | Parameter | None = None) -> None:
         super().__init__()
         self.agent = agent
+        # the agent's own model client: its settings are the values shown before any write
+        self.client = client if client is not None else _compat.model_client(agent)
         self.prefix = agent.name
         self.settings_override: dict[str, Any] = {}
         self.expect = Expectations()
@@ -112,7 +118,7 @@ class AgentParameters(BoundParameters):
         placeholders had (`opto_core.kernel.templates.Template.match`)."""
         mine = given if isinstance(given, Parameter) else None
         text = mine.value if mine is not None else given
-        messages = self.agent._system_messages
+        messages = _compat.system_messages(self.agent)
         current = messages[0].content if messages and isinstance(messages[0].content, str) else ""
         template = Template.parse(text, mine.template if mine is not None and isinstance(mine.template, str)
                                   else None) if isinstance(text, str) else None
@@ -153,16 +159,17 @@ class AgentParameters(BoundParameters):
 
     def _add_tool(self, tool: FunctionTool, lists: list[list[Any]]) -> None:
         name = tool.name
-        slot = self.tools[name] = ToolSlot(name, lists, tool._func)
-        source, why_frozen = _code_of(tool._func)
+        func = _compat.tool_function(tool)
+        slot = self.tools[name] = ToolSlot(name, lists, func)
+        source, why_frozen = _code_of(func)
         if source is not None:
             self._add(ROLE_TOOL_CODE + name, Parameter(
                 f"{self.prefix}.tools.{name}.code", "code", source, trainable=why_frozen is None,
                 description=f"Python code of tool {name} of agent {self.prefix}; its JSON schema (argument names "
                             f"and types) must stay the same" + (f" (frozen: {why_frozen})" if why_frozen else ""),
-                checks=[keeps_signature_bindings(tool._func)], meta={"tool": name}),
+                checks=[keeps_signature_bindings(func)], meta={"tool": name}),
                 lambda p: ToolCodeBinding(self, slot))
-        overridden = any(name in getattr(wb, "_tool_overrides", {}) for wb in getattr(self.agent, "_workbench", []) or [])
+        overridden = name in _overridden_tools(self.agent)
         self._add(ROLE_TOOL_DESCRIPTION + name, Parameter(
             f"{self.prefix}.tools.{name}.description", "text", tool.description, trainable=not overridden,
             description=f"description of tool {name}, shown to agent {self.prefix}'s model"
@@ -170,11 +177,10 @@ class AgentParameters(BoundParameters):
             checks=[_non_empty], meta={"tool": name}), lambda p: ToolDescriptionBinding(self, slot, p.name))
 
     def client_temperature(self) -> tuple[float, bool]:
-        """(temperature, whether the client sets it), read from the client's create args."""
-        client = getattr(self.agent._model_client, "inner", self.agent._model_client)
-        create_args = getattr(client, "_create_args", None)
-        if isinstance(create_args, dict) and isinstance(create_args.get("temperature"), (int, float)):
-            return float(create_args["temperature"]), True
+        """(temperature, whether the client sets it), read from the client's saved config."""
+        temperature = client_config(self.client).get("temperature")
+        if isinstance(temperature, (int, float)):
+            return float(temperature), True
         return DEFAULT_TEMPERATURE, False
 
     def by_name(self) -> dict[str, Parameter]:
@@ -205,8 +211,8 @@ class AgentParameters(BoundParameters):
             first = messages[0] if messages else None
             sent = first.content if isinstance(first, SystemMessage) else ""
             if sent != value:
-                raise WriteBackError(f"{name}: the request carries system message {_short(sent)!r}, "
-                                     f"not the applied value {_short(value)!r}")
+                raise WriteBackError(f"{name}: the request carries system message {shorten(sent, 80)!r}, "
+                                     f"not the applied value {shorten(value, 80)!r}")
             verified.append(name)
             expect.system = None
         for key, (name, value) in list(expect.settings.items()):
@@ -223,28 +229,77 @@ class AgentParameters(BoundParameters):
                     continue
                 if offered[tool] != value:
                     raise WriteBackError(f"{name}: the request offers tool {tool!r} with description "
-                                         f"{_short(offered[tool])!r}, not the applied value {_short(value)!r}")
+                                         f"{shorten(offered[tool], 80)!r}, not the applied value {shorten(value, 80)!r}")
                 verified.append(name)
                 del expect.tool_descriptions[tool]
         return verified
 
 
-# ----- discovery ----------------------------------------------------------------------------------
+# ----- discovery, the shape every adapter has -------------------------------------------------------
+def bound_parameters(obj: Any, *, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+                     **options: Any) -> BoundParameters:
+    """The parameters of an AgentChat agent or team with their bindings: a `BoundParameters`.
+
+    ``obj``: an ``AssistantAgent`` (wrapped in an `OptoAgent` unless it is already: its values are
+    written through the recording client), an `OptoAgent`, a team (wrapped with `wrap_team`: one
+    write-back model over all its agents) or one of their targets. ``include``/``exclude`` freeze
+    what they leave out (the wrapped objects keep one set of parameters: this changes theirs).
+    ``options`` go to a new `OptoAgent` or `wrap_team`.
+    """
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_agentchat.teams import BaseGroupChat
+
+    from opto_adapters.autogen.agent import OptoAgent, wrapper_of
+    from opto_adapters.autogen.target import AgentTarget, TeamTarget, wrap_team
+
+    bound: BoundParameters
+    if isinstance(obj, (AgentTarget, TeamTarget)):
+        bound = obj.bound
+    elif isinstance(obj, OptoAgent):
+        bound = obj.params
+    elif isinstance(obj, BaseGroupChat):
+        bound = wrap_team(obj, **options).bound
+    elif isinstance(obj, AssistantAgent):
+        wrapper = wrapper_of(obj)  # wrapped before: the same bindings
+        bound = (wrapper or OptoAgent(obj, **options)).params  # its client passes calls through outside runs
+    else:
+        raise TypeError(f"expected an AgentChat AssistantAgent, team, OptoAgent or target, "
+                        f"got {type(obj).__module__}.{type(obj).__name__}")
+    if include is not None or exclude is not None:
+        bound.freeze_except(select(bound.names(), include, exclude))
+    return bound
+
+
+def parameters_of(obj: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+                  **options: Any) -> list[Parameter]:
+    """The parameters ``include``/``exclude`` select (see `bound_parameters`, which wraps ``obj``),
+    with their current values; nothing is frozen."""
+    bound = bound_parameters(obj, **options)
+    chosen = select(bound.names(), include, exclude)
+    return [p for p in bound.parameters() if p.name in chosen]
+
+
+# ----- finding the tools --------------------------------------------------------------------------
 def _function_tools(agent: Any) -> list[tuple[FunctionTool, list[list[Any]]]]:
-    """Every FunctionTool of the agent with the lists that hold it (agent list + workbench list)."""
+    """Every FunctionTool of the agent with the workbench lists that hold it."""
     found: dict[int, tuple[FunctionTool, list[list[Any]]]] = {}
-    holders: list[list[Any]] = []
-    if isinstance(getattr(agent, "_tools", None), list):
-        holders.append(agent._tools)
-    for workbench in getattr(agent, "_workbench", []) or []:
-        if isinstance(workbench, StaticWorkbench) and isinstance(workbench._tools, list):
-            if not any(workbench._tools is h for h in holders):
-                holders.append(workbench._tools)
-    for holder in holders:
+    for holder in _compat.tool_lists(agent):
         for tool in holder:
             if isinstance(tool, FunctionTool):
                 found.setdefault(id(tool), (tool, []))[1].append(holder)
     return list(found.values())
+
+
+def _overridden_tools(agent: Any) -> set[str]:
+    """Tools whose name or description a workbench overrides (read from its saved config)."""
+    try:
+        workbenches = agent.dump_component().config.get("workbench") or []
+    except Exception:  # a tool without readable source cannot be dumped: no override is known
+        return set()
+    names: set[str] = set()
+    for workbench in workbenches:
+        names.update((workbench.get("config") or {}).get("tool_overrides") or {})
+    return names
 
 
 def _code_of(func: Any) -> tuple[str | None, str | None]:
@@ -272,7 +327,3 @@ def _non_empty(value: str) -> str:
     if not value.strip():
         raise ValueError("a tool description must not be empty (the model chooses tools by it)")
     return value
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,19 +1,19 @@
 """AgentChat agents and teams as optimization targets (`opto_core.engine.target.Target`).
 
-AgentChat is async and the target protocol is sync. ``run(example)`` submits the run to one
-dedicated event-loop thread shared by every AutoGen target of the process and waits for it:
+AgentChat is async and the target protocol is sync. ``run(example)`` submits the run to the
+adapter's one event-loop thread (`opto_adapters.autogen.eventloop.LOOP`) and waits for it:
 
 - it works from plain threads (the loop's evaluation threads) and from code that is itself inside
   a running event loop (the calling thread just blocks while the loop thread runs the agent);
 - the user's own ``asyncio.run(team.run(...))`` works before, between and after optimization
-  runs: every recorded run first moves the team and its model clients to the running loop
-  (`opto_adapters.autogen.eventloop.adopt_running_loop`);
+  runs, any number of times: a wrapped team's runs (the user's too) and every model call of a
+  wrapped agent happen on that one loop, whatever loop awaits them;
 - a team the user already ran can be wrapped: its next run registers the wrapped agents with a
   new runtime, keeping the team's state (`opto_adapters.autogen.eventloop.reregister_participants`).
 
-Inside async code, ``await target.arun(example)`` runs on the caller's loop instead (one run of a
-team at a time, whichever loop). Runs of one target are serialized (an agent's model context is
-shared by all its calls); runs of different targets proceed concurrently.
+Inside async code, ``await target.arun(example)`` awaits the run without blocking the caller's
+loop (one run of a target at a time, whichever loop). Runs of one target are serialized (an
+agent's model context is shared by all its calls); runs of different targets proceed concurrently.
 
 The targets are `opto_core.engine.target.BoundTarget`s: ``parameters``/``apply``/``snapshot``/``restore``/
 ``save_values`` are the core's write-back model over the agents' bindings. A run that fails for a
@@ -27,36 +27,32 @@ import asyncio
 import collections
 import inspect
 import threading
-from typing import Any, AsyncGenerator, Callable, Mapping
+from typing import Any, AsyncGenerator, AsyncIterator, Callable, Mapping
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import TaskResult
 from autogen_agentchat.messages import BaseChatMessage
-from autogen_agentchat.teams import BaseGroupChat
+from autogen_agentchat.teams import BaseGroupChat, SelectorGroupChat
 from autogen_core import CancellationToken
 
+from opto_adapters.autogen import _compat
 from opto_adapters.autogen.agent import ADAPTER, FRAMEWORK, OptoAgent, _select_output, framework_version, graph_of
 from opto_adapters.autogen.eventloop import (
-    adopt_running_loop,
     check_reregistrable,
+    mark_loop,
+    moved_loop,
     needs_reregistration,
+    on_adapter_loop,
     reregister_participants,
+    run_sync,
+    stream_on_adapter_loop,
 )
 from opto_adapters.autogen.tracing import RecordingClient, message_record
-from opto_core.engine.background import BackgroundLoop
 from opto_core.engine.executors import InfrastructureError, error_kind
 from opto_core.engine.target import BoundTarget
 from opto_core.kernel.binding import BoundParameters, select
 from opto_core.kernel.conversation import ConversationLog
 from opto_core.kernel.graph import Graph, run_meta
-
-# ----- the shared loop thread: every AutoGen run happens on one event loop -------------------------
-LOOP = BackgroundLoop("opto-autogen-loop", "inside async code use `await target.arun(example)`")
-
-
-def run_sync(coro: Any) -> Any:
-    """Run a coroutine on the shared AutoGen loop thread and return its result (thread-safe)."""
-    return LOOP.run(coro)
 
 
 # ----- examples -> tasks, results -> outputs ---------------------------------------------------
@@ -239,7 +235,7 @@ class TeamTarget(_Base):
         if not isinstance(team, BaseGroupChat):
             raise TypeError(f"TeamTarget wraps an autogen_agentchat team (BaseGroupChat such as RoundRobinGroupChat "
                             f"or SelectorGroupChat), got {type(team).__module__}.{type(team).__name__}")
-        if getattr(team, "_opto_target", None) is not None:
+        if _target_of(team) is not None:
             raise ValueError(f"team {team.name!r} is already wrapped; use wrap_team(team) to get its target")
         check_reregistrable(team)  # a team that ran on a runtime of its own can be wrapped; else a clear error
         super().__init__(task_key, reset, output, max_graphs, before_run)
@@ -259,25 +255,24 @@ class TeamTarget(_Base):
         self._log: ConversationLog | None = None
         self._infrastructure_cause: BaseException | None = None
         self.selector_client: RecordingClient | None = None
-        client = getattr(team, "_model_client", None)
-        if client is not None and hasattr(team, "_selector_prompt"):
-            self.selector_client = RecordingClient(client, agent="selector", session=self._selector_session,
-                                                   role="selector")
-            team._model_client = self.selector_client
+        if isinstance(team, SelectorGroupChat):
+            self.selector_client = RecordingClient(_compat.selector_client(team), agent="selector",
+                                                   session=self._selector_session, role="selector")
+            _compat.set_selector_client(team, self.selector_client)
         # Participants replaced after the runtime registered the originals: register again at the next run
         # (it needs the running loop; until then the old registration serves the same inner agents).
         self._reregister = needs_reregistration(team)
         team.run_stream = self._recorded_run_stream  # team.run() calls self.run_stream: recorded too
-        team._opto_target = self
 
     def _wrap_participants(self, team: Any, options: dict[str, Any]) -> None:
-        for index, participant in enumerate(team._participants):
+        members = _compat.participants(team)
+        for index, participant in enumerate(members):
             if isinstance(participant, OptoAgent):
                 agent = participant
             elif isinstance(participant, AssistantAgent):
                 template = self.system_templates.get(participant.name)
                 agent = OptoAgent(participant, **options, **({"system_template": template} if template else {}))
-                team._participants[index] = agent
+                members[index] = agent
             elif isinstance(participant, BaseGroupChat):  # a nested team: its agents join this run's graph
                 self._wrap_participants(participant, options)
                 continue
@@ -293,18 +288,26 @@ class TeamTarget(_Base):
     def _selector_session(self) -> tuple[ConversationLog, None] | None:
         return (self._log, None) if self._log is not None else None
 
-    async def _recorded_run_stream(self, *, task: Any = None, cancellation_token: CancellationToken | None = None,
-                                   output_task_messages: bool = True
-                                   ) -> AsyncGenerator[Any, None]:
+    def _recorded_run_stream(self, *, task: Any = None, cancellation_token: CancellationToken | None = None,
+                             output_task_messages: bool = True) -> AsyncIterator[Any]:
+        """``team.run_stream`` of the wrapped team (``team.run`` calls it): the recorded run, on the
+        adapter's loop whichever loop iterates it (the user's own ``asyncio.run`` included)."""
+        return stream_on_adapter_loop(self._recorded_run(task=task, cancellation_token=cancellation_token,
+                                                         output_task_messages=output_task_messages))
+
+    async def _recorded_run(self, *, task: Any, cancellation_token: CancellationToken | None,
+                            output_task_messages: bool) -> AsyncGenerator[Any, None]:
         team = self.team
-        adopt_running_loop(team)  # the user's own asyncio.run before or after optimizing
-        if self._reregister:  # wrapped after it ran: its runtime must hold the wrapped agents
+        # Wrapped after it ran (its runtime must hold the wrapped agents), or last run on another adapter
+        # loop (a forked worker process, a stopped loop): register again on a fresh runtime and queue.
+        if self._reregister or moved_loop(team):
             self._reregister = False  # a concurrent run meets AgentChat's own "already running" refusal
             try:
                 await reregister_participants(team)
             except BaseException:
                 self._reregister = True
                 raise
+        mark_loop(team)
         log = ConversationLog("team", team.name, meta={"team_type": type(team).__name__})
         self._log = log
         for agent in self.agents.values():
@@ -347,8 +350,8 @@ class TeamTarget(_Base):
         result: TaskResult | None = None
         error: Exception | None = None
         try:
-            if self.reset and self.team._initialized:
-                await self.team.reset()
+            if self.reset and _compat.registration(self.team)[0]:
+                await on_adapter_loop(self.team.reset())
             result = await self.team.run(task=task)
         except Exception as exc:
             error = exc
@@ -395,10 +398,16 @@ def wrap_team(team: Any, **options: Any) -> TeamTarget:
 
     Calling it again on the same team returns the same target.
     """
-    existing = getattr(team, "_opto_target", None)
+    existing = _target_of(team)
     if existing is not None:
         return existing
     return TeamTarget(team, **options)
+
+
+def _target_of(team: Any) -> TeamTarget | None:
+    """The target that wraps ``team`` (it put its recorded ``run_stream`` on the team), if any."""
+    owner = getattr(getattr(team, "run_stream", None), "__self__", None)
+    return owner if isinstance(owner, TeamTarget) and owner.team is team else None
 
 
 def as_target(obj: Any, **options: Any) -> AgentTarget | TeamTarget:
@@ -411,20 +420,14 @@ def as_target(obj: Any, **options: Any) -> AgentTarget | TeamTarget:
 
 
 def bound_of(obj: Any) -> BoundParameters:
-    """The write-back model of an agent, a team or one of their targets (wrapping them if needed)."""
-    if isinstance(obj, _Base):
-        return obj.bound
-    if isinstance(obj, OptoAgent):
-        return obj.params
-    if isinstance(obj, BaseGroupChat):
-        return wrap_team(obj).bound
-    if isinstance(obj, AssistantAgent):
-        client = obj._model_client
-        if isinstance(client, RecordingClient) and client.parameters is not None:
-            return client.parameters  # wrapped before: the same bindings
-        return OptoAgent(obj).params  # its recording client passes calls through outside recorded runs
-    raise TypeError(f"apply_values takes an AgentChat AssistantAgent, team, OptoAgent or target, "
-                    f"got {type(obj).__module__}.{type(obj).__name__}")
+    """Deprecated: `opto_adapters.autogen.bound_parameters` (the name every adapter has)."""
+    import warnings
+
+    from opto_adapters.autogen.parameters import bound_parameters
+
+    warnings.warn("opto_adapters.autogen.bound_of is deprecated; use opto_adapters.autogen.bound_parameters",
+                  DeprecationWarning, stacklevel=2)
+    return bound_parameters(obj)
 
 
-__all__ = ["AgentTarget", "TeamTarget", "as_target", "bound_of", "run_sync", "task_of", "wrap_team"]
+__all__ = ["AgentTarget", "TeamTarget", "as_target", "run_sync", "task_of", "wrap_team"]

@@ -46,7 +46,7 @@ from autogen_core.models import (
 )
 from autogen_core.tools import Tool, ToolSchema
 
-from opto_adapters.autogen.eventloop import adopt_running_loop
+from opto_adapters.autogen.eventloop import on_adapter_loop, renew_http_pool, stream_on_adapter_loop
 from opto_core.kernel.conversation import (
     KIND_HANDOFF,
     KIND_MEMORY,
@@ -171,7 +171,6 @@ class RecordingClient(ChatCompletionClient):
     # -- the recorded calls --
     def _prepare(self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema],
                  extra_create_args: Mapping[str, Any]) -> tuple[dict[str, Any], Any, list[str], BaseException | None]:
-        adopt_running_loop(self.inner)
         extra = dict(extra_create_args)
         if self.parameters is not None:
             extra.update(self.parameters.settings_override)
@@ -218,8 +217,9 @@ class RecordingClient(ChatCompletionClient):
             self._finish(record, None, error)
             raise error
         try:
-            result = await self.inner.create(messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
-                                             extra_create_args=extra, cancellation_token=cancellation_token)
+            result = await on_adapter_loop(self._create(  # the client's HTTP pool lives on that loop
+                messages, tools=tools, tool_choice=tool_choice, json_output=json_output, extra_create_args=extra,
+                cancellation_token=cancellation_token))
         except BaseException as exc:
             self._finish(record, None, exc)
             raise
@@ -237,9 +237,9 @@ class RecordingClient(ChatCompletionClient):
             raise error
         result: CreateResult | None = None
         try:
-            async for chunk in self.inner.create_stream(messages, tools=tools, tool_choice=tool_choice,
-                                                        json_output=json_output, extra_create_args=extra,
-                                                        cancellation_token=cancellation_token):
+            async for chunk in stream_on_adapter_loop(self._create_stream(
+                    messages, tools=tools, tool_choice=tool_choice, json_output=json_output, extra_create_args=extra,
+                    cancellation_token=cancellation_token)):
                 if isinstance(chunk, CreateResult):
                     result = chunk
                 yield chunk
@@ -251,17 +251,25 @@ class RecordingClient(ChatCompletionClient):
         else:
             self._finish(record, None, RuntimeError("the stream ended without a final result"))
 
+    async def _create(self, messages: Sequence[LLMMessage], **kwargs: Any) -> CreateResult:
+        """The inner client's ``create``, run on the adapter's loop."""
+        await renew_http_pool(self.inner)
+        return await self.inner.create(messages, **kwargs)
+
+    async def _create_stream(self, messages: Sequence[LLMMessage], **kwargs: Any
+                             ) -> AsyncGenerator[str | CreateResult, None]:
+        """The inner client's ``create_stream``, iterated on the adapter's loop."""
+        await renew_http_pool(self.inner)
+        async for chunk in self.inner.create_stream(messages, **kwargs):
+            yield chunk
+
     def _settings(self, extra: dict[str, Any]) -> dict[str, Any]:
-        create_args = getattr(self.inner, "_create_args", None)
-        settings = {k: v for k, v in create_args.items() if k != "model"} if isinstance(create_args, dict) else {}
+        settings = {k: v for k, v in client_config(self.inner).items() if k != "model"}
         settings.update(extra)
         return {k: v for k, v in settings.items() if isinstance(v, (str, int, float, bool)) or v is None}
 
     def _model_name(self) -> str:
-        create_args = getattr(self.inner, "_create_args", None)
-        if isinstance(create_args, dict) and create_args.get("model"):
-            return str(create_args["model"])
-        return type(self.inner).__name__
+        return str(client_config(self.inner).get("model") or type(self.inner).__name__)
 
     # -- everything else is the inner client's --
     async def close(self) -> None:
@@ -311,6 +319,25 @@ class RecordingClient(ChatCompletionClient):
 
 def _tool_name(tool: Any) -> str:
     return tool["name"] if isinstance(tool, dict) else tool.name
+
+
+#: Config fields of a model client that say where and how to connect, not what to ask: never recorded.
+_CONNECTION_FIELDS = {"api_key", "base_url", "organization", "timeout", "max_retries", "default_headers",
+                      "model_info", "model_capabilities", "add_name_prefixes", "include_name_in_message",
+                      "azure_endpoint", "azure_deployment", "api_version", "azure_ad_token", "azure_ad_token_provider",
+                      "chat_completions"}
+
+
+def client_config(client: Any) -> dict[str, Any]:
+    """A model client's request settings (model, temperature, max_tokens...) from its saved config
+    (``dump_component()``, public); ``{}`` for a client that cannot be saved."""
+    if client is None:
+        return {}
+    try:
+        config = client.dump_component().config
+    except Exception:  # a client that is no component: its settings are unknown
+        return {}
+    return {k: v for k, v in config.items() if k not in _CONNECTION_FIELDS}
 
 
 # ----- observing an agent's turn ---------------------------------------------------------------

@@ -16,11 +16,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from opto_adapters.dspy.deploy import apply_values, load_optimized, save_optimized, sidecar_path
 from opto_adapters.dspy.metric import MetricError, adapt_metric
-from opto_adapters.dspy.parameters import ProgramParameters
+from opto_adapters.dspy.parameters import ProgramParameters, bound_parameters, parameters_of
 from opto_adapters.dspy.target import ExampleError, ProgramTarget
 from opto_adapters.dspy.teleprompter import OptimizationStopped, OptoTeleprompter
 from opto_adapters.dspy.tracing import DSPyTracer
 
 __all__ = ["DSPyTracer", "ExampleError", "MetricError", "OptimizationStopped", "OptoTeleprompter",
-           "ProgramParameters", "ProgramTarget", "adapt_metric", "apply_values", "load_optimized", "save_optimized",
-           "sidecar_path"]
+           "ProgramParameters", "ProgramTarget", "adapt_metric", "apply_values", "bound_parameters", "load_optimized",
+           "parameters_of", "save_optimized", "sidecar_path"]

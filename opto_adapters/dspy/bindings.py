@@ -121,6 +121,32 @@ class LMSettingBinding(Binding):
 
 
 @dataclass
+class LMConfigBinding(Binding):
+    """The rest of a predictor's LM config (``Predict.config`` without the keys other parameters own:
+    ``n``, ``stop``, a temperature when it is no parameter...), so that deploying writes it with rollback."""
+
+    predictor: Any
+    owned: tuple[str, ...] = ()  # keys written by other parameters of this predictor (temperature, max_tokens)
+
+    def read(self) -> dict[str, Any]:
+        rest = {k: v for k, v in self.predictor.config.items() if k not in self.owned}
+        return json.loads(json.dumps(rest, allow_nan=False))
+
+    def write(self, value: dict[str, Any]) -> None:
+        kept = {k: v for k, v in self.predictor.config.items() if k in self.owned}
+        self.predictor.config = {**kept, **value}
+
+    def save(self) -> Any:
+        return dict(self.predictor.config)
+
+    def load(self, state: Any) -> None:
+        self.predictor.config = dict(state)
+
+    def describe(self) -> str:
+        return "Predict.config"
+
+
+@dataclass
 class ToolCodeBinding(Binding):
     """A tool's Python function (``Tool.func``); new source is compiled like the original by the core."""
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from opto_adapters.dspy.parameters import FRAMEWORK, ProgramParameters
+from opto_adapters.dspy.parameters import FRAMEWORK, ProgramParameters, bound_parameters
 from opto_core.kernel.files import write_json_atomic
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.values import (
@@ -26,7 +26,7 @@ def apply_values(program: Any, values_or_path: Any, parameters: Sequence[Paramet
     framework an error naming both. Returns what was applied. Also reads the sidecar
     ``<stem>.opto.json`` `save_optimized` writes.
     """
-    params = ProgramParameters(program)
+    params = bound_parameters(program)
     if isinstance(values_or_path, (str, os.PathLike)):
         return params.load_sidecar(read_document(values_or_path), str(Path(values_or_path)), parameters)
     return apply_saved(params, values_or_path, framework=FRAMEWORK, parameters=parameters)

@@ -50,29 +50,24 @@ def _name(metric: Callable[..., Any]) -> str:
     return getattr(metric, "__name__", type(metric).__name__)
 
 
-def _short(value: Any, limit: int = 160) -> str:
-    return shorten(repr(value), limit)
-
-
 def _score(value: Any, metric: Callable[..., Any], example: Any) -> float:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, numbers.Real):
         number = float(value)
         if not math.isfinite(number):
-            raise MetricError(f"the metric {_name(metric)} returned {number} for the example {_short(example)}; "
+            raise MetricError(f"the metric {_name(metric)} returned {number} for the example {shorten(repr(example), 160)}; "
                               "a score must be a finite number")
         return number
-    raise MetricError(f"the metric {_name(metric)} returned {type(value).__name__} {_short(value, 80)} for the "
-                      f"example {_short(example)}; expected a bool, a number, or dspy.Prediction(score=..., "
+    raise MetricError(f"the metric {_name(metric)} returned {type(value).__name__} {shorten(repr(value), 80)} for the "
+                      f"example {shorten(repr(example), 160)}; expected a bool, a number, or dspy.Prediction(score=..., "
                       "feedback=...)")
 
 
 def _label_text(example: Any, prediction: Any) -> str:
     """'Expected answer='4'; the program gave answer='5'.' for the labels the prediction also has."""
-    try:
-        labels = dict(example.labels().items()) if isinstance(example, dspy.Example) and \
-            getattr(example, "_input_keys", None) is not None else {}
+    try:  # the labels are what with_inputs(...) left out; without it, DSPy raises ValueError
+        labels = dict(example.labels().items()) if isinstance(example, dspy.Example) else {}
     except ValueError:
         labels = {}
     if not labels:
@@ -113,7 +108,7 @@ def adapt_metric(metric: Callable[..., Any], *, label_feedback: bool = True) -> 
             result = metric(example, prediction, *([None] * (arity - 2)))
         except Exception as exc:
             raise MetricError(f"the metric {_name(metric)} raised {type(exc).__name__}: {exc} on the example "
-                              f"{_short(example)}") from exc
+                              f"{shorten(repr(example), 160)}") from exc
         return to_feedback(result, example, prediction, metric, label_feedback)
 
     feedback_fn.__name__ = f"feedback_from_{_name(metric)}"

@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Any
+from typing import Any, Iterable
 
 import dspy
 
 from opto_adapters.dspy.bindings import (
     UNSET_DEFAULTS,
     DemosBinding,
+    LMConfigBinding,
     LMSettingBinding,
     SignatureBinding,
     ToolCodeBinding,
     ToolDescBinding,
 )
+from opto_core.engine.target import BoundTarget
 from opto_core.kernel.binding import BoundParameters, UnknownParameters, select
 from opto_core.kernel.code import (
     SourceUnavailable,
@@ -55,7 +57,8 @@ _DEMO_EXTRA_KEYS = {"augmented"}
 RESULT_ATTRIBUTES = {"candidate_programs", "opto_history", "opto_result", "trial_logs", "detailed_results",
                      "score", "opto_report"}
 
-__all__ = ["DEFAULT_LM_BOUNDS", "ProgramParameters", "UNSET_DEFAULTS", "module_path", "sub_modules"]
+__all__ = ["DEFAULT_LM_BOUNDS", "ProgramParameters", "UNSET_DEFAULTS", "bound_parameters", "module_path",
+           "parameters_of", "sub_modules"]
 
 
 def module_path(path: str, root: str = "") -> str:
@@ -170,6 +173,7 @@ class ProgramParameters(BoundParameters):
         if self.optimize_lm_settings:
             self._lm_setting(name, predictor, "temperature", "float")
             self._lm_setting(name, predictor, "max_tokens", "int")
+        self._lm_config(name, predictor)
 
     def _instructions(self, name: str, predictor: Any) -> None:
         tools = self._tools_of_react_predictor(predictor)
@@ -238,6 +242,24 @@ class ProgramParameters(BoundParameters):
         self._bind(Parameter(f"{name}.lm.{key}", kind, binding.read(), description=description, lower=lower,
                              upper=upper, meta={"unset": not known}), binding, predictor, "lm", key)
 
+    def _lm_config(self, name: str, predictor: Any) -> None:
+        owned = tuple(DEFAULT_LM_BOUNDS) if self.optimize_lm_settings else ()
+        binding = LMConfigBinding(predictor, owned)
+        try:
+            value = binding.read()
+        except (TypeError, ValueError) as exc:
+            self.skipped[f"{name}.lm.config"] = f"the LM config holds values that are not JSON ({exc})"
+            return
+
+        def check(value: Any) -> dict[str, Any]:
+            if not isinstance(value, dict):
+                raise ValueError("the LM config must be a JSON object of settings")
+            return value
+
+        self.add(Parameter(f"{name}.lm.config", "json", value, trainable=False, checks=[check],
+                           description="the other LM settings of this predictor (DSPy's Predict.config: n, stop, "
+                                       "...): kept and deployed, never optimized"), binding)
+
     def _tools_of_react_predictor(self, predictor: Any) -> list[Any]:
         for _, react in self._react_of_tool.values():
             if getattr(react, "react", None) is predictor:
@@ -294,11 +316,10 @@ class ProgramParameters(BoundParameters):
 
     # ----- deployment ----------------------------------------------------------------------------------
     def sidecar(self) -> dict[str, Any]:
-        """Every value (``opto-values/1``), with the LM configs DSPy's own JSON does not keep."""
+        """Every value (``opto-values/1``), the LM configs DSPy's own JSON does not keep included."""
         return document(self.values(trainable_only=False), {
             "framework": FRAMEWORK, "framework_version": getattr(dspy, "__version__", "?"),
-            "program": type(self.program).__name__,
-            "lm_config": {name: dict(p.config) for name, p in self.predictors if p.config}})
+            "program": type(self.program).__name__})
 
     def load_sidecar(self, data: Any, source: str = "sidecar", parameters: Any = None) -> dict[str, Any]:
         """Validate and write back every value of a sidecar (old ``opto-dspy/1`` or ``opto-values/1``);
@@ -308,16 +329,48 @@ class ProgramParameters(BoundParameters):
                                                             "lm_config": data.get("lm_config") or {}})
         else:
             saved = from_document(data, source)
+        values = {**self._old_lm_config(saved.meta.get("lm_config") or {}), **saved}
         try:
-            applied = apply_saved(self, saved, framework=FRAMEWORK, parameters=parameters)
+            return apply_saved(self, SavedValues(values, saved.meta), framework=FRAMEWORK, parameters=parameters)
         except UnknownParameters as exc:
             raise UnknownParameters(f"{source} names parameters this program does not have (was it saved from a "
                                     "program of another structure? A Parameter of your own is passed with "
                                     "parameters=[...]):", exc.unknown, exc.known) from None
-        by_name = dict(self.predictors)
-        for name, config in (saved.meta.get("lm_config") or {}).items():
-            if name in by_name:
-                by_name[name].config = {**by_name[name].config, **config}
-        return applied
+
+    def _old_lm_config(self, lm_config: dict[str, Any]) -> dict[str, Any]:
+        """Sidecars before ``<p>.lm.config`` kept whole ``Predict.config``s in ``meta["lm_config"]``:
+        their values for ``<p>.lm.config`` and the LM-setting parameters."""
+        values: dict[str, Any] = {}
+        for name, config in lm_config.items():
+            config = dict(config)
+            for key in DEFAULT_LM_BOUNDS:
+                if f"{name}.lm.{key}" in self and key in config:
+                    values[f"{name}.lm.{key}"] = config.pop(key)
+            if f"{name}.lm.config" in self:
+                values[f"{name}.lm.config"] = config
+        return values
 
 
+# ----- discovery, the shape every adapter has ----------------------------------------------------------
+def bound_parameters(program: Any, *, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+                     **options: Any) -> ProgramParameters:
+    """Every parameter of a DSPy program with its binding (write-back with undo): a `BoundParameters`.
+
+    ``include``/``exclude``: names or globs, the core's rule (left out: frozen, still in the graph).
+    ``options``: ``optimize_lm_settings``, ``optimize_demos``, ``lm_bounds`` (see `ProgramParameters`).
+    A `ProgramTarget` gives its own (``include``/``exclude`` then freeze some of them).
+    """
+    if isinstance(program, BoundTarget):
+        bound = program.bound
+        if include is not None or exclude is not None:
+            bound.freeze_except(select(bound.names(), include, exclude))
+        return bound
+    return ProgramParameters(program, include=include, exclude=exclude, **options)
+
+
+def parameters_of(program: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+                  **options: Any) -> list[Parameter]:
+    """The parameters ``include``/``exclude`` select (see `bound_parameters`), with their current values."""
+    bound = bound_parameters(program, **options)
+    chosen = select(bound.names(), include, exclude)
+    return [p for p in bound.parameters() if p.name in chosen]

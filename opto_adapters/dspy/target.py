@@ -15,9 +15,9 @@ import time
 from typing import Any, Iterator, Sequence
 
 import dspy
-from dspy.dsp.utils.settings import thread_local_overrides
 from dspy.utils.usage_tracker import track_usage
 
+from opto_adapters.dspy._compat import context_overrides, input_keys
 from opto_adapters.dspy.parameters import FRAMEWORK, ProgramParameters
 from opto_adapters.dspy.tracing import DSPyTracer, node_names, untag_prediction
 from opto_core.engine.target import BoundTarget
@@ -54,7 +54,7 @@ class ProgramTarget(BoundTarget):
                                                       optimize_demos=optimize_demos, lm_bounds=lm_bounds)
         self.input_keys = list(input_keys) if input_keys is not None else None
         self.name = name or type(program).__name__
-        captured = dict(thread_local_overrides.get()) if context is None else dict(context)
+        captured = context_overrides() if context is None else dict(context)
         self.callbacks = list(captured.get("callbacks", dspy.settings.get("callbacks", None)) or [])
         self.context = {k: v for k, v in captured.items() if k not in _CALL_SCOPED}
         if lm is not None:
@@ -67,7 +67,7 @@ class ProgramTarget(BoundTarget):
         ``with_inputs(...)``; a `dspy.Example` without them is refused (its labels would be lost);
         a plain dict passes the fields the program declares as inputs."""
         if isinstance(example, dspy.Example):
-            keys = getattr(example, "_input_keys", None)
+            keys = input_keys(example)
             data = dict(example.items())
         elif isinstance(example, dict):
             keys, data = None, dict(example)

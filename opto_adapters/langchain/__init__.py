@@ -22,8 +22,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the LangChain adapter needs langchain-core: pip install 'opto-adapters[langchain]'") from exc
 
 from opto_adapters.langchain.deploy import apply_values
-from opto_adapters.langchain.parameters import NoParametersFound, parameters_of
+from opto_adapters.langchain.parameters import NoParametersFound, bound_parameters, parameters_of
 from opto_adapters.langchain.target import ChainTarget, optimize_chain
 from opto_adapters.langchain.tracing.handler import OptoCallbackHandler, opto_trace
 
-__all__ = ["ChainTarget", "apply_values", "NoParametersFound", "OptoCallbackHandler", "optimize_chain", "opto_trace", "parameters_of"]
+__all__ = ["ChainTarget", "apply_values", "NoParametersFound", "OptoCallbackHandler", "bound_parameters", "optimize_chain",
+           "opto_trace", "parameters_of"]

@@ -13,8 +13,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from opto_adapters.langchain.parameters import MODEL_NAME_FIELDS, NoParametersFound, all_parameters, binding_of
-from opto_adapters.langchain.target import ChainTarget
+from opto_adapters.langchain.parameters import (
+    FRAMEWORK,
+    MODEL_NAME_FIELDS,
+    NoParametersFound,
+    all_parameters,
+    binding_of,
+)
+from opto_core.engine.target import BoundTarget
 from opto_core.kernel.binding import BoundParameters
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.values import apply_saved, resolve
@@ -31,8 +37,8 @@ def apply_values(obj: Any, values_or_path: Any, parameters: Sequence[Parameter] 
     how to pass your own) and nothing is written; a file saved from another framework is refused,
     naming both.
     """
-    saved = resolve(values_or_path, ChainTarget.framework)
-    if isinstance(obj, ChainTarget):
+    saved = resolve(values_or_path, FRAMEWORK)
+    if isinstance(obj, BoundTarget):  # a ChainTarget: its own parameters
         bound = obj.bound
     else:
         found, _ = all_parameters(obj)
@@ -44,4 +50,4 @@ def apply_values(obj: Any, values_or_path: Any, parameters: Sequence[Parameter] 
         except NoParametersFound:  # not a model of this chain: the unknown name is reported below
             pass
         bound = BoundParameters([(p, binding_of(p)) for p in found])
-    return apply_saved(bound, saved, framework=ChainTarget.framework, parameters=parameters)
+    return apply_saved(bound, saved, framework=FRAMEWORK, parameters=parameters)

@@ -62,6 +62,7 @@ from opto_adapters.langchain.prompts_in_code import (
     dynamic_prompt_function,
     react_prompt,
 )
+from opto_core.engine.target import BoundTarget
 from opto_core.kernel.binding import Binding, BoundParameters, UnknownParameters, select
 from opto_core.kernel.code import (
     SourceUnavailable,
@@ -71,6 +72,9 @@ from opto_core.kernel.code import (
 from opto_core.kernel.code_prompts import CodePrompt, LiteralBinding
 from opto_core.kernel.parameters import InvalidValue, Parameter
 from opto_core.kernel.ranges import range_for
+
+#: The framework's distribution name, in graphs and values files (files from before say "langchain").
+FRAMEWORK = "langchain-core"
 
 TAG_KEY = "opto_param_id"
 
@@ -666,8 +670,12 @@ def bound_parameters(runnable: Any, parameters: Sequence[Parameter] | None = Non
 
     Found parameters are copies, so that freezing some for this target leaves other targets over
     the same objects alone; parameters you pass are used as they are (``model_choices`` adds the
-    models' names to them).
+    models' names to them). A `ChainTarget` gives its own.
     """
+    if isinstance(runnable, BoundTarget):
+        if include is not None or exclude is not None:
+            runnable.bound.freeze_except(select(runnable.bound.names(), include, exclude))
+        return runnable.bound
     if parameters is not None and model_choices:
         groups, _ = discover(runnable)
         given = {p.name for p in parameters}

@@ -15,6 +15,7 @@ from uuid import uuid4
 import langchain_core
 
 from opto_adapters.langchain.parameters import (
+    FRAMEWORK,
     ModelChoices,
     NoParametersFound,
     binding_of,
@@ -54,7 +55,7 @@ class ChainTarget(BoundTarget):
       for every model, or ``{"llm": ["gpt-4o-mini", "gpt-4o"]}`` by model.
     """
 
-    framework = "langchain"
+    framework = FRAMEWORK
     framework_version = langchain_core.__version__
 
     def __init__(self, runnable: Any, parameters: Sequence[Parameter] | None = None, *,

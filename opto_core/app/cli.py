@@ -371,6 +371,7 @@ def gateway(
     from opto_core.kernel.values import ValuesFileError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request is noise here
     install_log_filter()
     try:
         proxy = Gateway(upstream, host=host, port=port, values=values, record_dir=record, run_gap=run_gap)

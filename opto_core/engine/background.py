@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any
+from typing import Any, AsyncIterator, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger("opto")
 
@@ -65,6 +67,42 @@ class BackgroundLoop:
             raise RuntimeError(f"a blocking call was made from the {self.name} loop thread itself (it would wait "
                                f"for itself); {self.reentry_hint}")
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    async def call(self, coro: Any) -> Any:
+        """Await ``coro`` on this loop from async code on any loop (directly when already on it).
+
+        The caller's loop is not blocked; cancelling the caller cancels ``coro`` on this loop.
+        """
+        loop = self.loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    async def stream(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
+        """Iterate an async iterator on this loop, yielding its items to async code on any loop.
+
+        Each step runs here (so whatever the iterator binds to a loop binds to this one); closing
+        the stream early closes the iterator here too.
+        """
+
+        async def step() -> T:
+            return await items.__anext__()
+
+        try:
+            while True:
+                try:
+                    item = await self.call(step())
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                await self.call(close())
 
     def responsive(self, within: float = 0.5) -> bool:
         """Whether the loop runs a callback within ``within`` seconds (False: something blocks its thread)."""

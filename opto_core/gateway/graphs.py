@@ -177,7 +177,7 @@ class _TrafficLog:
         agent = agent or self.unnamed_agent(request)
         self.add_tool_results(request)
         turn = self.turn_of(agent, request)
-        self.add_inputs(request)
+        self.add_inputs(request, self.templates_at(applied, positions))
         answer = exchange.wire_answer()
         usage: dict[str, Any] = dict(answer.usage) if answer is not None else {}
         cost = self.cost_of(request.model, usage)
@@ -241,14 +241,38 @@ class _TrafficLog:
             turn = self.turns[agent] = self.log.begin_turn(agent)
         return turn
 
-    def add_inputs(self, request: WireRequest) -> None:
-        for message in request.messages:
+    def add_inputs(self, request: WireRequest, templates: dict[int, PromptRule]) -> None:
+        for position, message in enumerate(request.messages):
             if message.role != "user" or (message.role, message.content) in self.inputs:
                 continue
             self.inputs.add((message.role, message.content))
-            sources = tuple(match.node for match in self.texts.find_all(message.content))
             self.log.add_message(MessageRecord(f"input:{len(self.inputs)}", "user", KIND_MESSAGE, "user",
-                                               message.content, derived_from=sources))
+                                               message.content,
+                                               derived_from=self.sources_of(message.content, templates.get(position))))
+
+    def templates_at(self, applied: list[str], positions: dict[str, list[int]]) -> dict[int, PromptRule]:
+        """The template rules that matched a request, by message position."""
+        found: dict[int, PromptRule] = {}
+        for rule in self.parameters.prompts:
+            if rule.template and rule.name in applied:
+                for position in positions.get(rule.name, []):
+                    found[position] = rule
+        return found
+
+    def sources_of(self, text: str, template: PromptRule | None) -> tuple[str, ...]:
+        """The earlier answers and tool results a message was composed from. A message a template rule
+        matched is read through it: each value the program put into a placeholder is looked up on its
+        own (the template's constant text is the parameter's, not data); otherwise the whole text."""
+        values = [text]
+        if template is not None:
+            match = template.current().match(text) if template.current() is not None else None
+            if match is not None:
+                values = list(match.values.values())
+        found: dict[str, None] = {}
+        for value in values:
+            for match in self.texts.find_all(value):
+                found.setdefault(match.node, None)
+        return tuple(found)
 
     def prompt_item(self, agent: str, message: Any) -> PromptItem:
         role = message.role

@@ -91,6 +91,10 @@ class PromptRule:
             self._parsed = templates().Template.parse(self.original, style=self.style)
         return self._parsed
 
+    def current(self) -> Any:
+        """The current value as a `Template` (templates only): what a rewritten message was rendered from."""
+        return templates().Template.parse(self.parameter.value, style=self.compiled().style)
+
     def rewrite(self, text: str) -> str | None:
         """The text this message becomes, or None when the message is not this prompt's."""
         current = self.parameter.value
@@ -99,7 +103,7 @@ class PromptRule:
         match = self.compiled().match(text)
         if match is None:
             return None
-        return templates().Template.parse(current, style=self.style).render(match.values)
+        return self.current().render(match)
 
     def spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"kind": "prompt", "role": self.role, "original": self.original, "agent": self.agent}

@@ -101,6 +101,10 @@ def load_values(path: str | os.PathLike[str]) -> SavedValues:
     return from_document(read_document(path), str(Path(path)))
 
 
+#: Framework names older values files carry -> the distribution name graphs and files use now.
+_OLD_FRAMEWORK_NAMES = {"langchain": "langchain-core"}
+
+
 def resolve(values_or_path: Any, framework: str | None = None) -> SavedValues:
     """What an adapter's ``apply_values`` accepts: a path, a saved document, or a plain dict of values.
 
@@ -118,6 +122,8 @@ def resolve(values_or_path: Any, framework: str | None = None) -> SavedValues:
         raise TypeError(f"apply_values takes a dict of values or a path to an opto-values file, "
                         f"got {type(values_or_path).__name__}")
     theirs = saved.meta.get("framework")
+    if isinstance(theirs, str):
+        theirs = _OLD_FRAMEWORK_NAMES.get(theirs, theirs)
     if framework and theirs and theirs != framework:
         raise ValuesFileError(f"these values were saved from a {theirs} workflow; this is the {framework} adapter")
     return saved

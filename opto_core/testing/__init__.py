@@ -5,11 +5,13 @@
   calls), for real clients and real frameworks; `tool_call` and `system_text` build and read its
   messages.
 - `quiet_http_server`: the loopback HTTP server both are built on.
+- `AdapterCase`, `CHECKS`: the conformance suite every adapter passes (`opto_core.testing.conformance`).
 
 May import: the kernel and the LLM layer. This is a public path: ``from opto_core.testing import ScriptedLLM``.
 """
 
+from opto_core.testing.conformance import CHECKS, AdapterCase
 from opto_core.testing.doubles import ScriptedLLM, quiet_http_server
 from opto_core.testing.scripted_server import ScriptedServer, system_text, tool_call
 
-__all__ = ["ScriptedLLM", "ScriptedServer", "quiet_http_server", "system_text", "tool_call"]
+__all__ = ["CHECKS", "AdapterCase", "ScriptedLLM", "ScriptedServer", "quiet_http_server", "system_text", "tool_call"]

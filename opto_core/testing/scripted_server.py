@@ -58,6 +58,7 @@ class ScriptedServer:
         self.repeat_last = repeat_last
         self.model = model
         self.requests: list[dict[str, Any]] = []
+        self.raw_requests: list[bytes] = []  # the bodies of the same requests, byte for byte as they arrived
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []  # each request's headers (lower-case names)
         self.between_chunks: Callable[[int], None] | None = None
@@ -235,16 +236,22 @@ def _responses_events(body: dict[str, Any], reply: Any, index: int, model: str) 
 def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in separate writes: without TCP_NODELAY each answer would wait for the
+        # client's delayed ACK (tens of milliseconds on loopback)
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = json.loads(raw or b"{}")
             except ValueError:
                 body = {}
             path = self.path.split("?", 1)[0]
             with server._lock:
                 server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                if path.endswith(("/chat/completions", "/responses")):
+                    server.raw_requests.append(raw)
             if not path.endswith(("/chat/completions", "/responses")):
                 self.send_json(404, {"error": {"message": f"unknown path {self.path}"}})
             elif isinstance(body, dict) and body.get("stream"):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from ag2_helpers import FIXED_ADD, buggy_add, calculator_pair, chat_of, group_chat, group_reply
-from autogen import GroupChat
+from ag2_helpers import FIXED_ADD, calculator_pair, chat_of, group_chat, group_reply
 
 from opto_adapters.autogen.ag2 import AG2Target, apply_values, parameters_of
 from opto_adapters.autogen.ag2 import bindings as ag2_bindings
@@ -112,19 +111,6 @@ def test_selection_templates_reach_the_selector_and_keep_their_placeholders(serv
     target.run("Write about cats.")
     assert system_text(server.requests[0]).startswith("You are in a role play game")
     assert server.requests[0]["temperature"] == 0.0
-
-
-def test_private_seams_still_hold():
-    """Fails when AG2 changes what the adapter relies on (the manager's GroupChat copies, `_origin`)."""
-    from autogen import ConversableAgent, GroupChatManager
-
-    chat = GroupChat([ConversableAgent("a", llm_config=False), ConversableAgent("b", llm_config=False)], messages=[])
-    manager = GroupChatManager(chat, llm_config=False)
-    copies = ag2_bindings.manager_groupchat_copies(manager, chat)
-    assert copies and all(isinstance(c, GroupChat) and c is not chat for c in copies)
-    executor = ConversableAgent("x", llm_config=False)
-    executor.register_for_execution(name="buggy_add")(buggy_add)
-    assert ag2_bindings.registered_function(executor, "buggy_add") is buggy_add
 
 
 def test_apply_values_deploys_a_saved_file(server, tmp_path):

@@ -169,7 +169,7 @@ def test_agent_target_optimizes_a_single_agents_tool():
 
 
 def test_the_loop_thread_refuses_to_wait_for_itself():
-    from opto_adapters.autogen.target import LOOP
+    from opto_adapters.autogen.eventloop import LOOP
 
     target, _ = _echo_target()
     target.run("warm up")  # starts the loop thread

@@ -169,6 +169,35 @@ def test_the_save_optimized_sidecar_is_a_values_file_apply_values_reads(tmp_path
     assert fresh.tools["to_fahrenheit"].func(100) == 212.0 and fresh.react.config == {"temperature": 0.25}
 
 
+def test_the_rest_of_the_lm_config_is_deployed_through_a_binding_that_rolls_back(tmp_path, make_agent):
+    agent = make_agent()
+    agent.react.config = {"temperature": 0.3, "n": 1, "stop": ["END"]}
+    params = ProgramParameters(agent)
+    assert params["react.lm.config"].value == {"n": 1, "stop": ["END"]} and not params["react.lm.config"].trainable
+    side = save_optimized(agent, tmp_path / "agent.json")
+    fresh = make_agent()
+    apply_values(fresh, side)
+    assert fresh.react.config == {"temperature": 0.3, "n": 1, "stop": ["END"]}
+
+    other = make_agent()  # a write after the LM config fails: the config written before it is restored
+    bound = ProgramParameters(other)
+    bound.binding("tools.to_fahrenheit.desc").write = lambda value: (_ for _ in ()).throw(OSError("read-only"))
+    values = dict(json.loads(side.read_text())["values"])
+    with pytest.raises(Exception, match="read-only"):
+        bound.apply(values, allow_frozen=True)
+    assert other.react.config == {} and other.tools["to_fahrenheit"].desc == make_agent().tools["to_fahrenheit"].desc
+
+
+def test_a_sidecar_written_before_lm_config_was_a_parameter_still_loads(tmp_path, make_agent):
+    old = {"format": "opto-values/1", "values": {"react.lm.temperature": 0.7},
+           "meta": {"framework": "dspy", "lm_config": {"react": {"temperature": 0.4, "n": 2}}}}
+    path = tmp_path / "old.opto.json"
+    path.write_text(json.dumps(old))
+    fresh = make_agent()
+    apply_values(fresh, path)
+    assert fresh.react.config == {"temperature": 0.7, "n": 2}  # the value saved as a parameter wins
+
+
 def test_compile_result_saves_values_that_a_fresh_program_takes(tmp_path, make_agent, agent_lm):
     llm = ScriptedLLM([answer("fix the offset", **{"tools.to_fahrenheit.code": FIXED_TOOL,
                                                     "react.lm.temperature": 0.0})], repeat_last=True)

@@ -213,3 +213,12 @@ def test_values_that_cannot_be_applied_never_break_the_request(upstream, caplog)
         proxy.stop()
     assert [body["messages"] for body in upstream.requests] == [[{"role": "user", "content": "hi"}]] * 2
     assert len([r for r in caplog.records if "could not be applied" in r.getMessage()]) == 1
+
+
+def test_the_listening_socket_turns_nagle_off_for_every_connection(gateway):
+    """Answers go out as headers then body: with Nagle's algorithm on, each would wait for the client's
+    delayed ACK. asyncio turns it off on accepted connections only when the socket says it is TCP."""
+    import socket
+
+    assert gateway._socket.proto == socket.IPPROTO_TCP
+    assert gateway._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

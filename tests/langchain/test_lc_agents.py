@@ -272,7 +272,7 @@ def test_save_then_apply_in_a_fresh_process_and_twice_in_one(tmp_path):
     target.apply(values)
     path = target.save_values(tmp_path / "values.json", score=1.0)
     doc = json.loads(Path(path).read_text())
-    assert doc["format"] == "opto-values/1" and doc["meta"]["framework"] == "langchain"
+    assert doc["format"] == "opto-values/1" and doc["meta"]["framework"] == "langchain-core"
     script = textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(HERE)!r})

@@ -15,7 +15,7 @@ The same skeleton as every adapter: `parameters` (AG2 objects -> `BoundParameter
 """
 
 from opto_adapters.autogen.ag2.deploy import apply_values
-from opto_adapters.autogen.ag2.parameters import parameters_of
+from opto_adapters.autogen.ag2.parameters import bound_parameters, parameters_of
 from opto_adapters.autogen.ag2.target import AG2Target, framework_version
 
-__all__ = ["AG2Target", "apply_values", "framework_version", "parameters_of"]
+__all__ = ["AG2Target", "apply_values", "bound_parameters", "framework_version", "parameters_of"]

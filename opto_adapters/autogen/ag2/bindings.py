@@ -10,6 +10,7 @@ from typing import Any
 
 from autogen import ConversableAgent, GroupChat, GroupChatManager, OpenAIWrapper
 
+from opto_adapters.autogen.ag2 import _compat
 from opto_core.kernel.binding import Binding
 from opto_core.kernel.code import (
     compile_like,
@@ -226,10 +227,10 @@ def manager_groupchat_copies(manager: GroupChatManager, groupchat: GroupChat) ->
 
     AG2's ``register_reply(config=groupchat)`` stores ``copy.copy(groupchat)`` in the private
     ``manager._reply_func_list[i]["config"]`` (its ``init_config`` is the original), and ``run_chat``
-    reads the copy: a template written on the GroupChat alone would not be used. This is the one
-    place that reads that private list; tests/ag2/test_ag2_parameters.py fails if AG2 changes it.
+    reads the copy: a template written on the GroupChat alone would not be used (the private list is
+    read by `_compat.reply_configs`; tests/ag2/test_ag2_compat.py fails if AG2 changes it).
     """
-    return [entry["config"] for entry in manager._reply_func_list
+    return [entry["config"] for entry in _compat.reply_configs(manager)
             if entry.get("init_config") is groupchat and isinstance(entry.get("config"), GroupChat)
             and entry["config"] is not groupchat]
 
@@ -243,11 +244,10 @@ def registered_function(executor: ConversableAgent, name: str) -> Any:
     """The user's function behind a registered tool.
 
     ``register_for_execution`` stores a wrapper (chat-context injection, result serialization)
-    that keeps the user's function in the private attribute ``_origin`` (``_wrap_function``); a
-    function registered through ``register_function({name: f})`` is stored as is. ``_origin`` is
+    that keeps the user's function in a private attribute (`_compat.registered_origin`); a
+    function registered through ``register_function({name: f})`` is stored as is. That function is
     itself a ``functools.wraps`` wrapper (dependency injection) whose code object is shared by
-    every tool, so the ``__wrapped__`` chain is followed to the user's own function. Tested in
-    tests/ag2/test_ag2_parameters.py so that a change in AG2 shows.
+    every tool, so the ``__wrapped__`` chain is followed to the user's own function.
     """
     registered = function_map(executor)[name]
-    return inspect.unwrap(getattr(registered, "_origin", registered))
+    return inspect.unwrap(_compat.registered_origin(registered))

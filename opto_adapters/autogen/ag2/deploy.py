@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from opto_adapters.autogen.ag2.parameters import (
-    discover,
-)
+from opto_adapters.autogen.ag2.parameters import bound_parameters
 from opto_adapters.autogen.ag2.target import FRAMEWORK
 from opto_core.kernel.binding import UnknownParameters
 from opto_core.kernel.parameters import Parameter
@@ -23,7 +21,7 @@ def apply_values(agents_or_groupchat: Any, values_or_path: Any, parameters: Sequ
     before anything is written (an unknown name is an error saying how to pass your own); a failing
     write restores the earlier ones.
     """
-    bound = discover(agents_or_groupchat, run=run).bound
+    bound = bound_parameters(agents_or_groupchat, run=run) if run is not None else bound_parameters(agents_or_groupchat)
     try:
         return apply_saved(bound, values_or_path, framework=FRAMEWORK, parameters=parameters)
     except UnknownParameters as exc:

@@ -43,7 +43,8 @@ from opto_adapters.autogen.ag2.bindings import (
     function_map,
     registered_function,
 )
-from opto_core.kernel.binding import Binding, BoundParameters
+from opto_core.engine.target import BoundTarget
+from opto_core.kernel.binding import Binding, BoundParameters, select
 from opto_core.kernel.code import (
     keeps_signature_bindings,
 )
@@ -285,12 +286,27 @@ def discover(objects: Any, include: Iterable[str] | None = None,
     return AG2Parameters(bound, roles, owners, notes, agents, managers[0] if managers else None)
 
 
-def parameters_of(agents_or_groupchat: Any, include: Iterable[str] | None = None,
-                  exclude: Iterable[str] | None = None) -> list[Parameter]:
-    """The parameters of AG2 agents, a GroupChat or a GroupChatManager (or a list of them).
+def bound_parameters(agents_or_groupchat: Any, *, include: Iterable[str] | None = None,
+                     exclude: Iterable[str] | None = None, **options: Any) -> BoundParameters:
+    """Every parameter of AG2 agents, a GroupChat or a GroupChatManager (or a list of them), bound to
+    where it lives: a `BoundParameters`. ``include``/``exclude``: names or globs (left out: frozen).
 
     Names: ``<agent>.system_message``, ``<agent>.temperature`` (and other numeric settings the
     llm_config sets), ``<caller>.tools.<tool>.description``, ``<executor>.tools.<tool>.code``,
     ``<manager>.select_speaker_message_template``, ``<manager>.select_speaker_prompt_template``.
+    ``options`` go to `discover`. An `AG2Target` gives its own (``include``/``exclude`` then freeze some).
     """
-    return discover(agents_or_groupchat, include, exclude).bound.parameters()
+    if isinstance(agents_or_groupchat, BoundTarget):
+        bound = agents_or_groupchat.bound
+        if include is not None or exclude is not None:
+            bound.freeze_except(select(bound.names(), include, exclude))
+        return bound
+    return discover(agents_or_groupchat, include, exclude, **options).bound
+
+
+def parameters_of(agents_or_groupchat: Any, include: Iterable[str] | None = None,
+                  exclude: Iterable[str] | None = None, **options: Any) -> list[Parameter]:
+    """The parameters ``include``/``exclude`` select (see `bound_parameters`), with their current values."""
+    bound = bound_parameters(agents_or_groupchat, **options)
+    chosen = select(bound.names(), include, exclude)
+    return [p for p in bound.parameters() if p.name in chosen]

@@ -114,9 +114,9 @@ class Run:
             return []
         return [Edge(self.graph.add_parameter(p).id, arg) for s, arg, p in self.index.get(owner, []) if s == stage]
 
-    def edges_to(self, inputs: Mapping[str, Any], external: str) -> tuple[list[Edge], dict[str, str]]:
-        """Edges from the producers of each input (a new ``input`` node for a value none produced),
-        and how each was matched."""
+    def edges_to(self, inputs: Mapping[str, Any], external: str | None) -> tuple[list[Edge], dict[str, str]]:
+        """Edges from the producers of each input, and how each was matched. A value no node produced
+        becomes a new ``input`` node described as ``external`` (left out when ``external`` is None)."""
         edges: list[Edge] = []
         how: dict[str, str] = {}
         for key, value in inputs.items():
@@ -124,7 +124,7 @@ class Run:
             if producers:
                 edges.extend(Edge(node_id, key) for node_id, _ in producers)
                 how[key] = producers[0][1]
-            else:
+            elif external is not None:
                 edges.append(Edge(self.constant(key, value, external), key))
                 how[key] = "external"
         return edges, how
@@ -386,13 +386,7 @@ class GraphBuilder:
             fields = dict(record.outputs)
         else:
             fields = {"output": record.outputs}
-        edges: list[Edge] = []
-        how: dict[str, str] = {}
-        for key, value in fields.items():
-            producers = run.resolve(value)
-            if producers:
-                edges.extend(Edge(n, key) for n, _ in producers)
-                how[key] = producers[0][1]
+        edges, how = run.edges_to(fields, None)
         if not edges and run.last_op is not None:
             edges = [Edge(run.last_op, "result", via="call_tree")]
             how["*"] = "call_tree"

@@ -19,18 +19,8 @@ import dspy
 from dspy.utils.callback import ACTIVE_CALL_ID, BaseCallback
 
 from opto_adapters.dspy.parameters import ProgramParameters, module_path, sub_modules
+from opto_adapters.dspy.tracing import records
 from opto_adapters.dspy.tracing.builder import GraphBuilder, Run, messages_text
-from opto_adapters.dspy.tracing.records import (
-    MODULE,
-    PREDICT,
-    REACT,
-    CallEnded,
-    FormatStarted,
-    LMStarted,
-    ModuleStarted,
-    ParseStarted,
-    ToolStarted,
-)
 from opto_core.kernel.code import SourceUnavailable, function_source
 from opto_core.kernel.graph import Graph
 from opto_core.kernel.provenance import tagged_node, untag
@@ -157,7 +147,7 @@ class DSPyTracer(BaseCallback):
     def _end(self, where: str, call_id: str, outputs: Any, exception: BaseException | None) -> None:
         with self._guard(where):
             fields = dict(outputs.items()) if isinstance(outputs, dspy.Example) else None
-            tagged = self.builder.feed(CallEnded(call_id, outputs, fields, exception))
+            tagged = self.builder.feed(records.CallEnded(call_id, outputs, fields, exception))
             if tagged:
                 for key, value in tagged.items():  # later steps find these values by identity
                     outputs[key] = value
@@ -167,17 +157,18 @@ class DSPyTracer(BaseCallback):
         with self._guard("on_module_start"):
             self.builder.feed(self._module_record(call_id, instance, inputs))
 
-    def _module_record(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> ModuleStarted:
+    def _module_record(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> records.ModuleStarted:
         common = dict(call_id=call_id, caller_id=ACTIVE_CALL_ID.get(), type_name=type(instance).__name__,
                       inputs=bound_inputs(instance, inputs), name=self._names.get(id(instance)))
         if isinstance(instance, dspy.Predict):
             signature = getattr(instance, "signature", None)
-            return ModuleStarted(kind=PREDICT, owner=id(instance), signature=_signature_text(signature),
-                                 output_fields=tuple(getattr(signature, "output_fields", {}) or ()), **common)
+            return records.ModuleStarted(kind=records.PREDICT, owner=id(instance),
+                                         signature=_signature_text(signature),
+                                         output_fields=tuple(getattr(signature, "output_fields", {}) or ()), **common)
         if isinstance(instance, dspy.ReAct):
-            return ModuleStarted(kind=REACT, chooser=id(getattr(instance, "react", None)),
-                                 doc=_class_doc(instance), **common)
-        return ModuleStarted(kind=MODULE, doc=_class_doc(instance), **common)
+            return records.ModuleStarted(kind=records.REACT, chooser=id(getattr(instance, "react", None)),
+                                         doc=_class_doc(instance), **common)
+        return records.ModuleStarted(kind=records.MODULE, doc=_class_doc(instance), **common)
 
     def on_module_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         self._end("on_module_end", call_id, outputs, exception)
@@ -185,7 +176,7 @@ class DSPyTracer(BaseCallback):
     # ----- adapter and LM ----------------------------------------------------------------------------
     def on_adapter_format_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         with self._guard("on_adapter_format_start"):
-            self.builder.feed(FormatStarted(call_id, ACTIVE_CALL_ID.get(), type(instance).__name__))
+            self.builder.feed(records.FormatStarted(call_id, ACTIVE_CALL_ID.get(), type(instance).__name__))
 
     def on_adapter_format_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         self._end("on_adapter_format_end", call_id, outputs, exception)
@@ -195,16 +186,16 @@ class DSPyTracer(BaseCallback):
             settings = {**getattr(instance, "kwargs", {}), **(inputs.get("kwargs") or {})}
             settings = {k: v for k, v in settings.items() if k not in _SECRET_SETTINGS}
             messages = inputs.get("messages") or inputs.get("prompt")
-            self.builder.feed(LMStarted(call_id, ACTIVE_CALL_ID.get(),
-                                        str(getattr(instance, "model", type(instance).__name__)),
-                                        settings, messages_text(messages)))
+            self.builder.feed(records.LMStarted(call_id, ACTIVE_CALL_ID.get(),
+                                                str(getattr(instance, "model", type(instance).__name__)),
+                                                settings, messages_text(messages)))
 
     def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         self._end("on_lm_end", call_id, outputs, exception)
 
     def on_adapter_parse_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         with self._guard("on_adapter_parse_start"):
-            self.builder.feed(ParseStarted(call_id, ACTIVE_CALL_ID.get(), type(instance).__name__))
+            self.builder.feed(records.ParseStarted(call_id, ACTIVE_CALL_ID.get(), type(instance).__name__))
 
     def on_adapter_parse_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         self._end("on_adapter_parse_end", call_id, outputs, exception)
@@ -216,10 +207,10 @@ class DSPyTracer(BaseCallback):
                 source: str | None = function_source(getattr(instance, "func", None))
             except (SourceUnavailable, TypeError, AttributeError):
                 source = None
-            self.builder.feed(ToolStarted(call_id, ACTIVE_CALL_ID.get(),
-                                          getattr(instance, "name", None) or type(instance).__name__,
-                                          dict(inputs.get("kwargs") or {}), owner=id(instance),
-                                          desc=getattr(instance, "desc", "") or "", source=source))
+            self.builder.feed(records.ToolStarted(call_id, ACTIVE_CALL_ID.get(),
+                                                  getattr(instance, "name", None) or type(instance).__name__,
+                                                  dict(inputs.get("kwargs") or {}), owner=id(instance),
+                                                  desc=getattr(instance, "desc", "") or "", source=source))
 
     def on_tool_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         self._end("on_tool_end", call_id, outputs, exception)

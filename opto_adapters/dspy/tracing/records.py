@@ -65,12 +65,8 @@ class LMStarted:
 
 
 @dataclass(frozen=True)
-class ParseStarted:
+class ParseStarted(FormatStarted):
     """The adapter began parsing a completion into the output fields."""
-
-    call_id: str
-    caller_id: str | None
-    adapter: str
 
 
 @dataclass(frozen=True)

@@ -37,14 +37,13 @@ import langchain_core
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.tracers.schemas import Run
 
-from opto_adapters.langchain.parameters import TAG_KEY
+from opto_adapters.langchain.parameters import FRAMEWORK, TAG_KEY
 from opto_adapters.langchain.tracing.links import Links
 from opto_adapters.langchain.tracing.snapshots import Part, messages_in, parts_of, snapshot, text_of
 from opto_core.kernel.graph import META_DURATION, META_ERROR, META_RUN_ID, META_USAGE, Edge, Graph, run_meta
 from opto_core.kernel.provenance import ProvenanceIndex
 
 ADAPTER = "opto_adapters.langchain"
-FRAMEWORK = "langchain-core"
 #: The argument name of an op's input when the value has no key of its own.
 _DEFAULT_ARGS = {"chat_model": "messages", "llm": "prompt", "tool": "args", "retriever": "query"}
 

@@ -31,11 +31,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Sequence
 from uuid import UUID
 
-from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.context import register_configure_hook
 from langchain_core.tracers.schemas import Run
 
+from opto_adapters.langchain import _compat
 from opto_adapters.langchain.tracing.builder import Record, build_graph
 from opto_adapters.langchain.tracing.links import Links
 from opto_adapters.langchain.tracing.snapshots import message_dict, parts_of, snapshot
@@ -48,15 +48,11 @@ log = logging.getLogger("opto.langchain")
 def _context_parent() -> UUID | None:
     """The run LangChain is executing in this thread or task: the parent its config gives children.
 
-    LangChain sets this context (``var_child_runnable_config``) when it enters a runnable. A run
-    that starts inside run X but names X's own parent as its parent was given the outer config
+    A run that starts inside run X but names X's own parent as its parent was given the outer config
     explicitly: LangChain's fallbacks do this (langchain-ai/langchain#36072), and so do functions
     that pass on the config they received (LangGraph's ``create_react_agent`` calls its model so).
     """
-    config = var_child_runnable_config.get()
-    if not config:
-        return None
-    return getattr(config.get("callbacks"), "parent_run_id", None)
+    return _compat.current_parent_run()
 
 
 class OptoCallbackHandler(BaseTracer):
@@ -74,7 +70,7 @@ class OptoCallbackHandler(BaseTracer):
     def __init__(self, parameters: Sequence[Parameter] | None = None, *, max_graphs: int | None = 1000,
                  raise_error: bool = False, on_graph: Callable[[Graph], None] | None = None,
                  docs: dict[str, str] | None = None) -> None:
-        super().__init__(_schema_format="original+chat")
+        super().__init__(**_compat.CHAT_MESSAGES_SCHEMA)
         self.raise_error = raise_error
         self.graphs: deque[Graph] = deque(maxlen=max_graphs)
         self.errors: list[str] = []
