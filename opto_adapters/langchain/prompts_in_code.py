@@ -14,7 +14,7 @@
 The last two are read from the syntax tree by the core (`opto_core.kernel.code_prompts`, the same
 reader every adapter uses); this module only says which LangChain calls take a message's text
 (`SINKS`) and how a message object carries its text. The graph links each prompt to the model
-calls that received it, by the core's provenance rules (`links.Links.prompt_source`).
+calls that received it, by the core's provenance rules (`links.Links.prompt_sources`).
 """
 
 from __future__ import annotations
