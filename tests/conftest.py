@@ -65,6 +65,30 @@ def no_openai_env(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """``make(source)``: a module of yours, written to a file and imported under a fresh name (as a user's
+    code is: with a source file the adapters can read), removed from ``sys.modules`` afterwards."""
+    import importlib
+    import sys
+    import textwrap
+    from uuid import uuid4
+
+    made: list[str] = []
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def make(source: str, prefix: str = "user_module") -> object:
+        name = f"{prefix}_{uuid4().hex[:8]}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        importlib.invalidate_caches()
+        made.append(name)
+        return importlib.import_module(name)
+
+    yield make
+    for name in made:
+        sys.modules.pop(name, None)
+
+
 # ----- CI skips nothing silently -------------------------------------------------------------------------
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

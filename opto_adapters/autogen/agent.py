@@ -91,20 +91,24 @@ class OptoAgent(BaseChatAgent):
     Which parameters are trainable: ``include``/``exclude`` (names or globs, the core's rule:
     excluded parameters stay visible, frozen), and the older switches ``system_message``,
     ``tool_code``, ``tool_descriptions``, ``temperature`` (False freezes that kind). ``max_graphs`` bounds
-    ``graphs`` (the oldest are dropped). One OptoAgent runs one conversation at a time, like
+    ``graphs`` (the oldest are dropped). ``system_template``: the template your code filled the system
+    message from (``SYSTEM.format(company=...)``), as text or a ``Parameter(..., template=True)`` of yours:
+    it becomes the system parameter (``<agent>.system_template``, or your Parameter's name), keeps its
+    placeholders, and a new template is filled with the values the current message holds. One OptoAgent runs one conversation at a time, like
     the AssistantAgent it wraps (whose model context is shared by all its calls).
     """
 
     def __init__(self, agent: Any, *, system_message: bool = True, tool_code: bool = True,
                  tool_descriptions: bool = True, temperature: bool = True, include: Any = None, exclude: Any = None,
-                 max_graphs: int = 100) -> None:
+                 max_graphs: int = 100, system_template: Any = None) -> None:
         check_agent(agent)
         super().__init__(agent.name, agent.description)
         self._agent: AssistantAgent = agent
         self._original_client = _compat.model_client(agent)
         self.params = AgentParameters(agent, system_message=system_message, tool_code=tool_code,
                                       tool_descriptions=tool_descriptions, temperature=temperature,
-                                      include=include, exclude=exclude, client=self._original_client)
+                                      include=include, exclude=exclude, client=self._original_client,
+                                      system_template=system_template)
         self._client = RecordingClient(self._original_client, agent=agent.name, session=self._session,
                                        parameters=self.params)
         _compat.set_model_client(agent, self._client)

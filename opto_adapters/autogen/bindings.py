@@ -14,6 +14,7 @@ from opto_adapters.autogen import _compat
 from opto_core.engine.executors import InfrastructureError
 from opto_core.kernel.binding import Binding
 from opto_core.kernel.code import compile_like, function_source
+from opto_core.kernel.templates import Template
 
 if TYPE_CHECKING:
     from opto_adapters.autogen.parameters import AgentParameters
@@ -110,6 +111,58 @@ class SystemMessageBinding(Binding):
 
     def describe(self) -> str:
         return f"the system message of AssistantAgent {self.owner.prefix!r}"
+
+
+class SystemTemplateBinding(Binding):
+    """The template an agent's system message was filled from (``SYSTEM.format(company=...)``).
+
+    The agent holds the filled-in text only; this binding keeps the values the template's
+    placeholders had in it (matched by the core's `opto_core.kernel.templates.Template`), so a new
+    template is filled with the same values (or with ``fill(values)`` per run) and written where
+    the agent reads its system message. The recording client then checks the next request shows it.
+    """
+
+    def __init__(self, owner: AgentParameters, name: str, template: str, values: dict[str, str],
+                 style: str) -> None:
+        self.owner, self.name, self.template, self.values, self.style = owner, name, template, dict(values), style
+
+    def rendered(self, template: str | None = None) -> str:
+        parsed = Template.parse(template if template is not None else self.template, self.style)
+        return parsed.render(self.values) if parsed is not None else (template or self.template)
+
+    def fill(self, values: dict[str, Any]) -> None:
+        """Fill the current template with new values (a run's), as the program would."""
+        self.values.update({k: str(v) for k, v in values.items()})
+        self._write_text(self.rendered())
+
+    def _write_text(self, text: str) -> None:
+        _compat.set_system_messages(self.owner.agent, [SystemMessage(content=text)] if text else [])
+        self.owner.expect.system = (self.name, text)
+
+    def read(self) -> str:
+        return self.template
+
+    def write(self, value: str) -> None:
+        text = self.rendered(value)  # the placeholders were checked by the parameter: all are filled
+        self.template = value
+        self._write_text(text)
+
+    def verify(self, value: str) -> None:
+        messages = _compat.system_messages(self.owner.agent)
+        held = messages[0].content if messages else ""
+        if held != self.rendered(value):
+            raise WriteBackError(f"the agent holds system message {held!r}, not the template filled in")
+
+    def save(self) -> Any:
+        return self.template, dict(self.values), list(_compat.system_messages(self.owner.agent))
+
+    def load(self, state: Any) -> None:
+        self.template, self.values, messages = state[0], dict(state[1]), list(state[2])
+        _compat.set_system_messages(self.owner.agent, messages)
+        self.owner.expect.system = (self.name, messages[0].content if messages else "")
+
+    def describe(self) -> str:
+        return f"the system message of AssistantAgent {self.owner.prefix!r}, filled from a template"
 
 
 class ToolCodeBinding(Binding):

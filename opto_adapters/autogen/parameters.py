@@ -33,6 +33,7 @@ from opto_adapters.autogen.bindings import (
     TEMPERATURE_BOUNDS,
     Expectations,
     SystemMessageBinding,
+    SystemTemplateBinding,
     TemperatureBinding,
     ToolCodeBinding,
     ToolDescriptionBinding,
@@ -55,6 +56,7 @@ from opto_core.kernel.conversation import (
 )
 from opto_core.kernel.graph import shorten
 from opto_core.kernel.parameters import InvalidValue, Parameter
+from opto_core.kernel.templates import Template
 
 # ----- where each value lives ---------------------------------------------------------------------
 
@@ -71,7 +73,8 @@ class AgentParameters(BoundParameters):
     def __init__(self, agent: Any, *, system_message: bool = True, tool_code: bool = True,
                  tool_descriptions: bool = True, temperature: bool = True,
                  include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
-                 temperature_bounds: tuple[float, float] = TEMPERATURE_BOUNDS, client: Any = None) -> None:
+                 temperature_bounds: tuple[float, float] = TEMPERATURE_BOUNDS, client: Any = None,
+                 system_template: str | Parameter | None = None) -> None:
         super().__init__()
         self.agent = agent
         # the agent's own model client: its settings are the values shown before any write
@@ -81,9 +84,13 @@ class AgentParameters(BoundParameters):
         self.expect = Expectations()
         self.roles: dict[str, Parameter] = {}
         self.tools: dict[str, ToolSlot] = {}
-        self.system = self._add(ROLE_SYSTEM, Parameter(
-            f"{self.prefix}.system_message", "text", "", description=f"system message of agent {self.prefix}"),
-            lambda p: SystemMessageBinding(self, p.name))
+        self.template: SystemTemplateBinding | None = None
+        if system_template is None:
+            self.system = self._add(ROLE_SYSTEM, Parameter(
+                f"{self.prefix}.system_message", "text", "", description=f"system message of agent {self.prefix}"),
+                lambda p: SystemMessageBinding(self, p.name))
+        else:
+            self.system = self._add(ROLE_SYSTEM, *self._system_template(system_template))
         for tool, lists in _function_tools(agent):
             self._add_tool(tool, lists)
         self.temperature = self._add(ROLE_SETTING + "temperature", Parameter(
@@ -91,7 +98,7 @@ class AgentParameters(BoundParameters):
             lower=temperature_bounds[0], upper=temperature_bounds[1],
             description=f"sampling temperature of agent {self.prefix}'s model calls",
             meta={"route": "extra_create_args"}), lambda p: TemperatureBinding(self, p.name))
-        switches = {f"{self.prefix}.system_message": system_message, f"{self.prefix}.temperature": temperature}
+        switches = {self.system.name: system_message, f"{self.prefix}.temperature": temperature}
         for name in self.names():
             if name.endswith(".code"):
                 switches[name] = tool_code
@@ -102,6 +109,49 @@ class AgentParameters(BoundParameters):
         if include is not None or excluded:
             self.freeze_except(select(self.names(), include, excluded or None))
         self.parameters()  # current values
+
+    def _system_template(self, given: str | Parameter) -> tuple[Parameter, Callable[[Parameter], Binding]]:
+        """The template the agent's system message was filled from, as its system parameter.
+
+        ``given`` is the template text (``SYSTEM_TEMPLATE``) or a `Parameter` of yours holding it; it
+        must produce the system message the agent holds now, which gives the values its
+        placeholders had (`opto_core.kernel.templates.Template.match`)."""
+        mine = given if isinstance(given, Parameter) else None
+        text = mine.value if mine is not None else given
+        messages = _compat.system_messages(self.agent)
+        current = messages[0].content if messages and isinstance(messages[0].content, str) else ""
+        template = Template.parse(text, mine.template if mine is not None and isinstance(mine.template, str)
+                                  else None) if isinstance(text, str) else None
+        if template is None:
+            raise ValueError(f"system_template for agent {self.prefix!r} has no placeholder ({text!r:.80}): pass the "
+                             f"template the system message is filled from, e.g. \"You work for {{company}}.\"")
+        match = template.match(current)
+        if match is None:
+            raise ValueError(f"agent {self.prefix!r}'s system message {current!r:.120} is not an output of the "
+                             f"system_template {text!r:.120}: pass the template it was filled from")
+        if mine is not None and mine.template_model is None:
+            raise ValueError(f"system_template Parameter {mine.name!r} must be a template: Parameter(..., "
+                             f"template=True)")
+        parameter = mine or Parameter(
+            f"{self.prefix}.system_template", "text", text, template=template.style,
+            description=f"the template agent {self.prefix}'s system message is filled from (placeholders "
+                        f"{', '.join(template.source_of(n) for n in template.placeholders)})")
+
+        def bind(p: Parameter) -> Binding:
+            self.template = SystemTemplateBinding(self, p.name, text, match.values, template.style)
+            return self.template
+
+        return parameter, bind
+
+    def fill_template(self, values: dict[str, Any]) -> None:
+        """Fill the system template with one run's values (``TeamTarget(template_values=...)``)."""
+        if self.template is None:
+            raise ValueError(f"agent {self.prefix!r} has no system_template to fill")
+        unknown = set(values) - set(self.template.values)
+        if unknown:
+            raise KeyError(f"agent {self.prefix!r}'s system template has no placeholder(s) {sorted(unknown)}; it has "
+                           f"{sorted(self.template.values)}")
+        self.template.fill(values)
 
     def _add(self, role: str, parameter: Parameter, binding: Callable[[Parameter], Binding]) -> Parameter:
         self.roles[role] = parameter

@@ -27,7 +27,7 @@ import asyncio
 import collections
 import inspect
 import threading
-from typing import Any, AsyncGenerator, AsyncIterator
+from typing import Any, AsyncGenerator, AsyncIterator, Callable, Mapping
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import TaskResult
@@ -217,6 +217,10 @@ class TeamTarget(_Base):
     are recorded: each team run is one graph, in ``graphs`` here and in the ``graphs`` of every
     agent that took part.
 
+    ``system_templates={"writer": SYSTEM_TEMPLATE}``: an agent whose system message your code filled
+    from a template gets the template as its system parameter (text, or your ``Parameter(...,
+    template=True)``); ``template_values(example) -> {"writer": {"company": ...}}`` fills it per run.
+
     A team that already ran (or was reset) is wrapped too: its runtime still holds the original
     agents, so its next run first registers the wrapped ones and carries the team's whole state
     over (`opto_adapters.autogen.eventloop.reregister_participants`): the conversation so far,
@@ -225,6 +229,8 @@ class TeamTarget(_Base):
 
     def __init__(self, team: Any, *, task_key: str = "task", reset: bool = True, output: Any = None,
                  max_graphs: int = 100, before_run: Any = None, include: Any = None, exclude: Any = None,
+                 system_templates: Mapping[str, Any] | None = None,
+                 template_values: Callable[[Any], Mapping[str, Mapping[str, Any]]] | None = None,
                  **agent_options: Any) -> None:
         if not isinstance(team, BaseGroupChat):
             raise TypeError(f"TeamTarget wraps an autogen_agentchat team (BaseGroupChat such as RoundRobinGroupChat "
@@ -235,9 +241,14 @@ class TeamTarget(_Base):
         super().__init__(task_key, reset, output, max_graphs, before_run)
         self.team = team
         self.agents: dict[str, OptoAgent] = {}
+        self.system_templates = dict(system_templates or {})
         self._wrap_participants(team, agent_options)
         if not self.agents:
             raise ValueError(f"team {team.name!r} has no AssistantAgent to wrap")
+        unknown = sorted(set(self.system_templates) - set(self.agents))
+        if unknown:
+            raise ValueError(f"system_templates names no wrapped agent: {unknown}; the agents are {sorted(self.agents)}")
+        self.template_values = template_values
         # One write-back model over every agent's bindings: a team write is validated and rolled back as one.
         self.bound = BoundParameters([(p, agent.params.binding(p.name)) for agent in self.agents.values()
                                       for p in agent.params.parameters()], include=include, exclude=exclude)
@@ -259,7 +270,8 @@ class TeamTarget(_Base):
             if isinstance(participant, OptoAgent):
                 agent = participant
             elif isinstance(participant, AssistantAgent):
-                agent = OptoAgent(participant, **options)
+                template = self.system_templates.get(participant.name)
+                agent = OptoAgent(participant, **options, **({"system_template": template} if template else {}))
                 members[index] = agent
             elif isinstance(participant, BaseGroupChat):  # a nested team: its agents join this run's graph
                 self._wrap_participants(participant, options)
@@ -329,6 +341,11 @@ class TeamTarget(_Base):
 
     async def _arun(self, example: Any) -> tuple[Any, Graph]:
         task = task_of(example, self.task_key)
+        if self.template_values is not None:  # this example's values for the agents' system templates
+            for name, values in (self.template_values(example) or {}).items():
+                if name not in self.agents:
+                    raise KeyError(f"template_values names no agent {name!r}; the agents are {sorted(self.agents)}")
+                self.agents[name].params.fill_template(values)
         previous = self.last_graph
         result: TaskResult | None = None
         error: Exception | None = None

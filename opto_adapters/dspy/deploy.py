@@ -6,27 +6,30 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from opto_adapters.dspy.parameters import FRAMEWORK, ProgramParameters, bound_parameters
 from opto_core.kernel.files import write_json_atomic
+from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.values import (
     apply_saved,
     read_document,
 )
 
 
-def apply_values(program: Any, values_or_path: Any) -> dict[str, Any]:
+def apply_values(program: Any, values_or_path: Any, parameters: Sequence[Parameter] | None = None) -> dict[str, Any]:
     """Write saved values (a dict, an ``opto-values/1`` document or its path) into a freshly built program.
 
-    Every name and value is checked before anything is written; an unknown name is an error
-    listing the program's parameters, a file saved from another framework an error naming both.
-    Returns what was applied. Also reads the sidecar ``<stem>.opto.json`` `save_optimized` writes.
+    ``parameters``: your own `Parameter` objects optimized with the program (discovery cannot find
+    them). Every name and value is checked before anything is written; an unknown name is an error
+    listing the program's parameters and saying how to pass your own, a file saved from another
+    framework an error naming both. Returns what was applied. Also reads the sidecar
+    ``<stem>.opto.json`` `save_optimized` writes.
     """
     params = bound_parameters(program)
     if isinstance(values_or_path, (str, os.PathLike)):
-        return params.load_sidecar(read_document(values_or_path), str(Path(values_or_path)))
-    return apply_saved(params, values_or_path, framework=FRAMEWORK)
+        return params.load_sidecar(read_document(values_or_path), str(Path(values_or_path)), parameters)
+    return apply_saved(params, values_or_path, framework=FRAMEWORK, parameters=parameters)
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -38,6 +38,7 @@ from opto_core.kernel.code import (
     keeps_signature_bindings,
 )
 from opto_core.kernel.parameters import InvalidValue, Parameter
+from opto_core.kernel.ranges import range_for
 from opto_core.kernel.values import (
     SavedValues,
     apply_saved,
@@ -48,6 +49,8 @@ from opto_core.kernel.values import (
 FRAMEWORK = "dspy"
 #: The sidecar format before ``opto-values/1`` (still read by `load_optimized`).
 SIDECAR_FORMAT = "opto-dspy/1"
+#: Bounds of LM settings the core's range rules (`opto_core.kernel.ranges.range_for`) do not cover;
+#: ``lm_bounds=`` overrides both.
 DEFAULT_LM_BOUNDS: dict[str, tuple[float, float]] = {"temperature": (0.0, 2.0), "max_tokens": (16, 16384)}
 _DEMO_EXTRA_KEYS = {"augmented"}
 #: Attributes optimizers attach to a compiled program (results, not structure): never searched for parts.
@@ -118,7 +121,8 @@ class ProgramParameters(BoundParameters):
         self.program = program
         self.optimize_lm_settings = optimize_lm_settings
         self.optimize_demos = optimize_demos
-        self.lm_bounds = {**DEFAULT_LM_BOUNDS, **(lm_bounds or {})}
+        self.user_bounds = dict(lm_bounds or {})
+        self.lm_bounds = {**DEFAULT_LM_BOUNDS, **self.user_bounds}
         self.predictors: list[tuple[str, Any]] = [(predictor_name(n), p) for n, p in program.named_predictors()]
         if not self.predictors:
             raise ValueError(
@@ -222,12 +226,19 @@ class ProgramParameters(BoundParameters):
         lower, upper = self.lm_bounds[key]
         binding = LMSettingBinding(predictor, key, kind)
         current, known = binding.effective()
-        if known and current is not None:  # widen the bounds to hold what the user chose
-            lower, upper = min(lower, current), max(upper, current)
+        why = ""
+        if key not in self.user_bounds:  # the core's rule for this setting (opto_core.kernel.ranges)
+            lm = predictor.lm or dspy.settings.lm
+            rule = range_for(key, current if known else None, model=getattr(lm, "model", None))
+            if rule is not None:
+                lower, upper, why = rule.lower, rule.upper, f"; range: {rule.why}"
+        shown = current if known and current is not None else UNSET_DEFAULTS[key]
+        lower, upper = min(lower, shown), max(upper, shown)  # the value shown (chosen or default) stays valid
         label = {"temperature": "the sampling temperature", "max_tokens": "the most tokens the LM may generate"}[key]
         description = f"{label} of this predictor's LM calls"
         if not known:
             description += f" (unset: the provider's default applies; shown as {UNSET_DEFAULTS[key]})"
+        description += why
         self._bind(Parameter(f"{name}.lm.{key}", kind, binding.read(), description=description, lower=lower,
                              upper=upper, meta={"unset": not known}), binding, predictor, "lm", key)
 
@@ -310,8 +321,9 @@ class ProgramParameters(BoundParameters):
             "framework": FRAMEWORK, "framework_version": getattr(dspy, "__version__", "?"),
             "program": type(self.program).__name__})
 
-    def load_sidecar(self, data: Any, source: str = "sidecar") -> dict[str, Any]:
-        """Validate and write back every value of a sidecar (old ``opto-dspy/1`` or ``opto-values/1``)."""
+    def load_sidecar(self, data: Any, source: str = "sidecar", parameters: Any = None) -> dict[str, Any]:
+        """Validate and write back every value of a sidecar (old ``opto-dspy/1`` or ``opto-values/1``);
+        ``parameters`` are your own `Parameter` objects saved with it."""
         if isinstance(data, dict) and data.get("format") == SIDECAR_FORMAT:
             saved = SavedValues(data.get("values") or {}, {"framework": FRAMEWORK,
                                                             "lm_config": data.get("lm_config") or {}})
@@ -319,10 +331,11 @@ class ProgramParameters(BoundParameters):
             saved = from_document(data, source)
         values = {**self._old_lm_config(saved.meta.get("lm_config") or {}), **saved}
         try:
-            return apply_saved(self, SavedValues(values, saved.meta), framework=FRAMEWORK)
+            return apply_saved(self, SavedValues(values, saved.meta), framework=FRAMEWORK, parameters=parameters)
         except UnknownParameters as exc:
             raise UnknownParameters(f"{source} names parameters this program does not have (was it saved from a "
-                                    "program of another structure?):", exc.unknown, exc.known) from None
+                                    "program of another structure? A Parameter of your own is passed with "
+                                    "parameters=[...]):", exc.unknown, exc.known) from None
 
     def _old_lm_config(self, lm_config: dict[str, Any]) -> dict[str, Any]:
         """Sidecars before ``<p>.lm.config`` kept whole ``Predict.config``s in ``meta["lm_config"]``:

@@ -70,7 +70,9 @@ class ProgramTarget(BoundTarget):
 
     # ----- running --------------------------------------------------------------------------------------
     def inputs_of(self, example: Any) -> dict[str, Any]:
-        """The program's keyword arguments for ``example`` (``with_inputs`` keys, else ``input_keys``)."""
+        """The program's keyword arguments for ``example``: ``input_keys`` if given, else the keys of its
+        ``with_inputs(...)``; a `dspy.Example` without them is refused (its labels would be lost);
+        a plain dict passes the fields the program declares as inputs."""
         if isinstance(example, dspy.Example):
             keys = input_keys(example)
             data = dict(example.items())
@@ -81,6 +83,13 @@ class ProgramTarget(BoundTarget):
                                f"{example!r:.120}")
         if self.input_keys is not None:
             keys = self.input_keys
+        elif keys is None and isinstance(example, dspy.Example):
+            suggested = [k for k in self._program_inputs() if k in data] or list(data)[:1]
+            call = ", ".join(repr(k) for k in suggested)
+            raise ExampleError(f"the example does not say which fields are inputs: call .with_inputs({call}) on "
+                               f"it (the other fields are labels: the metric and the optimizer's feedback read "
+                               f"them, the program never sees them), or pass input_keys=[{call}] "
+                               f"(example: {example!r:.120})")
         if keys is None:
             keys = [k for k in self._program_inputs() if k in data]
             if not keys:

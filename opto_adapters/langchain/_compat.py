@@ -2,9 +2,11 @@
 
 ``tests/langchain/test_lc_compat.py`` fails when a LangChain release changes one of them;
 `TESTED_RANGE` is what it passed on, and the ``langchain`` extra in ``pyproject.toml`` pins the
-same range. (The closure cell where ``create_agent`` keeps its system prompt is read by
-`opto_adapters.langchain.prompts_in_code.agent_prompt_cell`, tested by
-``tests/langchain/test_lc_agents.py``.)
+same range. (The closure cells where ``create_agent`` and ``create_react_agent`` keep their system
+prompts, and the function behind a ``@dynamic_prompt`` middleware, are read next to the prompt
+reader in `opto_adapters.langchain.prompts_in_code` (``agent_prompt_cell``, ``react_prompt``,
+``dynamic_prompt_function``), tested by ``tests/langchain/test_lc_agents.py`` and
+``tests/langchain/test_lc_code_prompts.py::test_the_framework_internals_the_prompt_reader_reads``.)
 """
 
 from __future__ import annotations

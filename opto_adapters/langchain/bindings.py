@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
 from langchain_core.prompts.string import get_template_variables
 from langchain_core.runnables import RunnableBinding
@@ -93,45 +92,37 @@ class FieldBinding(AttributeBinding):
         return getattr(self.obj, self.attribute)
 
 
-# ----- prompts kept in code: a module global or a closure cell --------------------------------------
+# ----- retrievers -------------------------------------------------------------------------------------
 @dataclass
-class PromptVariableBinding(Binding):
-    """A prompt a function keeps in a variable: a string or a message (only its text is the value).
+class SearchKwargBinding(Binding):
+    """One entry of a vector-store retriever's ``search_kwargs`` (``k``, ``fetch_k``, ``score_threshold``).
 
-    ``home`` is the dict that holds the variable (the function's module globals: the copy the
-    function reads, also after ``from prompts import SYSTEM``) or a closure cell.
+    A write replaces the dict (a copy with the new entry), so a dict shared with other retrievers
+    is never changed under them; ``default`` is what the vector store uses while the entry is unset.
     """
 
-    home: Any
-    name: str
+    retriever: Any
+    key: str
+    default: Any = None
 
-    def raw(self) -> Any:
-        """The object the function passes on (identity is how a model call is matched to it)."""
-        return self.home[self.name] if isinstance(self.home, dict) else self.home.cell_contents
+    def read(self) -> Any:
+        return (self.retriever.search_kwargs or {}).get(self.key, self.default)
 
-    def _set_raw(self, obj: Any) -> None:
-        if isinstance(self.home, dict):
-            self.home[self.name] = obj
-        else:
-            self.home.cell_contents = obj
+    def write(self, value: Any) -> None:
+        self.retriever.search_kwargs = {**(self.retriever.search_kwargs or {}), self.key: value}
 
-    def read(self) -> str:
-        obj = self.raw()
-        return obj.content if isinstance(obj, BaseMessage) else obj
-
-    def write(self, value: str) -> None:
-        obj = self.raw()
-        self._set_raw(obj.model_copy(update={"content": value}) if isinstance(obj, BaseMessage) else value)
+    def refresh(self) -> None:
+        drop_serialized(self.retriever)
 
     def save(self) -> Any:
-        return self.raw()
+        return self.retriever.search_kwargs
 
     def load(self, state: Any) -> None:
-        self._set_raw(state)
+        self.retriever.search_kwargs = state
+        self.refresh()
 
     def describe(self) -> str:
-        where = "module global" if isinstance(self.home, dict) else "closure variable"
-        return f"the {where} {self.name!r}"
+        return f"search_kwargs[{self.key!r}] of a {type(self.retriever).__name__}"
 
 
 # ----- tools ------------------------------------------------------------------------------------------

@@ -8,9 +8,15 @@ close over) and returns one `Parameter` per trainable value:
 - chat model settings that are set: ``temperature``, ``top_p``, ``max_tokens``, penalties
   (``float``/``int`` with bounds);
 - each tool's Python function (``code``) and description (``text``);
-- prompts kept in code (``text``): the system prompt of a ``create_agent`` agent, and the strings
-  or system messages a node function, lambda or helper passes to a model from a module global or
-  a closure variable (`prompts_in_code`).
+- prompts kept in code (``text``): the system prompt of a ``create_agent`` or
+  ``create_react_agent`` agent, what a ``@dynamic_prompt`` middleware returns, and the prompts a
+  node function, lambda, tool or helper builds: a module global or closure variable, formatted or
+  not, an f-string, ``%``, ``+`` of constants, a template built inside the function
+  (`prompts_in_code`, read by `opto_core.kernel.code_prompts`). A prompt with placeholders is a
+  template: a new value must keep exactly its placeholders;
+- a vector-store retriever's ``search_kwargs``: ``k`` (and ``fetch_k``, ``score_threshold``
+  where set) as ``int``/``float``;
+- the chat model's name as a ``choice``, when you name the alternatives (``model_choices``).
 
 Every object found is tagged through its own ``metadata["opto_param_id"]`` (run metadata that
 LangChain does not pass on to child runs), so the callback handler links each run to the
@@ -21,12 +27,13 @@ what LangChain caches: template ``input_variables``, the cached ``_serialized``,
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import itertools
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from langchain_core.language_models import BaseLanguageModel
 from langchain_core.prompts import (
@@ -37,18 +44,24 @@ from langchain_core.prompts import (
 from langchain_core.prompts.string import get_template_variables
 from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
+from langchain_core.vectorstores import VectorStoreRetriever
 
 from opto_adapters.langchain.bindings import (
     CodeBinding,
     DescriptionBinding,
     FieldBinding,
-    PromptVariableBinding,
+    SearchKwargBinding,
     TemplateBinding,
     ToolModels,
     schema_for,
     tool_entry_name,
 )
-from opto_adapters.langchain.prompts_in_code import agent_prompt_cell, prompt_variables
+from opto_adapters.langchain.prompts_in_code import (
+    agent_prompt,
+    code_prompts,
+    dynamic_prompt_function,
+    react_prompt,
+)
 from opto_core.engine.target import BoundTarget
 from opto_core.kernel.binding import Binding, BoundParameters, UnknownParameters, select
 from opto_core.kernel.code import (
@@ -56,18 +69,21 @@ from opto_core.kernel.code import (
     function_source,
     keeps_signature_bindings,
 )
+from opto_core.kernel.code_prompts import CodePrompt, LiteralBinding
 from opto_core.kernel.parameters import InvalidValue, Parameter
+from opto_core.kernel.ranges import range_for
 
 #: The framework's distribution name, in graphs and values files (files from before say "langchain").
 FRAMEWORK = "langchain-core"
 
 TAG_KEY = "opto_param_id"
 
-#: Model settings that become parameters when the model has them set: kind, lower, upper.
-MODEL_SETTINGS: dict[str, tuple[str, float, float]] = {
-    "temperature": ("float", 0.0, 2.0),
-    "top_p": ("float", 0.0, 1.0),
-    "max_tokens": ("int", 1, 32768),
+#: Model settings that become parameters when the model has them set: kind, and bounds for the settings
+#: the core has no range rule for (`opto_core.kernel.ranges.range_for` bounds the others).
+MODEL_SETTINGS: dict[str, tuple[str, float | None, float | None]] = {
+    "temperature": ("float", None, None),
+    "top_p": ("float", None, None),
+    "max_tokens": ("int", None, None),
     "presence_penalty": ("float", -2.0, 2.0),
     "frequency_penalty": ("float", -2.0, 2.0),
 }
@@ -100,17 +116,19 @@ class Group:
 
     def __init__(self, obj: Any, kind: str, tag: str, base: str) -> None:
         self.obj = obj
-        self.kind = kind  # prompt | model | tool | variable (a prompt kept in code: linked by value, no tag)
+        self.kind = kind  # prompt | model | tool | retriever | variable (a prompt kept in code: linked by value)
         self.tag = tag
         self.base = base
         self.parameters: list[Parameter] = []
         self.args: dict[str, str] = {}  # parameter name -> argument label on the op node
         self.available: set[str] = set()
         self.tool_names: set[str] = set()
+        self.choices: dict[tuple[Any, ...], Parameter] = {}  # a model's name as a choice, by its alternatives
 
     @property
     def run_types(self) -> tuple[str, ...]:
-        return {"prompt": ("prompt",), "model": ("chat_model", "llm"), "tool": ("tool",), "variable": ()}[self.kind]
+        return {"prompt": ("prompt",), "model": ("chat_model", "llm"), "tool": ("tool",), "retriever": ("retriever",),
+                "variable": ()}[self.kind]
 
 
 _GROUPS: weakref.WeakValueDictionary[str, Group] = weakref.WeakValueDictionary()
@@ -154,9 +172,10 @@ class _Found:
     prompts: list[tuple[BasePromptTemplate, str]] = field(default_factory=list)
     models: list[tuple[BaseLanguageModel, str]] = field(default_factory=list)
     tools: list[tuple[BaseTool, str]] = field(default_factory=list)
+    retrievers: list[tuple[VectorStoreRetriever, str]] = field(default_factory=list)
     bindings: list[RunnableBinding] = field(default_factory=list)
     functions: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
-    variables: list[tuple[str, str, Any]] = field(default_factory=list)  # (function name, variable, home)
+    variables: list[tuple[str, CodePrompt]] = field(default_factory=list)  # (function label, prompt kept in code)
     inspected: list[str] = field(default_factory=list)
 
 
@@ -182,6 +201,10 @@ def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> Non
     if inspect.ismethod(obj):
         obj = obj.__func__
     if inspect.isfunction(obj):
+        user = dynamic_prompt_function(obj)
+        if user is not None and id(user) not in seen:  # @dynamic_prompt: your function returns the prompt
+            seen.add(id(user))
+            _prompts_kept_by(user, found, returns=True)
         _prompts_kept_by(obj, found)
         try:
             variables = inspect.getclosurevars(obj)
@@ -195,6 +218,9 @@ def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> Non
     found.inspected.append(f"{path}: {type(obj).__name__}")
     if isinstance(obj, BaseTool):
         found.tools.append((obj, path))
+        for function in (getattr(obj, "func", None), getattr(obj, "coroutine", None)):
+            if inspect.isfunction(function):  # prompts it keeps in variables (its literals are its code)
+                _prompts_kept_by(function, found, literals=False)
         return  # a tool's internals are its function, read as code
     if isinstance(obj, BaseLanguageModel):
         found.models.append((obj, path))
@@ -202,6 +228,9 @@ def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> Non
     if isinstance(obj, BasePromptTemplate):
         found.prompts.append((obj, path))
         return
+    if isinstance(obj, VectorStoreRetriever):
+        found.retrievers.append((obj, path))
+        return  # its vector store holds data, not settings
     if isinstance(obj, RunnableBinding) and obj.kwargs.get("tools"):
         found.bindings.append(obj)
     func = getattr(obj, "func", None)
@@ -224,17 +253,19 @@ def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> Non
             _walk(value, f"{path}.{name}", found, seen, depth + 1)
 
 
-def _prompts_kept_by(function: Callable[..., Any], found: _Found) -> None:
-    """Prompts ``function`` keeps in code: create_agent's system prompt, or a user function's variables."""
-    cell = agent_prompt_cell(function)
-    if cell is not None:
-        found.variables.append(("model", "system_prompt", cell))
-        return
+def _prompts_kept_by(function: Callable[..., Any], found: _Found, *, returns: bool = False,
+                     literals: bool = True) -> None:
+    """Prompts ``function`` keeps in code: an agent's system prompt, or what your function builds."""
+    for framework_prompt, label in ((agent_prompt(function), "model"), (react_prompt(function), "agent")):
+        if framework_prompt is not None:
+            found.variables.append((label, framework_prompt))
+            return
     if (function.__module__ or "").startswith(("langchain", "langgraph", "opto_", "pydantic")):
         return
     label = "lambda" if function.__name__ == "<lambda>" else function.__name__
-    for name, home in prompt_variables(function):
-        found.variables.append((label, name, home))
+    for prompt in code_prompts(function, returns=returns):
+        if literals or not isinstance(prompt.binding, LiteralBinding):
+            found.variables.append((label, prompt))
 
 
 def function_docs(runnable: Any, limit: int = 3000) -> dict[str, str]:
@@ -329,15 +360,17 @@ def _model_group(model: BaseLanguageModel, base: str) -> Group | None:
         value = getattr(model, setting, None)
         if value is None or isinstance(value, bool):
             continue
-        if kind == "int":
-            upper = max(upper, value)
+        rule = range_for(setting, value, model=str(label))
+        why = ""
+        if rule is not None:
+            lower, upper, why = rule.lower, rule.upper, f" (range: {rule.why})"
         name = f"{base}.{setting}"
         parameter = Parameter(name, kind, value, lower=lower, upper=upper,
-                              description=f"{_SETTING_TEXT[setting]} of {label}",
+                              description=f"{_SETTING_TEXT[setting]} of {label}{why}",
                               meta={"langchain_binding": FieldBinding(model, setting), "langchain_group": group})
         group.parameters.append(parameter)
         group.args[name] = setting
-    return group if group.parameters else None
+    return group  # kept even without settings: `model_choices` may add the model's name
 
 
 def _tool_group(tool: BaseTool, base: str, bindings: Sequence[RunnableBinding]) -> Group | None:
@@ -398,18 +431,60 @@ def _schema_inferred(tool: BaseTool, func: Callable[..., Any]) -> bool:
     return _schema_shape(built) == _schema_shape(tool.args_schema)
 
 
-def _variable_group(function_name: str, variable: str, home: Any, base: str) -> Group:
-    group = Group(home, "variable", "", base)
-    binding = PromptVariableBinding(home, variable)
-    if variable == "system_prompt" and function_name == "model":
+def _code_prompt_group(function_name: str, prompt: CodePrompt, base: str) -> Group:
+    group = Group(_prompt_home(prompt), "variable", "", base)
+    if prompt.how.startswith("create_agent"):
         what = "the agent's system prompt (create_agent system_prompt=), sent first in every model request"
+    elif prompt.how.startswith("create_react_agent"):
+        what = "the agent's system prompt (create_react_agent prompt=), sent first in every model request"
     else:
-        where = "module constant" if isinstance(home, dict) else "closure variable"
-        what = f"prompt text that {function_name} passes to the model ({where} {variable})"
-    group.parameters.append(Parameter(base, "text", binding.read(), description=what,
-                                      meta={"langchain_binding": binding, "langchain_group": group}))
-    group.args[base] = variable
+        what = prompt.describe(function_name)
+    parameter = Parameter(base, "text", prompt.value, description=what, template=prompt.template,
+                          meta={"langchain_binding": prompt.binding, "langchain_group": group})
+    group.parameters.append(parameter)
+    group.args[base] = prompt.role or prompt.name
     return group
+
+
+#: Search settings of a vector-store retriever: kind, the vector store's default (None: only when set),
+#: and when the setting applies without being set (search types).
+SEARCH_SETTINGS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
+    "k": ("int", 4, ("similarity", "mmr", "similarity_score_threshold")),
+    "fetch_k": ("int", 20, ("mmr",)),
+    "lambda_mult": ("float", 0.5, ("mmr",)),
+    "score_threshold": ("float", None, ()),
+}
+_SEARCH_TEXT = {
+    "k": "how many documents the retriever returns",
+    "fetch_k": "how many documents MMR fetches before choosing k diverse ones",
+    "lambda_mult": "MMR's trade-off between relevance (1) and diversity (0)",
+    "score_threshold": "the lowest relevance score a returned document may have",
+}
+
+
+def _retriever_group(retriever: VectorStoreRetriever, base: str) -> Group | None:
+    """``search_kwargs`` entries a user tunes: ``k`` always, the others where they apply or are set."""
+    group = Group(retriever, "retriever", "", base)
+    store = type(getattr(retriever, "vectorstore", None)).__name__
+    kwargs = retriever.search_kwargs or {}
+    for key, (kind, default, applies) in SEARCH_SETTINGS.items():
+        if key not in kwargs and retriever.search_type not in applies:
+            continue
+        binding = SearchKwargBinding(retriever, key, default)
+        value = binding.read()
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if kind == "int" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        rule = range_for(key, value)
+        lower, upper = (rule.lower, rule.upper) if rule is not None else (None, None)
+        name = f"{base}.search_kwargs.{key}"
+        group.parameters.append(Parameter(name, kind, value, lower=lower, upper=upper,
+                                          description=f"{_SEARCH_TEXT[key]} ({retriever.search_type} search over "
+                                                      f"a {store})" + (f"; range: {rule.why}" if rule else ""),
+                                          meta={"langchain_binding": binding, "langchain_group": group}))
+        group.args[name] = key
+    return group if group.parameters else None
 
 
 def _make_group(obj: Any, kind: str, base: str, found: _Found) -> Group | None:
@@ -417,6 +492,8 @@ def _make_group(obj: Any, kind: str, base: str, found: _Found) -> Group | None:
         return _prompt_group(obj, base)
     if kind == "model":
         return _model_group(obj, base)
+    if kind == "retriever":
+        return _retriever_group(obj, base)
     return _tool_group(obj, base, found.bindings)
 
 
@@ -436,11 +513,13 @@ def discover(runnable: Any) -> tuple[list[Group], list[str]]:
                                                    for p, _ in found.prompts]
     candidates += [(m, "model", getattr(m, "name", None) or "model", id(m)) for m, _ in found.models]
     candidates += [(t, "tool", f"tools.{t.name}", id(t)) for t, _ in found.tools]
-    candidates += [((fn, var, home), "variable", f"{fn}.{var}", (id(home), var)) for fn, var, home in found.variables]
+    candidates += [(r, "retriever", getattr(r, "name", None) or "retriever", id(r)) for r, _ in found.retrievers]
+    candidates += [((fn, prompt), "variable", f"{fn}.{prompt.name}", _prompt_key(prompt))
+                   for fn, prompt in found.variables]
     with _LOCK:
         for obj, kind, base, key in candidates:
             existing = _BY_OBJECT.get(key)
-            live = obj[2] if kind == "variable" else obj
+            live = _prompt_home(obj[1]) if kind == "variable" else obj
             if existing is not None and existing.obj is live:
                 if existing in groups:
                     continue  # a variable shared by two functions, or a shared cell
@@ -450,7 +529,7 @@ def discover(runnable: Any) -> tuple[list[Group], list[str]]:
                 groups.append(existing)
                 continue
             base = _unique(base, used)
-            group = _variable_group(*obj, base) if kind == "variable" else _make_group(obj, kind, base, found)
+            group = _code_prompt_group(*obj, base) if kind == "variable" else _make_group(obj, kind, base, found)
             if group is None:
                 continue
             if kind != "variable":
@@ -459,6 +538,19 @@ def discover(runnable: Any) -> tuple[list[Group], list[str]]:
             _BY_OBJECT[key] = group
             groups.append(group)
     return groups, found.inspected
+
+
+def _prompt_home(prompt: CodePrompt) -> Any:
+    """What holds a prompt kept in code: a globals dict or cell, or the function's literals."""
+    binding = prompt.binding
+    return binding.text if isinstance(binding, LiteralBinding) else binding.home  # type: ignore[attr-defined]
+
+
+def _prompt_key(prompt: CodePrompt) -> Any:
+    binding = prompt.binding
+    if isinstance(binding, LiteralBinding):
+        return (id(binding.text), binding.site)
+    return (id(binding.home), binding.name)  # type: ignore[attr-defined]
 
 
 def _add_model_bindings(group: Group, bindings: Sequence[RunnableBinding]) -> None:
@@ -472,22 +564,88 @@ def _add_model_bindings(group: Group, bindings: Sequence[RunnableBinding]) -> No
             return
 
 
-def all_parameters(runnable: Any) -> tuple[list[Parameter], list[str]]:
+ModelChoices = Sequence[str] | Mapping[str, Sequence[str]]
+
+
+#: The fields chat models keep their model's name in (the first one a model has is used).
+MODEL_NAME_FIELDS = ("model_name", "model", "model_id")
+
+
+def _model_name_field(model: Any) -> str | None:
+    fields = getattr(type(model), "model_fields", {})
+    for name in MODEL_NAME_FIELDS:
+        if name in fields and isinstance(getattr(model, name, None), str):
+            return name
+    return None
+
+
+def model_choice_parameters(groups: Sequence[Group], model_choices: ModelChoices) -> list[Parameter]:
+    """The name of each chat model as a ``choice`` among the alternatives you name.
+
+    ``model_choices`` is a list (for every model found) or a mapping from a model's parameter
+    prefix (``"llm"``), its parameter name (``"llm.model_name"``) or a glob to the alternatives.
+    The model's current name is always the first choice, so a run starts from what it had. A key
+    that names no model is an error listing the models found.
+    """
+    models = [g for g in groups if g.kind == "model" and _model_name_field(g.obj) is not None]
+    if isinstance(model_choices, Mapping):
+        wanted = {str(k): list(v) for k, v in model_choices.items()}
+    else:
+        wanted = {"*": list(model_choices)}
+    found: list[Parameter] = []
+    used: set[str] = set()
+    for group in models:
+        field_name = _model_name_field(group.obj)
+        name = f"{group.base}.{field_name}"
+        for key, alternatives in wanted.items():
+            if key in (group.base, name) or fnmatch.fnmatchcase(name, key) or fnmatch.fnmatchcase(group.base, key):
+                used.add(key)
+                found.append(_model_choice(group, name, str(field_name), alternatives))
+                break
+    unused = [k for k in wanted if k not in used]
+    if unused:
+        known = [f"{g.base} ({g.base}.{_model_name_field(g.obj)} = {getattr(g.obj, str(_model_name_field(g.obj)))!r})"
+                 for g in models]
+        raise NoParametersFound(f"model_choices names no model: {unused}; the models found are "
+                                f"{known or 'none (no chat model with a model name field)'}")
+    return found
+
+
+def _model_choice(group: Group, name: str, field_name: str, alternatives: Sequence[str]) -> Parameter:
+    current = getattr(group.obj, field_name)
+    choices = [current, *(str(a) for a in alternatives if str(a) != current)]
+    key = tuple(choices)
+    parameter = group.choices.get(key)
+    if parameter is None:
+        parameter = group.choices[key] = Parameter(
+            name, "choice", current, choices=choices,
+            description=f"which model {type(group.obj).__name__} calls",
+            meta={"langchain_binding": FieldBinding(group.obj, field_name), "langchain_group": group})
+        group.args[name] = field_name
+    return parameter
+
+
+def all_parameters(runnable: Any, model_choices: ModelChoices | None = None) -> tuple[list[Parameter], list[str]]:
     """Every parameter found in ``runnable`` and what was inspected (for error messages)."""
     groups, inspected = discover(runnable)
-    return [p for g in groups for p in g.parameters], inspected
+    parameters = [p for g in groups for p in g.parameters]
+    if model_choices:
+        parameters += model_choice_parameters(groups, model_choices)
+    return parameters, inspected
 
 
-def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> list[Parameter]:
+def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, *,
+                  model_choices: ModelChoices | None = None) -> list[Parameter]:
     """The parameters to optimize in a chain, graph, agent, model, prompt or tool (or a list of them).
 
     ``include``/``exclude`` are parameter names or glob patterns (``"prompt.*"``, ``"*.temperature"``),
     chosen by `opto_core.kernel.binding.select` (a pattern that matches nothing is an error listing the
     names); this list leaves out what they leave out, while a `ChainTarget` keeps those frozen and
     visible. Calling this twice on the same objects returns the same `Parameter` objects. Raises
-    `NoParametersFound`, listing what was inspected, when nothing is left.
+    `NoParametersFound`, listing what was inspected, when nothing is left. ``model_choices`` adds
+    each chat model's name as a ``choice`` (see `model_choice_parameters`).
     """
-    parameters, inspected = all_parameters(runnable)
+    parameters, inspected = all_parameters(runnable, model_choices)
     names = [p.name for p in parameters]
     try:
         chosen = select(names, include, exclude)
@@ -506,18 +664,25 @@ def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: 
 
 
 def bound_parameters(runnable: Any, parameters: Sequence[Parameter] | None = None, *,
-                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None) -> BoundParameters:
+                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                     model_choices: ModelChoices | None = None) -> BoundParameters:
     """The runnable's parameters with their bindings (found by `parameters_of` unless given).
 
     Found parameters are copies, so that freezing some for this target leaves other targets over
-    the same objects alone; parameters you pass are used as they are. A `ChainTarget` gives its own.
+    the same objects alone; parameters you pass are used as they are (``model_choices`` adds the
+    models' names to them). A `ChainTarget` gives its own.
     """
     if isinstance(runnable, BoundTarget):
         if include is not None or exclude is not None:
             runnable.bound.freeze_except(select(runnable.bound.names(), include, exclude))
         return runnable.bound
+    if parameters is not None and model_choices:
+        groups, _ = discover(runnable)
+        given = {p.name for p in parameters}
+        parameters = [*parameters, *(p.copy() for p in model_choice_parameters(groups, model_choices)
+                                     if p.name not in given)]
     if parameters is None:
-        found, inspected = all_parameters(runnable)
+        found, inspected = all_parameters(runnable, model_choices)
         if not found:
             listing = "\n  ".join(inspected) if inspected else "(no LangChain object)"
             raise NoParametersFound(f"no trainable parameter: no prompt template, chat model setting or tool "

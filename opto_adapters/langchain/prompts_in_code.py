@@ -1,119 +1,152 @@
-"""Prompts kept in code: the system prompt of a ``create_agent`` agent, and prompts a function passes to a model.
-
-Two places hold a prompt that no prompt template carries:
+"""Prompts kept in code: where LangChain and LangGraph programs keep prompts that no template object carries.
 
 - ``langchain.agents.create_agent(model, tools, system_prompt=...)`` turns the prompt into a
-  `SystemMessage` that its ``model`` node prepends to every request. The node function keeps it
-  in a closure variable (`agent_prompt_cell`); it is never part of the graph's state.
-- A LangGraph node function, a ``RunnableLambda`` or a helper they call builds the messages
-  itself: ``llm.invoke([SystemMessage(SYSTEM), *state["messages"]])`` with ``SYSTEM`` a module
-  constant or a closure variable (`prompt_variables`).
+  `SystemMessage` that its ``model`` node prepends to every request, kept in a closure variable
+  (`agent_prompt_cell`); it is never part of the graph's state.
+- ``langgraph.prebuilt.create_react_agent(model, tools, prompt="...")`` keeps it in the closure of
+  its ``Prompt`` step (`react_prompt_cell`).
+- ``@dynamic_prompt`` middleware returns the prompt from a function of yours
+  (`dynamic_prompt_function`): its return value is the prompt.
+- A LangGraph node, a ``RunnableLambda``, a tool or a helper they call builds the messages itself:
+  ``llm.invoke([SystemMessage(SYSTEM.format(company=c)), *state["messages"]])``, an f-string, ``%``,
+  ``+`` of constants, an alias, a ``ChatPromptTemplate`` built inside the function.
 
-Both become ``text`` parameters bound to the variable (`PromptVariableBinding`); the graph links
-each to the model calls that received its message (see `links.Links.prompt_source`).
+The last two are read from the syntax tree by the core (`opto_core.kernel.code_prompts`, the same
+reader every adapter uses); this module only says which LangChain calls take a message's text
+(`SINKS`) and how a message object carries its text. The graph links each prompt to the model
+calls that received it, by the core's provenance rules (`links.Links.prompt_sources`).
 """
 
 from __future__ import annotations
 
-import ast
 import types
-from typing import Any, Iterator
+from typing import Any
 
+from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableBinding
 
-from opto_core.kernel.code import SourceUnavailable, function_source
-
-#: Calls whose first argument (or ``content=``) is a message's text.
-_MESSAGE_CALLS = {"SystemMessage", "HumanMessage", "AIMessage", "ChatMessage", "from_template"}
-#: Role names in ``("system", TEXT)`` tuples and ``{"role": ..., "content": TEXT}`` dicts.
-_ROLES = {"system", "developer", "human", "user", "ai", "assistant"}
+from opto_core.kernel.code_prompts import CodePrompt, Sink, VariableBinding, prompts_in_function
 
 
-def agent_prompt_cell(function: Any) -> types.CellType | None:
-    """The closure cell where ``create_agent`` keeps its system prompt, if ``function`` is its model node.
+def _is_model(value: Any) -> bool:
+    """A model, or a model with bound settings or tools (``llm.bind_tools(...)``): its input is the prompt."""
+    for _ in range(8):
+        if not isinstance(value, RunnableBinding):
+            break
+        value = value.bound
+    return isinstance(value, BaseLanguageModel)
 
-    PRIVATE FRAMEWORK DETAIL, isolated here on purpose: LangChain has no public way to read or
-    change a built agent's static prompt. ``langchain/agents/factory.py`` (1.x) turns
-    ``system_prompt`` into a local ``system_message`` (a `SystemMessage`, or None) that its
-    ``model_node`` and ``amodel_node`` functions close over (one shared cell, read on every call).
-    ``tests/langchain/test_lc_agents.py::test_create_agent_keeps_its_prompt_where_we_look`` fails
-    when a LangChain release moves it; the ``langchain`` extra pins the tested range.
-    """
-    if not isinstance(function, types.FunctionType) or function.__closure__ is None:
+
+#: LangChain calls whose argument is a message's (or prompt's) text.
+SINKS: tuple[Sink, ...] = (
+    Sink("SystemMessage", role="system"),
+    Sink("HumanMessage", role="human"),
+    Sink("AIMessage", role="ai"),
+    Sink("ChatMessage"),
+    Sink("from_template", (0, "template"), renders=True),
+    Sink("SystemMessagePromptTemplate.from_template", (0, "template"), role="system", renders=True),
+    Sink("HumanMessagePromptTemplate.from_template", (0, "template"), role="human", renders=True),
+    Sink("AIMessagePromptTemplate.from_template", (0, "template"), role="ai", renders=True),
+    Sink("PromptTemplate", (0, "template"), renders=True),
+    Sink("from_messages", (), renders=True),  # its (role, TEXT) tuples are templates
+    Sink("override", ("system_prompt", "system_message"), role="system"),  # middleware: request.override(...)
+    Sink("invoke", (0, "input"), role="human", receiver=_is_model),  # llm.invoke(PROMPT.format(...))
+    Sink("ainvoke", (0, "input"), role="human", receiver=_is_model),
+)
+
+
+def message_text(value: Any) -> str | None:
+    """The text of a message a variable holds (only system messages are prompts kept in variables)."""
+    if isinstance(value, BaseMessage) and value.type == "system" and isinstance(value.content, str):
+        return value.content
+    return None
+
+
+def with_text(message: BaseMessage, text: str) -> BaseMessage:
+    """The same message with a new text (a copy: the old object may still be in a past run's state)."""
+    return message.model_copy(update={"content": text})
+
+
+def code_prompts(function: Any, *, returns: bool = False) -> list[CodePrompt]:
+    """The prompts a LangChain program's function builds in code (see the module doc)."""
+    return prompts_in_function(function, SINKS, returns=returns, text_of=message_text, with_text=with_text)
+
+
+def _cell_prompt(function: Any, module: str, names: tuple[str, ...], variable: str, how: str) -> CodePrompt | None:
+    """A system message kept in one of ``function``'s closure cells, if ``function`` is that framework function."""
+    if not isinstance(function, types.FunctionType) or function.__closure__ is None or function.__module__ != module:
         return None
-    if function.__module__ != "langchain.agents.factory" or function.__name__ not in ("model_node", "amodel_node"):
+    if function.__name__ not in names:
         return None
-    names = function.__code__.co_freevars
-    if "system_message" not in names:
+    free = function.__code__.co_freevars
+    if variable not in free:
         return None
-    cell = function.__closure__[names.index("system_message")]
+    cell = function.__closure__[free.index(variable)]
     try:
         value = cell.cell_contents
     except ValueError:  # an empty cell
         return None
-    return cell if isinstance(value, BaseMessage) and isinstance(value.content, str) else None
+    text = message_text(value)
+    if text is None:
+        return None
+    binding = VariableBinding(cell, variable, message_text, with_text)
+    return CodePrompt("system_prompt", text, None, binding, how, "system", obj=value)
 
 
-def _is_prompt_value(value: Any) -> bool:
-    if isinstance(value, str):
-        return bool(value.strip())
-    return isinstance(value, BaseMessage) and value.type == "system" and isinstance(value.content, str)
+# ----- PRIVATE FRAMEWORK DETAILS, isolated here on purpose ----------------------------------------------
+# LangChain has no public way to read or change a built agent's static prompt. Each accessor below
+# reads one closure variable of a framework function; tests/langchain/test_lc_agents.py and
+# tests/langchain/test_lc_code_prompts.py fail when a release moves it (the extra pins the tested range).
 
+def agent_prompt_cell(function: Any) -> types.CellType | None:
+    """The closure cell where ``create_agent`` keeps its system prompt, if ``function`` is its model node.
 
-def _names_used_as_message_text(tree: ast.AST) -> Iterator[tuple[str, bool]]:
-    """Names a function's code passes as a message's text, or puts into a list as a message (``True``).
-
-    Read from the syntax tree: nothing is run."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
-            if callee in _MESSAGE_CALLS:
-                for arg in [*node.args[:1], *(k.value for k in node.keywords if k.arg in ("content", "template"))]:
-                    if isinstance(arg, ast.Name):
-                        yield arg.id, False
-        elif isinstance(node, ast.Tuple) and len(node.elts) == 2:
-            role, text = node.elts
-            if isinstance(role, ast.Constant) and role.value in _ROLES and isinstance(text, ast.Name):
-                yield text.id, False
-        elif isinstance(node, ast.Dict):
-            entries = {k.value: v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)}
-            if "role" in entries and isinstance(entries.get("content"), ast.Name):
-                yield entries["content"].id, False
-        elif isinstance(node, (ast.List, ast.Tuple)):
-            yield from ((e.id, True) for e in node.elts if isinstance(e, ast.Name))  # [SYSTEM_MESSAGE, *messages]
-
-
-def prompt_variables(function: types.FunctionType) -> list[tuple[str, Any]]:
-    """``(name, home)`` of each prompt ``function`` passes to a model; ``home`` is a globals dict or a cell.
-
-    A name counts when the code uses it as a message's text (``SystemMessage(SYSTEM)``,
-    ``("system", SYSTEM)``, ``{"role": "system", "content": SYSTEM}``) and it holds a string, or
-    when it holds a system message that the code puts into a list. Module globals are the
-    function's own ``__globals__``: after ``from prompts import SYSTEM`` that is the copy the
-    function reads, so that is the one to change.
+    ``langchain/agents/factory.py`` (1.x) turns ``system_prompt`` into a local ``system_message``
+    (a `SystemMessage`, or None) that ``model_node`` and ``amodel_node`` close over (one shared cell).
     """
+    prompt = agent_prompt(function)
+    return prompt.binding.home if prompt is not None else None  # type: ignore[attr-defined]
+
+
+def agent_prompt(function: Any) -> CodePrompt | None:
+    """``create_agent``'s system prompt as a prompt kept in code (see `agent_prompt_cell`)."""
+    return _cell_prompt(function, "langchain.agents.factory", ("model_node", "amodel_node"), "system_message",
+                        "create_agent system_prompt=")
+
+
+def react_prompt(function: Any) -> CodePrompt | None:
+    """``create_react_agent(prompt=...)``'s system prompt, if ``function`` is its ``Prompt`` step.
+
+    ``langgraph/prebuilt/chat_agent_executor.py`` (1.x, ``_get_prompt_runnable``) wraps a string
+    prompt as ``_system_message = SystemMessage(prompt)`` and a `SystemMessage` as ``prompt``, in
+    the closure of a lambda that prepends it to the state's messages.
+    """
+    for variable in ("_system_message", "prompt"):
+        prompt = _cell_prompt(function, "langgraph.prebuilt.chat_agent_executor", ("<lambda>",), variable,
+                              "create_react_agent prompt=")
+        if prompt is not None:
+            return prompt
+    return None
+
+
+def dynamic_prompt_function(function: Any) -> types.FunctionType | None:
+    """Your function behind a ``@dynamic_prompt`` middleware, if ``function`` is the wrapper it made.
+
+    ``langchain/agents/middleware/types.py`` (1.x) builds a middleware class whose
+    ``wrap_model_call`` (``wrapped``, ``async_wrapped``...) closes over your function as ``func``
+    and sends its return value as the system message.
+    """
+    if not isinstance(function, types.FunctionType) or function.__closure__ is None:
+        return None
+    if function.__module__ != "langchain.agents.middleware.types" or \
+            not function.__qualname__.startswith("dynamic_prompt."):
+        return None
+    free = function.__code__.co_freevars
+    if "func" not in free:
+        return None
     try:
-        tree = ast.parse(function_source(function))
-    except (SourceUnavailable, SyntaxError, ValueError):
-        return []
-    code = function.__code__
-    cells = dict(zip(code.co_freevars, function.__closure__ or ()))
-    found: list[tuple[str, Any]] = []
-    seen: set[str] = set()
-    for name, as_message in _names_used_as_message_text(tree):
-        if name in seen:
-            continue
-        if name in cells:
-            try:
-                value = cells[name].cell_contents
-            except ValueError:
-                continue
-            home: Any = cells[name]
-        elif name in code.co_names and name in function.__globals__:
-            value, home = function.__globals__[name], function.__globals__
-        else:
-            continue  # a local variable or a parameter: built per call, nothing to bind
-        if _is_prompt_value(value) and (isinstance(value, BaseMessage) or not as_message):
-            seen.add(name)
-            found.append((name, home))
-    return found
+        user = function.__closure__[free.index("func")].cell_contents
+    except ValueError:
+        return None
+    return user if isinstance(user, types.FunctionType) else None

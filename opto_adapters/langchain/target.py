@@ -16,9 +16,12 @@ import langchain_core
 
 from opto_adapters.langchain.parameters import (
     FRAMEWORK,
+    ModelChoices,
     NoParametersFound,
+    binding_of,
     bound_parameters,
     function_docs,
+    group_of_parameter,
 )
 from opto_adapters.langchain.tracing.builder import failed_graph
 from opto_adapters.langchain.tracing.handler import OptoCallbackHandler
@@ -43,6 +46,13 @@ class ChainTarget(BoundTarget):
     - ``output_fn(output)`` turns the chain's output into what the feedback function scores
       (e.g. the last message's text of a LangGraph state); it appears in the graph as one more op.
     - ``config``: extra `RunnableConfig` for every run (tags, metadata, ``configurable``...).
+    - ``context``: the LangChain 1.x / LangGraph runtime context of an agent or graph built with
+      ``context_schema=`` (what ``agent.invoke(x, context=Ctx(...))`` passes; middleware reads it as
+      ``request.runtime.context``): one value for every run, or a function of the example for a
+      context per example (``context=lambda ex: Ctx(user_name=ex["user"])``).
+    - ``model_choices``: the models you would accept; each chat model's name becomes a ``choice``
+      parameter that starts at the current model (see `parameters.model_choice_parameters`): a list
+      for every model, or ``{"llm": ["gpt-4o-mini", "gpt-4o"]}`` by model.
     """
 
     framework = FRAMEWORK
@@ -52,11 +62,14 @@ class ChainTarget(BoundTarget):
                  include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                  input_key: str | None = None, input_keys: Sequence[str] | None = None,
                  prepare: Callable[[Any], Any] | None = None, output_fn: Callable[[Any], Any] | None = None,
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None, context: Any = None,
+                 model_choices: ModelChoices | None = None) -> None:
         if not hasattr(runnable, "invoke"):
             raise TypeError(f"ChainTarget needs a LangChain runnable (with .invoke), got {type(runnable).__name__}")
         self.runnable = runnable
-        self.bound = bound_parameters(runnable, parameters, include=include, exclude=exclude)
+        self.bound = bound_parameters(runnable, parameters, include=include, exclude=exclude,
+                                      model_choices=model_choices)
+        self.context = context
         if not any(p.trainable for p in self.bound):
             raise NoParametersFound(f"none of the parameters given is trainable: {self.bound.names()}")
         self.input_key = input_key
@@ -73,9 +86,9 @@ class ChainTarget(BoundTarget):
         started = self._start(example)
         if isinstance(started[0], BaseException):
             return started  # type: ignore[return-value]
-        handler, chain_input, config = started
+        handler, chain_input, config, extra = started
         try:
-            output = self.runnable.invoke(chain_input, config)
+            output = self.runnable.invoke(chain_input, config, **extra)
         except Exception as exc:
             return self._failed(handler, config, chain_input, exc)
         return self._finish(handler, config, output)
@@ -85,19 +98,21 @@ class ChainTarget(BoundTarget):
         started = self._start(example)
         if isinstance(started[0], BaseException):
             return started  # type: ignore[return-value]
-        handler, chain_input, config = started
+        handler, chain_input, config, extra = started
         try:
-            output = await self.runnable.ainvoke(chain_input, config)
+            output = await self.runnable.ainvoke(chain_input, config, **extra)
         except Exception as exc:
             return self._failed(handler, config, chain_input, exc)
         return self._finish(handler, config, output)
 
     def _start(self, example: Any) -> tuple[Any, ...]:
-        """A fresh handler, the chain's input and the run's config (with the handler added to the callbacks);
-        or ``(exception, graph)`` when the example cannot be turned into the chain's input."""
+        """A fresh handler, the chain's input, the run's config (with the handler added to the callbacks)
+        and the keyword arguments of ``invoke`` (the runtime context); or ``(exception, graph)`` when
+        the example cannot be turned into the chain's input."""
         handler = self.handler()
         try:
             chain_input = self.input_of(example)
+            extra = {} if self.context is None else {"context": self.context_of(example)}
         except Exception as exc:
             return exc, failed_graph(example, exc, "preparing the chain's input")
         callbacks = self.config.get("callbacks")
@@ -108,7 +123,7 @@ class ChainTarget(BoundTarget):
         else:  # a callback manager
             callbacks = callbacks.copy()
             callbacks.add_handler(handler, inherit=True)
-        return handler, chain_input, {**self.config, "callbacks": callbacks, "run_id": uuid4()}
+        return handler, chain_input, {**self.config, "callbacks": callbacks, "run_id": uuid4()}, extra
 
     @staticmethod
     def _failed(handler: OptoCallbackHandler, config: dict[str, Any], chain_input: Any,
@@ -136,10 +151,35 @@ class ChainTarget(BoundTarget):
         _move_output(graph, marked, node)
         return transformed, graph
 
+    def coverage_fix(self, parameter: Parameter, cause: str) -> str | None:
+        """What to try when feedback does not reach ``parameter``, in LangChain's terms (for `opto_core.coverage`)."""
+        group = group_of_parameter(parameter)
+        used_by = parameter.meta.get("used_by")
+        if group is None and used_by and cause in ("off_path", "unlinked", "never_seen"):
+            return (f"{parameter.name} is linked to the runs named {used_by!r} (meta used_by), but no model call inside "
+                    f"them received its text: put its value (or the text you fill it into) in the messages that run "
+                    f"sends, make it Parameter(..., template=True) if your code fills it in, or name the run that "
+                    f"sends it in used_by")
+        if group is not None and group.kind == "variable" and cause in ("unlinked", "never_seen", "off_path"):
+            return (f"{parameter.name} is the prompt in {binding_of(parameter).describe()}, but no model request of "
+                    f"these runs carried its text: the code that sends it did not run for these examples (run one "
+                    f"that takes that branch), or the text is changed after it is filled in (keep that change in "
+                    f"the template itself)")
+        if group is not None and group.kind == "retriever" and cause == "off_path":
+            return (f"the retriever's documents do not reach the answer: pass what {parameter.name.rsplit('.', 2)[0]} "
+                    f"returns into the prompt (e.g. {{'context': retriever | format_docs, ...}})")
+        return None
+
     # ----- helpers --------------------------------------------------------------------------------
     def handler(self) -> OptoCallbackHandler:
         """A fresh handler for one run (runs in several threads never share state)."""
         return OptoCallbackHandler(self.bound.parameters(), max_graphs=1, docs=self.docs)
+
+    def context_of(self, example: Any) -> Any:
+        """The runtime context for one example: ``context(example)`` when it is a function, else ``context``."""
+        if callable(self.context) and not isinstance(self.context, type):
+            return self.context(example)
+        return self.context
 
     def input_of(self, example: Any) -> Any:
         if self.prepare is not None:
@@ -201,7 +241,8 @@ def optimize_chain(runnable: Any, trainset: Sequence[Any], feedback_fn: Callable
                    parameters: Sequence[Parameter] | None = None, include: Sequence[str] | None = None,
                    exclude: Sequence[str] | None = None, input_key: str | None = None,
                    input_keys: Sequence[str] | None = None, prepare: Callable[[Any], Any] | None = None,
-                   output_fn: Callable[[Any], Any] | None = None, **settings: Any) -> Any:
+                   output_fn: Callable[[Any], Any] | None = None, context: Any = None,
+                   model_choices: ModelChoices | None = None, **settings: Any) -> Any:
     """Optimize a chain in place with OptoPrime: `ChainTarget` + `opto_core.engine.loop.optimize`.
 
     ``llm`` is the optimizer's `ChatModel` (default: `opto_core.llm.client.OpenAIChat()` from the
@@ -212,7 +253,8 @@ def optimize_chain(runnable: Any, trainset: Sequence[Any], feedback_fn: Callable
     from opto_core.optimizers.optoprime import OptoPrime
 
     target = ChainTarget(runnable, parameters, include=include, exclude=exclude, input_key=input_key,
-                         input_keys=input_keys, prepare=prepare, output_fn=output_fn)
+                         input_keys=input_keys, prepare=prepare, output_fn=output_fn, context=context,
+                         model_choices=model_choices)
     if optimizer is None:
         if llm is None:  # the documented default: a client configured from the environment
             from opto_core.llm.client import OpenAIChat

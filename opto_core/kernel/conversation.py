@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from opto_core.kernel.graph import (
+    MATCH_TEMPLATE,
     META_DURATION,
     META_ERROR,
     META_RUN_ID,
@@ -60,6 +61,7 @@ from opto_core.kernel.graph import (
 )
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.provenance import ProvenanceIndex
+from opto_core.kernel.templates import Template, TemplateError
 from opto_core.kernel.text import as_text, clip
 
 #: Parameter roles an adapter maps its parameters to (``tool_code:<tool>``, ``tool_description:<tool>``,
@@ -339,8 +341,9 @@ class _Builder:
             if position == 0 and item.role == "system" and call.role == "agent":
                 system_checked = True
                 param = roles.get(ROLE_SYSTEM)
-                if param is not None and param.value == item.content:
-                    parents.append(Edge(self.graph.add_parameter(param).id, "system_message"))
+                how = _system_source(param, item.content) if param is not None else None
+                if how is not None:
+                    parents.append(Edge(self.graph.add_parameter(param).id, "system_message", VIA_DATA, how))
                     continue
             node_id = node_of(None, keys=self.keys(item)) if item.call_ids else by_key(("text", item.source, item.content))
             arg = _PROMPT_ARGS[position] if position < len(_PROMPT_ARGS) else f"prompt[{position}]"
@@ -455,6 +458,24 @@ class _Builder:
 
 
 _PROMPT_ARGS = tuple(f"prompt[{i}]" for i in range(512))
+
+
+def _system_source(parameter: Parameter, content: Any) -> str | None:
+    """How an agent's system-message parameter produced the system message a call sent, or ``None``.
+
+    Its exact text (``""``: no matching needed), or, for a template parameter (``template=``: the
+    program fills it in each run), an output of its current value (`Template.match`, ``"template"``).
+    """
+    if parameter.value == content:
+        return ""
+    template = parameter.template_model
+    if template is None or not isinstance(content, str) or not isinstance(parameter.value, str):
+        return None
+    try:
+        current = Template.parse(parameter.value, template.style)
+    except TemplateError:
+        return None
+    return MATCH_TEMPLATE if current is not None and current.match(content) is not None else None
 
 
 def _describe_message(message: MessageRecord, produced: bool) -> str:

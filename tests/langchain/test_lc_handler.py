@@ -266,7 +266,8 @@ def test_prebuilt_react_agent():
         warnings.simplefilter("ignore")
         agent = make_agent(model, [add], prompt="You are a calculator.")
     parameters = parameters_of(agent)
-    assert {p.name for p in parameters} == {"model.temperature", "tools.add.code", "tools.add.description"}
+    assert {p.name for p in parameters} == {"model.temperature", "tools.add.code", "tools.add.description",
+                                            "agent.system_prompt"}  # create_react_agent(prompt=...)
     h = OptoCallbackHandler(parameters, raise_error=True)
     agent.invoke({"messages": [HumanMessage("what is 1+2")]}, config={"callbacks": [h]})
     g = h.last_graph
@@ -279,6 +280,7 @@ def test_prebuilt_react_agent():
     second_prompt = next(e.id for e in models[1].edges if e.arg == "messages")
     assert ("add#0", second_prompt, "messages[2]") in flow
     assert ("param:model.temperature", models[1].id, "temperature") in flow
+    assert {("param:agent.system_prompt", m.id, "messages[0]") for m in models} <= flow
 
 
 # ----- ways of running --------------------------------------------------------------------------------------

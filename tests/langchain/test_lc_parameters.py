@@ -34,7 +34,9 @@ def test_discovers_templates_and_model_settings_with_bounds():
     assert params["prompt.system"].kind == "text" and params["prompt.system"].value == "You are {role}."
     assert params["model.temperature"].kind == "float" and params["model.temperature"].value == 0.7
     assert (params["model.temperature"].lower, params["model.temperature"].upper) == (0.0, 2.0)
-    assert params["model.max_tokens"].kind == "int" and params["model.max_tokens"].lower == 1
+    # the core's rule (opto_core.kernel.ranges): room for a short answer, up to 4 times the current 128
+    assert (params["model.max_tokens"].kind, params["model.max_tokens"].lower, params["model.max_tokens"].upper) \
+        == ("int", 64, 512)
     # top_p is a field of the model but not set: not a parameter
     assert "model.top_p" not in params
     # the objects are tagged through their own metadata (merged with what was there)
@@ -89,11 +91,11 @@ def test_prompt_and_temperature_reach_the_model():
     assert model.calls[-1]["messages"][0] == {"type": "system", "content": "You are a bot."}
     assert model.calls[-1]["temperature"] == 0.7
     target.apply({"prompt.system": "You are {role}. Answer with one number.", "model.temperature": 0.1,
-                  "model.max_tokens": 16})
+                  "model.max_tokens": 96})
     output, graph = target.run(QA)
     call = model.calls[-1]
     assert call["messages"][0] == {"type": "system", "content": "You are a bot. Answer with one number."}
-    assert (call["temperature"], call["max_tokens"]) == (0.1, 16)
+    assert (call["temperature"], call["max_tokens"]) == (0.1, 96)
     # the trace shows the new values, not LangChain's cached serialization of the old ones
     assert graph["param:model.temperature"].value == 0.1
     assert "temperature=0.1" in graph["EchoChatModel#0"].doc
@@ -109,7 +111,7 @@ def test_prompt_and_temperature_reach_the_model():
     ({"prompt.system": "You are {role"}, "does not parse as a f-string template"),
     ({"model.temperature": 3.5}, "above the upper bound 2.0"),
     ({"model.temperature": "hot"}, "expected a float"),
-    ({"model.max_tokens": 0}, "below the lower bound 1"),
+    ({"model.max_tokens": 0}, "below the lower bound 64"),
 ])
 def test_bad_values_are_rejected_and_the_chain_is_untouched(update, reason):
     chain, prompt, model = echo_chain()

@@ -16,6 +16,11 @@ Where each value lives in AG2 0.14, and how a write reaches the next model reque
   source by `Parameter.validate`, before anything runs), so the advertised schema stays the same.
 - ``<manager>.select_speaker_message_template`` / ``.select_speaker_prompt_template`` (text): the
   GroupChat's "auto" selection prompts, on the GroupChat and on the manager's shallow copies.
+- ``<run>.<NAME>`` (text, a template when the code formats it): a prompt your ``run`` function
+  writes into an agent's system message each run (``agent.update_system_message(SYSTEM.format(...))``,
+  an f-string, ``%``...), read from its syntax tree by `opto_core.kernel.code_prompts`. It is that
+  agent's system-message parameter (the conversation builder credits it where its filled-in text
+  went); the agent's own ``system_message`` is rewritten by every run, so it is no parameter then.
 
 An agent without an ``llm_config`` (a pure tool executor) has no model parameters: it is listed in
 ``notes``, not an error.
@@ -43,6 +48,7 @@ from opto_core.kernel.binding import Binding, BoundParameters, select
 from opto_core.kernel.code import (
     keeps_signature_bindings,
 )
+from opto_core.kernel.code_prompts import CodePrompt, Sink, prompts_in_function
 from opto_core.kernel.conversation import (
     ROLE_PROMPT,
     ROLE_SETTING,
@@ -51,8 +57,11 @@ from opto_core.kernel.conversation import (
     ROLE_TOOL_DESCRIPTION,
 )
 from opto_core.kernel.parameters import Parameter
+from opto_core.kernel.ranges import range_for
+from opto_core.kernel.templates import Template
 
-#: Numeric settings an llm_config may set: kind, lower, upper (OpenAI's documented ranges).
+#: Numeric settings an llm_config may set: kind, lower, upper (OpenAI's documented ranges), used where
+#: the core has no range rule (`opto_core.kernel.ranges.range_for` bounds temperature, top_p, max_tokens).
 NUMERIC_SETTINGS: dict[str, tuple[str, float | None, float | None]] = {
     "temperature": ("float", 0.0, 2.0),
     "top_p": ("float", 0.0, 1.0),
@@ -98,7 +107,11 @@ class AG2Parameters:
             if owner is None:
                 continue
             value = parameter.value
-            if role == ROLE_SYSTEM:
+            if role == ROLE_SYSTEM and parameter.template_model is not None:  # filled in by the run function
+                written = Template.parse(value, parameter.template_model.style)
+                checks[name] = (owner, lambda r, t=written: t is not None
+                                and t.match(r["messages"][0].get("content") or "") is not None)
+            elif role == ROLE_SYSTEM:
                 checks[name] = (owner, lambda r, v=value: (r["messages"][0].get("content") == v))
             elif role.startswith(ROLE_SETTING):
                 setting = role[len(ROLE_SETTING):]
@@ -146,14 +159,45 @@ def expand(objects: Any) -> tuple[list[ConversableAgent], list[GroupChat], list[
     return agents, chats, managers
 
 
+#: The AG2 calls of a run function that set an agent's system message.
+SINKS = (Sink("update_system_message", (0, "system_message"), role="system",
+              receiver=lambda value: isinstance(value, ConversableAgent)),)
+
+
+def run_prompts(run: Any, agents: list[ConversableAgent]) -> tuple[list[tuple[ConversableAgent, CodePrompt]], list[str]]:
+    """The prompts ``run`` writes into the system message of one of ``agents``, and notes on the others."""
+    found: list[tuple[ConversableAgent, CodePrompt]] = []
+    notes: list[str] = []
+    for prompt in prompts_in_function(run, SINKS):
+        agent = next((a for a in agents if a is prompt.receiver), None)
+        if agent is None:
+            notes.append(f"{prompt.name}: {getattr(run, '__name__', 'run')} writes it into the system message of "
+                         f"an agent that was not given ({getattr(prompt.receiver, 'name', '?')}); pass that agent "
+                         "to optimize it")
+            continue
+        found.append((agent, prompt))
+    return found, notes
+
+
+def _model_of(agent: ConversableAgent) -> str | None:
+    """The model an agent's llm_config names (its first config entry's, else the top level's)."""
+    config = agent.llm_config or {}
+    entries = config.get("config_list") or [{}]
+    model = (entries[0] if isinstance(entries[0], dict) else {}).get("model") or config.get("model")
+    return str(model) if model else None
+
+
 def discover(objects: Any, include: Iterable[str] | None = None,
-             exclude: Iterable[str] | None = None) -> AG2Parameters:
-    """Every parameter of the given AG2 objects, bound to where it lives."""
+             exclude: Iterable[str] | None = None, *, run: Any = None) -> AG2Parameters:
+    """Every parameter of the given AG2 objects, bound to where it lives (and the prompts ``run`` writes)."""
     agents, chats, managers = expand(objects)
+    templates, template_notes = run_prompts(run, agents) if run is not None else ([], [])
+    templated = {agent.name: prompt for agent, prompt in templates}
+    run_label = getattr(run, "__name__", "run")
     entries: list[tuple[Parameter, Binding]] = []
     roles: dict[str, dict[str, Parameter]] = {}
     owners: dict[str, str] = {}
-    notes: list[str] = []
+    notes: list[str] = list(template_notes)
 
     def add(agent: str, role: str, parameter: Parameter, binding: Binding, owner: str | None = None) -> None:
         parameter.meta["role"] = role
@@ -173,7 +217,15 @@ def discover(objects: Any, include: Iterable[str] | None = None,
                 notes.append(f"{name} has no llm_config: no model parameters (system message, settings, "
                              "tool descriptions)")
         else:
-            if not is_manager:  # a manager's own system message reaches no model
+            prompt = templated.get(name)
+            if prompt is not None:
+                add(name, ROLE_SYSTEM, Parameter(f"{run_label}.{prompt.name}", "text", prompt.value,
+                                                 description=f"system message of the AG2 agent {name}: "
+                                                             + prompt.describe(run_label),
+                                                 template=prompt.template), prompt.binding)
+                notes.append(f"{name}.system_message is written by {run_label}() from {prompt.name} on every run: "
+                             f"{run_label}.{prompt.name} is the parameter")
+            elif not is_manager:  # a manager's own system message reaches no model
                 add(name, ROLE_SYSTEM, Parameter(f"{name}.system_message", "text", agent.system_message,
                                                  description=f"system message of the AG2 agent {name}"),
                     SystemMessageBinding(agent))
@@ -183,8 +235,11 @@ def discover(objects: Any, include: Iterable[str] | None = None,
                 if value is None:
                     continue
                 what = "speaker selection" if is_manager else name
-                add(name, ROLE_SETTING + key, Parameter(f"{name}.{key}", kind, value, lower=lower, upper=upper,
-                                                        description=f"{key} of the model calls of {what}"), binding)
+                rule = range_for(key, value, model=_model_of(agent))
+                low, high, why = (rule.lower, rule.upper, f"; range: {rule.why}") if rule else (lower, upper, "")
+                add(name, ROLE_SETTING + key, Parameter(f"{name}.{key}", kind, value, lower=low, upper=high,
+                                                        description=f"{key} of the model calls of {what}{why}"),
+                    binding)
             for tool in agent.llm_config.get("tools") or []:
                 tool_name = tool.get("function", {}).get("name", "")
                 binding = ToolDescriptionBinding(agent, tool_name)

@@ -68,7 +68,7 @@ class AG2Target(BoundTarget):
         if not callable(run):
             raise TypeError(f"run must be a function of one example, got {type(run).__name__}")
         self._run = run
-        self.params: AG2Parameters = discover(agents, include, exclude)
+        self.params: AG2Parameters = discover(agents, include, exclude, run=run)
         self.bound = self.params.bound
         self.framework_version = framework_version()
         self.input_keys = list(input_keys) if input_keys is not None else None

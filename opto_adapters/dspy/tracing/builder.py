@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 from opto_adapters.dspy.tracing.records import (
     PREDICT,
@@ -39,7 +39,7 @@ from opto_adapters.dspy.tracing.records import (
 )
 from opto_core.kernel.graph import META_DURATION, VIA_CALL_TREE, Edge, Graph, run_meta, shorten
 from opto_core.kernel.parameters import Parameter
-from opto_core.kernel.provenance import Match, ProvenanceIndex, untag
+from opto_core.kernel.provenance import Match, ProvenanceIndex, Renderer, untag
 
 ADAPTER = "opto_adapters.dspy"
 FRAMEWORK = "dspy"
@@ -85,14 +85,23 @@ class Run:
 
     # ----- following values (the rules are the core's: `opto_core.kernel.provenance`) ---------------
     def tag(self, value: Any, node_id: str) -> Any:
-        """Register ``value`` as produced by ``node_id``; a ``str`` comes back tagged (other values as they are)."""
+        """Register ``value`` as produced by ``node_id``; a ``str``, ``int`` or ``float`` comes back tagged.
+
+        A typed value (a number, a bool, a list, a pydantic model: what a typed output field parses
+        to) is also known by the texts it is handed on as (``str()``, ``repr``, JSON, DSPy's own
+        formatting of a field: the index's renderers), so ``explain(answer=str(a))`` or an f-string
+        still finds the predictor that produced ``a``.
+        """
         if isinstance(value, str):
             return self.provenance.tag(value, node_id)
-        self.provenance.register(value, node_id)
+        self.provenance.register(value, node_id, typed=True)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return self.provenance.tag(value, node_id)  # followed by identity while it is passed on as is
         return value
 
     def resolve(self, value: Any) -> list[Match]:
-        """The nodes that produced ``value``; ``Match.how`` is identity, value or contains."""
+        """The nodes that produced ``value``; ``Match.how`` is identity, key, value, typed, template, contains
+        or partial (`opto_core.kernel.provenance`)."""
         return self.provenance.find_all(value)
 
     def constant(self, name: str, value: Any, description: str) -> str:
@@ -154,8 +163,9 @@ class GraphBuilder:
     """
 
     def __init__(self, root_name: str = "program", *, parameter_index: Callable[[], ParameterIndex] | None = None,
-                 framework_version: str = "?", keep: int | None = 1000) -> None:
+                 framework_version: str = "?", keep: int | None = 1000, renderers: Sequence[Renderer] = ()) -> None:
         self.root_name = root_name
+        self.renderers = list(renderers)  # the framework's own texts for a typed value (DSPy's field formatting)
         self.parameter_index = parameter_index
         self.framework_version = framework_version
         self.keep = keep
@@ -168,7 +178,7 @@ class GraphBuilder:
     def new_run(self) -> Run:
         index = self.parameter_index() if self.parameter_index is not None else {}
         meta = run_meta(ADAPTER, FRAMEWORK, self.framework_version, program=self.root_name)
-        return Run(Graph(meta=meta), index)
+        return Run(Graph(meta=meta), index, provenance=ProvenanceIndex(renderers=self.renderers))
 
     def begin(self, inputs: Mapping[str, Any]) -> tuple[Run, dict[str, Any]]:
         """Open a run for the next top-level call in this thread; returns it and the traced inputs.

@@ -31,6 +31,24 @@ log = logging.getLogger("opto.dspy")
 _SECRET_SETTINGS = ("api_key", "api_base", "base_url")
 
 
+def field_renderings(value: Any) -> list[str]:
+    """The texts DSPy's chat and JSON adapters write for a typed value put into an input field: its JSON
+    (or ``str``) as ``format_field_value`` gives it, and, for a list put into a ``str`` field, DSPy's
+    numbered list (``[1] «...»``)."""
+    from dspy.adapters.utils import format_field_value
+    from pydantic.fields import FieldInfo
+
+    texts = []
+    for annotation in (type(value), str):
+        try:
+            text = format_field_value(FieldInfo(annotation=annotation), value)
+        except Exception:  # a value DSPy cannot format: the core's own renderings still apply
+            continue
+        if isinstance(text, str) and text not in texts:
+            texts.append(text)
+    return texts
+
+
 def untag_prediction(prediction: Any) -> Any:
     """Replace tagged values in a Prediction's fields by plain ones (in place); returns it."""
     if isinstance(prediction, dspy.Example):
@@ -101,7 +119,8 @@ class DSPyTracer(BaseCallback):
         self.root_name = name or (type(program).__name__ if program is not None else "program")
         self._names = dict(names) if names is not None else node_names(program, parameters)
         self.builder = GraphBuilder(self.root_name, parameter_index=parameters.index if parameters else None,
-                                    framework_version=getattr(dspy, "__version__", "?"), keep=keep)
+                                    framework_version=getattr(dspy, "__version__", "?"), keep=keep,
+                                    renderers=[field_renderings])
         self.errors: list[str] = []
 
     @property

@@ -83,6 +83,7 @@ class Ref(NamedTuple):
     id: str
     key: str = ""
     via: str = VIA_DATA
+    match: str = ""  # the provenance rule that found it (`opto_core.kernel.provenance.Match.how`), if any
 
 
 def build_graph(root: Run, records: dict[UUID, Record], links: Links, docs: dict[str, str] | None = None) -> Graph:
@@ -198,7 +199,7 @@ class _Builder:
     @staticmethod
     def edges_from(refs: list[Ref], run: Run) -> list[Edge]:
         default = _DEFAULT_ARGS.get(run.run_type, "input")
-        return [Edge(r.id, r.key or default, r.via) for r in refs]
+        return [Edge(r.id, r.key or default, r.via, r.match) for r in refs]
 
     # ----- the walk --------------------------------------------------------------------------------
     def build(self) -> Graph:
@@ -419,9 +420,9 @@ class _Builder:
         unmatched: list[str] = []
         prompts = child.run_type in ("chat_model", "llm") and not self.links.empty
         for part in parts:
-            parameter = self.links.prompt_source(part.obj, part.text, self.scope) if prompts else None
-            if parameter is not None:  # a prompt kept in code (or one of yours, used_by this run)
-                refs.append(Ref(self.graph.add_parameter(parameter).id, part.key))
+            sources = self.links.prompt_sources(part.obj, part.text, self.scope) if prompts else []
+            if sources:  # a prompt kept in code (or one of yours, used_by this run)
+                refs += [Ref(self.graph.add_parameter(p).id, part.key, VIA_DATA, m.how) for p, m in sources]
                 continue
             node = self.find_part(part)
             if node is None:  # the same value the enclosing step received under the same key?
@@ -445,7 +446,7 @@ class _Builder:
     def visit_op(self, run: Run, sources: list[Ref]) -> list[Ref]:
         record = self.record(run)
         default = _DEFAULT_ARGS.get(run.run_type, "input")
-        edges = [Edge(r.id, r.key or default, r.via) for r in sources]
+        edges = [Edge(r.id, r.key or default, r.via, r.match) for r in sources]
         in_node = "graph:step" in self.pos(run)
         if run.child_runs:
             produced: list[tuple[Run, list[Ref]]] = []
@@ -525,6 +526,11 @@ class _Builder:
             if isinstance(record.raw_in, dict):
                 links.saw_variables(tag, (k for k in record.raw_in if isinstance(k, str)))
         if run.run_type in ("chat_model", "llm"):
+            parts = record.parts if record.parts is not None else parts_of(record.raw_in)
+            for part in parts:  # a prompt kept in code (or one of yours) that this call received
+                for parameter, match in links.prompt_sources(part.obj, part.text, self.scope):
+                    edges.append(Edge(self.graph.add_parameter(parameter).id, part.key or "messages", VIA_DATA,
+                                      match.how))
             for name in _offered_tools(run):
                 for parameter in links.tool_descriptions(name):
                     edges.append(Edge(self.graph.add_parameter(parameter).id, f"tools[{name}].description"))

@@ -7,9 +7,9 @@ it can be fed hand-made records and links in tests. A parameter reaches a run in
   object's run (a prompt, a model, a tool): `Links.for_tag`;
 - it is a tool's description and the model call was offered that tool: `Links.tool_descriptions`;
 - it is a prompt kept in code, or a `Parameter` of yours with ``meta={"used_by": "node"}`` (inside
-  the named run), and a model call received its message: the same object, its exact text, or a
-  longer text that contains it, by the core's provenance rules (`opto_core.kernel.provenance`):
-  `Links.prompt_source`;
+  the named run), and a model call received its message: the same object, its exact text, a
+  template's output, or a longer text that contains it, by the core's provenance rules
+  (`opto_core.kernel.provenance`): `Links.prompt_sources`;
 - it is yours and a run has the name in ``used_by``: `Links.used_by`.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from opto_adapters.langchain.parameters import Group, binding_of, group_of_parameter, live_groups
 from opto_adapters.langchain.tracing.snapshots import text_of
 from opto_core.kernel.parameters import Parameter
-from opto_core.kernel.provenance import ProvenanceIndex
+from opto_core.kernel.provenance import Match, ProvenanceIndex
 
 
 class Links:
@@ -31,6 +31,7 @@ class Links:
         self._tagged: dict[str, tuple[Group, list[Parameter]]] = {}
         self._variables: list[Parameter] = []
         self._extra: list[Parameter] = []
+        self._indexes: dict[tuple[int, ...], ProvenanceIndex] = {}  # prompt candidates -> their index
         if parameters is not None:
             self._index(parameters)
 
@@ -48,6 +49,7 @@ class Links:
         """The links for the next graph: these, or (over every live object) a fresh set, since
         objects come and go between runs."""
         links = self if self._fixed else Links([p for g in live_groups() for p in g.parameters])
+        links._indexes = {}  # values may have changed since the last graph
         for parameter in links.parameters():
             binding = binding_of(parameter)
             if binding is not None:
@@ -90,28 +92,49 @@ class Links:
     def used_by(self, run_name: str) -> list[Parameter]:
         return [p for p in self._extra if run_name in _names(p.meta.get("used_by"))]
 
-    def prompt_source(self, obj: Any, text: str | None, scope: Iterable[str] = ()) -> Parameter | None:
-        """The prompt parameter whose message a model call received (``scope``: the enclosing runs' names).
+    @staticmethod
+    def _prompt_index(candidates: list[Parameter], yours: int) -> ProvenanceIndex:
+        """The index of the candidates (the first ``yours`` are the user's, then prompts kept in code)."""
+        index = ProvenanceIndex(text_of=text_of)
+        for number, parameter in enumerate(candidates):
+            if number < yours:
+                if parameter.template_model is None:
+                    index.register_template(parameter.value, str(number))  # a template when it has placeholders
+                index.register_parameter(parameter, str(number))
+                continue
+            raw = getattr(binding_of(parameter), "raw", None)  # a variable's object (a literal in code has none)
+            if raw is not None:
+                index.register(raw(), str(number), text=_text(parameter.value), identity=True, depth=0)
+            index.register_parameter(parameter, str(number))
+        return index
+
+    def prompt_sources(self, obj: Any, text: str | None, scope: Iterable[str] = ()) -> list[tuple[Parameter, Match]]:
+        """The prompt parameters whose text a model call received in one message (``scope``: the
+        enclosing runs' names), each with how it was found.
 
         The parameters that may apply (prompts kept in code; yours whose ``used_by`` names an
-        enclosing run) are the producers of a small provenance index, looked up with its rules.
-        Prompts kept in code are registered last, so they win a tie on the same text.
+        enclosing run) are the producers of a small provenance index, looked up with the core's
+        rules: the very message object, its exact text, a template's output (then the template,
+        and the parameters whose text filled its placeholders), a contained text, long lines of it.
+        A text of yours with placeholders counts as a template. Prompts kept in code are registered
+        last, so they win a tie on the same text.
         """
         scope = set(scope)
         candidates: list[Parameter] = [p for p in self._extra if isinstance(p.value, str)
                                        and scope & set(_names(p.meta.get("used_by")))]
         if not candidates and not self._variables:
-            return None
-        index = ProvenanceIndex(text_of=text_of)
-        for number, parameter in enumerate(candidates):
-            index.register(parameter.value, str(number))
-        for parameter in self._variables:
-            binding = binding_of(parameter)
-            raw = binding.raw() if binding is not None else None  # type: ignore[attr-defined]
-            candidates.append(parameter)
-            index.register(raw, str(len(candidates) - 1), text=_text(parameter.value), identity=True)
-        found = index.node_of(obj, text=text)
-        return candidates[int(found)] if found is not None else None
+            return []
+        candidates += self._variables
+        key = tuple(id(p) for p in candidates)
+        index = self._indexes.get(key)  # one index per set of candidates and graph (values change between runs)
+        if index is None:
+            index = self._indexes[key] = self._prompt_index(candidates, len(candidates) - len(self._variables))
+        found: list[tuple[Parameter, Match]] = []
+        for match in index.find_all(obj, text=text):
+            parameter = candidates[int(match.node)]
+            if all(parameter is not p for p, _ in found):
+                found.append((parameter, match))
+        return found
 
 
 def _text(value: Any) -> str | None:
