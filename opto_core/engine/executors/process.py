@@ -64,6 +64,7 @@ from opto_core.engine.executors.common import (
     failed_run,
 )
 from opto_core.engine.executors.transfer import decode_output, loads_message
+from opto_core.kernel.code import runs_elsewhere
 from opto_core.kernel.graph import Graph
 
 log = logging.getLogger("opto")
@@ -386,6 +387,7 @@ class ProcessExecutor:
         self._batch: _Batch | None = None
         self._said_timeout = False
         self._setup: dict[str, Any] | None = None
+        self._elsewhere = False  # this process said its runs happen in workers (`opto_core.kernel.code.runs_elsewhere`)
 
     # ----- starting workers --------------------------------------------------------------------------------
     def start(self, target: Any) -> None:
@@ -405,6 +407,9 @@ class ProcessExecutor:
                 self.sandbox.prepare(target)  # first: a machine without the required layers says so at once
             self._payload = make_payload(target, self.target_factory, where, allowed)
         self._target_id, self._target = id(target), target
+        if not self._elsewhere:  # after the fork: the template and its workers run what they compile
+            runs_elsewhere(True)
+            self._elsewhere = True
 
     def _launch(self) -> _Worker:
         if self._template is not None:
@@ -671,5 +676,8 @@ class ProcessExecutor:
         """Kill every worker (and the template); the executor can start again after."""
         self.cancel()
         self._stop_workers()
+        if self._elsewhere:
+            runs_elsewhere(False)
+            self._elsewhere = False
         if self.sandbox is not None:
             self.sandbox.cleanup()
