@@ -295,7 +295,9 @@ def resume(
     config = _run(lambda: store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists()
                   else {})
     if not config:
-        console.print(f"[red]{escape(run_dir)} holds no run (config.json is missing)[/red]")
+        why = (" yet: its first start stopped before anything was saved (a full or read-only disk?); start it "
+               f"again with opto demo --run-dir {run_dir}") if RunDir.is_run(run_dir) else " (config.json is missing)"
+        console.print(f"[red]{escape(run_dir)} holds no run{escape(why)}[/red]")
         raise typer.Exit(2)
     stored = config.get("recipe")
     if recipe is None:
