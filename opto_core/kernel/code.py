@@ -251,6 +251,8 @@ def _refuse_new_modules(imports: list[ast.stmt]) -> None:
     for statement in imports:
         if isinstance(statement, ast.Import):
             names = [alias.name for alias in statement.names]
+        elif not isinstance(statement, ast.ImportFrom):
+            continue
         elif statement.level or not statement.module:
             names = ["." * statement.level + (statement.module or "")]
         else:

@@ -48,8 +48,8 @@ from opto_core.engine.executors.common import (
     failed_run,
     portable,
 )
-from opto_core.engine.executors.process import WroteAroundOptimizer
 from opto_core.engine.executors.payload import SecretInPayload, TargetNotPicklable, make_payload, unpicklable_part  # noqa: F401
+from opto_core.engine.executors.process import WroteAroundOptimizer
 
 log = logging.getLogger("opto")
 
@@ -87,7 +87,7 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
-    async def run(self, values: dict[str, Any] | None, example: Any) -> tuple[bytes, float, str]:
+    async def run(self, values: dict[str, Any] | None, example: Any) -> tuple[bytes, float, str, list[str]]:
         import cloudpickle
 
         from opto_core.engine.executors.child import all_values, changed_parameters, values_before_run
