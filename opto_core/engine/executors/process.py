@@ -516,6 +516,9 @@ class ProcessExecutor:
             return
         idle = [w for w in self.workers if w.ready and w.position is None]
         if self._suspects:
+            # alone, and on a worker of a living template: one forked just as a run killed the template dies
+            # with it, and the suspect would be charged for a death that was not its own
+            idle = [w for w in idle if w.template is None or w.template.alive()]
             if idle and not any(w.position is not None for w in self.workers):
                 position = self._suspects.popleft()
                 if self._send(idle[0], position, examples, values, batch):
@@ -563,6 +566,8 @@ class ProcessExecutor:
             if position is None:
                 if isinstance(exc, OSError) and not isinstance(exc, EOFError) and "too long" in str(exc):
                     return None
+                if worker.template is not None and worker.template.ends_within(0.3):
+                    return None  # forked just as a run killed the template, it died with it: not a broken build
                 return InfrastructureError(f"a worker ended before it was ready: {text}")
             if worker.template is not None and worker.template.ends_within(0.3):
                 if not worker.suspect:
