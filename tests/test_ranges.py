@@ -41,6 +41,19 @@ def test_max_tokens_is_never_searched_below_what_the_current_answers_need():
     assert 50_000 in odd and Parameter("m", "int", 50_000, lower=odd.lower, upper=odd.upper).value == 50_000
 
 
+
+def test_a_max_tokens_that_cuts_every_answer_off_can_grow_to_what_answers_need():
+    # a planted fault: 4 tokens cut every answer off; 4 times 4 would still cut most of them
+    tiny = max_tokens_range(4, "cashier-sim")
+    assert (tiny.lower, tiny.upper) == (4, 4 * MIN_ANSWER_TOKENS) and "too few: answers need 64 tokens" in tiny.why
+    assert max_tokens_range(4, "gpt-4o").upper == 256 and max_tokens_range(4, "claude-3-haiku").upper == 256
+    cut = max_tokens_range(256, "gpt-4o", observed=[256, 256])  # every answer stopped at the limit: length unknown
+    assert cut.upper == 16_384 and "it cuts the longest current answer, 256 tokens, off" in cut.why
+    assert max_tokens_range(256, "my-model", observed=[256]).upper == 4096
+    longer = max_tokens_range(1000, "gpt-4o", observed=[900])  # fits, but with less than a quarter to spare
+    assert (longer.lower, longer.upper) == (1000, 4500)
+
+
 def test_sampling_settings_counts_and_fractions():
     assert (temperature_range(0.7).lower, temperature_range(0.7).upper) == (0.0, 2.0)
     assert temperature_range(0.7, "claude-3-5-sonnet").upper == 1.0
