@@ -6,13 +6,10 @@ for any answer). Adapters that turn a setting into a `Parameter` ask here for it
 framework gets the same rules; each rule is also written in ``docs/optimizing.md``:
 
 - `max_tokens_range`: within the model's known output limit (`OUTPUT_LIMITS`), at most
-  `MAX_TOKENS_FACTOR` times the current value; never below what the current answers need (the
-  largest observed completion, plus a quarter), else a quarter of the current value but at least
-  `MIN_ANSWER_TOKENS`. An unknown model: `MAX_TOKENS_FACTOR` times the current value. A current
-  value below what answers need is a fault the search must be able to undo: the upper bound is then
-  `MAX_TOKENS_FACTOR` times what they need; and when observed answers are as long as the current
-  value (every one was cut off), their real length is unknown: the model's limit, else
-  `DEFAULT_MAX_TOKENS`.
+  `MAX_TOKENS_FACTOR` times the current value but always up to `MAX_TOKENS_FLOOR` (a value so small
+  that it cuts every answer off must be able to grow to what answers need); never below what the
+  current answers need (the largest observed completion, plus a quarter), else a quarter of the
+  current value but at least `MIN_ANSWER_TOKENS`. An unknown model: the same without the limit.
 - `temperature_range`: [0, 2] (OpenAI-compatible APIs); [0, 1] for Anthropic's Claude models.
 - `top_p_range`: (0, 1], searched from `TOP_P_MIN`.
 - `count_range`: ``k``-like counts (documents to retrieve, candidates to fetch): from 1 to
@@ -30,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-__all__ = ["OUTPUT_LIMITS", "Range", "count_range", "fraction_range", "max_tokens_range", "output_limit", "range_for",
+__all__ = ["MAX_TOKENS_FLOOR", "OUTPUT_LIMITS", "Range", "count_range", "fraction_range", "max_tokens_range", "output_limit", "range_for",
            "temperature_range", "top_p_range"]
 
 #: The most tokens a model may answer with (its output limit), by model family, as its provider
@@ -49,6 +46,8 @@ OUTPUT_LIMITS: dict[str, int] = {
 }
 #: ``max_tokens`` is searched up to this many times its current value.
 MAX_TOKENS_FACTOR = 4
+#: ``max_tokens`` is always searched up to at least this (within the model's limit), whatever its current value.
+MAX_TOKENS_FLOOR = 1_024
 #: Without observed answers, ``max_tokens`` is never searched below this (a sentence and a bit).
 MIN_ANSWER_TOKENS = 64
 #: Without a current value nor a known model, ``max_tokens`` is searched up to this.
@@ -101,23 +100,16 @@ def max_tokens_range(current: int | None, model: str | None = None, observed: It
         lower = max(MIN_ANSWER_TOKENS, (current or 0) // 4)
         low_why = (f"a quarter of the current {current}" if current and current // 4 > MIN_ANSWER_TOKENS
                    else f"{MIN_ANSWER_TOKENS} tokens, room for a short answer")
-    cut_off = bool(counts) and current is not None and max(counts) >= current
-    scale, scale_why = current, f"the current {current}"
-    if cut_off:  # every answer stopped at the limit: how long they would be is unknown
-        low_why = f"the current {current} (it cuts the longest current answer, {max(counts)} tokens, off)"
-    elif current is not None and current < lower:  # too short for the answers: scale on what they need
-        scale, scale_why = lower, "what answers need"
-        low_why = f"the current {current} (too few: answers need {low_why})"
-    if scale is not None and not cut_off:
-        upper = scale * MAX_TOKENS_FACTOR
-        up_why = f"{MAX_TOKENS_FACTOR} times {scale_why}"
+    if current is not None:
+        upper = max(current * MAX_TOKENS_FACTOR, MAX_TOKENS_FLOOR)
+        up_why = (f"{MAX_TOKENS_FACTOR} times the current {current}" if current * MAX_TOKENS_FACTOR >= MAX_TOKENS_FLOOR
+                  else f"{MAX_TOKENS_FLOOR} (room to grow from the current {current})")
         if limit is not None and limit < upper:
             upper, up_why = limit, f"{model}'s output limit ({limit})"
     elif limit is not None:
         upper, up_why = limit, f"{model}'s output limit ({limit})"
     else:
-        upper, up_why = DEFAULT_MAX_TOKENS, (f"{DEFAULT_MAX_TOKENS} (unknown model)" if cut_off
-                                             else f"{DEFAULT_MAX_TOKENS} (no current value, unknown model)")
+        upper, up_why = DEFAULT_MAX_TOKENS, f"{DEFAULT_MAX_TOKENS} (no current value, unknown model)"
     if limit is not None:
         lower = min(lower, limit)
     if current is not None:  # the current value always stays valid
