@@ -29,6 +29,10 @@ def test_max_tokens_stays_within_the_model_limit_and_a_few_times_the_current_val
     assert (unknown.lower, unknown.upper) == (MIN_ANSWER_TOKENS, 1024) and "4 times the current 256" in unknown.why
     assert max_tokens_range(None, "gpt-4o-mini").upper == 16_384
     assert max_tokens_range(None).upper == 4096
+    # a current value too small for any answer (the LangChain demo's 4) can still grow to an answer's length
+    tiny = max_tokens_range(4)
+    assert (tiny.lower, tiny.upper) == (4, 1024) and "room for a long answer" in tiny.why
+    assert max_tokens_range(4, "claude-3-haiku").upper == 1024 and max_tokens_range(300, "gpt-4o").upper == 1200
 
 
 def test_max_tokens_is_never_searched_below_what_the_current_answers_need():

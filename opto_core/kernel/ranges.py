@@ -6,7 +6,8 @@ for any answer). Adapters that turn a setting into a `Parameter` ask here for it
 framework gets the same rules; each rule is also written in ``docs/optimizing.md``:
 
 - `max_tokens_range`: within the model's known output limit (`OUTPUT_LIMITS`), at most
-  `MAX_TOKENS_FACTOR` times the current value; never below what the current answers need (the
+  `MAX_TOKENS_FACTOR` times the current value but at least `MAX_TOKENS_FLOOR` (a current value too
+  small for any answer, e.g. 4, must not trap the search below what answers need); never below what the current answers need (the
   largest observed completion, plus a quarter), else a quarter of the current value but at least
   `MIN_ANSWER_TOKENS`. An unknown model: `MAX_TOKENS_FACTOR` times the current value.
 - `temperature_range`: [0, 2] (OpenAI-compatible APIs); [0, 1] for Anthropic's Claude models.
@@ -45,6 +46,9 @@ OUTPUT_LIMITS: dict[str, int] = {
 }
 #: ``max_tokens`` is searched up to this many times its current value.
 MAX_TOKENS_FACTOR = 4
+#: ``max_tokens`` may always be searched up to this (the model's limit permitting): a few times a
+#: tiny current value (4 tokens cut every answer) would never reach an answer's length.
+MAX_TOKENS_FLOOR = 1_024
 #: Without observed answers, ``max_tokens`` is never searched below this (a sentence and a bit).
 MIN_ANSWER_TOKENS = 64
 #: Without a current value nor a known model, ``max_tokens`` is searched up to this.
@@ -100,6 +104,8 @@ def max_tokens_range(current: int | None, model: str | None = None, observed: It
     if current is not None:
         upper = current * MAX_TOKENS_FACTOR
         up_why = f"{MAX_TOKENS_FACTOR} times the current {current}"
+        if upper < MAX_TOKENS_FLOOR:
+            upper, up_why = MAX_TOKENS_FLOOR, f"{MAX_TOKENS_FLOOR} (room for a long answer; {up_why} is less)"
         if limit is not None and limit < upper:
             upper, up_why = limit, f"{model}'s output limit ({limit})"
     elif limit is not None:
