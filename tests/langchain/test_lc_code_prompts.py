@@ -284,25 +284,3 @@ def test_a_template_formatted_straight_into_llm_invoke(user_module):
     target.apply({"ask.QUESTION_TEMPLATE": "{company} asks: {question}"})
     target.run({"company": "ACME", "question": "When?"})
     assert model.calls[-1]["messages"] == [{"type": "human", "content": "ACME asks: When?"}]
-
-
-def test_the_framework_internals_the_prompt_reader_reads():
-    """Fails when a LangChain or LangGraph release moves what `prompts_in_code` reads (no public seam exists)."""
-    import warnings
-
-    from langgraph.prebuilt import create_react_agent
-
-    from opto_adapters.langchain.prompts_in_code import dynamic_prompt_function
-    from opto_adapters.langchain.testing import EchoChatModel
-
-    def raw(request) -> str:
-        return "Be terse."
-
-    middleware = dynamic_prompt(raw)
-    assert dynamic_prompt_function(type(middleware).wrap_model_call) is raw
-    assert dynamic_prompt_function(type(middleware).awrap_model_call) is raw
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        agent = create_react_agent(EchoChatModel(), [], prompt="Be terse.")
-    found = {p.name: p.value for p in parameters_of(agent)}
-    assert found["agent.system_prompt"] == "Be terse."
