@@ -11,6 +11,7 @@ from pathlib import Path
 import programs as P
 import pytest
 
+from opto_core import coverage
 from opto_core.testing import CHECKS, AdapterCase
 
 HERE = str(Path(__file__).resolve().parent)
@@ -21,6 +22,12 @@ ENV = {"PYTHONPATH": os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "
 
 
 def _case(name: str) -> AdapterCase:
+    case = _program(name)
+    case.coverage = coverage
+    return case
+
+
+def _program(name: str) -> AdapterCase:
     if name == "python":
         return AdapterCase("python", "python", P.plain_program, P.plain_target, P.plain_bound, P.plain_apply_values,
                            P.plain_native, {"question": "What is two plus two?"},
@@ -52,7 +59,8 @@ def _case(name: str) -> AdapterCase:
                            {"bot.system_message": "Answer in two words.", "bot.tools.add.description": "Adds two ints.",
                             "bot.temperature": 0.5},
                            factory="programs:agentchat_program", bound_path="opto_adapters.autogen:bound_parameters",
-                           apply_path="opto_adapters.autogen:apply_values", path=HERE, env=ENV)
+                           apply_path="opto_adapters.autogen:apply_values", path=HERE, reply=P.agentchat_reply,
+                           env=ENV)
     if name == "ag2":
         from opto_adapters.autogen.ag2 import apply_values
 
