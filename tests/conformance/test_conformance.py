@@ -79,3 +79,26 @@ ADAPTERS = ["python", "langchain", "dspy", "agentchat", "ag2"]
 @pytest.mark.parametrize("adapter", ADAPTERS)
 def test_conformance(adapter, check):
     check(_case(adapter))
+
+
+def test_the_coverage_check_names_an_unreached_parameter_and_accepts_a_stated_reason():
+    from opto_core import Parameter
+    from opto_core.testing.conformance import every_parameter_is_reached
+
+    def with_unused(base_url):
+        program = P.plain_program(base_url)
+        program.parameters.append(Parameter("signature", "text", "Kind regards.", description="never sent"))
+        return program
+
+    case = _case("python")
+    case.make = with_unused
+    with pytest.raises(AssertionError, match=r"does not reach \['signature'\]"):
+        every_parameter_is_reached(case)
+    case.unreached = {"signature": "the small program never signs its answers"}
+    every_parameter_is_reached(case)
+    case.unreached = {"signature": "unused", "system": "a stale exemption"}
+    with pytest.raises(AssertionError, match=r"listed as unreached but reached .*'system'"):
+        every_parameter_is_reached(case)
+    case.coverage = None
+    with pytest.raises(AssertionError, match=r"coverage=opto_core.coverage"):
+        every_parameter_is_reached(case)
