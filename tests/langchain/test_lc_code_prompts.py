@@ -64,6 +64,8 @@ def one_support_run(server):
 SPELLINGS = {
     "format": ("format_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
                "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
+    "helper": ("helper_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
+               "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
     "alias": ("alias_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
               "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
     "prompt": ("prompt_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
