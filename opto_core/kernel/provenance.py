@@ -357,7 +357,8 @@ class ProvenanceIndex:
         """Remember a `Parameter`'s value as produced by its node, by the rules its kind calls for:
         a template parameter as a template, a text as text (with partial matching), any other value
         as typed. ``options`` go to `register` (``renderings=``, ``keys=``...)."""
-        template = getattr(parameter, "template_model", None)
+        current = getattr(parameter, "current_template", None)  # the template of its value now (after writes)
+        template = current() if callable(current) else getattr(parameter, "template_model", None)
         if template is not None:
             self.register_template(template, node_id)
             if options:
