@@ -3,10 +3,9 @@ LangChain: each test fails when a release changes one of them."""
 
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import version
 from pathlib import Path
-
-import warnings
 
 from langchain.agents import create_agent
 from langchain.agents.middleware import dynamic_prompt
