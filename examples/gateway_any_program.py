@@ -162,12 +162,12 @@ def optimize_program(which: str, args: argparse.Namespace) -> None:
 def record_traces(path: str) -> None:
     """Run the python program twice under OpenInference's openai instrumentation (against the stand-in) and
     write the spans as OTLP JSON, each trace's root span carrying a score (``eval.score``)."""
+    from draft_summarize import draft_and_summarize
     from openinference.instrumentation.openai import OpenAIInstrumentor
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from draft_summarize import draft_and_summarize
     from opto_core.otel import spans_to_otlp
 
     exporter, provider = InMemorySpanExporter(), TracerProvider()
