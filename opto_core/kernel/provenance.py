@@ -102,7 +102,7 @@ from opto_core.kernel.graph import (
     MATCH_VALUE,
     Edge,
 )
-from opto_core.kernel.templates import Template, literal_fragments
+from opto_core.kernel.templates import Template, TemplateError, literal_fragments
 
 #: Shortest text (after ``strip()``) matched by value, exactly or contained. Shorter texts
 #: ("yes", "42", "ok") coincide too often to be evidence of data flow.
@@ -355,11 +355,18 @@ class ProvenanceIndex:
 
     def register_parameter(self, parameter: Any, node_id: str, **options: Any) -> None:
         """Remember a `Parameter`'s value as produced by its node, by the rules its kind calls for:
-        a template parameter as a template, a text as text (with partial matching), any other value
-        as typed. ``options`` go to `register` (``renderings=``, ``keys=``...)."""
+        a template parameter as a template (its *current* value, read in its original's style: the
+        program renders what it was given last), a text as text (with partial matching), any other
+        value as typed. ``options`` go to `register` (``renderings=``, ``keys=``...)."""
         template = getattr(parameter, "template_model", None)
         if template is not None:
-            self.register_template(template, node_id)
+            current: str | Template = template
+            if isinstance(parameter.value, str) and parameter.value != template.text:
+                try:
+                    current = Template.parse(parameter.value, template.style) or template
+                except TemplateError:  # a value set without validation: the original is all we can read
+                    current = template
+            self.register_template(current, node_id)
             if options:
                 self.register(parameter.value, node_id, **options)
         elif isinstance(parameter.value, str):
