@@ -153,14 +153,11 @@ def test_a_react_agent_with_a_typed_answer_keeps_its_tool_code_credited():
     assert coverage(target, [example])[code].reached
 
 
-class SentenceOnly(dspy.Module):
+class SentenceOnly(SolveThenExplain):
     """The typed answer goes on inside a sentence, and only the explanation is returned."""
 
     def __init__(self, kind):
-        super().__init__()
-        annotation = {"Verdict": Verdict}.get(kind, kind)
-        self.solve = dspy.Predict(dspy.Signature({"question": dspy.InputField(), "answer": (
-            eval(annotation) if isinstance(annotation, str) else annotation, dspy.OutputField())}))
+        super().__init__(kind)
         self.explain = dspy.ChainOfThought("question, answer -> explanation")
 
     def forward(self, question):
