@@ -56,8 +56,9 @@ def test_a_template_filled_at_build_time_is_the_system_parameter(server):
     assert (edge.arg, edge.match) == ("system_message", "template")
     assert "support.system_template" in backward(graph, Feedback(0.0, "give a date")).parameter_names
     target.apply({"support.system_template": "Support for {company}: always give a date."})
-    target.run({"task": "When do you ship?"})
+    _, graph = target.run({"task": "When do you ship?"})
     assert system_text(support_requests(server)[-1]) == "Support for ACME: always give a date."
+    assert "support.system_template" in backward(graph, Feedback(0.0, "no")).parameter_names  # still credited
     with pytest.raises(ValueError, match=r"\{company\}"):
         target.apply({"support.system_template": "Support: always give a date."})
     report = coverage(target, [{"task": "When?"}])

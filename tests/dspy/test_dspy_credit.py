@@ -5,7 +5,7 @@ from __future__ import annotations
 import dspy
 import pydantic
 import pytest
-from dspy_programs import agent_policy, celsius_examples, to_fahrenheit
+from dspy_programs import FIXED_TOOL, agent_policy, celsius_examples, to_fahrenheit
 
 from opto_adapters.dspy import OptoTeleprompter, ProgramTarget
 from opto_adapters.dspy.target import ExampleError
@@ -150,17 +150,21 @@ def test_a_react_agent_with_a_typed_answer_keeps_its_tool_code_credited():
     credited = backward(graph, Feedback(0.0, "212 expected")).parameter_names
     code = next(name for name in target.bound.names() if name.endswith("to_fahrenheit.code"))
     assert code in credited and any(name.startswith("agent.") for name in credited)
-    assert coverage(target, [example])[code].reached
+    report = coverage(target, [example])
+    assert report[code].reached and report.complete, report  # the agent's predictors and the explainer too
+    instructions = next(name for name in target.bound.names()
+                        if name.startswith("agent.") and name.endswith(".instructions"))
+    target.apply({code: FIXED_TOOL, instructions: "Call to_fahrenheit once, then finish."})
+    output, _ = target.run(example)
+    assert output.answer == 212.0  # the fixed tool ran
+    assert any(call.instructions == "Call to_fahrenheit once, then finish." for call in lm.engine.requests[-3:])
 
 
-class SentenceOnly(dspy.Module):
+class SentenceOnly(SolveThenExplain):
     """The typed answer goes on inside a sentence, and only the explanation is returned."""
 
     def __init__(self, kind):
-        super().__init__()
-        annotation = {"Verdict": Verdict}.get(kind, kind)
-        self.solve = dspy.Predict(dspy.Signature({"question": dspy.InputField(), "answer": (
-            eval(annotation) if isinstance(annotation, str) else annotation, dspy.OutputField())}))
+        super().__init__(kind)
         self.explain = dspy.ChainOfThought("question, answer -> explanation")
 
     def forward(self, question):
