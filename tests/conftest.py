@@ -103,3 +103,13 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under OPTO_NO_SKIPS=1 (CI installs every extra): {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _each_test_starts_with_no_registered_secret():
+    """A run registers its clients' keys as secrets for the whole process; a key one test uses
+    ("scripted") must not be redacted from the next test's report, where it is only a model name."""
+    from opto_core.kernel.redact import REDACTOR
+
+    yield
+    REDACTOR.forget_registered()

@@ -412,6 +412,19 @@ def test_register_parameter_picks_the_rules_of_its_kind():
     assert index.find("Always answer with the order number first, then the status.\nSign as Alice.").how == PARTIAL
 
 
+def test_a_template_parameter_is_known_by_the_outputs_of_its_current_value():
+    """After an optimizer step the program renders the new template: its outputs must still be credited."""
+    from opto_core.kernel.parameters import Parameter
+
+    parameter = Parameter("system", "text", SYSTEM, template=True)
+    parameter.value = parameter.validate("Answer for {company} only; the date is {today}. Keep it short.")
+    index = ProvenanceIndex()
+    index.register_parameter(parameter, "param:system")
+    found = index.find("Answer for Acme only; the date is Monday. Keep it short.")
+    assert found is not None and found.node == "param:system" and found.how == TEMPLATE
+    assert found.detail.values == {"company": "Acme", "today": "Monday"}
+
+
 def test_without_text_rules_templates_typed_and_partial_are_off():
     index = ProvenanceIndex(text=False)
     index.register_template(SYSTEM, "t")

@@ -4,6 +4,7 @@ import pytest
 
 from opto_core import Parameter
 from opto_core.kernel.ranges import (
+    MAX_TOKENS_FLOOR,
     MIN_ANSWER_TOKENS,
     count_range,
     fraction_range,
@@ -29,6 +30,15 @@ def test_max_tokens_stays_within_the_model_limit_and_a_few_times_the_current_val
     assert (unknown.lower, unknown.upper) == (MIN_ANSWER_TOKENS, 1024) and "4 times the current 256" in unknown.why
     assert max_tokens_range(None, "gpt-4o-mini").upper == 16_384
     assert max_tokens_range(None).upper == 4096
+    assert max_tokens_range(4, "claude-3-haiku").upper == 1024 and max_tokens_range(300, "gpt-4o").upper == 1200
+
+
+def test_a_max_tokens_that_cuts_every_answer_off_can_grow_to_what_answers_need():
+    # opto demo's planted fault: max_tokens=4 truncates every answer; 4 times 4 would keep it useless
+    tiny = max_tokens_range(4, "gpt-4o-mini", observed=[4, 4])
+    assert tiny.lower <= 4 and tiny.upper == MAX_TOKENS_FLOOR and "room to grow" in tiny.why
+    assert max_tokens_range(4, "claude-3-haiku").upper == MAX_TOKENS_FLOOR  # within the model's limit (4,096)
+    assert max_tokens_range(4, "tiny-model-with-limit").upper == MAX_TOKENS_FLOOR
 
 
 def test_max_tokens_is_never_searched_below_what_the_current_answers_need():

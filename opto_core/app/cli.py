@@ -454,7 +454,7 @@ def import_traces(
         Path(out).mkdir(parents=True, exist_ok=True)
         for k, graph_ in enumerate(loaded):
             (Path(out) / f"trace_{k:04d}.json").write_text(graph_.to_json(indent=1), encoding="utf-8")
-        console.print(f"graphs: {escape(out)} (draw one with: opto graph {escape(out)}/trace_0000.json)")
+        console.print(f"graphs: {escape(out)} (draw one with: opto graph {escape(str(Path(out) / 'trace_0000.json'))})")
     if optimize:
         from opto_core.optimizers.optoprime import OptoPrime
 

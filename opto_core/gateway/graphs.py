@@ -8,9 +8,10 @@ all `opto_core.kernel.conversation` needs. Each exchange of a run becomes, in or
    earlier answer requested is the result of that call (the program ran the tool between the two
    calls); a tool run node and a results message, linked to the request by the call id;
 2. the **new input messages** (user messages not seen before in the run). One that contains an
-   earlier answer's text or a tool result (found by the provenance index: exact text, or contained,
-   as in an f-string) is a message the program *composed*: an op with data edges from them. This is
-   the data flow between calls that a pipeline like ``summarize(draft(topic))`` has;
+   earlier answer's text or a tool result (found by the provenance index: exact text, contained as in
+   an f-string, or bound by a placeholder of a message template rule the message matched) is a message
+   the program *composed*: an op with data edges from them. This is the data flow between calls that a
+   pipeline like ``summarize(draft(topic))`` has;
 3. the **model call**, with the parameters its request showed (the gateway's rules: system prompt,
    message templates, settings, tool descriptions), its usage and cost;
 4. its **answer**: a message, or a tool request (of type ``handoff`` when every call is
@@ -58,6 +59,8 @@ ADAPTER = "opto_core.gateway"
 FRAMEWORK = "openai-wire"
 #: The Agents SDK names its handoff tools ``transfer_to_<agent>``.
 HANDOFF_PREFIX = "transfer_to_"
+#: How a message template is named in a run's provenance index (a parameter, not a message: never a source).
+TEMPLATE_NODE = "template:"
 
 
 class UpstreamError(RuntimeError):
@@ -260,19 +263,14 @@ class _TrafficLog:
         return found
 
     def sources_of(self, text: str, template: PromptRule | None) -> tuple[str, ...]:
-        """The earlier answers and tool results a message was composed from. A message a template rule
-        matched is read through it: each value the program put into a placeholder is looked up on its
-        own (the template's constant text is the parameter's, not data); otherwise the whole text."""
-        values = [text]
+        """The earlier answers and tool results a message was composed from, as the provenance index
+        finds them. A message a template rule matched is known to the index as that template's output
+        (its current value, registered here): the index's template rule then looks up each value the
+        program put into a placeholder on its own (the constant text is the parameter's, not data)."""
         if template is not None:
-            match = template.current().match(text) if template.current() is not None else None
-            if match is not None:
-                values = list(match.values.values())
-        found: dict[str, None] = {}
-        for value in values:
-            for match in self.texts.find_all(value):
-                found.setdefault(match.node, None)
-        return tuple(found)
+            self.texts.register_template(template.parameter.value, TEMPLATE_NODE + template.name,
+                                         style=template.compiled().style)
+        return tuple(match.node for match in self.texts.find_all(text) if not match.node.startswith(TEMPLATE_NODE))
 
     def prompt_item(self, agent: str, message: Any) -> PromptItem:
         role = message.role
@@ -301,10 +299,13 @@ class _TrafficLog:
                 continue
             parameter = rule.parameter
             if isinstance(rule, PromptRule):
+                # the request's system message: the builder links it as the agent's system parameter (its
+                # current text, or an output of its current template); any other message it matched: a prompt
                 first = positions.get(name, [None])[0]
-                plain = first == 0 and request.messages[0].is_system and not rule.template \
-                    and request.messages[0].content == parameter.value
-                roles[ROLE_SYSTEM if plain else ROLE_PROMPT + name] = parameter
+                content = request.messages[0].content if first == 0 and request.messages[0].is_system else None
+                system = content is not None and (content == parameter.value or (
+                    rule.template and rule.current().match(content) is not None))
+                roles[ROLE_SYSTEM if system else ROLE_PROMPT + name] = parameter
             elif isinstance(rule, SettingRule):
                 roles[ROLE_SETTING + rule.key] = parameter
             else:

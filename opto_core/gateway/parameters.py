@@ -26,18 +26,17 @@ runs, each becoming a text parameter named after its agent (``agent_1.system``, 
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from opto_core.gateway.wire import SYSTEM_ROLES, WireRequest, set_text, set_tool_description, setting_key
 from opto_core.kernel.binding import BoundParameters
 from opto_core.kernel.parameters import Parameter
+from opto_core.kernel.templates import Template
 
 _log = logging.getLogger("opto.gateway")
-_SAID: list[bool] = []  # the missing-templates warning, given once
 
 #: Roles a prompt rule may cover.
 PROMPT_ROLES = ("system", "user", "assistant")
@@ -51,17 +50,6 @@ SETTING_BOUNDS: dict[str, tuple[str, float | None, float | None]] = {
 API_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 #: The key of the gateway's rules in a values file's ``meta``.
 META_KEY = "gateway"
-
-
-def templates() -> Any:
-    """The core's template model (`opto_core.kernel.templates`: parse, match, render, check_placeholders).
-
-    Imported by name while it lands (issue 19 builds it beside this layer); a prompt declared as a
-    template needs it, plain texts do not.
-    """
-    import importlib
-
-    return importlib.import_module("opto_core.kernel.templates")
 
 
 def _role_of(wire_role: str) -> str:
@@ -79,21 +67,23 @@ class PromptRule:
     template: bool = False
     style: str | None = None
     matched: int = 0
-    _parsed: Any = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         return self.parameter.name
 
-    def compiled(self) -> Any:
-        """The original as a `Template` (templates only; parsed once)."""
-        if self._parsed is None:
-            self._parsed = templates().Template.parse(self.original, style=self.style)
-        return self._parsed
+    def compiled(self) -> Template:
+        """The original as a `Template` (templates only): the parameter's own template model."""
+        original = self.parameter.template_model
+        assert original is not None, f"prompt {self.name!r} is no template"
+        return original
 
-    def current(self) -> Any:
-        """The current value as a `Template` (templates only): what a rewritten message was rendered from."""
-        return templates().Template.parse(self.parameter.value, style=self.compiled().style)
+    def current(self) -> Template:
+        """The current value as a `Template` (templates only): what a rewritten message was rendered from.
+        (The parameter's checks keep every value a template of the original's style and placeholders.)"""
+        current = Template.parse(self.parameter.value, style=self.compiled().style)
+        assert current is not None, f"prompt {self.name!r}: the value lost its placeholders"
+        return current
 
     def rewrite(self, text: str) -> str | None:
         """The text this message becomes, or None when the message is not this prompt's."""
@@ -108,7 +98,7 @@ class PromptRule:
     def spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"kind": "prompt", "role": self.role, "original": self.original, "agent": self.agent}
         if self.template:
-            spec.update(template=True, style=self.style)
+            spec.update(template=True, style=self.compiled().style)
         return spec
 
 
@@ -178,7 +168,8 @@ class TrafficParameters:
 
         ``role`` is ``system`` (system/developer messages and Responses ``instructions``), ``user`` or
         ``assistant``. ``agent`` names the calls a system prompt opens (default: ``name`` without a
-        trailing ``.system``). A template's new values must keep its placeholders.
+        trailing ``.system``). A template is a template `Parameter` (``template=style or True``): its
+        new values must keep its placeholders (`opto_core.kernel.templates.check_placeholders`).
         """
         if (text is None) == (template is None):
             raise ValueError(f"prompt {name!r}: give exactly one of text=... (matched exactly) or template=...")
@@ -186,18 +177,14 @@ class TrafficParameters:
             raise ValueError(f"prompt {name!r}: role must be one of {PROMPT_ROLES}, got {role!r}")
         original = text if text is not None else template
         assert original is not None
-        checks: list[Callable[[Any], Any]] = []
-        if template is not None:
-            checks.append(functools.partial(_checked, template))
         what = "template" if template is not None else "text"
-        parameter = Parameter(name, "text", original, trainable=trainable, checks=checks,
+        parameter = Parameter(name, "text", original, trainable=trainable,
+                              template=(style or True) if template is not None else False,
                               description=description or f"the {role} message {what} sent by the program",
-                              meta={"gateway": role})
+                              meta={"gateway": role})  # a template that does not parse fails here
         self.bound.add(parameter)
         rule = PromptRule(parameter, role, original, agent or _agent_name(name), template is not None, style)
-        if template is not None:
-            rule.compiled()  # a template that does not parse fails here, not on the first request
-        else:
+        if template is None:
             self._by_text[(role, original)] = rule
         self.prompts.append(rule)
         return parameter
@@ -414,14 +401,6 @@ class TrafficParameters:
         result), or a field of the run's example (``inputs``: run id -> example). The rest of such a
         message is constant text the program wrote, a prompt: ``Summarize this draft:\\n{agent_1_answer}``.
         A template found in ``needed`` runs becomes a parameter."""
-        try:
-            templates()
-        except ImportError:  # the template model lands with the core's provenance work (issue 19)
-            if not _SAID:
-                _SAID.append(True)
-                _log.warning("opto gateway: user-message templates are not proposed: opto_core.kernel.templates "
-                             "is not installed in this version")
-            return []
         found: dict[tuple[str, str], set[str]] = {}  # (agent, template) -> run ids
         order: list[tuple[str, str]] = []
         known: dict[str, list[tuple[str, str]]] = {}  # run id -> [(placeholder, text)]
@@ -568,14 +547,6 @@ def _initial(spec: Mapping[str, Any]) -> Any:
         return API_DEFAULTS[spec["key"]]
     lower = spec.get("lower")
     return lower if lower is not None else (1 if spec.get("type") == "int" else 0.0)
-
-
-def _checked(original: str, new: str) -> str:
-    """A new template value, or a `ValueError` naming the placeholders it dropped or invented."""
-    problems = templates().check_placeholders(original, new)
-    if problems:
-        raise ValueError("; ".join(problems))
-    return new
 
 
 def _agent_name(name: str) -> str:

@@ -11,9 +11,12 @@ a request belongs to, first rule that applies:
 4. otherwise a **window**: consecutive requests from the same client address; a request that comes
    more than ``run_gap`` seconds (default 10) after that client's previous one starts a new run.
 
-A run closes when its owner closes it (rules 1-3: the target, when the program ended) or when its
-window lapses (rule 4: checked on each request, every second, and when the gateway stops). Closed
-runs are what graphs are built from.
+A run closes when its owner closes it (`GatewayTarget` or ``Gateway.open_run``, when the program
+ended), else when it lapses: no request started and no answer ended for ``run_gap`` seconds, none in
+flight (a window, rule 4, and a run named by a path or header that no owner holds, as with
+``opto gateway`` in production; checked on each request, every second, and when the gateway stops).
+A request for a closed run that is named again is still recorded in it. Closed runs are what graphs
+are built from, and what a values file's unmatched prompts are reported for.
 
 What is recorded never holds a secret: no request headers at all (the ``Authorization`` header and
 the upstream key are never read into a record), bodies as sent upstream, answers reduced to text,
@@ -123,6 +126,7 @@ class Recorder:
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._windows: dict[str, Run] = {}  # client address -> its open window run
         self._opened: list[str] = []  # runs opened by a caller (rule 3)
+        self._owned: set[str] = set()  # runs a caller opened or made (`open`, `ensure`): closed by it, never lapsed
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
         self._in_flight: Counter[str] = Counter()  # run id -> exchanges started, not yet recorded
@@ -141,7 +145,7 @@ class Recorder:
                     run = self._new(explicit, now, client)
             else:
                 run = self._windows.get(client)
-                if run is None or run.closed or now - run.last_seen > self.run_gap:
+                if run is None or run.closed or (now - run.last_seen > self.run_gap and not self._in_flight[run.id]):
                     if run is not None and not run.closed:
                         lapsed.append(self._close(run))
                     run = self._windows[client] = self._new(f"w{int(now)}-{next(_IDS)}", now, client)
@@ -159,12 +163,14 @@ class Recorder:
     def ensure(self, run_id: str) -> Run:
         """The run with this id, created (empty) when new: requests that name it go to it (rules 1-2)."""
         with self._lock:
+            self._owned.add(run_id)
             return self._runs.get(run_id) or self._new(run_id, time.time(), "")
 
     def open(self, run_id: str) -> Run:
         """Open a run for the caller (rule 3 while it is the only one open; rules 1-2 always)."""
         with self._lock:
             run = self._runs.get(run_id) or self._new(run_id, time.time(), "")
+            self._owned.add(run_id)
             if run_id not in self._opened:
                 self._opened.append(run_id)
             return run
@@ -180,11 +186,13 @@ class Recorder:
         return run
 
     def close_lapsed(self, now: float | None = None, *, all_windows: bool = False) -> None:
-        """Close window runs idle for more than ``run_gap`` (all of them with ``all_windows``)."""
+        """Close the runs no owner holds (windows, and runs named by a path or header) that are idle for
+        more than ``run_gap`` with nothing in flight (all of them with ``all_windows``: the gateway stops)."""
         now = time.time() if now is None else now
         with self._lock:
-            closed = [self._close(run) for client, run in list(self._windows.items())
-                      if not run.closed and (all_windows or now - run.last_seen > self.run_gap)]
+            closed = [self._close(run) for run in list(self._runs.values())
+                      if not run.closed and run.id not in self._owned
+                      and (all_windows or (now - run.last_seen > self.run_gap and not self._in_flight[run.id]))]
         self._closed(closed)
 
     def _close(self, run: Run) -> Run:
@@ -216,6 +224,7 @@ class Recorder:
             run = self._runs.get(exchange.run)
             if run is not None:
                 run.exchanges.append(exchange)
+                run.last_seen = max(run.last_seen, time.time())  # idle time counts from the answer's end
             if self._in_flight[exchange.run] > 0:
                 self._in_flight[exchange.run] -= 1
             if self._in_flight[exchange.run] <= 0:

@@ -355,11 +355,13 @@ class ProvenanceIndex:
 
     def register_parameter(self, parameter: Any, node_id: str, **options: Any) -> None:
         """Remember a `Parameter`'s value as produced by its node, by the rules its kind calls for:
-        a template parameter as a template, a text as text (with partial matching), any other value
-        as typed. ``options`` go to `register` (``renderings=``, ``keys=``...)."""
+        a template parameter as a template (its *current* value, read in its original's style: the
+        program renders what it was given last), a text as text (with partial matching), any other
+        value as typed. ``options`` go to `register` (``renderings=``, ``keys=``...)."""
         template = getattr(parameter, "template_model", None)
         if template is not None:
-            self.register_template(template, node_id)
+            # a value set without validation that does not parse: the original is all we can read
+            self.register_template(parameter.current_template() or template, node_id)
             if options:
                 self.register(parameter.value, node_id, **options)
         elif isinstance(parameter.value, str):

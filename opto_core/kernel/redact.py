@@ -213,6 +213,12 @@ class Redactor:
             self._registered[value] = where or "registered"
         return True
 
+    def forget_registered(self) -> None:
+        """Forget every registered secret (environment secrets are read anew each time anyway): for a
+        process that serves unrelated runs one after the other, such as a test session."""
+        with self._lock:
+            self._registered.clear()
+
     def register_url(self, url: str | None, where: str = "endpoint URL") -> None:
         """The credentials inside a URL: the userinfo (user and password) and secret-looking query values."""
         if not url or "://" not in url:

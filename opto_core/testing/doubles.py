@@ -47,8 +47,8 @@ class ScriptedLLM:
         return result
 
 
-def quiet_http_server(handler: Any) -> Any:
-    """A threading HTTP server on 127.0.0.1 (any free port) for scripted model servers in tests.
+def quiet_http_server(handler: Any, port: int = 0) -> Any:
+    """A threading HTTP server on 127.0.0.1 (``port``; 0: any free port) for scripted model servers in tests.
 
     A client that drops a kept-alive connection (an HTTP client pool closed when its owner is
     rebuilt or collected) is normal for such a server; the standard library would print a traceback
@@ -65,4 +65,4 @@ def quiet_http_server(handler: Any) -> Any:
             if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
                 super().handle_error(request, client_address)
 
-    return QuietServer(("127.0.0.1", 0), handler)
+    return QuietServer(("127.0.0.1", port), handler)

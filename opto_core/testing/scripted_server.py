@@ -102,8 +102,9 @@ class ScriptedServer:
         self._thread: threading.Thread | None = None
 
     # ----- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> ScriptedServer:
-        self._server = quiet_http_server(_handler(self))
+    def start(self, port: int = 0) -> ScriptedServer:
+        """Serve on 127.0.0.1:``port`` (0, the default: any free port, as tests must)."""
+        self._server = quiet_http_server(_handler(self), port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-openai", daemon=True)
         self._thread.start()
         return self

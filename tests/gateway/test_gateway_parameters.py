@@ -106,8 +106,10 @@ def test_opto_gateway_serves_a_values_file(upstream, tmp_path, caplog):
     parameters = TrafficParameters()
     parameters.prompt("agent_1.system", "You answer questions.")
     parameters.setting("temperature", 1.0)
+    parameters.prompt("agent_1.user", template="Question: {question}", role="user")
     values = tmp_path / "best.json"
-    parameters.save_values(str(values), {"agent_1.system": "You answer questions in one word.", "temperature": 0.1})
+    parameters.save_values(str(values), {"agent_1.system": "You answer questions in one word.", "temperature": 0.1,
+                                         "agent_1.user": "Answer this question: {question}"})
     assert load_values(values).meta["gateway"]["agent_1.system"]["original"] == "You answer questions."
 
     upstream.script("Paris", "Berlin")
@@ -120,11 +122,15 @@ def test_opto_gateway_serves_a_values_file(upstream, tmp_path, caplog):
         client = openai.OpenAI(base_url=base_url, api_key="dummy")
         for question in ("Capital of France?", "Capital of Germany?"):
             client.chat.completions.create(model="m", messages=[
-                {"role": "system", "content": "You answer questions."}, {"role": "user", "content": question}])
+                {"role": "system", "content": "You answer questions."},
+                {"role": "user", "content": f"Question: {question}"}])
     finally:
         server.terminate()
         server.wait(30)
     assert [system_of(body) for body in upstream.requests] == ["You answer questions in one word."] * 2
+    # the saved template, filled with what the unchanged program put into the old one
+    assert [body["messages"][1]["content"] for body in upstream.requests] == [
+        "Answer this question: Capital of France?", "Answer this question: Capital of Germany?"]
     assert [body["temperature"] for body in upstream.requests] == [0.1, 0.1]
     assert {h["authorization"] for h in upstream.headers} == {"Bearer k-serve"}
 
@@ -160,3 +166,31 @@ def test_a_values_file_that_no_longer_matches_is_named_once_and_requests_pass_un
     assert [system_of(body) for body in upstream.requests] == ["The program's new prompt."] * 2
     warnings = [r.getMessage() for r in caplog.records if "matched no request" in r.getMessage()]
     assert len(warnings) == 1 and "'agent_1.system'" in warnings[0]
+
+
+def test_opto_gateway_names_a_template_that_matches_nothing_once(upstream, tmp_path):
+    """`opto gateway --values`: a saved template the program no longer produces is named in one warning (when
+    the first run ends), and the program's requests go upstream as it sent them."""
+    parameters = TrafficParameters()
+    parameters.prompt("ticket.user", template="Old ticket format:\n{answer}", role="user")
+    values = tmp_path / "old.json"
+    parameters.save_values(str(values), {"ticket.user": "New ticket format:\n{answer}"})
+    upstream.script("ok")
+    upstream.repeat_last = True
+    command = [sys.executable, "-c", "from opto_core.app.cli import main; main()", "gateway", "--upstream",
+               upstream.base_url, "--port", "0", "--values", str(values), "--run-gap", "0.2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        client = openai.OpenAI(base_url=_wait_for_url(server), api_key="dummy")
+        for k in range(3):  # three window runs: more than run_gap seconds of silence between them
+            client.chat.completions.create(model="m", messages=[
+                {"role": "user", "content": f"Please file a ticket:\nthe screen broke ({k})"}])
+            time.sleep(0.5)
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert [body["messages"][0]["content"] for body in upstream.requests] == [
+        f"Please file a ticket:\nthe screen broke ({k})" for k in range(3)]
+    warnings = [line for line in output.splitlines() if "matched no request" in line]
+    assert len(warnings) == 1 and "'ticket.user'" in warnings[0] and "Old ticket format" in warnings[0], output

@@ -11,6 +11,7 @@ from gateway_helpers import UPSTREAM_KEY, data_parents, one_step, reaches, sugge
 from opto_core import GatewayTarget, OptoPrime, optimize, write_report
 from opto_core.engine.rundir import RunDir
 from opto_core.gateway.graphs import graph_of_run
+from opto_core.kernel.parameters import InvalidValue
 from opto_core.testing import ScriptedLLM
 
 DRAFT_SYSTEM = "You write a first draft about the topic."
@@ -143,3 +144,57 @@ def test_the_run_directory_and_the_report_work_as_for_every_target(upstream, tmp
     assert "agent_1.system" in report and "agent_1.llm" in report
     saved = json.loads((tmp_path / "best.json").read_text())
     assert saved["meta"]["framework"] == "gateway" and saved["values"]["agent_1.system"] == llm_values["agent_1.system"]
+
+
+SUPPORT_SYSTEM = "You are the support agent of {company}. Answer in full paragraphs."
+ESCALATE_USER = "Write a ticket for the team from this answer:\n{answer}"
+
+
+def support_pipeline(example: dict) -> str:
+    """A program that fills in its prompts (``str.format``) before sending them: templates, not texts."""
+    client = openai.OpenAI()
+    answer = client.chat.completions.create(model="gpt-4o-mini", messages=[
+        {"role": "system", "content": SUPPORT_SYSTEM.format(company=example["company"])},
+        {"role": "user", "content": example["question"]}]).choices[0].message.content
+    return client.chat.completions.create(model="gpt-4o-mini", messages=[
+        {"role": "user", "content": ESCALATE_USER.format(answer=answer)}]).choices[0].message.content
+
+
+def support_model(body: dict) -> str:
+    first = body["messages"][0]["content"]
+    if first.startswith("You are the support agent of"):
+        company = first.removeprefix("You are the support agent of ").split(".")[0]
+        length = "one-line" if "one line" in first else "multi-paragraph"
+        return f"A {length} answer from {company} support about the refund."
+    return "TICKET: " + first.split("\n", 1)[1]
+
+
+def test_declared_templates_are_matched_credited_and_deployed_with_the_programs_values(upstream):
+    upstream.script(support_model)
+    upstream.repeat_last = True
+    trainset = [{"company": "Acme", "question": "Where is my refund?"}]
+    with GatewayTarget(run=support_pipeline, upstream=upstream.base_url,
+                       templates={"support.system": SUPPORT_SYSTEM, "ticket.user": ESCALATE_USER}) as target:
+        assert [p.template_model is not None for p in target.parameters()] == [True, True]
+        output, graph = target.run(trainset[0])
+        assert output == "TICKET: A multi-paragraph answer from Acme support about the refund."
+        first, second = [n for n in graph.nodes if n.op_type == "llm_call"]
+        # the filled-in system message is an output of the template parameter (the builder's template match)
+        (system_edge,) = [e for e in first.edges if e.id == "param:support.system"]
+        assert system_edge.arg == "system_message" and system_edge.match == "template"
+        # the ticket message: the template's placeholder bound the first answer, so the answer feeds the second call
+        composed = next(graph[e.id] for e in second.edges if graph[e.id].name == "user.message")
+        assert composed.value.startswith("Write a ticket") and reaches(graph, first.id, second.id)
+        assert "param:ticket.user" in data_parents(graph, second.id)
+        # a new value must keep the placeholders the program fills
+        with pytest.raises(InvalidValue, match="company"):
+            target.bound.apply({"support.system": "You are a support agent. Answer in one line."})
+
+        result = one_step(target, trainset, lambda ex, out: (0.0, "answers must be one line"),
+                          {"support.system": "You are the support agent of {company}. Answer in one line."})
+        assert result.best_values["support.system"] == "You are the support agent of {company}. Answer in one line."
+        upstream.requests.clear()
+        output, _ = target.run({"company": "Globex", "question": "Where is my parcel?"})
+    # the unchanged program's next request: the new template, filled with what the program put into the old one
+    assert upstream.requests[0]["messages"][0]["content"] == "You are the support agent of Globex. Answer in one line."
+    assert output == "TICKET: A one-line answer from Globex support about the refund."

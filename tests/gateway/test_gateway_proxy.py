@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 import httpx
 import openai
@@ -12,7 +13,8 @@ import pytest
 from gateway_helpers import UPSTREAM_KEY
 
 from opto_core.gateway.proxy import Gateway
-from opto_core.gateway.recording import INFRASTRUCTURE, OPAQUE, Recorder, load_runs
+from opto_core.gateway.recording import INFRASTRUCTURE, OPAQUE, Exchange, Recorder, load_runs
+from opto_core.gateway.wire import CHAT
 from opto_core.testing import tool_call
 
 
@@ -67,6 +69,56 @@ def test_a_window_run_ends_after_the_gap(monkeypatch):
     now[0] += 11
     second = recorder.run_for(None, "10.0.0.1")
     assert second is not first and closed[0] is first and first.closed
+
+
+def test_runs_no_owner_holds_lapse_and_idle_time_counts_from_the_last_answer(monkeypatch):
+    """`opto gateway` in production: runs named by a header (or path) that no target owns close when idle,
+    so their unmatched values are reported; a call in flight, or one that just ended, keeps a run open."""
+    now = [1000.0]
+    monkeypatch.setattr("opto_core.gateway.recording.time.time", lambda: now[0])
+    closed = []
+    recorder = Recorder(run_gap=10.0, on_close=closed.append)
+    by_header = recorder.run_for("from-header", "10.0.0.1")
+    owned = recorder.ensure("a-targets-run")  # GatewayTarget's: closed by the target only
+    window = recorder.run_for(None, "10.0.0.2")
+    slow = Exchange(1, window.id, CHAT, "/v1/chat/completions", now[0])
+    recorder.started(slow)
+    now[0] += 30  # a 30 s model call: the window stays open while it is in flight
+    recorder.close_lapsed()
+    assert closed == [by_header] and not owned.closed and not window.closed
+    recorder.add(slow)
+    now[0] += 5  # 5 s after its answer: the same run
+    assert recorder.run_for(None, "10.0.0.2") is window
+    now[0] += 11
+    recorder.close_lapsed()
+    assert closed == [by_header, window] and not owned.closed
+    recorder.close_lapsed(all_windows=True)  # the gateway stops: every run no owner holds
+    assert not owned.closed
+
+
+def test_a_values_file_is_reported_for_header_runs_of_opto_gateway(upstream, tmp_path, caplog):
+    from opto_core.gateway.parameters import TrafficParameters
+
+    rules = TrafficParameters()
+    rules.prompt("agent_1.system", "The prompt the program used to send.")
+    rules.save_values(str(tmp_path / "old.json"), {"agent_1.system": "An optimized version."})
+    upstream.script("ok")
+    upstream.repeat_last = True
+    proxy = Gateway(upstream.base_url, values=str(tmp_path / "old.json"), run_gap=0.2).start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="opto.gateway"), httpx.Client() as http:
+            for run_id in ("r1", "r2"):
+                http.post(proxy.base_url + "/chat/completions", headers={"X-Opto-Run": run_id}, json={
+                    "model": "m", "messages": [{"role": "system", "content": "A new prompt."},
+                                               {"role": "user", "content": "q"}]})
+            deadline = time.time() + 30
+            while not proxy.run("r2").closed and time.time() < deadline:  # the janitor looks every second
+                time.sleep(0.1)
+    finally:
+        proxy.stop()
+    assert proxy.run("r1").closed and proxy.run("r2").closed
+    warnings = [r.getMessage() for r in caplog.records if "matched no request" in r.getMessage()]
+    assert len(warnings) == 1 and "'agent_1.system'" in warnings[0]
 
 
 def test_streamed_chunks_pass_through_as_they_come(upstream, gateway):

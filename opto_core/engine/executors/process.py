@@ -82,6 +82,11 @@ START_METHODS = ("fork", "spawn")
 _OPTO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
+#: After a worker dies, how long to wait for its template to end too before the death is the worker's
+#: own: the kernel kills the children first, and on a loaded machine the template is reaped a moment
+#: later (0.3 s proved too short on two busy cores). Paid in full only when a worker dies on its own.
+TEMPLATE_GRACE_SECONDS = 1.0
+
 class WorkerLost(InfrastructureError):
     """The worker process ended (or was killed) while it ran this example."""
 
@@ -569,7 +574,7 @@ class ProcessExecutor:
                 if worker.template is not None and worker.template.ends_within(0.3):
                     return None  # forked just as a run killed the template, it died with it: not a broken build
                 return InfrastructureError(f"a worker ended before it was ready: {text}")
-            if worker.template is not None and worker.template.ends_within(0.3):
+            if worker.template is not None and worker.template.ends_within(TEMPLATE_GRACE_SECONDS):
                 if not worker.suspect:
                     # the template ended (a run killed it) and took every worker with it; which run did it is
                     # unknown, so each example it cost runs again, alone and uncharged: the culprit fails then
