@@ -571,7 +571,7 @@ class ProcessExecutor:
             if position is None:
                 if isinstance(exc, OSError) and not isinstance(exc, EOFError) and "too long" in str(exc):
                     return None
-                if worker.template is not None and worker.template.ends_within(0.3):
+                if worker.template is not None and worker.template.ends_within(TEMPLATE_GRACE_SECONDS):
                     return None  # forked just as a run killed the template, it died with it: not a broken build
                 return InfrastructureError(f"a worker ended before it was ready: {text}")
             if worker.template is not None and worker.template.ends_within(TEMPLATE_GRACE_SECONDS):
