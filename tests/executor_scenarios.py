@@ -284,6 +284,8 @@ class MisbehavingTarget(OneWordTarget):
     async def arun(self, example):
         await asyncio.sleep(example.get("seconds", 0) if example.get("do") == "pause" else 0)
         misbehave(example)
+        if example.get("do") == "write_around":
+            self.word.value = "INJECTED"
         return self._traced(example)
 
 

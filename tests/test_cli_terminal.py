@@ -30,9 +30,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _command(server: ScriptedServer, run_dir: Path, *extra: str) -> list[str]:
+def _command(server: ScriptedServer, run_dir: Path, *extra: str, steps: int = 1) -> list[str]:
     return [sys.executable, "-m", "opto_core.app.cli", "demo", "--base-url", server.base_url, "--model", "scripted",
-            "--steps", "1", "--run-dir", str(run_dir), *extra]
+            "--steps", str(steps), "--run-dir", str(run_dir), *extra]
 
 
 def _in_a_pipe(command: list[str], cwd: Path) -> str:
@@ -83,7 +83,21 @@ def test_the_autogen_demo_is_quiet_without_v_and_shows_framework_logs_with_it(tm
         quiet = _in_a_pipe(_command(server, tmp_path / "q", "--workflow", "autogen"), tmp_path)
         verbose = _in_a_pipe(_command(server, tmp_path / "v", "--workflow", "autogen", "-v"), tmp_path)
     assert "Publishing message of type" not in quiet and "HTTP Request:" not in quiet
+    # AutoGen's event loop runs in a thread here: the workers start fresh from the demo's recipe, not by fork
+    assert "making the worker template by fork" not in quiet
     assert len(quiet.splitlines()) < 150, quiet
     assert "start score" in quiet and "stopped      after 1 of 1 step" in quiet
     # the same run with -v shows what was hidden: the test could fail
     assert "HTTP Request: POST" in verbose and "Publishing message of type" in verbose
+
+
+@pytest.mark.parametrize("workflow", ["python", "langchain", "dspy"])
+def test_every_demo_prints_a_short_plain_result_without_v(workflow, tmp_path):
+    pytest.importorskip({"python": "opto_core", "langchain": "langchain_core", "dspy": "dspy"}[workflow])
+    with ScriptedServer([NO_CHANGE], repeat_last=True) as server:
+        quiet = _in_a_pipe(_command(server, tmp_path / "q", "--workflow", workflow, steps=2), tmp_path)
+    lines = quiet.splitlines()
+    assert len(lines) < 150, quiet
+    assert "HTTP Request:" not in quiet and not [line for line in lines if line.startswith("INFO")], quiet
+    assert "\x1b" not in quiet and "\r" not in quiet
+    assert "start score" in quiet and "stopped      after 2 of 2 steps" in quiet

@@ -81,6 +81,26 @@ def build(company):
 def run_chat(agent, example):
     agent.update_system_message(SYSTEM_TEMPLATE.format(company=example["company"], today="Monday"))
     return agent
+
+def system_for(state):
+    text = SYSTEM_TEMPLATE.format(company=state["company"], today=state["today"])
+    return text
+
+def question_for(state):
+    return f"The customer asks: {state['question']} Answer briefly."
+
+def by_helper(state):
+    return [SystemMessage(system_for(state)), HumanMessage(content=question_for(state))]
+
+def countdown(n):
+    return countdown(n - 1) if n else INTRO
+
+def by_recursive_helper(state):
+    return [SystemMessage(countdown(3))]
+
+def by_library_function(state):
+    import textwrap
+    return [SystemMessage(textwrap.dedent(state["text"])), SystemMessage(str(state))]
 '''
 
 
@@ -195,3 +215,26 @@ def test_the_sink_call_names_its_receiver_and_name(module):
     assert prompt.receiver is agent and prompt.call_name is None
     (prompt,) = prompts_in_function(module.build, SINKS)
     assert prompt.receiver is None and prompt.call_name == "writer"
+
+
+def test_a_helper_of_yours_that_returns_the_prompt_is_followed(module):
+    prompts = found(module.by_helper)
+    assert list(prompts) == ["SYSTEM_TEMPLATE", "human_prompt"]
+    system, question = prompts["SYSTEM_TEMPLATE"], prompts["human_prompt"]
+    assert (system.style, system.role, system.binding.home) == ("format", "system", module.__dict__)
+    assert (question.value, question.role) == ("The customer asks: {question} Answer briefly.", "human")
+    question.binding.write("Question: {question}")  # the helper's literal is rewritten in the helper
+    system.binding.write("Agent of {company}, {today}.")
+    messages = module.by_helper({"company": "ACME", "today": "Mon", "question": "Where?"})
+    assert [messages[0].content, messages[1]] == ["Agent of ACME, Mon.", ("human", "Question: Where?")]
+    assert list(found(module.by_recursive_helper)) == ["INTRO"]  # a recursive helper is read once
+
+
+def test_library_functions_are_no_helpers(module):
+    import textwrap
+
+    from opto_core.kernel.code_prompts import user_function
+
+    assert found(module.by_library_function) == {}
+    assert not user_function(textwrap.dedent) and not user_function(str) and not user_function(pytest.raises)
+    assert user_function(module.system_for)

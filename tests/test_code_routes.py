@@ -154,3 +154,35 @@ def test_an_edited_checkpoint_payload_never_runs_on_resume(tmp_path):
     assert target.run({"text": "a  b"})[0] == "a b"
     assert not marker.exists()
     assert textwrap.dedent(target.parameters()[0].value) == function_source(tidy)
+
+
+SANDBOXED = {"plain": lambda: _plain_target()[:2], "langchain": lambda: _langchain_target()[:2]}
+
+
+@pytest.mark.parametrize("framework", list(SANDBOXED))
+def test_under_the_sandbox_no_payload_has_an_effect_outside_the_box_even_without_the_policy(framework):
+    """The box is the wall: with the policy off (``permissive``), every payload of the probe is applied
+    and run in ``isolation="sandbox"``, one step each, and no marker appears outside the box (a folder
+    of the repository, which the box sees read-only); the run goes on through every step. Compiling a
+    value in this process (a LangChain tool needs a function) runs no module that was not loaded."""
+    outside = ROOT / f".opto-route-markers-{os.getpid()}-{framework}"
+    outside.mkdir()
+    try:
+        payloads = [source for source, _ in routes(str(outside / "marker")).values()]
+        target, name = SANDBOXED[framework]()
+        answers = [json.dumps({"reasoning": "r", "suggestion": {name: source}}) for source in payloads]
+        result = optimize(target, [{"text": "a  b"}], lambda example, output: float(output == "a b"),
+                          OptoPrime(target.parameters(), ScriptedLLM(answers)), max_steps=len(payloads),
+                          code_policy="permissive", isolation="sandbox", eval_timeout=60, reuse_evaluations=False)
+        assert list(outside.iterdir()) == []
+        assert result.stopped_reason == "max_steps" and result.steps == len(payloads)
+        for source, record in zip(payloads, result.records[1:]):  # each payload ran in the box, or never ran
+            assert (record.candidate_values or {}).get(name) == source or \
+                "a module not loaded in this process" in record.apply_error, (source, record.decision)
+        if framework == "langchain":  # the tool's function is compiled here too: the import that would run is refused
+            refused = result.records[1 + list(routes("/m")).index("unittest.__main__")]
+            assert "imports 'unittest.__main__' at module level" in refused.apply_error
+    finally:
+        for path in outside.iterdir():
+            path.unlink()
+        outside.rmdir()

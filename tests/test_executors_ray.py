@@ -271,6 +271,25 @@ def test_an_exit_raised_by_the_workflow_fails_that_run_and_the_worker_lives_on(d
     assert not any(r.failed for r in again)
 
 
+def test_a_write_around_the_optimizer_on_a_worker_fails_that_run_and_replaces_the_worker():
+    """A Ray actor keeps its workflow across runs: a write there would poison every later run on it."""
+    from executor_scenarios import MisbehavingTarget, pid_feedback
+
+    executor = RayExecutor(1)
+    target = MisbehavingTarget()
+    try:
+        results = evaluate(executor, target, [{"x": 1}, {"x": 2, "do": "write_around"}, {"x": 3}], pid_feedback,
+                           values={"word": "hello"})
+        again = evaluate(executor, target, [{"x": i} for i in range(3)], pid_feedback, values={"word": "hello"})
+    finally:
+        executor.close()
+    assert [r.failed for r in results] == [False, True, False]
+    assert results[1].error_kind == "wrote_around" and results[1].drift == ["word"]
+    assert "wrote around the optimizer (word: its value changed)" in str(results[1].output)
+    assert executor.replaced == 1 and target.word.value == "hello"
+    assert not any(r.failed for r in again) and all(r.output.startswith("hello") for r in [results[2], *again])
+
+
 def test_a_run_that_never_returns_costs_its_example_and_no_healthy_one():
     """The stuck run's worker is killed and replaced, so later runs never queue behind it.
 

@@ -217,7 +217,7 @@ def test_a_run_that_kills_the_worker_template_costs_only_its_own_example():
     try:
         results = run_batch(executor, [{"x": 1, "do": "pause", "seconds": 1.0}, {"x": 2, "do": "kill_parent"},
                                        {"x": 3}, {"x": 4}])
-        assert [r.failed for r in results] == [False, True, False, False]
+        assert [r.failed for r in results] == [False, True, False, False], [str(r.output) for r in results]
         assert isinstance(results[1].output, WorkerLost)
         assert healthy(run_batch(executor, [{"x": i} for i in range(4)]))
         assert executor._template is not None and executor._template.alive()  # a new template

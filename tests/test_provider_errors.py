@@ -210,8 +210,8 @@ def _suggest(prompt):
     return json.dumps({"reasoning": "try another prompt", "suggestion": {"prompt": prompt}})
 
 
-@pytest.mark.parametrize("executor", ["threads", "asyncio", "ray", "process"])
-def test_500_then_429_with_retry_after_then_200_is_retried_and_judged_on_real_answers(executor, monkeypatch):
+def _ready_for(executor, monkeypatch):
+    """Ray's workers cannot import this test module: its targets go by value."""
     if executor == "ray":
         pytest.importorskip("ray")
         monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
@@ -219,7 +219,12 @@ def test_500_then_429_with_retry_after_then_200_is_retried_and_judged_on_real_an
 
         import cloudpickle
 
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.mark.parametrize("executor", ["threads", "asyncio", "ray", "process"])
+def test_500_then_429_with_retry_after_then_200_is_retried_and_judged_on_real_answers(executor, monkeypatch):
+    _ready_for(executor, monkeypatch)
     PROMPT.value = "Answer in upper case."
     provider = FlakyProvider()
     with ScriptedServer([provider], repeat_last=True) as server:
@@ -240,7 +245,9 @@ def test_500_then_429_with_retry_after_then_200_is_retried_and_judged_on_real_an
     assert provider.attempts == {"alpha": 3, "beta": 3, "gamma": 4, "delta": 4}
 
 
-def test_a_step_judged_only_on_5xx_runs_is_never_kept():
+@pytest.mark.parametrize("executor", ["threads", "asyncio", "ray"])
+def test_a_step_judged_only_on_5xx_runs_is_never_kept(executor, monkeypatch):
+    _ready_for(executor, monkeypatch)
     PROMPT.value = "Answer in upper case."
     broken = "Answer loudly."
     provider = FlakyProvider(broken_prompt=broken, flaky=False)
@@ -248,7 +255,8 @@ def test_a_step_judged_only_on_5xx_runs_is_never_kept():
         target = ShoutTarget(server.base_url)
         llm = ScriptedLLM([_suggest(broken)])
         result = optimize(target, QUESTIONS[:2], shout_feedback, OptoPrime(target.parameters(), llm),
-                          valset=QUESTIONS[2:], max_steps=3, batch_size=2, provider_retry_seconds=1.0)
+                          valset=QUESTIONS[2:], max_steps=3, batch_size=2, provider_retry_seconds=1.0,
+                          executor=executor, isolation="none")
     step = result.history[1]
     assert not step["kept"] and PROMPT.value == "Answer in upper case."
     assert step["decision"].startswith("rolled back: provider error: 2 of 2 runs got HTTP 500")

@@ -30,6 +30,7 @@ def test_max_tokens_stays_within_the_model_limit_and_a_few_times_the_current_val
     assert (unknown.lower, unknown.upper) == (MIN_ANSWER_TOKENS, 1024) and "4 times the current 256" in unknown.why
     assert max_tokens_range(None, "gpt-4o-mini").upper == 16_384
     assert max_tokens_range(None).upper == 4096
+    assert max_tokens_range(4, "claude-3-haiku").upper == 1024 and max_tokens_range(300, "gpt-4o").upper == 1200
 
 
 def test_a_max_tokens_that_cuts_every_answer_off_can_grow_to_what_answers_need():

@@ -76,6 +76,36 @@ def test_an_old_run_resumes_where_it_stopped(old_run):
     assert [r.step for r in result.records] == [0, 1, 2, 3, 4, 5] and result.records[1].proposal.reasoning == "try k=2.0"
 
 
+
+def _resume(run_dir, max_steps):
+    target, k = make(lower=-10, upper=10)
+    k.description = "the factor"
+    optimizer = Recording([k], ScriptedLLM([say(3.0)], repeat_last=True), memory_size=3)
+    return optimize(target, TRAIN, feedback, optimizer, VAL, max_steps=max_steps, batch_size=2, seed=7,
+                    run_dir=str(run_dir))
+
+
+def test_an_old_run_resumes_twice_even_when_the_first_resume_stopped_before_its_first_checkpoint(old_run):
+    store = RunDir(old_run)
+    store.open()  # a resume stopped right after opening: the history is chained, the checkpoint not yet
+    store.close()
+    assert all("chain" in json.loads(line) for line in (old_run / "history.jsonl").read_text().splitlines())
+    assert "history_chain" not in json.loads((old_run / "checkpoint.json").read_text())
+    assert _resume(old_run, 4).steps == 4
+    result = _resume(old_run, 5)
+    assert result.stopped_reason == "max_steps" and [r.step for r in RunDir(old_run).read_history()] == list(range(6))
+
+
+def test_chain_links_stripped_from_a_chained_history_are_detected(old_run):
+    _resume(old_run, 4)
+    lines = [json.loads(line) for line in (old_run / "history.jsonl").read_text().splitlines()]
+    lines[2]["decision"] = "edited"
+    (old_run / "history.jsonl").write_text("".join(json.dumps({k: v for k, v in line.items() if k != "chain"}) + "\n"
+                                                   for line in lines))
+    with pytest.raises(CorruptRun, match="hold no chain links"):
+        _resume(old_run, 5)
+
+
 def test_unknown_keys_survive_and_wrong_types_are_said(tmp_path):
     store = RunDir(tmp_path / "run")
     store.open(resume=False)

@@ -66,6 +66,40 @@ def test_an_environment_key_echoed_in_an_exception_and_feedback_is_redacted_ever
     assert secret not in caplog.text and "***" in caplog.text
 
 
+
+def test_the_live_display_the_summary_and_mlflow_show_no_echoed_key(tmp_path, monkeypatch):
+    """The progress lines (decision, changes, reasoning), the result block and every MLflow param,
+    tag and artifact (step records, summary) pass the redactor like the run files do."""
+    mlflow = pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+    from rich.console import Console
+
+    from opto_core.engine.progress import RunDisplay
+
+    secret = "zq-paper-credential-5583-display"
+    monkeypatch.setenv("PAPER_SERVICE_API_KEY", secret)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
+    target = FunctionTarget(lambda question: call_service(question, STYLE), [STYLE], input_keys=["question"])
+    llm = ScriptedLLM([json.dumps({"reasoning": f"the key {secret} is wrong",
+                                   "suggestion": {"style": f"polite {secret}"}})], repeat_last=True)
+    shown = Console(record=True, width=200, force_terminal=False)
+    try:
+        result = optimize(target, [{"question": "q"}], lambda e, o: (0.0, f"failed with {o}"),
+                          OptoPrime(target.parameters(), llm), max_steps=2, run_dir=str(tmp_path / "run"),
+                          on_event=RunDisplay(shown), tracking="mlflow")
+    finally:
+        mlflow.set_tracking_uri(None)
+    text = shown.export_text()
+    assert "optimizer's reasoning: the key *** is wrong" in text and secret not in text
+    assert secret not in result.summary()
+    stored = [p for p in (tmp_path / "mlruns").rglob("*") if p.is_file()]
+    assert any(p.name == "step-001.json" for p in stored) and any(p.name == "summary.txt" for p in stored)
+    assert [p for p in stored if secret.encode() in p.read_bytes()] == []
+    run = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri()).search_runs(["0"])[0]
+    assert not [v for v in [*run.data.params.values(), *run.data.tags.values()] if secret in v]
+
+
 def test_env_names_that_say_secret():
     for name in ("OPENAI_API_KEY", "HF_TOKEN", "DB_PASSWORD", "MY_SERVICE_SECRET", "GITHUB_TOKEN", "ANTHROPIC_API_KEY",
                  "AWS_SECRET_ACCESS_KEY", "SERVICE_APIKEY", "OPENAI_ORGANIZATION"):

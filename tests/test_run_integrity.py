@@ -222,6 +222,22 @@ def test_exit_codes_of_the_cli(cli_demo, tmp_path):
     assert code == CORRUPT_RUN and "checkpoint.json" in out and "not valid JSON" in out, out
 
 
+
+def test_a_disk_full_before_anything_was_saved_exits_4_and_resume_says_to_start_again(cli_demo, tmp_path,
+                                                                                       monkeypatch):
+    from opto_core.app.exits import UNWRITABLE, USAGE
+
+    cli = cli_demo(lambda: (_target(scale), TRAIN, lambda e, o: 1.0, None))
+    monkeypatch.setenv("OPTO_RUNDIR_FAIL_AT", "2:ENOSPC")  # the config: nothing of the run is saved yet
+    code, out = _invoke(cli, "demo", "--workflow", "python", "--steps", "1", "--run-dir", str(tmp_path / "e"))
+    assert code == UNWRITABLE and "the disk is full" in out, out
+    monkeypatch.delenv("OPTO_RUNDIR_FAIL_AT")
+    code, out = _invoke(cli, "resume", str(tmp_path / "e"))
+    assert code == USAGE and "stopped before anything was saved" in out and "opto demo --run-dir" in out, out
+    code, out = _invoke(cli, "demo", "--workflow", "python", "--steps", "1", "--run-dir", str(tmp_path / "e"))
+    assert code == 0, out
+
+
 def test_every_exit_code_is_in_the_readme():
     from pathlib import Path
 

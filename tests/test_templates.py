@@ -240,3 +240,18 @@ def test_a_template_parameter_shows_its_placeholders_and_refuses_a_suggestion_th
     copied = system.copy(value="Agent of {company} on {today}.")  # a copy keeps the original placeholders
     with pytest.raises(InvalidValue):
         copied.validate("Agent of {company}.")
+
+
+def test_after_a_write_provenance_matches_the_text_the_new_template_produces():
+    """The optimizer rewrote the literal parts: the next run's filled-in text is still credited to the parameter."""
+    from opto_core import Parameter
+    from opto_core.kernel.provenance import ProvenanceIndex
+
+    system = Parameter("agent.system", "text", SYSTEM, template=True)
+    system.value = "Support for {company} ({today}): be brief."
+    assert system.current_template().text == system.value and system.template_model.text == SYSTEM
+    index = ProvenanceIndex()
+    index.register_parameter(system, "param:agent.system")
+    (match,) = index.find_all("Support for ACME (Monday): be brief.")
+    assert (match.node, match.how) == ("param:agent.system", "template")
+    assert index.find_all(SYSTEM.format(company="ACME", today="Monday")) == []  # the old text is no longer its output

@@ -400,6 +400,11 @@ def wrap_team(team: Any, **options: Any) -> TeamTarget:
     """
     existing = _target_of(team)
     if existing is not None:
+        asked = dict(options.get("system_templates") or {})
+        if asked and asked != existing.system_templates:
+            raise ValueError(f"this team was wrapped before (by TeamTarget, wrap_team or apply_values) with "
+                             f"system_templates={existing.system_templates}; its agents keep that wrapping: build "
+                             f"the team again to pass system_templates={asked}")
         return existing
     return TeamTarget(team, **options)
 

@@ -143,6 +143,15 @@ class ProgramTarget(BoundTarget):
             output, usage = exc, None
         return self._end(tracer, run, output, usage, started)
 
+    def coverage_fix(self, parameter: Any, cause: str) -> str | None:
+        """What to try when feedback does not reach ``parameter``, in DSPy's terms (for `opto_core.coverage`)."""
+        if cause != "off_path":
+            return None
+        return (f"what the predictor of {parameter.name} produced was not found in the later steps' inputs nor in "
+                f"the output: a value your forward() changes before handing it on (rounded, a bool or a short number inside a sentence) "
+                f"cannot be matched to the step that made it; hand the field on as it is or with str() (an f-string "
+                f"that holds a longer value works too), or return it in the dspy.Prediction")
+
     @contextlib.contextmanager
     def _traced(self, tracer: DSPyTracer) -> Iterator[Any]:
         """The DSPy context of one traced run (its callbacks, a fresh trace) and its token usage."""

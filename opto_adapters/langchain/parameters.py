@@ -46,6 +46,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 from langchain_core.vectorstores import VectorStoreRetriever
 
+from opto_adapters.langchain._compat import dynamic_prompt_function
 from opto_adapters.langchain.bindings import (
     CodeBinding,
     DescriptionBinding,
@@ -56,12 +57,7 @@ from opto_adapters.langchain.bindings import (
     schema_for,
     tool_entry_name,
 )
-from opto_adapters.langchain.prompts_in_code import (
-    agent_prompt,
-    code_prompts,
-    dynamic_prompt_function,
-    react_prompt,
-)
+from opto_adapters.langchain.prompts_in_code import agent_prompt, code_prompts, react_prompt
 from opto_core.engine.target import BoundTarget
 from opto_core.kernel.binding import Binding, BoundParameters, UnknownParameters, select
 from opto_core.kernel.code import (

@@ -2,11 +2,11 @@
 
 - ``langchain.agents.create_agent(model, tools, system_prompt=...)`` turns the prompt into a
   `SystemMessage` that its ``model`` node prepends to every request, kept in a closure variable
-  (`agent_prompt_cell`); it is never part of the graph's state.
+  (`_compat.agent_prompt_cell`); it is never part of the graph's state.
 - ``langgraph.prebuilt.create_react_agent(model, tools, prompt="...")`` keeps it in the closure of
-  its ``Prompt`` step (`react_prompt_cell`).
+  its ``Prompt`` step (`_compat.react_prompt_cell`).
 - ``@dynamic_prompt`` middleware returns the prompt from a function of yours
-  (`dynamic_prompt_function`): its return value is the prompt.
+  (`_compat.dynamic_prompt_function`): its return value is the prompt.
 - A LangGraph node, a ``RunnableLambda``, a tool or a helper they call builds the messages itself:
   ``llm.invoke([SystemMessage(SYSTEM.format(company=c)), *state["messages"]])``, an f-string, ``%``,
   ``+`` of constants, an alias, a ``ChatPromptTemplate`` built inside the function.
@@ -26,6 +26,7 @@ from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableBinding
 
+from opto_adapters.langchain import _compat
 from opto_core.kernel.code_prompts import CodePrompt, Sink, VariableBinding, prompts_in_function
 
 
@@ -73,80 +74,25 @@ def code_prompts(function: Any, *, returns: bool = False) -> list[CodePrompt]:
     return prompts_in_function(function, SINKS, returns=returns, text_of=message_text, with_text=with_text)
 
 
-def _cell_prompt(function: Any, module: str, names: tuple[str, ...], variable: str, how: str) -> CodePrompt | None:
-    """A system message kept in one of ``function``'s closure cells, if ``function`` is that framework function."""
-    if not isinstance(function, types.FunctionType) or function.__closure__ is None or function.__module__ != module:
+def _cell_prompt(cell: types.CellType | None, how: str) -> CodePrompt | None:
+    """The system message a framework keeps in ``cell`` (found by `_compat`) as a prompt kept in code."""
+    if cell is None:
         return None
-    if function.__name__ not in names:
-        return None
-    free = function.__code__.co_freevars
-    if variable not in free:
-        return None
-    cell = function.__closure__[free.index(variable)]
-    try:
-        value = cell.cell_contents
-    except ValueError:  # an empty cell
-        return None
+    value = cell.cell_contents
     text = message_text(value)
     if text is None:
         return None
-    binding = VariableBinding(cell, variable, message_text, with_text)
+    binding = VariableBinding(cell, "system_prompt", message_text, with_text)
     return CodePrompt("system_prompt", text, None, binding, how, "system", obj=value)
 
 
-# ----- PRIVATE FRAMEWORK DETAILS, isolated here on purpose ----------------------------------------------
-# LangChain has no public way to read or change a built agent's static prompt. Each accessor below
-# reads one closure variable of a framework function; tests/langchain/test_lc_agents.py and
-# tests/langchain/test_lc_code_prompts.py fail when a release moves it (the extra pins the tested range).
-
-def agent_prompt_cell(function: Any) -> types.CellType | None:
-    """The closure cell where ``create_agent`` keeps its system prompt, if ``function`` is its model node.
-
-    ``langchain/agents/factory.py`` (1.x) turns ``system_prompt`` into a local ``system_message``
-    (a `SystemMessage`, or None) that ``model_node`` and ``amodel_node`` close over (one shared cell).
-    """
-    prompt = agent_prompt(function)
-    return prompt.binding.home if prompt is not None else None  # type: ignore[attr-defined]
-
-
 def agent_prompt(function: Any) -> CodePrompt | None:
-    """``create_agent``'s system prompt as a prompt kept in code (see `agent_prompt_cell`)."""
-    return _cell_prompt(function, "langchain.agents.factory", ("model_node", "amodel_node"), "system_message",
-                        "create_agent system_prompt=")
+    """``create_agent``'s system prompt, if ``function`` is its model node (`_compat.agent_prompt_cell`)."""
+    return _cell_prompt(_compat.agent_prompt_cell(function), "create_agent system_prompt=")
 
 
 def react_prompt(function: Any) -> CodePrompt | None:
-    """``create_react_agent(prompt=...)``'s system prompt, if ``function`` is its ``Prompt`` step.
+    """``create_react_agent(prompt=...)``'s system prompt, if ``function`` is its ``Prompt`` step
+    (`_compat.react_prompt_cell`)."""
+    return _cell_prompt(_compat.react_prompt_cell(function), "create_react_agent prompt=")
 
-    ``langgraph/prebuilt/chat_agent_executor.py`` (1.x, ``_get_prompt_runnable``) wraps a string
-    prompt as ``_system_message = SystemMessage(prompt)`` and a `SystemMessage` as ``prompt``, in
-    the closure of a lambda that prepends it to the state's messages.
-    """
-    for variable in ("_system_message", "prompt"):
-        prompt = _cell_prompt(function, "langgraph.prebuilt.chat_agent_executor", ("<lambda>",), variable,
-                              "create_react_agent prompt=")
-        if prompt is not None:
-            return prompt
-    return None
-
-
-def dynamic_prompt_function(function: Any) -> types.FunctionType | None:
-    """Your function behind a ``@dynamic_prompt`` middleware, if ``function`` is the wrapper it made.
-
-    ``langchain/agents/middleware/types.py`` (1.x) builds a middleware class whose
-    ``wrap_model_call`` (``wrapped``, ``async_wrapped``...) closes over your function as ``func``
-    and sends its return value as the system message.
-    """
-    if not isinstance(function, types.FunctionType) or function.__closure__ is None:
-        return None
-    if function.__module__ != "langchain.agents.middleware.types" or \
-            not function.__qualname__.startswith("dynamic_prompt."):
-        return None
-    free = function.__code__.co_freevars
-    if "func" not in free:
-        return None
-    try:
-        user = function.__closure__[free.index("func")].cell_contents
-    except ValueError:
-        return None
-    return user if isinstance(user, types.FunctionType) else None

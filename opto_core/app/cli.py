@@ -154,9 +154,13 @@ ISOLATION_HELP = ("where the workflow runs: auto (a worker process when the LLM 
                   "process (killable worker processes) | sandbox (process plus OS confinement; see docs/security.md)")
 
 
-def _sandbox_factory(isolation: Any, recipe: str) -> dict[str, Any]:
-    """In the sandbox, workers are fresh interpreters: they build the demo's workflow from its recipe."""
-    if isolation != "sandbox":
+def _worker_factory(isolation: Any, recipe: str) -> dict[str, Any]:
+    """Workers started as fresh interpreters build the demo's workflow from its recipe: always in the sandbox,
+    and for worker processes when this process already runs other threads (AutoGen's event loop): a lock one
+    of them holds would stay locked in a forked worker."""
+    import threading
+
+    if isolation != "sandbox" and (isolation == "none" or threading.active_count() == 1):
         return {}
     import functools
 
@@ -261,7 +265,7 @@ def demo(
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps,
                                    batch_size=batch_size, run_dir=run_dir, on_event=run_display(console),
                                    recipe=recipe, tracking="mlflow" if mlflow else None,
-                                   **_isolation_kwargs(isolation, eval_timeout), **_sandbox_factory(isolation, recipe),
+                                   **_isolation_kwargs(isolation, eval_timeout), **_worker_factory(isolation, recipe),
                                    **_approval_kwargs(approve)))
     _finish(result, run_dir)
 
@@ -295,7 +299,9 @@ def resume(
     config = _run(lambda: store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists()
                   else {})
     if not config:
-        console.print(f"[red]{escape(run_dir)} holds no run (config.json is missing)[/red]")
+        why = (" yet: its first start stopped before anything was saved (a full or read-only disk?); start it "
+               f"again with opto demo --run-dir {run_dir}") if RunDir.is_run(run_dir) else " (config.json is missing)"
+        console.print(f"[red]{escape(run_dir)} holds no run{escape(why)}[/red]")
         raise typer.Exit(2)
     stored = config.get("recipe")
     if recipe is None:
@@ -320,7 +326,7 @@ def resume(
     optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
     overrides = _isolation_kwargs(isolation, eval_timeout) if isolation is not None else (
         {"eval_timeout": eval_timeout} if eval_timeout is not None else {})
-    overrides.update(_sandbox_factory(overrides.get("isolation", config.get("isolation")), recipe))
+    overrides.update(_worker_factory(overrides.get("isolation", config.get("isolation")), recipe))
     settings = _run(lambda: _settings_of(config, store, run_dir=run_dir, recipe=recipe, on_event=run_display(console),
                                          fresh=fresh, resume_changed=resume_changed,
                                          **({"tracking": "mlflow"} if mlflow else {}),

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from opto_core.engine.events import OptimizerCallFinished, RunEvent, RunFinished, RunStarted, StepDecided
+from opto_core.kernel.files import dumps
+from opto_core.kernel.redact import redact
 
 log = logging.getLogger("opto")
 
@@ -202,9 +204,11 @@ class MlflowTracker:
 
 
 def _param(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    text = redact(value if isinstance(value, str) else json.dumps(value, default=repr))
     return text if len(text) <= PARAM_LIMIT else text[: PARAM_LIMIT - 3] + "..."
 
 
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=repr))
+    """JSON data as MLflow stores it, secrets redacted like every file of ours (`opto_core.kernel.files.dumps`):
+    a step record holds what the workflow echoed, a key in an SDK's 401 message included."""
+    return json.loads(dumps(value))

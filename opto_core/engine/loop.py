@@ -85,12 +85,13 @@ class OptimizationResult:
     scored_on: str = ""
 
     def summary(self) -> str:
-        """Start score, best score and where it was measured, what changed, and why the run stopped."""
+        """Start score, best score and where it was measured, what changed, and why the run stopped
+        (secrets redacted: it is printed, logged and tracked)."""
         from opto_core.engine.outcome import outcome_of
 
-        return outcome_of(self.history, start_score=self.initial_score, best_score=self.best_score,
+        return redact(outcome_of(self.history, start_score=self.initial_score, best_score=self.best_score,
                           best_values=self.best_values, best_on=self.best_score_on, stopped=self.stopped_reason,
-                          error=self.error, max_steps=self.meta.get("max_steps")).text()
+                          error=self.error, max_steps=self.meta.get("max_steps")).text())
 
     @property
     def records(self) -> list[StepRecord]:

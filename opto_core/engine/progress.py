@@ -34,6 +34,7 @@ from opto_core.engine.events import (
     StepStarted,
 )
 from opto_core.engine.outcome import _value, describe_new
+from opto_core.kernel.redact import redact
 
 __all__ = ["RunDisplay", "step_lines"]
 
@@ -125,7 +126,7 @@ class RunDisplay:
             self.call_started = None
             if self.show_steps:
                 for line in step_lines(event.record):
-                    self.console.print(escape(line), highlight=False, soft_wrap=True)
+                    self._print(line)
         elif isinstance(event, RunFinished):
             self.close()
         self._refresh()
@@ -133,7 +134,12 @@ class RunDisplay:
     def _plain(self, line: str) -> None:
         """A line for consoles without a live line (in a terminal the live line says it)."""
         if not self.live_enabled:
-            self.console.print(escape(line), highlight=False, soft_wrap=True)
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        """Every line shown passes the redactor: a record holds what a workflow echoed (a key in an
+        SDK's 401), a decision or reasoning may repeat it, and a terminal is no place for a secret."""
+        self.console.print(escape(redact(line)), highlight=False, soft_wrap=True)
 
     # ----- the live line -----------------------------------------------------------------------------
     def line(self) -> Text:

@@ -482,6 +482,9 @@ class RunDir:
                                                 f"deleted or edited)")
         link = ""
         chained = any("chain" in record for record in lines)
+        if not chained and expect_chain:  # only a checkpoint written after the chain existed holds a link
+            raise CorruptRun(self.history_path, "its lines hold no chain links, but the checkpoint holds the last "
+                                                "one: the lines were rewritten")
         for record in lines:
             if not chained:  # a run written before the history was chained: nothing to check against
                 break
@@ -490,7 +493,9 @@ class RunDir:
                 raise CorruptRun(self.history_path, f"the line of step {record.get('step')} was edited, or a line "
                                                     f"before it was deleted (its chain link does not match)")
             link = expected
-        if chained and expect_chain is not None and expect_chain != link:
+        # A checkpoint without a link predates the chain: the history of an old run is chained when it
+        # resumes, before the next checkpoint is written, and a stop in between must not refuse the run forever.
+        if chained and expect_chain and expect_chain != link:
             raise CorruptRun(self.history_path, f"its last line does not match the checkpoint (step {up_to_step}): a "
                                                 f"line was edited or deleted")
         self._chain = link

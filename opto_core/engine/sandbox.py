@@ -392,6 +392,8 @@ class _BoxState:
         if self.sandbox.network != "host":
             args.append("--unshare-net")
         args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        for needed in _code_under_tmp():  # the private /tmp must not hide the code and the Python that runs
+            args += ["--ro-bind", needed, needed]
         home = Path(os.path.expanduser("~"))
         for relative in self.sandbox.hidden:
             hidden = home / relative
@@ -490,3 +492,27 @@ def confine_inside(spec: dict[str, Any]) -> Callable[[], None] | None:
         resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
 
     return before_run
+
+
+def _code_under_tmp() -> list[str]:
+    """The directories under ``/tmp`` the worker reads its code from: the package root, the Python
+    installation (a virtualenv made in ``/tmp``, as CI does in a fresh clone) and the import path.
+    Each is bound read-only over the box's private ``/tmp``; nested ones are covered by their parent."""
+    root = Path(__file__).resolve().parents[2]
+    candidates = [root, Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)]
+    candidates += [Path(entry) for entry in sys.path if entry]
+    candidates += [Path(entry) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    tmp = Path("/tmp")
+    found: list[Path] = []
+    for path in candidates:
+        try:
+            path = path.resolve()
+        except OSError:
+            continue
+        if path != tmp and tmp in path.parents and path.exists():
+            found.append(path)
+    kept: list[str] = []
+    for path in sorted(set(found), key=lambda p: len(p.parts)):
+        if not any(Path(parent) in (path, *path.parents) for parent in kept):
+            kept.append(str(path))
+    return kept

@@ -38,6 +38,9 @@ for _feature in __future__.all_feature_names:
 #: source text by code object, for functions whose file is gone (read once, or compiled here)
 _KNOWN_SOURCES: dict[types.CodeType, str] = {}
 _LOCK = threading.Lock()
+#: The process whose runs happen in worker processes (isolation 'process'/'sandbox'), and how many
+#: executors say so: there, compiling a value must run no module code that was not loaded already.
+_RUNS_ELSEWHERE = {"pid": 0, "count": 0}
 
 
 class SourceUnavailable(OSError):
@@ -192,6 +195,8 @@ def compile_like(source: str, original: Any, *, label: str | None = None) -> typ
     module_code = compile(_in_factory(shape, freevars), filename, "exec", flags=flags, dont_inherit=True)
     imports = _imports(shape.tree)
     globals_ = base.__globals__
+    if imports and runs_elsewhere():
+        _refuse_new_modules(imports)
     if imports:
         scratch: dict[str, Any] = {"__builtins__": globals_.get("__builtins__", __builtins__),
                                    "__name__": globals_.get("__name__")}
@@ -214,6 +219,51 @@ def compile_like(source: str, original: Any, *, label: str | None = None) -> typ
     with _LOCK:
         _KNOWN_SOURCES[function.__code__] = source if source.endswith("\n") else source + "\n"
     return function
+
+
+def runs_elsewhere(active: bool | None = None) -> bool:
+    """Whether this process hands its runs to worker processes; ``active`` says it starts (True) or
+    stops (False) doing so (`opto_core.engine.executors.process.ProcessExecutor`). Forked children
+    are not this process: they run what they compile."""
+    import os
+
+    with _LOCK:
+        if active is not None:
+            if _RUNS_ELSEWHERE["pid"] != os.getpid():
+                _RUNS_ELSEWHERE.update(pid=os.getpid(), count=0)
+            _RUNS_ELSEWHERE["count"] = max(0, _RUNS_ELSEWHERE["count"] + (1 if active else -1))
+        return _RUNS_ELSEWHERE["pid"] == os.getpid() and _RUNS_ELSEWHERE["count"] > 0
+
+
+def _refuse_new_modules(imports: list[ast.stmt]) -> None:
+    """In a process whose runs are isolated, an adapter still compiles each value it applies (a tool
+    needs a function), and compiling runs the value's module-level imports. Importing a module that is
+    not loaded yet runs that module's code here, outside the box (``import unittest.__main__`` runs
+    the test runner and exits): only modules already loaded, and the policy's safe standard-library
+    modules, may be imported at module level; anything else belongs inside the function body."""
+    import sys
+
+    from opto_core.kernel.code_policy import SAFE_MODULES
+
+    def loaded(name: str) -> bool:
+        return name in sys.modules or name in SAFE_MODULES
+
+    for statement in imports:
+        if isinstance(statement, ast.Import):
+            names = [alias.name for alias in statement.names]
+        elif not isinstance(statement, ast.ImportFrom):
+            continue
+        elif statement.level or not statement.module:
+            names = ["." * statement.level + (statement.module or "")]
+        else:
+            module = sys.modules.get(statement.module)
+            names = [statement.module] + [f"{statement.module}.{alias.name}" for alias in statement.names
+                                          if module is None or alias.name not in vars(module)]
+        new = [name for name in names if not loaded(name)]
+        if new:
+            raise CodeShapeError(f"imports {new[0]!r} at module level, a module not loaded in this process: the runs "
+                                 f"happen in isolated worker processes, and importing it here would run its code "
+                                 f"outside them; import it inside the function body")
 
 
 def _register(source: str, label: str) -> str:

@@ -21,7 +21,11 @@ dict; a returned value, for middleware) back to where its text lives:
   (`opto_core.kernel.code.compile_like`) and its ``__code__`` replaced, so every holder of the
   function object (a graph node, a tool) runs the new text on its next call;
 - a **local alias** (``template = SYSTEM``, ``text = SYSTEM.format(...)``) assigned once in the
-  function: followed to its value.
+  function: followed to its value;
+- a **helper of yours** called there (``SystemMessage(build_system(state))``, a module function or a
+  closure variable whose source is not in the standard library nor an installed package): its
+  return value is followed the same way, in its own code (`user_function` says which functions
+  count; a helper's helpers are followed up to `_ALIAS_DEPTH` calls deep).
 
 A placeholder's name comes from the expression it stands for: ``company`` for ``company``,
 ``state["company"]`` or ``cfg.company``; the expression's format spec and conversion stay in the
@@ -33,7 +37,10 @@ from __future__ import annotations
 
 import ast
 import copy
+import inspect
+import os
 import string
+import sysconfig
 import threading
 import types
 import weakref
@@ -45,14 +52,34 @@ from opto_core.kernel.code import SourceUnavailable, compile_like, function_sour
 from opto_core.kernel.provenance import MIN_TEXT
 from opto_core.kernel.templates import Template, TemplateError
 
-__all__ = ["CodePrompt", "LiteralBinding", "Sink", "VariableBinding", "prompts_in_function"]
+__all__ = ["CodePrompt", "LiteralBinding", "Sink", "VariableBinding", "prompts_in_function", "user_function"]
 
 #: Role names recognised in ``(role, TEXT)`` tuples and ``{"role": role, "content": TEXT}`` dicts.
 ROLES = frozenset({"system", "developer", "human", "user", "ai", "assistant"})
 #: Where a literal stands in a function's original source: (line, column, end line, end column).
 Site = tuple[int, int, int, int]
-#: How deep local aliases are followed (``a = b``; ``b = SYSTEM.format(...)``).
+#: How deep local aliases and helpers are followed (``a = b``; ``b = SYSTEM.format(...)``; ``b = helper()``).
 _ALIAS_DEPTH = 4
+#: Where the standard library and installed packages live: functions there are nobody's prompt helpers.
+_LIBRARY_PATHS = tuple(sorted({os.path.realpath(path) + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                               if (path := sysconfig.get_paths().get(key))}))
+
+
+def user_function(value: Any) -> bool:
+    """Whether ``value`` is a plain Python function of the user's program (a helper whose return value is read).
+
+    Functions of the standard library and of installed packages (a framework's) are left alone:
+    their literals are not the user's prompts, and must never be rewritten.
+    """
+    if not isinstance(value, types.FunctionType):
+        return False
+    try:
+        path = inspect.getsourcefile(value)
+    except TypeError:
+        return False
+    if not path:
+        return False
+    return not os.path.realpath(path).startswith(_LIBRARY_PATHS)
 
 
 @dataclass(frozen=True)
@@ -412,8 +439,11 @@ def _literal_text(template: str) -> str:
 class _Reader:
     def __init__(self, function: types.FunctionType, tree: ast.AST, source: str, sinks: Iterable[Sink],
                  returns: bool, text_of: Callable[[Any], str | None] | None,
-                 with_text: Callable[[Any, str], Any] | None) -> None:
+                 with_text: Callable[[Any, str], Any] | None, *, return_role: str | None = "system",
+                 visiting: frozenset[int] = frozenset()) -> None:
         self.function = function
+        self.return_role = return_role
+        self.visiting = visiting | {id(function)}  # helpers being read (a recursive helper is read once)
         self.tree = tree
         self.source = source
         self.sinks = {s.callee: s for s in sinks}
@@ -526,9 +556,9 @@ class _Reader:
                     if isinstance(element, ast.Name):
                         yield element, None, None, True, None, None
             elif isinstance(node, ast.Return) and self.returns and node.value is not None:
-                yield node.value, "system", None, False, None, None
+                yield node.value, self.return_role, None, False, None, None
             elif isinstance(node, ast.Lambda) and self.returns and self.is_lambda:
-                yield node.body, "system", None, False, None, None  # a lambda's body is what it returns
+                yield node.body, self.return_role, None, False, None, None  # a lambda's body is what it returns
 
     # ----- following an expression to its text ----------------------------------------------------
     def follow(self, expression: ast.expr, role: str | None, renders: str | None, object_only: bool,
@@ -542,7 +572,12 @@ class _Reader:
             return
         if object_only:
             return
-        if isinstance(expression, ast.Call) and isinstance(expression.func, ast.Attribute) \
+        if isinstance(expression, ast.IfExp):  # A if cond else B: either may be the prompt
+            for branch in (expression.body, expression.orelse):
+                self.follow(branch, role, renders, object_only, style, how, depth)
+        elif isinstance(expression, ast.Call) and isinstance(expression.func, ast.Name):
+            self.helper(expression.func.id, role, depth)
+        elif isinstance(expression, ast.Call) and isinstance(expression.func, ast.Attribute) \
                 and expression.func.attr == "format":
             self.follow(expression.func.value, role, None, False, "format", ".format()", depth)
         elif isinstance(expression, ast.BinOp) and isinstance(expression.op, ast.Mod):
@@ -560,6 +595,20 @@ class _Reader:
             template_style = style or renders
             self.literal(_Literal(_site(expression), expression.value, template_style,
                                   how or ("template" if renders else "constant")), role)
+
+    def helper(self, name: str, role: str | None, depth: int) -> None:
+        """A helper of the user's (`user_function`) called where a prompt goes: what it returns is the prompt."""
+        known, value = self.lookup(name)
+        if not known or depth >= _ALIAS_DEPTH or not user_function(value) or id(value) in self.visiting:
+            return
+        reader = _read(value, self.sinks.values(), True, self.text_of, self.with_text, return_role=role,
+                       visiting=self.visiting, depth=depth + 1)
+        if reader is None:
+            return
+        for key, prompt in reader.found.items():
+            if prompt.receiver is None and prompt.call_name is None:
+                prompt.receiver, prompt.call_name = self.sink
+            self.found.setdefault(("helper", id(value), key), prompt)
 
     def variable(self, name: str, role: str | None, renders: str | None, object_only: bool, style: str | None,
                  how: str | None) -> None:
@@ -594,6 +643,25 @@ class _Reader:
                                      receiver=self.sink[0], call_name=self.sink[1])
 
 
+def _read(function: Any, sinks: Iterable[Sink], returns: bool, text_of: Callable[[Any], str | None] | None,
+          with_text: Callable[[Any, str], Any] | None, *, return_role: str | None = "system",
+          visiting: frozenset[int] = frozenset(), depth: int = 0) -> _Reader | None:
+    """A reader that has followed every sink of ``function`` (None when its source is not available)."""
+    try:
+        base = unwrap(function)
+        known = FunctionText.known(base)  # after a rewrite, sites are read in the original source
+        source = known.source if known is not None else function_source(base)
+        tree = ast.parse(source)
+    except (SourceUnavailable, SyntaxError, ValueError):
+        return None
+    reader = _Reader(base, tree, source, sinks, returns, text_of, with_text, return_role=return_role,
+                     visiting=visiting)
+    for expression, role, renders, object_only, receiver, call_name in reader.sink_expressions():
+        reader.sink = (receiver, call_name)
+        reader.follow(expression, role, renders, object_only, depth=depth)
+    return reader
+
+
 def prompts_in_function(function: Any, sinks: Iterable[Sink], *, returns: bool = False,
                         text_of: Callable[[Any], str | None] | None = None,
                         with_text: Callable[[Any, str], Any] | None = None) -> list[CodePrompt]:
@@ -606,17 +674,9 @@ def prompts_in_function(function: Any, sinks: Iterable[Sink], *, returns: bool =
     function whose source is not available gives nothing. Two literals get distinct names
     (``system_prompt``, ``system_prompt_2``).
     """
-    try:
-        base = unwrap(function)
-        known = FunctionText.known(base)  # after a rewrite, sites are read in the original source
-        source = known.source if known is not None else function_source(base)
-        tree = ast.parse(source)
-    except (SourceUnavailable, SyntaxError, ValueError):
+    reader = _read(function, sinks, returns, text_of, with_text)
+    if reader is None:
         return []
-    reader = _Reader(base, tree, source, sinks, returns, text_of, with_text)
-    for expression, role, renders, object_only, receiver, call_name in reader.sink_expressions():
-        reader.sink = (receiver, call_name)
-        reader.follow(expression, role, renders, object_only)
     prompts = list(reader.found.values())
     used: set[str] = set()
     for prompt in prompts:

@@ -61,7 +61,6 @@ from opto_core.kernel.graph import (
 )
 from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.provenance import ProvenanceIndex
-from opto_core.kernel.templates import Template, TemplateError
 from opto_core.kernel.text import as_text, clip
 
 #: Parameter roles an adapter maps its parameters to (``tool_code:<tool>``, ``tool_description:<tool>``,
@@ -468,14 +467,10 @@ def _system_source(parameter: Parameter, content: Any) -> str | None:
     """
     if parameter.value == content:
         return ""
-    template = parameter.template_model
-    if template is None or not isinstance(content, str) or not isinstance(parameter.value, str):
+    current = parameter.current_template()
+    if current is None or not isinstance(content, str):
         return None
-    try:
-        current = Template.parse(parameter.value, template.style)
-    except TemplateError:
-        return None
-    return MATCH_TEMPLATE if current is not None and current.match(content) is not None else None
+    return MATCH_TEMPLATE if current.match(content) is not None else None
 
 
 def _describe_message(message: MessageRecord, produced: bool) -> str:

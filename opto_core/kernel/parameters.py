@@ -119,6 +119,26 @@ class Parameter:
         """The parsed template of a ``template=`` parameter (its original placeholders), else ``None``."""
         return self._template
 
+    def current_template(self) -> Template | None:
+        """The template of the current value (what the program fills in now), else ``None``.
+
+        `template_model` keeps the original (its placeholders are the constraint); provenance must
+        match the texts the program sends *now*, after the optimizer rewrote the literal parts.
+        """
+        if self._template is None or not isinstance(self.value, str):
+            return None
+        if self.value == self._template.text:
+            return self._template
+        cached: tuple[str, Template | None] | None = getattr(self, "_current", None)
+        if cached is not None and cached[0] == self.value:
+            return cached[1]
+        try:
+            current = Template.parse(self.value, self._template.style)
+        except (TemplateError, ValueError):
+            current = None
+        self._current = (self.value, current)
+        return current
+
     # ----- describing -----------------------------------------------------------------
     def constraint(self) -> str:
         """The constraint as one line of text for the optimizer's prompt."""

@@ -102,7 +102,7 @@ from opto_core.kernel.graph import (
     MATCH_VALUE,
     Edge,
 )
-from opto_core.kernel.templates import Template, TemplateError, literal_fragments
+from opto_core.kernel.templates import Template, literal_fragments
 
 #: Shortest text (after ``strip()``) matched by value, exactly or contained. Shorter texts
 #: ("yes", "42", "ok") coincide too often to be evidence of data flow.
@@ -360,13 +360,8 @@ class ProvenanceIndex:
         value as typed. ``options`` go to `register` (``renderings=``, ``keys=``...)."""
         template = getattr(parameter, "template_model", None)
         if template is not None:
-            current: str | Template = template
-            if isinstance(parameter.value, str) and parameter.value != template.text:
-                try:
-                    current = Template.parse(parameter.value, template.style) or template
-                except TemplateError:  # a value set without validation: the original is all we can read
-                    current = template
-            self.register_template(current, node_id)
+            # a value set without validation that does not parse: the original is all we can read
+            self.register_template(parameter.current_template() or template, node_id)
             if options:
                 self.register(parameter.value, node_id, **options)
         elif isinstance(parameter.value, str):

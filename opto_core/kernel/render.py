@@ -42,10 +42,13 @@ MIN_VALUE_CHARS = 24
 #: the file/group/record separators, NEL (U+0085), LINE and PARAGRAPH SEPARATOR (U+2028, U+2029).
 _BREAKS = re.compile("\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 #: A line that could pass for one of the prompt's own lines: it starts (after any indentation,
-#: invisible characters included) with ``#`` or a look-alike (full-width ＃, small ﹟, ♯), or with
-#: the prompt's closing ``Your response:``.
+#: invisible characters included, and Markdown's emphasis and quote marks: ``**Your response:**``)
+#: with ``#`` or a look-alike (full-width ＃, small ﹟, ♯), or with the prompt's closing ``Your response:``.
 _LOOKS_LIKE_OURS = "(?:[#\uff03\ufe5f\u266f]|your\\s+response\\b)"
-_INDENT = "(?:[^\\S\\n]|[\u200b-\u200d\u2060\ufeff\u00ad])*"
+#: Invisible: zero-width and direction marks, word joiner and invisible operators, BOM, soft hyphen,
+#: combining grapheme joiner, Mongolian vowel separator, variation selectors, tag characters, Hangul fillers.
+_INVISIBLE = "\u200b-\u200f\u2060-\u206f\ufeff\u00ad\u034f\u180e\ufe00-\ufe0f\U000e0000-\U000e007f\u115f\u1160\u3164\uffa0"
+_INDENT = f"(?:[^\\S\\n]|[{_INVISIBLE}*_>`~])*"
 _FAKE_AFTER_FIRST = re.compile(f"(?<=\\n)({_INDENT})(?={_LOOKS_LIKE_OURS})", re.IGNORECASE)
 _FAKE_ANY = re.compile(f"(?m)^({_INDENT})(?={_LOOKS_LIKE_OURS})", re.IGNORECASE)
 _SUSPECT = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")

@@ -19,7 +19,11 @@ framework's own client sends real HTTP requests, recorded byte for byte). The ch
 - ``tracing_keeps_the_output``: the traced run gives the native run's output and sends the very
   same model requests;
 - ``values_deploy_in_a_fresh_process``: ``save_values`` after a write, then the adapter's
-  ``apply_values`` in a new Python process into a freshly built program gives the same values.
+  ``apply_values`` in a new Python process into a freshly built program gives the same values;
+- ``every_parameter_is_reached``: feedback on the program's output reaches every trainable
+  parameter (the coverage check, ``opto_core.coverage``, which the case hands in as ``coverage``:
+  test doubles sit below the engine), except those the case names in ``unreached`` with the reason
+  they are legitimately unreached in its small program; a name listed there must really be unreached.
 
 Run them with pytest (``tests/conformance/test_conformance.py`` is the example)::
 
@@ -66,7 +70,9 @@ class AdapterCase:
     ``output_of`` makes a target's and a native run's outputs comparable (default: ``str``).
     ``factory``, ``bound_path`` and ``apply_path`` (``"module:function"``) are what a fresh
     process imports to build the program and deploy values into it (the module must be importable
-    there: its directory is put on ``sys.path``, given by ``path``).
+    there: its directory is put on ``sys.path``, given by ``path``). ``coverage`` is
+    ``opto_core.coverage`` (or any function ``(target, examples) -> Coverage``); ``unreached``
+    names the parameters its program legitimately leaves unreached, each with the reason.
     """
 
     name: str
@@ -85,6 +91,8 @@ class AdapterCase:
     reply: Callable[[dict[str, Any]], Any] = echo_reply
     output_of: Callable[[Any], Any] = str
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the fresh process
+    coverage: Callable[[Any, list[Any]], Any] | None = None  # opto_core.coverage
+    unreached: Mapping[str, str] = field(default_factory=dict)  # parameter name -> why it is unreached here
 
 
 class _Scripted:
@@ -259,12 +267,29 @@ def values_deploy_in_a_fresh_process(case: AdapterCase, tmp_dir: str | None = No
         assert {k: values.get(k) for k in saved} == json.loads(json.dumps(saved, default=str)), (values, saved)
 
 
+def every_parameter_is_reached(case: AdapterCase) -> None:
+    if case.coverage is None:
+        raise AssertionError("the case has no coverage function: pass AdapterCase(..., coverage=opto_core.coverage)")
+    with _Scripted(case) as server:
+        target = case.target(case.make(server.base_url))
+        report = case.coverage(target, [case.example])
+        assert report.judged, f"the coverage check could not judge the run: {report.note}"
+        missing = [name for name in report.unreached if name not in case.unreached]
+        assert not missing, f"feedback does not reach {missing}:\n{report}"
+        stale = [name for name in case.unreached if name in report.reached]
+        assert not stale, f"listed as unreached but reached (remove them from unreached=): {stale}"
+        unknown = set(case.unreached) - {entry.name for entry in report}
+        assert not unknown, f"unreached= names unknown parameters: {sorted(unknown)}"
+        assert all(case.unreached.values()), "every parameter in unreached= needs its reason"
+
+
 #: Every check, in the order a failing adapter is easiest to debug.
 CHECKS: tuple[Callable[[AdapterCase], None], ...] = (
     discovery_is_stable, include_exclude, graphs_carry_the_shared_meta, graph_json_round_trip,
     tracing_keeps_the_output, snapshot_restore_gives_identical_requests, a_half_failed_write_rolls_back,
-    values_deploy_in_a_fresh_process)
+    values_deploy_in_a_fresh_process, every_parameter_is_reached)
 
 __all__ = ["AdapterCase", "CHECKS", "a_half_failed_write_rolls_back", "discovery_is_stable", "echo_reply",
+           "every_parameter_is_reached",
            "graph_json_round_trip", "graphs_carry_the_shared_meta", "include_exclude",
            "snapshot_restore_gives_identical_requests", "tracing_keeps_the_output", "values_deploy_in_a_fresh_process"]

@@ -23,7 +23,7 @@ def test_names_kinds_and_no_model_parameters_for_an_executor(server):
     params = {p.name: p for p in parameters_of([assistant, user])}
     assert {n: (p.kind, p.lower, p.upper) for n, p in params.items()} == {
         "assistant.system_message": ("text", None, None), "assistant.temperature": ("float", 0.0, 2.0),
-        "assistant.max_tokens": ("int", 50, 200), "assistant.tools.buggy_add.description": ("text", None, None),
+        "assistant.max_tokens": ("int", 50, 1024), "assistant.tools.buggy_add.description": ("text", None, None),
         "user.tools.buggy_add.code": ("code", None, None)}
     assert params["user.tools.buggy_add.code"].value.startswith("def buggy_add(a: int, b: int) -> int:")
     target = AG2Target(chat_of(assistant, user), [assistant, user], exclude=["*.description"])

@@ -55,6 +55,7 @@ def test_a_template_the_run_function_formats_is_the_agents_system_parameter(serv
     assert system_text(server.requests[-1]) == "Support for Initech: be warm and brief."
     assert chat_module.SUPPORT_TEMPLATE == "Support for {company}: be warm and brief."
     assert graph["assistant.llm#0"].meta["write_back_verified"] == ["chat.SUPPORT_TEMPLATE"]
+    assert "chat.SUPPORT_TEMPLATE" in backward(graph, Feedback(0.0, "warmer")).parameter_names  # still credited
     with pytest.raises(ValueError, match=r"\{company\}"):
         target.apply({"chat.SUPPORT_TEMPLATE": "Support: be brief."})  # the run function fills {company}
     server.script("Two days.")

@@ -56,8 +56,9 @@ def test_a_template_filled_at_build_time_is_the_system_parameter(server):
     assert (edge.arg, edge.match) == ("system_message", "template")
     assert "support.system_template" in backward(graph, Feedback(0.0, "give a date")).parameter_names
     target.apply({"support.system_template": "Support for {company}: always give a date."})
-    target.run({"task": "When do you ship?"})
+    _, graph = target.run({"task": "When do you ship?"})
     assert system_text(support_requests(server)[-1]) == "Support for ACME: always give a date."
+    assert "support.system_template" in backward(graph, Feedback(0.0, "no")).parameter_names  # still credited
     with pytest.raises(ValueError, match=r"\{company\}"):
         target.apply({"support.system_template": "Support: always give a date."})
     report = coverage(target, [{"task": "When?"}])
@@ -84,3 +85,24 @@ def test_a_template_that_does_not_produce_the_message_is_refused(server):
         TeamTarget(team(server), system_templates={"support": "You are a pirate of {ship}."})
     with pytest.raises(ValueError, match="names no wrapped agent"):
         TeamTarget(team(server), system_templates={"writer": SUPPORT_TEMPLATE})
+
+
+def test_deploying_a_system_template_into_a_freshly_built_team(server, tmp_path):
+    from opto_adapters.autogen import apply_values
+    from opto_core.kernel.binding import UnknownParameters
+
+    target = TeamTarget(team(server), output="support", system_templates={"support": SUPPORT_TEMPLATE})
+    target.apply({"support.system_template": "Support for {company}: always give a date."})
+    target.save_values(tmp_path / "values.json")
+    fresh = team(server, company="Initech")  # production builds it for another company
+    with pytest.raises(UnknownParameters, match=r"system_templates=\{'support': <the template>\}"):
+        apply_values(fresh, tmp_path / "values.json")
+    with pytest.raises(ValueError, match="build the team again"):  # that call wrapped it without the template
+        apply_values(fresh, tmp_path / "values.json", system_templates={"support": SUPPORT_TEMPLATE})
+    fresh = team(server, company="Initech")
+    applied = apply_values(fresh, tmp_path / "values.json", system_templates={"support": SUPPORT_TEMPLATE})
+    assert applied["support.system_template"] == "Support for {company}: always give a date."
+    import asyncio
+
+    asyncio.run(fresh.run(task="When do you ship?"))
+    assert system_text(support_requests(server)[-1]) == "Support for Initech: always give a date."  # its own values

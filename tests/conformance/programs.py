@@ -132,6 +132,13 @@ def agentchat_program(base_url: str) -> Any:
                           reflect_on_tool_use=False)
 
 
+def agentchat_reply(request: dict[str, Any]) -> Any:
+    """The model asks for ``add(2, 2)`` (the agent answers with the tool's result), so its tool is used."""
+    from opto_core.testing import tool_call
+
+    return tool_call("add", call_id="call_add", a=2, b=2)
+
+
 def agentchat_target(agent: Any) -> Any:
     from opto_adapters.autogen import AgentTarget
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import programs as P
 import pytest
 
+from opto_core import coverage
 from opto_core.testing import CHECKS, AdapterCase
 
 HERE = str(Path(__file__).resolve().parent)
@@ -21,6 +22,12 @@ ENV = {"PYTHONPATH": os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "
 
 
 def _case(name: str) -> AdapterCase:
+    case = _program(name)
+    case.coverage = coverage
+    return case
+
+
+def _program(name: str) -> AdapterCase:
     if name == "python":
         return AdapterCase("python", "python", P.plain_program, P.plain_target, P.plain_bound, P.plain_apply_values,
                            P.plain_native, {"question": "What is two plus two?"},
@@ -52,7 +59,8 @@ def _case(name: str) -> AdapterCase:
                            {"bot.system_message": "Answer in two words.", "bot.tools.add.description": "Adds two ints.",
                             "bot.temperature": 0.5},
                            factory="programs:agentchat_program", bound_path="opto_adapters.autogen:bound_parameters",
-                           apply_path="opto_adapters.autogen:apply_values", path=HERE, env=ENV)
+                           apply_path="opto_adapters.autogen:apply_values", path=HERE, reply=P.agentchat_reply,
+                           env=ENV)
     if name == "ag2":
         from opto_adapters.autogen.ag2 import apply_values
 
@@ -71,3 +79,26 @@ ADAPTERS = ["python", "langchain", "dspy", "agentchat", "ag2"]
 @pytest.mark.parametrize("adapter", ADAPTERS)
 def test_conformance(adapter, check):
     check(_case(adapter))
+
+
+def test_the_coverage_check_names_an_unreached_parameter_and_accepts_a_stated_reason():
+    from opto_core import Parameter
+    from opto_core.testing.conformance import every_parameter_is_reached
+
+    def with_unused(base_url):
+        program = P.plain_program(base_url)
+        program.parameters.append(Parameter("signature", "text", "Kind regards.", description="never sent"))
+        return program
+
+    case = _case("python")
+    case.make = with_unused
+    with pytest.raises(AssertionError, match=r"does not reach \['signature'\]"):
+        every_parameter_is_reached(case)
+    case.unreached = {"signature": "the small program never signs its answers"}
+    every_parameter_is_reached(case)
+    case.unreached = {"signature": "unused", "system": "a stale exemption"}
+    with pytest.raises(AssertionError, match=r"listed as unreached but reached .*'system'"):
+        every_parameter_is_reached(case)
+    case.coverage = None
+    with pytest.raises(AssertionError, match=r"coverage=opto_core.coverage"):
+        every_parameter_is_reached(case)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dspy
 import pydantic
 import pytest
-from dspy_programs import agent_policy, celsius_examples, to_fahrenheit
+from dspy_programs import FIXED_TOOL, agent_policy, celsius_examples, to_fahrenheit
 
 from opto_adapters.dspy import OptoTeleprompter, ProgramTarget
 from opto_adapters.dspy.target import ExampleError
@@ -150,4 +150,43 @@ def test_a_react_agent_with_a_typed_answer_keeps_its_tool_code_credited():
     credited = backward(graph, Feedback(0.0, "212 expected")).parameter_names
     code = next(name for name in target.bound.names() if name.endswith("to_fahrenheit.code"))
     assert code in credited and any(name.startswith("agent.") for name in credited)
-    assert coverage(target, [example])[code].reached
+    report = coverage(target, [example])
+    assert report[code].reached and report.complete, report  # the agent's predictors and the explainer too
+    instructions = next(name for name in target.bound.names()
+                        if name.startswith("agent.") and name.endswith(".instructions"))
+    target.apply({code: FIXED_TOOL, instructions: "Call to_fahrenheit once, then finish."})
+    output, _ = target.run(example)
+    assert output.answer == 212.0  # the fixed tool ran
+    assert any(call.instructions == "Call to_fahrenheit once, then finish." for call in lm.engine.requests[-3:])
+
+
+class SentenceOnly(SolveThenExplain):
+    """The typed answer goes on inside a sentence, and only the explanation is returned."""
+
+    def __init__(self, kind):
+        super().__init__(kind)
+        self.explain = dspy.ChainOfThought("question, answer -> explanation")
+
+    def forward(self, question):
+        answer = self.solve(question=question).answer
+        return dspy.Prediction(explanation=self.explain(question=question, answer=f"It is {answer}.").explanation)
+
+
+@pytest.mark.parametrize("kind", ["float", "int", "list[str]", "Verdict"])
+def test_a_typed_value_inside_an_fstring_is_still_credited_when_only_the_explanation_is_returned(kind):
+    lm = rule_lm(typed_policy(kind))
+    target = ProgramTarget(SentenceOnly(kind), lm=lm)
+    example = dspy.Example(question="How warm is it?").with_inputs("question")
+    _, graph = target.run(example)
+    assert "solve.instructions" in backward(graph, Feedback(0.0, "wrong")).parameter_names  # only through explain
+    assert coverage(target, [example])["solve.instructions"].reached
+
+
+def test_a_bool_inside_a_sentence_is_not_guessed_but_reported_with_the_dspy_fix():
+    lm = rule_lm(typed_policy("bool"))
+    target = ProgramTarget(SentenceOnly("bool"), lm=lm)
+    report = coverage(target, [dspy.Example(question="Is it warm?").with_inputs("question")])
+    solve = report["solve.instructions"]
+    assert not solve.reached and solve.cause == "off_path"  # "It is True." could come from anywhere: no match
+    assert "hand the field on as it is or with str()" in solve.fix and "solve.instructions" in report.warning()
+    assert report["explain.predict.instructions"].reached

@@ -236,3 +236,31 @@ def test_compile_on_a_run_directory_of_an_edited_program_refuses_instead_of_appl
             edited, trainset=trainset)
     assert [r["step"] for r in started_over.opto_history] == [0, 1]
     assert started_over.signature.instructions == "Answer briefly."
+
+
+def test_compile_after_the_tool_body_was_edited_names_the_diff_and_offers_both_ways_out(tmp_path, make_agent,
+                                                                                       agent_lm):
+    def patched(celsius: float) -> float:
+        """Convert a temperature in Celsius to Fahrenheit."""
+        return celsius * 9 / 5 + 32  # the author fixed the offset by hand
+
+    patched.__name__ = "to_fahrenheit"
+    trainset = celsius_examples((0, 100))
+    run_dir = str(tmp_path / "run")
+
+    def compile_(student, steps, **settings):
+        llm = ScriptedLLM([answer("nothing to change")], repeat_last=True)
+        return OptoTeleprompter(metric=fahrenheit_metric, llm=llm, max_steps=steps, batch_size=2, num_threads=1,
+                                run_dir=run_dir, **settings).compile(student, trainset=trainset)
+
+    with dspy.context(lm=agent_lm):
+        first = compile_(make_agent(), 1)
+        with pytest.raises(WorkflowChanged, match="tool body of tools.to_fahrenheit.code changed") as refused:
+            compile_(make_agent(patched), 2)
+        assert "fresh=True" in str(refused.value) and "resume_changed=True" in str(refused.value)
+        anyway = compile_(make_agent(patched), 2, resume_changed=True)
+        started_over = compile_(make_agent(patched), 1, fresh=True)
+    assert first.score == 0.0 and [r["step"] for r in anyway.opto_history] == [0, 1, 2]
+    assert anyway.opto_history[1] == first.opto_history[1]  # continued the saved run
+    assert [r["step"] for r in started_over.opto_history] == [0, 1] and started_over.score == 1.0
+    assert started_over.tools["to_fahrenheit"].func(100) == 212.0

@@ -2,7 +2,8 @@
 
 Each ``*_node`` is the same agent step (format the system prompt, call the model with a tool) written
 another way: ``.format`` of a module template, an f-string, ``%``, ``+`` of constants, a local alias, a
-``ChatPromptTemplate`` built inside the node from the module template, and one built from a literal.
+``ChatPromptTemplate`` built inside the node from the module template, one built from a literal, and a
+helper function of the module that formats the template.
 `build(spelling, llm)` compiles a ``StateGraph`` with a ``ToolNode`` around the chosen node.
 """
 
@@ -28,6 +29,11 @@ def lookup_order(order_id: str) -> str:
 class SupportState(MessagesState):
     company: str
     today: str
+
+
+def system_for(state):
+    """The system prompt for this customer (a helper the node calls)."""
+    return SYSTEM_TEMPLATE.format(company=state["company"], today=state["today"])
 
 
 def make_nodes(llm):
@@ -64,7 +70,10 @@ def make_nodes(llm):
             ("placeholder", "{messages}")])
         return {"messages": [(prompt | model).invoke(state)]}
 
-    return {"format": format_node, "fstring": fstring_node, "percent": percent_node, "plus": plus_node,
+    def helper_node(state):
+        return {"messages": [model.invoke([SystemMessage(system_for(state)), *state["messages"]])]}
+
+    return {"helper": helper_node, "format": format_node, "fstring": fstring_node, "percent": percent_node, "plus": plus_node,
             "alias": alias_node, "prompt": prompt_node, "literal_prompt": literal_prompt_node}
 
 

@@ -64,6 +64,8 @@ def one_support_run(server):
 SPELLINGS = {
     "format": ("format_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
                "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
+    "helper": ("helper_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
+               "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
     "alias": ("alias_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
               "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
     "prompt": ("prompt_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
@@ -96,15 +98,18 @@ def test_a_node_prompt_built_in_code_is_credited_and_written_back(spelling, serv
     models = [n for n in graph.nodes if n.op_type == "chat_model"]
     assert len(models) == 2 and all(f"param:{name}" in m.parents for m in models)  # the calls that received it
     how = {e.match for m in models for e in m.edges if e.id == f"param:{name}"}
-    assert how == ({"value"} if spelling == "plus_constants" else {"template"})
+    assert how == {"template"}  # the filled-in text, matched to the template (for + too: its constant parts)
     one_support_run(server)
     report = coverage(target, [support_example()])
     assert report[name].reached and report[name].cause == "reached" and report[name].path[0] == name
     target.apply({name: new_value})
     one_support_run(server)
-    target.run(support_example("Initech", "Tuesday"))
+    _, graph = target.run(support_example("Initech", "Tuesday"))
     assert system_text(server.requests[-1]) == new_text
     assert system_text(server.requests[-2]) == new_text  # both calls of the run, the one after the tool too
+    assert name in backward(graph, Feedback(0.0, "still no date")).parameter_names  # credited after the write too
+    one_support_run(server)
+    assert coverage(target, [support_example("Initech", "Tuesday")])[name].reached
 
 
 def test_a_template_keeps_its_placeholders(server, app_module):
@@ -286,23 +291,45 @@ def test_a_template_formatted_straight_into_llm_invoke(user_module):
     assert model.calls[-1]["messages"] == [{"type": "human", "content": "ACME asks: When?"}]
 
 
-def test_the_framework_internals_the_prompt_reader_reads():
-    """Fails when a LangChain or LangGraph release moves what `prompts_in_code` reads (no public seam exists)."""
-    import warnings
+# ----- the loop: one warning, the step record, the report, require_coverage --------------------------------
+def support_model(request):
+    """The support model: looks the order up, then quotes the tool's answer."""
+    if request["messages"][-1]["role"] == "tool":
+        return "Order 42 has shipped."
+    return tool_call("lookup_order", order_id="42")
 
-    from langgraph.prebuilt import create_react_agent
 
-    from opto_adapters.langchain.prompts_in_code import dynamic_prompt_function
-    from opto_adapters.langchain.testing import EchoChatModel
+def test_the_loop_reports_an_unused_parameter_of_a_langgraph_app_once_and_in_the_report(app_module, tmp_path, caplog):
+    import json
+    import logging
 
-    def raw(request) -> str:
-        return "Be terse."
+    from opto_core import CoverageError, OptoPrime, optimize, write_report
+    from opto_core.testing import ScriptedLLM
 
-    middleware = dynamic_prompt(raw)
-    assert dynamic_prompt_function(type(middleware).wrap_model_call) is raw
-    assert dynamic_prompt_function(type(middleware).awrap_model_call) is raw
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        agent = create_react_agent(EchoChatModel(), [], prompt="Be terse.")
-    found = {p.name: p.value for p in parameters_of(agent)}
-    assert found["agent.system_prompt"] == "Be terse."
+    server = ScriptedServer([support_model], repeat_last=True).start()
+    app = app_module.build("format", chat_model(server))
+    unused = Parameter("agent.tone", "text", "Be cheerful and use emojis.", meta={"used_by": "agent"})
+    target = ChainTarget(app, [*parameters_of(app), unused], include=["format_node.SYSTEM_TEMPLATE", "agent.tone"],
+                         output_fn=last)
+    new_template = "You support {company} (today is {today}); quote the order status."
+    llm = ScriptedLLM([json.dumps({"reasoning": "quote the status", "suggestion": {
+        "format_node.SYSTEM_TEMPLATE": new_template}})], repeat_last=True)
+    examples = [support_example(), support_example("Initech", "Tuesday")]
+    score = lambda example, output: Feedback(1.0 if "shipped" in output else 0.0, "say whether it shipped")  # noqa: E731
+    with caplog.at_level(logging.WARNING, logger="opto"):
+        result = optimize(target, examples, score, OptoPrime(target.parameters(), llm), max_steps=1, batch_size=2,
+                          run_dir=str(tmp_path))
+    warnings = [r.getMessage() for r in caplog.records if "feedback cannot reach" in r.getMessage()]
+    assert len(warnings) == 1 and "agent.tone: seen off the path to the output" in warnings[0]
+    assert "format_node.SYSTEM_TEMPLATE" not in warnings[0]
+    assert result.history[0]["coverage"]["unreached"] == ["agent.tone"]
+    assert "format_node.SYSTEM_TEMPLATE" in llm.requests[0]["messages"][-1]["content"]  # shown to the optimizer
+    assert "agent.tone" not in llm.requests[0]["messages"][-1]["content"]
+    assert app_module.SYSTEM_TEMPLATE == new_template  # the write reached the program...
+    assert system_text(server.requests[-1]).startswith("You support Initech (today is Tuesday)")  # ...and its requests
+    page = write_report(tmp_path).read_text()
+    assert "<h2>Coverage</h2>" in page and "agent.tone" in page
+    with pytest.raises(CoverageError, match="agent.tone") as raised:
+        optimize(target, examples, score, OptoPrime(target.parameters(), llm), max_steps=1, require_coverage=True)
+    assert len(llm.requests) == 1 and raised.value.coverage.unreached == ["agent.tone"]  # no optimizer call
+    server.stop()

@@ -34,9 +34,9 @@ def test_discovers_templates_and_model_settings_with_bounds():
     assert params["prompt.system"].kind == "text" and params["prompt.system"].value == "You are {role}."
     assert params["model.temperature"].kind == "float" and params["model.temperature"].value == 0.7
     assert (params["model.temperature"].lower, params["model.temperature"].upper) == (0.0, 2.0)
-    # the core's rule (opto_core.kernel.ranges): room for a short answer, up to 4 times the current 128
+    # the core's rule (opto_core.kernel.ranges): room for a short answer, up to 1,024 (4 times the current 128 is less)
     assert (params["model.max_tokens"].kind, params["model.max_tokens"].lower, params["model.max_tokens"].upper) \
-        == ("int", 64, 512)
+        == ("int", 64, 1024)
     # top_p is a field of the model but not set: not a parameter
     assert "model.top_p" not in params
     # the objects are tagged through their own metadata (merged with what was there)

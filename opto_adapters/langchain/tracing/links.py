@@ -49,7 +49,7 @@ class Links:
         """The links for the next graph: these, or (over every live object) a fresh set, since
         objects come and go between runs."""
         links = self if self._fixed else Links([p for g in live_groups() for p in g.parameters])
-        links._indexes = {}  # values may have changed since the last graph
+        links.forget_indexes()  # values may have changed since the last graph
         for parameter in links.parameters():
             binding = binding_of(parameter)
             if binding is not None:
@@ -58,6 +58,10 @@ class Links:
                 except Exception:
                     pass
         return links
+
+    def forget_indexes(self) -> None:
+        """Drop the provenance indexes built for the last graph (the values they hold may have changed)."""
+        self._indexes = {}
 
     def parameters(self) -> list[Parameter]:
         return [p for _, ps in self._tagged.values() for p in ps] + self._variables + self._extra

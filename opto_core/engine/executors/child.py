@@ -64,6 +64,27 @@ def _exact(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=repr)
 
 
+def changed_parameters(target: Any, applied: dict[str, str] | None, before: dict[str, str] | None) -> list[str]:
+    """The parameters a run changed behind the loop: those no longer holding what was applied (exact
+    JSON texts, `all_values`), or differing from ``before`` the run (frozen ones too)."""
+    try:
+        now = all_values(target)
+    except Exception as exc:  # reading the values failed: the worker's state is in doubt
+        return [f"(reading the values failed: {type(exc).__name__})"]
+    drift = {name for name, text in (applied or {}).items() if now.get(name) != text}
+    if before is not None:
+        drift |= {name for name in before.keys() | now.keys() if before.get(name) != now.get(name)}
+    return sorted(drift)
+
+
+def values_before_run(target: Any) -> dict[str, str] | None:
+    """`all_values` before a run, or None when they cannot be read (then only the applied ones are compared)."""
+    try:
+        return all_values(target)
+    except Exception:
+        return None
+
+
 def serve(conn: Connection, target: Any, before_run: Callable[[], None] | None = None) -> NoReturn:
     """Answer run requests until the driver closes the socket or asks to stop; never returns.
 
@@ -93,23 +114,12 @@ def serve(conn: Connection, target: Any, before_run: Callable[[], None] | None =
                 continue
         if before_run is not None:
             before_run()
-        try:  # every parameter, frozen ones included: a run may write any of them behind the loop
-            before = all_values(target)
-        except Exception:
-            before = None
+        before = values_before_run(target)  # every parameter, frozen ones included: a run may write any of them
         begun = time.perf_counter()
         output, graph = _run_one(target, example)
         seconds = time.perf_counter() - begun
-        drift: list[str] = []
-        try:
-            now = all_values(target)
-            if applied is not None:
-                drift = sorted(name for name in applied if now.get(name) != _exact(applied[name]))
-            if before is not None:
-                drift = sorted(set(drift) | {name for name in before.keys() | now.keys()
-                                             if before.get(name) != now.get(name)})
-        except Exception as exc:  # reading the values failed: the worker's state is in doubt
-            drift = [f"(reading the values failed: {type(exc).__name__})"]
+        drift = changed_parameters(target, None if applied is None else
+                                   {name: _exact(value) for name, value in applied.items()}, before)
         try:
             message = dumps_message({"kind": "result", "seconds": seconds, "graph": graph.to_dict(),
                                      "output": encode_output(output), "drift": drift})

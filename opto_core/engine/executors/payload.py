@@ -61,6 +61,73 @@ def unpicklable_part(obj: Any, path: str = "target", depth: int = 6) -> tuple[st
     return path, obj, error
 
 
+def _module_attribute(module: str, *path: str) -> Any:
+    """The object at ``module.path`` (imported here): how a module-level parameter travels."""
+    import importlib
+
+    found: Any = importlib.import_module(module)
+    for name in path:
+        found = getattr(found, name)
+    return found
+
+
+def _module_level_trainables() -> dict[int, tuple[Any, tuple[str, ...]]]:
+    """id -> (object, (module, name[, "code"])) for every `Parameter` and `TracedOp` (and an op's code
+    parameter) bound at the top level of an imported module that cloudpickle sends by reference (not
+    ``__main__``, not one registered with ``cloudpickle.register_pickle_by_value``)."""
+    import sys
+
+    from cloudpickle import cloudpickle as internals
+
+    from opto_core.kernel.parameters import Parameter
+    from opto_core.kernel.trace import TracedOp
+
+    # cloudpickle's own rule for functions: modules registered with `register_pickle_by_value` travel by value
+    by_value = getattr(internals, "_is_registered_pickle_by_value", lambda module: False)
+    found: dict[int, tuple[Any, tuple[str, ...]]] = {}
+    for module_name, module in list(sys.modules.items()):
+        if module_name in ("__main__", "__mp_main__") or module is None or by_value(module):
+            continue
+        try:
+            namespace = dict(vars(module))
+        except TypeError:
+            continue
+        for name, value in namespace.items():
+            if isinstance(value, Parameter):
+                found.setdefault(id(value), (value, (module_name, name)))
+            elif isinstance(value, TracedOp):
+                found.setdefault(id(value), (value, (module_name, name)))
+                code = getattr(value, "code", None)
+                if isinstance(code, Parameter):
+                    found.setdefault(id(code), (code, (module_name, name, "code")))
+    return found
+
+
+def dumps_target(target: Any) -> bytes:
+    """``target`` pickled with cloudpickle, except that a parameter (or op) living at the top level of
+    an importable module travels as a reference to it. cloudpickle sends a module's functions by
+    reference but objects by value: a workflow in a module (``def run(q): return answer(q)`` reading
+    ``PROMPT``) would run, in the worker, the module's own ``answer`` and ``PROMPT``, while the
+    values were applied to the copies in the target, so no value would ever reach a run."""
+    import io
+    import pickle
+
+    import cloudpickle
+
+    shared = _module_level_trainables()
+
+    class _Pickler(cloudpickle.CloudPickler):
+        def reducer_override(self, obj: Any) -> Any:
+            entry = shared.get(id(obj))
+            if entry is not None and entry[0] is obj:
+                return _module_attribute, entry[1]
+            return super().reducer_override(obj)
+
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.DEFAULT_PROTOCOL).dump(target)
+    return buffer.getvalue()
+
+
 def _check_no_secrets(blob: bytes, what: str, where: str, allowed: frozenset[str] = frozenset()) -> None:
     for name, value in os.environ.items():
         if name not in allowed and SECRET_NAME.search(name) and len(value) >= 8 and value.encode() in blob:
@@ -90,7 +157,7 @@ def make_payload(target: Any, factory: Callable[[], Any] | None, where: str = "e
         _check_no_secrets(blob, "target_factory", where, allowed_secrets)
         return "factory", blob
     try:
-        blob = cloudpickle.dumps(target)
+        blob = dumps_target(target)
     except Exception as exc:
         found = unpicklable_part(target)
         part = (f"{found[0]} (a {type(found[1]).__module__}.{type(found[1]).__qualname__}) cannot be pickled: "

@@ -64,6 +64,7 @@ from opto_core.engine.executors.common import (
     failed_run,
 )
 from opto_core.engine.executors.transfer import decode_output, loads_message
+from opto_core.kernel.code import runs_elsewhere
 from opto_core.kernel.graph import Graph
 
 log = logging.getLogger("opto")
@@ -391,6 +392,7 @@ class ProcessExecutor:
         self._batch: _Batch | None = None
         self._said_timeout = False
         self._setup: dict[str, Any] | None = None
+        self._elsewhere = False  # this process said its runs happen in workers (`opto_core.kernel.code.runs_elsewhere`)
 
     # ----- starting workers --------------------------------------------------------------------------------
     def start(self, target: Any) -> None:
@@ -410,6 +412,9 @@ class ProcessExecutor:
                 self.sandbox.prepare(target)  # first: a machine without the required layers says so at once
             self._payload = make_payload(target, self.target_factory, where, allowed)
         self._target_id, self._target = id(target), target
+        if not self._elsewhere:  # after the fork: the template and its workers run what they compile
+            runs_elsewhere(True)
+            self._elsewhere = True
 
     def _launch(self) -> _Worker:
         if self._template is not None:
@@ -516,6 +521,9 @@ class ProcessExecutor:
             return
         idle = [w for w in self.workers if w.ready and w.position is None]
         if self._suspects:
+            # alone, and on a worker of a living template: one forked just as a run killed the template dies
+            # with it, and the suspect would be charged for a death that was not its own
+            idle = [w for w in idle if w.template is None or w.template.alive()]
             if idle and not any(w.position is not None for w in self.workers):
                 position = self._suspects.popleft()
                 if self._send(idle[0], position, examples, values, batch):
@@ -563,6 +571,8 @@ class ProcessExecutor:
             if position is None:
                 if isinstance(exc, OSError) and not isinstance(exc, EOFError) and "too long" in str(exc):
                     return None
+                if worker.template is not None and worker.template.ends_within(TEMPLATE_GRACE_SECONDS):
+                    return None  # forked just as a run killed the template, it died with it: not a broken build
                 return InfrastructureError(f"a worker ended before it was ready: {text}")
             if worker.template is not None and worker.template.ends_within(TEMPLATE_GRACE_SECONDS):
                 if not worker.suspect:
@@ -676,5 +686,8 @@ class ProcessExecutor:
         """Kill every worker (and the template); the executor can start again after."""
         self.cancel()
         self._stop_workers()
+        if self._elsewhere:
+            runs_elsewhere(False)
+            self._elsewhere = False
         if self.sandbox is not None:
             self.sandbox.cleanup()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import logging
 import math
 import os
@@ -48,6 +49,7 @@ from opto_core.engine.executors.common import (
     portable,
 )
 from opto_core.engine.executors.payload import SecretInPayload, TargetNotPicklable, make_payload, unpicklable_part  # noqa: F401
+from opto_core.engine.executors.process import WroteAroundOptimizer
 
 log = logging.getLogger("opto")
 
@@ -76,6 +78,7 @@ class _Worker:
         built = cloudpickle.loads(blob)
         self.target = built() if kind == "factory" else built
         self.applied: dict[str, Any] | None = None
+        self.applied_exact: dict[str, str] | None = None  # every parameter as applied (exact JSON), to see writes
         self.is_async = callable(getattr(self.target, "arun", None))
         self.pool = None if self.is_async else ThreadPoolExecutor(max_workers=concurrency,
                                                                  thread_name_prefix="opto-ray-run")
@@ -84,18 +87,23 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
-    async def run(self, values: dict[str, Any] | None, example: Any) -> tuple[bytes, float, str]:
+    async def run(self, values: dict[str, Any] | None, example: Any) -> tuple[bytes, float, str, list[str]]:
         import cloudpickle
+
+        from opto_core.engine.executors.child import all_values, changed_parameters, values_before_run
 
         if values is not None and values != self.applied:  # no await in between: one coroutine applies
             self.target.apply(values)
-            self.applied = dict(values)
+            self.applied = copy.deepcopy(values)
+            self.applied_exact = all_values(self.target)
+        before = values_before_run(self.target)  # every parameter, frozen ones included
         begun = time.perf_counter()
         if self.is_async:
             output, graph = await _arun_one(self.target, example)
         else:
             output, graph = await asyncio.get_running_loop().run_in_executor(self.pool, _run_one, self.target, example)
         seconds = time.perf_counter() - begun
+        drift = changed_parameters(self.target, self.applied_exact, before)  # the driver then retires this actor
         if isinstance(output, BaseException):  # its type may not unpickle on the driver, its cause never travels
             output = portable(output)
         try:
@@ -104,7 +112,7 @@ class _Worker:
             error = InfrastructureError(f"the run's output or graph cannot be sent back to the driver "
                                         f"({type(exc).__name__}: {exc})")
             blob = cloudpickle.dumps(failed_run("returning the result", error))
-        return blob, seconds, self.name
+        return blob, seconds, self.name, drift
 
 
 # ----- the driver ---------------------------------------------------------------------------------------------
@@ -253,6 +261,14 @@ class RayExecutor:
             else:
                 batch.fail(position, "ray worker", exc, seconds)
 
+        def requeue(actor: Any) -> None:
+            """Healthy runs on a killed worker: again, not charged."""
+            for other, (o_position, o_attempt, o_slot, o_actor, _) in list(inflight.items()):
+                if o_actor is actor:
+                    del inflight[other]
+                    busy[o_slot] -= 1
+                    queue.appendleft((o_position, o_attempt, None))
+
         try:
             while queue or inflight:
                 if self._cancelled.is_set():
@@ -276,7 +292,7 @@ class RayExecutor:
                     position, attempt, slot, actor, submitted = inflight.pop(ref)
                     busy[slot] -= 1
                     try:
-                        blob, seconds, worker = ray.get(ref)
+                        blob, seconds, worker, drift = ray.get(ref)
                     except ray.exceptions.RayActorError as exc:  # the worker process died
                         self._replace(slot, actor)
                         lost(position, attempt, slot, InfrastructureError(
@@ -293,7 +309,17 @@ class RayExecutor:
 
                     output, graph = cloudpickle.loads(blob)
                     workers[position] = worker
+                    if drift:  # the actor holds values the loop never set: it is retired, its other runs go again
+                        output, graph = failed_run("ray worker", WroteAroundOptimizer(
+                            f"a run wrote around the optimizer ({', '.join(f'{n}: its value changed' for n in drift)}"
+                            f"); values change only through the optimizer's proposals, so the run failed and its "
+                            f"worker, which held the changed values, was replaced"))
+                        self._replace(slot, actor, why="a run changed parameter values behind the loop")
+                        requeue(actor)
                     batch.score(position, output, graph, seconds)
+                    if drift and batch.results[position] is not None:
+                        batch.results[position].error_kind = "wrote_around"  # the loop rolls such a step back
+                        batch.results[position].drift = list(drift)
                 if self.eval_timeout is not None:
                     for ref, (position, attempt, slot, actor, submitted) in list(inflight.items()):
                         if ref not in inflight:  # re-queued below, as a bystander of a killed worker
@@ -305,11 +331,7 @@ class RayExecutor:
                             # Ray cannot stop a running thread or a loop that never yields: the worker is
                             # killed and replaced, so the stuck run cannot hold a slot of later runs
                             self._replace(slot, actor, why="a run on it exceeded eval_timeout")
-                            for other, (o_position, o_attempt, o_slot, o_actor, _) in list(inflight.items()):
-                                if o_actor is actor:  # healthy runs on the killed worker: again, not charged
-                                    del inflight[other]
-                                    busy[o_slot] -= 1
-                                    queue.appendleft((o_position, o_attempt, None))
+                            requeue(actor)
                             lost(position, attempt, slot, EvaluationTimeout(
                                 f"the run took longer than eval_timeout={self.eval_timeout:g}s"), now - submitted)
         except BaseException:  # Ctrl-C or a feedback error: cancel what is still running, then re-raise
