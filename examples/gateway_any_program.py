@@ -14,8 +14,8 @@ carries the new prompt, and saves the values (``--values-out``, default ``best.j
 Offline by default: the "real endpoint" is a stand-in model on 127.0.0.1 (rule-based: it writes long
 drafts and poems unless its system prompt says "very short"), and the optimizer's answer is scripted
 (the stand-in answers OptoPrime's request too, with a fixed suggestion). These runs show the plumbing,
-not optimization quality. With ``--upstream URL --model NAME`` (key: OPTO_UPSTREAM_API_KEY) the program
-talks to a real endpoint through the gateway and that model is also the optimizer.
+not optimization quality. With ``--upstream URL --model NAME`` (key: OPTO_UPSTREAM_API_KEY, else
+OPENAI_API_KEY) the program talks to a real endpoint through the gateway and that model is also the optimizer.
 """
 
 from __future__ import annotations
@@ -121,12 +121,16 @@ def optimize_program(which: str, args: argparse.Namespace) -> None:
 
     server = None
     if args.upstream:
-        upstream, key = args.upstream, os.environ.get("OPTO_UPSTREAM_API_KEY")
+        # the gateway holds the key (programs get a dummy); an endpoint that wants none gets "no-key"
+        upstream = args.upstream
+        key = os.environ.get("OPTO_UPSTREAM_API_KEY") or os.environ.get("OPENAI_API_KEY") or "no-key"
     else:
         server = start_stand_in()
         upstream, key = server.base_url, "stand-in-key"
     try:
         with target_of(which, upstream, key) as target:
+            if not target.parameters():
+                sys.exit("no prompt was found in the program's traffic (see the warnings above)")
             print("parameters found in the traffic:")
             for parameter in target.parameters():
                 print(f"  {parameter.name} = {parameter.value!r}")

@@ -268,8 +268,7 @@ class _TrafficLog:
         (its current value, registered here): the index's template rule then looks up each value the
         program put into a placeholder on its own (the constant text is the parameter's, not data)."""
         if template is not None:
-            self.texts.register_template(template.parameter.value, TEMPLATE_NODE + template.name,
-                                         style=template.compiled().style)
+            self.texts.register_template(template.current(), TEMPLATE_NODE + template.name)
         return tuple(match.node for match in self.texts.find_all(text) if not match.node.startswith(TEMPLATE_NODE))
 
     def prompt_item(self, agent: str, message: Any) -> PromptItem:

@@ -81,7 +81,7 @@ class PromptRule:
     def current(self) -> Template:
         """The current value as a `Template` (templates only): what a rewritten message was rendered from.
         (The parameter's checks keep every value a template of the original's style and placeholders.)"""
-        current = Template.parse(self.parameter.value, style=self.compiled().style)
+        current = self.parameter.current_template()  # parsed once per value, in the original's style
         assert current is not None, f"prompt {self.name!r}: the value lost its placeholders"
         return current
 
