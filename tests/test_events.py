@@ -111,3 +111,13 @@ def test_step_lines_say_what_changed_and_why():
         "  rejected x: unknown variable",
         "  optimizer's reasoning: The answers are rounded.",
     ]
+
+
+def test_a_step_whose_llm_answer_could_not_be_used_says_so():
+    record = {"step": 2, "decision": "no change: the optimizer proposed nothing usable", "kept": False,
+              "best_score": 0.5, "values_before": {"t": 0.9},
+              "proposal": {"accepted": {"t": 0.4}, "proposed_by": {"t": "search"},
+                           "error": "no JSON object found in the answer; answer with one JSON object"}}
+    lines = step_lines(record)
+    assert lines[1] == "  t: 0.9 -> 0.4 (by the search part)"
+    assert lines[2] == "  the LLM's answer could not be used: no JSON object found in the answer; answer with one JSON object"

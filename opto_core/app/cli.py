@@ -114,9 +114,8 @@ def _failed(result: Any) -> bool:
 def _finish(result: Any, run_dir: str) -> None:
     """Print the outcome, write the report, and exit 1 when the run stopped on an error."""
     console.rule("result")
-    if result.error:
-        console.print(f"[red]{_shown(result.error)}[/red]")
-    console.print(_shown(result.summary()), highlight=False, soft_wrap=True)
+    summary = result.summary()  # its "stopped" line says the error, if any: printed once
+    console.print(_shown(summary), highlight=False, soft_wrap=True)
     console.print(f"optimizer LLM: {result.usage['calls']} calls, "
                   f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']:,} tokens, "
                   f"${result.usage['cost_usd']:.4f}", highlight=False)
@@ -129,8 +128,9 @@ def _finish(result: Any, run_dir: str) -> None:
         console.print(f"[red]could not write the report: {exc}[/red]")
     console.print(f"run directory: {run_dir} (resume with: opto resume {run_dir})")
     if _failed(result):
-        why = result.error or f"the run stopped on {result.stopped_reason}"
-        console.print(f"[red]failed: {_shown(why)}[/red]")
+        why = result.error if result.error and result.error not in summary else ""
+        console.print(f"[red]failed: the run stopped on {_shown(result.stopped_reason)}"
+                      + (f": {_shown(why)}" if why else " (the reason is above)") + "[/red]")
         raise typer.Exit(1)
 
 

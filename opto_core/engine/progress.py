@@ -70,6 +70,8 @@ def step_lines(record: dict[str, Any], *, detail: int = 160) -> list[str]:
         lines.append(f"  {name}: {change}" + (f" (by {who})" if who else ""))
     for name, reason in (proposal.get("rejected") or {}).items():
         lines.append(f"  rejected {name}: {_short(reason, detail)}")
+    if proposal.get("error"):  # the answer could not be used (no JSON, a wrong shape): said, not left in the file
+        lines.append(f"  the LLM's answer could not be used: {_short(proposal['error'], detail)}")
     if proposal.get("reasoning") and proposal.get("accepted"):
         lines.append(f"  optimizer's reasoning: {_short(proposal['reasoning'], detail)}")
     return lines

@@ -26,6 +26,7 @@ checked by its code parameter (shape and code policy, `opto_core.kernel.code_pol
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import platform
@@ -167,8 +168,16 @@ class TracedOp:
         edges, call_args, call_kwargs = self._inputs(run, args, kwargs)
         if self.is_async:
             return self._awaited(run, edges, call_args, call_kwargs)
-        try:
+        with self._failures_recorded(run, edges):
             result = self.implementation()(*call_args, **call_kwargs)
+        return self._record(run, result, edges)
+
+    @contextlib.contextmanager
+    def _failures_recorded(self, run: Run, edges: list[Edge]) -> Iterator[None]:
+        """An exception of the op's body becomes an exception node (and goes on); an exit raised by a
+        trainable op's code fails the op instead of the process (`_exit`)."""
+        try:
+            yield
         except Exception as exc:
             run.graph.add_exception(self.name, exc, parents=edges, op_type="python", doc=self.doc)
             raise
@@ -176,7 +185,6 @@ class TracedOp:
             if self.code is None:  # the user's own code (a plain op), maybe a real Ctrl-C: let it through
                 raise
             raise self._exit(run, exc, edges) from exc
-        return self._record(run, result, edges)
 
     def _exit(self, run: Run, exc: BaseException, edges: list[Edge]) -> Exception:
         """A trainable op's code tried to end the process: the op fails instead, linked to its code parameter."""
@@ -186,15 +194,8 @@ class TracedOp:
 
     async def _awaited(self, run: Run, edges: list[Edge], call_args: list[Any], call_kwargs: dict[str, Any]) -> Any:
         """An ``async def`` op: the node holds the awaited result, so the next op finds its parent."""
-        try:
+        with self._failures_recorded(run, edges):
             result = await self.implementation()(*call_args, **call_kwargs)
-        except Exception as exc:
-            run.graph.add_exception(self.name, exc, parents=edges, op_type="python", doc=self.doc)
-            raise
-        except EXITS as exc:
-            if self.code is None:  # the user's own code (a plain op), maybe a real Ctrl-C: let it through
-                raise
-            raise self._exit(run, exc, edges) from exc
         return self._record(run, result, edges)
 
     def _record(self, run: Run, result: Any, edges: list[Edge]) -> Any:
