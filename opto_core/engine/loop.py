@@ -35,6 +35,7 @@ from opto_core.engine import events
 from opto_core.engine.coverage import Coverage
 from opto_core.engine.executors import (
     Evaluation,
+    EvaluationTimeout,
     ThreadExecutor,
     make_executor,
 )
@@ -627,7 +628,8 @@ class _Run:
                       record.step, problems)
             return False, f"rolled back: the runs left invalid values in {sorted(problems)}"
         if any(e.error_kind == "infrastructure" for e in checked):
-            cause = provider_summary(checked) or "some runs failed outside the workflow"
+            cause = provider_summary(checked) or _timeouts(checked, self.settings.eval_timeout) or \
+                "some runs failed outside the workflow"
             return False, f"rolled back: {cause}, so the score says nothing"
         if new is None or baseline is None:
             return True, "kept: no score to compare (text feedback only)"
@@ -757,6 +759,17 @@ class _Run:
 
 
 # ----- small helpers ---------------------------------------------------------------------------------
+def _timeouts(evaluations: Sequence[Evaluation], eval_timeout: float | None) -> str:
+    """Why a check failed when its runs never returned: with new values, most likely the values (a
+    suggested loop that never ends), so the decision says so instead of blaming the infrastructure."""
+    count = sum(isinstance(e.output, EvaluationTimeout) for e in evaluations)
+    if not count:
+        return ""
+    limit = f"eval_timeout={eval_timeout:g} s" if eval_timeout is not None else "the time limit"
+    return (f"{count} of {len(evaluations)} runs with the new values did not finish within {limit} (code that "
+            f"never returns?)")
+
+
 def _validated(target: Target, values: dict[str, Any]) -> dict[str, Any]:
     """Values from a checkpoint pass validation again before they touch the framework."""
     by_name = {p.name: p for p in target.parameters()}
