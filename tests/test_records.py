@@ -94,6 +94,8 @@ def test_an_old_run_resumes_twice_even_when_the_first_resume_stopped_before_its_
     assert _resume(old_run, 4).steps == 4
     result = _resume(old_run, 5)
     assert result.stopped_reason == "max_steps" and [r.step for r in RunDir(old_run).read_history()] == list(range(6))
+    assert _resume(old_run, 5).stopped_reason == "already_finished"  # nothing to do, and the run still says why it ended
+    assert RunDir(old_run).read_checkpoint().status == "max_steps"
 
 
 def test_chain_links_stripped_from_a_chained_history_are_detected(old_run):

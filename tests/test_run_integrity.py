@@ -149,6 +149,32 @@ def test_a_start_that_fails_at_its_first_write_leaves_nothing_refused(tmp_path, 
     assert RunDir.is_run(leftover) and RunDir.remove(leftover) and not leftover.exists()
 
 
+
+def test_a_full_disk_refusing_the_lock_line_twice_is_one_clear_error(tmp_path, monkeypatch):
+    """On a full tmpfs the lock's one line fails at flush, and again when the file is closed: the second
+    refusal must not escape as a raw OSError (a traceback, exit 1) in place of the clear error."""
+    import builtins
+    import errno
+    import io
+
+    real_open = builtins.open
+
+    class Full(io.TextIOWrapper):
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if str(path).endswith(".lock"):
+            return Full(handle.detach(), encoding="utf-8")
+        return handle
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    with pytest.raises(RunDirUnwritable, match="the disk is full"):
+        RunDir(tmp_path / "run").open()
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert not (tmp_path / "run").exists() or RunDir.is_run(tmp_path / "run")
+
 # ----- the exits ---------------------------------------------------------------------------------------------------
 @op
 def unreachable(x: float, k: float) -> float:

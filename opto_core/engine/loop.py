@@ -243,6 +243,7 @@ class _Run:
         self.step_now, self.phase = 0, "initial"  # what is being evaluated, for the events
         self.best_on = ""  # where best_score was measured (set at the end)
         self.error_text = ""  # why the run stopped on an error (set at the end)
+        self.finished_as = ""  # why a finished run found in the run directory had stopped
 
     # ----- the run ---------------------------------------------------------------------------------
     def run(self) -> OptimizationResult:
@@ -265,7 +266,7 @@ class _Run:
                     log.warning("run directory %s already holds a finished run (%d steps, stopped: %s); nothing to "
                                 "do. Pass max_steps > %d to continue it, or use a new run_dir to start over.",
                                 self.settings.run_dir, last_step, checkpoint.status, last_step)
-                    stopped = "already_finished"
+                    stopped, self.finished_as = "already_finished", checkpoint.status
             else:
                 try:
                     self._start()
@@ -443,7 +444,8 @@ class _Run:
         self.best_on = self._rescore(stopped)
         self.error_text = error
         if self.store and self.history:  # no checkpoint before step 0 was recorded: a rerun starts over
-            self.store.write_checkpoint(self._checkpoint(last_step, stopped, done=True))
+            status = self.finished_as if stopped == "already_finished" and self.finished_as else stopped
+            self.store.write_checkpoint(self._checkpoint(last_step, status, done=True))  # keeps why it ended
         meta = {"framework": getattr(self.target, "framework", "python"),
                 "framework_version": getattr(self.target, "framework_version", ""),
                 "optimizer": type(self.optimizer).__name__, "max_steps": self.settings.max_steps}

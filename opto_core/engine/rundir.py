@@ -299,7 +299,8 @@ class RunDir:
                 handle.write(f"process {os.getpid()}\n")
                 handle.flush()
         except RunDirError:
-            handle.close()
+            with contextlib.suppress(OSError):  # closing flushes again, and a full disk refuses it again
+                handle.close()
             raise
         self._lock = handle
 
