@@ -9,7 +9,9 @@ same range. The accessors:
 - `agent_prompt_cell`, `react_prompt_cell`: the closure cells where ``create_agent`` and
   ``create_react_agent`` keep their system prompts (no public way to read or change a built
   agent's static prompt);
-- `dynamic_prompt_function`: your function behind a ``@dynamic_prompt`` middleware (a closure cell).
+- `dynamic_prompt_function`: your function behind a ``@dynamic_prompt`` middleware (a closure cell);
+- `needs_async_api`: LangGraph's refusal to ``invoke`` a graph whose nodes are ``async def`` only
+  (recognised by its message: LangGraph raises a plain ``TypeError``).
 
 `opto_adapters.langchain.prompts_in_code` turns the cells into prompt parameters.
 """
@@ -117,3 +119,14 @@ def dynamic_prompt_function(function: Any) -> types.FunctionType | None:
 
 __all__ = ["CHAT_MESSAGES_SCHEMA", "TESTED_RANGE", "agent_prompt_cell", "current_parent_run", "dynamic_prompt_function",
            "react_prompt_cell"]
+
+
+def needs_async_api(exc: BaseException) -> bool:
+    """Whether ``exc`` is LangGraph refusing a synchronous ``invoke`` of a node that has only an async
+    function ("No synchronous function provided to ... invoke via the async API").
+
+    Why by message: LangGraph raises a plain ``TypeError`` for it (``RunnableCallable.invoke``), with no
+    type or attribute of its own to test.
+    """
+    text = str(exc)
+    return isinstance(exc, TypeError) and "No synchronous function provided" in text and "async API" in text

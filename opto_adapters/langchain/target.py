@@ -8,12 +8,15 @@ the bindings `parameters_of` found.
 
 from __future__ import annotations
 
+import logging
+import threading
 import warnings
 from typing import Any, Callable, Sequence
 from uuid import uuid4
 
 import langchain_core
 
+from opto_adapters.langchain import _compat
 from opto_adapters.langchain.parameters import (
     FRAMEWORK,
     ModelChoices,
@@ -25,9 +28,14 @@ from opto_adapters.langchain.parameters import (
 )
 from opto_adapters.langchain.tracing.builder import failed_graph
 from opto_adapters.langchain.tracing.handler import OptoCallbackHandler
+from opto_core.engine.background import BackgroundLoop
 from opto_core.engine.target import BoundTarget
 from opto_core.kernel.graph import Edge, Graph
 from opto_core.kernel.parameters import Parameter
+
+log = logging.getLogger("opto")
+#: Where `ChainTarget.run` runs a graph LangGraph will only run asynchronously (one loop for every run).
+ASYNC_RUNS = BackgroundLoop("opto-langchain-loop", "inside async code use `await target.arun(example)`")
 
 
 class ChainTarget(BoundTarget):
@@ -79,10 +87,13 @@ class ChainTarget(BoundTarget):
         self.config = dict(config or {})
         self._schema_keys: list[str] | None | bool = False  # False: not computed yet
         self._warned = False
+        self._async_only = False  # LangGraph refused invoke (async nodes only): run() goes through arun
         self.docs = function_docs(runnable)
 
     def run(self, example: Any) -> tuple[Any, Graph]:
         """Run one example; a chain that raises gives ``(exception, graph with its exception node)``."""
+        if self._async_only:
+            return ASYNC_RUNS.run(self.arun(example))
         started = self._start(example)
         if isinstance(started[0], BaseException):
             return started  # type: ignore[return-value]
@@ -90,6 +101,13 @@ class ChainTarget(BoundTarget):
         try:
             output = self.runnable.invoke(chain_input, config, **extra)
         except Exception as exc:
+            if _compat.needs_async_api(exc) and threading.current_thread() is not ASYNC_RUNS.thread:
+                # a graph of async nodes: LangGraph refuses invoke, so this run and the next go through
+                # ainvoke on one background loop (its async clients stay bound to one loop)
+                self._async_only = True
+                log.info("%s has async nodes only: running it with ainvoke (executor='asyncio' avoids the "
+                         "extra thread)", type(self.runnable).__name__)
+                return ASYNC_RUNS.run(self.arun(example))
             return self._failed(handler, config, chain_input, exc)
         return self._finish(handler, config, output)
 
