@@ -290,6 +290,20 @@ def test_a_write_around_the_optimizer_on_a_worker_fails_that_run_and_replaces_th
     assert not any(r.failed for r in again) and all(r.output.startswith("hello") for r in [results[2], *again])
 
 
+def test_while_the_runs_happen_on_actors_compiling_a_value_here_runs_no_new_module():
+    from executor_scenarios import MisbehavingTarget, pid_feedback
+
+    from opto_core.kernel.code import runs_elsewhere
+
+    executor = RayExecutor(1)
+    try:
+        evaluate(executor, MisbehavingTarget(), [{"x": 1}], pid_feedback)
+        assert runs_elsewhere()
+    finally:
+        executor.close()
+    assert not runs_elsewhere()
+
+
 def test_a_run_that_never_returns_costs_its_example_and_no_healthy_one():
     """The stuck run's worker is killed and replaced, so later runs never queue behind it.
 

@@ -56,3 +56,24 @@ def test_values_reach_a_workflow_that_lives_in_a_module_in_the_sandbox():
         module.PROMPT.value = "Answer:"
     assert seen[0] == "Answer: q" and seen[-1] == "Be brief: q", seen  # the proposal ran in the box
     assert result.history[1]["kept"] is True and result.best_values["prompt"] == "Be brief:"
+
+
+def test_compiling_in_a_process_whose_runs_are_isolated_imports_no_module_that_is_not_loaded():
+    import pytest
+
+    from opto_core.kernel.code import CodeShapeError, compile_like, runs_elsewhere
+
+    def original(text: str) -> str:
+        return text
+
+    head = "def original(text: str) -> str:\n    return text\n"
+    runs_elsewhere(True)
+    try:
+        with pytest.raises(CodeShapeError, match="imports 'unittest.__main__' at module level"):
+            compile_like("import unittest.__main__\n" + head, original)
+        with pytest.raises(CodeShapeError, match="import it inside the function body"):
+            compile_like("from logging import handlers_that_do_not_exist\n" + head, original)
+        assert compile_like("import json\nimport difflib\n" + head, original)("a") == "a"  # loaded, or safe
+    finally:
+        runs_elsewhere(False)
+    assert not runs_elsewhere()

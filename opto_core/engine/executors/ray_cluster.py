@@ -50,6 +50,7 @@ from opto_core.engine.executors.common import (
 )
 from opto_core.engine.executors.payload import SecretInPayload, TargetNotPicklable, make_payload, unpicklable_part  # noqa: F401
 from opto_core.engine.executors.process import WroteAroundOptimizer
+from opto_core.kernel.code import runs_elsewhere
 
 log = logging.getLogger("opto")
 
@@ -148,6 +149,7 @@ class RayExecutor:
         self._built_for: tuple[int, int] | None = None
         self._payload: tuple[str, bytes] | None = None
         self._inflight: dict[Any, Any] = {}
+        self._elsewhere = False  # this process said its runs happen elsewhere (`opto_core.kernel.code.runs_elsewhere`)
         self._ready: dict[int, Any] = {}
         self._ready_at: dict[int, float] = {}
         self._cancelled = threading.Event()
@@ -200,6 +202,9 @@ class RayExecutor:
             return
         self._kill_actors()
         self._payload = make_payload(target, self.target_factory)
+        if not self._elsewhere:  # the runs happen on the actors: compiling a value here runs no new module
+            runs_elsewhere(True)
+            self._elsewhere = True
         if self.actor_count is not None:
             count = min(self.concurrency, self.actor_count)
         else:
@@ -363,6 +368,9 @@ class RayExecutor:
         """Stop the actors (and the local Ray instance, if this executor started it)."""
         self.cancel()
         self._kill_actors()
+        if self._elsewhere:
+            runs_elsewhere(False)
+            self._elsewhere = False
         if self.started_ray:
             self.ray.shutdown()
             self.started_ray = False
