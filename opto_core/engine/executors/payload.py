@@ -90,7 +90,7 @@ def _module_level_trainables() -> dict[int, tuple[Any, tuple[str, ...]]]:
             continue
         try:
             namespace = dict(vars(module))
-        except TypeError:
+        except Exception:  # sys.modules may hold any object (a lazy loader, a proxy)
             continue
         for name, value in namespace.items():
             if isinstance(value, Parameter):
