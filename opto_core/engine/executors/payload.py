@@ -89,13 +89,14 @@ def _module_level_trainables() -> dict[int, tuple[Any, tuple[str, ...]]]:
         if module_name in ("__main__", "__mp_main__") or module is None or by_value(module):
             continue
         try:
-            namespace = dict(vars(module))
+            namespace = list(vars(module).items())
         except Exception:  # sys.modules may hold any object (a lazy loader, a proxy)
             continue
-        for name, value in namespace.items():
-            if isinstance(value, Parameter):
+        for name, value in namespace:
+            kind = type(value)  # not isinstance: a proxy's __class__ may run code (and takes 30x longer)
+            if issubclass(kind, Parameter):
                 found.setdefault(id(value), (value, (module_name, name)))
-            elif isinstance(value, TracedOp):
+            elif issubclass(kind, TracedOp):
                 found.setdefault(id(value), (value, (module_name, name)))
                 code = getattr(value, "code", None)
                 if isinstance(code, Parameter):
