@@ -47,8 +47,13 @@ def machine() -> dict[str, Any]:
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         load = "unknown"
-    return {"cpu": model, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "load_average": load}
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "load_average": load,
+    }
 
 
 # ----- formatting -------------------------------------------------------------------------------
@@ -88,10 +93,11 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, Call
             else:
                 cells.append(str(value))
         body.append(cells)
-    widths = [max(len(header[i]), *(len(r[i]) for r in body)) if body else len(header[i])
-              for i in range(len(header))]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    widths = [max(len(header[i]), *(len(r[i]) for r in body)) if body else len(header[i]) for i in range(len(header))]
+    lines = [
+        "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |" for cells in body]
     return "\n".join(lines)
 

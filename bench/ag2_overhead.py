@@ -48,16 +48,25 @@ def model(request: dict[str, Any]) -> Any:
 
 
 class Quiet:
-    def print(self, *objects: Any, **kwargs: Any) -> None: pass
-    def send(self, message: Any) -> None: pass
-    def input(self, prompt: str = "", *, password: bool = False) -> str: return ""
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        pass
+
+    def send(self, message: Any) -> None:
+        pass
+
+    def input(self, prompt: str = "", *, password: bool = False) -> str:
+        return ""
 
 
 def agents(server: Any) -> tuple[Any, Any]:
     from autogen import ConversableAgent, register_function
 
-    assistant = ConversableAgent("assistant", system_message="You add with the tool.",
-                                 llm_config=server.llm_config(temperature=0.0), human_input_mode="NEVER")
+    assistant = ConversableAgent(
+        "assistant",
+        system_message="You add with the tool.",
+        llm_config=server.llm_config(temperature=0.0),
+        human_input_mode="NEVER",
+    )
     user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER", max_consecutive_auto_reply=10_000)
     register_function(add, caller=assistant, executor=user, name="add", description="Adds a and b.")
     return assistant, user
@@ -71,15 +80,32 @@ def one(mode: str, server: Any, rounds: int) -> tuple[float, float]:
     from opto_adapters.autogen.ag2 import AG2Target
 
     class Nothing(BaseLogger):
-        def start(self): return "bench"
-        def log_chat_completion(self, *a, **k): pass
-        def log_new_agent(self, *a): pass
-        def log_event(self, *a, **k): pass
-        def log_new_wrapper(self, *a): pass
-        def log_new_client(self, *a): pass
-        def log_function_use(self, *a): pass
-        def stop(self): pass
-        def get_connection(self): return None
+        def start(self):
+            return "bench"
+
+        def log_chat_completion(self, *a, **k):
+            pass
+
+        def log_new_agent(self, *a):
+            pass
+
+        def log_event(self, *a, **k):
+            pass
+
+        def log_new_wrapper(self, *a):
+            pass
+
+        def log_new_client(self, *a):
+            pass
+
+        def log_function_use(self, *a):
+            pass
+
+        def stop(self):
+            pass
+
+        def get_connection(self):
+            return None
 
     assistant, user = agents(server)
 
@@ -119,12 +145,18 @@ def measure(rounds: int, repeats: int) -> dict[str, Any]:
     added_logging = cpu["logging"] - cpu["bare"]
     added_recorded = cpu["recorded"] - cpu["bare"]
     measurable = added_logging > 0.02 * cpu["bare"]
-    return {"rounds": rounds, "llm_calls": 2 * rounds, "repeats": repeats,
-            "cpu_bare_ms": cpu["bare"] * 1e3, "cpu_logging_ms": cpu["logging"] * 1e3,
-            "cpu_recorded_ms": cpu["recorded"] * 1e3, "wall_bare_ms": wall["bare"] * 1e3,
-            "wall_recorded_ms": wall["recorded"] * 1e3,
-            "added_vs_logging": added_recorded / added_logging if measurable else None,
-            "ratio_to_bare": cpu["recorded"] / cpu["bare"]}
+    return {
+        "rounds": rounds,
+        "llm_calls": 2 * rounds,
+        "repeats": repeats,
+        "cpu_bare_ms": cpu["bare"] * 1e3,
+        "cpu_logging_ms": cpu["logging"] * 1e3,
+        "cpu_recorded_ms": cpu["recorded"] * 1e3,
+        "wall_bare_ms": wall["bare"] * 1e3,
+        "wall_recorded_ms": wall["recorded"] * 1e3,
+        "added_vs_logging": added_recorded / added_logging if measurable else None,
+        "ratio_to_bare": cpu["recorded"] / cpu["bare"],
+    }
 
 
 def main() -> None:
@@ -141,16 +173,30 @@ def main() -> None:
         emit_json(rows)
         return
     info = machine()
-    print(f"# AG2 recording overhead ({info['date']}; {info['cpu']}, {info['cpus']} CPUs; "
-          f"load {info['load_average']}; Python {info['python']})\n")
-    print(table(rows, [("rounds", "rounds", None), ("llm_calls", "LLM calls", None),
-                       ("cpu_bare_ms", "CPU bare ms", fmt_num), ("cpu_logging_ms", "CPU +runtime_logging ms", fmt_num),
-                       ("cpu_recorded_ms", "CPU recorded ms", fmt_num), ("wall_bare_ms", "wall bare ms", fmt_num),
-                       ("wall_recorded_ms", "wall recorded ms", fmt_num),
-                       ("added_vs_logging", "added / logging's added", lambda v: f"{v:.2f}"),
-                       ("ratio_to_bare", "recorded / bare (CPU)", lambda v: f"{v:.2f}")]))
-    print(f"\nmedians of {repeats} interleaved runs; target: added / logging's added <= {TARGET} "
-          "(or, when runtime_logging adds too little to measure, the ratio to bare).")
+    print(
+        f"# AG2 recording overhead ({info['date']}; {info['cpu']}, {info['cpus']} CPUs; "
+        f"load {info['load_average']}; Python {info['python']})\n"
+    )
+    print(
+        table(
+            rows,
+            [
+                ("rounds", "rounds", None),
+                ("llm_calls", "LLM calls", None),
+                ("cpu_bare_ms", "CPU bare ms", fmt_num),
+                ("cpu_logging_ms", "CPU +runtime_logging ms", fmt_num),
+                ("cpu_recorded_ms", "CPU recorded ms", fmt_num),
+                ("wall_bare_ms", "wall bare ms", fmt_num),
+                ("wall_recorded_ms", "wall recorded ms", fmt_num),
+                ("added_vs_logging", "added / logging's added", lambda v: f"{v:.2f}"),
+                ("ratio_to_bare", "recorded / bare (CPU)", lambda v: f"{v:.2f}"),
+            ],
+        )
+    )
+    print(
+        f"\nmedians of {repeats} interleaved runs; target: added / logging's added <= {TARGET} "
+        "(or, when runtime_logging adds too little to measure, the ratio to bare)."
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,13 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 from bench._common import emit_json, fmt_num, fmt_s, machine, make_parser, progress, table
 
 TARGET_RATIO = 1.3
-MODEL_INFO = {"function_calling": True, "vision": False, "json_output": False, "family": "unknown",
-              "structured_output": False}
+MODEL_INFO = {
+    "function_calling": True,
+    "vision": False,
+    "json_output": False,
+    "family": "unknown",
+    "structured_output": False,
+}
 
 
 def add(a: int, b: int) -> int:
@@ -56,16 +61,28 @@ def build_team(messages: int, tools: bool) -> Any:
     writer_script: list[Any] = []
     for k in range(turns):
         if tools:
-            writer_script.append(CreateResult(
-                finish_reason="function_calls", usage=RequestUsage(prompt_tokens=10, completion_tokens=5),
-                content=[FunctionCall(id=f"c{k}", name="add", arguments=json.dumps({"a": k, "b": 1}))], cached=False))
+            writer_script.append(
+                CreateResult(
+                    finish_reason="function_calls",
+                    usage=RequestUsage(prompt_tokens=10, completion_tokens=5),
+                    content=[FunctionCall(id=f"c{k}", name="add", arguments=json.dumps({"a": k, "b": 1}))],
+                    cached=False,
+                )
+            )
         writer_script.append(f"Draft {k}: a short paragraph about the topic, revised after the feedback.")
     critic_script = [f"Critique {k}: tighten the second sentence and keep the tone." for k in range(turns)]
-    writer = AssistantAgent("writer", ReplayChatCompletionClient(writer_script, model_info=MODEL_INFO),
-                            tools=[add] if tools else None, reflect_on_tool_use=True if tools else None,
-                            system_message="You write drafts.")
-    critic = AssistantAgent("critic", ReplayChatCompletionClient(critic_script, model_info=MODEL_INFO),
-                            system_message="You criticise drafts.")
+    writer = AssistantAgent(
+        "writer",
+        ReplayChatCompletionClient(writer_script, model_info=MODEL_INFO),
+        tools=[add] if tools else None,
+        reflect_on_tool_use=True if tools else None,
+        system_message="You write drafts.",
+    )
+    critic = AssistantAgent(
+        "critic",
+        ReplayChatCompletionClient(critic_script, model_info=MODEL_INFO),
+        system_message="You criticise drafts.",
+    )
     return RoundRobinGroupChat([writer, critic], termination_condition=MaxMessageTermination(messages))
 
 
@@ -99,10 +116,22 @@ async def measure(messages: int, tools: bool, repeats: int) -> dict[str, Any]:
         wrapped.append(seconds)
     b, w = min(bare), min(wrapped)
     paired = statistics.median(x / y for x, y in zip(wrapped, bare))
-    return {"median_paired_ratio": paired, "table": "autogen_overhead", "team": "round_robin_2", "tools": tools, "messages": count,
-            "unwrapped_s": b, "wrapped_s": w, "unwrapped_msg_per_s": count / b, "wrapped_msg_per_s": count / w,
-            "ratio": w / b, "target_ratio": TARGET_RATIO, "within_target": paired <= TARGET_RATIO,
-            "graph_nodes": nodes, "repeats": repeats}
+    return {
+        "median_paired_ratio": paired,
+        "table": "autogen_overhead",
+        "team": "round_robin_2",
+        "tools": tools,
+        "messages": count,
+        "unwrapped_s": b,
+        "wrapped_s": w,
+        "unwrapped_msg_per_s": count / b,
+        "wrapped_msg_per_s": count / w,
+        "ratio": w / b,
+        "target_ratio": TARGET_RATIO,
+        "within_target": paired <= TARGET_RATIO,
+        "graph_nodes": nodes,
+        "repeats": repeats,
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -124,21 +153,28 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return rows
     info = machine()
     print(f"AutoGen recording overhead ({info['cpu']}, {info['cpus']} CPUs, Python {info['python']}, {info['date']})")
-    print(table(rows, [
-        ("tools", "tool per turn", lambda v: "yes" if v else "no"),
-        ("messages", "messages", None),
-        ("unwrapped_s", "unwrapped", fmt_s),
-        ("wrapped_s", "wrapped", fmt_s),
-        ("unwrapped_msg_per_s", "msg/s unwrapped", fmt_num),
-        ("wrapped_msg_per_s", "msg/s wrapped", fmt_num),
-        ("ratio", "time ratio (best)", lambda v: f"{v:.2f}x"),
-        ("median_paired_ratio", "ratio (median of pairs)", lambda v: f"{v:.2f}x"),
-        ("graph_nodes", "graph nodes", None),
-    ]))
+    print(
+        table(
+            rows,
+            [
+                ("tools", "tool per turn", lambda v: "yes" if v else "no"),
+                ("messages", "messages", None),
+                ("unwrapped_s", "unwrapped", fmt_s),
+                ("wrapped_s", "wrapped", fmt_s),
+                ("unwrapped_msg_per_s", "msg/s unwrapped", fmt_num),
+                ("wrapped_msg_per_s", "msg/s wrapped", fmt_num),
+                ("ratio", "time ratio (best)", lambda v: f"{v:.2f}x"),
+                ("median_paired_ratio", "ratio (median of pairs)", lambda v: f"{v:.2f}x"),
+                ("graph_nodes", "graph nodes", None),
+            ],
+        )
+    )
     worst = max(row["median_paired_ratio"] for row in rows)
-    print(f"worst median paired ratio {worst:.2f}x (target <= {TARGET_RATIO}x): "
-          f"{'met' if worst <= TARGET_RATIO else 'NOT met'}; worst ratio of best times "
-          f"{max(row['ratio'] for row in rows):.2f}x (noisy when other processes load the CPUs)")
+    print(
+        f"worst median paired ratio {worst:.2f}x (target <= {TARGET_RATIO}x): "
+        f"{'met' if worst <= TARGET_RATIO else 'NOT met'}; worst ratio of best times "
+        f"{max(row['ratio'] for row in rows):.2f}x (noisy when other processes load the CPUs)"
+    )
     return rows
 
 

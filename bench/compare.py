@@ -74,13 +74,15 @@ BUDGET_NOTES = {
     "opto-notrace": "exact: as opto",
     "opro": "exact: as opto",
     "hybrid": "exact: as opto (one LLM call a step, none when no text/code parameter); --budget-evals: exact runs",
-    **dict.fromkeys(SEARCH, "no LLM; --budget-evals N: exactly N workflow runs (opto_core.engine.loop max_evaluations)"),
+    **dict.fromkeys(
+        SEARCH, "no LLM; --budget-evals N: exactly N workflow runs (opto_core.engine.loop max_evaluations)"
+    ),
     "opto-dspy": "exact if the teleprompter passes max_llm_calls to the loop; hard cap N in any case",
     "trace": "hard cap: trace-opt has no budget; the counting client refuses call N+1 and the loop stops",
     "copro": "planned: breadth b and depth d with P*((b-1) + (d-1)*b) <= N (one call per candidate; DSPy's JSON "
-             "fallback adds a call per reply that does not parse); hard cap N",
+    "fallback adds a call per reply that does not parse); hard cap N",
     "mipro": "planned: auto=light when its proposer calls fit in N, else auto=None with fewer candidates (DSPy's JSON "
-             "fallback adds a call per reply that does not parse); hard cap N",
+    "fallback adds a call per reply that does not parse); hard cap N",
     "gepa": "stopper: GEPA stops before an iteration once N reflection calls are made (one per iteration); hard cap N",
 }
 
@@ -127,17 +129,42 @@ def applicable(task: TaskInstance, optimizer: str) -> bool:
     raise KeyError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
 
 
-def run_row(task: TaskInstance, optimizer: str, task_chat: Any, optimizer_chat: Any, settings: Settings) -> dict[str, Any]:
+def run_row(
+    task: TaskInstance, optimizer: str, task_chat: Any, optimizer_chat: Any, settings: Settings
+) -> dict[str, Any]:
     """Run one optimizer on one task; return the table row (never raises for an optimizer's failure)."""
-    budgeted = BudgetedChat(optimizer_chat, max_calls=settings.budget_calls, temperature=settings.temperature,
-                            force_temperature=True, max_tokens=settings.answer_tokens, label=optimizer)
+    budgeted = BudgetedChat(
+        optimizer_chat,
+        max_calls=settings.budget_calls,
+        temperature=settings.temperature,
+        force_temperature=True,
+        max_tokens=settings.answer_tokens,
+        label=optimizer,
+    )
     task_counter = BudgetedChat(task_chat, label="task")
-    row: dict[str, Any] = {"task": task.name, "family": task.family, "optimizer": optimizer, "metric": task.metric,
-                           "lower_is_better": task.lower_is_better, "budget_calls": settings.budget_calls,
-                           "budget_note": BUDGET_NOTES[optimizer], "status": "ok", "reason": "",
-                           "before": None, "after": None, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                           "tokens": 0, "cost_usd": 0.0, "seconds": None, "task_calls": 0, "refused_calls": 0,
-                           "stopped_reason": None, "details": {}}
+    row: dict[str, Any] = {
+        "task": task.name,
+        "family": task.family,
+        "optimizer": optimizer,
+        "metric": task.metric,
+        "lower_is_better": task.lower_is_better,
+        "budget_calls": settings.budget_calls,
+        "budget_note": BUDGET_NOTES[optimizer],
+        "status": "ok",
+        "reason": "",
+        "before": None,
+        "after": None,
+        "calls": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "tokens": 0,
+        "cost_usd": 0.0,
+        "seconds": None,
+        "task_calls": 0,
+        "refused_calls": 0,
+        "stopped_reason": None,
+        "details": {},
+    }
     try:
         runner = {"trace": _run_trace}.get(optimizer) or (_run_ours if optimizer in OURS else _run_dspy)
         runner(task, optimizer, task_counter, budgeted, settings, row)
@@ -147,14 +174,22 @@ def run_row(task: TaskInstance, optimizer: str, task_chat: Any, optimizer_chat: 
         if not _budget_exhausted(exc):
             _fail(row, optimizer, task, exc)
         else:  # the optimizer wanted more calls than planned and could not finish without them
-            row.update(status="ran out of budget", reason=f"{type(exc).__name__}: {exc}. " + OVER_BUDGET.get(optimizer, ""))
+            row.update(
+                status="ran out of budget", reason=f"{type(exc).__name__}: {exc}. " + OVER_BUDGET.get(optimizer, "")
+            )
             row["details"]["traceback"] = traceback.format_exc(limit=8)
     started = row.pop("_started", None)
     if row["seconds"] is None and started is not None:
         row["seconds"] = round(time.time() - started, 3)
     usage = budgeted.usage
-    row.update(calls=usage.calls, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-               tokens=usage.total_tokens, cost_usd=round(usage.cost_usd, 6), refused_calls=budgeted.refused)
+    row.update(
+        calls=usage.calls,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        tokens=usage.total_tokens,
+        cost_usd=round(usage.cost_usd, 6),
+        refused_calls=budgeted.refused,
+    )
     row["task_calls"] = task_counter.usage.calls - row.pop("_task_calls_eval", 0)
     if row["calls"] > settings.budget_calls:  # cannot happen through BudgetedChat; checked anyway
         row.update(status="error", reason=f"budget broken: {row['calls']} > {settings.budget_calls} calls")
@@ -178,10 +213,10 @@ def _ended(row: dict[str, Any], stopped_reason: str, error: str, proposals: int)
 
 OVER_BUDGET = {
     "copro": "COPRO's plan counts one call per candidate; DSPy's ChatAdapter makes a second call (JSONAdapter) "
-             "when a reply does not parse, so a model that often breaks the format needs more (see "
-             "--dspy-no-json-fallback).",
+    "when a reply does not parse, so a model that often breaks the format needs more (see "
+    "--dspy-no-json-fallback).",
     "mipro": "MIPROv2's plan counts its proposer's calls; DSPy's ChatAdapter makes a second call (JSONAdapter) "
-             "when a reply does not parse (see --dspy-no-json-fallback).",
+    "when a reply does not parse (see --dspy-no-json-fallback).",
 }
 
 
@@ -226,8 +261,14 @@ def _make_ours(optimizer: str, parameters: Any, chat: Any, settings: Settings) -
     return cls(parameters, chat, memory_size=settings.memory_size, **kwargs)
 
 
-def _run_ours(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat: BudgetedChat, settings: Settings,
-              row: dict[str, Any]) -> None:
+def _run_ours(
+    task: TaskInstance,
+    optimizer: str,
+    task_chat: BudgetedChat,
+    chat: BudgetedChat,
+    settings: Settings,
+    row: dict[str, Any],
+) -> None:
     from opto_core.engine.loop import evaluate, mean_score, optimize
 
     if task.python_target is not None:
@@ -248,8 +289,9 @@ def _run_ours(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat:
 
     def test_score() -> float | None:
         before_calls = task_chat.usage.calls
-        evaluations = evaluate(target, task.testset, task.feedback, num_threads=settings.threads,
-                               failure_score=task.failure_score)
+        evaluations = evaluate(
+            target, task.testset, task.feedback, num_threads=settings.threads, failure_score=task.failure_score
+        )
         row["_task_calls_eval"] = row.get("_task_calls_eval", 0) + task_chat.usage.calls - before_calls
         return task.to_metric(mean_score(evaluations))
 
@@ -260,23 +302,42 @@ def _run_ours(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat:
         raise NotAvailable(str(exc)) from exc
     counted = CountingTarget(target, task.score)
     # with a budget of runs, a run is never repeated for values it already scored (the loop's cache)
-    budget = {} if settings.budget_evals is None else {"max_evaluations": settings.budget_evals,
-                                                       "reuse_evaluations": True}
+    budget = (
+        {} if settings.budget_evals is None else {"max_evaluations": settings.budget_evals, "reuse_evaluations": True}
+    )
     started = time.time()
     row["_started"] = started
-    result = optimize(counted, task.trainset, task.feedback, opt, task.valset or None, max_steps=settings.steps,
-                      batch_size=settings.batch_size, num_threads=settings.threads,
-                      max_llm_calls=settings.budget_calls, seed=settings.seed, failure_score=task.failure_score,
-                      **budget)
+    result = optimize(
+        counted,
+        task.trainset,
+        task.feedback,
+        opt,
+        task.valset or None,
+        max_steps=settings.steps,
+        batch_size=settings.batch_size,
+        num_threads=settings.threads,
+        max_llm_calls=settings.budget_calls,
+        seed=settings.seed,
+        failure_score=task.failure_score,
+        **budget,
+    )
     row["seconds"] = round(time.time() - started, 3)
     _record_curve(row, task, counted.scores)
     row["after"] = test_score()
-    row["details"].update(steps=result.steps, best_val=task.to_metric(result.best_score),
-                          initial_val=task.to_metric(result.initial_score),
-                          kept_steps=sum(1 for h in result.history if h.get("kept")),
-                          loop_usage=result.usage, best_values=_short_values(result.best_values))
-    _ended(row, result.stopped_reason, getattr(result, "error", ""),
-           sum(1 for h in result.history if (h.get("proposal") or {}).get("accepted")))
+    row["details"].update(
+        steps=result.steps,
+        best_val=task.to_metric(result.best_score),
+        initial_val=task.to_metric(result.initial_score),
+        kept_steps=sum(1 for h in result.history if h.get("kept")),
+        loop_usage=result.usage,
+        best_values=_short_values(result.best_values),
+    )
+    _ended(
+        row,
+        result.stopped_reason,
+        getattr(result, "error", ""),
+        sum(1 for h in result.history if (h.get("proposal") or {}).get("accepted")),
+    )
 
 
 def _record_curve(row: dict[str, Any], task: TaskInstance, scores: Sequence[float]) -> None:
@@ -296,8 +357,14 @@ def _short_values(values: dict[str, Any], limit: int = 600) -> dict[str, Any]:
 
 
 # ----- Trace's OptoPrime ----------------------------------------------------------------------------------
-def _run_trace(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat: BudgetedChat, settings: Settings,
-               row: dict[str, Any]) -> None:
+def _run_trace(
+    task: TaskInstance,
+    optimizer: str,
+    task_chat: BudgetedChat,
+    chat: BudgetedChat,
+    settings: Settings,
+    row: dict[str, Any],
+) -> None:
     from bench.tasks import traceopt
 
     reason = traceopt.available()
@@ -315,18 +382,30 @@ def _run_trace(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat
 
     row["before"] = test_score()
     started = time.time()
-    result = traceopt.optimize(program, task.trainset, task.feedback, chat, task.valset, max_steps=settings.steps,
-                               batch_size=settings.batch_size, max_llm_calls=settings.budget_calls,
-                               seed=settings.seed, memory_size=settings.memory_size,
-                               max_answer_tokens=settings.answer_tokens, failure_score=task.failure_score)
+    result = traceopt.optimize(
+        program,
+        task.trainset,
+        task.feedback,
+        chat,
+        task.valset,
+        max_steps=settings.steps,
+        batch_size=settings.batch_size,
+        max_llm_calls=settings.budget_calls,
+        seed=settings.seed,
+        memory_size=settings.memory_size,
+        max_answer_tokens=settings.answer_tokens,
+        failure_score=task.failure_score,
+    )
     row["seconds"] = round(time.time() - started, 3)
     row["after"] = test_score()
-    row["details"].update(steps=result.steps, best_val=task.to_metric(result.best_score),
-                          initial_val=task.to_metric(result.initial_score),
-                          kept_steps=sum(1 for h in result.history if h.get("kept")))
+    row["details"].update(
+        steps=result.steps,
+        best_val=task.to_metric(result.best_score),
+        initial_val=task.to_metric(result.initial_score),
+        kept_steps=sum(1 for h in result.history if h.get("kept")),
+    )
     errors = [h["error"] for h in result.history if h.get("error")]
-    _ended(row, result.stopped_reason, errors[-1] if errors else "",
-           sum(1 for h in result.history if h.get("changed")))
+    _ended(row, result.stopped_reason, errors[-1] if errors else "", sum(1 for h in result.history if h.get("changed")))
 
 
 # ----- DSPy ------------------------------------------------------------------------------------------------
@@ -335,8 +414,10 @@ def copro_plan(budget: int, predictors: int, breadth: int = 0) -> tuple[int, int
     per predictor first, then breadth per predictor at each further depth, one call per candidate."""
     per = budget // max(1, predictors)
     if per < 1:
-        raise NotAvailable(f"a budget of {budget} calls is too small for COPRO on {predictors} predictors "
-                           f"(it needs at least {predictors})")
+        raise NotAvailable(
+            f"a budget of {budget} calls is too small for COPRO on {predictors} predictors "
+            f"(it needs at least {predictors})"
+        )
     if breadth <= 0:
         breadth = 10 if per >= 29 else max(2, min(5, per + 1))
     breadth = max(2, min(breadth, per + 1))
@@ -359,14 +440,27 @@ def mipro_plan(budget: int, predictors: int, trainset_size: int) -> dict[str, An
         per_candidate = predictors * (3 if program_aware else 1)
         candidates = min(6, (budget - fixed) // per_candidate)
         if candidates >= 2:
-            return {"auto": None, "planned": fixed + candidates * per_candidate, "data_aware": data_aware,
-                    "program_aware": program_aware, "candidates": candidates}
-    raise NotAvailable(f"a budget of {budget} calls is too small for MIPROv2 on {predictors} predictors "
-                       f"(it needs at least {2 * predictors} instruction proposals)")
+            return {
+                "auto": None,
+                "planned": fixed + candidates * per_candidate,
+                "data_aware": data_aware,
+                "program_aware": program_aware,
+                "candidates": candidates,
+            }
+    raise NotAvailable(
+        f"a budget of {budget} calls is too small for MIPROv2 on {predictors} predictors "
+        f"(it needs at least {2 * predictors} instruction proposals)"
+    )
 
 
-def _run_dspy(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat: BudgetedChat, settings: Settings,
-              row: dict[str, Any]) -> None:
+def _run_dspy(
+    task: TaskInstance,
+    optimizer: str,
+    task_chat: BudgetedChat,
+    chat: BudgetedChat,
+    settings: Settings,
+    row: dict[str, Any],
+) -> None:
     try:
         import dspy
     except ImportError as exc:
@@ -375,8 +469,9 @@ def _run_dspy(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat:
     version = task.dspy
     student = version.make_program()
     row["version"] = "dspy"
-    prompt_lm = make_dspy_lm(chat, name="opto/optimizer", temperature=settings.temperature,
-                             max_tokens=settings.answer_tokens)
+    prompt_lm = make_dspy_lm(
+        chat, name="opto/optimizer", temperature=settings.temperature, max_tokens=settings.answer_tokens
+    )
     if version.own_lm:
         task_lm = student.predictors()[0].lm
     else:
@@ -399,9 +494,15 @@ def _run_dspy(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat:
 
     def test_score(program: Any) -> float | None:
         before_calls = task_chat.usage.calls
-        evaluator = dspy.Evaluate(devset=testset, metric=float_metric, num_threads=settings.threads,
-                                  display_progress=False, display_table=False, failure_score=task.failure_score,
-                                  max_errors=len(testset) + 1)
+        evaluator = dspy.Evaluate(
+            devset=testset,
+            metric=float_metric,
+            num_threads=settings.threads,
+            display_progress=False,
+            display_table=False,
+            failure_score=task.failure_score,
+            max_errors=len(testset) + 1,
+        )
         with dspy.context(lm=task_lm):
             result = evaluator(program)
         row["_task_calls_eval"] = row.get("_task_calls_eval", 0) + task_chat.usage.calls - before_calls
@@ -418,28 +519,54 @@ def _run_dspy(task: TaskInstance, optimizer: str, task_chat: BudgetedChat, chat:
         if optimizer == "copro":
             breadth, depth, planned = copro_plan(settings.budget_calls, predictors, settings.copro_breadth)
             row["details"].update(breadth=breadth, depth=depth, planned_calls=planned)
-            teleprompter = dspy.COPRO(prompt_model=prompt_lm, metric=float_metric, breadth=breadth, depth=depth,
-                                      init_temperature=settings.temperature)
-            compiled = teleprompter.compile(student, trainset=trainset,
-                                            eval_kwargs={"num_threads": settings.threads, "display_progress": False})
+            teleprompter = dspy.COPRO(
+                prompt_model=prompt_lm,
+                metric=float_metric,
+                breadth=breadth,
+                depth=depth,
+                init_temperature=settings.temperature,
+            )
+            compiled = teleprompter.compile(
+                student, trainset=trainset, eval_kwargs={"num_threads": settings.threads, "display_progress": False}
+            )
         elif optimizer == "mipro":
             plan = mipro_plan(settings.budget_calls, predictors, len(trainset))
             row["details"].update(plan)
             kwargs: dict[str, Any] = {}
             if plan["auto"] is None:
-                teleprompter = dspy.MIPROv2(metric=float_metric, prompt_model=prompt_lm, task_model=task_lm,
-                                            auto=None, num_candidates=plan["candidates"],
-                                            init_temperature=settings.temperature, num_threads=settings.threads,
-                                            seed=settings.seed, verbose=False)
+                teleprompter = dspy.MIPROv2(
+                    metric=float_metric,
+                    prompt_model=prompt_lm,
+                    task_model=task_lm,
+                    auto=None,
+                    num_candidates=plan["candidates"],
+                    init_temperature=settings.temperature,
+                    num_threads=settings.threads,
+                    seed=settings.seed,
+                    verbose=False,
+                )
                 kwargs["num_trials"] = max(2, int(1.5 * plan["candidates"]))
                 kwargs["minibatch"] = False
             else:
-                teleprompter = dspy.MIPROv2(metric=float_metric, prompt_model=prompt_lm, task_model=task_lm,
-                                            auto="light", init_temperature=settings.temperature,
-                                            num_threads=settings.threads, seed=settings.seed, verbose=False)
-            compiled = teleprompter.compile(student, trainset=trainset, valset=valset, seed=settings.seed,
-                                            data_aware_proposer=plan["data_aware"],
-                                            program_aware_proposer=plan["program_aware"], **kwargs)
+                teleprompter = dspy.MIPROv2(
+                    metric=float_metric,
+                    prompt_model=prompt_lm,
+                    task_model=task_lm,
+                    auto="light",
+                    init_temperature=settings.temperature,
+                    num_threads=settings.threads,
+                    seed=settings.seed,
+                    verbose=False,
+                )
+            compiled = teleprompter.compile(
+                student,
+                trainset=trainset,
+                valset=valset,
+                seed=settings.seed,
+                data_aware_proposer=plan["data_aware"],
+                program_aware_proposer=plan["program_aware"],
+                **kwargs,
+            )
         elif optimizer == "gepa":
             compiled = _run_gepa(dspy, student, trainset, valset, feedback_metric, prompt_lm, chat, settings, row)
         elif optimizer == "opto-dspy":
@@ -462,27 +589,50 @@ class _CallStopper:
         return self.chat.usage.calls >= self.budget
 
 
-def _run_gepa(dspy: Any, student: Any, trainset: list, valset: list, metric: Any, prompt_lm: Any, chat: BudgetedChat,
-              settings: Settings, row: dict[str, Any]) -> Any:
+def _run_gepa(
+    dspy: Any,
+    student: Any,
+    trainset: list,
+    valset: list,
+    metric: Any,
+    prompt_lm: Any,
+    chat: BudgetedChat,
+    settings: Settings,
+    row: dict[str, Any],
+) -> Any:
     minibatch = min(3, len(trainset))
     # generous: the LLM-call stopper is what ends the run; metric calls are task-model work
     metric_calls = (settings.budget_calls + 2) * (2 * minibatch + len(valset)) + 5 * len(valset)
     row["details"].update(max_metric_calls=metric_calls, reflection_minibatch_size=minibatch)
-    teleprompter = dspy.GEPA(metric=metric, reflection_lm=prompt_lm, max_metric_calls=metric_calls,
-                             reflection_minibatch_size=minibatch, num_threads=settings.threads, seed=settings.seed,
-                             gepa_kwargs={"stop_callbacks": [_CallStopper(chat, settings.budget_calls)]})
+    teleprompter = dspy.GEPA(
+        metric=metric,
+        reflection_lm=prompt_lm,
+        max_metric_calls=metric_calls,
+        reflection_minibatch_size=minibatch,
+        num_threads=settings.threads,
+        seed=settings.seed,
+        gepa_kwargs={"stop_callbacks": [_CallStopper(chat, settings.budget_calls)]},
+    )
     return teleprompter.compile(student, trainset=trainset, valset=valset)
 
 
-def _run_opto_dspy(student: Any, trainset: list, valset: list, metric: Any, chat: BudgetedChat, settings: Settings,
-                   row: dict[str, Any]) -> Any:
+def _run_opto_dspy(
+    student: Any, trainset: list, valset: list, metric: Any, chat: BudgetedChat, settings: Settings, row: dict[str, Any]
+) -> Any:
     try:
         from opto_adapters.dspy.teleprompter import OptoTeleprompter
     except ImportError as exc:
         raise NotAvailable(f"opto_adapters.dspy.teleprompter is not available yet ({exc})") from exc
-    wanted = {"metric": metric, "llm": chat, "max_steps": settings.steps, "num_threads": settings.threads,
-              "max_llm_calls": settings.budget_calls, "batch_size": settings.batch_size, "seed": settings.seed,
-              "temperature": settings.temperature}
+    wanted = {
+        "metric": metric,
+        "llm": chat,
+        "max_steps": settings.steps,
+        "num_threads": settings.threads,
+        "max_llm_calls": settings.budget_calls,
+        "batch_size": settings.batch_size,
+        "seed": settings.seed,
+        "temperature": settings.temperature,
+    }
     accepted = inspect.signature(OptoTeleprompter).parameters
     takes_all = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
     kwargs = {k: v for k, v in wanted.items() if takes_all or k in accepted}
@@ -502,8 +652,15 @@ def _run_opto_dspy(student: Any, trainset: list, valset: list, metric: Any, chat
 
 
 # ----- the table ------------------------------------------------------------------------------------------
-def run_comparison(tasks: Sequence[str], optimizers: Sequence[str], task_chat: Any, optimizer_chat: Any,
-                   settings: Settings, *, on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def run_comparison(
+    tasks: Sequence[str],
+    optimizers: Sequence[str],
+    task_chat: Any,
+    optimizer_chat: Any,
+    settings: Settings,
+    *,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Every optimizer on every task (where it applies), one row each, in order."""
     unknown = [o for o in optimizers if o not in OPTIMIZERS]
     if unknown:
@@ -513,15 +670,28 @@ def run_comparison(tasks: Sequence[str], optimizers: Sequence[str], task_chat: A
         seeded = replace(settings, seed=seed)
         for name in tasks:
             try:
-                task = get_task(name).make(seed=seed, quick=settings.quick, task_max_tokens=settings.task_max_tokens,
-                                           dspy_module=settings.dspy_module)
+                task = get_task(name).make(
+                    seed=seed,
+                    quick=settings.quick,
+                    task_max_tokens=settings.task_max_tokens,
+                    dspy_module=settings.dspy_module,
+                )
             except Exception as exc:  # a task that cannot be made is a row per optimizer, not the end of the table
                 task = None
                 failure = f"{type(exc).__name__}: {exc}"
             for optimizer in optimizers:
                 if task is None:
-                    row = {"task": name, "optimizer": optimizer, "status": "error", "reason": failure,
-                           "before": None, "after": None, "calls": 0, "tokens": 0, "details": {}}
+                    row = {
+                        "task": name,
+                        "optimizer": optimizer,
+                        "status": "error",
+                        "reason": failure,
+                        "before": None,
+                        "after": None,
+                        "calls": 0,
+                        "tokens": 0,
+                        "details": {},
+                    }
                 elif not applicable(task, optimizer):
                     continue
                 else:
@@ -536,18 +706,30 @@ def run_comparison(tasks: Sequence[str], optimizers: Sequence[str], task_chat: A
     return rows
 
 
-def _guarded_row(task: TaskInstance, optimizer: str, task_chat: Any, optimizer_chat: Any,
-                 settings: Settings) -> dict[str, Any]:
+def _guarded_row(
+    task: TaskInstance, optimizer: str, task_chat: Any, optimizer_chat: Any, settings: Settings
+) -> dict[str, Any]:
     """`run_row`, and an error row for anything that still escapes it: the table always goes on."""
     try:
         return run_row(task, optimizer, task_chat, optimizer_chat, settings)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:
-        row = {"task": task.name, "family": task.family, "optimizer": optimizer, "metric": task.metric,
-               "lower_is_better": task.lower_is_better, "status": "error", "reason": f"{type(exc).__name__}: {exc}",
-               "before": None, "after": None, "calls": 0, "tokens": 0, "seconds": None,
-               "details": {"traceback": traceback.format_exc(limit=8)}}
+        row = {
+            "task": task.name,
+            "family": task.family,
+            "optimizer": optimizer,
+            "metric": task.metric,
+            "lower_is_better": task.lower_is_better,
+            "status": "error",
+            "reason": f"{type(exc).__name__}: {exc}",
+            "before": None,
+            "after": None,
+            "calls": 0,
+            "tokens": 0,
+            "seconds": None,
+            "details": {"traceback": traceback.format_exc(limit=8)},
+        }
         log.warning("%s on %s failed outside its row: %s", optimizer, task.name, row["reason"])
         return row
 
@@ -560,15 +742,31 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-COLUMNS = ["task", "optimizer", "metric", "before", "after", "calls", "tokens", "cost_usd", "seconds", "task_calls",
-           "status", "stopped_reason", "proposals"]
+COLUMNS = [
+    "task",
+    "optimizer",
+    "metric",
+    "before",
+    "after",
+    "calls",
+    "tokens",
+    "cost_usd",
+    "seconds",
+    "task_calls",
+    "status",
+    "stopped_reason",
+    "proposals",
+]
 
 
 def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     """The rows as a text (or Markdown) table; unavailable rows show their reason below."""
     body = [[_fmt(row.get(c), 4 if c == "cost_usd" else 3) for c in COLUMNS] for row in rows]
-    notes = [f"{row['task']} / {row['optimizer']}: {row['status']}: {row['reason']}" for row in rows
-             if row.get("status") != "ok" or row.get("reason")]
+    notes = [
+        f"{row['task']} / {row['optimizer']}: {row['status']}: {row['reason']}"
+        for row in rows
+        if row.get("status") != "ok" or row.get("reason")
+    ]
     if markdown:
         lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
@@ -593,7 +791,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     cols = min(3, len(tasks))
     rows_n = math.ceil(len(tasks) / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.4 * rows_n), squeeze=False)
-    for ax in axes.flat[len(tasks):]:
+    for ax in axes.flat[len(tasks) :]:
         ax.set_visible(False)
     for ax, task in zip(axes.flat, tasks):
         mine = [r for r in done if r["task"] == task]
@@ -603,8 +801,9 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.bar([x + 0.2 for x in xs], [r["after"] for r in mine], width=0.4, label="after", color="#3465a4")
         ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
         metric = mine[0]["metric"] if mine else ""
-        ax.set_title(f"{task} ({metric}{', lower is better' if mine and mine[0]['lower_is_better'] else ''})",
-                     fontsize=9)
+        ax.set_title(
+            f"{task} ({metric}{', lower is better' if mine and mine[0]['lower_is_better'] else ''})", fontsize=9
+        )
         if mine and mine[0]["metric"] == "accuracy":
             ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7)
@@ -617,8 +816,11 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 def _plot_svg(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """A minimal bar chart written by hand (no matplotlib): one line of bars per row."""
     height = 24 * len(rows) + 40
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{height}" font-family="sans-serif" '
-             'font-size="11">', '<text x="10" y="18">before (grey) and after (blue); bar length relative per task</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{height}" font-family="sans-serif" '
+        'font-size="11">',
+        '<text x="10" y="18">before (grey) and after (blue); bar length relative per task</text>',
+    ]
     scale: dict[str, float] = {}
     for r in rows:
         scale[r["task"]] = max(scale.get(r["task"], 0.0), abs(r["before"]), abs(r["after"]), 1e-9)
@@ -640,7 +842,9 @@ def write_outputs(rows: Sequence[dict[str, Any]], out: Path, meta: dict[str, Any
     markdown = f"{meta['command']}\n\n{format_table(rows, markdown=True)}\n"
     written = {"json": str(out / "results.json"), "markdown": str(out / "results.md")}
     if any(r.get("curve") for r in rows):
-        markdown += "\n## Convergence (medians over seeds)\n\n" + format_aggregate(aggregate(rows), markdown=True) + "\n"
+        markdown += (
+            "\n## Convergence (medians over seeds)\n\n" + format_aggregate(aggregate(rows), markdown=True) + "\n"
+        )
         curves = plot_convergence(rows, out / "convergence")
         if curves:
             written["convergence"] = str(curves)
@@ -658,42 +862,79 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.compare",
         description="Run optimizers on generated tasks with the same model, temperature and budget of optimizer "
-                    "LLM calls; print a table of test scores before/after, calls, tokens, cost and time.")
-    parser.add_argument("--tasks", default=None,
-                        help=f"comma-separated task names or families (bbh, numeric, workflow, all); "
-                             f"default: all, or {','.join(QUICK_TASKS)} with --quick. Known: {', '.join(task_names())}")
-    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
-                        help=f"comma-separated, from: {', '.join(OPTIMIZERS)} (default: all)")
-    parser.add_argument("--base-url", default=None,
-                        help="OpenAI-compatible endpoint for both the task model and the optimizers "
-                             "(default: OPENAI_BASE_URL, else the embedded local model; 'local' forces it)")
+        "LLM calls; print a table of test scores before/after, calls, tokens, cost and time.",
+    )
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help=f"comma-separated task names or families (bbh, numeric, workflow, all); "
+        f"default: all, or {','.join(QUICK_TASKS)} with --quick. Known: {', '.join(task_names())}",
+    )
+    parser.add_argument(
+        "--optimizers",
+        default=",".join(OPTIMIZERS),
+        help=f"comma-separated, from: {', '.join(OPTIMIZERS)} (default: all)",
+    )
+    parser.add_argument(
+        "--base-url",
+        default=None,
+        help="OpenAI-compatible endpoint for both the task model and the optimizers "
+        "(default: OPENAI_BASE_URL, else the embedded local model; 'local' forces it)",
+    )
     parser.add_argument("--model", default=None, help="model name (default: OPTO_MODEL, or the endpoint's first)")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                        help="name of the environment variable holding the API key (the key is never printed)")
-    parser.add_argument("--budget-calls", type=int, default=None,
-                        help="optimizer LLM calls per run (default 10, or the --budget-evals budget when given)")
-    parser.add_argument("--budget-evals", type=int, default=None,
-                        help="workflow runs per row (the loop's max_evaluations, exact); records convergence curves "
-                             "(best after 10/25/50 runs, runs to within 5%% of the reference optimum) and a plot")
+    parser.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="name of the environment variable holding the API key (the key is never printed)",
+    )
+    parser.add_argument(
+        "--budget-calls",
+        type=int,
+        default=None,
+        help="optimizer LLM calls per run (default 10, or the --budget-evals budget when given)",
+    )
+    parser.add_argument(
+        "--budget-evals",
+        type=int,
+        default=None,
+        help="workflow runs per row (the loop's max_evaluations, exact); records convergence curves "
+        "(best after 10/25/50 runs, runs to within 5%% of the reference optimum) and a plot",
+    )
     parser.add_argument("--seeds", type=int, default=1, help="seeds per (task, optimizer): --seed, --seed+1, ...")
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="temperature of every optimizer call, for every optimizer (default 1.0)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="temperature of every optimizer call, for every optimizer (default 1.0)",
+    )
     parser.add_argument("--answer-tokens", type=int, default=2048, help="max tokens of an optimizer answer")
     parser.add_argument("--task-max-tokens", type=int, default=512, help="max tokens of a task-model answer")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="threads for evaluating examples")
     parser.add_argument("--max-steps", type=int, default=None, help="default: 2 x the budget")
     parser.add_argument("--copro-breadth", type=int, default=0, help="0: derived from the budget")
-    parser.add_argument("--dspy-module", choices=["predict", "cot"], default="predict",
-                        help="the DSPy program of the BBH tasks: dspy.Predict or dspy.ChainOfThought")
-    parser.add_argument("--dspy-no-json-fallback", action="store_true",
-                        help="every DSPy program and optimizer uses ChatAdapter without its JSONAdapter retry, so "
-                             "one prediction is one LM call (DSPy's default retries once when a reply does not parse)")
-    parser.add_argument("--cache-dir", default=None,
-                        help="response cache for the task model only (optimizer calls are never cached)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds per LLM request (whole answer) before a retry (default: the client's own, "
-                             "60 for hosted endpoints, 600 for the embedded model)")
+    parser.add_argument(
+        "--dspy-module",
+        choices=["predict", "cot"],
+        default="predict",
+        help="the DSPy program of the BBH tasks: dspy.Predict or dspy.ChainOfThought",
+    )
+    parser.add_argument(
+        "--dspy-no-json-fallback",
+        action="store_true",
+        help="every DSPy program and optimizer uses ChatAdapter without its JSONAdapter retry, so "
+        "one prediction is one LM call (DSPy's default retries once when a reply does not parse)",
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="response cache for the task model only (optimizer calls are never cached)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per LLM request (whole answer) before a retry (default: the client's own, "
+        "60 for hosted endpoints, 600 for the embedded model)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small splits and a few tasks (a plumbing check)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per result row instead of a table")
@@ -725,8 +966,11 @@ def resolve_tasks(text: str | None, quick: bool) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     if args.budget_calls is None:
         args.budget_calls = args.budget_evals if args.budget_evals else 10
     if args.budget_calls < 1 or (args.budget_evals is not None and args.budget_evals < 1) or args.seeds < 1:
@@ -739,26 +983,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [o for o in optimizers if o not in OPTIMIZERS]
     if unknown:
         raise SystemExit(f"unknown optimizers {unknown}; known: {', '.join(OPTIMIZERS)}")
-    settings = Settings(budget_calls=args.budget_calls, temperature=args.temperature, answer_tokens=args.answer_tokens,
-                        task_max_tokens=args.task_max_tokens, batch_size=args.batch_size, threads=args.threads,
-                        seed=args.seed, max_steps=args.max_steps, copro_breadth=args.copro_breadth,
-                        dspy_module=args.dspy_module, dspy_json_fallback=not args.dspy_no_json_fallback,
-                        quick=args.quick, budget_evals=args.budget_evals, seeds=args.seeds)
+    settings = Settings(
+        budget_calls=args.budget_calls,
+        temperature=args.temperature,
+        answer_tokens=args.answer_tokens,
+        task_max_tokens=args.task_max_tokens,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        copro_breadth=args.copro_breadth,
+        dspy_module=args.dspy_module,
+        dspy_json_fallback=not args.dspy_no_json_fallback,
+        quick=args.quick,
+        budget_evals=args.budget_evals,
+        seeds=args.seeds,
+    )
     from opto_core.llm.client import OpenAIChat
 
     api_key = os.environ.get(args.api_key_env) or None
-    task_chat = OpenAIChat(base_url=args.base_url, api_key=api_key, model=args.model, cache_dir=args.cache_dir,
-                           timeout=args.timeout)
+    task_chat = OpenAIChat(
+        base_url=args.base_url, api_key=api_key, model=args.model, cache_dir=args.cache_dir, timeout=args.timeout
+    )
     optimizer_chat = OpenAIChat(base_url=args.base_url, api_key=api_key, model=args.model, timeout=args.timeout)
-    command = "python -m bench.compare " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m bench.compare " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     started = datetime.datetime.now(datetime.timezone.utc)
 
     def show(row: dict[str, Any]) -> None:
         if args.json:
             print(json.dumps(row, default=str), flush=True)
         else:
-            print(f"done: {row['task']} / {row['optimizer']}: {row['status']} before={_fmt(row['before'])} "
-                  f"after={_fmt(row['after'])} calls={row['calls']}", file=sys.stderr, flush=True)
+            print(
+                f"done: {row['task']} / {row['optimizer']}: {row['status']} before={_fmt(row['before'])} "
+                f"after={_fmt(row['after'])} calls={row['calls']}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     # DSPy and trace-opt print progress to stdout: keep stdout for the table or the JSON rows
     stdout = sys.stdout
@@ -769,13 +1031,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with contextlib.redirect_stdout(sys.stderr):
         rows = run_comparison(tasks, optimizers, task_chat, optimizer_chat, settings, on_row=emit)
-    meta = {"command": command, "date": started.isoformat(timespec="seconds"),
-            "model": getattr(optimizer_chat, "model", None),
-            "endpoint": getattr(optimizer_chat, "base_url", None), "settings": asdict(settings),
-            "budget_notes": BUDGET_NOTES, "optimizers": {o: OPTIMIZERS[o] for o in optimizers}}
+    meta = {
+        "command": command,
+        "date": started.isoformat(timespec="seconds"),
+        "model": getattr(optimizer_chat, "model", None),
+        "endpoint": getattr(optimizer_chat, "base_url", None),
+        "settings": asdict(settings),
+        "budget_notes": BUDGET_NOTES,
+        "optimizers": {o: OPTIMIZERS[o] for o in optimizers},
+    }
     if not args.json:
-        print(f"# {command}\n# {meta['date']}  model={meta['model']}  endpoint={meta['endpoint']}  "
-              f"budget={settings.budget_calls} calls  temperature={settings.temperature}\n")
+        print(
+            f"# {command}\n# {meta['date']}  model={meta['model']}  endpoint={meta['endpoint']}  "
+            f"budget={settings.budget_calls} calls  temperature={settings.temperature}\n"
+        )
         print(format_table(rows))
         if any(r.get("curve") for r in rows):
             print("\n# convergence (medians over seeds; metric: lower is better for delays and errors)\n")

@@ -56,9 +56,13 @@ def summarize(curve: Sequence[float], reference: float | None, lower_is_better: 
     summary["evals_to_5pct"] = None
     if reference is not None:
         for index, value in enumerate(curve, 1):
-            close = (value <= reference * (1 + WITHIN) if lower_is_better and reference >= 0
-                     else value >= reference * (1 - WITHIN) if not lower_is_better and reference >= 0
-                     else abs(value - reference) <= WITHIN * abs(reference))
+            close = (
+                value <= reference * (1 + WITHIN)
+                if lower_is_better and reference >= 0
+                else value >= reference * (1 - WITHIN)
+                if not lower_is_better and reference >= 0
+                else abs(value - reference) <= WITHIN * abs(reference)
+            )
             if close:
                 summary["evals_to_5pct"] = index
                 break
@@ -79,14 +83,22 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (task, optimizer), mine in groups.items():
         done = [r for r in mine if r.get("curve")]
-        line: dict[str, Any] = {"task": task, "optimizer": optimizer, "seeds": len(mine), "ok": len(done),
-                                "status": ",".join(sorted({r["status"] for r in mine}))}
+        line: dict[str, Any] = {
+            "task": task,
+            "optimizer": optimizer,
+            "seeds": len(mine),
+            "ok": len(done),
+            "status": ",".join(sorted({r["status"] for r in mine})),
+        }
         for n in CHECKPOINTS:
             line[f"best@{n}"] = _median([r["convergence"][f"best@{n}"] for r in done])
         reached = [r["convergence"]["evals_to_5pct"] for r in done]
         hits = sorted(v for v in reached if v is not None)
-        line["evals_to_5pct"] = (statistics.median(hits + [float("inf")] * (len(reached) - len(hits)))
-                                 if hits and len(hits) * 2 >= len(reached) else None)
+        line["evals_to_5pct"] = (
+            statistics.median(hits + [float("inf")] * (len(reached) - len(hits)))
+            if hits and len(hits) * 2 >= len(reached)
+            else None
+        )
         line["reached"] = f"{len(hits)}/{len(reached)}"
         line["reference"] = _median([r.get("reference") for r in done])
         for key in ("calls", "tokens", "seconds"):
@@ -96,8 +108,22 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-AGG_COLUMNS = ["task", "optimizer", "seeds", "ok", "best@10", "best@25", "best@50", "evals_to_5pct", "reached",
-               "reference", "evaluations", "calls", "tokens", "seconds"]
+AGG_COLUMNS = [
+    "task",
+    "optimizer",
+    "seeds",
+    "ok",
+    "best@10",
+    "best@25",
+    "best@50",
+    "evals_to_5pct",
+    "reached",
+    "reference",
+    "evaluations",
+    "calls",
+    "tokens",
+    "seconds",
+]
 
 
 def format_aggregate(lines: Sequence[dict[str, Any]], markdown: bool = False) -> str:
@@ -110,8 +136,10 @@ def format_aggregate(lines: Sequence[dict[str, Any]], markdown: bool = False) ->
 
     body = [[cell(line.get(c)) for c in AGG_COLUMNS] for line in lines]
     if markdown:
-        return "\n".join(["| " + " | ".join(AGG_COLUMNS) + " |", "|" + "---|" * len(AGG_COLUMNS)]
-                         + ["| " + " | ".join(cells) + " |" for cells in body])
+        return "\n".join(
+            ["| " + " | ".join(AGG_COLUMNS) + " |", "|" + "---|" * len(AGG_COLUMNS)]
+            + ["| " + " | ".join(cells) + " |" for cells in body]
+        )
     widths = [max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(AGG_COLUMNS)]
     lines_out = ["  ".join(c.ljust(w) for c, w in zip(AGG_COLUMNS, widths)), "  ".join("-" * w for w in widths)]
     return "\n".join(lines_out + ["  ".join(x.ljust(w) for x, w in zip(cells, widths)) for cells in body])
@@ -144,8 +172,13 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
         for key, style in (("grid_best_delay", "k--"), ("equal_split_delay", "k:"), ("actuated_delay", "k-.")):
             values = [r["references"][key] for r in mine if r.get("references") and key in r["references"]]
             if values and key in refs:
-                ax.axhline(sum(values) / len(values), linestyle=style[1:], color="k", linewidth=0.8,
-                           label=key.replace("_delay", "").replace("_", " ") + " (mean)")
+                ax.axhline(
+                    sum(values) / len(values),
+                    linestyle=style[1:],
+                    color="k",
+                    linewidth=0.8,
+                    label=key.replace("_delay", "").replace("_", " ") + " (mean)",
+                )
         ax.set_xlabel("workflow runs (evaluations)")
         ax.set_ylabel(f"best {mine[0]['metric']} so far" + (" (lower is better)" if mine[0]["lower_is_better"] else ""))
         ax.set_title(task)

@@ -66,8 +66,10 @@ CHAIN_EXTRA = 100_000  # the add-chain also runs at this size
 QUICK_SIZES = (100, 1_000)
 TRACE_OPT_LIMIT_S = 60.0
 REPLY_CHARS = 400
-SYSTEM_PROMPT = ("You are a support agent for an online shop. Answer the customer's question politely, in at most "
-                 "three sentences, and call the refund tool only when the order number is known.")
+SYSTEM_PROMPT = (
+    "You are a support agent for an online shop. Answer the customer's question politely, in at most "
+    "three sentences, and call the refund tool only when the order number is known."
+)
 TOOL_ERROR = "refund tool failed: order number 'unknown' is not a valid order id"
 
 Expectation = dict[str, Any]  # variables: list of names; exception: text or None
@@ -134,13 +136,24 @@ def build_agent_turns(n: int) -> tuple[Graph, Feedback, Expectation]:
         parents = [Edge(system_id, "system"), Edge(user, "user")]
         if previous is not None:
             parents.append(Edge(previous, "context", "context"))
-        previous = graph.add("op", "chat", _reply(i), parents=parents, op_type="llm",
-                             doc="[chat] One chat-model turn: system prompt, earlier turn and user message in, "
-                                 "reply out.").id
-    graph.add_exception("refund", ValueError(TOOL_ERROR), parents=[Edge(previous, "request")], op_type="tool",
-                        doc="[refund] The refund tool: takes the agent's request, issues a refund.")
-    feedback = Feedback(0.0, "The refund tool was called without a valid order number; the agent must ask for "
-                             "the order number first.")
+        previous = graph.add(
+            "op",
+            "chat",
+            _reply(i),
+            parents=parents,
+            op_type="llm",
+            doc="[chat] One chat-model turn: system prompt, earlier turn and user message in, reply out.",
+        ).id
+    graph.add_exception(
+        "refund",
+        ValueError(TOOL_ERROR),
+        parents=[Edge(previous, "request")],
+        op_type="tool",
+        doc="[refund] The refund tool: takes the agent's request, issues a refund.",
+    )
+    feedback = Feedback(
+        0.0, "The refund tool was called without a valid order number; the agent must ask for the order number first."
+    )
     return graph, feedback, {"variables": ["system_prompt"], "exception": f"ValueError: {TOOL_ERROR}"}
 
 
@@ -191,8 +204,13 @@ def measure_core(shape: str, n: int, budget: int) -> dict[str, Any]:
     too because on a shared machine they are far less disturbed by other processes."""
     build = BUILDERS[shape]
     repeats = 3 if n <= 20_000 else 1
-    best = {"build_s": math.inf, "backward_s": math.inf, "render_s": math.inf, "build_cpu_s": math.inf,
-            "backward_render_cpu_s": math.inf}
+    best = {
+        "build_s": math.inf,
+        "backward_s": math.inf,
+        "render_s": math.inf,
+        "build_cpu_s": math.inf,
+        "backward_render_cpu_s": math.inf,
+    }
     result: dict[str, Any] = {}
     for _ in range(repeats):
         gc.collect()
@@ -203,11 +221,20 @@ def measure_core(shape: str, n: int, budget: int) -> dict[str, Any]:
         t2 = time.perf_counter()
         text = render(instance, budget)
         c3, t3 = time.process_time(), time.perf_counter()
-        for key, value in (("build_s", t1 - t0), ("backward_s", t2 - t1), ("render_s", t3 - t2),
-                           ("build_cpu_s", c1 - c0), ("backward_render_cpu_s", c3 - c1)):
+        for key, value in (
+            ("build_s", t1 - t0),
+            ("backward_s", t2 - t1),
+            ("render_s", t3 - t2),
+            ("build_cpu_s", c1 - c0),
+            ("backward_render_cpu_s", c3 - c1),
+        ):
             best[key] = min(best[key], value)
-        result = {"nodes": len(graph), "ops_on_path": len(instance.code), "variables": len(instance.variables),
-                  **check_prompt(text, budget, feedback, expect)}
+        result = {
+            "nodes": len(graph),
+            "ops_on_path": len(instance.code),
+            "variables": len(instance.variables),
+            **check_prompt(text, budget, feedback, expect),
+        }
         del graph, instance, text
     gc.collect()
     tracemalloc.start()
@@ -279,6 +306,7 @@ def traceopt_case(shape: str, n: int, memory: bool) -> dict[str, Any]:
         params, out = [x], y
         feedback = Feedback(0.0, f"The result should be 0, but it is {float(y.data):g}; make it smaller.")
     elif shape == "function-chain":
+
         @bundle(trainable=True)
         def step(x):
             """Add one to x."""
@@ -297,6 +325,7 @@ def traceopt_case(shape: str, n: int, memory: bool) -> dict[str, Any]:
         out = total
         feedback = Feedback(0.0, f"The sum should be 0, but it is {float(total.data):g}; make every term smaller.")
     elif shape == "agent-turns":
+
         @bundle()
         def chat(system, user, context):
             """[chat] One chat-model turn: system prompt, earlier turn and user message in, reply out."""
@@ -317,8 +346,10 @@ def traceopt_case(shape: str, n: int, memory: bool) -> dict[str, Any]:
         except ExecutionError as error:
             out = error.exception_node
         params = [system]
-        feedback = Feedback(0.0, "The refund tool was called without a valid order number; the agent must ask "
-                                 "for the order number first.")
+        feedback = Feedback(
+            0.0,
+            "The refund tool was called without a valid order number; the agent must ask for the order number first.",
+        )
     else:
         raise ValueError(f"unknown shape {shape!r}")
     t1 = time.perf_counter()
@@ -332,8 +363,13 @@ def traceopt_case(shape: str, n: int, memory: bool) -> dict[str, Any]:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return {"peak_bytes": peak}
-    return {"build_s": t1 - t0, "backward_s": t2 - t1, "prompt_s": t3 - t2, "chars": len(user_prompt),
-            "tokens": count_tokens(user_prompt)}
+    return {
+        "build_s": t1 - t0,
+        "backward_s": t2 - t1,
+        "prompt_s": t3 - t2,
+        "chars": len(user_prompt),
+        "tokens": count_tokens(user_prompt),
+    }
 
 
 def run_traceopt(shape: str, n: int, memory: bool, limit: float) -> dict[str, Any]:
@@ -391,16 +427,28 @@ def run_traceopt_batch(cases: list[tuple[str, int]], limit: float) -> dict[tuple
 # ----- the whole run ------------------------------------------------------------------------------------
 def import_times(with_traceopt: bool) -> list[dict[str, Any]]:
     rows = []
-    for label, code, repeats in (("python -c pass (interpreter start)", "pass", 5),
-                                 ('python -c "import opto_core"', "import opto_core", 5)):
+    for label, code, repeats in (
+        ("python -c pass (interpreter start)", "pass", 5),
+        ('python -c "import opto_core"', "import opto_core", 5),
+    ):
         seconds = best_of(repeats, lambda code=code: subprocess.run([sys.executable, "-c", code], check=True))
         rows.append({"table": "import", "command": label, "best_of": repeats, "seconds": seconds})
     if with_traceopt:
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        seconds = best_of(3, lambda: subprocess.run([sys.executable, "-c", "import opto.trace, opto.optimizers"],
-                                                    check=True, env=env, capture_output=True))
-        rows.append({"table": "import", "command": 'python -c "import opto.trace, opto.optimizers" (trace-opt)',
-                     "best_of": 3, "seconds": seconds})
+        seconds = best_of(
+            3,
+            lambda: subprocess.run(
+                [sys.executable, "-c", "import opto.trace, opto.optimizers"], check=True, env=env, capture_output=True
+            ),
+        )
+        rows.append(
+            {
+                "table": "import",
+                "command": 'python -c "import opto.trace, opto.optimizers" (trace-opt)',
+                "best_of": 3,
+                "seconds": seconds,
+            }
+        )
     return rows
 
 
@@ -427,68 +475,117 @@ def growth(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in ("build_cpu_s", "backward_render_cpu_s", "peak_bytes", "tokens"):
             if a.get(key) and b.get(key):
                 row[f"exponent_{key}"] = math.log(b[key] / a[key]) / math.log(n2 / n1)
-        row["linear"] = all(row.get(f"exponent_{k}", 0) <= 1.2 for k in ("build_cpu_s", "backward_render_cpu_s",
-                                                                          "peak_bytes"))
+        row["linear"] = all(
+            row.get(f"exponent_{k}", 0) <= 1.2 for k in ("build_cpu_s", "backward_render_cpu_s", "peak_bytes")
+        )
         out.append(row)
     return out
 
 
-def targets(rows: list[dict[str, Any]], imports: list[dict[str, Any]], grow: list[dict[str, Any]],
-            budget: int) -> list[dict[str, Any]]:
+def targets(
+    rows: list[dict[str, Any]], imports: list[dict[str, Any]], grow: list[dict[str, Any]], budget: int
+) -> list[dict[str, Any]]:
     def find(shape: str, n: int) -> dict[str, Any] | None:
         return next((r for r in rows if r["shape"] == shape and r["n"] == n), None)
 
     result = []
     chain = find("add-chain", 5000)
     if chain:
-        result.append({"target": "add-chain N=5,000: backward + render <= 0.1 s",
-                       "measured": f"{fmt_s(chain['backward_render_s'])} (CPU {fmt_s(chain['backward_render_cpu_s'])})",
-                       "met": chain["backward_render_s"] <= 0.1})
+        result.append(
+            {
+                "target": "add-chain N=5,000: backward + render <= 0.1 s",
+                "measured": f"{fmt_s(chain['backward_render_s'])} (CPU {fmt_s(chain['backward_render_cpu_s'])})",
+                "met": chain["backward_render_s"] <= 0.1,
+            }
+        )
     fan = find("fan-in", 1000)
     if fan:
-        result.append({"target": "fan-in of 1,000 parameters: backward + render <= 0.2 s",
-                       "measured": f"{fmt_s(fan['backward_render_s'])} (CPU {fmt_s(fan['backward_render_cpu_s'])})",
-                       "met": fan["backward_render_s"] <= 0.2})
+        result.append(
+            {
+                "target": "fan-in of 1,000 parameters: backward + render <= 0.2 s",
+                "measured": f"{fmt_s(fan['backward_render_s'])} (CPU {fmt_s(fan['backward_render_cpu_s'])})",
+                "met": fan["backward_render_s"] <= 0.2,
+            }
+        )
     over = [f"{r['shape']} N={r['n']:,} ({r['tokens']:,} tokens)" for r in rows if not r["within_budget"]]
-    result.append({"target": f"every rendered prompt <= its budget ({budget:,} tokens)",
-                   "measured": "all within" if not over else "over: " + "; ".join(over), "met": not over})
-    incomplete = [f"{r['shape']} N={r['n']:,}" for r in rows
-                  if not (r["all_variables"] and r["has_feedback"] and r["has_exception"] is not False)]
-    result.append({"target": "every prompt keeps every variable, the feedback and the exception",
-                   "measured": "all kept" if not incomplete else "missing in: " + "; ".join(incomplete),
-                   "met": not incomplete})
+    result.append(
+        {
+            "target": f"every rendered prompt <= its budget ({budget:,} tokens)",
+            "measured": "all within" if not over else "over: " + "; ".join(over),
+            "met": not over,
+        }
+    )
+    incomplete = [
+        f"{r['shape']} N={r['n']:,}"
+        for r in rows
+        if not (r["all_variables"] and r["has_feedback"] and r["has_exception"] is not False)
+    ]
+    result.append(
+        {
+            "target": "every prompt keeps every variable, the feedback and the exception",
+            "measured": "all kept" if not incomplete else "missing in: " + "; ".join(incomplete),
+            "met": not incomplete,
+        }
+    )
     core_import = next(r for r in imports if "opto_core" in r["command"])
-    result.append({"target": 'python -c "import opto_core" <= 0.3 s', "measured": fmt_s(core_import["seconds"]),
-                   "met": core_import["seconds"] <= 0.3})
-    nonlinear = [f"{g['shape']} (k={max(g.get('exponent_build_cpu_s', 0), g.get('exponent_backward_render_cpu_s', 0)):.2f})"
-                 for g in grow if not g["linear"]]
-    result.append({"target": "linear growth (CPU time and memory exponent k <= 1.2 from N=1,000 up)",
-                   "measured": "linear" if not nonlinear else "not linear: " + "; ".join(nonlinear),
-                   "met": not nonlinear})
+    result.append(
+        {
+            "target": 'python -c "import opto_core" <= 0.3 s',
+            "measured": fmt_s(core_import["seconds"]),
+            "met": core_import["seconds"] <= 0.3,
+        }
+    )
+    nonlinear = [
+        f"{g['shape']} (k={max(g.get('exponent_build_cpu_s', 0), g.get('exponent_backward_render_cpu_s', 0)):.2f})"
+        for g in grow
+        if not g["linear"]
+    ]
+    result.append(
+        {
+            "target": "linear growth (CPU time and memory exponent k <= 1.2 from N=1,000 up)",
+            "measured": "linear" if not nonlinear else "not linear: " + "; ".join(nonlinear),
+            "met": not nonlinear,
+        }
+    )
     for row in result:
         row["table"] = "targets"
     return result
 
 
 CORE_COLUMNS = [
-    ("shape", "shape", None), ("n", "N", fmt_num), ("nodes", "nodes", fmt_num), ("build_s", "build", fmt_s),
-    ("backward_s", "backward", fmt_s), ("render_s", "render", fmt_s), ("backward_render_s", "backward+render", fmt_s),
-    ("backward_render_cpu_s", "(CPU)", fmt_s), ("tokens", "tokens", fmt_num), ("within_budget", "<= budget", lambda v: "yes" if v else "NO"),
-    ("complete", "vars/feedback/exc kept", None), ("code_lines_shown", "#Code lines shown", fmt_num),
+    ("shape", "shape", None),
+    ("n", "N", fmt_num),
+    ("nodes", "nodes", fmt_num),
+    ("build_s", "build", fmt_s),
+    ("backward_s", "backward", fmt_s),
+    ("render_s", "render", fmt_s),
+    ("backward_render_s", "backward+render", fmt_s),
+    ("backward_render_cpu_s", "(CPU)", fmt_s),
+    ("tokens", "tokens", fmt_num),
+    ("within_budget", "<= budget", lambda v: "yes" if v else "NO"),
+    ("complete", "vars/feedback/exc kept", None),
+    ("code_lines_shown", "#Code lines shown", fmt_num),
     ("peak_bytes", "peak memory", fmt_mb),
 ]
 COMPARE_COLUMNS = [
-    ("shape", "shape", None), ("n", "N", fmt_num), ("backward_render_s", "opto_core backward+render", fmt_s),
-    ("to_build_s", "trace-opt build", fmt_s), ("to_backward_s", "trace-opt backward", fmt_s),
-    ("to_prompt_s", "trace-opt summarize+prompt", fmt_s), ("to_tokens", "trace-opt tokens", fmt_num),
-    ("to_peak_bytes", "trace-opt peak", fmt_mb), ("ratio", "ratio (trace-opt / opto_core)", None),
+    ("shape", "shape", None),
+    ("n", "N", fmt_num),
+    ("backward_render_s", "opto_core backward+render", fmt_s),
+    ("to_build_s", "trace-opt build", fmt_s),
+    ("to_backward_s", "trace-opt backward", fmt_s),
+    ("to_prompt_s", "trace-opt summarize+prompt", fmt_s),
+    ("to_tokens", "trace-opt tokens", fmt_num),
+    ("to_peak_bytes", "trace-opt peak", fmt_mb),
+    ("ratio", "ratio (trace-opt / opto_core)", None),
 ]
 
 
 def _complete(row: dict[str, Any]) -> str:
     missing = row["missing_variables"]
-    parts = [f"vars {'yes' if row['all_variables'] else f'NO ({missing} missing)'}",
-             f"fb {'yes' if row['has_feedback'] else 'NO'}"]
+    parts = [
+        f"vars {'yes' if row['all_variables'] else f'NO ({missing} missing)'}",
+        f"fb {'yes' if row['has_feedback'] else 'NO'}",
+    ]
     if row["has_exception"] is not None:
         parts.append(f"exc {'yes' if row['has_exception'] else 'NO'}")
     return ", ".join(parts)
@@ -496,16 +593,32 @@ def _complete(row: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = make_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                        help="comma-separated N values for every shape (overrides the defaults)")
-    parser.add_argument("--shapes", type=lambda s: s.split(","), default=list(SHAPES),
-                        help=f"comma-separated shapes, of {', '.join(SHAPES)}")
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=None,
+        help="comma-separated N values for every shape (overrides the defaults)",
+    )
+    parser.add_argument(
+        "--shapes",
+        type=lambda s: s.split(","),
+        default=list(SHAPES),
+        help=f"comma-separated shapes, of {', '.join(SHAPES)}",
+    )
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="render budget in tokens")
     parser.add_argument("--no-trace-opt", action="store_true", help="do not run the trace-opt comparison")
-    parser.add_argument("--trace-opt-limit", type=float, default=TRACE_OPT_LIMIT_S,
-                        help="seconds allowed per trace-opt case (killed beyond it)")
-    parser.add_argument("--trace-opt-max-n", type=int, default=None,
-                        help="largest N run with trace-opt (default: no limit; 100 with --quick)")
+    parser.add_argument(
+        "--trace-opt-limit",
+        type=float,
+        default=TRACE_OPT_LIMIT_S,
+        help="seconds allowed per trace-opt case (killed beyond it)",
+    )
+    parser.add_argument(
+        "--trace-opt-max-n",
+        type=int,
+        default=None,
+        help="largest N run with trace-opt (default: no limit; 100 with --quick)",
+    )
     parser.add_argument("--no-import", action="store_true", help="skip the import-time measurement")
     parser.add_argument("--profile", nargs=2, metavar=("SHAPE", "N"), help="print a cProfile of one opto_core case")
     parser.add_argument("--traceopt-case", nargs=2, metavar=("SHAPE", "N"), help=argparse.SUPPRESS)
@@ -531,14 +644,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     with_traceopt = not args.no_trace_opt and traceopt_installed()
     traceopt_max_n = args.trace_opt_max_n if args.trace_opt_max_n is not None else (100 if args.quick else None)
-    info = {"table": "machine", **machine(), "budget_tokens": args.budget,
-            "token_counter": "tiktoken cl100k_base" if _encoder() is not None else "estimate: ceil(chars / 3.5)",
-            "trace_opt": traceopt_version() if with_traceopt else
-            ("not run (--no-trace-opt)" if traceopt_installed() else "not installed")}
+    info = {
+        "table": "machine",
+        **machine(),
+        "budget_tokens": args.budget,
+        "token_counter": "tiktoken cl100k_base" if _encoder() is not None else "estimate: ceil(chars / 3.5)",
+        "trace_opt": traceopt_version()
+        if with_traceopt
+        else ("not run (--no-trace-opt)" if traceopt_installed() else "not installed"),
+    }
     batched: dict[tuple[str, int], dict[str, Any]] = {}
     if with_traceopt and args.quick:  # small cases only: one process, one import
-        cases = [(shape, n) for shape in args.shapes for n in sizes_for(shape, args.quick, args.sizes)
-                 if traceopt_max_n is None or n <= traceopt_max_n]
+        cases = [
+            (shape, n)
+            for shape in args.shapes
+            for n in sizes_for(shape, args.quick, args.sizes)
+            if traceopt_max_n is None or n <= traceopt_max_n
+        ]
         if cases:
             progress(f"trace-opt: {len(cases)} small cases in one process ...")
             batched = run_traceopt_batch(cases, args.trace_opt_limit)
@@ -548,18 +670,29 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         stopped = ""
         for n in sizes_for(shape, args.quick, args.sizes):
             progress(f"opto_core {shape} N={n:,} ...")
-            row: dict[str, Any] = {"table": "core_scaling", "shape": shape, "n": n, "budget": args.budget,
-                                   **measure_core(shape, n, args.budget)}
+            row: dict[str, Any] = {
+                "table": "core_scaling",
+                "shape": shape,
+                "n": n,
+                "budget": args.budget,
+                **measure_core(shape, n, args.budget),
+            }
             row["complete"] = _complete(row)
             if with_traceopt:
-                row.update(_compare(shape, n, history, stopped, traceopt_max_n, args.trace_opt_limit,
-                                    batched.get((shape, n))))
+                row.update(
+                    _compare(shape, n, history, stopped, traceopt_max_n, args.trace_opt_limit, batched.get((shape, n)))
+                )
                 _ratio(row)
                 if "to_skipped" in row:
                     stopped = stopped or row["to_skipped"]
                 else:
-                    history.append((n, row["to_build_s"] + row["to_backward_s"] + row["to_prompt_s"],
-                                    row["to_backward_s"] + row["to_prompt_s"]))
+                    history.append(
+                        (
+                            n,
+                            row["to_build_s"] + row["to_backward_s"] + row["to_prompt_s"],
+                            row["to_backward_s"] + row["to_prompt_s"],
+                        )
+                    )
             rows.append(row)
     imports = [] if args.no_import else import_times(with_traceopt and not args.quick)
     grow = growth(rows)
@@ -568,10 +701,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.json:
         emit_json([info, *rows, *imports, *grow, *goals])
         return rows
-    print(f"Machine: {info['cpu']}, {info['cpus']} CPUs, Python {info['python']}, {info['date']}, "
-          f"load average at start {info['load_average']}")
-    print(f"Render budget {args.budget:,} tokens; tokens counted with {info['token_counter']}; "
-          f"trace-opt: {info['trace_opt']}\n")
+    print(
+        f"Machine: {info['cpu']}, {info['cpus']} CPUs, Python {info['python']}, {info['date']}, "
+        f"load average at start {info['load_average']}"
+    )
+    print(
+        f"Render budget {args.budget:,} tokens; tokens counted with {info['token_counter']}; "
+        f"trace-opt: {info['trace_opt']}\n"
+    )
     print("### opto_core\n")
     print(table(rows, CORE_COLUMNS))
     if with_traceopt:
@@ -579,24 +716,51 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(table(rows, COMPARE_COLUMNS))
     if imports:
         print("\n### Import time\n")
-        print(table(imports, [("command", "command", None), ("best_of", "best of", None),
-                              ("seconds", "wall time", fmt_s)]))
+        print(
+            table(
+                imports, [("command", "command", None), ("best_of", "best of", None), ("seconds", "wall time", fmt_s)]
+            )
+        )
     if grow:
         print("\n### Growth exponent k (cost ~ N^k; times are CPU times)\n")
-        print(table(grow, [("shape", "shape", None), ("from_n", "from N", fmt_num), ("to_n", "to N", fmt_num),
-                           ("exponent_build_cpu_s", "build", lambda v: f"{v:.2f}"),
-                           ("exponent_backward_render_cpu_s", "backward+render", lambda v: f"{v:.2f}"),
-                           ("exponent_peak_bytes", "peak memory", lambda v: f"{v:.2f}"),
-                           ("exponent_tokens", "tokens", lambda v: f"{v:.2f}")]))
+        print(
+            table(
+                grow,
+                [
+                    ("shape", "shape", None),
+                    ("from_n", "from N", fmt_num),
+                    ("to_n", "to N", fmt_num),
+                    ("exponent_build_cpu_s", "build", lambda v: f"{v:.2f}"),
+                    ("exponent_backward_render_cpu_s", "backward+render", lambda v: f"{v:.2f}"),
+                    ("exponent_peak_bytes", "peak memory", lambda v: f"{v:.2f}"),
+                    ("exponent_tokens", "tokens", lambda v: f"{v:.2f}"),
+                ],
+            )
+        )
     if goals:
         print("\n### Targets\n")
-        print(table(goals, [("target", "target", None), ("measured", "measured", None),
-                            ("met", "met", lambda v: "yes" if v else "NO")]))
+        print(
+            table(
+                goals,
+                [
+                    ("target", "target", None),
+                    ("measured", "measured", None),
+                    ("met", "met", lambda v: "yes" if v else "NO"),
+                ],
+            )
+        )
     return rows
 
 
-def _compare(shape: str, n: int, history: list[tuple[int, float, float]], stopped: str, max_n: int | None,
-             limit: float, measured: dict[str, Any] | None = None) -> dict[str, Any]:
+def _compare(
+    shape: str,
+    n: int,
+    history: list[tuple[int, float, float]],
+    stopped: str,
+    max_n: int | None,
+    limit: float,
+    measured: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """trace-opt's figures for one case, or why it was skipped.
 
     A case is skipped without running when its time, extrapolated from the previous N as

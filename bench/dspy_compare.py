@@ -45,8 +45,11 @@ def with_defaults(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = with_defaults(sys.argv[1:] if argv is None else argv)
     if "--help" not in args and "-h" not in args:
-        print("note: on the embedded local model these figures check the plumbing only; judging the optimizers "
-              "needs a capable model (--base-url/--model)", file=sys.stderr)
+        print(
+            "note: on the embedded local model these figures check the plumbing only; judging the optimizers "
+            "needs a capable model (--base-url/--model)",
+            file=sys.stderr,
+        )
     return compare.main(args)
 
 

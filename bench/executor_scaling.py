@@ -61,8 +61,12 @@ def _serve(port_out: Any, latency: float) -> None:
                 served += 1
                 await asyncio.sleep(latency)
                 body = f"answer to {path}".encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -132,8 +136,9 @@ class LatencyTarget:
 
         with self._lock:
             if self._sync is None:
-                self._sync = httpx.Client(limits=httpx.Limits(max_connections=512, max_keepalive_connections=512),
-                                          timeout=30)
+                self._sync = httpx.Client(
+                    limits=httpx.Limits(max_connections=512, max_keepalive_connections=512), timeout=30
+                )
         reply = self._sync.get(f"{self.url}/q{example['i']}").text
         return self._graph(example, reply)
 
@@ -143,12 +148,12 @@ class LatencyTarget:
         loop = id(asyncio.get_running_loop())
         session = self._async.get(loop)
         if session is None:
-            session = self._async[loop] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512),
-                                                                timeout=aiohttp.ClientTimeout(total=30))
+            session = self._async[loop] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=512), timeout=aiohttp.ClientTimeout(total=30)
+            )
         async with session.get(f"{self.url}/q{example['i']}") as response:
             reply = await response.text()
         return self._graph(example, reply)
-
 
     async def aclose(self) -> None:
         """Close this loop's HTTP session (before its executor's loop stops)."""
@@ -197,25 +202,34 @@ class PeakMemory:
         self.peak = max(self.peak, _rss() + sum(_rss(p) for p in self.pids))
 
 
-def measure(executor: Any, target: LatencyTarget, concurrency: int, rounds: int, latency: float,
-            pids: list[int] | None = None) -> dict[str, Any]:
+def measure(
+    executor: Any, target: LatencyTarget, concurrency: int, rounds: int, latency: float, pids: list[int] | None = None
+) -> dict[str, Any]:
     examples = [{"i": i} for i in range(concurrency * rounds)]
     with PeakMemory(pids) as memory:
         started, cpu = time.perf_counter(), time.process_time()
-        results = executor.evaluate(target, examples, feedback, indices=list(range(len(examples))),
-                                    failure_score=0.0, values={"word": "hello"})
+        results = executor.evaluate(
+            target, examples, feedback, indices=list(range(len(examples))), failure_score=0.0, values={"word": "hello"}
+        )
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu
     ideal = math.ceil(len(examples) / concurrency) * latency
     failed = [r for r in results if r.failed]
     if failed:
         progress(f"  {len(failed)} failed runs, e.g. {failed[0].output!r}")
-    return {"examples": len(examples), "wall_s": wall, "ideal_s": ideal, "fraction": ideal / wall,
-            "per_eval_ms": wall / len(examples) * 1000,
-            "cpu_ms_per_eval": cpu / len(examples) * 1000, "peak_mb": memory.peak / 2**20,
-            # time per example beyond the run itself (shipping, scheduling, scoring): meaningful at concurrency 1
-            "added_ms": (wall - sum(r.seconds for r in results)) / len(examples) * 1000,
-            "failed": len(failed), "results": [None if r.failed else (r.output, r.feedback.score) for r in results]}
+    return {
+        "examples": len(examples),
+        "wall_s": wall,
+        "ideal_s": ideal,
+        "fraction": ideal / wall,
+        "per_eval_ms": wall / len(examples) * 1000,
+        "cpu_ms_per_eval": cpu / len(examples) * 1000,
+        "peak_mb": memory.peak / 2**20,
+        # time per example beyond the run itself (shipping, scheduling, scoring): meaningful at concurrency 1
+        "added_ms": (wall - sum(r.seconds for r in results)) / len(examples) * 1000,
+        "failed": len(failed),
+        "results": [None if r.failed else (r.output, r.feedback.score) for r in results],
+    }
 
 
 def main() -> None:
@@ -252,8 +266,13 @@ def main() -> None:
 
                     executor = RayExecutor(concurrency)
                 # warm up: workers started, workflow built, one connection per concurrent run open
-                executor.evaluate(target, [{"i": -1 - i} for i in range(concurrency)], feedback,
-                                  indices=list(range(concurrency)), failure_score=0.0)
+                executor.evaluate(
+                    target,
+                    [{"i": -1 - i} for i in range(concurrency)],
+                    feedback,
+                    indices=list(range(concurrency)),
+                    failure_score=0.0,
+                )
                 if name == "ray":
                     pids = executor.worker_pids()
                 progress(f"{name} x {concurrency} ...")
@@ -269,27 +288,51 @@ def main() -> None:
     finally:
         server.terminate()
     # identical: every example that succeeded under two executors gave the same output and score under both
-    identical = all(a == b for c in levels for name in args.executors
-                    for a, b in zip(outputs[(name, c)], outputs[(args.executors[0], c)]) if a is not None and b is not None)
+    identical = all(
+        a == b
+        for c in levels
+        for name in args.executors
+        for a, b in zip(outputs[(name, c)], outputs[(args.executors[0], c)])
+        if a is not None and b is not None
+    )
     added = {r["executor"]: r["added_ms"] for r in rows if r["concurrency"] == 1}
-    summary = {"latency_s": args.latency, "rounds": rounds, "identical_results": identical,
-               "added_ms_per_eval": added, **machine()}
+    summary = {
+        "latency_s": args.latency,
+        "rounds": rounds,
+        "identical_results": identical,
+        "added_ms_per_eval": added,
+        **machine(),
+    }
     if args.json:
         emit_json([*rows, {"summary": summary}])
         return
-    print(table(rows, [("executor", "executor", None), ("concurrency", "concurrency", None),
-                       ("examples", "examples", None), ("wall_s", "wall s", lambda v: f"{v:.2f}"),
-                       ("ideal_s", "ideal s", lambda v: f"{v:.2f}"),
-                       ("fraction", "of ideal", lambda v: f"{v * 100:.1f}%"),
-                       ("cpu_ms_per_eval", "driver CPU ms/eval", lambda v: f"{v:.2f}"),
-                       ("peak_mb", "peak RSS MB", lambda v: fmt_num(v, 0)), ("failed", "failed", None)]))
+    print(
+        table(
+            rows,
+            [
+                ("executor", "executor", None),
+                ("concurrency", "concurrency", None),
+                ("examples", "examples", None),
+                ("wall_s", "wall s", lambda v: f"{v:.2f}"),
+                ("ideal_s", "ideal s", lambda v: f"{v:.2f}"),
+                ("fraction", "of ideal", lambda v: f"{v * 100:.1f}%"),
+                ("cpu_ms_per_eval", "driver CPU ms/eval", lambda v: f"{v:.2f}"),
+                ("peak_mb", "peak RSS MB", lambda v: fmt_num(v, 0)),
+                ("failed", "failed", None),
+            ],
+        )
+    )
     print()
     print(f"identical results across executors: {identical}")
     if added:
-        print("time added per evaluation at concurrency 1 (wall time minus the run's own time, where it ran): "
-              + ", ".join(f"{name} {ms:.2f} ms" for name, ms in added.items()))
-    print(f"latency {args.latency * 1000:.0f} ms, {rounds} rounds; {summary['cpu']} ({summary['cpus']} CPUs), "
-          f"Python {summary['python']}, {summary['date']}, load {summary['load_average']}")
+        print(
+            "time added per evaluation at concurrency 1 (wall time minus the run's own time, where it ran): "
+            + ", ".join(f"{name} {ms:.2f} ms" for name, ms in added.items())
+        )
+    print(
+        f"latency {args.latency * 1000:.0f} ms, {rounds} rounds; {summary['cpu']} ({summary['cpus']} CPUs), "
+        f"Python {summary['python']}, {summary['date']}, load {summary['load_average']}"
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,10 @@ from bench._common import emit_json, fmt_num, machine, make_parser, progress, ta
 TARGET_MS = 2.0
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = "You are a careful assistant. Answer in one short paragraph."
-ANSWER = "Loopback answers are fast; this one is about two hundred characters long so that the body is " \
-         "realistic without being large, and it is the same for every request of the benchmark."
+ANSWER = (
+    "Loopback answers are fast; this one is about two hundred characters long so that the body is "
+    "realistic without being large, and it is the same for every request of the benchmark."
+)
 
 UPSTREAM = f"""
 import sys, time
@@ -56,8 +58,13 @@ def start(command: list[str], marker: str = "") -> tuple[subprocess.Popen, str]:
     seen = []
     for line in process.stdout:
         seen.append(line)
-        found = line.split(marker, 1)[1].split()[0] if marker and marker in line else \
-            line.strip() if not marker and line.startswith("http") else None
+        found = (
+            line.split(marker, 1)[1].split()[0]
+            if marker and marker in line
+            else line.strip()
+            if not marker and line.startswith("http")
+            else None
+        )
         if found:
             threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
             return process, found
@@ -65,12 +72,15 @@ def start(command: list[str], marker: str = "") -> tuple[subprocess.Popen, str]:
 
 
 def bodies() -> dict[str, tuple[str, dict[str, Any]]]:
-    chat = {"model": "gpt-4o-mini", "messages": [{"role": "system", "content": SYSTEM},
-                                                 {"role": "user", "content": "Why is loopback fast?"}]}
-    return {"chat": ("/chat/completions", chat),
-            "stream": ("/chat/completions", {**chat, "stream": True}),
-            "responses": ("/responses", {"model": "gpt-4o-mini", "instructions": SYSTEM,
-                                         "input": "Why is loopback fast?"})}
+    chat = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Why is loopback fast?"}],
+    }
+    return {
+        "chat": ("/chat/completions", chat),
+        "stream": ("/chat/completions", {**chat, "stream": True}),
+        "responses": ("/responses", {"model": "gpt-4o-mini", "instructions": SYSTEM, "input": "Why is loopback fast?"}),
+    }
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -85,8 +95,9 @@ def cpu_seconds(pid: int) -> float | None:
 def measure(http: Any, direct: str, proxied: str, path: str, body: dict[str, Any], n: int) -> tuple[list, list]:
     times: dict[str, list[float]] = {"direct": [], "gateway": []}
     for k in range(n + 20):
-        for name, base in (("direct", direct), ("gateway", proxied)) if k % 2 == 0 else \
-                (("gateway", proxied), ("direct", direct)):
+        for name, base in (
+            (("direct", direct), ("gateway", proxied)) if k % 2 == 0 else (("gateway", proxied), ("direct", direct))
+        ):
             start = time.perf_counter()
             if body.get("stream"):
                 with http.stream("POST", base + path, json=body) as answer:
@@ -103,8 +114,16 @@ def measure(http: Any, direct: str, proxied: str, path: str, body: dict[str, Any
     return times["direct"], times["gateway"]
 
 
-def row(case: str, http: Any, direct_url: str, gateway: subprocess.Popen, gateway_url: str, path: str,
-        body: dict[str, Any], n: int) -> dict[str, Any]:
+def row(
+    case: str,
+    http: Any,
+    direct_url: str,
+    gateway: subprocess.Popen,
+    gateway_url: str,
+    path: str,
+    body: dict[str, Any],
+    n: int,
+) -> dict[str, Any]:
     progress(f"{case}: {n} requests each way")
     cpu_before = cpu_seconds(gateway.pid)
     direct, proxied = measure(http, direct_url, gateway_url, path, body, n)
@@ -112,9 +131,17 @@ def row(case: str, http: Any, direct_url: str, gateway: subprocess.Popen, gatewa
     d, g = statistics.median(direct) * 1000, statistics.median(proxied) * 1000
     q = lambda xs: statistics.quantiles(xs, n=10)[-1] * 1000  # noqa: E731 (p90)
     cpu = (cpu_after - cpu_before) * 1000 / (n + 20) if cpu_before is not None and cpu_after is not None else None
-    return {"case": case, "requests": len(direct), "direct_ms": d, "gateway_ms": g, "added_ms": g - d,
-            "direct_p90_ms": q(direct), "gateway_p90_ms": q(proxied), "gateway_cpu_ms": cpu,
-            "meets_target": g - d < TARGET_MS}
+    return {
+        "case": case,
+        "requests": len(direct),
+        "direct_ms": d,
+        "gateway_ms": g,
+        "added_ms": g - d,
+        "direct_p90_ms": q(direct),
+        "gateway_p90_ms": q(proxied),
+        "gateway_cpu_ms": cpu,
+        "meets_target": g - d < TARGET_MS,
+    }
 
 
 def main() -> None:
@@ -132,8 +159,16 @@ def main() -> None:
     rules.prompt("assistant.system", SYSTEM)
     rules.setting("temperature", 1.0)
     rules.save_values(str(values), {"assistant.system": SYSTEM + " Be concrete.", "temperature": 0.3})
-    cli = [sys.executable, "-c", "from opto_core.app.cli import main; main()", "gateway", "--upstream", upstream_url,
-           "--port", "0"]
+    cli = [
+        sys.executable,
+        "-c",
+        "from opto_core.app.cli import main; main()",
+        "gateway",
+        "--upstream",
+        upstream_url,
+        "--port",
+        "0",
+    ]
     plain, plain_url = start(cli, "OPENAI_BASE_URL=")
     rewriting, rewriting_url = start(cli + ["--values", str(values)], "OPENAI_BASE_URL=")
     rows = []
@@ -152,16 +187,26 @@ def main() -> None:
     if args.json:
         emit_json(rows)
         return
-    print(f"date {info['date']}; {info['cpus']} CPUs ({info['cpu']}); load average {info['load_average']}; "
-          f"Python {info['python']}")
-    print(table(rows, [("case", "case", None), ("requests", "requests", fmt_num),
-                       ("direct_ms", "direct median (ms)", lambda v: f"{v:.2f}"),
-                       ("gateway_ms", "via gateway median (ms)", lambda v: f"{v:.2f}"),
-                       ("added_ms", "added (ms)", lambda v: f"{v:.2f}"),
-                       ("direct_p90_ms", "direct p90 (ms)", lambda v: f"{v:.2f}"),
-                       ("gateway_p90_ms", "via gateway p90 (ms)", lambda v: f"{v:.2f}"),
-                       ("gateway_cpu_ms", "gateway CPU per request (ms)", lambda v: f"{v:.2f}"),
-                       ("meets_target", f"added < {TARGET_MS:g} ms", lambda v: "yes" if v else "NO")]))
+    print(
+        f"date {info['date']}; {info['cpus']} CPUs ({info['cpu']}); load average {info['load_average']}; "
+        f"Python {info['python']}"
+    )
+    print(
+        table(
+            rows,
+            [
+                ("case", "case", None),
+                ("requests", "requests", fmt_num),
+                ("direct_ms", "direct median (ms)", lambda v: f"{v:.2f}"),
+                ("gateway_ms", "via gateway median (ms)", lambda v: f"{v:.2f}"),
+                ("added_ms", "added (ms)", lambda v: f"{v:.2f}"),
+                ("direct_p90_ms", "direct p90 (ms)", lambda v: f"{v:.2f}"),
+                ("gateway_p90_ms", "via gateway p90 (ms)", lambda v: f"{v:.2f}"),
+                ("gateway_cpu_ms", "gateway CPU per request (ms)", lambda v: f"{v:.2f}"),
+                ("meets_target", f"added < {TARGET_MS:g} ms", lambda v: "yes" if v else "NO"),
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ def parse(text: str) -> dict:
 
 
 def suggested(lines: int) -> str:
-    body = "".join(f"    value_{i} = [w.strip().lower() for w in text.split(',') if len(w) > {i % 7}]\n"
-                   for i in range(lines))
+    body = "".join(
+        f"    value_{i} = [w.strip().lower() for w in text.split(',') if len(w) > {i % 7}]\n" for i in range(lines)
+    )
     return ORIGINAL.replace('    found = {}\n', '    found = {}\n' + body)
 
 
@@ -57,24 +58,35 @@ def policy_rows(repeats: int) -> list[dict[str, Any]]:
     for lines in (5, 200):
         source = suggested(lines)
         assert parameter.validate(source) == source
-        rows.append({"part": "code policy", "case": f"validate a {lines + 10}-line body",
-                     "seconds": best_of(repeats, lambda source=source: parameter.validate(source))})
+        rows.append(
+            {
+                "part": "code policy",
+                "case": f"validate a {lines + 10}-line body",
+                "seconds": best_of(repeats, lambda source=source: parameter.validate(source)),
+            }
+        )
     return rows
 
 
 def guard_rows(repeats: int) -> list[dict[str, Any]]:
     rows = []
     for count in (10, 200):
-        parameters = [Parameter(f"p{i}.prompt", "text", "You are a careful assistant. " * 20) for i in range(count // 2)]
-        parameters += [Parameter(f"p{i}.demos", "json", [{"q": f"question {j}", "a": f"answer {j}"} for j in range(10)])
-                       for i in range(count - count // 2)]
+        parameters = [
+            Parameter(f"p{i}.prompt", "text", "You are a careful assistant. " * 20) for i in range(count // 2)
+        ]
+        parameters += [
+            Parameter(f"p{i}.demos", "json", [{"q": f"question {j}", "a": f"answer {j}"} for j in range(10)])
+            for i in range(count - count // 2)
+        ]
         target = FunctionTarget(lambda: None, parameters)
         guard = ValueGuard(target)
 
         def around(guard: ValueGuard = guard) -> None:
             guard.changes(guard.expect())
 
-        rows.append({"part": "guard", "case": f"expect + compare, {count} parameters", "seconds": best_of(repeats, around)})
+        rows.append(
+            {"part": "guard", "case": f"expect + compare, {count} parameters", "seconds": best_of(repeats, around)}
+        )
     return rows
 
 
@@ -86,16 +98,31 @@ def redactor_rows(repeats: int) -> list[dict[str, Any]]:
         for i in range(count):
             redactor.register(f"zq-bench-secret-{i:04d}-value")
         redactor.redact("warm")
-        rows.append({"part": "redactor", "case": f"1 MB of text, {count} secrets",
-                     "seconds": best_of(repeats, lambda redactor=redactor: redactor.redact(text))})
+        rows.append(
+            {
+                "part": "redactor",
+                "case": f"1 MB of text, {count} secrets",
+                "seconds": best_of(repeats, lambda redactor=redactor: redactor.redact(text)),
+            }
+        )
     return rows
 
 
 def fence_rows(repeats: int) -> list[dict[str, Any]]:
     text = ("a value line with some words in it, and then the end of this line ....... end\n" * 13_000)[:1_000_000]
     hostile = text.replace("\n", "\r#Feedback ", 500)
-    return [{"part": "fence", "case": "1 MB, a line break every 80 chars", "seconds": best_of(repeats, lambda: fence(text))},
-            {"part": "fence", "case": "1 MB, 500 fake headers behind CR", "seconds": best_of(repeats, lambda: fence(hostile))}]
+    return [
+        {
+            "part": "fence",
+            "case": "1 MB, a line break every 80 chars",
+            "seconds": best_of(repeats, lambda: fence(text)),
+        },
+        {
+            "part": "fence",
+            "case": "1 MB, 500 fake headers behind CR",
+            "seconds": best_of(repeats, lambda: fence(hostile)),
+        },
+    ]
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -109,8 +136,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         emit_json([{**row, **machine()} for row in rows])
         return rows
     info = machine()
-    print(f"{info['date']}, {info['cpu']} ({info['cpus']} CPUs), Python {info['python']}, "
-          f"load average {info['load_average']}; best of {repeats}")
+    print(
+        f"{info['date']}, {info['cpu']} ({info['cpus']} CPUs), Python {info['python']}, "
+        f"load average {info['load_average']}; best of {repeats}"
+    )
     print(table(rows, [("part", "part", None), ("case", "case", None), ("seconds", "time", fmt_s)]))
     return rows
 

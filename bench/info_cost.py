@@ -88,8 +88,15 @@ def check(prompt: str, examples: Sequence[dict[str, Any]]) -> dict[str, bool]:
 
 def _row(system: str, prompt: str, examples: Sequence[dict[str, Any]], seconds: float, **extra: Any) -> dict[str, Any]:
     found = check(prompt, examples)
-    return {"system": system, "tokens": count_tokens(prompt), "chars": len(prompt), **found,
-            "complete": all(found.values()), "seconds": round(seconds, 4), **extra}
+    return {
+        "system": system,
+        "tokens": count_tokens(prompt),
+        "chars": len(prompt),
+        **found,
+        "complete": all(found.values()),
+        "seconds": round(seconds, 4),
+        **extra,
+    }
 
 
 def ours_prompt(target: Any, examples: Sequence[dict[str, Any]], budget_tokens: int) -> str:
@@ -125,8 +132,12 @@ def trace_prompt(examples: Sequence[dict[str, Any]]) -> str:
     return system + "\n" + user
 
 
-def measure(budgets: Sequence[int] = (8000,), seed: int = 0, frameworks: Sequence[str] = tuple(W.FRAMEWORKS),
-            include_trace: bool = True) -> list[dict[str, Any]]:
+def measure(
+    budgets: Sequence[int] = (8000,),
+    seed: int = 0,
+    frameworks: Sequence[str] = tuple(W.FRAMEWORKS),
+    include_trace: bool = True,
+) -> list[dict[str, Any]]:
     examples = minibatch(seed)
     rows: list[dict[str, Any]] = []
     for budget in budgets:
@@ -157,8 +168,15 @@ def measure(budgets: Sequence[int] = (8000,), seed: int = 0, frameworks: Sequenc
             started = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):  # trace-opt prints its backend choice
                 prompt = trace_prompt(examples)
-            rows.append(_row("Trace OptoPrime / plain Python", prompt, examples, time.perf_counter() - started,
-                             budget_tokens=None))
+            rows.append(
+                _row(
+                    "Trace OptoPrime / plain Python",
+                    prompt,
+                    examples,
+                    time.perf_counter() - started,
+                    budget_tokens=None,
+                )
+            )
     for row in rows:
         row.setdefault("status", "ok")
     return rows
@@ -169,11 +187,19 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     cells = []
     for row in rows:
         if row.get("status") != "ok":
-            cells.append([row["system"], str(row.get("budget_tokens") or "-"), "-", *["-"] * len(CHECKS),
-                          f"{row['status']}"])
+            cells.append(
+                [row["system"], str(row.get("budget_tokens") or "-"), "-", *["-"] * len(CHECKS), f"{row['status']}"]
+            )
             continue
-        cells.append([row["system"], str(row.get("budget_tokens") or "-"), str(row["tokens"]),
-                      *("yes" if row[c] else "NO" for c in CHECKS), "yes" if row["complete"] else "NO"])
+        cells.append(
+            [
+                row["system"],
+                str(row.get("budget_tokens") or "-"),
+                str(row["tokens"]),
+                *("yes" if row[c] else "NO" for c in CHECKS),
+                "yes" if row["complete"] else "NO",
+            ]
+        )
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths)) for r in cells]
@@ -184,8 +210,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.info_cost", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget-tokens", default="8000,1500",
-                        help="comma-separated token budgets for our render (default 8000,1500)")
+    parser.add_argument(
+        "--budget-tokens", default="8000,1500", help="comma-separated token budgets for our render (default 8000,1500)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-trace", action="store_true", help="skip trace-opt (its import takes several seconds)")
     parser.add_argument("--quick", action="store_true", help="accepted for uniformity; this benchmark is always quick")

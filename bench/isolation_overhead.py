@@ -67,8 +67,9 @@ def measure(level: str, rounds: int) -> dict[str, Any]:
                 values = {**values, rate: round(0.05 + (i % 40) / 100, 2)}
             example = trainset[i % len(trainset)]
             started = time.perf_counter()
-            (evaluation,) = executor.evaluate(target, [example], feedback_fn, indices=[i % len(trainset)],
-                                              failure_score=0.0, values=values)
+            (evaluation,) = executor.evaluate(
+                target, [example], feedback_fn, indices=[i % len(trainset)], failure_score=0.0, values=values
+            )
             times.append(time.perf_counter() - started)
             if evaluation.failed:
                 raise RuntimeError(f"{level}: a run failed: {evaluation.output}")
@@ -76,9 +77,14 @@ def measure(level: str, rounds: int) -> dict[str, Any]:
     finally:
         executor.close()
     times.sort()
-    return {"level": level, "evaluations": rounds, "median_ms": statistics.median(times) * 1000,
-            "p90_ms": times[int(0.9 * (len(times) - 1))] * 1000, "startup_ms": startup * 1000,
-            "driver_cpu_ms": cpu * 1000}
+    return {
+        "level": level,
+        "evaluations": rounds,
+        "median_ms": statistics.median(times) * 1000,
+        "p90_ms": times[int(0.9 * (len(times) - 1))] * 1000,
+        "startup_ms": startup * 1000,
+        "driver_cpu_ms": cpu * 1000,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,16 +108,29 @@ def main(argv: list[str] | None = None) -> int:
         emit_json(rows)
         return 0
     info = machine()
-    print(f"{info['date']}; {info['cpu']}, {info['cpus']} CPUs, Python {info['python']}; load average "
-          f"{info['load_average']}")
+    print(
+        f"{info['date']}; {info['cpu']}, {info['cpus']} CPUs, Python {info['python']}; load average "
+        f"{info['load_average']}"
+    )
 
     def ms(value: float) -> str:
         return f"{value:.2f}"
 
-    print(table(rows, [("level", "isolation", None), ("evaluations", "evaluations", None),
-                       ("median_ms", "median ms/eval", ms), ("p90_ms", "p90 ms/eval", ms),
-                       ("added_median_ms", "added median ms", ms), ("added_p90_ms", "added p90 ms", ms),
-                       ("startup_ms", "first batch ms", ms), ("driver_cpu_ms", "driver CPU ms/eval", ms)]))
+    print(
+        table(
+            rows,
+            [
+                ("level", "isolation", None),
+                ("evaluations", "evaluations", None),
+                ("median_ms", "median ms/eval", ms),
+                ("p90_ms", "p90 ms/eval", ms),
+                ("added_median_ms", "added median ms", ms),
+                ("added_p90_ms", "added p90 ms", ms),
+                ("startup_ms", "first batch ms", ms),
+                ("driver_cpu_ms", "driver CPU ms/eval", ms),
+            ],
+        )
+    )
     return 0
 
 

@@ -54,9 +54,16 @@ def build_chain() -> Any:
             text = f"You asked: {messages[-1].content}. The answer is 42."
             return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
-    prompt = ChatPromptTemplate.from_messages([("system", "You are a {role}. Answer briefly."), ("human", "{question}")])
-    return (prompt | Model(messages=iter([])) | StrOutputParser()
-            | RunnableLambda(lambda s: s.strip()) | RunnableLambda(lambda s: s.upper()))
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "You are a {role}. Answer briefly."), ("human", "{question}")]
+    )
+    return (
+        prompt
+        | Model(messages=iter([]))
+        | StrOutputParser()
+        | RunnableLambda(lambda s: s.strip())
+        | RunnableLambda(lambda s: s.upper())
+    )
 
 
 def time_variants(chain: Any, runs: int, rounds: int) -> dict[str, float]:
@@ -88,8 +95,9 @@ def time_variants(chain: Any, runs: int, rounds: int) -> dict[str, float]:
             collector.traced_runs.clear()
             opto.pop_graphs()
         if (index + 1) % 5 == 0:
-            progress(f"  round {index + 1}/{rounds}: " + ", ".join(f"{n} {v[-1] * 1e3:.3f} ms"
-                                                                  for n, v in per_round.items()))
+            progress(
+                f"  round {index + 1}/{rounds}: " + ", ".join(f"{n} {v[-1] * 1e3:.3f} ms" for n, v in per_round.items())
+            )
     assert not opto.errors, opto.errors
     return {name: statistics.median(values) for name, values in per_round.items()}
 
@@ -116,11 +124,20 @@ def memory_growth(chain: Any, runs: int) -> dict[str, Any]:
         quarters.append(tracemalloc.get_traced_memory()[0])
         progress(f"  memory after {(quarter + 1) * runs // 4} runs: {quarters[-1] / 1e3:.1f} kB")
     tracemalloc.stop()
-    leftovers = {"records": len(handler._records), "run_map": len(handler.run_map),
-                 "order_map": len(handler.order_map), "graphs": len(handler.graphs)}
-    return {"runs": runs, "graph_nodes_seen": nodes, "kb_after_first_quarter": quarters[0] / 1e3,
-            "kb_after_last_quarter": quarters[-1] / 1e3,
-            "growth_bytes_per_run": (quarters[-1] - quarters[0]) / (runs * 3 / 4), "leftovers": leftovers}
+    leftovers = {
+        "records": len(handler._records),
+        "run_map": len(handler.run_map),
+        "order_map": len(handler.order_map),
+        "graphs": len(handler.graphs),
+    }
+    return {
+        "runs": runs,
+        "graph_nodes_seen": nodes,
+        "kb_after_first_quarter": quarters[0] / 1e3,
+        "kb_after_last_quarter": quarters[-1] / 1e3,
+        "growth_bytes_per_run": (quarters[-1] - quarters[0]) / (runs * 3 / 4),
+        "leftovers": leftovers,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,25 +157,46 @@ def main(argv: list[str] | None = None) -> None:
     memory = memory_growth(chain, memory_runs)
     rows = [
         {"variant": "no callback", "ms_per_invoke": none * 1e3, "overhead_ms": 0.0},
-        {"variant": "RunCollectorCallbackHandler", "ms_per_invoke": collector * 1e3,
-         "overhead_ms": (collector - none) * 1e3},
-        {"variant": "OptoCallbackHandler", "ms_per_invoke": opto * 1e3, "overhead_ms": (opto - none) * 1e3,
-         "overhead_ratio_vs_run_collector": ratio, "target_ratio": 1.3, "within_target": ratio <= 1.3},
+        {
+            "variant": "RunCollectorCallbackHandler",
+            "ms_per_invoke": collector * 1e3,
+            "overhead_ms": (collector - none) * 1e3,
+        },
+        {
+            "variant": "OptoCallbackHandler",
+            "ms_per_invoke": opto * 1e3,
+            "overhead_ms": (opto - none) * 1e3,
+            "overhead_ratio_vs_run_collector": ratio,
+            "target_ratio": 1.3,
+            "within_target": ratio <= 1.3,
+        },
     ]
     memory_row = {"variant": "OptoCallbackHandler memory", **memory}
     if args.json:
         emit_json([{**row, "machine": machine()} for row in rows + [memory_row]])
         return
-    print(f"5-step chain, CPU time per invoke, median of {rounds} rounds of {runs // rounds} invokes "
-          f"({machine()['cpu']}, Python {machine()['python']})\n")
-    print(table(rows, [("variant", "variant", None), ("ms_per_invoke", "ms / invoke", lambda v: f"{v:.3f}"),
-                       ("overhead_ms", "overhead (ms)", lambda v: f"{v:.3f}"),
-                       ("overhead_ratio_vs_run_collector", "overhead / RunCollector's", lambda v: f"{v:.2f}x")]))
+    print(
+        f"5-step chain, CPU time per invoke, median of {rounds} rounds of {runs // rounds} invokes "
+        f"({machine()['cpu']}, Python {machine()['python']})\n"
+    )
+    print(
+        table(
+            rows,
+            [
+                ("variant", "variant", None),
+                ("ms_per_invoke", "ms / invoke", lambda v: f"{v:.3f}"),
+                ("overhead_ms", "overhead (ms)", lambda v: f"{v:.3f}"),
+                ("overhead_ratio_vs_run_collector", "overhead / RunCollector's", lambda v: f"{v:.2f}x"),
+            ],
+        )
+    )
     print(f"\nOverhead ratio {ratio:.2f}x (target <= 1.3x): {'met' if ratio <= 1.3 else 'NOT met'}")
-    print(f"\nMemory over {memory['runs']:,} runs with graphs consumed: "
-          f"{fmt_num(memory['kb_after_first_quarter'])} kB after the first quarter, "
-          f"{fmt_num(memory['kb_after_last_quarter'])} kB after the last "
-          f"({memory['growth_bytes_per_run']:.1f} bytes per run); handler maps left: {memory['leftovers']}")
+    print(
+        f"\nMemory over {memory['runs']:,} runs with graphs consumed: "
+        f"{fmt_num(memory['kb_after_first_quarter'])} kB after the first quarter, "
+        f"{fmt_num(memory['kb_after_last_quarter'])} kB after the last "
+        f"({memory['growth_bytes_per_run']:.1f} bytes per run); handler maps left: {memory['leftovers']}"
+    )
 
 
 if __name__ == "__main__":

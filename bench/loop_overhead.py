@@ -94,8 +94,12 @@ class ScriptedServer:
         with self._lock:
             count = self.counts[model] = self.counts.get(model, 0) + 1
         if model == OPTIMIZER_MODEL:
-            return json.dumps({"reasoning": "The answers are fine; try a more specific instruction.",
-                               "suggestion": {self.parameter: f"Answer in one short sentence (revision {count})."}})
+            return json.dumps(
+                {
+                    "reasoning": "The answers are fine; try a more specific instruction.",
+                    "suggestion": {self.parameter: f"Answer in one short sentence (revision {count})."},
+                }
+            )
         question = next((m["content"] for m in reversed(request.get("messages", [])) if m.get("role") == "user"), "")
         return f"Answer: {question[:60]}"
 
@@ -117,21 +121,35 @@ class ScriptedServer:
                 time.sleep(server.latency)
                 text = server.reply(request)
                 prompt = sum(len(str(m.get("content", ""))) for m in request.get("messages", [])) // 4
-                self._send(200, {
-                    "id": "chatcmpl-bench", "object": "chat.completion", "created": int(time.time()),
-                    "model": request.get("model", ""),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": prompt, "completion_tokens": len(text) // 4,
-                              "total_tokens": prompt + len(text) // 4},
-                })
+                self._send(
+                    200,
+                    {
+                        "id": "chatcmpl-bench",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": request.get("model", ""),
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                        ],
+                        "usage": {
+                            "prompt_tokens": prompt,
+                            "completion_tokens": len(text) // 4,
+                            "total_tokens": prompt + len(text) // 4,
+                        },
+                    },
+                )
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/bench/stats"):
                     self._send(200, server.stats())
                     return
-                self._send(200, {"object": "list", "data": [{"id": WORKER_MODEL, "object": "model"},
-                                                            {"id": OPTIMIZER_MODEL, "object": "model"}]})
+                self._send(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [{"id": WORKER_MODEL, "object": "model"}, {"id": OPTIMIZER_MODEL, "object": "model"}],
+                    },
+                )
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
@@ -157,8 +175,12 @@ class ServerProcess:
         self.base_url = ""
 
     def __enter__(self) -> ServerProcess:
-        self._process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(self.latency)],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve", str(self.latency)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self._process.stdout is not None
         self.base_url = self._process.stdout.readline().strip()
         if not self.base_url.startswith("http"):
@@ -200,8 +222,9 @@ def chat_client(base_url: str, model: str) -> Any:
 
 def make_target(base_url: str) -> tuple[FunctionTarget, Parameter]:
     """A one-op workflow: the instruction (trainable) and the question go to the worker model."""
-    instructions = Parameter("instructions", "text", "Answer the question.",
-                             description="the instruction sent with every question")
+    instructions = Parameter(
+        "instructions", "text", "Answer the question.", description="the instruction sent with every question"
+    )
     llm = chat_client(base_url, WORKER_MODEL)
 
     @op
@@ -235,15 +258,23 @@ def measure(num_threads: int, latency: float, steps: int, batch: int, server_pro
         evaluations.append((len(result), time.perf_counter() - start))
         return result
 
-    with (ServerProcess(latency) if server_process else ScriptedServer(latency)) as server:
+    with ServerProcess(latency) if server_process else ScriptedServer(latency) as server:
         target, _ = make_target(server.base_url)
         optimizer = OptoPrime(target.parameters(), chat_client(server.base_url, OPTIMIZER_MODEL), memory_size=2)
         trainset = [{"question": f"What is the status of order {1000 + i}?"} for i in range(batch)]
         executors_module.ThreadExecutor.evaluate = timed_evaluate  # type: ignore[method-assign]
         try:
             start = time.perf_counter()
-            result = loop_module.optimize(target, trainset, feedback, optimizer, max_steps=steps, batch_size=batch,
-                                          num_threads=num_threads, seed=0)
+            result = loop_module.optimize(
+                target,
+                trainset,
+                feedback,
+                optimizer,
+                max_steps=steps,
+                batch_size=batch,
+                num_threads=num_threads,
+                seed=0,
+            )
             wall = time.perf_counter() - start
         finally:
             executors_module.ThreadExecutor.evaluate = original  # type: ignore[method-assign]
@@ -258,19 +289,30 @@ def measure(num_threads: int, latency: float, steps: int, batch: int, server_pro
     ideal = min(num_threads, batch) / latency
     accepted = sum(1 for r in step_records if r.get("proposal", {}).get("accepted"))
     return {
-        "table": "loop_overhead", "server": "child process" if server_process else "thread",
-        "num_threads": num_threads, "latency_s": latency, "steps": len(step_records),
-        "batch_size": batch, "wall_s": wall,
+        "table": "loop_overhead",
+        "server": "child process" if server_process else "thread",
+        "num_threads": num_threads,
+        "latency_s": latency,
+        "steps": len(step_records),
+        "batch_size": batch,
+        "wall_s": wall,
         "step_s": sum(r["seconds"] for r in step_records) / len(step_records) if step_records else None,
         "ideal_step_s": (2 * -(-batch // num_threads) + 1) * latency,
-        "examples": examples, "eval_s": eval_seconds, "examples_per_s": throughput, "ideal_per_s": ideal,
+        "examples": examples,
+        "eval_s": eval_seconds,
+        "examples_per_s": throughput,
+        "ideal_per_s": ideal,
         "ratio": throughput / ideal if throughput else None,
-        "steady_per_s": steady, "steady_ratio": steady / ideal if steady else None,
-        "raw_client_per_s": raw, "raw_ratio": raw / ideal if raw else None,
+        "steady_per_s": steady,
+        "steady_ratio": steady / ideal if steady else None,
+        "raw_client_per_s": raw,
+        "raw_ratio": raw / ideal if raw else None,
         "loop_vs_raw": throughput / raw if throughput and raw else None,
         "end_to_end_per_s": examples / wall if wall else None,
-        "worker_calls": counts.get(WORKER_MODEL, 0), "optimizer_calls": counts.get(OPTIMIZER_MODEL, 0),
-        "proposals_accepted": accepted, "stopped": result.stopped_reason,
+        "worker_calls": counts.get(WORKER_MODEL, 0),
+        "optimizer_calls": counts.get(OPTIMIZER_MODEL, 0),
+        "proposals_accepted": accepted,
+        "stopped": result.stopped_reason,
         "met": bool(throughput and throughput / ideal >= TARGET_RATIO),
     }
 
@@ -280,17 +322,25 @@ def _pct(value: float) -> str:
 
 
 COLUMNS = [
-    ("latency_s", "latency", fmt_s), ("server", "server", None), ("num_threads", "threads", None),
-    ("steps", "steps", None), ("batch_size", "batch", None),
-    ("step_s", "wall time / step", fmt_s), ("ideal_step_s", "ideal / step", fmt_s),
-    ("examples", "examples", fmt_num), ("examples_per_s", "examples/s in evaluation", fmt_num),
-    ("ideal_per_s", "ideal (threads / latency)", fmt_num), ("ratio", "ratio", _pct),
+    ("latency_s", "latency", fmt_s),
+    ("server", "server", None),
+    ("num_threads", "threads", None),
+    ("steps", "steps", None),
+    ("batch_size", "batch", None),
+    ("step_s", "wall time / step", fmt_s),
+    ("ideal_step_s", "ideal / step", fmt_s),
+    ("examples", "examples", fmt_num),
+    ("examples_per_s", "examples/s in evaluation", fmt_num),
+    ("ideal_per_s", "ideal (threads / latency)", fmt_num),
+    ("ratio", "ratio", _pct),
     ("met", ">= 80 %", lambda v: "yes" if v else "NO"),
     ("steady_ratio", "ratio after 1st call", _pct),
-    ("raw_client_per_s", "bare client examples/s", fmt_num), ("raw_ratio", "bare client ratio", _pct),
+    ("raw_client_per_s", "bare client examples/s", fmt_num),
+    ("raw_ratio", "bare client ratio", _pct),
     ("loop_vs_raw", "loop / bare client", _pct),
     ("end_to_end_per_s", "examples/s end to end", fmt_num),
-    ("worker_calls", "worker calls", fmt_num), ("optimizer_calls", "optimizer calls", fmt_num),
+    ("worker_calls", "worker calls", fmt_num),
+    ("optimizer_calls", "optimizer calls", fmt_num),
 ]
 
 
@@ -314,13 +364,22 @@ def raw_client_rate(base_url: str, num_threads: int, batch: int, rounds: int) ->
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = make_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--latency", type=lambda s: [float(x) for x in s.split(",")], default=[0.05],
-                        help="comma-separated server delays per request, seconds (default 0.05)")
-    parser.add_argument("--server-process", action="store_true",
-                        help="run the scripted server in a child process instead of a thread")
+    parser.add_argument(
+        "--latency",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.05],
+        help="comma-separated server delays per request, seconds (default 0.05)",
+    )
+    parser.add_argument(
+        "--server-process", action="store_true", help="run the scripted server in a child process instead of a thread"
+    )
     parser.add_argument("--serve", type=float, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=list(THREADS),
-                        help="comma-separated num_threads values")
+    parser.add_argument(
+        "--threads",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=list(THREADS),
+        help="comma-separated num_threads values",
+    )
     parser.add_argument("--steps", type=int, default=None, help="optimization steps per run (default 3; 2 quick)")
     parser.add_argument("--batch", type=int, default=None, help="batch size = trainset size (default 32; 16 quick)")
     args = parser.parse_args(argv)
@@ -338,12 +397,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         emit_json([{"table": "machine", **machine()}, *rows])
         return rows
     info = machine()
-    print(f"Machine: {info['cpu']}, {info['cpus']} CPUs, Python {info['python']}, {info['date']}, "
-          f"load average at start {info['load_average']}")
-    print(f"Scripted server latency {', '.join(f'{x * 1000:.0f} ms' for x in args.latency)} "
-          f"(server in a {'child process' if args.server_process else 'thread of this process'}); "
-          f"{steps} steps of batch {batch} (each step evaluates the batch, asks the optimizer once, applies, "
-          f"re-evaluates the batch)\n")
+    print(
+        f"Machine: {info['cpu']}, {info['cpus']} CPUs, Python {info['python']}, {info['date']}, "
+        f"load average at start {info['load_average']}"
+    )
+    print(
+        f"Scripted server latency {', '.join(f'{x * 1000:.0f} ms' for x in args.latency)} "
+        f"(server in a {'child process' if args.server_process else 'thread of this process'}); "
+        f"{steps} steps of batch {batch} (each step evaluates the batch, asks the optimizer once, applies, "
+        f"re-evaluates the batch)\n"
+    )
     print(table(rows, COLUMNS))
     return rows
 

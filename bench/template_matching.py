@@ -43,8 +43,11 @@ def matching_rows(sizes: list[int]) -> list[dict]:
     for n in sizes:
         progress(f"n = {n:,}")
         miss, hit = "x" * n + "y", "x" * n + "zy"
-        row = {"n": n, "template_miss": best_of(3, lambda miss=miss: template.match(miss)),
-               "template_hit": best_of(3, lambda hit=hit: template.match(hit))}
+        row = {
+            "n": n,
+            "template_miss": best_of(3, lambda miss=miss: template.match(miss)),
+            "template_hit": best_of(3, lambda hit=hit: template.match(hit)),
+        }
         if n <= REGEX_LIMIT:
             row["regex_miss"] = best_of(1, lambda miss=miss: regex.fullmatch(miss))
             row["regex_hit"] = best_of(3, lambda hit=hit: regex.fullmatch(hit))
@@ -57,10 +60,14 @@ def lookup_row() -> dict:
     for i in range(500):
         index.register(f"answer number {i}: the order {i} shipped on day {i % 30} from warehouse {i % 7}", f"t{i}")
     for i in range(50):
-        index.register_template(f"System {i}: you are the agent of {{company}}. Rule {i}: answer about {{topic}}.",
-                                f"p{i}")
-    prompt = ("System 49: you are the agent of Acme. Rule 49: answer about " + "refunds and returns. " * 180
-              + " answer number 42: the order 42 shipped on day 12 from warehouse 0")[:4000]
+        index.register_template(
+            f"System {i}: you are the agent of {{company}}. Rule {i}: answer about {{topic}}.", f"p{i}"
+        )
+    prompt = (
+        "System 49: you are the agent of Acme. Rule 49: answer about "
+        + "refunds and returns. " * 180
+        + " answer number 42: the order 42 shipped on day 12 from warehouse 0"
+    )[:4000]
     found = index.find_all(prompt)
     assert {m.node for m in found} == {"p49", "t42"}, found  # the template output and the quoted answer
     return {"n": len(prompt), "lookup": best_of(20, lambda: index.find_all(prompt)), "producers": len(found)}
@@ -75,12 +82,23 @@ def main() -> None:
         emit_json([*rows, lookup])
         return
     print(machine())
-    print(table(rows, [("n", "text length", lambda v: f"{v:,}"), ("template_miss", "Template.match, no match", fmt_us),
-                       ("regex_miss", "lazy regex, no match", fmt_s), ("template_hit", "Template.match, match", fmt_us),
-                       ("regex_hit", "lazy regex, match", fmt_us)]))
+    print(
+        table(
+            rows,
+            [
+                ("n", "text length", lambda v: f"{v:,}"),
+                ("template_miss", "Template.match, no match", fmt_us),
+                ("regex_miss", "lazy regex, no match", fmt_s),
+                ("template_hit", "Template.match, match", fmt_us),
+                ("regex_hit", "lazy regex, match", fmt_us),
+            ],
+        )
+    )
     print()
-    print(f"provenance lookup of a {lookup['n']:,}-character prompt (50 templates, 500 texts): "
-          f"{fmt_s(lookup['lookup'])} per lookup, {lookup['producers']} producers found")
+    print(
+        f"provenance lookup of a {lookup['n']:,}-character prompt (50 templates, 500 texts): "
+        f"{fmt_s(lookup['lookup'])} per lookup, {lookup['producers']} producers found"
+    )
 
 
 if __name__ == "__main__":

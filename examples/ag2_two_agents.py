@@ -66,10 +66,18 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("autogen.oai.client").setLevel(logging.ERROR)
     with ScriptedServer([model], repeat_last=True) as server:
-        assistant = ConversableAgent("assistant", system_message="You add numbers with the add tool.",
-                                     llm_config=server.llm_config(temperature=0.0), human_input_mode="NEVER")
-        user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER",
-                                is_termination_msg=lambda m: "TERMINATE" in (m.get("content") or ""))
+        assistant = ConversableAgent(
+            "assistant",
+            system_message="You add numbers with the add tool.",
+            llm_config=server.llm_config(temperature=0.0),
+            human_input_mode="NEVER",
+        )
+        user = ConversableAgent(
+            "user",
+            llm_config=False,
+            human_input_mode="NEVER",
+            is_termination_msg=lambda m: "TERMINATE" in (m.get("content") or ""),
+        )
         register_function(add, caller=assistant, executor=user, name="add", description="Adds a and b.")
 
         def chat(example: dict) -> str:
@@ -86,16 +94,25 @@ def main() -> None:
         print(f"recorded: {len(graph)} nodes; each step and what fed it:")
         for node in graph.nodes:
             if node.kind == "op":
-                print(f"  {node.id} <- " + ", ".join(f"{e.arg}={e.id}" + (f" ({e.via})" if e.via != "data" else "")
-                                                     for e in node.edges))
-        fix = json.dumps({"reasoning": "The tool add returns a - b; every answer is the difference, so the "
-                                       "tool's code is wrong, not the prompt.",
-                          "suggestion": {"user.tools.add.code": FIXED_ADD}})
-        result = optimize(target, trainset, feedback, OptoPrime(target.parameters(), ScriptedLLM([fix])),
-                          max_steps=1, batch_size=3)
+                print(
+                    f"  {node.id} <- "
+                    + ", ".join(f"{e.arg}={e.id}" + (f" ({e.via})" if e.via != "data" else "") for e in node.edges)
+                )
+        fix = json.dumps(
+            {
+                "reasoning": "The tool add returns a - b; every answer is the difference, so the "
+                "tool's code is wrong, not the prompt.",
+                "suggestion": {"user.tools.add.code": FIXED_ADD},
+            }
+        )
+        result = optimize(
+            target, trainset, feedback, OptoPrime(target.parameters(), ScriptedLLM([fix])), max_steps=1, batch_size=3
+        )
         step = result.history[1]
-        print(f"score before: {result.initial_score:.2f}, after one step: {result.best_score:.2f} "
-              f"(kept: {step['kept']}); changed: {', '.join(sorted(step['proposal']['accepted']))}")
+        print(
+            f"score before: {result.initial_score:.2f}, after one step: {result.best_score:.2f} "
+            f"(kept: {step['kept']}); changed: {', '.join(sorted(step['proposal']['accepted']))}"
+        )
         for example in trainset:
             print(f"  {example['question']} -> {target.run(example)[0].strip()!r}")
         # Deploying: the optimized values onto freshly built agents.

@@ -26,10 +26,15 @@ from opto_core.testing import ScriptedLLM
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--llm", action="store_true", help="use a real LLM for OptoPrime (opto_core.llm.client.OpenAIChat)")
+    parser.add_argument(
+        "--llm", action="store_true", help="use a real LLM for OptoPrime (opto_core.llm.client.OpenAIChat)"
+    )
     parser.add_argument("--show-problem", action="store_true", help="print the problem OptoPrime reads")
-    parser.add_argument("--save", metavar="PATH", help="save the optimized values (opto-values/1) for "
-                                                       "opto_adapters.autogen.apply_values")
+    parser.add_argument(
+        "--save",
+        metavar="PATH",
+        help="save the optimized values (opto-values/1) for opto_adapters.autogen.apply_values",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("autogen_core.events").setLevel(logging.ERROR)  # the replay client's notices
 

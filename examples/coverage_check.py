@@ -14,8 +14,9 @@ The workflow has three trainable parameters, and feedback reaches only one of th
 from opto_core import CoverageError, FunctionTarget, OptoPrime, Parameter, coverage, op, optimize
 from opto_core.testing import ScriptedLLM
 
-system = Parameter("support.system", "text", "You are the support agent of {company}. Answer in one line.",
-                   template=True)
+system = Parameter(
+    "support.system", "text", "You are the support agent of {company}. Answer in one line.", template=True
+)
 signature = Parameter("support.signature", "text", "Sign every answer as Bob from the support team.")
 discount = Parameter("pricing.discount", "float", 0.1, lower=0.0, upper=0.5)
 

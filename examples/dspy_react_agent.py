@@ -29,9 +29,11 @@ def to_fahrenheit(celsius: float) -> float:
 
 
 FIX = {
-    "tools.to_fahrenheit.code": ('def to_fahrenheit(celsius: float) -> float:\n'
-                                 '    """Convert a temperature in Celsius to Fahrenheit."""\n'
-                                 '    return celsius * 9 / 5 + 32\n'),
+    "tools.to_fahrenheit.code": (
+        'def to_fahrenheit(celsius: float) -> float:\n'
+        '    """Convert a temperature in Celsius to Fahrenheit."""\n'
+        '    return celsius * 9 / 5 + 32\n'
+    ),
     "extract.predict.instructions": "Give the answer as the number only, with one decimal place (e.g. 98.6).",
 }
 
@@ -52,24 +54,35 @@ def main() -> None:
 
         llm = OpenAIChat(base_url=args.base_url, model=args.model)
     else:
-        llm = ScriptedLLM([json.dumps({"reasoning": "The tool adds 23 where the formula needs 32, and the extract "
-                                                    "step writes four decimals and a unit; the metric wants one "
-                                                    "decimal and no unit.", "suggestion": FIX}),
-                           json.dumps({"reasoning": "All answers are right now.", "suggestion": {}})],
-                          repeat_last=True)
+        llm = ScriptedLLM(
+            [
+                json.dumps(
+                    {
+                        "reasoning": "The tool adds 23 where the formula needs 32, and the extract "
+                        "step writes four decimals and a unit; the metric wants one "
+                        "decimal and no unit.",
+                        "suggestion": FIX,
+                    }
+                ),
+                json.dumps({"reasoning": "All answers are right now.", "suggestion": {}}),
+            ],
+            repeat_last=True,
+        )
 
     trainset, valset = examples((0, 100, 37, -40)), examples((15, 60, -10))
     agent = build_agent()
     run_dir = Path(tempfile.mkdtemp(prefix="opto-dspy-react-"))
     with dspy.context(lm=rule_lm(agent_policy)):
-        evaluate = dspy.Evaluate(devset=valset, metric=lambda g, p, t=None: metric(g, p).score,
-                                 display_progress=False)
+        evaluate = dspy.Evaluate(devset=valset, metric=lambda g, p, t=None: metric(g, p).score, display_progress=False)
         print(f"before: {evaluate(agent).score:.0f}%  e.g. {agent(question='What is 37 C in Fahrenheit?').answer!r}")
-        teleprompter = OptoTeleprompter(metric=metric, llm=llm, max_steps=args.steps, batch_size=4, num_threads=2,
-                                        run_dir=str(run_dir))
+        teleprompter = OptoTeleprompter(
+            metric=metric, llm=llm, max_steps=args.steps, batch_size=4, num_threads=2, run_dir=str(run_dir)
+        )
         optimized = teleprompter.compile(agent, trainset=trainset, valset=valset)
-        print(f"after:  {evaluate(optimized).score:.0f}%  e.g. "
-              f"{optimized(question='What is 37 C in Fahrenheit?').answer!r}")
+        print(
+            f"after:  {evaluate(optimized).score:.0f}%  e.g. "
+            f"{optimized(question='What is 37 C in Fahrenheit?').answer!r}"
+        )
         print(f"student untouched: {agent(question='What is 37 C in Fahrenheit?').answer!r}")
 
         for record in optimized.opto_history[1:]:
@@ -85,8 +98,10 @@ def main() -> None:
         deployed = build_agent()
         applied = apply_values(deployed, values)
         print(f"deployed ({len(applied)} values): {deployed(question='What is 100 C in Fahrenheit?').answer!r}")
-    print(f"score {optimized.opto_history[0]['eval_score']:.2f} -> {optimized.score:.2f}; run directory: "
-          f"{optimized.opto_report}")
+    print(
+        f"score {optimized.opto_history[0]['eval_score']:.2f} -> {optimized.score:.2f}; run directory: "
+        f"{optimized.opto_report}"
+    )
 
 
 if __name__ == "__main__":

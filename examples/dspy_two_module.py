@@ -62,13 +62,15 @@ def make_examples(specs):
 def metric(gold, pred, trace=None):
     if pred.answer.strip() == gold.answer:
         return dspy.Prediction(score=1.0, feedback="Correct.")
-    return dspy.Prediction(score=0.0, feedback=f"{gold.question} The answer must be exactly {gold.answer!r} (the "
-                                               f"number only); got {pred.answer!r}.")
+    return dspy.Prediction(
+        score=0.0,
+        feedback=f"{gold.question} The answer must be exactly {gold.answer!r} (the number only); got {pred.answer!r}.",
+    )
 
 
 SCRIPTED = {
     "solve.predict.instructions": "Solve the arithmetic question step by step: apply every operation in order, "
-                                  "from left to right, and give the final number.",
+    "from left to right, and give the final number.",
     "finalize.instructions": "Reply with only the number from the draft, no words.",
     "finalize.lm.temperature": 0.0,
 }
@@ -85,12 +87,27 @@ def main() -> None:
 
         llm = OpenAIChat(base_url=args.base_url, model=args.model)
     else:
-        llm = ScriptedLLM([json.dumps({"reasoning": "solve applies only the first operation; finalize adds words.",
-                                       "suggestion": SCRIPTED}),
-                           json.dumps({"reasoning": "Nothing left to fix.", "suggestion": {}})], repeat_last=True)
+        llm = ScriptedLLM(
+            [
+                json.dumps(
+                    {
+                        "reasoning": "solve applies only the first operation; finalize adds words.",
+                        "suggestion": SCRIPTED,
+                    }
+                ),
+                json.dumps({"reasoning": "Nothing left to fix.", "suggestion": {}}),
+            ],
+            repeat_last=True,
+        )
 
-    trainset = make_examples([(2, "plus", 3, "times", 4), (10, "minus", 4, "plus", 1), (7, "times", 2, "minus", 5),
-                              (1, "plus", 1, "plus", 1)])
+    trainset = make_examples(
+        [
+            (2, "plus", 3, "times", 4),
+            (10, "minus", 4, "plus", 1),
+            (7, "times", 2, "minus", 5),
+            (1, "plus", 1, "plus", 1),
+        ]
+    )
     valset = make_examples([(6, "minus", 1, "times", 3), (4, "times", 4, "minus", 6)])
     program = SolveThenFinalize()
     with dspy.context(lm=rule_lm(task_policy)):
@@ -99,16 +116,21 @@ def main() -> None:
             print("before:", program(question=valset[0].question).answer, "| expected", valset[0].answer)
         graph = tracer.graphs[-1]
         print("trace:", " -> ".join(n.name for n in graph.nodes if n.kind == "op"))
-        print("finalize's inputs come from:", sorted({e.id for e in graph["finalize.format#0"].edges
-                                                      if not e.id.startswith("param:")}))
+        print(
+            "finalize's inputs come from:",
+            sorted({e.id for e in graph["finalize.format#0"].edges if not e.id.startswith("param:")}),
+        )
 
         optimized = OptoTeleprompter(metric=metric, llm=llm, max_steps=args.steps, num_threads=2).compile(
-            program, trainset=trainset, valset=valset)
+            program, trainset=trainset, valset=valset
+        )
         print("after: ", optimized(question=valset[0].question).answer, "| expected", valset[0].answer)
     for name in SCRIPTED:
         print(f"{name}: {program_value(program, name)!r} -> {program_value(optimized, name)!r}")
-    print(f"score {optimized.opto_history[0]['eval_score']:.2f} -> {optimized.score:.2f}; "
-          f"{len(optimized.candidate_programs)} candidates; run directory: {optimized.opto_report}")
+    print(
+        f"score {optimized.opto_history[0]['eval_score']:.2f} -> {optimized.score:.2f}; "
+        f"{len(optimized.candidate_programs)} candidates; run directory: {optimized.opto_report}"
+    )
 
 
 def program_value(program, name):

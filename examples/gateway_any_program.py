@@ -52,10 +52,14 @@ def stand_in(body: dict) -> object:
     said = json.dumps(items)
     if "#Variables" in said:  # an OptoPrime request: suggest "very short" for the prompt that makes long texts
         found = re.findall(r"\(text\) (agent_\d+\.system)=([^\n\\]*)", said)
-        suggestion = {name: re.sub(r"\ba (short )?(first draft|two-line poem)", r"a very short \2", value)
-                      for name, value in found if re.search(r"first draft|two-line poem", value)}
-        return json.dumps({"reasoning": "The output is long because the prompt asks for long texts.",
-                           "suggestion": suggestion})
+        suggestion = {
+            name: re.sub(r"\ba (short )?(first draft|two-line poem)", r"a very short \2", value)
+            for name, value in found
+            if re.search(r"first draft|two-line poem", value)
+        }
+        return json.dumps(
+            {"reasoning": "The output is long because the prompt asks for long texts.", "suggestion": suggestion}
+        )
     concise = "very short" in system
     if "hand off" in system:  # the triage agent: look the weather up, then hand off
         if "get_weather" not in said or "call_weather" not in said:
@@ -65,12 +69,18 @@ def stand_in(body: dict) -> object:
     if "poem" in system:
         report = re.search(r"Sunny[^\"\\]*", said)
         weather = report.group(0) if report else "weather unknown"
-        return f"{weather}: bright." if concise else \
-            f"{weather}: the sky is wide and bright above the harbour, the day is long and light on every street."
+        return (
+            f"{weather}: bright."
+            if concise
+            else f"{weather}: the sky is wide and bright above the harbour, the day is long and light on every street."
+        )
     if "draft" in system and "summarize" not in system.lower():
         topic = said.split("Topic: ")[-1].split('"')[0].split("\\")[0]
-        return f"{topic}: a brief note." if concise else \
-            f"{topic}: a long draft that wanders through history, habits, myths and a dozen loosely related facts."
+        return (
+            f"{topic}: a brief note."
+            if concise
+            else f"{topic}: a long draft that wanders through history, habits, myths and a dozen loosely related facts."
+        )
     draft = said.split("Summarize this draft:")[-1].split('"')[0].replace("\\n", " ").strip()
     return f"In short: {draft}"
 
@@ -98,8 +108,13 @@ def target_of(which: str, upstream: str, key: str | None):
     from opto_core import GatewayTarget
 
     spec = PROGRAMS[which]
-    common = dict(upstream=upstream, api_key=key, discover_with=spec["trainset"], tools=spec.get("tools", ()),
-                  settings=spec.get("settings", ()))
+    common = dict(
+        upstream=upstream,
+        api_key=key,
+        discover_with=spec["trainset"],
+        tools=spec.get("tools", ()),
+        settings=spec.get("settings", ()),
+    )
     if which == "python":
         from draft_summarize import draft_and_summarize
 
@@ -143,10 +158,19 @@ def optimize_program(which: str, args: argparse.Namespace) -> None:
                     parents = [graph[e.id].name for e in node.edges if e.via == "data"]
                     print(f"  {node.name:32} <- {', '.join(parents)}")
             before = {p.name: p.value for p in target.parameters()}
-            llm = OpenAIChat(base_url=upstream, api_key=key, model=args.model) if args.upstream \
+            llm = (
+                OpenAIChat(base_url=upstream, api_key=key, model=args.model)
+                if args.upstream
                 else OpenAIChat(base_url=upstream, api_key=key, model="stand-in")
-            result = optimize(target, spec["trainset"], short_enough, OptoPrime(target.parameters(), llm),
-                              max_steps=1, batch_size=len(spec["trainset"]))
+            )
+            result = optimize(
+                target,
+                spec["trainset"],
+                short_enough,
+                OptoPrime(target.parameters(), llm),
+                max_steps=1,
+                batch_size=len(spec["trainset"]),
+            )
             for name, value in result.best_values.items():
                 if value != before.get(name):
                     print(f"changed: {name}: {before.get(name)!r} -> {value!r}")

@@ -49,11 +49,14 @@ def main() -> None:
         llm = OpenAIChat(base_url=args.base_url, model=args.model)
     else:
         llm = ScriptedLLM([scripted_fix()])
-    result = optimize(target, trainset, feedback, OptoPrime(target.parameters(), llm), valset, max_steps=1,
-                      batch_size=3)
+    result = optimize(
+        target, trainset, feedback, OptoPrime(target.parameters(), llm), valset, max_steps=1, batch_size=3
+    )
     step = result.history[1]
-    print(f"\nscore on the held-out examples before: {result.initial_score:.2f}, after one step: "
-          f"{result.best_score:.2f} (kept: {step['kept']})")
+    print(
+        f"\nscore on the held-out examples before: {result.initial_score:.2f}, after one step: "
+        f"{result.best_score:.2f} (kept: {step['kept']})"
+    )
     print("changed in one step: " + ", ".join(sorted(step["proposal"]["accepted"])))
     for name, reason in step["proposal"]["rejected"].items():
         print(f"rejected {name}: {reason}")

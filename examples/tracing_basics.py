@@ -50,11 +50,19 @@ def main() -> None:
 
         llm = OpenAIChat(base_url=args.base_url, model=args.model)
     else:
-        llm = ScriptedLLM([json.dumps({
-            "reasoning": "shout lowercases the text; the feedback wants capitals and 'Welcome'.",
-            "suggestion": {"greeting": "Welcome",
-                           "shout.code": 'def shout(text: str) -> str:\n    """Make the text loud."""\n    return text.upper()\n'},
-        })])
+        llm = ScriptedLLM(
+            [
+                json.dumps(
+                    {
+                        "reasoning": "shout lowercases the text; the feedback wants capitals and 'Welcome'.",
+                        "suggestion": {
+                            "greeting": "Welcome",
+                            "shout.code": 'def shout(text: str) -> str:\n    """Make the text loud."""\n    return text.upper()\n',
+                        },
+                    }
+                )
+            ]
+        )
     optimizer = OptoPrime([greeting, shout.code], llm)
     proposal = optimizer.step(instance)
     print("reasoning:", proposal.reasoning)

@@ -25,24 +25,43 @@ def _table(old_to_new: Mapping[str, str], public: str) -> dict[str, tuple[str, s
     return {old: (new, public) for old, new in old_to_new.items()}
 
 
-MOVED.update(_table({
-    "opto_core.graph": "opto_core.kernel.graph", "opto_core.feedback": "opto_core.kernel.feedback",
-    "opto_core.provenance": "opto_core.kernel.provenance", "opto_core.backward": "opto_core.kernel.backward",
-    "opto_core.render": "opto_core.kernel.render", "opto_core.parameters": "opto_core.kernel.parameters",
-    "opto_core.code": "opto_core.kernel.code", "opto_core.code_policy": "opto_core.kernel.code_policy",
-    "opto_core.binding": "opto_core.kernel.binding", "opto_core.conversation": "opto_core.kernel.conversation",
-    "opto_core.trace": "opto_core.kernel.trace", "opto_core.values": "opto_core.kernel.values",
-    "opto_core.secrets": "opto_core.kernel.redact", "opto_core.local": "opto_core.llm.local",
-    "opto_core.usage": "opto_core.llm.usage", "opto_core.loop": "opto_core.engine.loop",
-    "opto_core.settings": "opto_core.engine.settings", "opto_core.rundir": "opto_core.engine.rundir",
-    "opto_core.approval": "opto_core.engine.approval", "opto_core.target": "opto_core.engine.target",
-    "opto_core.background": "opto_core.engine.background", "opto_core.executors": "opto_core.engine.executors",
-    "opto_core.ray_executor": "opto_core.engine.executors.ray_cluster", "opto_core.cli": "opto_core.app.cli",
-    "opto_core.demo": "opto_core.app.demo", "opto_core.report": "opto_core.app.report",
-    "opto_core.drawing": "opto_core.app.drawing", "opto_core.scripted_server": "opto_core.testing.scripted_server",
-    # issue 21: the LLM optimizers' base left the protocol's module
-    "opto_core.optimizers.base": "opto_core.optimizers.llm_optimizer",
-}, "opto_core"))
+MOVED.update(
+    _table(
+        {
+            "opto_core.graph": "opto_core.kernel.graph",
+            "opto_core.feedback": "opto_core.kernel.feedback",
+            "opto_core.provenance": "opto_core.kernel.provenance",
+            "opto_core.backward": "opto_core.kernel.backward",
+            "opto_core.render": "opto_core.kernel.render",
+            "opto_core.parameters": "opto_core.kernel.parameters",
+            "opto_core.code": "opto_core.kernel.code",
+            "opto_core.code_policy": "opto_core.kernel.code_policy",
+            "opto_core.binding": "opto_core.kernel.binding",
+            "opto_core.conversation": "opto_core.kernel.conversation",
+            "opto_core.trace": "opto_core.kernel.trace",
+            "opto_core.values": "opto_core.kernel.values",
+            "opto_core.secrets": "opto_core.kernel.redact",
+            "opto_core.local": "opto_core.llm.local",
+            "opto_core.usage": "opto_core.llm.usage",
+            "opto_core.loop": "opto_core.engine.loop",
+            "opto_core.settings": "opto_core.engine.settings",
+            "opto_core.rundir": "opto_core.engine.rundir",
+            "opto_core.approval": "opto_core.engine.approval",
+            "opto_core.target": "opto_core.engine.target",
+            "opto_core.background": "opto_core.engine.background",
+            "opto_core.executors": "opto_core.engine.executors",
+            "opto_core.ray_executor": "opto_core.engine.executors.ray_cluster",
+            "opto_core.cli": "opto_core.app.cli",
+            "opto_core.demo": "opto_core.app.demo",
+            "opto_core.report": "opto_core.app.report",
+            "opto_core.drawing": "opto_core.app.drawing",
+            "opto_core.scripted_server": "opto_core.testing.scripted_server",
+            # issue 21: the LLM optimizers' base left the protocol's module
+            "opto_core.optimizers.base": "opto_core.optimizers.llm_optimizer",
+        },
+        "opto_core",
+    )
+)
 
 
 def register(old_to_new: Mapping[str, str], public: str) -> None:
@@ -57,8 +76,9 @@ def _user_stacklevel() -> int:
     """
     frame: FrameType | None = sys._getframe(1)
     level = 1
-    while frame is not None and (frame.f_code.co_filename == __file__
-                                 or frame.f_code.co_filename.startswith("<frozen importlib")):
+    while frame is not None and (
+        frame.f_code.co_filename == __file__ or frame.f_code.co_filename.startswith("<frozen importlib")
+    ):
         if frame.f_code.co_filename == __file__:
             level += 1
         frame = frame.f_back
@@ -70,9 +90,12 @@ class _AliasLoader(importlib.abc.Loader):
         self.old, self.new, self.public = old, new, public
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        warnings.warn(f"{self.old} moved to {self.new} (an internal path); import its public names from "
-                      f"{self.public}. The old path will be removed in the next release.",
-                      DeprecationWarning, stacklevel=_user_stacklevel())
+        warnings.warn(
+            f"{self.old} moved to {self.new} (an internal path); import its public names from "
+            f"{self.public}. The old path will be removed in the next release.",
+            DeprecationWarning,
+            stacklevel=_user_stacklevel(),
+        )
         module = importlib.import_module(self.new)
         self._spec = module.__spec__  # importlib sets __spec__ to the old name's; put the real one back
         return module
@@ -118,8 +141,11 @@ def deprecated_attribute(package: str, name: str, old_names: Mapping[str, str]) 
     module = old_names.get(name)
     if module is None:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
-    warnings.warn(f"import {name} from opto_core, not {package} (the old path will be removed in the next release)",
-                  DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        f"import {name} from opto_core, not {package} (the old path will be removed in the next release)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     value = getattr(importlib.import_module(module), name)
     setattr(sys.modules[package], name, value)  # warned once; later lookups are plain attributes
     return value

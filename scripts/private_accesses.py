@@ -8,6 +8,7 @@ delattr(obj, "_name")``, and a ``"_name"`` key looked up in an object's ``vars()
 (``vars(obj)["_name"]``, ``"_name" in vars(obj)``). Each is a place that breaks when a framework
 renames its internals; the adapters keep them in their ``_compat.py``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -39,19 +40,31 @@ def accesses(path: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Attribute) and private(node.attr):
             if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
                 continue
-            if isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name) \
-                    and node.value.func.id == "super":
+            if (
+                isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name)
+                and node.value.func.id == "super"
+            ):
                 continue
             found.append((node.lineno, ast.unparse(node)))
         elif isinstance(node, ast.Subscript) and _private_constant(node.slice) and _namespace(node.value):
             found.append((node.lineno, ast.unparse(node)))
-        elif isinstance(node, ast.Compare) and _private_constant(node.left) \
-                and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops) \
-                and any(_namespace(c) for c in node.comparators):
+        elif (
+            isinstance(node, ast.Compare)
+            and _private_constant(node.left)
+            and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)
+            and any(_namespace(c) for c in node.comparators)
+        ):
             found.append((node.lineno, ast.unparse(node)))
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ACCESSORS \
-                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) \
-                and isinstance(node.args[1].value, str) and private(node.args[1].value):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ACCESSORS
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and private(node.args[1].value)
+        ):
             if isinstance(node.args[0], ast.Name) and node.args[0].id in ("self", "cls"):
                 continue
             found.append((node.lineno, ast.unparse(node)))

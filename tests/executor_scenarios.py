@@ -83,9 +83,13 @@ def prompt_name(target) -> str:
 
 
 def chain_llm(name: str) -> ScriptedLLM:
-    return ScriptedLLM([say(name, "You answer questions in lower case."),
-                        say(name, "You answer questions in UPPER CASE."),
-                        say(name, "You answer.")])
+    return ScriptedLLM(
+        [
+            say(name, "You answer questions in lower case."),
+            say(name, "You answer questions in UPPER CASE."),
+            say(name, "You answer."),
+        ]
+    )
 
 
 # ----- comparing runs --------------------------------------------------------------------------------------
@@ -94,6 +98,7 @@ _VOLATILE = {"time", "seconds", "graph", "evaluation_seconds"}
 
 def comparable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A run's history without wall-clock fields, for comparing runs under different executors."""
+
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items() if k not in _VOLATILE}

@@ -73,7 +73,9 @@ def test_exception_node_carries_feedback():
     g = Graph()
     code = g.add_parameter(Parameter("tool.code", "code", "def tool(x):\n    return 1 / x\n"))
     x = g.add("input", "x", 0)
-    err = g.add_exception("tool", ZeroDivisionError("division by zero"), parents=[Edge(code.id, "__code"), Edge(x.id, "x")])
+    err = g.add_exception(
+        "tool", ZeroDivisionError("division by zero"), parents=[Edge(code.id, "__code"), Edge(x.id, "x")]
+    )
     inst = backward(g, "The tool crashed")
     assert inst.exceptions == [err] and inst.outputs == [err]
     assert inst.exceptions[0].value == "ZeroDivisionError: division by zero"

@@ -37,8 +37,9 @@ def _models(settings: compare.Settings):
     hidden = get_task("numeric").make(seed=settings.seed, quick=settings.quick).info["hidden"]
     # suggestions under the names our optimizers see, so that steps really apply values (for numeric:
     # the hidden values, which zero the error, so the step must be kept)
-    optimizer_model = scripted.optimizer_model({"boolean_expressions.prompt_template": "Question: {}\nAnswer:",
-                                                "cashier.temperature": 0.0, **hidden})
+    optimizer_model = scripted.optimizer_model(
+        {"boolean_expressions.prompt_template": "Question: {}\nAnswer:", "cashier.temperature": 0.0, **hidden}
+    )
     return task_model, optimizer_model
 
 
@@ -136,8 +137,17 @@ def test_cli_help_lists_the_public_flags(capsys):
     with pytest.raises(SystemExit):
         compare.main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--tasks", "--optimizers", "--base-url", "--model", "--budget-calls", "--quick", "--json", "--seed",
-                 "--out"):
+    for flag in (
+        "--tasks",
+        "--optimizers",
+        "--base-url",
+        "--model",
+        "--budget-calls",
+        "--quick",
+        "--json",
+        "--seed",
+        "--out",
+    ):
         assert flag in text
 
 
@@ -148,8 +158,20 @@ def test_cli_json_prints_one_object_per_row(monkeypatch, capsys, tmp_path):
     task_model, optimizer_model = _models(settings)
     made = iter([task_model, optimizer_model])
     monkeypatch.setattr(opto_core.llm.client, "OpenAIChat", lambda **kwargs: next(made))
-    code = compare.main(["--tasks", "numeric", "--optimizers", "opto,opro", "--budget-calls", "2", "--quick",
-                         "--json", "--out", str(tmp_path)])
+    code = compare.main(
+        [
+            "--tasks",
+            "numeric",
+            "--optimizers",
+            "opto,opro",
+            "--budget-calls",
+            "2",
+            "--quick",
+            "--json",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     rows = [json.loads(line) for line in lines]
     assert code == 0 and [(r["task"], r["optimizer"]) for r in rows] == [("numeric", "opto"), ("numeric", "opro")]

@@ -43,8 +43,9 @@ def test_core_scaling_rows_for_every_shape(capsys):
 
 
 def test_core_scaling_reports_a_prompt_over_its_budget(capsys):
-    rows = core_scaling.main(["--sizes", "60", "--shapes", "fan-in", "--budget", "200", "--no-trace-opt",
-                              "--no-import", "--json"])
+    rows = core_scaling.main(
+        ["--sizes", "60", "--shapes", "fan-in", "--budget", "200", "--no-trace-opt", "--no-import", "--json"]
+    )
     (row,) = rows
     assert row["tokens"] > 200 and row["within_budget"] is False
     assert row["all_variables"]  # variables are never cut, which is why the budget is exceeded
@@ -96,7 +97,8 @@ def test_loop_overhead_counts_every_call(capsys):
 
 
 def test_loop_overhead_with_the_server_in_a_child_process():
-    rows = loop_overhead.main(["--threads", "2", "--steps", "1", "--batch", "2", "--latency", "0.005",
-                               "--server-process", "--json"])
+    rows = loop_overhead.main(
+        ["--threads", "2", "--steps", "1", "--batch", "2", "--latency", "0.005", "--server-process", "--json"]
+    )
     (row,) = rows
     assert row["server"] == "child process" and row["worker_calls"] == row["examples"] == 6 + 2  # + the re-score

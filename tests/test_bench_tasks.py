@@ -17,8 +17,15 @@ if str(ROOT) not in sys.path:  # `bench` lives at the repository root and is not
 from bench.tasks import bbh, get_task, numeric, task_names, workflows  # noqa: E402
 from opto_core.testing import ScriptedLLM  # noqa: E402
 
-HAS = {name: importlib.util.find_spec(module) is not None for name, module in
-       {"dspy": "dspy", "langchain": "langchain_core", "autogen": "autogen_agentchat", "trace": "opto"}.items()}
+HAS = {
+    name: importlib.util.find_spec(module) is not None
+    for name, module in {
+        "dspy": "dspy",
+        "langchain": "langchain_core",
+        "autogen": "autogen_agentchat",
+        "trace": "opto",
+    }.items()
+}
 
 
 # ----- generators ------------------------------------------------------------------------------------
@@ -58,10 +65,15 @@ def test_generated_answers_agree_with_independent_checks():
                 total += counts[number]
         assert str(total) == e["answer"]
     for e in bbh.generate("date_arithmetic", 40, 1):
-        m = re.match(r"Today is (\d\d)/(\d\d)/(\d{4})\. What is the date (\d+) (day|week|year)s? (from today|ago)",
-                     e["question"])
+        m = re.match(
+            r"Today is (\d\d)/(\d\d)/(\d{4})\. What is the date (\d+) (day|week|year)s? (from today|ago)", e["question"]
+        )
         month, day, year, amount, unit, direction = m.groups()
-        today, sign, amount = datetime.date(int(year), int(month), int(day)), 1 if direction == "from today" else -1, int(amount)
+        today, sign, amount = (
+            datetime.date(int(year), int(month), int(day)),
+            1 if direction == "from today" else -1,
+            int(amount),
+        )
         if unit == "year":
             expected = today.replace(year=today.year + sign * amount)
         else:
@@ -69,22 +81,25 @@ def test_generated_answers_agree_with_independent_checks():
         assert e["answer"] == expected.strftime("%m/%d/%Y")
 
 
-@pytest.mark.parametrize("task,example,output,score", [
-    ("boolean_expressions", {"answer": "False"}, " false.", 1.0),
-    ("boolean_expressions", {"answer": "False"}, "Answer: False", 1.0),
-    ("boolean_expressions", {"answer": "False"}, "True", 0.0),
-    ("multistep_arithmetic", {"answer": "67"}, "67", 1.0),  # ((-1 + 2 * 3 - 4) * (5 - -6 + 7 * 8)) = 1 * 67
-    ("multistep_arithmetic", {"answer": "-12"}, "The answer is -12.", 1.0),
-    ("multistep_arithmetic", {"answer": "67"}, "67.5", 0.0),
-    ("word_sorting", {"answer": "apple banana cherry"}, "apple, banana, cherry", 1.0),
-    ("word_sorting", {"answer": "apple banana cherry"}, "banana apple cherry", 0.0),
-    ("object_counting", {"answer": "8"}, "8", 1.0),
-    ("object_counting", {"answer": "8"}, "eight", 0.0),
-    ("dyck_languages", {"answer": "] } )"}, "]})", 1.0),
-    ("dyck_languages", {"answer": "] } )"}, "] ) }", 0.0),
-    ("date_arithmetic", {"answer": "03/05/2021"}, "3/5/2021", 1.0),
-    ("date_arithmetic", {"answer": "03/05/2021"}, "03/06/2021", 0.0),
-])
+@pytest.mark.parametrize(
+    "task,example,output,score",
+    [
+        ("boolean_expressions", {"answer": "False"}, " false.", 1.0),
+        ("boolean_expressions", {"answer": "False"}, "Answer: False", 1.0),
+        ("boolean_expressions", {"answer": "False"}, "True", 0.0),
+        ("multistep_arithmetic", {"answer": "67"}, "67", 1.0),  # ((-1 + 2 * 3 - 4) * (5 - -6 + 7 * 8)) = 1 * 67
+        ("multistep_arithmetic", {"answer": "-12"}, "The answer is -12.", 1.0),
+        ("multistep_arithmetic", {"answer": "67"}, "67.5", 0.0),
+        ("word_sorting", {"answer": "apple banana cherry"}, "apple, banana, cherry", 1.0),
+        ("word_sorting", {"answer": "apple banana cherry"}, "banana apple cherry", 0.0),
+        ("object_counting", {"answer": "8"}, "8", 1.0),
+        ("object_counting", {"answer": "8"}, "eight", 0.0),
+        ("dyck_languages", {"answer": "] } )"}, "]})", 1.0),
+        ("dyck_languages", {"answer": "] } )"}, "] ) }", 0.0),
+        ("date_arithmetic", {"answer": "03/05/2021"}, "3/5/2021", 1.0),
+        ("date_arithmetic", {"answer": "03/05/2021"}, "03/06/2021", 0.0),
+    ],
+)
 def test_bbh_metric_on_hand_computed_cases(task, example, output, score):
     feedback = bbh.score_answer(task, example, output)
     assert feedback.score == score
@@ -116,17 +131,23 @@ def test_bbh_python_program_runs_the_task_model_and_exposes_trace_parameters():
     model = ScriptedLLM([f"Some thinking.\nAnswer: {examples[0]['answer']}"], repeat_last=True)
     target = bbh.python_target("boolean_expressions", model)
     names = {p.name: p.kind for p in target.parameters()}
-    assert names == {"boolean_expressions.prompt_template": "text", "boolean_expressions.create_prompt": "code",
-                     "boolean_expressions.extract_answer": "code"}
+    assert names == {
+        "boolean_expressions.prompt_template": "text",
+        "boolean_expressions.create_prompt": "code",
+        "boolean_expressions.extract_answer": "code",
+    }
     output, graph = target.run(examples[0])
     assert output == examples[0]["answer"]
     assert examples[0]["question"] in model.requests[0]["messages"][0]["content"]  # the template was filled
     assert model.requests[0]["temperature"] == 0.0
     assert {"create_prompt", "call_llm", "extract_answer"} <= {n.name for n in graph.nodes if n.kind == "op"}
     # a new extract_answer changes what the program returns
-    target.apply({"boolean_expressions.extract_answer":
-                  'def extract_answer(prompt_template: str, question: str, response: str) -> str:\n'
-                  '    """Read the answer out of the LLM\'s response."""\n    return "constant"\n'})
+    target.apply(
+        {
+            "boolean_expressions.extract_answer": 'def extract_answer(prompt_template: str, question: str, response: str) -> str:\n'
+            '    """Read the answer out of the LLM\'s response."""\n    return "constant"\n'
+        }
+    )
     assert target.run(examples[0])[0] == "constant"
 
 
@@ -189,10 +210,16 @@ def test_workflow_tool_policy_and_metric_on_hand_computed_cases():
 def test_workflow_python_faults_all_matter():
     examples = workflows.generate(8, 0)
     target = workflows.python_target()
-    assert {p.name for p in target.parameters()} == {"cashier.system_prompt", "cashier.temperature",
-                                                   "tools.order_subtotal.code"}
-    fixes = {"cashier.system_prompt": workflows.FIXED_PROMPT, "cashier.temperature": workflows.FIXED_TEMPERATURE,
-             "tools.order_subtotal.code": workflows.FIXED_TOOL}
+    assert {p.name for p in target.parameters()} == {
+        "cashier.system_prompt",
+        "cashier.temperature",
+        "tools.order_subtotal.code",
+    }
+    fixes = {
+        "cashier.system_prompt": workflows.FIXED_PROMPT,
+        "cashier.temperature": workflows.FIXED_TEMPERATURE,
+        "tools.order_subtotal.code": workflows.FIXED_TOOL,
+    }
 
     def scores() -> list[float]:
         out = []

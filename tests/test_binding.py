@@ -30,11 +30,13 @@ class Exploding(AttributeBinding):
 
 def bound_holder():
     h = Holder()
-    bound = BoundParameters([
-        (Parameter("a", "text", h.a), AttributeBinding(h, "a")),
-        (Parameter("b", "float", h.b, lower=0, upper=1), AttributeBinding(h, "b")),
-        (Parameter("c", "int", h.c, lower=0, upper=100), Exploding(h, "c")),
-    ])
+    bound = BoundParameters(
+        [
+            (Parameter("a", "text", h.a), AttributeBinding(h, "a")),
+            (Parameter("b", "float", h.b, lower=0, upper=1), AttributeBinding(h, "b")),
+            (Parameter("c", "int", h.c, lower=0, upper=100), Exploding(h, "c")),
+        ]
+    )
     return h, bound
 
 
@@ -76,11 +78,20 @@ def test_snapshot_and_restore_undo_every_write():
 
 
 def test_one_include_exclude_rule_freezes_and_keeps_visible():
-    bound = BoundParameters([(Parameter("prompt.system", "text", "s"), None), (Parameter("prompt.human", "text", "h"), None),
-                             (Parameter("llm.temperature", "float", 0.1, lower=0, upper=2), None)],
-                            include=["prompt.*"], exclude=["prompt.human"])
-    assert [(p.name, p.trainable) for p in bound] == [("prompt.system", True), ("prompt.human", False),
-                                                    ("llm.temperature", False)]
+    bound = BoundParameters(
+        [
+            (Parameter("prompt.system", "text", "s"), None),
+            (Parameter("prompt.human", "text", "h"), None),
+            (Parameter("llm.temperature", "float", 0.1, lower=0, upper=2), None),
+        ],
+        include=["prompt.*"],
+        exclude=["prompt.human"],
+    )
+    assert [(p.name, p.trainable) for p in bound] == [
+        ("prompt.system", True),
+        ("prompt.human", False),
+        ("llm.temperature", False),
+    ]
     with pytest.raises(FrozenParameter):
         bound.apply({"llm.temperature": 0.5})
     assert bound.apply({"llm.temperature": 0.5}, allow_frozen=True) == {"llm.temperature": 0.5}

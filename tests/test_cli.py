@@ -8,15 +8,25 @@ from typer.testing import CliRunner
 from opto_core.app import cli
 from opto_core.testing import ScriptedLLM
 
-FIX = ('def parse_price(line: str) -> float:\n    """Read the amount in dollars from a line such as \'Total: $12.50\'."""\n'
-       '    return float(line.split("$")[1])\n')
+FIX = (
+    'def parse_price(line: str) -> float:\n    """Read the amount in dollars from a line such as \'Total: $12.50\'."""\n'
+    '    return float(line.split("$")[1])\n'
+)
 
 
 @pytest.fixture
 def scripted(monkeypatch):
-    llm = ScriptedLLM([json.dumps({"reasoning": "parse_price drops the cents [sic]; the rate should be 0.1",
-                                   "suggestion": {"invoice.parse_price.code": FIX, "invoice.discount_rate": 0.1}})],
-                      repeat_last=True)
+    llm = ScriptedLLM(
+        [
+            json.dumps(
+                {
+                    "reasoning": "parse_price drops the cents [sic]; the rate should be 0.1",
+                    "suggestion": {"invoice.parse_price.code": FIX, "invoice.discount_rate": 0.1},
+                }
+            )
+        ],
+        repeat_last=True,
+    )
     llm.base_url = "http://127.0.0.1:9/v1"
     monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
     return llm
@@ -64,8 +74,9 @@ def test_demo_help_lists_the_public_options():
 
 def test_demo_tunes_numbers_by_search_and_says_so(tmp_path, monkeypatch):
     # a model that never proposes a number (as the embedded one): the search part still moves the rate
-    llm = ScriptedLLM([json.dumps({"reasoning": "fix the parser", "suggestion": {"invoice.parse_price.code": FIX}})],
-                      repeat_last=True)
+    llm = ScriptedLLM(
+        [json.dumps({"reasoning": "fix the parser", "suggestion": {"invoice.parse_price.code": FIX}})], repeat_last=True
+    )
     llm.base_url = "http://127.0.0.1:9/v1"
     monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
     run_dir = tmp_path / "demo"
@@ -80,8 +91,18 @@ def test_demo_tunes_numbers_by_search_and_says_so(tmp_path, monkeypatch):
 
 
 def test_local_model_must_be_a_file(tmp_path):
-    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--local-model", str(tmp_path / "nope.gguf"),
-                                          "--run-dir", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            "demo",
+            "--workflow",
+            "python",
+            "--local-model",
+            str(tmp_path / "nope.gguf"),
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 2 and "is not a file" in " ".join(result.output.split())
 
 
@@ -89,8 +110,12 @@ def test_a_second_resume_of_a_locked_run_exits_with_a_clear_message(tmp_path, sc
     from opto_core.engine.rundir import RunDir
 
     run_dir = tmp_path / "demo"
-    assert CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1",
-                                        "--run-dir", str(run_dir)]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", str(run_dir)])
+        .exit_code
+        == 0
+    )
     history = (run_dir / "history.jsonl").read_text()
     holder = RunDir(run_dir)
     holder.open(resume=True)  # another `opto resume` (or optimize) is running on this directory

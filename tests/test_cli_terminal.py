@@ -31,13 +31,27 @@ def _env() -> dict[str, str]:
 
 
 def _command(server: ScriptedServer, run_dir: Path, *extra: str, steps: int = 1) -> list[str]:
-    return [sys.executable, "-m", "opto_core.app.cli", "demo", "--base-url", server.base_url, "--model", "scripted",
-            "--steps", str(steps), "--run-dir", str(run_dir), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "opto_core.app.cli",
+        "demo",
+        "--base-url",
+        server.base_url,
+        "--model",
+        "scripted",
+        "--steps",
+        str(steps),
+        "--run-dir",
+        str(run_dir),
+        *extra,
+    ]
 
 
 def _in_a_pipe(command: list[str], cwd: Path) -> str:
-    done = subprocess.run(command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=600, text=True)
+    done = subprocess.run(
+        command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600, text=True
+    )
     assert done.returncode == 0, done.stdout
     return done.stdout
 

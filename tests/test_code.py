@@ -73,19 +73,23 @@ def test_tracebacks_and_getsource_point_into_the_new_source():
 
 def test_a_function_whose_file_is_gone(tmp_path):
     module_file = tmp_path / "gone_module.py"
-    module_file.write_text(textwrap.dedent('''
+    module_file.write_text(
+        textwrap.dedent('''
         def parse(line: str) -> float:
             return float(line.split("$")[1])
-    '''))
+    ''')
+    )
     sys.path.insert(0, str(tmp_path))
     try:
         module = importlib.import_module("gone_module")
         original = function_source(module.parse)  # read once, while the file exists
-        new = compile_like("def parse(line: str) -> float:\n    return round(float(line.split('$')[1]), 2)\n",
-                           module.parse)
+        new = compile_like(
+            "def parse(line: str) -> float:\n    return round(float(line.split('$')[1]), 2)\n", module.parse
+        )
         module_file.unlink()
         gc.collect()
         import linecache
+
         linecache.checkcache()  # what Python does when files change: our entries survive it
         assert function_source(module.parse) == original
         assert "round(" in function_source(new) and "round(" in inspect.getsource(new)
@@ -96,27 +100,29 @@ def test_a_function_whose_file_is_gone(tmp_path):
 
 
 def test_module_level_imports_of_the_new_source_are_available():
-    new = compile_like("import math\ndef scale(x: int) -> int:\n    return math.floor(x * factor / 2)\n",
-                       make_closure())
+    new = compile_like(
+        "import math\ndef scale(x: int) -> int:\n    return math.floor(x * factor / 2)\n", make_closure()
+    )
     assert new(3) == 4
 
 
 def test_shape_rules():
     original = parse_function("def f(a, b=2) -> int:\n    return a\n")
     same_shape(original, parse_function('"""doc"""\nimport re\ndef f(a, b=2) -> int:\n    return b\n'))
-    for bad, reason in [("def g(a, b=2) -> int:\n    return a\n", "keep its name"),
-                        ("def f(a) -> int:\n    return a\n", "signature must stay"),
-                        ("@staticmethod\ndef f(a, b=2) -> int:\n    return a\n", "decorators must stay"),
-                        ("x = 1\ndef f(a, b=2) -> int:\n    return a\n", "only imports"),
-                        ("def f(a, b=2) -> int:\n  return (\n", "does not parse")]:
+    for bad, reason in [
+        ("def g(a, b=2) -> int:\n    return a\n", "keep its name"),
+        ("def f(a) -> int:\n    return a\n", "signature must stay"),
+        ("@staticmethod\ndef f(a, b=2) -> int:\n    return a\n", "decorators must stay"),
+        ("x = 1\ndef f(a, b=2) -> int:\n    return a\n", "only imports"),
+        ("def f(a, b=2) -> int:\n  return (\n", "does not parse"),
+    ]:
         with pytest.raises(CodeShapeError, match=reason):
             same_shape(original, parse_function(bad))
 
 
 def test_decorators_of_a_suggestion_never_run_when_compiled(tmp_path):
     marker = tmp_path / "pwned"
-    payload = (f"@(lambda f: (open({str(marker)!r}, 'w').write('x'), f)[1])\n"
-               "def scale(x: int) -> int:\n    return x\n")
+    payload = f"@(lambda f: (open({str(marker)!r}, 'w').write('x'), f)[1])\ndef scale(x: int) -> int:\n    return x\n"
     compile_like(payload, make_closure())
     assert not marker.exists()
 
@@ -136,4 +142,5 @@ def test_a_signature_a_framework_reads_keeps_its_bindings():
     with pytest.raises(ValueError, match="ModuleNotFoundError: no module named 'not_a_module_xyz'"):
         check("import not_a_module_xyz\n" + body)
     import sys
+
     assert "not_a_module_xyz" not in sys.modules  # looked up, never imported

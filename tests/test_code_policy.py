@@ -170,8 +170,13 @@ def _autogen_target():
         """Multiply two numbers."""
         return a * b
 
-    info = {"function_calling": True, "vision": False, "json_output": False, "family": "unknown",
-            "structured_output": False}
+    info = {
+        "function_calling": True,
+        "vision": False,
+        "json_output": False,
+        "family": "unknown",
+        "structured_output": False,
+    }
     agent = AssistantAgent("calc", ReplayChatCompletionClient(["ok"], model_info=info), tools=[mul])
     return as_target(agent), "calc.tools.mul.code", lambda: True
 
@@ -187,8 +192,9 @@ def _dspy_target():
     return ProgramTarget(dspy.ReAct("question -> answer", tools=[to_f])), "tools.to_f.code", lambda: True
 
 
-@pytest.mark.parametrize("build", [_langchain_target, _autogen_target, _dspy_target],
-                         ids=["langchain", "autogen", "dspy"])
+@pytest.mark.parametrize(
+    "build", [_langchain_target, _autogen_target, _dspy_target], ids=["langchain", "autogen", "dspy"]
+)
 def test_adapter_code_parameters_reject_every_attack_before_anything_runs(build, tmp_path, capsys):
     target, name, still_works = build()
     code = {p.name: p for p in target.parameters()}[name]
@@ -226,8 +232,13 @@ print(target.run({{"x": 1}})[0])
 """
     path = tmp_path / "attack.py"
     path.write_text(script)
-    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    done = subprocess.run(
+        [sys.executable, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert done.returncode == 0, done.stderr
     assert "rejected: the decorators must stay" in done.stdout
     assert not marker.exists()

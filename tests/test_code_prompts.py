@@ -10,9 +10,13 @@ import pytest
 
 from opto_core.kernel.code_prompts import LiteralBinding, Sink, VariableBinding, prompts_in_function
 
-SINKS = [Sink("SystemMessage", role="system"), Sink("HumanMessage", role="human"),
-         Sink("from_template", (0, "template"), renders=True), Sink("from_messages", (), renders=True),
-         Sink("update_system_message", (0, "system_message"), role="system")]
+SINKS = [
+    Sink("SystemMessage", role="system"),
+    Sink("HumanMessage", role="human"),
+    Sink("from_template", (0, "template"), renders=True),
+    Sink("from_messages", (), renders=True),
+    Sink("update_system_message", (0, "system_message"), role="system"),
+]
 
 SOURCE = '''
 class SystemMessage:
@@ -110,16 +114,24 @@ def module(user_module):
 
 
 def found(function, **options):
-    return {p.name: p for p in prompts_in_function(function, SINKS, text_of=lambda m: getattr(m, "content", None),
-                                                   with_text=lambda m, t: type(m)(t), **options)}
+    return {
+        p.name: p
+        for p in prompts_in_function(
+            function, SINKS, text_of=lambda m: getattr(m, "content", None), with_text=lambda m, t: type(m)(t), **options
+        )
+    }
 
 
 def test_a_module_template_formatted_in_the_function_is_a_template_bound_to_the_global(module):
     prompts = found(module.by_format)
     assert list(prompts) == ["SYSTEM_TEMPLATE"]
     prompt = prompts["SYSTEM_TEMPLATE"]
-    assert (prompt.value, prompt.style, prompt.how, prompt.role) == (module.SYSTEM_TEMPLATE, "format", ".format()",
-                                                                     "system")
+    assert (prompt.value, prompt.style, prompt.how, prompt.role) == (
+        module.SYSTEM_TEMPLATE,
+        "format",
+        ".format()",
+        "system",
+    )
     assert isinstance(prompt.binding, VariableBinding) and prompt.binding.home is module.__dict__
     prompt.binding.write("Agent of {company} ({today}).")
     assert module.by_format({"company": "ACME", "today": "Mon"})[0].content == "Agent of ACME (Mon)."

@@ -100,8 +100,14 @@ def test_each_payload_is_live_without_the_policy(route, tmp_path):
     (tmp_path / "test_mark.py").write_text(f"open({str(marker)!r}, 'w').close()\n")  # for unittest.__main__
     script = tmp_path / "live.py"
     script.write_text(_LIVENESS.format(root=str(ROOT), tests=str(HERE), marker=str(marker), route=route))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     if route in LEAKS:
         assert LEAKS[route] in done.stdout, done.stderr
     elif route in NO_MARKER:
@@ -121,8 +127,14 @@ def test_a_proposed_payload_is_rejected_in_a_run_and_its_reason_reaches_the_opti
     payload = routes(str(marker))["module through module"][0]
     answer = json.dumps({"reasoning": "r", "suggestion": {"tidy.code": payload}})
     llm = ScriptedLLM([answer], repeat_last=True)
-    result = optimize(target, [{"text": "a  b"}], lambda example, output: float(output == "a b"),
-                      OptoPrime(target.parameters(), llm), max_steps=1, run_dir=str(tmp_path / "run"))
+    result = optimize(
+        target,
+        [{"text": "a  b"}],
+        lambda example, output: float(output == "a b"),
+        OptoPrime(target.parameters(), llm),
+        max_steps=1,
+        run_dir=str(tmp_path / "run"),
+    )
     step = result.history[1]
     assert "reaches the module 'os'" in step["proposal"]["rejected"]["tidy.code"]
     assert "reaches the module 'os'" in llm.requests[1]["messages"][-1]["content"]  # the retry says why
@@ -139,8 +151,14 @@ def test_an_edited_checkpoint_payload_never_runs_on_resume(tmp_path):
 
     run_dir = tmp_path / "run"
     target = build()
-    optimize(target, [{"text": "a  b"}], lambda e, o: 1.0, OptoPrime(target.parameters(), ScriptedLLM(
-        ['{"reasoning": "", "suggestion": {}}'], repeat_last=True)), max_steps=1, run_dir=str(run_dir))
+    optimize(
+        target,
+        [{"text": "a  b"}],
+        lambda e, o: 1.0,
+        OptoPrime(target.parameters(), ScriptedLLM(['{"reasoning": "", "suggestion": {}}'], repeat_last=True)),
+        max_steps=1,
+        run_dir=str(run_dir),
+    )
     checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
     for key in ("current", "best"):
         checkpoint[key]["tidy.code"] = routes(str(marker))["codecs.open"][0]
@@ -148,8 +166,14 @@ def test_an_edited_checkpoint_payload_never_runs_on_resume(tmp_path):
     (run_dir / "checkpoint.json").write_text(json.dumps(checkpoint))
     target = build()
     with pytest.raises(Exception) as info:
-        optimize(target, [{"text": "a  b"}], lambda e, o: 1.0, OptoPrime(target.parameters(), ScriptedLLM(
-            ['{"reasoning": "", "suggestion": {}}'], repeat_last=True)), max_steps=3, run_dir=str(run_dir))
+        optimize(
+            target,
+            [{"text": "a  b"}],
+            lambda e, o: 1.0,
+            OptoPrime(target.parameters(), ScriptedLLM(['{"reasoning": "", "suggestion": {}}'], repeat_last=True)),
+            max_steps=3,
+            run_dir=str(run_dir),
+        )
     assert "codecs.open" in str(info.value)
     assert target.run({"text": "a  b"})[0] == "a b"
     assert not marker.exists()
@@ -171,14 +195,23 @@ def test_under_the_sandbox_no_payload_has_an_effect_outside_the_box_even_without
         payloads = [source for source, _ in routes(str(outside / "marker")).values()]
         target, name = SANDBOXED[framework]()
         answers = [json.dumps({"reasoning": "r", "suggestion": {name: source}}) for source in payloads]
-        result = optimize(target, [{"text": "a  b"}], lambda example, output: float(output == "a b"),
-                          OptoPrime(target.parameters(), ScriptedLLM(answers)), max_steps=len(payloads),
-                          code_policy="permissive", isolation="sandbox", eval_timeout=60, reuse_evaluations=False)
+        result = optimize(
+            target,
+            [{"text": "a  b"}],
+            lambda example, output: float(output == "a b"),
+            OptoPrime(target.parameters(), ScriptedLLM(answers)),
+            max_steps=len(payloads),
+            code_policy="permissive",
+            isolation="sandbox",
+            eval_timeout=60,
+            reuse_evaluations=False,
+        )
         assert list(outside.iterdir()) == []
         assert result.stopped_reason == "max_steps" and result.steps == len(payloads)
         for source, record in zip(payloads, result.records[1:]):  # each payload ran in the box, or never ran
-            assert (record.candidate_values or {}).get(name) == source or \
-                "a module not loaded in this process" in record.apply_error, (source, record.decision)
+            assert (record.candidate_values or {}).get(
+                name
+            ) == source or "a module not loaded in this process" in record.apply_error, (source, record.decision)
         if framework == "langchain":  # the tool's function is compiled here too: the import that would run is refused
             refused = result.records[1 + list(routes("/m")).index("unittest.__main__")]
             assert "imports 'unittest.__main__' at module level" in refused.apply_error

@@ -34,9 +34,16 @@ def server_tokens(messages: list[dict[str, str]]) -> int:
 
 
 def exceeded(prompt: int, n_ctx: int) -> tuple[int, dict[str, Any]]:
-    return 400, {"error": {"code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": prompt, "n_ctx": n_ctx,
-                           "message": f"request ({prompt} tokens) exceeds the available context size ({n_ctx} tokens), "
-                                      "try increasing it"}}
+    return 400, {
+        "error": {
+            "code": 400,
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": prompt,
+            "n_ctx": n_ctx,
+            "message": f"request ({prompt} tokens) exceeds the available context size ({n_ctx} tokens), "
+            "try increasing it",
+        }
+    }
 
 
 class WindowServer:
@@ -88,10 +95,19 @@ class WindowServer:
                     record["status"], reply = exceeded(prompt, fake.n_ctx)
                     return self._reply(400, reply)
                 record["status"] = 200
-                self._reply(200, {"id": "c", "object": "chat.completion", "created": 1, "model": body["model"],
-                                  "choices": [{"index": 0, "finish_reason": "stop",
-                                               "message": {"role": "assistant", "content": answer}}],
-                                  "usage": {"prompt_tokens": prompt, "completion_tokens": 10, "total_tokens": prompt + 10}})
+                self._reply(
+                    200,
+                    {
+                        "id": "c",
+                        "object": "chat.completion",
+                        "created": 1,
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}
+                        ],
+                        "usage": {"prompt_tokens": prompt, "completion_tokens": 10, "total_tokens": prompt + 10},
+                    },
+                )
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -151,8 +167,12 @@ def problem(input_chars: int = 40_000):
     return backward(g, Feedback(-7.0, "expected 10.0"))
 
 
-BAD_AND_LONG = json.dumps({"reasoning": "I considered everything. " * 600,  # ~15,000 characters
-                           "suggestion": {"k": 50, "tool.code": "def tool(x, y):\n    return 1\n"}})
+BAD_AND_LONG = json.dumps(
+    {
+        "reasoning": "I considered everything. " * 600,  # ~15,000 characters
+        "suggestion": {"k": 50, "tool.code": "def tool(x, y):\n    return 1\n"},
+    }
+)
 GOOD = json.dumps({"reasoning": "fixed", "suggestion": {"k": 5}})
 
 
@@ -248,8 +268,11 @@ def test_a_window_smaller_than_system_prompt_plus_answer_is_a_clear_error(make_s
 def test_without_a_known_window_the_configured_budget_stands():
     llm = ScriptedLLM([GOOD])
     proposal = OptoPrime(params(), llm).step(problem())
-    assert proposal.budget == {"tokens": 8000, "configured": 8000,
-                               "reason": "the configured token_budget (the context window is unknown)"}
+    assert proposal.budget == {
+        "tokens": 8000,
+        "configured": 8000,
+        "reason": "the configured token_budget (the context window is unknown)",
+    }
     assert llm.requests[0]["max_tokens"] is None
 
 
@@ -282,23 +305,34 @@ def test_a_server_that_does_not_answer_falls_back_silently(caplog):
 
 
 def test_ollama_num_ctx_is_the_window(make_server):
-    show = {"parameters": "stop \"<|im_end|>\"\nnum_ctx                        8192",
-            "model_info": {"general.architecture": "qwen2", "qwen2.context_length": 32768}}
+    show = {
+        "parameters": "stop \"<|im_end|>\"\nnum_ctx                        8192",
+        "model_info": {"general.architecture": "qwen2", "qwen2.context_length": 32768},
+    }
     llm = client(make_server(None, ollama=show), model="qwen2.5:1.5b")
     assert (llm.context_window, llm.context_window_source) == (8192, "Ollama /api/show")
     default = client(make_server(None, ollama={"model_info": {"llama.context_length": 131072}}), model="llama3.2")
     assert default.context_window == 4096  # Ollama's default num_ctx, not the trained length
 
 
-@pytest.mark.parametrize("message, numbers", [
-    ("request (4173 tokens) exceeds the available context size (4096 tokens), try increasing it", (4096, 4173)),
-    ("This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. "
-     "Please reduce the length of the messages.", (8192, 9000)),
-    ("This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (4000 in the messages, "
-     "1000 in the completion).", (4096, 4000)),
-    ("prompt is too long: 210000 tokens > 200000 maximum", (200000, 210000)),
-    ("Invalid value for temperature", None),
-])
+@pytest.mark.parametrize(
+    "message, numbers",
+    [
+        ("request (4173 tokens) exceeds the available context size (4096 tokens), try increasing it", (4096, 4173)),
+        (
+            "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. "
+            "Please reduce the length of the messages.",
+            (8192, 9000),
+        ),
+        (
+            "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (4000 in the messages, "
+            "1000 in the completion).",
+            (4096, 4000),
+        ),
+        ("prompt is too long: 210000 tokens > 200000 maximum", (200000, 210000)),
+        ("Invalid value for temperature", None),
+    ],
+)
 def test_context_errors_are_recognised_with_their_numbers(message, numbers):
     assert context_numbers(message) == numbers
 
@@ -316,8 +350,12 @@ def test_an_optimizer_without_a_client_says_so_when_it_needs_one():
 # ----- the retry says exactly what is kept, and does it -------------------------------------------------------
 def test_the_retry_message_says_what_is_kept_and_the_first_accepted_values_are_kept():
     good_code = "def tool(x):\n    return x + 2\n"
-    llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"k": 5, "tool.code": "def tool(x, y):\n    return 1\n"}}),
-                       json.dumps({"reasoning": "r2", "suggestion": {"tool.code": good_code}})])
+    llm = ScriptedLLM(
+        [
+            json.dumps({"reasoning": "r", "suggestion": {"k": 5, "tool.code": "def tool(x, y):\n    return 1\n"}}),
+            json.dumps({"reasoning": "r2", "suggestion": {"tool.code": good_code}}),
+        ]
+    )
     proposal = OptoPrime(params(), llm).step(problem(400))
     note = llm.requests[1]["messages"][-1]["content"]
     assert "Accepted from your first answer: k. These values are kept unless you give a new value" in note
@@ -349,7 +387,9 @@ def test_a_retry_that_cannot_fit_is_skipped_and_the_first_answer_stands():
     code = Parameter("tool.code", "code", "def tool(x):\n    \"\"\"" + "Explain. " * 250 + "\"\"\"\n    return x\n")
     rate = Parameter("rate", "float", 0.5, lower=0, upper=1)
     g = Graph()
-    out = g.add("op", "tool", 1, parents=[Edge(g.add_parameter(code).id, "__code"), Edge(g.add_parameter(rate).id, "r")])
+    out = g.add(
+        "op", "tool", 1, parents=[Edge(g.add_parameter(code).id, "__code"), Edge(g.add_parameter(rate).id, "r")]
+    )
     g.mark_output(out.id)
     instance = backward(g, Feedback(0.0, "too high"))
     # the first answer: one valid value, and so many unknown names that their reasons cannot fit a retry

@@ -123,8 +123,9 @@ def test_a_run_that_raised_is_named_as_the_likely_cause():
 
 
 def test_runs_that_failed_outside_the_workflow_are_not_judged():
-    broken = Evaluation(0, InfrastructureError("connection refused"), Graph(), Feedback(score=0.0), True,
-                        "infrastructure")
+    broken = Evaluation(
+        0, InfrastructureError("connection refused"), Graph(), Feedback(score=0.0), True, "infrastructure"
+    )
     found = Coverage.of([Parameter("p", "text", "x")], [broken])
     assert not found.judged and "connection refused" in found.note
     found.enforce(require=True)  # nothing judged: said, never an error
@@ -132,8 +133,18 @@ def test_runs_that_failed_outside_the_workflow_are_not_judged():
 
 # ----- in the loop -----------------------------------------------------------------------------------------------
 def _optimizer(target, replies=()):
-    llm = ScriptedLLM(list(replies) or [json.dumps({"reasoning": "name the company", "suggestion": {
-        "agent.system": "You help {company} customers. Answer in one line."}})], repeat_last=True)
+    llm = ScriptedLLM(
+        list(replies)
+        or [
+            json.dumps(
+                {
+                    "reasoning": "name the company",
+                    "suggestion": {"agent.system": "You help {company} customers. Answer in one line."},
+                }
+            )
+        ],
+        repeat_last=True,
+    )
     return OptoPrime(target.parameters(), llm), llm
 
 

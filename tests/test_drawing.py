@@ -32,8 +32,13 @@ def every_kind() -> Graph:
     prompt = g.add_parameter(Parameter("prompt", "text", EVIL))
     frozen = g.add_parameter(Parameter("temperature", "float", 0.2, trainable=False))
     question = g.add("input", "question", "What is 2+2?")
-    call = g.add("op", "llm", "4", parents=[Edge(question.id, "user"), Edge(prompt.id, "system"),
-                                           Edge(frozen.id, "temperature")], op_type="llm")
+    call = g.add(
+        "op",
+        "llm",
+        "4",
+        parents=[Edge(question.id, "user"), Edge(prompt.id, "system"), Edge(frozen.id, "temperature")],
+        op_type="llm",
+    )
     tool = g.add("op", "tool", "result", parents=[Edge(call.id, "args"), Edge(question.id, "q", "context")])
     g.add_exception("parser", ValueError("bad <json>"), parents=[Edge(tool.id, "text", "call_tree")])
     route = g.add("op", "route", "next", parents=[Edge(call.id, "choice", "control")])
@@ -128,8 +133,9 @@ def test_dot_escapes_and_styles():
     assert '\\"hi\\"' in label and "<script>" in label  # quotes escaped; HTML is plain text in a DOT string
     assert "\n" not in label
     assert 'style="rounded,filled,bold"' in prompt_line
-    assert 'style="rounded,filled,dashed"' in next(line for line in text.splitlines()
-                                                   if line.startswith('  "param:temperature" ['))
+    assert 'style="rounded,filled,dashed"' in next(
+        line for line in text.splitlines() if line.startswith('  "param:temperature" [')
+    )
     assert re.search(r'"question#0" -> "tool#0" \[label="q \(context\)", style=dashed\]', text)
     assert re.search(r'"tool#0" -> "parser#0" \[label="text \(call_tree\)", style=dashed\]', text)
     assert '"question#0" -> "llm#0" [label="user"];' in text

@@ -50,8 +50,9 @@ def executor(request):
 
 
 def evaluate(executor, target, examples, feedback=word_feedback):
-    return executor.evaluate(target, examples, feedback, indices=list(range(100, 100 + len(examples))),
-                             failure_score=-1.0)
+    return executor.evaluate(
+        target, examples, feedback, indices=list(range(100, 100 + len(examples))), failure_score=-1.0
+    )
 
 
 # ----- choosing an executor, bad input -------------------------------------------------------------------
@@ -138,12 +139,12 @@ def test_asyncio_runs_async_targets_concurrently_on_its_one_thread():
     before = threading.active_count()
     results = evaluate(executor, target, [{"x": i} for i in range(48)])
     assert [r.output for r in results] == [f"hello {i}" for i in range(48)]
-    assert target.max_inflight == 16                      # the concurrency bound, reached and respected
-    assert target.threads == {executor.thread.ident}       # every run on the executor's loop thread
-    assert max(target.active_counts) <= before + 1         # one thread in all: the loop's
+    assert target.max_inflight == 16  # the concurrency bound, reached and respected
+    assert target.threads == {executor.thread.ident}  # every run on the executor's loop thread
+    assert max(target.active_counts) <= before + 1  # one thread in all: the loop's
     again = WaitingTarget(delay=0.01)
     evaluate(executor, again, [{"x": 1}, {"x": 2}])
-    assert again.threads == {executor.thread.ident}        # the same loop, batch after batch
+    assert again.threads == {executor.thread.ident}  # the same loop, batch after batch
     executor.close()
     assert executor.thread is None
 
@@ -157,7 +158,7 @@ def test_asyncio_runs_a_sync_target_in_a_bounded_pool_and_says_so_once(caplog):
     loop_thread = executor.thread.ident
     executor.close()
     assert [r.output for r in results] == [f"hello {i}" for i in range(9)]
-    assert target.max_inflight == 3                                   # bounded by concurrency
+    assert target.max_inflight == 3  # bounded by concurrency
     assert loop_thread not in target.threads and 1 < len(target.threads) <= 3  # in the pool, never on the loop
     said = [r.message for r in caplog.records if "has no async arun" in r.message]
     assert len(said) == 1 and "pool of 3 threads" in said[0]
@@ -167,16 +168,36 @@ def test_asyncio_runs_a_sync_target_in_a_bounded_pool_and_says_so_once(caplog):
 def _scale_run(executor: str, **settings):
     target = scale_target()
     llm = scale_llm()
-    result = optimize(target, TRAIN, scale_feedback, OptoPrime(target.parameters(), llm), VAL, max_steps=3,
-                      batch_size=3, executor=executor, concurrency=4, **settings)
+    result = optimize(
+        target,
+        TRAIN,
+        scale_feedback,
+        OptoPrime(target.parameters(), llm),
+        VAL,
+        max_steps=3,
+        batch_size=3,
+        executor=executor,
+        concurrency=4,
+        **settings,
+    )
     return result, llm
 
 
 def _chain_run(executor: str, **settings):
     target = chain_target()
     llm = chain_llm(prompt_name(target))
-    result = optimize(target, CHAIN_TRAIN, chain_feedback, OptoPrime(target.parameters(), llm), CHAIN_VAL,
-                      max_steps=3, batch_size=3, executor=executor, concurrency=4, **settings)
+    result = optimize(
+        target,
+        CHAIN_TRAIN,
+        chain_feedback,
+        OptoPrime(target.parameters(), llm),
+        CHAIN_VAL,
+        max_steps=3,
+        batch_size=3,
+        executor=executor,
+        concurrency=4,
+        **settings,
+    )
     return result, llm, target
 
 
@@ -186,8 +207,11 @@ def test_plain_python_optimization_is_the_same_under_threads_and_asyncio():
     assert threads.best_values == loop.best_values == {"k": 3.0}
     assert [r["kept"] for r in threads.history[1:]] == [False, True, False]
     assert comparable(threads.history) == comparable(loop.history)
-    assert (threads.best_score, threads.initial_score, threads.usage) == (loop.best_score, loop.initial_score,
-                                                                         loop.usage)
+    assert (threads.best_score, threads.initial_score, threads.usage) == (
+        loop.best_score,
+        loop.initial_score,
+        loop.usage,
+    )
 
 
 def test_langchain_optimization_is_the_same_under_threads_and_asyncio():
@@ -224,13 +248,18 @@ def test_a_dspy_program_under_asyncio_gives_what_it_gives_under_threads(tmp_path
     runs = {}
     for name, kind in EXECUTORS.items():
         executor = kind(4)
-        runs[name] = evaluate(executor, target, examples, lambda example, output: float(example["question"] in
-                                                                                       output.answer))
+        runs[name] = evaluate(
+            executor, target, examples, lambda example, output: float(example["question"] in output.answer)
+        )
         executor.close()
-    assert [r.output.answer for r in runs["asyncio"]] == [r.output.answer for r in runs["threads"]] == \
-        [f"answer for q{i}" for i in range(4)]
-    assert [[n.name for n in r.graph.nodes] for r in runs["asyncio"]] == \
-        [[n.name for n in r.graph.nodes] for r in runs["threads"]]
+    assert (
+        [r.output.answer for r in runs["asyncio"]]
+        == [r.output.answer for r in runs["threads"]]
+        == [f"answer for q{i}" for i in range(4)]
+    )
+    assert [[n.name for n in r.graph.nodes] for r in runs["asyncio"]] == [
+        [n.name for n in r.graph.nodes] for r in runs["threads"]
+    ]
     assert all(r.feedback.score == 1.0 for r in runs["asyncio"])
 
 

@@ -20,10 +20,18 @@ N = 6
 
 
 def team_target(seen: list[tuple[int, int]]):
-    writer = AssistantAgent("writer", ReplayChatCompletionClient([f"draft {i}" for i in range(N)]),
-                            system_message="You are the writer.", description="The writer.")
-    critic = AssistantAgent("critic", ReplayChatCompletionClient([f"verdict {i}" for i in range(N)]),
-                            system_message="You are the critic.", description="The critic.")
+    writer = AssistantAgent(
+        "writer",
+        ReplayChatCompletionClient([f"draft {i}" for i in range(N)]),
+        system_message="You are the writer.",
+        description="The writer.",
+    )
+    critic = AssistantAgent(
+        "critic",
+        ReplayChatCompletionClient([f"verdict {i}" for i in range(N)]),
+        system_message="You are the critic.",
+        description="The critic.",
+    )
     team = RoundRobinGroupChat([writer, critic], termination_condition=MaxMessageTermination(3))
 
     async def before_run(example):  # runs on the thread that runs the team
@@ -39,15 +47,19 @@ def test_a_team_under_asyncio_runs_every_example_on_the_executor_loop_thread():
     executor = AsyncioExecutor(8)
     before = threading.active_count()
     try:
-        results = executor.evaluate(target, [{"task": f"task {i}"} for i in range(N)],
-                                    lambda example, output: float(output.startswith("verdict")),
-                                    indices=list(range(N)), failure_score=0.0)
+        results = executor.evaluate(
+            target,
+            [{"task": f"task {i}"} for i in range(N)],
+            lambda example, output: float(output.startswith("verdict")),
+            indices=list(range(N)),
+            failure_score=0.0,
+        )
         loop_thread = executor.thread.ident
     finally:
         executor.close()
-    assert [r.output for r in results] == [f"verdict {i}" for i in range(N)]   # runs took turns, in order
+    assert [r.output for r in results] == [f"verdict {i}" for i in range(N)]  # runs took turns, in order
     assert not any(r.failed for r in results)
-    assert {ident for ident, _ in seen} == {loop_thread}                      # no thread per example ...
-    assert max(count for _, count in seen) <= before + 1                       # ... the loop's thread only
-    assert len({id(r.graph) for r in results}) == N                           # one graph per team run
+    assert {ident for ident, _ in seen} == {loop_thread}  # no thread per example ...
+    assert max(count for _, count in seen) <= before + 1  # ... the loop's thread only
+    assert len({id(r.graph) for r in results}) == N  # one graph per team run
     assert all(r.graph.by_name("critic.llm") and r.graph.by_name("writer.llm") for r in results)

@@ -49,8 +49,9 @@ def local_ray():
 
 
 def evaluate(executor, target, examples, feedback=word_feedback, values=None):
-    return executor.evaluate(target, examples, feedback, indices=list(range(len(examples))), failure_score=-1.0,
-                             values=values)
+    return executor.evaluate(
+        target, examples, feedback, indices=list(range(len(examples))), failure_score=-1.0, values=values
+    )
 
 
 def test_runs_on_workers_with_the_step_values_and_feedback_on_the_driver():
@@ -63,11 +64,11 @@ def test_runs_on_workers_with_the_step_values_and_feedback_on_the_driver():
     finally:
         executor.close()
     assert [r.output for r in results] == [f"bonjour {i}" for i in range(6)]
-    assert target.word.value == "hello"                          # the driver's target is untouched
+    assert target.word.value == "hello"  # the driver's target is untouched
     assert {int(r.worker.split()[1]) for r in results} <= pids and os.getpid() not in pids
     assert all(r.feedback.text == f"pid {os.getpid()}" for r in results)  # feedback ran here
     assert [n.kind for n in results[0].graph.nodes][-1] == "output" and results[0].graph.of_kind("parameter")
-    assert len(pids) == 2                                        # one actor per CPU of the instance
+    assert len(pids) == 2  # one actor per CPU of the instance
 
 
 def test_workflow_and_infrastructure_failures_come_back_as_such():
@@ -93,7 +94,7 @@ def test_a_worker_killed_mid_step_is_counted_and_its_examples_retried_on_another
         executor.close()
     assert [r.output for r in results] == [f"hello {i}" for i in range(4)]  # every example finished
     lost = [r for r in results if r.retried]
-    assert lost and all("worker died" in r.retried[0] for r in lost)     # counted, with the cause
+    assert lost and all("worker died" in r.retried[0] for r in lost)  # counted, with the cause
     assert all(int(r.worker.split()[1]) != victim for r in results)
     assert executor.replaced == 1 and victim not in survivors
 
@@ -149,8 +150,17 @@ def test_plain_python_optimization_is_the_same_under_ray():
     for executor in ("threads", "ray"):
         target = scale_target()
         llm = scale_llm()
-        runs[executor] = optimize(target, TRAIN, scale_feedback, OptoPrime(target.parameters(), llm), VAL,
-                                  max_steps=3, batch_size=3, executor=executor, concurrency=4)
+        runs[executor] = optimize(
+            target,
+            TRAIN,
+            scale_feedback,
+            OptoPrime(target.parameters(), llm),
+            VAL,
+            max_steps=3,
+            batch_size=3,
+            executor=executor,
+            concurrency=4,
+        )
     assert runs["ray"].best_values == runs["threads"].best_values == {"k": 3.0}
     assert comparable(runs["ray"].history) == comparable(runs["threads"].history)
     assert runs["ray"].usage == runs["threads"].usage
@@ -159,8 +169,19 @@ def test_plain_python_optimization_is_the_same_under_ray():
 def test_budgets_are_exact_under_ray():
     target = scale_target()
     llm = scale_llm()
-    result = optimize(target, TRAIN, scale_feedback, OptoPrime(target.parameters(), llm), VAL, max_steps=3,
-                      batch_size=3, executor="ray", concurrency=4, max_evaluations=15, max_llm_calls=5)
+    result = optimize(
+        target,
+        TRAIN,
+        scale_feedback,
+        OptoPrime(target.parameters(), llm),
+        VAL,
+        max_steps=3,
+        batch_size=3,
+        executor="ray",
+        concurrency=4,
+        max_evaluations=15,
+        max_llm_calls=5,
+    )
     assert result.stopped_reason == "max_evaluations" and result.steps == 2
     assert result.history[-1]["evaluations_total"] == 15 and result.usage["calls"] == 2 == len(llm.requests)
 
@@ -170,9 +191,19 @@ def test_langchain_optimization_is_the_same_under_ray_with_a_target_factory():
     for executor in ("threads", "ray"):
         target = chain_target()
         llm = chain_llm(prompt_name(target))
-        runs[executor] = optimize(target, CHAIN_TRAIN, chain_feedback, OptoPrime(target.parameters(), llm),
-                                  CHAIN_VAL, max_steps=3, batch_size=3, executor=executor, concurrency=4,
-                                  target_factory=chain_target, max_llm_calls=3)
+        runs[executor] = optimize(
+            target,
+            CHAIN_TRAIN,
+            chain_feedback,
+            OptoPrime(target.parameters(), llm),
+            CHAIN_VAL,
+            max_steps=3,
+            batch_size=3,
+            executor=executor,
+            concurrency=4,
+            target_factory=chain_target,
+            max_llm_calls=3,
+        )
     assert runs["ray"].best_values == runs["threads"].best_values
     assert runs["ray"].best_score == 1.0
     assert comparable(runs["ray"].history) == comparable(runs["threads"].history)
@@ -186,16 +217,44 @@ def test_resume_after_a_kill_works_with_ray(tmp_path):
 
     target = scale_target()
     with pytest.raises(KeyboardInterrupt):
-        optimize(target, TRAIN, scale_feedback, OptoPrime(target.parameters(), scale_llm()), VAL, max_steps=3,
-                 batch_size=3, executor="ray", concurrency=2, run_dir=str(tmp_path), on_step=killed_after_step_2)
+        optimize(
+            target,
+            TRAIN,
+            scale_feedback,
+            OptoPrime(target.parameters(), scale_llm()),
+            VAL,
+            max_steps=3,
+            batch_size=3,
+            executor="ray",
+            concurrency=2,
+            run_dir=str(tmp_path),
+            on_step=killed_after_step_2,
+        )
     resumed_target = scale_target()
     llm = scale_llm()
     llm.replies = llm.replies[2:]  # the first two proposals were made before the "crash"
-    resumed = optimize(resumed_target, TRAIN, scale_feedback, OptoPrime(resumed_target.parameters(), llm), VAL,
-                       max_steps=3, batch_size=3, executor="ray", concurrency=2, run_dir=str(tmp_path))
+    resumed = optimize(
+        resumed_target,
+        TRAIN,
+        scale_feedback,
+        OptoPrime(resumed_target.parameters(), llm),
+        VAL,
+        max_steps=3,
+        batch_size=3,
+        executor="ray",
+        concurrency=2,
+        run_dir=str(tmp_path),
+    )
     straight_target = scale_target()
-    straight = optimize(straight_target, TRAIN, scale_feedback, OptoPrime(straight_target.parameters(), scale_llm()),
-                        VAL, max_steps=3, batch_size=3)
+    straight = optimize(
+        straight_target,
+        TRAIN,
+        scale_feedback,
+        OptoPrime(straight_target.parameters(), scale_llm()),
+        VAL,
+        max_steps=3,
+        batch_size=3,
+    )
     assert resumed.best_values == straight.best_values == {"k": 3.0}
     assert comparable(resumed.history) == comparable(straight.history)
 
@@ -226,10 +285,13 @@ def _unimportable_factory():  # defined in this test module, which Ray's workers
     return WaitingTarget()
 
 
-@pytest.mark.parametrize("factory, cause", [
-    (executor_scenarios.no_key_factory, "ValueError: OPENAI_API_KEY is not set on this worker"),
-    (_unimportable_factory, "ModuleNotFoundError: No module named 'test_executors_ray'"),
-])
+@pytest.mark.parametrize(
+    "factory, cause",
+    [
+        (executor_scenarios.no_key_factory, "ValueError: OPENAI_API_KEY is not set on this worker"),
+        (_unimportable_factory, "ModuleNotFoundError: No module named 'test_executors_ray'"),
+    ],
+)
 def test_a_factory_that_fails_on_the_worker_says_why(factory, cause):
     executor = RayExecutor(2, target_factory=factory)
     try:
@@ -278,8 +340,13 @@ def test_a_write_around_the_optimizer_on_a_worker_fails_that_run_and_replaces_th
     executor = RayExecutor(1)
     target = MisbehavingTarget()
     try:
-        results = evaluate(executor, target, [{"x": 1}, {"x": 2, "do": "write_around"}, {"x": 3}], pid_feedback,
-                           values={"word": "hello"})
+        results = evaluate(
+            executor,
+            target,
+            [{"x": 1}, {"x": 2, "do": "write_around"}, {"x": 3}],
+            pid_feedback,
+            values={"word": "hello"},
+        )
         again = evaluate(executor, target, [{"x": i} for i in range(3)], pid_feedback, values={"word": "hello"})
     finally:
         executor.close()
@@ -315,9 +382,17 @@ def test_a_run_that_never_returns_costs_its_example_and_no_healthy_one():
     executor = RayExecutor(2, eval_timeout=5.0, retries=0)  # generous: a loaded CI machine starts actors slowly
     target = MisbehavingTarget()
     try:
-        results = evaluate(executor, target,
-                           [{"x": 1, "do": "pause", "seconds": 0.5}, {"x": 2, "do": "spin"},
-                            {"x": 3, "do": "pause", "seconds": 0.5}, {"x": 4, "do": "sleep"}], pid_feedback)
+        results = evaluate(
+            executor,
+            target,
+            [
+                {"x": 1, "do": "pause", "seconds": 0.5},
+                {"x": 2, "do": "spin"},
+                {"x": 3, "do": "pause", "seconds": 0.5},
+                {"x": 4, "do": "sleep"},
+            ],
+            pid_feedback,
+        )
         later = evaluate(executor, target, [{"x": i, "do": "pause", "seconds": 0.2} for i in range(4)], pid_feedback)
     finally:
         executor.close()

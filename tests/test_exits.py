@@ -44,8 +44,9 @@ def _release_spinning_threads():
 
 def run_batch(executor, examples, target=None):
     target = target or MisbehavingTarget()
-    return executor.evaluate(target, examples, pid_feedback, indices=list(range(len(examples))), failure_score=0.0,
-                             values={"word": "hello"})
+    return executor.evaluate(
+        target, examples, pid_feedback, indices=list(range(len(examples))), failure_score=0.0, values={"word": "hello"}
+    )
 
 
 def make(kind, concurrency=2, **kwargs):
@@ -109,7 +110,8 @@ def test_a_run_that_never_returns_times_out_and_later_batches_run_at_full_concur
 def test_the_process_exits_after_a_run_that_never_returns(kind, tmp_path):
     """The scenario runs in a subprocess: it must end on its own, and no worker may outlive it."""
     script = tmp_path / "hang.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(REPO / 'tests')!r})
         from executor_scenarios import MisbehavingTarget, pid_feedback
@@ -125,9 +127,15 @@ def test_the_process_exits_after_a_run_that_never_returns(kind, tmp_path):
         print(json.dumps({{"failed": [r.failed for r in results], "error": type(results[0].output).__name__,
                           "pids": pids}}))
         # no close(): leaving the executor open must not keep the process alive either
-    """))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    """)
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["failed"] == [True, False] and report["error"] == "EvaluationTimeout"
@@ -215,8 +223,9 @@ def test_a_run_that_kills_the_worker_template_costs_only_its_own_example():
     """All workers die with their template; the examples they held run again once, uncharged."""
     executor = ProcessExecutor(2)
     try:
-        results = run_batch(executor, [{"x": 1, "do": "pause", "seconds": 1.0}, {"x": 2, "do": "kill_parent"},
-                                       {"x": 3}, {"x": 4}])
+        results = run_batch(
+            executor, [{"x": 1, "do": "pause", "seconds": 1.0}, {"x": 2, "do": "kill_parent"}, {"x": 3}, {"x": 4}]
+        )
         assert [r.failed for r in results] == [False, True, False, False], [str(r.output) for r in results]
         assert isinstance(results[1].output, WorkerLost)
         assert healthy(run_batch(executor, [{"x": i} for i in range(4)]))
@@ -251,7 +260,8 @@ def test_cancel_kills_the_workers_of_the_runs_in_flight():
 
 def test_workers_die_with_a_driver_that_is_killed(tmp_path):
     script = tmp_path / "driver.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, sys, threading
         sys.path.insert(0, {str(REPO / 'tests')!r})
         from executor_scenarios import MisbehavingTarget, pid_feedback
@@ -262,9 +272,11 @@ def test_workers_die_with_a_driver_that_is_killed(tmp_path):
         executor.evaluate(target, [{{"x": 1}}, {{"x": 2}}], pid_feedback, indices=[0, 1], failure_score=0.0)
         print(json.dumps(executor.worker_pids() + [executor._template.pid]), flush=True)
         executor.evaluate(target, [{{"x": 1, "do": "sleep"}}], pid_feedback, indices=[0], failure_score=0.0)
-    """))
-    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    """)
+    )
+    driver = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     try:
         pids = json.loads(driver.stdout.readline())
         assert len(pids) == 3 and all(_alive(pid) for pid in pids)
@@ -296,23 +308,37 @@ def _feedback(example, output):
     return 1.0 if output == 2 * example["x"] else 0.0
 
 
-@pytest.mark.parametrize("isolation, executor, body", [
-    ("none", "threads", "raise SystemExit(0)"),
-    ("none", "asyncio", "raise SystemExit(0)"),
-    ("none", "threads", "raise KeyboardInterrupt"),
-    ("process", "threads", "raise SystemExit(0)"),
-    ("process", "threads", "import os\nos._exit(0)"),
-    ("process", "threads", "while True:\n    pass"),
-    ("process", "asyncio", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"),
-])
+@pytest.mark.parametrize(
+    "isolation, executor, body",
+    [
+        ("none", "threads", "raise SystemExit(0)"),
+        ("none", "asyncio", "raise SystemExit(0)"),
+        ("none", "threads", "raise KeyboardInterrupt"),
+        ("process", "threads", "raise SystemExit(0)"),
+        ("process", "threads", "import os\nos._exit(0)"),
+        ("process", "threads", "while True:\n    pass"),
+        ("process", "asyncio", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"),
+    ],
+)
 def test_suggested_code_that_ends_or_hangs_its_run_is_rolled_back_and_the_run_goes_on(isolation, executor, body):
     """``code_policy="permissive"`` stands in for a policy bypass: the box must hold on its own."""
     target = _double_target()
     llm = ScriptedLLM([_suggest(body)], repeat_last=True)
     train = [{"x": float(i)} for i in range(1, 5)]
-    result = optimize(target, train, _feedback, OptoPrime(target.parameters(), llm), train[:2], max_steps=2,
-                      batch_size=2, isolation=isolation, executor=executor, concurrency=2, eval_timeout=3.0,
-                      code_policy="permissive")
+    result = optimize(
+        target,
+        train,
+        _feedback,
+        OptoPrime(target.parameters(), llm),
+        train[:2],
+        max_steps=2,
+        batch_size=2,
+        isolation=isolation,
+        executor=executor,
+        concurrency=2,
+        eval_timeout=3.0,
+        code_policy="permissive",
+    )
     assert result.stopped_reason == "max_steps" and result.steps == 2
     steps = result.history[1:]
     assert [s["kept"] for s in steps] == [False, False]
@@ -349,15 +375,32 @@ def test_opto_demo_survives_a_suggestion_that_exits_or_hangs(tmp_path, monkeypat
     from opto_core.app import cli
     from opto_core.app.demo import parse_price
 
-    code = (f'def parse_price(line: str) -> float:\n    """Read the amount in dollars from a line such as '
-            f'\'Total: $12.50\'."""\n{textwrap.indent(body, "    ")}\n')
-    llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"invoice.parse_price.code": code}})],
-                      repeat_last=True)
+    code = (
+        f'def parse_price(line: str) -> float:\n    """Read the amount in dollars from a line such as '
+        f'\'Total: $12.50\'."""\n{textwrap.indent(body, "    ")}\n'
+    )
+    llm = ScriptedLLM(
+        [json.dumps({"reasoning": "r", "suggestion": {"invoice.parse_price.code": code}})], repeat_last=True
+    )
     llm.base_url = "http://127.0.0.1:9/v1"
     monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
     run_dir = tmp_path / "demo"
-    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", str(run_dir),
-                                          "--isolation", isolation, "--eval-timeout", "3"])
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            "demo",
+            "--workflow",
+            "python",
+            "--steps",
+            "1",
+            "--run-dir",
+            str(run_dir),
+            "--isolation",
+            isolation,
+            "--eval-timeout",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "step 1" in result.output and "reached the step limit (max_steps)" in result.output
     checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
@@ -370,8 +413,9 @@ def test_the_cli_refuses_an_unknown_isolation_level(tmp_path):
 
     from opto_core.app import cli
 
-    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--isolation", "jail",
-                                          "--run-dir", str(tmp_path / "d")])
+    result = CliRunner().invoke(
+        cli.app, ["demo", "--workflow", "python", "--isolation", "jail", "--run-dir", str(tmp_path / "d")]
+    )
     assert result.exit_code == 2 and "isolation must be" in result.output
 
 
@@ -403,15 +447,19 @@ def test_opto_demo_runs_in_the_sandbox_building_the_workflow_from_its_recipe(tmp
 
     from opto_core.app import cli
 
-    fix = ('def parse_price(line: str) -> float:\n    """Read the amount in dollars from a line such as '
-           '\'Total: $12.50\'."""\n    return float(line.split("$")[1])\n')
-    llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"invoice.parse_price.code": fix}})],
-                      repeat_last=True)
+    fix = (
+        'def parse_price(line: str) -> float:\n    """Read the amount in dollars from a line such as '
+        '\'Total: $12.50\'."""\n    return float(line.split("$")[1])\n'
+    )
+    llm = ScriptedLLM(
+        [json.dumps({"reasoning": "r", "suggestion": {"invoice.parse_price.code": fix}})], repeat_last=True
+    )
     llm.base_url = "http://127.0.0.1:9/v1"
     monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
     run_dir = tmp_path / "demo"
-    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", str(run_dir),
-                                          "--isolation", "sandbox"])
+    result = CliRunner().invoke(
+        cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", str(run_dir), "--isolation", "sandbox"]
+    )
     assert result.exit_code == 0, result.output
     checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
     assert checkpoint["best"]["invoice.parse_price.code"] == fix  # learned from runs made in the box

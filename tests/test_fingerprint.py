@@ -25,15 +25,18 @@ def times(x: float, k: float) -> float:
 def build(version: int = 1, rate: float = 0.5, extra: list | None = None):
     """A calculator workflow; version 2 is the same workflow after its author edited the tool's body."""
     if version == 1:
+
         @op(trainable=True, parameter_name="calc.tools.add.code")
         def add(a: float, b: float) -> float:
             """Add two numbers."""
             return a + b
     else:
+
         @op(trainable=True, parameter_name="calc.tools.add.code")
         def add(a: float, b: float) -> float:
             """Add two numbers."""
             return round(a + b, 2)
+
     scale = Parameter("calc.scale", "float", rate, lower=0.0, upper=2.0)
     return FunctionTarget(lambda a, b: times(add(a, b), scale), [add, scale, *(extra or [])])  # type: ignore[list-item]
 
@@ -111,8 +114,12 @@ def test_opto_resume_refuses_a_changed_demo_and_starts_over_with_fresh(tmp_path,
     llm.base_url = "http://127.0.0.1:9/v1"
     monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
     run_dir = tmp_path / "demo"
-    assert CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir",
-                                        str(run_dir)]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", str(run_dir)])
+        .exit_code
+        == 0
+    )
     original = demos.build_python_demo
 
     def edited():

@@ -14,8 +14,14 @@ def small_graph() -> Graph:
     g = Graph(meta={"adapter": "test", "run_id": "r1"})
     p = g.add_parameter(Parameter("prompt", "text", "Answer briefly."))
     x = g.add("input", "question", "2+2?")
-    call = g.add("op", "llm", "4", parents=[Edge(p.id, "system"), Edge(x.id, "user")], op_type="llm",
-                 doc="model=gpt; temperature=0")
+    call = g.add(
+        "op",
+        "llm",
+        "4",
+        parents=[Edge(p.id, "system"), Edge(x.id, "user")],
+        op_type="llm",
+        doc="model=gpt; temperature=0",
+    )
     g.mark_output(call.id)
     return g
 
@@ -66,11 +72,20 @@ def test_topological_order_when_edges_are_added_later():
     [
         ({"format": "opto-graph/2", "nodes": []}, "unsupported graph format"),
         ({"format": FORMAT, "nodes": [{"id": "a", "kind": "widget", "name": "a"}]}, "unknown kind 'widget'"),
-        ({"format": FORMAT, "nodes": [{"id": "a", "kind": "op", "name": "a", "parents": [{"id": "ghost"}]}]},
-         "parent 'ghost' does not exist"),
-        ({"format": FORMAT, "nodes": [{"id": "a", "kind": "op", "name": "a", "parents": [{"id": "b"}]},
-                                      {"id": "b", "kind": "op", "name": "b", "parents": [{"id": "a"}]}]},
-         "cycle through node"),
+        (
+            {"format": FORMAT, "nodes": [{"id": "a", "kind": "op", "name": "a", "parents": [{"id": "ghost"}]}]},
+            "parent 'ghost' does not exist",
+        ),
+        (
+            {
+                "format": FORMAT,
+                "nodes": [
+                    {"id": "a", "kind": "op", "name": "a", "parents": [{"id": "b"}]},
+                    {"id": "b", "kind": "op", "name": "b", "parents": [{"id": "a"}]},
+                ],
+            },
+            "cycle through node",
+        ),
         ({"format": FORMAT, "nodes": [{"id": "a", "kind": "op"}, {"id": "a", "kind": "op"}]}, "duplicate node id"),
     ],
 )
@@ -102,15 +117,25 @@ def random_dags(draw):
     g = Graph(meta=draw(st.dictionaries(st.text(max_size=5), json_values, max_size=2)))
     ids = []
     for _ in range(n):
-        kind = draw(st.sampled_from(["parameter", "input", "op", "exception"])) if ids else \
-            draw(st.sampled_from(["parameter", "input"]))
+        kind = (
+            draw(st.sampled_from(["parameter", "input", "op", "exception"]))
+            if ids
+            else draw(st.sampled_from(["parameter", "input"]))
+        )
         parents = []
         if kind in ("op", "exception") and ids:
             picks = draw(st.lists(st.sampled_from(ids), max_size=3))
-            parents = [Edge(p, draw(st.text(max_size=4)), draw(st.sampled_from(["data", "context", "call_tree"])))
-                       for p in picks]
-        node = g.add(kind, draw(st.text(min_size=1, max_size=6)), draw(json_values), parents=parents,
-                     param={"kind": "json", "trainable": draw(st.booleans())} if kind == "parameter" else None)
+            parents = [
+                Edge(p, draw(st.text(max_size=4)), draw(st.sampled_from(["data", "context", "call_tree"])))
+                for p in picks
+            ]
+        node = g.add(
+            kind,
+            draw(st.text(min_size=1, max_size=6)),
+            draw(json_values),
+            parents=parents,
+            param={"kind": "json", "trainable": draw(st.booleans())} if kind == "parameter" else None,
+        )
         ids.append(node.id)
     if draw(st.booleans()):
         g.mark_output(ids[-1])

@@ -51,8 +51,11 @@ def langchain_graph() -> tuple[Graph, str]:
 
     from opto_adapters.langchain import OptoCallbackHandler
 
-    chain = ChatPromptTemplate.from_messages([("system", "Answer briefly."), ("human", "{question}")]) \
-        | FakeListChatModel(responses=["4"]) | StrOutputParser()
+    chain = (
+        ChatPromptTemplate.from_messages([("system", "Answer briefly."), ("human", "{question}")])
+        | FakeListChatModel(responses=["4"])
+        | StrOutputParser()
+    )
     handler = OptoCallbackHandler()
     assert chain.invoke({"question": "2+2?"}, config={"callbacks": [handler]}) == "4"
     return handler.last_graph, langchain_core.__version__
@@ -97,10 +100,15 @@ def ag2_graph() -> tuple[Graph, str]:
 
     with ScriptedServer() as server:
         server.script("4 TERMINATE")
-        assistant = ConversableAgent("assistant", system_message="Answer briefly.", llm_config=server.llm_config(),
-                                     human_input_mode="NEVER")
-        user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER",
-                                is_termination_msg=lambda m: "TERMINATE" in (m.get("content") or ""))
+        assistant = ConversableAgent(
+            "assistant", system_message="Answer briefly.", llm_config=server.llm_config(), human_input_mode="NEVER"
+        )
+        user = ConversableAgent(
+            "user",
+            llm_config=False,
+            human_input_mode="NEVER",
+            is_termination_msg=lambda m: "TERMINATE" in (m.get("content") or ""),
+        )
 
         def chat(example: Any) -> str:
             return user.initiate_chat(assistant, message=example["question"], max_turns=1, silent=True).summary
@@ -149,6 +157,7 @@ def test_the_shared_keys_are_the_same_set_everywhere():
 
 def test_capture_writes_the_shared_keys_too():
     with capture("plain") as run:
+
         @op
         def double(x: int) -> int:
             return 2 * x

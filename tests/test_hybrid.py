@@ -74,12 +74,15 @@ def test_an_llm_number_is_enqueued_and_evaluated():
 
 
 def test_llm_numbers_queue_and_alternate_with_the_search():
-    opt = Hybrid([Parameter("t", "float", 1.0, lower=0, upper=2), Parameter("p", "text", "x")],
-                 ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"t": v}}) for v in (0.5, 0.6, 0.7)]))
+    opt = Hybrid(
+        [Parameter("t", "float", 1.0, lower=0, upper=2), Parameter("p", "text", "x")],
+        ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"t": v}}) for v in (0.5, 0.6, 0.7)]),
+    )
     opt.observe({"t": 1.0, "p": "x"}, -1.0)
     from opto_core.kernel.backward import backward
     from opto_core.kernel.feedback import Feedback
     from opto_core.kernel.graph import Graph
+
     g = Graph()
     t = g.add_parameter(opt.params["t"])
     out = g.add("op", "f", 1.0, parents=[(t.id, "t")])

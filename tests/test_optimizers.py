@@ -28,13 +28,16 @@ def params():
     return [Parameter("k", "float", 1.0, lower=0, upper=10), Parameter("tool.code", "code", CODE)]
 
 
-@pytest.mark.parametrize("text", [
-    '{"reasoning": "r", "suggestion": {"k": 2}}',
-    'Here is my answer:\n```json\n{"reasoning": "r", "suggestion": {"k": 2}}\n```\nDone.',
-    'Sure! {"reasoning": "r", "suggestion": {"k": 2}} Hope this helps {with braces}.',
-    "{'reasoning': 'r', 'suggestion': {'k': 2}}",
-    '```\n{"reasoning": "a } brace in a string", "suggestion": {"k": 2}}\n```',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"reasoning": "r", "suggestion": {"k": 2}}',
+        'Here is my answer:\n```json\n{"reasoning": "r", "suggestion": {"k": 2}}\n```\nDone.',
+        'Sure! {"reasoning": "r", "suggestion": {"k": 2}} Hope this helps {with braces}.',
+        "{'reasoning': 'r', 'suggestion': {'k': 2}}",
+        '```\n{"reasoning": "a } brace in a string", "suggestion": {"k": 2}}\n```',
+    ],
+)
 def test_parse_answer_forms(text):
     answer = parse_answer(text)
     assert answer["suggestion"] == {"k": 2}
@@ -61,11 +64,14 @@ def test_one_step_updates_several_parameters_at_once():
 
 
 def test_invalid_values_are_sent_back_once_with_reasons():
-    llm = ScriptedLLM([
-        json.dumps({"reasoning": "r", "suggestion": {"k": 50, "tool.code": "def tool(x, y):\n    return 1\n",
-                                                    "ghost": 1}}),
-        json.dumps({"reasoning": "fixed", "suggestion": {"k": 5}}),
-    ])
+    llm = ScriptedLLM(
+        [
+            json.dumps(
+                {"reasoning": "r", "suggestion": {"k": 50, "tool.code": "def tool(x, y):\n    return 1\n", "ghost": 1}}
+            ),
+            json.dumps({"reasoning": "fixed", "suggestion": {"k": 5}}),
+        ]
+    )
     proposal = OptoPrime(params(), llm).step(problem())
     retry = llm.requests[1]["messages"][-1]["content"]
     assert "k: 50.0 is above the upper bound 10" in retry

@@ -68,8 +68,14 @@ def test_code_accepts_a_new_body_with_imports_and_docstring():
         ("def count(text: str, bonus: int = 1) -> int:\n    return 1\n", "keep its name 'score'"),
         ("def score(text: str) -> int:\n    return 1\n", "signature must stay"),
         ("def score(text: str, bonus: int = 2) -> int:\n    return 1\n", "signature must stay"),
-        ("x = 1\ndef score(text: str, bonus: int = 1) -> int:\n    return x\n", "only imports, a docstring and one function"),
-        ("def score(text: str, bonus: int = 1) -> int:\n    return 1\ndef other():\n    pass\n", "exactly one function"),
+        (
+            "x = 1\ndef score(text: str, bonus: int = 1) -> int:\n    return x\n",
+            "only imports, a docstring and one function",
+        ),
+        (
+            "def score(text: str, bonus: int = 1) -> int:\n    return 1\ndef other():\n    pass\n",
+            "exactly one function",
+        ),
         ("async def score(text: str, bonus: int = 1) -> int:\n    return 1\n", "signature must stay"),
         (7, "expected Python source"),
     ],

@@ -50,8 +50,14 @@ def test_values_reach_a_workflow_that_lives_in_a_module_in_the_sandbox():
 
     llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"prompt": "Be brief:"}})], repeat_last=True)
     try:
-        result = optimize(target(), [{"question": "q"}], feedback, OptoPrime(target().parameters(), llm),
-                          max_steps=1, isolation="sandbox")
+        result = optimize(
+            target(),
+            [{"question": "q"}],
+            feedback,
+            OptoPrime(target().parameters(), llm),
+            max_steps=1,
+            isolation="sandbox",
+        )
     finally:
         module.PROMPT.value = "Answer:"
     assert seen[0] == "Answer: q" and seen[-1] == "Be brief: q", seen  # the proposal ran in the box

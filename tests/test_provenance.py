@@ -306,16 +306,20 @@ def test_a_template_output_inside_a_longer_prompt_is_contained():
 
 
 def test_partial_matches_link_long_lines_of_an_edited_text_most_characters_first():
-    instructions = ("You are a meticulous support agent for an online shop.\n"
-                    "Always check the order number before answering anything.\n"
-                    "Be brief.")
+    instructions = (
+        "You are a meticulous support agent for an online shop.\n"
+        "Always check the order number before answering anything.\n"
+        "Be brief."
+    )
     index = ProvenanceIndex()
     index.register(instructions, "param:instructions", partial=True)
     edited = instructions.replace("Be brief.", "Answer in French.") + "\nOrder: 123"
     found = index.find(edited)
     assert (found.node, found.how) == ("param:instructions", PARTIAL)
-    assert found.detail == ("Always check the order number before answering anything.",
-                            "You are a meticulous support agent for an online shop.")
+    assert found.detail == (
+        "Always check the order number before answering anything.",
+        "You are a meticulous support agent for an online shop.",
+    )
     index.register("Always check the order number before answering anything.", "quoted")
     assert index.find(edited) == Match("quoted", CONTAINS)  # a whole produced text inside beats fragments
     plain = ProvenanceIndex()
@@ -378,6 +382,7 @@ def test_typed_containers_models_and_dataclasses_link_by_str_repr_and_json():
     index.register(Pair("abc", 12), "pair", typed=True)
     index.register({"k": 1, "v": [1, 2]}, "mapping", typed=True)
     import json
+
     assert index.find(str(["Zürich", "Genève"])).node == "cities"
     assert index.find(json.dumps(["Zürich", "Genève"])).node == "cities"  # ensure_ascii on: \\u00fc
     assert index.find(json.dumps(["Zürich", "Genève"], ensure_ascii=False)).node == "cities"
@@ -405,8 +410,10 @@ def test_register_parameter_picks_the_rules_of_its_kind():
     index = ProvenanceIndex()
     index.register_parameter(Parameter("system", "text", SYSTEM, template=True), "param:system")
     index.register_parameter(Parameter("k", "int", 12, lower=1, upper=50), "param:k")
-    index.register_parameter(Parameter("rules", "text", "Always answer with the order number first, then the "
-                                                         "status.\nSign as Bob."), "param:rules")
+    index.register_parameter(
+        Parameter("rules", "text", "Always answer with the order number first, then the status.\nSign as Bob."),
+        "param:rules",
+    )
     assert index.find(SYSTEM.format(company="A", today="B")).how == TEMPLATE
     assert index.find("12") == Match("param:k", TYPED)
     assert index.find("Always answer with the order number first, then the status.\nSign as Alice.").how == PARTIAL
@@ -439,13 +446,18 @@ _FIELD = st.from_regex(r"[a-z][a-z_]{0,5}", fullmatch=True)
 
 
 @settings(max_examples=200, deadline=None)
-@given(names=st.lists(_FIELD, min_size=1, max_size=4, unique=True),
-       pieces=st.lists(st.text(alphabet="abc .,:\n{}", min_size=0, max_size=8), min_size=5, max_size=5),
-       values=st.lists(st.text(alphabet="abcxyz .,:{}", max_size=8), min_size=4, max_size=4))
+@given(
+    names=st.lists(_FIELD, min_size=1, max_size=4, unique=True),
+    pieces=st.lists(st.text(alphabet="abc .,:\n{}", min_size=0, max_size=8), min_size=5, max_size=5),
+    values=st.lists(st.text(alphabet="abcxyz .,:{}", max_size=8), min_size=4, max_size=4),
+)
 def test_property_a_registered_templates_every_output_is_credited_to_it(names, pieces, values):
     head = "Instructions for the agent: "  # enough constant text to be evidence
-    source = head + "".join(p.replace("{", "{{").replace("}", "}}") + "{" + n + "}"
-                            for p, n in zip(pieces, names)) + pieces[-1].replace("{", "{{").replace("}", "}}")
+    source = (
+        head
+        + "".join(p.replace("{", "{{").replace("}", "}}") + "{" + n + "}" for p, n in zip(pieces, names))
+        + pieces[-1].replace("{", "{{").replace("}", "}}")
+    )
     index = ProvenanceIndex()
     template = index.register_template(source, "param:t")
     produced = source.format(**dict(zip(names, values)))

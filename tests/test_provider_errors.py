@@ -36,8 +36,11 @@ def _response(status, headers=None, message="boom"):
 
 
 def _status_error(cls, status, headers=None, message="boom"):
-    return cls(f"Error code: {status} - {message}", response=_response(status, headers, message),
-               body={"error": {"message": message}})
+    return cls(
+        f"Error code: {status} - {message}",
+        response=_response(status, headers, message),
+        body={"error": {"message": message}},
+    )
 
 
 # ----- recognising provider errors ---------------------------------------------------------------------------
@@ -48,8 +51,9 @@ def test_openai_status_errors_are_classified_by_status_and_keep_retry_after():
     assert (server.kind, server.status, server.label) == ("server_error", 500, "HTTP 500")
     overloaded = provider_failure(_status_error(openai.APIStatusError, 529, message="Overloaded"))
     assert overloaded.kind == "overloaded" and overloaded.transient
-    quota = provider_failure(_status_error(openai.RateLimitError, 429, message="You exceeded your current quota "
-                                                                                "(insufficient_quota)"))
+    quota = provider_failure(
+        _status_error(openai.RateLimitError, 429, message="You exceeded your current quota (insufficient_quota)")
+    )
     assert quota.kind == "quota" and not quota.transient
     assert provider_failure(openai.APITimeoutError(request=REQUEST)).kind == "timeout"
     assert provider_failure(_status_error(openai.BadRequestError, 400)) is None  # the request's fault: feedback
@@ -65,11 +69,13 @@ def test_the_issue_cases_are_infrastructure_now():
 
 def test_litellm_errors_as_dspy_raises_them():
     litellm = pytest.importorskip("litellm")
-    assert provider_failure(litellm.RateLimitError("slow down", llm_provider="openai", model="m")).kind == \
-        "rate_limited"
+    assert (
+        provider_failure(litellm.RateLimitError("slow down", llm_provider="openai", model="m")).kind == "rate_limited"
+    )
     assert provider_failure(litellm.ServiceUnavailableError("down", llm_provider="openai", model="m")).status == 503
-    assert provider_failure(litellm.InternalServerError("oops", llm_provider="openai", model="m")).kind == \
-        "server_error"
+    assert (
+        provider_failure(litellm.InternalServerError("oops", llm_provider="openai", model="m")).kind == "server_error"
+    )
     assert provider_failure(litellm.Timeout("slow", model="m", llm_provider="openai")).kind == "timeout"
     assert provider_failure(litellm.ContextWindowExceededError("too long", model="m", llm_provider="openai")) is None
 
@@ -146,8 +152,9 @@ def test_the_message_counts_the_runs():
     failures = [provider_failure(_status_error(openai.RateLimitError, 429))] * 12
     assert describe_failures(failures, 12) == "rate limited: 12 of 12 runs got HTTP 429"
     mixed = failures[:2] + [provider_failure(_status_error(openai.InternalServerError, 500))] * 3
-    assert describe_failures(mixed, 8) == ("provider errors: 5 of 8 runs failed on the model provider "
-                                           "(3 got HTTP 500, 2 got HTTP 429)")
+    assert describe_failures(mixed, 8) == (
+        "provider errors: 5 of 8 runs failed on the model provider (3 got HTTP 500, 2 got HTTP 429)"
+    )
 
 
 # ----- the loop: retried, never judged -------------------------------------------------------------------------
@@ -183,8 +190,9 @@ PROMPT = Parameter("prompt", "text", "Answer in upper case.", description="the s
 def ask(question: str, prompt: str, base_url: str) -> str:
     """Ask the model, with the system prompt."""
     client = openai.OpenAI(base_url=base_url, api_key="scripted", max_retries=0)
-    reply = client.chat.completions.create(model="scripted", messages=[
-        {"role": "system", "content": prompt}, {"role": "user", "content": question}])
+    reply = client.chat.completions.create(
+        model="scripted", messages=[{"role": "system", "content": prompt}, {"role": "user", "content": question}]
+    )
     return reply.choices[0].message.content
 
 
@@ -231,15 +239,25 @@ def test_500_then_429_with_retry_after_then_200_is_retried_and_judged_on_real_an
         target = ShoutTarget(server.base_url)
         llm = ScriptedLLM([_suggest("Answer in upper case, always.")])
         isolation = {"isolation": "process"} if executor == "process" else {"isolation": "none"}
-        result = optimize(target, QUESTIONS[:2], shout_feedback, OptoPrime(target.parameters(), llm),
-                          valset=QUESTIONS[2:], max_steps=1, batch_size=2, concurrency=2,
-                          executor="threads" if executor == "process" else executor, **isolation)
+        result = optimize(
+            target,
+            QUESTIONS[:2],
+            shout_feedback,
+            OptoPrime(target.parameters(), llm),
+            valset=QUESTIONS[2:],
+            max_steps=1,
+            batch_size=2,
+            concurrency=2,
+            executor="threads" if executor == "process" else executor,
+            **isolation,
+        )
     assert result.stopped_reason == "max_steps" and not result.failed
     assert result.initial_score == 1.0  # every run was retried until it got its answer: nothing judged on a 500
     initial, step = result.history
     assert len(initial["retried"]) == 2
-    assert all(r["causes"][0].startswith("HTTP 500") and r["causes"][1].startswith("HTTP 429")
-               for r in initial["retried"])
+    assert all(
+        r["causes"][0].startswith("HTTP 500") and r["causes"][1].startswith("HTTP 429") for r in initial["retried"]
+    )
     assert step["kept"] and step["eval_score"] == 1.0
     # the first three asks of each question: 500, 429, the answer; the validation set once more for the check
     assert provider.attempts == {"alpha": 3, "beta": 3, "gamma": 4, "delta": 4}
@@ -254,9 +272,18 @@ def test_a_step_judged_only_on_5xx_runs_is_never_kept(executor, monkeypatch):
     with ScriptedServer([provider], repeat_last=True) as server:
         target = ShoutTarget(server.base_url)
         llm = ScriptedLLM([_suggest(broken)])
-        result = optimize(target, QUESTIONS[:2], shout_feedback, OptoPrime(target.parameters(), llm),
-                          valset=QUESTIONS[2:], max_steps=3, batch_size=2, provider_retry_seconds=1.0,
-                          executor=executor, isolation="none")
+        result = optimize(
+            target,
+            QUESTIONS[:2],
+            shout_feedback,
+            OptoPrime(target.parameters(), llm),
+            valset=QUESTIONS[2:],
+            max_steps=3,
+            batch_size=2,
+            provider_retry_seconds=1.0,
+            executor=executor,
+            isolation="none",
+        )
     step = result.history[1]
     assert not step["kept"] and PROMPT.value == "Answer in upper case."
     assert step["decision"].startswith("rolled back: provider error: 2 of 2 runs got HTTP 500")
@@ -271,8 +298,16 @@ def test_an_endpoint_answering_429_forever_stops_at_the_deadline_with_the_count(
     PROMPT.value = "Answer in upper case."
     with ScriptedServer([http_error(429, "rate limit reached", retry_after=retry_after)], repeat_last=True) as server:
         target = ShoutTarget(server.base_url)
-        result = optimize(target, QUESTIONS, shout_feedback, OptoPrime(target.parameters(), ScriptedLLM([])),
-                          max_steps=2, batch_size=4, max_seconds=3, concurrency=4)
+        result = optimize(
+            target,
+            QUESTIONS,
+            shout_feedback,
+            OptoPrime(target.parameters(), ScriptedLLM([])),
+            max_steps=2,
+            batch_size=4,
+            max_seconds=3,
+            concurrency=4,
+        )
     assert result.stopped_reason == "provider_error" and result.failed
     assert result.error.startswith("rate limited: 4 of 4 runs got HTTP 429")
     assert "the run's deadline (max_seconds=3)" in result.error
@@ -298,8 +333,9 @@ def test_langchain_chat_openai_errors_are_retried_too():
         def feedback(example, output):
             return shout_feedback(example, output.content)
 
-        result = optimize(target, QUESTIONS[:2], feedback, OptoPrime(target.parameters(), llm), max_steps=1,
-                          batch_size=2)
+        result = optimize(
+            target, QUESTIONS[:2], feedback, OptoPrime(target.parameters(), llm), max_steps=1, batch_size=2
+        )
     assert result.initial_score == 1.0  # judged on answers only: 500 and 429 were retried
     assert [len(r["causes"]) for r in result.history[0]["retried"]] == [2, 2]
     assert set(provider.attempts.values()) == {4}  # 500, 429, the answer; then the step's batch once more

@@ -62,8 +62,7 @@ def test_an_old_run_resumes_where_it_stopped(old_run):
     target, k = make(lower=-10, upper=10)
     k.description = "the factor"
     optimizer = Recording([k], ScriptedLLM([say(3.0), say(2.9)]), memory_size=3)
-    result = optimize(target, TRAIN, feedback, optimizer, VAL, max_steps=5, batch_size=2, seed=7,
-                      run_dir=str(old_run))
+    result = optimize(target, TRAIN, feedback, optimizer, VAL, max_steps=5, batch_size=2, seed=7, run_dir=str(old_run))
     assert result.stopped_reason == "max_steps" and result.steps == 5
     assert result.best_values == {"k": 3.0} and result.best_score == 0.0 and k.value == 3.0
     # the optimizer's memory came back from the old checkpoint, and every old evaluation was replayed
@@ -73,16 +72,18 @@ def test_an_old_run_resumes_where_it_stopped(old_run):
     assert [r.step for r in records] == [0, 1, 2, 3, 4, 5] and records[4].kept and records[4].usage.calls == 5
     raw = [json.loads(line) for line in (old_run / "history.jsonl").read_text().splitlines()]
     assert all(line["format"] == STEP_FORMAT for line in raw)  # upgraded in place when the run resumed
-    assert [r.step for r in result.records] == [0, 1, 2, 3, 4, 5] and result.records[1].proposal.reasoning == "try k=2.0"
-
+    assert [r.step for r in result.records] == [0, 1, 2, 3, 4, 5] and result.records[
+        1
+    ].proposal.reasoning == "try k=2.0"
 
 
 def _resume(run_dir, max_steps):
     target, k = make(lower=-10, upper=10)
     k.description = "the factor"
     optimizer = Recording([k], ScriptedLLM([say(3.0)], repeat_last=True), memory_size=3)
-    return optimize(target, TRAIN, feedback, optimizer, VAL, max_steps=max_steps, batch_size=2, seed=7,
-                    run_dir=str(run_dir))
+    return optimize(
+        target, TRAIN, feedback, optimizer, VAL, max_steps=max_steps, batch_size=2, seed=7, run_dir=str(run_dir)
+    )
 
 
 def test_an_old_run_resumes_twice_even_when_the_first_resume_stopped_before_its_first_checkpoint(old_run):
@@ -94,7 +95,9 @@ def test_an_old_run_resumes_twice_even_when_the_first_resume_stopped_before_its_
     assert _resume(old_run, 4).steps == 4
     result = _resume(old_run, 5)
     assert result.stopped_reason == "max_steps" and [r.step for r in RunDir(old_run).read_history()] == list(range(6))
-    assert _resume(old_run, 5).stopped_reason == "already_finished"  # nothing to do, and the run still says why it ended
+    assert (
+        _resume(old_run, 5).stopped_reason == "already_finished"
+    )  # nothing to do, and the run still says why it ended
     assert RunDir(old_run).read_checkpoint().status == "max_steps"
 
 
@@ -102,8 +105,9 @@ def test_chain_links_stripped_from_a_chained_history_are_detected(old_run):
     _resume(old_run, 4)
     lines = [json.loads(line) for line in (old_run / "history.jsonl").read_text().splitlines()]
     lines[2]["decision"] = "edited"
-    (old_run / "history.jsonl").write_text("".join(json.dumps({k: v for k, v in line.items() if k != "chain"}) + "\n"
-                                                   for line in lines))
+    (old_run / "history.jsonl").write_text(
+        "".join(json.dumps({k: v for k, v in line.items() if k != "chain"}) + "\n" for line in lines)
+    )
     with pytest.raises(CorruptRun, match="hold no chain links"):
         _resume(old_run, 5)
 
@@ -115,8 +119,15 @@ def test_unknown_keys_survive_and_wrong_types_are_said(tmp_path):
         record = StepRecord(step=0, kind="initial", values={"k": 1.0}, eval_score=0.5)
         record["plugin_note"] = {"reached": ["k"]}  # a key a newer version (or another plugin) writes
         store.append_history(record)
-        store.append_history({"step": 1, "kind": "step", "eval_score": "0.25", "kept": "yes",
-                              "proposal": {"accepted": {"k": 2.0}, "refusal": "none"}})
+        store.append_history(
+            {
+                "step": 1,
+                "kind": "step",
+                "eval_score": "0.25",
+                "kept": "yes",
+                "proposal": {"accepted": {"k": 2.0}, "refusal": "none"},
+            }
+        )
         store.write_checkpoint(Checkpoint(step=1, current={"k": 2.0}, best={"k": 2.0}, extra={"chain": "abc"}))
         store.truncate_history(1)  # what a resume does: every line written again
         initial, step = store.read_history()
@@ -142,8 +153,13 @@ def test_the_dictionary_form_still_reads_and_writes():
 
 
 def test_format_1_keeps_the_adapters_refusal_in_the_proposal_and_reads_it_on_the_record():
-    old = {"step": 3, "kind": "step", "kept": False, "eval_score": None,
-           "proposal": {"accepted": {"k": 2.0}, "apply_error": "ValueError: no"}}
+    old = {
+        "step": 3,
+        "kind": "step",
+        "kept": False,
+        "eval_score": None,
+        "proposal": {"accepted": {"k": 2.0}, "apply_error": "ValueError: no"},
+    }
     record = StepRecord.from_dict(old)
     assert record.apply_error == "ValueError: no" and "apply_error" not in record.proposal.to_dict()
     assert record.to_dict()["format"] == STEP_FORMAT

@@ -50,21 +50,26 @@ def call_service(question: str, style: str) -> str:
     raise RuntimeError(f"401 Unauthorized: invalid key {os.environ['PAPER_SERVICE_API_KEY']!r} for {question}")
 
 
-def test_an_environment_key_echoed_in_an_exception_and_feedback_is_redacted_everywhere(tmp_path, monkeypatch,
-                                                                                        caplog):
+def test_an_environment_key_echoed_in_an_exception_and_feedback_is_redacted_everywhere(tmp_path, monkeypatch, caplog):
     secret = "zq-paper-credential-7731-plain"
     monkeypatch.setenv("PAPER_SERVICE_API_KEY", secret)
     target = FunctionTarget(lambda question: call_service(question, STYLE), [STYLE], input_keys=["question"])
-    llm = ScriptedLLM([json.dumps({"reasoning": f"the key {secret} is wrong", "suggestion": {"style": "polite"}})],
-                      repeat_last=True)
+    llm = ScriptedLLM(
+        [json.dumps({"reasoning": f"the key {secret} is wrong", "suggestion": {"style": "polite"}})], repeat_last=True
+    )
     with caplog.at_level(logging.DEBUG):
-        result = optimize(target, [{"question": "q"}], lambda e, o: (0.0, f"failed with {o}"),
-                          OptoPrime(target.parameters(), llm), max_steps=2, run_dir=str(tmp_path / "run"))
+        result = optimize(
+            target,
+            [{"question": "q"}],
+            lambda e, o: (0.0, f"failed with {o}"),
+            OptoPrime(target.parameters(), llm),
+            max_steps=2,
+            run_dir=str(tmp_path / "run"),
+        )
         logging.getLogger("workflow").warning("calling with %s", {"api_key": secret})  # any logger, after a run
     assert result.steps == 2
     assert leaks(tmp_path / "run", llm, [secret]) == []
     assert secret not in caplog.text and "***" in caplog.text
-
 
 
 def test_the_live_display_the_summary_and_mlflow_show_no_echoed_key(tmp_path, monkeypatch):
@@ -81,13 +86,22 @@ def test_the_live_display_the_summary_and_mlflow_show_no_echoed_key(tmp_path, mo
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
     target = FunctionTarget(lambda question: call_service(question, STYLE), [STYLE], input_keys=["question"])
-    llm = ScriptedLLM([json.dumps({"reasoning": f"the key {secret} is wrong",
-                                   "suggestion": {"style": f"polite {secret}"}})], repeat_last=True)
+    llm = ScriptedLLM(
+        [json.dumps({"reasoning": f"the key {secret} is wrong", "suggestion": {"style": f"polite {secret}"}})],
+        repeat_last=True,
+    )
     shown = Console(record=True, width=200, force_terminal=False)
     try:
-        result = optimize(target, [{"question": "q"}], lambda e, o: (0.0, f"failed with {o}"),
-                          OptoPrime(target.parameters(), llm), max_steps=2, run_dir=str(tmp_path / "run"),
-                          on_event=RunDisplay(shown), tracking="mlflow")
+        result = optimize(
+            target,
+            [{"question": "q"}],
+            lambda e, o: (0.0, f"failed with {o}"),
+            OptoPrime(target.parameters(), llm),
+            max_steps=2,
+            run_dir=str(tmp_path / "run"),
+            on_event=RunDisplay(shown),
+            tracking="mlflow",
+        )
     finally:
         mlflow.set_tracking_uri(None)
     text = shown.export_text()
@@ -101,11 +115,29 @@ def test_the_live_display_the_summary_and_mlflow_show_no_echoed_key(tmp_path, mo
 
 
 def test_env_names_that_say_secret():
-    for name in ("OPENAI_API_KEY", "HF_TOKEN", "DB_PASSWORD", "MY_SERVICE_SECRET", "GITHUB_TOKEN", "ANTHROPIC_API_KEY",
-                 "AWS_SECRET_ACCESS_KEY", "SERVICE_APIKEY", "OPENAI_ORGANIZATION"):
+    for name in (
+        "OPENAI_API_KEY",
+        "HF_TOKEN",
+        "DB_PASSWORD",
+        "MY_SERVICE_SECRET",
+        "GITHUB_TOKEN",
+        "ANTHROPIC_API_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "SERVICE_APIKEY",
+        "OPENAI_ORGANIZATION",
+    ):
         assert secret_env_name(name), name
-    for name in ("PWD", "OLDPWD", "SSH_AUTH_SOCK", "TOKENIZERS_PARALLELISM", "OPTO_MAX_TOKENS", "KEY_PATH",
-                 "PATH", "HOME", "AWS_ACCESS_KEY_ID"):
+    for name in (
+        "PWD",
+        "OLDPWD",
+        "SSH_AUTH_SOCK",
+        "TOKENIZERS_PARALLELISM",
+        "OPTO_MAX_TOKENS",
+        "KEY_PATH",
+        "PATH",
+        "HOME",
+        "AWS_ACCESS_KEY_ID",
+    ):
         assert not secret_env_name(name), name
 
 
@@ -115,7 +147,10 @@ def test_the_redactor_catches_every_spelling_and_url_credentials():
     text = json.dumps({"a": 'zq"quoted\\token-1', "b": "zq-registered-4242-x"})
     assert "zq" not in redactor.redact(text) and json.loads(redactor.redact(text)) == {"a": "***", "b": "***"}
     assert redactor.redact("&lt;zq-registered-4242-x") == "&lt;***"
-    assert redactor.redact("abc stays: too short to be masked everywhere") == "abc stays: too short to be masked everywhere"
+    assert (
+        redactor.redact("abc stays: too short to be masked everywhere")
+        == "abc stays: too short to be masked everywhere"
+    )
     assert redactor.redact("http://bob:pw-1@h/v1?api_key=zz&x=1") == "http://***@h/v1?api_key=***&x=1"
     assert not redactor.register("ollama") and not redactor.register("short")
 
@@ -135,8 +170,14 @@ def test_a_langchain_model_key_echoed_by_a_401_is_redacted(tmp_path):
         chain = ChatPromptTemplate.from_messages([("system", "Be brief."), ("human", "{question}")]) | model
         target = ChainTarget(chain)
         llm = ScriptedLLM([ANSWER], repeat_last=True)
-        optimize(target, [{"question": "q"}], lambda e, o: (0.0, str(o)), OptoPrime(target.parameters(), llm),
-                 max_steps=1, run_dir=str(tmp_path / "run"))
+        optimize(
+            target,
+            [{"question": "q"}],
+            lambda e, o: (0.0, str(o)),
+            OptoPrime(target.parameters(), llm),
+            max_steps=1,
+            run_dir=str(tmp_path / "run"),
+        )
     assert "Incorrect API key" in (tmp_path / "run" / "history.jsonl").read_text()  # the error is there...
     assert leaks(tmp_path / "run", llm, [key]) == []  # ... without the key
 
@@ -149,13 +190,26 @@ def test_dspy_keys_headers_and_organization_are_redacted(tmp_path):
     key, header, org = "zq-paper-dspy-credential-4471", "zq-paper-team-token-9902", "zq-paper-org-5510x"
     with ScriptedServer() as server:
         server.fail_with = (401, f"Incorrect API key provided: {key}; header {header}; organization {org}")
-        lm = dspy.LM("openai/scripted", api_base=server.base_url, api_key=key, cache=False, num_retries=0,
-                     extra_headers={"X-Team-Token": header}, organization=org)
+        lm = dspy.LM(
+            "openai/scripted",
+            api_base=server.base_url,
+            api_key=key,
+            cache=False,
+            num_retries=0,
+            extra_headers={"X-Team-Token": header},
+            organization=org,
+        )
         with dspy.context(lm=lm):
             target = ProgramTarget(dspy.Predict("question -> answer"))
         llm = ScriptedLLM([ANSWER], repeat_last=True)
-        optimize(target, [dspy.Example(question="q").with_inputs("question")], lambda e, o: (0.0, str(o)),
-                 OptoPrime(target.parameters(), llm), max_steps=1, run_dir=str(tmp_path / "run"))
+        optimize(
+            target,
+            [dspy.Example(question="q").with_inputs("question")],
+            lambda e, o: (0.0, str(o)),
+            OptoPrime(target.parameters(), llm),
+            max_steps=1,
+            run_dir=str(tmp_path / "run"),
+        )
     assert "Incorrect API key" in (tmp_path / "run" / "history.jsonl").read_text()
     assert leaks(tmp_path / "run", llm, [key, header, org]) == []
 
@@ -170,7 +224,8 @@ def test_a_url_password_echoed_in_a_401_body_is_never_shown():
         url = server.base_url.replace("http://", f"http://bob:{password}@")
         with pytest.raises(LLMError) as info:
             OpenAIChat(url, "zq-paper-optimizer-key-3113", "scripted", max_retries=0).chat(
-                [{"role": "user", "content": "hi"}])
+                [{"role": "user", "content": "hi"}]
+            )
     assert "bad credentials" in str(info.value) and password not in str(info.value)
     assert password not in repr(info.value.args)
 
@@ -190,8 +245,9 @@ def test_the_openai_sdks_own_debug_log_shows_no_credential(tmp_path):
     script = tmp_path / "debug.py"
     script.write_text(_DEBUG_SCRIPT)
     env = {**os.environ, "OPENAI_LOG": "debug", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    done = subprocess.run([sys.executable, str(script), password, key], capture_output=True, text=True, timeout=120,
-                          env=env)
+    done = subprocess.run(
+        [sys.executable, str(script), password, key], capture_output=True, text=True, timeout=120, env=env
+    )
     assert done.returncode == 0, done.stderr
     assert "hello" in done.stdout and "HTTP Request" in done.stderr + done.stdout  # the debug lines are there
     assert password not in done.stderr + done.stdout and key not in done.stderr + done.stdout
@@ -222,9 +278,12 @@ def test_an_autogen_model_clients_key_and_headers_are_found():
 
     from opto_adapters.autogen import as_target
 
-    client = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="zq-paper-autogen-key-5150",
-                                        base_url="http://127.0.0.1:9/v1",
-                                        default_headers={"X-Org-Token": "zq-paper-autogen-header-6161"})
+    client = OpenAIChatCompletionClient(
+        model="gpt-4o-mini",
+        api_key="zq-paper-autogen-key-5150",
+        base_url="http://127.0.0.1:9/v1",
+        default_headers={"X-Org-Token": "zq-paper-autogen-header-6161"},
+    )
     redactor = Redactor(environ={})
     redactor.discover(as_target(AssistantAgent("helper", client)))
     assert redactor.redact("zq-paper-autogen-key-5150 / zq-paper-autogen-header-6161") == "*** / ***"

@@ -11,9 +11,19 @@ def agent_turns(n: int, value_chars: int = 400):
     previous = g.add("input", "task", "Plan a trip. " * 30)
     for i in range(n):
         user = g.add("input", f"user_{i}", f"user message {i} " + "u" * value_chars)  # off-path context
-        previous = g.add("op", "llm_call", f"turn {i} " + "r" * value_chars, op_type="llm",
-                         parents=[Edge(system.id, "system"), Edge(temperature.id, "temperature"),
-                                  Edge(previous.id, "history"), Edge(user.id, "user")], doc="chat model gpt-x")
+        previous = g.add(
+            "op",
+            "llm_call",
+            f"turn {i} " + "r" * value_chars,
+            op_type="llm",
+            parents=[
+                Edge(system.id, "system"),
+                Edge(temperature.id, "temperature"),
+                Edge(previous.id, "history"),
+                Edge(user.id, "user"),
+            ],
+            doc="chat model gpt-x",
+        )
     err = g.add_exception("tool", ValueError("bad date: 2025-02-30"), parents=[Edge(previous.id, "args")])
     return g, err
 
@@ -22,10 +32,25 @@ def test_sections_and_references():
     g = Graph()
     p = g.add_parameter(Parameter("prompt", "text", "Say hi", description="the greeting template"))
     x = g.add("input", "name", "Ada")
-    out = g.add("op", "format", "Say hi, Ada", parents=[Edge(p.id, "template"), Edge(x.id, "name")], doc="[format] fills a template")
+    out = g.add(
+        "op",
+        "format",
+        "Say hi, Ada",
+        parents=[Edge(p.id, "template"), Edge(x.id, "name")],
+        doc="[format] fills a template",
+    )
     g.mark_output(out.id)
     text = render(backward(g, Feedback(0.2, "greet formally")))
-    for section in ("#Instruction", "#Code", "#Documentation", "#Variables", "#Constraints", "#Inputs", "#Outputs", "#Feedback"):
+    for section in (
+        "#Instruction",
+        "#Code",
+        "#Documentation",
+        "#Variables",
+        "#Constraints",
+        "#Inputs",
+        "#Outputs",
+        "#Feedback",
+    ):
         assert section in text
     assert "format0 = format(template=prompt, name=name0)" in text
     assert "(text) prompt=Say hi" in text and "(str) name0=Ada" in text
@@ -94,8 +119,13 @@ def test_code_lines_name_each_argument_once():
     p = g.add_parameter(Parameter("agent.system", "text", "You are helpful."))
     first = g.add("op", "ChatOpenAI", "call get_weather", parents=[Edge(p.id, "messages")], op_type="llm")
     tool = g.add("op", "get_weather", "sunny", parents=[Edge(first.id, "input")], op_type="tool")
-    second = g.add("op", "ChatOpenAI", "It is sunny.", op_type="llm",
-                   parents=[Edge(p.id, "messages"), Edge(first.id, "messages"), Edge(tool.id, "messages")])
+    second = g.add(
+        "op",
+        "ChatOpenAI",
+        "It is sunny.",
+        op_type="llm",
+        parents=[Edge(p.id, "messages"), Edge(first.id, "messages"), Edge(tool.id, "messages")],
+    )
     g.mark_output(second.id)
     text = render(backward(g, Feedback(0.0, "say the temperature too")))
     assert "ChatOpenAI1 = ChatOpenAI(messages=[agent.system, ChatOpenAI0, get_weather0])" in text

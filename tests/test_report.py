@@ -49,14 +49,24 @@ def build_run(run_dir: Path, replies: list[str], max_steps: int, repeat_last: bo
     target = FunctionTarget(lambda x: say(scale(x, k), template), [k, template])
     train = [{"x": 1.0}, {"x": 2.0}, {"x": 3.0}]
     llm = ScriptedLLM(replies, repeat_last=repeat_last, cost_per_call=0.001)
-    return optimize(target, train, feedback, OptoPrime(target.parameters(), llm), valset=train,
-                    max_steps=max_steps, batch_size=3, run_dir=str(run_dir))
+    return optimize(
+        target,
+        train,
+        feedback,
+        OptoPrime(target.parameters(), llm),
+        valset=train,
+        max_steps=max_steps,
+        batch_size=3,
+        run_dir=str(run_dir),
+    )
 
 
 REPLIES = [
     # step 1: better k and a new template holding HTML: kept
-    answer("REASON-ONE: k must be 3, <b>not 1</b> & the text needs a greeting",
-           {"k": 3, "greeting.template": f"{EVIL}\nHello friend\nThe value is"}),
+    answer(
+        "REASON-ONE: k must be 3, <b>not 1</b> & the text needs a greeting",
+        {"k": 3, "greeting.template": f"{EVIL}\nHello friend\nThe value is"},
+    ),
     # step 2: a worse k: rolled back
     answer("REASON-TWO: try a negative k", {"k": -5}),
     # step 3: out of bounds, then the retry gives up
@@ -96,7 +106,7 @@ def test_report_of_a_finished_run(finished_run):
     step3 = next(r for r in history if r["step"] == 3)
     reason = step3["proposal"]["rejected"]["k"]
     assert "k" in step3["proposal"]["rejected"] and reason
-    section3 = page[page.index('id="step-3"'):page.index('id="step-4"')]
+    section3 = page[page.index('id="step-3"') : page.index('id="step-4"')]
     assert "Rejected values" in section3 and reason.replace("'", "&#x27;") in section3
     # outcomes: kept, rolled back, no change
     assert re.search(r'id="step-1"><h3>Step 1 <span class="badge kept">kept', page)
@@ -115,7 +125,7 @@ def test_report_escapes_values_from_the_llm(finished_run):
 
 def test_report_diffs_parameters(finished_run):
     page = read(write_report(finished_run))
-    params = page[page.index("Parameters: initial and best values"):page.index("<h2>Steps</h2>")]
+    params = page[page.index("Parameters: initial and best values") : page.index("<h2>Steps</h2>")]
     assert '<span class="del">-Hi there</span>' in params
     assert '<span class="add">+&lt;script&gt;alert(1)&lt;/script&gt;</span>' in params
     assert '<span class="add">+Hello friend</span>' in params
@@ -126,8 +136,8 @@ def test_report_diffs_parameters(finished_run):
 def test_report_plots_one_point_per_step(finished_run):
     page = read(write_report(finished_run))
     history = RunDir(finished_run).read_history()
-    plot = page[page.index('<svg xmlns="http://www.w3.org/2000/svg" class="score-plot"'):]
-    plot = plot[:plot.index("</svg>")]
+    plot = page[page.index('<svg xmlns="http://www.w3.org/2000/svg" class="score-plot"') :]
+    plot = plot[: plot.index("</svg>")]
     best_steps = [int(s) for s in re.findall(r'<circle class="pt best" data-step="(\d+)"', plot)]
     assert best_steps == [r["step"] for r in history] == list(range(5))
     batch_steps = [int(s) for s in re.findall(r'<circle class="pt batch" data-step="(\d+)"', plot)]
@@ -142,7 +152,7 @@ def test_report_plots_one_point_per_step(finished_run):
 
 def test_report_draws_the_latest_graph(finished_run):
     page = read(write_report(finished_run))
-    graph_part = page[page.index("<h2>Trace graph</h2>"):]
+    graph_part = page[page.index("<h2>Trace graph</h2>") :]
     assert "graphs/step-4.json" in graph_part
     assert 'class="opto-graph-svg"' in graph_part
     assert 'data-id="param:k"' in graph_part and 'data-id="param:greeting.template"' in graph_part
@@ -198,7 +208,7 @@ def test_report_without_checkpoint(finished_run, tmp_path):
     assert "No checkpoint yet" in page
     assert "REASON-ONE" in page
     assert "the best values are taken from history.jsonl" in page
-    params = page[page.index("Parameters: initial and best values"):page.index("<h2>Steps</h2>")]
+    params = page[page.index("Parameters: initial and best values") : page.index("<h2>Steps</h2>")]
     assert "<code>1.0</code> → <code>3.0</code>" in params  # the best k, from the kept step
 
 
@@ -210,7 +220,7 @@ def test_report_flags_history_past_the_checkpoint(finished_run, tmp_path):
     store.write_checkpoint({**checkpoint, "step": 3, "done": False, "status": "running"})
     page = read(write_report(run_dir))
     assert "history.jsonl holds step(s) 4 after the last checkpoint (step 3)" in page
-    assert "not in the checkpoint" in page[page.index('id="step-4"'):]
+    assert "not in the checkpoint" in page[page.index('id="step-4"') :]
 
 
 def test_report_with_settings_only(tmp_path):

@@ -44,8 +44,15 @@ def run(run_dir, steps=3):
     k = Parameter("k", "float", 1.0, lower=-100, upper=100)
     target = FunctionTarget(lambda x: scale(x, k), [k], input_keys=["x"])
     llm = ScriptedLLM([next_k], repeat_last=True)
-    return optimize(target, TRAIN, lambda e, o: -abs(o - 4 * e["x"]), OptoPrime(target.parameters(), llm),
-                    max_steps=steps, batch_size=2, run_dir=str(run_dir))
+    return optimize(
+        target,
+        TRAIN,
+        lambda e, o: -abs(o - 4 * e["x"]),
+        OptoPrime(target.parameters(), llm),
+        max_steps=steps,
+        batch_size=2,
+        run_dir=str(run_dir),
+    )
 
 
 # ----- damaged files: one error, naming the file and the way out ---------------------------------------------
@@ -57,19 +64,39 @@ def _edit_line(path, step, change):
 
 
 DAMAGE = {
-    "checkpoint is a directory": ("checkpoint.json", lambda d: (d / "checkpoint.json").unlink()
-                                  or (d / "checkpoint.json").mkdir()),
+    "checkpoint is a directory": (
+        "checkpoint.json",
+        lambda d: (d / "checkpoint.json").unlink() or (d / "checkpoint.json").mkdir(),
+    ),
     "checkpoint is not JSON": ("checkpoint.json", lambda d: (d / "checkpoint.json").write_text("{oops")),
-    "checkpoint lacks a field": ("checkpoint.json", lambda d: (d / "checkpoint.json").write_text(json.dumps(
-        {k: v for k, v in json.loads((d / "checkpoint.json").read_text()).items() if k != "current"}))),
-    "checkpoint field of the wrong type": ("checkpoint.json", lambda d: (d / "checkpoint.json").write_text(json.dumps(
-        {**json.loads((d / "checkpoint.json").read_text()), "step": "three"}))),
-    "checkpoint value the target refuses": ("checkpoint.json", lambda d: (d / "checkpoint.json").write_text(
-        json.dumps({**json.loads((d / "checkpoint.json").read_text()), "current": {"k": 1e9}}))),
-    "history is a directory": ("history.jsonl", lambda d: (d / "history.jsonl").unlink()
-                               or (d / "history.jsonl").mkdir()),
-    "history line edited": ("history.jsonl", lambda d: _edit_line(d / "history.jsonl", 1, lambda line: line.replace(
-        '"kind": "step"', '"kind": "step", "note": "edited"'))),
+    "checkpoint lacks a field": (
+        "checkpoint.json",
+        lambda d: (d / "checkpoint.json").write_text(
+            json.dumps({k: v for k, v in json.loads((d / "checkpoint.json").read_text()).items() if k != "current"})
+        ),
+    ),
+    "checkpoint field of the wrong type": (
+        "checkpoint.json",
+        lambda d: (d / "checkpoint.json").write_text(
+            json.dumps({**json.loads((d / "checkpoint.json").read_text()), "step": "three"})
+        ),
+    ),
+    "checkpoint value the target refuses": (
+        "checkpoint.json",
+        lambda d: (d / "checkpoint.json").write_text(
+            json.dumps({**json.loads((d / "checkpoint.json").read_text()), "current": {"k": 1e9}})
+        ),
+    ),
+    "history is a directory": (
+        "history.jsonl",
+        lambda d: (d / "history.jsonl").unlink() or (d / "history.jsonl").mkdir(),
+    ),
+    "history line edited": (
+        "history.jsonl",
+        lambda d: _edit_line(
+            d / "history.jsonl", 1, lambda line: line.replace('"kind": "step"', '"kind": "step", "note": "edited"')
+        ),
+    ),
     "history line deleted": ("history.jsonl", lambda d: _edit_line(d / "history.jsonl", 1, lambda line: None)),
     "history last line deleted": ("history.jsonl", lambda d: _edit_line(d / "history.jsonl", 2, lambda line: None)),
     "lock is a directory": (".lock", lambda d: (d / ".lock").unlink() or (d / ".lock").mkdir()),
@@ -149,7 +176,6 @@ def test_a_start_that_fails_at_its_first_write_leaves_nothing_refused(tmp_path, 
     assert RunDir.is_run(leftover) and RunDir.remove(leftover) and not leftover.exists()
 
 
-
 def test_a_full_disk_refusing_the_lock_line_twice_is_one_clear_error(tmp_path, monkeypatch):
     """On a full tmpfs the lock's one line fails at flush, and again when the file is closed: the second
     refusal must not escape as a raw OSError (a traceback, exit 1) in place of the clear error."""
@@ -175,6 +201,7 @@ def test_a_full_disk_refusing_the_lock_line_twice_is_one_clear_error(tmp_path, m
     monkeypatch.setattr(builtins, "open", real_open)
     assert not (tmp_path / "run").exists() or RunDir.is_run(tmp_path / "run")
 
+
 # ----- the exits ---------------------------------------------------------------------------------------------------
 @op
 def unreachable(x: float, k: float) -> float:
@@ -185,8 +212,9 @@ def test_a_target_whose_every_run_fails_as_infrastructure_ends_as_a_failure(tmp_
     k = Parameter("k", "float", 1.0)
     target = FunctionTarget(lambda x: unreachable(x, k), [k], input_keys=["x"])
     llm = ScriptedLLM([say(2.0)], repeat_last=True)
-    result = optimize(target, TRAIN, lambda e, o: 0.0, OptoPrime(target.parameters(), llm), max_steps=2,
-                      run_dir=str(tmp_path / "run"))
+    result = optimize(
+        target, TRAIN, lambda e, o: 0.0, OptoPrime(target.parameters(), llm), max_steps=2, run_dir=str(tmp_path / "run")
+    )
     assert result.stopped_reason == "all_runs_failed" and result.failed
     assert "connection refused" in result.error and llm.requests == []
 
@@ -196,8 +224,11 @@ def cli_demo(monkeypatch):
     """The CLI's demo command with the optimizer's model faked and the workflow replaced."""
     from opto_core.app import cli, demo
 
-    monkeypatch.setattr(cli, "_client", lambda *a, **kw: type("LLM", (ScriptedLLM,), {"base_url": "http://x/v1"})(
-        [say(2.0)], repeat_last=True))
+    monkeypatch.setattr(
+        cli,
+        "_client",
+        lambda *a, **kw: type("LLM", (ScriptedLLM,), {"base_url": "http://x/v1"})([say(2.0)], repeat_last=True),
+    )
 
     def use(recipe):
         monkeypatch.setattr(demo, "load_recipe", lambda name: recipe())
@@ -248,9 +279,7 @@ def test_exit_codes_of_the_cli(cli_demo, tmp_path):
     assert code == CORRUPT_RUN and "checkpoint.json" in out and "not valid JSON" in out, out
 
 
-
-def test_a_disk_full_before_anything_was_saved_exits_4_and_resume_says_to_start_again(cli_demo, tmp_path,
-                                                                                       monkeypatch):
+def test_a_disk_full_before_anything_was_saved_exits_4_and_resume_says_to_start_again(cli_demo, tmp_path, monkeypatch):
     from opto_core.app.exits import UNWRITABLE, USAGE
 
     cli = cli_demo(lambda: (_target(scale), TRAIN, lambda e, o: 1.0, None))

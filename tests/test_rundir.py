@@ -19,13 +19,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_a_second_opener_gets_run_locked_with_a_clear_message(tmp_path):
     first = RunDir(tmp_path / "run")
     assert first.open(resume=True) is None
-    holder = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         from opto_core.engine.rundir import RunDir, RunLocked
         try:
             RunDir({str(tmp_path / 'run')!r}).open(resume=True)
         except RunLocked as exc:
             print("locked:", exc)
-        """)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        """),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert "locked:" in holder.stdout and "in use by process" in holder.stdout, holder.stderr
     with pytest.raises(RunLocked):  # also a second handle in this process
         RunDir(tmp_path / "run").open(resume=True)
@@ -56,8 +66,8 @@ def test_open_with_a_checkpoint_keeps_each_checkpointed_step_once(tmp_path):
     for step in range(3):
         store.append_history({"step": step, "text": "x"})
         store.write_checkpoint({"step": step, "current": {}, "best": {}})
-    store.append_history({"step": 3})                       # written, never checkpointed
-    with open(tmp_path / "history.jsonl", "a") as handle:    # and a line cut by the kill
+    store.append_history({"step": 3})  # written, never checkpointed
+    with open(tmp_path / "history.jsonl", "a") as handle:  # and a line cut by the kill
         handle.write('{"step": 4, "te')
     store.close()
     assert RunDir(tmp_path).open(resume=True)["step"] == 2
@@ -139,8 +149,14 @@ RUN = textwrap.dedent(r'''
 
 
 def _run(run_dir: Path, script: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script), str(run_dir)], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    return subprocess.run(
+        [sys.executable, str(script), str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )
 
 
 def test_a_kill_at_any_write_point_loses_and_duplicates_no_step(tmp_path):
@@ -150,7 +166,9 @@ def test_a_kill_at_any_write_point_loses_and_duplicates_no_step(tmp_path):
     clean = _run(tmp_path / "clean", script, {"OPTO_RUNDIR_WRITE_LOG": str(log)})
     assert clean.returncode == 0, clean.stderr[-2000:]
     expected = json.loads(clean.stdout.strip().splitlines()[-1])
-    expected_steps = [json.loads(line)["step"] for line in (tmp_path / "clean" / "history.jsonl").read_text().splitlines()]
+    expected_steps = [
+        json.loads(line)["step"] for line in (tmp_path / "clean" / "history.jsonl").read_text().splitlines()
+    ]
     points = len(log.read_text().splitlines())
     assert points > 10
     for kill_at in range(1, points + 1):

@@ -38,8 +38,7 @@ def _write(example):
 
 
 def _environment(example):
-    return {"env": dict(os.environ), "driver_visible": os.path.exists(f"/proc/{example['driver']}"),
-            "cwd": os.getcwd()}
+    return {"env": dict(os.environ), "driver_visible": os.path.exists(f"/proc/{example['driver']}"), "cwd": os.getcwd()}
 
 
 def _call_model(example):
@@ -90,8 +89,15 @@ def _spin_cpu(example):
         pass
 
 
-PROBES = {"write": _write, "environment": _environment, "call_model": _call_model, "allocate": _allocate,
-          "big_file": _big_file, "processes": _processes, "spin_cpu": _spin_cpu}
+PROBES = {
+    "write": _write,
+    "environment": _environment,
+    "call_model": _call_model,
+    "allocate": _allocate,
+    "big_file": _big_file,
+    "processes": _processes,
+    "spin_cpu": _spin_cpu,
+}
 
 
 @op
@@ -124,8 +130,9 @@ def run_in_box(examples, sandbox=None, eval_timeout=60.0, concurrency=1):
     target = ProbeTarget()
     try:
         executor.start(target)
-        return executor.evaluate(target, examples, _feedback, indices=list(range(len(examples))),
-                                 failure_score=0.0), sandbox
+        return executor.evaluate(
+            target, examples, _feedback, indices=list(range(len(examples))), failure_score=0.0
+        ), sandbox
     finally:
         executor.close()
 
@@ -156,8 +163,9 @@ def test_the_same_write_succeeds_under_process_isolation_which_confines_nothing(
     target = ProbeTarget()
     executor = ProcessExecutor(1)
     try:
-        results = executor.evaluate(target, [{"probe": "write", "path": str(tmp_path / "m")}], _feedback,
-                                    indices=[0], failure_score=0.0)
+        results = executor.evaluate(
+            target, [{"probe": "write", "path": str(tmp_path / "m")}], _feedback, indices=[0], failure_score=0.0
+        )
     finally:
         executor.close()
     assert results[0].output == f"wrote {tmp_path / 'm'}" and (tmp_path / "m").exists()
@@ -191,9 +199,27 @@ def test_no_secret_of_the_environment_reaches_the_box_unless_passed(monkeypatch)
     dump = json.dumps(plain.output)
     for secret in ("sk-outside-secret", "token-outside-secret", "hunter2"):
         assert secret not in dump
-    assert set(env) <= {"PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "PYTHONPATH",
-                        "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8", "VIRTUAL_ENV", "HOME", "TMPDIR",
-                        "PYTHONDONTWRITEBYTECODE", "OPTO_SANDBOX", "PWD", "OPENAI_BASE_URL", "OPENAI_API_BASE"}
+    assert set(env) <= {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TZ",
+        "TERM",
+        "PYTHONPATH",
+        "PYTHONHASHSEED",
+        "PYTHONIOENCODING",
+        "PYTHONUTF8",
+        "VIRTUAL_ENV",
+        "HOME",
+        "TMPDIR",
+        "PYTHONDONTWRITEBYTECODE",
+        "OPTO_SANDBOX",
+        "PWD",
+        "OPENAI_BASE_URL",
+        "OPENAI_API_BASE",
+    }
     assert env["HOME"] == plain.output["cwd"] == env["TMPDIR"]
     assert not plain.output["driver_visible"]  # a PID namespace: the driver's /proc entry is not there
     (passed,), _ = run_in_box([{"probe": "environment", "driver": driver}], Sandbox(pass_env=["OPENAI_API_KEY"]))
@@ -203,11 +229,17 @@ def test_no_secret_of_the_environment_reaches_the_box_unless_passed(monkeypatch)
 
 # ----- network ----------------------------------------------------------------------------------------------
 def test_the_model_endpoint_is_reachable_from_the_box_and_nothing_else():
-    with ScriptedServer(["hello from the model"], repeat_last=True) as allowed, \
-            ScriptedServer(["you should not see this"], repeat_last=True) as other:
-        results, _ = run_in_box([{"probe": "call_model", "base_url": allowed.base_url},
-                                 {"probe": "call_model", "base_url": other.base_url}],
-                                Sandbox(endpoints=[allowed.base_url]))
+    with (
+        ScriptedServer(["hello from the model"], repeat_last=True) as allowed,
+        ScriptedServer(["you should not see this"], repeat_last=True) as other,
+    ):
+        results, _ = run_in_box(
+            [
+                {"probe": "call_model", "base_url": allowed.base_url},
+                {"probe": "call_model", "base_url": other.base_url},
+            ],
+            Sandbox(endpoints=[allowed.base_url]),
+        )
         assert results[0].output == "hello from the model" and len(allowed.requests) == 1
         assert results[1].output == "unreachable: APIConnectionError" and not other.requests
         closed, _ = run_in_box([{"probe": "call_model", "base_url": allowed.base_url}], Sandbox(network="none"))
@@ -239,8 +271,15 @@ def test_endpoints_parse_and_names_get_loopback_addresses_of_their_own():
 # ----- resources --------------------------------------------------------------------------------------------
 def test_memory_file_size_and_process_limits_hold_in_the_box():
     sandbox = Sandbox(memory_mb=512, max_file_mb=1, max_processes=8)
-    results, _ = run_in_box([{"probe": "allocate", "mb": 1024}, {"probe": "allocate", "mb": 64},
-                             {"probe": "big_file", "mb": 4}, {"probe": "processes", "count": 20}], sandbox)
+    results, _ = run_in_box(
+        [
+            {"probe": "allocate", "mb": 1024},
+            {"probe": "allocate", "mb": 64},
+            {"probe": "big_file", "mb": 4},
+            {"probe": "processes", "count": 20},
+        ],
+        sandbox,
+    )
     assert [r.output for r in results[:3]] == ["MemoryError", "allocated 64 MB", "refused: File too large"]
     assert results[3].output.startswith("stopped after ") and "BlockingIOError" in results[3].output
     assert int(results[3].output.split()[2].rstrip(":")) < 8
@@ -258,13 +297,20 @@ def test_without_bubblewrap_the_sandbox_refuses_and_says_what_would_still_apply(
 
     bare = Facilities("linux", bwrap=None, bwrap_problem="bubblewrap is not installed", rlimits=True, root=False)
     monkeypatch.setattr(module, "probe", lambda: bare)
-    with pytest.raises(SandboxUnavailable, match=r"files is missing \(bubblewrap is not installed\).*still apply: "
-                                                 r"environment.*resources.*Sandbox\(require=\(\)\).*isolation='process'"):
+    with pytest.raises(
+        SandboxUnavailable,
+        match=r"files is missing \(bubblewrap is not installed\).*still apply: "
+        r"environment.*resources.*Sandbox\(require=\(\)\).*isolation='process'",
+    ):
         run_in_box([{"probe": "allocate", "mb": 1}])
     plan = Sandbox().plan(Facilities("darwin", bwrap_problem="darwin has no Linux namespaces", rlimits=True))
     assert set(plan.missing) == {"files", "network", "processes"} and set(plan.applied) == {"environment", "resources"}
     assert set(Sandbox().plan(Facilities("win32", bwrap_problem="no namespaces")).missing) == {
-        "files", "network", "processes", "resources"}
+        "files",
+        "network",
+        "processes",
+        "resources",
+    }
 
 
 def test_a_sandbox_that_may_run_partly_confined_says_so_and_still_scrubs_the_environment(monkeypatch, caplog):
@@ -307,7 +353,9 @@ def test_opto_demo_in_a_sandbox_this_machine_cannot_build_exits_2_with_the_reaso
     llm = ScriptedLLM(['{"reasoning": "r", "suggestion": {}}'], repeat_last=True)
     llm.base_url = "http://127.0.0.1:9/v1"
     monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
-    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--isolation", "sandbox",
-                                          "--run-dir", str(tmp_path / "d")])
+    result = CliRunner().invoke(
+        cli.app,
+        ["demo", "--workflow", "python", "--steps", "1", "--isolation", "sandbox", "--run-dir", str(tmp_path / "d")],
+    )
     assert result.exit_code == 2 and "bubblewrap is not installed" in result.output
     assert not llm.requests  # nothing ran

@@ -7,14 +7,19 @@ import pytest
 from opto_core.kernel.parameters import Parameter
 from opto_core.optimizers.search import SAMPLERS, Sampler, Search, SearchSpace
 
-HAS = {"gp": importlib.util.find_spec("bayes_opt") is not None,
-       "pso": importlib.util.find_spec("nevergrad") is not None,
-       "cmaes": importlib.util.find_spec("cmaes") is not None}
+HAS = {
+    "gp": importlib.util.find_spec("bayes_opt") is not None,
+    "pso": importlib.util.find_spec("nevergrad") is not None,
+    "cmaes": importlib.util.find_spec("cmaes") is not None,
+}
 
 
 def params():
-    return [Parameter("x", "float", -4.0, lower=-5, upper=5), Parameter("n", "int", 15, lower=15, upper=90),
-            Parameter("mode", "choice", "b", choices=["a", "b", "c"])]
+    return [
+        Parameter("x", "float", -4.0, lower=-5, upper=5),
+        Parameter("n", "int", 15, lower=15, upper=90),
+        Parameter("mode", "choice", "b", choices=["a", "b", "c"]),
+    ]
 
 
 def score(v):
@@ -117,8 +122,9 @@ def test_a_short_run_never_ends_worse_than_it_started():
 
     target = FunctionTarget(lambda question: answer(question, temperature, k), [temperature, k])
     search = Search(target.parameters(), "tpe", seed=0)
-    result = optimize(target, [{"question": "q"}], lambda example, output: output, search,
-                      valset=[{"question": "q"}], max_steps=3)
+    result = optimize(
+        target, [{"question": "q"}], lambda example, output: output, search, valset=[{"question": "q"}], max_steps=3
+    )
     assert search.sampler.trials[0] == ({"llm.temperature": 0.3, "retriever.k": 4}, 0.0)
     assert result.best_score == result.initial_score == 0.0
     assert result.best_values == {"llm.temperature": 0.3, "retriever.k": 4}

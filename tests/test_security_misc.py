@@ -33,8 +33,12 @@ def test_scrub_url_removes_userinfo_and_key_like_query_values():
 def test_httpx_log_line_is_scrubbed(caplog):
     install_log_filter()
     with caplog.at_level(logging.INFO, logger="httpx"):
-        logging.getLogger("httpx").info('HTTP Request: %s %s "%s"', "POST",
-                                        "http://user:SECRET@127.0.0.1:9/v1/chat/completions?api_key=K9", "200 OK")
+        logging.getLogger("httpx").info(
+            'HTTP Request: %s %s "%s"',
+            "POST",
+            "http://user:SECRET@127.0.0.1:9/v1/chat/completions?api_key=K9",
+            "200 OK",
+        )
     assert "SECRET" not in caplog.text and "K9" not in caplog.text and "127.0.0.1" in caplog.text
 
 
@@ -84,8 +88,9 @@ def test_a_trickling_server_cannot_stretch_a_call_past_its_timeout():
     thread = threading.Thread(target=trickle, daemon=True)
     thread.start()
     try:
-        llm = OpenAIChat(base_url=f"http://127.0.0.1:{server.getsockname()[1]}/v1", api_key="k", model="m",
-                         timeout=2, max_retries=0)
+        llm = OpenAIChat(
+            base_url=f"http://127.0.0.1:{server.getsockname()[1]}/v1", api_key="k", model="m", timeout=2, max_retries=0
+        )
         started = time.monotonic()
         with pytest.raises(LLMError, match="within 2 s"):
             llm.chat([{"role": "user", "content": "hi"}])
@@ -115,8 +120,9 @@ def test_cli_refuses_a_non_run_directory_and_exits_non_zero_on_errors(tmp_path, 
     llm = Down([])
     llm.base_url = "http://127.0.0.1:9/v1"
     monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
-    failed = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1",
-                                          "--run-dir", str(tmp_path / "run")])
+    failed = CliRunner().invoke(
+        cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", str(tmp_path / "run")]
+    )
     assert failed.exit_code == 1 and "failed" in failed.output and "500" in failed.output
 
 
@@ -157,13 +163,22 @@ def test_a_value_cannot_fake_a_section_header():
 
 
 # ----- graph input ----------------------------------------------------------------------------------------------------
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                           lambda children: st.lists(children) | st.dictionaries(st.text(), children), max_leaves=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(json_values, st.fixed_dictionaries({"format": st.just("opto-graph/1")},
-                                                    optional={"meta": json_values, "nodes": st.lists(json_values)})))
+@given(
+    st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {"format": st.just("opto-graph/1")}, optional={"meta": json_values, "nodes": st.lists(json_values)}
+        ),
+    )
+)
 def test_from_json_raises_only_graph_error_on_junk(junk):
     try:
         Graph.from_json(json.dumps(junk))
@@ -172,8 +187,12 @@ def test_from_json_raises_only_graph_error_on_junk(junk):
 
 
 def test_from_json_deep_nesting_and_wrong_types():
-    for text in ("[" * 100000 + "]" * 100000, b"\xff\xfe", '{"format": "opto-graph/1", "nodes": [{"id": "a", '
-                 '"kind": "op", "name": 3}]}', '{"format": "opto-graph/1", "meta": []}'):
+    for text in (
+        "[" * 100000 + "]" * 100000,
+        b"\xff\xfe",
+        '{"format": "opto-graph/1", "nodes": [{"id": "a", "kind": "op", "name": 3}]}',
+        '{"format": "opto-graph/1", "meta": []}',
+    ):
         with pytest.raises(GraphError):
             Graph.from_json(text)
     with pytest.raises(GraphError):
@@ -215,17 +234,20 @@ def test_terminal_approver_rejects_when_nobody_can_answer():
 
 
 # ----- parameters valid from construction -------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, match", [
-    ({"name": "", "kind": "text", "value": "x"}, "non-empty string name"),
-    ({"name": None, "kind": "text", "value": "x"}, "non-empty string name"),
-    ({"name": "t", "kind": "float", "value": "hot"}, "expected a float"),
-    ({"name": "t", "kind": "float", "value": 5.0, "lower": 0.0, "upper": 1.0}, "above the upper bound"),
-    ({"name": "t", "kind": "float", "value": 0.5, "lower": 1.0, "upper": 0.0}, "lower bound 1.0 is above"),
-    ({"name": "t", "kind": "float", "value": 0.5, "lower": float("nan")}, "must be a number"),
-    ({"name": "t", "kind": "text", "value": 3}, "expected text"),
-    ({"name": "t", "kind": "choice", "value": 4, "choices": [1, 2]}, "not one of the choices"),
-    ({"name": "t", "kind": "code", "value": "x = 1"}, "not valid code"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "", "kind": "text", "value": "x"}, "non-empty string name"),
+        ({"name": None, "kind": "text", "value": "x"}, "non-empty string name"),
+        ({"name": "t", "kind": "float", "value": "hot"}, "expected a float"),
+        ({"name": "t", "kind": "float", "value": 5.0, "lower": 0.0, "upper": 1.0}, "above the upper bound"),
+        ({"name": "t", "kind": "float", "value": 0.5, "lower": 1.0, "upper": 0.0}, "lower bound 1.0 is above"),
+        ({"name": "t", "kind": "float", "value": 0.5, "lower": float("nan")}, "must be a number"),
+        ({"name": "t", "kind": "text", "value": 3}, "expected text"),
+        ({"name": "t", "kind": "choice", "value": 4, "choices": [1, 2]}, "not one of the choices"),
+        ({"name": "t", "kind": "code", "value": "x = 1"}, "not valid code"),
+    ],
+)
 def test_parameter_checks_itself_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Parameter(**kwargs)

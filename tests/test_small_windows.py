@@ -89,9 +89,27 @@ def test_the_langchain_demo_fits_the_embedded_model_at_n_ctx_2048(tmp_path):
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OPTO_MODEL", "OPTO_CONTEXT"))}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    done = subprocess.run([sys.executable, "-m", "opto_core.app.cli", "demo", "--workflow", "langchain",
-                           "--context-window", "2048", "--steps", "1", "--run-dir", str(run_dir)],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opto_core.app.cli",
+            "demo",
+            "--workflow",
+            "langchain",
+            "--context-window",
+            "2048",
+            "--steps",
+            "1",
+            "--run-dir",
+            str(run_dir),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     step = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()][1]
     budget, usage = step["proposal"]["budget"], step["proposal"]["usage"]

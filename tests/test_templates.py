@@ -20,19 +20,22 @@ SYSTEM = "You are the support agent of {company}. Today is {today}."
 
 
 # ----- parsing ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, style, literals, placeholders", [
-    (SYSTEM, "format", ("You are the support agent of ", ". Today is ", "."), ("company", "today")),
-    ("{} and {}", "format", ("", " and ", ""), ("0", "1")),
-    ("{1} then {0}", "format", ("", " then ", ""), ("1", "0")),
-    ("x {name!r:>10} y", "format", ("x ", " y"), ("name",)),
-    ("{user.name} / {rows[0]}", "format", ("", " / ", ""), ("user.name", "rows[0]")),
-    ('JSON: {{"answer": "{answer}"}}', "format", ('JSON: {"answer": "', '"}'), ("answer",)),
-    ("Hello {{ name }}!", "jinja", ("Hello ", "!"), ("name",)),
-    ("Hi {{ user.name | upper }}", "jinja", ("Hi ", ""), ("user.name|upper",)),
-    ("Dear %(name)s, 100%% sure", "printf", ("Dear ", ", 100% sure"), ("name",)),
-    ("%s scored %.2f", "printf", ("", " scored ", ""), ("0", "1")),
-    ("Hi $name, ${thing}s cost $$5", "dollar", ("Hi ", ", ", "s cost $5"), ("name", "thing")),
-])
+@pytest.mark.parametrize(
+    "text, style, literals, placeholders",
+    [
+        (SYSTEM, "format", ("You are the support agent of ", ". Today is ", "."), ("company", "today")),
+        ("{} and {}", "format", ("", " and ", ""), ("0", "1")),
+        ("{1} then {0}", "format", ("", " then ", ""), ("1", "0")),
+        ("x {name!r:>10} y", "format", ("x ", " y"), ("name",)),
+        ("{user.name} / {rows[0]}", "format", ("", " / ", ""), ("user.name", "rows[0]")),
+        ('JSON: {{"answer": "{answer}"}}', "format", ('JSON: {"answer": "', '"}'), ("answer",)),
+        ("Hello {{ name }}!", "jinja", ("Hello ", "!"), ("name",)),
+        ("Hi {{ user.name | upper }}", "jinja", ("Hi ", ""), ("user.name|upper",)),
+        ("Dear %(name)s, 100%% sure", "printf", ("Dear ", ", 100% sure"), ("name",)),
+        ("%s scored %.2f", "printf", ("", " scored ", ""), ("0", "1")),
+        ("Hi $name, ${thing}s cost $$5", "dollar", ("Hi ", ", ", "s cost $5"), ("name", "thing")),
+    ],
+)
 def test_each_style_is_split_into_literals_and_placeholders(text, style, literals, placeholders):
     template = Template.parse(text)
     assert template is not None and template.style == style
@@ -40,10 +43,18 @@ def test_each_style_is_split_into_literals_and_placeholders(text, style, literal
     assert Template.parse(text, style) == template
 
 
-@pytest.mark.parametrize("text", [
-    "Answer briefly.", "Save 50% off today", "Return JSON like {\"a\": 1}", "It costs $5", "Growth was 5%.",
-    "{ not a field }", "{{ \"a\": 1 }}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Answer briefly.",
+        "Save 50% off today",
+        "Return JSON like {\"a\": 1}",
+        "It costs $5",
+        "Growth was 5%.",
+        "{ not a field }",
+        "{{ \"a\": 1 }}",
+    ],
+)
 def test_text_without_placeholders_is_no_template(text):
     assert Template.parse(text) is None
 
@@ -145,7 +156,8 @@ def test_render_keeps_each_style_and_inserts_values_verbatim():
 def test_check_placeholders_names_what_was_dropped_or_invented():
     assert check_placeholders(SYSTEM, "Be kind. You help {company} customers; it is {today}.") == []
     assert check_placeholders(SYSTEM, "You help customers. Today is {today}.") == [
-        "the template must keep {company}; the new value dropped it"]
+        "the template must keep {company}; the new value dropped it"
+    ]
     [problem] = check_placeholders(SYSTEM, "You help {company} on {today} in {city}.")
     assert "adds {city}" in problem and "never fills" in problem
     [problem] = check_placeholders(SYSTEM, "You help %(company)s on %(today)s.")
@@ -153,12 +165,15 @@ def test_check_placeholders_names_what_was_dropped_or_invented():
     [problem] = check_placeholders(SYSTEM, "You help {company on {today}.")
     assert "not a valid str.format template" in problem
     assert check_placeholders("{} and {}", "{}") == [
-        "the template must keep {} (positional placeholder 2); the new value dropped it"]
+        "the template must keep {} (positional placeholder 2); the new value dropped it"
+    ]
     assert check_placeholders("no placeholders here", "anything") == []
 
 
 def test_literal_fragments_are_long_stripped_lines_longest_first():
-    template = Template.parse("You are a careful support agent.\nShort.\n{question}\n  Answer in one sentence please.  ")
+    template = Template.parse(
+        "You are a careful support agent.\nShort.\n{question}\n  Answer in one sentence please.  "
+    )
     assert template.fragments(20) == ["You are a careful support agent.", "Answer in one sentence please."]
     assert literal_fragments(["a\nbb\nccc"], 2) == ["ccc", "bb"]
 
@@ -170,8 +185,12 @@ _VALUE = st.text(alphabet="ab ,.:xyz{}%$", max_size=10)
 
 
 def _source(style: str, literals: list[str], names: list[str]) -> str:
-    escape = {"format": lambda s: s.replace("{", "{{").replace("}", "}}"), "printf": lambda s: s.replace("%", "%%"),
-              "dollar": lambda s: s.replace("$", "$$"), "jinja": lambda s: s}[style]
+    escape = {
+        "format": lambda s: s.replace("{", "{{").replace("}", "}}"),
+        "printf": lambda s: s.replace("%", "%%"),
+        "dollar": lambda s: s.replace("$", "$$"),
+        "jinja": lambda s: s,
+    }[style]
     field = {"format": "{%s}", "printf": "%%(%s)s", "dollar": "${%s}", "jinja": "{{ %s }}"}[style]
     return escape(literals[0]) + "".join(field % name + escape(literal) for name, literal in zip(names, literals[1:]))
 
@@ -201,8 +220,9 @@ def test_render_then_match_round_trips_against_the_real_renderer(style, names, d
     assert found is not None and template.render(found.values) == rendered
     # the values themselves come back when none of them contains the literal that follows it
     follows = template.literals[1:]
-    if all((values[n] + lit).find(lit) == len(values[n]) for n, lit in zip(names, follows) if lit) \
-            and all(lit or k == len(names) - 1 for k, lit in enumerate(follows)):
+    if all((values[n] + lit).find(lit) == len(values[n]) for n, lit in zip(names, follows) if lit) and all(
+        lit or k == len(names) - 1 for k, lit in enumerate(follows)
+    ):
         assert found.values == values
     assert template.search("prefix>" + rendered + "<suffix") is not None
 
@@ -228,9 +248,17 @@ def test_a_template_parameter_shows_its_placeholders_and_refuses_a_suggestion_th
     param = graph.add_parameter(system)
     call = graph.add("op", "llm", "answer", parents=[(param.id, "system")])
     graph.mark_output(call.id)
-    llm = ScriptedLLM([json.dumps({"reasoning": "shorter", "suggestion": {"agent.system": "Be brief."}}),
-                       json.dumps({"reasoning": "keep them", "suggestion": {
-                           "agent.system": "Support agent of {company} ({today}). Be brief."}})])
+    llm = ScriptedLLM(
+        [
+            json.dumps({"reasoning": "shorter", "suggestion": {"agent.system": "Be brief."}}),
+            json.dumps(
+                {
+                    "reasoning": "keep them",
+                    "suggestion": {"agent.system": "Support agent of {company} ({today}). Be brief."},
+                }
+            ),
+        ]
+    )
     proposal = OptoPrime([system], llm).step(backward(graph, Feedback(0.0, "too long")))
     prompt = llm.requests[0]["messages"][1]["content"]
     assert "keep the placeholders {company}, {today} and add no other" in prompt

@@ -44,8 +44,17 @@ def _only_run(client):
 def test_an_mlflow_run_holds_every_step_and_the_artifacts(tmp_path, file_store):
     target = scale_target()
     llm = ScriptedLLM([say(2.0), say(5.0), say(3.0)], cost_per_call=0.001)
-    result = optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), llm), valset=VAL, max_steps=3,
-                      batch_size=2, run_dir=str(tmp_path / "run"), tracking="mlflow")
+    result = optimize(
+        target,
+        TRAIN,
+        feedback,
+        OptoPrime(target.parameters(), llm),
+        valset=VAL,
+        max_steps=3,
+        batch_size=2,
+        run_dir=str(tmp_path / "run"),
+        tracking="mlflow",
+    )
     client = MlflowClient()
     run = _only_run(client)
     assert run.info.status == "FINISHED"
@@ -54,12 +63,15 @@ def test_an_mlflow_run_holds_every_step_and_the_artifacts(tmp_path, file_store):
     assert kept == [(1, 1.0), (2, 0.0), (3, 1.0)]  # 2 closer, 5 worse (rolled back), 3 exact
     assert best[0] == result.initial_score == -40.0 and best[-1] == result.best_score == 0.0
     tokens = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "optimizer/tokens"))
-    assert [s for s, _ in tokens] == [1, 2, 3] and tokens[-1][1] == result.usage["prompt_tokens"] + \
-        result.usage["completion_tokens"]
+    assert [s for s, _ in tokens] == [1, 2, 3] and tokens[-1][1] == result.usage["prompt_tokens"] + result.usage[
+        "completion_tokens"
+    ]
     cost = client.get_metric_history(run.info.run_id, "optimizer/cost_usd")
     assert max(m.value for m in cost) == pytest.approx(0.003)
     assert run.data.params["start.k"] == "1.0" and run.data.params["settings.batch_size"] == "2"
-    assert run.data.tags["opto.stopped"] == "max_steps" and run.data.tags["opto.best_score_on"] == "on the validation set"
+    assert (
+        run.data.tags["opto.stopped"] == "max_steps" and run.data.tags["opto.best_score_on"] == "on the validation set"
+    )
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"best_values.opto.json", "report.html", "summary.txt", "steps", "graph", "values"} <= names
     steps = {a.path for a in client.list_artifacts(run.info.run_id, "steps")}
@@ -67,8 +79,9 @@ def test_an_mlflow_run_holds_every_step_and_the_artifacts(tmp_path, file_store):
     local = client.download_artifacts(run.info.run_id, "steps/step-002.json", str(tmp_path / "dl"))
     step = json.loads(open(local).read())
     assert step["decision"].startswith("rolled back") and step["proposal"]["accepted"] == {"k": 5.0}
-    values = json.loads(open(client.download_artifacts(run.info.run_id, "best_values.opto.json",
-                                                        str(tmp_path / "dl"))).read())
+    values = json.loads(
+        open(client.download_artifacts(run.info.run_id, "best_values.opto.json", str(tmp_path / "dl"))).read()
+    )
     assert values["values"] == {"k": 3.0}
     graph = {a.path for a in client.list_artifacts(run.info.run_id, "graph")}
     assert {"graph/best.json", "graph/best.html"} <= graph
@@ -80,14 +93,23 @@ def test_a_dspy_compile_passes_tracking_through(tmp_path, file_store):
     from opto_adapters.dspy.testing import rule_lm
 
     trainset = [dspy.Example(question=q, answer=q.upper()).with_inputs("question") for q in ("ab", "cd")]
-    lm = rule_lm(lambda call: {"answer": call.inputs["question"].upper() if "capitals" in call.instructions
-                               else call.inputs["question"]})
-    llm = ScriptedLLM([json.dumps({"reasoning": "shout", "suggestion": {
-        "predict.instructions": "Answer in capitals."}})])
+    lm = rule_lm(
+        lambda call: {
+            "answer": call.inputs["question"].upper() if "capitals" in call.instructions else call.inputs["question"]
+        }
+    )
+    llm = ScriptedLLM(
+        [json.dumps({"reasoning": "shout", "suggestion": {"predict.instructions": "Answer in capitals."}})]
+    )
     with dspy.context(lm=lm):
-        OptoTeleprompter(metric=lambda g, p: g.answer == p.answer, llm=llm, max_steps=1, num_threads=1,
-                         run_dir=str(tmp_path / "run"), tracking="mlflow").compile(dspy.Predict("question -> answer"),
-                                                                                   trainset=trainset)
+        OptoTeleprompter(
+            metric=lambda g, p: g.answer == p.answer,
+            llm=llm,
+            max_steps=1,
+            num_threads=1,
+            run_dir=str(tmp_path / "run"),
+            tracking="mlflow",
+        ).compile(dspy.Predict("question -> answer"), trainset=trainset)
     client = MlflowClient()
     run = _only_run(client)
     assert [m.value for m in client.get_metric_history(run.info.run_id, "step/kept")] == [1.0]
@@ -97,8 +119,15 @@ def test_a_dspy_compile_passes_tracking_through(tmp_path, file_store):
 def test_inside_an_active_mlflow_run_the_optimization_is_a_nested_run(tmp_path, file_store):
     target = scale_target()
     with mlflow.start_run(run_name="my experiment") as parent:
-        optimize(target, TRAIN, feedback, OptoPrime(target.parameters(), ScriptedLLM([say(3.0)])), max_steps=1,
-                 batch_size=2, tracking="mlflow")
+        optimize(
+            target,
+            TRAIN,
+            feedback,
+            OptoPrime(target.parameters(), ScriptedLLM([say(3.0)])),
+            max_steps=1,
+            batch_size=2,
+            tracking="mlflow",
+        )
         assert mlflow.active_run().info.run_id == parent.info.run_id  # the user's run is active again
     client = MlflowClient()
     runs = client.search_runs([parent.info.experiment_id])
@@ -126,12 +155,14 @@ def test_opto_demo_mlflow_writes_to_mlflow_s_own_local_store(tmp_path, monkeypat
     llm = ScriptedLLM([json.dumps({"reasoning": "none", "suggestion": {}})], repeat_last=True)
     llm.base_url = "http://127.0.0.1:9/v1"
     monkeypatch.setattr(cli, "_client", lambda *args, **kwargs: llm)
-    result = CliRunner().invoke(cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", "run",
-                                          "--mlflow"])
+    result = CliRunner().invoke(
+        cli.app, ["demo", "--workflow", "python", "--steps", "1", "--run-dir", "run", "--mlflow"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "mlruns").is_dir()  # MLflow's local default: a database here, artifacts under ./mlruns
     client = MlflowClient(tracking_uri=mlflow.get_tracking_uri())
     run = _only_run(client)
     assert client.get_metric_history(run.info.run_id, "step/kept") and "report.html" in {
-        a.path for a in client.list_artifacts(run.info.run_id)}
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
     assert os.path.isfile(tmp_path / "run" / "report.html")

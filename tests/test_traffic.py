@@ -42,7 +42,9 @@ def test_the_tasks_run_through_their_traced_workflows():
     task = get_task("traffic").make(seed=0)
     target = task.python_target(None)
     assert [(p.name, p.kind, p.lower, p.upper) for p in target.parameters()] == [
-        ("green_ew", "int", 15, 90), ("green_ns", "int", 15, 90)]
+        ("green_ew", "int", 15, 90),
+        ("green_ns", "int", 15, 90),
+    ]
     output, graph = target.run(task.trainset[0])
     assert task.feedback(task.trainset[0], output).score == -output["average_delay"]
     controlled = get_task("traffic_controller").make(seed=0)
@@ -50,7 +52,9 @@ def test_the_tasks_run_through_their_traced_workflows():
     (code,) = target.parameters()
     assert code.kind == "code"
     fixed, _ = target.run(controlled.trainset[0])
-    target.apply({"controller.code": traffic.function_source(traffic.actuated).replace("def actuated", "def fixed_controller")})
+    target.apply(
+        {"controller.code": traffic.function_source(traffic.actuated).replace("def actuated", "def fixed_controller")}
+    )
     actuated, graph = target.run(controlled.trainset[0])
     assert actuated["plan"] != fixed["plan"] and actuated["average_delay"] != fixed["average_delay"]
     assert {p[0] for p in fixed["plan"]} == {30}  # the starting controller keeps the equal split

@@ -10,8 +10,9 @@ from opto_core.kernel.values import ValuesFileError, apply_saved, load_values, r
 
 
 def test_round_trip_with_meta_and_no_secret(tmp_path):
-    path = save_values(tmp_path / "v.json", {"p": "hello", "t": 0.2},
-                       {"framework": "python", "score": 0.9, "api_key": "fake-test-key"})
+    path = save_values(
+        tmp_path / "v.json", {"p": "hello", "t": 0.2}, {"framework": "python", "score": 0.9, "api_key": "fake-test-key"}
+    )
     doc = json.loads(path.read_text())
     assert doc["format"] == "opto-values/1" and doc["values"] == {"p": "hello", "t": 0.2}
     assert doc["meta"]["api_key"] == "<redacted>" and "saved" in doc["meta"]
@@ -51,10 +52,12 @@ def test_apply_saved_checks_every_name_before_writing(tmp_path):
 def test_your_own_parameters_deploy_with_parameters_and_the_error_says_how(tmp_path):
     """A user's Parameter (a prompt the code formats, with used_by) is not discovered from the object."""
     discovered = Parameter("llm.temperature", "float", 0.7, lower=0, upper=2)
-    instructions = Parameter("agent.instructions", "text", "You help {company} customers.", template=True,
-                             meta={"used_by": "agent"})
-    path = save_values(tmp_path / "v.json", {"llm.temperature": 0.2,
-                                             "agent.instructions": "Help {company} customers briefly."})
+    instructions = Parameter(
+        "agent.instructions", "text", "You help {company} customers.", template=True, meta={"used_by": "agent"}
+    )
+    path = save_values(
+        tmp_path / "v.json", {"llm.temperature": 0.2, "agent.instructions": "Help {company} customers briefly."}
+    )
     fresh = BoundParameters([discovered])
     with pytest.raises(UnknownParameters, match=r"\['agent.instructions'\].*pass it with parameters=\[\.\.\.\]"):
         apply_saved(fresh, path)
@@ -69,8 +72,11 @@ def test_your_own_parameters_are_validated_before_anything_is_written():
     discovered = Parameter("llm.temperature", "float", 0.7, lower=0, upper=2)
     instructions = Parameter("agent.instructions", "text", "You help {company}.", template=True)
     with pytest.raises(InvalidValue, match=r"must keep \{company\}"):
-        apply_saved(BoundParameters([discovered]), {"llm.temperature": 0.1, "agent.instructions": "Help."},
-                    parameters=[instructions])
+        apply_saved(
+            BoundParameters([discovered]),
+            {"llm.temperature": 0.1, "agent.instructions": "Help."},
+            parameters=[instructions],
+        )
     assert discovered.value == 0.7 and instructions.value == "You help {company}."
     with pytest.raises(ValueError, match="unique"):  # another parameter under a discovered name
         apply_saved(BoundParameters([discovered]), {}, parameters=[Parameter("llm.temperature", "float", 1.0)])

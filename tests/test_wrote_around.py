@@ -59,9 +59,17 @@ def test_a_write_around_the_optimizer_fails_the_runs_and_is_never_kept(payload, 
         return True
 
     llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"answer.code": source}})], repeat_last=True)
-    result = optimize(target, [{"question": "q"}], rewards_injection, OptoPrime(target.parameters(), llm),
-                      max_steps=1, run_dir=str(tmp_path / "run"), code_policy=policy, approve=approve,
-                      isolation=isolation)
+    result = optimize(
+        target,
+        [{"question": "q"}],
+        rewards_injection,
+        OptoPrime(target.parameters(), llm),
+        max_steps=1,
+        run_dir=str(tmp_path / "run"),
+        code_policy=policy,
+        approve=approve,
+        isolation=isolation,
+    )
     step = result.history[1]
     assert step["kept"] is False and "wrote around the optimizer" in step["decision"]
     assert "wrote around the optimizer" in step["wrote_around"]
@@ -103,7 +111,8 @@ def test_approve_sees_exactly_what_is_applied(tmp_path):
         return True
 
     llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"rate": "0.75"}})], repeat_last=True)
-    result = optimize(target, [{"x": 2.0}], lambda e, o: o, OptoPrime(target.parameters(), llm), max_steps=1,
-                      approve=approve)
+    result = optimize(
+        target, [{"x": 2.0}], lambda e, o: o, OptoPrime(target.parameters(), llm), max_steps=1, approve=approve
+    )
     assert seen == [("rate", 0.75)]  # the validated value, not the model's string
     assert result.history[1]["candidate_values"] == {"rate": 0.75} and rate.value == 0.75

@@ -84,8 +84,9 @@ class TaskSpec:
     quick_sizes: tuple[int, int, int]
     factory: Callable[[int, tuple[int, int, int], dict[str, Any]], TaskInstance]
 
-    def make(self, seed: int = 0, quick: bool = False, sizes: Sequence[int] | None = None,
-             **options: Any) -> TaskInstance:
+    def make(
+        self, seed: int = 0, quick: bool = False, sizes: Sequence[int] | None = None, **options: Any
+    ) -> TaskInstance:
         chosen = tuple(sizes) if sizes is not None else (self.quick_sizes if quick else self.sizes)
         if len(chosen) != 3 or min(chosen) < 1:
             raise ValueError(f"{self.name}: sizes must be three positive numbers (train, val, test), got {chosen}")
@@ -126,20 +127,35 @@ def _bbh_factory(task: str) -> Callable[[int, tuple[int, int, int], dict[str, An
             return dspy.Example(question=example["question"], answer=example["answer"]).with_inputs("question")
 
         return TaskInstance(
-            name=task, family="bbh", metric="accuracy", lower_is_better=False, trainset=train, valset=val,
-            testset=test, feedback=lambda example, output: bbh.score_answer(task, example, output),
+            name=task,
+            family="bbh",
+            metric="accuracy",
+            lower_is_better=False,
+            trainset=train,
+            valset=val,
+            testset=test,
+            feedback=lambda example, output: bbh.score_answer(task, example, output),
             uses_task_model=True,
             python_target=lambda chat: bbh.python_target(task, chat, max_tokens),
             trace_program=lambda chat: bbh.trace_program(task, chat, max_tokens),
             dspy=DSPyVersion(lambda: bbh.dspy_program(task, module), to_example, lambda pred: pred.answer),
-            info={"answer_format": bbh.BBH_TASKS[task].answer_format})
+            info={"answer_format": bbh.BBH_TASKS[task].answer_format},
+        )
 
     return make
 
 
 for _name, _spec in bbh.BBH_TASKS.items():
-    register(TaskSpec(_name, "bbh", f"BBH-style {_name.replace('_', ' ')} ({_spec.answer_format})",
-                      sizes=(20, 20, 50), quick_sizes=(6, 6, 10), factory=_bbh_factory(_name)))
+    register(
+        TaskSpec(
+            _name,
+            "bbh",
+            f"BBH-style {_name.replace('_', ' ')} ({_spec.answer_format})",
+            sizes=(20, 20, 50),
+            quick_sizes=(6, 6, 10),
+            factory=_bbh_factory(_name),
+        )
+    )
 
 
 # ----- numerical ------------------------------------------------------------------------------------
@@ -147,19 +163,43 @@ def _numeric_factory(n_ops: int, n_params: int) -> Callable[[int, tuple[int, int
     def make(seed: int, sizes: tuple[int, int, int], options: dict[str, Any]) -> TaskInstance:
         graph, train, val, test = numeric.splits(sizes, seed, n_ops, n_params)
         return TaskInstance(
-            name=f"numeric{'' if n_ops == 6 else f'_{n_ops}'}", family="numeric", metric="abs error",
-            lower_is_better=True, trainset=train, valset=val, testset=test, feedback=numeric.feedback,
-            uses_task_model=False, python_target=lambda chat: numeric.python_target(graph),
+            name=f"numeric{'' if n_ops == 6 else f'_{n_ops}'}",
+            family="numeric",
+            metric="abs error",
+            lower_is_better=True,
+            trainset=train,
+            valset=val,
+            testset=test,
+            feedback=numeric.feedback,
+            uses_task_model=False,
+            python_target=lambda chat: numeric.python_target(graph),
             trace_program=lambda chat: numeric.trace_program(graph),
-            info={"graph": graph.describe(), "hidden": graph.hidden, "initial": graph.initial})
+            info={"graph": graph.describe(), "hidden": graph.hidden, "initial": graph.initial},
+        )
 
     return make
 
 
-register(TaskSpec("numeric", "numeric", "Trace's numerical optimization: a random graph of 6 ops, 2 parameters",
-                  sizes=(10, 10, 30), quick_sizes=(6, 6, 10), factory=_numeric_factory(6, 2)))
-register(TaskSpec("numeric_12", "numeric", "Trace's numerical optimization: a random graph of 12 ops, 3 parameters",
-                  sizes=(10, 10, 30), quick_sizes=(6, 6, 10), factory=_numeric_factory(12, 3)))
+register(
+    TaskSpec(
+        "numeric",
+        "numeric",
+        "Trace's numerical optimization: a random graph of 6 ops, 2 parameters",
+        sizes=(10, 10, 30),
+        quick_sizes=(6, 6, 10),
+        factory=_numeric_factory(6, 2),
+    )
+)
+register(
+    TaskSpec(
+        "numeric_12",
+        "numeric",
+        "Trace's numerical optimization: a random graph of 12 ops, 3 parameters",
+        sizes=(10, 10, 30),
+        quick_sizes=(6, 6, 10),
+        factory=_numeric_factory(12, 3),
+    )
+)
 
 
 # ----- fix the workflow ---------------------------------------------------------------------------------
@@ -167,35 +207,66 @@ def _workflow_factory(framework: str | None) -> Callable[[int, tuple[int, int, i
     def make(seed: int, sizes: tuple[int, int, int], options: dict[str, Any]) -> TaskInstance:
         train, val, test = workflows.splits(sizes, seed)
         instance = TaskInstance(
-            name=f"workflow_{framework or 'python'}", family="workflow", metric="accuracy", lower_is_better=False,
-            trainset=train, valset=val, testset=test, feedback=workflows.feedback, uses_task_model=False,
-            framework=framework, info={"faults": ["prompt: 20% tax (should be 8%)",
-                                                  "tool code: ignores quantities, raises without one",
-                                                  "model setting: temperature 1.3 (rounds above 0.5)"]})
+            name=f"workflow_{framework or 'python'}",
+            family="workflow",
+            metric="accuracy",
+            lower_is_better=False,
+            trainset=train,
+            valset=val,
+            testset=test,
+            feedback=workflows.feedback,
+            uses_task_model=False,
+            framework=framework,
+            info={
+                "faults": [
+                    "prompt: 20% tax (should be 8%)",
+                    "tool code: ignores quantities, raises without one",
+                    "model setting: temperature 1.3 (rounds above 0.5)",
+                ]
+            },
+        )
         if framework is None:
             instance.python_target = lambda chat: workflows.python_target()
             instance.trace_program = lambda chat: workflows.trace_program()
         else:
             instance.framework_workflow = workflows.FRAMEWORKS[framework]
         if framework == "dspy":
+
             def to_example(example: dict[str, Any]) -> Any:
                 import dspy
 
                 return dspy.Example(**example).with_inputs("question")
 
-            instance.dspy = DSPyVersion(lambda: workflows.dspy_workflow().obj, to_example,
-                                        lambda pred: pred.answer, own_lm=True)
+            instance.dspy = DSPyVersion(
+                lambda: workflows.dspy_workflow().obj, to_example, lambda pred: pred.answer, own_lm=True
+            )
         return instance
 
     return make
 
 
-register(TaskSpec("workflow_python", "workflow", "fix the cashier workflow, plain Python (3 planted faults)",
-                  sizes=(8, 8, 20), quick_sizes=(4, 4, 8), factory=_workflow_factory(None)))
+register(
+    TaskSpec(
+        "workflow_python",
+        "workflow",
+        "fix the cashier workflow, plain Python (3 planted faults)",
+        sizes=(8, 8, 20),
+        quick_sizes=(4, 4, 8),
+        factory=_workflow_factory(None),
+    )
+)
 for _framework in workflows.FRAMEWORKS:
-    register(TaskSpec(f"workflow_{_framework}", "workflow",
-                      f"fix the cashier workflow in {_framework} (3 planted faults)",
-                      sizes=(8, 8, 20), quick_sizes=(4, 4, 8), factory=_workflow_factory(_framework)))
+    register(
+        TaskSpec(
+            f"workflow_{_framework}",
+            "workflow",
+            f"fix the cashier workflow in {_framework} (3 planted faults)",
+            sizes=(8, 8, 20),
+            quick_sizes=(4, 4, 8),
+            factory=_workflow_factory(_framework),
+        )
+    )
+
 
 # ----- traffic control (UXSim) ----------------------------------------------------------------------------
 def _traffic_factory(varying: bool) -> Callable[[int, tuple[int, int, int], dict[str, Any]], TaskInstance]:
@@ -206,19 +277,45 @@ def _traffic_factory(varying: bool) -> Callable[[int, tuple[int, int, int], dict
         name = "traffic_controller" if varying else "traffic"
         make_target = traffic.controller_target if varying else traffic.python_target
         return TaskInstance(
-            name=name, family="traffic", metric="average delay (s)", lower_is_better=True, trainset=train,
-            valset=val, testset=test, feedback=traffic.feedback, uses_task_model=False,
+            name=name,
+            family="traffic",
+            metric="average delay (s)",
+            lower_is_better=True,
+            trainset=train,
+            valset=val,
+            testset=test,
+            feedback=traffic.feedback,
+            uses_task_model=False,
             python_target=lambda chat: make_target(),
-            info={"scenario": train[0]["scenario"], "references": lambda: traffic.references(seed, varying),
-                  "available": traffic.available()})
+            info={
+                "scenario": train[0]["scenario"],
+                "references": lambda: traffic.references(seed, varying),
+                "available": traffic.available(),
+            },
+        )
 
     return make
 
 
-register(TaskSpec("traffic", "traffic", "UXSim four-way intersection: the two green times of a fixed-time plan (int, "
-                  "[15, 90] s)", sizes=(1, 1, 1), quick_sizes=(1, 1, 1), factory=_traffic_factory(False)))
-register(TaskSpec("traffic_controller", "traffic", "UXSim four-way intersection, shifting demand: the controller's "
-                  "code (queues -> next greens)", sizes=(1, 1, 1), quick_sizes=(1, 1, 1),
-                  factory=_traffic_factory(True)))
+register(
+    TaskSpec(
+        "traffic",
+        "traffic",
+        "UXSim four-way intersection: the two green times of a fixed-time plan (int, [15, 90] s)",
+        sizes=(1, 1, 1),
+        quick_sizes=(1, 1, 1),
+        factory=_traffic_factory(False),
+    )
+)
+register(
+    TaskSpec(
+        "traffic_controller",
+        "traffic",
+        "UXSim four-way intersection, shifting demand: the controller's code (queues -> next greens)",
+        sizes=(1, 1, 1),
+        quick_sizes=(1, 1, 1),
+        factory=_traffic_factory(True),
+    )
+)
 
 __all__ = ["DSPyVersion", "TASKS", "TaskInstance", "TaskSpec", "get_task", "register", "task_names"]

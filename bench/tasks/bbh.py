@@ -88,23 +88,54 @@ window wizard yonder zephyr zinnia
 def word_sorting(rng: random.Random) -> Example:
     """'Sort the following words alphabetically: List: oven costume ...' -> the sorted words."""
     words = rng.sample(WORDS, rng.randint(5, 11))
-    return {"question": "Sort the following words alphabetically: List: " + " ".join(words),
-            "answer": " ".join(sorted(words))}
+    return {
+        "question": "Sort the following words alphabetically: List: " + " ".join(words),
+        "answer": " ".join(sorted(words)),
+    }
 
 
 # (singular with its article, plural) per category
 OBJECTS: dict[str, list[tuple[str, str]]] = {
-    "musical instruments": [("a piano", "pianos"), ("a flute", "flutes"), ("a trumpet", "trumpets"),
-                            ("a violin", "violins"), ("an accordion", "accordions"), ("a drum", "drums"),
-                            ("a clarinet", "clarinets"), ("a trombone", "trombones")],
-    "fruits": [("an apple", "apples"), ("a banana", "bananas"), ("a peach", "peaches"), ("a plum", "plums"),
-               ("a nectarine", "nectarines"), ("a grape", "grapes"), ("a strawberry", "strawberries"),
-               ("an orange", "oranges")],
-    "vegetables": [("a carrot", "carrots"), ("an onion", "onions"), ("a potato", "potatoes"),
-                   ("a cabbage", "cabbages"), ("a yam", "yams"), ("a head of broccoli", "heads of broccoli"),
-                   ("a stalk of celery", "stalks of celery"), ("a lettuce head", "lettuce heads")],
-    "animals": [("a cat", "cats"), ("a goat", "goats"), ("a rabbit", "rabbits"), ("a snake", "snakes"),
-                ("a donkey", "donkeys"), ("a mouse", "mice"), ("a duck", "ducks"), ("a fish", "fish")],
+    "musical instruments": [
+        ("a piano", "pianos"),
+        ("a flute", "flutes"),
+        ("a trumpet", "trumpets"),
+        ("a violin", "violins"),
+        ("an accordion", "accordions"),
+        ("a drum", "drums"),
+        ("a clarinet", "clarinets"),
+        ("a trombone", "trombones"),
+    ],
+    "fruits": [
+        ("an apple", "apples"),
+        ("a banana", "bananas"),
+        ("a peach", "peaches"),
+        ("a plum", "plums"),
+        ("a nectarine", "nectarines"),
+        ("a grape", "grapes"),
+        ("a strawberry", "strawberries"),
+        ("an orange", "oranges"),
+    ],
+    "vegetables": [
+        ("a carrot", "carrots"),
+        ("an onion", "onions"),
+        ("a potato", "potatoes"),
+        ("a cabbage", "cabbages"),
+        ("a yam", "yams"),
+        ("a head of broccoli", "heads of broccoli"),
+        ("a stalk of celery", "stalks of celery"),
+        ("a lettuce head", "lettuce heads"),
+    ],
+    "animals": [
+        ("a cat", "cats"),
+        ("a goat", "goats"),
+        ("a rabbit", "rabbits"),
+        ("a snake", "snakes"),
+        ("a donkey", "donkeys"),
+        ("a mouse", "mice"),
+        ("a duck", "ducks"),
+        ("a fish", "fish"),
+    ],
 }
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 
@@ -148,8 +179,10 @@ def dyck_language(rng: random.Random) -> Example:
         if stack:
             break
     closing = [PAIRS[o] for o in reversed(stack)]
-    question = ("Complete the rest of the sequence, making sure that the parentheses are closed properly. "
-                "Input: " + " ".join(tokens))
+    question = (
+        "Complete the rest of the sequence, making sure that the parentheses are closed properly. "
+        "Input: " + " ".join(tokens)
+    )
     return {"question": question, "answer": " ".join(closing)}
 
 
@@ -169,8 +202,10 @@ def date_arithmetic(rng: random.Random) -> Example:
         target = today + delta if later else today - delta
     span = f"{amount} {unit}{'s' if amount != 1 else ''}"
     when = f"{span} from today" if later else f"{span} ago"
-    return {"question": f"Today is {today:%m/%d/%Y}. What is the date {when} in MM/DD/YYYY?",
-            "answer": f"{target:%m/%d/%Y}"}
+    return {
+        "question": f"Today is {today:%m/%d/%Y}. What is the date {when} in MM/DD/YYYY?",
+        "answer": f"{target:%m/%d/%Y}",
+    }
 
 
 # ----- normalisation and metric ------------------------------------------------------------------
@@ -217,14 +252,17 @@ class BBHTask:
     answer_format: str
 
 
-BBH_TASKS: dict[str, BBHTask] = {t.name: t for t in [
-    BBHTask("boolean_expressions", boolean_expression, normalize_bool, "True or False"),
-    BBHTask("multistep_arithmetic", multistep_arithmetic, normalize_int, "an integer"),
-    BBHTask("word_sorting", word_sorting, normalize_words, "the words separated by spaces"),
-    BBHTask("object_counting", object_counting, normalize_int, "an integer"),
-    BBHTask("dyck_languages", dyck_language, normalize_brackets, "the closing brackets separated by spaces"),
-    BBHTask("date_arithmetic", date_arithmetic, normalize_date, "a date in MM/DD/YYYY"),
-]}
+BBH_TASKS: dict[str, BBHTask] = {
+    t.name: t
+    for t in [
+        BBHTask("boolean_expressions", boolean_expression, normalize_bool, "True or False"),
+        BBHTask("multistep_arithmetic", multistep_arithmetic, normalize_int, "an integer"),
+        BBHTask("word_sorting", word_sorting, normalize_words, "the words separated by spaces"),
+        BBHTask("object_counting", object_counting, normalize_int, "an integer"),
+        BBHTask("dyck_languages", dyck_language, normalize_brackets, "the closing brackets separated by spaces"),
+        BBHTask("date_arithmetic", date_arithmetic, normalize_date, "a date in MM/DD/YYYY"),
+    ]
+}
 
 
 def generate(task: str, n: int, seed: int = 0) -> list[Example]:
@@ -258,9 +296,12 @@ def score_answer(task: str, example: Example, output: Any) -> Feedback:
     expected = example["answer"]
     if spec.normalize(output) == spec.normalize(expected):
         return Feedback(1.0, "The answer is correct.")
-    return Feedback(0.0, f'The answer is wrong. We expect the output of your answer to be "{expected}", '
-                         f'but got "{_short(output)}". Please modify the prompt and relevant parts of the program '
-                         "to help the LLM produce the right answer.")
+    return Feedback(
+        0.0,
+        f'The answer is wrong. We expect the output of your answer to be "{expected}", '
+        f'but got "{_short(output)}". Please modify the prompt and relevant parts of the program '
+        "to help the LLM produce the right answer.",
+    )
 
 
 def _short(value: Any, limit: int = 300) -> str:
@@ -284,8 +325,10 @@ Answer:
 Question: {}
 Answer:"""
 
-TEMPLATE_DESCRIPTION = ("the prompt template sent to the LLM; it should say what format the answer must have "
-                        "(e.g. True/False, a number, a date, or a list of words)")
+TEMPLATE_DESCRIPTION = (
+    "the prompt template sent to the LLM; it should say what format the answer must have "
+    "(e.g. True/False, a number, a date, or a list of words)"
+)
 
 
 def create_prompt(prompt_template: str, question: str) -> str:

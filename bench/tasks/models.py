@@ -28,8 +28,16 @@ class BudgetedChat:
     uses the same sampling temperature for every optimizer.
     """
 
-    def __init__(self, inner: Any, *, max_calls: int | None = None, temperature: float | None = None,
-                 force_temperature: bool = False, max_tokens: int | None = None, label: str = "") -> None:
+    def __init__(
+        self,
+        inner: Any,
+        *,
+        max_calls: int | None = None,
+        temperature: float | None = None,
+        force_temperature: bool = False,
+        max_tokens: int | None = None,
+        label: str = "",
+    ) -> None:
         self.inner = inner
         self.max_calls = max_calls
         self.temperature = temperature
@@ -64,8 +72,14 @@ class BudgetedChat:
     def remaining(self) -> int | None:
         return None if self.max_calls is None else max(0, self.max_calls - self.usage.calls)
 
-    def chat(self, messages: list[dict[str, str]], *, json_schema: dict[str, Any] | None = None,
-             temperature: float | None = None, max_tokens: int | None = None) -> ChatResult:
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatResult:
         with self._lock:
             if self.max_calls is not None and self.usage.calls + self._pending >= self.max_calls:
                 self.refused += 1
@@ -84,19 +98,20 @@ class BudgetedChat:
                 self._pending -= 1
 
 
-
 def messages_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(str(m.get("content", "")) for m in messages)
 
 
 # ----- DSPy: a custom engine that sends DSPy's requests through an opto_core chat model -----------
-def make_dspy_lm(chat: Any, *, name: str = "opto/bench", temperature: float | None = None,
-                 max_tokens: int | None = None) -> Any:
+def make_dspy_lm(
+    chat: Any, *, name: str = "opto/bench", temperature: float | None = None, max_tokens: int | None = None
+) -> Any:
     """A ``dspy.LM`` whose every call goes through ``chat`` (cache off, no retries: each call counts)."""
     import dspy
 
-    return dspy.LM(name, engine=ChatModelEngine(chat), temperature=temperature, max_tokens=max_tokens,
-                   cache=False, num_retries=0)
+    return dspy.LM(
+        name, engine=ChatModelEngine(chat), temperature=temperature, max_tokens=max_tokens, cache=False, num_retries=0
+    )
 
 
 class ChatModelEngine:
@@ -114,19 +129,30 @@ class ChatModelEngine:
 
         messages: list[dict[str, str]] = []
         if request.system is not None:
-            system = request.system if isinstance(request.system, str) else "".join(
-                getattr(p, "text", "") or "" for p in request.system)
+            system = (
+                request.system
+                if isinstance(request.system, str)
+                else "".join(getattr(p, "text", "") or "" for p in request.system)
+            )
             messages.append({"role": "system", "content": system})
         for message in request.messages:
             role = message.role if message.role in ("user", "assistant", "system") else "user"
             messages.append({"role": role, "content": message.text or ""})
         config = request.config
-        result = self.chat.chat(messages, temperature=getattr(config, "temperature", None),
-                                max_tokens=getattr(config, "max_tokens", None))
-        return Response(id=None, model=result.model or "bench", message=Message.assistant([TextPart(result.text)]),
-                        finish_reason="stop",
-                        usage=LMUsage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens,
-                                      total_tokens=result.prompt_tokens + result.completion_tokens))
+        result = self.chat.chat(
+            messages, temperature=getattr(config, "temperature", None), max_tokens=getattr(config, "max_tokens", None)
+        )
+        return Response(
+            id=None,
+            model=result.model or "bench",
+            message=Message.assistant([TextPart(result.text)]),
+            finish_reason="stop",
+            usage=LMUsage(
+                input_tokens=result.prompt_tokens,
+                output_tokens=result.completion_tokens,
+                total_tokens=result.prompt_tokens + result.completion_tokens,
+            ),
+        )
 
     def stream(self, request: Any) -> Any:
         from dspy.lm15 import response_to_events

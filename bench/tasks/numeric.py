@@ -92,8 +92,9 @@ def random_graph(seed: int, n_ops: int = 6, n_params: int = 2) -> RandomGraph:
             names.append(result)
         if len(steps) < max(2, n_ops - 1) or multiplies > 2:
             continue
-        graph = RandomGraph(params, {p: round(rng.uniform(-3, 3), 1) for p in params},
-                            dict.fromkeys(params, 1.0), steps)
+        graph = RandomGraph(
+            params, {p: round(rng.uniform(-3, 3), 1) for p in params}, dict.fromkeys(params, 1.0), steps
+        )
         if _all_params_matter(graph, rng):
             return graph
     raise RuntimeError("could not generate a random graph in which every parameter matters")
@@ -119,7 +120,9 @@ def examples(graph: RandomGraph, n: int, seed: int) -> list[dict[str, float]]:
     return out
 
 
-def splits(sizes: tuple[int, int, int], seed: int = 0, n_ops: int = 6, n_params: int = 2) -> tuple[RandomGraph, list, list, list]:
+def splits(
+    sizes: tuple[int, int, int], seed: int = 0, n_ops: int = 6, n_params: int = 2
+) -> tuple[RandomGraph, list, list, list]:
     graph = random_graph(seed, n_ops, n_params)
     pool = examples(graph, sum(sizes), seed)
     train, val = sizes[0], sizes[0] + sizes[1]
@@ -136,8 +139,11 @@ def feedback(example: dict[str, float], output: Any) -> Feedback:
     if abs(error) < 1e-6:
         return Feedback(0.0, f"The output {value:.4g} equals the target.")
     direction = "smaller" if error > 0 else "larger"
-    return Feedback(-min(abs(error), 100.0), f"The output is {value:.4g} but the target is {example['target']:.4g}: "
-                                             f"it should be {direction} by {abs(error):.4g}.")
+    return Feedback(
+        -min(abs(error), 100.0),
+        f"The output is {value:.4g} but the target is {example['target']:.4g}: "
+        f"it should be {direction} by {abs(error):.4g}.",
+    )
 
 
 def python_target(graph: RandomGraph) -> Any:
@@ -146,8 +152,10 @@ def python_target(graph: RandomGraph) -> Any:
     from opto_core.kernel.trace import op
 
     traced = {name: op(fn) for name, fn in OPS.items()}
-    parameters = {p: Parameter(p, "float", graph.initial[p], lower=-BOUND, upper=BOUND,
-                               description="a number in the computation") for p in graph.params}
+    parameters = {
+        p: Parameter(p, "float", graph.initial[p], lower=-BOUND, upper=BOUND, description="a number in the computation")
+        for p in graph.params
+    }
 
     def program(a: float, b: float) -> float:
         env: dict[str, Any] = {"a": a, "b": b, **parameters}
@@ -165,13 +173,22 @@ def trace_program(graph: RandomGraph) -> Any:
     from bench.tasks.traceopt import TraceProgram
 
     bundles = {name: trace.bundle()(fn) for name, fn in OPS.items()}
-    parameters = {p: trace.node(graph.initial[p], trainable=True, name=p,
-                                description=f"[ParameterNode] a number in the computation, in [-{BOUND}, {BOUND}]")
-                  for p in graph.params}
+    parameters = {
+        p: trace.node(
+            graph.initial[p],
+            trainable=True,
+            name=p,
+            description=f"[ParameterNode] a number in the computation, in [-{BOUND}, {BOUND}]",
+        )
+        for p in graph.params
+    }
 
     def forward(example: dict[str, float]) -> Any:
-        env: dict[str, Any] = {"a": trace.node(example["a"], name="a"), "b": trace.node(example["b"], name="b"),
-                               **parameters}
+        env: dict[str, Any] = {
+            "a": trace.node(example["a"], name="a"),
+            "b": trace.node(example["b"], name="b"),
+            **parameters,
+        }
         for result, name, operands in graph.steps:
             env[result] = bundles[name](*(env[o] for o in operands))
         return env[graph.output]

@@ -52,8 +52,14 @@ def optimizer_model(suggest: dict[str, Any] | None = None) -> ScriptedLLM:
         text = "\n".join(m["content"] for m in messages)
         fields = _fields_requested(system)
         if fields:
-            values = {f: ("Answer with the final answer only, in the format the question asks for."
-                          if "instruction" in f else "A short summary.") for f in fields}
+            values = {
+                f: (
+                    "Answer with the final answer only, in the format the question asks for."
+                    if "instruction" in f
+                    else "A short summary."
+                )
+                for f in fields
+            }
             return "\n\n".join(f"[[ ## {k} ## ]]\n{v}" for k, v in values.items()) + "\n\n[[ ## completed ## ]]"
         if "```" in text and "suggestion" not in text:  # GEPA's reflection prompt asks for a fenced instruction
             return "```\nAnswer with the final answer only, in the format the question asks for.\n```"

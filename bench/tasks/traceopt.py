@@ -51,8 +51,12 @@ def batch_outputs(*outputs: Any) -> str:
 class TraceProgram:
     """A trace-opt program: ``forward(example) -> Node`` and its trainable ``ParameterNode``s."""
 
-    def __init__(self, forward: Callable[[Any], Any], parameters: list[Any],
-                 postprocess: Callable[[dict[Any, Any]], dict[Any, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        forward: Callable[[Any], Any],
+        parameters: list[Any],
+        postprocess: Callable[[dict[Any, Any]], dict[Any, Any]] | None = None,
+    ) -> None:
         self.forward = forward
         self.parameters = parameters
         self.postprocess = postprocess
@@ -84,8 +88,9 @@ class TraceChatLLM:
     def __init__(self, chat: Any) -> None:
         self.chat = chat
 
-    def __call__(self, messages: list[dict[str, str]], response_format: Any = None, max_tokens: int | None = None,
-                 **_: Any) -> Any:
+    def __call__(
+        self, messages: list[dict[str, str]], response_format: Any = None, max_tokens: int | None = None, **_: Any
+    ) -> Any:
         schema = {"type": "object"} if response_format else None
         result = self.chat.chat(messages, json_schema=schema, max_tokens=max_tokens)
         return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=result.text))])
@@ -100,8 +105,9 @@ class TraceResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def evaluate(program: TraceProgram, examples: Sequence[Any], feedback_fn: Callable[[Any, Any], Any],
-             failure_score: float = 0.0) -> tuple[float | None, list[Feedback]]:
+def evaluate(
+    program: TraceProgram, examples: Sequence[Any], feedback_fn: Callable[[Any, Any], Any], failure_score: float = 0.0
+) -> tuple[float | None, list[Feedback]]:
     """Mean score of ``examples`` (runs one at a time: trace-opt 0.1.3.8 is not thread-safe)."""
     feedbacks = []
     for example in examples:
@@ -114,16 +120,28 @@ def evaluate(program: TraceProgram, examples: Sequence[Any], feedback_fn: Callab
     return (sum(scores) / len(scores) if scores else None), feedbacks
 
 
-def optimize(program: TraceProgram, trainset: Sequence[Any], feedback_fn: Callable[[Any, Any], Any], chat: Any,
-             valset: Sequence[Any] | None = None, *, max_steps: int = 5, batch_size: int = 4,
-             max_llm_calls: int | None = None, seed: int = 0, memory_size: int = 5,
-             max_answer_tokens: int = 4096, failure_score: float = 0.0) -> TraceResult:
+def optimize(
+    program: TraceProgram,
+    trainset: Sequence[Any],
+    feedback_fn: Callable[[Any, Any], Any],
+    chat: Any,
+    valset: Sequence[Any] | None = None,
+    *,
+    max_steps: int = 5,
+    batch_size: int = 4,
+    max_llm_calls: int | None = None,
+    seed: int = 0,
+    memory_size: int = 5,
+    max_answer_tokens: int = 4096,
+    failure_score: float = 0.0,
+) -> TraceResult:
     """Trace's OptoPrime in our loop's shape. ``chat`` should be a `BudgetedChat` (it enforces the cap)."""
     from opto import trace
     from opto.optimizers import OptoPrime
 
-    optimizer = OptoPrime(program.parameters, llm=TraceChatLLM(chat), memory_size=memory_size,
-                          max_tokens=max_answer_tokens)
+    optimizer = OptoPrime(
+        program.parameters, llm=TraceChatLLM(chat), memory_size=memory_size, max_tokens=max_answer_tokens
+    )
     join = trace.bundle()(batch_outputs)
     eval_set = list(valset) if valset else None
     current, _ = evaluate(program, eval_set or list(trainset), feedback_fn, failure_score)

@@ -45,8 +45,7 @@ def available() -> str:
     try:
         import uxsim  # noqa: F401
     except ImportError as exc:
-        return (f"the traffic tasks need UXSim ({exc}): pip install 'opto-adapters[bench]' "
-                "(or pip install uxsim)")
+        return f"the traffic tasks need UXSim ({exc}): pip install 'opto-adapters[bench]' (or pip install uxsim)"
     return ""
 
 
@@ -74,8 +73,10 @@ def scenario(seed: int, varying: bool = False) -> dict[str, Any]:
     else:
         swapped = {"W": light["N"], "E": light["S"], "N": heavy["W"], "S": heavy["E"]}
         periods = [(0, 500, base), (500, 1000, swapped), (1000, DEMAND_END, base)]
-    return {"seed": seed, "periods": [{"start": a, "end": b, "rates": {k: round(v, 3) for k, v in r.items()}}
-                                      for a, b, r in periods]}
+    return {
+        "seed": seed,
+        "periods": [{"start": a, "end": b, "rates": {k: round(v, 3) for k, v in r.items()}} for a, b, r in periods],
+    }
 
 
 class Intersection:
@@ -85,22 +86,31 @@ class Intersection:
 
     def __init__(self, scene: dict[str, Any], greens: tuple[int, int]) -> None:
         ux = _uxsim()
-        self.world = ux.World(name="", deltan=5, tmax=TMAX, print_mode=0, save_mode=0, show_mode=0,
-                              random_seed=int(scene["seed"]))
+        self.world = ux.World(
+            name="", deltan=5, tmax=TMAX, print_mode=0, save_mode=0, show_mode=0, random_seed=int(scene["seed"])
+        )
         self.node = self.world.addNode("I", 0, 0, signal=list(greens))
         position = {"W": (-1, 0), "E": (1, 0), "N": (0, 1), "S": (0, -1)}
         self.approach = {}
         for side, (x, y) in position.items():
             origin = self.world.addNode(f"{side}_in", x, y)
             exit_node = self.world.addNode(f"{side}_out", x * 1.01, y * 1.01)
-            self.approach[side] = self.world.addLink(f"{side}_approach", origin, self.node, length=500,
-                                                     free_flow_speed=15, jam_density=0.2, signal_group=GROUP[side])
+            self.approach[side] = self.world.addLink(
+                f"{side}_approach",
+                origin,
+                self.node,
+                length=500,
+                free_flow_speed=15,
+                jam_density=0.2,
+                signal_group=GROUP[side],
+            )
             self.world.addLink(f"{side}_exit", self.node, exit_node, length=500, free_flow_speed=15, jam_density=0.2)
         for period in scene["periods"]:
             for side, rate in period["rates"].items():
                 for share, destination in ((0.7, OPPOSITE[side]), (0.15, TURNS[side][0]), (0.15, TURNS[side][1])):
-                    self.world.adddemand(f"{side}_in", f"{destination}_out", period["start"], period["end"],
-                                         rate * share)
+                    self.world.adddemand(
+                        f"{side}_in", f"{destination}_out", period["start"], period["end"], rate * share
+                    )
         self.queue_sums = dict.fromkeys(APPROACHES, 0.0)
         self.samples = 0
         self.time = 0  # seconds simulated so far
@@ -127,9 +137,12 @@ class Intersection:
         while self.time < TMAX:
             self.advance(INTERVAL)
         stats = self.world.analyzer.basic_to_pandas().iloc[0]
-        return {"average_delay": round(float(stats["average_delay"]), 3),
-                "completed_trips": int(stats["completed_trips"]), "total_trips": int(stats["total_trips"]),
-                "mean_queue": {side: round(total / max(self.samples, 1), 1) for side, total in self.queue_sums.items()}}
+        return {
+            "average_delay": round(float(stats["average_delay"]), 3),
+            "completed_trips": int(stats["completed_trips"]),
+            "total_trips": int(stats["total_trips"]),
+            "mean_queue": {side: round(total / max(self.samples, 1), 1) for side, total in self.queue_sums.items()},
+        }
 
 
 def clamp(green: Any) -> int:
@@ -144,7 +157,9 @@ def simulate_fixed(scene: dict[str, Any], green_ew: int, green_ns: int) -> dict[
     return result
 
 
-def simulate_controlled(scene: dict[str, Any], controller: Callable[[dict[str, float], int, int], Any]) -> dict[str, Any]:
+def simulate_controlled(
+    scene: dict[str, Any], controller: Callable[[dict[str, float], int, int], Any]
+) -> dict[str, Any]:
     """A controller called every ``INTERVAL`` seconds with the queues and the current greens."""
     greens = EQUAL_SPLIT
     sim = Intersection(scene, greens)
@@ -189,8 +204,11 @@ def _fixed_delay(seed: int, varying: bool, green_ew: int, green_ns: int) -> floa
 def references(seed: int, varying: bool = False, step: int = 5, refine: int = 2) -> dict[str, Any]:
     """Average delays (s) of the reference plans on the seed's scenario, and the grid's best plan
     (every ``step`` seconds over the range, then every second within ``refine`` of the best)."""
-    grid = {(e, n): _fixed_delay(seed, varying, e, n)
-            for e in range(MIN_GREEN, MAX_GREEN + 1, step) for n in range(MIN_GREEN, MAX_GREEN + 1, step)}
+    grid = {
+        (e, n): _fixed_delay(seed, varying, e, n)
+        for e in range(MIN_GREEN, MAX_GREEN + 1, step)
+        for n in range(MIN_GREEN, MAX_GREEN + 1, step)
+    }
     coarse = min(grid, key=lambda k: (grid[k], k))
     for e in range(max(MIN_GREEN, coarse[0] - refine), min(MAX_GREEN, coarse[0] + refine) + 1):
         for n in range(max(MIN_GREEN, coarse[1] - refine), min(MAX_GREEN, coarse[1] + refine) + 1):
@@ -198,9 +216,13 @@ def references(seed: int, varying: bool = False, step: int = 5, refine: int = 2)
                 grid[(e, n)] = _fixed_delay(seed, varying, e, n)
     best = min(grid, key=lambda k: (grid[k], k))
     scene = scenario(seed, varying)
-    return {"grid_best_plan": list(best), "grid_best_delay": grid[best], "grid_points": len(grid),
-            "equal_split_delay": _fixed_delay(seed, varying, *EQUAL_SPLIT),
-            "actuated_delay": simulate_controlled(scene, actuated)["average_delay"]}
+    return {
+        "grid_best_plan": list(best),
+        "grid_best_delay": grid[best],
+        "grid_points": len(grid),
+        "equal_split_delay": _fixed_delay(seed, varying, *EQUAL_SPLIT),
+        "actuated_delay": simulate_controlled(scene, actuated)["average_delay"],
+    }
 
 
 # ----- feedback -------------------------------------------------------------------------------------------
@@ -209,12 +231,17 @@ def feedback(example: dict[str, Any], output: Any) -> Feedback:
     if not isinstance(output, dict) or "average_delay" not in output:
         return Feedback(-1000.0, f"The simulation did not produce a result: {output!r}")
     queues = ", ".join(f"{side} {q}" for side, q in output["mean_queue"].items())
-    plan = (f" Greens (EW, NS) per {INTERVAL} s: {output['plan']}." if "plan" in output
-            else f" Greens (EW, NS): {output.get('greens')}.")
-    return Feedback(-float(output["average_delay"]),
-                    f"Average delay {output['average_delay']:.1f} s per vehicle ({output['completed_trips']} of "
-                    f"{output['total_trips']} trips completed). Mean queue per approach (vehicles): {queues}.{plan} "
-                    f"Lower delay is better.")
+    plan = (
+        f" Greens (EW, NS) per {INTERVAL} s: {output['plan']}."
+        if "plan" in output
+        else f" Greens (EW, NS): {output.get('greens')}."
+    )
+    return Feedback(
+        -float(output["average_delay"]),
+        f"Average delay {output['average_delay']:.1f} s per vehicle ({output['completed_trips']} of "
+        f"{output['total_trips']} trips completed). Mean queue per approach (vehicles): {queues}.{plan} "
+        f"Lower delay is better.",
+    )
 
 
 # ----- the workflows, traced ------------------------------------------------------------------------------
@@ -230,15 +257,29 @@ def python_target(start: tuple[int, int] = EQUAL_SPLIT) -> Any:
     from opto_core.engine.target import FunctionTarget
     from opto_core.kernel.trace import op
 
-    green_ew = Parameter("green_ew", "int", start[0], lower=MIN_GREEN, upper=MAX_GREEN,
-                         description="seconds of green for the east-west phase (W and E approaches)")
-    green_ns = Parameter("green_ns", "int", start[1], lower=MIN_GREEN, upper=MAX_GREEN,
-                         description="seconds of green for the north-south phase (N and S approaches)")
+    green_ew = Parameter(
+        "green_ew",
+        "int",
+        start[0],
+        lower=MIN_GREEN,
+        upper=MAX_GREEN,
+        description="seconds of green for the east-west phase (W and E approaches)",
+    )
+    green_ns = Parameter(
+        "green_ns",
+        "int",
+        start[1],
+        lower=MIN_GREEN,
+        upper=MAX_GREEN,
+        description="seconds of green for the north-south phase (N and S approaches)",
+    )
 
-    @op(name="simulate_intersection",
+    @op(
+        name="simulate_intersection",
         description="Runs a 30-minute UXSim simulation of a four-way signalized intersection with a fixed-time "
-                    "plan (two phases: east-west green, then north-south green) and returns the average delay "
-                    "per vehicle and the mean queue of each approach.")
+        "plan (two phases: east-west green, then north-south green) and returns the average delay "
+        "per vehicle and the mean queue of each approach.",
+    )
     def simulate(scenario: dict, green_ew: int, green_ns: int) -> dict:
         return simulate_fixed(scenario, green_ew, green_ns)
 
@@ -256,9 +297,11 @@ def controller_target() -> Any:
 
     controller = op(fixed_controller, name="controller", trainable=True, parameter_name="controller.code")
 
-    @op(name="run_interval",
+    @op(
+        name="run_interval",
         description=f"Runs the intersection {INTERVAL} s more with the given greens (east-west, north-south, each "
-                    f"clamped to [{MIN_GREEN}, {MAX_GREEN}] s) and returns the mean queue of each approach.")
+        f"clamped to [{MIN_GREEN}, {MAX_GREEN}] s) and returns the mean queue of each approach.",
+    )
     def run_interval(sim: Any, greens: tuple) -> dict:
         return sim.advance(INTERVAL, (clamp(greens[0]), clamp(greens[1])))
 

@@ -38,16 +38,30 @@ from opto_core.kernel.feedback import Feedback
 from opto_core.kernel.parameters import Parameter
 
 TAX_RATE = 8.0  # percent: the store's real rate, used by the metric only
-SYSTEM_PROMPT = ("You are the cashier of a small grocery store. Add up the customer's order with the "
-                 "order_subtotal tool, then add the sales tax of 20% and reply with the total to pay, "
-                 "in dollars with cents.")
+SYSTEM_PROMPT = (
+    "You are the cashier of a small grocery store. Add up the customer's order with the "
+    "order_subtotal tool, then add the sales tax of 20% and reply with the total to pay, "
+    "in dollars with cents."
+)
 CLERK_PROMPT = "You are the clerk of a small grocery store. Add up the customer's order with the order_subtotal tool."
 TEMPERATURE = 1.3
 SLOPPY_ABOVE = 0.5  # the fake model rounds to whole dollars above this temperature
 TEMPERATURE_BOUNDS = (0.0, 2.0)
 
-GROCERIES = {"apple": 1.25, "pear": 0.80, "milk": 2.10, "bread": 3.45, "eggs": 4.20, "cheese": 6.75,
-             "banana": 0.35, "coffee": 8.90, "rice": 2.60, "butter": 3.15, "tomato": 0.55, "yogurt": 1.15}
+GROCERIES = {
+    "apple": 1.25,
+    "pear": 0.80,
+    "milk": 2.10,
+    "bread": 3.45,
+    "eggs": 4.20,
+    "cheese": 6.75,
+    "banana": 0.35,
+    "coffee": 8.90,
+    "rice": 2.60,
+    "butter": 3.15,
+    "tomato": 0.55,
+    "yogurt": 1.15,
+}
 
 
 # ----- the tool, as shipped (with the planted bug), and the reference -----------------------------
@@ -100,8 +114,9 @@ def make_order(rng: random.Random) -> str:
     parts = []
     for name in items:
         quantity = rng.choice([1, 2, 2, 3, 4, None])  # None: written without a quantity
-        parts.append(f"{name} @ {GROCERIES[name]:.2f}" if quantity is None else
-                     f"{quantity} x {name} @ {GROCERIES[name]:.2f}")
+        parts.append(
+            f"{name} @ {GROCERIES[name]:.2f}" if quantity is None else f"{quantity} x {name} @ {GROCERIES[name]:.2f}"
+        )
     return "; ".join(parts)
 
 
@@ -141,9 +156,12 @@ def feedback(example: dict[str, Any], output: Any) -> Feedback:
     expected = example["expected"]
     if value is not None and abs(value - expected) < 0.0051:
         return Feedback(1.0, "Correct total.")
-    return Feedback(0.0, f"Wrong total for the order '{example['order']}': the customer must pay {expected:.2f} "
-                         f"(the exact subtotal of the order plus the store's {TAX_RATE:g}% sales tax, to the cent), "
-                         f"but the answer was {str(output)!r}.")
+    return Feedback(
+        0.0,
+        f"Wrong total for the order '{example['order']}': the customer must pay {expected:.2f} "
+        f"(the exact subtotal of the order plus the store's {TAX_RATE:g}% sales tax, to the cent), "
+        f"but the answer was {str(output)!r}.",
+    )
 
 
 FIXED_TOOL = '''def order_subtotal(order: str) -> float:
@@ -170,8 +188,14 @@ def python_target() -> Any:
     from opto_core.kernel.trace import op
 
     prompt = Parameter("cashier.system_prompt", "text", SYSTEM_PROMPT, description="the cashier model's system prompt")
-    temperature = Parameter("cashier.temperature", "float", TEMPERATURE, lower=TEMPERATURE_BOUNDS[0],
-                            upper=TEMPERATURE_BOUNDS[1], description="the cashier model's sampling temperature")
+    temperature = Parameter(
+        "cashier.temperature",
+        "float",
+        TEMPERATURE,
+        lower=TEMPERATURE_BOUNDS[0],
+        upper=TEMPERATURE_BOUNDS[1],
+        description="the cashier model's sampling temperature",
+    )
     tool = op(order_subtotal, trainable=True, parameter_name="tools.order_subtotal.code")
 
     @op(name="plan_tool_call")
@@ -198,10 +222,18 @@ def trace_program() -> Any:
 
     from bench.tasks.traceopt import TraceProgram
 
-    prompt = trace.node(SYSTEM_PROMPT, trainable=True, name="system_prompt",
-                        description="[ParameterNode] the cashier model's system prompt")
-    temperature = trace.node(TEMPERATURE, trainable=True, name="temperature",
-                             description="[ParameterNode] the cashier model's sampling temperature, in [0, 2]")
+    prompt = trace.node(
+        SYSTEM_PROMPT,
+        trainable=True,
+        name="system_prompt",
+        description="[ParameterNode] the cashier model's system prompt",
+    )
+    temperature = trace.node(
+        TEMPERATURE,
+        trainable=True,
+        name="temperature",
+        description="[ParameterNode] the cashier model's sampling temperature, in [0, 2]",
+    )
     tool = trace.bundle(trainable=True)(order_subtotal)
 
     def plan_tool_call(system_prompt: str, question: str, temperature: float) -> str:
@@ -220,8 +252,10 @@ def trace_program() -> Any:
         return answer_op(prompt, question, tool(order), temperature)
 
     def clamp(values: dict[Any, Any]) -> dict[Any, Any]:
-        return {node: (max(TEMPERATURE_BOUNDS[0], min(TEMPERATURE_BOUNDS[1], float(v)))
-                       if node is temperature else v) for node, v in values.items()}
+        return {
+            node: (max(TEMPERATURE_BOUNDS[0], min(TEMPERATURE_BOUNDS[1], float(v))) if node is temperature else v)
+            for node, v in values.items()
+        }
 
     return TraceProgram(forward, [prompt, temperature, tool.parameter], postprocess=clamp)
 
@@ -271,22 +305,30 @@ def langchain_workflow() -> Workflow:
         def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
             return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
-        def _generate(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        def _generate(
+            self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any
+        ) -> ChatResult:
             system = next((str(m.content) for m in messages if isinstance(m, SystemMessage)), "")
             results = [m for m in messages if isinstance(m, ToolMessage)]
             question = next((str(m.content) for m in reversed(messages) if isinstance(m, HumanMessage)), "")
             if kwargs.get("tools") and not results:
-                message = AIMessage(content="", tool_calls=[{"name": "order_subtotal", "id": "call_subtotal",
-                                                             "args": {"order": plan_policy(question)}}])
+                message = AIMessage(
+                    content="",
+                    tool_calls=[
+                        {"name": "order_subtotal", "id": "call_subtotal", "args": {"order": plan_policy(question)}}
+                    ],
+                )
             else:
-                message = AIMessage(content=answer_policy(system, results[-1].content if results else "",
-                                                          self.temperature))
+                message = AIMessage(
+                    content=answer_policy(system, results[-1].content if results else "", self.temperature)
+                )
             return ChatResult(generations=[ChatGeneration(message=message)])
 
     tool = StructuredTool.from_function(order_subtotal, name="order_subtotal")  # adapters read its source
     model = RuleBasedChatModel()
-    prompt = ChatPromptTemplate.from_messages([("system", SYSTEM_PROMPT), ("human", "{question}"),
-                                               MessagesPlaceholder("tool_messages", optional=True)])
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", SYSTEM_PROMPT), ("human", "{question}"), MessagesPlaceholder("tool_messages", optional=True)]
+    )
 
     def run_tools(state: dict[str, Any], config: Any) -> dict[str, Any]:
         ai = state["ai"]
@@ -295,11 +337,19 @@ def langchain_workflow() -> Workflow:
             messages.append(tool.invoke(call, config=config))  # a ToolCall in, a ToolMessage out
         return {"question": state["question"], "tool_messages": messages}
 
-    chain = (RunnablePassthrough.assign(ai=prompt | model.bind_tools([tool]))
-             | RunnableLambda(run_tools, name="run_tools")
-             | prompt | model | StrOutputParser())
-    return Workflow("langchain", chain, lambda example: chain.invoke({"question": example["question"]}),
-                    {"prompt": prompt, "model": model, "tool": tool})
+    chain = (
+        RunnablePassthrough.assign(ai=prompt | model.bind_tools([tool]))
+        | RunnableLambda(run_tools, name="run_tools")
+        | prompt
+        | model
+        | StrOutputParser()
+    )
+    return Workflow(
+        "langchain",
+        chain,
+        lambda example: chain.invoke({"question": example["question"]}),
+        {"prompt": prompt, "model": model, "tool": tool},
+    )
 
 
 # ----- DSPy: a ReAct program -----------------------------------------------------------------------------
@@ -317,8 +367,11 @@ class RuleBasedEngine:
         from dspy.lm15 import Message, Response, TextPart
         from dspy.lm15 import Usage as LMUsage
 
-        system = request.system if isinstance(request.system, str) else "".join(
-            getattr(p, "text", "") or "" for p in (request.system or []))
+        system = (
+            request.system
+            if isinstance(request.system, str)
+            else "".join(getattr(p, "text", "") or "" for p in (request.system or []))
+        )
         user = "\n".join(m.text or "" for m in request.messages)
         temperature = getattr(request.config, "temperature", None)
         self.requests.append({"system": system, "user": user, "temperature": temperature})
@@ -330,17 +383,28 @@ class RuleBasedEngine:
         values: dict[str, str] = {}
         if "next_tool_name" in outputs:
             if observation is None:
-                values = {"next_thought": "I add up the order with the tool.", "next_tool_name": "order_subtotal",
-                          "next_tool_args": json.dumps({"order": plan_policy(question)})}
+                values = {
+                    "next_thought": "I add up the order with the tool.",
+                    "next_tool_name": "order_subtotal",
+                    "next_tool_args": json.dumps({"order": plan_policy(question)}),
+                }
             else:
                 values = {"next_thought": "I have the subtotal.", "next_tool_name": "finish", "next_tool_args": "{}"}
         else:
             for name in outputs:
-                values[name] = "The tool gave the subtotal." if name == "reasoning" else \
-                    answer_policy(instructions, observation if observation is not None else "", temperature)
+                values[name] = (
+                    "The tool gave the subtotal."
+                    if name == "reasoning"
+                    else answer_policy(instructions, observation if observation is not None else "", temperature)
+                )
         text = "\n\n".join(f"[[ ## {k} ## ]]\n{v}" for k, v in values.items()) + "\n\n[[ ## completed ## ]]"
-        return Response(id=None, model="rule-based-cashier", message=Message.assistant([TextPart(text)]),
-                        finish_reason="stop", usage=LMUsage(input_tokens=0, output_tokens=0, total_tokens=0))
+        return Response(
+            id=None,
+            model="rule-based-cashier",
+            message=Message.assistant([TextPart(text)]),
+            finish_reason="stop",
+            usage=LMUsage(input_tokens=0, output_tokens=0, total_tokens=0),
+        )
 
     def stream(self, request: Any) -> Any:
         from dspy.lm15 import response_to_events
@@ -387,13 +451,18 @@ def autogen_workflow() -> Workflow:
     from autogen_core.tools import FunctionTool
 
     clerk_client, cashier_client = rule_based_client("clerk", 0.0), rule_based_client("cashier", TEMPERATURE)
-    tool = FunctionTool(order_subtotal, name="order_subtotal",
-                        description=order_subtotal.__doc__ or "")
-    clerk = AssistantAgent("clerk", model_client=clerk_client, tools=[tool], system_message=CLERK_PROMPT,
-                           reflect_on_tool_use=False)
-    cashier = AssistantAgent("cashier", model_client=cashier_client, system_message=SYSTEM_PROMPT.replace(
-        "Add up the customer's order with the order_subtotal tool, then add",
-        "The clerk gives you the subtotal of the customer's order; add"))
+    tool = FunctionTool(order_subtotal, name="order_subtotal", description=order_subtotal.__doc__ or "")
+    clerk = AssistantAgent(
+        "clerk", model_client=clerk_client, tools=[tool], system_message=CLERK_PROMPT, reflect_on_tool_use=False
+    )
+    cashier = AssistantAgent(
+        "cashier",
+        model_client=cashier_client,
+        system_message=SYSTEM_PROMPT.replace(
+            "Add up the customer's order with the order_subtotal tool, then add",
+            "The clerk gives you the subtotal of the customer's order; add",
+        ),
+    )
     team = RoundRobinGroupChat([clerk, cashier], termination_condition=MaxMessageTermination(3))
 
     loop = _BackgroundLoop()
@@ -406,8 +475,17 @@ def autogen_workflow() -> Workflow:
 
         return loop.run(go())
 
-    return Workflow("autogen", team, run, {"clerk": clerk, "cashier": cashier, "tool": tool,
-                                          "clients": {"clerk": clerk_client, "cashier": cashier_client}})
+    return Workflow(
+        "autogen",
+        team,
+        run,
+        {
+            "clerk": clerk,
+            "cashier": cashier,
+            "tool": tool,
+            "clients": {"clerk": clerk_client, "cashier": cashier_client},
+        },
+    )
 
 
 class _BackgroundLoop:
@@ -447,8 +525,16 @@ def rule_based_client(role: str, temperature: float) -> Any:
             self.create_calls: list[dict[str, Any]] = []
             self._usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
 
-        async def create(self, messages: Any, *, tools: Any = (), tool_choice: Any = "auto", json_output: Any = None,
-                         extra_create_args: Any = None, cancellation_token: Any = None) -> CreateResult:
+        async def create(
+            self,
+            messages: Any,
+            *,
+            tools: Any = (),
+            tool_choice: Any = "auto",
+            json_output: Any = None,
+            extra_create_args: Any = None,
+            cancellation_token: Any = None,
+        ) -> CreateResult:
             args = {**self._create_args, **(extra_create_args or {})}
             self.create_calls.append({"messages": list(messages), "tools": list(tools), "args": args})
             system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
@@ -456,11 +542,15 @@ def rule_based_client(role: str, temperature: float) -> Any:
             question = str(users[0].content) if users else ""
             has_result = any(isinstance(m, FunctionExecutionResultMessage) for m in messages)
             if tools and not has_result:
-                call = FunctionCall(id="call_subtotal", name="order_subtotal",
-                                    arguments=json.dumps({"order": plan_policy(question)}))
+                call = FunctionCall(
+                    id="call_subtotal", name="order_subtotal", arguments=json.dumps({"order": plan_policy(question)})
+                )
                 return CreateResult(finish_reason="function_calls", content=[call], usage=self._usage, cached=False)
-            others = [m for m in messages if isinstance(m, (UserMessage, AssistantMessage))
-                      and getattr(m, "source", "user") not in ("user", role)]
+            others = [
+                m
+                for m in messages
+                if isinstance(m, (UserMessage, AssistantMessage)) and getattr(m, "source", "user") not in ("user", role)
+            ]
             tool_result = str(others[-1].content) if others else ""
             text = answer_policy(system, tool_result, args.get("temperature"))
             return CreateResult(finish_reason="stop", content=text, usage=self._usage, cached=False)
@@ -492,14 +582,18 @@ def rule_based_client(role: str, temperature: float) -> Any:
 
         @property
         def model_info(self) -> ModelInfo:
-            return ModelInfo(vision=False, function_calling=True, json_output=False, family="unknown",
-                             structured_output=False)
+            return ModelInfo(
+                vision=False, function_calling=True, json_output=False, family="unknown", structured_output=False
+            )
 
     return RuleBasedChatCompletionClient()
 
 
 FRAMEWORKS: dict[str, Callable[[], Workflow]] = {
-    "langchain": langchain_workflow, "dspy": dspy_workflow, "autogen": autogen_workflow}
+    "langchain": langchain_workflow,
+    "dspy": dspy_workflow,
+    "autogen": autogen_workflow,
+}
 FRAMEWORK_MODULES = {"langchain": "langchain_core", "dspy": "dspy", "autogen": "autogen_agentchat"}
 
 
@@ -534,8 +628,9 @@ def framework_target(workflow: Workflow) -> Any:
     except AdapterUnavailable:
         raise
     except Exception as exc:  # an adapter whose API differs from what this harness expects
-        raise AdapterUnavailable(f"opto_adapters.{workflow.framework} could not wrap the workflow: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+        raise AdapterUnavailable(
+            f"opto_adapters.{workflow.framework} could not wrap the workflow: {type(exc).__name__}: {exc}"
+        ) from exc
     raise AdapterUnavailable(f"no adapter route for {workflow.framework}")
 
 
@@ -618,8 +713,11 @@ def framework_available(framework: str) -> str | None:
     import importlib.util
 
     module = FRAMEWORK_MODULES[framework]
-    return None if importlib.util.find_spec(module) is not None else \
-        f"{module} is not installed (pip install 'opto-adapters[{framework}]')"
+    return (
+        None
+        if importlib.util.find_spec(module) is not None
+        else f"{module} is not installed (pip install 'opto-adapters[{framework}]')"
+    )
 
 
 def apply_reference_fix(workflow: Workflow, fix: str = "all") -> None:
@@ -639,7 +737,8 @@ def apply_reference_fix(workflow: Workflow, fix: str = "all") -> None:
         if "prompt" in fixes:
             for predictor in (program.react, program.extract.predict):
                 predictor.signature = predictor.signature.with_instructions(
-                    predictor.signature.instructions.replace("20%", "8%"))
+                    predictor.signature.instructions.replace("20%", "8%")
+                )
         if "tool" in fixes:
             program.tools["order_subtotal"].func = fn
         if "temperature" in fixes:
@@ -651,8 +750,9 @@ def apply_reference_fix(workflow: Workflow, fix: str = "all") -> None:
 
         cashier, clerk = workflow.parts["cashier"], workflow.parts["clerk"]
         if "prompt" in fixes:
-            cashier._system_messages = [SystemMessage(content=m.content.replace("20%", "8%"))
-                                        for m in cashier._system_messages]
+            cashier._system_messages = [
+                SystemMessage(content=m.content.replace("20%", "8%")) for m in cashier._system_messages
+            ]
         if "tool" in fixes:
             clerk._tools[0] = FunctionTool(fn, name="order_subtotal", description=order_subtotal.__doc__ or "")
         if "temperature" in fixes:

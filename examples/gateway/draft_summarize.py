@@ -14,12 +14,28 @@ MODEL = "gpt-4o-mini"
 
 def draft_and_summarize(example: dict) -> str:
     client = openai.OpenAI()  # created here: it reads OPENAI_BASE_URL now, not at import
-    draft = client.chat.completions.create(model=MODEL, messages=[
-        {"role": "system", "content": "You write a first draft about the topic."},
-        {"role": "user", "content": f"Topic: {example['topic']}"}]).choices[0].message.content
-    return client.chat.completions.create(model=MODEL, messages=[
-        {"role": "system", "content": "You summarize a draft in one sentence."},
-        {"role": "user", "content": f"Summarize this draft:\n{draft}"}]).choices[0].message.content
+    draft = (
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": "You write a first draft about the topic."},
+                {"role": "user", "content": f"Topic: {example['topic']}"},
+            ],
+        )
+        .choices[0]
+        .message.content
+    )
+    return (
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": "You summarize a draft in one sentence."},
+                {"role": "user", "content": f"Summarize this draft:\n{draft}"},
+            ],
+        )
+        .choices[0]
+        .message.content
+    )
 
 
 if __name__ == "__main__":

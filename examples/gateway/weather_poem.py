@@ -17,8 +17,13 @@ def get_weather(city: str) -> str:
 
 def weather_poem(example: dict) -> str:
     poet = Agent(name="Poet", instructions="You write a two-line poem from the weather report.", model="gpt-4o-mini")
-    triage = Agent(name="Triage", instructions="You look up the weather for the city, then hand off to the poet.",
-                   tools=[get_weather], handoffs=[poet], model="gpt-4o-mini")
+    triage = Agent(
+        name="Triage",
+        instructions="You look up the weather for the city, then hand off to the poet.",
+        tools=[get_weather],
+        handoffs=[poet],
+        model="gpt-4o-mini",
+    )
     return Runner.run_sync(triage, f"A weather poem for {example['city']}").final_output
 
 

@@ -22,16 +22,46 @@ from opto_core.kernel.conversation import ConversationLog, build_graph, mark_mes
 # AgentChat names load on first use, so that `opto_adapters.autogen.ag2` (classic AutoGen, the `ag2`
 # extra) imports without AgentChat installed.
 _AGENTCHAT = {
-    "OptoAgent": "agent", "check_agent": "agent", "adopt_running_loop": "eventloop",
-    "AgentParameters": "parameters", "bound_parameters": "parameters", "parameters_of": "parameters",
-    "WriteBackError": "bindings", "RecordingClient": "tracing",
-    "AgentTarget": "target", "TeamTarget": "target", "apply_values": "deploy", "as_target": "target",
-    "bound_of": "target", "run_sync": "target", "task_of": "target", "wrap_team": "target",
+    "OptoAgent": "agent",
+    "check_agent": "agent",
+    "adopt_running_loop": "eventloop",
+    "AgentParameters": "parameters",
+    "bound_parameters": "parameters",
+    "parameters_of": "parameters",
+    "WriteBackError": "bindings",
+    "RecordingClient": "tracing",
+    "AgentTarget": "target",
+    "TeamTarget": "target",
+    "apply_values": "deploy",
+    "as_target": "target",
+    "bound_of": "target",
+    "run_sync": "target",
+    "task_of": "target",
+    "wrap_team": "target",
 }
 
-__all__ = ["AgentParameters", "AgentTarget", "ConversationLog", "OptoAgent", "RecordingClient", "TeamTarget",
-           "WriteBackError", "adopt_running_loop", "apply_values", "as_target", "bound_of", "bound_parameters", "build_graph",
-           "check_agent", "mark_message", "message_node_id", "parameters_of", "run_sync", "task_of", "wrap_team"]
+__all__ = [
+    "AgentParameters",
+    "AgentTarget",
+    "ConversationLog",
+    "OptoAgent",
+    "RecordingClient",
+    "TeamTarget",
+    "WriteBackError",
+    "adopt_running_loop",
+    "apply_values",
+    "as_target",
+    "bound_of",
+    "bound_parameters",
+    "build_graph",
+    "check_agent",
+    "mark_message",
+    "message_node_id",
+    "parameters_of",
+    "run_sync",
+    "task_of",
+    "wrap_team",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -41,8 +71,9 @@ def __getattr__(name: str) -> Any:
         import autogen_agentchat  # noqa: F401
         import autogen_core  # noqa: F401
     except ImportError as exc:  # depends on the environment
-        raise ImportError("the AutoGen AgentChat adapter needs AutoGen AgentChat: "
-                          "pip install 'opto-adapters[autogen]'") from exc
+        raise ImportError(
+            "the AutoGen AgentChat adapter needs AutoGen AgentChat: pip install 'opto-adapters[autogen]'"
+        ) from exc
     value = getattr(import_module(f"{__name__}.{_AGENTCHAT[name]}"), name)
     globals()[name] = value
     return value

@@ -125,6 +125,17 @@ def register_again(team: Any) -> None:
     team._initialized = False
 
 
-__all__ = ["TESTED_RANGE", "model_client", "participants", "register_again", "registration", "selector_client",
-           "set_model_client", "set_selector_client", "set_system_messages", "system_messages", "tool_function",
-           "tool_lists"]
+__all__ = [
+    "TESTED_RANGE",
+    "model_client",
+    "participants",
+    "register_again",
+    "registration",
+    "selector_client",
+    "set_model_client",
+    "set_selector_client",
+    "set_system_messages",
+    "system_messages",
+    "tool_function",
+    "tool_lists",
+]

@@ -68,21 +68,29 @@ def check_agent(agent: Any) -> None:
         raise TypeError(f"agent {agent.name!r} is already an OptoAgent; wrap the AssistantAgent only once")
     if isinstance(agent, AssistantAgent):
         if wrapper_of(agent) is not None:
-            raise TypeError(f"AssistantAgent {agent.name!r} is already wrapped by another OptoAgent "
-                            f"(its model client is recorded); use that OptoAgent")
+            raise TypeError(
+                f"AssistantAgent {agent.name!r} is already wrapped by another OptoAgent "
+                f"(its model client is recorded); use that OptoAgent"
+            )
         return
     kind = type(agent)
     module = getattr(kind, "__module__", "") or ""
     if module.startswith("autogen.") or module == "autogen" or hasattr(agent, "register_reply"):
-        raise TypeError(f"{kind.__name__} looks like a classic AG2 (autogen 0.2/0.14) agent; OptoAgent wraps "
-                        f"autogen-agentchat 0.7 AssistantAgent (what `pip install pyautogen` installs). "
-                        f"For classic AG2 use opto_adapters.autogen.ag2.AG2Target.")
+        raise TypeError(
+            f"{kind.__name__} looks like a classic AG2 (autogen 0.2/0.14) agent; OptoAgent wraps "
+            f"autogen-agentchat 0.7 AssistantAgent (what `pip install pyautogen` installs). "
+            f"For classic AG2 use opto_adapters.autogen.ag2.AG2Target."
+        )
     if isinstance(agent, BaseChatAgent):
-        raise TypeError(f"OptoAgent wraps an AssistantAgent (an agent with a model client); {agent.name!r} is a "
-                        f"{kind.__name__}, which has no model calls to record. Leave it unwrapped; a team "
-                        f"wrapped with wrap_team records its messages as inputs.")
-    raise TypeError(f"OptoAgent wraps an autogen_agentchat.agents.AssistantAgent, got {kind.__module__}."
-                    f"{kind.__name__} ({shorten(repr(agent), 80)})")
+        raise TypeError(
+            f"OptoAgent wraps an AssistantAgent (an agent with a model client); {agent.name!r} is a "
+            f"{kind.__name__}, which has no model calls to record. Leave it unwrapped; a team "
+            f"wrapped with wrap_team records its messages as inputs."
+        )
+    raise TypeError(
+        f"OptoAgent wraps an autogen_agentchat.agents.AssistantAgent, got {kind.__module__}."
+        f"{kind.__name__} ({shorten(repr(agent), 80)})"
+    )
 
 
 class OptoAgent(BaseChatAgent):
@@ -98,19 +106,37 @@ class OptoAgent(BaseChatAgent):
     the AssistantAgent it wraps (whose model context is shared by all its calls).
     """
 
-    def __init__(self, agent: Any, *, system_message: bool = True, tool_code: bool = True,
-                 tool_descriptions: bool = True, temperature: bool = True, include: Any = None, exclude: Any = None,
-                 max_graphs: int = 100, system_template: Any = None) -> None:
+    def __init__(
+        self,
+        agent: Any,
+        *,
+        system_message: bool = True,
+        tool_code: bool = True,
+        tool_descriptions: bool = True,
+        temperature: bool = True,
+        include: Any = None,
+        exclude: Any = None,
+        max_graphs: int = 100,
+        system_template: Any = None,
+    ) -> None:
         check_agent(agent)
         super().__init__(agent.name, agent.description)
         self._agent: AssistantAgent = agent
         self._original_client = _compat.model_client(agent)
-        self.params = AgentParameters(agent, system_message=system_message, tool_code=tool_code,
-                                      tool_descriptions=tool_descriptions, temperature=temperature,
-                                      include=include, exclude=exclude, client=self._original_client,
-                                      system_template=system_template)
-        self._client = RecordingClient(self._original_client, agent=agent.name, session=self._session,
-                                       parameters=self.params)
+        self.params = AgentParameters(
+            agent,
+            system_message=system_message,
+            tool_code=tool_code,
+            tool_descriptions=tool_descriptions,
+            temperature=temperature,
+            include=include,
+            exclude=exclude,
+            client=self._original_client,
+            system_template=system_template,
+        )
+        self._client = RecordingClient(
+            self._original_client, agent=agent.name, session=self._session, parameters=self.params
+        )
         _compat.set_model_client(agent, self._client)
         _WRAPPERS[agent] = self
         self.graphs: collections.deque[Graph] = collections.deque(maxlen=max_graphs)
@@ -191,16 +217,20 @@ class OptoAgent(BaseChatAgent):
         self.graphs.append(graph)
         return graph
 
-    async def _record_turn(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
-                           ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
+    async def _record_turn(
+        self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
+    ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
         log, owned = self._bound, False
         if log is None:
             owned = True
             log = ConversationLog("turn", self.name)
             if not self._warned_unbound:
                 self._warned_unbound = True
-                warnings.warn(f"OptoAgent {self.name!r} is running outside a recorded run (a team not wrapped with "
-                              f"wrap_team?): each turn becomes its own graph", stacklevel=3)
+                warnings.warn(
+                    f"OptoAgent {self.name!r} is running outside a recorded run (a team not wrapped with "
+                    f"wrap_team?): each turn becomes its own graph",
+                    stacklevel=3,
+                )
         turn = log.begin_turn(self.name)
         observer = TurnObserver(log, self.name, turn)
         observer.incoming(messages)
@@ -229,45 +259,64 @@ class OptoAgent(BaseChatAgent):
             raise AssertionError("the wrapped agent's stream ended without a Response")
         return response
 
-    async def on_messages_stream(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
-                                 ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
+    async def on_messages_stream(
+        self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
+    ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
         async for item in self._record_turn(messages, cancellation_token):
             yield item
 
-    async def run(self, *, task: str | BaseChatMessage | Sequence[BaseChatMessage] | None = None,
-                  cancellation_token: CancellationToken | None = None, output_task_messages: bool = True) -> TaskResult:
+    async def run(
+        self,
+        *,
+        task: str | BaseChatMessage | Sequence[BaseChatMessage] | None = None,
+        cancellation_token: CancellationToken | None = None,
+        output_task_messages: bool = True,
+    ) -> TaskResult:
         result: TaskResult | None = None
-        async for item in self.run_stream(task=task, cancellation_token=cancellation_token,
-                                          output_task_messages=output_task_messages):
+        async for item in self.run_stream(
+            task=task, cancellation_token=cancellation_token, output_task_messages=output_task_messages
+        ):
             if isinstance(item, TaskResult):
                 result = item
         assert result is not None, "run_stream ended without a TaskResult"
         return result
 
-    async def run_stream(self, *, task: str | BaseChatMessage | Sequence[BaseChatMessage] | None = None,
-                         cancellation_token: CancellationToken | None = None, output_task_messages: bool = True
-                         ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | TaskResult, None]:
+    async def run_stream(
+        self,
+        *,
+        task: str | BaseChatMessage | Sequence[BaseChatMessage] | None = None,
+        cancellation_token: CancellationToken | None = None,
+        output_task_messages: bool = True,
+    ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | TaskResult, None]:
         """As ``AssistantAgent.run_stream``; the run becomes one graph (``last_graph``)."""
-        async for item in self.recorded_stream(task=task, cancellation_token=cancellation_token,
-                                               output_task_messages=output_task_messages):
+        async for item in self.recorded_stream(
+            task=task, cancellation_token=cancellation_token, output_task_messages=output_task_messages
+        ):
             yield item
 
-    async def recorded_stream(self, *, task: Any = None, cancellation_token: CancellationToken | None = None,
-                              output_task_messages: bool = True, output: Any = None
-                              ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | TaskResult, None]:
+    async def recorded_stream(
+        self,
+        *,
+        task: Any = None,
+        cancellation_token: CancellationToken | None = None,
+        output_task_messages: bool = True,
+        output: Any = None,
+    ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | TaskResult, None]:
         """``run_stream`` with a choice of output: ``output(messages) -> message`` marks that message
         (default: the last one) as the graph's output."""
         if self._bound is not None:  # e.g. run() of an agent inside a running, wrapped team
-            async for item in super().run_stream(task=task, cancellation_token=cancellation_token,
-                                                 output_task_messages=output_task_messages):
+            async for item in super().run_stream(
+                task=task, cancellation_token=cancellation_token, output_task_messages=output_task_messages
+            ):
                 yield item
             return
         log = ConversationLog("agent", self.name)
         self._bound = log
         error: BaseException | None = None
         try:
-            async for item in super().run_stream(task=task, cancellation_token=cancellation_token,
-                                                 output_task_messages=output_task_messages):
+            async for item in super().run_stream(
+                task=task, cancellation_token=cancellation_token, output_task_messages=output_task_messages
+            ):
                 if isinstance(item, TaskResult):
                     _select_output(log, item, output)
                 yield item
@@ -298,8 +347,9 @@ class OptoAgent(BaseChatAgent):
         await self._agent.close()
 
     # ----- feedback on a specific message -----------------------------------------------------
-    def mark_message(self, message: BaseChatMessage | BaseAgentEvent | str, graph: Graph | None = None,
-                     name: str | None = None) -> str:
+    def mark_message(
+        self, message: BaseChatMessage | BaseAgentEvent | str, graph: Graph | None = None, name: str | None = None
+    ) -> str:
         """Mark one message of a graph (default: the last graph) as an output; returns the node id to
         give feedback on: ``backward(graph, {node_id: feedback})``."""
         graph = graph or self.last_graph
@@ -315,8 +365,10 @@ def _select_output(log: ConversationLog, result: TaskResult, output: Any) -> Non
     if callable(output):
         chosen = output(messages)
     elif isinstance(output, str):  # an agent name: its last message
-        chosen = next((m for m in reversed(messages) if getattr(m, "source", None) == output
-                       and isinstance(m, BaseChatMessage)), None)
+        chosen = next(
+            (m for m in reversed(messages) if getattr(m, "source", None) == output and isinstance(m, BaseChatMessage)),
+            None,
+        )
         if chosen is None:
             raise ValueError(f"no message from {output!r} in the run's result")
     else:

@@ -71,10 +71,15 @@ class ToolSlot:
 
     def rebuild(self, func: Callable[..., Any] | None = None, description: str | None = None) -> None:
         old = self.current()
-        self.replace(FunctionTool(func or _compat.tool_function(old),
-                                  description=old.description if description is None else description,
-                                  name=old.name, global_imports=_global_imports(old),
-                                  strict=bool(old.schema.get("strict", False))))
+        self.replace(
+            FunctionTool(
+                func or _compat.tool_function(old),
+                description=old.description if description is None else description,
+                name=old.name,
+                global_imports=_global_imports(old),
+                strict=bool(old.schema.get("strict", False)),
+            )
+        )
 
 
 def _global_imports(tool: FunctionTool) -> list[Any]:
@@ -122,8 +127,7 @@ class SystemTemplateBinding(Binding):
     the agent reads its system message. The recording client then checks the next request shows it.
     """
 
-    def __init__(self, owner: AgentParameters, name: str, template: str, values: dict[str, str],
-                 style: str) -> None:
+    def __init__(self, owner: AgentParameters, name: str, template: str, values: dict[str, str], style: str) -> None:
         self.owner, self.name, self.template, self.values, self.style = owner, name, template, dict(values), style
 
     def rendered(self, template: str | None = None) -> str:

@@ -30,28 +30,46 @@ from autogen_core.models import CreateResult, RequestUsage
 try:
     from autogen_ext.models.replay import ReplayChatCompletionClient
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("the AutoGen demo needs autogen-ext (its replay client): "
-                      "pip install 'opto-adapters[autogen]'") from exc
+    raise ImportError(
+        "the AutoGen demo needs autogen-ext (its replay client): pip install 'opto-adapters[autogen]'"
+    ) from exc
 
 from opto_adapters.autogen.target import TeamTarget, wrap_team
 
 #: Tool calls from a replay client need a model that says it can call functions.
-MODEL_INFO = {"function_calling": True, "vision": False, "json_output": False, "family": "unknown",
-              "structured_output": False}
+MODEL_INFO = {
+    "function_calling": True,
+    "vision": False,
+    "json_output": False,
+    "family": "unknown",
+    "structured_output": False,
+}
 
 WRITER_SYSTEM = "You write short product taglines."
 CRITIC_SYSTEM = "You check the writer's draft with check_length and report its verdict."
 
 #: The examples: a task with its word limit, and the draft the (scripted) writer produces.
 EXAMPLES: list[dict[str, Any]] = [
-    {"task": "Write a tagline for a solar lantern in at most 8 words.", "limit": 8,
-     "draft": "Sunlight by day, your light by night."},
-    {"task": "Write a tagline for a reusable bottle in at most 6 words.", "limit": 6,
-     "draft": "Refill the planet, one sip at a time, every single day."},
-    {"task": "Write a tagline for a folding bike in at most 7 words.", "limit": 7,
-     "draft": "Fold it, carry it, ride anywhere."},
-    {"task": "Write a tagline for noise-cancelling headphones in at most 5 words.", "limit": 5,
-     "draft": "Silence the world, hear what matters most to you."},
+    {
+        "task": "Write a tagline for a solar lantern in at most 8 words.",
+        "limit": 8,
+        "draft": "Sunlight by day, your light by night.",
+    },
+    {
+        "task": "Write a tagline for a reusable bottle in at most 6 words.",
+        "limit": 6,
+        "draft": "Refill the planet, one sip at a time, every single day.",
+    },
+    {
+        "task": "Write a tagline for a folding bike in at most 7 words.",
+        "limit": 7,
+        "draft": "Fold it, carry it, ride anywhere.",
+    },
+    {
+        "task": "Write a tagline for noise-cancelling headphones in at most 5 words.",
+        "limit": 5,
+        "draft": "Silence the world, hear what matters most to you.",
+    },
 ]
 
 
@@ -71,8 +89,9 @@ FIXED_CHECK_LENGTH = '''def check_length(text: str, limit: int) -> str:
     return f"REJECTED: {count} words (limit {limit})"
 '''
 
-IMPROVED_WRITER_SYSTEM = ("You write short product taglines. Count the words of your draft and stay within the "
-                          "word limit the task gives.")
+IMPROVED_WRITER_SYSTEM = (
+    "You write short product taglines. Count the words of your draft and stay within the word limit the task gives."
+)
 
 
 def true_verdict(example: dict[str, Any]) -> str:
@@ -87,25 +106,37 @@ def feedback_fn(example: dict[str, Any], output: Any) -> tuple[float, str]:
     match = re.match(r"(APPROVED|REJECTED): (\d+) words", text)
     if match and match.group(1) == expected and int(match.group(2)) == words:
         return 1.0, f"Correct: the draft has {words} words (limit {example['limit']}), verdict {expected}."
-    return 0.0, (f"Wrong verdict: the critic said {text!r}, but the writer's draft {example['draft']!r} has {words} "
-                 f"words for a limit of {example['limit']}, so the verdict should be {expected} with {words} words.")
+    return 0.0, (
+        f"Wrong verdict: the critic said {text!r}, but the writer's draft {example['draft']!r} has {words} "
+        f"words for a limit of {example['limit']}, so the verdict should be {expected} with {words} words."
+    )
 
 
 def _tool_call(example: dict[str, Any]) -> CreateResult:
     arguments = json.dumps({"text": example["draft"], "limit": example["limit"]})
-    return CreateResult(finish_reason="function_calls",
-                        content=[FunctionCall(id="call_check", name="check_length", arguments=arguments)],
-                        usage=RequestUsage(prompt_tokens=40, completion_tokens=12), cached=False)
+    return CreateResult(
+        finish_reason="function_calls",
+        content=[FunctionCall(id="call_check", name="check_length", arguments=arguments)],
+        usage=RequestUsage(prompt_tokens=40, completion_tokens=12),
+        cached=False,
+    )
 
 
 def build_team() -> tuple[RoundRobinGroupChat, Callable[[dict[str, Any]], None], dict[str, ReplayChatCompletionClient]]:
     """The unwrapped team, a function that scripts its models for one example, and the clients."""
     writer_client = ReplayChatCompletionClient([], model_info=MODEL_INFO)
     critic_client = ReplayChatCompletionClient([], model_info=MODEL_INFO)
-    writer = AssistantAgent("writer", writer_client, system_message=WRITER_SYSTEM,
-                            description="Writes a tagline draft.")
-    critic = AssistantAgent("critic", critic_client, tools=[check_length], system_message=CRITIC_SYSTEM,
-                            reflect_on_tool_use=False, description="Checks the draft's length with a tool.")
+    writer = AssistantAgent(
+        "writer", writer_client, system_message=WRITER_SYSTEM, description="Writes a tagline draft."
+    )
+    critic = AssistantAgent(
+        "critic",
+        critic_client,
+        tools=[check_length],
+        system_message=CRITIC_SYSTEM,
+        reflect_on_tool_use=False,
+        description="Checks the draft's length with a tool.",
+    )
     team = RoundRobinGroupChat([writer, critic], termination_condition=MaxMessageTermination(3))
 
     def script(example: dict[str, Any]) -> None:
@@ -126,10 +157,14 @@ def build_demo() -> tuple[TeamTarget, list[dict[str, Any]], Callable[[dict[str, 
 
 def scripted_fix() -> str:
     """The optimizer answer the offline example scripts: fix the tool, sharpen the writer's prompt."""
-    return json.dumps({
-        "reasoning": "The critic's verdicts come straight from check_length, whose count is len(text): it counts "
-                     "characters, not words, so every draft looks far too long. Count words with "
-                     "len(text.split()). The writer should also respect the limit in the task.",
-        "suggestion": {"critic.tools.check_length.code": FIXED_CHECK_LENGTH,
-                       "writer.system_message": IMPROVED_WRITER_SYSTEM},
-    })
+    return json.dumps(
+        {
+            "reasoning": "The critic's verdicts come straight from check_length, whose count is len(text): it counts "
+            "characters, not words, so every draft looks far too long. Count words with "
+            "len(text.split()). The writer should also respect the limit in the task.",
+            "suggestion": {
+                "critic.tools.check_length.code": FIXED_CHECK_LENGTH,
+                "writer.system_message": IMPROVED_WRITER_SYSTEM,
+            },
+        }
+    )

@@ -120,9 +120,11 @@ def check_reregistrable(team: Any) -> None:
     for each in _teams(team):
         registered, own_runtime = _compat.registration(each)
         if registered and not own_runtime:
-            raise RuntimeError(f"team {each.name!r} runs on a runtime you passed (runtime=) and has already run or "
-                               f"been reset, so its agents are registered there for good; wrap it (wrap_team) "
-                               f"before its first run or reset")
+            raise RuntimeError(
+                f"team {each.name!r} runs on a runtime you passed (runtime=) and has already run or "
+                f"been reset, so its agents are registered there for good; wrap it (wrap_team) "
+                f"before its first run or reset"
+            )
 
 
 def needs_reregistration(team: Any) -> bool:
@@ -152,8 +154,12 @@ async def reregister_participants(team: Any) -> None:
 
 def adopt_running_loop(*objects: Any) -> None:
     """Deprecated and no longer needed: wrapped teams and model clients always run on the adapter's loop."""
-    warnings.warn("adopt_running_loop is no longer needed (recorded runs and wrapped model calls always run on "
-                  "the adapter's loop) and does nothing", DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "adopt_running_loop is no longer needed (recorded runs and wrapped model calls always run on "
+        "the adapter's loop) and does nothing",
+        DeprecationWarning,
+        stacklevel=2,
+    )
 
 
 def _teams(team: Any) -> list[Any]:
@@ -167,6 +173,17 @@ def _teams(team: Any) -> list[Any]:
     return found
 
 
-__all__ = ["LOOP", "TESTED_RANGE", "adopt_running_loop", "check_reregistrable", "mark_loop", "moved_loop",
-           "needs_reregistration",
-           "on_adapter_loop", "renew_http_pool", "reregister_participants", "run_sync", "stream_on_adapter_loop"]
+__all__ = [
+    "LOOP",
+    "TESTED_RANGE",
+    "adopt_running_loop",
+    "check_reregistrable",
+    "mark_loop",
+    "moved_loop",
+    "needs_reregistration",
+    "on_adapter_loop",
+    "renew_http_pool",
+    "reregister_participants",
+    "run_sync",
+    "stream_on_adapter_loop",
+]

@@ -70,11 +70,20 @@ class AgentParameters(BoundParameters):
     kind (they become exclude patterns); ``include``/``exclude`` are the core's glob rule.
     """
 
-    def __init__(self, agent: Any, *, system_message: bool = True, tool_code: bool = True,
-                 tool_descriptions: bool = True, temperature: bool = True,
-                 include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
-                 temperature_bounds: tuple[float, float] = TEMPERATURE_BOUNDS, client: Any = None,
-                 system_template: str | Parameter | None = None) -> None:
+    def __init__(
+        self,
+        agent: Any,
+        *,
+        system_message: bool = True,
+        tool_code: bool = True,
+        tool_descriptions: bool = True,
+        temperature: bool = True,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+        temperature_bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+        client: Any = None,
+        system_template: str | Parameter | None = None,
+    ) -> None:
         super().__init__()
         self.agent = agent
         # the agent's own model client: its settings are the values shown before any write
@@ -86,18 +95,30 @@ class AgentParameters(BoundParameters):
         self.tools: dict[str, ToolSlot] = {}
         self.template: SystemTemplateBinding | None = None
         if system_template is None:
-            self.system = self._add(ROLE_SYSTEM, Parameter(
-                f"{self.prefix}.system_message", "text", "", description=f"system message of agent {self.prefix}"),
-                lambda p: SystemMessageBinding(self, p.name))
+            self.system = self._add(
+                ROLE_SYSTEM,
+                Parameter(
+                    f"{self.prefix}.system_message", "text", "", description=f"system message of agent {self.prefix}"
+                ),
+                lambda p: SystemMessageBinding(self, p.name),
+            )
         else:
             self.system = self._add(ROLE_SYSTEM, *self._system_template(system_template))
         for tool, lists in _function_tools(agent):
             self._add_tool(tool, lists)
-        self.temperature = self._add(ROLE_SETTING + "temperature", Parameter(
-            f"{self.prefix}.temperature", "float", self.client_temperature()[0],
-            lower=temperature_bounds[0], upper=temperature_bounds[1],
-            description=f"sampling temperature of agent {self.prefix}'s model calls",
-            meta={"route": "extra_create_args"}), lambda p: TemperatureBinding(self, p.name))
+        self.temperature = self._add(
+            ROLE_SETTING + "temperature",
+            Parameter(
+                f"{self.prefix}.temperature",
+                "float",
+                self.client_temperature()[0],
+                lower=temperature_bounds[0],
+                upper=temperature_bounds[1],
+                description=f"sampling temperature of agent {self.prefix}'s model calls",
+                meta={"route": "extra_create_args"},
+            ),
+            lambda p: TemperatureBinding(self, p.name),
+        )
         switches = {self.system.name: system_message, f"{self.prefix}.temperature": temperature}
         for name in self.names():
             if name.endswith(".code"):
@@ -120,22 +141,34 @@ class AgentParameters(BoundParameters):
         text = mine.value if mine is not None else given
         messages = _compat.system_messages(self.agent)
         current = messages[0].content if messages and isinstance(messages[0].content, str) else ""
-        template = Template.parse(text, mine.template if mine is not None and isinstance(mine.template, str)
-                                  else None) if isinstance(text, str) else None
+        template = (
+            Template.parse(text, mine.template if mine is not None and isinstance(mine.template, str) else None)
+            if isinstance(text, str)
+            else None
+        )
         if template is None:
-            raise ValueError(f"system_template for agent {self.prefix!r} has no placeholder ({text!r:.80}): pass the "
-                             f"template the system message is filled from, e.g. \"You work for {{company}}.\"")
+            raise ValueError(
+                f"system_template for agent {self.prefix!r} has no placeholder ({text!r:.80}): pass the "
+                f"template the system message is filled from, e.g. \"You work for {{company}}.\""
+            )
         match = template.match(current)
         if match is None:
-            raise ValueError(f"agent {self.prefix!r}'s system message {current!r:.120} is not an output of the "
-                             f"system_template {text!r:.120}: pass the template it was filled from")
+            raise ValueError(
+                f"agent {self.prefix!r}'s system message {current!r:.120} is not an output of the "
+                f"system_template {text!r:.120}: pass the template it was filled from"
+            )
         if mine is not None and mine.template_model is None:
-            raise ValueError(f"system_template Parameter {mine.name!r} must be a template: Parameter(..., "
-                             f"template=True)")
+            raise ValueError(
+                f"system_template Parameter {mine.name!r} must be a template: Parameter(..., template=True)"
+            )
         parameter = mine or Parameter(
-            f"{self.prefix}.system_template", "text", text, template=template.style,
+            f"{self.prefix}.system_template",
+            "text",
+            text,
+            template=template.style,
             description=f"the template agent {self.prefix}'s system message is filled from (placeholders "
-                        f"{', '.join(template.source_of(n) for n in template.placeholders)})")
+            f"{', '.join(template.source_of(n) for n in template.placeholders)})",
+        )
 
         def bind(p: Parameter) -> Binding:
             self.template = SystemTemplateBinding(self, p.name, text, match.values, template.style)
@@ -149,8 +182,10 @@ class AgentParameters(BoundParameters):
             raise ValueError(f"agent {self.prefix!r} has no system_template to fill")
         unknown = set(values) - set(self.template.values)
         if unknown:
-            raise KeyError(f"agent {self.prefix!r}'s system template has no placeholder(s) {sorted(unknown)}; it has "
-                           f"{sorted(self.template.values)}")
+            raise KeyError(
+                f"agent {self.prefix!r}'s system template has no placeholder(s) {sorted(unknown)}; it has "
+                f"{sorted(self.template.values)}"
+            )
         self.template.fill(values)
 
     def _add(self, role: str, parameter: Parameter, binding: Callable[[Parameter], Binding]) -> Parameter:
@@ -163,18 +198,36 @@ class AgentParameters(BoundParameters):
         slot = self.tools[name] = ToolSlot(name, lists, func)
         source, why_frozen = _code_of(func)
         if source is not None:
-            self._add(ROLE_TOOL_CODE + name, Parameter(
-                f"{self.prefix}.tools.{name}.code", "code", source, trainable=why_frozen is None,
-                description=f"Python code of tool {name} of agent {self.prefix}; its JSON schema (argument names "
-                            f"and types) must stay the same" + (f" (frozen: {why_frozen})" if why_frozen else ""),
-                checks=[keeps_signature_bindings(func)], meta={"tool": name}, origin=func),
-                lambda p: ToolCodeBinding(self, slot))
+            self._add(
+                ROLE_TOOL_CODE + name,
+                Parameter(
+                    f"{self.prefix}.tools.{name}.code",
+                    "code",
+                    source,
+                    trainable=why_frozen is None,
+                    description=f"Python code of tool {name} of agent {self.prefix}; its JSON schema (argument names "
+                    f"and types) must stay the same" + (f" (frozen: {why_frozen})" if why_frozen else ""),
+                    checks=[keeps_signature_bindings(func)],
+                    meta={"tool": name},
+                    origin=func,
+                ),
+                lambda p: ToolCodeBinding(self, slot),
+            )
         overridden = name in _overridden_tools(self.agent)
-        self._add(ROLE_TOOL_DESCRIPTION + name, Parameter(
-            f"{self.prefix}.tools.{name}.description", "text", tool.description, trainable=not overridden,
-            description=f"description of tool {name}, shown to agent {self.prefix}'s model"
-                        + (" (frozen: the workbench overrides it)" if overridden else ""),
-            checks=[_non_empty], meta={"tool": name}), lambda p: ToolDescriptionBinding(self, slot, p.name))
+        self._add(
+            ROLE_TOOL_DESCRIPTION + name,
+            Parameter(
+                f"{self.prefix}.tools.{name}.description",
+                "text",
+                tool.description,
+                trainable=not overridden,
+                description=f"description of tool {name}, shown to agent {self.prefix}'s model"
+                + (" (frozen: the workbench overrides it)" if overridden else ""),
+                checks=[_non_empty],
+                meta={"tool": name},
+            ),
+            lambda p: ToolDescriptionBinding(self, slot, p.name),
+        )
 
     def client_temperature(self) -> tuple[float, bool]:
         """(temperature, whether the client sets it), read from the client's saved config."""
@@ -191,8 +244,11 @@ class AgentParameters(BoundParameters):
         out: it is the provider's default, not a value of this workflow."""
         self.parameters()
         roles = dict(self.roles)
-        if not self.temperature.trainable and not self.client_temperature()[1] \
-                and "temperature" not in self.settings_override:
+        if (
+            not self.temperature.trainable
+            and not self.client_temperature()[1]
+            and "temperature" not in self.settings_override
+        ):
             roles.pop(ROLE_SETTING + "temperature", None)
         return roles
 
@@ -211,33 +267,40 @@ class AgentParameters(BoundParameters):
             first = messages[0] if messages else None
             sent = first.content if isinstance(first, SystemMessage) else ""
             if sent != value:
-                raise WriteBackError(f"{name}: the request carries system message {shorten(sent, 80)!r}, "
-                                     f"not the applied value {shorten(value, 80)!r}")
+                raise WriteBackError(
+                    f"{name}: the request carries system message {shorten(sent, 80)!r}, "
+                    f"not the applied value {shorten(value, 80)!r}"
+                )
             verified.append(name)
             expect.system = None
         for key, (name, value) in list(expect.settings.items()):
             if extra_create_args.get(key) != value:
-                raise WriteBackError(f"{name}: the request carries {key}={extra_create_args.get(key)!r}, "
-                                     f"not the applied value {value!r}")
+                raise WriteBackError(
+                    f"{name}: the request carries {key}={extra_create_args.get(key)!r}, not the applied value {value!r}"
+                )
             verified.append(name)
             del expect.settings[key]
         if tools:  # a request without tools (the reflection call) says nothing about descriptions
-            offered = {_tool_name(t): (t.get("description", "") if isinstance(t, dict) else t.description)
-                       for t in tools}
+            offered = {
+                _tool_name(t): (t.get("description", "") if isinstance(t, dict) else t.description) for t in tools
+            }
             for tool, (name, value) in list(expect.tool_descriptions.items()):
                 if tool not in offered:
                     continue
                 if offered[tool] != value:
-                    raise WriteBackError(f"{name}: the request offers tool {tool!r} with description "
-                                         f"{shorten(offered[tool], 80)!r}, not the applied value {shorten(value, 80)!r}")
+                    raise WriteBackError(
+                        f"{name}: the request offers tool {tool!r} with description "
+                        f"{shorten(offered[tool], 80)!r}, not the applied value {shorten(value, 80)!r}"
+                    )
                 verified.append(name)
                 del expect.tool_descriptions[tool]
         return verified
 
 
 # ----- discovery, the shape every adapter has -------------------------------------------------------
-def bound_parameters(obj: Any, *, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
-                     **options: Any) -> BoundParameters:
+def bound_parameters(
+    obj: Any, *, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, **options: Any
+) -> BoundParameters:
     """The parameters of an AgentChat agent or team with their bindings: a `BoundParameters`.
 
     ``obj``: an ``AssistantAgent`` (wrapped in an `OptoAgent` unless it is already: its values are
@@ -263,15 +326,18 @@ def bound_parameters(obj: Any, *, include: Iterable[str] | None = None, exclude:
         wrapper = wrapper_of(obj)  # wrapped before: the same bindings
         bound = (wrapper or OptoAgent(obj, **options)).params  # its client passes calls through outside runs
     else:
-        raise TypeError(f"expected an AgentChat AssistantAgent, team, OptoAgent or target, "
-                        f"got {type(obj).__module__}.{type(obj).__name__}")
+        raise TypeError(
+            f"expected an AgentChat AssistantAgent, team, OptoAgent or target, "
+            f"got {type(obj).__module__}.{type(obj).__name__}"
+        )
     if include is not None or exclude is not None:
         bound.freeze_except(select(bound.names(), include, exclude))
     return bound
 
 
-def parameters_of(obj: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
-                  **options: Any) -> list[Parameter]:
+def parameters_of(
+    obj: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, **options: Any
+) -> list[Parameter]:
     """The parameters ``include``/``exclude`` select (see `bound_parameters`, which wraps ``obj``),
     with their current values; nothing is frozen."""
     bound = bound_parameters(obj, **options)

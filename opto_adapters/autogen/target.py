@@ -65,13 +65,17 @@ def task_of(example: Any, task_key: str = "task") -> Any:
     if isinstance(example, dict):
         if task_key in example:
             return example[task_key]
-        raise KeyError(f"the example has no {task_key!r} field (its fields: {sorted(example)}); pass "
-                       f"task_key= to the target to say which field is the task")
+        raise KeyError(
+            f"the example has no {task_key!r} field (its fields: {sorted(example)}); pass "
+            f"task_key= to the target to say which field is the task"
+        )
     task = getattr(example, task_key, None)  # dspy.Example-like objects
     if isinstance(task, str):
         return task
-    raise TypeError(f"cannot make a task from a {type(example).__name__}; give a string, a message, or a dict "
-                    f"with a {task_key!r} field")
+    raise TypeError(
+        f"cannot make a task from a {type(example).__name__}; give a string, a message, or a dict "
+        f"with a {task_key!r} field"
+    )
 
 
 def _output_message_id(graph: Graph | None) -> str | None:
@@ -169,15 +173,26 @@ class AgentTarget(_Base):
     runs first, e.g. to rewind a replay client. Options for `OptoAgent` pass through.
     """
 
-    def __init__(self, agent: Any, *, task_key: str = "task", reset: bool = True, output: Any = None,
-                 max_graphs: int = 100, before_run: Any = None, **agent_options: Any) -> None:
+    def __init__(
+        self,
+        agent: Any,
+        *,
+        task_key: str = "task",
+        reset: bool = True,
+        output: Any = None,
+        max_graphs: int = 100,
+        before_run: Any = None,
+        **agent_options: Any,
+    ) -> None:
         super().__init__(task_key, reset, output, max_graphs, before_run)
         if isinstance(agent, OptoAgent):
             self.agent = agent
             include, exclude = agent_options.pop("include", None), agent_options.pop("exclude", None)
             if agent_options:
-                raise TypeError(f"{sorted(agent_options)} are options of a new OptoAgent; {agent.name!r} is wrapped "
-                                f"already (give include=/exclude= patterns instead)")
+                raise TypeError(
+                    f"{sorted(agent_options)} are options of a new OptoAgent; {agent.name!r} is wrapped "
+                    f"already (give include=/exclude= patterns instead)"
+                )
             if include is not None or exclude is not None:
                 agent.params.freeze_except(select(agent.params.names(), include, exclude))
         else:
@@ -227,14 +242,26 @@ class TeamTarget(_Base):
     every agent's model context and the next speaker are kept.
     """
 
-    def __init__(self, team: Any, *, task_key: str = "task", reset: bool = True, output: Any = None,
-                 max_graphs: int = 100, before_run: Any = None, include: Any = None, exclude: Any = None,
-                 system_templates: Mapping[str, Any] | None = None,
-                 template_values: Callable[[Any], Mapping[str, Mapping[str, Any]]] | None = None,
-                 **agent_options: Any) -> None:
+    def __init__(
+        self,
+        team: Any,
+        *,
+        task_key: str = "task",
+        reset: bool = True,
+        output: Any = None,
+        max_graphs: int = 100,
+        before_run: Any = None,
+        include: Any = None,
+        exclude: Any = None,
+        system_templates: Mapping[str, Any] | None = None,
+        template_values: Callable[[Any], Mapping[str, Mapping[str, Any]]] | None = None,
+        **agent_options: Any,
+    ) -> None:
         if not isinstance(team, BaseGroupChat):
-            raise TypeError(f"TeamTarget wraps an autogen_agentchat team (BaseGroupChat such as RoundRobinGroupChat "
-                            f"or SelectorGroupChat), got {type(team).__module__}.{type(team).__name__}")
+            raise TypeError(
+                f"TeamTarget wraps an autogen_agentchat team (BaseGroupChat such as RoundRobinGroupChat "
+                f"or SelectorGroupChat), got {type(team).__module__}.{type(team).__name__}"
+            )
         if _target_of(team) is not None:
             raise ValueError(f"team {team.name!r} is already wrapped; use wrap_team(team) to get its target")
         check_reregistrable(team)  # a team that ran on a runtime of its own can be wrapped; else a clear error
@@ -247,17 +274,23 @@ class TeamTarget(_Base):
             raise ValueError(f"team {team.name!r} has no AssistantAgent to wrap")
         unknown = sorted(set(self.system_templates) - set(self.agents))
         if unknown:
-            raise ValueError(f"system_templates names no wrapped agent: {unknown}; the agents are {sorted(self.agents)}")
+            raise ValueError(
+                f"system_templates names no wrapped agent: {unknown}; the agents are {sorted(self.agents)}"
+            )
         self.template_values = template_values
         # One write-back model over every agent's bindings: a team write is validated and rolled back as one.
-        self.bound = BoundParameters([(p, agent.params.binding(p.name)) for agent in self.agents.values()
-                                      for p in agent.params.parameters()], include=include, exclude=exclude)
+        self.bound = BoundParameters(
+            [(p, agent.params.binding(p.name)) for agent in self.agents.values() for p in agent.params.parameters()],
+            include=include,
+            exclude=exclude,
+        )
         self._log: ConversationLog | None = None
         self._infrastructure_cause: BaseException | None = None
         self.selector_client: RecordingClient | None = None
         if isinstance(team, SelectorGroupChat):
-            self.selector_client = RecordingClient(_compat.selector_client(team), agent="selector",
-                                                   session=self._selector_session, role="selector")
+            self.selector_client = RecordingClient(
+                _compat.selector_client(team), agent="selector", session=self._selector_session, role="selector"
+            )
             _compat.set_selector_client(team, self.selector_client)
         # Participants replaced after the runtime registered the originals: register again at the next run
         # (it needs the running loop; until then the old registration serves the same inner agents).
@@ -288,15 +321,24 @@ class TeamTarget(_Base):
     def _selector_session(self) -> tuple[ConversationLog, None] | None:
         return (self._log, None) if self._log is not None else None
 
-    def _recorded_run_stream(self, *, task: Any = None, cancellation_token: CancellationToken | None = None,
-                             output_task_messages: bool = True) -> AsyncIterator[Any]:
+    def _recorded_run_stream(
+        self,
+        *,
+        task: Any = None,
+        cancellation_token: CancellationToken | None = None,
+        output_task_messages: bool = True,
+    ) -> AsyncIterator[Any]:
         """``team.run_stream`` of the wrapped team (``team.run`` calls it): the recorded run, on the
         adapter's loop whichever loop iterates it (the user's own ``asyncio.run`` included)."""
-        return stream_on_adapter_loop(self._recorded_run(task=task, cancellation_token=cancellation_token,
-                                                         output_task_messages=output_task_messages))
+        return stream_on_adapter_loop(
+            self._recorded_run(
+                task=task, cancellation_token=cancellation_token, output_task_messages=output_task_messages
+            )
+        )
 
-    async def _recorded_run(self, *, task: Any, cancellation_token: CancellationToken | None,
-                            output_task_messages: bool) -> AsyncGenerator[Any, None]:
+    async def _recorded_run(
+        self, *, task: Any, cancellation_token: CancellationToken | None, output_task_messages: bool
+    ) -> AsyncGenerator[Any, None]:
         team = self.team
         # Wrapped after it ran (its runtime must hold the wrapped agents), or last run on another adapter
         # loop (a forked worker process, a stopped loop): register again on a fresh runtime and queue.
@@ -314,8 +356,9 @@ class TeamTarget(_Base):
             agent.bind(log)
         error: BaseException | None = None
         try:
-            async for item in type(team).run_stream(team, task=task, cancellation_token=cancellation_token,
-                                                    output_task_messages=output_task_messages):
+            async for item in type(team).run_stream(
+                team, task=task, cancellation_token=cancellation_token, output_task_messages=output_task_messages
+            ):
                 if isinstance(item, TaskResult):
                     _select_output(log, item, self.output)
                     log.meta["stop_reason"] = item.stop_reason
@@ -402,9 +445,11 @@ def wrap_team(team: Any, **options: Any) -> TeamTarget:
     if existing is not None:
         asked = dict(options.get("system_templates") or {})
         if asked and asked != existing.system_templates:
-            raise ValueError(f"this team was wrapped before (by TeamTarget, wrap_team or apply_values) with "
-                             f"system_templates={existing.system_templates}; its agents keep that wrapping: build "
-                             f"the team again to pass system_templates={asked}")
+            raise ValueError(
+                f"this team was wrapped before (by TeamTarget, wrap_team or apply_values) with "
+                f"system_templates={existing.system_templates}; its agents keep that wrapping: build "
+                f"the team again to pass system_templates={asked}"
+            )
         return existing
     return TeamTarget(team, **options)
 
@@ -430,8 +475,11 @@ def bound_of(obj: Any) -> BoundParameters:
 
     from opto_adapters.autogen.parameters import bound_parameters
 
-    warnings.warn("opto_adapters.autogen.bound_of is deprecated; use opto_adapters.autogen.bound_parameters",
-                  DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "opto_adapters.autogen.bound_of is deprecated; use opto_adapters.autogen.bound_parameters",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return bound_parameters(obj)
 
 

@@ -84,8 +84,10 @@ def calls_text(calls: Sequence[FunctionCall]) -> str:
 
 
 def results_text(results: Sequence[Any]) -> str:
-    return json.dumps([{"name": r.name, "content": r.content, **({"is_error": True} if r.is_error else {})}
-                       for r in results], ensure_ascii=False)
+    return json.dumps(
+        [{"name": r.name, "content": r.content, **({"is_error": True} if r.is_error else {})} for r in results],
+        ensure_ascii=False,
+    )
 
 
 def prompt_item(message: LLMMessage) -> PromptItem:
@@ -96,8 +98,9 @@ def prompt_item(message: LLMMessage) -> PromptItem:
         return PromptItem("user", content_text(message.content), message.source)
     if isinstance(message, AssistantMessage):
         if isinstance(message.content, list):
-            return PromptItem("assistant", calls_text(message.content), message.source,
-                              tuple(c.id for c in message.content))
+            return PromptItem(
+                "assistant", calls_text(message.content), message.source, tuple(c.id for c in message.content)
+            )
         return PromptItem("assistant", message.content, message.source)
     if isinstance(message, FunctionExecutionResultMessage):
         return PromptItem("tool", results_text(message.content), None, tuple(r.call_id for r in message.content))
@@ -117,8 +120,9 @@ def _prompt(log: ConversationLog, messages: Sequence[LLMMessage]) -> list[Prompt
     return items
 
 
-def message_record(message: BaseAgentEvent | BaseChatMessage, turn: int | None, *, final: bool = False
-                   ) -> MessageRecord | None:
+def message_record(
+    message: BaseAgentEvent | BaseChatMessage, turn: int | None, *, final: bool = False
+) -> MessageRecord | None:
     """A neutral record of an AgentChat message/event, or None for events that are no value
     (streaming chunks, speaker-selection notices)."""
     kind: str
@@ -145,8 +149,16 @@ def message_record(message: BaseAgentEvent | BaseChatMessage, turn: int | None, 
             text = message.to_text()
     else:
         return None
-    return MessageRecord(id=message.id, source=message.source, kind=kind, type=type(message).__name__,
-                         content=text, turn=turn, call_ids=call_ids, final=final)
+    return MessageRecord(
+        id=message.id,
+        source=message.source,
+        kind=kind,
+        type=type(message).__name__,
+        content=text,
+        turn=turn,
+        call_ids=call_ids,
+        final=final,
+    )
 
 
 # ----- the recording model client -------------------------------------------------------------
@@ -158,8 +170,9 @@ class RecordingClient(ChatCompletionClient):
     `AgentParameters`) supplies the per-agent settings to send and the write-back checks.
     """
 
-    def __init__(self, inner: ChatCompletionClient, *, agent: str, session: Session, parameters: Any = None,
-                 role: str = "agent") -> None:
+    def __init__(
+        self, inner: ChatCompletionClient, *, agent: str, session: Session, parameters: Any = None, role: str = "agent"
+    ) -> None:
         if isinstance(inner, RecordingClient):
             raise TypeError(f"the model client of {agent!r} is already recorded (wrapped twice?)")
         self.inner = inner
@@ -169,8 +182,9 @@ class RecordingClient(ChatCompletionClient):
         self.role = role
 
     # -- the recorded calls --
-    def _prepare(self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema],
-                 extra_create_args: Mapping[str, Any]) -> tuple[dict[str, Any], Any, list[str], BaseException | None]:
+    def _prepare(
+        self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema], extra_create_args: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], Any, list[str], BaseException | None]:
         extra = dict(extra_create_args)
         if self.parameters is not None:
             extra.update(self.parameters.settings_override)
@@ -186,9 +200,15 @@ class RecordingClient(ChatCompletionClient):
         if session is not None:
             log, turn = session
             record = log.new_llm_call(
-                agent=self.agent, prompt=_prompt(log, messages), tools=[_tool_name(t) for t in tools],
-                settings=self._settings(extra), model=self._model_name(), turn=turn.index if turn else None,
-                role=self.role, verified=verified)
+                agent=self.agent,
+                prompt=_prompt(log, messages),
+                tools=[_tool_name(t) for t in tools],
+                settings=self._settings(extra),
+                model=self._model_name(),
+                turn=turn.index if turn else None,
+                role=self.role,
+                verified=verified,
+            )
         return extra, record, verified, error
 
     @staticmethod
@@ -205,41 +225,68 @@ class RecordingClient(ChatCompletionClient):
         else:
             record.output = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in result.content]
             record.call_ids = tuple(c.id for c in result.content)
-        record.usage = {"prompt_tokens": result.usage.prompt_tokens,
-                        "completion_tokens": result.usage.completion_tokens}
+        record.usage = {
+            "prompt_tokens": result.usage.prompt_tokens,
+            "completion_tokens": result.usage.completion_tokens,
+        }
 
-    async def create(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = [],
-                     tool_choice: Any = "auto", json_output: Any = None,
-                     extra_create_args: Mapping[str, Any] = {},
-                     cancellation_token: CancellationToken | None = None) -> CreateResult:
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Any = "auto",
+        json_output: Any = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
         extra, record, _, error = self._prepare(messages, tools, extra_create_args)
         if error is not None:
             self._finish(record, None, error)
             raise error
         try:
-            result = await on_adapter_loop(self._create(  # the client's HTTP pool lives on that loop
-                messages, tools=tools, tool_choice=tool_choice, json_output=json_output, extra_create_args=extra,
-                cancellation_token=cancellation_token))
+            result = await on_adapter_loop(
+                self._create(  # the client's HTTP pool lives on that loop
+                    messages,
+                    tools=tools,
+                    tool_choice=tool_choice,
+                    json_output=json_output,
+                    extra_create_args=extra,
+                    cancellation_token=cancellation_token,
+                )
+            )
         except BaseException as exc:
             self._finish(record, None, exc)
             raise
         self._finish(record, result, None)
         return result
 
-    async def create_stream(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = [],
-                            tool_choice: Any = "auto", json_output: Any = None,
-                            extra_create_args: Mapping[str, Any] = {},
-                            cancellation_token: CancellationToken | None = None
-                            ) -> AsyncGenerator[str | CreateResult, None]:
+    async def create_stream(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Any = "auto",
+        json_output: Any = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> AsyncGenerator[str | CreateResult, None]:
         extra, record, _, error = self._prepare(messages, tools, extra_create_args)
         if error is not None:
             self._finish(record, None, error)
             raise error
         result: CreateResult | None = None
         try:
-            async for chunk in stream_on_adapter_loop(self._create_stream(
-                    messages, tools=tools, tool_choice=tool_choice, json_output=json_output, extra_create_args=extra,
-                    cancellation_token=cancellation_token)):
+            async for chunk in stream_on_adapter_loop(
+                self._create_stream(
+                    messages,
+                    tools=tools,
+                    tool_choice=tool_choice,
+                    json_output=json_output,
+                    extra_create_args=extra,
+                    cancellation_token=cancellation_token,
+                )
+            ):
                 if isinstance(chunk, CreateResult):
                     result = chunk
                 yield chunk
@@ -256,8 +303,9 @@ class RecordingClient(ChatCompletionClient):
         await renew_http_pool(self.inner)
         return await self.inner.create(messages, **kwargs)
 
-    async def _create_stream(self, messages: Sequence[LLMMessage], **kwargs: Any
-                             ) -> AsyncGenerator[str | CreateResult, None]:
+    async def _create_stream(
+        self, messages: Sequence[LLMMessage], **kwargs: Any
+    ) -> AsyncGenerator[str | CreateResult, None]:
         """The inner client's ``create_stream``, iterated on the adapter's loop."""
         await renew_http_pool(self.inner)
         async for chunk in self.inner.create_stream(messages, **kwargs):
@@ -322,10 +370,24 @@ def _tool_name(tool: Any) -> str:
 
 
 #: Config fields of a model client that say where and how to connect, not what to ask: never recorded.
-_CONNECTION_FIELDS = {"api_key", "base_url", "organization", "timeout", "max_retries", "default_headers",
-                      "model_info", "model_capabilities", "add_name_prefixes", "include_name_in_message",
-                      "azure_endpoint", "azure_deployment", "api_version", "azure_ad_token", "azure_ad_token_provider",
-                      "chat_completions"}
+_CONNECTION_FIELDS = {
+    "api_key",
+    "base_url",
+    "organization",
+    "timeout",
+    "max_retries",
+    "default_headers",
+    "model_info",
+    "model_capabilities",
+    "add_name_prefixes",
+    "include_name_in_message",
+    "azure_endpoint",
+    "azure_deployment",
+    "api_version",
+    "azure_ad_token",
+    "azure_ad_token_provider",
+    "chat_completions",
+}
 
 
 def client_config(client: Any) -> dict[str, Any]:
@@ -372,10 +434,17 @@ class TurnObserver:
                 self.arguments[call.id] = call.arguments
         if isinstance(item, ToolCallExecutionEvent):
             for result in item.content:
-                self.log.add_tool_run(ToolRunRecord(
-                    agent=self.agent, turn=self.turn.index, call_id=result.call_id, name=result.name,
-                    arguments=self.arguments.get(result.call_id, ""), result=result.content,
-                    is_error=bool(result.is_error)))
+                self.log.add_tool_run(
+                    ToolRunRecord(
+                        agent=self.agent,
+                        turn=self.turn.index,
+                        call_id=result.call_id,
+                        name=result.name,
+                        arguments=self.arguments.get(result.call_id, ""),
+                        result=result.content,
+                        is_error=bool(result.is_error),
+                    )
+                )
         self._message(item, final=False)
 
     def _message(self, message: BaseAgentEvent | BaseChatMessage, *, final: bool) -> None:

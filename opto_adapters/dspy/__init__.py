@@ -21,6 +21,19 @@ from opto_adapters.dspy.target import ExampleError, ProgramTarget
 from opto_adapters.dspy.teleprompter import OptimizationStopped, OptoTeleprompter
 from opto_adapters.dspy.tracing import DSPyTracer
 
-__all__ = ["DSPyTracer", "ExampleError", "MetricError", "OptimizationStopped", "OptoTeleprompter",
-           "ProgramParameters", "ProgramTarget", "adapt_metric", "apply_values", "bound_parameters", "load_optimized",
-           "parameters_of", "save_optimized", "sidecar_path"]
+__all__ = [
+    "DSPyTracer",
+    "ExampleError",
+    "MetricError",
+    "OptimizationStopped",
+    "OptoTeleprompter",
+    "ProgramParameters",
+    "ProgramTarget",
+    "adapt_metric",
+    "apply_values",
+    "bound_parameters",
+    "load_optimized",
+    "parameters_of",
+    "save_optimized",
+    "sidecar_path",
+]

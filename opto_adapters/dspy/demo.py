@@ -30,8 +30,11 @@ def agent_policy(call: LMCall) -> dict[str, Any]:
         if "observation_0" in call.inputs.get("trajectory", ""):
             return {"next_thought": "I have the tool's result.", "next_tool_name": "finish", "next_tool_args": {}}
         numbers = re.findall(r"-?\d+(?:\.\d+)?", call.inputs.get("question", ""))
-        return {"next_thought": "I will convert with the tool.", "next_tool_name": "to_fahrenheit",
-                "next_tool_args": {"celsius": float(numbers[0]) if numbers else 0.0}}
+        return {
+            "next_thought": "I will convert with the tool.",
+            "next_tool_name": "to_fahrenheit",
+            "next_tool_args": {"celsius": float(numbers[0]) if numbers else 0.0},
+        }
     found = re.findall(r"\[\[ ## observation_0 ## \]\]\n(.*)", call.inputs.get("trajectory", ""))
     try:
         value = float(found[0])
@@ -54,10 +57,14 @@ def metric(gold: Any, pred: Any, trace: Any = None) -> Any:
         return dspy.Prediction(score=1.0, feedback="Correct.")
     numbers = re.findall(r"-?\d+(?:\.\d+)?", answer)
     if numbers and abs(float(numbers[0]) - float(gold.answer)) < 0.05:
-        return dspy.Prediction(score=0.5, feedback=f"The value is right but the answer must be just the number with "
-                                                   f"one decimal place, like {gold.answer!r}; got {answer!r}.")
-    return dspy.Prediction(score=0.0, feedback=f"Wrong value: {gold.question} should be {gold.answer} F; "
-                                               f"got {answer!r}.")
+        return dspy.Prediction(
+            score=0.5,
+            feedback=f"The value is right but the answer must be just the number with "
+            f"one decimal place, like {gold.answer!r}; got {answer!r}.",
+        )
+    return dspy.Prediction(
+        score=0.0, feedback=f"Wrong value: {gold.question} should be {gold.answer} F; got {answer!r}."
+    )
 
 
 def build_agent() -> Any:
@@ -65,8 +72,10 @@ def build_agent() -> Any:
 
 
 def examples(values: tuple[float, ...]) -> list[Any]:
-    return [dspy.Example(question=f"What is {c:g} C in Fahrenheit?", answer=expected(c)).with_inputs("question")
-            for c in values]
+    return [
+        dspy.Example(question=f"What is {c:g} C in Fahrenheit?", answer=expected(c)).with_inputs("question")
+        for c in values
+    ]
 
 
 def build_demo() -> tuple[ProgramTarget, list[Any], Callable[[Any, Any], Any]]:

@@ -38,11 +38,14 @@ def metric_arity(metric: Callable[..., Any]) -> int:
     variadic = any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values())
     required = sum(p.default is p.empty for p in positional)
     if len(positional) < 2 and not variadic:
-        raise TypeError(f"the metric {_name(metric)} must accept (example, prediction[, trace]); its signature is "
-                        f"{signature}")
+        raise TypeError(
+            f"the metric {_name(metric)} must accept (example, prediction[, trace]); its signature is {signature}"
+        )
     if required > 5:
-        raise TypeError(f"the metric {_name(metric)} requires {required} arguments; DSPy metrics take at most 5 "
-                        "(gold, pred, trace, pred_name, pred_trace)")
+        raise TypeError(
+            f"the metric {_name(metric)} requires {required} arguments; DSPy metrics take at most 5 "
+            "(gold, pred, trace, pred_name, pred_trace)"
+        )
     return max(2, required)
 
 
@@ -56,12 +59,16 @@ def _score(value: Any, metric: Callable[..., Any], example: Any) -> float:
     if isinstance(value, numbers.Real):
         number = float(value)
         if not math.isfinite(number):
-            raise MetricError(f"the metric {_name(metric)} returned {number} for the example {shorten(repr(example), 160)}; "
-                              "a score must be a finite number")
+            raise MetricError(
+                f"the metric {_name(metric)} returned {number} for the example {shorten(repr(example), 160)}; "
+                "a score must be a finite number"
+            )
         return number
-    raise MetricError(f"the metric {_name(metric)} returned {type(value).__name__} {shorten(repr(value), 80)} for the "
-                      f"example {shorten(repr(example), 160)}; expected a bool, a number, or dspy.Prediction(score=..., "
-                      "feedback=...)")
+    raise MetricError(
+        f"the metric {_name(metric)} returned {type(value).__name__} {shorten(repr(value), 80)} for the "
+        f"example {shorten(repr(example), 160)}; expected a bool, a number, or dspy.Prediction(score=..., "
+        "feedback=...)"
+    )
 
 
 def _label_text(example: Any, prediction: Any) -> str:
@@ -79,8 +86,9 @@ def _label_text(example: Any, prediction: Any) -> str:
     return f"Expected {expected}" + (f"; the program gave {got}." if got else ".")
 
 
-def to_feedback(result: Any, example: Any, prediction: Any, metric: Callable[..., Any],
-                label_feedback: bool = True) -> Feedback:
+def to_feedback(
+    result: Any, example: Any, prediction: Any, metric: Callable[..., Any], label_feedback: bool = True
+) -> Feedback:
     """A metric's return value as `Feedback` (score and text)."""
     text = ""
     if isinstance(result, (bool, numbers.Real)):
@@ -107,8 +115,10 @@ def adapt_metric(metric: Callable[..., Any], *, label_feedback: bool = True) -> 
         try:
             result = metric(example, prediction, *([None] * (arity - 2)))
         except Exception as exc:
-            raise MetricError(f"the metric {_name(metric)} raised {type(exc).__name__}: {exc} on the example "
-                              f"{shorten(repr(example), 160)}") from exc
+            raise MetricError(
+                f"the metric {_name(metric)} raised {type(exc).__name__}: {exc} on the example "
+                f"{shorten(repr(example), 160)}"
+            ) from exc
         return to_feedback(result, example, prediction, metric, label_feedback)
 
     feedback_fn.__name__ = f"feedback_from_{_name(metric)}"

@@ -54,11 +54,25 @@ SIDECAR_FORMAT = "opto-dspy/1"
 DEFAULT_LM_BOUNDS: dict[str, tuple[float, float]] = {"temperature": (0.0, 2.0), "max_tokens": (16, 16384)}
 _DEMO_EXTRA_KEYS = {"augmented"}
 #: Attributes optimizers attach to a compiled program (results, not structure): never searched for parts.
-RESULT_ATTRIBUTES = {"candidate_programs", "opto_history", "opto_result", "trial_logs", "detailed_results",
-                     "score", "opto_report"}
+RESULT_ATTRIBUTES = {
+    "candidate_programs",
+    "opto_history",
+    "opto_result",
+    "trial_logs",
+    "detailed_results",
+    "score",
+    "opto_report",
+}
 
-__all__ = ["DEFAULT_LM_BOUNDS", "ProgramParameters", "UNSET_DEFAULTS", "bound_parameters", "module_path",
-           "parameters_of", "sub_modules"]
+__all__ = [
+    "DEFAULT_LM_BOUNDS",
+    "ProgramParameters",
+    "UNSET_DEFAULTS",
+    "bound_parameters",
+    "module_path",
+    "parameters_of",
+    "sub_modules",
+]
 
 
 def module_path(path: str, root: str = "") -> str:
@@ -113,9 +127,16 @@ class ProgramParameters(BoundParameters):
     matches nothing is an error listing the real names.
     """
 
-    def __init__(self, program: Any, *, include: list[str] | None = None, exclude: list[str] | None = None,
-                 optimize_lm_settings: bool = True, optimize_demos: bool = True,
-                 lm_bounds: dict[str, tuple[float, float]] | None = None) -> None:
+    def __init__(
+        self,
+        program: Any,
+        *,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        optimize_lm_settings: bool = True,
+        optimize_demos: bool = True,
+        lm_bounds: dict[str, tuple[float, float]] | None = None,
+    ) -> None:
         if not isinstance(program, dspy.Module):
             raise TypeError(f"expected a dspy.Module (a DSPy program), got {type(program).__name__}")
         self.program = program
@@ -127,7 +148,8 @@ class ProgramParameters(BoundParameters):
         if not self.predictors:
             raise ValueError(
                 f"the program {type(program).__name__} has no predictors (dspy.Predict, ChainOfThought, ReAct, ...) "
-                "to optimize; note that sub-modules marked compiled (_compiled=True) are frozen by DSPy")
+                "to optimize; note that sub-modules marked compiled (_compiled=True) are frozen by DSPy"
+            )
         self.skipped: dict[str, str] = {}  # parameters that could not be made, and why
         self._react_of_tool: dict[int, tuple[str, Any]] = {}
         self.tools: list[tuple[str, Any]] = self._find_tools()
@@ -165,10 +187,19 @@ class ProgramParameters(BoundParameters):
         self._instructions(name, predictor)
         for field_name in predictor.signature.output_fields:
             binding = SignatureBinding(predictor, field_name)
-            self._bind(Parameter(f"{name}.fields.{field_name}.desc", "text", binding.read(),
-                                 description=f"the description of the output field `{field_name}` shown in the "
-                                             "prompt (empty: none)", meta={"field": field_name}),
-                       binding, predictor, "format", f"{field_name}.desc")
+            self._bind(
+                Parameter(
+                    f"{name}.fields.{field_name}.desc",
+                    "text",
+                    binding.read(),
+                    description=f"the description of the output field `{field_name}` shown in the prompt (empty: none)",
+                    meta={"field": field_name},
+                ),
+                binding,
+                predictor,
+                "format",
+                f"{field_name}.desc",
+            )
         self._demos(name, predictor)
         if self.optimize_lm_settings:
             self._lm_setting(name, predictor, "temperature", "float")
@@ -183,17 +214,26 @@ class ProgramParameters(BoundParameters):
                 raise ValueError("the instructions must not be empty")
             missing = [t.name for t in tools if t.name not in value]
             if missing:
-                raise ValueError(f"the ReAct instructions must keep listing the tools {missing} (they are the "
-                                 "only tools the agent can call)")
+                raise ValueError(
+                    f"the ReAct instructions must keep listing the tools {missing} (they are the "
+                    "only tools the agent can call)"
+                )
             return value
 
         description = "the task instructions of this predictor (the objective in its prompt)"
         if tools:
-            description = ("the ReAct agent's instructions; they list the tools with their descriptions "
-                           "(a tool's .desc parameter rewrites its line)")
+            description = (
+                "the ReAct agent's instructions; they list the tools with their descriptions "
+                "(a tool's .desc parameter rewrites its line)"
+            )
         binding = SignatureBinding(predictor)
-        self._bind(Parameter(f"{name}.instructions", "text", binding.read(), description=description,
-                             checks=[check]), binding, predictor, "format", "instructions")
+        self._bind(
+            Parameter(f"{name}.instructions", "text", binding.read(), description=description, checks=[check]),
+            binding,
+            predictor,
+            "format",
+            "instructions",
+        )
 
     def _demos(self, name: str, predictor: Any) -> None:
         allowed = set(predictor.signature.fields) | _DEMO_EXTRA_KEYS
@@ -211,16 +251,29 @@ class ProgramParameters(BoundParameters):
                     raise ValueError(f"demo {index} must be a non-empty JSON object of field values")
                 unknown = sorted(set(demo) - allowed)
                 if unknown:
-                    raise ValueError(f"demo {index} has keys {unknown} that are not fields of the signature "
-                                     f"(fields: {sorted(allowed - _DEMO_EXTRA_KEYS)})")
+                    raise ValueError(
+                        f"demo {index} has keys {unknown} that are not fields of the signature "
+                        f"(fields: {sorted(allowed - _DEMO_EXTRA_KEYS)})"
+                    )
                 if not inputs & set(demo):
                     raise ValueError(f"demo {index} has none of the input fields {sorted(inputs)}")
             return value
 
-        self._bind(Parameter(f"{name}.demos", "json", value, trainable=self.optimize_demos, checks=[check],
-                             description="few-shot examples shown before the input: a list of objects with the "
-                                         f"signature's fields ({', '.join(predictor.signature.fields)})"),
-                   binding, predictor, "format", "demos")
+        self._bind(
+            Parameter(
+                f"{name}.demos",
+                "json",
+                value,
+                trainable=self.optimize_demos,
+                checks=[check],
+                description="few-shot examples shown before the input: a list of objects with the "
+                f"signature's fields ({', '.join(predictor.signature.fields)})",
+            ),
+            binding,
+            predictor,
+            "format",
+            "demos",
+        )
 
     def _lm_setting(self, name: str, predictor: Any, key: str, kind: str) -> None:
         lower, upper = self.lm_bounds[key]
@@ -239,8 +292,21 @@ class ProgramParameters(BoundParameters):
         if not known:
             description += f" (unset: the provider's default applies; shown as {UNSET_DEFAULTS[key]})"
         description += why
-        self._bind(Parameter(f"{name}.lm.{key}", kind, binding.read(), description=description, lower=lower,
-                             upper=upper, meta={"unset": not known}), binding, predictor, "lm", key)
+        self._bind(
+            Parameter(
+                f"{name}.lm.{key}",
+                kind,
+                binding.read(),
+                description=description,
+                lower=lower,
+                upper=upper,
+                meta={"unset": not known},
+            ),
+            binding,
+            predictor,
+            "lm",
+            key,
+        )
 
     def _lm_config(self, name: str, predictor: Any) -> None:
         owned = tuple(DEFAULT_LM_BOUNDS) if self.optimize_lm_settings else ()
@@ -256,9 +322,18 @@ class ProgramParameters(BoundParameters):
                 raise ValueError("the LM config must be a JSON object of settings")
             return value
 
-        self.add(Parameter(f"{name}.lm.config", "json", value, trainable=False, checks=[check],
-                           description="the other LM settings of this predictor (DSPy's Predict.config: n, stop, "
-                                       "...): kept and deployed, never optimized"), binding)
+        self.add(
+            Parameter(
+                f"{name}.lm.config",
+                "json",
+                value,
+                trainable=False,
+                checks=[check],
+                description="the other LM settings of this predictor (DSPy's Predict.config: n, stop, "
+                "...): kept and deployed, never optimized",
+            ),
+            binding,
+        )
 
     def _tools_of_react_predictor(self, predictor: Any) -> list[Any]:
         for _, react in self._react_of_tool.values():
@@ -274,14 +349,20 @@ class ProgramParameters(BoundParameters):
             source = function_source(original)
         except (SourceUnavailable, TypeError, AttributeError):
             source = None
-            self.skipped[f"{label}.code"] = "the tool's function has no readable Python source (a builtin or a " \
-                                            "callable object)"
+            self.skipped[f"{label}.code"] = (
+                "the tool's function has no readable Python source (a builtin or a callable object)"
+            )
         if source is not None:
             check = keeps_signature_bindings(original)  # the arguments the LM is shown come from the signature
             try:
-                code = Parameter(f"{label}.code", "code", source, checks=[check], origin=original,
-                                 description=f"the Python source of the tool `{tool.name}` (called with the LM's "
-                                             "arguments)")
+                code = Parameter(
+                    f"{label}.code",
+                    "code",
+                    source,
+                    checks=[check],
+                    origin=original,
+                    description=f"the Python source of the tool `{tool.name}` (called with the LM's arguments)",
+                )
             except InvalidValue as exc:  # a lambda: its source is an expression, not one function
                 self.skipped[f"{label}.code"] = exc.reason
             else:
@@ -294,9 +375,14 @@ class ProgramParameters(BoundParameters):
 
         where = " (ReAct lists it in the agent's instructions)" if react is not None else ""
         binding = ToolDescBinding(tool, react[1] if react is not None else None)
-        parameter = Parameter(f"{label}.desc", "text", binding.read(), checks=[check_desc],
-                              description=f"the description of the tool `{tool.name}` shown to the LM{where}",
-                              meta={"react": react[0] if react else None})
+        parameter = Parameter(
+            f"{label}.desc",
+            "text",
+            binding.read(),
+            checks=[check_desc],
+            description=f"the description of the tool `{tool.name}` shown to the LM{where}",
+            meta={"react": react[0] if react else None},
+        )
         self._bind(parameter, binding, tool, "format", f"tools.{tool.name}.desc")  # read by prompts, not the tool
         if react is not None:  # ReAct shows the description in its react predictor's prompt
             self._links.setdefault(id(react[1].react), []).append(("format", f"tools.{tool.name}.desc", parameter))
@@ -317,25 +403,35 @@ class ProgramParameters(BoundParameters):
     # ----- deployment ----------------------------------------------------------------------------------
     def sidecar(self) -> dict[str, Any]:
         """Every value (``opto-values/1``), the LM configs DSPy's own JSON does not keep included."""
-        return document(self.values(trainable_only=False), {
-            "framework": FRAMEWORK, "framework_version": getattr(dspy, "__version__", "?"),
-            "program": type(self.program).__name__})
+        return document(
+            self.values(trainable_only=False),
+            {
+                "framework": FRAMEWORK,
+                "framework_version": getattr(dspy, "__version__", "?"),
+                "program": type(self.program).__name__,
+            },
+        )
 
     def load_sidecar(self, data: Any, source: str = "sidecar", parameters: Any = None) -> dict[str, Any]:
         """Validate and write back every value of a sidecar (old ``opto-dspy/1`` or ``opto-values/1``);
         ``parameters`` are your own `Parameter` objects saved with it."""
         if isinstance(data, dict) and data.get("format") == SIDECAR_FORMAT:
-            saved = SavedValues(data.get("values") or {}, {"framework": FRAMEWORK,
-                                                            "lm_config": data.get("lm_config") or {}})
+            saved = SavedValues(
+                data.get("values") or {}, {"framework": FRAMEWORK, "lm_config": data.get("lm_config") or {}}
+            )
         else:
             saved = from_document(data, source)
         values = {**self._old_lm_config(saved.meta.get("lm_config") or {}), **saved}
         try:
             return apply_saved(self, SavedValues(values, saved.meta), framework=FRAMEWORK, parameters=parameters)
         except UnknownParameters as exc:
-            raise UnknownParameters(f"{source} names parameters this program does not have (was it saved from a "
-                                    "program of another structure? A Parameter of your own is passed with "
-                                    "parameters=[...]):", exc.unknown, exc.known) from None
+            raise UnknownParameters(
+                f"{source} names parameters this program does not have (was it saved from a "
+                "program of another structure? A Parameter of your own is passed with "
+                "parameters=[...]):",
+                exc.unknown,
+                exc.known,
+            ) from None
 
     def _old_lm_config(self, lm_config: dict[str, Any]) -> dict[str, Any]:
         """Sidecars before ``<p>.lm.config`` kept whole ``Predict.config``s in ``meta["lm_config"]``:
@@ -352,8 +448,9 @@ class ProgramParameters(BoundParameters):
 
 
 # ----- discovery, the shape every adapter has ----------------------------------------------------------
-def bound_parameters(program: Any, *, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
-                     **options: Any) -> ProgramParameters:
+def bound_parameters(
+    program: Any, *, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, **options: Any
+) -> ProgramParameters:
     """Every parameter of a DSPy program with its binding (write-back with undo): a `BoundParameters`.
 
     ``include``/``exclude``: names or globs, the core's rule (left out: frozen, still in the graph).
@@ -368,8 +465,9 @@ def bound_parameters(program: Any, *, include: Iterable[str] | None = None, excl
     return ProgramParameters(program, include=include, exclude=exclude, **options)
 
 
-def parameters_of(program: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
-                  **options: Any) -> list[Parameter]:
+def parameters_of(
+    program: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, **options: Any
+) -> list[Parameter]:
     """The parameters ``include``/``exclude`` select (see `bound_parameters`), with their current values."""
     bound = bound_parameters(program, **options)
     chosen = select(bound.names(), include, exclude)

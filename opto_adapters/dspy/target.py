@@ -24,8 +24,15 @@ from opto_core.engine.target import BoundTarget
 from opto_core.kernel.graph import META_DURATION, META_USAGE, Graph
 
 #: Thread-local DSPy settings that belong to one call, never carried into another thread's run.
-_CALL_SCOPED = {"trace", "usage_tracker", "caller_modules", "caller_predict", "send_stream", "callbacks",
-                "stream_listeners"}
+_CALL_SCOPED = {
+    "trace",
+    "usage_tracker",
+    "caller_modules",
+    "caller_predict",
+    "send_stream",
+    "callbacks",
+    "stream_listeners",
+}
 
 
 class ExampleError(ValueError):
@@ -42,16 +49,30 @@ class ProgramTarget(BoundTarget):
     framework = FRAMEWORK
     framework_version = getattr(dspy, "__version__", "")
 
-    def __init__(self, program: Any, *, parameters: ProgramParameters | None = None,
-                 include: list[str] | None = None, exclude: list[str] | None = None,
-                 optimize_lm_settings: bool = True, optimize_demos: bool = True,
-                 lm_bounds: dict[str, tuple[float, float]] | None = None, lm: Any = None,
-                 input_keys: Sequence[str] | None = None, name: str | None = None,
-                 context: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        program: Any,
+        *,
+        parameters: ProgramParameters | None = None,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        optimize_lm_settings: bool = True,
+        optimize_demos: bool = True,
+        lm_bounds: dict[str, tuple[float, float]] | None = None,
+        lm: Any = None,
+        input_keys: Sequence[str] | None = None,
+        name: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
         self.program = program
-        self.bound = self.params = parameters or ProgramParameters(program, include=include, exclude=exclude,
-                                                      optimize_lm_settings=optimize_lm_settings,
-                                                      optimize_demos=optimize_demos, lm_bounds=lm_bounds)
+        self.bound = self.params = parameters or ProgramParameters(
+            program,
+            include=include,
+            exclude=exclude,
+            optimize_lm_settings=optimize_lm_settings,
+            optimize_demos=optimize_demos,
+            lm_bounds=lm_bounds,
+        )
         self.input_keys = list(input_keys) if input_keys is not None else None
         self.name = name or type(program).__name__
         captured = context_overrides() if context is None else dict(context)
@@ -79,22 +100,27 @@ class ProgramTarget(BoundTarget):
         elif isinstance(example, dict):
             keys, data = None, dict(example)
         else:
-            raise ExampleError(f"an example must be a dspy.Example or a dict, got {type(example).__name__}: "
-                               f"{example!r:.120}")
+            raise ExampleError(
+                f"an example must be a dspy.Example or a dict, got {type(example).__name__}: {example!r:.120}"
+            )
         if self.input_keys is not None:
             keys = self.input_keys
         elif keys is None and isinstance(example, dspy.Example):
             suggested = [k for k in self._program_inputs() if k in data] or list(data)[:1]
             call = ", ".join(repr(k) for k in suggested)
-            raise ExampleError(f"the example does not say which fields are inputs: call .with_inputs({call}) on "
-                               f"it (the other fields are labels: the metric and the optimizer's feedback read "
-                               f"them, the program never sees them), or pass input_keys=[{call}] "
-                               f"(example: {example!r:.120})")
+            raise ExampleError(
+                f"the example does not say which fields are inputs: call .with_inputs({call}) on "
+                f"it (the other fields are labels: the metric and the optimizer's feedback read "
+                f"them, the program never sees them), or pass input_keys=[{call}] "
+                f"(example: {example!r:.120})"
+            )
         if keys is None:
             keys = [k for k in self._program_inputs() if k in data]
             if not keys:
-                raise ExampleError(f"cannot tell which fields of the example are inputs: call "
-                                   f"example.with_inputs(...) or pass input_keys= (example: {example!r:.120})")
+                raise ExampleError(
+                    f"cannot tell which fields of the example are inputs: call "
+                    f"example.with_inputs(...) or pass input_keys= (example: {example!r:.120})"
+                )
         missing = [k for k in keys if k not in data]
         if missing:
             raise ExampleError(f"the example lacks the input fields {missing}: {example!r:.160}")
@@ -147,10 +173,12 @@ class ProgramTarget(BoundTarget):
         """What to try when feedback does not reach ``parameter``, in DSPy's terms (for `opto_core.coverage`)."""
         if cause != "off_path":
             return None
-        return (f"what the predictor of {parameter.name} produced was not found in the later steps' inputs nor in "
-                f"the output: a value your forward() changes before handing it on (rounded, a bool or a short number inside a sentence) "
-                f"cannot be matched to the step that made it; hand the field on as it is or with str() (an f-string "
-                f"that holds a longer value works too), or return it in the dspy.Prediction")
+        return (
+            f"what the predictor of {parameter.name} produced was not found in the later steps' inputs nor in "
+            f"the output: a value your forward() changes before handing it on (rounded, a bool or a short number inside a sentence) "
+            f"cannot be matched to the step that made it; hand the field on as it is or with str() (an f-string "
+            f"that holds a longer value works too), or return it in the dspy.Prediction"
+        )
 
     @contextlib.contextmanager
     def _traced(self, tracer: DSPyTracer) -> Iterator[Any]:
@@ -174,11 +202,14 @@ class ProgramTarget(BoundTarget):
         graph.meta[META_DURATION] = round(time.time() - started, 4)
         if usage is not None:
             by_model = usage.get_total_tokens()
-            graph.meta[META_USAGE] = {key: sum(int(u.get(key) or 0) for u in by_model.values())
-                                      for key in ("prompt_tokens", "completion_tokens")}
+            graph.meta[META_USAGE] = {
+                key: sum(int(u.get(key) or 0) for u in by_model.values())
+                for key in ("prompt_tokens", "completion_tokens")
+            }
             if by_model:
-                graph.meta["usage_by_model"] = {m: {k: u.get(k) for k in ("prompt_tokens", "completion_tokens")}
-                                                for m, u in by_model.items()}
+                graph.meta["usage_by_model"] = {
+                    m: {k: u.get(k) for k in ("prompt_tokens", "completion_tokens")} for m, u in by_model.items()
+                }
         if tracer.errors:
             graph.meta.setdefault("trace_errors", list(tracer.errors))
         if not isinstance(output, BaseException):

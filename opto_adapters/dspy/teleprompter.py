@@ -70,13 +70,26 @@ class OptoTeleprompter(Teleprompter):
     sampling); ``optimizer`` is a factory ``(parameters, llm) -> Optimizer`` to use another one.
     """
 
-    def __init__(self, metric: Callable[..., Any] | None = None, llm: Any = None, *,
-                 settings: Settings | None = None, auto: str | None = None, log_dir: str | None = None,
-                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                 optimize_lm_settings: bool = True, optimize_demos: bool = True,
-                 lm_bounds: dict[str, tuple[float, float]] | None = None, label_feedback: bool = True,
-                 token_budget: int = 8000, temperature: float | None = None, max_answer_tokens: int | None = None,
-                 optimizer: Callable[..., Any] | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        metric: Callable[..., Any] | None = None,
+        llm: Any = None,
+        *,
+        settings: Settings | None = None,
+        auto: str | None = None,
+        log_dir: str | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        optimize_lm_settings: bool = True,
+        optimize_demos: bool = True,
+        lm_bounds: dict[str, tuple[float, float]] | None = None,
+        label_feedback: bool = True,
+        token_budget: int = 8000,
+        temperature: float | None = None,
+        max_answer_tokens: int | None = None,
+        optimizer: Callable[..., Any] | None = None,
+        **overrides: Any,
+    ) -> None:
         super().__init__()
         if metric is not None and not callable(metric):
             raise TypeError(f"metric must be callable, got {type(metric).__name__}")
@@ -100,8 +113,16 @@ class OptoTeleprompter(Teleprompter):
             return getattr(settings, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def compile(self, student: Any, *, trainset: Sequence[Any], valset: Sequence[Any] | None = None,
-                teacher: Any = None, metric: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+    def compile(
+        self,
+        student: Any,
+        *,
+        trainset: Sequence[Any],
+        valset: Sequence[Any] | None = None,
+        teacher: Any = None,
+        metric: Callable[..., Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Return an optimized copy of ``student`` (which is left untouched)."""
         from opto_core.engine.loop import optimize
 
@@ -119,9 +140,15 @@ class OptoTeleprompter(Teleprompter):
         if teacher is not None:
             log.warning("OptoTeleprompter does not use a teacher program; it is ignored")
         program = student.deepcopy()
-        target = ProgramTarget(program, include=self.include, exclude=self.exclude,
-                               optimize_lm_settings=self.optimize_lm_settings, optimize_demos=self.optimize_demos,
-                               lm_bounds=self.lm_bounds, name=type(student).__name__)
+        target = ProgramTarget(
+            program,
+            include=self.include,
+            exclude=self.exclude,
+            optimize_lm_settings=self.optimize_lm_settings,
+            optimize_demos=self.optimize_demos,
+            lm_bounds=self.lm_bounds,
+            name=type(student).__name__,
+        )
         for label, examples in (("trainset", trainset), ("valset", list(valset or []))):
             for index, example in enumerate(examples):
                 try:
@@ -131,12 +158,13 @@ class OptoTeleprompter(Teleprompter):
         if target.context.get("lm") is None and dspy.settings.lm is None:
             without = [name for name, predictor in target.params.predictors if predictor.lm is None]
             if without:
-                raise ValueError(f"no LM for the predictors {without}: set one with dspy.configure(lm=dspy.LM(...)), "
-                                 "with dspy.context(lm=...) around compile, or with program.set_lm(...)")
+                raise ValueError(
+                    f"no LM for the predictors {without}: set one with dspy.configure(lm=dspy.LM(...)), "
+                    "with dspy.context(lm=...) around compile, or with program.set_lm(...)"
+                )
         optimizer = self._optimizer(target)
         settings = self.run_settings()
-        result = optimize(target, trainset, feedback_fn, optimizer, list(valset) if valset else None,
-                          settings=settings)
+        result = optimize(target, trainset, feedback_fn, optimizer, list(valset) if valset else None, settings=settings)
         run_dir = settings.run_dir
         program.score = result.best_score
         program.opto_history = result.history  # not .history: DSPy appends its LM calls there
@@ -147,9 +175,14 @@ class OptoTeleprompter(Teleprompter):
         if result.stopped_reason == "max_errors":
             last = _last_failure(result.history)
             raise OptimizationStopped(
-                f"stopped: more than max_errors={settings.max_errors} runs failed" + (f" (last: {last})" if last else "")
+                f"stopped: more than max_errors={settings.max_errors} runs failed"
+                + (f" (last: {last})" if last else "")
                 + f"; every finished step is saved in {run_dir} (the best program so far is on this error's "
-                  ".program; compile again with run_dir=... to resume)", program, run_dir, result)
+                ".program; compile again with run_dir=... to resume)",
+                program,
+                run_dir,
+                result,
+            )
         return program
 
     def run_settings(self) -> Settings:
@@ -170,9 +203,14 @@ class OptoTeleprompter(Teleprompter):
         from opto_core.optimizers.optoprime import OptoPrime
 
         memory = self.settings.memory_size if self.settings.memory_size is not None else DEFAULT_MEMORY
-        return OptoPrime(target.parameters(), self._llm(), memory_size=memory,
-                         token_budget=self.token_budget, temperature=self.temperature,
-                         max_answer_tokens=self.max_answer_tokens)
+        return OptoPrime(
+            target.parameters(),
+            self._llm(),
+            memory_size=memory,
+            token_budget=self.token_budget,
+            temperature=self.temperature,
+            max_answer_tokens=self.max_answer_tokens,
+        )
 
     def _llm(self) -> Any:
         if self.llm is None:
@@ -205,8 +243,15 @@ class OptoTeleprompter(Teleprompter):
             except (InvalidValue, UnknownParameters, WriteError) as exc:  # reported, not fatal
                 log.warning("could not rebuild the candidate of step %s: %s", record.get("step"), exc)
                 continue
-            candidates.append({"score": score, "program": program, "step": record.get("step"), "values": values,
-                               "kept": record.get("kept", True)})
+            candidates.append(
+                {
+                    "score": score,
+                    "program": program,
+                    "step": record.get("step"),
+                    "values": values,
+                    "kept": record.get("kept", True),
+                }
+            )
         candidates.sort(key=lambda c: -c["score"] if c["score"] is not None else float("inf"))
         return candidates
 
@@ -221,8 +266,9 @@ class OptoTeleprompter(Teleprompter):
             write_sidecar(program, sidecar_path(path))
 
 
-def _settings(settings: Settings | None, auto: str | None, log_dir: str | None,
-              overrides: dict[str, Any]) -> tuple[Settings, set[str]]:
+def _settings(
+    settings: Settings | None, auto: str | None, log_dir: str | None, overrides: dict[str, Any]
+) -> tuple[Settings, set[str]]:
     """The one place DSPy-style arguments become `Settings`; also which fields DSPy's own settings fill.
 
     ``auto`` picks ``max_steps`` (unless given), ``log_dir`` is ``run_dir``, and ``num_threads``

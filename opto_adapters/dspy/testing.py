@@ -60,8 +60,9 @@ def _sections(text: str, names: Any) -> dict[str, str]:
 
 
 def _field_block(system: str, title: str) -> dict[str, str]:
-    match = re.search(rf"{title}\n(.*?)(?:\nYour output fields are:|\nAll interactions will be structured)", system,
-                      re.S)
+    match = re.search(
+        rf"{title}\n(.*?)(?:\nYour output fields are:|\nAll interactions will be structured)", system, re.S
+    )
     fields: dict[str, str] = {}
     last = None
     for line in (match.group(1) if match else "").splitlines():
@@ -76,8 +77,11 @@ def _field_block(system: str, title: str) -> dict[str, str]:
 
 def parse_request(request: Any) -> LMCall:
     """Read a ``dspy.lm15.Request`` formatted by DSPy's ChatAdapter."""
-    system = request.system if isinstance(request.system, str) else "".join(
-        getattr(p, "text", "") for p in (request.system or []))
+    system = (
+        request.system
+        if isinstance(request.system, str)
+        else "".join(getattr(p, "text", "") for p in (request.system or []))
+    )
     messages = [{"role": m.role, "content": m.text or ""} for m in request.messages]
     objective = system.split("your objective is:", 1)[1] if "your objective is:" in system else ""
     instructions = textwrap.dedent(objective.lstrip(" ").lstrip("\n")).strip()
@@ -88,8 +92,17 @@ def parse_request(request: Any) -> LMCall:
         if user["role"] == "user" and assistant["role"] == "assistant":
             demos.append({**_sections(user["content"], input_fields), **_sections(assistant["content"], output_fields)})
     inputs = _sections(messages[-1]["content"], input_fields) if messages else {}
-    return LMCall(system, messages, instructions, inputs, input_fields, output_fields, demos,
-                  request.config.temperature, request.config.max_tokens)
+    return LMCall(
+        system,
+        messages,
+        instructions,
+        inputs,
+        input_fields,
+        output_fields,
+        demos,
+        request.config.temperature,
+        request.config.max_tokens,
+    )
 
 
 def format_outputs(outputs: dict[str, Any]) -> str:
@@ -118,9 +131,17 @@ class RuleEngine:
         text = answer if isinstance(answer, str) else format_outputs(answer)
         prompt_tokens = max(1, len(call.text) // 4)
         completion_tokens = max(1, len(text) // 4)
-        return Response(id=None, model=self.model, message=Message.assistant([TextPart(text)]), finish_reason="stop",
-                        usage=Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens,
-                                    total_tokens=prompt_tokens + completion_tokens))
+        return Response(
+            id=None,
+            model=self.model,
+            message=Message.assistant([TextPart(text)]),
+            finish_reason="stop",
+            usage=Usage(
+                input_tokens=prompt_tokens,
+                output_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            ),
+        )
 
     def stream(self, request: Any) -> Any:
         return response_to_events(self.complete(request))
@@ -152,8 +173,9 @@ class AsyncRuleEngine:
         return self
 
 
-def rule_lm(policy: Callable[[LMCall], dict[str, Any] | str], *, model: str = "rule/policy", cache: bool = False,
-            **kwargs: Any) -> dspy.LM:
+def rule_lm(
+    policy: Callable[[LMCall], dict[str, Any] | str], *, model: str = "rule/policy", cache: bool = False, **kwargs: Any
+) -> dspy.LM:
     """A ``dspy.LM`` answering by ``policy``; its engine (with ``.requests``) is ``lm.engine``."""
     engine = RuleEngine(policy, model=model)
     return dspy.LM(model, engine=engine, async_engine=AsyncRuleEngine(engine), cache=cache, **kwargs)

@@ -26,5 +26,13 @@ from opto_adapters.langchain.parameters import NoParametersFound, bound_paramete
 from opto_adapters.langchain.target import ChainTarget, optimize_chain
 from opto_adapters.langchain.tracing.handler import OptoCallbackHandler, opto_trace
 
-__all__ = ["ChainTarget", "apply_values", "NoParametersFound", "OptoCallbackHandler", "bound_parameters", "optimize_chain",
-           "opto_trace", "parameters_of"]
+__all__ = [
+    "ChainTarget",
+    "apply_values",
+    "NoParametersFound",
+    "OptoCallbackHandler",
+    "bound_parameters",
+    "optimize_chain",
+    "opto_trace",
+    "parameters_of",
+]

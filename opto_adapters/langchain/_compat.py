@@ -76,8 +76,9 @@ def agent_prompt_cell(function: Any) -> types.CellType | None:
     ``system_message`` (a `SystemMessage`, or None) that ``model_node`` and ``amodel_node`` close over
     (one shared cell); the built graph offers no public way to read or change it.
     """
-    return _system_message_in(_closure_cell(function, "langchain.agents.factory", ("model_node", "amodel_node"),
-                                            "system_message"))
+    return _system_message_in(
+        _closure_cell(function, "langchain.agents.factory", ("model_node", "amodel_node"), "system_message")
+    )
 
 
 def react_prompt_cell(function: Any) -> types.CellType | None:
@@ -88,8 +89,9 @@ def react_prompt_cell(function: Any) -> types.CellType | None:
     ``prompt``, in the closure of a lambda that prepends it to the state's messages.
     """
     for variable in ("_system_message", "prompt"):
-        cell = _system_message_in(_closure_cell(function, "langgraph.prebuilt.chat_agent_executor", ("<lambda>",),
-                                                variable))
+        cell = _system_message_in(
+            _closure_cell(function, "langgraph.prebuilt.chat_agent_executor", ("<lambda>",), variable)
+        )
         if cell is not None:
             return cell
     return None
@@ -104,8 +106,9 @@ def dynamic_prompt_function(function: Any) -> types.FunctionType | None:
     """
     if not isinstance(function, types.FunctionType) or function.__closure__ is None:
         return None
-    if function.__module__ != "langchain.agents.middleware.types" or \
-            not function.__qualname__.startswith("dynamic_prompt."):
+    if function.__module__ != "langchain.agents.middleware.types" or not function.__qualname__.startswith(
+        "dynamic_prompt."
+    ):
         return None
     free = function.__code__.co_freevars
     if "func" not in free:
@@ -117,8 +120,14 @@ def dynamic_prompt_function(function: Any) -> types.FunctionType | None:
     return user if isinstance(user, types.FunctionType) else None
 
 
-__all__ = ["CHAT_MESSAGES_SCHEMA", "TESTED_RANGE", "agent_prompt_cell", "current_parent_run", "dynamic_prompt_function",
-           "react_prompt_cell"]
+__all__ = [
+    "CHAT_MESSAGES_SCHEMA",
+    "TESTED_RANGE",
+    "agent_prompt_cell",
+    "current_parent_run",
+    "dynamic_prompt_function",
+    "react_prompt_cell",
+]
 
 
 def needs_async_api(exc: BaseException) -> bool:

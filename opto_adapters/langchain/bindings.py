@@ -67,8 +67,11 @@ class TemplateBinding(Binding):
             _refresh_chat_prompt(self.owner)
 
     def save(self) -> Any:
-        return (self.template.template, list(self.template.input_variables),
-                list(self.owner.input_variables) if self.owner is not None else None)
+        return (
+            self.template.template,
+            list(self.template.input_variables),
+            list(self.owner.input_variables) if self.owner is not None else None,
+        )
 
     def load(self, state: Any) -> None:
         template, variables, owner_variables = state

@@ -51,8 +51,9 @@ FIXED_COMPUTE_TOTAL = '''def compute_total(prices: list[float], discount_percent
     subtotal = sum(prices)
     return round(subtotal - subtotal * discount_percent / 100, 2)
 '''
-FIXED_SYSTEM = ("You are a cashier. Use the compute_total tool, then answer with exactly "
-                "'Total: $X.XX' with two decimals.")
+FIXED_SYSTEM = (
+    "You are a cashier. Use the compute_total tool, then answer with exactly 'Total: $X.XX' with two decimals."
+)
 #: The model's answer budget at the start: too small for any answer with an amount.
 START_MAX_TOKENS = 4
 _TOKENS = re.compile(r"\w+|[^\w\s]")
@@ -71,7 +72,10 @@ def cashier_reply(messages: list[BaseMessage], call: dict[str, Any]) -> AIMessag
         question = next((str(m.content) for m in messages if m.type == "human"), "")
         numbers = re.findall(r"\d+(?:\.\d+)?", question.split("discount")[0])
         discount = re.search(r"discount (\d+(?:\.\d+)?)", question)
-        args = {"prices": [float(n) for n in numbers], "discount_percent": float(discount.group(1)) if discount else 0.0}
+        args = {
+            "prices": [float(n) for n in numbers],
+            "discount_percent": float(discount.group(1)) if discount else 0.0,
+        }
         return AIMessage("", tool_calls=[{"name": "compute_total", "args": args, "id": f"call_{len(messages)}"}])
     value = float(results[-1].content)
     system = next((str(m.content) for m in messages if m.type == "system"), "")
@@ -83,8 +87,9 @@ def build_chain() -> tuple[Any, dict[str, Any]]:
     """A fresh cashier chain (new objects: the planted bug and wrong settings are back)."""
     tool = StructuredTool.from_function(compute_total)
     model = EchoChatModel(model_name="cashier-sim", temperature=0.0, max_tokens=START_MAX_TOKENS, reply=cashier_reply)
-    prompt = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", "{question}"),
-                                               MessagesPlaceholder("scratchpad", optional=True)])
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", SYSTEM), ("human", "{question}"), MessagesPlaceholder("scratchpad", optional=True)]
+    )
     llm = model.bind_tools([tool])
     step = prompt | llm
 
@@ -104,8 +109,14 @@ def build_chain() -> tuple[Any, dict[str, Any]]:
 
 
 #: Training baskets (prices, discount in percent), then the held-out ones the steps are judged on.
-TRAIN_BASKETS = [([12.5, 37.5], 10), ([19.99], 25), ([9.99, 5.02, 15.0], 0), ([100.0, 50.0], 20), ([7.4], 10),
-                 ([3.5, 6.5], 50)]
+TRAIN_BASKETS = [
+    ([12.5, 37.5], 10),
+    ([19.99], 25),
+    ([9.99, 5.02, 15.0], 0),
+    ([100.0, 50.0], 20),
+    ([7.4], 10),
+    ([3.5, 6.5], 50),
+]
 HELD_OUT_BASKETS = [([24.99], 20), ([4.25, 3.1], 0), ([15.5, 20.0], 10), ([59.8], 15)]
 
 
@@ -137,10 +148,15 @@ def build_demo() -> tuple[ChainTarget, list[Any], Callable[[Any, Any], Any], lis
 
 def scripted_fix() -> str:
     """The optimizer answer that fixes all three problems in one step (for tests and the example)."""
-    return json.dumps({
-        "reasoning": "compute_total takes the discount off the first item only; every answer stops after 4 "
-                     "tokens, so max_tokens is far too small; the format is not the one requested, so the "
-                     "system prompt must ask for it.",
-        "suggestion": {"tools.compute_total.code": FIXED_COMPUTE_TOTAL, "prompt.system": FIXED_SYSTEM,
-                       "model.max_tokens": 64},
-    })
+    return json.dumps(
+        {
+            "reasoning": "compute_total takes the discount off the first item only; every answer stops after 4 "
+            "tokens, so max_tokens is far too small; the format is not the one requested, so the "
+            "system prompt must ask for it.",
+            "suggestion": {
+                "tools.compute_total.code": FIXED_COMPUTE_TOTAL,
+                "prompt.system": FIXED_SYSTEM,
+                "model.max_tokens": 64,
+            },
+        }
+    )

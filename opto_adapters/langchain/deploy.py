@@ -43,8 +43,11 @@ def apply_values(obj: Any, values_or_path: Any, parameters: Sequence[Parameter] 
     else:
         found, _ = all_parameters(obj)
         known = {p.name for p in found}
-        models = {name: [value] for name, value in saved.items()
-                  if name not in known and isinstance(value, str) and name.rsplit(".", 1)[-1] in MODEL_NAME_FIELDS}
+        models = {
+            name: [value]
+            for name, value in saved.items()
+            if name not in known and isinstance(value, str) and name.rsplit(".", 1)[-1] in MODEL_NAME_FIELDS
+        }
         try:
             found, _ = all_parameters(obj, models or None)
         except NoParametersFound:  # not a model of this chain: the unknown name is reported below

@@ -90,11 +90,29 @@ _SETTING_TEXT = {
     "presence_penalty": "penalty on tokens already present",
     "frequency_penalty": "penalty on frequent tokens",
 }
-_ROLES = {"SystemMessagePromptTemplate": "system", "HumanMessagePromptTemplate": "human",
-          "AIMessagePromptTemplate": "ai"}
-_SKIP_ATTRS = {"callbacks", "callback_manager", "metadata", "tags", "client", "async_client", "root_client",
-               "root_async_client", "http_client", "http_async_client", "checkpointer", "store", "cache",
-               "rate_limiter", "config_specs", "lc_kwargs"}
+_ROLES = {
+    "SystemMessagePromptTemplate": "system",
+    "HumanMessagePromptTemplate": "human",
+    "AIMessagePromptTemplate": "ai",
+}
+_SKIP_ATTRS = {
+    "callbacks",
+    "callback_manager",
+    "metadata",
+    "tags",
+    "client",
+    "async_client",
+    "root_client",
+    "root_async_client",
+    "http_client",
+    "http_async_client",
+    "checkpointer",
+    "store",
+    "cache",
+    "rate_limiter",
+    "config_specs",
+    "lc_kwargs",
+}
 _WALK_LIMIT = 200  # items per container, so a huge dict in a closure cannot stall discovery
 
 
@@ -123,8 +141,13 @@ class Group:
 
     @property
     def run_types(self) -> tuple[str, ...]:
-        return {"prompt": ("prompt",), "model": ("chat_model", "llm"), "tool": ("tool",), "retriever": ("retriever",),
-                "variable": ()}[self.kind]
+        return {
+            "prompt": ("prompt",),
+            "model": ("chat_model", "llm"),
+            "tool": ("tool",),
+            "retriever": ("retriever",),
+            "variable": (),
+        }[self.kind]
 
 
 _GROUPS: weakref.WeakValueDictionary[str, Group] = weakref.WeakValueDictionary()
@@ -249,8 +272,9 @@ def _walk(obj: Any, path: str, found: _Found, seen: set[int], depth: int) -> Non
             _walk(value, f"{path}.{name}", found, seen, depth + 1)
 
 
-def _prompts_kept_by(function: Callable[..., Any], found: _Found, *, returns: bool = False,
-                     literals: bool = True) -> None:
+def _prompts_kept_by(
+    function: Callable[..., Any], found: _Found, *, returns: bool = False, literals: bool = True
+) -> None:
     """Prompts ``function`` keeps in code: an agent's system prompt, or what your function builds."""
     for framework_prompt, label in ((agent_prompt(function), "model"), (react_prompt(function), "agent")):
         if framework_prompt is not None:
@@ -308,14 +332,14 @@ def _prompt_group(prompt: BasePromptTemplate, base: str) -> Group | None:
             _add_template(group, name, inner, binding, f"{role} message template of {base}", f"template.{suffix}")
         group.available.update(prompt.input_variables, prompt.partial_variables or {})
     elif isinstance(prompt, PromptTemplate):
-        _add_template(group, f"{base}.template", prompt, TemplateBinding(prompt), f"prompt template {base}",
-                      "template")
+        _add_template(group, f"{base}.template", prompt, TemplateBinding(prompt), f"prompt template {base}", "template")
         group.available.update(prompt.input_variables, prompt.partial_variables or {})
     return group if group.parameters else None
 
 
-def _add_template(group: Group, name: str, template: PromptTemplate, binding: TemplateBinding, what: str,
-                  arg: str) -> None:
+def _add_template(
+    group: Group, name: str, template: PromptTemplate, binding: TemplateBinding, what: str, arg: str
+) -> None:
     fmt = template.template_format
     required = set(get_template_variables(template.template, fmt))
 
@@ -326,18 +350,27 @@ def _add_template(group: Group, name: str, template: PromptTemplate, binding: Te
             raise ValueError(f"the template does not parse as a {fmt} template: {exc}") from None
         missing = required - variables
         if missing:
-            raise ValueError(f"the template must keep the variable(s) {_braces(missing)}: they carry the "
-                             f"chain's input into the prompt")
+            raise ValueError(
+                f"the template must keep the variable(s) {_braces(missing)}: they carry the "
+                f"chain's input into the prompt"
+            )
         unknown = variables - group.available
         if unknown:
             literal = " (write {{ and }} for literal braces)" if fmt == "f-string" else ""
-            raise ValueError(f"unknown variable(s) {_braces(unknown)}: the chain provides only "
-                             f"{_braces(group.available)}{literal}")
+            raise ValueError(
+                f"unknown variable(s) {_braces(unknown)}: the chain provides only {_braces(group.available)}{literal}"
+            )
         return value
 
     variables = f" (variables: {_braces(required)})" if required else ""
-    parameter = Parameter(name, "text", template.template, description=f"{what}{variables}", checks=[check],
-                          meta={"langchain_binding": binding, "langchain_group": group})
+    parameter = Parameter(
+        name,
+        "text",
+        template.template,
+        description=f"{what}{variables}",
+        checks=[check],
+        meta={"langchain_binding": binding, "langchain_group": group},
+    )
     group.parameters.append(parameter)
     group.args[name] = arg
 
@@ -361,9 +394,15 @@ def _model_group(model: BaseLanguageModel, base: str) -> Group | None:
         if rule is not None:
             lower, upper, why = rule.lower, rule.upper, f" (range: {rule.why})"
         name = f"{base}.{setting}"
-        parameter = Parameter(name, kind, value, lower=lower, upper=upper,
-                              description=f"{_SETTING_TEXT[setting]} of {label}{why}",
-                              meta={"langchain_binding": FieldBinding(model, setting), "langchain_group": group})
+        parameter = Parameter(
+            name,
+            kind,
+            value,
+            lower=lower,
+            upper=upper,
+            description=f"{_SETTING_TEXT[setting]} of {label}{why}",
+            meta={"langchain_binding": FieldBinding(model, setting), "langchain_group": group},
+        )
         group.parameters.append(parameter)
         group.args[name] = setting
     return group  # kept even without settings: `model_choices` may add the model's name
@@ -384,21 +423,30 @@ def _tool_group(tool: BaseTool, base: str, bindings: Sequence[RunnableBinding]) 
             code = CodeBinding(shared, func, source, inferred_schema=_schema_inferred(tool, func))
             name = f"{base}.code"
             try:
-                parameter = Parameter(name, "code", source, checks=[keeps_signature_bindings(func)], origin=func,
-                                      description=f"Python source of tool {tool.name!r}; its signature is the "
-                                                  f"tool's argument schema",
-                                      meta={"langchain_binding": code, "langchain_group": group, "tool": tool.name})
+                parameter = Parameter(
+                    name,
+                    "code",
+                    source,
+                    checks=[keeps_signature_bindings(func)],
+                    origin=func,
+                    description=f"Python source of tool {tool.name!r}; its signature is the tool's argument schema",
+                    meta={"langchain_binding": code, "langchain_group": group, "tool": tool.name},
+                )
             except InvalidValue:
                 parameter = None  # source that is not one plain function (e.g. nested helpers around it)
             if parameter is not None:
                 group.parameters.append(parameter)
                 group.args[name] = "code"
     name = f"{base}.description"
-    group.parameters.append(Parameter(name, "text", tool.description,
-                                      description=f"description of tool {tool.name!r}, which the model reads to "
-                                                  f"decide when and how to call it",
-                                      meta={"langchain_binding": DescriptionBinding(shared), "langchain_group": group,
-                                            "tool": tool.name}))
+    group.parameters.append(
+        Parameter(
+            name,
+            "text",
+            tool.description,
+            description=f"description of tool {tool.name!r}, which the model reads to decide when and how to call it",
+            meta={"langchain_binding": DescriptionBinding(shared), "langchain_group": group, "tool": tool.name},
+        )
+    )
     group.args[name] = "description"
     return group
 
@@ -411,8 +459,10 @@ def _schema_shape(schema: Any) -> dict[str, Any]:
         data = schema.model_json_schema() if hasattr(schema, "model_json_schema") else dict(schema)
     except Exception:
         return {}
-    properties = {name: {k: v for k, v in spec.items() if k not in ("title", "description", "default")}
-                  for name, spec in (data.get("properties") or {}).items()}
+    properties = {
+        name: {k: v for k, v in spec.items() if k not in ("title", "description", "default")}
+        for name, spec in (data.get("properties") or {}).items()
+    }
     return {"properties": properties, "required": sorted(data.get("required") or [])}
 
 
@@ -435,8 +485,14 @@ def _code_prompt_group(function_name: str, prompt: CodePrompt, base: str) -> Gro
         what = "the agent's system prompt (create_react_agent prompt=), sent first in every model request"
     else:
         what = prompt.describe(function_name)
-    parameter = Parameter(base, "text", prompt.value, description=what, template=prompt.template,
-                          meta={"langchain_binding": prompt.binding, "langchain_group": group})
+    parameter = Parameter(
+        base,
+        "text",
+        prompt.value,
+        description=what,
+        template=prompt.template,
+        meta={"langchain_binding": prompt.binding, "langchain_group": group},
+    )
     group.parameters.append(parameter)
     group.args[base] = prompt.role or prompt.name
     return group
@@ -475,10 +531,18 @@ def _retriever_group(retriever: VectorStoreRetriever, base: str) -> Group | None
         rule = range_for(key, value)
         lower, upper = (rule.lower, rule.upper) if rule is not None else (None, None)
         name = f"{base}.search_kwargs.{key}"
-        group.parameters.append(Parameter(name, kind, value, lower=lower, upper=upper,
-                                          description=f"{_SEARCH_TEXT[key]} ({retriever.search_type} search over "
-                                                      f"a {store})" + (f"; range: {rule.why}" if rule else ""),
-                                          meta={"langchain_binding": binding, "langchain_group": group}))
+        group.parameters.append(
+            Parameter(
+                name,
+                kind,
+                value,
+                lower=lower,
+                upper=upper,
+                description=f"{_SEARCH_TEXT[key]} ({retriever.search_type} search over "
+                f"a {store})" + (f"; range: {rule.why}" if rule else ""),
+                meta={"langchain_binding": binding, "langchain_group": group},
+            )
+        )
         group.args[name] = key
     return group if group.parameters else None
 
@@ -505,13 +569,15 @@ def discover(runnable: Any) -> tuple[list[Group], list[str]]:
         _walk(root, "root" if len(roots) == 1 else f"root[{index}]", found, seen, 0)
     groups: list[Group] = []
     used: set[str] = set()
-    candidates: list[tuple[Any, str, str, Any]] = [(p, "prompt", getattr(p, "name", None) or "prompt", id(p))
-                                                   for p, _ in found.prompts]
+    candidates: list[tuple[Any, str, str, Any]] = [
+        (p, "prompt", getattr(p, "name", None) or "prompt", id(p)) for p, _ in found.prompts
+    ]
     candidates += [(m, "model", getattr(m, "name", None) or "model", id(m)) for m, _ in found.models]
     candidates += [(t, "tool", f"tools.{t.name}", id(t)) for t, _ in found.tools]
     candidates += [(r, "retriever", getattr(r, "name", None) or "retriever", id(r)) for r, _ in found.retrievers]
-    candidates += [((fn, prompt), "variable", f"{fn}.{prompt.name}", _prompt_key(prompt))
-                   for fn, prompt in found.variables]
+    candidates += [
+        ((fn, prompt), "variable", f"{fn}.{prompt.name}", _prompt_key(prompt)) for fn, prompt in found.variables
+    ]
     with _LOCK:
         for obj, kind, base, key in candidates:
             existing = _BY_OBJECT.get(key)
@@ -600,10 +666,14 @@ def model_choice_parameters(groups: Sequence[Group], model_choices: ModelChoices
                 break
     unused = [k for k in wanted if k not in used]
     if unused:
-        known = [f"{g.base} ({g.base}.{_model_name_field(g.obj)} = {getattr(g.obj, str(_model_name_field(g.obj)))!r})"
-                 for g in models]
-        raise NoParametersFound(f"model_choices names no model: {unused}; the models found are "
-                                f"{known or 'none (no chat model with a model name field)'}")
+        known = [
+            f"{g.base} ({g.base}.{_model_name_field(g.obj)} = {getattr(g.obj, str(_model_name_field(g.obj)))!r})"
+            for g in models
+        ]
+        raise NoParametersFound(
+            f"model_choices names no model: {unused}; the models found are "
+            f"{known or 'none (no chat model with a model name field)'}"
+        )
     return found
 
 
@@ -614,9 +684,13 @@ def _model_choice(group: Group, name: str, field_name: str, alternatives: Sequen
     parameter = group.choices.get(key)
     if parameter is None:
         parameter = group.choices[key] = Parameter(
-            name, "choice", current, choices=choices,
+            name,
+            "choice",
+            current,
+            choices=choices,
             description=f"which model {type(group.obj).__name__} calls",
-            meta={"langchain_binding": FieldBinding(group.obj, field_name), "langchain_group": group})
+            meta={"langchain_binding": FieldBinding(group.obj, field_name), "langchain_group": group},
+        )
         group.args[name] = field_name
     return parameter
 
@@ -630,8 +704,13 @@ def all_parameters(runnable: Any, model_choices: ModelChoices | None = None) -> 
     return parameters, inspected
 
 
-def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, *,
-                  model_choices: ModelChoices | None = None) -> list[Parameter]:
+def parameters_of(
+    runnable: Any,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    *,
+    model_choices: ModelChoices | None = None,
+) -> list[Parameter]:
     """The parameters to optimize in a chain, graph, agent, model, prompt or tool (or a list of them).
 
     ``include``/``exclude`` are parameter names or glob patterns (``"prompt.*"``, ``"*.temperature"``),
@@ -651,17 +730,27 @@ def parameters_of(runnable: Any, include: Iterable[str] | None = None, exclude: 
     selected = [p for p in parameters if p.name in chosen]
     if not selected:
         listing = "\n  ".join(inspected) if inspected else "(no LangChain object)"
-        why = f"all {len(parameters)} found were excluded ({names})" if parameters else \
-            "no prompt template, chat model setting or tool function was found (nor a prompt kept in code)"
-        raise NoParametersFound(f"no trainable parameter: {why}. Inspected:\n  {listing}\n"
-                                f"Pass the objects that hold them (parameters_of([chain, model, my_tool])) or "
-                                f"your own Parameter objects.")
+        why = (
+            f"all {len(parameters)} found were excluded ({names})"
+            if parameters
+            else "no prompt template, chat model setting or tool function was found (nor a prompt kept in code)"
+        )
+        raise NoParametersFound(
+            f"no trainable parameter: {why}. Inspected:\n  {listing}\n"
+            f"Pass the objects that hold them (parameters_of([chain, model, my_tool])) or "
+            f"your own Parameter objects."
+        )
     return selected
 
 
-def bound_parameters(runnable: Any, parameters: Sequence[Parameter] | None = None, *,
-                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                     model_choices: ModelChoices | None = None) -> BoundParameters:
+def bound_parameters(
+    runnable: Any,
+    parameters: Sequence[Parameter] | None = None,
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    model_choices: ModelChoices | None = None,
+) -> BoundParameters:
     """The runnable's parameters with their bindings (found by `parameters_of` unless given).
 
     Found parameters are copies, so that freezing some for this target leaves other targets over
@@ -675,14 +764,18 @@ def bound_parameters(runnable: Any, parameters: Sequence[Parameter] | None = Non
     if parameters is not None and model_choices:
         groups, _ = discover(runnable)
         given = {p.name for p in parameters}
-        parameters = [*parameters, *(p.copy() for p in model_choice_parameters(groups, model_choices)
-                                     if p.name not in given)]
+        parameters = [
+            *parameters,
+            *(p.copy() for p in model_choice_parameters(groups, model_choices) if p.name not in given),
+        ]
     if parameters is None:
         found, inspected = all_parameters(runnable, model_choices)
         if not found:
             listing = "\n  ".join(inspected) if inspected else "(no LangChain object)"
-            raise NoParametersFound(f"no trainable parameter: no prompt template, chat model setting or tool "
-                                    f"function was found (nor a prompt kept in code). Inspected:\n  {listing}")
+            raise NoParametersFound(
+                f"no trainable parameter: no prompt template, chat model setting or tool "
+                f"function was found (nor a prompt kept in code). Inspected:\n  {listing}"
+            )
         parameters = [p.copy() for p in found]
     entries = []
     for parameter in parameters:

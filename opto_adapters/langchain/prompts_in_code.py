@@ -95,4 +95,3 @@ def react_prompt(function: Any) -> CodePrompt | None:
     """``create_react_agent(prompt=...)``'s system prompt, if ``function`` is its ``Prompt`` step
     (`_compat.react_prompt_cell`)."""
     return _cell_prompt(_compat.react_prompt_cell(function), "create_react_agent prompt=")
-

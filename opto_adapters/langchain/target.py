@@ -66,17 +66,27 @@ class ChainTarget(BoundTarget):
     framework = FRAMEWORK
     framework_version = langchain_core.__version__
 
-    def __init__(self, runnable: Any, parameters: Sequence[Parameter] | None = None, *,
-                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                 input_key: str | None = None, input_keys: Sequence[str] | None = None,
-                 prepare: Callable[[Any], Any] | None = None, output_fn: Callable[[Any], Any] | None = None,
-                 config: dict[str, Any] | None = None, context: Any = None,
-                 model_choices: ModelChoices | None = None) -> None:
+    def __init__(
+        self,
+        runnable: Any,
+        parameters: Sequence[Parameter] | None = None,
+        *,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        input_key: str | None = None,
+        input_keys: Sequence[str] | None = None,
+        prepare: Callable[[Any], Any] | None = None,
+        output_fn: Callable[[Any], Any] | None = None,
+        config: dict[str, Any] | None = None,
+        context: Any = None,
+        model_choices: ModelChoices | None = None,
+    ) -> None:
         if not hasattr(runnable, "invoke"):
             raise TypeError(f"ChainTarget needs a LangChain runnable (with .invoke), got {type(runnable).__name__}")
         self.runnable = runnable
-        self.bound = bound_parameters(runnable, parameters, include=include, exclude=exclude,
-                                      model_choices=model_choices)
+        self.bound = bound_parameters(
+            runnable, parameters, include=include, exclude=exclude, model_choices=model_choices
+        )
         self.context = context
         if not any(p.trainable for p in self.bound):
             raise NoParametersFound(f"none of the parameters given is trainable: {self.bound.names()}")
@@ -105,8 +115,10 @@ class ChainTarget(BoundTarget):
                 # a graph of async nodes: LangGraph refuses invoke, so this run and the next go through
                 # ainvoke on one background loop (its async clients stay bound to one loop)
                 self._async_only = True
-                log.info("%s has async nodes only: running it with ainvoke (executor='asyncio' avoids the "
-                         "extra thread)", type(self.runnable).__name__)
+                log.info(
+                    "%s has async nodes only: running it with ainvoke (executor='asyncio' avoids the extra thread)",
+                    type(self.runnable).__name__,
+                )
                 return ASYNC_RUNS.run(self.arun(example))
             return self._failed(handler, config, chain_input, exc)
         return self._finish(handler, config, output)
@@ -144,8 +156,9 @@ class ChainTarget(BoundTarget):
         return handler, chain_input, {**self.config, "callbacks": callbacks, "run_id": uuid4()}, extra
 
     @staticmethod
-    def _failed(handler: OptoCallbackHandler, config: dict[str, Any], chain_input: Any,
-                exc: BaseException) -> tuple[Any, Graph]:
+    def _failed(
+        handler: OptoCallbackHandler, config: dict[str, Any], chain_input: Any, exc: BaseException
+    ) -> tuple[Any, Graph]:
         graph = handler.graph_for(config["run_id"])
         return exc, graph if graph is not None else failed_graph(chain_input, exc, "running the chain")
 
@@ -153,19 +166,28 @@ class ChainTarget(BoundTarget):
         """The run's graph, with ``output_fn`` applied as one more op when there is one."""
         graph = handler.graph_for(config["run_id"])
         if graph is None:
-            raise RuntimeError(f"the run left no graph: {'; '.join(handler.errors) or 'no callback reached the handler'}")
+            raise RuntimeError(
+                f"the run left no graph: {'; '.join(handler.errors) or 'no callback reached the handler'}"
+            )
         if self.output_fn is None:
             return output, graph
         marked = graph.outputs[0]
         source = Edge(marked.edges[0].id, "output")
         try:
             transformed: Any = self.output_fn(output)
-            node = graph.add("op", "output_fn", transformed, parents=[source], op_type="python",
-                             doc="[output_fn] turns the chain's output into the value that is scored")
+            node = graph.add(
+                "op",
+                "output_fn",
+                transformed,
+                parents=[source],
+                op_type="python",
+                doc="[output_fn] turns the chain's output into the value that is scored",
+            )
         except Exception as exc:
             transformed = exc
-            node = graph.add("exception", "output_fn", f"{type(exc).__name__}: {exc}", parents=[source],
-                             op_type="python", raw=True)
+            node = graph.add(
+                "exception", "output_fn", f"{type(exc).__name__}: {exc}", parents=[source], op_type="python", raw=True
+            )
         _move_output(graph, marked, node)
         return transformed, graph
 
@@ -174,18 +196,24 @@ class ChainTarget(BoundTarget):
         group = group_of_parameter(parameter)
         used_by = parameter.meta.get("used_by")
         if group is None and used_by and cause in ("off_path", "unlinked", "never_seen"):
-            return (f"{parameter.name} is linked to the runs named {used_by!r} (meta used_by), but no model call inside "
-                    f"them received its text: put its value (or the text you fill it into) in the messages that run "
-                    f"sends, make it Parameter(..., template=True) if your code fills it in, or name the run that "
-                    f"sends it in used_by")
+            return (
+                f"{parameter.name} is linked to the runs named {used_by!r} (meta used_by), but no model call inside "
+                f"them received its text: put its value (or the text you fill it into) in the messages that run "
+                f"sends, make it Parameter(..., template=True) if your code fills it in, or name the run that "
+                f"sends it in used_by"
+            )
         if group is not None and group.kind == "variable" and cause in ("unlinked", "never_seen", "off_path"):
-            return (f"{parameter.name} is the prompt in {binding_of(parameter).describe()}, but no model request of "
-                    f"these runs carried its text: the code that sends it did not run for these examples (run one "
-                    f"that takes that branch), or the text is changed after it is filled in (keep that change in "
-                    f"the template itself)")
+            return (
+                f"{parameter.name} is the prompt in {binding_of(parameter).describe()}, but no model request of "
+                f"these runs carried its text: the code that sends it did not run for these examples (run one "
+                f"that takes that branch), or the text is changed after it is filled in (keep that change in "
+                f"the template itself)"
+            )
         if group is not None and group.kind == "retriever" and cause == "off_path":
-            return (f"the retriever's documents do not reach the answer: pass what {parameter.name.rsplit('.', 2)[0]} "
-                    f"returns into the prompt (e.g. {{'context': retriever | format_docs, ...}})")
+            return (
+                f"the retriever's documents do not reach the answer: pass what {parameter.name.rsplit('.', 2)[0]} "
+                f"returns into the prompt (e.g. {{'context': retriever | format_docs, ...}})"
+            )
         return None
 
     # ----- helpers --------------------------------------------------------------------------------
@@ -211,18 +239,22 @@ class ChainTarget(BoundTarget):
             return example
         keys = self.input_keys if self.input_keys is not None else self.schema_keys()
         if not keys:
-            self._warn_once(f"the chain declares no input keys, so each example dict is passed whole, with "
-                            f"its keys {sorted(map(str, example))}; if one of them is a label, pass "
-                            f"input_keys=[...] (or input_key=..., or prepare=...) to ChainTarget")
+            self._warn_once(
+                f"the chain declares no input keys, so each example dict is passed whole, with "
+                f"its keys {sorted(map(str, example))}; if one of them is a label, pass "
+                f"input_keys=[...] (or input_key=..., or prepare=...) to ChainTarget"
+            )
             return dict(example)
         missing = [k for k in keys if k not in example and self.input_keys is not None]
         if missing:
             raise KeyError(f"the example lacks the input field(s) {missing}; it has {sorted(example)}")
         dropped = [str(k) for k in example if k not in keys]
         if self.input_keys is None and (dropped or not any(k in example for k in keys)):
-            self._warn_once(f"the example's keys {dropped or sorted(map(str, example))} are not inputs of the chain "
-                            f"(it reads {list(keys)}), so they are left out of every run; if that is not what "
-                            f"you want, pass input_keys=[...] or prepare=... to ChainTarget")
+            self._warn_once(
+                f"the example's keys {dropped or sorted(map(str, example))} are not inputs of the chain "
+                f"(it reads {list(keys)}), so they are left out of every run; if that is not what "
+                f"you want, pass input_keys=[...] or prepare=... to ChainTarget"
+            )
         return {k: example[k] for k in keys if k in example}
 
     def _warn_once(self, message: str) -> None:
@@ -254,13 +286,25 @@ def _move_output(graph: Graph, marked: Any, node: Any) -> None:
     marked.value = node.value
 
 
-def optimize_chain(runnable: Any, trainset: Sequence[Any], feedback_fn: Callable[[Any, Any], Any], *,
-                   llm: Any = None, optimizer: Any = None, valset: Sequence[Any] | None = None,
-                   parameters: Sequence[Parameter] | None = None, include: Sequence[str] | None = None,
-                   exclude: Sequence[str] | None = None, input_key: str | None = None,
-                   input_keys: Sequence[str] | None = None, prepare: Callable[[Any], Any] | None = None,
-                   output_fn: Callable[[Any], Any] | None = None, context: Any = None,
-                   model_choices: ModelChoices | None = None, **settings: Any) -> Any:
+def optimize_chain(
+    runnable: Any,
+    trainset: Sequence[Any],
+    feedback_fn: Callable[[Any, Any], Any],
+    *,
+    llm: Any = None,
+    optimizer: Any = None,
+    valset: Sequence[Any] | None = None,
+    parameters: Sequence[Parameter] | None = None,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    input_key: str | None = None,
+    input_keys: Sequence[str] | None = None,
+    prepare: Callable[[Any], Any] | None = None,
+    output_fn: Callable[[Any], Any] | None = None,
+    context: Any = None,
+    model_choices: ModelChoices | None = None,
+    **settings: Any,
+) -> Any:
     """Optimize a chain in place with OptoPrime: `ChainTarget` + `opto_core.engine.loop.optimize`.
 
     ``llm`` is the optimizer's `ChatModel` (default: `opto_core.llm.client.OpenAIChat()` from the
@@ -270,9 +314,18 @@ def optimize_chain(runnable: Any, trainset: Sequence[Any], feedback_fn: Callable
     from opto_core.engine.loop import optimize
     from opto_core.optimizers.optoprime import OptoPrime
 
-    target = ChainTarget(runnable, parameters, include=include, exclude=exclude, input_key=input_key,
-                         input_keys=input_keys, prepare=prepare, output_fn=output_fn, context=context,
-                         model_choices=model_choices)
+    target = ChainTarget(
+        runnable,
+        parameters,
+        include=include,
+        exclude=exclude,
+        input_key=input_key,
+        input_keys=input_keys,
+        prepare=prepare,
+        output_fn=output_fn,
+        context=context,
+        model_choices=model_choices,
+    )
     if optimizer is None:
         if llm is None:  # the documented default: a client configured from the environment
             from opto_core.llm.client import OpenAIChat

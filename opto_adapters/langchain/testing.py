@@ -46,13 +46,23 @@ class EchoChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
-                "max_tokens": self.max_tokens}
+        return {
+            "model_name": self.model_name,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+        }
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
-        call = {"messages": [message_dict(m) for m in messages], "temperature": self.temperature,
-                "top_p": self.top_p, "max_tokens": self.max_tokens, "tools": _tool_schemas(kwargs.get("tools"))}
+    def _generate(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        call = {
+            "messages": [message_dict(m) for m in messages],
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "tools": _tool_schemas(kwargs.get("tools")),
+        }
         with self._lock:
             self.calls.append(call)
         if self.reply is not None:
@@ -73,10 +83,16 @@ class ToolCallingFakeModel(FakeMessagesListChatModel):
     temperature: float = 0.0
     calls: list[dict[str, Any]] = Field(default_factory=list)
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
-        self.calls.append({"messages": [message_dict(m) for m in messages], "temperature": self.temperature,
-                           "tools": _tool_schemas(kwargs.get("tools"))})
+    def _generate(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        self.calls.append(
+            {
+                "messages": [message_dict(m) for m in messages],
+                "temperature": self.temperature,
+                "tools": _tool_schemas(kwargs.get("tools")),
+            }
+        )
         result = super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
         # a fresh copy per call: the scripted message objects must not collect run ids across runs
         message = result.generations[0].message.model_copy(deep=True)

@@ -22,23 +22,31 @@ from rich.text import Text
 
 from opto_core.app.progress import configure_logging, run_display
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Optimize AI workflows from their execution traces (OPTO / OptoPrime).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Optimize AI workflows from their execution traces (OPTO / OptoPrime).",
+)
 console = Console()
 
 
-def _client(base_url: str | None, model: str | None, context_window: int | None = None,
-            local_model: str | None = None) -> Any:
+def _client(
+    base_url: str | None, model: str | None, context_window: int | None = None, local_model: str | None = None
+) -> Any:
     """The optimizer's LLM client. ``local_model`` serves the user's own GGUF file through the embedded server."""
     from opto_core.llm.client import OpenAIChat
 
     if local_model is not None:
         path = Path(local_model).expanduser()
         if not path.is_file():
-            console.print(f"[red]--local-model: {escape(str(path))} is not a file (give the path of a .gguf model)[/red]")
+            console.print(
+                f"[red]--local-model: {escape(str(path))} is not a file (give the path of a .gguf model)[/red]"
+            )
             raise typer.Exit(2)
         if base_url:
-            console.print("[red]--local-model serves a model on this machine; it cannot be combined with --base-url[/red]")
+            console.print(
+                "[red]--local-model serves a model on this machine; it cannot be combined with --base-url[/red]"
+            )
             raise typer.Exit(2)
         os.environ["OPTO_LOCAL_MODEL"] = str(path.resolve())  # read by the embedded server when it starts
     return OpenAIChat(base_url=base_url, model=model, context_window=context_window)
@@ -61,8 +69,12 @@ def _optimizer_for(target: Any, llm: Any, answer_tokens: int | None = None, name
         kwargs["retry_invalid"] = False
     classes: dict[str, Any] = {"OPRO": OPRO, "OptoPrimeNoTrace": OptoPrimeNoTrace, "OptoPrime": OptoPrime}
     if name is None or name == "Hybrid":
-        numeric = [p for p in target.parameters() if p.trainable and (p.kind == "choice" or (
-            p.kind in ("float", "int") and p.lower is not None and p.upper is not None))]
+        numeric = [
+            p
+            for p in target.parameters()
+            if p.trainable
+            and (p.kind == "choice" or (p.kind in ("float", "int") and p.lower is not None and p.upper is not None))
+        ]
         if numeric or name == "Hybrid":
             try:
                 from opto_core.optimizers.hybrid import Hybrid
@@ -80,8 +92,12 @@ def _show_graph(graph: Any, limit: int = 24) -> None:
     for node in graph.nodes[:limit]:
         value = node.value if isinstance(node.value, str) else json.dumps(node.value, default=repr)
         parents = ", ".join(e.id for e in node.edges)
-        line = f"  {node.id:<{width}}  {node.kind:<9} " + (f"<- {parents} " if parents else "") + \
-            "= " + " ".join(value.split())
+        line = (
+            f"  {node.id:<{width}}  {node.kind:<9} "
+            + (f"<- {parents} " if parents else "")
+            + "= "
+            + " ".join(value.split())
+        )
         console.print(Text(line), no_wrap=True, overflow="ellipsis", crop=True)
     if len(graph) > limit:
         console.print(f"  ... {len(graph) - limit} more nodes")
@@ -116,9 +132,12 @@ def _finish(result: Any, run_dir: str) -> None:
     console.rule("result")
     summary = result.summary()  # its "stopped" line says the error, if any: printed once
     console.print(_shown(summary), highlight=False, soft_wrap=True)
-    console.print(f"optimizer LLM: {result.usage['calls']} calls, "
-                  f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']:,} tokens, "
-                  f"${result.usage['cost_usd']:.4f}", highlight=False)
+    console.print(
+        f"optimizer LLM: {result.usage['calls']} calls, "
+        f"{result.usage['prompt_tokens'] + result.usage['completion_tokens']:,} tokens, "
+        f"${result.usage['cost_usd']:.4f}",
+        highlight=False,
+    )
     try:
         from opto_core.app.report import write_report
 
@@ -129,8 +148,11 @@ def _finish(result: Any, run_dir: str) -> None:
     console.print(f"run directory: {run_dir} (resume with: opto resume {run_dir})")
     if _failed(result):
         why = result.error if result.error and result.error not in summary else ""
-        console.print(f"[red]failed: the run stopped on {_shown(result.stopped_reason)}"
-                      + (f": {_shown(why)}" if why else " (the reason is above)") + "[/red]")
+        console.print(
+            f"[red]failed: the run stopped on {_shown(result.stopped_reason)}"
+            + (f": {_shown(why)}" if why else " (the reason is above)")
+            + "[/red]"
+        )
         raise typer.Exit(1)
 
 
@@ -150,8 +172,10 @@ def _run(call: Any) -> Any:
         raise typer.Exit(code) from None
 
 
-ISOLATION_HELP = ("where the workflow runs: auto (a worker process when the LLM writes code, else here) | none | "
-                  "process (killable worker processes) | sandbox (process plus OS confinement; see docs/security.md)")
+ISOLATION_HELP = (
+    "where the workflow runs: auto (a worker process when the LLM writes code, else here) | none | "
+    "process (killable worker processes) | sandbox (process plus OS confinement; see docs/security.md)"
+)
 
 
 def _worker_factory(isolation: Any, recipe: str) -> dict[str, Any]:
@@ -199,29 +223,47 @@ def _approval_kwargs(approve: bool) -> dict[str, Any]:
 
 @app.command()
 def demo(
-    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, "
-                                                      "else the embedded local model)"),
+    base_url: str | None = typer.Option(
+        None, help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else the embedded local model)"
+    ),
     model: str | None = typer.Option(None, help="model name (default: OPTO_MODEL or the server's)"),
     steps: int = typer.Option(2, help="optimization steps"),
     run_dir: str = typer.Option("runs/demo", help="where checkpoints, history and the report go"),
     workflow: str = typer.Option("auto", help="auto | python | langchain | dspy | autogen"),
     batch_size: int = typer.Option(2, help="examples per step"),
-    answer_tokens: int | None = typer.Option(None, help="most tokens the optimizer may answer with (default: "
-                                                "sized per step from its parameters, see docs/optimizing.md)"),
-    fresh: bool = typer.Option(True, help="start over if the run directory holds an earlier run (only a "
-                                          "directory holding an opto run is ever deleted)"),
+    answer_tokens: int | None = typer.Option(
+        None,
+        help="most tokens the optimizer may answer with (default: "
+        "sized per step from its parameters, see docs/optimizing.md)",
+    ),
+    fresh: bool = typer.Option(
+        True,
+        help="start over if the run directory holds an earlier run (only a "
+        "directory holding an opto run is ever deleted)",
+    ),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="show INFO logs (ours and the frameworks')"),
-    mlflow: bool = typer.Option(False, "--mlflow", help="record the run in MLflow (extra `mlflow`; MLFLOW_TRACKING_URI "
-                                "or a local store in this directory)"),
-    context_window: int | None = typer.Option(None, help="the model's context window in tokens (default: "
-                                                  "what the server reports, OPTO_CONTEXT_WINDOW, or 4096 for the "
-                                                  "embedded server); prompts are budgeted to fit it"),
-    local_model: str | None = typer.Option(None, help="serve this GGUF file through the embedded server "
-                                               "(default: OPTO_LOCAL_MODEL, else the packaged SmolLM2-135M)"),
+    mlflow: bool = typer.Option(
+        False,
+        "--mlflow",
+        help="record the run in MLflow (extra `mlflow`; MLFLOW_TRACKING_URI or a local store in this directory)",
+    ),
+    context_window: int | None = typer.Option(
+        None,
+        help="the model's context window in tokens (default: "
+        "what the server reports, OPTO_CONTEXT_WINDOW, or 4096 for the "
+        "embedded server); prompts are budgeted to fit it",
+    ),
+    local_model: str | None = typer.Option(
+        None,
+        help="serve this GGUF file through the embedded server "
+        "(default: OPTO_LOCAL_MODEL, else the packaged SmolLM2-135M)",
+    ),
     isolation: str = typer.Option("auto", help=ISOLATION_HELP),
-    eval_timeout: float | None = typer.Option(None, help="seconds one run of the workflow may take (a longer "
-                                                   "run fails; isolated runs are killed, default 600)"),
+    eval_timeout: float | None = typer.Option(
+        None,
+        help="seconds one run of the workflow may take (a longer run fails; isolated runs are killed, default 600)",
+    ),
 ) -> None:
     """Optimize a small example workflow end to end and write its report.
 
@@ -250,23 +292,44 @@ def demo(
     target, trainset, feedback_fn, valset = load_recipe(recipe)
     llm = _client(base_url, model, context_window, local_model)
     where = llm.base_url or "the embedded local model (started on first use)"
-    console.print(f"[bold]opto demo[/bold]: the {name} workflow; optimizer model "
-                  f"{escape(llm.model or '(the server default)')} at {escape(where)}")
+    console.print(
+        f"[bold]opto demo[/bold]: the {name} workflow; optimizer model "
+        f"{escape(llm.model or '(the server default)')} at {escape(where)}"
+    )
     output, graph = target.run(trainset[0])
-    console.print(Text(" ".join(f"first example: {trainset[0]!r} -> {output!r}".split())), no_wrap=True,
-                  overflow="ellipsis", crop=True)
+    console.print(
+        Text(" ".join(f"first example: {trainset[0]!r} -> {output!r}".split())),
+        no_wrap=True,
+        overflow="ellipsis",
+        crop=True,
+    )
     _show_graph(graph)
     from opto_core.engine.coverage import Coverage
 
     console.print(escape(str(Coverage.of_graphs(target.parameters(), [graph]))))
     optimizer = _optimizer_for(target, llm, answer_tokens)
-    console.print(f"optimizer: {type(optimizer).__name__}"
-                  + (" (the LLM for text and code, a search for numbers)" if type(optimizer).__name__ == "Hybrid" else ""))
-    result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, max_steps=steps,
-                                   batch_size=batch_size, run_dir=run_dir, on_event=run_display(console),
-                                   recipe=recipe, tracking="mlflow" if mlflow else None,
-                                   **_isolation_kwargs(isolation, eval_timeout), **_worker_factory(isolation, recipe),
-                                   **_approval_kwargs(approve)))
+    console.print(
+        f"optimizer: {type(optimizer).__name__}"
+        + (" (the LLM for text and code, a search for numbers)" if type(optimizer).__name__ == "Hybrid" else "")
+    )
+    result = _run(
+        lambda: optimize(
+            target,
+            trainset,
+            feedback_fn,
+            optimizer,
+            valset,
+            max_steps=steps,
+            batch_size=batch_size,
+            run_dir=run_dir,
+            on_event=run_display(console),
+            recipe=recipe,
+            tracking="mlflow" if mlflow else None,
+            **_isolation_kwargs(isolation, eval_timeout),
+            **_worker_factory(isolation, recipe),
+            **_approval_kwargs(approve),
+        )
+    )
     _finish(result, run_dir)
 
 
@@ -276,14 +339,21 @@ def resume(
     steps: int | None = typer.Option(None, help="total steps (default: the run's own setting)"),
     base_url: str | None = typer.Option(None, help="override the endpoint the run used"),
     model: str | None = typer.Option(None, help="override the model the run used"),
-    recipe: str | None = typer.Option(None, help="module:function that rebuilds the workflow, for a run "
-                                                    "not started from a registered demo (its code is imported)"),
+    recipe: str | None = typer.Option(
+        None,
+        help="module:function that rebuilds the workflow, for a run "
+        "not started from a registered demo (its code is imported)",
+    ),
     approve: bool = typer.Option(False, "--approve", help="ask in the terminal before each proposal is applied"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="show INFO logs (ours and the frameworks')"),
     fresh: bool = typer.Option(False, "--fresh", help="start the run over in RUN_DIR (its earlier steps are removed)"),
     mlflow: bool = typer.Option(False, "--mlflow", help="record the run in MLflow (extra `mlflow`)"),
-    resume_changed: bool = typer.Option(False, "--resume-changed", help="resume even though the workflow changed "
-                                        "since the run started (saved values that no longer fit are dropped)"),
+    resume_changed: bool = typer.Option(
+        False,
+        "--resume-changed",
+        help="resume even though the workflow changed "
+        "since the run started (saved values that no longer fit are dropped)",
+    ),
     context_window: int | None = typer.Option(None, help="the model's context window in tokens"),
     local_model: str | None = typer.Option(None, help="serve this GGUF file through the embedded server"),
     isolation: str | None = typer.Option(None, help=ISOLATION_HELP + " (default: the run's own setting)"),
@@ -296,25 +366,36 @@ def resume(
 
     configure_logging(console, verbose)
     store = RunDir(run_dir)
-    config = _run(lambda: store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists()
-                  else {})
+    config = _run(
+        lambda: store.read_config() if RunDir.is_run(run_dir) or (Path(run_dir) / "config.json").exists() else {}
+    )
     if not config:
-        why = (" yet: its first start stopped before anything was saved (a full or read-only disk?); start it "
-               f"again with opto demo --run-dir {run_dir}") if RunDir.is_run(run_dir) else " (config.json is missing)"
+        why = (
+            (
+                " yet: its first start stopped before anything was saved (a full or read-only disk?); start it "
+                f"again with opto demo --run-dir {run_dir}"
+            )
+            if RunDir.is_run(run_dir)
+            else " (config.json is missing)"
+        )
         console.print(f"[red]{escape(run_dir)} holds no run{escape(why)}[/red]")
         raise typer.Exit(2)
     stored = config.get("recipe")
     if recipe is None:
         if not stored:
-            console.print("[red]this run was started from Python code, not from a recipe: resume it by calling "
-                          "optimize(..., run_dir=...) again with the same arguments, or pass --recipe "
-                          "module:function[/red]")
+            console.print(
+                "[red]this run was started from Python code, not from a recipe: resume it by calling "
+                "optimize(..., run_dir=...) again with the same arguments, or pass --recipe "
+                "module:function[/red]"
+            )
             raise typer.Exit(2)
         if not isinstance(stored, str) or not is_registered_recipe(stored):
             # the run directory is data: it must not choose which code this process imports
-            console.print(f"[red]config.json names the recipe {escape(repr(stored))}, which is not a registered "
-                          f"demo; nothing was imported. If you trust it, pass it explicitly: "
-                          f"opto resume {escape(run_dir)} --recipe {escape(str(stored))}[/red]")
+            console.print(
+                f"[red]config.json names the recipe {escape(repr(stored))}, which is not a registered "
+                f"demo; nothing was imported. If you trust it, pass it explicitly: "
+                f"opto resume {escape(run_dir)} --recipe {escape(str(stored))}[/red]"
+            )
             raise typer.Exit(2)
         recipe = stored
     try:
@@ -324,14 +405,27 @@ def resume(
         raise typer.Exit(2) from None
     llm = _client(base_url or config.get("base_url"), model or config.get("model"), context_window, local_model)
     optimizer = _optimizer_for(target, llm, name=config.get("optimizer") or "OptoPrime")
-    overrides = _isolation_kwargs(isolation, eval_timeout) if isolation is not None else (
-        {"eval_timeout": eval_timeout} if eval_timeout is not None else {})
+    overrides = (
+        _isolation_kwargs(isolation, eval_timeout)
+        if isolation is not None
+        else ({"eval_timeout": eval_timeout} if eval_timeout is not None else {})
+    )
     overrides.update(_worker_factory(overrides.get("isolation", config.get("isolation")), recipe))
-    settings = _run(lambda: _settings_of(config, store, run_dir=run_dir, recipe=recipe, on_event=run_display(console),
-                                         fresh=fresh, resume_changed=resume_changed,
-                                         **({"tracking": "mlflow"} if mlflow else {}),
-                                         **({"max_steps": steps} if steps else {}), **overrides,
-                                         **_approval_kwargs(approve)))
+    settings = _run(
+        lambda: _settings_of(
+            config,
+            store,
+            run_dir=run_dir,
+            recipe=recipe,
+            on_event=run_display(console),
+            fresh=fresh,
+            resume_changed=resume_changed,
+            **({"tracking": "mlflow"} if mlflow else {}),
+            **({"max_steps": steps} if steps else {}),
+            **overrides,
+            **_approval_kwargs(approve),
+        )
+    )
     result = _run(lambda: optimize(target, trainset, feedback_fn, optimizer, valset, settings=settings))
     _finish(result, run_dir)
 
@@ -387,12 +481,16 @@ def graph(
 
 @app.command()
 def gateway(
-    upstream: str = typer.Option(..., help="the real endpoint's base URL, e.g. https://api.openai.com/v1 (its key: "
-                                           "OPTO_UPSTREAM_API_KEY, else the program's own Authorization is passed on)"),
+    upstream: str = typer.Option(
+        ...,
+        help="the real endpoint's base URL, e.g. https://api.openai.com/v1 (its key: "
+        "OPTO_UPSTREAM_API_KEY, else the program's own Authorization is passed on)",
+    ),
     port: int = typer.Option(8411, help="port to listen on (0: any free port)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (loopback unless you mean otherwise)"),
-    values: str | None = typer.Option(None, help="an opto-values/1 file to serve: its prompts and settings "
-                                                    "rewrite matching requests"),
+    values: str | None = typer.Option(
+        None, help="an opto-values/1 file to serve: its prompts and settings rewrite matching requests"
+    ),
     record: str | None = typer.Option(None, help="directory to record every run into (one JSONL file per run)"),
     run_gap: float = typer.Option(10.0, help="seconds of silence from a client that end its run"),
 ) -> None:
@@ -410,11 +508,14 @@ def gateway(
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
     rules = proxy.parameters.parameters()
-    console.print(f"[bold]opto gateway[/bold] -> {escape(scrub_url(proxy.upstream) or '')}"
-                  f" (upstream key: {'OPTO_UPSTREAM_API_KEY' if proxy.holds_key else 'the program passes its own'})")
+    console.print(
+        f"[bold]opto gateway[/bold] -> {escape(scrub_url(proxy.upstream) or '')}"
+        f" (upstream key: {'OPTO_UPSTREAM_API_KEY' if proxy.holds_key else 'the program passes its own'})"
+    )
     if rules:
-        console.print(f"serving {len(rules)} values from {escape(values or '')}: "
-                      + ", ".join(escape(p.name) for p in rules))
+        console.print(
+            f"serving {len(rules)} values from {escape(values or '')}: " + ", ".join(escape(p.name) for p in rules)
+        )
     if record:
         console.print(f"recording runs into {escape(record)}")
     try:
@@ -430,14 +531,19 @@ def gateway(
 def import_traces(
     traces: str = typer.Argument(..., help="OpenTelemetry spans as OTLP JSON (or JSON lines of OTLP documents)"),
     out: str | None = typer.Option(None, help="directory to write one OPTO graph JSON per trace into"),
-    feedback_attribute: str | None = typer.Option(None, help="span attribute holding each trace's score or "
-                                                                "feedback text (e.g. eval.score)"),
+    feedback_attribute: str | None = typer.Option(
+        None, help="span attribute holding each trace's score or feedback text (e.g. eval.score)"
+    ),
     min_runs: int = typer.Option(2, help="a system prompt must appear in this many traces to become a parameter"),
-    optimize: bool = typer.Option(False, "--optimize", help="propose new values from the traces' feedback with "
-                                                              "one OptoPrime step (nothing is re-run or deployed)"),
+    optimize: bool = typer.Option(
+        False,
+        "--optimize",
+        help="propose new values from the traces' feedback with one OptoPrime step (nothing is re-run or deployed)",
+    ),
     values_out: str = typer.Option("offline.values.json", help="where --optimize writes the values (and a .diff)"),
-    base_url: str | None = typer.Option(None, help="the optimizer's endpoint (default: OPENAI_BASE_URL, else "
-                                                      "the embedded local model)"),
+    base_url: str | None = typer.Option(
+        None, help="the optimizer's endpoint (default: OPENAI_BASE_URL, else the embedded local model)"
+    ),
     model: str | None = typer.Option(None, help="the optimizer's model"),
 ) -> None:
     """Read OpenTelemetry traces (GenAI conventions, OpenInference) into OPTO graphs; optionally optimize offline."""
@@ -450,8 +556,10 @@ def import_traces(
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
     calls = sum(g.meta.get("llm_calls", 0) for g in loaded)
-    console.print(f"{len(loaded)} traces, {calls} LLM calls; {loaded.ignored} spans of other kinds ignored"
-                  + (f"; skipped: {dict(loaded.skipped)}" if loaded.skipped else ""))
+    console.print(
+        f"{len(loaded)} traces, {calls} LLM calls; {loaded.ignored} spans of other kinds ignored"
+        + (f"; skipped: {dict(loaded.skipped)}" if loaded.skipped else "")
+    )
     for parameter in loaded.parameters.parameters():
         console.print(f"parameter [bold]{escape(parameter.name)}[/bold] = {escape(str(parameter.value)[:200])}")
     if out:
@@ -463,14 +571,20 @@ def import_traces(
         from opto_core.optimizers.optoprime import OptoPrime
 
         try:
-            result = optimize_offline(loaded, None, OptoPrime(loaded.parameters.parameters(), _client(base_url, model)),
-                                      values_path=values_out)
+            result = optimize_offline(
+                loaded,
+                None,
+                OptoPrime(loaded.parameters.parameters(), _client(base_url, model)),
+                values_path=values_out,
+            )
         except ValueError as exc:
             console.print(f"[red]{escape(str(exc))}[/red]")
             raise typer.Exit(1) from None
         console.print(escape(result.diff) or "no value changed")
-        console.print(f"values: {result.values_path} (serve with: opto gateway --upstream URL --values "
-                      f"{result.values_path}); diff: {result.diff_path}")
+        console.print(
+            f"values: {result.values_path} (serve with: opto gateway --upstream URL --values "
+            f"{result.values_path}); diff: {result.diff_path}"
+        )
 
 
 def main() -> None:

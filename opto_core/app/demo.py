@@ -37,8 +37,9 @@ def apply_discount(price: float, rate: float) -> float:
     return round(price * (1 - rate), 2)
 
 
-DISCOUNT = Parameter("invoice.discount_rate", "float", 0.5, lower=0.0, upper=0.9,
-                     description="the store's discount rate (a fraction)")
+DISCOUNT = Parameter(
+    "invoice.discount_rate", "float", 0.5, lower=0.0, upper=0.9, description="the store's discount rate (a fraction)"
+)
 
 
 def invoice_workflow(line: str) -> float:
@@ -47,8 +48,10 @@ def invoice_workflow(line: str) -> float:
 
 def _invoice_examples() -> list[dict[str, Any]]:
     amounts = [12.50, 99.99, 5.25, 40.00, 18.75, 7.10, 63.30, 120.45]
-    return [{"line": f"Item {i}: total ${amount:.2f}", "expected": round(amount * 0.9, 2)}
-            for i, amount in enumerate(amounts)]
+    return [
+        {"line": f"Item {i}: total ${amount:.2f}", "expected": round(amount * 0.9, 2)}
+        for i, amount in enumerate(amounts)
+    ]
 
 
 def invoice_feedback(example: dict[str, Any], output: float) -> Feedback:
@@ -56,8 +59,10 @@ def invoice_feedback(example: dict[str, Any], output: float) -> Feedback:
     error = abs(output - expected)
     if error < 0.005:
         return Feedback(1.0, "Correct.")
-    return Feedback(max(0.0, 1.0 - error / expected),
-                    f"For {example['line']!r} the discounted total should be {expected:.2f} (10% off), got {output:.2f}.")
+    return Feedback(
+        max(0.0, 1.0 - error / expected),
+        f"For {example['line']!r} the discounted total should be {expected:.2f} (10% off), got {output:.2f}.",
+    )
 
 
 def build_python_demo() -> tuple[FunctionTarget, list[Any], Callable[[Any, Any], Any], list[Any]]:
@@ -107,7 +112,11 @@ def registered_demos() -> dict[str, Demo]:
 
 def _split(recipe: str) -> tuple[str, str]:
     module, _, function = recipe.partition(":")
-    if not module or not function or not all(part.isidentifier() for part in (*module.split("."), *function.split("."))):
+    if (
+        not module
+        or not function
+        or not all(part.isidentifier() for part in (*module.split("."), *function.split(".")))
+    ):
         raise ValueError(f"a recipe is 'module:function', got {recipe!r}")
     return module, function
 
@@ -157,8 +166,9 @@ def load_recipe(recipe: str) -> tuple[Any, list[Any], Callable[[Any, Any], Any],
         built = getattr(built, part)
     result = built()
     if not isinstance(result, tuple) or len(result) not in (3, 4):
-        raise ValueError(f"recipe {recipe} must return (target, trainset, feedback_fn[, valset]), "
-                         f"got {type(result).__name__}")
+        raise ValueError(
+            f"recipe {recipe} must return (target, trainset, feedback_fn[, valset]), got {type(result).__name__}"
+        )
     if len(result) == 3:
         return (*result, None)
     return result

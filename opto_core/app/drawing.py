@@ -109,8 +109,10 @@ class Selection:
         """The sentence every drawing carries when nodes were left out ('' when none were)."""
         if not self.cut:
             return ""
-        return (f"Graph cut to {len(self.nodes)} of {self.total} nodes: the {len(self.nodes)} nearest the "
-                f"outputs are shown, {self.cut} farther ones are left out.")
+        return (
+            f"Graph cut to {len(self.nodes)} of {self.total} nodes: the {len(self.nodes)} nearest the "
+            f"outputs are shown, {self.cut} farther ones are left out."
+        )
 
     def edges(self) -> list[tuple[Edge, Node]]:
         """Every edge between shown nodes, as (edge, child), in drawing order."""
@@ -130,8 +132,7 @@ def select(graph: Graph, max_nodes: int = 300) -> Selection:
     if len(nodes) <= max_nodes:
         return Selection(list(nodes), len(nodes))
     children = graph.children()
-    targets = [n.id for n in nodes if n.kind in ("output", "exception")] or \
-              [n.id for n in nodes if not children[n.id]]
+    targets = [n.id for n in nodes if n.kind in ("output", "exception")] or [n.id for n in nodes if not children[n.id]]
     distance: dict[str, int] = dict.fromkeys(targets, 0)
     queue = deque(targets)
     while queue:
@@ -166,8 +167,14 @@ def to_mermaid(graph: Graph, max_nodes: int = 300) -> str:
     """The graph as a Mermaid flowchart (top to bottom), styled by node kind."""
     selection = select(graph, max_nodes)
     ids = {node.id: f"n{index}" for index, node in enumerate(selection.nodes)}
-    shapes = {"trainable": ('{{"', '"}}'), "frozen": ('{{"', '"}}'), "input": ('[/"', '"/]'),
-              "op": ('["', '"]'), "exception": ('>"', '"]'), "output": ('(["', '"])')}
+    shapes = {
+        "trainable": ('{{"', '"}}'),
+        "frozen": ('{{"', '"}}'),
+        "input": ('[/"', '"/]'),
+        "op": ('["', '"]'),
+        "exception": ('>"', '"]'),
+        "output": ('(["', '"])'),
+    }
     lines = ["flowchart TD"]
     note = selection.note()
     if note:
@@ -176,8 +183,14 @@ def to_mermaid(graph: Graph, max_nodes: int = 300) -> str:
     classes: dict[str, list[str]] = {}
     for node in selection.nodes:
         style = style_of(node)
-        label = "<br>".join(mermaid_escape(part) for part in (
-            _cut(node.name, 60), kind_line(node, selection.hidden_parents.get(node.id, 0)), preview(node.value)))
+        label = "<br>".join(
+            mermaid_escape(part)
+            for part in (
+                _cut(node.name, 60),
+                kind_line(node, selection.hidden_parents.get(node.id, 0)),
+                preview(node.value),
+            )
+        )
         left, right = shapes[style]
         lines.append(f"    {ids[node.id]}{left}{label}{right}")
         classes.setdefault(style, []).append(ids[node.id])
@@ -210,18 +223,26 @@ def _edge_text(edge: Edge) -> str:
 # ----- Graphviz DOT ---------------------------------------------------------------------------------
 def dot_escape(text: str) -> str:
     """Text safe inside a double-quoted DOT string: backslashes and quotes escaped, newlines as \\n."""
-    return (text.replace("\\", "\\\\").replace('"', '\\"').replace("\r\n", "\n").replace("\r", "\n")
-            .replace("\n", "\\n"))
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
 
 
 def to_dot(graph: Graph, max_nodes: int = 300) -> str:
     """The graph as a Graphviz digraph (top to bottom), styled by node kind."""
     selection = select(graph, max_nodes)
-    shapes = {"trainable": "box", "frozen": "box", "input": "parallelogram", "op": "box",
-              "exception": "octagon", "output": "box"}
-    lines = ["digraph opto {", "  rankdir=TB;",
-             '  node [fontname="Helvetica", fontsize=11, style="filled"];',
-             '  edge [fontname="Helvetica", fontsize=9, color="#607d8b"];']
+    shapes = {
+        "trainable": "box",
+        "frozen": "box",
+        "input": "parallelogram",
+        "op": "box",
+        "exception": "octagon",
+        "output": "box",
+    }
+    lines = [
+        "digraph opto {",
+        "  rankdir=TB;",
+        '  node [fontname="Helvetica", fontsize=11, style="filled"];',
+        '  edge [fontname="Helvetica", fontsize=9, color="#607d8b"];',
+    ]
     note = selection.note()
     if note:
         lines.append(f"  // {note}")
@@ -230,13 +251,16 @@ def to_dot(graph: Graph, max_nodes: int = 300) -> str:
         style = style_of(node)
         fill, stroke = STYLES[style]
         look = {"trainable": "rounded,filled,bold", "frozen": "rounded,filled,dashed"}.get(style, "filled")
-        label = "\n".join((_cut(node.name, 60), kind_line(node, selection.hidden_parents.get(node.id, 0)),
-                           preview(node.value)))
+        label = "\n".join(
+            (_cut(node.name, 60), kind_line(node, selection.hidden_parents.get(node.id, 0)), preview(node.value))
+        )
         extra = ", peripheries=2" if style == "output" else ""
         tooltip = f"{node.id}\n{preview(node.value, 400)}"
-        lines.append(f'  "{dot_escape(node.id)}" [label="{dot_escape(label)}", shape={shapes[style]}, '
-                     f'style="{look}", fillcolor="{fill}", color="{stroke}"{extra}, '
-                     f'tooltip="{dot_escape(tooltip)}"];')
+        lines.append(
+            f'  "{dot_escape(node.id)}" [label="{dot_escape(label)}", shape={shapes[style]}, '
+            f'style="{look}", fillcolor="{fill}", color="{stroke}"{extra}, '
+            f'tooltip="{dot_escape(tooltip)}"];'
+        )
     for edge, child in selection.edges():
         attrs = []
         text = _edge_text(edge)
@@ -438,18 +462,24 @@ def to_svg(graph: Graph, max_nodes: int = 300, selection: Selection | None = Non
     """The graph drawn as one inline ``<svg>`` element (no script, no external file)."""
     selection = selection or select(graph, max_nodes)
     if not selection.nodes:
-        return '<svg xmlns="http://www.w3.org/2000/svg" width="300" height="40" role="img">' \
-               '<text x="10" y="24" font-size="13">(the graph is empty)</text></svg>'
+        return (
+            '<svg xmlns="http://www.w3.org/2000/svg" width="300" height="40" role="img">'
+            '<text x="10" y="24" font-size="13">(the graph is empty)</text></svg>'
+        )
     plan = layout(selection)
     e = html.escape
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="opto-graph-svg" width="{plan.width:.0f}" '
-             f'height="{plan.height:.0f}" viewBox="0 0 {plan.width:.0f} {plan.height:.0f}" role="img" '
-             f'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif">',
-             "<defs>"]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="opto-graph-svg" width="{plan.width:.0f}" '
+        f'height="{plan.height:.0f}" viewBox="0 0 {plan.width:.0f} {plan.height:.0f}" role="img" '
+        f'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif">',
+        "<defs>",
+    ]
     for name, colour in (("data", "#607d8b"), ("dash", "#90a4ae"), ("control", "#8e24aa")):
-        parts.append(f'<marker id="arrow-{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-                     f'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
-                     f'fill="{colour}"/></marker>')
+        parts.append(
+            f'<marker id="arrow-{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+            f'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+            f'fill="{colour}"/></marker>'
+        )
     parts.append("</defs>")
     # edges that leave (enter) a box towards the same neighbour share one point on its bottom (top)
     # side; different neighbours are spread along the side in the order of their x
@@ -482,12 +512,17 @@ def to_svg(graph: Graph, max_nodes: int = 300, selection: Selection | None = Non
         for (x1, y1), (x2, y2) in zip(points[:-2], points[1:-1]):  # channel segments: drawn once
             shared[kind][(round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1))] = None
         (x1, y1), (x2, y2) = points[-2], points[-1]
-        title = f"{edge.id} → {child.id}" + (f" ({edge.arg})" if edge.arg else "") + \
-                (f" via {edge.via}" if edge.via != VIA_DATA else "")
-        finals.append(f'<path class="edge edge-{e(edge.via)}" d="M{x1:.1f},{y1:.1f} L{x2:.1f},{y2:.1f}" '
-                      f'stroke="{colours[kind]}" stroke-width="{2 if kind == "control" else 1.3}"'
-                      f'{_DASH if kind == "dash" else ""} marker-end="url(#arrow-{kind})">'
-                      f"<title>{e(title)}</title></path>")
+        title = (
+            f"{edge.id} → {child.id}"
+            + (f" ({edge.arg})" if edge.arg else "")
+            + (f" via {edge.via}" if edge.via != VIA_DATA else "")
+        )
+        finals.append(
+            f'<path class="edge edge-{e(edge.via)}" d="M{x1:.1f},{y1:.1f} L{x2:.1f},{y2:.1f}" '
+            f'stroke="{colours[kind]}" stroke-width="{2 if kind == "control" else 1.3}"'
+            f'{_DASH if kind == "dash" else ""} marker-end="url(#arrow-{kind})">'
+            f"<title>{e(title)}</title></path>"
+        )
         text = _edge_text(edge)
         if text:
             labels.append((_cut(text, 24), title, x1, y1, x2, y2))
@@ -505,16 +540,20 @@ def to_svg(graph: Graph, max_nodes: int = 300, selection: Selection | None = Non
                 break
         _, lx, ly, box = min(tried, key=lambda candidate: candidate[0])  # the first of the fewest overlaps
         placed.append(box)
-        label_parts.append(f'<text class="edge-label" x="{lx:.1f}" y="{ly + 3:.1f}" text-anchor="middle" '
-                           f'font-size="10" fill="#37474f" stroke="#fcfcfd" stroke-width="3" '
-                           f'paint-order="stroke">{e(text)}<title>{e(title)}</title></text>')
+        label_parts.append(
+            f'<text class="edge-label" x="{lx:.1f}" y="{ly + 3:.1f}" text-anchor="middle" '
+            f'font-size="10" fill="#37474f" stroke="#fcfcfd" stroke-width="3" '
+            f'paint-order="stroke">{e(text)}<title>{e(title)}</title></text>'
+        )
     parts.append('<g class="edges" fill="none">')
     for kind, segments in shared.items():
         if segments:
             d = " ".join(f"M{x1},{y1} L{x2},{y2}" for x1, y1, x2, y2 in segments)
-            parts.append(f'<path class="channel channel-{kind}" d="{d}" stroke="{colours[kind]}" '
-                         f'stroke-width="{2 if kind == "control" else 1.3}"'
-                         f'{_DASH if kind == "dash" else ""}/>')
+            parts.append(
+                f'<path class="channel channel-{kind}" d="{d}" stroke="{colours[kind]}" '
+                f'stroke-width="{2 if kind == "control" else 1.3}"'
+                f'{_DASH if kind == "dash" else ""}/>'
+            )
     parts += finals
     parts.append("</g>")
     parts.append('<g class="edge-labels">' + "".join(label_parts) + "</g>")
@@ -529,12 +568,14 @@ def to_svg(graph: Graph, max_nodes: int = 300, selection: Selection | None = Non
         style = style_of(node)
         fill, stroke = STYLES[style]
         x, y = slot.x - REF_W / 2, plan.y(slot.row) + BOX_H - REF_H
-        parts.append(f'<g class="ref ref-{style}" data-ref="{e(node.id)}"><title>{e(node.id)} (drawn in full '
-                     f'further up; repeated here to keep lines short)</title>'
-                     f'<rect x="{x:.1f}" y="{y:.1f}" width="{REF_W}" height="{REF_H}" rx="11" fill="{fill}" '
-                     f'stroke="{stroke}" stroke-width="1.2" stroke-dasharray="3 2"/>'
-                     f'<text x="{slot.x:.1f}" y="{y + 15:.1f}" text-anchor="middle" font-size="11" fill="#111">'
-                     f'↑ {e(_cut(node.name if name_count[node.name] == 1 else node.id, 21))}</text></g>')
+        parts.append(
+            f'<g class="ref ref-{style}" data-ref="{e(node.id)}"><title>{e(node.id)} (drawn in full '
+            f'further up; repeated here to keep lines short)</title>'
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{REF_W}" height="{REF_H}" rx="11" fill="{fill}" '
+            f'stroke="{stroke}" stroke-width="1.2" stroke-dasharray="3 2"/>'
+            f'<text x="{slot.x:.1f}" y="{y + 15:.1f}" text-anchor="middle" font-size="11" fill="#111">'
+            f'↑ {e(_cut(node.name if name_count[node.name] == 1 else node.id, 21))}</text></g>'
+        )
     for node in selection.nodes:
         slot = plan.slots[node.id]
         style = style_of(node)
@@ -543,19 +584,24 @@ def to_svg(graph: Graph, max_nodes: int = 300, selection: Selection | None = Non
         rx = 14 if node.kind == "parameter" else 26 if node.kind == "output" else 4
         dash = ' stroke-dasharray="5 3"' if style == "frozen" else ""
         stroke_w = "2.2" if style in ("trainable", "exception") else "1.3"
-        tooltip = (f"{node.id} ({kind_line(node)})" + (f"\n{node.description}" if node.description else "")
-                   + f"\n\n{full_text(node.value, 1500)}")
-        parts.append(f'<g class="node node-{style}" data-id="{e(node.id)}"><title>{e(tooltip)}</title>'
-                     f'<rect x="{x:.1f}" y="{y:.1f}" width="{BOX_W}" height="{BOX_H}" rx="{rx}" '
-                     f'fill="{fill}" stroke="{stroke}" stroke-width="{stroke_w}"{dash}/>'
-                     f'<text x="{slot.x:.1f}" y="{y + 17:.1f}" text-anchor="middle" font-size="12" '
-                     f'font-weight="600" fill="#111">{e(_cut(node.name, 27))}</text>'
-                     f'<text x="{slot.x:.1f}" y="{y + 31:.1f}" text-anchor="middle" font-size="10" '
-                     f'fill="{stroke}">{e(_cut(kind_line(node, selection.hidden_parents.get(node.id, 0)), 34))}'
-                     f'</text>'
-                     f'<text x="{slot.x:.1f}" y="{y + 47:.1f}" text-anchor="middle" font-size="10.5" '
-                     f'font-family="ui-monospace, SFMono-Regular, Menlo, Consolas, monospace" fill="#333">'
-                     f'{e(preview(node.value, 29))}</text></g>')
+        tooltip = (
+            f"{node.id} ({kind_line(node)})"
+            + (f"\n{node.description}" if node.description else "")
+            + f"\n\n{full_text(node.value, 1500)}"
+        )
+        parts.append(
+            f'<g class="node node-{style}" data-id="{e(node.id)}"><title>{e(tooltip)}</title>'
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{BOX_W}" height="{BOX_H}" rx="{rx}" '
+            f'fill="{fill}" stroke="{stroke}" stroke-width="{stroke_w}"{dash}/>'
+            f'<text x="{slot.x:.1f}" y="{y + 17:.1f}" text-anchor="middle" font-size="12" '
+            f'font-weight="600" fill="#111">{e(_cut(node.name, 27))}</text>'
+            f'<text x="{slot.x:.1f}" y="{y + 31:.1f}" text-anchor="middle" font-size="10" '
+            f'fill="{stroke}">{e(_cut(kind_line(node, selection.hidden_parents.get(node.id, 0)), 34))}'
+            f'</text>'
+            f'<text x="{slot.x:.1f}" y="{y + 47:.1f}" text-anchor="middle" font-size="10.5" '
+            f'font-family="ui-monospace, SFMono-Regular, Menlo, Consolas, monospace" fill="#333">'
+            f'{e(preview(node.value, 29))}</text></g>'
+        )
     parts.append("</g></svg>")
     return "".join(parts)
 
@@ -583,8 +629,9 @@ def graph_fragment(graph: Graph, max_nodes: int = 300) -> str:
     legend = ['<div class="opto-legend">']
     for style, (fill, stroke) in STYLES.items():
         dash = ";border-style:dashed" if style == "frozen" else ""
-        legend.append(f'<span><i style="background:{fill};border-color:{stroke}{dash}"></i>'
-                      f'{STYLE_LABELS[style]}</span>')
+        legend.append(
+            f'<span><i style="background:{fill};border-color:{stroke}{dash}"></i>{STYLE_LABELS[style]}</span>'
+        )
     legend.append('<span><b></b>data</span><span><b class="dash"></b>context / call tree</span></div>')
     counts: dict[str, int] = {}
     for node in graph.nodes:
@@ -596,10 +643,14 @@ def graph_fragment(graph: Graph, max_nodes: int = 300) -> str:
         parts.append(f'<p class="opto-note">{e(note)}</p>')
     parts += legend
     parts.append(f'<div class="opto-graph-box">{to_svg(graph, max_nodes, selection)}</div>')
-    parts.append(f'<details class="opto-source"><summary>Mermaid source</summary><pre>'
-                 f'{e(to_mermaid(graph, max_nodes))}</pre></details>')
-    parts.append(f'<details class="opto-source"><summary>Graphviz DOT source</summary><pre>'
-                 f'{e(to_dot(graph, max_nodes))}</pre></details>')
+    parts.append(
+        f'<details class="opto-source"><summary>Mermaid source</summary><pre>'
+        f'{e(to_mermaid(graph, max_nodes))}</pre></details>'
+    )
+    parts.append(
+        f'<details class="opto-source"><summary>Graphviz DOT source</summary><pre>'
+        f'{e(to_dot(graph, max_nodes))}</pre></details>'
+    )
     return "\n".join(parts)
 
 
@@ -616,9 +667,13 @@ def graph_html(graph: Graph, *, title: str | None = None, max_nodes: int = 300) 
     e = html.escape
     name = graph.meta.get("target") or graph.meta.get("name") or graph.meta.get("run")
     title = title or (f"OPTO graph: {name}" if name else "OPTO graph")
-    meta_rows = "".join(f"<tr><td>{e(str(k))}</td><td>{e(_cut(preview(v, 400) if not isinstance(v, str) else v, 400))}"
-                        f"</td></tr>" for k, v in graph.meta.items())
+    meta_rows = "".join(
+        f"<tr><td>{e(str(k))}</td><td>{e(_cut(preview(v, 400) if not isinstance(v, str) else v, 400))}</td></tr>"
+        for k, v in graph.meta.items()
+    )
     meta = f'<table class="meta">{meta_rows}</table>' if meta_rows else ""
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{e(title)}</title><style>{PAGE_CSS}{GRAPH_CSS}</style></head><body>"
-            f"<h1>{e(title)}</h1>{meta}<h2>Graph</h2>{graph_fragment(graph, max_nodes)}</body></html>\n")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{e(title)}</title><style>{PAGE_CSS}{GRAPH_CSS}</style></head><body>"
+        f"<h1>{e(title)}</h1>{meta}<h2>Graph</h2>{graph_fragment(graph, max_nodes)}</body></html>\n"
+    )

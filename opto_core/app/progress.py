@@ -19,8 +19,20 @@ from opto_core.engine.progress import RunDisplay
 __all__ = ["configure_logging", "run_display"]
 
 #: Loggers that stay at WARNING even with ``-v`` is off (they ignore the root level or set their own).
-NOISY = ("autogen_core", "autogen_core.events", "autogen_agentchat", "autogen_ext", "httpx", "httpcore", "openai",
-         "LiteLLM", "litellm", "dspy", "urllib3", "ray")
+NOISY = (
+    "autogen_core",
+    "autogen_core.events",
+    "autogen_agentchat",
+    "autogen_ext",
+    "httpx",
+    "httpcore",
+    "openai",
+    "LiteLLM",
+    "litellm",
+    "dspy",
+    "urllib3",
+    "ray",
+)
 
 
 def configure_logging(console: Console, verbose: bool = False) -> None:
@@ -32,8 +44,9 @@ def configure_logging(console: Console, verbose: bool = False) -> None:
     for handler in list(root.handlers):
         if getattr(handler, "_opto_console", False):
             root.removeHandler(handler)
-    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False, rich_tracebacks=False,
-                          show_level=True)
+    handler = RichHandler(
+        console=console, show_time=False, show_path=False, markup=False, rich_tracebacks=False, show_level=True
+    )
     handler._opto_console = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(message)s"))
     root.addHandler(handler)

@@ -74,11 +74,13 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
     """Read a run directory; raise `ReportError` when it holds no run at all."""
     path = Path(run_dir)
     if not path.exists():
-        raise ReportError(f"{path} does not exist: give the run directory passed to optimize(run_dir=...) "
-                          f"or `opto demo --run-dir`")
+        raise ReportError(
+            f"{path} does not exist: give the run directory passed to optimize(run_dir=...) or `opto demo --run-dir`"
+        )
     if not path.is_dir():
-        raise ReportError(f"{path} is not a directory: give a run directory (it holds config.json, "
-                          f"checkpoint.json and history.jsonl)")
+        raise ReportError(
+            f"{path} is not a directory: give a run directory (it holds config.json, checkpoint.json and history.jsonl)"
+        )
     store = RunDir(path)
     names = ("config.json", "checkpoint.json", "history.jsonl")
     if not any((path / name).exists() for name in names):
@@ -103,17 +105,21 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
             data.warnings.append(f"history.jsonl, step {record.step}: " + "; ".join(record.problems))
     if data.checkpoint is None:
         if data.history:
-            data.warnings.append("No checkpoint yet: the run crashed, or is still running, before its first "
-                                 "checkpoint. The steps below come from history.jsonl.")
+            data.warnings.append(
+                "No checkpoint yet: the run crashed, or is still running, before its first "
+                "checkpoint. The steps below come from history.jsonl."
+            )
         else:
             data.warnings.append("No step has finished yet: only the settings were written.")
     else:
         done = data.checkpoint_step
         extra = [r.step for r in data.history if done is not None and r.step > done]
         if extra:
-            data.warnings.append(f"history.jsonl holds step(s) {', '.join(map(str, extra))} after the last "
-                                 f"checkpoint (step {done}): the run stopped while saving them; a resumed run "
-                                 f"redoes them.")
+            data.warnings.append(
+                f"history.jsonl holds step(s) {', '.join(map(str, extra))} after the last "
+                f"checkpoint (step {done}): the run stopped while saving them; a resumed run "
+                f"redoes them."
+            )
     data.graph_file = _latest_graph(path)
     if data.graph_file is not None:
         try:
@@ -229,33 +235,45 @@ def score_plot(history: Sequence[StepRecord]) -> str:
     def py(value: float) -> float:
         return top + (y_hi - value) / (y_hi - y_lo) * plot_h
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="score-plot" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="score per step" '
-           f'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif" font-size="11">']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="score-plot" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="score per step" '
+        f'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif" font-size="11">'
+    ]
     for record in records:  # rolled-back steps: a light red band behind everything
         if _outcome(record)[0] == "rolled back":
             x = px(record.step)
             band = max(min(plot_w / max(len(records), 1) * 0.6, 24), 4)
             x0, x1 = max(x - band / 2, left), min(x + band / 2, left + plot_w)
-            out.append(f'<rect class="rollback-band" x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" '
-                       f'height="{plot_h}" fill="#ffebee"/>')
+            out.append(
+                f'<rect class="rollback-band" x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" '
+                f'height="{plot_h}" fill="#ffebee"/>'
+            )
     for tick in _ticks(y_lo, y_hi):
         y = py(tick)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eaeef2"/>'
-                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#57606a">{e(f"{tick:g}")}</text>')
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eaeef2"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#57606a">{e(f"{tick:g}")}</text>'
+        )
     step_ticks = sorted(set(steps))
     stride = max(1, math.ceil(len(step_ticks) / 20))
     for tick_step in step_ticks[::stride]:
         x = px(tick_step)
-        out.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="#8c959f"/>'
-                   f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" fill="#57606a">{tick_step}</text>')
-    out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#8c959f"/>'
-               f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle" fill="#24292f">step</text>'
-               f'<text x="14" y="{top + plot_h / 2:.1f}" text-anchor="middle" fill="#24292f" '
-               f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">score</text>')
-    look = {"batch": ("#8c959f", "4 3", "batch score (before the step)"),
-            "eval": ("#0969da", "", "score after (the proposal applied)"),
-            "best": ("#1a7f37", "", "best score")}
+        out.append(
+            f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="#8c959f"/>'
+            f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" fill="#57606a">{tick_step}</text>'
+        )
+    out.append(
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#8c959f"/>'
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle" fill="#24292f">step</text>'
+        f'<text x="14" y="{top + plot_h / 2:.1f}" text-anchor="middle" fill="#24292f" '
+        f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">score</text>'
+    )
+    look = {
+        "batch": ("#8c959f", "4 3", "batch score (before the step)"),
+        "eval": ("#0969da", "", "score after (the proposal applied)"),
+        "best": ("#1a7f37", "", "best score"),
+    }
     for name, points in series.items():
         colour, dash, _ = look[name]
         run: list[str] = []
@@ -271,43 +289,57 @@ def score_plot(history: Sequence[StepRecord]) -> str:
             segments.append(run)
         for segment in segments:
             dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-            out.append(f'<polyline class="line {name}" points="{" ".join(segment)}" fill="none" '
-                       f'stroke="{colour}" stroke-width="{2.2 if name == "best" else 1.6}"{dash_attr}/>')
+            out.append(
+                f'<polyline class="line {name}" points="{" ".join(segment)}" fill="none" '
+                f'stroke="{colour}" stroke-width="{2.2 if name == "best" else 1.6}"{dash_attr}/>'
+            )
     for record, (_, batch), (_, evaluated), (_, best) in zip(records, series["batch"], series["eval"], series["best"]):
         step = record.step
         outcome = _outcome(record)[0]
         x = px(step)
         if batch is not None:
-            out.append(f'<circle class="pt batch" data-step="{e(step)}" cx="{x:.1f}" cy="{py(batch):.1f}" r="3" '
-                       f'fill="#ffffff" stroke="#8c959f"><title>step {e(step)}: batch score {_fmt(batch)}</title>'
-                       f'</circle>')
+            out.append(
+                f'<circle class="pt batch" data-step="{e(step)}" cx="{x:.1f}" cy="{py(batch):.1f}" r="3" '
+                f'fill="#ffffff" stroke="#8c959f"><title>step {e(step)}: batch score {_fmt(batch)}</title>'
+                f'</circle>'
+            )
         if evaluated is not None:
             y = py(evaluated)
             if outcome == "rolled back":
-                out.append(f'<path class="rollback" data-step="{e(step)}" d="M{x - 5:.1f},{y - 5:.1f} '
-                           f'L{x + 5:.1f},{y + 5:.1f} M{x - 5:.1f},{y + 5:.1f} L{x + 5:.1f},{y - 5:.1f}" '
-                           f'stroke="#cf222e" stroke-width="2.4"><title>step {e(step)}: score {_fmt(evaluated)} '
-                           f'after the proposal: worse, rolled back</title></path>')
+                out.append(
+                    f'<path class="rollback" data-step="{e(step)}" d="M{x - 5:.1f},{y - 5:.1f} '
+                    f'L{x + 5:.1f},{y + 5:.1f} M{x - 5:.1f},{y + 5:.1f} L{x + 5:.1f},{y - 5:.1f}" '
+                    f'stroke="#cf222e" stroke-width="2.4"><title>step {e(step)}: score {_fmt(evaluated)} '
+                    f'after the proposal: worse, rolled back</title></path>'
+                )
             else:
-                out.append(f'<circle class="pt eval" data-step="{e(step)}" cx="{x:.1f}" cy="{y:.1f}" r="3.5" '
-                           f'fill="#0969da"><title>step {e(step)}: score {_fmt(evaluated)} ({e(outcome)})</title>'
-                           f'</circle>')
+                out.append(
+                    f'<circle class="pt eval" data-step="{e(step)}" cx="{x:.1f}" cy="{y:.1f}" r="3.5" '
+                    f'fill="#0969da"><title>step {e(step)}: score {_fmt(evaluated)} ({e(outcome)})</title>'
+                    f'</circle>'
+                )
         if best is not None:
-            out.append(f'<circle class="pt best" data-step="{e(step)}" cx="{x:.1f}" cy="{py(best):.1f}" r="3" '
-                       f'fill="#1a7f37"><title>step {e(step)}: best {_fmt(best)}</title></circle>')
+            out.append(
+                f'<circle class="pt best" data-step="{e(step)}" cx="{x:.1f}" cy="{py(best):.1f}" r="3" '
+                f'fill="#1a7f37"><title>step {e(step)}: best {_fmt(best)}</title></circle>'
+            )
     legend_x = left + plot_w + 14
     for row, (colour, dash, label) in enumerate(look.values()):
         y = top + 10 + row * 34
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         words = label.split(" (")
-        out.append(f'<line x1="{legend_x}" y1="{y}" x2="{legend_x + 20}" y2="{y}" stroke="{colour}" '
-                   f'stroke-width="2"{dash_attr}/><text x="{legend_x + 26}" y="{y + 4}">{e(words[0])}</text>')
+        out.append(
+            f'<line x1="{legend_x}" y1="{y}" x2="{legend_x + 20}" y2="{y}" stroke="{colour}" '
+            f'stroke-width="2"{dash_attr}/><text x="{legend_x + 26}" y="{y + 4}">{e(words[0])}</text>'
+        )
         if len(words) > 1:
             out.append(f'<text x="{legend_x + 26}" y="{y + 17}" fill="#57606a">({e(words[1])}</text>')
     y = top + 10 + 3 * 34
-    out.append(f'<path d="M{legend_x + 5},{y - 5} L{legend_x + 15},{y + 5} M{legend_x + 5},{y + 5} '
-               f'L{legend_x + 15},{y - 5}" stroke="#cf222e" stroke-width="2.4"/>'
-               f'<text x="{legend_x + 26}" y="{y + 4}">rolled back</text>')
+    out.append(
+        f'<path d="M{legend_x + 5},{y - 5} L{legend_x + 15},{y + 5} M{legend_x + 5},{y + 5} '
+        f'L{legend_x + 15},{y - 5}" stroke="#cf222e" stroke-width="2.4"/>'
+        f'<text x="{legend_x + 26}" y="{y + 4}">rolled back</text>'
+    )
     out.append("</svg>")
     return "".join(out)
 
@@ -332,16 +364,22 @@ def _step_usage(record: StepRecord, previous: StepRecord | None) -> Usage:
     """The optimizer's LLM use in one step: the change of the run totals, else the proposal's own."""
     total, before = record.usage, previous.usage if previous is not None else None
     if total is not None and before is not None:
-        return Usage(total.calls - before.calls, total.prompt_tokens - before.prompt_tokens,
-                     total.completion_tokens - before.completion_tokens, total.cost_usd - before.cost_usd)
+        return Usage(
+            total.calls - before.calls,
+            total.prompt_tokens - before.prompt_tokens,
+            total.completion_tokens - before.completion_tokens,
+            total.cost_usd - before.cost_usd,
+        )
     proposal_usage = (record.proposal or Proposal()).usage
     return Usage.from_dict(proposal_usage) if proposal_usage else Usage()
 
 
 def _usage_text(usage: Usage) -> str:
     calls, prompt, completion = usage.calls, usage.prompt_tokens, usage.completion_tokens
-    return (f"{calls} LLM call{'s' if calls != 1 else ''}, {prompt + completion:,} tokens "
-            f"({prompt:,} prompt + {completion:,} completion), ${usage.cost_usd:.4f}")
+    return (
+        f"{calls} LLM call{'s' if calls != 1 else ''}, {prompt + completion:,} tokens "
+        f"({prompt:,} prompt + {completion:,} completion), ${usage.cost_usd:.4f}"
+    )
 
 
 def _step_section(record: StepRecord, previous: StepRecord | None, data: RunData) -> str:
@@ -349,12 +387,16 @@ def _step_section(record: StepRecord, previous: StepRecord | None, data: RunData
     outcome, css = _outcome(record)
     proposal = record.proposal or Proposal()
     before = record.values_before or {}
-    parts = [f'<section class="step" id="step-{e(step)}"><h3>Step {e(step)} <span class="badge {css}">'
-             f'{e(outcome)}</span></h3>']
+    parts = [
+        f'<section class="step" id="step-{e(step)}"><h3>Step {e(step)} <span class="badge {css}">'
+        f'{e(outcome)}</span></h3>'
+    ]
     done = data.checkpoint_step
     if done is not None and step > done:
-        parts.append('<p class="warn">This step is in history.jsonl but not in the checkpoint: the run stopped '
-                     'while saving it.</p>')
+        parts.append(
+            '<p class="warn">This step is in history.jsonl but not in the checkpoint: the run stopped '
+            'while saving it.</p>'
+        )
     facts = []
     if record.batch is not None:
         facts.append(f"batch examples {e(_short_list(record.batch))}")
@@ -367,29 +409,40 @@ def _step_section(record: StepRecord, previous: StepRecord | None, data: RunData
     verdict = _verdict(record, previous, data, outcome)
     if verdict:
         parts.append(f'<p class="verdict {css}">{e(verdict)}</p>')
-    parts.append(f'<p class="facts">Optimizer: {e(_usage_text(_step_usage(record, previous)))}'
-                 + (f"; {e(proposal.attempts)} attempt(s)" if proposal.attempts else "")
-                 + (" · the optimizer answered TERMINATE" if proposal.terminated else "") + "</p>")
+    parts.append(
+        f'<p class="facts">Optimizer: {e(_usage_text(_step_usage(record, previous)))}'
+        + (f"; {e(proposal.attempts)} attempt(s)" if proposal.attempts else "")
+        + (" · the optimizer answered TERMINATE" if proposal.terminated else "")
+        + "</p>"
+    )
     for problem, label in ((proposal.error, "Error"), (record.apply_error, "The adapter refused the values")):
         if problem:
             parts.append(f'<p class="warn">{label}: {e(problem)}</p>')
     if record.skipped_examples:
-        parts.append('<p class="warn">Examples not traced back to a parameter: '
-                     + "; ".join(e(s) for s in record.skipped_examples) + "</p>")
+        parts.append(
+            '<p class="warn">Examples not traced back to a parameter: '
+            + "; ".join(e(s) for s in record.skipped_examples)
+            + "</p>"
+        )
     if proposal.reasoning:
         parts.append(f'<h4>Reasoning</h4><pre class="reasoning">{e(proposal.reasoning)}</pre>')
     if proposal.accepted:
         parts.append("<h4>Proposed values (valid)</h4>")
         for name, value in proposal.accepted.items():
             old = before.get(name)
-            parts.append(f'<div class="param-change"><div class="pname">{e(name)}</div>'
-                         f'{diff_html(old, value, ("before", "proposed")) if name in before else value_html(value)}'
-                         f"</div>")
+            parts.append(
+                f'<div class="param-change"><div class="pname">{e(name)}</div>'
+                f'{diff_html(old, value, ("before", "proposed")) if name in before else value_html(value)}'
+                f"</div>"
+            )
     if proposal.rejected:
-        rows = "".join(f"<tr><td>{e(name)}</td><td><pre class='reason'>{e(reason)}</pre></td></tr>"
-                       for name, reason in proposal.rejected.items())
-        parts.append(f'<h4>Rejected values</h4><table class="grid"><tr><th>parameter</th><th>reason</th></tr>'
-                     f"{rows}</table>")
+        rows = "".join(
+            f"<tr><td>{e(name)}</td><td><pre class='reason'>{e(reason)}</pre></td></tr>"
+            for name, reason in proposal.rejected.items()
+        )
+        parts.append(
+            f'<h4>Rejected values</h4><table class="grid"><tr><th>parameter</th><th>reason</th></tr>{rows}</table>'
+        )
     feedback = record.feedback or []
     if feedback:
         batch = record.batch or []
@@ -397,12 +450,16 @@ def _step_section(record: StepRecord, previous: StepRecord | None, data: RunData
         for i, item in enumerate(feedback):
             item = item if isinstance(item, dict) else {"text": item}
             example = batch[i] if i < len(batch) else i
-            feedback_rows.append(f"<tr><td>{e(example)}</td><td>{e(_fmt(item.get('score')))}</td>"
-                                 f"<td><pre class='reason'>{e(item.get('text', ''))}</pre></td></tr>")
-        parts.append(f"<details><summary>Feedback on the batch ({len(feedback)} examples)</summary>"
-                     f'<table class="grid"><tr><th>example</th><th>score</th><th>feedback</th></tr>'
-                     f'{"".join(feedback_rows)}'
-                     f"</table></details>")
+            feedback_rows.append(
+                f"<tr><td>{e(example)}</td><td>{e(_fmt(item.get('score')))}</td>"
+                f"<td><pre class='reason'>{e(item.get('text', ''))}</pre></td></tr>"
+            )
+        parts.append(
+            f"<details><summary>Feedback on the batch ({len(feedback)} examples)</summary>"
+            f'<table class="grid"><tr><th>example</th><th>score</th><th>feedback</th></tr>'
+            f'{"".join(feedback_rows)}'
+            f"</table></details>"
+        )
     if record.graph:
         parts.append(f'<p class="muted">Trace of one run of this step: <code>{e(record.graph)}</code></p>')
     parts.append("</section>")
@@ -416,8 +473,9 @@ def _verdict(record: StepRecord, previous: StepRecord | None, data: RunData, out
         return ""
     before: float | None
     if data.config.get("valset_size"):  # the score of the values in place before this step
-        before = None if previous is None else (
-            previous.current_score if previous.kind == STEP else previous.eval_score)
+        before = (
+            None if previous is None else (previous.current_score if previous.kind == STEP else previous.eval_score)
+        )
         where = "on the validation set"
     else:
         before = record.batch_score
@@ -498,24 +556,39 @@ def render_report(data: RunData) -> str:
     body += [f'<p class="warn">{e(w)}</p>' for w in data.warnings]
     body.append(f'<pre class="outcome">{e(_outcome_text(data, initial_score, best_score))}</pre>')
     # summary
-    cards = [("initial score", _fmt(initial_score)), ("best score", _fmt(best_score)),
-             ("steps finished", f"{len(steps)}" + (f" / {config['max_steps']}" if config.get("max_steps") else "")),
-             ("optimizer LLM calls", f"{usage.calls}"), ("tokens", f"{usage.total_tokens:,}"),
-             ("cost", f"${usage.cost_usd:.4f}")]
-    body.append('<div class="cards">' + "".join(f'<div class="card"><div class="k">{e(k)}</div>'
-                                                 f'<div class="v">{e(v)}</div></div>' for k, v in cards) + "</div>")
-    facts = [("optimizer", config.get("optimizer")), ("model", config.get("model")),
-             ("endpoint (base_url)", config.get("base_url") or ("(none recorded)" if config else None)),
-             ("stopped", _status(data)), ("training / validation examples",
-                                          f"{config.get('trainset_size', '?')} / {config.get('valset_size', '?')}"
-                                          if config else None),
-             ("batch size, threads", f"{config.get('batch_size', '?')}, {config.get('num_threads', '?')}"
-              if config else None),
-             ("budgets", _budgets(config)), ("failed runs", failed_runs),
-             ("LLM usage", _usage_text(usage) if checkpoint is not None or last is not None else None),
-             ("started", _time(initial.time if initial else None)),
-             ("last step saved", _time((last.time if last else None) or (checkpoint.time if checkpoint else None))),
-             ("resume recipe", config.get("recipe"))]
+    cards = [
+        ("initial score", _fmt(initial_score)),
+        ("best score", _fmt(best_score)),
+        ("steps finished", f"{len(steps)}" + (f" / {config['max_steps']}" if config.get("max_steps") else "")),
+        ("optimizer LLM calls", f"{usage.calls}"),
+        ("tokens", f"{usage.total_tokens:,}"),
+        ("cost", f"${usage.cost_usd:.4f}"),
+    ]
+    body.append(
+        '<div class="cards">'
+        + "".join(f'<div class="card"><div class="k">{e(k)}</div><div class="v">{e(v)}</div></div>' for k, v in cards)
+        + "</div>"
+    )
+    facts = [
+        ("optimizer", config.get("optimizer")),
+        ("model", config.get("model")),
+        ("endpoint (base_url)", config.get("base_url") or ("(none recorded)" if config else None)),
+        ("stopped", _status(data)),
+        (
+            "training / validation examples",
+            f"{config.get('trainset_size', '?')} / {config.get('valset_size', '?')}" if config else None,
+        ),
+        (
+            "batch size, threads",
+            f"{config.get('batch_size', '?')}, {config.get('num_threads', '?')}" if config else None,
+        ),
+        ("budgets", _budgets(config)),
+        ("failed runs", failed_runs),
+        ("LLM usage", _usage_text(usage) if checkpoint is not None or last is not None else None),
+        ("started", _time(initial.time if initial else None)),
+        ("last step saved", _time((last.time if last else None) or (checkpoint.time if checkpoint else None))),
+        ("resume recipe", config.get("recipe")),
+    ]
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts if v not in (None, ""))
     body.append(f'<h2>Run</h2><table class="grid run">{rows}</table>')
     # plot and overview
@@ -528,9 +601,11 @@ def render_report(data: RunData) -> str:
     # steps
     body.append("<h2>Steps</h2>")
     if initial:
-        body.append(f'<section class="step" id="step-0"><h3>Step 0 <span class="badge initial">initial</span></h3>'
-                    f'<p class="facts">score of the initial values {e(_fmt(initial.eval_score))}</p>'
-                    f"</section>")
+        body.append(
+            f'<section class="step" id="step-0"><h3>Step 0 <span class="badge initial">initial</span></h3>'
+            f'<p class="facts">score of the initial values {e(_fmt(initial.eval_score))}</p>'
+            f"</section>"
+        )
     if not steps:
         body.append('<p class="muted">No optimization step has finished yet.</p>')
     previous = initial
@@ -540,30 +615,43 @@ def render_report(data: RunData) -> str:
     # graph
     body.append("<h2>Trace graph</h2>")
     if data.graph is not None and data.graph_file is not None:
-        body.append(f'<p class="muted">One traced run from <code>{e(data.graph_file.relative_to(data.path))}</code> '
-                    f"(the latest step's first example).</p>")
+        body.append(
+            f'<p class="muted">One traced run from <code>{e(data.graph_file.relative_to(data.path))}</code> '
+            f"(the latest step's first example).</p>"
+        )
         body.append(drawing.graph_fragment(data.graph))
     else:
         body.append('<p class="muted">No graph was saved (graphs/step-K.json is missing).</p>')
     if config:
-        body.append(f"<h2>Settings</h2><details><summary>config.json</summary><pre class='value'>"
-                    f"{e(json.dumps(config, ensure_ascii=False, indent=2, default=repr))}</pre></details>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{e(title)}</title>'
-            f"<style>{REPORT_CSS}{drawing.GRAPH_CSS}</style></head><body><main>\n"
-            + "\n".join(body) + "\n</main></body></html>\n")
+        body.append(
+            f"<h2>Settings</h2><details><summary>config.json</summary><pre class='value'>"
+            f"{e(json.dumps(config, ensure_ascii=False, indent=2, default=repr))}</pre></details>"
+        )
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{e(title)}</title>'
+        f"<style>{REPORT_CSS}{drawing.GRAPH_CSS}</style></head><body><main>\n"
+        + "\n".join(body)
+        + "\n</main></body></html>\n"
+    )
 
 
 def _outcome_text(data: RunData, initial_score: Any, best_score: Any) -> str:
     """The result block the ``opto`` command prints: start and best score, where, what changed, why it stopped."""
     checkpoint, config = data.checkpoint, data.config
     stopped = checkpoint.status if checkpoint is not None and checkpoint.done else "not finished"
-    outcome = outcome_of([record.to_dict() for record in data.history], start_score=finite_number(initial_score),
-                         best_score=finite_number(best_score), best_values=_best_values(data)[0],
-                         best_on=checkpoint.best_score_on if checkpoint is not None else "",
-                         stopped=stopped, error=checkpoint.error if checkpoint is not None else "",
-                         valset_size=config.get("valset_size"), trainset_size=config.get("trainset_size"),
-                         max_steps=config.get("max_steps"))
+    outcome = outcome_of(
+        [record.to_dict() for record in data.history],
+        start_score=finite_number(initial_score),
+        best_score=finite_number(best_score),
+        best_values=_best_values(data)[0],
+        best_on=checkpoint.best_score_on if checkpoint is not None else "",
+        stopped=stopped,
+        error=checkpoint.error if checkpoint is not None else "",
+        valset_size=config.get("valset_size"),
+        trainset_size=config.get("trainset_size"),
+        max_steps=config.get("max_steps"),
+    )
     return outcome.text()
 
 
@@ -574,8 +662,10 @@ def _status(data: RunData) -> str:
     status = checkpoint.status
     if checkpoint.done:
         return f"finished after step {checkpoint.step}: {_STOP_REASONS.get(status, status or 'done')}"
-    return (f"not finished: running, or stopped abnormally, after step {checkpoint.step} "
-            f"(resume with optimize(..., run_dir=...) or `opto resume`)")
+    return (
+        f"not finished: running, or stopped abnormally, after step {checkpoint.step} "
+        f"(resume with optimize(..., run_dir=...) or `opto resume`)"
+    )
 
 
 def _budgets(config: dict[str, Any]) -> str | None:
@@ -602,18 +692,23 @@ def _overview(data: RunData) -> str:
         usage = _step_usage(record, previous) if record.kind == STEP else Usage()
         proposal = record.proposal or Proposal()
         step = record.step
-        rows.append(f'<tr><td class="num"><a href="#step-{e(step)}">{e(step)}</a></td>'
-                    f'<td><span class="badge {css}">{e(outcome)}</span></td>'
-                    f'<td class="num">{e(_fmt(record.batch_score))}</td>'
-                    f'<td class="num">{e(_fmt(record.eval_score))}</td>'
-                    f'<td class="num">{e(_fmt(record.best_score))}</td>'
-                    f"<td>{e(', '.join(map(str, proposal.accepted)) or '–')}</td>"
-                    f"<td>{e(', '.join(map(str, proposal.rejected)) or '–')}</td>"
-                    f'<td class="num">{usage.total_tokens:,}</td><td class="num">${usage.cost_usd:.4f}</td></tr>')
+        rows.append(
+            f'<tr><td class="num"><a href="#step-{e(step)}">{e(step)}</a></td>'
+            f'<td><span class="badge {css}">{e(outcome)}</span></td>'
+            f'<td class="num">{e(_fmt(record.batch_score))}</td>'
+            f'<td class="num">{e(_fmt(record.eval_score))}</td>'
+            f'<td class="num">{e(_fmt(record.best_score))}</td>'
+            f"<td>{e(', '.join(map(str, proposal.accepted)) or '–')}</td>"
+            f"<td>{e(', '.join(map(str, proposal.rejected)) or '–')}</td>"
+            f'<td class="num">{usage.total_tokens:,}</td><td class="num">${usage.cost_usd:.4f}</td></tr>'
+        )
         previous = record
-    return ('<table class="grid overview"><tr><th>step</th><th>outcome</th><th>batch score</th>'
-            '<th>score after</th><th>best</th><th>proposed</th><th>rejected</th><th>tokens</th><th>cost</th></tr>'
-            + "".join(rows) + "</table>")
+    return (
+        '<table class="grid overview"><tr><th>step</th><th>outcome</th><th>batch score</th>'
+        '<th>score after</th><th>best</th><th>proposed</th><th>rejected</th><th>tokens</th><th>cost</th></tr>'
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _parameters(data: RunData) -> str:
@@ -636,15 +731,21 @@ def _parameters(data: RunData) -> str:
         changed = name in start and name in best and start[name] != best[name]
         badge = '<span class="badge kept">changed</span>' if changed else '<span class="badge none">unchanged</span>'
         constraint = f' <span class="muted">{e(spec.get("constraint"))}</span>' if spec.get("constraint") else ""
-        out.append(f'<div class="param"><div class="pname">{e(name)} <span class="muted">{e(kind)}</span> '
-                   f"{badge}</div>{constraint}")
-        out.append(f'<div class="cols"><div><h4>initial</h4>{value_html(start.get(name), name not in start)}</div>'
-                   f'<div><h4>best</h4>{value_html(best.get(name), name not in best)}</div></div>')
+        out.append(
+            f'<div class="param"><div class="pname">{e(name)} <span class="muted">{e(kind)}</span> '
+            f"{badge}</div>{constraint}"
+        )
+        out.append(
+            f'<div class="cols"><div><h4>initial</h4>{value_html(start.get(name), name not in start)}</div>'
+            f'<div><h4>best</h4>{value_html(best.get(name), name not in best)}</div></div>'
+        )
         if changed:
             out.append(f"<h4>diff</h4>{diff_html(start[name], best[name])}")
         if isinstance(current, dict) and name in current and name in best and current[name] != best[name]:
-            out.append(f'<p class="muted">The run\'s current value differs from the best (the run is not '
-                       f'finished):</p>{value_html(current[name])}')
+            out.append(
+                f'<p class="muted">The run\'s current value differs from the best (the run is not '
+                f'finished):</p>{value_html(current[name])}'
+            )
         out.append("</div>")
     return "".join(out)
 
@@ -659,12 +760,19 @@ def _coverage(data: RunData) -> str:
         f"<tr><td><code>{e(p.name)}</code></td><td>{'yes' if p.reached else 'frozen' if p.cause == 'frozen' else '<b>no</b>'}"
         f"</td><td>{e(' → '.join(p.path) if p.reached else p.reason)}"
         + (f"<br><span class='muted'>fix: {e(p.fix)}</span>" if p.trainable and not p.reached else "")
-        + "</td></tr>" for p in covered)
-    head = (f'<p class="warn">Feedback never reaches {len(covered.unreached)} trainable parameter(s): '
-            f'{e(", ".join(covered.unreached))}. The optimizer never saw them.</p>' if covered.unreached else
-            f'<p class="facts">{e(covered.note or "Feedback reaches every trainable parameter.")}</p>')
-    return (f"<h2>Coverage</h2>{head}<table class='grid'><tr><th>parameter</th><th>reached</th>"
-            f"<th>path to the output, or why not</th></tr>{rows}</table>")
+        + "</td></tr>"
+        for p in covered
+    )
+    head = (
+        f'<p class="warn">Feedback never reaches {len(covered.unreached)} trainable parameter(s): '
+        f'{e(", ".join(covered.unreached))}. The optimizer never saw them.</p>'
+        if covered.unreached
+        else f'<p class="facts">{e(covered.note or "Feedback reaches every trainable parameter.")}</p>'
+    )
+    return (
+        f"<h2>Coverage</h2>{head}<table class='grid'><tr><th>parameter</th><th>reached</th>"
+        f"<th>path to the output, or why not</th></tr>{rows}</table>"
+    )
 
 
 def _best_values(data: RunData) -> tuple[dict[str, Any], str]:
@@ -698,8 +806,9 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     return target
 
 
-def write_graph_files(graph_json_path: str | os.PathLike[str],
-                      out_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+def write_graph_files(
+    graph_json_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+) -> list[Path]:
     """Draw one graph file: ``<name>.html`` (SVG plus Mermaid and DOT sources) and ``<name>.dot``."""
     source = Path(graph_json_path)
     if not source.is_file():

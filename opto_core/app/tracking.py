@@ -55,8 +55,9 @@ def import_mlflow() -> Any:
 class MlflowTracker:
     """An ``on_event`` listener that records the run in MLflow (see the module docstring)."""
 
-    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None,
-                 run_name: str | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str | None = None, experiment: str | None = None, run_name: str | None = None
+    ) -> None:
         self.mlflow = import_mlflow()
         from mlflow.tracking import MlflowClient
 
@@ -90,23 +91,37 @@ class MlflowTracker:
         self._nested = self.mlflow.active_run() is not None
         run = self.mlflow.start_run(run_name=name, nested=self._nested)
         self.run_id = run.info.run_id
-        tags = {"opto.run_dir": str(Path(event.run_dir).resolve()) if event.run_dir else "",
-                "opto.resumed_after_step": str(event.step) if event.resumed else ""}
+        tags = {
+            "opto.run_dir": str(Path(event.run_dir).resolve()) if event.run_dir else "",
+            "opto.resumed_after_step": str(event.step) if event.resumed else "",
+        }
         for key, value in tags.items():
             if value:
                 self.client.set_tag(self.run_id, key, value)
-        self.mlflow.log_params({"opto.max_steps": event.max_steps, "opto.trainset_size": event.trainset_size,
-                                "opto.valset_size": event.valset_size})
+        self.mlflow.log_params(
+            {
+                "opto.max_steps": event.max_steps,
+                "opto.trainset_size": event.trainset_size,
+                "opto.valset_size": event.valset_size,
+            }
+        )
 
     def step(self, event: StepDecided) -> None:
         record, step = event.record, event.step
         usage = event.usage
-        metrics = {"score/batch": record.get("batch_score"), "score/check": record.get("eval_score"),
-                   "score/current": record.get("current_score"), "score/best": event.best_score,
-                   "step/kept": 1.0 if event.kept else 0.0, "optimizer/tokens": event.tokens,
-                   "optimizer/cost_usd": event.cost_usd, "optimizer/calls": usage.get("calls"),
-                   "optimizer/seconds": self.seconds.get(step), "runs/evaluations": record.get("evaluations_total"),
-                   "runs/errors": record.get("errors_total")}
+        metrics = {
+            "score/batch": record.get("batch_score"),
+            "score/check": record.get("eval_score"),
+            "score/current": record.get("current_score"),
+            "score/best": event.best_score,
+            "step/kept": 1.0 if event.kept else 0.0,
+            "optimizer/tokens": event.tokens,
+            "optimizer/cost_usd": event.cost_usd,
+            "optimizer/calls": usage.get("calls"),
+            "optimizer/seconds": self.seconds.get(step),
+            "runs/evaluations": record.get("evaluations_total"),
+            "runs/errors": record.get("errors_total"),
+        }
         self._metrics(metrics, step)
         self.mlflow.log_dict(_jsonable(record), f"steps/step-{step:03d}.json")
 
@@ -123,15 +138,25 @@ class MlflowTracker:
         history = list(getattr(result, "history", []) or [])
         if history and history[0].get("kind") == "initial":  # the start, as step 0
             initial = history[0]
-            self._metrics({"score/current": initial.get("eval_score"), "score/best": initial.get("eval_score"),
-                           "runs/evaluations": initial.get("evaluations")}, 0)
+            self._metrics(
+                {
+                    "score/current": initial.get("eval_score"),
+                    "score/best": initial.get("eval_score"),
+                    "runs/evaluations": initial.get("evaluations"),
+                },
+                0,
+            )
             start = initial.get("values") or {}
             self.mlflow.log_params({f"start.{name}": _param(value) for name, value in start.items()})
             self.mlflow.log_dict(_jsonable(start), "values/start.json")
         config = self._config()  # written by the run's start, after this tracker started
-        self.mlflow.log_params({f"settings.{k}": _param(v) for k, v in config.items()
-                                if k not in ("parameters", "fingerprint", "max_steps") and v is not None
-                                and not isinstance(v, dict)})
+        self.mlflow.log_params(
+            {
+                f"settings.{k}": _param(v)
+                for k, v in config.items()
+                if k not in ("parameters", "fingerprint", "max_steps") and v is not None and not isinstance(v, dict)
+            }
+        )
         self._metrics({"final/best_score": result.best_score, "final/start_score": result.initial_score}, None)
         run_id = self.run_id
         assert run_id is not None
@@ -145,8 +170,10 @@ class MlflowTracker:
             result.save_values(str(values))
             self.mlflow.log_artifact(str(values))
             if not self.run_dir:
-                log.warning("tracking: the run has no run_dir, so its report and graphs are not in MLflow (pass "
-                            "run_dir=... to keep them)")
+                log.warning(
+                    "tracking: the run has no run_dir, so its report and graphs are not in MLflow (pass "
+                    "run_dir=... to keep them)"
+                )
                 return
             self._report(Path(scratch))
             self._best_graph(history, result.best_values, Path(scratch))
@@ -189,8 +216,11 @@ class MlflowTracker:
 
     # ----- helpers -----------------------------------------------------------------------------------
     def _metrics(self, metrics: dict[str, Any], step: int | None) -> None:
-        clean = {name: float(value) for name, value in metrics.items()
-                 if isinstance(value, (int, float)) and math.isfinite(value)}
+        clean = {
+            name: float(value)
+            for name, value in metrics.items()
+            if isinstance(value, (int, float)) and math.isfinite(value)
+        }
         if clean:
             self.mlflow.log_metrics(clean, step=step if step is not None else 0)
 

@@ -42,19 +42,24 @@ class Change:
         return f"{self.name} ({self.kind})\n{self.diff}"
 
 
-
-
 def diff_of(name: str, old: Any, new: Any, kind: str = "") -> str:
     """A unified diff of two values (text, code, JSON), or ``old -> new`` for a number or choice."""
-    if kind in ("float", "int", "choice") or not (isinstance(old, (str, list, dict)) or isinstance(new, (str, list, dict))):
+    if kind in ("float", "int", "choice") or not (
+        isinstance(old, (str, list, dict)) or isinstance(new, (str, list, dict))
+    ):
         return f"{old!r} -> {new!r}"
-    lines = difflib.unified_diff(as_text(old, indent=1).splitlines(keepends=True), as_text(new, indent=1).splitlines(keepends=True),
-                                 fromfile=f"{name} (current)", tofile=f"{name} (proposed)")
+    lines = difflib.unified_diff(
+        as_text(old, indent=1).splitlines(keepends=True),
+        as_text(new, indent=1).splitlines(keepends=True),
+        fromfile=f"{name} (current)",
+        tofile=f"{name} (proposed)",
+    )
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
-def changes_of(values_before: Mapping[str, Any], accepted: Mapping[str, Any],
-               kinds: Mapping[str, str] | None = None) -> list[Change]:
+def changes_of(
+    values_before: Mapping[str, Any], accepted: Mapping[str, Any], kinds: Mapping[str, str] | None = None
+) -> list[Change]:
     """One `Change` per accepted value that differs from its value before."""
     kinds = kinds or {}
     found = []
@@ -79,8 +84,12 @@ def _guess_kind(value: Any) -> str:
     return "json"
 
 
-def review(approve: Approver, values_before: Mapping[str, Any], accepted: Mapping[str, Any],
-           kinds: Mapping[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Decision]]:
+def review(
+    approve: Approver,
+    values_before: Mapping[str, Any],
+    accepted: Mapping[str, Any],
+    kinds: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Any], dict[str, Decision]]:
     """Ask ``approve`` about the changes in ``accepted``; return ``(approved values, decisions)``.
 
     Values equal to their value before are not changes and are not asked about (they stay
@@ -97,13 +106,15 @@ def review(approve: Approver, values_before: Mapping[str, Any], accepted: Mappin
     if answer is False:
         return dict(unchanged), {change.name: "rejected" for change in changes}
     if not isinstance(answer, Mapping):
-        raise TypeError(f"approve() must return True, False, None or a dict {{name: value}}, got "
-                        f"{type(answer).__name__}")
+        raise TypeError(
+            f"approve() must return True, False, None or a dict {{name: value}}, got {type(answer).__name__}"
+        )
     proposed = {change.name for change in changes}
     extra = [name for name in answer if name not in proposed]
     if extra:
-        raise ValueError(f"approve() returned values for parameters that were not proposed: {extra}; "
-                         f"proposed: {sorted(proposed)}")
+        raise ValueError(
+            f"approve() returned values for parameters that were not proposed: {extra}; proposed: {sorted(proposed)}"
+        )
     approved = dict(unchanged)
     decisions: dict[str, Decision] = {}
     for change in changes:
@@ -131,16 +142,20 @@ def terminal_approver(console: Any = None, stdin: Any = None) -> Approver:
 
     def approve(changes: Sequence[Change]) -> dict[str, Any]:
         if not getattr(stream, "isatty", lambda: False)():
-            console.print(f"[yellow]--approve: stdin is not a terminal, so nobody can answer; rejecting "
-                          f"{len(changes)} proposed change(s)[/yellow]")
+            console.print(
+                f"[yellow]--approve: stdin is not a terminal, so nobody can answer; rejecting "
+                f"{len(changes)} proposed change(s)[/yellow]"
+            )
             return {}
         answer: dict[str, Any] = {}
         for change in changes:
             console.rule(f"proposed change to {escape(change.name)} ({change.kind})")
-            console.print(Syntax(change.diff, "diff", word_wrap=True) if change.diff.startswith("---")
-                          else escape(change.diff))
-            choice = Prompt.ask("accept, reject or edit?", choices=["a", "r", "e"], default="r", console=console,
-                                stream=stream)
+            console.print(
+                Syntax(change.diff, "diff", word_wrap=True) if change.diff.startswith("---") else escape(change.diff)
+            )
+            choice = Prompt.ask(
+                "accept, reject or edit?", choices=["a", "r", "e"], default="r", console=console, stream=stream
+            )
             if choice == "a":
                 answer[change.name] = change.new
             elif choice == "e":

@@ -44,8 +44,9 @@ class BackgroundLoop:
                         except (SystemExit, KeyboardInterrupt) as exc:
                             # asyncio re-raises these out of run_forever when a task raised them: code
                             # running on the loop must not end the loop (or the process) for everyone
-                            log.warning("a task on the %s loop raised %s; the loop goes on", self.name,
-                                        type(exc).__name__)
+                            log.warning(
+                                "a task on the %s loop raised %s; the loop goes on", self.name, type(exc).__name__
+                            )
                     _finish(loop)
 
                 self._thread = threading.Thread(target=serve, name=self.name, daemon=True)
@@ -64,8 +65,10 @@ class BackgroundLoop:
         loop = self.loop
         if threading.current_thread() is self._thread:
             coro.close()
-            raise RuntimeError(f"a blocking call was made from the {self.name} loop thread itself (it would wait "
-                               f"for itself); {self.reentry_hint}")
+            raise RuntimeError(
+                f"a blocking call was made from the {self.name} loop thread itself (it would wait "
+                f"for itself); {self.reentry_hint}"
+            )
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     async def call(self, coro: Any) -> Any:

@@ -55,14 +55,14 @@ FIXES = {
     FROZEN: "include it (include=[...]) or remove it from exclude=[...] to let the optimizer change it",
     EXCLUDED_EDGES: "add those edge kinds to Settings.follow (follow=None follows every kind)",
     OFF_PATH: "make the returned answer depend on those steps, or mark the step that produces the answer as the "
-              "output; check that feedback is given on that output",
+    "output; check that feedback is given on that output",
     UNLINKED: "provenance could not find where its value went: if the program fills it in "
-              "(TEMPLATE.format(...), %, string.Template, Jinja) make it a template parameter "
-              "(Parameter(..., template=True)); if you pass it yourself, pass the Parameter to the step "
-              "(an @op argument) or name the step that sends it with meta={'used_by': <step>}",
+    "(TEMPLATE.format(...), %, string.Template, Jinja) make it a template parameter "
+    "(Parameter(..., template=True)); if you pass it yourself, pass the Parameter to the step "
+    "(an @op argument) or name the step that sends it with meta={'used_by': <step>}",
     NEVER_SEEN: "make sure the program reads it while it runs: read parameter.value inside a traced step (or pass "
-                "the Parameter to an @op), and for a parameter of yours name the step that sends it with "
-                "meta={'used_by': <step>}; a value the program formats first needs template=True",
+    "the Parameter to an @op), and for a parameter of yours name the step that sends it with "
+    "meta={'used_by': <step>}; a value the program formats first needs template=True",
     NOT_JUDGED: "fix the connection or the server and run the coverage check again",
 }
 
@@ -89,19 +89,35 @@ class ParameterCoverage:
     path: list[str] = field(default_factory=list)
     reason: str = ""
     fix: str = ""
-    runs: int = 0           # runs judged
-    runs_reached: int = 0   # runs in which feedback reached it
+    runs: int = 0  # runs judged
+    runs_reached: int = 0  # runs in which feedback reached it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "trainable": self.trainable, "reached": self.reached, "cause": self.cause,
-                "path": list(self.path), "reason": self.reason, "fix": self.fix, "runs": self.runs,
-                "runs_reached": self.runs_reached}
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "reached": self.reached,
+            "cause": self.cause,
+            "path": list(self.path),
+            "reason": self.reason,
+            "fix": self.fix,
+            "runs": self.runs,
+            "runs_reached": self.runs_reached,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ParameterCoverage:
-        return cls(str(data.get("name", "?")), bool(data.get("trainable", True)), bool(data.get("reached")),
-                   str(data.get("cause", "")), [str(p) for p in data.get("path") or []], str(data.get("reason", "")),
-                   str(data.get("fix", "")), int(data.get("runs") or 0), int(data.get("runs_reached") or 0))
+        return cls(
+            str(data.get("name", "?")),
+            bool(data.get("trainable", True)),
+            bool(data.get("reached")),
+            str(data.get("cause", "")),
+            [str(p) for p in data.get("path") or []],
+            str(data.get("reason", "")),
+            str(data.get("fix", "")),
+            int(data.get("runs") or 0),
+            int(data.get("runs_reached") or 0),
+        )
 
 
 @dataclass
@@ -153,8 +169,10 @@ class Coverage:
         missing = [p for p in self.parameters if p.trainable and not p.reached]
         if not missing:
             return ""
-        lines = [f"feedback cannot reach {len(missing)} of {len(missing) + len(self.reached)} trainable "
-                 f"parameter(s) in {self.runs} run(s); the optimizer will never see them:"]
+        lines = [
+            f"feedback cannot reach {len(missing)} of {len(missing) + len(self.reached)} trainable "
+            f"parameter(s) in {self.runs} run(s); the optimizer will never see them:"
+        ]
         for entry in missing:
             lines.append(f"  - {entry.name}: {entry.reason}. Fix: {entry.fix}")
         return "\n".join(lines)
@@ -166,8 +184,11 @@ class Coverage:
             return
         text = self.warning()
         if text and (require or not self.reached):
-            why = ("no trainable parameter is reachable, so the optimizer would have nothing to change"
-                   if not self.reached else "require_coverage=True and some parameters are unreachable")
+            why = (
+                "no trainable parameter is reachable, so the optimizer would have nothing to change"
+                if not self.reached
+                else "require_coverage=True and some parameters are unreachable"
+            )
             raise CoverageError(f"stopped before any optimizer call: {why}.\n{text}", self)
         if text:
             log.warning("%s", text)
@@ -175,26 +196,42 @@ class Coverage:
             log.info("coverage: feedback reaches all %d trainable parameter(s)", len(self.reached))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"runs": self.runs, "failed_runs": self.failed_runs, "note": self.note,
-                "reached": self.reached, "unreached": self.unreached,
-                "parameters": [entry.to_dict() for entry in self.parameters]}
+        return {
+            "runs": self.runs,
+            "failed_runs": self.failed_runs,
+            "note": self.note,
+            "reached": self.reached,
+            "unreached": self.unreached,
+            "parameters": [entry.to_dict() for entry in self.parameters],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Coverage:
-        return cls([ParameterCoverage.from_dict(p) for p in data.get("parameters") or [] if isinstance(p, dict)],
-                   int(data.get("runs") or 0), int(data.get("failed_runs") or 0), str(data.get("note") or ""))
+        return cls(
+            [ParameterCoverage.from_dict(p) for p in data.get("parameters") or [] if isinstance(p, dict)],
+            int(data.get("runs") or 0),
+            int(data.get("failed_runs") or 0),
+            str(data.get("note") or ""),
+        )
 
     def __str__(self) -> str:
-        head = (f"Coverage over {self.runs} run(s): feedback reaches {len(self.reached)} of "
-                f"{len(self.reached) + len(self.unreached)} trainable parameter(s)")
+        head = (
+            f"Coverage over {self.runs} run(s): feedback reaches {len(self.reached)} of "
+            f"{len(self.reached) + len(self.unreached)} trainable parameter(s)"
+        )
         if self.failed_runs:
             head += f" ({self.failed_runs} run(s) failed)"
         if not self.judged:
             head += f"\n  not judged: {self.note}"
         rows = [("parameter", "reached", "path to the output / why not")]
         for entry in self.parameters:
-            mark = (f"yes {entry.runs_reached}/{entry.runs}" if entry.reached
-                    else "frozen" if entry.cause == FROZEN else "NO")
+            mark = (
+                f"yes {entry.runs_reached}/{entry.runs}"
+                if entry.reached
+                else "frozen"
+                if entry.cause == FROZEN
+                else "NO"
+            )
             rows.append((entry.name, mark, " -> ".join(entry.path) if entry.reached else entry.reason))
         widths = [max(len(row[i]) for row in rows) for i in range(2)]
         lines = [head]
@@ -207,8 +244,14 @@ class Coverage:
 
     # ----- judging runs -----------------------------------------------------------------------------
     @classmethod
-    def of(cls, parameters: Iterable[Any], evaluations: Sequence[Any], *, follow: Iterable[str] | None = None,
-           target: Any = None) -> Coverage:
+    def of(
+        cls,
+        parameters: Iterable[Any],
+        evaluations: Sequence[Any],
+        *,
+        follow: Iterable[str] | None = None,
+        target: Any = None,
+    ) -> Coverage:
         """Judge runs already made: ``evaluations`` with ``.graph`` and ``.feedback`` (and ``.error_kind``).
 
         Runs that failed outside the workflow (infrastructure) are left out; if no run is left,
@@ -219,24 +262,43 @@ class Coverage:
         failed = sum(bool(getattr(e, "failed", False)) for e in evaluations)
         note = ""
         if evaluations and not usable:
-            note = (f"every run ({len(evaluations)}) failed outside the workflow, e.g. "
-                    f"{_error_text(evaluations[0].output)}; {FIXES[NOT_JUDGED]}")
+            note = (
+                f"every run ({len(evaluations)}) failed outside the workflow, e.g. "
+                f"{_error_text(evaluations[0].output)}; {FIXES[NOT_JUDGED]}"
+            )
         return cls.of_graphs(parameters, runs, follow=follow, target=target, failed_runs=failed, note=note)
 
     @classmethod
-    def of_graphs(cls, parameters: Iterable[Any], runs: Sequence[Graph | tuple[Graph, Any]], *,
-                  follow: Iterable[str] | None = None, target: Any = None, failed_runs: int = 0,
-                  note: str = "") -> Coverage:
+    def of_graphs(
+        cls,
+        parameters: Iterable[Any],
+        runs: Sequence[Graph | tuple[Graph, Any]],
+        *,
+        follow: Iterable[str] | None = None,
+        target: Any = None,
+        failed_runs: int = 0,
+        note: str = "",
+    ) -> Coverage:
         """Judge graphs (each with its feedback, or alone: every output then counts as judged)."""
         follow = frozenset(follow) if follow else frozenset(ALL_EDGES)
-        judged = [_Run(run[0], run[1], follow) if isinstance(run, tuple) else
-                  _Run(run, Feedback(text="coverage check"), follow) for run in runs]
+        judged = [
+            _Run(run[0], run[1], follow)
+            if isinstance(run, tuple)
+            else _Run(run, Feedback(text="coverage check"), follow)
+            for run in runs
+        ]
         entries = [_judge(parameter, judged, follow, target) for parameter in parameters]
         return cls(entries, len(judged), failed_runs, note)
 
 
-def coverage(target: Any, examples: Sequence[Any], feedback_fn: Any = None, *, follow: Iterable[str] | None = None,
-             num_threads: int = 1) -> Coverage:
+def coverage(
+    target: Any,
+    examples: Sequence[Any],
+    feedback_fn: Any = None,
+    *,
+    follow: Iterable[str] | None = None,
+    num_threads: int = 1,
+) -> Coverage:
     """Run ``examples`` once through ``target`` and say, per parameter, whether feedback reaches it.
 
     ``feedback_fn(example, output)`` is optional: without it every output counts as judged (the
@@ -249,8 +311,9 @@ def coverage(target: Any, examples: Sequence[Any], feedback_fn: Any = None, *, f
     if not examples:
         raise ValueError("coverage needs at least one example to run")
     judge = feedback_fn if feedback_fn is not None else (lambda example, output: Feedback(text="coverage check"))
-    evaluations = ThreadExecutor(num_threads).evaluate(target, examples, judge, indices=list(range(len(examples))),
-                                                       failure_score=0.0)
+    evaluations = ThreadExecutor(num_threads).evaluate(
+        target, examples, judge, indices=list(range(len(examples))), failure_score=0.0
+    )
     return Coverage.of(target.parameters(), evaluations, follow=follow, target=target)
 
 
@@ -345,8 +408,10 @@ def _judge(parameter: Any, runs: list[_Run], follow: frozenset[str], target: Any
         custom = getattr(target, "coverage_fix", None)
         fix = custom(parameter, entry.cause) if callable(custom) else None
         if fix is None and entry.cause == OFF_PATH and UNTRACED_OUTPUT in causes[OFF_PATH]:
-            fix = ("compute the returned value inside a traced step (an @op, or a call the adapter traces), so the "
-                   "output depends on the steps that made it")
+            fix = (
+                "compute the returned value inside a traced step (an @op, or a call the adapter traces), so the "
+                "output depends on the steps that made it"
+            )
         entry.fix = fix or FIXES.get(entry.cause, "")
     return entry
 
@@ -355,8 +420,10 @@ def _reason(cause: str, detail: str, runs: int, failed: list[Any]) -> str:
     if cause == EXCLUDED_EDGES:
         return f"seen off the path to the output: it reaches the output only through {detail} edges, which follow= leaves out"
     if cause == OFF_PATH:
-        return (f"seen off the path to the output: it feeds {detail.replace(UNTRACED_OUTPUT, '')}, and none of them "
-                f"leads to the output that got feedback" + (UNTRACED_OUTPUT if UNTRACED_OUTPUT in detail else ""))
+        return (
+            f"seen off the path to the output: it feeds {detail.replace(UNTRACED_OUTPUT, '')}, and none of them "
+            f"leads to the output that got feedback" + (UNTRACED_OUTPUT if UNTRACED_OUTPUT in detail else "")
+        )
     if cause == UNLINKED:
         text = f"its value was never seen in any call: in {runs} run(s) no step was found to receive it"
     else:

@@ -29,8 +29,18 @@ from typing import Any, Callable, Iterator
 
 log = logging.getLogger("opto")
 
-__all__ = ["EvaluationDone", "OptimizerCallFinished", "OptimizerCallStarted", "ProviderRetrying", "RunEvent",
-           "RunFinished", "RunStarted", "StepDecided", "StepStarted", "Emitter"]
+__all__ = [
+    "EvaluationDone",
+    "OptimizerCallFinished",
+    "OptimizerCallStarted",
+    "ProviderRetrying",
+    "RunEvent",
+    "RunFinished",
+    "RunStarted",
+    "StepDecided",
+    "StepStarted",
+    "Emitter",
+]
 
 
 @dataclass(frozen=True)
@@ -130,8 +140,7 @@ class RunFinished(RunEvent):
 Listener = Callable[[RunEvent], Any]
 #: The per-run listener of the evaluation in progress (set by the loop around each batch, read by the
 #: executors' driver side, which scores each run as it finishes).
-_RUN_DONE: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar("opto_run_done",
-                                                                                         default=None)
+_RUN_DONE: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar("opto_run_done", default=None)
 
 
 def run_listener() -> Callable[[Any], None] | None:
@@ -154,8 +163,9 @@ class Emitter:
                 listener(event)
             except Exception as exc:  # a display or tracker must never stop the run
                 self.listeners.remove(listener)
-                log.warning("the on_event listener %r raised %s: %s; it gets no more events", listener,
-                            type(exc).__name__, exc)
+                log.warning(
+                    "the on_event listener %r raised %s: %s; it gets no more events", listener, type(exc).__name__, exc
+                )
 
     @contextmanager
     def evaluation(self, make: Callable[[int, int, int], RunEvent], total: int) -> Iterator[_Counter]:

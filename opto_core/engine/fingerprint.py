@@ -34,7 +34,8 @@ class WorkflowChanged(RunDirError):
         super().__init__(
             f"{run_dir} holds a run of a different workflow: {shown}. Its saved values were found for the old "
             f"one. To start over in this directory pass fresh=True (opto: --fresh); to continue with the saved "
-            f"values anyway pass resume_changed=True (opto resume: --resume-changed); or use another run_dir")
+            f"values anyway pass resume_changed=True (opto resume: --resume-changed); or use another run_dir"
+        )
 
 
 def value_hash(value: Any) -> str:
@@ -58,9 +59,16 @@ def fingerprint(parameters: Iterable[Any]) -> dict[str, Any]:
     entries = []
     for parameter in parameters:
         spec = parameter.spec()
-        entries.append({"name": parameter.name, "kind": parameter.kind, "trainable": parameter.trainable,
-                        "constraints": _constraints(spec), "value": value_hash(parameter.value),
-                        "preview": _preview(parameter.value)})
+        entries.append(
+            {
+                "name": parameter.name,
+                "kind": parameter.kind,
+                "trainable": parameter.trainable,
+                "constraints": _constraints(spec),
+                "value": value_hash(parameter.value),
+                "preview": _preview(parameter.value),
+            }
+        )
     return {"format": FORMAT, "parameters": entries}
 
 
@@ -71,8 +79,9 @@ def _what_changed(entry: dict[str, Any], parameter: Any) -> str:
     return f"initial value of {name} changed ({entry.get('preview', '?')!r} -> {_preview(parameter.value)!r})"
 
 
-def differences(stored: dict[str, Any], parameters: Sequence[Any],
-                saved_values: Iterable[dict[str, Any] | None] = ()) -> list[str]:
+def differences(
+    stored: dict[str, Any], parameters: Sequence[Any], saved_values: Iterable[dict[str, Any] | None] = ()
+) -> list[str]:
     """What differs between the run's fingerprint and ``parameters`` now, in words ([] when nothing).
 
     ``saved_values`` are value maps the run itself produced (its checkpoint's current and best
@@ -96,7 +105,8 @@ def differences(stored: dict[str, Any], parameters: Sequence[Any],
         if entry.get("constraints", {}) != json.loads(json.dumps(constraints, default=repr)):
             changes.append(f"constraints of {name} changed ({entry.get('constraints')} -> {constraints})")
         current = value_hash(parameter.value)
-        if current != entry.get("value") and all(name not in values or value_hash(values[name]) != current
-                                                  for values in saved):
+        if current != entry.get("value") and all(
+            name not in values or value_hash(values[name]) != current for values in saved
+        ):
             changes.append(_what_changed(entry, parameter))
     return changes

@@ -56,8 +56,12 @@ class ValueGuard:
             if id(parameter) not in live:
                 found[name] = "the parameter was replaced"
                 continue
-            changed = [field for field in _FIELDS if getattr(parameter, field, None) != fields[field]
-                       or type(getattr(parameter, field, None)) is not type(fields[field])]
+            changed = [
+                field
+                for field in _FIELDS
+                if getattr(parameter, field, None) != fields[field]
+                or type(getattr(parameter, field, None)) is not type(fields[field])
+            ]
             if changed:
                 found[name] = f"its {', '.join(changed)} changed"
             elif not same(parameter.value, value):
@@ -91,8 +95,10 @@ def same(a: Any, b: Any) -> bool:
 
 def wrote_around_reason(changes: dict[str, str]) -> str:
     listed = "; ".join(f"{name}: {what}" for name, what in sorted(changes.items()))
-    return (f"a run wrote around the optimizer ({listed}); values change only through the optimizer's "
-            "proposals, so the runs failed and every parameter holds again what the loop set")
+    return (
+        f"a run wrote around the optimizer ({listed}); values change only through the optimizer's "
+        "proposals, so the runs failed and every parameter holds again what the loop set"
+    )
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -107,5 +113,9 @@ def failed_evaluations(evaluations: Sequence[Any], reason: str, failure_score: f
     from opto_core.kernel.feedback import Feedback
 
     error = WroteAroundOptimizer(reason)
-    return [dataclasses.replace(e, output=error, failed=True, error_kind="wrote_around",
-                                feedback=Feedback(score=failure_score, text=reason)) for e in evaluations]
+    return [
+        dataclasses.replace(
+            e, output=error, failed=True, error_kind="wrote_around", feedback=Feedback(score=failure_score, text=reason)
+        )
+        for e in evaluations
+    ]

@@ -90,9 +90,18 @@ class OptimizationResult:
         (secrets redacted: it is printed, logged and tracked)."""
         from opto_core.engine.outcome import outcome_of
 
-        return redact(outcome_of(self.history, start_score=self.initial_score, best_score=self.best_score,
-                          best_values=self.best_values, best_on=self.best_score_on, stopped=self.stopped_reason,
-                          error=self.error, max_steps=self.meta.get("max_steps")).text())
+        return redact(
+            outcome_of(
+                self.history,
+                start_score=self.initial_score,
+                best_score=self.best_score,
+                best_values=self.best_values,
+                best_on=self.best_score_on,
+                stopped=self.stopped_reason,
+                error=self.error,
+                max_steps=self.meta.get("max_steps"),
+            ).text()
+        )
 
     @property
     def records(self) -> list[StepRecord]:
@@ -108,8 +117,7 @@ class OptimizationResult:
         """Write ``best_values`` as an ``opto-values/1`` file, for the adapters' ``apply_values``."""
         from opto_core.kernel.values import save_values
 
-        return save_values(path, self.best_values, {**self.meta, "score": self.best_score,
-                                                    "steps": self.steps, **meta})
+        return save_values(path, self.best_values, {**self.meta, "score": self.best_score, "steps": self.steps, **meta})
 
 
 #: Stop reasons that mean the run did not end as planned (the CLI exits non-zero on them).
@@ -118,22 +126,37 @@ ERROR_STOPS = ("optimizer_error", "max_errors", "invalid_values", "all_runs_fail
 
 def mean_score(evaluations: Sequence[Evaluation]) -> float | None:
     """The mean score of the runs that say something about the workflow (infrastructure failures say nothing)."""
-    scores = [e.feedback.score for e in evaluations if e.feedback.score is not None
-              and e.error_kind != "infrastructure"]
+    scores = [
+        e.feedback.score for e in evaluations if e.feedback.score is not None and e.error_kind != "infrastructure"
+    ]
     return sum(scores) / len(scores) if scores else None
 
 
-def evaluate(target: Target, examples: Sequence[Any], feedback_fn: FeedbackFn, *, num_threads: int = 1,
-             failure_score: float = 0.0, indices: Sequence[int] | None = None) -> list[Evaluation]:
+def evaluate(
+    target: Target,
+    examples: Sequence[Any],
+    feedback_fn: FeedbackFn,
+    *,
+    num_threads: int = 1,
+    failure_score: float = 0.0,
+    indices: Sequence[int] | None = None,
+) -> list[Evaluation]:
     """Run every example (in ``num_threads`` threads) and collect its feedback, in order."""
     indices = list(indices) if indices is not None else list(range(len(examples)))
-    return ThreadExecutor(num_threads).evaluate(target, examples, feedback_fn, indices=indices,
-                                                failure_score=failure_score)
+    return ThreadExecutor(num_threads).evaluate(
+        target, examples, feedback_fn, indices=indices, failure_score=failure_score
+    )
 
 
-def optimize(target: Target, trainset: Sequence[Any], feedback_fn: FeedbackFn, optimizer: Optimizer,
-             valset: Sequence[Any] | None = None, settings: Settings | None = None,
-             **overrides: Any) -> OptimizationResult:
+def optimize(
+    target: Target,
+    trainset: Sequence[Any],
+    feedback_fn: FeedbackFn,
+    optimizer: Optimizer,
+    valset: Sequence[Any] | None = None,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> OptimizationResult:
     """Optimize ``target``'s trainable parameters on ``trainset`` with ``optimizer``.
 
     ``feedback_fn(example, output)`` returns a float, a string, a ``(score, text)`` pair or a
@@ -168,8 +191,9 @@ class _Interrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("Ctrl-C: stopping; the runs in flight are cancelled and this step rolls back (press again "
-                    "to abort)")
+        log.warning(
+            "Ctrl-C: stopping; the runs in flight are cancelled and this step rolls back (press again to abort)"
+        )
         if self._on_request is not None:
             self._on_request()
 
@@ -183,8 +207,9 @@ class _StopFileWatch:
 
     def __init__(self, store: RunDir, executor: Any, every: float = 0.5) -> None:
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, args=(store, executor, every), daemon=True,
-                                        name="opto-stop-watch")
+        self._thread = threading.Thread(
+            target=self._watch, args=(store, executor, every), daemon=True, name="opto-stop-watch"
+        )
         self._thread.start()
 
     def _watch(self, store: RunDir, executor: Any, every: float) -> None:
@@ -200,8 +225,15 @@ class _StopFileWatch:
 class _Run:
     """One optimization run: its state, and the steps that change it."""
 
-    def __init__(self, target: Target, trainset: Sequence[Any], feedback_fn: FeedbackFn, optimizer: Optimizer,
-                 valset: Sequence[Any] | None, settings: Settings) -> None:
+    def __init__(
+        self,
+        target: Target,
+        trainset: Sequence[Any],
+        feedback_fn: FeedbackFn,
+        optimizer: Optimizer,
+        valset: Sequence[Any] | None,
+        settings: Settings,
+    ) -> None:
         if not trainset:
             raise ValueError("optimize needs a non-empty trainset")
         self.target, self.trainset, self.feedback_fn, self.optimizer = target, list(trainset), feedback_fn, optimizer
@@ -218,8 +250,11 @@ class _Run:
             if isinstance(optimizer, HasMemory):
                 optimizer.resize_memory(settings.memory_size)
             else:
-                log.warning("memory_size=%s is ignored: %s has no memory of past steps (leave memory_size unset "
-                            "for it)", settings.memory_size, type(optimizer).__name__)
+                log.warning(
+                    "memory_size=%s is ignored: %s has no memory of past steps (leave memory_size unset for it)",
+                    settings.memory_size,
+                    type(optimizer).__name__,
+                )
         optimizer.set_parameters(parameters)
         self.store = RunDir(settings.run_dir) if settings.run_dir else None
         self.usage = Usage()
@@ -239,8 +274,9 @@ class _Run:
         self.deadline = time.monotonic() + settings.max_seconds if settings.max_seconds is not None else None
         self.halt = threading.Event()  # set by Ctrl-C and the STOP file: provider retries stop waiting
         self.provider_down = ""  # why the last evaluation failed entirely on the model provider
-        self.events = events.Emitter(settings.on_event, _display() if settings.progress else None,
-                                     make_tracker(settings.tracking))
+        self.events = events.Emitter(
+            settings.on_event, _display() if settings.progress else None, make_tracker(settings.tracking)
+        )
         self.step_now, self.phase = 0, "initial"  # what is being evaluated, for the events
         self.best_on = ""  # where best_score was measured (set at the end)
         self.error_text = ""  # why the run stopped on an error (set at the end)
@@ -257,16 +293,29 @@ class _Run:
             opened = True
             if checkpoint is not None:
                 self._check_workflow(checkpoint)
-            self.events.emit(events.RunStarted(
-                int(checkpoint["step"]) if checkpoint else 0, self.usage.to_dict(), checkpoint.get("best_score")
-                if checkpoint else None, max_steps=self.settings.max_steps, resumed=checkpoint is not None,
-                run_dir=self.settings.run_dir, trainset_size=len(self.trainset), valset_size=len(self.valset or [])))
+            self.events.emit(
+                events.RunStarted(
+                    int(checkpoint["step"]) if checkpoint else 0,
+                    self.usage.to_dict(),
+                    checkpoint.get("best_score") if checkpoint else None,
+                    max_steps=self.settings.max_steps,
+                    resumed=checkpoint is not None,
+                    run_dir=self.settings.run_dir,
+                    trainset_size=len(self.trainset),
+                    valset_size=len(self.valset or []),
+                )
+            )
             if checkpoint is not None:
                 last_step = self._resume(checkpoint)
                 if checkpoint.done and last_step >= self.settings.max_steps:
-                    log.warning("run directory %s already holds a finished run (%d steps, stopped: %s); nothing to "
-                                "do. Pass max_steps > %d to continue it, or use a new run_dir to start over.",
-                                self.settings.run_dir, last_step, checkpoint.status, last_step)
+                    log.warning(
+                        "run directory %s already holds a finished run (%d steps, stopped: %s); nothing to "
+                        "do. Pass max_steps > %d to continue it, or use a new run_dir to start over.",
+                        self.settings.run_dir,
+                        last_step,
+                        checkpoint.status,
+                        last_step,
+                    )
                     stopped, self.finished_as = "already_finished", checkpoint.status
             else:
                 try:
@@ -287,11 +336,17 @@ class _Run:
     def _start(self) -> None:
         if self.store:
             described = describe(self.optimizer)
-            self.store.write_config({**self.settings.to_config(), **described,
-                                     "base_url": scrub_url(described["base_url"] or "") or None,
-                                     "parameters": [p.spec() for p in self.target.parameters()],
-                                     "fingerprint": fingerprint(self.target.parameters()),
-                                     "trainset_size": len(self.trainset), "valset_size": len(self.valset or [])})
+            self.store.write_config(
+                {
+                    **self.settings.to_config(),
+                    **described,
+                    "base_url": scrub_url(described["base_url"] or "") or None,
+                    "parameters": [p.spec() for p in self.target.parameters()],
+                    "fingerprint": fingerprint(self.target.parameters()),
+                    "trainset_size": len(self.trainset),
+                    "valset_size": len(self.valset or []),
+                }
+            )
         examples = self.valset or self.trainset
         self.step_now, self.phase = 0, "initial"
         evaluations = self._evaluate(examples, list(range(len(examples))), "val" if self.valset else "train")
@@ -302,10 +357,18 @@ class _Run:
         self.initial_score = self.current_score = self.best_score = mean_score(evaluations)
         self.best_values = self._values()
         self.optimizer.observe(self.best_values, self.initial_score)
-        record = StepRecord(step=0, kind=INITIAL, values=self.best_values,
-                            scored_on=where_scored(len(self.valset or []), len(self.trainset)),
-                            eval_score=self.initial_score, best_score=self.best_score, usage=self.usage.snapshot(),
-                            evaluations=self.evaluations, time=time.time(), coverage=covered.to_dict())
+        record = StepRecord(
+            step=0,
+            kind=INITIAL,
+            values=self.best_values,
+            scored_on=where_scored(len(self.valset or []), len(self.trainset)),
+            eval_score=self.initial_score,
+            best_score=self.best_score,
+            usage=self.usage.snapshot(),
+            evaluations=self.evaluations,
+            time=time.time(),
+            coverage=covered.to_dict(),
+        )
         self._note_failures(record, evaluations)
         if self.store:
             record.graph = self.store.write_graph(0, evaluations[0].graph.to_json())
@@ -317,9 +380,11 @@ class _Run:
 
     def _all_failed_reason(self) -> str:
         causes = sorted(self.infrastructure_reported)
-        return (f"every one of the {self.session_runs} runs failed outside the workflow's logic (first cause: "
-                f"{causes[0] if causes else 'unknown'}); nothing was learned. Fix the cause (an endpoint, a key, the "
-                f"network) and run again: the run directory resumes where it stopped")
+        return (
+            f"every one of the {self.session_runs} runs failed outside the workflow's logic (first cause: "
+            f"{causes[0] if causes else 'unknown'}); nothing was learned. Fix the cause (an endpoint, a key, the "
+            f"network) and run again: the run directory resumes where it stopped"
+        )
 
     def _check_workflow(self, checkpoint: Checkpoint) -> None:
         """Refuse to resume a run of a different workflow (`WorkflowChanged`), unless ``resume_changed``."""
@@ -334,9 +399,12 @@ class _Run:
             return
         if not self.settings.resume_changed:
             raise WorkflowChanged(str(self.settings.run_dir), changes)
-        log.warning("resuming %s although the workflow changed (resume_changed=True): %s. Saved values of "
-                    "parameters that are gone or no longer valid are dropped.", self.settings.run_dir,
-                    "; ".join(changes))
+        log.warning(
+            "resuming %s although the workflow changed (resume_changed=True): %s. Saved values of "
+            "parameters that are gone or no longer valid are dropped.",
+            self.settings.run_dir,
+            "; ".join(changes),
+        )
         self.store.write_config({**config, "fingerprint": fingerprint(parameters)})
 
     def _resume(self, checkpoint: Checkpoint) -> int:
@@ -381,8 +449,15 @@ class _Run:
                     reason = self._stop_reason(step + 1, interrupt)
                     if reason:
                         return reason, self._all_failed_reason() if reason == "all_runs_failed" else "", last_step
-                    self.events.emit(events.StepStarted(step + 1, self.usage.to_dict(), self.best_score,
-                                                        max_steps=settings.max_steps, runs=self._runs_needed(step + 1)))
+                    self.events.emit(
+                        events.StepStarted(
+                            step + 1,
+                            self.usage.to_dict(),
+                            self.best_score,
+                            max_steps=settings.max_steps,
+                            runs=self._runs_needed(step + 1),
+                        )
+                    )
                     try:
                         record = self._step(step + 1)
                     except OptimizerFailed as exc:
@@ -401,16 +476,28 @@ class _Run:
                     record.errors_total = self.errors
                     record.evaluations_total = self.evaluations
                     self._record(record, step)
-                    self.events.emit(events.StepDecided(step, self.usage.to_dict(), self.best_score,
-                                                        kept=bool(record.kept), decision=record.decision or "",
-                                                        score=record.eval_score, record=record.to_dict()))
+                    self.events.emit(
+                        events.StepDecided(
+                            step,
+                            self.usage.to_dict(),
+                            self.best_score,
+                            kept=bool(record.kept),
+                            decision=record.decision or "",
+                            score=record.eval_score,
+                            record=record.to_dict(),
+                        )
+                    )
                     if settings.on_step:
                         settings.on_step(record.to_dict())
                     if record.proposal is not None and record.proposal.terminated:
                         log.info("step %d: the optimizer proposed no change", step)
                     if self.provider_down:  # every run of an evaluation failed on the provider, retries included
-                        log.error("step %d: %s; stopping (the step was rolled back). Everything up to here is "
-                                  "saved; run again to resume.", step, self.provider_down)
+                        log.error(
+                            "step %d: %s; stopping (the step was rolled back). Everything up to here is "
+                            "saved; run again to resume.",
+                            step,
+                            self.provider_down,
+                        )
                         return "provider_error", self.provider_down, last_step
         finally:
             if watch is not None:
@@ -420,13 +507,20 @@ class _Run:
     def _stop_reason(self, next_step: int, interrupt: _Interrupt) -> str | None:
         s = self.settings
         reason = _budget_reason(self.usage, s.max_llm_calls, s.max_tokens, s.max_cost_usd)
-        if reason is None and s.max_evaluations is not None and \
-                self.evaluations + self._runs_needed(next_step) > s.max_evaluations:
+        if (
+            reason is None
+            and s.max_evaluations is not None
+            and self.evaluations + self._runs_needed(next_step) > s.max_evaluations
+        ):
             reason = "max_evaluations"
         if reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
             reason = "max_seconds"
-        if reason is None and s.target_score is not None and self.best_score is not None \
-                and self.best_score >= s.target_score:
+        if (
+            reason is None
+            and s.target_score is not None
+            and self.best_score is not None
+            and self.best_score >= s.target_score
+        ):
             reason = "target_score"
         if reason is None and self.store and self.store.stop_requested:
             reason = "stop_file"
@@ -447,15 +541,28 @@ class _Run:
         if self.store and self.history:  # no checkpoint before step 0 was recorded: a rerun starts over
             status = self.finished_as if stopped == "already_finished" and self.finished_as else stopped
             self.store.write_checkpoint(self._checkpoint(last_step, status, done=True))  # keeps why it ended
-        meta = {"framework": getattr(self.target, "framework", "python"),
-                "framework_version": getattr(self.target, "framework_version", ""),
-                "optimizer": type(self.optimizer).__name__, "max_steps": self.settings.max_steps}
-        result = OptimizationResult(self.best_values, self.best_score, self.initial_score,
-                                    [record.to_dict() for record in self.history],
-                                    self.usage.to_dict(), str(self.store.path) if self.store else None, stopped,
-                                    steps=len(self.history) - 1 if self.history else 0, final_values=final_values,
-                                    error=error, evaluations=self.evaluations, meta=meta, best_score_on=self.best_on,
-                                    scored_on=where_scored(len(self.valset or []), len(self.trainset)))
+        meta = {
+            "framework": getattr(self.target, "framework", "python"),
+            "framework_version": getattr(self.target, "framework_version", ""),
+            "optimizer": type(self.optimizer).__name__,
+            "max_steps": self.settings.max_steps,
+        }
+        result = OptimizationResult(
+            self.best_values,
+            self.best_score,
+            self.initial_score,
+            [record.to_dict() for record in self.history],
+            self.usage.to_dict(),
+            str(self.store.path) if self.store else None,
+            stopped,
+            steps=len(self.history) - 1 if self.history else 0,
+            final_values=final_values,
+            error=error,
+            evaluations=self.evaluations,
+            meta=meta,
+            best_score_on=self.best_on,
+            scored_on=where_scored(len(self.valset or []), len(self.trainset)),
+        )
         self.events.emit(events.RunFinished(last_step, self.usage.to_dict(), self.best_score, result=result))
         return result
 
@@ -476,8 +583,10 @@ class _Run:
             why_not = f"the run stopped ({stopped})"
         elif self.deadline is not None and time.monotonic() >= self.deadline:
             why_not = "the deadline (max_seconds) has passed"
-        elif self.settings.max_evaluations is not None and \
-                self.evaluations + len(self.trainset) > self.settings.max_evaluations:
+        elif (
+            self.settings.max_evaluations is not None
+            and self.evaluations + len(self.trainset) > self.settings.max_evaluations
+        ):
             why_not = "max_evaluations leaves no room"
         if not why_not:
             self.step_now, self.phase = len(self.history), "final"
@@ -508,9 +617,17 @@ class _Run:
         batch_score = mean_score(evaluations)
         values_before = self._values()
         skipped: list[str] = []
-        record = StepRecord(step=step, kind=STEP, time=started, batch=indices, batch_score=batch_score,
-                            keep_rule=self.settings.keep, feedback=[e.feedback.to_dict() for e in evaluations],
-                            values_before=values_before, skipped_examples=skipped)
+        record = StepRecord(
+            step=step,
+            kind=STEP,
+            time=started,
+            batch=indices,
+            batch_score=batch_score,
+            keep_rule=self.settings.keep,
+            feedback=[e.feedback.to_dict() for e in evaluations],
+            values_before=values_before,
+            skipped_examples=skipped,
+        )
         self._note_failures(record, evaluations)
         if self.store:
             record.graph = self.store.write_graph(step, evaluations[0].graph.to_json())
@@ -525,8 +642,9 @@ class _Run:
 
         instances: list[ProblemInstance] = []
         if all(e.error_kind == "infrastructure" for e in evaluations):
-            why = ((self.provider_down or "every run of the batch failed outside the workflow's logic")
-                   + "; nothing to learn from, no proposal")
+            why = (
+                self.provider_down or "every run of the batch failed outside the workflow's logic"
+            ) + "; nothing to learn from, no proposal"
             return unchanged(why, Proposal(error=why))
         for evaluation in evaluations:  # a failure is feedback too: the optimizer reads the error
             if evaluation.error_kind == "infrastructure":  # ... unless it was not the workflow's: nothing to learn
@@ -547,8 +665,11 @@ class _Run:
         if changes and approve is not None:
             changes = self._approve(approve, values_before, changes, record)
         if not changes:
-            return unchanged("the optimizer proposed no change" if not proposal.accepted or proposal.terminated
-                             else "nothing to apply")
+            return unchanged(
+                "the optimizer proposed no change"
+                if not proposal.accepted or proposal.terminated
+                else "nothing to apply"
+            )
         snapshot = self.target.snapshot()
         try:
             self.target.apply(changes)
@@ -587,24 +708,39 @@ class _Run:
         try:
             proposal = self.optimizer.step(instances, max_calls=max_calls)
         except Exception as exc:  # the LLM is down, out of quota, ...: stop cleanly, resume later
-            self.events.emit(events.OptimizerCallFinished(step, self.usage.to_dict(), self.best_score,
-                                                          seconds=time.monotonic() - asked,
-                                                          error=f"{type(exc).__name__}: {exc}"))
+            self.events.emit(
+                events.OptimizerCallFinished(
+                    step,
+                    self.usage.to_dict(),
+                    self.best_score,
+                    seconds=time.monotonic() - asked,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            )
             raise OptimizerFailed(f"step {step}: the optimizer failed: {type(exc).__name__}: {exc}") from exc
         self.usage.merge(proposal.usage)
         call = Usage.from_dict(proposal.usage) if proposal.usage else Usage()
-        self.events.emit(events.OptimizerCallFinished(step, self.usage.to_dict(), self.best_score,
-                                                      seconds=time.monotonic() - asked, call_tokens=call.total_tokens,
-                                                      call_cost_usd=call.cost_usd))
+        self.events.emit(
+            events.OptimizerCallFinished(
+                step,
+                self.usage.to_dict(),
+                self.best_score,
+                seconds=time.monotonic() - asked,
+                call_tokens=call.total_tokens,
+                call_cost_usd=call.cost_usd,
+            )
+        )
         return proposal
 
-    def _approve(self, approve: Callable[..., Any], values_before: dict[str, Any], changes: dict[str, Any],
-                 record: StepRecord) -> dict[str, Any]:
+    def _approve(
+        self, approve: Callable[..., Any], values_before: dict[str, Any], changes: dict[str, Any], record: StepRecord
+    ) -> dict[str, Any]:
         from opto_core.engine.approval import review
 
         by_name = {p.name: p for p in self.target.parameters()}
-        approved, decisions = review(approve, values_before, changes,
-                                     kinds={name: by_name[name].kind for name in changes})
+        approved, decisions = review(
+            approve, values_before, changes, kinds={name: by_name[name].kind for name in changes}
+        )
         checked: dict[str, Any] = {}
         for name, value in approved.items():
             try:
@@ -614,8 +750,9 @@ class _Run:
         record.approval = dict(decisions)
         return {k: v for k, v in checked.items() if values_before.get(k) != v}
 
-    def _judge(self, new: float | None, baseline: float | None, record: StepRecord,
-               checked: list[Evaluation]) -> tuple[bool, str]:
+    def _judge(
+        self, new: float | None, baseline: float | None, record: StepRecord, checked: list[Evaluation]
+    ) -> tuple[bool, str]:
         """The keep rule, written out in the step record."""
         around = [e for e in checked if e.error_kind == "wrote_around"]
         if around:
@@ -624,12 +761,16 @@ class _Run:
         problems = _invalid(self.target)
         if problems:
             record.invalid_after_run = problems
-            log.error("step %d: after the runs, parameters hold invalid values (%s); rolling back",
-                      record.step, problems)
+            log.error(
+                "step %d: after the runs, parameters hold invalid values (%s); rolling back", record.step, problems
+            )
             return False, f"rolled back: the runs left invalid values in {sorted(problems)}"
         if any(e.error_kind == "infrastructure" for e in checked):
-            cause = provider_summary(checked) or _timeouts(checked, self.settings.eval_timeout) or \
-                "some runs failed outside the workflow"
+            cause = (
+                provider_summary(checked)
+                or _timeouts(checked, self.settings.eval_timeout)
+                or "some runs failed outside the workflow"
+            )
             return False, f"rolled back: {cause}, so the score says nothing"
         if new is None or baseline is None:
             return True, "kept: no score to compare (text feedback only)"
@@ -650,14 +791,26 @@ class _Run:
 
         def run(positions: list[int]) -> list[Evaluation]:
             def progress(done: int, total: int, failed: int) -> events.RunEvent:
-                return events.EvaluationDone(self.step_now, self.usage.to_dict(), self.best_score, done=done,
-                                             total=total, which=self.phase, failed=failed)
+                return events.EvaluationDone(
+                    self.step_now,
+                    self.usage.to_dict(),
+                    self.best_score,
+                    done=done,
+                    total=total,
+                    which=self.phase,
+                    failed=failed,
+                )
 
             with self.events.evaluation(progress, len(positions)) as counter:
                 expected = self.guard.expect()
-                runs = self.executor.evaluate(self.target, [examples[p] for p in positions], self.feedback_fn,
-                                              indices=[indices[p] for p in positions],
-                                              failure_score=self.settings.failure_score, values=values)
+                runs = self.executor.evaluate(
+                    self.target,
+                    [examples[p] for p in positions],
+                    self.feedback_fn,
+                    indices=[indices[p] for p in positions],
+                    failure_score=self.settings.failure_score,
+                    values=values,
+                )
                 changes = self.guard.changes(expected)
                 if changes:  # a run wrote a parameter behind the optimizer's back: undo it, fail the runs
                     self.guard.restore(expected)
@@ -673,15 +826,17 @@ class _Run:
         self.errors += sum(e.failed for e in evaluations)
         self.session_runs += len(evaluations)
         self.infrastructure_runs += sum(e.error_kind == "infrastructure" for e in evaluations)
-        if self.settings.reuse_evaluations and not any(e.error_kind in ("infrastructure", "wrote_around")
-                                                       for e in evaluations):
+        if self.settings.reuse_evaluations and not any(
+            e.error_kind in ("infrastructure", "wrote_around") for e in evaluations
+        ):
             self._cache[key + (_key(values),)] = evaluations
             while len(self._cache) > 4:
                 self._cache.pop(next(iter(self._cache)))
         return evaluations
 
-    def _retry_provider_failures(self, evaluations: list[Evaluation],
-                                 run: Callable[[list[int]], list[Evaluation]]) -> str:
+    def _retry_provider_failures(
+        self, evaluations: list[Evaluation], run: Callable[[list[int]], list[Evaluation]]
+    ) -> str:
         """Run again, in place, what failed on the model provider (backoff, Retry-After honoured, never
         past ``provider_retry_seconds`` or the run's deadline). Returns why the whole evaluation failed
         on the provider after that ("" when at least one run did not)."""
@@ -689,17 +844,25 @@ class _Run:
         until, name = time.monotonic() + window, f"the end of the retry window (provider_retry_seconds={window:g})"
         if self.deadline is not None and self.deadline <= until:
             until, name = self.deadline, f"the run's deadline (max_seconds={self.settings.max_seconds:g})"
-        def waiting(message: str, wait: float) -> None:
-            self.events.emit(events.ProviderRetrying(self.step_now, self.usage.to_dict(), self.best_score,
-                                                     message=message, wait=wait))
 
-        report = retry_provider_failures(evaluations, run, until=until, deadline_name=name, halt=self.halt,
-                                         on_wait=waiting)
+        def waiting(message: str, wait: float) -> None:
+            self.events.emit(
+                events.ProviderRetrying(
+                    self.step_now, self.usage.to_dict(), self.best_score, message=message, wait=wait
+                )
+            )
+
+        report = retry_provider_failures(
+            evaluations, run, until=until, deadline_name=name, halt=self.halt, on_wait=waiting
+        )
         summary = provider_summary(evaluations)
         if report is None or not summary or not all(e.error_kind == "infrastructure" for e in evaluations):
             return ""
-        retries = f"; {report.rounds} retr{'y' if report.rounds == 1 else 'ies'} over {report.waited:.1f} s" \
-            if report.rounds else ""
+        retries = (
+            f"; {report.rounds} retr{'y' if report.rounds == 1 else 'ies'} over {report.waited:.1f} s"
+            if report.rounds
+            else ""
+        )
         return f"{summary} ({report.stopped}{retries})"
 
     def cancel(self) -> None:
@@ -737,8 +900,13 @@ class _Run:
         cause = _error_text(infra[0].output)
         if cause not in self.infrastructure_reported:  # report each cause once, not once per example
             self.infrastructure_reported.add(cause)
-            log.error("step %s: %d run(s) failed outside the workflow's logic: %s. Such a step is never kept; "
-                      "the failures count toward max_errors.", record.step, len(infra), cause)
+            log.error(
+                "step %s: %d run(s) failed outside the workflow's logic: %s. Such a step is never kept; "
+                "the failures count toward max_errors.",
+                record.step,
+                len(infra),
+                cause,
+            )
 
     # ----- state -----------------------------------------------------------------------------------
     def _values(self) -> dict[str, Any]:
@@ -751,11 +919,23 @@ class _Run:
             self.store.write_checkpoint(self._checkpoint(step, "running"))
 
     def _checkpoint(self, step: int, status: str, done: bool = False) -> Checkpoint:
-        return Checkpoint(step=step, current=self._values(), best=self.best_values, best_score=self.best_score,
-                          current_score=self.current_score, initial_score=self.initial_score,
-                          optimizer=self.optimizer.state_dict(), usage=self.usage.snapshot(), errors=self.errors,
-                          evaluations=self.evaluations, status=status, done=done, time=time.time(),
-                          best_score_on=self.best_on, error=self.error_text)
+        return Checkpoint(
+            step=step,
+            current=self._values(),
+            best=self.best_values,
+            best_score=self.best_score,
+            current_score=self.current_score,
+            initial_score=self.initial_score,
+            optimizer=self.optimizer.state_dict(),
+            usage=self.usage.snapshot(),
+            errors=self.errors,
+            evaluations=self.evaluations,
+            status=status,
+            done=done,
+            time=time.time(),
+            best_score_on=self.best_on,
+            error=self.error_text,
+        )
 
 
 # ----- small helpers ---------------------------------------------------------------------------------
@@ -766,8 +946,10 @@ def _timeouts(evaluations: Sequence[Evaluation], eval_timeout: float | None) -> 
     if not count:
         return ""
     limit = f"eval_timeout={eval_timeout:g} s" if eval_timeout is not None else "the time limit"
-    return (f"{count} of {len(evaluations)} runs with the new values did not finish within {limit} (code that "
-            f"never returns?)")
+    return (
+        f"{count} of {len(evaluations)} runs with the new values did not finish within {limit} (code that "
+        f"never returns?)"
+    )
 
 
 def _validated(target: Target, values: dict[str, Any]) -> dict[str, Any]:

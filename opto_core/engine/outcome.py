@@ -52,9 +52,13 @@ class Change:
 
     def text(self) -> str:
         short = isinstance(self.after, (int, float, bool)) or (
-            isinstance(self.after, str) and len(self.after) <= 40 and "\n" not in self.after)
-        what = f"{self.name} {_value(self.before)} -> {_value(self.after)}" if short else \
-            f"{self.name}: {describe_new(self.after)}"
+            isinstance(self.after, str) and len(self.after) <= 40 and "\n" not in self.after
+        )
+        what = (
+            f"{self.name} {_value(self.before)} -> {_value(self.after)}"
+            if short
+            else f"{self.name}: {describe_new(self.after)}"
+        )
         origin = [PROPOSERS.get(self.proposed_by, self.proposed_by)] if self.proposed_by else []
         origin += [f"step {self.step}"] if self.step is not None else []
         return what + (f" (by {', '.join(origin)})" if origin else "")
@@ -89,17 +93,23 @@ class Outcome:
         """The block, one line per fact (see the module docstring)."""
         delta = self.improvement
         gain = f" ({delta:+.3f})" if delta else (" (no change)" if delta == 0 and self.changes else "")
-        lines = [f"start score  {_score(self.start_score)} on {self.scored_on}",
-                 f"best score   {_score(self.best_score)} {self.best_on}{gain}"]
+        lines = [
+            f"start score  {_score(self.start_score)} on {self.scored_on}",
+            f"best score   {_score(self.best_score)} {self.best_on}{gain}",
+        ]
         if self.changes:
-            lines += [("change       " if i == 0 else "             ") + change.text()
-                      for i, change in enumerate(self.changes)]
+            lines += [
+                ("change       " if i == 0 else "             ") + change.text()
+                for i, change in enumerate(self.changes)
+            ]
         else:
             lines.append("change       none: the start values stayed the best")
         limit = f" of {self.max_steps}" if self.max_steps else ""
         reason = STOP_REASONS.get(self.stopped, self.stopped)
-        lines.append(f"stopped      after {self.steps}{limit} step{'s' if (self.max_steps or self.steps) != 1 else ''}: "
-                     f"{reason}" + (f": {self.error}" if self.error and self.error not in reason else ""))
+        lines.append(
+            f"stopped      after {self.steps}{limit} step{'s' if (self.max_steps or self.steps) != 1 else ''}: "
+            f"{reason}" + (f": {self.error}" if self.error and self.error not in reason else "")
+        )
         return lines
 
     def text(self) -> str:
@@ -152,10 +162,19 @@ def where_scored(valset_size: int | None, trainset_size: int | None) -> str:
     return f"the training set ({trainset_size} examples)" if trainset_size else "the training set"
 
 
-def outcome_of(history: Sequence[dict[str, Any]], *, start_score: float | None, best_score: float | None,
-               best_values: dict[str, Any], best_on: str, stopped: str, error: str = "",
-               valset_size: int | None = None, trainset_size: int | None = None,
-               max_steps: int | None = None) -> Outcome:
+def outcome_of(
+    history: Sequence[dict[str, Any]],
+    *,
+    start_score: float | None,
+    best_score: float | None,
+    best_values: dict[str, Any],
+    best_on: str,
+    stopped: str,
+    error: str = "",
+    valset_size: int | None = None,
+    trainset_size: int | None = None,
+    max_steps: int | None = None,
+) -> Outcome:
     """The `Outcome` of a run from its history and final state (a result's fields or a run directory's)."""
     initial = next((r for r in history if r.get("kind") == "initial"), None) or {}
     start = initial.get("values") or {}
@@ -164,8 +183,11 @@ def outcome_of(history: Sequence[dict[str, Any]], *, start_score: float | None, 
     scored_on = initial.get("scored_on") or where_scored(valset_size, trainset_size)
     best_on = best_on or ("on the validation set" if "validation" in scored_on else "on the training set")
     if best_on == "on the validation set" and changes:
-        reached = [r.get("step") for r in history if r.get("kind") == "step" and r.get("kept")
-                   and r.get("eval_score") == best_score]
+        reached = [
+            r.get("step")
+            for r in history
+            if r.get("kind") == "step" and r.get("kept") and r.get("eval_score") == best_score
+        ]
         if reached:  # the first step that reached it set the best values (a later equal score does not)
             best_on += f", reached at step {reached[0]}"
     return Outcome(start_score, best_score, scored_on, best_on, changes, stopped, steps, max_steps, error)

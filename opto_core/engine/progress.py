@@ -65,7 +65,9 @@ def step_lines(record: dict[str, Any], *, detail: int = 160) -> list[str]:
         if before.get(name) == value:
             continue
         who = PROPOSERS.get(proposers.get(name, ""), "")
-        short = isinstance(value, (int, float, bool)) or (isinstance(value, str) and len(value) <= 40 and "\n" not in value)
+        short = isinstance(value, (int, float, bool)) or (
+            isinstance(value, str) and len(value) <= 40 and "\n" not in value
+        )
         change = f"{_value(before.get(name))} -> {_value(value)}" if short else describe_new(value)
         lines.append(f"  {name}: {change}" + (f" (by {who})" if who else ""))
     for name, reason in (proposal.get("rejected") or {}).items():
@@ -121,9 +123,12 @@ class RunDisplay:
             self._plain(f"step {event.step}: asking the optimizer for a proposal")
         elif isinstance(event, OptimizerCallFinished):
             seconds, self.call_started = event.seconds, None
-            self._plain(f"step {event.step}: proposal in {seconds:.1f} s ({event.call_tokens:,} tokens"
-                        + (f", ${event.call_cost_usd:.4f}" if event.call_cost_usd else "") + ")"
-                        + (f"; failed: {event.error}" if event.error else ""))
+            self._plain(
+                f"step {event.step}: proposal in {seconds:.1f} s ({event.call_tokens:,} tokens"
+                + (f", ${event.call_cost_usd:.4f}" if event.call_cost_usd else "")
+                + ")"
+                + (f"; failed: {event.error}" if event.error else "")
+            )
         elif isinstance(event, StepDecided):
             self.call_started = None
             if self.show_steps:
@@ -164,8 +169,14 @@ class RunDisplay:
         if self.live_enabled and self._live is None:
             from rich.live import Live
 
-            self._live = Live(self, console=self.console, refresh_per_second=4, transient=True,
-                              redirect_stdout=False, redirect_stderr=False)
+            self._live = Live(
+                self,
+                console=self.console,
+                refresh_per_second=4,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self._live.start()
 
     def _refresh(self) -> None:

@@ -35,27 +35,64 @@ from opto_core.llm.retry_after import capped, retry_after_seconds
 
 log = logging.getLogger("opto")
 
-__all__ = ["ProviderFailure", "ProviderUnavailable", "RetryReport", "describe_failures", "provider_failure",
-           "provider_failures", "provider_summary", "retry_provider_failures"]
+__all__ = [
+    "ProviderFailure",
+    "ProviderUnavailable",
+    "RetryReport",
+    "describe_failures",
+    "provider_failure",
+    "provider_failures",
+    "provider_summary",
+    "retry_provider_failures",
+]
 
 #: What each kind of failure is called in a message ("rate limited: 12 of 12 runs got HTTP 429").
-HEADLINES = {"rate_limited": "rate limited", "overloaded": "provider overloaded", "server_error": "provider error",
-             "timeout": "provider timeouts", "connection": "provider unreachable", "quota": "quota exhausted"}
+HEADLINES = {
+    "rate_limited": "rate limited",
+    "overloaded": "provider overloaded",
+    "server_error": "provider error",
+    "timeout": "provider timeouts",
+    "connection": "provider unreachable",
+    "quota": "quota exhausted",
+}
 
 _RATE_LIMIT_NAMES = {"RateLimitError", "TooManyRequests", "ResourceExhausted", "CallerCredentialRateLimitError"}
 _OVERLOADED_NAMES = {"OverloadedError"}
-_SERVER_NAMES = {"InternalServerError", "ServiceUnavailableError", "BadGatewayError", "ServiceUnavailable",
-                 "MidStreamFallbackError"}
-_TIMEOUT_NAMES = {"APITimeoutError", "TimeoutException", "ConnectTimeout", "ReadTimeout", "WriteTimeout",
-                  "PoolTimeout", "ServerTimeoutError"}
-_CONNECTION_NAMES = {"APIConnectionError", "ConnectError", "ReadError", "WriteError", "RemoteProtocolError",
-                     "NetworkError", "ServerDisconnectedError", "ClientConnectorError", "ClientOSError",
-                     "ChunkedEncodingError"}
+_SERVER_NAMES = {
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "BadGatewayError",
+    "ServiceUnavailable",
+    "MidStreamFallbackError",
+}
+_TIMEOUT_NAMES = {
+    "APITimeoutError",
+    "TimeoutException",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "WriteTimeout",
+    "PoolTimeout",
+    "ServerTimeoutError",
+}
+_CONNECTION_NAMES = {
+    "APIConnectionError",
+    "ConnectError",
+    "ReadError",
+    "WriteError",
+    "RemoteProtocolError",
+    "NetworkError",
+    "ServerDisconnectedError",
+    "ClientConnectorError",
+    "ClientOSError",
+    "ChunkedEncodingError",
+}
 #: Modules whose exception named ``Timeout``/``ConnectionError`` is a transport failure (requests).
 _TRANSPORT_MODULES = ("requests", "urllib3", "httpx", "httpcore", "aiohttp", "openai", "anthropic", "litellm")
 #: AgentChat re-raises an agent's failure as RuntimeError("<Type>: <message>..."): the type and status survive.
-_TEXT = re.compile(r"^(?:[\w.]+\.)?(RateLimitError|InternalServerError|ServiceUnavailableError|BadGatewayError|"
-                   r"OverloadedError|APIStatusError|APITimeoutError|APIConnectionError)\b:?(.*)$")
+_TEXT = re.compile(
+    r"^(?:[\w.]+\.)?(RateLimitError|InternalServerError|ServiceUnavailableError|BadGatewayError|"
+    r"OverloadedError|APIStatusError|APITimeoutError|APIConnectionError)\b:?(.*)$"
+)
 _STATUS_TEXT = re.compile(r"Error code: (\d{3})")
 
 
@@ -89,8 +126,11 @@ class ProviderFailure:
 
 
 def _status(exc: BaseException) -> int | None:
-    for value in (getattr(exc, "status_code", None), getattr(getattr(exc, "response", None), "status_code", None),
-                  getattr(exc, "status", None)):
+    for value in (
+        getattr(exc, "status_code", None),
+        getattr(getattr(exc, "response", None), "status_code", None),
+        getattr(exc, "status", None),
+    ):
         if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
             return value
     return None
@@ -126,8 +166,13 @@ def _one(exc: BaseException) -> ProviderFailure | None:
         status = int(found.group(1)) if found else None
     lowered = text.lower()
     message = text.strip()[:300]
-    if names & _CONNECTION_NAMES and "APIConnectionError" in names and exc.__cause__ is not None \
-            and not isinstance(exc.__cause__, OSError) and _module_of(exc.__cause__) not in _TRANSPORT_MODULES:
+    if (
+        names & _CONNECTION_NAMES
+        and "APIConnectionError" in names
+        and exc.__cause__ is not None
+        and not isinstance(exc.__cause__, OSError)
+        and _module_of(exc.__cause__) not in _TRANSPORT_MODULES
+    ):
         return None  # the SDK wraps ANY error raised while sending (a test's replay miss, say): not the network
     if status == 429 or names & _RATE_LIMIT_NAMES:
         if "insufficient_quota" in lowered or "exceeded your current quota" in lowered:
@@ -139,9 +184,11 @@ def _one(exc: BaseException) -> ProviderFailure | None:
         return ProviderFailure("server_error", status, retry_after_seconds(exc), message)
     if status == 408 or names & _TIMEOUT_NAMES or ("Timeout" in names and _module_of(exc) in _TRANSPORT_MODULES):
         return ProviderFailure("timeout", status if status == 408 else None, None, message)
-    if names & _CONNECTION_NAMES or isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
-                                                     ConnectionRefusedError)) or \
-            ("ConnectionError" in names and _module_of(exc) in _TRANSPORT_MODULES):
+    if (
+        names & _CONNECTION_NAMES
+        or isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ConnectionRefusedError))
+        or ("ConnectionError" in names and _module_of(exc) in _TRANSPORT_MODULES)
+    ):
         return ProviderFailure("connection", None, None, message)
     if isinstance(exc, RuntimeError):  # AgentChat's re-raised text
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -149,14 +196,22 @@ def _one(exc: BaseException) -> ProviderFailure | None:
         if found:
             code = _STATUS_TEXT.search(first)
             replayed = ProviderFailure("server_error", int(code.group(1)) if code else None, None, first[:300])
-            kind = {"RateLimitError": "rate_limited", "OverloadedError": "overloaded", "APITimeoutError": "timeout",
-                    "APIConnectionError": "connection"}.get(found.group(1))
+            kind = {
+                "RateLimitError": "rate_limited",
+                "OverloadedError": "overloaded",
+                "APITimeoutError": "timeout",
+                "APIConnectionError": "connection",
+            }.get(found.group(1))
             if replayed.status == 429:
                 kind = "rate_limited"
             elif replayed.status is not None and replayed.status < 500 and kind is None:
                 return None  # a 4xx: the request's fault, feedback
-            return ProviderFailure(kind or ("overloaded" if "overloaded" in first.lower() else "server_error"),
-                                   replayed.status, None, first[:300])
+            return ProviderFailure(
+                kind or ("overloaded" if "overloaded" in first.lower() else "server_error"),
+                replayed.status,
+                None,
+                first[:300],
+            )
     return None
 
 
@@ -240,14 +295,24 @@ class RetryReport:
     retried_examples: set[int] = field(default_factory=set)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rounds": self.rounds, "waited_seconds": round(self.waited, 3), "stopped": self.stopped,
-                "examples": sorted(self.retried_examples)}
+        return {
+            "rounds": self.rounds,
+            "waited_seconds": round(self.waited, 3),
+            "stopped": self.stopped,
+            "examples": sorted(self.retried_examples),
+        }
 
 
-def retry_provider_failures(evaluations: list[Any], rerun: Callable[[list[int]], list[Any]], *,
-                            until: float | None, deadline_name: str = "the retry window",
-                            halt: threading.Event | None = None, backoff: tuple[float, float] = (1.0, 30.0),
-                            on_wait: Callable[[str, float], None] | None = None) -> RetryReport | None:
+def retry_provider_failures(
+    evaluations: list[Any],
+    rerun: Callable[[list[int]], list[Any]],
+    *,
+    until: float | None,
+    deadline_name: str = "the retry window",
+    halt: threading.Event | None = None,
+    backoff: tuple[float, float] = (1.0, 30.0),
+    on_wait: Callable[[str, float], None] | None = None,
+) -> RetryReport | None:
     """Run again the evaluations (positions in ``evaluations``) that failed on the provider, in place.
 
     ``rerun(positions)`` evaluates those positions again and returns their new evaluations, in
@@ -260,8 +325,11 @@ def retry_provider_failures(evaluations: list[Any], rerun: Callable[[list[int]],
     """
 
     def pending() -> list[int]:
-        return [i for i, e in enumerate(evaluations)
-                if getattr(e, "failed", False) and (f := provider_failure(e.output)) is not None and f.transient]
+        return [
+            i
+            for i, e in enumerate(evaluations)
+            if getattr(e, "failed", False) and (f := provider_failure(e.output)) is not None and f.transient
+        ]
 
     if not pending():
         return None
@@ -280,9 +348,11 @@ def retry_provider_failures(evaluations: list[Any], rerun: Callable[[list[int]],
         for position, evaluation in zip(positions, fresh):
             before = evaluations[position]
             failure = provider_failure(before.output)
-            evaluation.retried = [*getattr(before, "retried", []), *getattr(evaluation, "retried", []),
-                                  f"{failure.label if failure else 'provider error'} (run again after "
-                                  f"{plan.get('wait', 0.0):.1f} s)"]
+            evaluation.retried = [
+                *getattr(before, "retried", []),
+                *getattr(evaluation, "retried", []),
+                f"{failure.label if failure else 'provider error'} (run again after {plan.get('wait', 0.0):.1f} s)",
+            ]
             evaluations[position] = evaluation
             report.retried_examples.add(getattr(evaluation, "index", position))
         return pending()
@@ -297,9 +367,11 @@ def retry_provider_failures(evaluations: list[Any], rerun: Callable[[list[int]],
         remaining = None if until is None else until - time.monotonic()
         wait = capped(asked, backoff_wait(state), remaining)
         if wait is None:
-            report.stopped = (f"the server asked to wait {asked:g} s, past {deadline_name}" if asked is not None
-                              and remaining is not None and asked > remaining
-                              else f"retried until {deadline_name}")
+            report.stopped = (
+                f"the server asked to wait {asked:g} s, past {deadline_name}"
+                if asked is not None and remaining is not None and asked > remaining
+                else f"retried until {deadline_name}"
+            )
             return True
         plan["wait"], plan["asked"] = wait, asked if asked is not None and wait == asked else -1.0
         return False
@@ -311,8 +383,12 @@ def retry_provider_failures(evaluations: list[Any], rerun: Callable[[list[int]],
         positions = state.outcome.result() if state.outcome is not None else []
         failures = [f for f in (provider_failure(evaluations[p].output) for p in positions) if f is not None]
         message = describe_failures(failures, len(evaluations))
-        log.warning("%s; running them again in %.1f s%s", message, plan["wait"],
-                    " (the server's Retry-After)" if plan["asked"] >= 0 else "")
+        log.warning(
+            "%s; running them again in %.1f s%s",
+            message,
+            plan["wait"],
+            " (the server's Retry-After)" if plan["asked"] >= 0 else "",
+        )
         if on_wait is not None:
             on_wait(message, plan["wait"])
 
@@ -323,9 +399,14 @@ def retry_provider_failures(evaluations: list[Any], rerun: Callable[[list[int]],
         else:
             time.sleep(seconds)
 
-    retrying = tenacity.Retrying(stop=stop, wait=wait, sleep=sleep, before_sleep=before_sleep,
-                                 retry=tenacity.retry_if_result(bool),
-                                 retry_error_callback=lambda state: state.outcome.result() if state.outcome else [])
+    retrying = tenacity.Retrying(
+        stop=stop,
+        wait=wait,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        retry=tenacity.retry_if_result(bool),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else [],
+    )
     left = retrying(attempt)
     if not left and not report.stopped:
         report.stopped = "every retried run got an answer"

@@ -151,8 +151,9 @@ class _DictAccess:
             self[key] = value
 
 
-def _read_fields(cls: type, data: Mapping[str, Any], readers: Mapping[str, Callable[[Any], Any]],
-                 problems: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _read_fields(
+    cls: type, data: Mapping[str, Any], readers: Mapping[str, Callable[[Any], Any]], problems: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The declared fields of ``cls`` read from ``data``, and the rest. A value of the wrong type reads
     as None, is noted in ``problems``, and stays in the rest as written (so rewriting loses nothing)."""
     declared = {f.name for f in fields(cls) if f.name not in ("extra", "problems")}
@@ -255,18 +256,44 @@ class StepRecord(_DictAccess):
 
 
 #: Fields written even when None, per kind ("no score" is said, as before the records were typed).
-_ALWAYS = {INITIAL: ("eval_score", "best_score"),
-           STEP: ("batch_score", "eval_score", "current_score", "best_score")}
+_ALWAYS = {INITIAL: ("eval_score", "best_score"), STEP: ("batch_score", "eval_score", "current_score", "best_score")}
 
 _READERS: dict[str, Callable[[Any], Any]] = {
-    "time": finite_number, "format": _text, "values": _mapping, "evaluations": _whole, "coverage": _mapping, "scored_on": _text, "provider_errors": _text, "check_provider_errors": _text, "batch": _sequence,
-    "batch_score": finite_number, "keep_rule": _text, "feedback": _sequence, "values_before": _mapping,
-    "skipped_examples": _sequence, "graph": _text, "proposal": _proposal, "approval": _mapping,
-    "apply_error": _text, "candidate_values": _mapping, "eval_score": finite_number, "current_score": finite_number,
-    "best_score": finite_number, "kept": _flag, "decision": _text, "invalid_after_run": _mapping, "wrote_around": _text,
-    "values_after": _mapping, "usage": _usage, "seconds": finite_number, "errors_total": _whole,
-    "evaluations_total": _whole, "retried": _sequence, "infrastructure_errors": _sequence,
-    "check_retried": _sequence, "check_infrastructure_errors": _sequence,
+    "time": finite_number,
+    "format": _text,
+    "values": _mapping,
+    "evaluations": _whole,
+    "coverage": _mapping,
+    "scored_on": _text,
+    "provider_errors": _text,
+    "check_provider_errors": _text,
+    "batch": _sequence,
+    "batch_score": finite_number,
+    "keep_rule": _text,
+    "feedback": _sequence,
+    "values_before": _mapping,
+    "skipped_examples": _sequence,
+    "graph": _text,
+    "proposal": _proposal,
+    "approval": _mapping,
+    "apply_error": _text,
+    "candidate_values": _mapping,
+    "eval_score": finite_number,
+    "current_score": finite_number,
+    "best_score": finite_number,
+    "kept": _flag,
+    "decision": _text,
+    "invalid_after_run": _mapping,
+    "wrote_around": _text,
+    "values_after": _mapping,
+    "usage": _usage,
+    "seconds": finite_number,
+    "errors_total": _whole,
+    "evaluations_total": _whole,
+    "retried": _sequence,
+    "infrastructure_errors": _sequence,
+    "check_retried": _sequence,
+    "check_infrastructure_errors": _sequence,
 }
 
 
@@ -274,8 +301,10 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """An older record in today's form (the format a record was written in decides what changes)."""
     written = data.get("format", "opto-step/1")
     if written not in STEP_FORMATS:
-        raise RecordFormatError(f"a step record in format {written!r}: this version reads "
-                                f"{', '.join(STEP_FORMATS)}; the run was written by a newer version of opto")
+        raise RecordFormatError(
+            f"a step record in format {written!r}: this version reads "
+            f"{', '.join(STEP_FORMATS)}; the run was written by a newer version of opto"
+        )
     if written == "opto-step/1":
         proposal = data.get("proposal")
         if isinstance(proposal, Mapping) and "apply_error" in proposal:  # now a field of the record
@@ -325,19 +354,42 @@ class Checkpoint(_DictAccess):
         known, extra = _read_fields(cls, data, _CHECKPOINT_READERS, problems)
         missing = [name for name in ("step", "current", "best") if known.get(name) is None]
         if missing or problems:
-            raise RecordFormatError("a checkpoint with " + "; ".join(
-                [f"no valid {name!r}" for name in missing] + problems))
+            raise RecordFormatError(
+                "a checkpoint with " + "; ".join([f"no valid {name!r}" for name in missing] + problems)
+            )
         known.pop("format", None)
-        for name in ("optimizer", "usage", "errors", "evaluations", "status", "done", "error", "best_score_on",
-                     "history_chain"):
+        for name in (
+            "optimizer",
+            "usage",
+            "errors",
+            "evaluations",
+            "status",
+            "done",
+            "error",
+            "best_score_on",
+            "history_chain",
+        ):
             if known.get(name) is None:
                 known.pop(name, None)
         return cls(**known, extra=extra)
 
 
 _CHECKPOINT_READERS: dict[str, Callable[[Any], Any]] = {
-    "step": _whole, "current": _mapping, "best": _mapping, "format": _text, "best_score": finite_number,
-    "current_score": finite_number, "initial_score": finite_number, "optimizer": _mapping, "usage": _usage,
-    "errors": _whole, "evaluations": _whole, "status": _text, "done": _flag, "time": finite_number,
-    "error": _text, "best_score_on": _text, "history_chain": _text,
+    "step": _whole,
+    "current": _mapping,
+    "best": _mapping,
+    "format": _text,
+    "best_score": finite_number,
+    "current_score": finite_number,
+    "initial_score": finite_number,
+    "optimizer": _mapping,
+    "usage": _usage,
+    "errors": _whole,
+    "evaluations": _whole,
+    "status": _text,
+    "done": _flag,
+    "time": finite_number,
+    "error": _text,
+    "best_score_on": _text,
+    "history_chain": _text,
 }

@@ -66,8 +66,10 @@ MARKER = ".opto-run"
 LOCK = ".lock"
 #: The files and folders a run of ours writes (the only ones `clear` removes).
 OUR_FILES = ("config.json", "checkpoint.json", "history.jsonl", "graphs", "report.html", "STOP", LOCK, MARKER)
-_TEMP = re.compile(r"^\.(checkpoint\.json|config\.json|history\.jsonl|report\.html|step-\d+\.json)\..*\.tmp$"
-                   r"|^history\.jsonl\.tmp$")
+_TEMP = re.compile(
+    r"^\.(checkpoint\.json|config\.json|history\.jsonl|report\.html|step-\d+\.json)\..*\.tmp$"
+    r"|^history\.jsonl\.tmp$"
+)
 
 log = logging.getLogger("opto")
 
@@ -84,9 +86,11 @@ class CorruptRun(RunDirError, ValueError):
         self.path = Path(path)
         self.problem = problem
         run = self.path.parent if self.path.parent.name != "graphs" else self.path.parent.parent
-        super().__init__(f"{self.path}: {problem}. The run in {run} cannot be resumed from it: restore the file "
-                         f"(from a backup or a copy of the run directory), or start over in a new run directory "
-                         f"(optimize(..., run_dir=NEW), opto demo --run-dir NEW)")
+        super().__init__(
+            f"{self.path}: {problem}. The run in {run} cannot be resumed from it: restore the file "
+            f"(from a backup or a copy of the run directory), or start over in a new run directory "
+            f"(optimize(..., run_dir=NEW), opto demo --run-dir NEW)"
+        )
 
 
 class RunDirUnwritable(RunDirError):
@@ -97,12 +101,18 @@ class RunDirUnwritable(RunDirError):
     def __init__(self, path: str | os.PathLike[str], cause: OSError) -> None:
         self.path = Path(path)
         self.errno = cause.errno
-        why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-               errno.EPERM: "the operation is not permitted"}.get(cause.errno or 0, cause.strerror or str(cause))
-        super().__init__(f"cannot write {self.path}: {why}. Nothing saved was lost: every step finished before "
-                         f"this write is in the run directory. Free space or fix the permissions, then resume "
-                         f"(opto resume DIR, or optimize(..., run_dir=DIR) again)")
+        why = {
+            errno.ENOSPC: "the disk is full",
+            errno.EDQUOT: "the disk quota is exceeded",
+            errno.EROFS: "the file system is read-only",
+            errno.EACCES: "permission denied",
+            errno.EPERM: "the operation is not permitted",
+        }.get(cause.errno or 0, cause.strerror or str(cause))
+        super().__init__(
+            f"cannot write {self.path}: {why}. Nothing saved was lost: every step finished before "
+            f"this write is in the run directory. Free space or fix the permissions, then resume "
+            f"(opto resume DIR, or optimize(..., run_dir=DIR) again)"
+        )
 
 
 class RunLocked(RunDirError):
@@ -118,9 +128,17 @@ _UNWRITABLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, 
 #: Fields a checkpoint must hold, with their JSON types.
 _CHECKPOINT_FIELDS: dict[str, tuple[type, ...]] = {"step": (int,), "current": (dict,), "best": (dict,)}
 _OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
-    "best_score": (int, float, type(None)), "current_score": (int, float, type(None)),
-    "initial_score": (int, float, type(None)), "optimizer": (dict,), "usage": (dict,), "errors": (int,),
-    "evaluations": (int,), "done": (bool,), "status": (str,), "history_chain": (str,)}
+    "best_score": (int, float, type(None)),
+    "current_score": (int, float, type(None)),
+    "initial_score": (int, float, type(None)),
+    "optimizer": (dict,),
+    "usage": (dict,),
+    "errors": (int,),
+    "evaluations": (int,),
+    "done": (bool,),
+    "status": (str,),
+    "history_chain": (str,),
+}
 
 
 @contextlib.contextmanager
@@ -129,8 +147,9 @@ def _writing(path: Path) -> Iterator[None]:
     try:
         yield
     except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
-        raise CorruptRun(path, f"cannot be written ({type(exc).__name__}: a directory or file is in the way: "
-                               f"{exc.filename or path})") from None
+        raise CorruptRun(
+            path, f"cannot be written ({type(exc).__name__}: a directory or file is in the way: {exc.filename or path})"
+        ) from None
     except OSError as exc:
         if exc.errno in _UNWRITABLE:
             raise RunDirUnwritable(path, exc) from None
@@ -139,8 +158,9 @@ def _writing(path: Path) -> Iterator[None]:
 
 def _chain(previous: str, record: dict[str, Any]) -> str:
     """The history chain after ``record``: SHA-256 of the previous link and the record's canonical JSON."""
-    body = json.dumps({k: v for k, v in record.items() if k != "chain"}, sort_keys=True, ensure_ascii=True,
-                      default=repr)
+    body = json.dumps(
+        {k: v for k, v in record.items() if k != "chain"}, sort_keys=True, ensure_ascii=True, default=repr
+    )
     return hashlib.sha256((previous + "\n" + body).encode("utf-8")).hexdigest()
 
 
@@ -191,8 +211,10 @@ class RunDir:
             path.rmdir()
             return True
         if not RunDir.is_run(path):
-            raise NotARun(f"{path} exists and holds no opto run (no {MARKER} marker): it is never deleted. "
-                          f"Choose another --run-dir, or remove it yourself if you are sure")
+            raise NotARun(
+                f"{path} exists and holds no opto run (no {MARKER} marker): it is never deleted. "
+                f"Choose another --run-dir, or remove it yourself if you are sure"
+            )
         store = RunDir(path)
         store._acquire()  # never delete under a running process
         try:
@@ -216,8 +238,10 @@ class RunDir:
         if self.path.exists() and not self.is_run(self.path):
             clash = [name for name in OUR_FILES if (self.path / name).exists() and name not in (LOCK, MARKER)]
             if clash:
-                raise NotARun(f"{self.path} holds {', '.join(clash)} but no opto run (no {MARKER} marker); "
-                              f"refusing to overwrite them. Choose another run directory")
+                raise NotARun(
+                    f"{self.path} holds {', '.join(clash)} but no opto run (no {MARKER} marker); "
+                    f"refusing to overwrite them. Choose another run directory"
+                )
         created = not self.path.exists()
         try:
             with _writing(self.path):
@@ -290,8 +314,10 @@ class RunDir:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
                 handle.close()
-                raise RunLocked(f"{self.path} is in use by {holder}: one run directory, one process at a time. "
-                                f"Wait for it to finish, or stop it (create {self.path / 'STOP'})") from None
+                raise RunLocked(
+                    f"{self.path} is in use by {holder}: one run directory, one process at a time. "
+                    f"Wait for it to finish, or stop it (create {self.path / 'STOP'})"
+                ) from None
         try:
             with _writing(self.path / LOCK):
                 handle.seek(0)
@@ -375,9 +401,14 @@ class RunDir:
             if name not in data:
                 raise CorruptRun(path, f"has no {name!r} field")
         for name, types in {**_CHECKPOINT_FIELDS, **_OPTIONAL_FIELDS}.items():
-            if name in data and (not isinstance(data[name], types) or isinstance(data[name], bool) and bool not in types):
-                raise CorruptRun(path, f"the field {name!r} holds {type(data[name]).__name__} "
-                                       f"{str(data[name])[:60]!r}, not {' or '.join(t.__name__ for t in types)}")
+            if name in data and (
+                not isinstance(data[name], types) or isinstance(data[name], bool) and bool not in types
+            ):
+                raise CorruptRun(
+                    path,
+                    f"the field {name!r} holds {type(data[name]).__name__} "
+                    f"{str(data[name])[:60]!r}, not {' or '.join(t.__name__ for t in types)}",
+                )
         if data["step"] < 0:
             raise CorruptRun(path, f"the step {data['step']} is negative")
         try:
@@ -390,8 +421,9 @@ class RunDir:
         history line's chain link goes with it, so a history cut after it is detected."""
         data = checkpoint.to_dict() if isinstance(checkpoint, Checkpoint) else dict(checkpoint)
         with _writing(self.checkpoint_path):
-            write_json_atomic(self.checkpoint_path, {**data, "format": RUN_FORMAT, "history_chain": self._chain},
-                              strict=True)
+            write_json_atomic(
+                self.checkpoint_path, {**data, "format": RUN_FORMAT, "history_chain": self._chain}, strict=True
+            )
 
     def append_history(self, record: StepRecord | Mapping[str, Any]) -> None:
         """Append one step's record (with its chain link), fsynced."""
@@ -406,7 +438,7 @@ class RunDir:
                 handle.write(line[: len(line) // 2])
                 handle.flush()
                 _write_point("half of history line")
-                handle.write(line[len(line) // 2:])
+                handle.write(line[len(line) // 2 :])
                 handle.flush()
                 os.fsync(handle.fileno())
             self._chain = link
@@ -479,26 +511,34 @@ class RunDir:
         if steps != list(range(len(steps))) or len(steps) != up_to_step + 1:
             missing = sorted(set(range(up_to_step + 1)) - {s for s in steps if isinstance(s, int)})
             what = f"the lines of steps {missing[:10]} are missing" if missing else f"its steps run {steps[:20]}"
-            raise CorruptRun(self.history_path, f"{what}, but the checkpoint is at step {up_to_step} (a line was "
-                                                f"deleted or edited)")
+            raise CorruptRun(
+                self.history_path, f"{what}, but the checkpoint is at step {up_to_step} (a line was deleted or edited)"
+            )
         link = ""
         chained = any("chain" in record for record in lines)
         if not chained and expect_chain:  # only a checkpoint written after the chain existed holds a link
-            raise CorruptRun(self.history_path, "its lines hold no chain links, but the checkpoint holds the last "
-                                                "one: the lines were rewritten")
+            raise CorruptRun(
+                self.history_path,
+                "its lines hold no chain links, but the checkpoint holds the last one: the lines were rewritten",
+            )
         for record in lines:
             if not chained:  # a run written before the history was chained: nothing to check against
                 break
             expected = _chain(link, record)
             if record.get("chain") != expected:
-                raise CorruptRun(self.history_path, f"the line of step {record.get('step')} was edited, or a line "
-                                                    f"before it was deleted (its chain link does not match)")
+                raise CorruptRun(
+                    self.history_path,
+                    f"the line of step {record.get('step')} was edited, or a line "
+                    f"before it was deleted (its chain link does not match)",
+                )
             link = expected
         # A checkpoint without a link predates the chain: the history of an old run is chained when it
         # resumes, before the next checkpoint is written, and a stop in between must not refuse the run forever.
         if chained and expect_chain and expect_chain != link:
-            raise CorruptRun(self.history_path, f"its last line does not match the checkpoint (step {up_to_step}): a "
-                                                f"line was edited or deleted")
+            raise CorruptRun(
+                self.history_path,
+                f"its last line does not match the checkpoint (step {up_to_step}): a line was edited or deleted",
+            )
         self._chain = link
 
     def write_graph(self, step: int, graph_json: str) -> str:

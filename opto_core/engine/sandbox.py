@@ -54,14 +54,41 @@ LAYERS = ("files", "environment", "network", "processes", "resources")
 NETWORK_MODES = ("endpoints", "none", "host")
 
 #: Variables every box gets (when set here): what a Python program needs to start and print.
-BASE_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "PYTHONPATH", "PYTHONHASHSEED",
-            "PYTHONIOENCODING", "PYTHONUTF8", "VIRTUAL_ENV")
+BASE_ENV = (
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TERM",
+    "PYTHONPATH",
+    "PYTHONHASHSEED",
+    "PYTHONIOENCODING",
+    "PYTHONUTF8",
+    "VIRTUAL_ENV",
+)
 #: Where clients read the model endpoint from; the endpoint joins the allowed ones.
 ENDPOINT_ENV = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
 #: Credential files and directories under $HOME that the box never sees (hidden by an empty mount).
-HIDDEN_IN_HOME = (".ssh", ".aws", ".azure", ".gnupg", ".docker", ".kube", ".netrc", ".pgpass", ".pypirc",
-                  ".git-credentials", ".npmrc", ".config/gcloud", ".config/gh", ".config/openai",
-                  ".cache/huggingface/token", ".huggingface/token")
+HIDDEN_IN_HOME = (
+    ".ssh",
+    ".aws",
+    ".azure",
+    ".gnupg",
+    ".docker",
+    ".kube",
+    ".netrc",
+    ".pgpass",
+    ".pypirc",
+    ".git-credentials",
+    ".npmrc",
+    ".config/gcloud",
+    ".config/gh",
+    ".config/openai",
+    ".cache/huggingface/token",
+    ".huggingface/token",
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -104,9 +131,9 @@ class Facilities:
     """What the kernel and the installed tools offer here (probed once per process)."""
 
     platform: str
-    bwrap: str | None = None            # path of a bwrap that works here
-    bwrap_problem: str = ""             # why bubblewrap cannot be used, when it cannot
-    pids_cgroup: str | None = None      # a cgroup directory under which we may make pids cgroups
+    bwrap: str | None = None  # path of a bwrap that works here
+    bwrap_problem: str = ""  # why bubblewrap cannot be used, when it cannot
+    pids_cgroup: str | None = None  # a cgroup directory under which we may make pids cgroups
     rlimits: bool = False
     root: bool = False
 
@@ -123,18 +150,37 @@ def probe() -> Facilities:
         found.bwrap_problem = "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
     else:
         try:
-            done = subprocess.run([path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-user",
-                                   "--unshare-pid", "--unshare-net", "--die-with-parent", "true"],
-                                  capture_output=True, text=True, timeout=20)
+            done = subprocess.run(
+                [
+                    path,
+                    "--ro-bind",
+                    "/",
+                    "/",
+                    "--dev",
+                    "/dev",
+                    "--proc",
+                    "/proc",
+                    "--unshare-user",
+                    "--unshare-pid",
+                    "--unshare-net",
+                    "--die-with-parent",
+                    "true",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             found.bwrap_problem = f"bubblewrap could not run: {exc}"
         else:
             if done.returncode == 0:
                 found.bwrap = path
             else:
-                found.bwrap_problem = (f"bubblewrap cannot make namespaces here ({done.stderr.strip()[:200]}); "
-                                       f"unprivileged user namespaces are off or restricted (Ubuntu 24.04+: "
-                                       f"AppArmor's kernel.apparmor_restrict_unprivileged_userns)")
+                found.bwrap_problem = (
+                    f"bubblewrap cannot make namespaces here ({done.stderr.strip()[:200]}); "
+                    f"unprivileged user namespaces are off or restricted (Ubuntu 24.04+: "
+                    f"AppArmor's kernel.apparmor_restrict_unprivileged_userns)"
+                )
     if found.root:
         found.pids_cgroup = _pids_cgroup_root()
     return found
@@ -219,14 +265,18 @@ class Sandbox:
         found = facilities or probe()
         plan = Plan()
         plan.applied["environment"] = "a new environment without secrets" + (
-            f" (passed on purpose: {', '.join(self.pass_env)})" if self.pass_env else "")
+            f" (passed on purpose: {', '.join(self.pass_env)})" if self.pass_env else ""
+        )
         if found.bwrap:
             plan.applied["files"] = "bubblewrap: read-only file system, writable scratch directory and private /tmp"
             if self.network == "host":
                 plan.missing["network"] = "network='host' keeps the host's network"
             else:
-                plan.applied["network"] = ("no network" if self.network == "none" else
-                                           "a network namespace; only the listed endpoints, through a relay")
+                plan.applied["network"] = (
+                    "no network"
+                    if self.network == "none"
+                    else "a network namespace; only the listed endpoints, through a relay"
+                )
         else:
             plan.missing["files"] = found.bwrap_problem
             plan.missing["network"] = found.bwrap_problem
@@ -239,16 +289,23 @@ class Sandbox:
         elif found.root:
             plan.missing["processes"] = "root is exempt from RLIMIT_NPROC and no pids cgroup can be made here"
         else:  # outside a user namespace RLIMIT_NPROC counts every process of this user, not the box's
-            plan.missing["processes"] = ("without a user namespace of its own, RLIMIT_NPROC would count all of "
-                                         "this user's processes" if found.rlimits else
-                                         "no resource limits on this platform")
+            plan.missing["processes"] = (
+                "without a user namespace of its own, RLIMIT_NPROC would count all of this user's processes"
+                if found.rlimits
+                else "no resource limits on this platform"
+            )
         if found.rlimits:
             plan.applied["resources"] = "rlimits: " + ", ".join(
-                part for part in (f"memory {self.memory_mb} MB" if self.memory_mb else "",
-                                  f"CPU {self.cpu_seconds:g} s per run" if self.cpu_seconds else "",
-                                  f"files up to {self.max_file_mb} MB" if self.max_file_mb else "",
-                                  f"{self.max_open_files} open files" if self.max_open_files else "",
-                                  "no core dumps") if part)
+                part
+                for part in (
+                    f"memory {self.memory_mb} MB" if self.memory_mb else "",
+                    f"CPU {self.cpu_seconds:g} s per run" if self.cpu_seconds else "",
+                    f"files up to {self.max_file_mb} MB" if self.max_file_mb else "",
+                    f"{self.max_open_files} open files" if self.max_open_files else "",
+                    "no core dumps",
+                )
+                if part
+            )
         else:
             plan.missing["resources"] = f"{found.platform} has no POSIX resource limits"
         return plan
@@ -264,14 +321,18 @@ class Sandbox:
                 "isolation='sandbox' cannot confine the workflow here: "
                 + "; ".join(f"{layer} is missing ({plan.missing[layer]})" for layer in missing_required)
                 + f". What would still apply: {still}. Install or enable what is missing, or choose knowingly: "
-                  f"Sandbox(require=()) runs with the layers that apply, isolation='process' runs without OS "
-                  f"confinement (see docs/security.md)")
+                f"Sandbox(require=()) runs with the layers that apply, isolation='process' runs without OS "
+                f"confinement (see docs/security.md)"
+            )
         if self._state is None:
             self._state = _BoxState.make(self, target)
         for layer, why in plan.missing.items():
             log.warning("isolation='sandbox': the %s layer is missing (%s)", layer, why)
-        log.info("isolation='sandbox': %s; the workflow may reach: %s", plan.summary(),
-                 ", ".join(e.label for e in self._state.endpoints) or "nothing")
+        log.info(
+            "isolation='sandbox': %s; the workflow may reach: %s",
+            plan.summary(),
+            ", ".join(e.label for e in self._state.endpoints) or "nothing",
+        )
         return plan
 
     @property
@@ -290,11 +351,15 @@ class Sandbox:
         """What the worker sets up inside the box before the workflow is built (`confine_inside`)."""
         assert self._state is not None, "prepare() first"
         state = self._state
-        return {"memory_mb": self.memory_mb, "cpu_seconds": self.cpu_seconds, "max_file_mb": self.max_file_mb,
-                "max_open_files": self.max_open_files,
-                "max_processes": self.max_processes if state.nproc_inside else None,
-                "relay": [(e.box_address, e.port, i) for i, e in enumerate(state.endpoints)] if state.forwarder else [],
-                "relay_socket": state.forwarder.path if state.forwarder else None}
+        return {
+            "memory_mb": self.memory_mb,
+            "cpu_seconds": self.cpu_seconds,
+            "max_file_mb": self.max_file_mb,
+            "max_open_files": self.max_open_files,
+            "max_processes": self.max_processes if state.nproc_inside else None,
+            "relay": [(e.box_address, e.port, i) for i, e in enumerate(state.endpoints)] if state.forwarder else [],
+            "relay_socket": state.forwarder.path if state.forwarder else None,
+        }
 
     def cleanup(self) -> None:
         """Stop the forwarder, remove the scratch directory and the cgroups (all ours)."""
@@ -387,8 +452,16 @@ class _BoxState:
         bwrap = self.facilities.bwrap
         if not bwrap:  # no bubblewrap, and the user accepted that (require=()): environment and limits only
             return command, env, self.scratch
-        args = [bwrap, "--die-with-parent", "--new-session", "--unshare-user", "--unshare-pid", "--unshare-ipc",
-                "--unshare-uts", "--unshare-cgroup-try"]
+        args = [
+            bwrap,
+            "--die-with-parent",
+            "--new-session",
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+        ]
         if self.sandbox.network != "host":
             args.append("--unshare-net")
         args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
@@ -443,8 +516,10 @@ def _box_address(host: str, names: dict[str, str]) -> str:
         return names[host]
     if address.is_loopback and address.version == 4:
         return str(address)
-    raise ValueError(f"endpoint {host} is an IP address outside loopback; the box can serve it only by name "
-                     f"(give the host name), or use Sandbox(network='host')")
+    raise ValueError(
+        f"endpoint {host} is an IP address outside loopback; the box can serve it only by name "
+        f"(give the host name), or use Sandbox(network='host')"
+    )
 
 
 # ----- inside the box ----------------------------------------------------------------------------------------
@@ -460,6 +535,7 @@ def confine_inside(spec: dict[str, Any]) -> Callable[[], None] | None:
     except ImportError:
         resource = None  # type: ignore[assignment]
     if resource is not None:
+
         def limit(which: int, value: int) -> None:
             soft, hard = resource.getrlimit(which)
             if hard != resource.RLIM_INFINITY:

@@ -43,6 +43,7 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
 
 def _join(a: socket.socket, b: socket.socket, name: str) -> None:
     """Copy both ways between ``a`` and ``b`` (one daemon thread each way); close both when both ends are done."""
+
     def both() -> None:
         other = threading.Thread(target=_pump, args=(b, a), daemon=True, name=f"{name}-back")
         other.start()
@@ -124,8 +125,9 @@ def start_relays(socket_path: str, relays: Sequence[tuple[str, int, int]]) -> li
         server.bind((address, int(port)))
         server.listen(64)
         listeners.append(server)
-        threading.Thread(target=_relay, args=(server, socket_path, int(index)), daemon=True,
-                         name=f"opto-relay-{address}:{port}").start()
+        threading.Thread(
+            target=_relay, args=(server, socket_path, int(index)), daemon=True, name=f"opto-relay-{address}:{port}"
+        ).start()
     return listeners
 
 

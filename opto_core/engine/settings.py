@@ -22,16 +22,40 @@ class SettingError(ValueError):
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "max_steps": (int,), "max_llm_calls": (int,), "max_tokens": (int,), "max_cost_usd": (int, float),
-    "max_evaluations": (int,), "max_errors": (int,), "target_score": (int, float), "batch_size": (int,),
-    "seed": (int,), "num_threads": (int,), "concurrency": (int,), "eval_timeout": (int, float),
-    "failure_score": (int, float), "reuse_evaluations": (bool,), "nonfinite_scores": (str,), "keep": (str,),
+    "max_steps": (int,),
+    "max_llm_calls": (int,),
+    "max_tokens": (int,),
+    "max_cost_usd": (int, float),
+    "max_evaluations": (int,),
+    "max_errors": (int,),
+    "target_score": (int, float),
+    "batch_size": (int,),
+    "seed": (int,),
+    "num_threads": (int,),
+    "concurrency": (int,),
+    "eval_timeout": (int, float),
+    "failure_score": (int, float),
+    "reuse_evaluations": (bool,),
+    "nonfinite_scores": (str,),
+    "keep": (str,),
     "progress": (bool,),
 }
-_WANTED: dict[tuple[type, ...], str] = {(int,): "a whole number", (int, float): "a number", (bool,): "true or false",
-                                        (str,): "a string"}
-_OPTIONAL = {"max_llm_calls", "max_tokens", "max_cost_usd", "max_evaluations", "max_errors", "target_score",
-             "concurrency", "eval_timeout"}
+_WANTED: dict[tuple[type, ...], str] = {
+    (int,): "a whole number",
+    (int, float): "a number",
+    (bool,): "true or false",
+    (str,): "a string",
+}
+_OPTIONAL = {
+    "max_llm_calls",
+    "max_tokens",
+    "max_cost_usd",
+    "max_evaluations",
+    "max_errors",
+    "target_score",
+    "concurrency",
+    "eval_timeout",
+}
 
 
 @dataclass
@@ -40,43 +64,45 @@ class Settings:
 
     # budgets: the run stops, saved, when any is reached
     max_steps: int = 5
-    max_llm_calls: int | None = None       # the optimizer's own LLM calls (retries included)
-    max_tokens: int | None = None          # the optimizer's prompt + completion tokens
+    max_llm_calls: int | None = None  # the optimizer's own LLM calls (retries included)
+    max_tokens: int | None = None  # the optimizer's prompt + completion tokens
     max_cost_usd: float | None = None
-    max_evaluations: int | None = None     # workflow runs (every example run counts one)
-    max_errors: int | None = None          # failed runs over the whole run before it stops
-    max_seconds: float | None = None       # the run's deadline (wall clock): no step starts, no retry waits past it
+    max_evaluations: int | None = None  # workflow runs (every example run counts one)
+    max_errors: int | None = None  # failed runs over the whole run before it stops
+    max_seconds: float | None = None  # the run's deadline (wall clock): no step starts, no retry waits past it
     target_score: float | None = None
     # batching and evaluation
     batch_size: int = 4
     seed: int = 0
-    num_threads: int = 1                   # the default executor's threads (= concurrency)
-    executor: Any = "threads"              # "threads" | "asyncio" | "ray" | an Executor
-    concurrency: int | None = None         # examples run at once (default: num_threads)
-    eval_timeout: float | None = None      # seconds per example run; a timeout is that example's failure
-    provider_retry_seconds: float = 120.0  # how long runs that failed on the model provider (5xx, 429, timeouts) are retried
-    isolation: Any = "auto"                # "auto" | "none" | "process" | "sandbox" | a Sandbox (engine/isolation.py)
+    num_threads: int = 1  # the default executor's threads (= concurrency)
+    executor: Any = "threads"  # "threads" | "asyncio" | "ray" | an Executor
+    concurrency: int | None = None  # examples run at once (default: num_threads)
+    eval_timeout: float | None = None  # seconds per example run; a timeout is that example's failure
+    provider_retry_seconds: float = (
+        120.0  # how long runs that failed on the model provider (5xx, 429, timeouts) are retried
+    )
+    isolation: Any = "auto"  # "auto" | "none" | "process" | "sandbox" | a Sandbox (engine/isolation.py)
     target_factory: Callable[[], Any] | None = field(default=None, repr=False)
     failure_score: float = 0.0
-    reuse_evaluations: bool = False        # reuse a batch's runs when the same examples already ran with the same values
-    nonfinite_scores: str = "error"        # "error": NaN/inf feedback raises; "failure": it counts as a failure
-    follow: Sequence[str] | None = None    # graph edge kinds backward follows besides data
-    require_coverage: bool = False         # True: stop before any optimizer call if feedback misses a parameter
+    reuse_evaluations: bool = False  # reuse a batch's runs when the same examples already ran with the same values
+    nonfinite_scores: str = "error"  # "error": NaN/inf feedback raises; "failure": it counts as a failure
+    follow: Sequence[str] | None = None  # graph edge kinds backward follows besides data
+    require_coverage: bool = False  # True: stop before any optimizer call if feedback misses a parameter
     # acceptance
     keep: str = "not_worse"
-    memory_size: int | None = None         # overrides the optimizer's memory when set
+    memory_size: int | None = None  # overrides the optimizer's memory when set
     # safety
-    code_policy: Any = "strict"            # "strict" | "permissive" | a CodePolicy
+    code_policy: Any = "strict"  # "strict" | "permissive" | a CodePolicy
     approve: Callable[..., Any] | None = field(default=None, repr=False)
     # persistence and display
     run_dir: str | None = None
-    fresh: bool = False                    # start over in run_dir, even if it holds a run (only our files are removed)
-    resume_changed: bool = False           # resume a run_dir whose workflow changed since (see engine/fingerprint.py)
-    recipe: str | None = None              # "module:function" that rebuilds the run (for `opto resume`)
+    fresh: bool = False  # start over in run_dir, even if it holds a run (only our files are removed)
+    resume_changed: bool = False  # resume a run_dir whose workflow changed since (see engine/fingerprint.py)
+    recipe: str | None = None  # "module:function" that rebuilds the run (for `opto resume`)
     progress: bool = False
     on_step: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
     on_event: Callable[[Any], None] | None = field(default=None, repr=False)  # typed events: engine/events.py
-    tracking: Any = None                   # "mlflow" (extra `mlflow`) or a tracker object: engine/tracking.py
+    tracking: Any = None  # "mlflow" (extra `mlflow`) or a tracker object: engine/tracking.py
 
     def __post_init__(self) -> None:
         self.check()
@@ -90,8 +116,7 @@ class Settings:
                 continue
             if isinstance(value, bool) != (kinds == (bool,)) or not isinstance(value, kinds):
                 wanted = _WANTED[kinds]
-                raise SettingError(f"{name} must be {wanted}{' (or None)' if name in _OPTIONAL else ''}, "
-                                   f"got {value!r}")
+                raise SettingError(f"{name} must be {wanted}{' (or None)' if name in _OPTIONAL else ''}, got {value!r}")
         if self.max_steps < 0:
             raise SettingError(f"max_steps must be >= 0, got {self.max_steps}")
         if self.batch_size < 1:
@@ -139,8 +164,17 @@ class Settings:
         base = settings if settings is not None else cls()
         return dataclasses.replace(base, **overrides) if overrides else base
 
-    _RUNTIME_ONLY = ("target_factory", "approve", "on_step", "on_event", "progress", "executor", "code_policy",
-                     "fresh", "resume_changed")
+    _RUNTIME_ONLY = (
+        "target_factory",
+        "approve",
+        "on_step",
+        "on_event",
+        "progress",
+        "executor",
+        "code_policy",
+        "fresh",
+        "resume_changed",
+    )
 
     def to_config(self) -> dict[str, Any]:
         """The JSON-able settings, for the run directory (callables and objects are left out)."""

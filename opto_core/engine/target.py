@@ -79,8 +79,11 @@ class BoundTarget:
     def save_values(self, path: str, **meta: Any) -> Any:
         from opto_core.kernel.values import save_values
 
-        return save_values(path, self.bound.values(), {"framework": self.framework,
-                                                         "framework_version": self.framework_version, **meta})
+        return save_values(
+            path,
+            self.bound.values(),
+            {"framework": self.framework, "framework_version": self.framework_version, **meta},
+        )
 
 
 class FunctionTarget(BoundTarget):
@@ -97,8 +100,12 @@ class FunctionTarget(BoundTarget):
     framework = "python"
     framework_version = platform.python_version()
 
-    def __init__(self, fn: Callable[..., Any], parameters: Sequence[Parameter | TracedOp] = (),
-                 input_keys: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        parameters: Sequence[Parameter | TracedOp] = (),
+        input_keys: list[str] | None = None,
+    ) -> None:
         self.fn = fn
         self.input_keys = list(input_keys) if input_keys is not None else None
         found: list[Parameter] = []
@@ -116,8 +123,10 @@ class FunctionTarget(BoundTarget):
     def coverage_fix(self, parameter: Parameter, cause: str) -> str | None:
         """What to try when feedback misses a parameter of a plain-Python workflow (`opto_core.coverage`)."""
         if cause in ("unlinked", "never_seen"):
-            return (f"pass the Parameter {parameter.name!r} itself to the @op that uses it (the op reads its value "
-                    f"and records the edge) instead of reading .value outside an op")
+            return (
+                f"pass the Parameter {parameter.name!r} itself to the @op that uses it (the op reads its value "
+                f"and records the edge) instead of reading .value outside an op"
+            )
         return None
 
     def run(self, example: Any) -> tuple[Any, Graph]:

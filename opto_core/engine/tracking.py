@@ -44,8 +44,10 @@ def make_tracker(tracking: Any) -> Callable[[Any], Any] | None:
     if callable(tracking):
         return tracking
     if not isinstance(tracking, str):
-        raise TypeError(f"tracking must be a tracker name ({', '.join(sorted(_known()))}) or a tracker object "
-                        f"(called with each event), got {type(tracking).__name__}")
+        raise TypeError(
+            f"tracking must be a tracker name ({', '.join(sorted(_known()))}) or a tracker object "
+            f"(called with each event), got {type(tracking).__name__}"
+        )
     known = _known()
     if tracking not in known:
         raise ValueError(f"unknown tracking {tracking!r}; known: {', '.join(sorted(known))}")

@@ -78,8 +78,16 @@ class ValueStep:
     started: float
 
 
-def graph_of_run(run: Run, parameters: Any, *, output: Any = None, error: BaseException | None = None,
-                 steps: list[Any] | None = None, meta: dict[str, Any] | None = None, prices: Any = None) -> Graph:
+def graph_of_run(
+    run: Run,
+    parameters: Any,
+    *,
+    output: Any = None,
+    error: BaseException | None = None,
+    steps: list[Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    prices: Any = None,
+) -> Graph:
     """The OPTO graph of one recorded run; ``parameters`` is the gateway's `TrafficParameters`.
 
     ``output`` is what the program returned or printed: when it is not its last answer verbatim it
@@ -160,15 +168,19 @@ class _TrafficLog:
             return
         answers = [m.id for m in self.log.messages.values() if m.id.startswith("answer:")]
         sources = tuple(match.node for match in self.texts.find_all(text)) or tuple(answers[-1:])
-        self.log.add_message(MessageRecord("program:output", "program", KIND_MESSAGE, "output", text,
-                                           derived_from=sources))
+        self.log.add_message(
+            MessageRecord("program:output", "program", KIND_MESSAGE, "output", text, derived_from=sources)
+        )
         self.log.output_message_id = "program:output"
 
     def add_value(self, step: ValueStep) -> None:
         message_id = f"value:{len(self.log.messages)}"
         sources = tuple(match.node for match in self.texts.find_all(step.consumed)) if step.consumed else ()
-        self.log.add_message(MessageRecord(message_id, step.source, KIND_MESSAGE, "value", step.text,
-                                           derived_from=sources, created=step.started))
+        self.log.add_message(
+            MessageRecord(
+                message_id, step.source, KIND_MESSAGE, "value", step.text, derived_from=sources, created=step.started
+            )
+        )
         self.texts.register(step.text, message_id)
 
     # ----- one exchange ---------------------------------------------------------------------------------
@@ -191,12 +203,23 @@ class _TrafficLog:
         if answer is not None:
             output = [dict(c) for c in answer.tool_calls] if answer.tool_calls else (answer.text or "")
             call_ids = tuple(c["id"] for c in answer.tool_calls)
-        error = UpstreamError(exchange.error or f"HTTP {exchange.status}") if exchange.outcome == INFRASTRUCTURE else None
-        call = self.log.new_llm_call(agent=agent, prompt=[self.prompt_item(agent, m) for m in request.messages],
-                                     tools=[t["name"] for t in request.tools], settings=dict(request.settings),
-                                     model=request.model, turn=turn.index, output=output, call_ids=call_ids,
-                                     usage=usage, error=error, seconds=exchange.seconds,
-                                     parameters=self.roles(applied, positions, request))
+        error = (
+            UpstreamError(exchange.error or f"HTTP {exchange.status}") if exchange.outcome == INFRASTRUCTURE else None
+        )
+        call = self.log.new_llm_call(
+            agent=agent,
+            prompt=[self.prompt_item(agent, m) for m in request.messages],
+            tools=[t["name"] for t in request.tools],
+            settings=dict(request.settings),
+            model=request.model,
+            turn=turn.index,
+            output=output,
+            call_ids=call_ids,
+            usage=usage,
+            error=error,
+            seconds=exchange.seconds,
+            parameters=self.roles(applied, positions, request),
+        )
         call.started = exchange.started
         if answer is None or error is not None:
             return
@@ -207,13 +230,32 @@ class _TrafficLog:
                 self.requests[tool_call["id"]] = (agent, turn.index, tool_call["name"], tool_call["arguments"])
             self.pending[agent] = set(call_ids)
             # a handoff is a tool request too (its result, read from the next agent's request, is the tool run)
-            self.log.add_message(MessageRecord(message_id, agent, KIND_TOOL_REQUEST, "handoff" if handoff else "tool_calls",
-                                               text_of(output), turn=turn.index, call_ids=call_ids,
-                                               created=exchange.started + exchange.seconds))
+            self.log.add_message(
+                MessageRecord(
+                    message_id,
+                    agent,
+                    KIND_TOOL_REQUEST,
+                    "handoff" if handoff else "tool_calls",
+                    text_of(output),
+                    turn=turn.index,
+                    call_ids=call_ids,
+                    created=exchange.started + exchange.seconds,
+                )
+            )
         else:
             self.pending.pop(agent, None)
-            self.log.add_message(MessageRecord(message_id, agent, KIND_MESSAGE, "text", output, turn=turn.index,
-                                               final=True, created=exchange.started + exchange.seconds))
+            self.log.add_message(
+                MessageRecord(
+                    message_id,
+                    agent,
+                    KIND_MESSAGE,
+                    "text",
+                    output,
+                    turn=turn.index,
+                    final=True,
+                    created=exchange.started + exchange.seconds,
+                )
+            )
             self.texts.register(output, message_id)
             self.answered_by.setdefault(output, agent)
 
@@ -229,8 +271,11 @@ class _TrafficLog:
             agent, turn, tool, arguments = origin
             self.log.add_tool_run(ToolRunRecord(agent, turn, call_id, tool, arguments, message.content))
             message_id = f"tool:{call_id}"
-            self.log.add_message(MessageRecord(message_id, agent, KIND_TOOL_RESULTS, "tool_result", message.content,
-                                               turn=turn, call_ids=(call_id,)))
+            self.log.add_message(
+                MessageRecord(
+                    message_id, agent, KIND_TOOL_RESULTS, "tool_result", message.content, turn=turn, call_ids=(call_id,)
+                )
+            )
             self.texts.register(message.content, message_id)
 
     def turn_of(self, agent: str, request: WireRequest) -> Turn:
@@ -249,9 +294,16 @@ class _TrafficLog:
             if message.role != "user" or (message.role, message.content) in self.inputs:
                 continue
             self.inputs.add((message.role, message.content))
-            self.log.add_message(MessageRecord(f"input:{len(self.inputs)}", "user", KIND_MESSAGE, "user",
-                                               message.content,
-                                               derived_from=self.sources_of(message.content, templates.get(position))))
+            self.log.add_message(
+                MessageRecord(
+                    f"input:{len(self.inputs)}",
+                    "user",
+                    KIND_MESSAGE,
+                    "user",
+                    message.content,
+                    derived_from=self.sources_of(message.content, templates.get(position)),
+                )
+            )
 
     def templates_at(self, applied: list[str], positions: dict[str, list[int]]) -> dict[int, PromptRule]:
         """The template rules that matched a request, by message position."""
@@ -302,8 +354,9 @@ class _TrafficLog:
                 # current text, or an output of its current template); any other message it matched: a prompt
                 first = positions.get(name, [None])[0]
                 content = request.messages[0].content if first == 0 and request.messages[0].is_system else None
-                system = content is not None and (content == parameter.value or (
-                    rule.template and rule.current().match(content) is not None))
+                system = content is not None and (
+                    content == parameter.value or (rule.template and rule.current().match(content) is not None)
+                )
                 roles[ROLE_SYSTEM if system else ROLE_PROMPT + name] = parameter
             elif isinstance(rule, SettingRule):
                 roles[ROLE_SETTING + rule.key] = parameter

@@ -44,9 +44,15 @@ class OfflineResult:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def optimize_offline(graphs: Sequence[Graph], feedback_fn: Callable[[Graph], Any] | None, optimizer: Any, *,
-                     parameters: Any = None, values_path: str | Path | None = "offline.values.json",
-                     diff_path: str | Path | None = None) -> OfflineResult:
+def optimize_offline(
+    graphs: Sequence[Graph],
+    feedback_fn: Callable[[Graph], Any] | None,
+    optimizer: Any,
+    *,
+    parameters: Any = None,
+    values_path: str | Path | None = "offline.values.json",
+    diff_path: str | Path | None = None,
+) -> OfflineResult:
     """Propose values from recorded graphs with one optimizer step; write a values file and a diff.
 
     ``feedback_fn(graph)`` gives each graph's feedback (a score, a text, a pair, a `Feedback`); with
@@ -66,14 +72,21 @@ def optimize_offline(graphs: Sequence[Graph], feedback_fn: Callable[[Graph], Any
         try:
             instances.append(backward(graph, Feedback.coerce(raw)))
         except BackwardError:
-            skipped["no trainable parameter reaches the output"] = \
+            skipped["no trainable parameter reaches the output"] = (
                 skipped.get("no trainable parameter reaches the output", 0) + 1
+            )
     if skipped:
-        log.warning("optimize_offline: %d of %d graphs left out (%s)", sum(skipped.values()), len(graphs),
-                    ", ".join(f"{n}: {why}" for why, n in skipped.items()))
+        log.warning(
+            "optimize_offline: %d of %d graphs left out (%s)",
+            sum(skipped.values()),
+            len(graphs),
+            ", ".join(f"{n}: {why}" for why, n in skipped.items()),
+        )
     if not instances:
-        raise ValueError(f"optimize_offline: none of the {len(graphs)} graphs has feedback that reaches a trainable "
-                         f"parameter ({skipped}); give feedback_fn, or feedback_attribute= to load_spans")
+        raise ValueError(
+            f"optimize_offline: none of the {len(graphs)} graphs has feedback that reaches a trainable "
+            f"parameter ({skipped}); give feedback_fn, or feedback_attribute= to load_spans"
+        )
     if parameters is not None:
         before = parameters.bound.values()
     else:  # graphs built elsewhere: the values the optimizer starts from
@@ -85,8 +98,9 @@ def optimize_offline(graphs: Sequence[Graph], feedback_fn: Callable[[Graph], Any
     written_values = written_diff = None
     if values_path is not None:
         if parameters is not None:
-            written_values = Path(parameters.save_values(str(values_path), values, source="optimize_offline",
-                                                         graphs=len(instances)))
+            written_values = Path(
+                parameters.save_values(str(values_path), values, source="optimize_offline", graphs=len(instances))
+            )
         else:
             from opto_core.kernel.values import save_values
 
@@ -103,8 +117,9 @@ def values_diff(before: dict[str, Any], after: dict[str, Any]) -> str:
         old, new = before.get(name), after[name]
         if old == new:
             continue
-        lines = difflib.unified_diff(_lines(old), _lines(new), fromfile=f"{name} (current)",
-                                     tofile=f"{name} (proposed)", lineterm="")
+        lines = difflib.unified_diff(
+            _lines(old), _lines(new), fromfile=f"{name} (current)", tofile=f"{name} (proposed)", lineterm=""
+        )
         chunks.append("\n".join(lines))
     return "\n".join(chunks) + ("\n" if chunks else "")
 

@@ -55,8 +55,14 @@ log = logging.getLogger("opto.otel")
 
 LLM, TOOL, CHAIN, RETRIEVER, AGENT = "LLM", "TOOL", "CHAIN", "RETRIEVER", "AGENT"
 #: ``gen_ai.operation.name`` -> span kind.
-_GENAI_OPERATIONS = {"chat": LLM, "text_completion": LLM, "generate_content": LLM, "execute_tool": TOOL,
-                     "invoke_agent": AGENT, "create_agent": AGENT}
+_GENAI_OPERATIONS = {
+    "chat": LLM,
+    "text_completion": LLM,
+    "generate_content": LLM,
+    "execute_tool": TOOL,
+    "invoke_agent": AGENT,
+    "create_agent": AGENT,
+}
 #: Span kinds read into the graph (the rest are ignored: embeddings, rerankers, HTTP...).
 _READ = (LLM, TOOL, CHAIN, RETRIEVER, AGENT)
 
@@ -158,8 +164,9 @@ def read_spans(source: Any) -> list[Span]:
         return read_spans(documents)
     if isinstance(source, Mapping):
         if "resourceSpans" not in source and "resource_spans" not in source:
-            raise ValueError("an OTLP JSON document has a 'resourceSpans' list; this one has keys "
-                             f"{sorted(source)[:8]}")
+            raise ValueError(
+                f"an OTLP JSON document has a 'resourceSpans' list; this one has keys {sorted(source)[:8]}"
+            )
         return list(_otlp_spans(source))
     spans: list[Span] = []
     for item in source:
@@ -182,15 +189,22 @@ def _otlp_spans(document: Mapping[str, Any]) -> Iterable[Span]:
                     continue
                 status = raw.get("status") or {}
                 code = status.get("code", 0)
-                yield Span(_hex_id(raw.get("traceId") or raw.get("trace_id")), _hex_id(raw.get("spanId") or raw.get("span_id")),
-                           _hex_id(raw.get("parentSpanId") or raw.get("parent_span_id")), str(raw.get("name") or ""),
-                           int(raw.get("startTimeUnixNano") or raw.get("start_time_unix_nano") or 0),
-                           int(raw.get("endTimeUnixNano") or raw.get("end_time_unix_nano") or 0),
-                           _attributes(raw.get("attributes")),
-                           _status_code(code),
-                           str(status.get("message") or ""),
-                           [(str(e.get("name") or ""), _attributes(e.get("attributes"))) for e in raw.get("events") or []
-                            if isinstance(e, Mapping)])
+                yield Span(
+                    _hex_id(raw.get("traceId") or raw.get("trace_id")),
+                    _hex_id(raw.get("spanId") or raw.get("span_id")),
+                    _hex_id(raw.get("parentSpanId") or raw.get("parent_span_id")),
+                    str(raw.get("name") or ""),
+                    int(raw.get("startTimeUnixNano") or raw.get("start_time_unix_nano") or 0),
+                    int(raw.get("endTimeUnixNano") or raw.get("end_time_unix_nano") or 0),
+                    _attributes(raw.get("attributes")),
+                    _status_code(code),
+                    str(status.get("message") or ""),
+                    [
+                        (str(e.get("name") or ""), _attributes(e.get("attributes")))
+                        for e in raw.get("events") or []
+                        if isinstance(e, Mapping)
+                    ],
+                )
 
 
 def _status_code(code: Any) -> int:
@@ -256,10 +270,18 @@ def _sdk_span(span: Any) -> Span:
     parent = getattr(span, "parent", None)
     status = getattr(span, "status", None)
     code = getattr(getattr(status, "status_code", None), "value", 0) if status is not None else 0
-    return Span(f"{context.trace_id:032x}", f"{context.span_id:016x}", f"{parent.span_id:016x}" if parent else "",
-                str(span.name), int(span.start_time or 0), int(span.end_time or 0), dict(span.attributes or {}),
-                int(code or 0), str(getattr(status, "description", "") or ""),
-                [(str(e.name), dict(e.attributes or {})) for e in getattr(span, "events", ()) or ()])
+    return Span(
+        f"{context.trace_id:032x}",
+        f"{context.span_id:016x}",
+        f"{parent.span_id:016x}" if parent else "",
+        str(span.name),
+        int(span.start_time or 0),
+        int(span.end_time or 0),
+        dict(span.attributes or {}),
+        int(code or 0),
+        str(getattr(status, "description", "") or ""),
+        [(str(e.name), dict(e.attributes or {})) for e in getattr(span, "events", ()) or ()],
+    )
 
 
 def spans_to_otlp(spans: Iterable[Any], service_name: str = "unknown_service") -> dict[str, Any]:
@@ -269,11 +291,18 @@ def spans_to_otlp(spans: Iterable[Any], service_name: str = "unknown_service") -
 
 
 # ----- spans -> graphs ------------------------------------------------------------------------------------
-def load_spans(source: Any, *, feedback_attribute: str | Iterable[str] | None = None,
-               feedback_text_attribute: str | None = None,
-               feedback_fn: Callable[[SpanTrace], Any] | None = None, parameters: Any = None,
-               propose: bool = True, min_runs: int = 2, settings: Iterable[str] = (),
-               tools: Iterable[str] = ()) -> Traces:
+def load_spans(
+    source: Any,
+    *,
+    feedback_attribute: str | Iterable[str] | None = None,
+    feedback_text_attribute: str | None = None,
+    feedback_fn: Callable[[SpanTrace], Any] | None = None,
+    parameters: Any = None,
+    propose: bool = True,
+    min_runs: int = 2,
+    settings: Iterable[str] = (),
+    tools: Iterable[str] = (),
+) -> Traces:
     """Read spans (see `read_spans` for ``source``) into one OPTO graph per trace (a `Traces` list).
 
     Feedback per trace: ``feedback_fn(trace)`` (anything `Feedback.coerce` accepts), else the first
@@ -300,8 +329,13 @@ def load_spans(source: Any, *, feedback_attribute: str | Iterable[str] | None = 
     if propose:
         traces.parameters.propose([run for _, run, _, _ in built], min_runs=min_runs, settings=settings, tools=tools)
     for trace, run, steps, output in built:
-        graph = graph_of_run(run, traces.parameters, output=output, steps=steps,
-                             meta={"trace_id": trace.trace_id, "source": "opentelemetry"})
+        graph = graph_of_run(
+            run,
+            traces.parameters,
+            output=output,
+            steps=steps,
+            meta={"trace_id": trace.trace_id, "source": "opentelemetry"},
+        )
         feedback = _feedback(trace, feedback_attribute, feedback_text_attribute, feedback_fn)
         if feedback is not None:
             graph.meta["feedback"] = feedback.to_dict()
@@ -310,8 +344,11 @@ def load_spans(source: Any, *, feedback_attribute: str | Iterable[str] | None = 
         traces.runs.append(run)
         traces.feedback.append(feedback)
     if traces.skipped:
-        log.warning("opto otel: skipped %d spans that lack the attributes to read them (%s)",
-                    sum(traces.skipped.values()), ", ".join(f"{n} {why}" for why, n in traces.skipped.items()))
+        log.warning(
+            "opto otel: skipped %d spans that lack the attributes to read them (%s)",
+            sum(traces.skipped.values()),
+            ", ".join(f"{n} {why}" for why, n in traces.skipped.items()),
+        )
     return traces
 
 
@@ -336,12 +373,20 @@ def _trace_run(trace: SpanTrace, traces: Traces) -> tuple[Run, list[Exchange | V
         elif kind == RETRIEVER:
             documents = _documents(span)
             if documents:
-                values.append(ValueStep(f"retriever.{span.name}", documents, _text(span.attributes.get("input.value")),
-                                        span.start / 1e9))
+                values.append(
+                    ValueStep(
+                        f"retriever.{span.name}", documents, _text(span.attributes.get("input.value")), span.start / 1e9
+                    )
+                )
             else:
                 traces.skipped["retriever span without documents"] += 1
-    answered = {message.call_ids[0] for e in run.exchanges if (r := e.parsed()) is not None
-                for message in r.messages if message.role == "tool" and message.call_ids}
+    answered = {
+        message.call_ids[0]
+        for e in run.exchanges
+        if (r := e.parsed()) is not None
+        for message in r.messages
+        if message.role == "tool" and message.call_ids
+    }
     for span in tools:
         name = span.attributes.get("tool.name") or span.attributes.get("gen_ai.tool.name") or span.name
         result = span.attributes.get("output.value", span.attributes.get("gen_ai.tool.call.result"))
@@ -362,8 +407,12 @@ def _exchange(span: Span, number: int, run_id: str) -> Exchange | None:
     messages = _input_messages(span)
     if not messages:
         return None
-    model = str(attributes.get("llm.model_name") or attributes.get("gen_ai.request.model")
-                or attributes.get("gen_ai.response.model") or "")
+    model = str(
+        attributes.get("llm.model_name")
+        or attributes.get("gen_ai.request.model")
+        or attributes.get("gen_ai.response.model")
+        or ""
+    )
     body: dict[str, Any] = {"model": model, "messages": messages}
     invocation = _json(attributes.get("llm.invocation_parameters"))
     if isinstance(invocation, Mapping):
@@ -377,12 +426,21 @@ def _exchange(span: Span, number: int, run_id: str) -> Exchange | None:
         body["tools"] = tools
     answer = _answer(span, model)
     failed = span.status == 2
-    return Exchange(number, run_id, CHAT, "/chat/completions", span.start / 1e9, request=body,
-                    status=500 if failed else 200, answer=answer.to_dict() if answer is not None else None,
-                    outcome=INFRASTRUCTURE if failed or answer is None else OK,
-                    error=(span.status_message or "the span's status is ERROR") if failed
-                    else ("" if answer is not None else "the span has no output"),
-                    seconds=max(span.end - span.start, 0) / 1e9)
+    return Exchange(
+        number,
+        run_id,
+        CHAT,
+        "/chat/completions",
+        span.start / 1e9,
+        request=body,
+        status=500 if failed else 200,
+        answer=answer.to_dict() if answer is not None else None,
+        outcome=INFRASTRUCTURE if failed or answer is None else OK,
+        error=(span.status_message or "the span's status is ERROR")
+        if failed
+        else ("" if answer is not None else "the span has no output"),
+        seconds=max(span.end - span.start, 0) / 1e9,
+    )
 
 
 def _input_messages(span: Span) -> list[dict[str, Any]]:
@@ -412,11 +470,20 @@ def _input_messages(span: Span) -> list[dict[str, Any]]:
 
 def _answer(span: Span, model: str) -> WireAnswer | None:
     attributes = span.attributes
-    usage = {"prompt_tokens": int(attributes.get("llm.token_count.prompt") or attributes.get("gen_ai.usage.input_tokens")
-                                  or attributes.get("gen_ai.usage.prompt_tokens") or 0),
-             "completion_tokens": int(attributes.get("llm.token_count.completion")
-                                      or attributes.get("gen_ai.usage.output_tokens")
-                                      or attributes.get("gen_ai.usage.completion_tokens") or 0)}
+    usage = {
+        "prompt_tokens": int(
+            attributes.get("llm.token_count.prompt")
+            or attributes.get("gen_ai.usage.input_tokens")
+            or attributes.get("gen_ai.usage.prompt_tokens")
+            or 0
+        ),
+        "completion_tokens": int(
+            attributes.get("llm.token_count.completion")
+            or attributes.get("gen_ai.usage.output_tokens")
+            or attributes.get("gen_ai.usage.completion_tokens")
+            or 0
+        ),
+    }
     outputs = _indexed(attributes, "llm.output_messages.", _openinference_message)
     if not outputs and "gen_ai.output.messages" in attributes:
         outputs = [m for message in _json(attributes["gen_ai.output.messages"]) or [] for m in _genai_message(message)]
@@ -424,8 +491,11 @@ def _answer(span: Span, model: str) -> WireAnswer | None:
         outputs = _indexed(attributes, "gen_ai.completion.", _flat_message)
     if not outputs:
         choices = [data for name, data in span.events if name == "gen_ai.choice"]
-        outputs = [m for m in (_event_message("gen_ai.assistant.message", _json(c.get("message")) or c)
-                               for c in choices) if m is not None]
+        outputs = [
+            m
+            for m in (_event_message("gen_ai.assistant.message", _json(c.get("message")) or c) for c in choices)
+            if m is not None
+        ]
     if not outputs:
         raw = _json(attributes.get("output.value"))
         if isinstance(raw, Mapping) and raw.get("choices"):
@@ -437,19 +507,27 @@ def _answer(span: Span, model: str) -> WireAnswer | None:
                 return None
         return None
     message = outputs[0]
-    calls = [{"id": str(c.get("id") or ""), "name": str((c.get("function") or {}).get("name") or ""),
-              "arguments": str((c.get("function") or {}).get("arguments") or "")} for c in message.get("tool_calls") or []]
+    calls = [
+        {
+            "id": str(c.get("id") or ""),
+            "name": str((c.get("function") or {}).get("name") or ""),
+            "arguments": str((c.get("function") or {}).get("arguments") or ""),
+        }
+        for c in message.get("tool_calls") or []
+    ]
     text = message.get("content")
     return WireAnswer(text if isinstance(text, str) else (None if calls else ""), calls, usage, model)
 
 
-def _indexed(attributes: Mapping[str, Any], prefix: str, build: Callable[[dict[str, Any]], dict[str, Any]]) -> list[dict[str, Any]]:
+def _indexed(
+    attributes: Mapping[str, Any], prefix: str, build: Callable[[dict[str, Any]], dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Flattened ``<prefix><i>.<rest>`` attributes -> one dict per index, in index order."""
     groups: dict[int, dict[str, Any]] = {}
     for key, value in attributes.items():
         if not key.startswith(prefix):
             continue
-        index, _, rest = key[len(prefix):].partition(".")
+        index, _, rest = key[len(prefix) :].partition(".")
         if index.isdigit():
             groups.setdefault(int(index), {})[rest] = value
     return [build(groups[index]) for index in sorted(groups)]
@@ -457,11 +535,24 @@ def _indexed(attributes: Mapping[str, Any], prefix: str, build: Callable[[dict[s
 
 #: Where a flattened message keeps its parts: OpenInference (``llm.input_messages.<i>.message.role``,
 #: ``...message.tool_calls.<j>.tool_call.function.name``) and the older GenAI (``gen_ai.prompt.<i>.role``).
-_OPENINFERENCE_KEYS = {"role": "message.role", "content": "message.content", "calls": "message.tool_calls.",
-                       "id": "tool_call.id", "name": "tool_call.function.name",
-                       "arguments": "tool_call.function.arguments", "answers": "message.tool_call_id"}
-_GENAI_KEYS = {"role": "role", "content": "content", "calls": "tool_calls.", "id": "id", "name": "name",
-               "arguments": "arguments", "answers": "tool_call_id"}
+_OPENINFERENCE_KEYS = {
+    "role": "message.role",
+    "content": "message.content",
+    "calls": "message.tool_calls.",
+    "id": "tool_call.id",
+    "name": "tool_call.function.name",
+    "arguments": "tool_call.function.arguments",
+    "answers": "message.tool_call_id",
+}
+_GENAI_KEYS = {
+    "role": "role",
+    "content": "content",
+    "calls": "tool_calls.",
+    "id": "id",
+    "name": "name",
+    "arguments": "arguments",
+    "answers": "tool_call_id",
+}
 
 
 def _openinference_message(fields: dict[str, Any]) -> dict[str, Any]:
@@ -475,9 +566,15 @@ def _openinference_message(fields: dict[str, Any]) -> dict[str, Any]:
 def _flat_message(fields: dict[str, Any], keys: Mapping[str, str] = _GENAI_KEYS) -> dict[str, Any]:
     """One message from its flattened attributes (``keys``: where each part is, see `_OPENINFERENCE_KEYS`)."""
     message: dict[str, Any] = {"role": fields.get(keys["role"], "user"), "content": fields.get(keys["content"])}
-    calls = _indexed(fields, keys["calls"], lambda f: {"id": f.get(keys["id"], ""), "type": "function",
-                                                        "function": {"name": f.get(keys["name"], ""),
-                                                                     "arguments": f.get(keys["arguments"], "")}})
+    calls = _indexed(
+        fields,
+        keys["calls"],
+        lambda f: {
+            "id": f.get(keys["id"], ""),
+            "type": "function",
+            "function": {"name": f.get(keys["name"], ""), "arguments": f.get(keys["arguments"], "")},
+        },
+    )
     if calls:
         message["tool_calls"] = calls
     if fields.get(keys["answers"]):
@@ -491,11 +588,20 @@ def _genai_message(message: Any) -> list[dict[str, Any]]:
         return []
     role = str(message.get("role") or "user")
     parts = message.get("parts") or []
-    calls = [{"id": str(p.get("id") or ""), "type": "function",
-              "function": {"name": str(p.get("name") or ""), "arguments": _text(p.get("arguments"))}}
-             for p in parts if isinstance(p, Mapping) and p.get("type") == "tool_call"]
-    responses = [{"role": "tool", "tool_call_id": str(p.get("id") or ""), "content": _text(p.get("response"))}
-                 for p in parts if isinstance(p, Mapping) and p.get("type") == "tool_call_response"]
+    calls = [
+        {
+            "id": str(p.get("id") or ""),
+            "type": "function",
+            "function": {"name": str(p.get("name") or ""), "arguments": _text(p.get("arguments"))},
+        }
+        for p in parts
+        if isinstance(p, Mapping) and p.get("type") == "tool_call"
+    ]
+    responses = [
+        {"role": "tool", "tool_call_id": str(p.get("id") or ""), "content": _text(p.get("response"))}
+        for p in parts
+        if isinstance(p, Mapping) and p.get("type") == "tool_call_response"
+    ]
     text = _parts_text(parts)
     result: list[dict[str, Any]] = []
     if text or calls or not responses:
@@ -513,8 +619,12 @@ def _parts_text(parts: Any) -> str:
     return "\n".join(texts)
 
 
-_EVENT_ROLES = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
-                "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
+_EVENT_ROLES = {
+    "gen_ai.system.message": "system",
+    "gen_ai.user.message": "user",
+    "gen_ai.assistant.message": "assistant",
+    "gen_ai.tool.message": "tool",
+}
 
 
 def _event_message(name: str, data: Any) -> dict[str, Any] | None:
@@ -534,8 +644,9 @@ def _tools(attributes: Mapping[str, Any]) -> list[dict[str, Any]]:
     for schema in _indexed(attributes, "llm.tools.", lambda f: _json(f.get("tool.json_schema")) or {}):
         spec = schema.get("function", schema) if isinstance(schema, Mapping) else {}
         if spec.get("name"):
-            tools.append({"type": "function", "function": {"name": spec["name"],
-                                                           "description": spec.get("description", "")}})
+            tools.append(
+                {"type": "function", "function": {"name": spec["name"], "description": spec.get("description", "")}}
+            )
     return tools
 
 
@@ -548,8 +659,12 @@ def _documents(span: Span) -> str:
     return _text(output) if output is not None else ""
 
 
-def _feedback(trace: SpanTrace, attribute: str | Iterable[str] | None, text_attribute: str | None,
-              function: Callable[[SpanTrace], Any] | None) -> Feedback | None:
+def _feedback(
+    trace: SpanTrace,
+    attribute: str | Iterable[str] | None,
+    text_attribute: str | None,
+    function: Callable[[SpanTrace], Any] | None,
+) -> Feedback | None:
     if function is not None:
         return Feedback.coerce(function(trace))
     names = [attribute] if isinstance(attribute, str) else list(attribute or [])
@@ -599,8 +714,11 @@ def to_spans(graph: Graph, *, service_name: str = "opto", trace_id: str | None =
     root_id = _span_id(trace_id, "__root__")
     inputs = [node for node in graph.nodes if node.kind == "input"]
     outputs = graph.outputs
-    root_attributes: dict[str, Any] = {"openinference.span.kind": CHAIN, "opto.graph.format": "opto-graph/1",
-                                       "opto.run_id": str(graph.meta.get("run_id") or "")}
+    root_attributes: dict[str, Any] = {
+        "openinference.span.kind": CHAIN,
+        "opto.graph.format": "opto-graph/1",
+        "opto.run_id": str(graph.meta.get("run_id") or ""),
+    }
     if inputs:
         root_attributes["input.value"] = _text(inputs[0].value)
     if outputs:
@@ -613,37 +731,56 @@ def to_spans(graph: Graph, *, service_name: str = "opto", trace_id: str | None =
             root_attributes[name] = int(usage[key])
     ops = [node for node in graph.nodes if node.kind in ("op", "exception")]
     end_ns = start_ns + max(int(duration * 1e9), len(ops) * 1000 + 1)
-    spans = [_raw_span(trace_id, root_id, "", str(graph.meta.get("name") or "opto run"), start_ns, end_ns,
-                       root_attributes)]
+    spans = [
+        _raw_span(trace_id, root_id, "", str(graph.meta.get("name") or "opto run"), start_ns, end_ns, root_attributes)
+    ]
     span_of = {node.id: _span_id(trace_id, node.id) for node in ops}
     for position, node in enumerate(ops):
         begin = int(float(node.meta.get("started", 0) or 0) * 1e9) or start_ns + position * 1000
         finish = begin + (int(float(node.meta.get("seconds") or 0) * 1e9) or 1000)
         attributes = _op_attributes(graph, node)
-        links = [{"traceId": trace_id, "spanId": span_of[edge.id],
-                  "attributes": _raw_attributes({"opto.edge.arg": edge.arg, "opto.edge.via": edge.via})}
-                 for edge in node.edges if edge.id in span_of]
+        links = [
+            {
+                "traceId": trace_id,
+                "spanId": span_of[edge.id],
+                "attributes": _raw_attributes({"opto.edge.arg": edge.arg, "opto.edge.via": edge.via}),
+            }
+            for edge in node.edges
+            if edge.id in span_of
+        ]
         status = {"code": 2, "message": _text(node.value)} if node.kind == "exception" else {"code": 1}
-        spans.append(_raw_span(trace_id, span_of[node.id], root_id, node.name, begin, finish, attributes, status,
-                               links))
+        spans.append(
+            _raw_span(trace_id, span_of[node.id], root_id, node.name, begin, finish, attributes, status, links)
+        )
     return _document(spans, service_name, "opto_core.gateway.otel")
 
 
 def _op_attributes(graph: Graph, node: Any) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"opto.node.id": node.id, "opto.node.kind": node.kind,
-                                  "opto.op_type": node.op_type, "output.value": _text(node.value)}
+    attributes: dict[str, Any] = {
+        "opto.node.id": node.id,
+        "opto.node.kind": node.kind,
+        "opto.op_type": node.op_type,
+        "output.value": _text(node.value),
+    }
     if node.op_type == "llm_call":
         meta = node.meta
-        attributes.update({"openinference.span.kind": LLM, "gen_ai.operation.name": "chat",
-                           "llm.model_name": str(meta.get("model") or ""),
-                           "gen_ai.request.model": str(meta.get("model") or ""),
-                           "llm.invocation_parameters": json.dumps(meta.get("settings") or {})})
+        attributes.update(
+            {
+                "openinference.span.kind": LLM,
+                "gen_ai.operation.name": "chat",
+                "llm.model_name": str(meta.get("model") or ""),
+                "gen_ai.request.model": str(meta.get("model") or ""),
+                "llm.invocation_parameters": json.dumps(meta.get("settings") or {}),
+            }
+        )
         for key, value in (meta.get("settings") or {}).items():
             if key in ("temperature", "top_p", "max_tokens") and isinstance(value, (int, float)):
                 attributes[f"gen_ai.request.{key}"] = value
         usage = meta.get("usage") or {}
-        for key, names in (("prompt_tokens", ("llm.token_count.prompt", "gen_ai.usage.input_tokens")),
-                           ("completion_tokens", ("llm.token_count.completion", "gen_ai.usage.output_tokens"))):
+        for key, names in (
+            ("prompt_tokens", ("llm.token_count.prompt", "gen_ai.usage.input_tokens")),
+            ("completion_tokens", ("llm.token_count.completion", "gen_ai.usage.output_tokens")),
+        ):
             if usage.get(key) is not None:
                 for name in names:
                     attributes[name] = int(usage[key])
@@ -660,7 +797,9 @@ def _op_attributes(graph: Graph, node: Any) -> dict[str, Any]:
                     if isinstance(call, Mapping):
                         attributes[f"{prefix}tool_calls.{k}.tool_call.id"] = str(call.get("id", ""))
                         attributes[f"{prefix}tool_calls.{k}.tool_call.function.name"] = str(call.get("name", ""))
-                        attributes[f"{prefix}tool_calls.{k}.tool_call.function.arguments"] = str(call.get("arguments", ""))
+                        attributes[f"{prefix}tool_calls.{k}.tool_call.function.arguments"] = str(
+                            call.get("arguments", "")
+                        )
             else:
                 attributes[prefix + "content"] = _text(parent.value)
             if role == "tool" and parent.meta.get("call_ids"):
@@ -678,9 +817,16 @@ def _op_attributes(graph: Graph, node: Any) -> dict[str, Any]:
         attributes["llm.output_messages.0.message.role"] = "assistant"
     elif node.op_type == "tool":
         name = node.name.rsplit(".tool.", 1)[-1]
-        attributes.update({"openinference.span.kind": TOOL, "tool.name": name, "gen_ai.operation.name": "execute_tool",
-                           "gen_ai.tool.name": name, "input.value": str(node.meta.get("arguments", "")),
-                           "gen_ai.tool.call.id": str(node.meta.get("call_id", ""))})
+        attributes.update(
+            {
+                "openinference.span.kind": TOOL,
+                "tool.name": name,
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": name,
+                "input.value": str(node.meta.get("arguments", "")),
+                "gen_ai.tool.call.id": str(node.meta.get("call_id", "")),
+            }
+        )
     else:
         attributes["openinference.span.kind"] = CHAIN
     return attributes
@@ -707,11 +853,27 @@ def _span_id(trace_id: str, node_id: str) -> str:
     return hashlib.sha256(f"{trace_id}/{node_id}".encode()).hexdigest()[:16]
 
 
-def _raw_span(trace_id: str, span_id: str, parent_id: str, name: str, start: int, end: int, attributes: dict[str, Any],
-              status: dict[str, Any] | None = None, links: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    span: dict[str, Any] = {"traceId": trace_id, "spanId": span_id, "name": name, "kind": 1,
-                            "startTimeUnixNano": str(start), "endTimeUnixNano": str(max(end, start)),
-                            "attributes": _raw_attributes(attributes), "status": status or {"code": 1}}
+def _raw_span(
+    trace_id: str,
+    span_id: str,
+    parent_id: str,
+    name: str,
+    start: int,
+    end: int,
+    attributes: dict[str, Any],
+    status: dict[str, Any] | None = None,
+    links: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    span: dict[str, Any] = {
+        "traceId": trace_id,
+        "spanId": span_id,
+        "name": name,
+        "kind": 1,
+        "startTimeUnixNano": str(start),
+        "endTimeUnixNano": str(max(end, start)),
+        "attributes": _raw_attributes(attributes),
+        "status": status or {"code": 1},
+    }
     if parent_id:
         span["parentSpanId"] = parent_id
     if links:
@@ -721,11 +883,14 @@ def _raw_span(trace_id: str, span_id: str, parent_id: str, name: str, start: int
 
 def _otlp_span(span: Span) -> dict[str, Any]:
     status = {"code": span.status, **({"message": span.status_message} if span.status_message else {})}
-    raw = _raw_span(span.trace_id, span.span_id, span.parent_id, span.name, span.start, span.end, span.attributes,
-                    status)
+    raw = _raw_span(
+        span.trace_id, span.span_id, span.parent_id, span.name, span.start, span.end, span.attributes, status
+    )
     if span.events:
-        raw["events"] = [{"name": name, "timeUnixNano": str(span.start), "attributes": _raw_attributes(data)}
-                         for name, data in span.events]
+        raw["events"] = [
+            {"name": name, "timeUnixNano": str(span.start), "attributes": _raw_attributes(data)}
+            for name, data in span.events
+        ]
     return raw
 
 
@@ -748,7 +913,11 @@ def _raw_value(value: Any) -> dict[str, Any]:
 
 
 def _document(spans: list[dict[str, Any]], service_name: str, scope: str) -> dict[str, Any]:
-    return {"resourceSpans": [{
-        "resource": {"attributes": _raw_attributes({"service.name": service_name})},
-        "scopeSpans": [{"scope": {"name": scope}, "spans": spans}],
-    }]}
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _raw_attributes({"service.name": service_name})},
+                "scopeSpans": [{"scope": {"name": scope}, "spans": spans}],
+            }
+        ]
+    }

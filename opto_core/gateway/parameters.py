@@ -42,8 +42,12 @@ _log = logging.getLogger("opto.gateway")
 PROMPT_ROLES = ("system", "user", "assistant")
 #: Settings a gateway can own, with their bounds (``model`` takes a list of choices instead).
 SETTING_BOUNDS: dict[str, tuple[str, float | None, float | None]] = {
-    "temperature": ("float", 0.0, 2.0), "top_p": ("float", 0.0, 1.0), "max_tokens": ("int", 1, None),
-    "presence_penalty": ("float", -2.0, 2.0), "frequency_penalty": ("float", -2.0, 2.0), "seed": ("int", None, None),
+    "temperature": ("float", 0.0, 2.0),
+    "top_p": ("float", 0.0, 1.0),
+    "max_tokens": ("int", 1, None),
+    "presence_penalty": ("float", -2.0, 2.0),
+    "frequency_penalty": ("float", -2.0, 2.0),
+    "seed": ("int", None, None),
 }
 #: What the OpenAI API uses when a request leaves a setting out (a setting the program never sends
 #: starts at this value, so owning it changes nothing until the optimizer does).
@@ -115,8 +119,7 @@ class SettingRule:
         return self.parameter.name
 
     def spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {"kind": "setting", "key": self.key, "agent": self.agent,
-                                "type": self.parameter.kind}
+        spec: dict[str, Any] = {"kind": "setting", "key": self.key, "agent": self.agent, "type": self.parameter.kind}
         for bound in ("lower", "upper", "choices"):
             if getattr(self.parameter, bound) is not None:
                 spec[bound] = getattr(self.parameter, bound)
@@ -147,7 +150,9 @@ class Rewrite:
     changed: bool = False  # whether the body differs from what the program sent
     agent: str | None = None
     positions: dict[str, list[int]] = field(default_factory=dict)  # prompt rule -> message positions
-    replacements: list[tuple[Any, PromptRule, str]] = field(default_factory=list, repr=False)  # (message, rule, new text)
+    replacements: list[tuple[Any, PromptRule, str]] = field(
+        default_factory=list, repr=False
+    )  # (message, rule, new text)
 
 
 class TrafficParameters:
@@ -161,9 +166,18 @@ class TrafficParameters:
         self._by_text: dict[tuple[str, str], PromptRule] = {}  # (role, original text) -> text rule
 
     # ----- declaring ---------------------------------------------------------------------------------
-    def prompt(self, name: str, text: str | None = None, *, template: str | None = None, role: str = "system",
-               style: str | None = None, agent: str | None = None, trainable: bool = True,
-               description: str = "") -> Parameter:
+    def prompt(
+        self,
+        name: str,
+        text: str | None = None,
+        *,
+        template: str | None = None,
+        role: str = "system",
+        style: str | None = None,
+        agent: str | None = None,
+        trainable: bool = True,
+        description: str = "",
+    ) -> Parameter:
         """Own a message the program sends: its exact ``text``, or every message matching ``template``.
 
         ``role`` is ``system`` (system/developer messages and Responses ``instructions``), ``user`` or
@@ -178,10 +192,15 @@ class TrafficParameters:
         original = text if text is not None else template
         assert original is not None
         what = "template" if template is not None else "text"
-        parameter = Parameter(name, "text", original, trainable=trainable,
-                              template=(style or True) if template is not None else False,
-                              description=description or f"the {role} message {what} sent by the program",
-                              meta={"gateway": role})  # a template that does not parse fails here
+        parameter = Parameter(
+            name,
+            "text",
+            original,
+            trainable=trainable,
+            template=(style or True) if template is not None else False,
+            description=description or f"the {role} message {what} sent by the program",
+            meta={"gateway": role},
+        )  # a template that does not parse fails here
         self.bound.add(parameter)
         rule = PromptRule(parameter, role, original, agent or _agent_name(name), template is not None, style)
         if template is None:
@@ -189,9 +208,18 @@ class TrafficParameters:
         self.prompts.append(rule)
         return parameter
 
-    def setting(self, key: str, value: Any = None, *, name: str | None = None, agent: str | None = None,
-                choices: list[Any] | None = None, lower: float | None = None, upper: float | None = None,
-                trainable: bool = True) -> Parameter:
+    def setting(
+        self,
+        key: str,
+        value: Any = None,
+        *,
+        name: str | None = None,
+        agent: str | None = None,
+        choices: list[Any] | None = None,
+        lower: float | None = None,
+        upper: float | None = None,
+        trainable: bool = True,
+    ) -> Parameter:
         """Own a request setting: ``temperature``, ``top_p``, ``max_tokens``, ``presence_penalty``,
         ``frequency_penalty``, ``seed``, or ``model`` (with ``choices``, the models it may pick).
 
@@ -205,28 +233,45 @@ class TrafficParameters:
                 raise ValueError("setting('model') needs choices=[...]: the models the optimizer may pick from")
             value = value if value is not None else choices[0]
             choices = list(choices) if value in choices else [value, *choices]
-            parameter = Parameter(name, "choice", value, choices=choices, trainable=trainable,
-                                  description="the model the requests go to", meta={"gateway": "setting"})
+            parameter = Parameter(
+                name,
+                "choice",
+                value,
+                choices=choices,
+                trainable=trainable,
+                description="the model the requests go to",
+                meta={"gateway": "setting"},
+            )
         else:
             kind, low, high = SETTING_BOUNDS.get(key, ("float", None, None))
             if value is None:
                 value = API_DEFAULTS.get(key)
                 if value is None:
-                    raise ValueError(f"setting({key!r}) needs a value (the program's own), e.g. "
-                                     f"setting({key!r}, 512)")
-            parameter = Parameter(name, kind, value, lower=low if lower is None else lower,
-                                  upper=high if upper is None else upper, trainable=trainable,
-                                  description=f"the request setting {key}", meta={"gateway": "setting"})
+                    raise ValueError(f"setting({key!r}) needs a value (the program's own), e.g. setting({key!r}, 512)")
+            parameter = Parameter(
+                name,
+                kind,
+                value,
+                lower=low if lower is None else lower,
+                upper=high if upper is None else upper,
+                trainable=trainable,
+                description=f"the request setting {key}",
+                meta={"gateway": "setting"},
+            )
         self.bound.add(parameter)
         self.settings.append(SettingRule(parameter, key, agent))
         return parameter
 
-    def tool_description(self, tool: str, text: str, *, name: str | None = None,
-                         trainable: bool = True) -> Parameter:
+    def tool_description(self, tool: str, text: str, *, name: str | None = None, trainable: bool = True) -> Parameter:
         """Own the description of tool ``tool`` (``text``: its description as the program sends it)."""
-        parameter = Parameter(name or f"tool.{tool}.description", "text", text, trainable=trainable,
-                              description=f"the description of the tool {tool} the model reads",
-                              meta={"gateway": "tool_description"})
+        parameter = Parameter(
+            name or f"tool.{tool}.description",
+            "text",
+            text,
+            trainable=trainable,
+            description=f"the description of the tool {tool} the model reads",
+            meta={"gateway": "tool_description"},
+        )
         self.bound.add(parameter)
         self.tools.append(ToolDescriptionRule(parameter, tool, text))
         return parameter
@@ -312,16 +357,30 @@ class TrafficParameters:
         parsed = [e for e in run.exchanges if e.request is not None]
         if not parsed:
             return []
-        return [(rule.name, f"opto gateway: the {rule.role} prompt {rule.name!r} matched no request of run "
-                            f"{run.id} ({len(parsed)} requests): the program no longer sends "
-                            f"{_snippet(rule.original)!r}; its requests were forwarded untouched. Record the "
-                            f"program again and re-declare the prompt, or drop it from the values file.")
-                for rule in self.prompts if rule.matched == 0]
+        return [
+            (
+                rule.name,
+                f"opto gateway: the {rule.role} prompt {rule.name!r} matched no request of run "
+                f"{run.id} ({len(parsed)} requests): the program no longer sends "
+                f"{_snippet(rule.original)!r}; its requests were forwarded untouched. Record the "
+                f"program again and re-declare the prompt, or drop it from the values file.",
+            )
+            for rule in self.prompts
+            if rule.matched == 0
+        ]
 
     # ----- finding parameters in traffic ---------------------------------------------------------------
-    def propose(self, runs: Iterable[Any], *, min_runs: int = 2, settings: Iterable[str] = (),
-                tools: Iterable[str] = (), models: list[str] | None = None,
-                user_templates: bool = True, inputs: Mapping[str, Any] | None = None) -> list[Parameter]:
+    def propose(
+        self,
+        runs: Iterable[Any],
+        *,
+        min_runs: int = 2,
+        settings: Iterable[str] = (),
+        tools: Iterable[str] = (),
+        models: list[str] | None = None,
+        user_templates: bool = True,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> list[Parameter]:
         """Parameters found in recorded runs, added to these and returned.
 
         - every system prompt (or ``instructions``) that appears in at least ``min_runs`` runs (all of
@@ -369,8 +428,11 @@ class TrafficParameters:
                 value = counts.most_common(1)[0][0] if counts else None
                 if value is None and key not in API_DEFAULTS and key != "model":
                     continue  # never sent, and no API default to start from
-                added.append(self.setting(key, value, agent=target, choices=list(models or []) or None
-                                          if key == "model" else None))
+                added.append(
+                    self.setting(
+                        key, value, agent=target, choices=list(models or []) or None if key == "model" else None
+                    )
+                )
         owned_tools = {rule.tool for rule in self.tools}
         names = list(descriptions) if list(tools) == ["*"] else list(tools)
         for tool in names:
@@ -395,8 +457,9 @@ class TrafficParameters:
                 added.append(self.prompt(f"{agent}.system", text, agent=agent))
         return added
 
-    def _propose_user_templates(self, requests: list[tuple[Any, Any, WireRequest]], needed: int,
-                                inputs: Mapping[str, Any]) -> list[Parameter]:
+    def _propose_user_templates(
+        self, requests: list[tuple[Any, Any, WireRequest]], needed: int, inputs: Mapping[str, Any]
+    ) -> list[Parameter]:
         """User messages the program composed from known values: an earlier answer of the run (or a tool
         result), or a field of the run's example (``inputs``: run id -> example). The rest of such a
         message is constant text the program wrote, a prompt: ``Summarize this draft:\\n{agent_1_answer}``.
@@ -427,8 +490,9 @@ class TrafficParameters:
         for agent, template in order:
             if len(found[(agent, template)]) >= needed and ("user", template) not in owned:
                 k = 1 + sum(1 for rule in self.prompts if rule.agent == agent and rule.role == "user")
-                added.append(self.prompt(f"{agent}.user_{k}", template=template, role="user", style="format",
-                                         agent=agent))
+                added.append(
+                    self.prompt(f"{agent}.user_{k}", template=template, role="user", style="format", agent=agent)
+                )
                 owned.add(("user", template))
         return added
 
@@ -468,12 +532,24 @@ class TrafficParameters:
         if kind == "prompt":
             original = str(spec["original"])
             if spec.get("template"):
-                return self.prompt(name, template=original, role=spec.get("role", "system"), style=spec.get("style"),
-                                   agent=spec.get("agent"))
+                return self.prompt(
+                    name,
+                    template=original,
+                    role=spec.get("role", "system"),
+                    style=spec.get("style"),
+                    agent=spec.get("agent"),
+                )
             return self.prompt(name, original, role=spec.get("role", "system"), agent=spec.get("agent"))
         if kind == "setting":
-            return self.setting(spec["key"], _initial(spec), name=name, agent=spec.get("agent"),
-                                choices=spec.get("choices"), lower=spec.get("lower"), upper=spec.get("upper"))
+            return self.setting(
+                spec["key"],
+                _initial(spec),
+                name=name,
+                agent=spec.get("agent"),
+                choices=spec.get("choices"),
+                lower=spec.get("lower"),
+                upper=spec.get("upper"),
+            )
         if kind == "tool_description":
             return self.tool_description(spec["tool"], str(spec["original"]), name=name)
         raise ValueError(f"values file: parameter {name!r} has an unknown gateway rule {spec!r}")
@@ -490,8 +566,14 @@ def _example_values(example: Any) -> list[tuple[str, str]]:
     if isinstance(example, str):
         return [("input", example)] if len(example.strip()) >= MIN_VALUE else []
     if isinstance(example, Mapping):
-        return [(str(k), str(v)) for k, v in example.items() if isinstance(v, (str, int, float))
-                and not isinstance(v, bool) and str(k).isidentifier() and len(str(v).strip()) >= MIN_VALUE]
+        return [
+            (str(k), str(v))
+            for k, v in example.items()
+            if isinstance(v, (str, int, float))
+            and not isinstance(v, bool)
+            and str(k).isidentifier()
+            and len(str(v).strip()) >= MIN_VALUE
+        ]
     return []
 
 

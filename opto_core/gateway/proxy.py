@@ -53,8 +53,18 @@ RUN_HEADER = "x-opto-run"
 #: The path prefix `GatewayTarget` puts in each run's base URL: ``/run/<id>/v1``.
 RUN_PREFIX = "/run/"
 #: Request headers never forwarded: hop-by-hop, the body's framing (re-computed), ours.
-_DROP_REQUEST = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-                 "proxy-authorization", "proxy-connection", "accept-encoding"}
+_DROP_REQUEST = {
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "accept-encoding",
+}
 #: Answer headers never passed back: the body is decoded and re-framed by the gateway.
 _DROP_ANSWER = {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive"}
 #: The key a program is given when the gateway holds the real one.
@@ -72,14 +82,27 @@ class Gateway:
     ``run_gap`` is the idle time that ends a window run; ``keep_runs`` bounds the runs kept in memory.
     """
 
-    def __init__(self, upstream: str, *, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 parameters: Any = None, values: Any = None, record_dir: str | None = None,
-                 run_gap: float = 10.0, keep_runs: int = 200, timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        parameters: Any = None,
+        values: Any = None,
+        record_dir: str | None = None,
+        run_gap: float = 10.0,
+        keep_runs: int = 200,
+        timeout: float = 600.0,
+    ) -> None:
         from opto_core.gateway.parameters import TrafficParameters
 
         if not upstream or "://" not in upstream:
-            raise ValueError(f"upstream must be the base URL of an OpenAI-compatible endpoint "
-                             f"(e.g. https://api.openai.com/v1), got {scrub_url(upstream)!r}")
+            raise ValueError(
+                f"upstream must be the base URL of an OpenAI-compatible endpoint "
+                f"(e.g. https://api.openai.com/v1), got {scrub_url(upstream)!r}"
+            )
         self.upstream = upstream.rstrip("/")
         self._api_key = api_key if api_key is not None else os.environ.get("OPTO_UPSTREAM_API_KEY") or None
         self.host, self.port = host, port
@@ -87,8 +110,7 @@ class Gateway:
         self.parameters = parameters if parameters is not None else TrafficParameters()
         if values is not None:
             self.parameters.load_values(values)
-        self.recorder = Recorder(run_gap=run_gap, keep_runs=keep_runs, record_dir=record_dir,
-                                 on_close=self._run_closed)
+        self.recorder = Recorder(run_gap=run_gap, keep_runs=keep_runs, record_dir=record_dir, on_close=self._run_closed)
         self.app = self._build_app()
         self._client: Any = None
         self._server: Any = None
@@ -104,8 +126,9 @@ class Gateway:
             return self
         self.bind()
         ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve(ready)), name="opto-gateway",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._serve(ready)), name="opto-gateway", daemon=True
+        )
         self._thread.start()
         if not ready.wait(30):
             raise RuntimeError("the gateway did not start within 30 s")
@@ -145,8 +168,11 @@ class Gateway:
 
     def _bind(self) -> socket.socket:
         if self.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("the gateway listens on %s: anyone who can reach it can use the upstream through it "
-                        "(and the key it holds, if any)", self.host)
+            log.warning(
+                "the gateway listens on %s: anyone who can reach it can use the upstream through it "
+                "(and the key it holds, if any)",
+                self.host,
+            )
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on each accepted connection only for sockets that say
         # so; without it every answer (headers, then body) waits for the client's delayed ACK (~40 ms)
@@ -161,8 +187,7 @@ class Gateway:
     async def _serve(self, ready: threading.Event) -> None:
         import uvicorn
 
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_keep_alive=30)
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False, timeout_keep_alive=30)
         self._server = server = uvicorn.Server(config)
         janitor = asyncio.ensure_future(self._close_lapsed_runs())
         watcher = asyncio.ensure_future(self._signal_ready(server, ready))
@@ -256,20 +281,26 @@ class Gateway:
         from starlette.applications import Starlette
         from starlette.routing import Route
 
-        return Starlette(routes=[Route("/{path:path}", self._handle,
-                                       methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"])])
+        return Starlette(
+            routes=[
+                Route(
+                    "/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+                )
+            ]
+        )
 
     def _http(self) -> Any:
         if self._client is None:
             import httpx
 
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout, connect=10.0),
-                                             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=10.0),
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            )
         return self._client
 
     def _upstream_headers(self, request: Any) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items()
-                   if k not in _DROP_REQUEST and not k.startswith("x-opto-")}
+        headers = {k: v for k, v in request.headers.items() if k not in _DROP_REQUEST and not k.startswith("x-opto-")}
         if self._api_key:
             headers["authorization"] = f"Bearer {self._api_key}"
         return headers
@@ -296,17 +327,26 @@ class Gateway:
             wire = parse_request(api, body)
         except (ValueError, NotUnderstood) as exc:
             exchange.outcome, exchange.error = OPAQUE, f"{type(exc).__name__}: {exc}"
-            self.warn_once("opaque", "opto gateway: a request to %s could not be parsed (%s); it was forwarded "
-                           "untouched and recorded as opaque (said once; later ones are counted in the runs)",
-                           path, exchange.error)
+            self.warn_once(
+                "opaque",
+                "opto gateway: a request to %s could not be parsed (%s); it was forwarded "
+                "untouched and recorded as opaque (said once; later ones are counted in the runs)",
+                path,
+                exchange.error,
+            )
             return await self._forward(request.method, url, headers, content, exchange)
         original = content
         try:
             rewrite = self.parameters.rewrite(api, body, wire)
         except Exception as exc:  # a rule that cannot apply must never break the program's request
-            self.warn_once(f"rewrite:{type(exc).__name__}", "opto gateway: the values could not be applied to a "
-                           "request to %s (%s: %s); it was forwarded as the program sent it", path,
-                           type(exc).__name__, exc)
+            self.warn_once(
+                f"rewrite:{type(exc).__name__}",
+                "opto gateway: the values could not be applied to a "
+                "request to %s (%s: %s); it was forwarded as the program sent it",
+                path,
+                type(exc).__name__,
+                exc,
+            )
             body = json.loads(original)
         else:
             exchange.applied, exchange.agent, exchange.positions = rewrite.applied, rewrite.agent, rewrite.positions
@@ -315,22 +355,26 @@ class Gateway:
         exchange.request, exchange.stream = body, wire.stream
         return await self._forward(request.method, url, headers, content, exchange)
 
-    async def _forward(self, method: str, url: str, headers: dict[str, str], content: bytes,
-                       exchange: Exchange | None) -> Any:
+    async def _forward(
+        self, method: str, url: str, headers: dict[str, str], content: bytes, exchange: Exchange | None
+    ) -> Any:
         import httpx
         from starlette.responses import Response, StreamingResponse
 
         client = self._http()
         try:
-            upstream = await client.send(client.build_request(method, url, headers=headers, content=content),
-                                         stream=True)
+            upstream = await client.send(
+                client.build_request(method, url, headers=headers, content=content), stream=True
+            )
         except httpx.HTTPError as exc:
             message = f"opto gateway: the upstream {scrub_url(self.upstream)} did not answer: {type(exc).__name__}"
             if exchange is not None:
                 self._finish(exchange, 502, None, INFRASTRUCTURE, message)
-            return Response(json.dumps({"error": {"message": message, "type": "upstream_unreachable",
-                                                  "code": "bad_gateway"}}), status_code=502,
-                            media_type="application/json")
+            return Response(
+                json.dumps({"error": {"message": message, "type": "upstream_unreachable", "code": "bad_gateway"}}),
+                status_code=502,
+                media_type="application/json",
+            )
         answer_headers = {k: v for k, v in upstream.headers.items() if k not in _DROP_ANSWER}
         streaming = "text/event-stream" in upstream.headers.get("content-type", "")
         if exchange is None or not streaming or upstream.status_code >= 400 or exchange.outcome == OPAQUE:
@@ -342,8 +386,9 @@ class Gateway:
                 self._finish_body(exchange, upstream.status_code, data, streaming)
             return Response(data, status_code=upstream.status_code, headers=answer_headers)
         assembler = StreamAssembler(exchange.api)
-        return StreamingResponse(self._relay(upstream, assembler, exchange), status_code=upstream.status_code,
-                                 headers=answer_headers)
+        return StreamingResponse(
+            self._relay(upstream, assembler, exchange), status_code=upstream.status_code, headers=answer_headers
+        )
 
     async def _relay(self, upstream: Any, assembler: StreamAssembler, exchange: Exchange) -> AsyncIterator[bytes]:
         """Pass each chunk on as it arrives; record the assembled answer when the stream ends."""
@@ -359,8 +404,9 @@ class Gateway:
             await upstream.aclose()
             answer = assembler.answer()
             failed = error or assembler.error
-            self._finish(exchange, upstream.status_code, answer.to_dict(), INFRASTRUCTURE if failed else OK,
-                         failed or "")
+            self._finish(
+                exchange, upstream.status_code, answer.to_dict(), INFRASTRUCTURE if failed else OK, failed or ""
+            )
 
     def _finish_body(self, exchange: Exchange, status: int, data: bytes, streaming: bool) -> None:
         if exchange.outcome == OPAQUE:
@@ -381,8 +427,7 @@ class Gateway:
             return
         self._finish(exchange, status, answer.to_dict(), OK, "")
 
-    def _finish(self, exchange: Exchange, status: int, answer: dict[str, Any] | None, outcome: str,
-                error: str) -> None:
+    def _finish(self, exchange: Exchange, status: int, answer: dict[str, Any] | None, outcome: str, error: str) -> None:
         exchange.status, exchange.answer, exchange.outcome, exchange.error = status, answer, outcome, error
         exchange.seconds = round(time.time() - exchange.started, 6)
         self.recorder.add(exchange)
@@ -394,7 +439,7 @@ _EXCHANGE_IDS = itertools.count(1)
 def _split_run(path: str) -> tuple[str, str | None]:
     """``/run/<id>/v1/x`` -> (``/v1/x``, id); other paths unchanged with no id."""
     if path.startswith(RUN_PREFIX):
-        rest = path[len(RUN_PREFIX):]
+        rest = path[len(RUN_PREFIX) :]
         run_id, _, tail = rest.partition("/")
         return "/" + tail, run_id or None
     return path, None

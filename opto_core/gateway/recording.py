@@ -115,8 +115,14 @@ class Recorder:
     ``on_close(run)`` is called once per run when it closes (outside the lock).
     """
 
-    def __init__(self, *, run_gap: float = 10.0, keep_runs: int = 200, record_dir: str | Path | None = None,
-                 on_close: Callable[[Run], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        run_gap: float = 10.0,
+        keep_runs: int = 200,
+        record_dir: str | Path | None = None,
+        on_close: Callable[[Run], None] | None = None,
+    ) -> None:
         self.run_gap = run_gap
         self.keep_runs = keep_runs
         self.record_dir = Path(record_dir) if record_dir is not None else None
@@ -190,9 +196,13 @@ class Recorder:
         more than ``run_gap`` with nothing in flight (all of them with ``all_windows``: the gateway stops)."""
         now = time.time() if now is None else now
         with self._lock:
-            closed = [self._close(run) for run in list(self._runs.values())
-                      if not run.closed and run.id not in self._owned
-                      and (all_windows or (now - run.last_seen > self.run_gap and not self._in_flight[run.id]))]
+            closed = [
+                self._close(run)
+                for run in list(self._runs.values())
+                if not run.closed
+                and run.id not in self._owned
+                and (all_windows or (now - run.last_seen > self.run_gap and not self._in_flight[run.id]))
+            ]
         self._closed(closed)
 
     def _close(self, run: Run) -> Run:
@@ -252,9 +262,11 @@ def load_runs(directory: str | Path) -> list[Run]:
     """Runs recorded with ``record_dir`` (``opto gateway --record DIR``), oldest first."""
     runs = []
     for path in sorted(Path(directory).glob("*.jsonl"), key=lambda p: p.stat().st_mtime):
-        exchanges = [Exchange.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()
-                     if line.strip()]
+        exchanges = [
+            Exchange.from_dict(json.loads(line))
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
         if exchanges:
-            runs.append(Run(path.stem, exchanges[0].started, exchanges, closed=True,
-                            last_seen=exchanges[-1].started))
+            runs.append(Run(path.stem, exchanges[0].started, exchanges, closed=True, last_seen=exchanges[-1].started))
     return runs

@@ -75,18 +75,35 @@ class GatewayTarget(BoundTarget):
 
     framework = "gateway"
 
-    def __init__(self, run: Callable[[Any], Any] | None = None, command: Sequence[str] | None = None, *,
-                 upstream: str | None = None, api_key: str | None = None, gateway: Gateway | None = None,
-                 prompts: Mapping[str, str] | None = None, templates: Mapping[str, str] | None = None,
-                 settings: Iterable[str] = (), models: list[str] | None = None, tools: Iterable[str] = (),
-                 discover_with: Sequence[Any] | None = None, min_runs: int = 2,
-                 input_keys: Iterable[str] | None = None, example_via: str = "stdin",
-                 parse_output: Callable[[str], Any] | None = None, env: Mapping[str, str] | None = None,
-                 cwd: str | None = None, timeout: float = 300.0, keep_graphs: int = 100,
-                 record_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        run: Callable[[Any], Any] | None = None,
+        command: Sequence[str] | None = None,
+        *,
+        upstream: str | None = None,
+        api_key: str | None = None,
+        gateway: Gateway | None = None,
+        prompts: Mapping[str, str] | None = None,
+        templates: Mapping[str, str] | None = None,
+        settings: Iterable[str] = (),
+        models: list[str] | None = None,
+        tools: Iterable[str] = (),
+        discover_with: Sequence[Any] | None = None,
+        min_runs: int = 2,
+        input_keys: Iterable[str] | None = None,
+        example_via: str = "stdin",
+        parse_output: Callable[[str], Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float = 300.0,
+        keep_graphs: int = 100,
+        record_dir: str | None = None,
+    ) -> None:
         if (run is None) == (command is None):
-            raise ValueError("GatewayTarget needs exactly one of run=<a Python function of the example> or "
-                             "command=[program, args...]")
+            raise ValueError(
+                "GatewayTarget needs exactly one of run=<a Python function of the example> or "
+                "command=[program, args...]"
+            )
         if run is not None and not callable(run):
             raise TypeError(f"run must be a function of one example, got {type(run).__name__}")
         if command is not None and (isinstance(command, str) or not command):
@@ -136,11 +153,19 @@ class GatewayTarget(BoundTarget):
         if errors:
             log.warning("GatewayTarget.discover: %d of %d runs failed (%s)", len(errors), len(runs), errors[0][:500])
         if not any(run.exchanges for run in runs):
-            log.warning("GatewayTarget.discover: the program sent no model request through the gateway; its client "
-                        "must read OPENAI_BASE_URL when it is created (create it inside the function, or pass "
-                        "base_url=target.base_url) and call chat/completions or responses")
-        return self.gateway.parameters.propose(runs, min_runs=min_runs or self.min_runs, settings=self.settings,
-                                               tools=self.tools, models=self.models, inputs=inputs)
+            log.warning(
+                "GatewayTarget.discover: the program sent no model request through the gateway; its client "
+                "must read OPENAI_BASE_URL when it is created (create it inside the function, or pass "
+                "base_url=target.base_url) and call chat/completions or responses"
+            )
+        return self.gateway.parameters.propose(
+            runs,
+            min_runs=min_runs or self.min_runs,
+            settings=self.settings,
+            tools=self.tools,
+            models=self.models,
+            inputs=inputs,
+        )
 
     # ----- the target protocol -------------------------------------------------------------------------
     @property
@@ -201,8 +226,11 @@ class GatewayTarget(BoundTarget):
             return None, exc
         finally:
             if not self.gateway.recorder.settle(run_id):
-                log.warning("GatewayTarget: run %s still had a model call in flight after the program ended; "
-                            "its graph leaves it out", run_id)
+                log.warning(
+                    "GatewayTarget: run %s still had a model call in flight after the program ended; "
+                    "its graph leaves it out",
+                    run_id,
+                )
             self.gateway.recorder.close(run_id)
 
     def _subprocess(self, inputs: Any, run_id: str) -> Any:
@@ -214,8 +242,15 @@ class GatewayTarget(BoundTarget):
         assert self.command is not None
         argv = [*self.command, text] if self.example_via == "argv" else self.command
         try:
-            done = subprocess.run(argv, input=text if self.example_via == "stdin" else "", capture_output=True,
-                                  text=True, env=env, cwd=self.cwd, timeout=self.timeout)
+            done = subprocess.run(
+                argv,
+                input=text if self.example_via == "stdin" else "",
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=self.cwd,
+                timeout=self.timeout,
+            )
         except subprocess.TimeoutExpired as exc:
             raise ProgramFailed(-9, f"killed after {self.timeout} s (timeout)") from exc
         if done.returncode != 0:

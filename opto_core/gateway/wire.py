@@ -30,8 +30,16 @@ RESPONSES = "responses"
 #: Message roles that carry the system prompt (``developer`` is the newer name for ``system``).
 SYSTEM_ROLES = ("system", "developer")
 #: Request settings recorded with each call (the wire's own names).
-SETTING_KEYS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "max_output_tokens",
-                "presence_penalty", "frequency_penalty", "seed")
+SETTING_KEYS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+)
 
 
 class NotUnderstood(ValueError):
@@ -84,13 +92,23 @@ class WireAnswer:
     id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "tool_calls": self.tool_calls, "usage": self.usage, "model": self.model,
-                "id": self.id}
+        return {
+            "text": self.text,
+            "tool_calls": self.tool_calls,
+            "usage": self.usage,
+            "model": self.model,
+            "id": self.id,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WireAnswer:
-        return cls(data.get("text"), list(data.get("tool_calls") or []), dict(data.get("usage") or {}),
-                   str(data.get("model") or ""), str(data.get("id") or ""))
+        return cls(
+            data.get("text"),
+            list(data.get("tool_calls") or []),
+            dict(data.get("usage") or {}),
+            str(data.get("model") or ""),
+            str(data.get("id") or ""),
+        )
 
 
 def api_of(path: str) -> str | None:
@@ -111,8 +129,9 @@ def parse_request(api: str, body: Any) -> WireRequest:
     messages = _chat_messages(body) if api == CHAT else _responses_messages(body)
     tools = [_tool(t, api) for t in body.get("tools") or [] if isinstance(t, dict)]
     settings = {k: body[k] for k in SETTING_KEYS if body.get(k) is not None}
-    return WireRequest(api, str(body.get("model") or ""), messages, [t for t in tools if t["name"]], settings,
-                       bool(body.get("stream")))
+    return WireRequest(
+        api, str(body.get("model") or ""), messages, [t for t in tools if t["name"]], settings, bool(body.get("stream"))
+    )
 
 
 def _chat_messages(body: dict[str, Any]) -> list[WireMessage]:
@@ -122,13 +141,23 @@ def _chat_messages(body: dict[str, Any]) -> list[WireMessage]:
     messages = []
     for index, message in enumerate(raw):
         text, rewritable = _text(message.get("content"))
-        calls = [_call(c.get("id"), c.get("function") or {}) for c in message.get("tool_calls") or []
-                 if isinstance(c, dict)]
+        calls = [
+            _call(c.get("id"), c.get("function") or {}) for c in message.get("tool_calls") or [] if isinstance(c, dict)
+        ]
         call_ids = tuple(c["id"] for c in calls)
         if not call_ids and message.get("tool_call_id"):
             call_ids = (str(message["tool_call_id"]),)
-        messages.append(WireMessage(str(message.get("role") or "user"), text, ("messages", index), call_ids, calls,
-                                    message.get("name"), rewritable))
+        messages.append(
+            WireMessage(
+                str(message.get("role") or "user"),
+                text,
+                ("messages", index),
+                call_ids,
+                calls,
+                message.get("name"),
+                rewritable,
+            )
+        )
     return messages
 
 
@@ -149,22 +178,27 @@ def _responses_messages(body: dict[str, Any]) -> list[WireMessage]:
         if kind == "function_call":
             call = _call(item.get("call_id"), item)
             previous = messages[-1] if messages else None
-            if previous is not None and previous.role == "assistant" and previous.tool_calls \
-                    and previous.path[0] == "input_calls":  # consecutive calls are one request
+            if (
+                previous is not None
+                and previous.role == "assistant"
+                and previous.tool_calls
+                and previous.path[0] == "input_calls"
+            ):  # consecutive calls are one request
                 previous.tool_calls.append(call)
                 previous.call_ids += (call["id"],)
                 continue
-            messages.append(WireMessage("assistant", "", ("input_calls", index), (call["id"],), [call],
-                                        rewritable=False))
+            messages.append(
+                WireMessage("assistant", "", ("input_calls", index), (call["id"],), [call], rewritable=False)
+            )
         elif kind == "function_call_output":
             output = item.get("output")
             text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
-            messages.append(WireMessage("tool", text, ("input", index), (str(item.get("call_id") or ""),),
-                                        rewritable=False))
+            messages.append(
+                WireMessage("tool", text, ("input", index), (str(item.get("call_id") or ""),), rewritable=False)
+            )
         elif kind == "message" or "role" in item:
             text, rewritable = _text(item.get("content"))
-            messages.append(WireMessage(str(item.get("role") or "user"), text, ("input", index),
-                                        rewritable=rewritable))
+            messages.append(WireMessage(str(item.get("role") or "user"), text, ("input", index), rewritable=rewritable))
         # other items (reasoning, web search calls...) carry no text a later call consumes
     return messages
 
@@ -183,8 +217,11 @@ def _text(content: Any) -> tuple[str, bool]:
 
 def _call(call_id: Any, function: dict[str, Any]) -> dict[str, str]:
     arguments = function.get("arguments", "")
-    return {"id": str(call_id or ""), "name": str(function.get("name") or ""),
-            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}
+    return {
+        "id": str(call_id or ""),
+        "name": str(function.get("name") or ""),
+        "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+    }
 
 
 def _function_of(tool: dict[str, Any], api: str) -> dict[str, Any]:
@@ -254,17 +291,26 @@ def _chat_answer(body: dict[str, Any]) -> WireAnswer:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise NotUnderstood("a chat completion needs 'choices'")
     message = choices[0].get("message") or {}
-    calls = [_call(c.get("id"), c.get("function") or {}) for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+    calls = [
+        _call(c.get("id"), c.get("function") or {}) for c in message.get("tool_calls") or [] if isinstance(c, dict)
+    ]
     text, _ = _text(message.get("content"))
-    return WireAnswer(None if calls and not text else text, calls, _chat_usage(body.get("usage")),
-                      str(body.get("model") or ""), str(body.get("id") or ""))
+    return WireAnswer(
+        None if calls and not text else text,
+        calls,
+        _chat_usage(body.get("usage")),
+        str(body.get("model") or ""),
+        str(body.get("id") or ""),
+    )
 
 
 def _chat_usage(usage: Any) -> dict[str, int]:
     if not isinstance(usage, dict):
         return {}
-    return {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
-            "completion_tokens": int(usage.get("completion_tokens") or 0)}
+    return {
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "completion_tokens": int(usage.get("completion_tokens") or 0),
+    }
 
 
 def _responses_answer(body: dict[str, Any]) -> WireAnswer:
@@ -282,8 +328,14 @@ def _responses_answer(body: dict[str, Any]) -> WireAnswer:
         elif item.get("type") == "function_call":
             calls.append(_call(item.get("call_id"), item))
     usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    tokens = {"prompt_tokens": int(usage.get("input_tokens") or 0),
-              "completion_tokens": int(usage.get("output_tokens") or 0)} if usage else {}
+    tokens = (
+        {
+            "prompt_tokens": int(usage.get("input_tokens") or 0),
+            "completion_tokens": int(usage.get("output_tokens") or 0),
+        }
+        if usage
+        else {}
+    )
     joined = "\n".join(texts) if texts else None
     return WireAnswer(joined, calls, tokens, str(body.get("model") or ""), str(body.get("id") or ""))
 
@@ -316,7 +368,7 @@ class StreamAssembler:
             if cut is None:
                 return
             end, size = cut
-            event, self._buffer = self._buffer[:end], self._buffer[end + size:]
+            event, self._buffer = self._buffer[:end], self._buffer[end + size :]
             self._event(event)
 
     def _event(self, raw: bytes) -> None:
@@ -351,8 +403,9 @@ class StreamAssembler:
             if isinstance(delta.get("content"), str):
                 self._text.append(delta["content"])
             for call in delta.get("tool_calls") or []:
-                slot = self._calls.setdefault(int(call.get("index", len(self._calls))),
-                                              {"id": "", "name": "", "arguments": ""})
+                slot = self._calls.setdefault(
+                    int(call.get("index", len(self._calls))), {"id": "", "name": "", "arguments": ""}
+                )
                 function = call.get("function") or {}
                 slot["id"] = slot["id"] or str(call.get("id") or "")
                 slot["name"] = slot["name"] or str(function.get("name") or "")
@@ -362,8 +415,9 @@ class StreamAssembler:
         kind = event.get("type", "")
         if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
             self._text.append(event["delta"])
-        elif kind in ("response.completed", "response.incomplete", "response.failed") \
-                and isinstance(event.get("response"), dict):
+        elif kind in ("response.completed", "response.incomplete", "response.failed") and isinstance(
+            event.get("response"), dict
+        ):
             try:
                 self._final = _responses_answer(event["response"])
             except NotUnderstood:

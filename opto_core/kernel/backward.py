@@ -24,8 +24,7 @@ from opto_core.kernel.feedback import Feedback
 from opto_core.kernel.graph import EDGE_KINDS, Graph, Node
 
 INSTRUCTION = (
-    "You need to change the values of the variables in #Variables to improve the output in accordance "
-    "with #Feedback."
+    "You need to change the values of the variables in #Variables to improve the output in accordance with #Feedback."
 )
 
 #: Edge kinds followed by default: all of them. The conversation builder marks prompt-only messages
@@ -79,14 +78,18 @@ def feedback_targets(graph: Graph, feedback: Any) -> dict[str, Feedback]:
         if node is None:
             named = [n for n in outputs if n.name == key]
             if not named:
-                raise BackwardError(f"feedback names {key!r}, which is no node id and no output name; "
-                                    f"outputs are {[o.id for o in outputs]}")
+                raise BackwardError(
+                    f"feedback names {key!r}, which is no node id and no output name; "
+                    f"outputs are {[o.id for o in outputs]}"
+                )
             node = named[0]
         if node.kind != "output":
             marked = [o for o in outputs if o.edges[0].id == node.id]
             if not marked:
-                raise BackwardError(f"feedback on node {node.id!r} ({node.kind}), which is not an output; "
-                                    f"outputs are {[o.id for o in outputs]}")
+                raise BackwardError(
+                    f"feedback on node {node.id!r} ({node.kind}), which is not an output; "
+                    f"outputs are {[o.id for o in outputs]}"
+                )
             node = marked[0]
         targets[node.edges[0].id] = Feedback.coerce(value)
     return targets
@@ -96,8 +99,9 @@ def _looks_like_feedback_dict(value: Mapping[str, Any]) -> bool:
     return set(value) <= {"score", "feedback", "text"} and bool(value)
 
 
-def backward(graph: Graph, feedback: Any, *, instruction: str = INSTRUCTION,
-             follow: Iterable[str] = ALL_EDGES) -> ProblemInstance:
+def backward(
+    graph: Graph, feedback: Any, *, instruction: str = INSTRUCTION, follow: Iterable[str] = ALL_EDGES
+) -> ProblemInstance:
     """Keep what lies between the trainable parameters and the outputs with feedback.
 
     ``feedback`` is one feedback for every output (a `Feedback`, number, string or pair), or a
@@ -156,8 +160,7 @@ def backward(graph: Graph, feedback: Any, *, instruction: str = INSTRUCTION,
     documentation: dict[str, str] = {}
     for node in code:
         documentation.setdefault(node.name, node.doc or node.description)
-    instance = ProblemInstance(graph, instruction, code, documentation, variables, inputs, others, outputs,
-                               targets)
+    instance = ProblemInstance(graph, instruction, code, documentation, variables, inputs, others, outputs, targets)
     instance.names = _short_names(variables, inputs + code)
     return instance
 

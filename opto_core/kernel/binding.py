@@ -53,8 +53,10 @@ class WriteError(RuntimeError):
     def __init__(self, parameter: str, binding: Binding, cause: BaseException) -> None:
         self.parameter = parameter
         self.cause = cause
-        super().__init__(f"writing {parameter!r} through {binding.describe()} failed: "
-                         f"{type(cause).__name__}: {cause}; every value written before it was restored")
+        super().__init__(
+            f"writing {parameter!r} through {binding.describe()} failed: "
+            f"{type(cause).__name__}: {cause}; every value written before it was restored"
+        )
 
 
 class Binding:
@@ -135,8 +137,9 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
     return any(name == pattern or fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
-def select(names: Sequence[str], include: Iterable[str] | None = None,
-           exclude: Iterable[str] | None = None) -> set[str]:
+def select(
+    names: Sequence[str], include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+) -> set[str]:
     """The one include/exclude rule: which of ``names`` stay trainable.
 
     ``include`` (names or globs) keeps only what it matches; ``exclude`` then freezes what it
@@ -165,8 +168,13 @@ class BoundParameters:
     not dropped, so it still appears in the graph as context the optimizer may read.
     """
 
-    def __init__(self, entries: Iterable[Parameter | tuple[Parameter, Binding | None]] = (), *,
-                 include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        entries: Iterable[Parameter | tuple[Parameter, Binding | None]] = (),
+        *,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+    ) -> None:
         self._parameters: dict[str, Parameter] = {}
         self._bindings: dict[str, Binding | None] = {}
         for entry in entries:
@@ -231,8 +239,10 @@ class BoundParameters:
             raise UnknownParameters("unknown parameters", unknown, list(self._parameters))
         frozen = [name for name in updates if not self._parameters[name].trainable]
         if frozen and not allow_frozen:
-            raise FrozenParameter(f"parameters {frozen} are frozen (not trainable); trainable: "
-                                  f"{[n for n, p in self._parameters.items() if p.trainable]}")
+            raise FrozenParameter(
+                f"parameters {frozen} are frozen (not trainable); trainable: "
+                f"{[n for n, p in self._parameters.items() if p.trainable]}"
+            )
         return {name: self._parameters[name].validate(value) for name, value in updates.items()}
 
     def invalid(self) -> dict[str, str]:

@@ -44,7 +44,7 @@ def bound_text(text: str, limit: int) -> str:
     marker = f" …[{len(text) - limit:,} of {len(text):,} characters cut; sha256 {digest}]… "
     keep = max(limit - len(marker), 2)
     head, tail = keep - keep // 2, keep // 2
-    return text[:head] + marker + (text[len(text) - tail:] if tail else "")
+    return text[:head] + marker + (text[len(text) - tail :] if tail else "")
 
 
 def json_depth(value: Any, stop_at: int = MAX_JSON_DEPTH + 1) -> int:

@@ -120,7 +120,7 @@ def _strip_decorators(source: str, qualname: str) -> str:
     if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         raise SourceUnavailable(f"{qualname} is not defined by a def statement")
     lines = source.splitlines(keepends=True)
-    return "".join(lines[node.lineno - 1:])
+    return "".join(lines[node.lineno - 1 :])
 
 
 # ----- 2. shape ----------------------------------------------------------------------------------
@@ -142,15 +142,22 @@ def parse_function(source: Any) -> FunctionShape:
     for statement in tree.body:
         if isinstance(statement, (ast.Import, ast.ImportFrom)):
             continue
-        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) \
-                and isinstance(statement.value.value, str) and not docstring_seen and not functions:
+        if (
+            isinstance(statement, ast.Expr)
+            and isinstance(statement.value, ast.Constant)
+            and isinstance(statement.value.value, str)
+            and not docstring_seen
+            and not functions
+        ):
             docstring_seen = True  # a module docstring
             continue
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
             functions.append(statement)
             continue
-        raise CodeShapeError(f"only imports, a docstring and one function definition may stand at module "
-                             f"level; line {statement.lineno} is a {type(statement).__name__}")
+        raise CodeShapeError(
+            f"only imports, a docstring and one function definition may stand at module "
+            f"level; line {statement.lineno} is a {type(statement).__name__}"
+        )
     if len(functions) != 1:
         raise CodeShapeError(f"the code must define exactly one function, found {len(functions)}")
     function = functions[0]
@@ -159,9 +166,14 @@ def parse_function(source: Any) -> FunctionShape:
     except SyntaxError as exc:
         raise CodeShapeError(f"the code does not compile: {exc.msg} (line {exc.lineno})") from None
     returns = f" -> {ast.unparse(function.returns)}" if function.returns is not None else ""
-    return FunctionShape(function.name, "(" + ast.unparse(function.args) + ")" + returns,
-                         isinstance(function, ast.AsyncFunctionDef),
-                         tuple(ast.unparse(d) for d in function.decorator_list), tree, function)
+    return FunctionShape(
+        function.name,
+        "(" + ast.unparse(function.args) + ")" + returns,
+        isinstance(function, ast.AsyncFunctionDef),
+        tuple(ast.unparse(d) for d in function.decorator_list),
+        tree,
+        function,
+    )
 
 
 def same_shape(original: FunctionShape, new: FunctionShape) -> None:
@@ -169,11 +181,13 @@ def same_shape(original: FunctionShape, new: FunctionShape) -> None:
     if new.name != original.name:
         raise CodeShapeError(f"the function must keep its name {original.name!r}, got {new.name!r}")
     if new.signature != original.signature or new.is_async != original.is_async:
-        raise CodeShapeError(f"the signature must stay `{original.name}{original.signature}`, "
-                             f"got `{new.name}{new.signature}`")
+        raise CodeShapeError(
+            f"the signature must stay `{original.name}{original.signature}`, got `{new.name}{new.signature}`"
+        )
     if new.decorators != original.decorators:
-        raise CodeShapeError(f"the decorators must stay exactly {list(original.decorators) or 'none'}, "
-                             f"got {list(new.decorators)}")
+        raise CodeShapeError(
+            f"the decorators must stay exactly {list(original.decorators) or 'none'}, got {list(new.decorators)}"
+        )
 
 
 # ----- 3. compile --------------------------------------------------------------------------------
@@ -198,8 +212,10 @@ def compile_like(source: str, original: Any, *, label: str | None = None) -> typ
     if imports and runs_elsewhere():
         _refuse_new_modules(imports)
     if imports:
-        scratch: dict[str, Any] = {"__builtins__": globals_.get("__builtins__", __builtins__),
-                                   "__name__": globals_.get("__name__")}
+        scratch: dict[str, Any] = {
+            "__builtins__": globals_.get("__builtins__", __builtins__),
+            "__name__": globals_.get("__name__"),
+        }
         exec(compile(ast.Module(body=imports, type_ignores=[]), filename, "exec", dont_inherit=True), scratch)
         bound = {k: v for k, v in scratch.items() if k not in ("__builtins__", "__name__")}
         if any(k not in globals_ or globals_[k] is not v for k, v in bound.items()):
@@ -257,13 +273,18 @@ def _refuse_new_modules(imports: list[ast.stmt]) -> None:
             names = ["." * statement.level + (statement.module or "")]
         else:
             module = sys.modules.get(statement.module)
-            names = [statement.module] + [f"{statement.module}.{alias.name}" for alias in statement.names
-                                          if module is None or alias.name not in vars(module)]
+            names = [statement.module] + [
+                f"{statement.module}.{alias.name}"
+                for alias in statement.names
+                if module is None or alias.name not in vars(module)
+            ]
         new = [name for name in names if not loaded(name)]
         if new:
-            raise CodeShapeError(f"imports {new[0]!r} at module level, a module not loaded in this process: the runs "
-                                 f"happen in isolated worker processes, and importing it here would run its code "
-                                 f"outside them; import it inside the function body")
+            raise CodeShapeError(
+                f"imports {new[0]!r} at module level, a module not loaded in this process: the runs "
+                f"happen in isolated worker processes, and importing it here would run its code "
+                f"outside them; import it inside the function body"
+            )
 
 
 def _register(source: str, label: str) -> str:
@@ -285,12 +306,16 @@ def _in_factory(shape: FunctionShape, freevars: tuple[str, ...]) -> ast.Module:
     """
     if not freevars:
         return ast.Module(body=[shape.function], type_ignores=[])
-    declare = [ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())], value=ast.Constant(None))
-               for name in freevars]
-    factory = ast.FunctionDef(name="__opto_factory__", args=ast.arguments(posonlyargs=[], args=[], vararg=None,
-                              kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]),
-                              body=[*declare, shape.function, ast.Return(value=ast.Name(id=shape.name, ctx=ast.Load()))],
-                              decorator_list=[], returns=None)
+    declare = [ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())], value=ast.Constant(None)) for name in freevars]
+    factory = ast.FunctionDef(
+        name="__opto_factory__",
+        args=ast.arguments(
+            posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]
+        ),
+        body=[*declare, shape.function, ast.Return(value=ast.Name(id=shape.name, ctx=ast.Load()))],
+        decorator_list=[],
+        returns=None,
+    )
     module = ast.Module(body=[factory], type_ignores=[])
     for node in (factory, *declare, factory.body[-1]):
         node.lineno = node.end_lineno = shape.function.lineno
@@ -348,8 +373,13 @@ def keeps_signature_bindings(original: Any) -> Callable[[str], str]:
 
     def check(source: str) -> str:
         shape = parse_function(source)
-        used = {n.id for part in (shape.function.args, shape.function.returns) if part is not None
-                for n in ast.walk(part) if isinstance(n, ast.Name)}
+        used = {
+            n.id
+            for part in (shape.function.args, shape.function.returns)
+            if part is not None
+            for n in ast.walk(part)
+            if isinstance(n, ast.Name)
+        }
         for statement in shape.tree.body:
             if not isinstance(statement, (ast.Import, ast.ImportFrom)):
                 continue
@@ -361,11 +391,14 @@ def keeps_signature_bindings(original: Any) -> Callable[[str], str]:
                     raise ValueError(f"the code fails when defined: ModuleNotFoundError: no module named {top!r}")
                 bound = (alias.asname or alias.name).split(".")[0]
                 if bound in used and imported(statement, alias) is not module_globals.get(
-                        bound, getattr(builtins, bound, missing)):
-                    raise ValueError(f"the tool's argument schema would change, and the tool's arguments must stay "
-                                     f"as they are: the code imports {bound!r}, a name its signature uses, bound "
-                                     f"to another object than in the original's module, so its JSON schema changed "
-                                     f"with it; keep the argument names, types and defaults")
+                    bound, getattr(builtins, bound, missing)
+                ):
+                    raise ValueError(
+                        f"the tool's argument schema would change, and the tool's arguments must stay "
+                        f"as they are: the code imports {bound!r}, a name its signature uses, bound "
+                        f"to another object than in the original's module, so its JSON schema changed "
+                        f"with it; keep the argument names, types and defaults"
+                    )
         return source
 
     return check

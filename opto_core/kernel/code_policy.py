@@ -60,84 +60,356 @@ from opto_core.kernel.invalid import InvalidValue
 
 #: Standard-library modules a suggested body may import and call into without the original having
 #: done so (their public, non-module attributes; see the module docstring).
-SAFE_MODULES: frozenset[str] = frozenset({
-    "__future__", "math", "cmath", "decimal", "fractions", "numbers", "statistics", "random", "re", "json",
-    "string", "textwrap", "unicodedata", "difflib", "html", "base64", "hashlib", "csv", "datetime", "time",
-    "itertools", "functools", "operator", "collections", "collections.abc", "heapq", "bisect", "copy",
-    "typing", "ast", "urllib.parse",
-})
+SAFE_MODULES: frozenset[str] = frozenset(
+    {
+        "__future__",
+        "math",
+        "cmath",
+        "decimal",
+        "fractions",
+        "numbers",
+        "statistics",
+        "random",
+        "re",
+        "json",
+        "string",
+        "textwrap",
+        "unicodedata",
+        "difflib",
+        "html",
+        "base64",
+        "hashlib",
+        "csv",
+        "datetime",
+        "time",
+        "itertools",
+        "functools",
+        "operator",
+        "collections",
+        "collections.abc",
+        "heapq",
+        "bisect",
+        "copy",
+        "typing",
+        "ast",
+        "urllib.parse",
+    }
+)
 
 #: Builtins a suggested body may use (``getattr``/``hasattr`` only with a literal attribute name,
 #: ``type`` only with one argument).
-SAFE_BUILTINS: frozenset[str] = frozenset({
-    "abs", "aiter", "all", "anext", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable", "chr",
-    "complex", "dict", "divmod", "enumerate", "filter", "float", "format", "frozenset", "getattr", "hasattr",
-    "hash", "hex", "id", "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min", "next",
-    "object", "oct", "ord", "pow", "print", "range", "repr", "reversed", "round", "set", "slice", "sorted",
-    "str", "sum", "tuple", "type", "zip", "True", "False", "None", "NotImplemented", "Ellipsis",
-    "Exception", "ArithmeticError", "AssertionError", "AttributeError", "EOFError", "IndexError", "KeyError",
-    "LookupError", "NotImplementedError", "OverflowError", "RecursionError", "RuntimeError", "StopIteration",
-    "StopAsyncIteration", "TimeoutError", "TypeError", "UnicodeError", "UnicodeDecodeError",
-    "UnicodeEncodeError", "ValueError", "ZeroDivisionError", "ConnectionError", "Warning", "UserWarning",
-})
+SAFE_BUILTINS: frozenset[str] = frozenset(
+    {
+        "abs",
+        "aiter",
+        "all",
+        "anext",
+        "any",
+        "ascii",
+        "bin",
+        "bool",
+        "bytearray",
+        "bytes",
+        "callable",
+        "chr",
+        "complex",
+        "dict",
+        "divmod",
+        "enumerate",
+        "filter",
+        "float",
+        "format",
+        "frozenset",
+        "getattr",
+        "hasattr",
+        "hash",
+        "hex",
+        "id",
+        "int",
+        "isinstance",
+        "issubclass",
+        "iter",
+        "len",
+        "list",
+        "map",
+        "max",
+        "min",
+        "next",
+        "object",
+        "oct",
+        "ord",
+        "pow",
+        "print",
+        "range",
+        "repr",
+        "reversed",
+        "round",
+        "set",
+        "slice",
+        "sorted",
+        "str",
+        "sum",
+        "tuple",
+        "type",
+        "zip",
+        "True",
+        "False",
+        "None",
+        "NotImplemented",
+        "Ellipsis",
+        "Exception",
+        "ArithmeticError",
+        "AssertionError",
+        "AttributeError",
+        "EOFError",
+        "IndexError",
+        "KeyError",
+        "LookupError",
+        "NotImplementedError",
+        "OverflowError",
+        "RecursionError",
+        "RuntimeError",
+        "StopIteration",
+        "StopAsyncIteration",
+        "TimeoutError",
+        "TypeError",
+        "UnicodeError",
+        "UnicodeDecodeError",
+        "UnicodeEncodeError",
+        "ValueError",
+        "ZeroDivisionError",
+        "ConnectionError",
+        "Warning",
+        "UserWarning",
+    }
+)
 
 #: Modules refused even when the original used them: hooks that run after the call (at garbage
 #: collection, at exit, on a signal), so a rollback cannot undo them.
-HARD_DENY_MODULES: frozenset[str] = frozenset({
-    "weakref", "_weakref", "atexit", "signal", "_signal", "faulthandler", "_thread",
-})
+HARD_DENY_MODULES: frozenset[str] = frozenset(
+    {
+        "weakref",
+        "_weakref",
+        "atexit",
+        "signal",
+        "_signal",
+        "faulthandler",
+        "_thread",
+    }
+)
 #: Names refused even when the original used them: exits the loop must never see from a body.
 HARD_DENY_NAMES: frozenset[str] = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit", "exit", "quit"})
 #: Attributes refused even when the original used them: exits, tracing and interpreter hooks.
-HARD_DENY_ATTRIBUTES: frozenset[str] = frozenset({
-    "exit", "_exit", "abort", "kill", "killpg", "settrace", "setprofile", "addaudithook", "excepthook",
-    "unraisablehook", "set_wakeup_fd", "alarm", "setitimer", "finalize", "register_at_fork",
-})
+HARD_DENY_ATTRIBUTES: frozenset[str] = frozenset(
+    {
+        "exit",
+        "_exit",
+        "abort",
+        "kill",
+        "killpg",
+        "settrace",
+        "setprofile",
+        "addaudithook",
+        "excepthook",
+        "unraisablehook",
+        "set_wakeup_fd",
+        "alarm",
+        "setitimer",
+        "finalize",
+        "register_at_fork",
+    }
+)
 #: Dunder methods a body may never define (they run implicitly: at collection, at class creation).
-HARD_DENY_METHODS: frozenset[str] = frozenset({
-    "__del__", "__init_subclass__", "__set_name__", "__class_getitem__", "__getattr__", "__getattribute__",
-    "__setattr__", "__delattr__", "__reduce__", "__reduce_ex__", "__get__", "__set__", "__delete__",
-})
+HARD_DENY_METHODS: frozenset[str] = frozenset(
+    {
+        "__del__",
+        "__init_subclass__",
+        "__set_name__",
+        "__class_getitem__",
+        "__getattr__",
+        "__getattribute__",
+        "__setattr__",
+        "__delattr__",
+        "__reduce__",
+        "__reduce_ex__",
+        "__get__",
+        "__set__",
+        "__delete__",
+    }
+)
 
 #: Attributes denied unless the original used them: frames and code objects, attribute getters by
 #: name, evaluation of strings, and file and process methods of objects (``Path.write_text``).
-DENY_ATTRIBUTES: frozenset[str] = frozenset({
-    "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "gi_frame", "gi_code", "cr_frame", "cr_code",
-    "ag_frame", "ag_code", "tb_frame", "tb_next", "co_code", "attrgetter", "methodcaller", "Formatter",
-    "get_type_hints", "ForwardRef", "open", "write_text", "write_bytes", "unlink", "rmdir", "rmtree", "mkdir",
-    "makedirs", "touch", "chmod", "chown", "symlink_to", "hardlink_to", "system", "popen", "spawnv", "fork",
-    "execv", "execve", "load_module", "exec_module", "import_module", "literal_eval_unsafe",
-})
+DENY_ATTRIBUTES: frozenset[str] = frozenset(
+    {
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "f_back",
+        "f_code",
+        "gi_frame",
+        "gi_code",
+        "cr_frame",
+        "cr_code",
+        "ag_frame",
+        "ag_code",
+        "tb_frame",
+        "tb_next",
+        "co_code",
+        "attrgetter",
+        "methodcaller",
+        "Formatter",
+        "get_type_hints",
+        "ForwardRef",
+        "open",
+        "write_text",
+        "write_bytes",
+        "unlink",
+        "rmdir",
+        "rmtree",
+        "mkdir",
+        "makedirs",
+        "touch",
+        "chmod",
+        "chown",
+        "symlink_to",
+        "hardlink_to",
+        "system",
+        "popen",
+        "spawnv",
+        "fork",
+        "execv",
+        "execve",
+        "load_module",
+        "exec_module",
+        "import_module",
+        "literal_eval_unsafe",
+    }
+)
 
 #: Attribute names that are modules the policy must not let a body reach on an object it cannot
 #: resolve (``x.os``): denied unless the original used the same attribute.
-MODULE_ATTRIBUTE_NAMES: frozenset[str] = frozenset({
-    "os", "posix", "nt", "posixpath", "ntpath", "genericpath", "sys", "subprocess", "_posixsubprocess",
-    "builtins", "importlib", "imp", "runpy", "ctypes", "marshal", "pickle", "_pickle", "shutil", "socket",
-    "_socket", "pathlib", "io", "_io", "codecs", "gzip", "bz2", "lzma", "zipfile", "tarfile", "logging",
-    "threading", "_thread", "multiprocessing", "signal", "atexit", "weakref", "gc", "pty", "tempfile", "urllib",
-    "urllib3", "httpx", "asyncio", "sqlite3", "timeit", "cProfile", "profile", "pdb", "pkgutil", "unittest",
-})
+MODULE_ATTRIBUTE_NAMES: frozenset[str] = frozenset(
+    {
+        "os",
+        "posix",
+        "nt",
+        "posixpath",
+        "ntpath",
+        "genericpath",
+        "sys",
+        "subprocess",
+        "_posixsubprocess",
+        "builtins",
+        "importlib",
+        "imp",
+        "runpy",
+        "ctypes",
+        "marshal",
+        "pickle",
+        "_pickle",
+        "shutil",
+        "socket",
+        "_socket",
+        "pathlib",
+        "io",
+        "_io",
+        "codecs",
+        "gzip",
+        "bz2",
+        "lzma",
+        "zipfile",
+        "tarfile",
+        "logging",
+        "threading",
+        "_thread",
+        "multiprocessing",
+        "signal",
+        "atexit",
+        "weakref",
+        "gc",
+        "pty",
+        "tempfile",
+        "urllib",
+        "urllib3",
+        "httpx",
+        "asyncio",
+        "sqlite3",
+        "timeit",
+        "cProfile",
+        "profile",
+        "pdb",
+        "pkgutil",
+        "unittest",
+    }
+)
 
 #: Dunder names that reveal nothing dangerous (every other ``__x__`` attribute or name is denied).
-SAFE_DUNDERS: frozenset[str] = frozenset({
-    "__name__", "__qualname__", "__doc__", "__class__", "__module__", "__len__", "__iter__", "__next__",
-    "__enter__", "__exit__", "__str__", "__repr__", "__eq__", "__hash__", "__contains__", "__getitem__",
-    "__add__", "__lt__", "__future__",
-})
+SAFE_DUNDERS: frozenset[str] = frozenset(
+    {
+        "__name__",
+        "__qualname__",
+        "__doc__",
+        "__class__",
+        "__module__",
+        "__len__",
+        "__iter__",
+        "__next__",
+        "__enter__",
+        "__exit__",
+        "__str__",
+        "__repr__",
+        "__eq__",
+        "__hash__",
+        "__contains__",
+        "__getitem__",
+        "__add__",
+        "__lt__",
+        "__future__",
+    }
+)
 
 #: Methods that change an object in place: called on a name the function does not own, they write
 #: to another object (another parameter, module state).
-MUTATING_METHODS: frozenset[str] = frozenset({
-    "append", "extend", "insert", "pop", "popitem", "clear", "update", "setdefault", "remove", "discard", "add",
-    "sort", "reverse", "__setitem__", "__delitem__", "__init__", "__setattr__", "__delattr__", "__setstate__",
-    "__dict__", "__ior__", "__iadd__",
-})
+MUTATING_METHODS: frozenset[str] = frozenset(
+    {
+        "append",
+        "extend",
+        "insert",
+        "pop",
+        "popitem",
+        "clear",
+        "update",
+        "setdefault",
+        "remove",
+        "discard",
+        "add",
+        "sort",
+        "reverse",
+        "__setitem__",
+        "__delitem__",
+        "__init__",
+        "__setattr__",
+        "__delattr__",
+        "__setstate__",
+        "__dict__",
+        "__ior__",
+        "__iadd__",
+    }
+)
 
 _DUNDER = re.compile(r"__[A-Za-z0-9_]+__")
 _MISSING = object()
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp,
-           ast.DictComp, ast.GeneratorExp)
+_SCOPES = (
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.Lambda,
+    ast.ClassDef,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+)
 
 
 @dataclass(frozen=True)
@@ -225,8 +497,13 @@ class CodePolicy:
         return replace(self, **changes)
 
     # ----- checking ---------------------------------------------------------------------------
-    def check(self, source: Any, original: str | FunctionShape | None, parameter: str = "code",
-              namespace: Mapping[str, Any] | None = None) -> FunctionShape:
+    def check(
+        self,
+        source: Any,
+        original: str | FunctionShape | None,
+        parameter: str = "code",
+        namespace: Mapping[str, Any] | None = None,
+    ) -> FunctionShape:
         """Parse ``source`` and check it against ``original``; return its shape or raise `InvalidValue`.
 
         ``namespace`` holds the names the original function sees (its module globals and closure
@@ -246,15 +523,21 @@ class CodePolicy:
             return shape
         resolver = _Resolver(namespace, self)
         allowed: set[tuple[str, str]] = {use.key for use in uses(base, resolver)} if base is not None else set()
-        problems = [use for use in self.violations(shape, resolver)
-                    if self._hard(use) or not (use.key in allowed or any(key in allowed for key in use.also))]
+        problems = [
+            use
+            for use in self.violations(shape, resolver)
+            if self._hard(use) or not (use.key in allowed or any(key in allowed for key in use.also))
+        ]
         if problems:
             problems = sorted(set(problems), key=lambda use: (use.line, use.kind, use.name))
             listed = "; ".join(use.describe() for use in problems[:5])
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-            raise InvalidValue(parameter, f"the code policy ({self.name}) rejects this code: {listed}{more}. "
-                                          f"Rewrite the body with what the original function uses, plain Python "
-                                          f"and the modules {', '.join(sorted(self._safe_modules() - {'__future__'}))}")
+            raise InvalidValue(
+                parameter,
+                f"the code policy ({self.name}) rejects this code: {listed}{more}. "
+                f"Rewrite the body with what the original function uses, plain Python "
+                f"and the modules {', '.join(sorted(self._safe_modules() - {'__future__'}))}",
+            )
         return shape
 
     def violations(self, shape: FunctionShape, resolver: _Resolver | None = None) -> list[Use]:
@@ -291,8 +574,7 @@ class CodePolicy:
             return name in HARD_DENY_METHODS
         if use.kind in ("chain", "module"):
             last = name.rsplit(".", 1)[-1]
-            return last in HARD_DENY_ATTRIBUTES or name.split(".")[0] in HARD_DENY_MODULES \
-                or last in HARD_DENY_MODULES
+            return last in HARD_DENY_ATTRIBUTES or name.split(".")[0] in HARD_DENY_MODULES or last in HARD_DENY_MODULES
         return False
 
     def _denied(self, use: Use) -> bool:
@@ -306,18 +588,29 @@ class CodePolicy:
             return not self.is_safe_module(name) or self._hard(use)
         if kind == "from":
             module, _, attribute = name.rpartition(".")
-            return (not self.is_safe_module(module) or attribute.startswith("_") or attribute in self.deny
-                    or attribute in self.deny_attributes or self._hard(use))
+            return (
+                not self.is_safe_module(module)
+                or attribute.startswith("_")
+                or attribute in self.deny
+                or attribute in self.deny_attributes
+                or self._hard(use)
+            )
         if kind == "name":
             return (name not in self.safe_builtins and name not in SAFE_DUNDERS) or name in HARD_DENY_NAMES
         if kind == "attribute":
-            return name in self.deny_attributes or name in HARD_DENY_ATTRIBUTES or name.startswith("_") \
-                or name in MODULE_ATTRIBUTE_NAMES or any(part in self.deny for part in name.split("."))
+            return (
+                name in self.deny_attributes
+                or name in HARD_DENY_ATTRIBUTES
+                or name.startswith("_")
+                or name in MODULE_ATTRIBUTE_NAMES
+                or any(part in self.deny for part in name.split("."))
+            )
         if kind == "chain":
             return not self.is_safe_module(name) and not any(p in self.allow for p in _prefixes(name))
         if kind == "module":
             return not self.is_safe_module(name) and not any(
-                prefix in self.allow for _, path in use.also for prefix in _prefixes(path))
+                prefix in self.allow for _, path in use.also for prefix in _prefixes(path)
+            )
         if kind == "string":
             return name not in SAFE_DUNDERS
         return kind not in ("write", "mutate", "global")  # every other kind is a route class: denied
@@ -441,8 +734,9 @@ class _Reader:
             if held is _MISSING and f"{module}.{alias.name}" in sys.modules:
                 held = sys.modules[dotted]
             self.imported[alias.asname or alias.name] = held
-            self.use("from", dotted, node, also=(("chain", dotted), ("module", dotted), ("from", dotted),
-                                                 ("import", dotted)))
+            self.use(
+                "from", dotted, node, also=(("chain", dotted), ("module", dotted), ("from", dotted), ("import", dotted))
+            )
             if inspect.ismodule(held) and module != "__future__":
                 self.use("module", held.__name__, node, also=(("chain", dotted), ("from", dotted)))
             if alias.name.startswith("_") or alias.name in MODULE_ATTRIBUTE_NAMES or _DUNDER.fullmatch(alias.name):
@@ -487,8 +781,17 @@ class _Reader:
         arguments = node.args
         evaluated = [*arguments.defaults, *(d for d in arguments.kw_defaults if d is not None)]
         if not isinstance(node, ast.Lambda):
-            evaluated += [a.annotation for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
-                                                 arguments.vararg, arguments.kwarg) if a is not None and a.annotation]
+            evaluated += [
+                a.annotation
+                for a in (
+                    *arguments.posonlyargs,
+                    *arguments.args,
+                    *arguments.kwonlyargs,
+                    arguments.vararg,
+                    arguments.kwarg,
+                )
+                if a is not None and a.annotation
+            ]
             if node.returns is not None:
                 evaluated.append(node.returns)
         for expression in evaluated:
@@ -537,8 +840,9 @@ class _Reader:
             self.use("module value", held.__name__, node, also=(("module value", name),))
         if name in ("getattr", "hasattr") and not _literal_getattr(parent, node):
             self.use("getattr", f"{name} with a computed name, or passed as a value", node)
-        if name == "type" and not (isinstance(parent, ast.Call) and parent.func is node and len(parent.args) == 1
-                                   and not parent.keywords):
+        if name == "type" and not (
+            isinstance(parent, ast.Call) and parent.func is node and len(parent.args) == 1 and not parent.keywords
+        ):
             self.use("type", "three arguments, or passed as a value", node)
 
     # ----- attributes -------------------------------------------------------------------------------
@@ -550,9 +854,13 @@ class _Reader:
         self.read_chain(node, parent)
 
     def read_attribute_name(self, attribute: str, node: ast.AST) -> None:
-        if (attribute.startswith("_") and attribute not in SAFE_DUNDERS) or attribute in DENY_ATTRIBUTES \
-                or attribute in HARD_DENY_ATTRIBUTES or attribute in MODULE_ATTRIBUTE_NAMES \
-                or attribute in self.resolver.policy.deny_attributes:
+        if (
+            (attribute.startswith("_") and attribute not in SAFE_DUNDERS)
+            or attribute in DENY_ATTRIBUTES
+            or attribute in HARD_DENY_ATTRIBUTES
+            or attribute in MODULE_ATTRIBUTE_NAMES
+            or attribute in self.resolver.policy.deny_attributes
+        ):
             self.use("attribute", attribute, node)
 
     def read_chain(self, end: ast.Attribute, parent: ast.AST | None, extra: tuple[str, ...] = ()) -> None:
@@ -589,8 +897,13 @@ class _Reader:
     # ----- calls -----------------------------------------------------------------------------------
     def read_call(self, node: ast.Call) -> None:
         func = node.func
-        if isinstance(func, ast.Name) and func.id in ("getattr", "hasattr") and len(node.args) >= 2 \
-                and _is_text(node.args[1]) and not self.is_local(func, func):
+        if (
+            isinstance(func, ast.Name)
+            and func.id in ("getattr", "hasattr")
+            and len(node.args) >= 2
+            and _is_text(node.args[1])
+            and not self.is_local(func, func)
+        ):
             attribute = node.args[1].value  # type: ignore[attr-defined]
             self.read_attribute_name(attribute, node)
             target = node.args[0]
@@ -599,8 +912,9 @@ class _Reader:
                 if end is not None:
                     self.read_chain(end, node, extra=(attribute,))
                 else:
-                    self.read_chain(ast.Attribute(value=target, attr=attribute, ctx=ast.Load(), lineno=node.lineno),
-                                    node)
+                    self.read_chain(
+                        ast.Attribute(value=target, attr=attribute, ctx=ast.Load(), lineno=node.lineno), node
+                    )
         if isinstance(func, ast.Attribute) and func.attr in ("format", "format_map"):
             receiver = func.value
             if isinstance(receiver, ast.Name) and receiver.id == "str" and node.args:
@@ -622,8 +936,13 @@ def _is_text(node: ast.AST) -> bool:
 
 
 def _literal_getattr(parent: ast.AST | None, node: ast.Name) -> bool:
-    return (isinstance(parent, ast.Call) and parent.func is node and 2 <= len(parent.args) <= 3
-            and not parent.keywords and _is_text(parent.args[1]))
+    return (
+        isinstance(parent, ast.Call)
+        and parent.func is node
+        and 2 <= len(parent.args) <= 3
+        and not parent.keywords
+        and _is_text(parent.args[1])
+    )
 
 
 def _format_fields(text: str) -> list[str]:
@@ -692,11 +1011,17 @@ def _scopes(tree: ast.Module) -> dict[int, _Scope]:
                     scope.bound.add(child.name)
                 inner = _Scope(child, scope)
                 scopes[id(child)] = inner
-                if not isinstance(child, ast.ClassDef) and not isinstance(child, (ast.ListComp, ast.SetComp,
-                                                                                   ast.DictComp, ast.GeneratorExp)):
+                if not isinstance(child, ast.ClassDef) and not isinstance(
+                    child, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+                ):
                     arguments = child.args
-                    for arg in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
-                                arguments.vararg, arguments.kwarg):
+                    for arg in (
+                        *arguments.posonlyargs,
+                        *arguments.args,
+                        *arguments.kwonlyargs,
+                        arguments.vararg,
+                        arguments.kwarg,
+                    ):
                         if arg is not None:
                             inner.bound.add(arg.arg)
             elif scope is not None:
@@ -713,8 +1038,9 @@ def _bind(node: ast.AST, scope: _Scope) -> None:
         scope.bound.add(node.id)
     elif isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
         target = scope
-        while target.parent is not None and isinstance(target.node, (ast.ListComp, ast.SetComp, ast.DictComp,
-                                                                      ast.GeneratorExp)):
+        while target.parent is not None and isinstance(
+            target.node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+        ):
             target = target.parent
         target.bound.add(node.target.id)
     elif isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -782,8 +1108,11 @@ def _docstring_nodes(tree: ast.Module) -> set[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
-                    and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 lines.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
     return lines
 
@@ -823,5 +1152,17 @@ def apply_policy(parameters: Iterable[Any], policy: CodePolicy | str | None) -> 
     return count
 
 
-__all__ = ["CodePolicy", "HARD_DENY_ATTRIBUTES", "HARD_DENY_MODULES", "HARD_DENY_NAMES", "SAFE_BUILTINS",
-           "SAFE_MODULES", "STRICT", "PERMISSIVE", "Use", "apply_policy", "namespace_of", "uses"]
+__all__ = [
+    "CodePolicy",
+    "HARD_DENY_ATTRIBUTES",
+    "HARD_DENY_MODULES",
+    "HARD_DENY_NAMES",
+    "SAFE_BUILTINS",
+    "SAFE_MODULES",
+    "STRICT",
+    "PERMISSIVE",
+    "Use",
+    "apply_policy",
+    "namespace_of",
+    "uses",
+]

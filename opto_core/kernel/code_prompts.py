@@ -61,8 +61,15 @@ Site = tuple[int, int, int, int]
 #: How deep local aliases and helpers are followed (``a = b``; ``b = SYSTEM.format(...)``; ``b = helper()``).
 _ALIAS_DEPTH = 4
 #: Where the standard library and installed packages live: functions there are nobody's prompt helpers.
-_LIBRARY_PATHS = tuple(sorted({os.path.realpath(path) + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib")
-                               if (path := sysconfig.get_paths().get(key))}))
+_LIBRARY_PATHS = tuple(
+    sorted(
+        {
+            os.path.realpath(path) + os.sep
+            for key in ("stdlib", "platstdlib", "purelib", "platlib")
+            if (path := sysconfig.get_paths().get(key))
+        }
+    )
+)
 
 
 def user_function(value: Any) -> bool:
@@ -249,8 +256,11 @@ class FunctionText:
             _set_code(self.function, self.original_code)
             return
         tree = ast.parse(self.source)
-        replacements = {site: self.sites[site].rebuilt(current) for site, (original, current) in self.texts.items()
-                        if original != current}
+        replacements = {
+            site: self.sites[site].rebuilt(current)
+            for site, (original, current) in self.texts.items()
+            if original != current
+        }
 
         class _Replace(ast.NodeTransformer):
             def visit(self, node: ast.AST) -> Any:
@@ -261,13 +271,16 @@ class FunctionText:
 
         new_tree = ast.fix_missing_locations(_Replace().visit(tree))
         if replacements:
-            raise RuntimeError(f"the literal(s) at {sorted(replacements)} of {self.qualname} were not found "
-                               f"again in its source")
+            raise RuntimeError(
+                f"the literal(s) at {sorted(replacements)} of {self.qualname} were not found again in its source"
+            )
         function = self.function
         compiled = compile_like(ast.unparse(new_tree), function, label=f"prompt in {self.qualname}")
         if compiled.__code__.co_freevars != self.original_code.co_freevars:
-            raise RuntimeError(f"recompiling {self.qualname} changed its closure variables "
-                               f"({self.original_code.co_freevars} -> {compiled.__code__.co_freevars})")
+            raise RuntimeError(
+                f"recompiling {self.qualname} changed its closure variables "
+                f"({self.original_code.co_freevars} -> {compiled.__code__.co_freevars})"
+            )
         _set_code(function, compiled.__code__)
 
 
@@ -326,8 +339,10 @@ class _Literal:
             if name is None:
                 continue
             if name not in self.values:
-                raise ValueError(f"unknown placeholder {{{name}}}: the code provides only "
-                                 + ", ".join("{" + n + "}" for n in self.values))
+                raise ValueError(
+                    f"unknown placeholder {{{name}}}: the code provides only "
+                    + ", ".join("{" + n + "}" for n in self.values)
+                )
             expression = copy.deepcopy(self.values[name])
             parts.append(expression)  # a FormattedValue, with its own spec and conversion
         return ast.JoinedStr(values=parts) if parts else ast.Constant("")
@@ -342,8 +357,12 @@ def _placeholder_base(expression: ast.expr) -> str:
         return expression.id
     if isinstance(expression, ast.Attribute):
         return expression.attr
-    if isinstance(expression, ast.Subscript) and isinstance(expression.slice, ast.Constant) \
-            and isinstance(expression.slice.value, str) and expression.slice.value.isidentifier():
+    if (
+        isinstance(expression, ast.Subscript)
+        and isinstance(expression.slice, ast.Constant)
+        and isinstance(expression.slice.value, str)
+        and expression.slice.value.isidentifier()
+    ):
         return expression.slice.value
     if isinstance(expression, ast.Call):
         return _placeholder_base(expression.func) if not isinstance(expression.func, ast.Call) else "value"
@@ -397,13 +416,16 @@ def _formatted_literal(node: ast.JoinedStr | ast.BinOp) -> _Literal:
             for inner in part.values:
                 add(inner)
         else:
-            formatted = part if isinstance(part, ast.FormattedValue) else \
-                ast.FormattedValue(value=part, conversion=-1, format_spec=None)
+            formatted = (
+                part
+                if isinstance(part, ast.FormattedValue)
+                else ast.FormattedValue(value=part, conversion=-1, format_spec=None)
+            )
             name = names.name(formatted.value)
             values[name] = formatted
             text.append("{" + name + "}")
 
-    for part in (node.values if isinstance(node, ast.JoinedStr) else _concat_operands(node)):
+    for part in node.values if isinstance(node, ast.JoinedStr) else _concat_operands(node):
         add(part)
     how = "f-string" if isinstance(node, ast.JoinedStr) else "+ of constants"
     return _Literal(_site(node), "".join(text), "format", how, values, True)
@@ -437,10 +459,19 @@ def _literal_text(template: str) -> str:
 
 # ----- reading a function ---------------------------------------------------------------------------
 class _Reader:
-    def __init__(self, function: types.FunctionType, tree: ast.AST, source: str, sinks: Iterable[Sink],
-                 returns: bool, text_of: Callable[[Any], str | None] | None,
-                 with_text: Callable[[Any, str], Any] | None, *, return_role: str | None = "system",
-                 visiting: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        function: types.FunctionType,
+        tree: ast.AST,
+        source: str,
+        sinks: Iterable[Sink],
+        returns: bool,
+        text_of: Callable[[Any], str | None] | None,
+        with_text: Callable[[Any, str], Any] | None,
+        *,
+        return_role: str | None = "system",
+        visiting: frozenset[int] = frozenset(),
+    ) -> None:
         self.function = function
         self.return_role = return_role
         self.visiting = visiting | {id(function)}  # helpers being read (a recursive helper is read once)
@@ -529,8 +560,12 @@ class _Reader:
         for node, sink in calls:
             style = _rendering_style(node) if sink.renders else None
             if style is not None:
-                rendered.update((id(t), style) for arg in (*node.args, *(k.value for k in node.keywords))
-                                for t in ast.walk(arg) if isinstance(t, ast.Tuple))
+                rendered.update(
+                    (id(t), style)
+                    for arg in (*node.args, *(k.value for k in node.keywords))
+                    for t in ast.walk(arg)
+                    if isinstance(t, ast.Tuple)
+                )
             role = sink.role
             for keyword in node.keywords:
                 if keyword.arg == "role" and isinstance(keyword.value, ast.Constant):
@@ -543,8 +578,12 @@ class _Reader:
                 elif isinstance(spec, str):
                     yield from ((k.value, role, style, False, receiver, name) for k in node.keywords if k.arg == spec)
         for node in ast.walk(self.tree):
-            if isinstance(node, ast.Tuple) and len(node.elts) == 2 and isinstance(node.elts[0], ast.Constant) \
-                    and node.elts[0].value in ROLES:
+            if (
+                isinstance(node, ast.Tuple)
+                and len(node.elts) == 2
+                and isinstance(node.elts[0], ast.Constant)
+                and node.elts[0].value in ROLES
+            ):
                 yield node.elts[1], str(node.elts[0].value), rendered.get(id(node)), False, None, None
             elif isinstance(node, ast.Dict):
                 entries = {k.value: v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)}
@@ -561,8 +600,16 @@ class _Reader:
                 yield node.body, self.return_role, None, False, None, None  # a lambda's body is what it returns
 
     # ----- following an expression to its text ----------------------------------------------------
-    def follow(self, expression: ast.expr, role: str | None, renders: str | None, object_only: bool,
-               style: str | None = None, how: str | None = None, depth: int = 0) -> None:
+    def follow(
+        self,
+        expression: ast.expr,
+        role: str | None,
+        renders: str | None,
+        object_only: bool,
+        style: str | None = None,
+        how: str | None = None,
+        depth: int = 0,
+    ) -> None:
         if isinstance(expression, ast.Name):
             name = expression.id
             if name in self.locals and depth < _ALIAS_DEPTH:
@@ -577,8 +624,11 @@ class _Reader:
                 self.follow(branch, role, renders, object_only, style, how, depth)
         elif isinstance(expression, ast.Call) and isinstance(expression.func, ast.Name):
             self.helper(expression.func.id, role, depth)
-        elif isinstance(expression, ast.Call) and isinstance(expression.func, ast.Attribute) \
-                and expression.func.attr == "format":
+        elif (
+            isinstance(expression, ast.Call)
+            and isinstance(expression.func, ast.Attribute)
+            and expression.func.attr == "format"
+        ):
             self.follow(expression.func.value, role, None, False, "format", ".format()", depth)
         elif isinstance(expression, ast.BinOp) and isinstance(expression.op, ast.Mod):
             self.follow(expression.left, role, None, False, "printf", "% formatting", depth)
@@ -593,16 +643,28 @@ class _Reader:
                     self.follow(operand, role, None, False, None, "+ of constants", depth + 1)
         elif isinstance(expression, ast.Constant) and isinstance(expression.value, str):
             template_style = style or renders
-            self.literal(_Literal(_site(expression), expression.value, template_style,
-                                  how or ("template" if renders else "constant")), role)
+            self.literal(
+                _Literal(
+                    _site(expression), expression.value, template_style, how or ("template" if renders else "constant")
+                ),
+                role,
+            )
 
     def helper(self, name: str, role: str | None, depth: int) -> None:
         """A helper of the user's (`user_function`) called where a prompt goes: what it returns is the prompt."""
         known, value = self.lookup(name)
         if not known or depth >= _ALIAS_DEPTH or not user_function(value) or id(value) in self.visiting:
             return
-        reader = _read(value, self.sinks.values(), True, self.text_of, self.with_text, return_role=role,
-                       visiting=self.visiting, depth=depth + 1)
+        reader = _read(
+            value,
+            self.sinks.values(),
+            True,
+            self.text_of,
+            self.with_text,
+            return_role=role,
+            visiting=self.visiting,
+            depth=depth + 1,
+        )
         if reader is None:
             return
         for key, prompt in reader.found.items():
@@ -610,8 +672,9 @@ class _Reader:
                 prompt.receiver, prompt.call_name = self.sink
             self.found.setdefault(("helper", id(value), key), prompt)
 
-    def variable(self, name: str, role: str | None, renders: str | None, object_only: bool, style: str | None,
-                 how: str | None) -> None:
+    def variable(
+        self, name: str, role: str | None, renders: str | None, object_only: bool, style: str | None, how: str | None
+    ) -> None:
         known, value = self.lookup(name)
         if not known:
             return  # a parameter or a local built per call: nothing to bind
@@ -624,8 +687,17 @@ class _Reader:
             return
         binding = VariableBinding(home, name, self.text_of, self.with_text)
         template_style = style or (renders if isinstance(value, str) else None)
-        self.found[key] = CodePrompt(name, text, template_style, binding, how or "constant", role, obj=value,
-                                     receiver=self.sink[0], call_name=self.sink[1])
+        self.found[key] = CodePrompt(
+            name,
+            text,
+            template_style,
+            binding,
+            how or "constant",
+            role,
+            obj=value,
+            receiver=self.sink[0],
+            call_name=self.sink[1],
+        )
 
     def literal(self, literal: _Literal, role: str | None) -> None:
         if self.is_lambda or len(_literal_text(literal.template).strip()) < MIN_TEXT:
@@ -636,16 +708,34 @@ class _Reader:
         text = FunctionText.of(self.function, self.source)
         text.add(literal)
         label = f"{role}_prompt" if role else "prompt"
-        placeholders = {name: ast.unparse(value.value if isinstance(value, ast.FormattedValue) else value)
-                        for name, value in literal.values.items()}
-        self.found[key] = CodePrompt(label, text.current(literal.site), literal.style,
-                                     LiteralBinding(text, literal.site), literal.how, role, placeholders,
-                                     receiver=self.sink[0], call_name=self.sink[1])
+        placeholders = {
+            name: ast.unparse(value.value if isinstance(value, ast.FormattedValue) else value)
+            for name, value in literal.values.items()
+        }
+        self.found[key] = CodePrompt(
+            label,
+            text.current(literal.site),
+            literal.style,
+            LiteralBinding(text, literal.site),
+            literal.how,
+            role,
+            placeholders,
+            receiver=self.sink[0],
+            call_name=self.sink[1],
+        )
 
 
-def _read(function: Any, sinks: Iterable[Sink], returns: bool, text_of: Callable[[Any], str | None] | None,
-          with_text: Callable[[Any, str], Any] | None, *, return_role: str | None = "system",
-          visiting: frozenset[int] = frozenset(), depth: int = 0) -> _Reader | None:
+def _read(
+    function: Any,
+    sinks: Iterable[Sink],
+    returns: bool,
+    text_of: Callable[[Any], str | None] | None,
+    with_text: Callable[[Any, str], Any] | None,
+    *,
+    return_role: str | None = "system",
+    visiting: frozenset[int] = frozenset(),
+    depth: int = 0,
+) -> _Reader | None:
     """A reader that has followed every sink of ``function`` (None when its source is not available)."""
     try:
         base = unwrap(function)
@@ -654,17 +744,21 @@ def _read(function: Any, sinks: Iterable[Sink], returns: bool, text_of: Callable
         tree = ast.parse(source)
     except (SourceUnavailable, SyntaxError, ValueError):
         return None
-    reader = _Reader(base, tree, source, sinks, returns, text_of, with_text, return_role=return_role,
-                     visiting=visiting)
+    reader = _Reader(base, tree, source, sinks, returns, text_of, with_text, return_role=return_role, visiting=visiting)
     for expression, role, renders, object_only, receiver, call_name in reader.sink_expressions():
         reader.sink = (receiver, call_name)
         reader.follow(expression, role, renders, object_only, depth=depth)
     return reader
 
 
-def prompts_in_function(function: Any, sinks: Iterable[Sink], *, returns: bool = False,
-                        text_of: Callable[[Any], str | None] | None = None,
-                        with_text: Callable[[Any, str], Any] | None = None) -> list[CodePrompt]:
+def prompts_in_function(
+    function: Any,
+    sinks: Iterable[Sink],
+    *,
+    returns: bool = False,
+    text_of: Callable[[Any], str | None] | None = None,
+    with_text: Callable[[Any, str], Any] | None = None,
+) -> list[CodePrompt]:
     """The prompts ``function`` builds and hands to a sink, in the order its code names them.
 
     ``sinks`` are the calls that take a message's text (see `Sink`); ``returns=True`` counts the

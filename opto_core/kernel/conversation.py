@@ -82,8 +82,14 @@ KIND_THOUGHT = "thought"
 KIND_HANDOFF = "handoff"
 KIND_MEMORY = "memory"
 #: Message types that are events (inner steps of an agent), not messages other agents receive.
-EVENT_TYPES = {"ToolCallRequestEvent", "ToolCallExecutionEvent", "ThoughtEvent", "MemoryQueryEvent",
-               "SelectSpeakerEvent", "SelectorEvent"}
+EVENT_TYPES = {
+    "ToolCallRequestEvent",
+    "ToolCallExecutionEvent",
+    "ThoughtEvent",
+    "MemoryQueryEvent",
+    "SelectSpeakerEvent",
+    "SelectorEvent",
+}
 #: Kinds whose producer is the last LLM call of the turn.
 _FROM_LLM = {KIND_MESSAGE, KIND_TOOL_REQUEST, KIND_THOUGHT, KIND_HANDOFF}
 
@@ -145,7 +151,9 @@ class LLMCallRecord:
     started: float = 0.0
     seconds: float = 0.0
     verified: list[str] = field(default_factory=list)  # parameter names whose write-back this request showed
-    parameters: dict[str, Parameter] = field(default_factory=dict)  # role -> parameter this call used (on top of its agent's)
+    parameters: dict[str, Parameter] = field(
+        default_factory=dict
+    )  # role -> parameter this call used (on top of its agent's)
 
 
 @dataclass
@@ -236,8 +244,15 @@ def message_node_id(message_id: str) -> str:
     return f"msg:{message_id}"
 
 
-def build_graph(log: ConversationLog, parameters: ParamsByAgent, *, adapter: str = "", framework: str = "",
-                framework_version: str = "", meta: dict[str, Any] | None = None) -> Graph:
+def build_graph(
+    log: ConversationLog,
+    parameters: ParamsByAgent,
+    *,
+    adapter: str = "",
+    framework: str = "",
+    framework_version: str = "",
+    meta: dict[str, Any] | None = None,
+) -> Graph:
     """Turn a conversation log into an OPTO graph (see the module docstring for the edges).
 
     ``parameters`` maps agent name -> role -> `Parameter` (roles: ``system``,
@@ -309,11 +324,22 @@ class _Builder:
                 parents.append(Edge(source_node, "contains"))
         kind = "op" if parents else "input"
         node = self.graph.add(
-            kind, f"{message.source}.{message.kind}", message.content, parents=parents, id=message_node_id(message.id),
+            kind,
+            f"{message.source}.{message.kind}",
+            message.content,
+            parents=parents,
+            id=message_node_id(message.id),
             op_type=f"message:{message.type}" if kind == "op" else "",
             description=_describe_message(message, bool(parents)),
-            meta={"message_id": message.id, "type": message.type, "source": message.source, "turn": message.turn,
-                  "final": message.final, **({"call_ids": list(message.call_ids)} if message.call_ids else {})})
+            meta={
+                "message_id": message.id,
+                "type": message.type,
+                "source": message.source,
+                "turn": message.turn,
+                "final": message.final,
+                **({"call_ids": list(message.call_ids)} if message.call_ids else {}),
+            },
+        )
         if message.derived_from and parents:
             self.composed.add(node.id)
         index = self.index
@@ -334,7 +360,9 @@ class _Builder:
         system_checked = False
         msg_turn, node_of, by_key = self.msg_turn, self.index.node_of, self.index.by_key
         agent, this_turn = call.agent, call.turn
-        roles = {**self.parameters.get(agent, {}), **call.parameters} if call.parameters else self.parameters.get(agent, {})
+        roles = (
+            {**self.parameters.get(agent, {}), **call.parameters} if call.parameters else self.parameters.get(agent, {})
+        )
         composed = self.composed
         for position, item in enumerate(call.prompt):  # the hot loop of a long conversation: kept lean
             if position == 0 and item.role == "system" and call.role == "agent":
@@ -344,7 +372,9 @@ class _Builder:
                 if how is not None:
                     parents.append(Edge(self.graph.add_parameter(param).id, "system_message", VIA_DATA, how))
                     continue
-            node_id = node_of(None, keys=self.keys(item)) if item.call_ids else by_key(("text", item.source, item.content))
+            node_id = (
+                node_of(None, keys=self.keys(item)) if item.call_ids else by_key(("text", item.source, item.content))
+            )
             arg = _PROMPT_ARGS[position] if position < len(_PROMPT_ARGS) else f"prompt[{position}]"
             if node_id is None:
                 unmatched += 1
@@ -353,7 +383,9 @@ class _Builder:
             source, turn = msg_turn[node_id]
             own_turn = this_turn is not None and turn == this_turn and source == agent
             if not own_turn and item.role == "tool" and item.call_ids:
-                own_turn = by_key((KIND_TOOL_REQUEST, item.call_ids[0])) == self.last_own.get(agent)  # results of its request
+                own_turn = by_key((KIND_TOOL_REQUEST, item.call_ids[0])) == self.last_own.get(
+                    agent
+                )  # results of its request
             parents.append(Edge(node_id, arg, VIA_DATA if own_turn or node_id in composed else VIA_CONTEXT))
         if not system_checked and call.role == "agent":
             param = roles.get(ROLE_SYSTEM)
@@ -365,9 +397,9 @@ class _Builder:
                 parents.append(Edge(self.graph.add_parameter(described).id, f"tool {name}"))
         for role, parameter in roles.items():
             if role.startswith(ROLE_SETTING):
-                parents.append(Edge(self.graph.add_parameter(parameter).id, role[len(ROLE_SETTING):]))
+                parents.append(Edge(self.graph.add_parameter(parameter).id, role[len(ROLE_SETTING) :]))
             elif role.startswith(ROLE_PROMPT):
-                parents.append(Edge(self.graph.add_parameter(parameter).id, role[len(ROLE_PROMPT):]))
+                parents.append(Edge(self.graph.add_parameter(parameter).id, role[len(ROLE_PROMPT) :]))
         if call.role == "selector":
             # The selector's prompt is a rendered template of the whole transcript: link every chat message.
             seen = {edge.id for edge in parents}
@@ -380,9 +412,17 @@ class _Builder:
                 parents.append(Edge(self.pending_selector[0], "selected_by", VIA_CONTROL))
             self.pending_selector = None
         name = f"{call.agent}.llm"
-        meta = {"turn": call.turn, "role": call.role, "model": call.model, "settings": call.settings,
-                "tools": list(call.tools), META_USAGE: call.usage, "seconds": round(call.seconds, 6),
-                "prompt_messages": len(call.prompt), "prompt_unmatched": unmatched}
+        meta = {
+            "turn": call.turn,
+            "role": call.role,
+            "model": call.model,
+            "settings": call.settings,
+            "tools": list(call.tools),
+            META_USAGE: call.usage,
+            "seconds": round(call.seconds, 6),
+            "prompt_messages": len(call.prompt),
+            "prompt_unmatched": unmatched,
+        }
         if call.verified:
             meta["write_back_verified"] = list(call.verified)
         doc = _llm_doc(call)
@@ -390,8 +430,16 @@ class _Builder:
             node = self.graph.add_exception(name, call.error, parents=parents, op_type="llm_call", doc=doc, meta=meta)
             self.exception_ids.append(node.id)
         else:
-            node = self.graph.add("op", name, call.output, parents=parents, op_type="llm_call", doc=doc, meta=meta,
-                                  description=f"LLM call of {call.agent}")
+            node = self.graph.add(
+                "op",
+                name,
+                call.output,
+                parents=parents,
+                op_type="llm_call",
+                doc=doc,
+                meta=meta,
+                description=f"LLM call of {call.agent}",
+            )
         if call.role == "selector":
             self.pending_selector = (node.id, text_of(call.output))
         else:
@@ -413,10 +461,14 @@ class _Builder:
         key = (item.role, item.source, item.content)
         node_id = self.prompt_inputs.get(key)
         if node_id is None:
-            node = self.graph.add("input", f"{agent}.prompt_{item.role}", item.content,
-                                  description="a prompt message no recorded message accounts for "
-                                              "(memory, a handoff context, a changed context)",
-                                  meta={"role": item.role, "source": item.source})
+            node = self.graph.add(
+                "input",
+                f"{agent}.prompt_{item.role}",
+                item.content,
+                description="a prompt message no recorded message accounts for "
+                "(memory, a handoff context, a changed context)",
+                meta={"role": item.role, "source": item.source},
+            )
             node_id = self.prompt_inputs[key] = node.id
         return node_id
 
@@ -431,10 +483,15 @@ class _Builder:
             parents.append(code)
         description = self.parameters.get(run.agent, {}).get(ROLE_TOOL_DESCRIPTION + run.name)
         node = self.graph.add(
-            "op", f"{run.agent}.tool.{run.name}", run.result, parents=parents, op_type="tool",
+            "op",
+            f"{run.agent}.tool.{run.name}",
+            run.result,
+            parents=parents,
+            op_type="tool",
             doc=f"tool {run.name}: {description.value}" if description is not None else f"tool {run.name}",
             description=f"{run.name}({clip(run.arguments, 80)})",
-            meta={"call_id": run.call_id, "arguments": run.arguments, "is_error": run.is_error, "turn": run.turn})
+            meta={"call_id": run.call_id, "arguments": run.arguments, "is_error": run.is_error, "turn": run.turn},
+        )
         self.index.register_key(("tool_run", run.call_id), node.id, latest=True)
 
     # -- outputs --
@@ -488,17 +545,20 @@ def _llm_doc(call: LLMCallRecord) -> str:
     return f"chat model {call.model} ({settings}) answering as {call.agent}; tools offered: {tools}"
 
 
-
-
 def _graph_meta(log: ConversationLog, builder: _Builder) -> dict[str, Any]:
     prompt = sum(c.usage.get("prompt_tokens", 0) for c in log.llm_calls)
     completion = sum(c.usage.get("completion_tokens", 0) for c in log.llm_calls)
     verified = sorted({name for c in log.llm_calls for name in c.verified})
     meta: dict[str, Any] = {
-        "scope": log.scope, "name": log.name, META_RUN_ID: log.run_id,
-        "started": log.started, META_DURATION: round((log.ended or time.time()) - log.started, 6),
-        "agents": sorted({t.agent for t in log.turns}), "turns": len(log.turns),
-        "llm_calls": len(log.llm_calls), "messages": len(log.messages),
+        "scope": log.scope,
+        "name": log.name,
+        META_RUN_ID: log.run_id,
+        "started": log.started,
+        META_DURATION: round((log.ended or time.time()) - log.started, 6),
+        "agents": sorted({t.agent for t in log.turns}),
+        "turns": len(log.turns),
+        "llm_calls": len(log.llm_calls),
+        "messages": len(log.messages),
         META_USAGE: {"prompt_tokens": prompt, "completion_tokens": completion},
     }
     if verified:

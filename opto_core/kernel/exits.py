@@ -20,7 +20,8 @@ class WorkflowExit(Exception):
 def exit_as_failure(exc: BaseException, where: str = "the workflow") -> WorkflowExit:
     """`WorkflowExit` for a `SystemExit`/`KeyboardInterrupt` a run raised, the original as its cause."""
     code = f"({exc.code!r})" if isinstance(exc, SystemExit) else ""
-    wrapped = WorkflowExit(f"{where} raised {type(exc).__name__}{code}: code that tries to end the process "
-                           f"fails the run instead")
+    wrapped = WorkflowExit(
+        f"{where} raised {type(exc).__name__}{code}: code that tries to end the process fails the run instead"
+    )
     wrapped.__cause__ = exc
     return wrapped

@@ -81,7 +81,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, private: bool 
         with handle:
             handle.write(text[: len(text) // 2])
             _write_point(f"half of {path.name}")
-            handle.write(text[len(text) // 2:])
+            handle.write(text[len(text) // 2 :])
             handle.flush()
             os.fsync(handle.fileno())
         _write_point(f"temp of {path.name}")

@@ -29,10 +29,10 @@ NODE_KINDS: tuple[str, ...] = ("parameter", "input", "op", "exception", "output"
 NodeKind = Literal["parameter", "input", "op", "exception", "output"]
 
 #: How an edge was found (`Edge.via`); `backward` follows the kinds it is given (all by default).
-VIA_DATA = "data"            # real data flow: the parent's value went into this node
+VIA_DATA = "data"  # real data flow: the parent's value went into this node
 VIA_CALL_TREE = "call_tree"  # the framework hid the data flow: parent run -> child run
-VIA_CONTEXT = "context"      # the value was only in a prompt's context, not what produced this node
-VIA_CONTROL = "control"      # it chose what ran next (a router, a speaker selection)
+VIA_CONTEXT = "context"  # the value was only in a prompt's context, not what produced this node
+VIA_CONTROL = "control"  # it chose what ran next (a router, a speaker selection)
 EDGE_KINDS: tuple[str, ...] = (VIA_DATA, VIA_CALL_TREE, VIA_CONTEXT, VIA_CONTROL)
 
 #: Values whose repr is longer than this are cut in the middle when they are not JSON.
@@ -40,23 +40,35 @@ REPR_LIMIT = 4000
 
 
 #: The graph-level metadata every adapter writes (``graph.meta[KEY]``), documented in docs/graph-format.md.
-META_ADAPTER = "adapter"                  # the module that made the graph: "opto_adapters.langchain"
-META_FRAMEWORK = "framework"              # the framework's distribution name: "langchain-core", "dspy", "python"
+META_ADAPTER = "adapter"  # the module that made the graph: "opto_adapters.langchain"
+META_FRAMEWORK = "framework"  # the framework's distribution name: "langchain-core", "dspy", "python"
 META_FRAMEWORK_VERSION = "framework_version"
-META_RUN_ID = "run_id"                    # a fresh hex id per recorded run
-META_DURATION = "duration_s"              # wall time of the run, in seconds
-META_USAGE = "usage"                      # the workflow's own LLM tokens: {"prompt_tokens", "completion_tokens"}
-META_ERROR = "error"                      # "ErrorType: message" when the run raised
-META_KEYS: tuple[str, ...] = (META_ADAPTER, META_FRAMEWORK, META_FRAMEWORK_VERSION, META_RUN_ID, META_DURATION,
-                              META_USAGE)
+META_RUN_ID = "run_id"  # a fresh hex id per recorded run
+META_DURATION = "duration_s"  # wall time of the run, in seconds
+META_USAGE = "usage"  # the workflow's own LLM tokens: {"prompt_tokens", "completion_tokens"}
+META_ERROR = "error"  # "ErrorType: message" when the run raised
+META_KEYS: tuple[str, ...] = (
+    META_ADAPTER,
+    META_FRAMEWORK,
+    META_FRAMEWORK_VERSION,
+    META_RUN_ID,
+    META_DURATION,
+    META_USAGE,
+)
 
 
 def run_meta(adapter: str, framework: str, framework_version: str, **extra: Any) -> dict[str, Any]:
     """The metadata a new run's graph starts with: who recorded it, with which framework, and a fresh run id."""
     import uuid
 
-    return {META_ADAPTER: adapter, META_FRAMEWORK: framework, META_FRAMEWORK_VERSION: framework_version,
-            META_RUN_ID: uuid.uuid4().hex, META_USAGE: {"prompt_tokens": 0, "completion_tokens": 0}, **extra}
+    return {
+        META_ADAPTER: adapter,
+        META_FRAMEWORK: framework,
+        META_FRAMEWORK_VERSION: framework_version,
+        META_RUN_ID: uuid.uuid4().hex,
+        META_USAGE: {"prompt_tokens": 0, "completion_tokens": 0},
+        **extra,
+    }
 
 
 #: How provenance found an edge (``Edge.match``, the `opto_core.kernel.provenance.Match` kinds), strongest
@@ -64,8 +76,15 @@ def run_meta(adapter: str, framework: str, framework_version: str, **extra: Any)
 #: a text contained in a longer one, long literal fragments of a text. Empty: the tracer knew the edge directly.
 MATCH_IDENTITY, MATCH_KEY, MATCH_VALUE, MATCH_TYPED = "identity", "key", "value", "typed"
 MATCH_TEMPLATE, MATCH_CONTAINS, MATCH_PARTIAL = "template", "contains", "partial"
-MATCH_KINDS: tuple[str, ...] = (MATCH_IDENTITY, MATCH_KEY, MATCH_VALUE, MATCH_TYPED, MATCH_TEMPLATE, MATCH_CONTAINS,
-                                MATCH_PARTIAL)
+MATCH_KINDS: tuple[str, ...] = (
+    MATCH_IDENTITY,
+    MATCH_KEY,
+    MATCH_VALUE,
+    MATCH_TYPED,
+    MATCH_TEMPLATE,
+    MATCH_CONTAINS,
+    MATCH_PARTIAL,
+)
 #: The key of a parent entry (JSON) that holds ``Edge.match``.
 EDGE_MATCH = "match"
 
@@ -116,7 +135,7 @@ def shorten(text: str, limit: int) -> str:
         return text
     keep = max(limit - 30, 2)  # room for the marker
     head, tail = keep - keep // 2, keep // 2
-    return text[:head] + f" …[{len(text) - keep} chars cut]… " + (text[len(text) - tail:] if tail else "")
+    return text[:head] + f" …[{len(text) - keep} chars cut]… " + (text[len(text) - tail :] if tail else "")
 
 
 @dataclass(frozen=True)
@@ -204,16 +223,27 @@ class Node:
         for parent in parents:
             if isinstance(parent, str):
                 edges.append(Edge(parent))
-            elif isinstance(parent, dict) and isinstance(parent.get("id"), str) \
-                    and isinstance(parent.get("arg", ""), str) and isinstance(parent.get("via", VIA_DATA), str) \
-                    and isinstance(parent.get(EDGE_MATCH, ""), str):
-                edges.append(Edge(parent["id"], parent.get("arg", ""), parent.get("via", VIA_DATA),
-                                  parent.get(EDGE_MATCH, "")))
+            elif (
+                isinstance(parent, dict)
+                and isinstance(parent.get("id"), str)
+                and isinstance(parent.get("arg", ""), str)
+                and isinstance(parent.get("via", VIA_DATA), str)
+                and isinstance(parent.get(EDGE_MATCH, ""), str)
+            ):
+                edges.append(
+                    Edge(parent["id"], parent.get("arg", ""), parent.get("via", VIA_DATA), parent.get(EDGE_MATCH, ""))
+                )
             else:
                 raise GraphError(f"node {node_id!r} has a malformed parent entry {bounded_repr(parent, 200)}")
         expected: dict[str, type | tuple[type, ...]] = {
-            "name": str, "description": str, "op_type": str, "doc": str, "param": (dict, type(None)), "meta": dict,
-            "value_is_repr": bool}
+            "name": str,
+            "description": str,
+            "op_type": str,
+            "doc": str,
+            "param": (dict, type(None)),
+            "meta": dict,
+            "value_is_repr": bool,
+        }
         for key, kinds in expected.items():
             if key in data and not isinstance(data[key], kinds):
                 raise GraphError(f"node {node_id!r}: {key!r} has the wrong type {type(data[key]).__name__}")
@@ -286,11 +316,25 @@ class Graph:
         existing = self._nodes.get(node_id)
         if existing is not None:
             return existing
-        return self.add("parameter", parameter.name, parameter.value, id=node_id,
-                        description=parameter.description, param=parameter.spec())
+        return self.add(
+            "parameter",
+            parameter.name,
+            parameter.value,
+            id=node_id,
+            description=parameter.description,
+            param=parameter.spec(),
+        )
 
-    def add_exception(self, name: str, error: BaseException, *, parents: Iterable[Edge | str | tuple[str, str]] = (),
-                      op_type: str = "", doc: str = "", meta: dict[str, Any] | None = None) -> Node:
+    def add_exception(
+        self,
+        name: str,
+        error: BaseException,
+        *,
+        parents: Iterable[Edge | str | tuple[str, str]] = (),
+        op_type: str = "",
+        doc: str = "",
+        meta: dict[str, Any] | None = None,
+    ) -> Node:
         """An op that raised: its value is ``"ErrorType: message"``. It is marked as an output."""
         try:
             message = str(error)
@@ -328,8 +372,14 @@ class Graph:
         for existing in self._nodes.values():
             if existing.kind == "output" and existing.edges and existing.edges[0].id == node_id:
                 return existing
-        return self.add("output", name or node.name, node.value, parents=[Edge(node_id, "value")], raw=True,
-                        meta={"value_is_repr": True} if node.value_is_repr else None)
+        return self.add(
+            "output",
+            name or node.name,
+            node.value,
+            parents=[Edge(node_id, "value")],
+            raw=True,
+            meta={"value_is_repr": True} if node.value_is_repr else None,
+        )
 
     def new_id(self, name: str) -> str:
         """A fresh id ``<name>#<k>`` (k counts per name), stable for the same sequence of adds."""

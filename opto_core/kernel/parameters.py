@@ -76,18 +76,22 @@ class Parameter:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"a parameter needs a non-empty string name, got {self.name!r}")
         if self.kind not in PARAMETER_KINDS:
-            raise ValueError(f"parameter {self.name!r}: unknown kind {self.kind!r} (known: {', '.join(PARAMETER_KINDS)})")
+            raise ValueError(
+                f"parameter {self.name!r}: unknown kind {self.kind!r} (known: {', '.join(PARAMETER_KINDS)})"
+            )
         if self.kind == "choice" and not self.choices:
             raise ValueError(f"parameter {self.name!r}: a choice parameter needs its choices")
         for bound in ("lower", "upper"):
             value = getattr(self, bound)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or math.isnan(value)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+            ):
                 raise ValueError(f"parameter {self.name!r}: the {bound} bound must be a number, got {value!r}")
         if self.lower is not None and self.upper is not None and self.lower > self.upper:
             raise ValueError(f"parameter {self.name!r}: lower bound {self.lower} is above upper bound {self.upper}")
-        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)
-                                            or self.max_length < 1):
+        if self.max_length is not None and (
+            isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1
+        ):
             raise ValueError(f"parameter {self.name!r}: max_length must be a positive int or None")
         self._template: Template | None = None
         if self.template and (self.kind != "text" or isinstance(self.value, str)):  # (a non-text value fails below)
@@ -110,8 +114,10 @@ class Parameter:
         except (TemplateError, ValueError) as exc:
             raise ValueError(f"parameter {self.name!r}: template={self.template!r}, but {exc}") from None
         if parsed is None:
-            raise ValueError(f"parameter {self.name!r}: template={self.template!r}, but its value has no placeholder "
-                             f"({', '.join(STYLE_NAMES.values())}); drop template= for a plain text")
+            raise ValueError(
+                f"parameter {self.name!r}: template={self.template!r}, but its value has no placeholder "
+                f"({', '.join(STYLE_NAMES.values())}); drop template= for a plain text"
+            )
         return parsed
 
     @property
@@ -157,14 +163,18 @@ class Parameter:
         elif self.kind == "code":
             shape = self._original
             prefix = "async def" if shape.is_async else "def"
-            parts.append(f"Python source of one function; keep the line `{prefix} {shape.name}{shape.signature}:`"
-                         + (f" and its decorators {list(shape.decorators)}" if shape.decorators else ""))
+            parts.append(
+                f"Python source of one function; keep the line `{prefix} {shape.name}{shape.signature}:`"
+                + (f" and its decorators {list(shape.decorators)}" if shape.decorators else "")
+            )
         elif self.kind == "json":
             parts.append(f"a JSON {type(self.value).__name__ if self.value is not None else 'value'}")
         elif self._template is not None:
             template = self._template
-            parts.append(f"text, a {STYLE_NAMES[template.style]} template the program fills in: keep the placeholders "
-                         f"{', '.join(template.source_of(n) for n in template.placeholders)} and add no other")
+            parts.append(
+                f"text, a {STYLE_NAMES[template.style]} template the program fills in: keep the placeholders "
+                f"{', '.join(template.source_of(n) for n in template.placeholders)} and add no other"
+            )
         else:
             parts.append("text")
         if self.description:
@@ -189,13 +199,28 @@ class Parameter:
 
     def copy(self, **changes: Any) -> Parameter:
         """A new parameter with ``changes``; a code parameter keeps its original (the policy's baseline)."""
-        values = {key: getattr(self, key) for key in
-                  ("name", "kind", "value", "trainable", "description", "lower", "upper", "choices",
-                   "max_length", "code_policy", "origin", "template")}
+        values = {
+            key: getattr(self, key)
+            for key in (
+                "name",
+                "kind",
+                "value",
+                "trainable",
+                "description",
+                "lower",
+                "upper",
+                "choices",
+                "max_length",
+                "code_policy",
+                "origin",
+                "template",
+            )
+        }
         values.update(changes)
         keep_template = self._template is not None and values["template"] == self.template
-        copied = Parameter(**{**values, "template": False} if keep_template else values, checks=list(self.checks),
-                           meta=dict(self.meta))
+        copied = Parameter(
+            **{**values, "template": False} if keep_template else values, checks=list(self.checks), meta=dict(self.meta)
+        )
         if keep_template and copied.kind == "text":  # a template keeps its original placeholders, as code its shape
             copied.template, copied._template = self.template, self._template
             copied._validate_text(copied.value)
@@ -215,8 +240,10 @@ class Parameter:
                 self._within_length(value)  # first: a 2 MB value is not even parsed
             surrogate = lone_surrogate(value) if isinstance(value, (str, list, dict)) else None
             if surrogate is not None:
-                raise self._fail(f"the value contains a lone surrogate ({surrogate}), which is not valid Unicode "
-                                 "text and cannot be sent or saved; write the character itself")
+                raise self._fail(
+                    f"the value contains a lone surrogate ({surrogate}), which is not valid Unicode "
+                    "text and cannot be sent or saved; write the character itself"
+                )
             converted = getattr(self, f"_validate_{self.kind}")(value)
             for check in self.checks:
                 result = check(converted)
@@ -228,8 +255,11 @@ class Parameter:
         except (ValueError, TypeError, SyntaxError) as exc:
             raise InvalidValue(self.name, str(exc)) from exc
         except (OverflowError, RecursionError, MemoryError) as exc:  # a check that met an extreme value
-            raise InvalidValue(self.name, f"the value is too large or too deeply nested to check "
-                                          f"({type(exc).__name__}); give a plain, smaller value") from None
+            raise InvalidValue(
+                self.name,
+                f"the value is too large or too deeply nested to check "
+                f"({type(exc).__name__}); give a plain, smaller value",
+            ) from None
 
     def _fail(self, reason: str) -> InvalidValue:
         return InvalidValue(self.name, reason)
@@ -245,8 +275,10 @@ class Parameter:
 
     def _within_length(self, value: str) -> str:
         if self.max_length is not None and len(value) > self.max_length:
-            raise self._fail(f"the value has {len(value)} characters, over this parameter's limit of "
-                             f"{self.max_length}: write a shorter one")
+            raise self._fail(
+                f"the value has {len(value)} characters, over this parameter's limit of "
+                f"{self.max_length}: write a shorter one"
+            )
         return value
 
     def _number(self, value: Any) -> Any:
@@ -264,8 +296,10 @@ class Parameter:
             raise self._fail(f"expected a finite {self.kind}, got {value}")
         if isinstance(value, int) and abs(value) > MAX_INT and (self.kind == "int" or value.bit_length() > 1024):
             digits = len(str(abs(value))) if value.bit_length() < 10_000 else "thousands of"
-            raise self._fail(f"the number has {digits} digits: out of range for {_article(self.kind)} "
-                             f"(at most {MAX_INT if self.kind == 'int' else '1.8e308'} in magnitude)")
+            raise self._fail(
+                f"the number has {digits} digits: out of range for {_article(self.kind)} "
+                f"(at most {MAX_INT if self.kind == 'int' else '1.8e308'} in magnitude)"
+            )
         return value
 
     def _bounded(self, value: _Number) -> _Number:

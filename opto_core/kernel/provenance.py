@@ -211,8 +211,11 @@ def renderings(value: Any) -> list[str]:
 
     data: Any = value
     if hasattr(value, "model_dump_json") and hasattr(value, "model_dump"):  # a pydantic model
-        dumps: list[tuple[str, dict[str, Any]]] = [("model_dump_json", {}), ("model_dump_json", {"indent": 2}),
-                                                   ("model_dump", {"mode": "json"})]
+        dumps: list[tuple[str, dict[str, Any]]] = [
+            ("model_dump_json", {}),
+            ("model_dump_json", {"indent": 2}),
+            ("model_dump", {"mode": "json"}),
+        ]
         for method, options in dumps:
             try:
                 result = getattr(value, method)(**options)
@@ -230,9 +233,14 @@ def renderings(value: Any) -> list[str]:
     add(_safe(str, value))
     add(_safe(repr, value))
     if value is None or isinstance(value, (bool, int, float, str, list, tuple, dict)) or data is not value:
-        for options in ({}, {"ensure_ascii": False}, {"separators": (",", ":")},
-                        {"separators": (",", ":"), "ensure_ascii": False}, {"indent": 2},
-                        {"indent": 2, "ensure_ascii": False}):
+        for options in (
+            {},
+            {"ensure_ascii": False},
+            {"separators": (",", ":")},
+            {"separators": (",", ":"), "ensure_ascii": False},
+            {"indent": 2},
+            {"indent": 2, "ensure_ascii": False},
+        ):
             try:
                 add(json.dumps(data, **options))
             except (TypeError, ValueError, RecursionError):
@@ -272,8 +280,13 @@ class ProvenanceIndex:
     renderings of typed values (each called with the value, returning texts or ``None``).
     """
 
-    def __init__(self, text_of: Callable[[Any], str | None] | None = None, *, text: bool = True,
-                 renderers: Iterable[Renderer] = ()) -> None:
+    def __init__(
+        self,
+        text_of: Callable[[Any], str | None] | None = None,
+        *,
+        text: bool = True,
+        renderers: Iterable[Renderer] = (),
+    ) -> None:
         self.token = next(_TOKENS)  # tagged values from another index are not ours
         self.text_of = text_of
         self.match_text = text  # False: identity, tags and keys only (see the module doc)
@@ -304,9 +317,19 @@ class ProvenanceIndex:
         tagged._opto_run = self.token
         return tagged
 
-    def register(self, value: Any, node_id: str, *, text: str | None = None, keys: Iterable[Hashable] = (),
-                 depth: int = 1, identity: bool = False, typed: bool = False, renderings: Iterable[str] = (),
-                 partial: bool = False) -> None:
+    def register(
+        self,
+        value: Any,
+        node_id: str,
+        *,
+        text: str | None = None,
+        keys: Iterable[Hashable] = (),
+        depth: int = 1,
+        identity: bool = False,
+        typed: bool = False,
+        renderings: Iterable[str] = (),
+        partial: bool = False,
+    ) -> None:
         """Remember ``value`` (and its direct items, to ``depth`` levels) as produced by ``node_id``.
 
         ``text`` overrides the value's text; ``keys`` are framework ids that name it;
@@ -391,7 +414,7 @@ class ProvenanceIndex:
         if not _is_number(value) and not isinstance(value, str):
             self._identity[id(value)] = (node_id, value)
         if depth > 0 and isinstance(value, (dict, list, tuple)):
-            for item in (value.values() if isinstance(value, dict) else value):
+            for item in value.values() if isinstance(value, dict) else value:
                 self._register(item, node_id, None, depth - 1)
 
     def _renderings(self, value: Any) -> list[str]:
@@ -426,14 +449,16 @@ class ProvenanceIndex:
         return None
 
     # ----- looking up -----------------------------------------------------------------------------
-    def find(self, value: Any, *, text: str | None = None, keys: Iterable[Hashable] = (),
-             depth: int = 1) -> Match | None:
+    def find(
+        self, value: Any, *, text: str | None = None, keys: Iterable[Hashable] = (), depth: int = 1
+    ) -> Match | None:
         """The strongest producer of ``value``, or ``None`` if no rule finds one."""
         found = self.find_all(value, text=text, keys=keys, limit=1, depth=depth)
         return found[0] if found else None
 
-    def node_of(self, value: Any, *, text: str | None = None, keys: Iterable[Hashable] = (),
-                depth: int = 1) -> str | None:
+    def node_of(
+        self, value: Any, *, text: str | None = None, keys: Iterable[Hashable] = (), depth: int = 1
+    ) -> str | None:
         """The node id of `find`, or ``None``."""
         if getattr(value, "_opto_run", None) == self.token:  # a tag of ours: nothing beats it
             return str(value._opto_node)
@@ -457,8 +482,15 @@ class ProvenanceIndex:
         """Whether a framework id is registered (to credit ids no step minted, e.g. an input's)."""
         return key in self._keys
 
-    def find_all(self, value: Any, *, text: str | None = None, keys: Iterable[Hashable] = (),
-                 limit: int = MAX_CONTAINED, depth: int = 1) -> list[Match]:
+    def find_all(
+        self,
+        value: Any,
+        *,
+        text: str | None = None,
+        keys: Iterable[Hashable] = (),
+        limit: int = MAX_CONTAINED,
+        depth: int = 1,
+    ) -> list[Match]:
         """Every producer of ``value`` under the strongest rule that finds one (see the module doc).
 
         Identity, a key, exact text or an exact typed rendering give one producer; a template gives
@@ -494,7 +526,7 @@ class ProvenanceIndex:
                     return [Match(entry[0], TYPED)]
         if depth > 0 and isinstance(value, (dict, list, tuple)):
             found: list[Match] = []
-            for item in (value.values() if isinstance(value, dict) else value):
+            for item in value.values() if isinstance(value, dict) else value:
                 for match in self._find(item, None, (), limit, depth - 1):
                     if all(m.node != match.node for m in found):
                         found.append(match)
@@ -560,13 +592,20 @@ class ProvenanceIndex:
         for rank, (template, node) in enumerate(itertools.islice(reversed(self._templates.values()), CONTAIN_SCAN)):
             bound = template.search(text)
             if bound is not None and bound.matched != text:
-                candidates.append((-template.literal_chars, rank, tuple(piece for piece in template.literals if piece),
-                                   Match(node, CONTAINS, bound)))
+                candidates.append(
+                    (
+                        -template.literal_chars,
+                        rank,
+                        tuple(piece for piece in template.literals if piece),
+                        Match(node, CONTAINS, bound),
+                    )
+                )
         candidates.sort(key=lambda c: (c[0], c[1]))
         chosen: list[tuple[tuple[str, ...], Match]] = []
         for _, _, evidence, match in candidates:
-            if any(all(any(piece in longer for longer in texts) for piece in evidence) for texts, _ in chosen) \
-                    or any(m.node == match.node for _, m in chosen):
+            if any(all(any(piece in longer for longer in texts) for piece in evidence) for texts, _ in chosen) or any(
+                m.node == match.node for _, m in chosen
+            ):
                 continue
             chosen.append((evidence, match))
             if len(chosen) >= limit:

@@ -27,21 +27,51 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-__all__ = ["MAX_TOKENS_FLOOR", "OUTPUT_LIMITS", "Range", "count_range", "fraction_range", "max_tokens_range", "output_limit", "range_for",
-           "temperature_range", "top_p_range"]
+__all__ = [
+    "MAX_TOKENS_FLOOR",
+    "OUTPUT_LIMITS",
+    "Range",
+    "count_range",
+    "fraction_range",
+    "max_tokens_range",
+    "output_limit",
+    "range_for",
+    "temperature_range",
+    "top_p_range",
+]
 
 #: The most tokens a model may answer with (its output limit), by model family, as its provider
 #: documents it (late 2025). A dated snapshot or a provider prefix (``gpt-4o-2024-08-06``,
 #: ``openai/gpt-4o``) uses its family's limit; the longest matching family name wins.
 OUTPUT_LIMITS: dict[str, int] = {
-    "gpt-3.5-turbo": 4_096, "gpt-4": 8_192, "gpt-4-turbo": 4_096, "gpt-4o": 16_384, "gpt-4o-mini": 16_384,
-    "gpt-4.1": 32_768, "gpt-4.1-mini": 32_768, "gpt-4.1-nano": 32_768,
-    "o1": 100_000, "o1-mini": 65_536, "o3": 100_000, "o3-mini": 100_000, "o4-mini": 100_000,
-    "gpt-5": 128_000, "gpt-5-mini": 128_000, "gpt-5-nano": 128_000,
-    "claude-3-haiku": 4_096, "claude-3-opus": 4_096, "claude-3-5-haiku": 8_192, "claude-3-5-sonnet": 8_192,
-    "claude-3-7-sonnet": 64_000, "claude-sonnet-4": 64_000, "claude-opus-4": 32_000,
-    "gemini-1.5-pro": 8_192, "gemini-1.5-flash": 8_192, "gemini-2.0-flash": 8_192,
-    "gemini-2.5-pro": 65_536, "gemini-2.5-flash": 65_536,
+    "gpt-3.5-turbo": 4_096,
+    "gpt-4": 8_192,
+    "gpt-4-turbo": 4_096,
+    "gpt-4o": 16_384,
+    "gpt-4o-mini": 16_384,
+    "gpt-4.1": 32_768,
+    "gpt-4.1-mini": 32_768,
+    "gpt-4.1-nano": 32_768,
+    "o1": 100_000,
+    "o1-mini": 65_536,
+    "o3": 100_000,
+    "o3-mini": 100_000,
+    "o4-mini": 100_000,
+    "gpt-5": 128_000,
+    "gpt-5-mini": 128_000,
+    "gpt-5-nano": 128_000,
+    "claude-3-haiku": 4_096,
+    "claude-3-opus": 4_096,
+    "claude-3-5-haiku": 8_192,
+    "claude-3-5-sonnet": 8_192,
+    "claude-3-7-sonnet": 64_000,
+    "claude-sonnet-4": 64_000,
+    "claude-opus-4": 32_000,
+    "gemini-1.5-pro": 8_192,
+    "gemini-1.5-flash": 8_192,
+    "gemini-2.0-flash": 8_192,
+    "gemini-2.5-pro": 65_536,
+    "gemini-2.5-flash": 65_536,
     "SmolLM2-135M-Instruct": 4_096,  # the embedded model: its context window as served here
 }
 #: ``max_tokens`` is searched up to this many times its current value.
@@ -98,12 +128,18 @@ def max_tokens_range(current: int | None, model: str | None = None, observed: It
         low_why = f"the longest current answer ({max(counts)} tokens) plus a quarter"
     else:
         lower = max(MIN_ANSWER_TOKENS, (current or 0) // 4)
-        low_why = (f"a quarter of the current {current}" if current and current // 4 > MIN_ANSWER_TOKENS
-                   else f"{MIN_ANSWER_TOKENS} tokens, room for a short answer")
+        low_why = (
+            f"a quarter of the current {current}"
+            if current and current // 4 > MIN_ANSWER_TOKENS
+            else f"{MIN_ANSWER_TOKENS} tokens, room for a short answer"
+        )
     if current is not None:
         upper = max(current * MAX_TOKENS_FACTOR, MAX_TOKENS_FLOOR)
-        up_why = (f"{MAX_TOKENS_FACTOR} times the current {current}" if current * MAX_TOKENS_FACTOR >= MAX_TOKENS_FLOOR
-                  else f"{MAX_TOKENS_FLOOR} (room to grow from the current {current})")
+        up_why = (
+            f"{MAX_TOKENS_FACTOR} times the current {current}"
+            if current * MAX_TOKENS_FACTOR >= MAX_TOKENS_FLOOR
+            else f"{MAX_TOKENS_FLOOR} (room to grow from the current {current})"
+        )
         if limit is not None and limit < upper:
             upper, up_why = limit, f"{model}'s output limit ({limit})"
     elif limit is not None:
@@ -124,8 +160,13 @@ def temperature_range(current: float | None = None, model: str | None = None) ->
     upper = 1.0 if claude else 2.0
     if current is not None and current > upper:
         upper = float(current)
-    return Range(0.0, upper, "temperature in [0, 1], the range of Anthropic's API" if claude else
-                 "temperature in [0, 2], the range OpenAI-compatible APIs accept")
+    return Range(
+        0.0,
+        upper,
+        "temperature in [0, 1], the range of Anthropic's API"
+        if claude
+        else "temperature in [0, 2], the range OpenAI-compatible APIs accept",
+    )
 
 
 def top_p_range(current: float | None = None) -> Range:
@@ -149,15 +190,20 @@ def fraction_range(current: float | None = None) -> Range:
 
 #: Setting names (as frameworks spell them) -> the rule that bounds them.
 _NAMES = {
-    **dict.fromkeys(("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens", "num_predict", "maxTokens"), "max_tokens"),
-    "temperature": "temperature", "top_p": "top_p",
+    **dict.fromkeys(
+        ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens", "num_predict", "maxTokens"),
+        "max_tokens",
+    ),
+    "temperature": "temperature",
+    "top_p": "top_p",
     **dict.fromkeys(("k", "fetch_k", "top_k", "n_results", "num_results", "max_results"), "count"),
     **dict.fromkeys(("score_threshold", "lambda_mult", "similarity_threshold"), "fraction"),
 }
 
 
-def range_for(setting: str, current: float | int | None, *, model: str | None = None,
-              observed: Iterable[int] = ()) -> Range | None:
+def range_for(
+    setting: str, current: float | int | None, *, model: str | None = None, observed: Iterable[int] = ()
+) -> Range | None:
     """The range for a setting by its usual name (the last part of a dotted name), or ``None`` when no rule applies."""
     rule = _NAMES.get(setting.rsplit(".", 1)[-1])
     if rule == "max_tokens":

@@ -33,8 +33,9 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 MASK = "***"
 #: Query parameter names that carry credentials (matched case-insensitively, anywhere in the name).
-_SECRET_PARAM = re.compile(r"(key|token|secret|password|passwd|pwd|auth|credential|signature|^sig$|session|code$)",
-                           re.IGNORECASE)
+_SECRET_PARAM = re.compile(
+    r"(key|token|secret|password|passwd|pwd|auth|credential|signature|^sig$|session|code$)", re.IGNORECASE
+)
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"<>`]+")
 #: The loggers that print request URLs: httpx (openai < 3), httpx2 (openai 3), httpcore.
 LOGGERS = ("httpx", "httpx2", "httpcore")
@@ -55,8 +56,10 @@ def scrub_url(url: str | None) -> str | None:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(_SECRET_PARAM.search(name) for name, _ in pairs):
-            query = "&".join(f"{quote(name, safe='')}={MASK if _SECRET_PARAM.search(name) else quote(value, safe='')}"
-                             for name, value in pairs)
+            query = "&".join(
+                f"{quote(name, safe='')}={MASK if _SECRET_PARAM.search(name) else quote(value, safe='')}"
+                for name, value in pairs
+            )
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
@@ -152,28 +155,96 @@ def install_log_filter() -> None:
 
 # ----- the one redactor -----------------------------------------------------------------------------------
 #: Parts of an environment variable's name that say its value is a secret.
-_SECRET_NAME_PARTS = frozenset({"KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS", "CREDENTIAL",
-                                "CREDENTIALS", "AUTH", "COOKIE", "ORGANIZATION"})
+_SECRET_NAME_PARTS = frozenset(
+    {
+        "KEY",
+        "APIKEY",
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "PASS",
+        "CREDENTIAL",
+        "CREDENTIALS",
+        "AUTH",
+        "COOKIE",
+        "ORGANIZATION",
+    }
+)
 #: ... unless the name ends in one of these (a path, a socket, a setting about the secret).
-_NOT_SECRET_ENDINGS = frozenset({"PATH", "FILE", "DIR", "SOCK", "URL", "HOST", "PORT", "ID", "NAME", "TYPE", "MODE",
-                                 "LEVEL", "TIMEOUT", "ENABLED", "LIMIT", "REGION", "VERSION"})
+_NOT_SECRET_ENDINGS = frozenset(
+    {
+        "PATH",
+        "FILE",
+        "DIR",
+        "SOCK",
+        "URL",
+        "HOST",
+        "PORT",
+        "ID",
+        "NAME",
+        "TYPE",
+        "MODE",
+        "LEVEL",
+        "TIMEOUT",
+        "ENABLED",
+        "LIMIT",
+        "REGION",
+        "VERSION",
+    }
+)
 _NOT_SECRET_NAMES = frozenset({"PWD", "OLDPWD"})
 #: Attribute and key names whose string values are secrets.
-_SECRET_ATTRIBUTE = re.compile(r"(^|_)(api_?key|secret|secret_key|private_key|access_key|subscription_key|token|"
-                               r"access_token|auth_token|password|passwd|credentials?|organization|org_id|"
-                               r"authorization|bearer)$", re.IGNORECASE)
+_SECRET_ATTRIBUTE = re.compile(
+    r"(^|_)(api_?key|secret|secret_key|private_key|access_key|subscription_key|token|"
+    r"access_token|auth_token|password|passwd|credentials?|organization|org_id|"
+    r"authorization|bearer)$",
+    re.IGNORECASE,
+)
 #: Header and attribute names whose dicts hold headers.
 _HEADERS = re.compile(r"headers$", re.IGNORECASE)
 #: Headers that carry no secret.
-_PLAIN_HEADERS = frozenset({"content-type", "accept", "user-agent", "accept-encoding", "connection", "host",
-                            "content-length", "cache-control", "x-stainless-lang", "x-stainless-package-version",
-                            "x-stainless-os", "x-stainless-arch", "x-stainless-runtime", "openai-beta",
-                            "anthropic-version", "x-stainless-runtime-version", "x-stainless-retry-count"})
+_PLAIN_HEADERS = frozenset(
+    {
+        "content-type",
+        "accept",
+        "user-agent",
+        "accept-encoding",
+        "connection",
+        "host",
+        "content-length",
+        "cache-control",
+        "x-stainless-lang",
+        "x-stainless-package-version",
+        "x-stainless-os",
+        "x-stainless-arch",
+        "x-stainless-runtime",
+        "openai-beta",
+        "anthropic-version",
+        "x-stainless-runtime-version",
+        "x-stainless-retry-count",
+    }
+)
 #: Shortest value taken as a secret (shorter values are too common to mask everywhere).
 MIN_SECRET = 8
 #: Keys that local servers accept and that say nothing secret (masking them would mask model names).
-_PLACEHOLDERS = frozenset({"no-key", "empty", "ollama", "lm-studio", "sk-no-key-required", "none", "dummy",
-                           "placeholder", "not-needed", "not-used", "anything", "sk-dummy", "sk-local"})
+_PLACEHOLDERS = frozenset(
+    {
+        "no-key",
+        "empty",
+        "ollama",
+        "lm-studio",
+        "sk-no-key-required",
+        "none",
+        "dummy",
+        "placeholder",
+        "not-needed",
+        "not-used",
+        "anything",
+        "sk-dummy",
+        "sk-local",
+    }
+)
 
 
 def secret_env_name(name: str) -> bool:
@@ -343,8 +414,7 @@ def _is_code(value: Any) -> bool:
     """Modules, functions and classes: not walked (their globals are not the run's clients)."""
     import types
 
-    return isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
-                              type))
+    return isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, type))
 
 
 #: The process's one redactor (files, logs, reports, the terminal and optimizer requests all use it).

@@ -47,7 +47,9 @@ _BREAKS = re.compile("\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _LOOKS_LIKE_OURS = "(?:[#\uff03\ufe5f\u266f]|your\\s+response\\b)"
 #: Invisible: zero-width and direction marks, word joiner and invisible operators, BOM, soft hyphen,
 #: combining grapheme joiner, Mongolian vowel separator, variation selectors, tag characters, Hangul fillers.
-_INVISIBLE = "\u200b-\u200f\u2060-\u206f\ufeff\u00ad\u034f\u180e\ufe00-\ufe0f\U000e0000-\U000e007f\u115f\u1160\u3164\uffa0"
+_INVISIBLE = (
+    "\u200b-\u200f\u2060-\u206f\ufeff\u00ad\u034f\u180e\ufe00-\ufe0f\U000e0000-\U000e007f\u115f\u1160\u3164\uffa0"
+)
 _INDENT = f"(?:[^\\S\\n]|[{_INVISIBLE}*_>`~])*"
 _FAKE_AFTER_FIRST = re.compile(f"(?<=\\n)({_INDENT})(?={_LOOKS_LIKE_OURS})", re.IGNORECASE)
 _FAKE_ANY = re.compile(f"(?m)^({_INDENT})(?={_LOOKS_LIKE_OURS})", re.IGNORECASE)
@@ -90,7 +92,7 @@ def _grouped_args(edges: list[Any], names: dict[str, str]) -> list[str]:
                 ids.append(names[e.id])
     for ids in by_arg.values():
         if len(ids) > MAX_ARGS:  # a fan-in of hundreds: the variables are listed anyway
-            ids[MAX_ARGS // 2:-MAX_ARGS // 2] = [f"...{len(ids) - MAX_ARGS} more..."]
+            ids[MAX_ARGS // 2 : -MAX_ARGS // 2] = [f"...{len(ids) - MAX_ARGS} more..."]
     return [f"{arg}={ids[0] if len(ids) == 1 else '[' + ', '.join(ids) + ']'}" for arg, ids in by_arg.items()]
 
 
@@ -108,8 +110,9 @@ def type_label(node: Node) -> str:
         return str(node.param.get("kind", "value"))
     if node.value_is_repr:
         return "repr"
-    return {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict",
-            type(None): "None"}.get(type(node.value), type(node.value).__name__)
+    return {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict", type(None): "None"}.get(
+        type(node.value), type(node.value).__name__
+    )
 
 
 @dataclass
@@ -135,8 +138,13 @@ def _capped(lengths: list[int], prefix_sums: list[int], cap: int) -> int:
     return prefix_sums[i] + (len(lengths) - i) * (cap + 30)
 
 
-def render(instances: ProblemInstance | Sequence[ProblemInstance], budget_tokens: int = DEFAULT_BUDGET,
-           *, header: str = "", footer: str = "") -> str:
+def render(
+    instances: ProblemInstance | Sequence[ProblemInstance],
+    budget_tokens: int = DEFAULT_BUDGET,
+    *,
+    header: str = "",
+    footer: str = "",
+) -> str:
     """The problem as text no longer than ``budget_tokens`` (``header``/``footer`` count too)."""
     if isinstance(instances, ProblemInstance):
         instances = [instances]
@@ -155,7 +163,10 @@ def render(instances: ProblemInstance | Sequence[ProblemInstance], budget_tokens
     logging.getLogger("opto").warning(
         "the prompt needs %d tokens, over the budget of %d, although everything that may be cut was cut: "
         "the variables, constraints and feedback alone do not fit. Raise the budget or optimize fewer "
-        "parameters at once.", count_tokens(header + text + footer), budget_tokens)
+        "parameters at once.",
+        count_tokens(header + text + footer),
+        budget_tokens,
+    )
     return header + text + footer
 
 
@@ -170,8 +181,10 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
         for name, doc in instance.documentation.items():
             documentation.setdefault(name, doc)
     head = [f"#Instruction\n{instances[0].instruction}\n"]
-    doc_lines = [fence(f"[{name}] {doc}" if doc and not doc.startswith(f"[{name}]") else (doc or f"[{name}]"))
-                 for name, doc in documentation.items()]
+    doc_lines = [
+        fence(f"[{name}] {doc}" if doc and not doc.startswith(f"[{name}]") else (doc or f"[{name}]"))
+        for name, doc in documentation.items()
+    ]
     var_lines = [f"({type_label(n)}) {name}={value_text(n.value)}" for name, n in variables.items()]
     # constraints: the trivial ones ("any float", "text") say nothing the type label does not, and
     # identical ones are written once for all their variables
@@ -200,7 +213,7 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
                 arg_list = _grouped_args(edges, names)  # each argument named once: messages=[ChatOpenAI0, tool0]
             if len(arg_list) > MAX_ARGS:  # a fan-in of hundreds: the variables are listed anyway
                 hidden = len(arg_list) - MAX_ARGS
-                arg_list = arg_list[: MAX_ARGS // 2] + [f"...{hidden} more..."] + arg_list[-MAX_ARGS // 2:]
+                arg_list = arg_list[: MAX_ARGS // 2] + [f"...{hidden} more..."] + arg_list[-MAX_ARGS // 2 :]
             args = ", ".join(arg_list)
             code_line = fence(f"{names[node.id]} = {node.name}({args})")
             if node.kind == "exception":
@@ -213,14 +226,28 @@ def _render_chars(instances: list[ProblemInstance], budget_chars: int) -> str:
             for edge in node.edges:
                 consumers.setdefault(edge.id, []).append(position[node.id])
         for node in instance.inputs:
-            lines.append(_Line(f"({type_label(node)}) {names[node.id]}=", value_text(node.value), 1, index,
-                               consumers=tuple(consumers.get(node.id, ()))))
+            lines.append(
+                _Line(
+                    f"({type_label(node)}) {names[node.id]}=",
+                    value_text(node.value),
+                    1,
+                    index,
+                    consumers=tuple(consumers.get(node.id, ())),
+                )
+            )
         output_ids = {n.id for n in instance.outputs}
         for node in instance.code:
             tier = 0 if node.kind == "exception" else 2
             section = "out" if node.id in output_ids else "oth"
-            lines.append(_Line(f"{section}|({type_label(node)}) {names[node.id]}=", value_text(node.value), tier,
-                               index, position[node.id]))
+            lines.append(
+                _Line(
+                    f"{section}|({type_label(node)}) {names[node.id]}=",
+                    value_text(node.value),
+                    tier,
+                    index,
+                    position[node.id],
+                )
+            )
         feedbacks.append(fence(instance.feedback_text(), first_line=True))  # a first line "#..." is escaped too
 
     fixed = sum(len(part) for part in head) + len("#Documentation\n") + sum(len(d) + 1 for d in doc_lines)
@@ -339,8 +366,7 @@ def _visible_lines(count: int, keep: int) -> set[int]:
     return set(range(first)) | set(range(count - (keep - first), count))
 
 
-def _fit_code(lines: list[_Line], code_lines: list[list[str]], base: int, budget: int, cap1: int,
-              cap2: int) -> int:
+def _fit_code(lines: list[_Line], code_lines: list[list[str]], base: int, budget: int, cap1: int, cap2: int) -> int:
     """The most code lines per example that fit, with their values at the smallest caps.
 
     Value lines are indexed by the code line they belong to (inputs by their consumers) once, so each

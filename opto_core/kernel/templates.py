@@ -57,8 +57,16 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-__all__ = ["STYLES", "STYLE_NAMES", "Placeholder", "Template", "TemplateError", "TemplateMatch", "check_placeholders",
-           "literal_fragments"]
+__all__ = [
+    "STYLES",
+    "STYLE_NAMES",
+    "Placeholder",
+    "Template",
+    "TemplateError",
+    "TemplateMatch",
+    "check_placeholders",
+    "literal_fragments",
+]
 
 #: The template styles, in detection order (see the module doc).
 STYLES: tuple[str, ...] = ("format", "jinja", "printf", "dollar")
@@ -106,7 +114,7 @@ class TemplateMatch:
     @property
     def matched(self) -> str:
         """The part of ``text`` the template produced."""
-        return self.text[self.start:self.end]
+        return self.text[self.start : self.end]
 
     @property
     def whole(self) -> bool:
@@ -160,7 +168,7 @@ class Template:
         Jinja blocks too; positional ones as ``"0"``, ``"1"``...)."""
         names: dict[str, None] = {}
         for slot in self.slots:
-            for name in (slot.uses if slot.block else (slot.name, *slot.uses)):
+            for name in slot.uses if slot.block else (slot.name, *slot.uses):
                 names.setdefault(name, None)
         return tuple(names)
 
@@ -281,22 +289,31 @@ def check_placeholders(original: str | Template, new: str) -> list[str]:
     try:
         candidate = Template.parse(new, template.style)
     except TemplateError as exc:
-        return [f"the new value is not a valid {style} template: {exc}; write placeholders as "
-                f"{_written(template.style, 'name')}, as the original does"]
+        return [
+            f"the new value is not a valid {style} template: {exc}; write placeholders as "
+            f"{_written(template.style, 'name')}, as the original does"
+        ]
     kept = candidate.placeholders if candidate is not None else ()
     problems: list[str] = []
     dropped = [name for name in template.placeholders if name not in kept]
     invented = [name for name in kept if name not in template.placeholders]
     if dropped:
         which = ", ".join(_described(template, name) for name in dropped)
-        problems.append(f"the template must keep {which}; the new value dropped "
-                        + ("it" if len(dropped) == 1 else "them")
-                        + (f" (write placeholders in {style} style, e.g. {template.source_of(dropped[0])})"
-                           if candidate is None and _other_style(new, template.style) else ""))
+        problems.append(
+            f"the template must keep {which}; the new value dropped "
+            + ("it" if len(dropped) == 1 else "them")
+            + (
+                f" (write placeholders in {style} style, e.g. {template.source_of(dropped[0])})"
+                if candidate is None and _other_style(new, template.style)
+                else ""
+            )
+        )
     if invented:
         which = ", ".join(candidate.source_of(name) for name in invented) if candidate else ""
-        problems.append(f"the new value adds {which}, which the program never fills; use only "
-                        + ", ".join(template.source_of(name) for name in template.placeholders))
+        problems.append(
+            f"the new value adds {which}, which the program never fills; use only "
+            + ", ".join(template.source_of(name) for name in template.placeholders)
+        )
     return problems
 
 
@@ -337,7 +354,7 @@ _ATTRIBUTE_OR_INDEX = re.compile(r"(?:\.[^\W\d]\w*|\[[^\]]+\])*")
 def _format_field(field_name: str) -> tuple[str, str]:
     """(base, rest) of a str.format field name, or raise when `.format` would not accept it."""
     base = field_name.split(".", 1)[0].split("[", 1)[0]
-    rest = field_name[len(base):]
+    rest = field_name[len(base) :]
     if not (base == "" or base.isdigit() or base.isidentifier()) or _ATTRIBUTE_OR_INDEX.fullmatch(rest) is None:
         raise TemplateError(f"{{{field_name}}} is not a valid str.format field")
     return base, rest
@@ -375,8 +392,10 @@ def _parse_format(text: str, detecting: bool) -> tuple[list[str], list[Placehold
     return literals, slots
 
 
-_PRINTF = re.compile(r"%(?:\((?P<key>[^)]*)\))?(?P<flags>[#0\- +]*)(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d+))?"
-                     r"[hlL]?(?P<type>[diouxXeEfFgGcrsa%])")
+_PRINTF = re.compile(
+    r"%(?:\((?P<key>[^)]*)\))?(?P<flags>[#0\- +]*)(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d+))?"
+    r"[hlL]?(?P<type>[diouxXeEfFgGcrsa%])"
+)
 
 
 def _parse_printf(text: str, detecting: bool) -> tuple[list[str], list[Placeholder]]:
@@ -418,7 +437,7 @@ def _parse_dollar(text: str, detecting: bool) -> tuple[list[str], list[Placehold
     literals, slots = [""], []
     position = 0
     for found in _DOLLAR.finditer(text):
-        literals[-1] += text[position:found.start()]
+        literals[-1] += text[position : found.start()]
         position = found.end()
         name = found["named"] or found["braced"]
         if name is None:  # "$$" is a literal "$"; an invalid "$" stays as written
@@ -430,8 +449,11 @@ def _parse_dollar(text: str, detecting: bool) -> tuple[list[str], list[Placehold
     return literals, slots
 
 
-_JINJA = re.compile(r"\{\{(?P<vl>[-+]?)(?P<expr>.*?)(?P<vr>-?)\}\}|\{%(?P<tl>[-+]?)(?P<tag>.*?)(?P<tr>-?)%\}"
-                    r"|\{#(?P<cl>[-+]?).*?(?P<cr>-?)#\}", re.DOTALL)
+_JINJA = re.compile(
+    r"\{\{(?P<vl>[-+]?)(?P<expr>.*?)(?P<vr>-?)\}\}|\{%(?P<tl>[-+]?)(?P<tag>.*?)(?P<tr>-?)%\}"
+    r"|\{#(?P<cl>[-+]?).*?(?P<cr>-?)#\}",
+    re.DOTALL,
+)
 _JINJA_EXPRESSION = re.compile(r"[^\W\d]\w*(?:\s*(?:\.\s*\w+|\[[^\]]*\]))*(?:\s*\|.*)?", re.DOTALL)
 #: Tags that open a block closed by ``end<tag>`` (``set`` only without ``=``: ``{% set x %}...{% endset %}``).
 _JINJA_BLOCKS = ("if", "for", "macro", "call", "filter", "set", "block", "with", "autoescape", "raw", "trans")
@@ -446,7 +468,7 @@ def _parse_jinja(text: str, detecting: bool) -> tuple[list[str], list[Placeholde
     local: set[str] = set()  # names a block binds itself (loop targets, set)
     trim_next = False
     for found in _JINJA.finditer(text):
-        before = text[position:found.start()]
+        before = text[position : found.start()]
         if trim_next:
             before = before.lstrip()
         if found["vl"] == "-" or found["tl"] == "-" or found["cl"] == "-":
@@ -459,7 +481,7 @@ def _parse_jinja(text: str, detecting: bool) -> tuple[list[str], list[Placeholde
             if found["tag"] is not None:
                 _jinja_nesting(found["tag"], open_block)
                 if not open_block:
-                    source = text[block_start:found.end()]
+                    source = text[block_start : found.end()]
                     slots.append(Placeholder(source, source, block=True, uses=tuple(uses)))
                     literals.append("")
             continue
@@ -504,7 +526,8 @@ _JINJA_WORDS = frozenset(
     "in not and or is if else elif endif for endfor set endset with endwith without context import as from "
     "recursive block endblock macro endmacro call endcall filter endfilter raw endraw include extends ignore "
     "missing autoescape endautoescape trans endtrans pluralize do continue break true false none True False None "
-    "loop super self varargs kwargs caller range dict lipsum cycler joiner namespace".split())
+    "loop super self varargs kwargs caller range dict lipsum cycler joiner namespace".split()
+)
 
 
 def _jinja_reads(code: str, uses: dict[str, None], local: set[str]) -> None:
@@ -512,13 +535,18 @@ def _jinja_reads(code: str, uses: dict[str, None], local: set[str]) -> None:
     targets = _JINJA_TARGETS.match(code)
     if targets is not None:
         local.update(re.findall(r"\w+", targets["loop"] or targets["set"] or ""))
-        code = code[targets.end():] if targets["loop"] else code[targets.end():]
+        code = code[targets.end() :] if targets["loop"] else code[targets.end() :]
     code = _JINJA_STRINGS.sub(" ", code)
     for found in _JINJA_NAME.finditer(code):
         name = found.group(1)
-        before = code[:found.start()].rstrip()
-        if found.group(2) or name in _JINJA_WORDS or name in local or before.endswith("|") \
-                or re.search(r"\bis(?:\s+not)?$", before):
+        before = code[: found.start()].rstrip()
+        if (
+            found.group(2)
+            or name in _JINJA_WORDS
+            or name in local
+            or before.endswith("|")
+            or re.search(r"\bis(?:\s+not)?$", before)
+        ):
             continue
         uses.setdefault(name, None)
 

@@ -26,8 +26,11 @@ def _encoder() -> Callable[[str], int] | None:
         import os
         import tempfile
 
-        cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or \
-            os.path.join(tempfile.gettempdir(), "data-gym-cache")
+        cache = (
+            os.environ.get("TIKTOKEN_CACHE_DIR")
+            or os.environ.get("DATA_GYM_CACHE_DIR")
+            or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+        )
         if not os.path.exists(os.path.join(cache, hashlib.sha1(_CL100K_URL.encode()).hexdigest())):
             return None
         import tiktoken

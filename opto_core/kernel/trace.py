@@ -82,8 +82,9 @@ class Run:
         """Mark a value as an output of the run; returns the output node's id."""
         node_id = self.node_of(value)
         if node_id is None:  # produced outside any op: record it as a constant result
-            node_id = self.graph.add("op", name, value, op_type="untraced",
-                                     description="a value computed outside any traced op").id
+            node_id = self.graph.add(
+                "op", name, value, op_type="untraced", description="a value computed outside any traced op"
+            ).id
         return self.graph.mark_output(node_id, name).id
 
 
@@ -116,8 +117,15 @@ def capture(name: str = "run", meta: dict[str, Any] | None = None) -> Iterator[R
 class TracedOp:
     """A function recorded as an ``op`` node each time it is called inside a capture."""
 
-    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, trainable: bool = False,
-                 description: str | None = None, parameter_name: str | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        trainable: bool = False,
+        description: str | None = None,
+        parameter_name: str | None = None,
+    ) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = name or fn.__name__
@@ -132,8 +140,13 @@ class TracedOp:
         if trainable:
             if not self.source:
                 raise ValueError(f"@op(trainable=True) needs the source of {fn.__qualname__}, which is not available")
-            self.code = Parameter(parameter_name or f"{fn.__qualname__.replace('.<locals>', '')}.code", "code",
-                                  self.source, description=f"the source of {self.name}", origin=fn)
+            self.code = Parameter(
+                parameter_name or f"{fn.__qualname__.replace('.<locals>', '')}.code",
+                "code",
+                self.source,
+                description=f"the source of {self.name}",
+                origin=fn,
+            )
         self._compiled: tuple[str, Callable[..., Any]] | None = None
 
     @property
@@ -199,11 +212,14 @@ class TracedOp:
         return self._record(run, result, edges)
 
     def _record(self, run: Run, result: Any, edges: list[Edge]) -> Any:
-        node = run.graph.add("op", self.name, result, parents=edges, op_type="python", doc=self.doc,
-                             description=self.description)
+        node = run.graph.add(
+            "op", self.name, result, parents=edges, op_type="python", doc=self.doc, description=self.description
+        )
         return run.tag(result, node.id)
 
-    def _inputs(self, run: Run, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Edge], list[Any], dict[str, Any]]:
+    def _inputs(
+        self, run: Run, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[list[Edge], list[Any], dict[str, Any]]:
         """The edges to the arguments' nodes, and the plain arguments to call the function with."""
         graph = run.graph
         bound = self.signature.bind(*args, **kwargs)
@@ -212,10 +228,20 @@ class TracedOp:
         call_kwargs: dict[str, Any] = {}
         for arg_name, value in bound.arguments.items():
             kind = self.signature.parameters[arg_name].kind
-            values = value if kind == inspect.Parameter.VAR_POSITIONAL else \
-                list(value.values()) if kind == inspect.Parameter.VAR_KEYWORD else [value]
-            names = [f"{arg_name}[{i}]" for i in range(len(values))] if kind == inspect.Parameter.VAR_POSITIONAL else \
-                list(value) if kind == inspect.Parameter.VAR_KEYWORD else [arg_name]
+            values = (
+                value
+                if kind == inspect.Parameter.VAR_POSITIONAL
+                else list(value.values())
+                if kind == inspect.Parameter.VAR_KEYWORD
+                else [value]
+            )
+            names = (
+                [f"{arg_name}[{i}]" for i in range(len(values))]
+                if kind == inspect.Parameter.VAR_POSITIONAL
+                else list(value)
+                if kind == inspect.Parameter.VAR_KEYWORD
+                else [arg_name]
+            )
             plain_values = []
             for label, item in zip(names, values):
                 if isinstance(item, Parameter):
@@ -241,23 +267,41 @@ class TracedOp:
 
 
 @overload
-def op(fn: Callable[..., Any], *, name: str | None = None, trainable: bool = False,
-       description: str | None = None, parameter_name: str | None = None) -> TracedOp: ...
+def op(
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    trainable: bool = False,
+    description: str | None = None,
+    parameter_name: str | None = None,
+) -> TracedOp: ...
 
 
 @overload
-def op(fn: None = None, *, name: str | None = None, trainable: bool = False,
-       description: str | None = None, parameter_name: str | None = None) -> Callable[[Callable[..., Any]], TracedOp]: ...
+def op(
+    fn: None = None,
+    *,
+    name: str | None = None,
+    trainable: bool = False,
+    description: str | None = None,
+    parameter_name: str | None = None,
+) -> Callable[[Callable[..., Any]], TracedOp]: ...
 
 
-def op(fn: Callable[..., Any] | None = None, *, name: str | None = None, trainable: bool = False,
-       description: str | None = None,
-       parameter_name: str | None = None) -> TracedOp | Callable[[Callable[..., Any]], TracedOp]:
+def op(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    trainable: bool = False,
+    description: str | None = None,
+    parameter_name: str | None = None,
+) -> TracedOp | Callable[[Callable[..., Any]], TracedOp]:
     """Trace a function as one op: ``@op`` or ``@op(trainable=True)`` (its source becomes a parameter)."""
 
     def wrap(function: Callable[..., Any]) -> TracedOp:
-        return TracedOp(function, name=name, trainable=trainable, description=description,
-                        parameter_name=parameter_name)
+        return TracedOp(
+            function, name=name, trainable=trainable, description=description, parameter_name=parameter_name
+        )
 
     return wrap(fn) if fn is not None else wrap
 

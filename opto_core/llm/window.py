@@ -34,8 +34,14 @@ from opto_core.kernel.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_ANSWER_SHARE", "MAX_ANSWER_TOKENS", "MIN_ANSWER_TOKENS", "TokenizeEndpoint", "answer_reserve",
-           "tiktoken_counter"]
+__all__ = [
+    "MAX_ANSWER_SHARE",
+    "MAX_ANSWER_TOKENS",
+    "MIN_ANSWER_TOKENS",
+    "TokenizeEndpoint",
+    "answer_reserve",
+    "tiktoken_counter",
+]
 
 #: The answer reserve never goes below this (a reasoning sentence and a few small values) ...
 MIN_ANSWER_TOKENS = 160
@@ -78,8 +84,9 @@ class TokenizeEndpoint:
     ``{"tokens": [...]}``), remembered for the last few hundred texts (a step counts the same system
     prompt and values again and again)."""
 
-    def __init__(self, root: str, headers: dict[str, str] | None = None, timeout: float = 5.0,
-                 loopback: bool = True) -> None:
+    def __init__(
+        self, root: str, headers: dict[str, str] | None = None, timeout: float = 5.0, loopback: bool = True
+    ) -> None:
         self.url = root.rstrip("/") + "/tokenize"
         self.headers = {"content-type": "application/json", **(headers or {})}
         self.timeout = timeout
@@ -119,8 +126,11 @@ def tiktoken_counter(model: str) -> Callable[[str], int] | None:
         name = encoding_name_for_model(model.rsplit("/", 1)[-1])
     except Exception:  # tiktoken missing, or a model it does not know
         return None
-    cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or \
-        os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    cache = (
+        os.environ.get("TIKTOKEN_CACHE_DIR")
+        or os.environ.get("DATA_GYM_CACHE_DIR")
+        or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    )
     if not os.path.exists(os.path.join(cache, hashlib.sha1(_TIKTOKEN_FILES.format(name).encode()).hexdigest())):
         return None
     try:

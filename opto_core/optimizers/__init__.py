@@ -17,13 +17,21 @@ from typing import Any
 
 from opto_core._moved import deprecated_attribute
 
-_OLD_NAMES = {"MemoryEntry": "opto_core.optimizers.llm_optimizer", "Optimizer": "opto_core.optimizers.protocol",
-              "Proposal": "opto_core.optimizers.protocol", "Hybrid": "opto_core.optimizers.hybrid",
-              "OPRO": "opto_core.optimizers.opro", "OptoPrime": "opto_core.optimizers.optoprime",
-              "OptoPrimeNoTrace": "opto_core.optimizers.optoprime", "ParseError": "opto_core.optimizers.parsing",
-              "parse_answer": "opto_core.optimizers.parsing", "SAMPLERS": "opto_core.optimizers.search",
-              "Sampler": "opto_core.optimizers.search", "SamplerUnavailable": "opto_core.optimizers.search",
-              "Search": "opto_core.optimizers.search"}
+_OLD_NAMES = {
+    "MemoryEntry": "opto_core.optimizers.llm_optimizer",
+    "Optimizer": "opto_core.optimizers.protocol",
+    "Proposal": "opto_core.optimizers.protocol",
+    "Hybrid": "opto_core.optimizers.hybrid",
+    "OPRO": "opto_core.optimizers.opro",
+    "OptoPrime": "opto_core.optimizers.optoprime",
+    "OptoPrimeNoTrace": "opto_core.optimizers.optoprime",
+    "ParseError": "opto_core.optimizers.parsing",
+    "parse_answer": "opto_core.optimizers.parsing",
+    "SAMPLERS": "opto_core.optimizers.search",
+    "Sampler": "opto_core.optimizers.search",
+    "SamplerUnavailable": "opto_core.optimizers.search",
+    "Search": "opto_core.optimizers.search",
+}
 
 
 def __getattr__(name: str) -> Any:

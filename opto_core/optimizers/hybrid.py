@@ -43,8 +43,10 @@ from opto_core.optimizers.search import (
     unbounded,
 )
 
-SEARCH_NOTE = ("\nNote: the float, int and choice variables ({names}) are also tuned by a search method from every "
-               "earlier score; a value you suggest for them is tried as one of its trials.\n")
+SEARCH_NOTE = (
+    "\nNote: the float, int and choice variables ({names}) are also tuned by a search method from every "
+    "earlier score; a value you suggest for them is tried as one of its trials.\n"
+)
 
 
 class Hybrid(ParameterSet):
@@ -53,9 +55,17 @@ class Hybrid(ParameterSet):
     ``settings`` go to the OptoPrime part (``memory_size``, ``token_budget``, ``temperature``,
     ``max_answer_tokens``, ``retry_invalid``, ``trace``)."""
 
-    def __init__(self, parameters: Sequence[Parameter] | None = None, llm: ChatModel | None = None,
-                 sampler: str = "tpe", *, seed: int = 0, n_startup_trials: int = 5, queue_size: int = 3,
-                 **settings: Any) -> None:
+    def __init__(
+        self,
+        parameters: Sequence[Parameter] | None = None,
+        llm: ChatModel | None = None,
+        sampler: str = "tpe",
+        *,
+        seed: int = 0,
+        n_startup_trials: int = 5,
+        queue_size: int = 3,
+        **settings: Any,
+    ) -> None:
         check_sampler(sampler, OPTUNA_SAMPLERS)
         self.llm_part = OptoPrime(None, llm, note=self._search_note, **settings)
         self.search_part = Search(None, sampler, seed=seed, n_startup_trials=n_startup_trials)
@@ -104,8 +114,7 @@ class Hybrid(ParameterSet):
         self.search_part.observe(values, score)
 
     # ----- one step ----------------------------------------------------------------------------------
-    def step(self, instances: ProblemInstance | Sequence[ProblemInstance], *,
-             max_calls: int | None = None) -> Proposal:
+    def step(self, instances: ProblemInstance | Sequence[ProblemInstance], *, max_calls: int | None = None) -> Proposal:
         """The LLM's proposal for its parameters (no call when it has none), then the search's for the
         numbers, with one queued LLM idea for the numbers evaluated as the search's trial now and then."""
         if isinstance(instances, ProblemInstance):
@@ -131,9 +140,11 @@ class Hybrid(ParameterSet):
         proposal.proposed_by = proposed_by
         if searched:
             proposal.terminated = False  # the search always has something to try
-            note = (f"[search] {self.sampler.name} after {len(self.sampler.trials)} evaluations"
-                    + (f"; the LLM's numbers {fixed} are evaluated as a trial" if fixed else "")
-                    + (f"; queued LLM numbers: {len(self.queue)}" if self.queue else ""))
+            note = (
+                f"[search] {self.sampler.name} after {len(self.sampler.trials)} evaluations"
+                + (f"; the LLM's numbers {fixed} are evaluated as a trial" if fixed else "")
+                + (f"; queued LLM numbers: {len(self.queue)}" if self.queue else "")
+            )
             proposal.reasoning = f"{proposal.reasoning}\n{note}" if proposal.reasoning else note
         return proposal
 

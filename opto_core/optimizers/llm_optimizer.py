@@ -64,7 +64,8 @@ class ContextWindowTooSmall(ValueError):
             f"the context window of {window} tokens cannot hold the optimizer's system prompt ({system_tokens} "
             f"tokens) plus its answer ({answer_tokens} tokens) and a problem worth sending"
             f"{': ' + detail if detail else ''}. Give the model server a larger context (llama.cpp -c/--ctx-size, "
-            "Ollama num_ctx, start_server(n_ctx=...)), or lower max_answer_tokens")
+            "Ollama num_ctx, start_server(n_ctx=...)), or lower max_answer_tokens"
+        )
 
 
 class PromptTooLong(RuntimeError):
@@ -123,9 +124,16 @@ class Fit:
     def record(self, memory_tokens: int) -> dict[str, Any]:
         data: dict[str, Any] = {"tokens": self.budget, "configured": self.configured, "reason": self.reason}
         if self.window is not None:
-            data.update(window=self.window, window_source=self.source, answer_tokens=self.answer,
-                        system_tokens=self.system, memory_tokens=memory_tokens, margin=self.margin,
-                        token_ratio=round(self.ratio, 3), counted="exact" if self.counted else "estimated")
+            data.update(
+                window=self.window,
+                window_source=self.source,
+                answer_tokens=self.answer,
+                system_tokens=self.system,
+                memory_tokens=memory_tokens,
+                margin=self.margin,
+                token_ratio=round(self.ratio, 3),
+                counted="exact" if self.counted else "estimated",
+            )
         if self.notes:
             data["notes"] = list(self.notes)
         return data
@@ -145,9 +153,17 @@ class LLMOptimizer(ParameterSet):
 
     system_prompt = ""
 
-    def __init__(self, parameters: Sequence[Parameter] | None, llm: ChatModel | None = None, *,
-                 memory_size: int = 5, token_budget: int = 8000, temperature: float | None = None,
-                 max_answer_tokens: int | None = None, retry_invalid: bool = True) -> None:
+    def __init__(
+        self,
+        parameters: Sequence[Parameter] | None,
+        llm: ChatModel | None = None,
+        *,
+        memory_size: int = 5,
+        token_budget: int = 8000,
+        temperature: float | None = None,
+        max_answer_tokens: int | None = None,
+        retry_invalid: bool = True,
+    ) -> None:
         if memory_size < 0:
             raise ValueError("memory_size must be >= 0 (0 turns memory off)")
         super().__init__(parameters)
@@ -167,9 +183,11 @@ class LLMOptimizer(ParameterSet):
         """The LLM client the optimizer was given (it never builds one: which model, endpoint and
         key to use is the caller's decision)."""
         if self._llm is None:
-            raise ValueError(f"{type(self).__name__} has no LLM client: pass one, e.g. "
-                             f"{type(self).__name__}(parameters, OpenAIChat()) with opto_core.OpenAIChat "
-                             "(any OpenAI-compatible endpoint), or set optimizer.llm = ...")
+            raise ValueError(
+                f"{type(self).__name__} has no LLM client: pass one, e.g. "
+                f"{type(self).__name__}(parameters, OpenAIChat()) with opto_core.OpenAIChat "
+                "(any OpenAI-compatible endpoint), or set optimizer.llm = ..."
+            )
         return self._llm
 
     @llm.setter
@@ -200,8 +218,9 @@ class LLMOptimizer(ParameterSet):
             return
         scores = [fb.score for inst in instances for fb in inst.feedback.values() if fb.score is not None]
         text = " || ".join(inst.feedback_text() for inst in instances)
-        self.memory.append(MemoryEntry(self.current_values(), shorten(text, 1500),
-                                       sum(scores) / len(scores) if scores else None))
+        self.memory.append(
+            MemoryEntry(self.current_values(), shorten(text, 1500), sum(scores) / len(scores) if scores else None)
+        )
         del self.memory[: -self.memory_size]
 
     def memory_text(self, limit_tokens: int | None = None) -> str:
@@ -245,8 +264,12 @@ class LLMOptimizer(ParameterSet):
 
     def response_schema(self) -> dict[str, Any]:
         """JSON schema of the answer, for servers that constrain decoding to it."""
-        kinds = {"float": {"type": "number"}, "int": {"type": "integer"}, "text": {"type": "string"},
-                 "code": {"type": "string"}}
+        kinds = {
+            "float": {"type": "number"},
+            "int": {"type": "integer"},
+            "text": {"type": "string"},
+            "code": {"type": "string"},
+        }
         properties = {name: kinds.get(p.kind, {}) for name, p in self.trainable.items()}
         return {
             "type": "object",
@@ -257,8 +280,7 @@ class LLMOptimizer(ParameterSet):
             "required": ["reasoning", "suggestion"],
         }
 
-    def step(self, instances: ProblemInstance | Sequence[ProblemInstance], *,
-             max_calls: int | None = None) -> Proposal:
+    def step(self, instances: ProblemInstance | Sequence[ProblemInstance], *, max_calls: int | None = None) -> Proposal:
         """One LLM call, plus one validation retry when ``retry_invalid`` and ``max_calls`` allow it
         (the loop passes the calls its budget has left), that proposes new values for the parameters."""
         if isinstance(instances, ProblemInstance):
@@ -292,8 +314,11 @@ class LLMOptimizer(ParameterSet):
                 fit.notes.append(f"retry skipped, it cannot fit the context window: {exc}")
         if retry_messages is not None:
             try:
-                result, _ = self._send(retry_messages, usage, lambda: self._retry_messages(
-                    instances, self._build(instances, fit), answer, note, fit))
+                result, _ = self._send(
+                    retry_messages,
+                    usage,
+                    lambda: self._retry_messages(instances, self._build(instances, fit), answer, note, fit),
+                )
             except BaseException:
                 self.remember(instances)  # the first call succeeded: the step counts for memory
                 raise
@@ -302,10 +327,12 @@ class LLMOptimizer(ParameterSet):
             proposal.attempts = 2
             proposal.accepted.update(retry.accepted)
             if retry.reasoning and retry.reasoning != proposal.reasoning:  # keep both attempts' reasoning
-                proposal.reasoning = (f"{proposal.reasoning}\n[retry] {retry.reasoning}" if proposal.reasoning
-                                      else retry.reasoning)
-            proposal.rejected = {k: v for k, v in {**proposal.rejected, **retry.rejected}.items()
-                                 if k not in proposal.accepted}
+                proposal.reasoning = (
+                    f"{proposal.reasoning}\n[retry] {retry.reasoning}" if proposal.reasoning else retry.reasoning
+                )
+            proposal.rejected = {
+                k: v for k, v in {**proposal.rejected, **retry.rejected}.items() if k not in proposal.accepted
+            }
             proposal.terminated = retry.terminated and not proposal.accepted
             proposal.error = retry.error
         self.remember(instances)  # only once a call succeeded: a failed step leaves no trace in memory
@@ -317,24 +344,43 @@ class LLMOptimizer(ParameterSet):
     def _retry_note(problems: list[str], proposal: Proposal) -> str:
         """The validation retry's request: the exact reasons, and exactly what is kept."""
         if proposal.accepted:
-            kept = ("Accepted from your first answer: " + ", ".join(proposal.accepted) + ". These values are kept "
-                    "unless you give a new value; everything else from your first answer is dropped.")
+            kept = (
+                "Accepted from your first answer: " + ", ".join(proposal.accepted) + ". These values are kept "
+                "unless you give a new value; everything else from your first answer is dropped."
+            )
         else:
             kept = "Nothing from your first answer was accepted: give every change you still want."
-        return ("Some of your answer could not be used:\n- " + "\n- ".join(problems) + "\n" + kept
-                + "\nAnswer again with one JSON object in the same format; use only the variable names in #Variables.")
+        return (
+            "Some of your answer could not be used:\n- "
+            + "\n- ".join(problems)
+            + "\n"
+            + kept
+            + "\nAnswer again with one JSON object in the same format; use only the variable names in #Variables."
+        )
 
     # ----- fitting the context window -------------------------------------------------------
     def _plan(self) -> Fit:
         """This step's budget: ``token_budget``, or what the context window leaves of it."""
         llm = self.llm
         window = self._window_override or getattr(llm, "context_window", None)
-        source = ("the server's context error" if self._window_override
-                  else str(getattr(llm, "context_window_source", "") or "the LLM client"))
+        source = (
+            "the server's context error"
+            if self._window_override
+            else str(getattr(llm, "context_window_source", "") or "the LLM client")
+        )
         system = count_tokens(self.system_prompt) + FRAMING_TOKENS
         if not isinstance(window, int) or window <= 0:
-            return Fit(None, "", self.max_answer_tokens, 0, self._token_ratio, system, self.token_budget,
-                       self.token_budget, "the configured token_budget (the context window is unknown)")
+            return Fit(
+                None,
+                "",
+                self.max_answer_tokens,
+                0,
+                self._token_ratio,
+                system,
+                self.token_budget,
+                self.token_budget,
+                "the configured token_budget (the context window is unknown)",
+            )
         return self._fit_window(window, source, self.token_budget)
 
     def _counter(self) -> Callable[[Sequence[dict[str, str]]], int | None] | None:
@@ -372,17 +418,33 @@ class LLMOptimizer(ParameterSet):
             ratio = self._token_ratio
             system = math.ceil((count_tokens(self.system_prompt) + FRAMING_TOKENS) * ratio)
         if window < system + answer + margin + math.ceil(MIN_PROBLEM_TOKENS * ratio):
-            raise ContextWindowTooSmall(window, system, answer, f"a margin of {margin} and at least "
-                                        f"{MIN_PROBLEM_TOKENS} tokens of problem are needed besides")
+            raise ContextWindowTooSmall(
+                window,
+                system,
+                answer,
+                f"a margin of {margin} and at least {MIN_PROBLEM_TOKENS} tokens of problem are needed besides",
+            )
         fitted = int((window - answer - margin - system) / ratio) - FRAMING_TOKENS
         if self.token_budget <= fitted and limit >= self.token_budget:
-            reason = (f"the configured token_budget; it fits the context window of {window} tokens ({source})")
-            return Fit(window, source, answer, margin, ratio, system, self.token_budget, self.token_budget, reason,
-                       count=counter)
+            reason = f"the configured token_budget; it fits the context window of {window} tokens ({source})"
+            return Fit(
+                window,
+                source,
+                answer,
+                margin,
+                ratio,
+                system,
+                self.token_budget,
+                self.token_budget,
+                reason,
+                count=counter,
+            )
         budget = min(fitted, limit)
-        reason = (f"the context window: {window} tokens ({source}) minus {answer} for the answer ({answer_why}), "
-                  f"{system} for the system prompt and a margin of {margin}, leaves {budget} for the problem and "
-                  f"the memory (token_budget is {self.token_budget})")
+        reason = (
+            f"the context window: {window} tokens ({source}) minus {answer} for the answer ({answer_why}), "
+            f"{system} for the system prompt and a margin of {margin}, leaves {budget} for the problem and "
+            f"the memory (token_budget is {self.token_budget})"
+        )
         return Fit(window, source, answer, margin, ratio, system, budget, self.token_budget, reason, count=counter)
 
     def _fits(self, messages: list[dict[str, str]], fit: Fit) -> bool:
@@ -400,20 +462,27 @@ class LLMOptimizer(ParameterSet):
             smaller = min(fit.budget - over - 16, int(fit.budget * 0.9))
             if smaller < MIN_PROBLEM_TOKENS:
                 break
-            fit.notes.append(f"the rendered problem came out at {estimate(messages)} tokens, over the "
-                             f"{fit.room} the window allows: rendered again within {smaller}")
+            fit.notes.append(
+                f"the rendered problem came out at {estimate(messages)} tokens, over the "
+                f"{fit.room} the window allows: rendered again within {smaller}"
+            )
             fit.budget = smaller
             messages = self.build_messages(instances)
         if self._fits(messages, fit):
             return messages
         assert fit.window is not None
-        raise ContextWindowTooSmall(fit.window, fit.system, fit.answer or 0,
-                                    f"even cut to the variables, constraints and feedback, the problem needs "
-                                    f"{(fit.count(messages) if fit.count else None) or math.ceil(estimate(messages) * fit.ratio)}"
-                                    f" tokens with the system prompt")
+        raise ContextWindowTooSmall(
+            fit.window,
+            fit.system,
+            fit.answer or 0,
+            f"even cut to the variables, constraints and feedback, the problem needs "
+            f"{(fit.count(messages) if fit.count else None) or math.ceil(estimate(messages) * fit.ratio)}"
+            f" tokens with the system prompt",
+        )
 
-    def _retry_messages(self, instances: list[ProblemInstance], messages: list[dict[str, str]], answer: str,
-                        note: str, fit: Fit) -> list[dict[str, str]]:
+    def _retry_messages(
+        self, instances: list[ProblemInstance], messages: list[dict[str, str]], answer: str, note: str, fit: Fit
+    ) -> list[dict[str, str]]:
         """The validation retry, built to fit: the failed answer whole, shortened, or left out (the
         reasons in ``note`` always stay whole); if even that is too long, the problem is rendered smaller."""
         for _ in range(6):
@@ -429,11 +498,14 @@ class LLMOptimizer(ParameterSet):
                     short = shorten(answer, chars)
                 cut = messages + [{"role": "assistant", "content": short}, {"role": "user", "content": note}]
                 if self._fits(cut, fit):
-                    fit.notes.append(f"retry: the failed answer was cut from {len(answer)} to {len(short)} "
-                                     "characters to fit the context window")
+                    fit.notes.append(
+                        f"retry: the failed answer was cut from {len(answer)} to {len(short)} "
+                        "characters to fit the context window"
+                    )
                     return cut
-            dropped = (f"(Your first answer, {len(answer)} characters, is left out here to fit the context window.)\n"
-                       + note)
+            dropped = (
+                f"(Your first answer, {len(answer)} characters, is left out here to fit the context window.)\n" + note
+            )
             if messages and messages[-1]["role"] == "user":
                 merged = messages[:-1] + [{"role": "user", "content": messages[-1]["content"] + "\n\n" + dropped}]
             else:
@@ -449,11 +521,13 @@ class LLMOptimizer(ParameterSet):
             fit.budget = smaller
             messages = self._build(instances, fit)
         assert fit.window is not None
-        raise ContextWindowTooSmall(fit.window, fit.system, fit.answer or 0,
-                                    "the validation retry does not fit even with the smallest problem")
+        raise ContextWindowTooSmall(
+            fit.window, fit.system, fit.answer or 0, "the validation retry does not fit even with the smallest problem"
+        )
 
-    def _send(self, messages: list[dict[str, str]], usage: Usage,
-              rebuild: Callable[[], list[dict[str, str]]]) -> tuple[ChatResult, list[dict[str, str]]]:
+    def _send(
+        self, messages: list[dict[str, str]], usage: Usage, rebuild: Callable[[], list[dict[str, str]]]
+    ) -> tuple[ChatResult, list[dict[str, str]]]:
         """One call; a server's "exceeds the context" gets one more try with a smaller prompt."""
         fit = self._fit
         try:
@@ -470,7 +544,8 @@ class LLMOptimizer(ParameterSet):
                     raise PromptTooLong(
                         f"the server refused the request as longer than its context window twice, the second time "
                         f"with the problem rendered within {fit.budget} tokens ({again}). Give the server a larger "
-                        "context, set OPTO_CONTEXT_WINDOW to its real size, or lower max_answer_tokens") from again
+                        "context, set OPTO_CONTEXT_WINDOW to its real size, or lower max_answer_tokens"
+                    ) from again
                 raise
         self._learn_ratio(messages, result)
         return result, messages
@@ -490,13 +565,21 @@ class LLMOptimizer(ParameterSet):
             except ContextWindowTooSmall:
                 raise
             fit.window, fit.source, fit.answer, fit.margin, fit.ratio, fit.system = (
-                new.window, new.source, new.answer, new.margin, new.ratio, new.system)
+                new.window,
+                new.source,
+                new.answer,
+                new.margin,
+                new.ratio,
+                new.system,
+            )
             fit.budget = min(new.budget, int(before * 0.9))
             fit.reason = new.reason
         else:  # nothing to go by: half the budget
             fit.budget = max(MIN_PROBLEM_TOKENS, before // 2)
-        fit.notes.append(f"the server refused the request as too long ({str(exc)[:300]}); retried with the problem "
-                         f"rendered within {fit.budget} tokens instead of {before}")
+        fit.notes.append(
+            f"the server refused the request as too long ({str(exc)[:300]}); retried with the problem "
+            f"rendered within {fit.budget} tokens instead of {before}"
+        )
 
     def _learn_ratio(self, messages: list[dict[str, str]], result: ChatResult) -> None:
         """Calibrate the estimate with the server's own count of the prompt (never below 1)."""
@@ -509,8 +592,9 @@ class LLMOptimizer(ParameterSet):
         fit = self._fit
         max_tokens = fit.answer if fit is not None and fit.window is not None else self.max_answer_tokens
         messages = [{**m, "content": redact(m["content"])} for m in messages]  # no secret reaches the endpoint
-        result = self.llm.chat(messages, json_schema=self.response_schema(), temperature=self.temperature,
-                               max_tokens=max_tokens)
+        result = self.llm.chat(
+            messages, json_schema=self.response_schema(), temperature=self.temperature, max_tokens=max_tokens
+        )
         usage.add(result)
         return result
 
@@ -532,7 +616,9 @@ class LLMOptimizer(ParameterSet):
             matched, _ = match_names(others, list(self.trainable))
             suggestion = others if matched else {}
         if not isinstance(suggestion, dict):
-            proposal.error = f'"suggestion" must be a JSON object mapping variable names to values, got {type(suggestion).__name__}'
+            proposal.error = (
+                f'"suggestion" must be a JSON object mapping variable names to values, got {type(suggestion).__name__}'
+            )
             return [proposal.error]
         names = list(self.trainable)
         matched, unknown = match_names(suggestion, names)

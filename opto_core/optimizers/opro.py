@@ -48,8 +48,13 @@ class OPRO(LLMOptimizer):
                 values = {k: shorten(v, limit) if isinstance(v, str) else v for k, v in entry["values"].items()}
                 score = "unknown" if entry["score"] is None else f"{entry['score']:.4g}"
                 lines.append(f"score {score}: {json.dumps(values, ensure_ascii=False)}")
-            text = ("#Constraints\n" + constraints + "\n\n#Earlier values, worst to best\n" + "\n".join(lines)
-                    + "\n\nYour response:\n")
+            text = (
+                "#Constraints\n"
+                + constraints
+                + "\n\n#Earlier values, worst to best\n"
+                + "\n".join(lines)
+                + "\n\nYour response:\n"
+            )
             if count_tokens(text) <= self.render_budget or limit <= 50:
                 break
             limit //= 2

@@ -45,8 +45,15 @@ class OptoPrime(LLMOptimizer):
 
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, parameters: Any = None, llm: Any = None, *, trace: bool = True,
-                 note: Callable[[], str] | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        parameters: Any = None,
+        llm: Any = None,
+        *,
+        trace: bool = True,
+        note: Callable[[], str] | None = None,
+        **settings: Any,
+    ) -> None:
         """``note``: text put before the problem in every request (`Hybrid` says there which numbers its
         search tunes); called per request, since the parameters may change between steps."""
         super().__init__(parameters, llm, **settings)
@@ -66,8 +73,18 @@ class OptoPrime(LLMOptimizer):
     def _render_without_trace(self, instances: Sequence[ProblemInstance], footer: str = "") -> str:
         stripped = []
         for instance in instances:
-            copy = ProblemInstance(instance.graph, instance.instruction, [], {}, instance.variables, [], [], [],
-                                   instance.feedback, instance.names)
+            copy = ProblemInstance(
+                instance.graph,
+                instance.instruction,
+                [],
+                {},
+                instance.variables,
+                [],
+                [],
+                [],
+                instance.feedback,
+                instance.names,
+            )
             stripped.append(copy)
         return render(stripped, self.render_budget, header=NO_TRACE_NOTE + "\n", footer=footer)
 

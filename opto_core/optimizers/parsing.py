@@ -44,8 +44,10 @@ def parse_answer(text: str) -> dict[str, Any]:
     if not stripped:
         raise ParseError("the answer was empty")
     if text_depth(stripped, MAX_ANSWER_DEPTH + 1) > MAX_ANSWER_DEPTH:
-        raise ParseError(f"the answer nests JSON deeper than {MAX_ANSWER_DEPTH} levels; answer with one flat JSON "
-                         'object {"reasoning": "...", "suggestion": {"<variable>": <new value>}}')
+        raise ParseError(
+            f"the answer nests JSON deeper than {MAX_ANSWER_DEPTH} levels; answer with one flat JSON "
+            'object {"reasoning": "...", "suggestion": {"<variable>": <new value>}}'
+        )
     candidates = [m.group(1).strip() for m in _FENCE.finditer(stripped)] + [stripped]
     decoder = json.JSONDecoder()
     for candidate in candidates:
@@ -65,13 +67,15 @@ def parse_answer(text: str) -> dict[str, Any]:
             end = _matching_brace(candidate, start)
             if end is not None:
                 try:
-                    value = ast.literal_eval(candidate[start:end + 1])
+                    value = ast.literal_eval(candidate[start : end + 1])
                     if isinstance(value, dict):
                         return value
                 except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                     pass
-    raise ParseError("no JSON object found in the answer; answer with one JSON object "
-                     '{"reasoning": "...", "suggestion": {"<variable>": <new value>}}')
+    raise ParseError(
+        "no JSON object found in the answer; answer with one JSON object "
+        '{"reasoning": "...", "suggestion": {"<variable>": <new value>}}'
+    )
 
 
 def _matching_brace(text: str, start: int) -> int | None:

@@ -42,8 +42,15 @@ class Proposal:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"reasoning": self.reasoning, "accepted": self.accepted, "rejected": self.rejected,
-                "usage": self.usage, "terminated": self.terminated, "attempts": self.attempts, "error": self.error}
+        data = {
+            "reasoning": self.reasoning,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "usage": self.usage,
+            "terminated": self.terminated,
+            "attempts": self.attempts,
+            "error": self.error,
+        }
         if self.proposed_by:
             data["proposed_by"] = self.proposed_by
         if self.budget:
@@ -55,21 +62,37 @@ class Proposal:
     def from_dict(cls, data: Mapping[str, Any]) -> Proposal:
         """A proposal from `to_dict`'s form (a step record), leniently: a field of the wrong type
         reads as empty, a key this version does not know goes to ``extra``."""
+
         def mapping(key: str) -> dict[str, Any]:
             value = data.get(key)
             return dict(value) if isinstance(value, Mapping) else {}
 
         attempts = data.get("attempts")
-        return cls(reasoning=str(data.get("reasoning") or ""), accepted=mapping("accepted"),
-                   rejected={str(k): str(v) for k, v in mapping("rejected").items()}, usage=mapping("usage"),
-                   terminated=data.get("terminated") is True,
-                   attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 0,
-                   error=str(data.get("error") or ""), proposed_by=mapping("proposed_by"), budget=mapping("budget"),
-                   extra={k: v for k, v in data.items() if k not in _PROPOSAL_KEYS})
+        return cls(
+            reasoning=str(data.get("reasoning") or ""),
+            accepted=mapping("accepted"),
+            rejected={str(k): str(v) for k, v in mapping("rejected").items()},
+            usage=mapping("usage"),
+            terminated=data.get("terminated") is True,
+            attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 0,
+            error=str(data.get("error") or ""),
+            proposed_by=mapping("proposed_by"),
+            budget=mapping("budget"),
+            extra={k: v for k, v in data.items() if k not in _PROPOSAL_KEYS},
+        )
 
 
-_PROPOSAL_KEYS = ("reasoning", "accepted", "rejected", "usage", "terminated", "attempts", "error", "proposed_by",
-                  "budget")
+_PROPOSAL_KEYS = (
+    "reasoning",
+    "accepted",
+    "rejected",
+    "usage",
+    "terminated",
+    "attempts",
+    "error",
+    "proposed_by",
+    "budget",
+)
 
 
 @runtime_checkable
@@ -133,5 +156,8 @@ def describe(optimizer: Any) -> dict[str, Any]:
     """The optimizer as the run directory's ``config.json`` names it: its class, and its model and
     endpoint when it has an LLM client (`LLMOptimizer.llm_client`)."""
     client = getattr(optimizer, "llm_client", None)
-    return {"optimizer": type(optimizer).__name__, "model": getattr(client, "model", None),
-            "base_url": str(getattr(client, "base_url", "") or "") or None}
+    return {
+        "optimizer": type(optimizer).__name__,
+        "model": getattr(client, "model", None),
+        "base_url": str(getattr(client, "base_url", "") or "") or None,
+    }

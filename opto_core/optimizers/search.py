@@ -58,7 +58,8 @@ def _need(module: str, extra: str, sampler: str) -> Any:
     except ImportError as exc:
         raise SamplerUnavailable(
             f"the {sampler!r} sampler needs the {module.split('.')[0]!r} package: "
-            f"pip install 'opto-adapters[{extra}]' ({exc})") from exc
+            f"pip install 'opto-adapters[{extra}]' ({exc})"
+        ) from exc
 
 
 # ----- the space -------------------------------------------------------------------------------------
@@ -157,10 +158,15 @@ class _OptunaEngine:
         self.optuna.logging.set_verbosity(self.optuna.logging.WARNING)
         dist = self.optuna.distributions
         self.distributions = {
-            d.name: (dist.CategoricalDistribution(list(range(len(d.choices)))) if d.kind == "choice"
-                     else dist.IntDistribution(int(d.lower), int(d.upper)) if d.kind == "int"
-                     else dist.FloatDistribution(d.lower, d.upper))
-            for d in space.dims}
+            d.name: (
+                dist.CategoricalDistribution(list(range(len(d.choices))))
+                if d.kind == "choice"
+                else dist.IntDistribution(int(d.lower), int(d.upper))
+                if d.kind == "int"
+                else dist.FloatDistribution(d.lower, d.upper)
+            )
+            for d in space.dims
+        }
         self.kind, self.seed, self.n_startup = sampler, seed, n_startup_trials
         self.study = self.optuna.create_study(direction="maximize", sampler=self._sampler(0))
 
@@ -180,8 +186,9 @@ class _OptunaEngine:
         self.study.tell(trial, score)
 
     def propose(self, fixed: dict[str, Any] | None, attempt: int) -> dict[str, Any]:
-        scratch = self.optuna.create_study(direction="maximize",
-                                           sampler=self._sampler(len(self.study.trials) + 7919 * attempt))
+        scratch = self.optuna.create_study(
+            direction="maximize", sampler=self._sampler(len(self.study.trials) + 7919 * attempt)
+        )
         scratch.add_trials(self.study.trials)
         if fixed:
             scratch.enqueue_trial(fixed, skip_if_exists=False)
@@ -209,8 +216,9 @@ class _GPEngine:
         if len(self.points) < self.n_startup:
             rng = np.random.RandomState(seed)
             return {name: rng.uniform(lo, hi) for name, (lo, hi) in self.bounds.items()}
-        optimizer = self.bayes_opt.BayesianOptimization(f=None, pbounds=self.bounds, random_state=seed, verbose=0,
-                                                        allow_duplicate_points=True)
+        optimizer = self.bayes_opt.BayesianOptimization(
+            f=None, pbounds=self.bounds, random_state=seed, verbose=0, allow_duplicate_points=True
+        )
         for point, score in self.points:
             optimizer.register(params=point, target=score)
         return dict(optimizer.suggest(self.bayes_opt.UtilityFunction(kind="ucb", kappa=2.576)))
@@ -286,17 +294,21 @@ class Sampler:
 
     def _ready(self, space: SearchSpace) -> Any:
         if self._space is None or self._space.key() != space.key():
-            self._space, self._engine, self._fed = space, make_engine(self.name, space, self.seed,
-                                                                      self.n_startup_trials), 0
-        for values, score in self.trials[self._fed:]:
+            self._space, self._engine, self._fed = (
+                space,
+                make_engine(self.name, space, self.seed, self.n_startup_trials),
+                0,
+            )
+        for values, score in self.trials[self._fed :]:
             point = space.encode(values)
             if point is not None:  # values outside today's space (bounds changed) are left out
                 self._engine.add(point, score)
         self._fed = len(self.trials)
         return self._engine
 
-    def propose(self, space: SearchSpace, current: dict[str, Any], fixed: dict[str, Any] | None = None,
-                attempts: int = 5) -> dict[str, Any]:
+    def propose(
+        self, space: SearchSpace, current: dict[str, Any], fixed: dict[str, Any] | None = None, attempts: int = 5
+    ) -> dict[str, Any]:
         """New values for the space's parameters; ``fixed`` values (an LLM's ideas) are evaluated as
         they are. A candidate equal to the current values or to a tried point is asked again (with
         another seed) up to ``attempts`` times, so a step is not spent on a known result.
@@ -337,20 +349,30 @@ class Search(ParameterSet):
     bounds is an error here (a sampler needs a range); `Hybrid` leaves such numbers to its LLM.
     """
 
-    def __init__(self, parameters: Sequence[Parameter] | None = None, sampler: str = "tpe", *, seed: int = 0,
-                 n_startup_trials: int = 5) -> None:
+    def __init__(
+        self,
+        parameters: Sequence[Parameter] | None = None,
+        sampler: str = "tpe",
+        *,
+        seed: int = 0,
+        n_startup_trials: int = 5,
+    ) -> None:
         self.sampler = Sampler(sampler, seed=seed, n_startup_trials=n_startup_trials)
         super().__init__(parameters)
 
     def set_parameters(self, parameters: Sequence[Parameter]) -> None:
         missing = unbounded(parameters)
         if missing:
-            raise ValueError(f"Search needs both bounds on every trainable number; missing on: {', '.join(missing)} "
-                             "(set lower= and upper=, freeze them, or use Hybrid, which leaves them to its LLM)")
+            raise ValueError(
+                f"Search needs both bounds on every trainable number; missing on: {', '.join(missing)} "
+                "(set lower= and upper=, freeze them, or use Hybrid, which leaves them to its LLM)"
+            )
         super().set_parameters(parameters)
         if parameters and not SearchSpace(parameters).dims and any(p.trainable for p in parameters):
-            raise ValueError("Search has nothing to search: no trainable float, int or choice parameter "
-                             f"(trainable: {', '.join(p.name for p in parameters if p.trainable)})")
+            raise ValueError(
+                "Search has nothing to search: no trainable float, int or choice parameter "
+                f"(trainable: {', '.join(p.name for p in parameters if p.trainable)})"
+            )
 
     def observe(self, values: dict[str, Any], score: float | None) -> None:
         self.sampler.observe(values, score)
@@ -362,14 +384,19 @@ class Search(ParameterSet):
         """The sampler's next values; ``fixed`` values (another part's ideas) are evaluated as they are."""
         return self.sampler.propose(self.search_space(), self.current_values(), fixed)
 
-    def step(self, instances: ProblemInstance | Sequence[ProblemInstance] = (), *,
-             max_calls: int | None = None) -> Proposal:
+    def step(
+        self, instances: ProblemInstance | Sequence[ProblemInstance] = (), *, max_calls: int | None = None
+    ) -> Proposal:
         """New values from the sampler; ``instances`` are not read and no model is called."""
         self._need_trainable()
         values = self.propose()
-        return Proposal(reasoning=f"{self.sampler.name}: trial {len(self.sampler.trials) + 1} from "
-                                  f"{len(self.sampler.trials)} evaluations",
-                        accepted=values, proposed_by=dict.fromkeys(values, "search"), attempts=0)
+        return Proposal(
+            reasoning=f"{self.sampler.name}: trial {len(self.sampler.trials) + 1} from "
+            f"{len(self.sampler.trials)} evaluations",
+            accepted=values,
+            proposed_by=dict.fromkeys(values, "search"),
+            attempts=0,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {}  # the sampler is rebuilt from the evaluations the loop replays (observe)

@@ -14,5 +14,13 @@ from opto_core.testing.conformance import CHECKS, AdapterCase
 from opto_core.testing.doubles import ScriptedLLM, quiet_http_server
 from opto_core.testing.scripted_server import ScriptedServer, http_error, system_text, tool_call
 
-__all__ = ["CHECKS", "AdapterCase", "ScriptedLLM", "ScriptedServer", "http_error", "quiet_http_server", "system_text",
-           "tool_call"]
+__all__ = [
+    "CHECKS",
+    "AdapterCase",
+    "ScriptedLLM",
+    "ScriptedServer",
+    "http_error",
+    "quiet_http_server",
+    "system_text",
+    "tool_call",
+]

@@ -232,10 +232,12 @@ def graph_json_round_trip(case: AdapterCase) -> None:
 
 def tracing_keeps_the_output(case: AdapterCase) -> None:
     with _Scripted(case) as server:
-        native, native_requests = _requests_of(server, lambda: case.run_native(case.make(server.base_url),
-                                                                                case.example))
+        native, native_requests = _requests_of(
+            server, lambda: case.run_native(case.make(server.base_url), case.example)
+        )
         (traced, _), traced_requests = _requests_of(
-            server, lambda: _run(case.target(case.make(server.base_url)), case.example))
+            server, lambda: _run(case.target(case.make(server.base_url)), case.example)
+        )
         assert case.output_of(traced) == case.output_of(native), (traced, native)
         assert traced_requests == native_requests, "tracing changed what the program sends to its model"
 
@@ -285,11 +287,28 @@ def every_parameter_is_reached(case: AdapterCase) -> None:
 
 #: Every check, in the order a failing adapter is easiest to debug.
 CHECKS: tuple[Callable[[AdapterCase], None], ...] = (
-    discovery_is_stable, include_exclude, graphs_carry_the_shared_meta, graph_json_round_trip,
-    tracing_keeps_the_output, snapshot_restore_gives_identical_requests, a_half_failed_write_rolls_back,
-    values_deploy_in_a_fresh_process, every_parameter_is_reached)
+    discovery_is_stable,
+    include_exclude,
+    graphs_carry_the_shared_meta,
+    graph_json_round_trip,
+    tracing_keeps_the_output,
+    snapshot_restore_gives_identical_requests,
+    a_half_failed_write_rolls_back,
+    values_deploy_in_a_fresh_process,
+    every_parameter_is_reached,
+)
 
-__all__ = ["AdapterCase", "CHECKS", "a_half_failed_write_rolls_back", "discovery_is_stable", "echo_reply",
-           "every_parameter_is_reached",
-           "graph_json_round_trip", "graphs_carry_the_shared_meta", "include_exclude",
-           "snapshot_restore_gives_identical_requests", "tracing_keeps_the_output", "values_deploy_in_a_fresh_process"]
+__all__ = [
+    "AdapterCase",
+    "CHECKS",
+    "a_half_failed_write_rolls_back",
+    "discovery_is_stable",
+    "echo_reply",
+    "every_parameter_is_reached",
+    "graph_json_round_trip",
+    "graphs_carry_the_shared_meta",
+    "include_exclude",
+    "snapshot_restore_gives_identical_requests",
+    "tracing_keeps_the_output",
+    "values_deploy_in_a_fresh_process",
+]

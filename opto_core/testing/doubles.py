@@ -19,8 +19,14 @@ class ScriptedLLM:
     Token counts use the same estimate as the renderer, so budgets can be tested.
     """
 
-    def __init__(self, replies: Sequence[Reply], *, model: str = "scripted", repeat_last: bool = False,
-                 cost_per_call: float | None = None) -> None:
+    def __init__(
+        self,
+        replies: Sequence[Reply],
+        *,
+        model: str = "scripted",
+        repeat_last: bool = False,
+        cost_per_call: float | None = None,
+    ) -> None:
         self.replies = list(replies)
         self.model = model
         self.repeat_last = repeat_last
@@ -29,11 +35,23 @@ class ScriptedLLM:
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    def chat(self, messages: list[dict[str, str]], *, json_schema: dict[str, Any] | None = None,
-             temperature: float | None = None, max_tokens: int | None = None) -> ChatResult:
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatResult:
         with self._lock:
-            self.requests.append({"messages": [dict(m) for m in messages], "json_schema": json_schema,
-                                  "temperature": temperature, "max_tokens": max_tokens})
+            self.requests.append(
+                {
+                    "messages": [dict(m) for m in messages],
+                    "json_schema": json_schema,
+                    "temperature": temperature,
+                    "max_tokens": max_tokens,
+                }
+            )
             index = len(self.requests) - 1
             if index >= len(self.replies):
                 if not (self.repeat_last and self.replies):
@@ -41,8 +59,9 @@ class ScriptedLLM:
                 index = len(self.replies) - 1
             reply = self.replies[index]
         text = reply(messages) if callable(reply) else reply
-        result = ChatResult(text, sum(count_tokens(m["content"]) for m in messages), count_tokens(text),
-                            self.cost_per_call, self.model)
+        result = ChatResult(
+            text, sum(count_tokens(m["content"]) for m in messages), count_tokens(text), self.cost_per_call, self.model
+        )
         self.usage.add(result)
         return result
 

@@ -39,12 +39,20 @@ _IDS = itertools.count(1)
 
 def tool_call(name: str, call_id: str | None = None, **arguments: Any) -> dict[str, Any]:
     """A scripted reply that asks for one tool call."""
-    return {"tool_calls": [{"id": call_id or f"call_{next(_IDS)}", "type": "function",
-                            "function": {"name": name, "arguments": json.dumps(arguments)}}]}
+    return {
+        "tool_calls": [
+            {
+                "id": call_id or f"call_{next(_IDS)}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
+        ]
+    }
 
 
-def http_error(status: int, message: str = "", *, retry_after: float | str | None = None,
-               headers: dict[str, str] | None = None) -> dict[str, Any]:
+def http_error(
+    status: int, message: str = "", *, retry_after: float | str | None = None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A scripted reply that fails the request the way a provider does: ``http_error(429, retry_after=2)``,
     ``http_error(500)``, ``http_error(529, "Overloaded")``."""
     extra = dict(headers or {})
@@ -83,8 +91,15 @@ class ScriptedServer:
     plus ``max_tokens`` exceeds the window with llama.cpp's own 400.
     """
 
-    def __init__(self, replies: Sequence[Reply] = (), *, repeat_last: bool = False, model: str = "scripted",
-                 context_window: int | None = None, tokenizer: Callable[[str], int] = word_tokens) -> None:
+    def __init__(
+        self,
+        replies: Sequence[Reply] = (),
+        *,
+        repeat_last: bool = False,
+        model: str = "scripted",
+        context_window: int | None = None,
+        tokenizer: Callable[[str], int] = word_tokens,
+    ) -> None:
         self.replies = list(replies)
         self.context_window = context_window
         self.tokenizer = tokenizer
@@ -128,8 +143,11 @@ class ScriptedServer:
 
     def llm_config(self, **settings: Any) -> dict[str, Any]:
         """An AG2 ``llm_config`` pointing at this server (disk cache off)."""
-        return {"config_list": [{"model": self.model, "base_url": self.base_url, "api_key": "scripted"}],
-                "cache_seed": None, **settings}
+        return {
+            "config_list": [{"model": self.model, "base_url": self.base_url, "api_key": "scripted"}],
+            "cache_seed": None,
+            **settings,
+        }
 
     def script(self, *replies: Reply) -> None:
         """Append replies (the next requests get them)."""
@@ -145,8 +163,9 @@ class ScriptedServer:
         """The status and, on success, the server-sent events of one streamed answer (a list of bytes)."""
         return self._respond(body, path, _responses_events, _chat_events)[:2]
 
-    def _respond(self, body: dict[str, Any], path: str, responses: Callable[..., Any], chat: Callable[..., Any]) \
-            -> tuple[int, Any, dict[str, str]]:
+    def _respond(
+        self, body: dict[str, Any], path: str, responses: Callable[..., Any], chat: Callable[..., Any]
+    ) -> tuple[int, Any, dict[str, str]]:
         """(status, answer, extra response headers) for one request."""
         status, reply, index = self._next(body, path)
         if status != 200:
@@ -160,8 +179,9 @@ class ScriptedServer:
 
     def _next(self, body: dict[str, Any], path: str) -> tuple[int, Any, int]:
         """Record the request and pick its scripted reply: (200, reply, index) or (status, error body, index)."""
-        counted = sum(self.tokenizer(str(m.get("content") or "")) + 4 for m in body.get("messages") or []
-                      if isinstance(m, dict))
+        counted = sum(
+            self.tokenizer(str(m.get("content") or "")) + 4 for m in body.get("messages") or [] if isinstance(m, dict)
+        )
         with self._lock:
             self.requests.append(body)
             self.paths.append(path)
@@ -169,9 +189,20 @@ class ScriptedServer:
             index = len(self.requests) - 1
             asked = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
             if self.context_window is not None and counted + asked > self.context_window:
-                return 400, {"error": {"code": 400, "type": "exceed_context_size_error", "message": (
-                    f"request ({counted + asked} tokens) exceeds the available context size "
-                    f"({self.context_window} tokens), try increasing it")}}, index
+                return (
+                    400,
+                    {
+                        "error": {
+                            "code": 400,
+                            "type": "exceed_context_size_error",
+                            "message": (
+                                f"request ({counted + asked} tokens) exceeds the available context size "
+                                f"({self.context_window} tokens), try increasing it"
+                            ),
+                        }
+                    },
+                    index,
+                )
             if self.fail_with is not None:
                 status, error_text = self.fail_with
                 return status, {"error": {"message": error_text, "type": "scripted_error", "code": str(status)}}, index
@@ -180,14 +211,29 @@ class ScriptedServer:
             elif self.repeat_last and self.replies:
                 reply = self.replies[-1]
             else:
-                return 500, {"error": {"message": f"no reply scripted for request {index + 1}",
-                                       "type": "scripted_error", "code": "500"}}, index
+                return (
+                    500,
+                    {
+                        "error": {
+                            "message": f"no reply scripted for request {index + 1}",
+                            "type": "scripted_error",
+                            "code": "500",
+                        }
+                    },
+                    index,
+                )
         if callable(reply):
             reply = reply(body)
         if isinstance(reply, dict) and "http_error" in reply:
             status = reply["http_error"]
-            return status, {"error": {"message": reply["message"], "type": "scripted_error", "code": str(status)},
-                            "headers": dict(reply["headers"])}, index
+            return (
+                status,
+                {
+                    "error": {"message": reply["message"], "type": "scripted_error", "code": str(status)},
+                    "headers": dict(reply["headers"]),
+                },
+                index,
+            )
         return 200, reply, index
 
 
@@ -209,28 +255,59 @@ def _chat_body(body: dict[str, Any], reply: Any, index: int, model: str) -> dict
         message["content"] = str(reply)
         finish = "stop"
     prompt, completion = _tokens(body, reply)
-    return {"id": f"chatcmpl-{index + 1}", "object": "chat.completion", "created": 0,
-            "model": body.get("model", model),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}
+    return {
+        "id": f"chatcmpl-{index + 1}",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body.get("model", model),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
 
 
 def _responses_body(body: dict[str, Any], reply: Any, index: int, model: str) -> dict[str, Any]:
     if isinstance(reply, dict):
-        output = [{"type": "function_call", "id": f"fc_{index + 1}_{k}", "call_id": call["id"],
-                   "name": call["function"]["name"], "arguments": call["function"]["arguments"],
-                   "status": "completed"} for k, call in enumerate(reply["tool_calls"])]
+        output = [
+            {
+                "type": "function_call",
+                "id": f"fc_{index + 1}_{k}",
+                "call_id": call["id"],
+                "name": call["function"]["name"],
+                "arguments": call["function"]["arguments"],
+                "status": "completed",
+            }
+            for k, call in enumerate(reply["tool_calls"])
+        ]
     else:
-        output = [{"type": "message", "id": f"msg_{index + 1}", "role": "assistant", "status": "completed",
-                   "content": [{"type": "output_text", "text": str(reply), "annotations": []}]}]
+        output = [
+            {
+                "type": "message",
+                "id": f"msg_{index + 1}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": str(reply), "annotations": []}],
+            }
+        ]
     prompt, completion = _tokens(body, reply)
-    return {"id": f"resp_{index + 1}", "object": "response", "created_at": 0, "status": "completed",
-            "model": body.get("model", model), "output": output, "parallel_tool_calls": True,
-            "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools", []),
-            "instructions": body.get("instructions"),
-            "usage": {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion,
-                      "input_tokens_details": {"cached_tokens": 0},
-                      "output_tokens_details": {"reasoning_tokens": 0}}}
+    return {
+        "id": f"resp_{index + 1}",
+        "object": "response",
+        "created_at": 0,
+        "status": "completed",
+        "model": body.get("model", model),
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools", []),
+        "instructions": body.get("instructions"),
+        "usage": {
+            "input_tokens": prompt,
+            "output_tokens": completion,
+            "total_tokens": prompt + completion,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
 
 
 def _sse(data: Any, event: str | None = None) -> bytes:
@@ -250,9 +327,23 @@ def _chat_events(body: dict[str, Any], reply: Any, index: int, model: str) -> li
     message = full["choices"][0]["message"]
     if message.get("tool_calls"):
         for k, call in enumerate(message["tool_calls"]):
-            events.append(chunk({"tool_calls": [{"index": k, "id": call["id"], "type": "function",
-                                                 "function": {"name": call["function"]["name"], "arguments": ""}}]}))
-            events.append(chunk({"tool_calls": [{"index": k, "function": {"arguments": call["function"]["arguments"]}}]}))
+            events.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": k,
+                                "id": call["id"],
+                                "type": "function",
+                                "function": {"name": call["function"]["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+            events.append(
+                chunk({"tool_calls": [{"index": k, "function": {"arguments": call["function"]["arguments"]}}]})
+            )
     else:
         text = message["content"]
         half = len(text) // 2
@@ -275,12 +366,27 @@ def _responses_events(body: dict[str, Any], reply: Any, index: int, model: str) 
             text = item["content"][0]["text"]
             half = len(text) // 2
             for piece in (text[:half], text[half:]):
-                events.append(_sse({"type": "response.output_text.delta", "item_id": item["id"],
-                                    "output_index": position, "content_index": 0, "delta": piece,
-                                    "sequence_number": seq, "logprobs": []}, "response.output_text.delta"))
+                events.append(
+                    _sse(
+                        {
+                            "type": "response.output_text.delta",
+                            "item_id": item["id"],
+                            "output_index": position,
+                            "content_index": 0,
+                            "delta": piece,
+                            "sequence_number": seq,
+                            "logprobs": [],
+                        },
+                        "response.output_text.delta",
+                    )
+                )
                 seq += 1
-        events.append(_sse({"type": "response.output_item.done", "output_index": position, "item": item,
-                            "sequence_number": seq}, "response.output_item.done"))
+        events.append(
+            _sse(
+                {"type": "response.output_item.done", "output_index": position, "item": item, "sequence_number": seq},
+                "response.output_item.done",
+            )
+        )
         seq += 1
     events.append(_sse({"type": "response.completed", "response": full, "sequence_number": seq}, "response.completed"))
     return events
@@ -324,8 +430,9 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
                 else:
                     self.send_events(events)
             else:
-                self.send_json(*server._respond(body if isinstance(body, dict) else {}, path, _responses_body,
-                                                _chat_body))
+                self.send_json(
+                    *server._respond(body if isinstance(body, dict) else {}, path, _responses_body, _chat_body)
+                )
 
         def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()

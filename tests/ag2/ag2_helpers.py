@@ -23,8 +23,12 @@ def terminates(message: dict[str, Any]) -> bool:
 
 def calculator_pair(server: Any, **settings: Any) -> tuple[ConversableAgent, ConversableAgent]:
     """An assistant that calls ``buggy_add`` and a user proxy that runs it (no llm_config)."""
-    assistant = ConversableAgent("assistant", system_message="You add numbers with your tool.",
-                                 llm_config=server.llm_config(temperature=0.3, **settings), human_input_mode="NEVER")
+    assistant = ConversableAgent(
+        "assistant",
+        system_message="You add numbers with your tool.",
+        llm_config=server.llm_config(temperature=0.3, **settings),
+        human_input_mode="NEVER",
+    )
     user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER", is_termination_msg=terminates)
     register_function(buggy_add, caller=assistant, executor=user, name="buggy_add", description="Adds a and b.")
     return assistant, user
@@ -33,6 +37,7 @@ def calculator_pair(server: Any, **settings: Any) -> tuple[ConversableAgent, Con
 def chat_of(assistant: ConversableAgent, user: ConversableAgent):
     def chat(example: Any) -> str:
         return user.initiate_chat(assistant, message=example["question"], max_turns=3, silent=True).summary
+
     return chat
 
 
@@ -53,12 +58,23 @@ def group_reply(request: dict[str, Any]) -> str:
     return "Final: cats purr when content. TERMINATE"
 
 
-def group_chat(server: Any, method: str = "auto") -> tuple[GroupChatManager, ConversableAgent, dict[str, ConversableAgent]]:
+def group_chat(
+    server: Any, method: str = "auto"
+) -> tuple[GroupChatManager, ConversableAgent, dict[str, ConversableAgent]]:
     config = server.llm_config(temperature=0.2)
     user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER", description="The user.")
-    agents = {name: ConversableAgent(name, system_message=f"You are the {name}.", llm_config=config,
-                                     description=f"The {name}.", human_input_mode="NEVER") for name in ORDER}
-    chat = GroupChat([user, *agents.values()], messages=[], max_round=4, speaker_selection_method=method,
-                     allow_repeat_speaker=False)
+    agents = {
+        name: ConversableAgent(
+            name,
+            system_message=f"You are the {name}.",
+            llm_config=config,
+            description=f"The {name}.",
+            human_input_mode="NEVER",
+        )
+        for name in ORDER
+    }
+    chat = GroupChat(
+        [user, *agents.values()], messages=[], max_round=4, speaker_selection_method=method, allow_repeat_speaker=False
+    )
     manager = GroupChatManager(chat, llm_config=server.llm_config(temperature=0.0), is_termination_msg=terminates)
     return manager, user, agents

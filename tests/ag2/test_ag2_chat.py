@@ -27,23 +27,39 @@ def test_two_agent_chat_with_a_tool_gives_the_exact_graph(server):
     run = graph.meta["run_id"]
     m = [f"msg:{run}-{i}" for i in range(1, 5)]
     assert [(n.id, n.kind) for n in graph.nodes] == [
-        (m[0], "input"), ("param:assistant.system_message", "parameter"),
-        ("param:assistant.tools.buggy_add.description", "parameter"), ("param:assistant.temperature", "parameter"),
-        ("assistant.llm#0", "op"), (m[1], "op"), ("param:user.tools.buggy_add.code", "parameter"),
-        ("user.tool.buggy_add#0", "op"), (m[2], "op"), ("assistant.llm#1", "op"), (m[3], "op"),
-        ("output#0", "output")]
-    params = [("param:assistant.system_message", "system_message", "data"),
-              ("param:assistant.tools.buggy_add.description", "tool buggy_add", "data"),
-              ("param:assistant.temperature", "temperature", "data")]
+        (m[0], "input"),
+        ("param:assistant.system_message", "parameter"),
+        ("param:assistant.tools.buggy_add.description", "parameter"),
+        ("param:assistant.temperature", "parameter"),
+        ("assistant.llm#0", "op"),
+        (m[1], "op"),
+        ("param:user.tools.buggy_add.code", "parameter"),
+        ("user.tool.buggy_add#0", "op"),
+        (m[2], "op"),
+        ("assistant.llm#1", "op"),
+        (m[3], "op"),
+        ("output#0", "output"),
+    ]
+    params = [
+        ("param:assistant.system_message", "system_message", "data"),
+        ("param:assistant.tools.buggy_add.description", "tool buggy_add", "data"),
+        ("param:assistant.temperature", "temperature", "data"),
+    ]
     assert edges(graph, "assistant.llm#0") == [params[0], (m[0], "prompt[1]", "context"), *params[1:]]
     assert edges(graph, m[1]) == [("assistant.llm#0", "produced_by", "data")]
-    assert edges(graph, "user.tool.buggy_add#0") == [(m[1], "arguments", "data"),
-                                                      ("param:user.tools.buggy_add.code", "code", "data")]
+    assert edges(graph, "user.tool.buggy_add#0") == [
+        (m[1], "arguments", "data"),
+        ("param:user.tools.buggy_add.code", "code", "data"),
+    ]
     assert edges(graph, m[2]) == [("user.tool.buggy_add#0", "call call_1", "data")]
     # the tool's result is a producer of the call that read it; the rest of the prompt is context
-    assert edges(graph, "assistant.llm#1") == [params[0], (m[0], "prompt[1]", "context"),
-                                               (m[1], "prompt[2]", "context"), (m[2], "prompt[3]", "data"),
-                                               *params[1:]]
+    assert edges(graph, "assistant.llm#1") == [
+        params[0],
+        (m[0], "prompt[1]", "context"),
+        (m[1], "prompt[2]", "context"),
+        (m[2], "prompt[3]", "data"),
+        *params[1:],
+    ]
     assert edges(graph, m[3]) == [("assistant.llm#1", "produced_by", "data")]
     assert graph["output#0"].parents == [m[3]]
     assert graph["user.tool.buggy_add#0"].value == "-1" and graph["user.tool.buggy_add#0"].meta["call_id"] == "call_1"
@@ -89,15 +105,32 @@ def test_a_logger_the_user_started_keeps_receiving_calls(server):
         def __init__(self):
             self.calls = 0
 
-        def start(self): return "mine"
-        def log_chat_completion(self, *args, **kwargs): self.calls += 1
-        def log_new_agent(self, *args): pass
-        def log_event(self, *args, **kwargs): pass
-        def log_new_wrapper(self, *args): pass
-        def log_new_client(self, *args): pass
-        def log_function_use(self, *args): pass
-        def stop(self): pass
-        def get_connection(self): return None
+        def start(self):
+            return "mine"
+
+        def log_chat_completion(self, *args, **kwargs):
+            self.calls += 1
+
+        def log_new_agent(self, *args):
+            pass
+
+        def log_event(self, *args, **kwargs):
+            pass
+
+        def log_new_wrapper(self, *args):
+            pass
+
+        def log_new_client(self, *args):
+            pass
+
+        def log_function_use(self, *args):
+            pass
+
+        def stop(self):
+            pass
+
+        def get_connection(self):
+            return None
 
     mine = Counting()
     runtime_logging.start(logger=mine)

@@ -8,8 +8,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ag2_two_agents_example_fixes_the_tool_in_one_step():
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "ag2_two_agents.py")], capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "ag2_two_agents.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "before: What is 2 + 3? -> 'The answer is -1.'" in out

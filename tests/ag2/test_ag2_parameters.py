@@ -22,14 +22,16 @@ def test_names_kinds_and_no_model_parameters_for_an_executor(server):
     assistant, user = calculator_pair(server, max_tokens=50)
     params = {p.name: p for p in parameters_of([assistant, user])}
     assert {n: (p.kind, p.lower, p.upper) for n, p in params.items()} == {
-        "assistant.system_message": ("text", None, None), "assistant.temperature": ("float", 0.0, 2.0),
-        "assistant.max_tokens": ("int", 50, 1024), "assistant.tools.buggy_add.description": ("text", None, None),
-        "user.tools.buggy_add.code": ("code", None, None)}
+        "assistant.system_message": ("text", None, None),
+        "assistant.temperature": ("float", 0.0, 2.0),
+        "assistant.max_tokens": ("int", 50, 1024),
+        "assistant.tools.buggy_add.description": ("text", None, None),
+        "user.tools.buggy_add.code": ("code", None, None),
+    }
     assert params["user.tools.buggy_add.code"].value.startswith("def buggy_add(a: int, b: int) -> int:")
     target = AG2Target(chat_of(assistant, user), [assistant, user], exclude=["*.description"])
     assert not target.bound["assistant.tools.buggy_add.description"].trainable
-    assert target.notes == ["user has no llm_config: no model parameters (system message, settings, "
-                            "tool descriptions)"]
+    assert target.notes == ["user has no llm_config: no model parameters (system message, settings, tool descriptions)"]
     with pytest.raises(UnknownParameters, match="assistant.system_message"):
         AG2Target(chat_of(assistant, user), [assistant, user], include=["nope.*"])
 
@@ -43,8 +45,14 @@ def test_every_write_reaches_the_next_request_and_restore_undoes_them(server):
     assert before.by_name("user.tool.buggy_add")[0].value == "-1"
     original_tools = copy.deepcopy(server.requests[0]["tools"])
     snapshot = target.snapshot()
-    target.apply({"assistant.system_message": "Be exact.", "assistant.temperature": 0.9,
-                  "assistant.tools.buggy_add.description": "Returns a + b.", "user.tools.buggy_add.code": FIXED_ADD})
+    target.apply(
+        {
+            "assistant.system_message": "Be exact.",
+            "assistant.temperature": 0.9,
+            "assistant.tools.buggy_add.description": "Returns a + b.",
+            "user.tools.buggy_add.code": FIXED_ADD,
+        }
+    )
     _, after = target.run({"question": "2+3?"})
     request = server.requests[2]
     assert system_text(request) == "Be exact." and request["temperature"] == 0.9
@@ -52,8 +60,11 @@ def test_every_write_reaches_the_next_request_and_restore_undoes_them(server):
     assert request["tools"][0]["function"]["parameters"] == original_tools[0]["function"]["parameters"]
     assert after.by_name("user.tool.buggy_add")[0].value == "5"  # the new code really ran
     assert after["param:user.tools.buggy_add.code"].value == FIXED_ADD
-    assert after.meta["write_back_verified"] == ["assistant.system_message", "assistant.temperature",
-                                                 "assistant.tools.buggy_add.description"]
+    assert after.meta["write_back_verified"] == [
+        "assistant.system_message",
+        "assistant.temperature",
+        "assistant.tools.buggy_add.description",
+    ]
     target.restore(snapshot)
     _, restored = target.run({"question": "2+3?"})
     assert server.requests[4] == server.requests[0]  # the very same request as before any write
@@ -84,8 +95,11 @@ def test_code_that_changes_the_advertised_signature_is_rejected_before_it_is_app
     for code, reason in ((changed, "signature must stay"), (side_effect, "only imports, a docstring")):
         with pytest.raises(InvalidValue, match=reason):
             target.apply({"user.tools.buggy_add.code": code, "assistant.system_message": "Changed."})
-    assert user.function_map["buggy_add"] is registered and assistant.system_message == "You add numbers with your tool."
+    assert (
+        user.function_map["buggy_add"] is registered and assistant.system_message == "You add numbers with your tool."
+    )
     import os
+
     assert "OPTO_AG2_RAN" not in os.environ  # nothing of the rejected code ran
 
 
@@ -98,14 +112,24 @@ def test_selection_templates_reach_the_selector_and_keep_their_placeholders(serv
     with pytest.raises(InvalidValue, match="unknown placeholders"):
         target.apply({"chat_manager.select_speaker_message_template": "{roles} {agentlist} {oops}"})
     snapshot = target.snapshot()
-    target.apply({"chat_manager.select_speaker_message_template": "In this role play: {roles}. Pick from {agentlist}.",
-                  "chat_manager.temperature": 0.4, "writer.system_message": "You are the writer. Be brief."})
+    target.apply(
+        {
+            "chat_manager.select_speaker_message_template": "In this role play: {roles}. Pick from {agentlist}.",
+            "chat_manager.temperature": 0.4,
+            "writer.system_message": "You are the writer. Be brief.",
+        }
+    )
     _, graph = target.run("Write about cats.")
     selection = server.requests[0]
-    assert system_text(selection).startswith("In this role play: writer: The writer.") and selection["temperature"] == 0.4
+    assert (
+        system_text(selection).startswith("In this role play: writer: The writer.") and selection["temperature"] == 0.4
+    )
     assert system_text(server.requests[1]) == "You are the writer. Be brief."
-    assert set(graph.meta["write_back_verified"]) == {"chat_manager.select_speaker_message_template",
-                                                      "chat_manager.temperature", "writer.system_message"}
+    assert set(graph.meta["write_back_verified"]) == {
+        "chat_manager.select_speaker_message_template",
+        "chat_manager.temperature",
+        "writer.system_message",
+    }
     target.restore(snapshot)
     server.requests.clear()
     target.run("Write about cats.")

@@ -29,8 +29,9 @@ def chat_module(user_module):
 
 
 def pair(server):
-    assistant = ConversableAgent("assistant", system_message="(set per run)", llm_config=server.llm_config(),
-                                 human_input_mode="NEVER")
+    assistant = ConversableAgent(
+        "assistant", system_message="(set per run)", llm_config=server.llm_config(), human_input_mode="NEVER"
+    )
     user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
     return assistant, user
 
@@ -77,8 +78,9 @@ def test_deploying_a_run_functions_template_and_your_own_parameters(server, chat
     chat = chat_module.make_chat(assistant, user)
     with pytest.raises(UnknownParameters, match=r"run=<that function>"):
         apply_values([assistant, user], tmp_path / "values.json")  # without run=, the template is unknown
-    assert apply_values([assistant, user], tmp_path / "values.json", run=chat) == \
-        {"chat.SUPPORT_TEMPLATE": "Support for {company}: be warm."}
+    assert apply_values([assistant, user], tmp_path / "values.json", run=chat) == {
+        "chat.SUPPORT_TEMPLATE": "Support for {company}: be warm."
+    }
     server.script("Two days.")
     chat({"company": "ACME", "question": "When?"})
     assert system_text(server.requests[-1]) == "Support for ACME: be warm."

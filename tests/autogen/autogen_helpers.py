@@ -13,14 +13,22 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from opto_core.testing import quiet_http_server
 
 #: Scripted tool calls need a client that says it can call functions (the replay default is False).
-MODEL_INFO = {"function_calling": True, "vision": False, "json_output": False, "family": "unknown",
-              "structured_output": False}
+MODEL_INFO = {
+    "function_calling": True,
+    "vision": False,
+    "json_output": False,
+    "family": "unknown",
+    "structured_output": False,
+}
 
 
 def tool_call(name: str, call_id: str = "call_1", **arguments: Any) -> CreateResult:
-    return CreateResult(finish_reason="function_calls",
-                        content=[FunctionCall(id=call_id, name=name, arguments=json.dumps(arguments))],
-                        usage=RequestUsage(prompt_tokens=10, completion_tokens=5), cached=False)
+    return CreateResult(
+        finish_reason="function_calls",
+        content=[FunctionCall(id=call_id, name=name, arguments=json.dumps(arguments))],
+        usage=RequestUsage(prompt_tokens=10, completion_tokens=5),
+        cached=False,
+    )
 
 
 def replay(*responses: Any) -> ReplayChatCompletionClient:
@@ -37,15 +45,25 @@ def buggy_add(a: int, b: int) -> int:
     return a - b
 
 
-def calculator(client: ReplayChatCompletionClient, *, reflect: bool = True, name: str = "calc",
-               system_message: str = "You add numbers with your tool.") -> AssistantAgent:
-    return AssistantAgent(name, client, tools=[add], reflect_on_tool_use=reflect, system_message=system_message,
-                          description="Adds numbers.")
+def calculator(
+    client: ReplayChatCompletionClient,
+    *,
+    reflect: bool = True,
+    name: str = "calc",
+    system_message: str = "You add numbers with your tool.",
+) -> AssistantAgent:
+    return AssistantAgent(
+        name,
+        client,
+        tools=[add],
+        reflect_on_tool_use=reflect,
+        system_message=system_message,
+        description="Adds numbers.",
+    )
 
 
 def plain(name: str, client: ReplayChatCompletionClient, system_message: str | None = None) -> AssistantAgent:
-    return AssistantAgent(name, client, system_message=system_message or f"You are {name}.",
-                          description=f"The {name}.")
+    return AssistantAgent(name, client, system_message=system_message or f"You are {name}.", description=f"The {name}.")
 
 
 def request_system(call: dict[str, Any]) -> str | None:
@@ -61,21 +79,35 @@ def request_texts(call: dict[str, Any]) -> list[str]:
 # ----- a scripted OpenAI-compatible server on 127.0.0.1 (for the real OpenAIChatCompletionClient) ------
 MODEL = "scripted-model"
 #: An unknown model name needs its capabilities spelled out for autogen-ext.
-OPENAI_MODEL_INFO = {"function_calling": True, "vision": False, "json_output": False, "family": "unknown",
-                     "structured_output": False}
+OPENAI_MODEL_INFO = {
+    "function_calling": True,
+    "vision": False,
+    "json_output": False,
+    "family": "unknown",
+    "structured_output": False,
+}
 
 
 def completion_body(text: str | None = None, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """An OpenAI chat-completion response with a text answer or tool calls."""
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if tool_calls:
-        message["tool_calls"] = [{"id": c.get("id", f"call_{i}"), "type": "function",
-                                  "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
-                                 for i, c in enumerate(tool_calls)]
-    return {"id": "chatcmpl-scripted", "object": "chat.completion", "created": 1, "model": MODEL,
-            "choices": [{"index": 0, "message": message,
-                         "finish_reason": "tool_calls" if tool_calls else "stop"}],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}
+        message["tool_calls"] = [
+            {
+                "id": c.get("id", f"call_{i}"),
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
+            for i, c in enumerate(tool_calls)
+        ]
+    return {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": 1,
+        "model": MODEL,
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+    }
 
 
 class ScriptedOpenAIServer:
@@ -122,8 +154,14 @@ class ScriptedOpenAIServer:
     def client(self, **options: Any) -> Any:
         from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-        return OpenAIChatCompletionClient(model=MODEL, base_url=self.base_url, api_key="sk-test-not-a-secret",
-                                          model_info=OPENAI_MODEL_INFO, max_retries=0, **options)
+        return OpenAIChatCompletionClient(
+            model=MODEL,
+            base_url=self.base_url,
+            api_key="sk-test-not-a-secret",
+            model_info=OPENAI_MODEL_INFO,
+            max_retries=0,
+            **options,
+        )
 
 
 def system_of(body: dict[str, Any]) -> str | None:

@@ -27,9 +27,15 @@ async def test_run_matches_the_unwrapped_agent():
     wrapped = await agent.run(task="What is 2 + 3?")
     assert _summary(wrapped.messages) == _summary(bare.messages)
     assert [type(m).__name__ for m in wrapped.messages] == [
-        "TextMessage", "ToolCallRequestEvent", "ToolCallExecutionEvent", "TextMessage"]
+        "TextMessage",
+        "ToolCallRequestEvent",
+        "ToolCallExecutionEvent",
+        "TextMessage",
+    ]
     # the model saw the same prompts
-    assert [request_texts(c) for c in wrapped_client.create_calls] == [request_texts(c) for c in bare_client.create_calls]
+    assert [request_texts(c) for c in wrapped_client.create_calls] == [
+        request_texts(c) for c in bare_client.create_calls
+    ]
     assert agent.name == "calc" and agent.description == "Adds numbers."
     assert list(agent.produced_message_types) == list(agent.agent.produced_message_types)
 
@@ -39,7 +45,11 @@ async def test_run_stream_yields_what_the_agent_yields_and_records_a_graph():
     items = [item async for item in agent.run_stream(task="1+1?")]
     assert isinstance(items[-1], TaskResult)
     assert [type(i).__name__ for i in items[:-1]] == [
-        "TextMessage", "ToolCallRequestEvent", "ToolCallExecutionEvent", "TextMessage"]
+        "TextMessage",
+        "ToolCallRequestEvent",
+        "ToolCallExecutionEvent",
+        "TextMessage",
+    ]
     graph = agent.last_graph
     assert graph is not None and len(agent.graphs) == 1
     assert graph.meta["scope"] == "agent" and graph.meta["llm_calls"] == 2 and graph.meta["turns"] == 1
@@ -51,8 +61,9 @@ async def test_on_messages_and_on_messages_stream_delegate():
     with pytest.warns(UserWarning, match="outside a recorded run"):
         response = await agent.on_messages([TextMessage(content="hi", source="user")], CancellationToken())
     assert isinstance(response, Response) and response.chat_message.content == "first"
-    items = [i async for i in agent.on_messages_stream([TextMessage(content="again", source="user")],
-                                                       CancellationToken())]
+    items = [
+        i async for i in agent.on_messages_stream([TextMessage(content="again", source="user")], CancellationToken())
+    ]
     assert isinstance(items[-1], Response) and items[-1].chat_message.content == "second"
     # outside any run each turn is its own graph (with a warning the first time)
     assert len(agent.graphs) == 2 and all(g.meta["scope"] == "turn" for g in agent.graphs)
@@ -139,10 +150,13 @@ async def test_producer_only_backward_credits_the_own_turn():
     assert "calc.tools.add.code" in {v.name for v in producers.variables}
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("an agent", "got builtins.str"),
-    (42, "got builtins.int"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("an agent", "got builtins.str"),
+        (42, "got builtins.int"),
+    ],
+)
 def test_non_agents_are_rejected_clearly(bad, message):
     with pytest.raises(TypeError, match=message):
         OptoAgent(bad)

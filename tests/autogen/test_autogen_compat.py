@@ -117,15 +117,19 @@ def test_registering_again_gives_a_queue_a_new_event_loop_can_use():
 
 def test_a_team_on_a_runtime_the_user_passed_says_so():
     runtime = SingleThreadedAgentRuntime()
-    team = RoundRobinGroupChat([plain("a", replay("1"))], termination_condition=MaxMessageTermination(2),
-                               runtime=runtime)
+    team = RoundRobinGroupChat(
+        [plain("a", replay("1"))], termination_condition=MaxMessageTermination(2), runtime=runtime
+    )
     assert _compat.registration(team) == (False, False)
 
 
 async def test_the_selector_client_is_the_one_that_chooses():
     chooser = replay("critic")
-    team = SelectorGroupChat([plain("writer", replay("w")), plain("critic", replay("c"))], model_client=replay("x"),
-                             termination_condition=MaxMessageTermination(2))
+    team = SelectorGroupChat(
+        [plain("writer", replay("w")), plain("critic", replay("c"))],
+        model_client=replay("x"),
+        termination_condition=MaxMessageTermination(2),
+    )
     _compat.set_selector_client(team, chooser)
     assert _compat.selector_client(team) is chooser
     result = await team.run(task="go")
@@ -136,10 +140,16 @@ async def test_the_selector_client_is_the_one_that_chooses():
 def test_a_clients_settings_come_from_its_saved_config():
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-    client = OpenAIChatCompletionClient(model="local", base_url="http://127.0.0.1:9/v1", api_key="sk-not-a-secret",
-                                        temperature=0.3, max_tokens=50, model_info=dict(
-                                            function_calling=True, vision=False, json_output=False, family="unknown",
-                                            structured_output=False))
+    client = OpenAIChatCompletionClient(
+        model="local",
+        base_url="http://127.0.0.1:9/v1",
+        api_key="sk-not-a-secret",
+        temperature=0.3,
+        max_tokens=50,
+        model_info=dict(
+            function_calling=True, vision=False, json_output=False, family="unknown", structured_output=False
+        ),
+    )
     config = client_config(client)
     assert config["temperature"] == 0.3 and config["max_tokens"] == 50 and config["model"] == "local"
     assert "api_key" not in config and "base_url" not in config

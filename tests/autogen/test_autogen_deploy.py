@@ -54,15 +54,21 @@ NEW_SHOUT = '''def shout(text: str) -> str:
     """Repeat a text loudly."""
     return "SHOUTED " + text.upper()
 '''
-OPTIMIZED = {"writer.system_message": "You write, and you always use shout first.",
-             "writer.tools.shout.code": NEW_SHOUT, "writer.temperature": 0.15,
-             "critic.system_message": "You judge harshly."}
+OPTIMIZED = {
+    "writer.system_message": "You write, and you always use shout first.",
+    "writer.tools.shout.code": NEW_SHOUT,
+    "writer.temperature": 0.15,
+    "critic.system_message": "You judge harshly.",
+}
 
 
 def _reply(body):
     """The writer calls its tool once, then answers; the critic answers."""
-    if (system_of(body) or "").startswith("You write") and body.get("tools") \
-            and not any(m["role"] == "tool" for m in body["messages"]):
+    if (
+        (system_of(body) or "").startswith("You write")
+        and body.get("tools")
+        and not any(m["role"] == "tool" for m in body["messages"])
+    ):
         return completion_body(tool_calls=[{"id": "call_1", "name": "shout", "arguments": {"text": "sea"}}])
     return completion_body("done")
 
@@ -112,8 +118,14 @@ def test_saved_values_reach_the_next_requests_in_a_fresh_process(server, app, tm
         result = asyncio.run(team.run(task="Describe the sea."))
         print(json.dumps({{"applied": sorted(applied), "messages": len(result.messages)}}))
     ''')
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT, env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["applied"] == sorted(saved)
@@ -153,6 +165,7 @@ def test_dump_component_keeps_the_optimized_temperature(server, app):
         loaded = RoundRobinGroupChat.load_component(config)
     for participant in loaded._participants:  # the API key comes back masked from a dump
         participant._model_client = type(participant._model_client)(
-            **{**participant._model_client._raw_config, "api_key": "fake-test-key-not-a-secret"})
+            **{**participant._model_client._raw_config, "api_key": "fake-test-key-not-a-secret"}
+        )
     asyncio.run(loaded.run(task="Describe the sea."))
     _assert_carries_every_value(server.requests)

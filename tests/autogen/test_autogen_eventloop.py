@@ -99,8 +99,10 @@ def _optimize_checked(target, server, llm_calls_per_run):
     result = _optimize(target)
     graphs = list(target.graphs)[before_graphs:]
     assert graphs and len(server.requests) - before_requests == llm_calls_per_run * len(graphs)
-    assert all(not g.of_kind("exception") and len([n for n in g.nodes if n.name.endswith(".llm")])
-               == llm_calls_per_run for g in graphs)
+    assert all(
+        not g.of_kind("exception") and len([n for n in g.nodes if n.name.endswith(".llm")]) == llm_calls_per_run
+        for g in graphs
+    )
     assert all(not step.get("infrastructure_errors") for step in result.history)
     assert (result.initial_score, result.best_score) == (0.0, 1.0)
     return result
@@ -133,8 +135,7 @@ def test_wrapping_after_a_run_keeps_the_conversation_for_the_users_next_run(serv
     _user_run(team, server, task="Second task.")
     assert [n.value for n in target.last_graph.by_name("critic.llm")] == ["Hmm."]  # recorded
     texts = [m["content"] for m in server.requests[-1]["messages"]]  # the critic's request
-    assert texts[1:] == ["First task.", "A red kite over the sea.", "Hmm.", "Second task.",
-                         "A red kite over the sea."]
+    assert texts[1:] == ["First task.", "A red kite over the sea.", "Hmm.", "Second task.", "A red kite over the sea."]
     _clean(capfd, caplog)
 
 

@@ -27,16 +27,28 @@ MODEL = "SmolLM2-135M-Instruct"
 RECORDING = os.environ.get("OPTO_RECORD") == "1"
 CASSETTES = Path(__file__).parent.parent / "cassettes"
 #: An unknown model name needs its capabilities spelled out for autogen-ext.
-MODEL_INFO = {"function_calling": False, "vision": False, "json_output": False, "family": "unknown",
-              "structured_output": False}
+MODEL_INFO = {
+    "function_calling": False,
+    "vision": False,
+    "json_output": False,
+    "family": "unknown",
+    "structured_output": False,
+}
 
 
 def _team(base_url: str) -> RoundRobinGroupChat:
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
     # one client shared by both agents (the usual setup): temperature must still be per agent
-    client = OpenAIChatCompletionClient(model=MODEL, base_url=base_url, api_key=KEY, model_info=MODEL_INFO,
-                                        max_tokens=24, temperature=0.7, max_retries=0)
+    client = OpenAIChatCompletionClient(
+        model=MODEL,
+        base_url=base_url,
+        api_key=KEY,
+        model_info=MODEL_INFO,
+        max_tokens=24,
+        temperature=0.7,
+        max_retries=0,
+    )
     writer = AssistantAgent("writer", client, system_message="You write one short sentence.")
     critic = AssistantAgent("critic", client, system_message="You judge the sentence in a few words.")
     return RoundRobinGroupChat([writer, critic], termination_condition=MaxMessageTermination(3))
@@ -50,8 +62,9 @@ async def test_write_back_is_on_the_wire_with_the_openai_client(cassette, record
     with cassette("autogen_openai_team") as cass:
         before = len(cass)
         await team.run(task="Describe the sea.")
-        target.apply({"writer.system_message": "You write one short sentence about colours.",
-                      "writer.temperature": 0.1})
+        target.apply(
+            {"writer.system_message": "You write one short sentence about colours.", "writer.temperature": 0.1}
+        )
         await team.reset()
         result = await team.run(task="Describe the sea.")
     if RECORDING:

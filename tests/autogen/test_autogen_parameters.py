@@ -28,8 +28,12 @@ def _by_name(agent):
 def test_parameters_of_an_agent():
     agent = OptoAgent(calculator(replay("x")))
     params = _by_name(agent)
-    assert set(params) == {"calc.system_message", "calc.tools.add.code", "calc.tools.add.description",
-                           "calc.temperature"}
+    assert set(params) == {
+        "calc.system_message",
+        "calc.tools.add.code",
+        "calc.tools.add.description",
+        "calc.temperature",
+    }
     assert params["calc.system_message"].kind == "text"
     assert params["calc.system_message"].value == "You add numbers with your tool."
     code = params["calc.tools.add.code"]
@@ -43,10 +47,19 @@ def test_parameters_of_an_agent():
 def test_trainable_switches_and_client_temperature():
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-    client = OpenAIChatCompletionClient(model="local", base_url="http://127.0.0.1:9/v1", api_key="x",
-                                        temperature=0.3, model_info={"function_calling": True, "vision": False,
-                                                                     "json_output": False, "family": "unknown",
-                                                                     "structured_output": False})
+    client = OpenAIChatCompletionClient(
+        model="local",
+        base_url="http://127.0.0.1:9/v1",
+        api_key="x",
+        temperature=0.3,
+        model_info={
+            "function_calling": True,
+            "vision": False,
+            "json_output": False,
+            "family": "unknown",
+            "structured_output": False,
+        },
+    )
     agent = OptoAgent(AssistantAgent("a", client, system_message="S."), temperature=False, system_message=False)
     params = _by_name(agent)
     assert params["a.temperature"].value == 0.3 and not params["a.temperature"].trainable
@@ -57,8 +70,9 @@ async def test_write_back_is_seen_in_the_next_recorded_request():
     client = replay("first", tool_call("add", a=1, b=2), "done")
     agent = OptoAgent(calculator(client))
     await agent.run(task="hello")
-    agent.apply({"calc.system_message": "Be terse.", "calc.temperature": 0.25,
-                 "calc.tools.add.description": "Adds a and b."})
+    agent.apply(
+        {"calc.system_message": "Be terse.", "calc.temperature": 0.25, "calc.tools.add.description": "Adds a and b."}
+    )
     await agent.on_reset(CancellationToken())
     await agent.run(task="1+2")
     request = client.create_calls[1]
@@ -67,16 +81,25 @@ async def test_write_back_is_seen_in_the_next_recorded_request():
     assert [t["description"] for t in request["tools"]] == ["Adds a and b."]
     assert client.create_calls[0]["extra_create_args"] == {}  # nothing sent before a write
     graph = agent.last_graph
-    assert graph.meta["write_back_verified"] == ["calc.system_message", "calc.temperature",
-                                                 "calc.tools.add.description"]
+    assert graph.meta["write_back_verified"] == [
+        "calc.system_message",
+        "calc.temperature",
+        "calc.tools.add.description",
+    ]
     first_call = graph.by_name("calc.llm")[0]
     assert first_call.meta["settings"]["temperature"] == 0.25
     assert graph["param:calc.system_message"].value == "Be terse."
 
 
 async def test_tool_code_write_back_really_runs_and_undo_restores_everything():
-    client = replay(tool_call("buggy_add", a=2, b=3), "sum", tool_call("buggy_add", a=2, b=3), "sum",
-                    tool_call("buggy_add", a=2, b=3), "sum")
+    client = replay(
+        tool_call("buggy_add", a=2, b=3),
+        "sum",
+        tool_call("buggy_add", a=2, b=3),
+        "sum",
+        tool_call("buggy_add", a=2, b=3),
+        "sum",
+    )
     inner = AssistantAgent("calc", client, tools=[buggy_add], reflect_on_tool_use=True, system_message="Old.")
     agent = OptoAgent(inner)
     await agent.run(task="2+3")
@@ -199,8 +222,9 @@ async def test_a_write_that_does_not_reach_the_request_fails_the_run_loudly():
 
 async def test_write_back_inside_a_team_reaches_the_next_team_run():
     writer_client, critic_client = replay("draft", "draft 2"), replay("ok", "ok 2")
-    team = RoundRobinGroupChat([plain("writer", writer_client), plain("critic", critic_client)],
-                               termination_condition=MaxMessageTermination(3))
+    team = RoundRobinGroupChat(
+        [plain("writer", writer_client), plain("critic", critic_client)], termination_condition=MaxMessageTermination(3)
+    )
     target = wrap_team(team)
     await team.run(task="go")
     snapshot = target.snapshot()
@@ -219,8 +243,9 @@ async def test_write_back_inside_a_team_reaches_the_next_team_run():
 
 async def test_agents_sharing_one_client_get_their_own_temperature():
     shared = replay("w", "c")
-    team = RoundRobinGroupChat([plain("writer", shared), plain("critic", shared)],
-                               termination_condition=MaxMessageTermination(3))
+    team = RoundRobinGroupChat(
+        [plain("writer", shared), plain("critic", shared)], termination_condition=MaxMessageTermination(3)
+    )
     target = wrap_team(team)
     target.apply({"writer.temperature": 0.0})
     await team.run(task="go")

@@ -18,8 +18,13 @@ from opto_core.engine.loop import optimize
 from opto_core.optimizers.optoprime import OptoPrime
 from opto_core.testing import ScriptedLLM, ScriptedServer, http_error, system_text
 
-MODEL_INFO = {"function_calling": False, "vision": False, "json_output": False, "family": "unknown",
-              "structured_output": False}
+MODEL_INFO = {
+    "function_calling": False,
+    "vision": False,
+    "json_output": False,
+    "family": "unknown",
+    "structured_output": False,
+}
 BROKEN = "You write one short sentence, with flair."
 
 
@@ -37,20 +42,28 @@ def test_a_selector_group_chat_whose_check_runs_all_got_500_is_never_kept():
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
     with ScriptedServer([_reply], repeat_last=True) as server:
-        client = OpenAIChatCompletionClient(model="scripted", base_url=server.base_url, api_key="scripted",
-                                            model_info=MODEL_INFO, max_retries=0)
-        writer = AssistantAgent("writer", client, system_message="You write one short sentence.",
-                                description="Writes a sentence.")
-        critic = AssistantAgent("critic", client, system_message="You judge the sentence.",
-                                description="Judges the sentence.")
-        team = SelectorGroupChat([writer, critic], model_client=client,
-                                 termination_condition=MaxMessageTermination(2))
+        client = OpenAIChatCompletionClient(
+            model="scripted", base_url=server.base_url, api_key="scripted", model_info=MODEL_INFO, max_retries=0
+        )
+        writer = AssistantAgent(
+            "writer", client, system_message="You write one short sentence.", description="Writes a sentence."
+        )
+        critic = AssistantAgent(
+            "critic", client, system_message="You judge the sentence.", description="Judges the sentence."
+        )
+        team = SelectorGroupChat([writer, critic], model_client=client, termination_condition=MaxMessageTermination(2))
         target = wrap_team(team, output="writer", temperature=False)
         llm = ScriptedLLM([json.dumps({"reasoning": "add flair", "suggestion": {"writer.system_message": BROKEN}})])
         tasks = [{"task": "Describe the sea."}, {"task": "Describe the sky."}]
-        result = optimize(target, tasks, lambda example, output: (1.0 if "blue" in str(output) else 0.0, "blue?"),
-                          OptoPrime(target.parameters(), llm), max_steps=2, batch_size=2,
-                          provider_retry_seconds=0.5)
+        result = optimize(
+            target,
+            tasks,
+            lambda example, output: (1.0 if "blue" in str(output) else 0.0, "blue?"),
+            OptoPrime(target.parameters(), llm),
+            max_steps=2,
+            batch_size=2,
+            provider_retry_seconds=0.5,
+        )
     step = result.history[1]
     assert not step["kept"], step["decision"]
     assert step["decision"].startswith("rolled back: provider error: 2 of 2 runs got HTTP 500")

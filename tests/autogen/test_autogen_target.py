@@ -107,8 +107,7 @@ def test_optimize_fixes_the_planted_bug_and_the_system_message_in_one_step():
     target, trainset, feedback_fn = build_demo()
     llm = ScriptedLLM([scripted_fix()])
     # isolation="none": the runs happen here, so target.graphs records them (in workers it would not)
-    result = optimize(target, trainset, feedback_fn, OptoPrime(llm=llm), max_steps=1, batch_size=4,
-                      isolation="none")
+    result = optimize(target, trainset, feedback_fn, OptoPrime(llm=llm), max_steps=1, batch_size=4, isolation="none")
     assert result.initial_score == 0.0 and result.best_score == 1.0
     values = {p.name: p.value for p in target.parameters()}
     assert values["critic.tools.check_length.code"] == FIXED_CHECK_LENGTH
@@ -145,12 +144,22 @@ def test_a_step_that_makes_things_worse_is_rolled_back_on_the_live_agents():
     fixed = {"critic.tools.check_length.code": FIXED_CHECK_LENGTH}
     target.apply(fixed)  # start from a working tool
     worse = FIXED_CHECK_LENGTH.replace("len(text.split())", "len(text.split()) + 100")
-    llm = ScriptedLLM([json.dumps({"reasoning": "r", "suggestion": {"critic.tools.check_length.code": worse,
-                                                                    "critic.system_message": "Worse."}})])
+    llm = ScriptedLLM(
+        [
+            json.dumps(
+                {
+                    "reasoning": "r",
+                    "suggestion": {"critic.tools.check_length.code": worse, "critic.system_message": "Worse."},
+                }
+            )
+        ]
+    )
     result = optimize(target, EXAMPLES, feedback_fn, OptoPrime(llm=llm), max_steps=1, batch_size=4)
     assert result.history[-1]["kept"] is False
     values = {p.name: p.value for p in target.parameters()}
-    assert values["critic.tools.check_length.code"] == FIXED_CHECK_LENGTH and values["critic.system_message"] != "Worse."
+    assert (
+        values["critic.tools.check_length.code"] == FIXED_CHECK_LENGTH and values["critic.system_message"] != "Worse."
+    )
     output, _ = target.run(EXAMPLES[0])
     assert output == "APPROVED: 7 words (limit 8)"  # the live tool is the restored one
     assert request_system(clients["critic"].create_calls[-1]) != "Worse."
@@ -162,8 +171,14 @@ def test_agent_target_optimizes_a_single_agents_tool():
     target = AgentTarget(agent, before_run=lambda example: client.reset())
     fixed = 'def buggy_add(a: int, b: int) -> int:\n    """Add two integers."""\n    return a + b\n'
     llm = ScriptedLLM([json.dumps({"reasoning": "it subtracts", "suggestion": {"calc.tools.buggy_add.code": fixed}})])
-    result = optimize(target, [{"task": "2+3"}], lambda ex, out: 1.0 if out == "5" else (0.0, f"got {out}, want 5"),
-                      OptoPrime(llm=llm), max_steps=1, batch_size=1)
+    result = optimize(
+        target,
+        [{"task": "2+3"}],
+        lambda ex, out: 1.0 if out == "5" else (0.0, f"got {out}, want 5"),
+        OptoPrime(llm=llm),
+        max_steps=1,
+        batch_size=1,
+    )
     assert (result.initial_score, result.best_score) == (0.0, 1.0)
     assert target.run({"task": "2+3"})[0] == "5"
 

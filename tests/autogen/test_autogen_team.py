@@ -39,8 +39,11 @@ async def test_round_robin_team_of_two_gives_one_graph_with_producer_and_context
     assert target.agents["writer"].last_graph is graph and target.agents["critic"].last_graph is graph
 
     [critic_call] = graph.by_name("critic.llm")
-    assert _edges(graph, critic_call) >= {("critic.system_message", "data"), ("user.message", "context"),
-                                          ("writer.message", "context")}
+    assert _edges(graph, critic_call) >= {
+        ("critic.system_message", "data"),
+        ("user.message", "context"),
+        ("writer.message", "context"),
+    }
     # the critic never saw the writer's tool events (AgentChat sends others only the final message)
     assert not any(name.startswith("writer.tool") for name, _ in _edges(graph, critic_call))
     [critic_message] = graph.by_name("critic.message")
@@ -79,8 +82,9 @@ async def test_wrapped_team_runs_like_the_unwrapped_team():
     wrapped_team = build()
     wrap_team(wrapped_team)
     wrapped = await wrapped_team.run(task="3+4")
-    assert [(type(m).__name__, m.source, m.to_text()) for m in wrapped.messages] == \
-           [(type(m).__name__, m.source, m.to_text()) for m in bare.messages]
+    assert [(type(m).__name__, m.source, m.to_text()) for m in wrapped.messages] == [
+        (type(m).__name__, m.source, m.to_text()) for m in bare.messages
+    ]
     assert wrapped.stop_reason == bare.stop_reason
 
 
@@ -109,8 +113,12 @@ async def test_selector_team_records_the_selector_call_and_its_control_edge():
     selector_client = replay("writer", "critic")
     writer = plain("writer", replay("A draft."), "You write.")
     critic = plain("critic", replay("Looks fine."), "You criticise.")
-    team = SelectorGroupChat([writer, critic], model_client=selector_client, allow_repeated_speaker=True,
-                             termination_condition=MaxMessageTermination(3))
+    team = SelectorGroupChat(
+        [writer, critic],
+        model_client=selector_client,
+        allow_repeated_speaker=True,
+        termination_condition=MaxMessageTermination(3),
+    )
     target = wrap_team(team)
     result = await team.run(task="Write something.")
     assert [m.source for m in result.messages] == ["user", "writer", "critic"]
@@ -122,8 +130,9 @@ async def test_selector_team_records_the_selector_call_and_its_control_edge():
     assert (selector_calls[0].id, "control") in {(e.id, e.via) for e in writer_call.edges}
     assert (selector_calls[1].id, "control") in {(e.id, e.via) for e in critic_call.edges}
     # the second selection read the transcript so far (context edges to the chat messages)
-    assert {"user.message", "writer.message"} <= {graph[e.id].name for e in selector_calls[1].edges
-                                                  if e.via == "context"}
+    assert {"user.message", "writer.message"} <= {
+        graph[e.id].name for e in selector_calls[1].edges if e.via == "context"
+    }
     # the selector's client is recorded but still the real one underneath
     assert len(selector_client.create_calls) == 2
 
@@ -131,8 +140,10 @@ async def test_selector_team_records_the_selector_call_and_its_control_edge():
 async def test_unwrapped_participants_are_recorded_as_inputs():
     writer = plain("writer", replay("Draft."), "You write.")
     reviewer = AssistantAgent("reviewer", replay("Review."), system_message="You review.")
-    team = RoundRobinGroupChat([writer, reviewer, OptoAgent(plain("editor", replay("Edited.")))],
-                               termination_condition=MaxMessageTermination(4))
+    team = RoundRobinGroupChat(
+        [writer, reviewer, OptoAgent(plain("editor", replay("Edited.")))],
+        termination_condition=MaxMessageTermination(4),
+    )
     target = wrap_team(team)
     assert set(target.agents) == {"writer", "reviewer", "editor"}  # AssistantAgents all wrapped
     await team.run(task="go")
@@ -201,8 +212,11 @@ async def test_wrapping_errors_are_clear():
         TeamTarget(plain("solo", replay("x")))
     # A team on a runtime the user passed, once it registered its agents there, cannot be re-registered.
     runtime = SingleThreadedAgentRuntime()
-    team = RoundRobinGroupChat([plain("writer", replay("a")), plain("critic", replay("b"))],
-                               termination_condition=MaxMessageTermination(3), runtime=runtime)
+    team = RoundRobinGroupChat(
+        [plain("writer", replay("a")), plain("critic", replay("b"))],
+        termination_condition=MaxMessageTermination(3),
+        runtime=runtime,
+    )
     runtime.start()  # the user runs a runtime they pass
     await team.reset()  # registers the participants with the user's runtime
     await runtime.stop_when_idle()
@@ -218,11 +232,18 @@ async def test_wrapping_errors_are_clear():
 
 async def test_an_optimized_team_saves_as_a_plain_agentchat_team():
     selector_client = replay("writer")
-    team = SelectorGroupChat([plain("writer", replay("x")), calculator(replay("y"), name="critic")],
-                             model_client=selector_client, termination_condition=MaxMessageTermination(2))
+    team = SelectorGroupChat(
+        [plain("writer", replay("x")), calculator(replay("y"), name="critic")],
+        model_client=selector_client,
+        termination_condition=MaxMessageTermination(2),
+    )
     target = wrap_team(team)
-    target.apply({"writer.system_message": "Optimized.",
-                  "critic.tools.add.code": "def add(a: int, b: int) -> int:\n    return b + a\n"})
+    target.apply(
+        {
+            "writer.system_message": "Optimized.",
+            "critic.tools.add.code": "def add(a: int, b: int) -> int:\n    return b + a\n",
+        }
+    )
     config = team.dump_component()
     with pytest.warns(UserWarning, match="SECURITY WARNING"):  # AgentChat execs saved tool code on load
         loaded = SelectorGroupChat.load_component(config)  # no OptoAgent or recorder in the saved form
@@ -233,10 +254,13 @@ async def test_an_optimized_team_saves_as_a_plain_agentchat_team():
 
 
 async def test_agents_of_a_nested_team_join_the_outer_run_graph():
-    inner = RoundRobinGroupChat([plain("drafter", replay("inner draft")), plain("checker", replay("inner ok"))],
-                                termination_condition=MaxMessageTermination(2))
-    outer = RoundRobinGroupChat([inner, plain("editor", replay("edited"))],
-                                termination_condition=MaxMessageTermination(4))
+    inner = RoundRobinGroupChat(
+        [plain("drafter", replay("inner draft")), plain("checker", replay("inner ok"))],
+        termination_condition=MaxMessageTermination(2),
+    )
+    outer = RoundRobinGroupChat(
+        [inner, plain("editor", replay("edited"))], termination_condition=MaxMessageTermination(4)
+    )
     target = wrap_team(outer)
     assert set(target.agents) == {"drafter", "checker", "editor"}
     await outer.run(task="go")
@@ -263,7 +287,13 @@ async def test_a_team_that_already_ran_is_wrapped_and_keeps_its_conversation():
     assert target.agents["critic"].last_graph is graph
     # the conversation of the first run was kept: the critic's prompt holds it, under the new system message
     assert request_texts(critic_client.create_calls[1]) == [
-        "You are the strict critic.", "Write.", "draft one", "meh", "Again.", "draft two"]
+        "You are the strict critic.",
+        "Write.",
+        "draft one",
+        "meh",
+        "Again.",
+        "draft two",
+    ]
     assert {n.value for n in graph.of_kind("input")} >= {"Write.", "draft one", "Again."}
     [answer] = [n for n in graph.by_name("critic.message") if n.kind == "op"]  # "meh" is an earlier input
     assert graph.outputs[0].edges[0].id == answer.id and answer.value == "better"
@@ -288,10 +318,12 @@ async def test_a_reset_team_and_its_saved_state_after_wrapping():
 
 async def test_a_selector_team_that_already_ran_records_its_selector_after_wrapping():
     selector_client = replay("writer", "critic", "writer", "critic")
-    team = SelectorGroupChat([plain("writer", replay("A draft.", "Draft two.")),
-                              plain("critic", replay("Fine.", "Fine again."))],
-                             model_client=selector_client, allow_repeated_speaker=True,
-                             termination_condition=MaxMessageTermination(3))
+    team = SelectorGroupChat(
+        [plain("writer", replay("A draft.", "Draft two.")), plain("critic", replay("Fine.", "Fine again."))],
+        model_client=selector_client,
+        allow_repeated_speaker=True,
+        termination_condition=MaxMessageTermination(3),
+    )
     await team.run(task="Write.")
     target = wrap_team(team)
     result = await team.run(task="Once more.")
@@ -303,10 +335,13 @@ async def test_a_selector_team_that_already_ran_records_its_selector_after_wrapp
 
 async def test_a_nested_team_that_already_ran_joins_the_outer_graph():
     def build():
-        inner = RoundRobinGroupChat([plain("drafter", replay("d1", "d2")), plain("checker", replay("c1", "c2"))],
-                                    termination_condition=MaxMessageTermination(2))
-        return RoundRobinGroupChat([inner, plain("editor", replay("e1", "e2", "e3"))],
-                                   termination_condition=MaxMessageTermination(4))
+        inner = RoundRobinGroupChat(
+            [plain("drafter", replay("d1", "d2")), plain("checker", replay("c1", "c2"))],
+            termination_condition=MaxMessageTermination(2),
+        )
+        return RoundRobinGroupChat(
+            [inner, plain("editor", replay("e1", "e2", "e3"))], termination_condition=MaxMessageTermination(4)
+        )
 
     bare = build()
     await bare.run(task="go")

@@ -31,8 +31,9 @@ def server():
 
 
 def client(server):
-    return OpenAIChatCompletionClient(model="scripted", base_url=server.base_url, api_key="scripted",
-                                      model_info=MODEL_INFO)
+    return OpenAIChatCompletionClient(
+        model="scripted", base_url=server.base_url, api_key="scripted", model_info=MODEL_INFO
+    )
 
 
 def team(server, company="ACME"):
@@ -67,12 +68,15 @@ def test_a_template_filled_at_build_time_is_the_system_parameter(server):
 
 def test_your_template_parameter_filled_per_run(server):
     mine = Parameter("support.persona", "text", SUPPORT_TEMPLATE, template=True)
-    target = TeamTarget(team(server), output="support", system_templates={"support": mine},
-                        template_values=lambda example: {"support": {"company": example["company"]}})
+    target = TeamTarget(
+        team(server),
+        output="support",
+        system_templates={"support": mine},
+        template_values=lambda example: {"support": {"company": example["company"]}},
+    )
     assert target.bound["support.persona"] is mine
     target.run({"task": "When do you ship?", "company": "Initech"})
-    assert system_text(support_requests(server)[-1]) == \
-        "You are the support agent of Initech. Answer in one sentence."
+    assert system_text(support_requests(server)[-1]) == "You are the support agent of Initech. Answer in one sentence."
     target.apply({"support.persona": "Support for {company}; be brief."})
     _, graph = target.run({"task": "When do you ship?", "company": "Globex"})
     assert system_text(support_requests(server)[-1]) == "Support for Globex; be brief."

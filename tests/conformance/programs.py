@@ -113,8 +113,13 @@ def dspy_output(output: Any) -> str:
 
 
 # ----- AutoGen AgentChat -------------------------------------------------------------------------
-MODEL_INFO = {"function_calling": True, "vision": False, "json_output": False, "family": "unknown",
-              "structured_output": False}
+MODEL_INFO = {
+    "function_calling": True,
+    "vision": False,
+    "json_output": False,
+    "family": "unknown",
+    "structured_output": False,
+}
 
 
 def add(a: int, b: int) -> int:
@@ -126,10 +131,10 @@ def agentchat_program(base_url: str) -> Any:
     from autogen_agentchat.agents import AssistantAgent
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-    client = OpenAIChatCompletionClient(model=MODEL, base_url=base_url, api_key=KEY, model_info=MODEL_INFO,
-                                        temperature=0.0, max_retries=0)
-    return AssistantAgent("bot", client, tools=[add], system_message="Answer in one word.",
-                          reflect_on_tool_use=False)
+    client = OpenAIChatCompletionClient(
+        model=MODEL, base_url=base_url, api_key=KEY, model_info=MODEL_INFO, temperature=0.0, max_retries=0
+    )
+    return AssistantAgent("bot", client, tools=[add], system_message="Answer in one word.", reflect_on_tool_use=False)
 
 
 def agentchat_reply(request: dict[str, Any]) -> Any:
@@ -164,10 +169,14 @@ class AG2Program:
 def ag2_program(base_url: str) -> AG2Program:
     from autogen import ConversableAgent
 
-    llm_config = {"config_list": [{"model": MODEL, "base_url": base_url, "api_key": KEY}], "cache_seed": None,
-                  "temperature": 0.0}
-    assistant = ConversableAgent("assistant", system_message="Answer in one word.", llm_config=llm_config,
-                                 human_input_mode="NEVER")
+    llm_config = {
+        "config_list": [{"model": MODEL, "base_url": base_url, "api_key": KEY}],
+        "cache_seed": None,
+        "temperature": 0.0,
+    }
+    assistant = ConversableAgent(
+        "assistant", system_message="Answer in one word.", llm_config=llm_config, human_input_mode="NEVER"
+    )
     user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
     return AG2Program(assistant, user)
 

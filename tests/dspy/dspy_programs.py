@@ -45,9 +45,11 @@ def to_fahrenheit(celsius: float) -> float:
     return celsius * 9 / 5 + 23  # planted bug: the offset is 32
 
 
-FIXED_TOOL = ('def to_fahrenheit(celsius: float) -> float:\n'
-              '    """Convert a temperature in Celsius to Fahrenheit."""\n'
-              '    return celsius * 9 / 5 + 32\n')
+FIXED_TOOL = (
+    'def to_fahrenheit(celsius: float) -> float:\n'
+    '    """Convert a temperature in Celsius to Fahrenheit."""\n'
+    '    return celsius * 9 / 5 + 32\n'
+)
 
 
 def agent_policy(call):
@@ -57,15 +59,20 @@ def agent_policy(call):
         if "observation_0" in trajectory:
             return {"next_thought": "I have the result.", "next_tool_name": "finish", "next_tool_args": {}}
         number = float(re.findall(r"-?\d+(?:\.\d+)?", call.inputs["question"])[0])
-        return {"next_thought": "Convert with the tool.", "next_tool_name": "to_fahrenheit",
-                "next_tool_args": {"celsius": number}}
+        return {
+            "next_thought": "Convert with the tool.",
+            "next_tool_name": "to_fahrenheit",
+            "next_tool_args": {"celsius": number},
+        }
     observation = re.findall(r"\[\[ ## observation_0 ## \]\]\n(.*)", call.inputs.get("trajectory", ""))
     return {"reasoning": "The tool gave the result.", "answer": observation[0] if observation else "unknown"}
 
 
 def celsius_examples(values=(0, 100, 37, -40, 20, 15)):
-    return [dspy.Example(question=f"What is {c} C in Fahrenheit?", answer=f"{c * 9 / 5 + 32:.1f}")
-            .with_inputs("question") for c in values]
+    return [
+        dspy.Example(question=f"What is {c} C in Fahrenheit?", answer=f"{c * 9 / 5 + 32:.1f}").with_inputs("question")
+        for c in values
+    ]
 
 
 def fahrenheit_metric(gold, pred, trace=None):

@@ -27,8 +27,19 @@ def parents(graph, node_id):
 
 def predict_call(builder, call_id, caller, name, inputs, answer, *, owner=None, lm_error=None):
     """The records DSPy reports for one ``dspy.Predict`` call: module, format, LM, parse, ends."""
-    builder.feed(ModuleStarted(call_id, caller, PREDICT, "Predict", inputs, name=name, owner=owner or name,
-                               signature="question -> answer", output_fields=("answer",)))
+    builder.feed(
+        ModuleStarted(
+            call_id,
+            caller,
+            PREDICT,
+            "Predict",
+            inputs,
+            name=name,
+            owner=owner or name,
+            signature="question -> answer",
+            output_fields=("answer",),
+        )
+    )
     builder.feed(FormatStarted(f"{call_id}.f", call_id, "ChatAdapter"))
     builder.feed(CallEnded(f"{call_id}.f", [{"role": "user", "content": f"question: {inputs['question']}"}]))
     builder.feed(LMStarted(f"{call_id}.lm", call_id, "scripted", {"temperature": 0.0}))
@@ -45,8 +56,10 @@ def predict_call(builder, call_id, caller, name, inputs, answer, *, owner=None, 
 def index():
     instructions = {name: Parameter(f"{name}.instructions", "text", f"Answer ({name}).") for name in ("a", "b")}
     temperature = Parameter("a.lm.temperature", "float", 0.0, lower=0.0, upper=2.0)
-    return {"a": [("format", "instructions", instructions["a"]), ("lm", "temperature", temperature)],
-            "b": [("format", "instructions", instructions["b"])]}
+    return {
+        "a": [("format", "instructions", instructions["a"]), ("lm", "temperature", temperature)],
+        "b": [("format", "instructions", instructions["b"])],
+    }
 
 
 def test_two_predictors_in_a_module_are_linked_by_the_value_the_first_one_returned(index):
@@ -104,14 +117,35 @@ def test_react_tool_calls_hang_on_the_step_that_chose_them_and_the_trajectory_on
     code = Parameter("convert.code", "code", "def convert(c):\n    return c * 9 / 5 + 32\n")
     builder = GraphBuilder("agent", parameter_index=lambda: {"tool": [("tool", "__code", code)]})
     builder.feed(ModuleStarted("r", None, REACT, "ReAct", {"question": "20 C?"}, chooser="chooser"))
-    step = builder.feed(ModuleStarted("s0", "r", PREDICT, "Predict", {"question": "20 C?", "trajectory": ""},
-                                      name="react", owner="chooser", output_fields=("next_tool_name",)))
+    step = builder.feed(
+        ModuleStarted(
+            "s0",
+            "r",
+            PREDICT,
+            "Predict",
+            {"question": "20 C?", "trajectory": ""},
+            name="react",
+            owner="chooser",
+            output_fields=("next_tool_name",),
+        )
+    )
     assert step is None
     builder.feed(CallEnded("s0", fields={"next_tool_name": "convert"}))
-    builder.feed(ToolStarted("t0", "r", "convert", {"c": 20}, owner="tool", desc="Celsius to F.", source="def x(): ..."))
+    builder.feed(
+        ToolStarted("t0", "r", "convert", {"c": 20}, owner="tool", desc="Celsius to F.", source="def x(): ...")
+    )
     builder.feed(CallEnded("t0", outputs=68.0))
-    builder.feed(ModuleStarted("s1", "r", PREDICT, "Predict", {"question": "20 C?", "trajectory": "obs 68.0"},
-                               name="react", owner="chooser"))
+    builder.feed(
+        ModuleStarted(
+            "s1",
+            "r",
+            PREDICT,
+            "Predict",
+            {"question": "20 C?", "trajectory": "obs 68.0"},
+            name="react",
+            owner="chooser",
+        )
+    )
     builder.feed(CallEnded("s1", fields={"next_tool_name": "finish"}))
     builder.feed(ToolStarted("t1", "r", "broken", {}))
     builder.feed(CallEnded("t1", error=ValueError("no")))  # ReAct turns it into an observation

@@ -70,6 +70,7 @@ def typed_policy(kind):
         if "answer" in call.output_fields:
             return {"answer": TYPED[kind][0]}
         return {"explanation": f"because {call.inputs.get('answer', '?')}"}
+
     return policy
 
 
@@ -79,8 +80,14 @@ class SolveThenExplain(dspy.Module):
     def __init__(self, kind):
         super().__init__()
         annotation = {"Verdict": Verdict}.get(kind, kind)
-        self.solve = dspy.Predict(dspy.Signature({"question": dspy.InputField(), "answer": (
-            eval(annotation) if isinstance(annotation, str) else annotation, dspy.OutputField())}))
+        self.solve = dspy.Predict(
+            dspy.Signature(
+                {
+                    "question": dspy.InputField(),
+                    "answer": (eval(annotation) if isinstance(annotation, str) else annotation, dspy.OutputField()),
+                }
+            )
+        )
         self.explain = dspy.Predict("question, answer -> explanation")
 
     def forward(self, question):
@@ -152,8 +159,9 @@ def test_a_react_agent_with_a_typed_answer_keeps_its_tool_code_credited():
     assert code in credited and any(name.startswith("agent.") for name in credited)
     report = coverage(target, [example])
     assert report[code].reached and report.complete, report  # the agent's predictors and the explainer too
-    instructions = next(name for name in target.bound.names()
-                        if name.startswith("agent.") and name.endswith(".instructions"))
+    instructions = next(
+        name for name in target.bound.names() if name.startswith("agent.") and name.endswith(".instructions")
+    )
     target.apply({code: FIXED_TOOL, instructions: "Call to_fahrenheit once, then finish."})
     output, _ = target.run(example)
     assert output.answer == 212.0  # the fixed tool ran

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_example(name: str) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -47,12 +48,34 @@ def test_the_dspy_demo_recipe_optimizes_with_any_chat_model(tmp_path):
     output, graph = target.run(trainset[0])
     assert output.answer == "23.0000 degrees Fahrenheit"  # the planted bug and the missing format rule
     assert any(n.name == "to_fahrenheit" for n in graph.nodes)
-    fix = ('def to_fahrenheit(celsius: float) -> float:\n    """Convert a temperature in Celsius to Fahrenheit."""\n'
-           '    return celsius * 9 / 5 + 32\n')
-    llm = ScriptedLLM([json.dumps({"reasoning": "offset and format", "suggestion": {
-        "tools.to_fahrenheit.code": fix, "extract.predict.fields.answer.desc": "the number with one decimal place"}})])
-    result = optimize(target, trainset, feedback_fn, OptoPrime(target.parameters(), llm), valset, max_steps=1,
-                      batch_size=3, run_dir=str(tmp_path / "run"), recipe="opto_adapters.dspy.demo:build_demo")
+    fix = (
+        'def to_fahrenheit(celsius: float) -> float:\n    """Convert a temperature in Celsius to Fahrenheit."""\n'
+        '    return celsius * 9 / 5 + 32\n'
+    )
+    llm = ScriptedLLM(
+        [
+            json.dumps(
+                {
+                    "reasoning": "offset and format",
+                    "suggestion": {
+                        "tools.to_fahrenheit.code": fix,
+                        "extract.predict.fields.answer.desc": "the number with one decimal place",
+                    },
+                }
+            )
+        ]
+    )
+    result = optimize(
+        target,
+        trainset,
+        feedback_fn,
+        OptoPrime(target.parameters(), llm),
+        valset,
+        max_steps=1,
+        batch_size=3,
+        run_dir=str(tmp_path / "run"),
+        recipe="opto_adapters.dspy.demo:build_demo",
+    )
     assert result.initial_score == 0.0 and result.best_score == 1.0
     assert target.run(trainset[0])[0].answer == "32.0"
 

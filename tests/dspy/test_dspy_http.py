@@ -46,14 +46,32 @@ def contains_answer(gold, pred, trace=None):
 
 
 def test_one_compile_step_against_the_local_model(cassette, record_base_url, tmp_path):
-    task_lm = dspy.LM(f"openai/{LOCAL_MODEL}", api_base=record_base_url, api_key=KEY, engine="litellm", cache=False,
-                      temperature=0.0, max_tokens=48, num_retries=0)
+    task_lm = dspy.LM(
+        f"openai/{LOCAL_MODEL}",
+        api_base=record_base_url,
+        api_key=KEY,
+        engine="litellm",
+        cache=False,
+        temperature=0.0,
+        max_tokens=48,
+        num_retries=0,
+    )
     optimizer_llm = OpenAIChat(record_base_url, KEY, LOCAL_MODEL, max_retries=0, temperature=0, max_tokens=200)
     student = dspy.Predict("question -> answer")
-    trainset = [dspy.Example(question="What is 2 + 3?", answer="5").with_inputs("question"),
-                dspy.Example(question="What is the capital of France?", answer="Paris").with_inputs("question")]
-    teleprompter = OptoTeleprompter(metric=contains_answer, llm=optimizer_llm, max_steps=1, batch_size=2,
-                                    num_threads=1, token_budget=1200, max_errors=10, run_dir=str(tmp_path / "run"))
+    trainset = [
+        dspy.Example(question="What is 2 + 3?", answer="5").with_inputs("question"),
+        dspy.Example(question="What is the capital of France?", answer="Paris").with_inputs("question"),
+    ]
+    teleprompter = OptoTeleprompter(
+        metric=contains_answer,
+        llm=optimizer_llm,
+        max_steps=1,
+        batch_size=2,
+        num_threads=1,
+        token_budget=1200,
+        max_errors=10,
+        run_dir=str(tmp_path / "run"),
+    )
     with cassette("dspy_compile_step") as cass, dspy.context(lm=task_lm):
         before = len(cass) if RECORDING else 0  # re-recording appends to what was loaded
         optimized = teleprompter.compile(student, trainset=trainset)

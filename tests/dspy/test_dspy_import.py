@@ -5,8 +5,10 @@ import sys
 
 
 def test_missing_dspy_names_the_extra():
-    code = ("import sys; sys.modules['dspy'] = None\n"
-            "try:\n    import opto_adapters.dspy\nexcept ImportError as exc:\n    print(exc)\n")
+    code = (
+        "import sys; sys.modules['dspy'] = None\n"
+        "try:\n    import opto_adapters.dspy\nexcept ImportError as exc:\n    print(exc)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "pip install 'opto-adapters[dspy]'" in out
 

@@ -24,11 +24,20 @@ def validated(params, updates):
 def test_names_are_unique_per_predictor_even_with_identical_signatures(make_agent):
     names = set(by_name(ProgramParameters(TwoSame())))
     for predictor in ("first", "second"):
-        assert {f"{predictor}.instructions", f"{predictor}.fields.answer.desc", f"{predictor}.demos",
-                f"{predictor}.lm.temperature", f"{predictor}.lm.max_tokens"} <= names
+        assert {
+            f"{predictor}.instructions",
+            f"{predictor}.fields.answer.desc",
+            f"{predictor}.demos",
+            f"{predictor}.lm.temperature",
+            f"{predictor}.lm.max_tokens",
+        } <= names
     agent = by_name(ProgramParameters(make_agent()))
-    assert {"react.instructions", "extract.predict.instructions", "tools.to_fahrenheit.code",
-            "tools.to_fahrenheit.desc"} <= set(agent)
+    assert {
+        "react.instructions",
+        "extract.predict.instructions",
+        "tools.to_fahrenheit.code",
+        "tools.to_fahrenheit.desc",
+    } <= set(agent)
     assert not any("finish" in name for name in agent)  # ReAct's own tool is not the user's
     assert agent["tools.to_fahrenheit.code"].kind == "code"
     assert (agent["react.lm.temperature"].lower, agent["react.lm.temperature"].upper) == (0.0, 2.0)
@@ -50,11 +59,16 @@ def test_nested_react_tools_are_named_by_their_path(make_agent):
 
 def test_instructions_field_descriptions_and_demos_reach_the_next_lm_call(two_same, echo_lm):
     target = ProgramTarget(two_same, lm=echo_lm)
-    target.apply(validated(target.params, {
-        "second.instructions": "Rewrite the draft as one short sentence.",
-        "second.fields.answer.desc": "one sentence, no more than ten words",
-        "second.demos": [{"question": "draft: yes", "answer": "Yes."}],
-    }))
+    target.apply(
+        validated(
+            target.params,
+            {
+                "second.instructions": "Rewrite the draft as one short sentence.",
+                "second.fields.answer.desc": "one sentence, no more than ten words",
+                "second.demos": [{"question": "draft: yes", "answer": "Yes."}],
+            },
+        )
+    )
     target.run({"question": "q"})
     first_call, second_call = echo_lm.engine.requests[-2:]
     assert second_call.instructions == "Rewrite the draft as one short sentence."
@@ -116,8 +130,9 @@ def test_tool_code_check_compares_the_tool_schema():
     code = by_name(ProgramParameters(agent))["tools.lookup.code"]
     # the same signature text, but `str` now means int: the schema the LM is shown would be wrong
     with pytest.raises(InvalidValue, match="arguments must stay"):
-        code.validate('from builtins import int as str\n\ndef lookup(city: str, limit: int = 3) -> str:\n'
-                      '    return city\n')
+        code.validate(
+            'from builtins import int as str\n\ndef lookup(city: str, limit: int = 3) -> str:\n    return city\n'
+        )
     assert code.validate('def lookup(city: str, limit: int = 3) -> str:\n    return city.upper()\n')
 
 
@@ -128,18 +143,22 @@ def test_tool_description_rewrites_the_line_react_baked_into_its_instructions(ma
     assert agent.tools["to_fahrenheit"].desc == "Celsius to Fahrenheit; returns a float."
     target.run(celsius_examples([1])[0])
     react_call = next(c for c in agent_lm.engine.requests if "next_tool_name" in c.output_fields)
-    assert "(1) to_fahrenheit, whose description is <desc>Celsius to Fahrenheit; returns a float.</desc>" \
+    assert (
+        "(1) to_fahrenheit, whose description is <desc>Celsius to Fahrenheit; returns a float.</desc>"
         in react_call.instructions
+    )
     assert "Convert a temperature in Celsius" not in react_call.instructions
 
 
 def test_tool_description_after_the_instructions_were_rewritten(make_agent):
     agent = make_agent()
     params = ProgramParameters(agent)
-    new_instructions = ("Answer temperature questions with the tools.\n"
-                        "(1) to_fahrenheit: converts.\n(2) finish: ends the episode.")
-    params.apply(validated(params, {"react.instructions": new_instructions,
-                                    "tools.to_fahrenheit.desc": "Converts C to F."}))
+    new_instructions = (
+        "Answer temperature questions with the tools.\n(1) to_fahrenheit: converts.\n(2) finish: ends the episode."
+    )
+    params.apply(
+        validated(params, {"react.instructions": new_instructions, "tools.to_fahrenheit.desc": "Converts C to F."})
+    )
     text = agent.react.signature.instructions
     assert text.startswith("Answer temperature questions with the tools.")
     assert "(1) to_fahrenheit, whose description is <desc>Converts C to F.</desc>" in text
@@ -169,8 +188,17 @@ def test_snapshot_and_restore_put_back_exactly_what_was_there(make_agent):
     before = params.values()
     signature, func = agent.react.signature, agent.tools["to_fahrenheit"].func
     snapshot = params.snapshot()
-    params.apply(validated(params, {"tools.to_fahrenheit.code": FIXED_TOOL, "tools.to_fahrenheit.desc": "new",
-                                    "react.lm.temperature": 0.3, "extract.predict.demos": [{"question": "q"}]}))
+    params.apply(
+        validated(
+            params,
+            {
+                "tools.to_fahrenheit.code": FIXED_TOOL,
+                "tools.to_fahrenheit.desc": "new",
+                "react.lm.temperature": 0.3,
+                "extract.predict.demos": [{"question": "q"}],
+            },
+        )
+    )
     assert params.values() != before
     params.restore(snapshot)
     assert params.values() == before
@@ -181,11 +209,17 @@ def test_snapshot_and_restore_put_back_exactly_what_was_there(make_agent):
 def test_include_and_exclude_freeze_parameters(two_same):
     params = ProgramParameters(two_same, include=["second.*"], exclude=["*.demos"])
     trainable = {p.name for p in params.parameters() if p.trainable}
-    assert trainable == {"second.instructions", "second.fields.answer.desc", "second.lm.temperature",
-                         "second.lm.max_tokens"}
+    assert trainable == {
+        "second.instructions",
+        "second.fields.answer.desc",
+        "second.lm.temperature",
+        "second.lm.max_tokens",
+    }
     with pytest.raises(ValueError, match="matches no parameter"):
         ProgramParameters(two_same, include=["third.*"])
-    lm_names = {p.name for p in ProgramParameters(two_same, optimize_lm_settings=False).parameters() if ".lm." in p.name}
+    lm_names = {
+        p.name for p in ProgramParameters(two_same, optimize_lm_settings=False).parameters() if ".lm." in p.name
+    }
     assert lm_names == {"first.lm.config", "second.lm.config"}  # the rest of Predict.config, never trainable
 
 
@@ -201,9 +235,18 @@ def test_a_program_without_predictors_is_refused():
 def test_save_and_load_round_trip_with_the_sidecar(tmp_path, make_agent, agent_lm):
     agent = make_agent()
     params = ProgramParameters(agent)
-    params.apply(validated(params, {"tools.to_fahrenheit.code": FIXED_TOOL, "tools.to_fahrenheit.desc": "C to F.",
-                                    "react.lm.temperature": 0.2, "extract.predict.instructions": "Read the result.",
-                                    "extract.predict.demos": [{"question": "1 C?", "answer": "33.8"}]}))
+    params.apply(
+        validated(
+            params,
+            {
+                "tools.to_fahrenheit.code": FIXED_TOOL,
+                "tools.to_fahrenheit.desc": "C to F.",
+                "react.lm.temperature": 0.2,
+                "extract.predict.instructions": "Read the result.",
+                "extract.predict.demos": [{"question": "1 C?", "answer": "33.8"}],
+            },
+        )
+    )
     path = tmp_path / "agent.json"
     side = save_optimized(agent, path)
     assert side == sidecar_path(path) == tmp_path / "agent.opto.json"

@@ -43,18 +43,32 @@ class Flaky:
 
 def test_compile_retries_litellm_provider_errors_and_judges_only_answers(tmp_path):
     flaky = Flaky()
-    trainset = [dspy.Example(question="What is 2 + 3?", answer="5").with_inputs("question"),
-                dspy.Example(question="What is the capital of France?", answer="Paris").with_inputs("question")]
+    trainset = [
+        dspy.Example(question="What is 2 + 3?", answer="5").with_inputs("question"),
+        dspy.Example(question="What is the capital of France?", answer="Paris").with_inputs("question"),
+    ]
     with ScriptedServer([flaky], repeat_last=True) as server:
-        lm = dspy.LM("openai/scripted", api_base=server.base_url, api_key="scripted", engine="litellm", cache=False,
-                     num_retries=0)
-        teleprompter = OptoTeleprompter(metric=lambda gold, pred, trace=None: float(gold.answer == pred.answer),
-                                        llm=ScriptedLLM([json.dumps({"reasoning": "fine", "suggestion": {}})]),
-                                        max_steps=1, batch_size=2, num_threads=1, run_dir=str(tmp_path / "run"))
+        lm = dspy.LM(
+            "openai/scripted",
+            api_base=server.base_url,
+            api_key="scripted",
+            engine="litellm",
+            cache=False,
+            num_retries=0,
+        )
+        teleprompter = OptoTeleprompter(
+            metric=lambda gold, pred, trace=None: float(gold.answer == pred.answer),
+            llm=ScriptedLLM([json.dumps({"reasoning": "fine", "suggestion": {}})]),
+            max_steps=1,
+            batch_size=2,
+            num_threads=1,
+            run_dir=str(tmp_path / "run"),
+        )
         with dspy.context(lm=lm):
             optimized = teleprompter.compile(dspy.Predict("question -> answer"), trainset=trainset)
     initial = optimized.opto_history[0]
     assert initial["eval_score"] == 1.0  # judged on the answers, not on the 500 and 429
     assert sorted(len(r["causes"]) for r in initial["retried"]) == [2, 2]
-    assert all(r["causes"][0].startswith("HTTP 500") and r["causes"][1].startswith("HTTP 429")
-               for r in initial["retried"])
+    assert all(
+        r["causes"][0].startswith("HTTP 500") and r["causes"][1].startswith("HTTP 429") for r in initial["retried"]
+    )

@@ -27,10 +27,18 @@ def user_prompt(llm, index=0):
 def test_compile_fixes_a_buggy_tool_and_sets_a_temperature(tmp_path, make_agent, agent_lm):
     student = make_agent()
     trainset = celsius_examples()
-    llm = ScriptedLLM([answer("The tool adds 23 instead of 32.", **{"tools.to_fahrenheit.code": FIXED_TOOL,
-                                                                     "react.lm.temperature": 0.0})], repeat_last=True)
-    teleprompter = OptoTeleprompter(metric=fahrenheit_metric, llm=llm, max_steps=2, batch_size=3, num_threads=2,
-                                    run_dir=str(tmp_path / "run"))
+    llm = ScriptedLLM(
+        [
+            answer(
+                "The tool adds 23 instead of 32.",
+                **{"tools.to_fahrenheit.code": FIXED_TOOL, "react.lm.temperature": 0.0},
+            )
+        ],
+        repeat_last=True,
+    )
+    teleprompter = OptoTeleprompter(
+        metric=fahrenheit_metric, llm=llm, max_steps=2, batch_size=3, num_threads=2, run_dir=str(tmp_path / "run")
+    )
     with dspy.context(lm=agent_lm):
         optimized = teleprompter.compile(student, trainset=trainset, valset=trainset[:4])
         evaluate = dspy.Evaluate(devset=trainset, metric=fahrenheit_metric, num_threads=2, display_progress=False)
@@ -70,7 +78,8 @@ def test_gepa_style_feedback_reaches_the_optimizer_prompt(make_agent, agent_lm):
     llm = ScriptedLLM([answer("no idea yet")], repeat_last=True)
     with dspy.context(lm=agent_lm):
         OptoTeleprompter(metric=metric, llm=llm, max_steps=1, batch_size=2, num_threads=1).compile(
-            make_agent(), trainset=celsius_examples([0, 100]))
+            make_agent(), trainset=celsius_examples([0, 100])
+        )
     assert set(seen) == {(None, None, None)}
     prompt = user_prompt(llm)
     assert "#Feedback" in prompt and "Off by -9.0 degrees: check the tool's offset." in prompt
@@ -85,11 +94,14 @@ def test_identical_signatures_are_optimized_separately(two_same):
 
     lm = rule_lm(policy)
     trainset = [dspy.Example(question=q, answer=q.upper()).with_inputs("question") for q in ("abc", "hello", "xyz")]
-    llm = ScriptedLLM([answer("only the second predictor writes the final answer",
-                              **{"second.instructions": "Answer in capitals."})], repeat_last=True)
+    llm = ScriptedLLM(
+        [answer("only the second predictor writes the final answer", **{"second.instructions": "Answer in capitals."})],
+        repeat_last=True,
+    )
     with dspy.context(lm=lm):
-        optimized = OptoTeleprompter(metric=lambda g, p, t=None: g.answer == p.answer, llm=llm, max_steps=1,
-                                     num_threads=1).compile(two_same, trainset=trainset)
+        optimized = OptoTeleprompter(
+            metric=lambda g, p, t=None: g.answer == p.answer, llm=llm, max_steps=1, num_threads=1
+        ).compile(two_same, trainset=trainset)
         assert optimized(question="quiet").answer == "QUIET"
     prompt = user_prompt(llm)
     assert "(text) first.instructions=" in prompt and "(text) second.instructions=" in prompt
@@ -108,8 +120,9 @@ def test_a_failing_lm_is_never_scored_nor_shown_to_the_optimizer_and_counts_as_a
     trainset = [dspy.Example(question=q, answer=q).with_inputs("question") for q in ("a boom", "fine", "ok")]
     llm = ScriptedLLM([answer("cannot fix the server")], repeat_last=True)
     with dspy.context(lm=rule_lm(policy)):
-        optimized = OptoTeleprompter(metric=lambda g, p: g.answer == p.answer, llm=llm, max_steps=1, batch_size=3,
-                                     num_threads=1, max_errors=5).compile(two_same, trainset=trainset)
+        optimized = OptoTeleprompter(
+            metric=lambda g, p: g.answer == p.answer, llm=llm, max_steps=1, batch_size=3, num_threads=1, max_errors=5
+        ).compile(two_same, trainset=trainset)
     step = optimized.opto_history[1]
     assert step["batch_score"] == 1.0  # the two runs that got an answer; the failed one says nothing
     assert any("upstream 503" in f["text"] for f in step["feedback"])  # recorded...
@@ -124,8 +137,15 @@ def test_too_many_failures_stop_clearly_with_everything_saved(tmp_path, two_same
     trainset = [dspy.Example(question=q, answer=q).with_inputs("question") for q in ("a", "b", "c")]
     llm = ScriptedLLM([answer("nothing to do")], repeat_last=True)
     with dspy.context(lm=rule_lm(policy)), pytest.raises(OptimizationStopped) as stopped:
-        OptoTeleprompter(metric=lambda g, p: 1.0, llm=llm, max_steps=3, batch_size=3, num_threads=1, max_errors=2,
-                         run_dir=str(tmp_path / "run")).compile(two_same, trainset=trainset)
+        OptoTeleprompter(
+            metric=lambda g, p: 1.0,
+            llm=llm,
+            max_steps=3,
+            batch_size=3,
+            num_threads=1,
+            max_errors=2,
+            run_dir=str(tmp_path / "run"),
+        ).compile(two_same, trainset=trainset)
     error = stopped.value
     assert "max_errors=2" in str(error) and str(tmp_path / "run") in str(error)
     assert error.result.stopped_reason == "max_errors"
@@ -144,7 +164,8 @@ def test_a_metric_that_raises_names_the_example_and_leaves_the_student_alone(two
     before = ProgramParameters(two_same).values()
     with dspy.context(lm=echo_lm), pytest.raises(FeedbackError, match=r"bad one.*KeyError|KeyError.*bad one"):
         OptoTeleprompter(metric=metric, llm=ScriptedLLM([]), max_steps=1, num_threads=1).compile(
-            two_same, trainset=trainset)
+            two_same, trainset=trainset
+        )
     assert ProgramParameters(two_same).values() == before
 
 
@@ -152,7 +173,8 @@ def test_a_metric_returning_no_number_is_a_clear_error(two_same, echo_lm):
     trainset = [dspy.Example(question="q1", answer="x").with_inputs("question")]
     with dspy.context(lm=echo_lm), pytest.raises(FeedbackError, match="returned str 'great'.*q1"):
         OptoTeleprompter(metric=lambda g, p: "great", llm=ScriptedLLM([]), max_steps=1, num_threads=1).compile(
-            two_same, trainset=trainset)
+            two_same, trainset=trainset
+        )
 
 
 def test_bad_input_is_refused_before_anything_runs(two_same):
@@ -170,7 +192,8 @@ def test_bad_input_is_refused_before_anything_runs(two_same):
         OptoTeleprompter(metric=lambda g, p: 1.0, llm=llm).compile(two_same, trainset=[])
     with pytest.raises(ExampleError, match=r"trainset\[1\].*lacks the input fields \['question'\]"):
         OptoTeleprompter(metric=lambda g, p: 1.0, llm=llm).compile(
-            two_same, trainset=[trainset[0], dspy.Example(query="q").with_inputs("question")])
+            two_same, trainset=[trainset[0], dspy.Example(query="q").with_inputs("question")]
+        )
     with pytest.raises(TypeError, match="unexpected arguments"):
         OptoTeleprompter(metric=lambda g, p: 1.0, llm=llm).compile(two_same, trainset=trainset, num_trials=3)
     with pytest.raises(ValueError, match="auto"):
@@ -185,9 +208,9 @@ def test_the_metric_given_to_compile_wins_and_threads_give_one_graph_per_example
     trainset = [dspy.Example(question=f"q{i}", answer=f"A(A(q{i}))").with_inputs("question") for i in range(8)]
     llm = ScriptedLLM([answer("fine as it is")], repeat_last=True)
     with dspy.context(lm=lm):
-        optimized = OptoTeleprompter(metric=lambda g, p: 0.0, llm=llm, max_steps=1, batch_size=8, num_threads=4,
-                                     run_dir=str(tmp_path / "run")).compile(
-            two_same, trainset=trainset, metric=lambda g, p: g.answer == p.answer)
+        optimized = OptoTeleprompter(
+            metric=lambda g, p: 0.0, llm=llm, max_steps=1, batch_size=8, num_threads=4, run_dir=str(tmp_path / "run")
+        ).compile(two_same, trainset=trainset, metric=lambda g, p: g.answer == p.answer)
     assert optimized.score == 1.0 and optimized.opto_history[0]["eval_score"] == 1.0
     prompt = user_prompt(llm)
     assert prompt.count("## Example ") == 8
@@ -207,11 +230,13 @@ def test_reusing_the_run_directory_resumes_the_run(tmp_path, two_same):
     run_dir = str(tmp_path / "run")
     first_llm = ScriptedLLM([answer("shout", **{"second.instructions": "Answer in capitals."})])
     with dspy.context(lm=rule_lm(policy)):
-        first = OptoTeleprompter(metric=lambda g, p: g.answer == p.answer, llm=first_llm, max_steps=1,
-                                 num_threads=1, run_dir=run_dir).compile(two_same, trainset=trainset)
+        first = OptoTeleprompter(
+            metric=lambda g, p: g.answer == p.answer, llm=first_llm, max_steps=1, num_threads=1, run_dir=run_dir
+        ).compile(two_same, trainset=trainset)
         second_llm = ScriptedLLM([answer("nothing more")], repeat_last=True)
-        resumed = OptoTeleprompter(metric=lambda g, p: g.answer == p.answer, llm=second_llm, max_steps=2,
-                                   num_threads=1, run_dir=run_dir).compile(two_same, trainset=trainset)
+        resumed = OptoTeleprompter(
+            metric=lambda g, p: g.answer == p.answer, llm=second_llm, max_steps=2, num_threads=1, run_dir=run_dir
+        ).compile(two_same, trainset=trainset)
     assert first.score == 1.0 and len(first.opto_history) == 2
     assert [r["step"] for r in resumed.opto_history] == [0, 1, 2]  # step 1 came from the first run
     assert resumed.second.signature.instructions == "Answer in capitals."  # restored from the checkpoint
@@ -225,21 +250,35 @@ def test_compile_on_a_run_directory_of_an_edited_program_refuses_instead_of_appl
     trainset = [dspy.Example(question=q, answer=q).with_inputs("question") for q in ("abc", "def")]
     run_dir = str(tmp_path / "run")
     with dspy.context(lm=rule_lm(policy)):
-        OptoTeleprompter(metric=lambda g, p: g.answer == p.answer, llm=ScriptedLLM([answer("none")]), max_steps=1,
-                         num_threads=1, run_dir=run_dir).compile(dspy.Predict("question -> answer"), trainset=trainset)
+        OptoTeleprompter(
+            metric=lambda g, p: g.answer == p.answer,
+            llm=ScriptedLLM([answer("none")]),
+            max_steps=1,
+            num_threads=1,
+            run_dir=run_dir,
+        ).compile(dspy.Predict("question -> answer"), trainset=trainset)
         edited = dspy.Predict(dspy.Signature("question -> answer", "Answer briefly."))  # the author's new instructions
         with pytest.raises(WorkflowChanged, match=r"initial value of predict.instructions changed"):
-            OptoTeleprompter(metric=lambda g, p: g.answer == p.answer, llm=ScriptedLLM([answer("none")]), max_steps=2,
-                             num_threads=1, run_dir=run_dir).compile(edited, trainset=trainset)
-        started_over = OptoTeleprompter(metric=lambda g, p: g.answer == p.answer, llm=ScriptedLLM([answer("none")]),
-                                        max_steps=1, num_threads=1, run_dir=run_dir, fresh=True).compile(
-            edited, trainset=trainset)
+            OptoTeleprompter(
+                metric=lambda g, p: g.answer == p.answer,
+                llm=ScriptedLLM([answer("none")]),
+                max_steps=2,
+                num_threads=1,
+                run_dir=run_dir,
+            ).compile(edited, trainset=trainset)
+        started_over = OptoTeleprompter(
+            metric=lambda g, p: g.answer == p.answer,
+            llm=ScriptedLLM([answer("none")]),
+            max_steps=1,
+            num_threads=1,
+            run_dir=run_dir,
+            fresh=True,
+        ).compile(edited, trainset=trainset)
     assert [r["step"] for r in started_over.opto_history] == [0, 1]
     assert started_over.signature.instructions == "Answer briefly."
 
 
-def test_compile_after_the_tool_body_was_edited_names_the_diff_and_offers_both_ways_out(tmp_path, make_agent,
-                                                                                       agent_lm):
+def test_compile_after_the_tool_body_was_edited_names_the_diff_and_offers_both_ways_out(tmp_path, make_agent, agent_lm):
     def patched(celsius: float) -> float:
         """Convert a temperature in Celsius to Fahrenheit."""
         return celsius * 9 / 5 + 32  # the author fixed the offset by hand
@@ -250,8 +289,9 @@ def test_compile_after_the_tool_body_was_edited_names_the_diff_and_offers_both_w
 
     def compile_(student, steps, **settings):
         llm = ScriptedLLM([answer("nothing to change")], repeat_last=True)
-        return OptoTeleprompter(metric=fahrenheit_metric, llm=llm, max_steps=steps, batch_size=2, num_threads=1,
-                                run_dir=run_dir, **settings).compile(student, trainset=trainset)
+        return OptoTeleprompter(
+            metric=fahrenheit_metric, llm=llm, max_steps=steps, batch_size=2, num_threads=1, run_dir=run_dir, **settings
+        ).compile(student, trainset=trainset)
 
     with dspy.context(lm=agent_lm):
         first = compile_(make_agent(), 1)

@@ -31,11 +31,16 @@ def test_two_predictors_with_identical_signatures_have_their_own_nodes_and_param
     first, second = predictors
     # format <- inputs and prompt parameters; lm <- format and LM settings; predictor <- lm
     assert parents(graph, "first.format#0") == {
-        ("question#0", "question"), ("param:first.instructions", "instructions"),
-        ("param:first.fields.answer.desc", "answer.desc"), ("param:first.demos", "demos")}
-    assert parents(graph, "first.lm#0") == {("first.format#0", "messages"),
-                                            ("param:first.lm.temperature", "temperature"),
-                                            ("param:first.lm.max_tokens", "max_tokens")}
+        ("question#0", "question"),
+        ("param:first.instructions", "instructions"),
+        ("param:first.fields.answer.desc", "answer.desc"),
+        ("param:first.demos", "demos"),
+    }
+    assert parents(graph, "first.lm#0") == {
+        ("first.format#0", "messages"),
+        ("param:first.lm.temperature", "temperature"),
+        ("param:first.lm.max_tokens", "max_tokens"),
+    }
     assert parents(graph, first.id) == {("first.lm#0", "completion")}
     # the second predictor's input is the first one's output (found by identity, not by signature)
     assert ("first#0", "question") in parents(graph, "second.format#0")
@@ -130,8 +135,9 @@ def test_dspy_evaluate_with_threads_gives_one_correct_graph_per_example():
     lm = rule_lm(lambda call: {"answer": f"A({call.inputs['question']})"})
     devset = [dspy.Example(question=f"q{i:02d}", answer=f"A(A(q{i:02d}))").with_inputs("question") for i in range(16)]
     with dspy.context(lm=lm, callbacks=[tracer]):
-        result = dspy.Evaluate(devset=devset, metric=lambda g, p, t=None: g.answer == p.answer, num_threads=4,
-                               display_progress=False)(program)
+        result = dspy.Evaluate(
+            devset=devset, metric=lambda g, p, t=None: g.answer == p.answer, num_threads=4, display_progress=False
+        )(program)
     assert result.score == 100.0
     assert len(tracer.graphs) == 16 and not tracer.errors
     seen = set()

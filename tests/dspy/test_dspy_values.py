@@ -189,8 +189,11 @@ def test_the_rest_of_the_lm_config_is_deployed_through_a_binding_that_rolls_back
 
 
 def test_a_sidecar_written_before_lm_config_was_a_parameter_still_loads(tmp_path, make_agent):
-    old = {"format": "opto-values/1", "values": {"react.lm.temperature": 0.7},
-           "meta": {"framework": "dspy", "lm_config": {"react": {"temperature": 0.4, "n": 2}}}}
+    old = {
+        "format": "opto-values/1",
+        "values": {"react.lm.temperature": 0.7},
+        "meta": {"framework": "dspy", "lm_config": {"react": {"temperature": 0.4, "n": 2}}},
+    }
     path = tmp_path / "old.opto.json"
     path.write_text(json.dumps(old))
     fresh = make_agent()
@@ -199,11 +202,14 @@ def test_a_sidecar_written_before_lm_config_was_a_parameter_still_loads(tmp_path
 
 
 def test_compile_result_saves_values_that_a_fresh_program_takes(tmp_path, make_agent, agent_lm):
-    llm = ScriptedLLM([answer("fix the offset", **{"tools.to_fahrenheit.code": FIXED_TOOL,
-                                                    "react.lm.temperature": 0.0})], repeat_last=True)
+    llm = ScriptedLLM(
+        [answer("fix the offset", **{"tools.to_fahrenheit.code": FIXED_TOOL, "react.lm.temperature": 0.0})],
+        repeat_last=True,
+    )
     with dspy.context(lm=agent_lm):
-        optimized = OptoTeleprompter(metric=fahrenheit_metric, llm=llm, max_steps=1, batch_size=3,
-                                     num_threads=1).compile(make_agent(), trainset=celsius_examples([0, 100, 37]))
+        optimized = OptoTeleprompter(
+            metric=fahrenheit_metric, llm=llm, max_steps=1, batch_size=3, num_threads=1
+        ).compile(make_agent(), trainset=celsius_examples([0, 100, 37]))
         path = optimized.opto_result.save_values(str(tmp_path / "values.json"))
         fresh = make_agent()
         applied = apply_values(fresh, path)
@@ -213,13 +219,15 @@ def test_compile_result_saves_values_that_a_fresh_program_takes(tmp_path, make_a
 
 def test_teleprompter_takes_settings_and_dspy_style_keywords(tmp_path, two_same, echo_lm):
     settings = Settings(max_steps=0, batch_size=2, num_threads=3, max_errors=4, seed=7)
-    tp = OptoTeleprompter(metric=lambda g, p: 1.0, llm=ScriptedLLM([]), settings=settings,
-                          log_dir=str(tmp_path / "run"))
+    tp = OptoTeleprompter(
+        metric=lambda g, p: 1.0, llm=ScriptedLLM([]), settings=settings, log_dir=str(tmp_path / "run")
+    )
     assert (tp.max_steps, tp.batch_size, tp.num_threads, tp.max_errors, tp.seed) == (0, 2, 3, 4, 7)
     assert tp.run_dir == str(tmp_path / "run")
     # keywords override the Settings; DSPy's own num_threads/max_errors fill what is left unset
-    tp = OptoTeleprompter(metric=lambda g, p: 1.0, llm=ScriptedLLM([]), settings=settings, num_threads=None,
-                          batch_size=1)
+    tp = OptoTeleprompter(
+        metric=lambda g, p: 1.0, llm=ScriptedLLM([]), settings=settings, num_threads=None, batch_size=1
+    )
     with dspy.context(num_threads=5):
         run = tp.run_settings()
     assert (run.num_threads, run.batch_size, run.max_errors, run.seed) == (5, 1, 4, 7)

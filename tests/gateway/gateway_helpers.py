@@ -28,8 +28,9 @@ def suggest(values: dict[str, Any]) -> str:
 def one_step(target: Any, trainset: list[Any], feedback: Callable[[Any, Any], Any], values: dict[str, Any]) -> Any:
     """One optimization step through the real loop, with an optimizer model that suggests ``values``."""
     llm = ScriptedLLM([suggest(values)], repeat_last=True)
-    return optimize(target, trainset, feedback, OptoPrime(target.parameters(), llm), max_steps=1,
-                    batch_size=len(trainset))
+    return optimize(
+        target, trainset, feedback, OptoPrime(target.parameters(), llm), max_steps=1, batch_size=len(trainset)
+    )
 
 
 def data_parents(graph: Any, node_id: str) -> list[str]:

@@ -61,14 +61,22 @@ def test_agents_sdk_program_is_optimized_through_the_gateway(upstream, sdk_api):
     upstream.script(scripted_agents)
     upstream.repeat_last = True
     trainset = [{"city": "Paris"}, {"city": "Lima"}]
-    with GatewayTarget(run=weather_poem, upstream=upstream.base_url, api_key=UPSTREAM_KEY,
-                       discover_with=trainset, tools=["get_weather"]) as target:
+    with GatewayTarget(
+        run=weather_poem,
+        upstream=upstream.base_url,
+        api_key=UPSTREAM_KEY,
+        discover_with=trainset,
+        tools=["get_weather"],
+    ) as target:
         expected_path = "/v1/responses" if sdk_api == "responses" else "/v1/chat/completions"
         assert set(upstream.paths) == {expected_path}
         values = {p.name: p.value for p in target.parameters()}
-        assert values == {"agent_1.system": TRIAGE, "agent_2.system": POET,
-                          "tool.get_weather.description": "The weather report for a city.",
-                          "agent_1.user_1": "A weather poem for {city}"}  # a template of the example's field
+        assert values == {
+            "agent_1.system": TRIAGE,
+            "agent_2.system": POET,
+            "tool.get_weather.description": "The weather report for a city.",
+            "agent_1.user_1": "A weather poem for {city}",
+        }  # a template of the example's field
 
         output, graph = target.run(trainset[0])
         assert output.startswith("(long) Sunny and 21C")

@@ -20,8 +20,16 @@ from opto_core.otel import load_spans, optimize_offline, spans_to_otlp, to_spans
 from opto_core.testing import ScriptedLLM, tool_call
 
 WEATHER_SYSTEM = "You answer weather questions with the lookup tool."
-TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Weather of a city",
-                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
 
 
 def weather_program(client: openai.OpenAI, city: str) -> str:
@@ -29,23 +37,38 @@ def weather_program(client: openai.OpenAI, city: str) -> str:
     messages = [{"role": "system", "content": WEATHER_SYSTEM}, {"role": "user", "content": f"Weather in {city}?"}]
     first = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS, temperature=0.2)
     call = first.choices[0].message.tool_calls[0]
-    messages += [first.choices[0].message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": f"Sunny, 21C in {city}"}]
-    answer = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS).choices[0].message.content
-    return client.chat.completions.create(model="gpt-4o-mini", messages=[
-        {"role": "system", "content": "You turn answers into a haiku."},
-        {"role": "user", "content": f"Make a haiku of: {answer}"}]).choices[0].message.content
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": f"Sunny, 21C in {city}"},
+    ]
+    answer = (
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS).choices[0].message.content
+    )
+    return (
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[
+                {"role": "system", "content": "You turn answers into a haiku."},
+                {"role": "user", "content": f"Make a haiku of: {answer}"},
+            ],
+        )
+        .choices[0]
+        .message.content
+    )
 
 
 def script(upstream, city: str) -> None:
-    upstream.script(tool_call("lookup", call_id=f"call_{city}", city=city), f"It is sunny in {city}.",
-                    f"Sun over {city}")
+    upstream.script(
+        tool_call("lookup", call_id=f"call_{city}", city=city), f"It is sunny in {city}.", f"Sun over {city}"
+    )
 
 
 def shape(graph) -> list[tuple]:
     """What two graphs of the same program must share: nodes by name and kind, edges by parent name, arg, via."""
-    return sorted((node.name, node.kind, node.op_type,
-                   tuple(sorted((graph[e.id].name, e.arg, e.via) for e in node.edges))) for node in graph.nodes)
+    return sorted(
+        (node.name, node.kind, node.op_type, tuple(sorted((graph[e.id].name, e.arg, e.via) for e in node.edges)))
+        for node in graph.nodes
+    )
 
 
 @pytest.fixture
@@ -136,37 +159,60 @@ def otlp(*spans: dict) -> dict:
     return {"resourceSpans": [{"resource": {}, "scopeSpans": [{"scope": {"name": "x"}, "spans": list(spans)}]}]}
 
 
-def span(span_id: str, name: str, attributes: dict, parent: str = "", events: list | None = None,
-         status: int = 1) -> dict:
-    raw = {"traceId": "ab" * 16, "spanId": span_id * 8, "name": name, "startTimeUnixNano": str(int(span_id, 16) * 1000),
-           "endTimeUnixNano": str(int(span_id, 16) * 1000 + 500), "status": {"code": status},
-           "attributes": [{"key": k, "value": {"intValue": str(v)} if isinstance(v, int) else {"stringValue": str(v)}}
-                          for k, v in attributes.items()]}
+def span(
+    span_id: str, name: str, attributes: dict, parent: str = "", events: list | None = None, status: int = 1
+) -> dict:
+    raw = {
+        "traceId": "ab" * 16,
+        "spanId": span_id * 8,
+        "name": name,
+        "startTimeUnixNano": str(int(span_id, 16) * 1000),
+        "endTimeUnixNano": str(int(span_id, 16) * 1000 + 500),
+        "status": {"code": status},
+        "attributes": [
+            {"key": k, "value": {"intValue": str(v)} if isinstance(v, int) else {"stringValue": str(v)}}
+            for k, v in attributes.items()
+        ],
+    }
     if parent:
         raw["parentSpanId"] = parent * 8
     if events:
-        raw["events"] = [{"name": n, "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in a.items()]}
-                         for n, a in events]
+        raw["events"] = [
+            {"name": n, "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in a.items()]}
+            for n, a in events
+        ]
     return raw
 
 
 GENAI_CASES = {
-    "json messages": {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
-                      "gen_ai.system_instructions": json.dumps([{"type": "text", "content": "Be terse."}]),
-                      "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "Hi there"}]}]),
-                      "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "Hello."}]}]),
-                      "gen_ai.usage.input_tokens": 7, "gen_ai.usage.output_tokens": 2},
-    "flattened": {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini", "gen_ai.prompt.0.role": "system",
-                  "gen_ai.prompt.0.content": "Be terse.", "gen_ai.prompt.1.role": "user",
-                  "gen_ai.prompt.1.content": "Hi there", "gen_ai.completion.0.role": "assistant",
-                  "gen_ai.completion.0.content": "Hello."},
+    "json messages": {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.system_instructions": json.dumps([{"type": "text", "content": "Be terse."}]),
+        "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "Hi there"}]}]),
+        "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "Hello."}]}]),
+        "gen_ai.usage.input_tokens": 7,
+        "gen_ai.usage.output_tokens": 2,
+    },
+    "flattened": {
+        "gen_ai.system": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.prompt.0.role": "system",
+        "gen_ai.prompt.0.content": "Be terse.",
+        "gen_ai.prompt.1.role": "user",
+        "gen_ai.prompt.1.content": "Hi there",
+        "gen_ai.completion.0.role": "assistant",
+        "gen_ai.completion.0.content": "Hello.",
+    },
 }
 
 
 @pytest.mark.parametrize("case", list(GENAI_CASES))
 def test_genai_convention_spans_import(case):
-    document = otlp(span("1", "agent", {"gen_ai.operation.name": "invoke_agent", "output.value": "Hello."}),
-                    span("2", "chat gpt-4o-mini", GENAI_CASES[case], parent="1"))
+    document = otlp(
+        span("1", "agent", {"gen_ai.operation.name": "invoke_agent", "output.value": "Hello."}),
+        span("2", "chat gpt-4o-mini", GENAI_CASES[case], parent="1"),
+    )
     traces = load_spans(document, min_runs=1, feedback_attribute="eval.score")
     (graph,) = traces
     (call,) = [n for n in graph.nodes if n.op_type == "llm_call"]
@@ -176,11 +222,15 @@ def test_genai_convention_spans_import(case):
 
 
 def test_genai_event_spans_and_feedback_from_an_attribute():
-    events = [("gen_ai.system.message", {"content": "Be terse."}), ("gen_ai.user.message", {"content": "Hi there"}),
-              ("gen_ai.choice", {"message": json.dumps({"content": "Hello."})})]
-    document = otlp(span("1", "root", {"openinference.span.kind": "CHAIN", "eval.score": "0.25",
-                                       "eval.comment": "too curt"}),
-                    span("2", "chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, "1", events))
+    events = [
+        ("gen_ai.system.message", {"content": "Be terse."}),
+        ("gen_ai.user.message", {"content": "Hi there"}),
+        ("gen_ai.choice", {"message": json.dumps({"content": "Hello."})}),
+    ]
+    document = otlp(
+        span("1", "root", {"openinference.span.kind": "CHAIN", "eval.score": "0.25", "eval.comment": "too curt"}),
+        span("2", "chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, "1", events),
+    )
     traces = load_spans(document, min_runs=1, feedback_attribute="eval.score", feedback_text_attribute="eval.comment")
     assert [n.value for n in traces[0].nodes if n.op_type == "llm_call"] == ["Hello."]
     assert traces.feedback[0].score == 0.25 and traces.feedback[0].text == "too curt"
@@ -196,8 +246,12 @@ def test_spans_missing_attributes_are_skipped_and_counted_never_a_crash(caplog):
     )
     traces = load_spans(document)
     assert list(traces) == [] and traces.ignored == 1
-    assert traces.skipped == {"LLM span without input messages": 1, "tool span without a result": 1,
-                              "retriever span without documents": 1, "trace without a readable LLM span": 1}
+    assert traces.skipped == {
+        "LLM span without input messages": 1,
+        "tool span without a result": 1,
+        "retriever span without documents": 1,
+        "trace without a readable LLM span": 1,
+    }
     assert "skipped 4 spans" in caplog.text
     with pytest.raises(ValueError, match="resourceSpans"):
         load_spans({"spans": []})
@@ -205,14 +259,29 @@ def test_spans_missing_attributes_are_skipped_and_counted_never_a_crash(caplog):
 
 def test_retrieved_documents_feed_the_call_that_quotes_them():
     document = otlp(
-        span("1", "retrieve", {"openinference.span.kind": "RETRIEVER", "input.value": "tides",
-                               "retrieval.documents.0.document.content": "Tides follow the moon."}),
-        span("2", "answer", {"openinference.span.kind": "LLM", "llm.input_messages.0.message.role": "system",
-                             "llm.input_messages.0.message.content": "Answer from the context.",
-                             "llm.input_messages.1.message.role": "user",
-                             "llm.input_messages.1.message.content": "Context: Tides follow the moon.\nWhy tides?",
-                             "llm.output_messages.0.message.role": "assistant",
-                             "llm.output_messages.0.message.content": "The moon."}))
+        span(
+            "1",
+            "retrieve",
+            {
+                "openinference.span.kind": "RETRIEVER",
+                "input.value": "tides",
+                "retrieval.documents.0.document.content": "Tides follow the moon.",
+            },
+        ),
+        span(
+            "2",
+            "answer",
+            {
+                "openinference.span.kind": "LLM",
+                "llm.input_messages.0.message.role": "system",
+                "llm.input_messages.0.message.content": "Answer from the context.",
+                "llm.input_messages.1.message.role": "user",
+                "llm.input_messages.1.message.content": "Context: Tides follow the moon.\nWhy tides?",
+                "llm.output_messages.0.message.role": "assistant",
+                "llm.output_messages.0.message.content": "The moon.",
+            },
+        ),
+    )
     (graph,) = load_spans(document, min_runs=1)
     (documents,) = [n for n in graph.nodes if n.name == "retriever.retrieve.message"]
     composed = [n for n in graph.nodes if documents.id in [e.id for e in n.edges]]
@@ -221,8 +290,10 @@ def test_retrieved_documents_feed_the_call_that_quotes_them():
 
 
 def test_optimize_offline_writes_values_and_a_diff_that_a_gateway_serves(tmp_path, upstream):
-    document = otlp(span("1", "root", {"openinference.span.kind": "CHAIN", "eval.score": 0}),
-                    span("2", "chat", GENAI_CASES["flattened"], "1"))
+    document = otlp(
+        span("1", "root", {"openinference.span.kind": "CHAIN", "eval.score": 0}),
+        span("2", "chat", GENAI_CASES["flattened"], "1"),
+    )
     traces = load_spans(document, min_runs=1, feedback_attribute="eval.score")
     llm = ScriptedLLM([suggest({"agent_1.system": "Be terse, and greet back warmly."})])
     optimizer = OptoPrime(traces.parameters.parameters(), llm)
@@ -238,7 +309,8 @@ def test_optimize_offline_writes_values_and_a_diff_that_a_gateway_serves(tmp_pat
     proxy = Gateway(upstream.base_url, values=str(result.values_path)).start()
     try:
         openai.OpenAI(base_url=proxy.base_url, api_key="k").chat.completions.create(
-            model="m", messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}])
+            model="m", messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}]
+        )
     finally:
         proxy.stop()
     assert upstream.requests[0]["messages"][0]["content"] == "Be terse, and greet back warmly."
@@ -253,9 +325,22 @@ def test_opto_import_writes_graphs(tmp_path, instrumented, upstream):
         weather_program(openai.OpenAI(base_url=upstream.base_url, api_key="k"), "Rome")
     path = tmp_path / "traces.json"
     path.write_text(json.dumps(spans_to_otlp(exporter.get_finished_spans())))
-    done = subprocess.run([sys.executable, "-c", "from opto_core.app.cli import main; main()", "import", str(path),
-                           "--out", str(tmp_path / "graphs"), "--min-runs", "1"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from opto_core.app.cli import main; main()",
+            "import",
+            str(path),
+            "--out",
+            str(tmp_path / "graphs"),
+            "--min-runs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "1 traces, 3 LLM calls" in done.stdout and "agent_1.system" in done.stdout
     graph = json.loads((tmp_path / "graphs" / "trace_0000.json").read_text())
@@ -275,18 +360,38 @@ def test_sdk_spans_and_span_records_read_alike(instrumented, upstream):
 
 def test_opto_import_optimize_writes_a_values_file_and_a_diff(tmp_path, upstream):
     """`opto import --optimize`: one OptoPrime step over recorded traces (the optimizer's model is scripted)."""
-    document = otlp(span("1", "root", {"openinference.span.kind": "CHAIN", "eval.score": 0.2,
-                                       "output.value": "Hello."}),
-                    span("2", "chat", GENAI_CASES["flattened"], "1"))
+    document = otlp(
+        span("1", "root", {"openinference.span.kind": "CHAIN", "eval.score": 0.2, "output.value": "Hello."}),
+        span("2", "chat", GENAI_CASES["flattened"], "1"),
+    )
     path = tmp_path / "traces.json"
     path.write_text(json.dumps(document))
     upstream.script(suggest({"agent_1.system": "Be terse but friendly."}))
     upstream.repeat_last = True
-    done = subprocess.run([sys.executable, "-c", "from opto_core.app.cli import main; main()", "import", str(path),
-                           "--feedback-attribute", "eval.score", "--min-runs", "1", "--optimize",
-                           "--values-out", str(tmp_path / "proposed.json"), "--base-url", upstream.base_url,
-                           "--model", "scripted"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OPENAI_API_KEY": "k"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from opto_core.app.cli import main; main()",
+            "import",
+            str(path),
+            "--feedback-attribute",
+            "eval.score",
+            "--min-runs",
+            "1",
+            "--optimize",
+            "--values-out",
+            str(tmp_path / "proposed.json"),
+            "--base-url",
+            upstream.base_url,
+            "--model",
+            "scripted",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OPENAI_API_KEY": "k"},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     values = json.loads((tmp_path / "proposed.json").read_text())
     assert values["values"] == {"agent_1.system": "Be terse but friendly."}
@@ -307,8 +412,10 @@ def test_traffic_recorded_by_the_gateway_is_optimized_offline(upstream, tmp_path
     try:
         for question in ("Tides?", "Owls?"):
             with proxy.open_run():
-                openai.OpenAI(base_url=proxy.base_url, api_key="k").chat.completions.create(model="m", messages=[
-                    {"role": "system", "content": "Be helpful."}, {"role": "user", "content": question}])
+                openai.OpenAI(base_url=proxy.base_url, api_key="k").chat.completions.create(
+                    model="m",
+                    messages=[{"role": "system", "content": "Be helpful."}, {"role": "user", "content": question}],
+                )
     finally:
         proxy.stop()
     runs = load_runs(tmp_path / "runs")
@@ -316,7 +423,12 @@ def test_traffic_recorded_by_the_gateway_is_optimized_offline(upstream, tmp_path
     assert [p.name for p in rules.propose(runs, min_runs=2)] == ["agent_1.system"]
     graphs = [graph_of_run(run, rules) for run in runs]
     llm = ScriptedLLM([suggest({"agent_1.system": "Be helpful and brief."})])
-    result = optimize_offline(graphs, lambda graph: (0.0, "too long"), OptoPrime(rules.parameters(), llm),
-                              parameters=rules, values_path=tmp_path / "v.json")
+    result = optimize_offline(
+        graphs,
+        lambda graph: (0.0, "too long"),
+        OptoPrime(rules.parameters(), llm),
+        parameters=rules,
+        values_path=tmp_path / "v.json",
+    )
     assert result.used == 2 and result.changed == {"agent_1.system": "Be helpful and brief."}
     assert "Tides?" in llm.requests[0]["messages"][-1]["content"]  # the recorded graphs were the problem

@@ -22,27 +22,42 @@ def draft_and_summarize(example: dict, *, stream: bool = False, api: str = "chat
     """The user's program: two calls, the first answer feeds the second. It reads OPENAI_BASE_URL itself."""
     client = openai.OpenAI()
     if api == "responses":
-        draft = client.responses.create(model="gpt-4o-mini", instructions=DRAFT_SYSTEM,
-                                        input=f"Topic: {example['topic']}").output_text
+        draft = client.responses.create(
+            model="gpt-4o-mini", instructions=DRAFT_SYSTEM, input=f"Topic: {example['topic']}"
+        ).output_text
         if stream:
             text = ""
-            for event in client.responses.create(model="gpt-4o-mini", instructions=SUMMARY_SYSTEM,
-                                                 input=f"Summarize this draft:\n{draft}", stream=True):
+            for event in client.responses.create(
+                model="gpt-4o-mini", instructions=SUMMARY_SYSTEM, input=f"Summarize this draft:\n{draft}", stream=True
+            ):
                 if event.type == "response.output_text.delta":
                     text += event.delta
             return text
-        return client.responses.create(model="gpt-4o-mini", instructions=SUMMARY_SYSTEM,
-                                       input=f"Summarize this draft:\n{draft}").output_text
+        return client.responses.create(
+            model="gpt-4o-mini", instructions=SUMMARY_SYSTEM, input=f"Summarize this draft:\n{draft}"
+        ).output_text
     messages = [{"role": "system", "content": DRAFT_SYSTEM}, {"role": "user", "content": f"Topic: {example['topic']}"}]
     if stream:
-        draft = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
-            model="gpt-4o-mini", messages=messages, stream=True, stream_options={"include_usage": True})
-            if chunk.choices)
+        draft = "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in client.chat.completions.create(
+                model="gpt-4o-mini", messages=messages, stream=True, stream_options={"include_usage": True}
+            )
+            if chunk.choices
+        )
     else:
-        draft = client.chat.completions.create(model="gpt-4o-mini", messages=messages,
-                                               temperature=0.7).choices[0].message.content
-    summary = client.chat.completions.create(model="gpt-4o-mini", messages=[
-        {"role": "system", "content": SUMMARY_SYSTEM}, {"role": "user", "content": f"Summarize this draft:\n{draft}"}])
+        draft = (
+            client.chat.completions.create(model="gpt-4o-mini", messages=messages, temperature=0.7)
+            .choices[0]
+            .message.content
+        )
+    summary = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "system", "content": SUMMARY_SYSTEM},
+            {"role": "user", "content": f"Summarize this draft:\n{draft}"},
+        ],
+    )
     return summary.choices[0].message.content
 
 
@@ -60,18 +75,28 @@ def feedback(example: dict, output: str) -> tuple[float, str]:
     return (1.0, "good") if "short" in output else (0.0, "the summary is rambling: make the drafts short")
 
 
-@pytest.mark.parametrize("stream,api", [(False, "chat"), (True, "chat"), (False, "responses"), (True, "responses")],
-                         ids=["chat", "chat-streamed", "responses", "responses-streamed"])
+@pytest.mark.parametrize(
+    "stream,api",
+    [(False, "chat"), (True, "chat"), (False, "responses"), (True, "responses")],
+    ids=["chat", "chat-streamed", "responses", "responses-streamed"],
+)
 def test_two_call_pipeline_is_optimized_through_the_gateway(upstream, stream, api):
     upstream.script(scripted_model)
     upstream.repeat_last = True
     trainset = [{"topic": "cats"}, {"topic": "tides"}]
-    with GatewayTarget(run=lambda ex: draft_and_summarize(ex, stream=stream, api=api), upstream=upstream.base_url,
-                       api_key=UPSTREAM_KEY, discover_with=trainset) as target:
+    with GatewayTarget(
+        run=lambda ex: draft_and_summarize(ex, stream=stream, api=api),
+        upstream=upstream.base_url,
+        api_key=UPSTREAM_KEY,
+        discover_with=trainset,
+    ) as target:
         # the system prompts found in the traffic are the parameters (both appear in both runs)
         names = {p.name: p.value for p in target.parameters()}
-        assert names == {"agent_1.system": DRAFT_SYSTEM, "agent_2.system": SUMMARY_SYSTEM,
-                         "agent_2.user_1": "Summarize this draft:\n{agent_1_answer}"}  # composed of the draft
+        assert names == {
+            "agent_1.system": DRAFT_SYSTEM,
+            "agent_2.system": SUMMARY_SYSTEM,
+            "agent_2.user_1": "Summarize this draft:\n{agent_1_answer}",
+        }  # composed of the draft
 
         output, graph = target.run(trainset[0])
         assert output == "Summary: long and rambling."
@@ -119,8 +144,10 @@ def test_an_async_program_is_run_to_its_end(upstream):
 
     async def greet(example: dict) -> str:
         client = openai.AsyncOpenAI()
-        answer = await client.chat.completions.create(model="m", messages=[
-            {"role": "system", "content": "Answer in French."}, {"role": "user", "content": example["text"]}])
+        answer = await client.chat.completions.create(
+            model="m",
+            messages=[{"role": "system", "content": "Answer in French."}, {"role": "user", "content": example["text"]}],
+        )
         return answer.choices[0].message.content
 
     with GatewayTarget(run=greet, upstream=upstream.base_url, prompts={"french.system": "Answer in French."}) as target:
@@ -135,8 +162,15 @@ def test_the_run_directory_and_the_report_work_as_for_every_target(upstream, tmp
     trainset = [{"topic": "cats"}, {"topic": "tides"}]
     with GatewayTarget(run=draft_and_summarize, upstream=upstream.base_url, discover_with=trainset) as target:
         llm_values = {"agent_1.system": "You write a short draft about the topic."}
-        result = optimize(target, trainset, feedback, OptoPrime(target.parameters(), ScriptedLLM([suggest(llm_values)])),
-                          max_steps=1, batch_size=2, run_dir=str(tmp_path / "run"))
+        result = optimize(
+            target,
+            trainset,
+            feedback,
+            OptoPrime(target.parameters(), ScriptedLLM([suggest(llm_values)])),
+            max_steps=1,
+            batch_size=2,
+            run_dir=str(tmp_path / "run"),
+        )
         target.save_values(str(tmp_path / "best.json"))
     assert result.best_values["agent_1.system"] == llm_values["agent_1.system"]
     assert RunDir.is_run(str(tmp_path / "run"))
@@ -153,11 +187,24 @@ ESCALATE_USER = "Write a ticket for the team from this answer:\n{answer}"
 def support_pipeline(example: dict) -> str:
     """A program that fills in its prompts (``str.format``) before sending them: templates, not texts."""
     client = openai.OpenAI()
-    answer = client.chat.completions.create(model="gpt-4o-mini", messages=[
-        {"role": "system", "content": SUPPORT_SYSTEM.format(company=example["company"])},
-        {"role": "user", "content": example["question"]}]).choices[0].message.content
-    return client.chat.completions.create(model="gpt-4o-mini", messages=[
-        {"role": "user", "content": ESCALATE_USER.format(answer=answer)}]).choices[0].message.content
+    answer = (
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[
+                {"role": "system", "content": SUPPORT_SYSTEM.format(company=example["company"])},
+                {"role": "user", "content": example["question"]},
+            ],
+        )
+        .choices[0]
+        .message.content
+    )
+    return (
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": ESCALATE_USER.format(answer=answer)}]
+        )
+        .choices[0]
+        .message.content
+    )
 
 
 def support_model(body: dict) -> str:
@@ -173,8 +220,11 @@ def test_declared_templates_are_matched_credited_and_deployed_with_the_programs_
     upstream.script(support_model)
     upstream.repeat_last = True
     trainset = [{"company": "Acme", "question": "Where is my refund?"}]
-    with GatewayTarget(run=support_pipeline, upstream=upstream.base_url,
-                       templates={"support.system": SUPPORT_SYSTEM, "ticket.user": ESCALATE_USER}) as target:
+    with GatewayTarget(
+        run=support_pipeline,
+        upstream=upstream.base_url,
+        templates={"support.system": SUPPORT_SYSTEM, "ticket.user": ESCALATE_USER},
+    ) as target:
         assert [p.template_model is not None for p in target.parameters()] == [True, True]
         output, graph = target.run(trainset[0])
         assert output == "TICKET: A multi-paragraph answer from Acme support about the refund."
@@ -190,8 +240,12 @@ def test_declared_templates_are_matched_credited_and_deployed_with_the_programs_
         with pytest.raises(InvalidValue, match="company"):
             target.bound.apply({"support.system": "You are a support agent. Answer in one line."})
 
-        result = one_step(target, trainset, lambda ex, out: (0.0, "answers must be one line"),
-                          {"support.system": "You are the support agent of {company}. Answer in one line."})
+        result = one_step(
+            target,
+            trainset,
+            lambda ex, out: (0.0, "answers must be one line"),
+            {"support.system": "You are the support agent of {company}. Answer in one line."},
+        )
         assert result.best_values["support.system"] == "You are the support agent of {company}. Answer in one line."
         upstream.requests.clear()
         output, _ = target.run({"company": "Globex", "question": "Where is my parcel?"})

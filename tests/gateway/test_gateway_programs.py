@@ -44,13 +44,22 @@ def test_node_program_is_optimized_through_the_gateway(upstream):
     upstream.script(scripted)
     upstream.repeat_last = True
     trainset = ["owls", "rivers"]
-    with GatewayTarget(command=command, upstream=upstream.base_url, api_key=UPSTREAM_KEY, discover_with=trainset,
-                       settings=["temperature"]) as target:
+    with GatewayTarget(
+        command=command,
+        upstream=upstream.base_url,
+        api_key=UPSTREAM_KEY,
+        discover_with=trainset,
+        settings=["temperature"],
+    ) as target:
         values = {p.name: p.value for p in target.parameters()}
         # temperature: the draft agent sends 0.7, the summary agent sends none (API default 1.0)
-        assert values == {"agent_1.system": NODE_DRAFT, "agent_2.system": NODE_SUMMARY,
-                          "agent_1.temperature": 0.7, "agent_2.temperature": 1.0,
-                          "agent_2.user_1": "Summarize this draft:\n{agent_1_answer}"}  # composed of the draft
+        assert values == {
+            "agent_1.system": NODE_DRAFT,
+            "agent_2.system": NODE_SUMMARY,
+            "agent_1.temperature": 0.7,
+            "agent_2.temperature": 1.0,
+            "agent_2.user_1": "Summarize this draft:\n{agent_1_answer}",
+        }  # composed of the draft
         output, graph = target.run("owls")
         assert output == "In one sentence: A lengthy draft about owls."
         calls = [n for n in graph.nodes if n.op_type == "llm_call"]
@@ -59,8 +68,12 @@ def test_node_program_is_optimized_through_the_gateway(upstream):
         assert composed and calls[0].id in [graph[p].edges[0].id for p in data_parents(graph, composed[0].id)]
         assert upstream.requests[-1]["stream"] is True  # the second call streams, through the gateway
 
-        result = one_step(target, trainset, lambda ex, out: (1.0, "ok") if "brief" in out else (0.0, "too long"),
-                          {"agent_1.system": "You write a very short first draft."})
+        result = one_step(
+            target,
+            trainset,
+            lambda ex, out: (1.0, "ok") if "brief" in out else (0.0, "too long"),
+            {"agent_1.system": "You write a very short first draft."},
+        )
         assert result.best_values["agent_1.system"] == "You write a very short first draft."
         upstream.requests.clear()
         assert target.run("moss")[0] == "In one sentence: A brief draft about moss."
@@ -91,8 +104,12 @@ def py_program(tmp_path):
 
 def test_python_command_with_the_example_as_an_argument(upstream, py_program):
     upstream.script("Bonjour", "Oui")
-    with GatewayTarget(command=py_program, example_via="argv", upstream=upstream.base_url,
-                       prompts={"french.system": "Answer in French."}) as target:
+    with GatewayTarget(
+        command=py_program,
+        example_via="argv",
+        upstream=upstream.base_url,
+        prompts={"french.system": "Answer in French."},
+    ) as target:
         output, graph = target.run("Hello?")
         assert output == "Bonjour"
         assert "param:french.system" in data_parents(graph, [n for n in graph.nodes if n.op_type == "llm_call"][0].id)

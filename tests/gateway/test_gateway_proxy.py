@@ -21,8 +21,16 @@ from opto_core.testing import tool_call
 def test_calls_tool_calls_and_ids_are_recorded_in_one_run(upstream, gateway):
     upstream.script(tool_call("lookup", call_id="call_7", city="Oslo"), "It is 4 degrees in Oslo.")
     client = openai.OpenAI(base_url=gateway.base_url)
-    tools = [{"type": "function", "function": {"name": "lookup", "description": "Weather of a city",
-                                                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "description": "Weather of a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     messages = [{"role": "system", "content": "You answer weather questions."}, {"role": "user", "content": "Oslo?"}]
     with gateway.open_run("weather") as run_id:
         first = client.chat.completions.create(model="m", messages=messages, tools=tools).choices[0].message
@@ -30,7 +38,9 @@ def test_calls_tool_calls_and_ids_are_recorded_in_one_run(upstream, gateway):
         client.chat.completions.create(model="m", messages=messages, tools=tools)
     run = gateway.run(run_id)
     assert [e.api for e in run.exchanges] == ["chat", "chat"]
-    assert run.exchanges[0].answer["tool_calls"] == [{"id": "call_7", "name": "lookup", "arguments": '{"city": "Oslo"}'}]
+    assert run.exchanges[0].answer["tool_calls"] == [
+        {"id": "call_7", "name": "lookup", "arguments": '{"city": "Oslo"}'}
+    ]
     assert run.exchanges[1].answer["text"] == "It is 4 degrees in Oslo."
     graph = gateway.graph(run_id)
     (tool,) = [n for n in graph.nodes if n.op_type == "tool"]
@@ -108,9 +118,14 @@ def test_a_values_file_is_reported_for_header_runs_of_opto_gateway(upstream, tmp
     try:
         with caplog.at_level(logging.WARNING, logger="opto.gateway"), httpx.Client() as http:
             for run_id in ("r1", "r2"):
-                http.post(proxy.base_url + "/chat/completions", headers={"X-Opto-Run": run_id}, json={
-                    "model": "m", "messages": [{"role": "system", "content": "A new prompt."},
-                                               {"role": "user", "content": "q"}]})
+                http.post(
+                    proxy.base_url + "/chat/completions",
+                    headers={"X-Opto-Run": run_id},
+                    json={
+                        "model": "m",
+                        "messages": [{"role": "system", "content": "A new prompt."}, {"role": "user", "content": "q"}],
+                    },
+                )
             deadline = time.time() + 30
             while not proxy.run("r2").closed and time.time() < deadline:  # the janitor looks every second
                 time.sleep(0.1)
@@ -137,8 +152,9 @@ def test_streamed_chunks_pass_through_as_they_come(upstream, gateway):
     client = openai.OpenAI(base_url=gateway.base_url)
     pieces = []
     with gateway.open_run("stream") as run_id:
-        for chunk in client.chat.completions.create(model="m", messages=[{"role": "user", "content": "count"}],
-                                                    stream=True):
+        for chunk in client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "count"}], stream=True
+        ):
             delta = chunk.choices[0].delta.content if chunk.choices else None
             if delta:
                 pieces.append(delta)
@@ -180,8 +196,11 @@ def test_an_unparseable_request_is_forwarded_untouched_and_warned_about_once(ups
     upstream.script("x", "y")
     with caplog.at_level(logging.WARNING, logger="opto.gateway"), httpx.Client() as http:
         for _ in range(2):
-            http.post(gateway.run_url("odd") + "/chat/completions", content=b"{not json",
-                      headers={"content-type": "application/json"})
+            http.post(
+                gateway.run_url("odd") + "/chat/completions",
+                content=b"{not json",
+                headers={"content-type": "application/json"},
+            )
     assert upstream.requests == [{}, {}]  # it reached the upstream (which could not parse it either)
     assert [e.outcome for e in gateway.run("odd").exchanges] == [OPAQUE, OPAQUE]
     warnings = [r for r in caplog.records if "could not be parsed" in r.getMessage()]
@@ -220,7 +239,8 @@ def test_without_a_key_the_programs_own_authorization_is_passed_on(upstream):
     proxy = Gateway(upstream.base_url).start()
     try:
         openai.OpenAI(base_url=proxy.base_url, api_key="the-programs-key").chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}])
+            model="m", messages=[{"role": "user", "content": "hi"}]
+        )
     finally:
         proxy.stop()
     assert upstream.headers[0]["authorization"] == "Bearer the-programs-key"
@@ -259,7 +279,8 @@ def test_values_that_cannot_be_applied_never_break_the_request(upstream, caplog)
         with caplog.at_level(logging.WARNING, logger="opto.gateway"):
             for _ in range(2):
                 answer = openai.OpenAI(base_url=proxy.base_url, api_key="k").chat.completions.create(
-                    model="m", messages=[{"role": "user", "content": "hi"}])
+                    model="m", messages=[{"role": "user", "content": "hi"}]
+                )
                 assert answer.choices[0].message.content == "fine"
     finally:
         proxy.stop()

@@ -50,10 +50,12 @@ def make_add_tool():
 
 
 def tool_model() -> ToolCallingFakeModel:
-    return ToolCallingFakeModel(responses=[
-        AIMessage("", tool_calls=[{"name": "add", "args": {"a": 1, "b": 2}, "id": "call_1"}]),
-        AIMessage("The sum is 3."),
-    ])
+    return ToolCallingFakeModel(
+        responses=[
+            AIMessage("", tool_calls=[{"name": "add", "args": {"a": 1, "b": 2}, "id": "call_1"}]),
+            AIMessage("The sum is 3."),
+        ]
+    )
 
 
 def tool_loop_chain() -> tuple[Any, Any, ToolCallingFakeModel]:

@@ -65,16 +65,27 @@ def make_nodes(llm):
         return {"messages": [(prompt | model).invoke(state)]}
 
     def literal_prompt_node(state):
-        prompt = ChatPromptTemplate.from_messages([
-            SystemMessagePromptTemplate.from_template("You support {company}'s customers. Today is {today}."),
-            ("placeholder", "{messages}")])
+        prompt = ChatPromptTemplate.from_messages(
+            [
+                SystemMessagePromptTemplate.from_template("You support {company}'s customers. Today is {today}."),
+                ("placeholder", "{messages}"),
+            ]
+        )
         return {"messages": [(prompt | model).invoke(state)]}
 
     def helper_node(state):
         return {"messages": [model.invoke([SystemMessage(system_for(state)), *state["messages"]])]}
 
-    return {"helper": helper_node, "format": format_node, "fstring": fstring_node, "percent": percent_node, "plus": plus_node,
-            "alias": alias_node, "prompt": prompt_node, "literal_prompt": literal_prompt_node}
+    return {
+        "helper": helper_node,
+        "format": format_node,
+        "fstring": fstring_node,
+        "percent": percent_node,
+        "plus": plus_node,
+        "alias": alias_node,
+        "prompt": prompt_node,
+        "literal_prompt": literal_prompt_node,
+    }
 
 
 def build(spelling: str, llm):

@@ -58,9 +58,16 @@ def test_create_agent_system_prompt_is_a_parameter_whose_writes_reach_the_model(
     model = EchoChatModel(temperature=0.7)
     agent = create_agent(model, [make_add_tool()], system_prompt=prompt)
     params = by_name(parameters_of(agent))
-    assert set(params) == {"model.system_prompt", "model.temperature", "model.max_tokens", "tools.add.code",
-                           "tools.add.description"}
-    assert params["model.system_prompt"].kind == "text" and params["model.system_prompt"].value == "You are a support bot."
+    assert set(params) == {
+        "model.system_prompt",
+        "model.temperature",
+        "model.max_tokens",
+        "tools.add.code",
+        "tools.add.description",
+    }
+    assert (
+        params["model.system_prompt"].kind == "text" and params["model.system_prompt"].value == "You are a support bot."
+    )
     target = ChainTarget(agent, output_fn=last)
     output, graph = target.run({"messages": [HumanMessage("where is my order?")]})
     assert output == "echo: where is my order?"
@@ -110,7 +117,11 @@ def test_state_graph_node_prompt_from_a_module_constant(tmp_path, monkeypatch):
     """``from prompts import SYSTEM`` in the node's module: the copy the node reads is the one written."""
     suffix = uuid4().hex[:8]
     prompts = _module(tmp_path, monkeypatch, f"prompts_{suffix}", 'SYSTEM = "You are a weather bot."\n')
-    nodes = _module(tmp_path, monkeypatch, f"nodes_{suffix}", f"""
+    nodes = _module(
+        tmp_path,
+        monkeypatch,
+        f"nodes_{suffix}",
+        f"""
         from langchain_core.messages import SystemMessage
         from prompts_{suffix} import SYSTEM
 
@@ -118,7 +129,8 @@ def test_state_graph_node_prompt_from_a_module_constant(tmp_path, monkeypatch):
             def agent(state):
                 return {{"messages": [llm.invoke([SystemMessage(SYSTEM), *state["messages"]])]}}
             return agent
-        """)
+        """,
+    )
     model = EchoChatModel()
     builder = StateGraph(MessagesState)
     builder.add_node("agent", nodes.make(model))
@@ -180,8 +192,11 @@ def test_input_messages_are_credited_to_the_input_in_every_step():
     app = builder.compile()
     _, graph = ChainTarget(app).run({"messages": [("human", "What is the capital of France?")]})
     flow = data_edges(graph)
-    assert {("messages#0", "ChatPromptTemplate#0", "messages[0]"), ("messages#0", "ChatPromptTemplate#1", "messages[0]"),
-            ("messages#0", "second#0", "messages")} <= flow
+    assert {
+        ("messages#0", "ChatPromptTemplate#0", "messages[0]"),
+        ("messages#0", "ChatPromptTemplate#1", "messages[0]"),
+        ("messages#0", "second#0", "messages"),
+    } <= flow
     assert not [e for e in flow if e[0] == "ChatPromptTemplate#0" and e[1] != "EchoChatModel#0"]
 
 
@@ -204,8 +219,15 @@ def test_rag_retriever_inside_a_node_feeds_it_by_data():
     retriever = Shelf(texts=["Paris is the capital of France.", "The Seine flows through Paris."])
     prompt = ChatPromptTemplate.from_messages([("system", "Context: {context}"), ("human", "{question}")])
     model = EchoChatModel()
-    rag = {"context": retriever | (lambda docs: "\n".join(d.page_content for d in docs)),
-           "question": RunnablePassthrough()} | prompt | model | StrOutputParser()
+    rag = (
+        {
+            "context": retriever | (lambda docs: "\n".join(d.page_content for d in docs)),
+            "question": RunnablePassthrough(),
+        }
+        | prompt
+        | model
+        | StrOutputParser()
+    )
 
     def retrieve(state):
         docs = retriever.invoke(state["question"])
@@ -248,6 +270,7 @@ def test_applied_tool_code_survives_a_fresh_build_and_loading(tmp_path):
     assert applied["model.system_prompt"] == "Be brief."
     assert lc_agent_app.lookup_order.invoke({"order_id": "7"}) == "order 7: delivered"
     import inspect
+
     assert "delivered" in inspect.getsource(lc_agent_app.lookup_order.func)  # linecache keeps it
 
 
@@ -256,8 +279,12 @@ def test_save_then_apply_in_a_fresh_process_and_twice_in_one(tmp_path):
 
     agent, model = lc_agent_app.build()
     target = ChainTarget(agent)
-    values = {"model.system_prompt": "You answer about orders only.", "model.temperature": 0.2,
-              "model.max_tokens": 64, "tools.lookup_order.description": "Status of one order by id."}
+    values = {
+        "model.system_prompt": "You answer about orders only.",
+        "model.temperature": 0.2,
+        "model.max_tokens": 64,
+        "tools.lookup_order.description": "Status of one order by id.",
+    }
     target.apply(values)
     path = target.save_values(tmp_path / "values.json", score=1.0)
     doc = json.loads(Path(path).read_text())
@@ -279,8 +306,13 @@ def test_save_then_apply_in_a_fresh_process_and_twice_in_one(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen == {"applied": sorted(doc["values"]), "system": "You answer about orders only.", "temperature": 0.2,
-                    "max_tokens": 64, "tool": "Status of one order by id."}
+    assert seen == {
+        "applied": sorted(doc["values"]),
+        "system": "You answer about orders only.",
+        "temperature": 0.2,
+        "max_tokens": 64,
+        "tool": "Status of one order by id.",
+    }
     for _ in range(2):  # twice in one process, each on a freshly built agent
         agent, model = lc_agent_app.build()
         apply_values(agent, path)
@@ -320,19 +352,38 @@ def test_the_builder_takes_hand_made_records_and_links():
 
     now = datetime.now(timezone.utc)
     system = Parameter("bot.system", "text", "Be brief.", meta={"used_by": "bot"})
-    root = Run(id=uuid4(), name="bot", run_type="chain", start_time=now, inputs={}, trace_id=uuid4(),
-               dotted_order="a")
-    chat = Run(id=uuid4(), name="FakeChat", run_type="chat_model", start_time=now, inputs={}, trace_id=root.trace_id,
-               parent_run_id=root.id, dotted_order="a.b")
+    root = Run(id=uuid4(), name="bot", run_type="chain", start_time=now, inputs={}, trace_id=uuid4(), dotted_order="a")
+    chat = Run(
+        id=uuid4(),
+        name="FakeChat",
+        run_type="chat_model",
+        start_time=now,
+        inputs={},
+        trace_id=root.trace_id,
+        parent_run_id=root.id,
+        dotted_order="a.b",
+    )
     root.child_runs.append(chat)
     question = HumanMessage("What is up?")
     reply = {"type": "ai", "content": "Not much."}
     from opto_adapters.langchain.tracing.snapshots import parts_of
-    records = {root.id: Record(root, raw_in={"question": "What is up?"}, inputs={"question": "What is up?"},
-                               raw_out="Not much.", outputs="Not much."),
-               chat.id: Record(chat, raw_in=[SystemMessage("Be brief."), question],
-                               parts=parts_of([SystemMessage("Be brief."), question]), raw_out="Not much.",
-                               outputs=reply)}
+
+    records = {
+        root.id: Record(
+            root,
+            raw_in={"question": "What is up?"},
+            inputs={"question": "What is up?"},
+            raw_out="Not much.",
+            outputs="Not much.",
+        ),
+        chat.id: Record(
+            chat,
+            raw_in=[SystemMessage("Be brief."), question],
+            parts=parts_of([SystemMessage("Be brief."), question]),
+            raw_out="Not much.",
+            outputs=reply,
+        ),
+    }
     graph = build_graph(root, records, Links([system]))
     assert {"adapter", "framework", "framework_version", "run_id", "usage"} <= set(graph.meta)
     assert ("param:bot.system", "FakeChat#0", "messages[0]") in data_edges(graph)

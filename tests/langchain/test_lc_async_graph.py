@@ -77,9 +77,16 @@ def test_an_async_only_graph_is_optimized_with_the_threads_executor(server):
     examples = [{"messages": [HumanMessage(f"Question {i}")]} for i in range(2)]
     assert coverage(target, examples)["agent.instructions"].reached
     llm = ScriptedLLM(['{"reasoning": "be precise", "suggestion": {"agent.instructions": "Answer precisely."}}'])
-    result = optimize(target, examples, lambda example, output: 1.0 if output == "ok" else 0.0,
-                      OptoPrime(target.parameters(), llm), max_steps=1, batch_size=2, executor="threads",
-                      concurrency=2)
+    result = optimize(
+        target,
+        examples,
+        lambda example, output: 1.0 if output == "ok" else 0.0,
+        OptoPrime(target.parameters(), llm),
+        max_steps=1,
+        batch_size=2,
+        executor="threads",
+        concurrency=2,
+    )
     assert result.stopped_reason == "max_steps" and not result.failed
     assert not result.history[1].get("infrastructure_errors")  # every run went through ainvoke
     assert instructions.value == "Answer precisely."

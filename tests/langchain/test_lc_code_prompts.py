@@ -62,22 +62,54 @@ def one_support_run(server):
 
 #: spelling -> (parameter name, its value, a new value, the system text the next request must carry)
 SPELLINGS = {
-    "format": ("format_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
-               "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
-    "helper": ("helper_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
-               "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
-    "alias": ("alias_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
-              "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
-    "prompt": ("prompt_node.SYSTEM_TEMPLATE", lc_support_app.SYSTEM_TEMPLATE,
-               "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
-    "fstring": ("fstring_node.system_prompt", "You are the support agent of {company}. Today is {today}.",
-                "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
-    "percent": ("percent_node.PERCENT_TEMPLATE", lc_support_app.PERCENT_TEMPLATE,
-                "Support for %s (%s): be brief.", "Support for Initech (Tuesday): be brief."),
-    "plus": ("plus_node.system_prompt", "You are the support agent of {company}. {RULES}",
-             "{RULES} You support {company}.", "Never promise a delivery date. You support Initech."),
-    "literal_prompt": ("literal_prompt_node.system_prompt", "You support {company}'s customers. Today is {today}.",
-                       "Support for {company} ({today}): be brief.", "Support for Initech (Tuesday): be brief."),
+    "format": (
+        "format_node.SYSTEM_TEMPLATE",
+        lc_support_app.SYSTEM_TEMPLATE,
+        "Support for {company} ({today}): be brief.",
+        "Support for Initech (Tuesday): be brief.",
+    ),
+    "helper": (
+        "helper_node.SYSTEM_TEMPLATE",
+        lc_support_app.SYSTEM_TEMPLATE,
+        "Support for {company} ({today}): be brief.",
+        "Support for Initech (Tuesday): be brief.",
+    ),
+    "alias": (
+        "alias_node.SYSTEM_TEMPLATE",
+        lc_support_app.SYSTEM_TEMPLATE,
+        "Support for {company} ({today}): be brief.",
+        "Support for Initech (Tuesday): be brief.",
+    ),
+    "prompt": (
+        "prompt_node.SYSTEM_TEMPLATE",
+        lc_support_app.SYSTEM_TEMPLATE,
+        "Support for {company} ({today}): be brief.",
+        "Support for Initech (Tuesday): be brief.",
+    ),
+    "fstring": (
+        "fstring_node.system_prompt",
+        "You are the support agent of {company}. Today is {today}.",
+        "Support for {company} ({today}): be brief.",
+        "Support for Initech (Tuesday): be brief.",
+    ),
+    "percent": (
+        "percent_node.PERCENT_TEMPLATE",
+        lc_support_app.PERCENT_TEMPLATE,
+        "Support for %s (%s): be brief.",
+        "Support for Initech (Tuesday): be brief.",
+    ),
+    "plus": (
+        "plus_node.system_prompt",
+        "You are the support agent of {company}. {RULES}",
+        "{RULES} You support {company}.",
+        "Never promise a delivery date. You support Initech.",
+    ),
+    "literal_prompt": (
+        "literal_prompt_node.system_prompt",
+        "You support {company}'s customers. Today is {today}.",
+        "Support for {company} ({today}): be brief.",
+        "Support for Initech (Tuesday): be brief.",
+    ),
 }
 
 
@@ -91,8 +123,9 @@ def test_a_node_prompt_built_in_code_is_credited_and_written_back(spelling, serv
     one_support_run(server)
     output, graph = target.run(support_example())
     assert output == "Order 42 has shipped."
-    assert "ACME" in system_text(server.requests[0]) and "Monday" in system_text(server.requests[0]) \
-        or spelling == "plus"
+    assert (
+        "ACME" in system_text(server.requests[0]) and "Monday" in system_text(server.requests[0]) or spelling == "plus"
+    )
     credited = backward(graph, Feedback(0.0, "the customer wanted a date")).parameter_names
     assert name in credited
     models = [n for n in graph.nodes if n.op_type == "chat_model"]
@@ -150,8 +183,9 @@ def test_a_parameter_nothing_reads_is_reported_unreached_with_its_reason(server,
 
 # ----- your own Parameter, formatted by the node --------------------------------------------------------------
 def test_your_template_parameter_is_credited_to_the_model_call_that_received_it(server, app_module):
-    instructions = Parameter("agent.instructions", "text", "You are the support agent of {company}. Be brief.",
-                             meta={"used_by": "agent"})
+    instructions = Parameter(
+        "agent.instructions", "text", "You are the support agent of {company}. Be brief.", meta={"used_by": "agent"}
+    )
 
     def agent(state):
         system = SystemMessage(content=instructions.value.format(company=state["company"]))
@@ -196,8 +230,9 @@ def personalized(request) -> str:
 
 def test_dynamic_prompt_middleware_template_with_a_runtime_context_per_example(server):
     agent = create_agent(chat_model(server), [], middleware=[personalized], context_schema=UserContext)
-    target = ChainTarget(agent, context=lambda example: UserContext(example["user"]), input_keys=["messages"],
-                         output_fn=last)
+    target = ChainTarget(
+        agent, context=lambda example: UserContext(example["user"]), input_keys=["messages"], output_fn=last
+    )
     assert target.bound["personalized.PERSONA"].value == PERSONA
     server.script("Hello Ann.", "Hello Bob.")
     _, graph = target.run({"messages": [HumanMessage("hi")], "user": "Ann"})
@@ -223,8 +258,11 @@ def test_create_react_agent_prompt_is_credited_and_written(server):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        agent = create_react_agent(chat_model(server), [lc_support_app.lookup_order],
-                                   prompt="You track orders. Quote the status word for word.")
+        agent = create_react_agent(
+            chat_model(server),
+            [lc_support_app.lookup_order],
+            prompt="You track orders. Quote the status word for word.",
+        )
     target = ChainTarget(agent, output_fn=last)
     assert target.bound["agent.system_prompt"].value == "You track orders. Quote the status word for word."
     one_support_run(server)
@@ -254,8 +292,9 @@ def test_deploying_your_own_parameter_with_apply_values(server, tmp_path):
     agent = build(fresh_parameter)
     with pytest.raises(UnknownParameters, match=r"parameters=\[\.\.\.\]"):
         apply_values(agent, tmp_path / "values.json")
-    assert apply_values(agent, tmp_path / "values.json", parameters=[fresh_parameter]) == \
-        {"agent.instructions": "Answer in French."}
+    assert apply_values(agent, tmp_path / "values.json", parameters=[fresh_parameter]) == {
+        "agent.instructions": "Answer in French."
+    }
     server.script("Bonjour.")
     agent.invoke({"messages": [HumanMessage("hi")]})
     assert system_text(server.requests[-1]) == "Answer in French."
@@ -264,7 +303,8 @@ def test_deploying_your_own_parameter_with_apply_values(server, tmp_path):
 def test_a_template_formatted_straight_into_llm_invoke(user_module):
     from opto_adapters.langchain.testing import EchoChatModel
 
-    app_code = user_module('''
+    app_code = user_module(
+        '''
         QUESTION_TEMPLATE = "Answer for the customers of {company}: {question}"
 
         def make(llm, retriever):
@@ -273,7 +313,9 @@ def test_a_template_formatted_straight_into_llm_invoke(user_module):
                 return {"answer": llm.invoke(QUESTION_TEMPLATE.format(company=state["company"],
                                                                       question=state["question"])).content}
             return ask
-        ''', "lc_invoke_app")
+        ''',
+        "lc_invoke_app",
+    )
     model = EchoChatModel()
 
     class Shelf:
@@ -309,16 +351,26 @@ def test_the_loop_reports_an_unused_parameter_of_a_langgraph_app_once_and_in_the
     server = ScriptedServer([support_model], repeat_last=True).start()
     app = app_module.build("format", chat_model(server))
     unused = Parameter("agent.tone", "text", "Be cheerful and use emojis.", meta={"used_by": "agent"})
-    target = ChainTarget(app, [*parameters_of(app), unused], include=["format_node.SYSTEM_TEMPLATE", "agent.tone"],
-                         output_fn=last)
+    target = ChainTarget(
+        app, [*parameters_of(app), unused], include=["format_node.SYSTEM_TEMPLATE", "agent.tone"], output_fn=last
+    )
     new_template = "You support {company} (today is {today}); quote the order status."
-    llm = ScriptedLLM([json.dumps({"reasoning": "quote the status", "suggestion": {
-        "format_node.SYSTEM_TEMPLATE": new_template}})], repeat_last=True)
+    llm = ScriptedLLM(
+        [json.dumps({"reasoning": "quote the status", "suggestion": {"format_node.SYSTEM_TEMPLATE": new_template}})],
+        repeat_last=True,
+    )
     examples = [support_example(), support_example("Initech", "Tuesday")]
     score = lambda example, output: Feedback(1.0 if "shipped" in output else 0.0, "say whether it shipped")  # noqa: E731
     with caplog.at_level(logging.WARNING, logger="opto"):
-        result = optimize(target, examples, score, OptoPrime(target.parameters(), llm), max_steps=1, batch_size=2,
-                          run_dir=str(tmp_path))
+        result = optimize(
+            target,
+            examples,
+            score,
+            OptoPrime(target.parameters(), llm),
+            max_steps=1,
+            batch_size=2,
+            run_dir=str(tmp_path),
+        )
     warnings = [r.getMessage() for r in caplog.records if "feedback cannot reach" in r.getMessage()]
     assert len(warnings) == 1 and "agent.tone: seen off the path to the output" in warnings[0]
     assert "format_node.SYSTEM_TEMPLATE" not in warnings[0]

@@ -53,7 +53,8 @@ def test_the_current_parent_run_is_the_runnable_being_executed():
     seen = []
     keeper = Keeper()
     RunnableLambda(lambda x: seen.append(_compat.current_parent_run()) or x, name="step").invoke(
-        1, config={"callbacks": [keeper]})
+        1, config={"callbacks": [keeper]}
+    )
     (step,) = [r for r in keeper.runs if r.name == "step"]
     assert seen == [step.id]
     assert _compat.current_parent_run() is None  # outside any runnable

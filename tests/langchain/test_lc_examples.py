@@ -8,8 +8,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_langchain_fix_tool_example():
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "langchain_fix_tool.py")], capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "langchain_fix_tool.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "answer:   The total is 48   (expected Total: $45.00)" in out  # the planted bug, cut at 4 tokens

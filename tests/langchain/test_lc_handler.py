@@ -31,9 +31,15 @@ def test_sequence_nodes_and_edges():
     h = handler()
     assert sequence_chain().invoke(QA_INPUT, config={"callbacks": [h]}) == "FOUR"
     g = h.last_graph
-    assert node_kinds(g) == {"role#0": "input", "question#0": "input", "ChatPromptTemplate#0": "op",
-                             "GenericFakeChatModel#0": "op", "StrOutputParser#0": "op", "RunnableLambda#0": "op",
-                             "output#0": "output"}
+    assert node_kinds(g) == {
+        "role#0": "input",
+        "question#0": "input",
+        "ChatPromptTemplate#0": "op",
+        "GenericFakeChatModel#0": "op",
+        "StrOutputParser#0": "op",
+        "RunnableLambda#0": "op",
+        "output#0": "output",
+    }
     assert edges(g) == {
         ("role#0", "ChatPromptTemplate#0", "role", "data"),
         ("question#0", "ChatPromptTemplate#0", "question", "data"),
@@ -42,8 +48,10 @@ def test_sequence_nodes_and_edges():
         ("StrOutputParser#0", "RunnableLambda#0", "input", "data"),
         ("RunnableLambda#0", "output#0", "value", "data"),
     }
-    assert g["ChatPromptTemplate#0"].value == [{"type": "system", "content": "You are a bot."},
-                                               {"type": "human", "content": "What is 2+2?"}]
+    assert g["ChatPromptTemplate#0"].value == [
+        {"type": "system", "content": "You are a bot."},
+        {"type": "human", "content": "What is 2+2?"},
+    ]
     assert g["GenericFakeChatModel#0"].value == {"type": "ai", "content": "four"}
     assert g["GenericFakeChatModel#0"].op_type == "chat_model"
     assert g["ChatPromptTemplate#0"].op_type == "prompt" and "You are {role}." in g["ChatPromptTemplate#0"].doc
@@ -52,16 +60,26 @@ def test_sequence_nodes_and_edges():
 
 
 def test_parallel_keys_feed_the_next_step():
-    chain = RunnableParallel(a=RunnableLambda(lambda x: x + 1), b=RunnableLambda(lambda x: x * 2)) \
-        | RunnableLambda(lambda d: d["a"] - d["b"])
+    chain = RunnableParallel(a=RunnableLambda(lambda x: x + 1), b=RunnableLambda(lambda x: x * 2)) | RunnableLambda(
+        lambda d: d["a"] - d["b"]
+    )
     h = handler()
     assert chain.invoke(5, config={"callbacks": [h]}) == -4
     g = h.last_graph
-    assert node_kinds(g) == {"input#0": "input", "RunnableLambda#0": "op", "RunnableLambda#1": "op",
-                             "RunnableLambda#2": "op", "output#0": "output"}
-    assert data_edges(g) == {("input#0", "RunnableLambda#0", "input"), ("input#0", "RunnableLambda#1", "input"),
-                             ("RunnableLambda#0", "RunnableLambda#2", "a"), ("RunnableLambda#1", "RunnableLambda#2", "b"),
-                             ("RunnableLambda#2", "output#0", "value")}
+    assert node_kinds(g) == {
+        "input#0": "input",
+        "RunnableLambda#0": "op",
+        "RunnableLambda#1": "op",
+        "RunnableLambda#2": "op",
+        "output#0": "output",
+    }
+    assert data_edges(g) == {
+        ("input#0", "RunnableLambda#0", "input"),
+        ("input#0", "RunnableLambda#1", "input"),
+        ("RunnableLambda#0", "RunnableLambda#2", "a"),
+        ("RunnableLambda#1", "RunnableLambda#2", "b"),
+        ("RunnableLambda#2", "output#0", "value"),
+    }
     assert [g["RunnableLambda#0"].value, g["RunnableLambda#1"].value, g["RunnableLambda#2"].value] == [6, 10, -4]
 
 
@@ -80,12 +98,18 @@ def test_branch_records_the_condition_as_control():
     h = handler()
     assert chain.invoke(3, config={"callbacks": [h]}) == "positive"
     g = h.last_graph
-    assert node_kinds(g) == {"input#0": "input", "RunnableLambda#0": "op", "RunnableLambda#1": "op",
-                             "output#0": "output"}
-    assert edges(g) == {("input#0", "RunnableLambda#0", "input", "data"),
-                        ("input#0", "RunnableLambda#1", "input", "data"),
-                        ("RunnableLambda#0", "RunnableLambda#1", "condition", "control"),
-                        ("RunnableLambda#1", "output#0", "value", "data")}
+    assert node_kinds(g) == {
+        "input#0": "input",
+        "RunnableLambda#0": "op",
+        "RunnableLambda#1": "op",
+        "output#0": "output",
+    }
+    assert edges(g) == {
+        ("input#0", "RunnableLambda#0", "input", "data"),
+        ("input#0", "RunnableLambda#1", "input", "data"),
+        ("RunnableLambda#0", "RunnableLambda#1", "condition", "control"),
+        ("RunnableLambda#1", "output#0", "value", "data"),
+    }
     assert g["RunnableLambda#0"].value is True
 
 
@@ -105,8 +129,12 @@ def test_fallbacks_are_reattached_and_ordered(nested):
     first = "RunnableLambda#1" if nested else "RunnableLambda#0"
     source = "RunnableLambda#0" if nested else "input#0"
     assert g["_boom#0"].kind == "exception" and g["_boom#0"].value == "ValueError: primary failed"
-    assert edges(g) >= {(source, "_boom#0", "input", "data"), (source, first, "input", "data"),
-                        ("_boom#0", first, "previous_error", "control"), (first, "output#0", "value", "data")}
+    assert edges(g) >= {
+        (source, "_boom#0", "input", "data"),
+        (source, first, "input", "data"),
+        ("_boom#0", first, "previous_error", "control"),
+        (first, "output#0", "value", "data"),
+    }
     assert g.meta["reattached_runs"] == 2 and g["_boom#0"].meta["reattached"] is True
     assert [o.edges[0].id for o in g.outputs] == [first]  # the handled error is no output
 
@@ -129,9 +157,12 @@ def test_assign_keeps_the_passthrough_keys():
     chain = RunnablePassthrough.assign(n=RunnableLambda(lambda d: len(d["q"]))) | RunnableLambda(lambda d: d["n"] * 2)
     h = handler()
     assert chain.invoke({"q": "abc"}, config={"callbacks": [h]}) == 6
-    assert data_edges(h.last_graph) == {("q#0", "RunnableLambda#0", "q"), ("q#0", "RunnableLambda#1", "q"),
-                                        ("RunnableLambda#0", "RunnableLambda#1", "n"),
-                                        ("RunnableLambda#1", "output#0", "value")}
+    assert data_edges(h.last_graph) == {
+        ("q#0", "RunnableLambda#0", "q"),
+        ("q#0", "RunnableLambda#1", "q"),
+        ("RunnableLambda#0", "RunnableLambda#1", "n"),
+        ("RunnableLambda#1", "output#0", "value"),
+    }
 
 
 def test_a_run_that_raises_gives_an_exception_output():
@@ -156,19 +187,29 @@ def test_retriever_parallel_and_passthrough_feed_the_prompt():
             return [Document(page_content=f"{query} is in France.", metadata={"source": "atlas"})]
 
     prompt = ChatPromptTemplate.from_messages([("human", "Context: {context}\nQuestion: {question}")])
-    chain = {"context": Shelf() | RunnableLambda(lambda docs: docs[0].page_content, name="join"),
-             "question": RunnablePassthrough()} | prompt | fake("France") | StrOutputParser()
+    chain = (
+        {
+            "context": Shelf() | RunnableLambda(lambda docs: docs[0].page_content, name="join"),
+            "question": RunnablePassthrough(),
+        }
+        | prompt
+        | fake("France")
+        | StrOutputParser()
+    )
     h = handler()
     assert chain.invoke("Paris", config={"callbacks": [h]}) == "France"
     g = h.last_graph
     assert g["Shelf#0"].op_type == "retriever"
     assert g["Shelf#0"].value == [{"page_content": "Paris is in France.", "metadata": {"source": "atlas"}}]
-    assert data_edges(g) == {("input#0", "Shelf#0", "query"), ("Shelf#0", "join#0", "input"),
-                             ("join#0", "ChatPromptTemplate#0", "context"),
-                             ("input#0", "ChatPromptTemplate#0", "question"),  # through the passthrough
-                             ("ChatPromptTemplate#0", "GenericFakeChatModel#0", "messages"),
-                             ("GenericFakeChatModel#0", "StrOutputParser#0", "input"),
-                             ("StrOutputParser#0", "output#0", "value")}
+    assert data_edges(g) == {
+        ("input#0", "Shelf#0", "query"),
+        ("Shelf#0", "join#0", "input"),
+        ("join#0", "ChatPromptTemplate#0", "context"),
+        ("input#0", "ChatPromptTemplate#0", "question"),  # through the passthrough
+        ("ChatPromptTemplate#0", "GenericFakeChatModel#0", "messages"),
+        ("GenericFakeChatModel#0", "StrOutputParser#0", "input"),
+        ("StrOutputParser#0", "output#0", "value"),
+    }
 
 
 def test_text_llm_and_with_config_callbacks():
@@ -180,8 +221,11 @@ def test_text_llm_and_with_config_callbacks():
     assert chain.invoke({"word": "hi"}) == "hi"
     g = h.last_graph
     assert g["FakeListLLM#0"].op_type == "llm" and g["FakeListLLM#0"].value == "hi"
-    assert data_edges(g) == {("word#0", "PromptTemplate#0", "word"), ("PromptTemplate#0", "FakeListLLM#0", "prompt"),
-                             ("FakeListLLM#0", "output#0", "value")}
+    assert data_edges(g) == {
+        ("word#0", "PromptTemplate#0", "word"),
+        ("PromptTemplate#0", "FakeListLLM#0", "prompt"),
+        ("FakeListLLM#0", "output#0", "value"),
+    }
     assert g["PromptTemplate#0"].value == "Say hi"
 
 
@@ -203,10 +247,17 @@ def test_tool_loop_follows_tool_call_ids_and_messages():
     h = OptoCallbackHandler(parameters, raise_error=True)
     assert chain.invoke("what is 1+2", config={"callbacks": [h]}) == "The sum is 3."
     g = h.last_graph
-    assert node_kinds(g) == {"input#0": "input", "param:model.temperature": "parameter",
-                             "param:tools.add.description": "parameter", "param:tools.add.code": "parameter",
-                             "ToolCallingFakeModel#0": "op", "add#0": "op", "ToolCallingFakeModel#1": "op",
-                             "agent#0": "op", "output#0": "output"}
+    assert node_kinds(g) == {
+        "input#0": "input",
+        "param:model.temperature": "parameter",
+        "param:tools.add.description": "parameter",
+        "param:tools.add.code": "parameter",
+        "ToolCallingFakeModel#0": "op",
+        "add#0": "op",
+        "ToolCallingFakeModel#1": "op",
+        "agent#0": "op",
+        "output#0": "output",
+    }
     assert data_edges(g) == {
         ("input#0", "ToolCallingFakeModel#0", "messages[0]"),  # HumanMessage(question): matched by its text
         ("param:model.temperature", "ToolCallingFakeModel#0", "temperature"),
@@ -235,18 +286,31 @@ def test_langgraph_state_graph_with_conditional_edge():
     assert result["messages"][-1].content == "The sum is 3."
     g = h.last_graph
     ops = {nid for nid, kind in node_kinds(g).items() if kind == "op"}
-    assert ops == {"ToolCallingFakeModel#0", "tools_condition#0", "agent#0", "add#0", "tools#0",
-                   "ToolCallingFakeModel#1", "tools_condition#1", "agent#1", "LangGraph#0"}
+    assert ops == {
+        "ToolCallingFakeModel#0",
+        "tools_condition#0",
+        "agent#0",
+        "add#0",
+        "tools#0",
+        "ToolCallingFakeModel#1",
+        "tools_condition#1",
+        "agent#1",
+        "LangGraph#0",
+    }
     flow = data_edges(g)
-    assert {("messages#0", "ToolCallingFakeModel#0", "messages[0]"),
-            ("ToolCallingFakeModel#0", "add#0", "tool_call"),
-            ("messages#0", "ToolCallingFakeModel#1", "messages[0]"),
-            ("ToolCallingFakeModel#0", "ToolCallingFakeModel#1", "messages[1]"),
-            ("add#0", "ToolCallingFakeModel#1", "messages[2]"),
-            ("ToolCallingFakeModel#0", "agent#0", "ToolCallingFakeModel"),
-            ("add#0", "tools#0", "add"),
-            ("messages#0", "LangGraph#0", "messages"), ("ToolCallingFakeModel#0", "LangGraph#0", "messages"),
-            ("add#0", "LangGraph#0", "messages"), ("ToolCallingFakeModel#1", "LangGraph#0", "messages")} <= flow
+    assert {
+        ("messages#0", "ToolCallingFakeModel#0", "messages[0]"),
+        ("ToolCallingFakeModel#0", "add#0", "tool_call"),
+        ("messages#0", "ToolCallingFakeModel#1", "messages[0]"),
+        ("ToolCallingFakeModel#0", "ToolCallingFakeModel#1", "messages[1]"),
+        ("add#0", "ToolCallingFakeModel#1", "messages[2]"),
+        ("ToolCallingFakeModel#0", "agent#0", "ToolCallingFakeModel"),
+        ("add#0", "tools#0", "add"),
+        ("messages#0", "LangGraph#0", "messages"),
+        ("ToolCallingFakeModel#0", "LangGraph#0", "messages"),
+        ("add#0", "LangGraph#0", "messages"),
+        ("ToolCallingFakeModel#1", "LangGraph#0", "messages"),
+    } <= flow
     # the routing function's choice is a control parent of the node it chose
     assert ("tools_condition#0", "tools#0", "route", "control") in edges(g)
     assert g["tools_condition#0"].value == "tools" and g["tools_condition#1"].value == "__end__"
@@ -266,8 +330,12 @@ def test_prebuilt_react_agent():
         warnings.simplefilter("ignore")
         agent = make_agent(model, [add], prompt="You are a calculator.")
     parameters = parameters_of(agent)
-    assert {p.name for p in parameters} == {"model.temperature", "tools.add.code", "tools.add.description",
-                                            "agent.system_prompt"}  # create_react_agent(prompt=...)
+    assert {p.name for p in parameters} == {
+        "model.temperature",
+        "tools.add.code",
+        "tools.add.description",
+        "agent.system_prompt",
+    }  # create_react_agent(prompt=...)
     h = OptoCallbackHandler(parameters, raise_error=True)
     agent.invoke({"messages": [HumanMessage("what is 1+2")]}, config={"callbacks": [h]})
     g = h.last_graph
@@ -286,8 +354,10 @@ def test_prebuilt_react_agent():
 # ----- ways of running --------------------------------------------------------------------------------------
 def _qa_checks(g: Graph, question: str = "What is 2+2?") -> None:
     assert g.by_name("question")[0].value == question
-    assert data_edges(g) >= {("ChatPromptTemplate#0", "GenericFakeChatModel#0", "messages"),
-                             ("GenericFakeChatModel#0", "StrOutputParser#0", "input")}
+    assert data_edges(g) >= {
+        ("ChatPromptTemplate#0", "GenericFakeChatModel#0", "messages"),
+        ("GenericFakeChatModel#0", "StrOutputParser#0", "input"),
+    }
 
 
 async def test_ainvoke_and_astream():
@@ -295,8 +365,12 @@ async def test_ainvoke_and_astream():
     assert await sequence_chain().ainvoke(QA_INPUT, config={"callbacks": [h]}) == "FOUR"
     _qa_checks(h.last_graph)
     h = handler()
-    chunks = [c async for c in (qa_prompt() | fake("four five") | StrOutputParser()).astream(
-        QA_INPUT, config={"callbacks": [h]})]
+    chunks = [
+        c
+        async for c in (qa_prompt() | fake("four five") | StrOutputParser()).astream(
+            QA_INPUT, config={"callbacks": [h]}
+        )
+    ]
     assert "".join(chunks) == "four five"
     g = h.last_graph
     _qa_checks(g)
@@ -316,7 +390,9 @@ def test_batch_with_concurrency_gives_one_graph_per_input():
     chain = qa_prompt() | RunnableLambda(lambda v: v.messages[-1].content[::-1])
     h = handler()
     questions = [f"question {i}" for i in range(8)]
-    out = chain.batch([{"role": "r", "question": q} for q in questions], config={"callbacks": [h], "max_concurrency": 4})
+    out = chain.batch(
+        [{"role": "r", "question": q} for q in questions], config={"callbacks": [h], "max_concurrency": 4}
+    )
     assert out == [q[::-1] for q in questions]
     assert len(h.graphs) == 8
     for g in h.graphs:
@@ -414,6 +490,8 @@ def test_a_text_built_from_an_earlier_answer_inside_a_hidden_step_is_data():
     h = handler()
     assert RunnableLambda(polish).invoke(QA_INPUT, config={"callbacks": [h]}) == "Polished: four."
     g = h.last_graph
-    polish_model = next(n.id for n in g.nodes if n.name == "GenericFakeChatModel" and n.value["content"].startswith("Polished"))
+    polish_model = next(
+        n.id for n in g.nodes if n.name == "GenericFakeChatModel" and n.value["content"].startswith("Polished")
+    )
     assert ("StrOutputParser#0", polish_model, "data") in {(s, t, v) for s, t, _, v in edges(g)}
     assert not any(t == polish_model and v == "call_tree" for _, t, _, v in edges(g))  # nothing left to guess

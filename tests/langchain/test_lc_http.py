@@ -44,17 +44,27 @@ def contains_answer(example, output):
 
 
 def test_one_optimization_step_with_chat_openai(cassette, record_base_url):
-    model = ChatOpenAI(base_url=record_base_url, api_key=KEY, model=LOCAL_MODEL, temperature=0.7, max_tokens=24,
-                       max_retries=0)
+    model = ChatOpenAI(
+        base_url=record_base_url, api_key=KEY, model=LOCAL_MODEL, temperature=0.7, max_tokens=24, max_retries=0
+    )
     prompt = ChatPromptTemplate.from_messages([("system", "You answer questions."), ("human", "{question}")])
     chain = prompt | model | StrOutputParser()
     target = ChainTarget(chain)
-    assert [p.name for p in target.parameters()] == ["prompt.system", "prompt.human", "model.temperature",
-                                                     "model.max_tokens"]
-    optimizer = OptoPrime(target.parameters(), OpenAIChat(record_base_url, KEY, LOCAL_MODEL, max_retries=0, timeout=900,
-                                                          temperature=0, max_tokens=200), token_budget=1500)
-    trainset = [{"question": "What is 2 + 3?", "answer": "5"},
-                {"question": "What is the capital of France?", "answer": "Paris"}]
+    assert [p.name for p in target.parameters()] == [
+        "prompt.system",
+        "prompt.human",
+        "model.temperature",
+        "model.max_tokens",
+    ]
+    optimizer = OptoPrime(
+        target.parameters(),
+        OpenAIChat(record_base_url, KEY, LOCAL_MODEL, max_retries=0, timeout=900, temperature=0, max_tokens=200),
+        token_budget=1500,
+    )
+    trainset = [
+        {"question": "What is 2 + 3?", "answer": "5"},
+        {"question": "What is the capital of France?", "answer": "Paris"},
+    ]
     with cassette("langchain_optimize_step") as cass:
         before = len(cass) if RECORDING else 0
         output, graph = target.run(trainset[0])
@@ -74,8 +84,10 @@ def test_one_optimization_step_with_chat_openai(cassette, record_base_url):
 
     # what ChatOpenAI sent: the prompt's messages and the model settings in force
     first = task[0]
-    assert first["messages"] == [{"role": "system", "content": "You answer questions."},
-                                 {"role": "user", "content": "What is 2 + 3?"}]
+    assert first["messages"] == [
+        {"role": "system", "content": "You answer questions."},
+        {"role": "user", "content": "What is 2 + 3?"},
+    ]
     assert first["model"] == LOCAL_MODEL and first["temperature"] == 0.7
     assert first.get("max_completion_tokens", first.get("max_tokens")) == 24
 
@@ -97,7 +109,7 @@ def test_one_optimization_step_with_chat_openai(cassette, record_base_url):
     step = result.history[1]
     proposal = step["proposal"]
     accepted = {k: v for k, v in proposal["accepted"].items() if step["values_before"].get(k) != v}
-    after = task[len(trainset) * 2 + 1:]  # first run + initial evaluation + batch, then the re-evaluation
+    after = task[len(trainset) * 2 + 1 :]  # first run + initial evaluation + batch, then the re-evaluation
     if accepted and after:
         if "model.temperature" in accepted:
             assert after[0]["temperature"] == accepted["model.temperature"]

@@ -35,8 +35,11 @@ def test_discovers_templates_and_model_settings_with_bounds():
     assert params["model.temperature"].kind == "float" and params["model.temperature"].value == 0.7
     assert (params["model.temperature"].lower, params["model.temperature"].upper) == (0.0, 2.0)
     # the core's rule (opto_core.kernel.ranges): room for a short answer, up to 1,024 (4 times the current 128 is less)
-    assert (params["model.max_tokens"].kind, params["model.max_tokens"].lower, params["model.max_tokens"].upper) \
-        == ("int", 64, 1024)
+    assert (params["model.max_tokens"].kind, params["model.max_tokens"].lower, params["model.max_tokens"].upper) == (
+        "int",
+        64,
+        1024,
+    )
     # top_p is a field of the model but not set: not a parameter
     assert "model.top_p" not in params
     # the objects are tagged through their own metadata (merged with what was there)
@@ -66,8 +69,10 @@ def test_prompt_template_and_several_prompts_get_distinct_names():
 def test_include_exclude_and_globs():
     chain, _, _ = echo_chain()
     assert [p.name for p in parameters_of(chain, include=["prompt.*"])] == ["prompt.system", "prompt.human"]
-    assert [p.name for p in parameters_of(chain, exclude=["*.max_tokens", "prompt.human"])] == \
-        ["prompt.system", "model.temperature"]
+    assert [p.name for p in parameters_of(chain, exclude=["*.max_tokens", "prompt.human"])] == [
+        "prompt.system",
+        "model.temperature",
+    ]
     with pytest.raises(NoParametersFound, match="include names no parameter"):
         parameters_of(chain, include=["nothing.*"])
 
@@ -90,8 +95,9 @@ def test_prompt_and_temperature_reach_the_model():
     target.run(QA)
     assert model.calls[-1]["messages"][0] == {"type": "system", "content": "You are a bot."}
     assert model.calls[-1]["temperature"] == 0.7
-    target.apply({"prompt.system": "You are {role}. Answer with one number.", "model.temperature": 0.1,
-                  "model.max_tokens": 96})
+    target.apply(
+        {"prompt.system": "You are {role}. Answer with one number.", "model.temperature": 0.1, "model.max_tokens": 96}
+    )
     output, graph = target.run(QA)
     call = model.calls[-1]
     assert call["messages"][0] == {"type": "system", "content": "You are a bot. Answer with one number."}
@@ -101,18 +107,23 @@ def test_prompt_and_temperature_reach_the_model():
     assert "temperature=0.1" in graph["EchoChatModel#0"].doc
     assert "You are {role}. Answer with one number." in graph["ChatPromptTemplate#0"].doc
     # LangChain's cached serialization (what callbacks receive as `serialized`) was refreshed too
-    assert prompt._serialized["kwargs"]["messages"][0]["kwargs"]["prompt"]["kwargs"]["template"] == \
-        "You are {role}. Answer with one number."
+    assert (
+        prompt._serialized["kwargs"]["messages"][0]["kwargs"]["prompt"]["kwargs"]["template"]
+        == "You are {role}. Answer with one number."
+    )
 
 
-@pytest.mark.parametrize("update, reason", [
-    ({"prompt.system": "You are helpful."}, "must keep the variable(s) {role}"),
-    ({"prompt.system": "You are {role}, {mood}."}, "unknown variable(s) {mood}"),
-    ({"prompt.system": "You are {role"}, "does not parse as a f-string template"),
-    ({"model.temperature": 3.5}, "above the upper bound 2.0"),
-    ({"model.temperature": "hot"}, "expected a float"),
-    ({"model.max_tokens": 0}, "below the lower bound 64"),
-])
+@pytest.mark.parametrize(
+    "update, reason",
+    [
+        ({"prompt.system": "You are helpful."}, "must keep the variable(s) {role}"),
+        ({"prompt.system": "You are {role}, {mood}."}, "unknown variable(s) {mood}"),
+        ({"prompt.system": "You are {role"}, "does not parse as a f-string template"),
+        ({"model.temperature": 3.5}, "above the upper bound 2.0"),
+        ({"model.temperature": "hot"}, "expected a float"),
+        ({"model.max_tokens": 0}, "below the lower bound 64"),
+    ],
+)
 def test_bad_values_are_rejected_and_the_chain_is_untouched(update, reason):
     chain, prompt, model = echo_chain()
     target = ChainTarget(chain)
@@ -120,8 +131,12 @@ def test_bad_values_are_rejected_and_the_chain_is_untouched(update, reason):
     # a good value in the same update must not be applied either
     with pytest.raises(InvalidValue, match=reason.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{")):
         target.apply({"prompt.human": "Question: {question}", **update})
-    assert (prompt.messages[0].prompt.template, list(prompt.input_variables), model.temperature,
-            model.max_tokens) == before
+    assert (
+        prompt.messages[0].prompt.template,
+        list(prompt.input_variables),
+        model.temperature,
+        model.max_tokens,
+    ) == before
     assert prompt.messages[1].prompt.template == "{question}"
     target.run(QA)
     assert model.calls[-1]["messages"][1]["content"] == "What is 2+2?"
@@ -131,8 +146,12 @@ def test_a_variable_the_chain_provides_is_learned_from_a_traced_run():
     """{context} is not in the prompt yet, but the step before it provides it: accepted once seen."""
     prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
     model = EchoChatModel()
-    chain = RunnableParallel(question=lambda d: d["question"], context=lambda d: "Paris is in France.") \
-        | prompt | model | StrOutputParser()
+    chain = (
+        RunnableParallel(question=lambda d: d["question"], context=lambda d: "Paris is in France.")
+        | prompt
+        | model
+        | StrOutputParser()
+    )
     target = ChainTarget(chain, include=["prompt.*"])
     with pytest.raises(InvalidValue, match="unknown variable"):
         target.apply({"prompt.human": "{context}\n{question}"})
@@ -156,13 +175,16 @@ def test_tool_code_write_back_and_schema_refresh():
     assert add.invoke({"a": 2, "b": 5}) == 7
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda code: code.replace("b: int)", "b: int, c: int = 0)"), "signature must stay"),
-    (lambda code: code.replace("def add", "def plus"), "must keep its name"),
-    (lambda code: "import not_a_module_xyz\n" + code, "imports .not_a_module_xyz."),  # the code policy, first
-    (lambda code: code.replace("return a - b", "return a +"), "does not parse"),
-    (lambda code: "x = 1\n" + code, "only imports, a docstring and one function"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda code: code.replace("b: int)", "b: int, c: int = 0)"), "signature must stay"),
+        (lambda code: code.replace("def add", "def plus"), "must keep its name"),
+        (lambda code: "import not_a_module_xyz\n" + code, "imports .not_a_module_xyz."),  # the code policy, first
+        (lambda code: code.replace("return a - b", "return a +"), "does not parse"),
+        (lambda code: "x = 1\n" + code, "only imports, a docstring and one function"),
+    ],
+)
 def test_bad_tool_code_is_rejected(change, reason):
     chain, add, model = tool_loop_chain()
     target = ChainTarget(chain)
@@ -202,14 +224,18 @@ def test_snapshot_and_restore_undo_everything():
     snapshot = target.snapshot()
     func, schema = add.func, add.args_schema
     code = by_name(target.parameters())["tools.add.code"].value
-    target.apply({"tools.add.code": code.replace("a - b", "a + b"), "tools.add.description": "Adds.",
-                  "model.temperature": 1.5})
+    target.apply(
+        {"tools.add.code": code.replace("a - b", "a + b"), "tools.add.description": "Adds.", "model.temperature": 1.5}
+    )
     assert add.func is not func and model.temperature == 1.5
     target.restore(snapshot)
     assert add.func is func and add.args_schema is schema and add.description == "Add two numbers."
     assert model.temperature == 0.0
     assert {p.name: p.value for p in target.parameters()} == {
-        "model.temperature": 0.0, "tools.add.code": code, "tools.add.description": "Add two numbers."}
+        "model.temperature": 0.0,
+        "tools.add.code": code,
+        "tools.add.description": "Add two numbers.",
+    }
     target.run("what is 1+2")
     assert model.calls[-1]["tools"][0]["function"]["description"] == "Add two numbers."
 
@@ -226,10 +252,14 @@ def test_parameter_nodes_link_to_the_runs_that_used_them():
     handler = OptoCallbackHandler(parameters_of(chain), raise_error=True)
     chain.invoke(QA, config={"callbacks": [handler]})
     g = handler.last_graph
-    assert {(e.id, e.arg) for e in g["ChatPromptTemplate#0"].edges if e.id.startswith("param:")} == \
-        {("param:prompt.system", "template.system"), ("param:prompt.human", "template.human")}
-    assert {(e.id, e.arg) for e in g["EchoChatModel#0"].edges if e.id.startswith("param:")} == \
-        {("param:model.temperature", "temperature"), ("param:model.max_tokens", "max_tokens")}
+    assert {(e.id, e.arg) for e in g["ChatPromptTemplate#0"].edges if e.id.startswith("param:")} == {
+        ("param:prompt.system", "template.system"),
+        ("param:prompt.human", "template.human"),
+    }
+    assert {(e.id, e.arg) for e in g["EchoChatModel#0"].edges if e.id.startswith("param:")} == {
+        ("param:model.temperature", "temperature"),
+        ("param:model.max_tokens", "max_tokens"),
+    }
     assert g["param:model.temperature"].param["upper"] == 2.0
     # a handler given only some parameters links only those
     only = OptoCallbackHandler(parameters_of(chain, include=["model.temperature"]), raise_error=True)

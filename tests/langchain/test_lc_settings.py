@@ -18,8 +18,12 @@ from opto_core.kernel.backward import backward
 from opto_core.kernel.feedback import Feedback
 from opto_core.testing.scripted_server import ScriptedServer, system_text
 
-FACTS = ["Paris is the capital of France.", "Berlin is the capital of Germany.", "Rome is the capital of Italy.",
-         "Madrid is the capital of Spain."]
+FACTS = [
+    "Paris is the capital of France.",
+    "Berlin is the capital of Germany.",
+    "Rome is the capital of Italy.",
+    "Madrid is the capital of Spain.",
+]
 
 
 @pytest.fixture
@@ -34,8 +38,9 @@ def rag_chain(server, k=1, **model_settings):
     store.add_texts(FACTS)
     retriever = store.as_retriever(search_kwargs={"k": k})
     prompt = ChatPromptTemplate.from_messages([("system", "Context:\n{context}"), ("human", "{question}")])
-    model = ChatOpenAI(base_url=server.base_url, api_key="scripted", model="gpt-4o-mini", max_retries=0,
-                       **model_settings)
+    model = ChatOpenAI(
+        base_url=server.base_url, api_key="scripted", model="gpt-4o-mini", max_retries=0, **model_settings
+    )
     context = retriever | (lambda docs: "\n".join(d.page_content for d in docs))
     return {"context": context, "question": RunnablePassthrough()} | prompt | model | StrOutputParser()
 
@@ -66,8 +71,15 @@ def test_the_search_part_tunes_k_and_never_ends_worse_than_it_started(server):
     chain = rag_chain(server, k=1)
     target = ChainTarget(chain, include=["retriever.search_kwargs.k"], prepare=lambda example: example["question"])
     trainset = [{"question": "Which capitals do you know?", "cities": ["Paris", "Berlin", "Rome", "Madrid"]}]
-    result = optimize(target, trainset, capitals_found, Search(target.parameters(), "random", seed=3),
-                      max_steps=4, batch_size=1, num_threads=1)
+    result = optimize(
+        target,
+        trainset,
+        capitals_found,
+        Search(target.parameters(), "random", seed=3),
+        max_steps=4,
+        batch_size=1,
+        num_threads=1,
+    )
     assert result.history[0]["values"]["retriever.search_kwargs.k"] == 1  # the run starts from the current value
     assert result.best_values["retriever.search_kwargs.k"] >= 4  # every capital needs every document
     assert result.best_score == 1.0 > result.initial_score
@@ -77,8 +89,11 @@ def test_the_model_name_is_a_choice_when_you_name_the_alternatives(server, tmp_p
     chain = rag_chain(server, k=2, max_tokens=200)
     target = ChainTarget(chain, model_choices=["gpt-4o", "gpt-4.1-mini"])
     choice = target.bound["model.model_name"]
-    assert (choice.kind, choice.value, choice.choices) == ("choice", "gpt-4o-mini", ["gpt-4o-mini", "gpt-4o",
-                                                                                     "gpt-4.1-mini"])
+    assert (choice.kind, choice.value, choice.choices) == (
+        "choice",
+        "gpt-4o-mini",
+        ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"],
+    )
     max_tokens = target.bound["model.max_tokens"]
     assert (max_tokens.lower, max_tokens.upper) == (64, 1024)  # never [1, 32768]; 4 x 200 < the 1,024 floor
     _, graph = target.run("capitals?")

@@ -38,8 +38,12 @@ def test_run_returns_the_output_and_its_graph():
     assert {n.name for n in graph.of_kind("input")} == {"role", "question"}
     assert all("answer" not in json.dumps(n.value) and "answer" not in n.name for n in graph.nodes)
     instance = backward(graph, Feedback(0.0, "wrong"))
-    assert {v.name for v in instance.variables} == {"prompt.system", "prompt.human", "model.temperature",
-                                                    "model.max_tokens"}
+    assert {v.name for v in instance.variables} == {
+        "prompt.system",
+        "prompt.human",
+        "model.temperature",
+        "model.max_tokens",
+    }
 
 
 def test_a_chain_that_raises_returns_the_exception_and_its_graph():
@@ -66,8 +70,13 @@ def test_input_preparation():
     chain = RunnableLambda(lambda text: text[::-1]) | qa_prompt().partial(role="r") | EchoChatModel()
     with pytest.raises(NoParametersFound):
         ChainTarget(RunnableLambda(lambda x: x))  # nothing trainable
-    keyed = ChainTarget(RunnableLambda(lambda text: {"question": text[::-1]}) | qa_prompt().partial(role="r")
-                        | EchoChatModel(reply=lambda m, c: m[-1].content) | StrOutputParser(), input_key="text")
+    keyed = ChainTarget(
+        RunnableLambda(lambda text: {"question": text[::-1]})
+        | qa_prompt().partial(role="r")
+        | EchoChatModel(reply=lambda m, c: m[-1].content)
+        | StrOutputParser(),
+        input_key="text",
+    )
     assert keyed.run({"text": "abc", "label": "x"})[0] == "cba"
     prepared = ChainTarget(chain | StrOutputParser(), prepare=lambda ex: ex["q"] + "!")
     assert prepared.run({"q": "ab"})[0] == "echo: !ba"
@@ -99,11 +108,15 @@ def test_langgraph_target_with_output_fn():
 def test_demo_one_step_fixes_tool_prompt_and_max_tokens():
     target, trainset, feedback, valset = build_demo()
     # excluded parameters stay visible, frozen (issue 10: one include/exclude rule)
-    assert {p.name for p in target.parameters() if p.trainable} == \
-        {"prompt.system", "model.max_tokens", "tools.compute_total.code"}
+    assert {p.name for p in target.parameters() if p.trainable} == {
+        "prompt.system",
+        "model.max_tokens",
+        "tools.compute_total.code",
+    }
     llm = ScriptedLLM([scripted_fix()])
-    result = optimize(target, trainset, feedback, OptoPrime(target.parameters(), llm), valset, max_steps=1,
-                      batch_size=3)
+    result = optimize(
+        target, trainset, feedback, OptoPrime(target.parameters(), llm), valset, max_steps=1, batch_size=3
+    )
     assert result.initial_score == 0.0 and result.best_score == 1.0  # on the held-out examples
     step = result.history[1]
     assert step["kept"] and not step["proposal"]["rejected"]
@@ -123,8 +136,12 @@ def test_demo_one_step_fixes_tool_prompt_and_max_tokens():
 def test_a_rejected_suggestion_leaves_the_chain_untouched():
     target, trainset, feedback, _ = build_demo()
     before = {p.name: p.value for p in target.parameters()}
-    bad = json.dumps({"reasoning": "r", "suggestion": {"prompt.system": "Answer {customer_name} in one line.",
-                                                        "model.max_tokens": 99999}})
+    bad = json.dumps(
+        {
+            "reasoning": "r",
+            "suggestion": {"prompt.system": "Answer {customer_name} in one line.", "model.max_tokens": 99999},
+        }
+    )
     llm = ScriptedLLM([bad, bad])
     result = optimize(target, trainset, feedback, OptoPrime(target.parameters(), llm), max_steps=1, batch_size=2)
     rejected = result.history[1]["proposal"]["rejected"]
@@ -140,12 +157,24 @@ def test_optimize_chain_on_a_langgraph_graph():
     trainset = [{"messages": [HumanMessage("what is 1+2")], "expected": "3"}]
 
     def feedback(example, output):
-        return (1.0, "correct") if output == example["expected"] else (0.0, f"expected {example['expected']}, got {output}")
+        return (
+            (1.0, "correct")
+            if output == example["expected"]
+            else (0.0, f"expected {example['expected']}, got {output}")
+        )
 
     code = "def add(a: int, b: int) -> int:\n    \"\"\"Add two numbers.\"\"\"\n    return a + b\n"
     llm = ScriptedLLM([json.dumps({"reasoning": "the tool subtracts", "suggestion": {"tools.add.code": code}})])
-    result = optimize_chain(app, trainset, feedback, llm=llm, include=["tools.*"],
-                            output_fn=lambda state: state["messages"][2].content, max_steps=1, batch_size=1)
+    result = optimize_chain(
+        app,
+        trainset,
+        feedback,
+        llm=llm,
+        include=["tools.*"],
+        output_fn=lambda state: state["messages"][2].content,
+        max_steps=1,
+        batch_size=1,
+    )
     assert (result.initial_score, result.best_score) == (0.0, 1.0)
     assert add.invoke({"a": 2, "b": 2}) == 4
     assert "tools.add.code" in llm.requests[0]["messages"][1]["content"]

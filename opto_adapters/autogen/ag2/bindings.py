@@ -74,8 +74,10 @@ class SettingBinding(Binding):
 
     def write(self, value: Any) -> None:
         if any(_get(e, "model_client_cls") for e in self._entries()):
-            raise RuntimeError(f"{self.agent.name} uses a custom model client; rebuilding its client would "
-                               "deactivate it, so its settings are not written")
+            raise RuntimeError(
+                f"{self.agent.name} uses a custom model client; rebuilding its client would "
+                "deactivate it, so its settings are not written"
+            )
         _set(self.agent.llm_config, self.key, value)
         for entry in self._entries():
             _set(entry, self.key, value)
@@ -230,9 +232,13 @@ def manager_groupchat_copies(manager: GroupChatManager, groupchat: GroupChat) ->
     reads the copy: a template written on the GroupChat alone would not be used (the private list is
     read by `_compat.reply_configs`; tests/ag2/test_ag2_compat.py fails if AG2 changes it).
     """
-    return [entry["config"] for entry in _compat.reply_configs(manager)
-            if entry.get("init_config") is groupchat and isinstance(entry.get("config"), GroupChat)
-            and entry["config"] is not groupchat]
+    return [
+        entry["config"]
+        for entry in _compat.reply_configs(manager)
+        if entry.get("init_config") is groupchat
+        and isinstance(entry.get("config"), GroupChat)
+        and entry["config"] is not groupchat
+    ]
 
 
 def function_map(executor: ConversableAgent) -> dict[str, Any]:

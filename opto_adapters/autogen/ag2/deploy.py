@@ -11,8 +11,9 @@ from opto_core.kernel.parameters import Parameter
 from opto_core.kernel.values import apply_saved
 
 
-def apply_values(agents_or_groupchat: Any, values_or_path: Any, parameters: Sequence[Parameter] | None = None, *,
-                 run: Any = None) -> dict[str, Any]:
+def apply_values(
+    agents_or_groupchat: Any, values_or_path: Any, parameters: Sequence[Parameter] | None = None, *, run: Any = None
+) -> dict[str, Any]:
     """Deploy saved values (a dict, or an ``opto-values/1`` file) into AG2 agents; returns what was written.
 
     ``run``: the function that starts the conversation, when it fills a system message from a
@@ -27,6 +28,10 @@ def apply_values(agents_or_groupchat: Any, values_or_path: Any, parameters: Sequ
     except UnknownParameters as exc:
         if run is not None:
             raise
-        raise UnknownParameters("the values name parameters these agents do not have:", exc.unknown, exc.known,
-                                "A template your run function fills (run.TEMPLATE) is found with run=<that "
-                                "function>; a Parameter of your own is passed with parameters=[...]") from None
+        raise UnknownParameters(
+            "the values name parameters these agents do not have:",
+            exc.unknown,
+            exc.known,
+            "A template your run function fills (run.TEMPLATE) is found with run=<that "
+            "function>; a Parameter of your own is passed with parameters=[...]",
+        ) from None

@@ -109,20 +109,29 @@ class AG2Parameters:
             value = parameter.value
             if role == ROLE_SYSTEM and parameter.template_model is not None:  # filled in by the run function
                 written = Template.parse(value, parameter.template_model.style)
-                checks[name] = (owner, lambda r, t=written: t is not None
-                                and t.match(r["messages"][0].get("content") or "") is not None)
+                checks[name] = (
+                    owner,
+                    lambda r, t=written: t is not None and t.match(r["messages"][0].get("content") or "") is not None,
+                )
             elif role == ROLE_SYSTEM:
-                checks[name] = (owner, lambda r, v=value: (r["messages"][0].get("content") == v))
+                checks[name] = (owner, lambda r, v=value: r["messages"][0].get("content") == v)
             elif role.startswith(ROLE_SETTING):
-                setting = role[len(ROLE_SETTING):]
+                setting = role[len(ROLE_SETTING) :]
                 checks[name] = (owner, lambda r, k=setting, v=value: r.get(k) == v)
             elif role.startswith(ROLE_TOOL_DESCRIPTION):
-                tool = role[len(ROLE_TOOL_DESCRIPTION):]
-                checks[name] = (owner, lambda r, t=tool, v=value: any(
-                    s.get("function", {}).get("name") == t and s["function"].get("description") == v
-                    for s in r.get("tools") or []))
+                tool = role[len(ROLE_TOOL_DESCRIPTION) :]
+                checks[name] = (
+                    owner,
+                    lambda r, t=tool, v=value: any(
+                        s.get("function", {}).get("name") == t and s["function"].get("description") == v
+                        for s in r.get("tools") or []
+                    ),
+                )
             elif role.startswith(ROLE_PROMPT) and "message" in role:
-                checks[name] = (owner, lambda r, v=value: v.split("{")[0][:40] in (r["messages"][0].get("content") or ""))
+                checks[name] = (
+                    owner,
+                    lambda r, v=value: v.split("{")[0][:40] in (r["messages"][0].get("content") or ""),
+                )
         return checks
 
 
@@ -143,8 +152,9 @@ def expand(objects: Any) -> tuple[list[ConversableAgent], list[GroupChat], list[
         elif isinstance(item, ConversableAgent):
             agents.append(item)
         else:
-            raise TypeError(f"expected AG2 agents (ConversableAgent), a GroupChat or a GroupChatManager, "
-                            f"got {type(item).__name__}")
+            raise TypeError(
+                f"expected AG2 agents (ConversableAgent), a GroupChat or a GroupChatManager, got {type(item).__name__}"
+            )
     for chat in chats:
         for agent in chat.agents:
             if isinstance(agent, ConversableAgent) and all(agent is not a for a in agents):
@@ -160,20 +170,30 @@ def expand(objects: Any) -> tuple[list[ConversableAgent], list[GroupChat], list[
 
 
 #: The AG2 calls of a run function that set an agent's system message.
-SINKS = (Sink("update_system_message", (0, "system_message"), role="system",
-              receiver=lambda value: isinstance(value, ConversableAgent)),)
+SINKS = (
+    Sink(
+        "update_system_message",
+        (0, "system_message"),
+        role="system",
+        receiver=lambda value: isinstance(value, ConversableAgent),
+    ),
+)
 
 
-def run_prompts(run: Any, agents: list[ConversableAgent]) -> tuple[list[tuple[ConversableAgent, CodePrompt]], list[str]]:
+def run_prompts(
+    run: Any, agents: list[ConversableAgent]
+) -> tuple[list[tuple[ConversableAgent, CodePrompt]], list[str]]:
     """The prompts ``run`` writes into the system message of one of ``agents``, and notes on the others."""
     found: list[tuple[ConversableAgent, CodePrompt]] = []
     notes: list[str] = []
     for prompt in prompts_in_function(run, SINKS):
         agent = next((a for a in agents if a is prompt.receiver), None)
         if agent is None:
-            notes.append(f"{prompt.name}: {getattr(run, '__name__', 'run')} writes it into the system message of "
-                         f"an agent that was not given ({getattr(prompt.receiver, 'name', '?')}); pass that agent "
-                         "to optimize it")
+            notes.append(
+                f"{prompt.name}: {getattr(run, '__name__', 'run')} writes it into the system message of "
+                f"an agent that was not given ({getattr(prompt.receiver, 'name', '?')}); pass that agent "
+                "to optimize it"
+            )
             continue
         found.append((agent, prompt))
     return found, notes
@@ -187,8 +207,9 @@ def _model_of(agent: ConversableAgent) -> str | None:
     return str(model) if model else None
 
 
-def discover(objects: Any, include: Iterable[str] | None = None,
-             exclude: Iterable[str] | None = None, *, run: Any = None) -> AG2Parameters:
+def discover(
+    objects: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, *, run: Any = None
+) -> AG2Parameters:
     """Every parameter of the given AG2 objects, bound to where it lives (and the prompts ``run`` writes)."""
     agents, chats, managers = expand(objects)
     templates, template_notes = run_prompts(run, agents) if run is not None else ([], [])
@@ -214,21 +235,40 @@ def discover(objects: Any, include: Iterable[str] | None = None,
         is_manager = isinstance(agent, GroupChatManager)
         if not agent.llm_config:
             if not is_manager:
-                notes.append(f"{name} has no llm_config: no model parameters (system message, settings, "
-                             "tool descriptions)")
+                notes.append(
+                    f"{name} has no llm_config: no model parameters (system message, settings, tool descriptions)"
+                )
         else:
             prompt = templated.get(name)
             if prompt is not None:
-                add(name, ROLE_SYSTEM, Parameter(f"{run_label}.{prompt.name}", "text", prompt.value,
-                                                 description=f"system message of the AG2 agent {name}: "
-                                                             + prompt.describe(run_label),
-                                                 template=prompt.template), prompt.binding)
-                notes.append(f"{name}.system_message is written by {run_label}() from {prompt.name} on every run: "
-                             f"{run_label}.{prompt.name} is the parameter")
+                add(
+                    name,
+                    ROLE_SYSTEM,
+                    Parameter(
+                        f"{run_label}.{prompt.name}",
+                        "text",
+                        prompt.value,
+                        description=f"system message of the AG2 agent {name}: " + prompt.describe(run_label),
+                        template=prompt.template,
+                    ),
+                    prompt.binding,
+                )
+                notes.append(
+                    f"{name}.system_message is written by {run_label}() from {prompt.name} on every run: "
+                    f"{run_label}.{prompt.name} is the parameter"
+                )
             elif not is_manager:  # a manager's own system message reaches no model
-                add(name, ROLE_SYSTEM, Parameter(f"{name}.system_message", "text", agent.system_message,
-                                                 description=f"system message of the AG2 agent {name}"),
-                    SystemMessageBinding(agent))
+                add(
+                    name,
+                    ROLE_SYSTEM,
+                    Parameter(
+                        f"{name}.system_message",
+                        "text",
+                        agent.system_message,
+                        description=f"system message of the AG2 agent {name}",
+                    ),
+                    SystemMessageBinding(agent),
+                )
             for key, (kind, lower, upper) in NUMERIC_SETTINGS.items():
                 binding = SettingBinding(agent, key)
                 value = binding.read()
@@ -237,16 +277,33 @@ def discover(objects: Any, include: Iterable[str] | None = None,
                 what = "speaker selection" if is_manager else name
                 rule = range_for(key, value, model=_model_of(agent))
                 low, high, why = (rule.lower, rule.upper, f"; range: {rule.why}") if rule else (lower, upper, "")
-                add(name, ROLE_SETTING + key, Parameter(f"{name}.{key}", kind, value, lower=low, upper=high,
-                                                        description=f"{key} of the model calls of {what}{why}"),
-                    binding)
+                add(
+                    name,
+                    ROLE_SETTING + key,
+                    Parameter(
+                        f"{name}.{key}",
+                        kind,
+                        value,
+                        lower=low,
+                        upper=high,
+                        description=f"{key} of the model calls of {what}{why}",
+                    ),
+                    binding,
+                )
             for tool in agent.llm_config.get("tools") or []:
                 tool_name = tool.get("function", {}).get("name", "")
                 binding = ToolDescriptionBinding(agent, tool_name)
-                add(name, ROLE_TOOL_DESCRIPTION + tool_name,
-                    Parameter(f"{name}.tools.{tool_name}.description", "text", binding.read(),
-                              description=f"description of the tool {tool_name} advertised to {name}'s model"),
-                    binding)
+                add(
+                    name,
+                    ROLE_TOOL_DESCRIPTION + tool_name,
+                    Parameter(
+                        f"{name}.tools.{tool_name}.description",
+                        "text",
+                        binding.read(),
+                        description=f"description of the tool {tool_name} advertised to {name}'s model",
+                    ),
+                    binding,
+                )
         for tool_name in function_map(agent):
             if executors.get(tool_name) is not agent:
                 continue
@@ -256,39 +313,62 @@ def discover(objects: Any, include: Iterable[str] | None = None,
             except OSError as exc:
                 notes.append(f"{name}.tools.{tool_name}: code not optimizable ({exc})")
                 continue
-            add(name, ROLE_TOOL_CODE + tool_name,
-                Parameter(f"{name}.tools.{tool_name}.code", "code", source,
-                          checks=[keeps_signature_bindings(registered_function(agent, tool_name))],
-                          origin=registered_function(agent, tool_name),
-                          description=f"the tool {tool_name} run by {name}; keep its signature (AG2 advertises "
-                                      "its schema from it)"), binding)
+            add(
+                name,
+                ROLE_TOOL_CODE + tool_name,
+                Parameter(
+                    f"{name}.tools.{tool_name}.code",
+                    "code",
+                    source,
+                    checks=[keeps_signature_bindings(registered_function(agent, tool_name))],
+                    origin=registered_function(agent, tool_name),
+                    description=f"the tool {tool_name} run by {name}; keep its signature (AG2 advertises "
+                    "its schema from it)",
+                ),
+                binding,
+            )
     for chat in chats:
         chat_managers = [m for m in managers if m.groupchat is chat]
         owner = chat_managers[0].name if chat_managers else "groupchat"
         if chat.speaker_selection_method != "auto":
-            notes.append(f"{owner}: speaker selection {chat.speaker_selection_method!r} calls no model: "
-                         "no selection prompts")
+            notes.append(
+                f"{owner}: speaker selection {chat.speaker_selection_method!r} calls no model: no selection prompts"
+            )
             continue
         if not chat_managers:
-            notes.append("a GroupChat given without its GroupChatManager: the manager's copies of the selection "
-                         "prompts are unknown; pass the manager to optimize them")
+            notes.append(
+                "a GroupChat given without its GroupChatManager: the manager's copies of the selection "
+                "prompts are unknown; pass the manager to optimize them"
+            )
             continue
         for attribute, allowed in SELECTION_TEMPLATES.items():
             value = getattr(chat, attribute, None)
             if not value:
                 continue
-            add(owner, ROLE_PROMPT + attribute,
-                Parameter(f"{owner}.{attribute}", "text", value,
-                          description=f"GroupChat speaker-selection prompt ({attribute}); AG2 fills in "
-                                      + ", ".join("{" + a + "}" for a in allowed),
-                          checks=[_placeholder_check(allowed, value, attribute)]),
-                TemplateBinding(chat, attribute, chat_managers))
+            add(
+                owner,
+                ROLE_PROMPT + attribute,
+                Parameter(
+                    f"{owner}.{attribute}",
+                    "text",
+                    value,
+                    description=f"GroupChat speaker-selection prompt ({attribute}); AG2 fills in "
+                    + ", ".join("{" + a + "}" for a in allowed),
+                    checks=[_placeholder_check(allowed, value, attribute)],
+                ),
+                TemplateBinding(chat, attribute, chat_managers),
+            )
     bound = BoundParameters(entries, include=include, exclude=exclude)
     return AG2Parameters(bound, roles, owners, notes, agents, managers[0] if managers else None)
 
 
-def bound_parameters(agents_or_groupchat: Any, *, include: Iterable[str] | None = None,
-                     exclude: Iterable[str] | None = None, **options: Any) -> BoundParameters:
+def bound_parameters(
+    agents_or_groupchat: Any,
+    *,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    **options: Any,
+) -> BoundParameters:
     """Every parameter of AG2 agents, a GroupChat or a GroupChatManager (or a list of them), bound to
     where it lives: a `BoundParameters`. ``include``/``exclude``: names or globs (left out: frozen).
 
@@ -305,8 +385,9 @@ def bound_parameters(agents_or_groupchat: Any, *, include: Iterable[str] | None 
     return discover(agents_or_groupchat, include, exclude, **options).bound
 
 
-def parameters_of(agents_or_groupchat: Any, include: Iterable[str] | None = None,
-                  exclude: Iterable[str] | None = None, **options: Any) -> list[Parameter]:
+def parameters_of(
+    agents_or_groupchat: Any, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, **options: Any
+) -> list[Parameter]:
     """The parameters ``include``/``exclude`` select (see `bound_parameters`), with their current values."""
     bound = bound_parameters(agents_or_groupchat, **options)
     chosen = select(bound.names(), include, exclude)

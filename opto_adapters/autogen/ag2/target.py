@@ -22,8 +22,9 @@ try:
     import autogen
     from autogen import GroupChatManager  # the classic API
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("the classic AutoGen (AG2) adapter needs the `autogen` package 0.14.x: "
-                      "pip install 'opto-adapters[ag2]'") from exc
+    raise ImportError(
+        "the classic AutoGen (AG2) adapter needs the `autogen` package 0.14.x: pip install 'opto-adapters[ag2]'"
+    ) from exc
 
 import threading
 from collections import deque
@@ -62,9 +63,17 @@ class AG2Target(BoundTarget):
 
     framework = FRAMEWORK
 
-    def __init__(self, run: Callable[[Any], Any], agents: Any, input_keys: Iterable[str] | None = None, *,
-                 include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
-                 name: str | None = None, keep_graphs: int = 100) -> None:
+    def __init__(
+        self,
+        run: Callable[[Any], Any],
+        agents: Any,
+        input_keys: Iterable[str] | None = None,
+        *,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+        name: str | None = None,
+        keep_graphs: int = 100,
+    ) -> None:
         if not callable(run):
             raise TypeError(f"run must be a function of one example, got {type(run).__name__}")
         self._run = run
@@ -99,8 +108,7 @@ class AG2Target(BoundTarget):
             inputs = {k: example[k] for k in self.input_keys}
         with self._lock:
             manager = self.params.manager
-            rec = recording.Recording(self.name, selector_name=manager.name if manager else None,
-                                      checks=self._pending)
+            rec = recording.Recording(self.name, selector_name=manager.name if manager else None, checks=self._pending)
             token = recording.begin(rec, self._speakers)
             output: Any = None
             error: BaseException | None = None
@@ -112,8 +120,13 @@ class AG2Target(BoundTarget):
                 recording.end(rec, self._speakers, token)
                 rec.finish(error)
             self._pending = rec.checks  # written values no request has shown yet
-            graph = build_graph(rec.log, self.params.roles, adapter=ADAPTER, framework=FRAMEWORK,
-                                framework_version=self.framework_version)
+            graph = build_graph(
+                rec.log,
+                self.params.roles,
+                adapter=ADAPTER,
+                framework=FRAMEWORK,
+                framework_version=self.framework_version,
+            )
             self.graphs.append(graph)
         return (error if error is not None else output), graph
 
@@ -129,5 +142,3 @@ class AG2Target(BoundTarget):
         """Remove the recording hook from the agents (they keep working unrecorded)."""
         for agent in self._speakers:
             recording.detach(agent)
-
-

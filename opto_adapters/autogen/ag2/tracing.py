@@ -42,8 +42,15 @@ from opto_core.kernel.conversation import (
 #: The name AG2 gives the internal agent of "auto" speaker selection (groupchat.py, _create_internal_agents).
 SELECTOR_AGENT = "speaker_selection_agent"
 #: Request keys recorded as the call's settings.
-SETTING_KEYS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "presence_penalty",
-                "frequency_penalty", "seed")
+SETTING_KEYS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+)
 #: AG2's `execute_function` reports a failed tool as content starting with this (it catches the exception).
 TOOL_ERROR_PREFIX = "Error: "
 
@@ -57,8 +64,9 @@ class Recording:
     parameter name to (agent, request -> bool): a written value the next request must show.
     """
 
-    def __init__(self, name: str, *, selector_name: str | None = None,
-                 checks: dict[str, tuple[str, Check]] | None = None) -> None:
+    def __init__(
+        self, name: str, *, selector_name: str | None = None, checks: dict[str, tuple[str, Check]] | None = None
+    ) -> None:
         self.log = ConversationLog("chat", name)
         self.selector_name = selector_name or SELECTOR_AGENT
         self.checks = dict(checks or {})
@@ -79,15 +87,29 @@ class Recording:
         tools = [t.get("function", {}).get("name", "") for t in request.get("tools") or []]
         settings = {k: request[k] for k in SETTING_KEYS if request.get(k) is not None}
         output, call_ids, usage, error = _response(response)
-        verified = [name for name, (owner, check) in list(self.checks.items())
-                    if owner == (self.selector_name if selector else agent) and _safe(check, request)]
+        verified = [
+            name
+            for name, (owner, check) in list(self.checks.items())
+            if owner == (self.selector_name if selector else agent) and _safe(check, request)
+        ]
         for name in verified:
             self.checks.pop(name, None)
         started = _timestamp(start_time)
-        self.log.new_llm_call(agent=self.selector_name if selector else agent, prompt=prompt, tools=tools,
-                              settings=settings, model=str(request.get("model", "")), turn=turn, role=role,
-                              output=output, call_ids=call_ids, usage=usage, error=error,
-                              seconds=max(time.time() - started, 0.0) if started else 0.0, verified=verified)
+        self.log.new_llm_call(
+            agent=self.selector_name if selector else agent,
+            prompt=prompt,
+            tools=tools,
+            settings=settings,
+            model=str(request.get("model", "")),
+            turn=turn,
+            role=role,
+            output=output,
+            call_ids=call_ids,
+            usage=usage,
+            error=error,
+            seconds=max(time.time() - started, 0.0) if started else 0.0,
+            verified=verified,
+        )
 
     def _prompt_item(self, agent: str, message: dict[str, Any]) -> PromptItem:
         role = message.get("role", "user")
@@ -129,13 +151,32 @@ class Recording:
                 call_id = response.get("tool_call_id", "")
                 tool, arguments = self._requests.get(call_id, ("", ""))
                 result = _text(response.get("content"))
-                self.log.add_tool_run(ToolRunRecord(name, turn.index if turn else None, call_id, tool, arguments,
-                                                    result, is_error=result.startswith(TOOL_ERROR_PREFIX)))
+                self.log.add_tool_run(
+                    ToolRunRecord(
+                        name,
+                        turn.index if turn else None,
+                        call_id,
+                        tool,
+                        arguments,
+                        result,
+                        is_error=result.startswith(TOOL_ERROR_PREFIX),
+                    )
+                )
         with self._lock:
             self._ids += 1
             message_id = f"{self.log.run_id}-{self._ids}"
-        self.log.add_message(MessageRecord(message_id, name, kind, kind_type, _text(body.get("content")),
-                                           turn=turn.index if turn else None, call_ids=call_ids, final=True))
+        self.log.add_message(
+            MessageRecord(
+                message_id,
+                name,
+                kind,
+                kind_type,
+                _text(body.get("content")),
+                turn=turn.index if turn else None,
+                call_ids=call_ids,
+                final=True,
+            )
+        )
         if turn is not None:
             self.log.end_turn(turn)
             self._open.pop(name, None)
@@ -181,15 +222,25 @@ class _Relay(BaseLogger):
     def start(self) -> str:
         return "opto-ag2"
 
-    def log_chat_completion(self, invocation_id: Any, client_id: int, wrapper_id: Any, source: Any,
-                            request: dict[str, Any], response: Any, is_cached: int, cost: float,
-                            start_time: str) -> None:
+    def log_chat_completion(
+        self,
+        invocation_id: Any,
+        client_id: int,
+        wrapper_id: Any,
+        source: Any,
+        request: dict[str, Any],
+        response: Any,
+        is_cached: int,
+        cost: float,
+        start_time: str,
+    ) -> None:
         recording = recording_for(source)
         if recording is not None:
             recording.on_llm_call(source, request, response, start_time)
         if self.previous is not None:
-            self.previous.log_chat_completion(invocation_id, client_id, wrapper_id, source, request, response,
-                                              is_cached, cost, start_time)
+            self.previous.log_chat_completion(
+                invocation_id, client_id, wrapper_id, source, request, response, is_cached, cost, start_time
+            )
 
     def log_new_agent(self, agent: Any, init_args: dict[str, Any]) -> None:
         if self.previous is not None:
@@ -298,8 +349,14 @@ def _response(response: Any) -> tuple[Any, tuple[str, ...], dict[str, int], Base
     except (AttributeError, IndexError):
         return text_of(response), (), {}, None
     usage = getattr(response, "usage", None)
-    tokens = {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
-              "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)} if usage else {}
+    tokens = (
+        {
+            "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+            "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+        }
+        if usage
+        else {}
+    )
     calls = getattr(message, "tool_calls", None)
     if calls:
         output = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments} for c in calls]
@@ -309,8 +366,9 @@ def _response(response: Any) -> tuple[Any, tuple[str, ...], dict[str, int], Base
 
 def _timestamp(text: str) -> float:
     try:
-        return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(
-            tzinfo=datetime.timezone.utc).timestamp()
+        return (
+            datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc).timestamp()
+        )
     except (TypeError, ValueError):
         return 0.0
 

@@ -15,5 +15,13 @@ from opto_core.kernel.provenance import TaggedStr
 #: Kept for callers of earlier versions: the tagged ``str`` is the core's.
 TracedStr = TaggedStr
 
-__all__ = ["ADAPTER", "DSPyTracer", "GraphBuilder", "Run", "TracedStr", "bound_inputs", "node_names",
-           "untag_prediction"]
+__all__ = [
+    "ADAPTER",
+    "DSPyTracer",
+    "GraphBuilder",
+    "Run",
+    "TracedStr",
+    "bound_inputs",
+    "node_names",
+    "untag_prediction",
+]

@@ -162,8 +162,15 @@ class GraphBuilder:
     ``graphs`` (the last ``keep``).
     """
 
-    def __init__(self, root_name: str = "program", *, parameter_index: Callable[[], ParameterIndex] | None = None,
-                 framework_version: str = "?", keep: int | None = 1000, renderers: Sequence[Renderer] = ()) -> None:
+    def __init__(
+        self,
+        root_name: str = "program",
+        *,
+        parameter_index: Callable[[], ParameterIndex] | None = None,
+        framework_version: str = "?",
+        keep: int | None = 1000,
+        renderers: Sequence[Renderer] = (),
+    ) -> None:
         self.root_name = root_name
         self.renderers = list(renderers)  # the framework's own texts for a typed value (DSPy's field formatting)
         self.parameter_index = parameter_index
@@ -322,10 +329,15 @@ class GraphBuilder:
         name = f"{react.name}.trajectory"
         if not steps:
             return run.graph.add("input", name, value, description="the ReAct trajectory before the first step").id
-        node = run.graph.add("op", name, value, parents=[Edge(node_id, arg) for arg, node_id in steps],
-                             op_type="dspy.ReAct.trajectory",
-                             doc=f"[{name}] ReAct writes its past steps (thought, tool name and arguments, "
-                                 "observation) as text for the next step")
+        node = run.graph.add(
+            "op",
+            name,
+            value,
+            parents=[Edge(node_id, arg) for arg, node_id in steps],
+            op_type="dspy.ReAct.trajectory",
+            doc=f"[{name}] ReAct writes its past steps (thought, tool name and arguments, "
+            "observation) as text for the next step",
+        )
         return node.id
 
     # ----- ends, one per kind of call -------------------------------------------------------------
@@ -337,22 +349,39 @@ class GraphBuilder:
 
     def _predict_ended(self, call: Call, record: CallEnded) -> dict[str, Any] | None:
         run, graph, start = call.run, call.run.graph, call.start
-        meta = {"inputs": dict(call.how), "lm_calls": call.lm_calls,
-                "module": call.parent.name if call.parent is not None else None}
+        meta = {
+            "inputs": dict(call.how),
+            "lm_calls": call.lm_calls,
+            "module": call.parent.name if call.parent is not None else None,
+        }
         tagged: dict[str, Any] | None = None
         if record.error is not None:
             cause = call.error_node or call.lm_node
             parents = [Edge(cause, "error")] if cause else list(call.input_edges)
-            node = graph.add("exception", call.name, _error_text(record.error), parents=parents,
-                             op_type="dspy.Predict", doc=f"[{call.name}] dspy.Predict({start.signature})",
-                             meta=meta, raw=True)
+            node = graph.add(
+                "exception",
+                call.name,
+                _error_text(record.error),
+                parents=parents,
+                op_type="dspy.Predict",
+                doc=f"[{call.name}] dspy.Predict({start.signature})",
+                meta=meta,
+                raw=True,
+            )
             run.last_exception = node.id
         else:
             parents = [Edge(call.lm_node, "completion")] if call.lm_node else list(call.input_edges)
             value = record.fields if record.fields is not None else record.outputs
-            node = graph.add("op", call.name, value, parents=parents, op_type="dspy.Predict",
-                             doc=f"[{call.name}] dspy.Predict({start.signature}): parses the LM completion "
-                                 f"into the output fields {', '.join(start.output_fields)}", meta=meta)
+            node = graph.add(
+                "op",
+                call.name,
+                value,
+                parents=parents,
+                op_type="dspy.Predict",
+                doc=f"[{call.name}] dspy.Predict({start.signature}): parses the LM completion "
+                f"into the output fields {', '.join(start.output_fields)}",
+                meta=meta,
+            )
             run.last_op = node.id
             if record.fields is not None:
                 tagged = {key: run.tag(value, node.id) for key, value in record.fields.items()}
@@ -377,8 +406,13 @@ class GraphBuilder:
                 parents = [Edge(run.last_op, "before", via=VIA_CALL_TREE)]
             else:
                 parents = []
-            graph.add_exception(call.name, record.error, parents=parents, op_type="dspy.Module",
-                                doc=f"[{call.name}] {start.type_name}.forward")
+            graph.add_exception(
+                call.name,
+                record.error,
+                parents=parents,
+                op_type="dspy.Module",
+                doc=f"[{call.name}] {start.type_name}.forward",
+            )
             return
         if record.fields is not None:
             fields = dict(record.fields)
@@ -391,8 +425,9 @@ class GraphBuilder:
             edges = [Edge(run.last_op, "result", via=VIA_CALL_TREE)]
             how["*"] = VIA_CALL_TREE
         doc = f"[{call.name}] {start.type_name}.forward" + (f": {start.doc}" if start.doc else "")
-        node = graph.add("op", call.name, fields, parents=edges, op_type=f"dspy.{start.type_name}", doc=doc,
-                         meta={"inputs": how})
+        node = graph.add(
+            "op", call.name, fields, parents=edges, op_type=f"dspy.{start.type_name}", doc=doc, meta={"inputs": how}
+        )
         graph.mark_output(node.id)
 
     def _format_ended(self, call: Call, record: CallEnded) -> None:
@@ -401,15 +436,25 @@ class GraphBuilder:
         edges = list(predict.input_edges) if predict.kind == PREDICT else []
         edges += run.parameter_edges(predict.owner, "format")
         adapter = call.start.adapter
-        doc = (f"[{call.name}] {adapter}.format builds the chat messages: the instructions, the field "
-               f"descriptions, the demos, then the inputs")
+        doc = (
+            f"[{call.name}] {adapter}.format builds the chat messages: the instructions, the field "
+            f"descriptions, the demos, then the inputs"
+        )
         if record.error is not None:
-            node = run.graph.add("exception", call.name, _error_text(record.error), parents=edges,
-                                 op_type=f"dspy.{adapter}.format", doc=doc, raw=True)
+            node = run.graph.add(
+                "exception",
+                call.name,
+                _error_text(record.error),
+                parents=edges,
+                op_type=f"dspy.{adapter}.format",
+                doc=doc,
+                raw=True,
+            )
             predict.error_node = node.id
             return
-        node = run.graph.add("op", call.name, messages_text(record.outputs), parents=edges,
-                             op_type=f"dspy.{adapter}.format", doc=doc)
+        node = run.graph.add(
+            "op", call.name, messages_text(record.outputs), parents=edges, op_type=f"dspy.{adapter}.format", doc=doc
+        )
         predict.format_node = node.id
 
     def _lm_ended(self, call: Call, record: CallEnded) -> None:
@@ -425,8 +470,16 @@ class GraphBuilder:
         meta = {"model": start.model, "settings": dict(start.settings)}
         owner.lm_calls += 1
         if record.error is not None:
-            node = run.graph.add("exception", call.name, _error_text(record.error), parents=edges,
-                                 op_type="dspy.LM", doc=doc, meta=meta, raw=True)
+            node = run.graph.add(
+                "exception",
+                call.name,
+                _error_text(record.error),
+                parents=edges,
+                op_type="dspy.LM",
+                doc=doc,
+                meta=meta,
+                raw=True,
+            )
             owner.error_node = node.id
             return
         outputs = record.outputs
@@ -441,9 +494,15 @@ class GraphBuilder:
         owner, run = call.parent, call.run
         assert owner is not None
         parents = [Edge(owner.lm_node, "completion")] if owner.lm_node else []
-        node = run.graph.add("exception", call.name, _error_text(record.error), parents=parents,
-                             op_type=f"dspy.{call.start.adapter}.parse",
-                             doc=f"[{call.name}] parses the LM completion into the output fields", raw=True)
+        node = run.graph.add(
+            "exception",
+            call.name,
+            _error_text(record.error),
+            parents=parents,
+            op_type=f"dspy.{call.start.adapter}.parse",
+            doc=f"[{call.name}] parses the LM completion into the output fields",
+            raw=True,
+        )
         owner.error_node = node.id
 
     def _tool_ended(self, call: Call, record: CallEnded) -> None:
@@ -455,13 +514,22 @@ class GraphBuilder:
         if start.source and not any(e.arg == "__code" for e in edges):  # no code parameter: show the source
             doc += "\n" + start.source
         if record.error is not None:
-            node = run.graph.add("exception", call.name, _error_text(record.error), parents=edges,
-                                 op_type="dspy.Tool", doc=doc, meta=meta, raw=True)
+            node = run.graph.add(
+                "exception",
+                call.name,
+                _error_text(record.error),
+                parents=edges,
+                op_type="dspy.Tool",
+                doc=doc,
+                meta=meta,
+                raw=True,
+            )
             if react.kind != REACT:  # ReAct turns it into an observation
                 run.last_exception = node.id
         else:
-            node = run.graph.add("op", call.name, record.outputs, parents=edges, op_type="dspy.Tool", doc=doc,
-                                 meta=meta)
+            node = run.graph.add(
+                "op", call.name, record.outputs, parents=edges, op_type="dspy.Tool", doc=doc, meta=meta
+            )
             run.tag(record.outputs, node.id)
             run.last_op = node.id
         if react.kind == REACT:

@@ -110,17 +110,28 @@ class DSPyTracer(BaseCallback):
     `ProgramParameters`), nodes get the predictors' names and the parameter nodes that fed them.
     """
 
-    def __init__(self, program: Any = None, *, parameters: ProgramParameters | None = None,
-                 name: str | None = None, keep: int | None = 1000, names: dict[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        program: Any = None,
+        *,
+        parameters: ProgramParameters | None = None,
+        name: str | None = None,
+        keep: int | None = 1000,
+        names: dict[int, str] | None = None,
+    ) -> None:
         if parameters is None and program is not None:
             parameters = ProgramParameters(program)
         self.parameters = parameters
         program = program if program is not None else (parameters.program if parameters else None)
         self.root_name = name or (type(program).__name__ if program is not None else "program")
         self._names = dict(names) if names is not None else node_names(program, parameters)
-        self.builder = GraphBuilder(self.root_name, parameter_index=parameters.index if parameters else None,
-                                    framework_version=getattr(dspy, "__version__", "?"), keep=keep,
-                                    renderers=[field_renderings])
+        self.builder = GraphBuilder(
+            self.root_name,
+            parameter_index=parameters.index if parameters else None,
+            framework_version=getattr(dspy, "__version__", "?"),
+            keep=keep,
+            renderers=[field_renderings],
+        )
         self.errors: list[str] = []
 
     @property
@@ -158,16 +169,26 @@ class DSPyTracer(BaseCallback):
             self.builder.feed(self._module_record(call_id, instance, inputs))
 
     def _module_record(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> records.ModuleStarted:
-        common = dict(call_id=call_id, caller_id=ACTIVE_CALL_ID.get(), type_name=type(instance).__name__,
-                      inputs=bound_inputs(instance, inputs), name=self._names.get(id(instance)))
+        common = dict(
+            call_id=call_id,
+            caller_id=ACTIVE_CALL_ID.get(),
+            type_name=type(instance).__name__,
+            inputs=bound_inputs(instance, inputs),
+            name=self._names.get(id(instance)),
+        )
         if isinstance(instance, dspy.Predict):
             signature = getattr(instance, "signature", None)
-            return records.ModuleStarted(kind=records.PREDICT, owner=id(instance),
-                                         signature=_signature_text(signature),
-                                         output_fields=tuple(getattr(signature, "output_fields", {}) or ()), **common)
+            return records.ModuleStarted(
+                kind=records.PREDICT,
+                owner=id(instance),
+                signature=_signature_text(signature),
+                output_fields=tuple(getattr(signature, "output_fields", {}) or ()),
+                **common,
+            )
         if isinstance(instance, dspy.ReAct):
-            return records.ModuleStarted(kind=records.REACT, chooser=id(getattr(instance, "react", None)),
-                                         doc=_class_doc(instance), **common)
+            return records.ModuleStarted(
+                kind=records.REACT, chooser=id(getattr(instance, "react", None)), doc=_class_doc(instance), **common
+            )
         return records.ModuleStarted(kind=records.MODULE, doc=_class_doc(instance), **common)
 
     def on_module_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
@@ -186,9 +207,15 @@ class DSPyTracer(BaseCallback):
             settings = {**getattr(instance, "kwargs", {}), **(inputs.get("kwargs") or {})}
             settings = {k: v for k, v in settings.items() if k not in _SECRET_SETTINGS}
             messages = inputs.get("messages") or inputs.get("prompt")
-            self.builder.feed(records.LMStarted(call_id, ACTIVE_CALL_ID.get(),
-                                                str(getattr(instance, "model", type(instance).__name__)),
-                                                settings, messages_text(messages)))
+            self.builder.feed(
+                records.LMStarted(
+                    call_id,
+                    ACTIVE_CALL_ID.get(),
+                    str(getattr(instance, "model", type(instance).__name__)),
+                    settings,
+                    messages_text(messages),
+                )
+            )
 
     def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         self._end("on_lm_end", call_id, outputs, exception)
@@ -207,10 +234,17 @@ class DSPyTracer(BaseCallback):
                 source: str | None = function_source(getattr(instance, "func", None))
             except (SourceUnavailable, TypeError, AttributeError):
                 source = None
-            self.builder.feed(records.ToolStarted(call_id, ACTIVE_CALL_ID.get(),
-                                                  getattr(instance, "name", None) or type(instance).__name__,
-                                                  dict(inputs.get("kwargs") or {}), owner=id(instance),
-                                                  desc=getattr(instance, "desc", "") or "", source=source))
+            self.builder.feed(
+                records.ToolStarted(
+                    call_id,
+                    ACTIVE_CALL_ID.get(),
+                    getattr(instance, "name", None) or type(instance).__name__,
+                    dict(inputs.get("kwargs") or {}),
+                    owner=id(instance),
+                    desc=getattr(instance, "desc", "") or "",
+                    source=source,
+                )
+            )
 
     def on_tool_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         self._end("on_tool_end", call_id, outputs, exception)

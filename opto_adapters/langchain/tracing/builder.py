@@ -94,7 +94,9 @@ def build_graph(root: Run, records: dict[UUID, Record], links: Links, docs: dict
 
 def failed_graph(value: Any, exc: BaseException, what: str) -> Graph:
     """The graph of a run that failed before LangChain started it (e.g. preparing its input)."""
-    graph = Graph(meta=run_meta(ADAPTER, FRAMEWORK, langchain_core.__version__, **{META_ERROR: f"{type(exc).__name__}: {exc}"}))
+    graph = Graph(
+        meta=run_meta(ADAPTER, FRAMEWORK, langchain_core.__version__, **{META_ERROR: f"{type(exc).__name__}: {exc}"})
+    )
     node = graph.add("input", "input", value, description="the example")
     graph.add_exception(what, exc, parents=[Edge(node.id, "input")])
     return graph
@@ -109,7 +111,7 @@ def _position(run: Run) -> dict[str, str]:
     for tag in run.tags or ():
         for kind in _TAG_KINDS:
             if tag.startswith(kind):
-                position.setdefault(kind[:-1], tag[len(kind):])
+                position.setdefault(kind[:-1], tag[len(kind) :])
                 break
     return position
 
@@ -125,8 +127,11 @@ class _Builder:
         self.links = links
         self.docs = docs
         self.scope: list[str] = []  # names of the runs being visited (for parameters linked by used_by)
-        self.graph = Graph(meta=run_meta(ADAPTER, FRAMEWORK, langchain_core.__version__, run_name=root.name,
-                                         **{META_RUN_ID: str(root.id)}))
+        self.graph = Graph(
+            meta=run_meta(
+                ADAPTER, FRAMEWORK, langchain_core.__version__, run_name=root.name, **{META_RUN_ID: str(root.id)}
+            )
+        )
         self.index = ProvenanceIndex(text_of=text_of)  # who produced each value (see the module doc)
         self.consumed: set[str] = set()
         self.routes: list[tuple[str, set[str]]] = []  # LangGraph routing results: node, targets
@@ -159,8 +164,14 @@ class _Builder:
         if record is None:  # a run the handler saw no callback for: use what the tracer kept
             outputs = run.outputs or {}
             raw_out = outputs.get("output", outputs)
-            record = Record(run, raw_in=run.inputs, inputs=snapshot(run.inputs), raw_out=raw_out,
-                            outputs=snapshot(raw_out), error=run.error)
+            record = Record(
+                run,
+                raw_in=run.inputs,
+                inputs=snapshot(run.inputs),
+                raw_out=raw_out,
+                outputs=snapshot(raw_out),
+                error=run.error,
+            )
             self.by_run[id(run)] = record
         return record
 
@@ -214,15 +225,28 @@ class _Builder:
             same = [n for n in self.exceptions if self.graph[n].value == record.error]
             target = same[-1] if same else (self.exceptions[-1] if self.exceptions else None)
             if target is None:
-                target = self.add("exception", root.name, record.error, self.edges_from(sources, root),
-                                  op_type=root.run_type, meta={"run_id": str(root.id)}, raw=True)
+                target = self.add(
+                    "exception",
+                    root.name,
+                    record.error,
+                    self.edges_from(sources, root),
+                    op_type=root.run_type,
+                    meta={"run_id": str(root.id)},
+                    raw=True,
+                )
         elif len(refs) == 1 and not refs[0].key:
             target = refs[0].id
         elif refs:
-            target = self.add("op", root.name, record.outputs, [Edge(r.id, r.key or "input", r.via) for r in refs],
-                              op_type="collect", raw=True,
-                              doc=f"[{root.name}] the run's output, assembled from the values of its steps",
-                              meta={"run_id": str(root.id)})
+            target = self.add(
+                "op",
+                root.name,
+                record.outputs,
+                [Edge(r.id, r.key or "input", r.via) for r in refs],
+                op_type="collect",
+                raw=True,
+                doc=f"[{root.name}] the run's output, assembled from the values of its steps",
+                meta={"run_id": str(root.id)},
+            )
         if target is not None:
             graph.mark_output(target, "output")
         meta = graph.meta
@@ -279,8 +303,9 @@ class _Builder:
                 return "sequence"
             if all(self.tag(c, "map:key") is not None for c in kids):
                 return "parallel"
-            if all(self.tag(c, "condition") is not None or self.tag(c, "branch") is not None for c in kids) \
-                    and any(self.tag(c, "branch") is not None for c in kids):
+            if all(self.tag(c, "condition") is not None or self.tag(c, "branch") is not None for c in kids) and any(
+                self.tag(c, "branch") is not None for c in kids
+            ):
                 return "branch"
         return "op"
 
@@ -379,8 +404,9 @@ class _Builder:
             if owners and all(r.id in inputs for r in owners):
                 self.index.register_key(("message", part.message_id), owners[0].id)
 
-    def state_refs(self, state: Any, writers: dict[str, list[Ref]], sources: list[Ref],
-                   parts: list[Part] | None = None) -> list[Ref]:
+    def state_refs(
+        self, state: Any, writers: dict[str, list[Ref]], sources: list[Ref], parts: list[Part] | None = None
+    ) -> list[Ref]:
         """Producers of each key of a LangGraph state: messages by id, other keys by last writer."""
         if not isinstance(state, dict):
             return list(sources)
@@ -426,13 +452,24 @@ class _Builder:
                 continue
             node = self.find_part(part)
             if node is None:  # the same value the enclosing step received under the same key?
-                node = next((r.id for r in parent_sources if r.key == part.key and r.via != VIA_CONTROL
-                             and self.graph[r.id].value == part.value), None)
+                node = next(
+                    (
+                        r.id
+                        for r in parent_sources
+                        if r.key == part.key and r.via != VIA_CONTROL and self.graph[r.id].value == part.value
+                    ),
+                    None,
+                )
                 if node is not None:
                     refs.append(Ref(node, part.key))
                     continue
-                node = self.graph.add("input", part.key or "input", part.value, raw=True,
-                                      description=f"a value made inside {parent.name} (not traced)").id
+                node = self.graph.add(
+                    "input",
+                    part.key or "input",
+                    part.value,
+                    raw=True,
+                    description=f"a value made inside {parent.name} (not traced)",
+                ).id
                 key = part.key.split("[")[0]
                 if key not in unmatched:
                     unmatched.append(key)
@@ -479,12 +516,12 @@ class _Builder:
         op_type = "langgraph_node" if in_node else run.run_type
         doc = self.documentation(run, op_type)
         if record.error is not None:
-            node_id = self.add("exception", run.name, record.error, edges, op_type=op_type, doc=doc, meta=meta,
-                               raw=True)
+            node_id = self.add(
+                "exception", run.name, record.error, edges, op_type=op_type, doc=doc, meta=meta, raw=True
+            )
             self.exceptions.append(node_id)
         else:
-            node_id = self.add("op", run.name, record.outputs, edges, op_type=op_type, doc=doc, meta=meta,
-                               raw=True)
+            node_id = self.add("op", run.name, record.outputs, edges, op_type=op_type, doc=doc, meta=meta, raw=True)
             self.register(record.raw_out, node_id)
         return [Ref(node_id)]
 
@@ -529,8 +566,9 @@ class _Builder:
             parts = record.parts if record.parts is not None else parts_of(record.raw_in)
             for part in parts:  # a prompt kept in code (or one of yours) that this call received
                 for parameter, match in links.prompt_sources(part.obj, part.text, self.scope):
-                    edges.append(Edge(self.graph.add_parameter(parameter).id, part.key or "messages", VIA_DATA,
-                                      match.how))
+                    edges.append(
+                        Edge(self.graph.add_parameter(parameter).id, part.key or "messages", VIA_DATA, match.how)
+                    )
             for name in _offered_tools(run):
                 for parameter in links.tool_descriptions(name):
                     edges.append(Edge(self.graph.add_parameter(parameter).id, f"tools[{name}].description"))
@@ -549,14 +587,20 @@ class _Builder:
             group = self.links.group(tag)
         if op_type == "prompt":
             parameters = [p for p, _ in self.links.for_tag(tag, "prompt")] if isinstance(tag, str) else []
-            return f"[{name}] formats the prompt from its templates and the input variables:\n" + _templates(run, parameters)
+            return f"[{name}] formats the prompt from its templates and the input variables:\n" + _templates(
+                run, parameters
+            )
         if op_type in ("chat_model", "llm"):
             metadata = _metadata(run)
             params = dict((run.extra or {}).get("invocation_params") or {})
             model = metadata.get("ls_model_name") or params.get("model_name") or params.get("model") or name
-            settings = {k: v for k, v in params.items()
-                        if k not in ("tools", "_type", "stop", "model", "model_name", "stream", "n") and
-                        isinstance(v, (int, float, str, bool)) and v is not None}
+            settings = {
+                k: v
+                for k, v in params.items()
+                if k not in ("tools", "_type", "stop", "model", "model_name", "stream", "n")
+                and isinstance(v, (int, float, str, bool))
+                and v is not None
+            }
             text = f"[{name}] calls the language model {model}"
             if settings:
                 text += " with " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))

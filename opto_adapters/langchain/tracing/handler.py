@@ -67,9 +67,15 @@ class OptoCallbackHandler(BaseTracer):
     name: str = "opto_callback_handler"
     run_inline: bool = True
 
-    def __init__(self, parameters: Sequence[Parameter] | None = None, *, max_graphs: int | None = 1000,
-                 raise_error: bool = False, on_graph: Callable[[Graph], None] | None = None,
-                 docs: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        parameters: Sequence[Parameter] | None = None,
+        *,
+        max_graphs: int | None = 1000,
+        raise_error: bool = False,
+        on_graph: Callable[[Graph], None] | None = None,
+        docs: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(**_compat.CHAT_MESSAGES_SCHEMA)
         self.raise_error = raise_error
         self.graphs: deque[Graph] = deque(maxlen=max_graphs)
@@ -121,8 +127,11 @@ class OptoCallbackHandler(BaseTracer):
             holder_id = _context_parent()
             if holder_id is not None and holder_id != run.parent_run_id and holder_id != run.id:
                 holder = self.run_map.get(str(holder_id))
-                if holder is not None and holder.run_type in ("chain", "tool") \
-                        and holder.parent_run_id == run.parent_run_id:
+                if (
+                    holder is not None
+                    and holder.run_type in ("chain", "tool")
+                    and holder.parent_run_id == run.parent_run_id
+                ):
                     run.parent_run_id = holder_id  # called from inside `holder` with its parent's config
                     self._records.setdefault(run.id, Record(run)).adopted = True
         except Exception as exc:
@@ -172,8 +181,9 @@ class OptoCallbackHandler(BaseTracer):
                 return "langgraph_step" in ((run.extra or {}).get("metadata") or {})
         return True
 
-    def _ended(self, run_id: UUID, raw: Any, value: Any, error: BaseException | None = None,
-               inputs: Any = None) -> None:
+    def _ended(
+        self, run_id: UUID, raw: Any, value: Any, error: BaseException | None = None, inputs: Any = None
+    ) -> None:
         try:
             record = self._record(run_id)
             if record is None:
@@ -207,8 +217,9 @@ class OptoCallbackHandler(BaseTracer):
         self._ended(run_id, None, None, error, inputs=inputs)
         return super().on_chain_error(error, run_id=run_id, inputs=inputs, **kwargs)
 
-    def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[Any]], *, run_id: UUID,
-                            **kwargs: Any) -> Run:
+    def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[Any]], *, run_id: UUID, **kwargs: Any
+    ) -> Run:
         run = super().on_chat_model_start(serialized, messages, run_id=run_id, **kwargs)
         batch = messages[0] if len(messages) == 1 else [m for b in messages for m in b]
         self._started(run, batch, lambda msgs: [message_dict(m) for m in msgs])
@@ -217,17 +228,32 @@ class OptoCallbackHandler(BaseTracer):
     # The two methods below replace BaseTracer's so that runs do not carry LangChain's serialization
     # of every message (`dumpd`) and of every result (`model_dump`): the graph does not use them
     # (the handler keeps its own short copies), and they cost more than everything else it does.
-    def _create_chat_model_run(self, serialized: dict[str, Any], messages: list[list[Any]], run_id: UUID,
-                               tags: list[str] | None = None, parent_run_id: UUID | None = None,
-                               metadata: dict[str, Any] | None = None, name: str | None = None,
-                               **kwargs: Any) -> Run:
+    def _create_chat_model_run(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[Any]],
+        run_id: UUID,
+        tags: list[str] | None = None,
+        parent_run_id: UUID | None = None,
+        metadata: dict[str, Any] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Run:
         start_time = datetime.now(timezone.utc)
         if metadata:
             kwargs.update({"metadata": metadata})
-        return Run(id=run_id, parent_run_id=parent_run_id, serialized=serialized,
-                   inputs={"messages": "(recorded by OptoCallbackHandler)"},
-                   **self._get_run_kwargs(parent_run_id, kwargs), events=[{"name": "start", "time": start_time}],
-                   start_time=start_time, run_type="chat_model", tags=tags, name=name)
+        return Run(
+            id=run_id,
+            parent_run_id=parent_run_id,
+            serialized=serialized,
+            inputs={"messages": "(recorded by OptoCallbackHandler)"},
+            **self._get_run_kwargs(parent_run_id, kwargs),
+            events=[{"name": "start", "time": start_time}],
+            start_time=start_time,
+            run_type="chat_model",
+            tags=tags,
+            name=name,
+        )
 
     def _complete_llm_run(self, response: Any, run_id: UUID) -> Run:
         run = self._get_run(run_id, run_type={"llm", "chat_model"})
@@ -264,8 +290,15 @@ class OptoCallbackHandler(BaseTracer):
         self._ended(run_id, None, None, error)
         return super().on_llm_error(error, run_id=run_id, **kwargs)
 
-    def on_tool_start(self, serialized: dict[str, Any], input_str: str, *, run_id: UUID,
-                      inputs: dict[str, Any] | None = None, **kwargs: Any) -> Run:
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any],
+        input_str: str,
+        *,
+        run_id: UUID,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Run:
         run = super().on_tool_start(serialized, input_str, run_id=run_id, inputs=inputs, **kwargs)
         self._started(run, inputs if isinstance(inputs, dict) else input_str)
         return run

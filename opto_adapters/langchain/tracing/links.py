@@ -90,8 +90,13 @@ class Links:
             entry[0].available.update(keys)
 
     def tool_descriptions(self, tool_name: str) -> list[Parameter]:
-        return [p for group, parameters in self._tagged.values() if group.kind == "tool" and tool_name in group.tool_names
-                for p in parameters if group.args.get(p.name) == "description"]
+        return [
+            p
+            for group, parameters in self._tagged.values()
+            if group.kind == "tool" and tool_name in group.tool_names
+            for p in parameters
+            if group.args.get(p.name) == "description"
+        ]
 
     def used_by(self, run_name: str) -> list[Parameter]:
         return [p for p in self._extra if run_name in _names(p.meta.get("used_by"))]
@@ -124,8 +129,9 @@ class Links:
         last, so they win a tie on the same text.
         """
         scope = set(scope)
-        candidates: list[Parameter] = [p for p in self._extra if isinstance(p.value, str)
-                                       and scope & set(_names(p.meta.get("used_by")))]
+        candidates: list[Parameter] = [
+            p for p in self._extra if isinstance(p.value, str) and scope & set(_names(p.meta.get("used_by")))
+        ]
         if not candidates and not self._variables:
             return []
         candidates += self._variables

@@ -21,8 +21,14 @@ from opto_core.kernel.graph import bounded_repr
 
 MAX_DEPTH = 24
 _PLAIN = (str, int, bool)
-_CHUNK_TYPES = {"AIMessageChunk": "ai", "HumanMessageChunk": "human", "SystemMessageChunk": "system",
-                "ToolMessageChunk": "tool", "ChatMessageChunk": "chat", "FunctionMessageChunk": "function"}
+_CHUNK_TYPES = {
+    "AIMessageChunk": "ai",
+    "HumanMessageChunk": "human",
+    "SystemMessageChunk": "system",
+    "ToolMessageChunk": "tool",
+    "ChatMessageChunk": "chat",
+    "FunctionMessageChunk": "function",
+}
 
 
 def message_dict(message: BaseMessage) -> dict[str, Any]:
@@ -36,8 +42,9 @@ def message_dict(message: BaseMessage) -> dict[str, Any]:
         data["name"] = name
     tool_calls = getattr(message, "tool_calls", None)
     if tool_calls:
-        data["tool_calls"] = [{"name": c.get("name"), "args": snapshot(c.get("args")), "id": c.get("id")}
-                              for c in tool_calls]
+        data["tool_calls"] = [
+            {"name": c.get("name"), "args": snapshot(c.get("args")), "id": c.get("id")} for c in tool_calls
+        ]
     tool_call_id = getattr(message, "tool_call_id", None)
     if tool_call_id:
         data["tool_call_id"] = tool_call_id
@@ -47,8 +54,12 @@ def message_dict(message: BaseMessage) -> dict[str, Any]:
 def _lc_message(value: dict[str, Any]) -> dict[str, Any] | None:
     """A message in LangChain's ``dumpd`` form (as `BaseTracer` stores chat inputs) as a short dict."""
     ident = value.get("id")
-    if value.get("lc") != 1 or not isinstance(ident, list) or not ident or not str(ident[-1]).endswith(
-            ("Message", "MessageChunk")):
+    if (
+        value.get("lc") != 1
+        or not isinstance(ident, list)
+        or not ident
+        or not str(ident[-1]).endswith(("Message", "MessageChunk"))
+    ):
         return None
     kwargs = value.get("kwargs") or {}
     kind = kwargs.get("type") or str(ident[-1]).replace("MessageChunk", "").replace("Message", "").lower()
@@ -57,8 +68,9 @@ def _lc_message(value: dict[str, Any]) -> dict[str, Any] | None:
         if kwargs.get(key):
             data[key] = kwargs[key]
     if kwargs.get("tool_calls"):
-        data["tool_calls"] = [{"name": c.get("name"), "args": snapshot(c.get("args")), "id": c.get("id")}
-                              for c in kwargs["tool_calls"]]
+        data["tool_calls"] = [
+            {"name": c.get("name"), "args": snapshot(c.get("args")), "id": c.get("id")} for c in kwargs["tool_calls"]
+        ]
     return data
 
 
@@ -183,7 +195,10 @@ def _add_parts(parts: list[Part], key: str, value: Any) -> None:
     if isinstance(value, ChatPromptValue):
         value = value.messages
     if isinstance(value, (list, tuple)) and any(isinstance(m, BaseMessage) for m in value):
-        parts.extend(Part(f"{key}[{i}]" if key else f"messages[{i}]", m) for i, m in enumerate(value)
-                     if isinstance(m, BaseMessage))
+        parts.extend(
+            Part(f"{key}[{i}]" if key else f"messages[{i}]", m)
+            for i, m in enumerate(value)
+            if isinstance(m, BaseMessage)
+        )
         return
     parts.append(Part(key, value))

@@ -48,9 +48,27 @@ from opto_core.engine.executors.common import (
 from opto_core.engine.executors.event_loop import AsyncioExecutor
 from opto_core.engine.executors.threads import ThreadExecutor
 
-__all__ = ["EXECUTORS", "AsyncioExecutor", "Evaluation", "EvaluationCancelled", "EvaluationTimeout", "Executor",
-           "FeedbackError", "FeedbackFn", "InfrastructureError", "NonFiniteScore", "ThreadExecutor", "WorkflowExit",
-           "check_concurrency", "error_kind", "failed_run", "finish", "make_executor", "score_feedback", "usage_of"]
+__all__ = [
+    "EXECUTORS",
+    "AsyncioExecutor",
+    "Evaluation",
+    "EvaluationCancelled",
+    "EvaluationTimeout",
+    "Executor",
+    "FeedbackError",
+    "FeedbackFn",
+    "InfrastructureError",
+    "NonFiniteScore",
+    "ThreadExecutor",
+    "WorkflowExit",
+    "check_concurrency",
+    "error_kind",
+    "failed_run",
+    "finish",
+    "make_executor",
+    "score_feedback",
+    "usage_of",
+]
 
 EXECUTORS = ("threads", "asyncio", "ray")
 
@@ -73,9 +91,11 @@ def make_executor(settings: Any, target: Any = None) -> Executor:
     if level != "none":
         if not isinstance(choice, str) or choice == "ray":
             if is_explicit(setting) and (level == "sandbox" or not isinstance(choice, str)):
-                raise ValueError(f"isolation={level!r} runs the workflow in its own worker processes; it cannot be "
-                                 f"combined with executor={choice if isinstance(choice, str) else 'an object'!r} "
-                                 f"(use executor='threads' or 'asyncio' with it)")
+                raise ValueError(
+                    f"isolation={level!r} runs the workflow in its own worker processes; it cannot be "
+                    f"combined with executor={choice if isinstance(choice, str) else 'an object'!r} "
+                    f"(use executor='threads' or 'asyncio' with it)"
+                )
             level = "none"  # Ray's workers are processes already; an executor object runs where it runs
             if choice == "ray":
                 log.info("isolation: executor='ray' runs the workflow in Ray's worker processes")
@@ -83,22 +103,34 @@ def make_executor(settings: Any, target: Any = None) -> Executor:
             from opto_core.engine.executors.process import ProcessExecutor, process_isolation_here
 
             if not is_explicit(setting) and not process_isolation_here():
-                log.warning("isolation: the LLM writes code (%s) but worker processes are not available on this "
-                            "platform; runs happen in this process (see docs/security.md)",
-                            ", ".join(trainable_code(target)))
+                log.warning(
+                    "isolation: the LLM writes code (%s) but worker processes are not available on this "
+                    "platform; runs happen in this process (see docs/security.md)",
+                    ", ".join(trainable_code(target)),
+                )
                 return make_executor(dataclasses.replace(settings, isolation="none"), target)
             if not is_explicit(setting):
-                log.info("isolation='process' (the default when the LLM writes code: %s); pass isolation='none' "
-                         "to run the workflow in this process", ", ".join(trainable_code(target)))
-            executor = ProcessExecutor(concurrency, settings.nonfinite_scores, eval_timeout=settings.eval_timeout,
-                                       target_factory=settings.target_factory, sandbox=sandbox)
+                log.info(
+                    "isolation='process' (the default when the LLM writes code: %s); pass isolation='none' "
+                    "to run the workflow in this process",
+                    ", ".join(trainable_code(target)),
+                )
+            executor = ProcessExecutor(
+                concurrency,
+                settings.nonfinite_scores,
+                eval_timeout=settings.eval_timeout,
+                target_factory=settings.target_factory,
+                sandbox=sandbox,
+            )
             if target is not None:
                 executor.start(target)
             return executor
     if not isinstance(choice, str):
         if not (callable(getattr(choice, "evaluate", None)) and callable(getattr(choice, "close", None))):
-            raise TypeError(f"executor must be one of {EXECUTORS} or an object with evaluate() and close() "
-                            f"(opto_core.engine.executors.Executor), got {type(choice).__name__}")
+            raise TypeError(
+                f"executor must be one of {EXECUTORS} or an object with evaluate() and close() "
+                f"(opto_core.engine.executors.Executor), got {type(choice).__name__}"
+            )
         own = getattr(choice, "concurrency", None)
         if own is not None:
             check_concurrency(own)
@@ -110,6 +142,10 @@ def make_executor(settings: Any, target: Any = None) -> Executor:
     if choice == "ray":
         from opto_core.engine.executors.ray_cluster import RayExecutor  # imports ray itself only when used
 
-        return RayExecutor(concurrency, settings.nonfinite_scores, eval_timeout=settings.eval_timeout,
-                           target_factory=settings.target_factory)
+        return RayExecutor(
+            concurrency,
+            settings.nonfinite_scores,
+            eval_timeout=settings.eval_timeout,
+            target_factory=settings.target_factory,
+        )
     raise ValueError(f"unknown executor {choice!r}; choose one of {EXECUTORS} or pass an Executor object")

@@ -106,11 +106,21 @@ def serve(conn: Connection, target: Any, before_run: Callable[[], None] | None =
                 target.apply(values)
                 applied = copy.deepcopy(values)
             except Exception as exc:
-                error = InfrastructureError(f"applying the step's values in the worker failed: "
-                                            f"{type(exc).__name__}: {exc}")
-                send(dumps_message({"kind": "result", "seconds": 0.0, "graph": None,
-                                    "output": {"error": describe_exception(error)}, "drift": [],
-                                    "unapplied": True}))
+                error = InfrastructureError(
+                    f"applying the step's values in the worker failed: {type(exc).__name__}: {exc}"
+                )
+                send(
+                    dumps_message(
+                        {
+                            "kind": "result",
+                            "seconds": 0.0,
+                            "graph": None,
+                            "output": {"error": describe_exception(error)},
+                            "drift": [],
+                            "unapplied": True,
+                        }
+                    )
+                )
                 continue
         if before_run is not None:
             before_run()
@@ -118,15 +128,30 @@ def serve(conn: Connection, target: Any, before_run: Callable[[], None] | None =
         begun = time.perf_counter()
         output, graph = _run_one(target, example)
         seconds = time.perf_counter() - begun
-        drift = changed_parameters(target, None if applied is None else
-                                   {name: _exact(value) for name, value in applied.items()}, before)
+        drift = changed_parameters(
+            target, None if applied is None else {name: _exact(value) for name, value in applied.items()}, before
+        )
         try:
-            message = dumps_message({"kind": "result", "seconds": seconds, "graph": graph.to_dict(),
-                                     "output": encode_output(output), "drift": drift})
+            message = dumps_message(
+                {
+                    "kind": "result",
+                    "seconds": seconds,
+                    "graph": graph.to_dict(),
+                    "output": encode_output(output),
+                    "drift": drift,
+                }
+            )
         except Exception as exc:
             error = InfrastructureError(f"the run's result cannot be sent back ({type(exc).__name__}: {exc})")
-            message = dumps_message({"kind": "result", "seconds": seconds, "graph": None,
-                                     "output": {"error": describe_exception(error)}, "drift": drift})
+            message = dumps_message(
+                {
+                    "kind": "result",
+                    "seconds": seconds,
+                    "graph": None,
+                    "output": {"error": describe_exception(error)},
+                    "drift": drift,
+                }
+            )
         send(message)
         if drift:
             os._exit(0)

@@ -5,7 +5,6 @@ The feedback function always runs on the driver (`finish`), and `_Batch` is the 
 one batch for the thread and asyncio executors.
 """
 
-
 from __future__ import annotations
 
 import asyncio
@@ -30,6 +29,7 @@ log = logging.getLogger("opto")
 
 FeedbackFn = Callable[[Any, Any], Any]
 
+
 class FeedbackError(RuntimeError):
     """The user's feedback function raised, or returned something that is not feedback."""
 
@@ -50,8 +50,6 @@ class EvaluationCancelled(InfrastructureError):
     """The run was cancelled (Ctrl-C, the STOP file, `Executor.cancel`) before it finished."""
 
 
-
-
 @dataclass
 class Evaluation:
     """One example's run: its output, graph and feedback; ``error_kind`` says why it failed, if it did.
@@ -68,7 +66,7 @@ class Evaluation:
     graph: Graph
     feedback: Feedback
     failed: bool = False
-    error_kind: str | None = None      # None | "workflow" | "infrastructure" | "wrote_around"
+    error_kind: str | None = None  # None | "workflow" | "infrastructure" | "wrote_around"
     usage: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     retried: list[str] = field(default_factory=list)
@@ -76,9 +74,20 @@ class Evaluation:
     drift: list[str] = field(default_factory=list)  # parameters the run changed behind the loop (seen in a worker)
 
 
-_INFRA_TYPES = ("APIConnectionError", "APITimeoutError", "ConnectError", "ConnectTimeout", "ReadTimeout",
-                "RemoteProtocolError", "RayTaskError", "WorkerCrashedError", "RayActorError", "GetTimeoutError",
-                "CancelledError", "InfrastructureError")
+_INFRA_TYPES = (
+    "APIConnectionError",
+    "APITimeoutError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "RemoteProtocolError",
+    "RayTaskError",
+    "WorkerCrashedError",
+    "RayActorError",
+    "GetTimeoutError",
+    "CancelledError",
+    "InfrastructureError",
+)
 _INFRA_TEXT = ("event loop", "different loop", "Event loop is closed", "bound to a different")
 
 
@@ -155,16 +164,21 @@ def score_feedback(example: Any, output: Any, feedback_fn: FeedbackFn, index: in
     try:
         raw = feedback_fn(example, output)
     except Exception as exc:
-        raise FeedbackError(f"feedback_fn raised on example {index} ({short_repr(example, 120)}): "
-                            f"{type(exc).__name__}: {exc}") from exc
+        raise FeedbackError(
+            f"feedback_fn raised on example {index} ({short_repr(example, 120)}): {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         feedback = Feedback.coerce(raw)
     except (TypeError, ValueError) as exc:
-        raise FeedbackError(f"feedback_fn returned {raw!r} for example {index} ({short_repr(example, 120)}): {exc}") from exc
+        raise FeedbackError(
+            f"feedback_fn returned {raw!r} for example {index} ({short_repr(example, 120)}): {exc}"
+        ) from exc
     if feedback.score is not None and not math.isfinite(feedback.score):
-        raise NonFiniteScore(f"feedback_fn returned the score {feedback.score} for example {index} "
-                            f"({short_repr(example, 120)}): scores must be finite numbers (pass "
-                            f"nonfinite_scores='failure' to count such runs as failures)")
+        raise NonFiniteScore(
+            f"feedback_fn returned the score {feedback.score} for example {index} "
+            f"({short_repr(example, 120)}): scores must be finite numbers (pass "
+            f"nonfinite_scores='failure' to count such runs as failures)"
+        )
     return feedback
 
 
@@ -174,23 +188,48 @@ def usage_of(graph: Graph) -> dict[str, Any]:
     return dict(usage) if isinstance(usage, dict) else {}
 
 
-def finish(index: int, example: Any, output: Any, graph: Graph, feedback_fn: FeedbackFn, failure_score: float,
-           seconds: float = 0.0, nonfinite: str = "error") -> Evaluation:
+def finish(
+    index: int,
+    example: Any,
+    output: Any,
+    graph: Graph,
+    feedback_fn: FeedbackFn,
+    failure_score: float,
+    seconds: float = 0.0,
+    nonfinite: str = "error",
+) -> Evaluation:
     """Turn one run's (output, graph) into an `Evaluation`: a raised exception is a failure, else feedback."""
     usage = usage_of(graph)
     if isinstance(output, BaseException):
-        shown = output.type_names[0] if isinstance(output, PortableError) and output.type_names else \
-            type(output).__name__
+        shown = (
+            output.type_names[0] if isinstance(output, PortableError) and output.type_names else type(output).__name__
+        )
         text = f"The run raised {shown}: {output}"
-        return Evaluation(index, output, graph, Feedback(failure_score, text), failed=True,
-                          error_kind=error_kind(output), usage=usage, seconds=seconds)
+        return Evaluation(
+            index,
+            output,
+            graph,
+            Feedback(failure_score, text),
+            failed=True,
+            error_kind=error_kind(output),
+            usage=usage,
+            seconds=seconds,
+        )
     try:
         feedback = score_feedback(example, output, feedback_fn, index)
     except NonFiniteScore as exc:
         if nonfinite != "failure":
             raise
-        return Evaluation(index, output, graph, Feedback(failure_score, f"{exc} (counted as a failed run)"),
-                          failed=True, error_kind="workflow", usage=usage, seconds=seconds)
+        return Evaluation(
+            index,
+            output,
+            graph,
+            Feedback(failure_score, f"{exc} (counted as a failed run)"),
+            failed=True,
+            error_kind="workflow",
+            usage=usage,
+            seconds=seconds,
+        )
     return Evaluation(index, output, graph, feedback, usage=usage, seconds=seconds)
 
 
@@ -369,8 +408,16 @@ def check_concurrency(concurrency: Any) -> int:
 class Executor(Protocol):
     """Runs a batch of examples and returns their evaluations in order."""
 
-    def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
-                 failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]: ...
+    def evaluate(
+        self,
+        target: Any,
+        examples: Sequence[Any],
+        feedback_fn: FeedbackFn,
+        *,
+        indices: Sequence[int],
+        failure_score: float,
+        values: dict[str, Any] | None = None,
+    ) -> list[Evaluation]: ...
 
     def cancel(self) -> None:
         """Stop the runs in flight (Ctrl-C, a STOP file): each one not finished becomes a cancelled run."""
@@ -388,8 +435,14 @@ class _Batch:
     driver's cost per result does not grow with the batch.
     """
 
-    def __init__(self, examples: Sequence[Any], indices: Sequence[int], feedback_fn: FeedbackFn,
-                 failure_score: float, nonfinite: str) -> None:
+    def __init__(
+        self,
+        examples: Sequence[Any],
+        indices: Sequence[int],
+        feedback_fn: FeedbackFn,
+        failure_score: float,
+        nonfinite: str,
+    ) -> None:
         self.examples, self.indices = examples, list(indices)
         self.feedback_fn, self.failure_score, self.nonfinite = feedback_fn, failure_score, nonfinite
         self.results: list[Evaluation | None] = [None] * len(examples)
@@ -399,16 +452,25 @@ class _Batch:
         self.on_result = run_listener()  # progress: each finished run, as it finishes (engine.events)
 
     def score(self, position: int, output: Any, graph: Graph, seconds: float) -> None:
-        self.results[position] = evaluation = finish(self.indices[position], self.examples[position], output, graph,
-                                                     self.feedback_fn, self.failure_score, seconds, self.nonfinite)
+        self.results[position] = evaluation = finish(
+            self.indices[position],
+            self.examples[position],
+            output,
+            graph,
+            self.feedback_fn,
+            self.failure_score,
+            seconds,
+            self.nonfinite,
+        )
         if self.on_result is not None:
             self.on_result(evaluation)
 
     def fail(self, position: int, what: str, exc: BaseException, seconds: float = 0.0) -> None:
         self.score(position, *failed_run(what, exc), seconds)
 
-    def collect(self, timeout: float | None, cancel: Callable[[], object],
-                on_timeout: Callable[[int], None] | None = None) -> list[Evaluation]:
+    def collect(
+        self, timeout: float | None, cancel: Callable[[], object], on_timeout: Callable[[int], None] | None = None
+    ) -> list[Evaluation]:
         """Wait for every run; with ``timeout``, a run that started longer ago fails and ``on_timeout(position)``
         lets the executor give up on it (free its thread, or replace a stuck event loop)."""
         remaining = set(range(len(self.examples)))
@@ -443,8 +505,12 @@ class _Batch:
                     for position in [p for p in remaining if p in self.started]:
                         if now - self.started[position] > timeout:
                             remaining.discard(position)
-                            self.fail(position, "timeout", EvaluationTimeout(
-                                f"the run took longer than eval_timeout={timeout:g}s"), now - self.started[position])
+                            self.fail(
+                                position,
+                                "timeout",
+                                EvaluationTimeout(f"the run took longer than eval_timeout={timeout:g}s"),
+                                now - self.started[position],
+                            )
                             if on_timeout is not None:
                                 on_timeout(position)
         except BaseException:  # Ctrl-C or a feedback error: nothing outstanding may keep running
@@ -476,5 +542,3 @@ class InProcessExecutor:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-
-

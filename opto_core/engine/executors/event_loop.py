@@ -1,6 +1,5 @@
 """`AsyncioExecutor` ("asyncio"): up to ``concurrency`` runs at once on one event loop, for targets with ``arun``."""
 
-
 from __future__ import annotations
 
 import asyncio
@@ -46,7 +45,7 @@ class AsyncioExecutor(InProcessExecutor):
         self._background = BackgroundLoop("opto-asyncio")
         self._said_sync = False
         self._lock = threading.Lock()
-        self.loops_replaced = 0               # loops abandoned because a run blocked them, over the executor's life
+        self.loops_replaced = 0  # loops abandoned because a run blocked them, over the executor's life
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -60,16 +59,27 @@ class AsyncioExecutor(InProcessExecutor):
 
     def _sync_pool(self, target: Any) -> DaemonPool:
         if not self._said_sync:
-            log.info("executor='asyncio': %s has no async arun(); its runs go to a pool of %d threads",
-                     type(target).__name__, self.concurrency)
+            log.info(
+                "executor='asyncio': %s has no async arun(); its runs go to a pool of %d threads",
+                type(target).__name__,
+                self.concurrency,
+            )
             self._said_sync = True
         with self._lock:
             if self._pool is None:
                 self._pool = DaemonPool(self.concurrency, "opto-asyncio-sync")
             return self._pool
 
-    def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
-                 failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]:
+    def evaluate(
+        self,
+        target: Any,
+        examples: Sequence[Any],
+        feedback_fn: FeedbackFn,
+        *,
+        indices: Sequence[int],
+        failure_score: float,
+        values: dict[str, Any] | None = None,
+    ) -> list[Evaluation]:
         batch = self._batch = _Batch(examples, indices, feedback_fn, failure_score, self.nonfinite)
         is_async = callable(getattr(target, "arun", None))
         pool = None if is_async else self._sync_pool(target)
@@ -132,9 +142,11 @@ class AsyncioExecutor(InProcessExecutor):
     def _replace_loop(self) -> None:
         self._background.abandon()
         self.loops_replaced += 1
-        log.warning("executor='asyncio': a run blocks the event loop's thread; it is abandoned and a new loop "
-                    "takes over (%d replaced so far). Use isolation='process' to have such runs killed.",
-                    self.loops_replaced)
+        log.warning(
+            "executor='asyncio': a run blocks the event loop's thread; it is abandoned and a new loop "
+            "takes over (%d replaced so far). Use isolation='process' to have such runs killed.",
+            self.loops_replaced,
+        )
 
     def close(self) -> None:
         """Stop the loop and its thread (and the sync pool); the executor can be used again after."""

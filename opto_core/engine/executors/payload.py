@@ -135,11 +135,16 @@ def _check_no_secrets(blob: bytes, what: str, where: str, allowed: frozenset[str
             raise SecretInPayload(
                 f"{what} holds the value of the environment variable {name} (an API key inside a client object?); "
                 f"{where} will not send secrets inside tasks. Pass target_factory= a module-level function "
-                f"that builds the target on the worker, where the client reads {name} from the worker's environment")
+                f"that builds the target on the worker, where the client reads {name} from the worker's environment"
+            )
 
 
-def make_payload(target: Any, factory: Callable[[], Any] | None, where: str = "executor='ray'",
-                 allowed_secrets: frozenset[str] = frozenset()) -> tuple[str, bytes]:
+def make_payload(
+    target: Any,
+    factory: Callable[[], Any] | None,
+    where: str = "executor='ray'",
+    allowed_secrets: frozenset[str] = frozenset(),
+) -> tuple[str, bytes]:
     """``("factory", pickled factory)`` or ``("target", pickled target)``, checked before anything is sent.
 
     ``where`` names the setting in error messages; ``allowed_secrets`` are environment variables
@@ -153,20 +158,29 @@ def make_payload(target: Any, factory: Callable[[], Any] | None, where: str = "e
         try:
             blob = cloudpickle.dumps(factory)
         except Exception as exc:
-            raise TargetNotPicklable(f"target_factory {factory!r} cannot be pickled ({type(exc).__name__}: {exc}); "
-                                     f"define it at module level, in a module the workers can import") from exc
+            raise TargetNotPicklable(
+                f"target_factory {factory!r} cannot be pickled ({type(exc).__name__}: {exc}); "
+                f"define it at module level, in a module the workers can import"
+            ) from exc
         _check_no_secrets(blob, "target_factory", where, allowed_secrets)
         return "factory", blob
     try:
         blob = dumps_target(target)
     except Exception as exc:
         found = unpicklable_part(target)
-        part = (f"{found[0]} (a {type(found[1]).__module__}.{type(found[1]).__qualname__}) cannot be pickled: "
-                f"{type(found[2]).__name__}: {found[2]}") if found else f"{type(exc).__name__}: {exc}"
+        part = (
+            (
+                f"{found[0]} (a {type(found[1]).__module__}.{type(found[1]).__qualname__}) cannot be pickled: "
+                f"{type(found[2]).__name__}: {found[2]}"
+            )
+            if found
+            else f"{type(exc).__name__}: {exc}"
+        )
         raise TargetNotPicklable(
             f"{where} sends the target to the workers with cloudpickle, and {part}. Pass a target_factory: "
             f"a module-level function, importable on the workers, that builds the target there, e.g. "
             f"optimize(..., {where}, target_factory=build_target) with "
-            f"`def build_target(): return ChainTarget(make_chain())`") from exc
+            f"`def build_target(): return ChainTarget(make_chain())`"
+        ) from exc
     _check_no_secrets(blob, "the pickled target", where, allowed_secrets)
     return "target", blob

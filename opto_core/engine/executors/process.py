@@ -87,6 +87,7 @@ _OPTO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.
 #: later (0.3 s proved too short on two busy cores). Paid in full only when a worker dies on its own.
 TEMPLATE_GRACE_SECONDS = 1.0
 
+
 class WorkerLost(InfrastructureError):
     """The worker process ended (or was killed) while it ran this example."""
 
@@ -117,10 +118,14 @@ class WorkerTemplate:
     def __init__(self, target: Any) -> None:
         others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
         if others:
-            log.warning("isolation='process': making the worker template by fork while %d other thread(s) run "
-                        "(%s); a lock one of them holds right now stays locked in the workers (a worker stuck on "
-                        "it is killed after eval_timeout). Pass target_factory= to start workers as fresh "
-                        "interpreters instead.", len(others), ", ".join(others[:6]))
+            log.warning(
+                "isolation='process': making the worker template by fork while %d other thread(s) run "
+                "(%s); a lock one of them holds right now stays locked in the workers (a worker stuck on "
+                "it is killed after eval_timeout). Pass target_factory= to start workers as fresh "
+                "interpreters instead.",
+                len(others),
+                ", ".join(others[:6]),
+            )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent = os.getpid()
         pid = os.fork()
@@ -210,8 +215,11 @@ class WorkerTemplate:
 
 
 #: Signals the template ignores (its workers restore the defaults): only SIGKILL and SIGSTOP can end it.
-_TEMPLATE_IGNORES = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2",
-                                                             "SIGPIPE", "SIGALRM") if hasattr(signal, name))
+_TEMPLATE_IGNORES = tuple(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM")
+    if hasattr(signal, name)
+)
 
 
 def _template_main(sock: socket.socket, target: Any, parent: int) -> None:
@@ -306,8 +314,14 @@ def describe_exit(status: int | None) -> str:
 
 # ----- one worker, seen from the driver ------------------------------------------------------------------------
 class _Worker:
-    def __init__(self, pid: int, conn: Connection, process: subprocess.Popen[bytes] | None = None,
-                 template: WorkerTemplate | None = None, boxed: bool = False) -> None:
+    def __init__(
+        self,
+        pid: int,
+        conn: Connection,
+        process: subprocess.Popen[bytes] | None = None,
+        template: WorkerTemplate | None = None,
+        boxed: bool = False,
+    ) -> None:
         self.pid, self.conn, self.process, self.template, self.boxed = pid, conn, process, template, boxed
         self.ready = False
         self.position: int | None = None
@@ -315,7 +329,7 @@ class _Worker:
         self.born = time.perf_counter()
         self.values: Any = None
         self.runs = 0
-        self.suspect = False    # runs an example that was lost with the template: alone, so it is charged if it was
+        self.suspect = False  # runs an example that was lost with the template: alone, so it is charged if it was
 
     @property
     def name(self) -> str:
@@ -362,13 +376,22 @@ class ProcessExecutor:
     loop starts threads (`make_executor` does); `evaluate` starts it otherwise.
     """
 
-    def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None,
-                 target_factory: Callable[[], Any] | None = None, start_method: str | None = None,
-                 sandbox: Any = None) -> None:
+    def __init__(
+        self,
+        concurrency: int = 1,
+        nonfinite: str = "error",
+        *,
+        eval_timeout: float | None = None,
+        target_factory: Callable[[], Any] | None = None,
+        start_method: str | None = None,
+        sandbox: Any = None,
+    ) -> None:
         if not process_isolation_here():
-            raise NotImplementedError(f"isolated worker processes need a POSIX system (they pass sockets to their "
-                                      f"workers); {sys.platform} has none. Run under WSL or in a Linux container, or "
-                                      f"use isolation='none'")
+            raise NotImplementedError(
+                f"isolated worker processes need a POSIX system (they pass sockets to their "
+                f"workers); {sys.platform} has none. Run under WSL or in a Linux container, or "
+                f"use isolation='none'"
+            )
         self.concurrency = check_concurrency(concurrency)
         self.nonfinite = nonfinite
         self.eval_timeout = eval_timeout
@@ -379,11 +402,13 @@ class ProcessExecutor:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, got {start_method!r}")
         if start_method == "fork" and (sandbox is not None or not hasattr(os, "fork")):
-            raise ValueError("start_method='fork' is not possible here" + (" (the sandbox starts fresh interpreters)"
-                                                                           if sandbox is not None else ""))
+            raise ValueError(
+                "start_method='fork' is not possible here"
+                + (" (the sandbox starts fresh interpreters)" if sandbox is not None else "")
+            )
         self.start_method = start_method
         self.workers: list[_Worker] = []
-        self.replaced = 0                       # workers killed or lost and replaced, over the executor's life
+        self.replaced = 0  # workers killed or lost and replaced, over the executor's life
         self._template: WorkerTemplate | None = None
         self._payload: tuple[str, bytes] | None = None
         self._target_id: int | None = None
@@ -425,28 +450,46 @@ class ProcessExecutor:
             pid, conn = self._template.spawn()
             return _Worker(pid, conn, template=self._template)
         ours, theirs = socket.socketpair()
-        command = [sys.executable, "-m", "opto_core.engine.executors.child", str(theirs.fileno()),
-                   str(0 if self.sandbox is not None else os.getpid())]
+        command = [
+            sys.executable,
+            "-m",
+            "opto_core.engine.executors.child",
+            str(theirs.fileno()),
+            str(0 if self.sandbox is not None else os.getpid()),
+        ]
         if self.sandbox is not None:
             command, env, cwd = self.sandbox.wrap(command, keep_fds=[theirs.fileno()])
         else:  # a fresh interpreter must find this very opto_core, whatever the caller's PYTHONPATH
             env, cwd = dict(os.environ), None
-            env["PYTHONPATH"] = os.pathsep.join([_OPTO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
-                                                              if p and p != _OPTO_ROOT])
+            env["PYTHONPATH"] = os.pathsep.join(
+                [_OPTO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != _OPTO_ROOT]
+            )
         try:
-            process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=env, cwd=cwd,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            process = subprocess.Popen(
+                command, pass_fds=[theirs.fileno()], env=env, cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         finally:
             theirs.close()
         conn = Connection(ours.detach())
-        setup = {"sys_path": [os.path.abspath(p or os.curdir) for p in sys.path], "payload": self._payload,
-                 "confine": self.sandbox.inside() if self.sandbox is not None else None}
+        setup = {
+            "sys_path": [os.path.abspath(p or os.curdir) for p in sys.path],
+            "payload": self._payload,
+            "confine": self.sandbox.inside() if self.sandbox is not None else None,
+        }
         conn.send_bytes(pickle.dumps(setup, protocol=pickle.HIGHEST_PROTOCOL))
         return _Worker(process.pid, conn, process=process, boxed=self.sandbox is not None)
 
     # ----- one batch ---------------------------------------------------------------------------------------
-    def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
-                 failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]:
+    def evaluate(
+        self,
+        target: Any,
+        examples: Sequence[Any],
+        feedback_fn: FeedbackFn,
+        *,
+        indices: Sequence[int],
+        failure_score: float,
+        values: dict[str, Any] | None = None,
+    ) -> list[Evaluation]:
         self.start(target)
         timeout = self.eval_timeout
         if timeout is None:
@@ -491,16 +534,24 @@ class ProcessExecutor:
                     if worker.position is not None and now - worker.sent_at > timeout:
                         position = worker.position
                         self._drop(worker, why="a run exceeded eval_timeout")
-                        batch.fail(position, "timeout", EvaluationTimeout(
-                            f"the run took longer than eval_timeout={timeout:g}s; its worker process was killed"),
-                            now - worker.sent_at)
+                        batch.fail(
+                            position,
+                            "timeout",
+                            EvaluationTimeout(
+                                f"the run took longer than eval_timeout={timeout:g}s; its worker process was killed"
+                            ),
+                            now - worker.sent_at,
+                        )
                         seen_by[position] = worker.name
                     elif not worker.ready and now - worker.born > STARTUP_TIMEOUT:
                         self._drop(worker, why="it did not start in time")
                         build_failures += 1
                         if build_failures >= 2 or not self.workers:
-                            self._fail_all(batch, pending, InfrastructureError(
-                                f"a worker did not build the workflow within {STARTUP_TIMEOUT:g}s"))
+                            self._fail_all(
+                                batch,
+                                pending,
+                                InfrastructureError(f"a worker did not build the workflow within {STARTUP_TIMEOUT:g}s"),
+                            )
         except BaseException:  # Ctrl-C or a feedback error: nothing may keep running for this batch
             for worker in [w for w in self.workers if w.position is not None]:
                 self._drop(worker, why="the batch stopped")
@@ -514,8 +565,9 @@ class ProcessExecutor:
                 evaluation.drift = drifts[position]
         return results
 
-    def _hand_out(self, pending: collections.deque[int], examples: Sequence[Any], values: dict[str, Any] | None,
-                  batch: _Batch) -> None:
+    def _hand_out(
+        self, pending: collections.deque[int], examples: Sequence[Any], values: dict[str, Any] | None, batch: _Batch
+    ) -> None:
         """Give idle workers examples; an example under suspicion runs alone (see `_receive`)."""
         if any(w.suspect and w.position is not None for w in self.workers):
             return
@@ -538,15 +590,21 @@ class ProcessExecutor:
             if not self._send(worker, position, examples, values, batch):
                 pending.appendleft(position)  # an idle worker that died: nobody is charged
 
-    def _send(self, worker: _Worker, position: int, examples: Sequence[Any], values: dict[str, Any] | None,
-              batch: _Batch) -> bool:
+    def _send(
+        self, worker: _Worker, position: int, examples: Sequence[Any], values: dict[str, Any] | None, batch: _Batch
+    ) -> bool:
         """Give ``worker`` the example; False when the worker turned out to be gone (the example waits)."""
         changed = values if values != worker.values else None
         try:
             request = pickle.dumps(("run", changed, examples[position]), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            batch.fail(position, "sending the example", InfrastructureError(
-                f"the example (or the step's values) cannot be pickled for the worker: {type(exc).__name__}: {exc}"))
+            batch.fail(
+                position,
+                "sending the example",
+                InfrastructureError(
+                    f"the example (or the step's values) cannot be pickled for the worker: {type(exc).__name__}: {exc}"
+                ),
+            )
             return True
         try:
             worker.conn.send_bytes(request)
@@ -559,8 +617,14 @@ class ProcessExecutor:
         batch.started[position] = worker.sent_at
         return True
 
-    def _receive(self, worker: _Worker, batch: _Batch, seen_by: dict[int, str], drifts: dict[int, list[str]],
-                 frameworks: tuple[str, ...]) -> BaseException | None:
+    def _receive(
+        self,
+        worker: _Worker,
+        batch: _Batch,
+        seen_by: dict[int, str],
+        drifts: dict[int, list[str]],
+        frameworks: tuple[str, ...],
+    ) -> BaseException | None:
         """Read one message from ``worker``; returns the error when the worker could not build the workflow."""
         position = worker.position
         try:
@@ -582,8 +646,12 @@ class ProcessExecutor:
                     return None
                 text = "the worker template (the workers' parent) was killed by this example's run, which ran alone,"
             cause = "sent an answer larger than the limit" if "too long" in str(exc) else text
-            batch.fail(position, "worker", WorkerLost(f"{cause} while it ran this example"),
-                       time.perf_counter() - worker.sent_at)
+            batch.fail(
+                position,
+                "worker",
+                WorkerLost(f"{cause} while it ran this example"),
+                time.perf_counter() - worker.sent_at,
+            )
             seen_by[position] = worker.name
             return None
         except ValueError as exc:  # not JSON, not an object: the worker broke the protocol
@@ -622,15 +690,20 @@ class ProcessExecutor:
             batch.fail(position, "worker", WorkerLost(f"the worker sent a malformed result: {exc}"))
             return None
         if graph is None:
-            output, graph = failed_run("worker", output if isinstance(output, BaseException) else
-                                       InfrastructureError(str(output)))
+            output, graph = failed_run(
+                "worker", output if isinstance(output, BaseException) else InfrastructureError(str(output))
+            )
         if drift:  # the worker retires on its own after such a run
             drifts[position] = drift
             self._drop(worker, why="a run changed parameter values behind the loop", kill=False)
-            output, graph = failed_run("worker", WroteAroundOptimizer(
-                f"a run wrote around the optimizer ({', '.join(f'{name}: its value changed' for name in drift)}); "
-                f"values change only through the optimizer's proposals, so the run failed and its worker, "
-                f"which held the changed values, was replaced"))
+            output, graph = failed_run(
+                "worker",
+                WroteAroundOptimizer(
+                    f"a run wrote around the optimizer ({', '.join(f'{name}: its value changed' for name in drift)}); "
+                    f"values change only through the optimizer's proposals, so the run failed and its worker, "
+                    f"which held the changed values, was replaced"
+                ),
+            )
         batch.score(position, output, graph, seconds)
         scored = batch.results[position]
         if drift and scored is not None:

@@ -57,7 +57,6 @@ log = logging.getLogger("opto")
 EXTRA_HINT = "executor='ray' needs the `ray` extra: pip install 'opto-adapters[ray]'"
 
 
-
 def import_ray() -> Any:
     """The ``ray`` module, or an `ImportError` naming the extra to install."""
     try:
@@ -65,7 +64,6 @@ def import_ray() -> Any:
     except ImportError as exc:
         raise ImportError(EXTRA_HINT) from exc
     return ray
-
 
 
 # ----- the worker ---------------------------------------------------------------------------------------------
@@ -81,8 +79,9 @@ class _Worker:
         self.applied: dict[str, Any] | None = None
         self.applied_exact: dict[str, str] | None = None  # every parameter as applied (exact JSON), to see writes
         self.is_async = callable(getattr(self.target, "arun", None))
-        self.pool = None if self.is_async else ThreadPoolExecutor(max_workers=concurrency,
-                                                                 thread_name_prefix="opto-ray-run")
+        self.pool = (
+            None if self.is_async else ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="opto-ray-run")
+        )
         self.name = f"pid {os.getpid()}"
 
     def pid(self) -> int:
@@ -110,8 +109,9 @@ class _Worker:
         try:
             blob = cloudpickle.dumps((output, graph))
         except Exception as exc:
-            error = InfrastructureError(f"the run's output or graph cannot be sent back to the driver "
-                                        f"({type(exc).__name__}: {exc})")
+            error = InfrastructureError(
+                f"the run's output or graph cannot be sent back to the driver ({type(exc).__name__}: {exc})"
+            )
             blob = cloudpickle.dumps(failed_run("returning the result", error))
         return blob, seconds, self.name, drift
 
@@ -129,10 +129,19 @@ class RayExecutor:
     ``concurrency``; set it on an autoscaling cluster, whose CPUs appear only once asked for).
     """
 
-    def __init__(self, concurrency: int = 1, nonfinite: str = "error", *, eval_timeout: float | None = None,
-                 target_factory: Callable[[], Any] | None = None, address: str | None = None,
-                 runtime_env: dict[str, Any] | None = None, worker_cpus: float = 1.0, retries: int = 1,
-                 actors: int | None = None) -> None:
+    def __init__(
+        self,
+        concurrency: int = 1,
+        nonfinite: str = "error",
+        *,
+        eval_timeout: float | None = None,
+        target_factory: Callable[[], Any] | None = None,
+        address: str | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        worker_cpus: float = 1.0,
+        retries: int = 1,
+        actors: int | None = None,
+    ) -> None:
         self.ray = import_ray()
         self.concurrency = check_concurrency(concurrency)
         self.nonfinite = nonfinite
@@ -145,7 +154,7 @@ class RayExecutor:
         self.actor_count = None if actors is None else check_concurrency(actors)
         self.started_ray = False
         self.actors: list[Any] = []
-        self.replaced = 0                      # actors replaced after they died, over the executor's life
+        self.replaced = 0  # actors replaced after they died, over the executor's life
         self._built_for: tuple[int, int] | None = None
         self._payload: tuple[str, bytes] | None = None
         self._inflight: dict[Any, Any] = {}
@@ -172,8 +181,9 @@ class RayExecutor:
 
     def _actor(self, per_actor: int) -> Any:
         # one slot more than the runs it gets: the readiness probe must not queue behind a long run
-        remote = self.ray.remote(_Worker).options(num_cpus=self.worker_cpus, max_concurrency=per_actor + 1,
-                                                 max_restarts=0, max_task_retries=0)
+        remote = self.ray.remote(_Worker).options(
+            num_cpus=self.worker_cpus, max_concurrency=per_actor + 1, max_restarts=0, max_task_retries=0
+        )
         actor = remote.remote(self._payload, per_actor)
         self._ready[id(actor)] = actor.pid.remote()  # done once the actor has built the workflow
         return actor
@@ -209,7 +219,9 @@ class RayExecutor:
             count = min(self.concurrency, self.actor_count)
         else:
             cpus = self.ray.cluster_resources().get("CPU", 1.0)
-            count = max(1, min(self.concurrency, int(cpus // self.worker_cpus) if self.worker_cpus else self.concurrency))
+            count = max(
+                1, min(self.concurrency, int(cpus // self.worker_cpus) if self.worker_cpus else self.concurrency)
+            )
         self._per_actor = math.ceil(self.concurrency / count)
         self.actors = [self._actor(self._per_actor) for _ in range(count)]
         self._built_for = key
@@ -231,8 +243,16 @@ class RayExecutor:
         log.warning("executor='ray': replaced a worker (%s; %d replaced so far)", why, self.replaced)
 
     # ----- one batch ---------------------------------------------------------------------------------------------
-    def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
-                 failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]:
+    def evaluate(
+        self,
+        target: Any,
+        examples: Sequence[Any],
+        feedback_fn: FeedbackFn,
+        *,
+        indices: Sequence[int],
+        failure_score: float,
+        values: dict[str, Any] | None = None,
+    ) -> list[Evaluation]:
         ray = self.ray
         self.connect()
         self._pool_for(target)
@@ -244,7 +264,8 @@ class RayExecutor:
         retried: dict[int, list[str]] = collections.defaultdict(list)
         workers: dict[int, str] = {}
         queue: collections.deque[tuple[int, int, int | None]] = collections.deque(
-            (position, 0, None) for position in range(len(examples)))
+            (position, 0, None) for position in range(len(examples))
+        )
         busy = [0] * len(self.actors)
         inflight = self._inflight = {}
 
@@ -260,8 +281,9 @@ class RayExecutor:
             cause = f"{type(exc).__name__}: {_first_line(exc)}"
             if attempt < self.retries and not self._cancelled.is_set():
                 retried[position].append(cause)
-                log.warning("executor='ray': example %s lost (%s); retrying it on another worker",
-                            indices[position], cause)
+                log.warning(
+                    "executor='ray': example %s lost (%s); retrying it on another worker", indices[position], cause
+                )
                 queue.append((position, attempt + 1, slot))
             else:
                 batch.fail(position, "ray worker", exc, seconds)
@@ -300,25 +322,39 @@ class RayExecutor:
                         blob, seconds, worker, drift = ray.get(ref)
                     except ray.exceptions.RayActorError as exc:  # the worker process died
                         self._replace(slot, actor)
-                        lost(position, attempt, slot, InfrastructureError(
-                            f"the Ray worker died: {_first_line(exc)}"), now - submitted)
+                        lost(
+                            position,
+                            attempt,
+                            slot,
+                            InfrastructureError(f"the Ray worker died: {_first_line(exc)}"),
+                            now - submitted,
+                        )
                         continue
                     except ray.exceptions.TaskCancelledError as exc:
                         batch.fail(position, "cancelled", EvaluationCancelled(f"the run was cancelled: {exc}"))
                         continue
                     except ray.exceptions.RayError as exc:  # the worker code itself raised (apply, build...)
-                        lost(position, attempt, slot, InfrastructureError(
-                            f"the Ray task failed: {_first_line(exc)}"), now - submitted)
+                        lost(
+                            position,
+                            attempt,
+                            slot,
+                            InfrastructureError(f"the Ray task failed: {_first_line(exc)}"),
+                            now - submitted,
+                        )
                         continue
                     import cloudpickle
 
                     output, graph = cloudpickle.loads(blob)
                     workers[position] = worker
                     if drift:  # the actor holds values the loop never set: it is retired, its other runs go again
-                        output, graph = failed_run("ray worker", WroteAroundOptimizer(
-                            f"a run wrote around the optimizer ({', '.join(f'{n}: its value changed' for n in drift)}"
-                            f"); values change only through the optimizer's proposals, so the run failed and its "
-                            f"worker, which held the changed values, was replaced"))
+                        output, graph = failed_run(
+                            "ray worker",
+                            WroteAroundOptimizer(
+                                f"a run wrote around the optimizer ({', '.join(f'{n}: its value changed' for n in drift)}"
+                                f"); values change only through the optimizer's proposals, so the run failed and its "
+                                f"worker, which held the changed values, was replaced"
+                            ),
+                        )
                         self._replace(slot, actor, why="a run changed parameter values behind the loop")
                         requeue(actor)
                     batch.score(position, output, graph, seconds)
@@ -337,8 +373,13 @@ class RayExecutor:
                             # killed and replaced, so the stuck run cannot hold a slot of later runs
                             self._replace(slot, actor, why="a run on it exceeded eval_timeout")
                             requeue(actor)
-                            lost(position, attempt, slot, EvaluationTimeout(
-                                f"the run took longer than eval_timeout={self.eval_timeout:g}s"), now - submitted)
+                            lost(
+                                position,
+                                attempt,
+                                slot,
+                                EvaluationTimeout(f"the run took longer than eval_timeout={self.eval_timeout:g}s"),
+                                now - submitted,
+                            )
         except BaseException:  # Ctrl-C or a feedback error: cancel what is still running, then re-raise
             for ref in list(inflight):
                 ray.cancel(ref)

@@ -1,6 +1,5 @@
 """`ThreadExecutor` ("threads", the default): up to ``concurrency`` runs at once in threads of this process."""
 
-
 from __future__ import annotations
 
 import concurrent.futures
@@ -35,8 +34,16 @@ class ThreadExecutor(InProcessExecutor):
     (`opto_core.engine.executors.WorkflowExit`); a real Ctrl-C still stops the batch.
     """
 
-    def evaluate(self, target: Any, examples: Sequence[Any], feedback_fn: FeedbackFn, *, indices: Sequence[int],
-                 failure_score: float, values: dict[str, Any] | None = None) -> list[Evaluation]:
+    def evaluate(
+        self,
+        target: Any,
+        examples: Sequence[Any],
+        feedback_fn: FeedbackFn,
+        *,
+        indices: Sequence[int],
+        failure_score: float,
+        values: dict[str, Any] | None = None,
+    ) -> list[Evaluation]:
         batch = self._batch = _Batch(examples, indices, feedback_fn, failure_score, self.nonfinite)
         try:
             if self.eval_timeout is None and (self.concurrency <= 1 or len(examples) <= 1):
@@ -69,7 +76,8 @@ class ThreadExecutor(InProcessExecutor):
             self._pool = DaemonPool(self.concurrency, "opto-eval")
         pool = self._pool
         futures: dict[int, concurrent.futures.Future[Any]] = {
-            position: pool.submit(one, position) for position in range(len(examples))}
+            position: pool.submit(one, position) for position in range(len(examples))
+        }
 
         def cancel() -> None:
             for future in futures.values():

@@ -36,8 +36,24 @@ log = logging.getLogger("opto")
 
 #: Modules and names `SafeUnpickler` builds whatever the workflow: data, no behaviour.
 _SAFE_NAMES: dict[str, set[str]] = {
-    "builtins": {"dict", "list", "set", "frozenset", "tuple", "str", "bytes", "bytearray", "int", "float",
-                 "complex", "bool", "slice", "range", "NoneType", "object"},
+    "builtins": {
+        "dict",
+        "list",
+        "set",
+        "frozenset",
+        "tuple",
+        "str",
+        "bytes",
+        "bytearray",
+        "int",
+        "float",
+        "complex",
+        "bool",
+        "slice",
+        "range",
+        "NoneType",
+        "object",
+    },
     "collections": {"OrderedDict", "defaultdict", "deque", "Counter"},
     "datetime": {"date", "time", "datetime", "timedelta", "timezone"},
     "decimal": {"Decimal"},
@@ -94,8 +110,12 @@ def _is_json(value: Any, depth: int = 0) -> bool:
 def describe_exception(exc: BaseException) -> dict[str, Any]:
     """An exception as data: its type, message and whose failure it is (decided here, where its causes live),
     with the provider failure behind it (status, Retry-After) when the model provider failed."""
-    data: dict[str, Any] = {"type": type(exc).__qualname__, "module": type(exc).__module__,
-                            "message": str(exc)[:20000], "kind": error_kind(exc)}
+    data: dict[str, Any] = {
+        "type": type(exc).__qualname__,
+        "module": type(exc).__module__,
+        "message": str(exc)[:20000],
+        "kind": error_kind(exc),
+    }
     failure = provider_failure(exc)
     if failure is not None:
         data["provider"] = dataclasses.asdict(failure)
@@ -160,10 +180,13 @@ def decode_output(data: dict[str, Any], frameworks: tuple[str, ...] = ()) -> Any
     type_name = str(data.get("type", ""))
     if type_name not in _WARNED:
         _WARNED.add(type_name)
-        log.warning("an output of type %s cannot come back from the isolated worker as itself (%s); the feedback "
-                    "function gets its repr (a RemoteOutput). Register the type with "
-                    "opto_core.engine.executors.transfer.register_output_type, or use isolation='none'",
-                    type_name, why)
+        log.warning(
+            "an output of type %s cannot come back from the isolated worker as itself (%s); the feedback "
+            "function gets its repr (a RemoteOutput). Register the type with "
+            "opto_core.engine.executors.transfer.register_output_type, or use isolation='none'",
+            type_name,
+            why,
+        )
     return RemoteOutput(str(data.get("repr", "")), type_name, why)
 
 
@@ -183,11 +206,17 @@ def rebuild_exception(info: dict[str, Any]) -> BaseException:
         if kind == "infrastructure":
             bases = (*bases, InfrastructureError)
         try:
-            cls = type(name.split(".")[-1], bases, {"__module__": module or __name__, "remote_type": name,
-                                                      "remote_module": module})
+            cls = type(
+                name.split(".")[-1],
+                bases,
+                {"__module__": module or __name__, "remote_type": name, "remote_module": module},
+            )
         except TypeError:  # bases that cannot be combined (layout conflict): the name is what matters
-            cls = type(name.split(".")[-1], (RemoteError,) + ((InfrastructureError,) if kind == "infrastructure"
-                                                              else ()), {"remote_type": name})
+            cls = type(
+                name.split(".")[-1],
+                (RemoteError,) + ((InfrastructureError,) if kind == "infrastructure" else ()),
+                {"remote_type": name},
+            )
         _REBUILT[key] = cls
     error: BaseException = cls.__new__(cls)  # not cls(...): a builtin base may want other arguments
     Exception.__init__(error, str(info.get("message", "")))
