@@ -3,7 +3,7 @@
 | code | meaning |
 |---|---|
 | 0 | the run ended as planned: its steps, a budget, the target score, a STOP file, one Ctrl-C |
-| 1 | the run stopped on an error of the run: the optimizer's LLM failed after its retries, too many failed runs (``max_errors``), every run failed outside the workflow (``all_runs_failed``), invalid values, feedback reaches no trainable parameter (``CoverageError``) |
+| 1 | the run stopped on an error of the run: the optimizer's LLM failed after its retries, too many failed runs (``max_errors``), every run failed outside the workflow (``all_runs_failed``), the model provider failed every run of an evaluation after its retries (``provider_error``), invalid values, feedback reaches no trainable parameter (``CoverageError``) |
 | 2 | a usage error: a bad option or setting, a directory that holds no run of ours, a run locked by another process, an unknown or broken recipe, a missing extra, a sandbox this machine cannot build, a target that cannot travel to a worker |
 | 3 | the run directory is damaged (`CorruptRun`): the message names the file and the way out |
 | 4 | the run directory cannot be written: the disk is full or read-only, or access is denied (nothing saved is lost) |
@@ -26,7 +26,7 @@ INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
     OK: "the run ended as planned (steps, budget, target score, STOP file, one Ctrl-C)",
-    RUN_FAILED: "the run stopped on an error (optimizer LLM failure, max_errors, every run failed, invalid values)",
+    RUN_FAILED: "the run stopped on an error (optimizer LLM failure, max_errors, every run failed, provider errors, invalid values)",
     USAGE: "usage error (bad option or setting, not a run directory, locked run, unknown or broken recipe)",
     CORRUPT_RUN: "the run directory is damaged (CorruptRun)",
     UNWRITABLE: "the run directory cannot be written (disk full, read-only, permission denied)",
